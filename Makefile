@@ -1,0 +1,44 @@
+# vllm-hpc: developer and CI entry points. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHELL_FILES = $(shell find bin slurm tests modules containers -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
+
+.PHONY: help install tools lint test test-unit demo clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Install vllm-hpc with its dev tools into .venv
+	@echo "installed: $(VENV)/bin/vllm-hpc (activate with: source $(VENV)/bin/activate)"
+
+tools: ## System tools the checks need (shellcheck), installed with apt when missing
+	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null; }
+
+lint: install tools ## ruff, ruff format --check, mypy --strict, shellcheck
+	$(VENV)/bin/ruff check python tests
+	$(VENV)/bin/ruff format --check python tests
+	$(VENV)/bin/mypy python/launchers tests
+	shellcheck $(SHELL_FILES) tests/unit/golden/*.sbatch
+
+test-unit: install ## Unit tests (seconds, no SLURM)
+	$(PY) -m pytest tests/unit -q
+
+test: lint test-unit ## Everything CI runs
+	@echo "make test: all checks passed"
+
+demo: install ## Plan the 2-node demo job (the live demo needs the node runtime)
+	$(VENV)/bin/vllm-hpc submit --model llama-3.1-70b-instruct --nodes 2 --gpus-per-node 4 --dry-run
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

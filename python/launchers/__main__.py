@@ -1,0 +1,5 @@
+"""``python -m launchers``: the ``vllm-hpc`` command."""
+
+from launchers.cli import main
+
+main()

@@ -1,0 +1,300 @@
+"""The ``vllm-hpc`` command line. The only place that turns errors into exit codes.
+
+Exit codes: 0 ok, 1 a failure on the cluster or in the scheduler, 2 bad input
+(always one line naming the field and the fix), 130 interrupted.
+Imports of the planning modules are lazy so ``--help`` and ``--dry-run`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _layout_options(func: F) -> F:
+    options = [
+        click.option(
+            "--model",
+            "-m",
+            help="Registry id (see `vllm-hpc models list`), Hugging Face id or model "
+            "directory. Default: $MODEL_NAME.",
+        ),
+        click.option("--nodes", "-N", type=click.IntRange(min=1), help="Nodes to allocate."),
+        click.option(
+            "--gpus-per-node", "-G", type=click.IntRange(min=1), help="GPUs on each node."
+        ),
+        click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size."),
+        click.option("--pp", type=click.IntRange(min=1), help="Pipeline parallel size."),
+        click.option("--dp", type=click.IntRange(min=1), help="Data parallel size (in all)."),
+        click.option(
+            "--ep/--no-ep", default=None, help="Expert parallel (MoE models, with DP or TP)."
+        ),
+        click.option(
+            "--token-parallel-size",
+            type=click.IntRange(min=1),
+            help="Token parallelism (only engine builds that have it; not upstream vLLM).",
+        ),
+        click.option(
+            "--allow-cross-node-tp",
+            is_flag=True,
+            help="Allow TP larger than one node (needs InfiniBand/RoCE).",
+        ),
+        click.option(
+            "--runtime",
+            type=click.Choice(["auto", "ray", "native"]),
+            help="How nodes are joined: Ray (default across nodes) or vLLM's own --nnodes.",
+        ),
+        click.option("--partition", "-p", help="SLURM partition."),
+        click.option("--account", "-A", help="SLURM account."),
+        click.option("--qos", help="SLURM QOS."),
+        click.option("--time", "-t", "time_limit", help="Time limit, e.g. 04:00:00."),
+        click.option("--job-name", "-J", help="Job name (default vllm-<model>)."),
+        click.option(
+            "--registry",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="Extra registry file layered last (repeatable).",
+        ),
+        click.option("--port", type=int, help="API port on the leader (default 8000)."),
+        click.option("--ray-port", type=int, help="Ray head port (default 6379)."),
+        click.option(
+            "--api-key-file",
+            type=click.Path(dir_okay=False),
+            help="File holding the API key (0600). Never pass a key on the command line.",
+        ),
+        click.option(
+            "--container",
+            help="Run inside a container: apptainer:IMAGE.sif, singularity:IMAGE.sif "
+            "or enroot:IMAGE.",
+        ),
+        click.option("--vllm-version", help="vLLM version the nodes run (default: current)."),
+        click.option(
+            "--gpu-memory-gib",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Memory of one GPU, to check the model fits.",
+        ),
+        click.option("--requeue", is_flag=True, help="Let SLURM requeue the job."),
+        click.option("--job-root", help="Directory for job directories (shared storage)."),
+        click.argument("extra_vllm_args", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _request(kwargs: dict[str, Any]) -> Any:
+    from launchers.resolve import Request
+
+    return Request(
+        model=kwargs["model"],
+        nodes=kwargs["nodes"],
+        gpus_per_node=kwargs["gpus_per_node"],
+        tp=kwargs["tp"],
+        pp=kwargs["pp"],
+        dp=kwargs["dp"],
+        ep=kwargs["ep"],
+        token_parallel_size=kwargs["token_parallel_size"],
+        allow_cross_node_tp=kwargs["allow_cross_node_tp"],
+        runtime=kwargs["runtime"],
+        partition=kwargs["partition"],
+        account=kwargs["account"],
+        qos=kwargs["qos"],
+        time=kwargs["time_limit"],
+        job_name=kwargs["job_name"],
+        job_root=kwargs["job_root"],
+        port=kwargs["port"],
+        ray_port=kwargs["ray_port"],
+        api_key_file=kwargs["api_key_file"],
+        container=kwargs["container"],
+        vllm_version=kwargs["vllm_version"],
+        gpu_memory_gib=kwargs["gpu_memory_gib"],
+        requeue=kwargs["requeue"],
+        extra_args=tuple(kwargs["extra_vllm_args"]),
+    )
+
+
+def _make_plan(kwargs: dict[str, Any]) -> Any:
+    from launchers.config import ClusterSpec
+    from launchers.plan import plan
+    from launchers.registry import load_registry
+    from launchers.resolve import resolve
+
+    registry = load_registry(kwargs["registry"])
+    config = resolve(_request(kwargs), registry, os.environ, sys.executable)
+    cluster = ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
+    return plan(config, cluster)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.", envvar="VLLM_HPC_DEBUG")
+@click.version_option(package_name="vllm-hpc", prog_name="vllm-hpc")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Serve vLLM's OpenAI-compatible API on SLURM clusters.
+
+    \b
+    Start with:
+      vllm-hpc models list
+      vllm-hpc submit --model llama-3.1-70b-instruct --nodes 2 --gpus-per-node 4 --dry-run
+    """
+    ctx.obj = {"debug": debug}
+
+
+SUBMIT_HELP = """Plan a deployment and submit it to SLURM.
+
+\b
+Examples:
+  vllm-hpc submit -m llama-3.2-3b-instruct --dry-run
+  vllm-hpc submit -m llama-3.1-70b-instruct -N 2 -G 4 -p gpu -t 04:00:00
+  vllm-hpc submit -m /shared/models/my-model --tp 4 -- --enable-prefix-caching
+
+Everything after `--` is passed to `vllm serve` unchanged. `--dry-run` prints the
+whole plan (the sbatch script, each node's commands and environment) and submits
+nothing; add `--json` for machine-readable output.
+"""
+
+
+@cli.command("submit", help=SUBMIT_HELP)
+@_layout_options
+@click.option("--dry-run", is_flag=True, help="Print the plan; submit nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def submit_cmd(dry_run: bool, as_json: bool, **kwargs: Any) -> None:
+    from launchers.errors import SubmitError
+    from launchers.render import render_plan_json, render_plan_text
+
+    launch = _make_plan(kwargs)
+    if dry_run:
+        click.echo(render_plan_json(launch) if as_json else render_plan_text(launch), nl=False)
+        return
+    raise SubmitError(
+        "submit: this version can plan but not yet launch jobs",
+        fix="use --dry-run, or `vllm-hpc render sbatch` and sbatch the script",
+    )
+
+
+@cli.group("render")
+def render_group() -> None:
+    """Write deployment files from a plan (sbatch script, ...)."""
+
+
+@render_group.command("sbatch")
+@_layout_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
+def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
+    """Print the sbatch script for a deployment (same options as `submit`)."""
+    from launchers.render import render_sbatch
+
+    text = render_sbatch(_make_plan(kwargs))
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.group("models")
+def models_group() -> None:
+    """The model registry: list, show, schema."""
+
+
+@models_group.command("list")
+@click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def models_list(registry: tuple[str, ...], as_json: bool) -> None:
+    """Registry entries with their layout and GPU count."""
+    import json
+
+    from launchers.registry import load_registry
+
+    reg = load_registry(registry)
+    rows = []
+    for name, spec in sorted(reg.models.items()):
+        tp = spec.tensor_parallel_size or 1
+        pp = spec.pipeline_parallel_size or 1
+        dp = spec.data_parallel_size or 1
+        layout = f"TP={tp} PP={pp}" + (f" DP={dp}" if dp > 1 else "")
+        layout += " EP" if spec.enable_expert_parallel else ""
+        rows.append((name, layout, str(tp * pp * dp), spec.description))
+    if as_json:
+        keys = ("name", "layout", "gpus", "description")
+        click.echo(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
+        return
+    header = ("NAME", "LAYOUT", "GPUS", "DESCRIPTION")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        click.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        )
+
+
+@models_group.command("show")
+@click.argument("name")
+@click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def models_show(name: str, registry: tuple[str, ...], as_json: bool) -> None:
+    """The merged entry NAME and the file each field came from."""
+    import json
+
+    from launchers.registry import load_registry
+
+    reg = load_registry(registry)
+    spec = reg.get(name)
+    data = spec.model_dump(mode="json", exclude_defaults=False)
+    sources = reg.sources.get(name, {})
+    if as_json:
+        click.echo(json.dumps({"name": name, "entry": data, "sources": sources}, indent=2))
+        return
+    click.echo(f"{name}")
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        origin = sources.get(key, "default")
+        click.echo(f"  {key.ljust(width)}  {json.dumps(value)}   [{origin}]")
+
+
+@models_group.command("schema")
+def models_schema() -> None:
+    """JSON schema of registry files (point your editor's YAML plugin at it)."""
+    import json
+
+    from launchers.registry import schema
+
+    click.echo(json.dumps(schema(), indent=2))
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def run(command: click.Command, args: Sequence[str] | None, prog_name: str) -> NoReturn:
+    """Run a click command with vllm-hpc's error handling."""
+    from launchers.errors import VllmHpcError
+
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv or os.environ.get("VLLM_HPC_DEBUG") == "1"
+    try:
+        result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except VllmHpcError as exc:
+        if debug:
+            raise
+        _fail(exc.one_line(), exc.exit_code)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else prog_name
+        _fail(f"{exc.format_message()} (see '{where} --help')", EXIT_BAD_INPUT)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted", EXIT_INTERRUPTED)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def main(args: Sequence[str] | None = None) -> NoReturn:
+    run(cli, args, "vllm-hpc")

@@ -1,0 +1,216 @@
+"""``build_*_argv``: the command lines of ``ray start`` and ``vllm serve``, as lists.
+
+Values only known on the node (its address, the leader's address, the job id, the
+node's rank) are placeholders that ``plan.fill_placeholders`` replaces at run time.
+What the target vLLM version supports is decided here, from a table of versions.
+"""
+
+from __future__ import annotations
+
+import re
+
+from launchers.config import ParallelLayout, ServeConfig
+from launchers.errors import InputError, UnsupportedFeatureError
+
+NODE_IP = "@NODE_IP@"
+LEADER_IP = "@LEADER_IP@"
+JOB_ID = "@JOB_ID@"
+JOB_DIR = "@JOB_DIR@"
+NODE_RANK = "@NODE_RANK@"
+DP_START_RANK = "@DP_START_RANK@"
+PLACEHOLDERS = (NODE_IP, LEADER_IP, JOB_ID, JOB_DIR, NODE_RANK, DP_START_RANK)
+
+# First vLLM release with each feature (checked against vLLM's source).
+FEATURE_SINCE: dict[str, tuple[int, int, int]] = {
+    "nnodes": (0, 11, 1),  # --nnodes/--node-rank/--master-addr/--master-port
+    "all2all_flag": (0, 11, 1),  # --all2all-backend replaces VLLM_ALL2ALL_BACKEND
+    "headless_dp": (0, 9, 0),  # --headless --data-parallel-start-rank
+    "api_server_count": (0, 9, 0),
+}
+ALL2ALL_BACKENDS = (
+    "allgather_reducescatter",
+    "deepep_high_throughput",
+    "deepep_low_latency",
+    "flashinfer_all2allv",
+    "mori",
+)
+REMOVED_ALL2ALL = {"pplx": "allgather_reducescatter", "naive": "allgather_reducescatter"}
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """'0.11.1', '0.11.1rc2', '0.32.0+cpu' -> (0, 11, 1)."""
+    match = _VERSION_RE.match(text.strip().lstrip("v"))
+    if not match:
+        raise InputError(
+            f"vllm_version: {text!r} is not a version", fix="use a version such as 0.11.1"
+        )
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def supports(feature: str, version: str) -> bool:
+    return parse_version(version) >= FEATURE_SINCE[feature]
+
+
+def require(feature: str, version: str, what: str) -> None:
+    if not supports(feature, version):
+        need = ".".join(map(str, FEATURE_SINCE[feature]))
+        raise UnsupportedFeatureError(
+            f"vllm_version: {what} needs vLLM >= {need}, the target is {version}",
+            fix=f"upgrade vLLM to {need} or newer, or set vllm_version if the nodes have it",
+        )
+
+
+def check_all2all(backend: str) -> str:
+    if backend in REMOVED_ALL2ALL:
+        raise InputError(
+            f"all2all_backend: {backend!r} was removed from vLLM",
+            fix=f"use {REMOVED_ALL2ALL[backend]!r}",
+        )
+    if backend not in ALL2ALL_BACKENDS:
+        raise InputError(
+            f"all2all_backend: unknown backend {backend!r}",
+            fix=f"choose one of {', '.join(ALL2ALL_BACKENDS)}",
+        )
+    return backend
+
+
+def ray_temp_dir() -> str:
+    """Per-job Ray directory; short, because Ray's Unix socket paths are limited to 107."""
+    return f"/tmp/ray-{JOB_ID}"
+
+
+def build_ray_head_argv(
+    *, port: int, num_gpus: int, dashboard: bool = False, block: bool = True
+) -> list[str]:
+    argv = [
+        "ray",
+        "start",
+        "--head",
+        f"--node-ip-address={NODE_IP}",
+        f"--port={port}",
+        f"--num-gpus={num_gpus}",
+        f"--temp-dir={ray_temp_dir()}",
+        "--disable-usage-stats",
+    ]
+    if dashboard:
+        argv += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
+    else:
+        argv.append("--include-dashboard=false")
+    if block:
+        argv.append("--block")
+    return argv
+
+
+def build_ray_worker_argv(*, port: int, num_gpus: int, block: bool = True) -> list[str]:
+    argv = [
+        "ray",
+        "start",
+        f"--address={LEADER_IP}:{port}",
+        f"--node-ip-address={NODE_IP}",
+        f"--num-gpus={num_gpus}",
+        f"--temp-dir={ray_temp_dir()}",
+        "--disable-usage-stats",
+    ]
+    if block:
+        argv.append("--block")
+    return argv
+
+
+def _model_args(config: ServeConfig) -> list[str]:
+    spec = config.spec
+    argv = ["--served-model-name", config.served_model_name]
+    if spec.dtype != "auto":
+        argv += ["--dtype", spec.dtype]
+    optional: list[tuple[str, object]] = [
+        ("--max-model-len", spec.max_model_len),
+        ("--gpu-memory-utilization", spec.gpu_memory_utilization),
+        ("--max-num-seqs", spec.max_num_seqs),
+        ("--max-num-batched-tokens", spec.max_num_batched_tokens),
+    ]
+    for flag, value in optional:
+        if value is not None:
+            argv += [flag, str(value)]
+    if spec.trust_remote_code:
+        argv.append("--trust-remote-code")
+    return argv
+
+
+def _parallel_args(layout: ParallelLayout) -> list[str]:
+    argv = ["--tensor-parallel-size", str(layout.tp)]
+    if layout.pp > 1:
+        argv += ["--pipeline-parallel-size", str(layout.pp)]
+    if layout.token_parallel_size:
+        argv += ["--token-parallel-size", str(layout.token_parallel_size)]
+    return argv
+
+
+def all2all_env(config: ServeConfig) -> dict[str, str]:
+    """The pre-0.11.1 spelling of the all-to-all backend, as an environment variable."""
+    backend = config.spec.all2all_backend
+    if backend and config.layout.ep and not supports("all2all_flag", config.vllm_version):
+        return {"VLLM_ALL2ALL_BACKEND": check_all2all(backend)}
+    return {}
+
+
+def _ep_args(config: ServeConfig) -> list[str]:
+    if not config.layout.ep:
+        return []
+    argv = ["--enable-expert-parallel"]
+    backend = config.spec.all2all_backend
+    if backend and supports("all2all_flag", config.vllm_version):
+        argv += ["--all2all-backend", check_all2all(backend)]
+    return argv
+
+
+def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> list[str]:
+    """``vllm serve`` for one role of the plan's runtime.
+
+    runtime ``single``: one node, vLLM's own multiprocessing for TP/PP.
+    runtime ``ray``: the leader runs the API; ``--distributed-executor-backend ray``.
+    runtime ``native``: every node runs vllm serve with ``--nnodes``; ranks > 0 headless.
+    runtime ``dp``: data parallel; the leader serves, other nodes are headless DP ranks.
+    """
+    layout = config.layout
+    argv = ["vllm", "serve", config.spec.model]
+    if not headless:
+        argv += ["--host", config.host, "--port", str(config.port)]
+    argv += _model_args(config)
+    argv += _parallel_args(layout)
+    if config.runtime == "ray":
+        argv += ["--distributed-executor-backend", "ray"]
+    elif config.runtime == "native":
+        require("nnodes", config.vllm_version, "multi-node without Ray (--runtime native)")
+        argv += [
+            "--nnodes",
+            str(layout.nodes),
+            "--node-rank",
+            NODE_RANK,
+            "--master-addr",
+            LEADER_IP,
+            "--master-port",
+            str(config.master_port),
+        ]
+    elif config.runtime == "dp":
+        require("headless_dp", config.vllm_version, "multi-node data parallel")
+        argv += [
+            "--data-parallel-size",
+            str(layout.dp),
+            "--data-parallel-size-local",
+            str(layout.dp_local),
+            "--data-parallel-address",
+            LEADER_IP,
+            "--data-parallel-rpc-port",
+            str(config.dp_rpc_port),
+        ]
+        if headless:
+            argv += ["--data-parallel-start-rank", DP_START_RANK]
+        elif config.spec.api_server_count:
+            argv += ["--api-server-count", str(config.spec.api_server_count)]
+    elif layout.dp > 1:
+        argv += ["--data-parallel-size", str(layout.dp)]
+    argv += _ep_args(config)
+    if headless:
+        argv.append("--headless")
+    argv += list(config.spec.extra_args) + list(config.extra_args)
+    return argv

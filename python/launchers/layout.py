@@ -1,0 +1,319 @@
+"""Checking and choosing the parallel layout (TP / PP / DP / EP) for an allocation.
+
+``parse_model_arch`` and everything below it are pure; ``probe_model_arch`` reads a
+local model directory's ``config.json`` (the only I/O here, done at the input edge).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from launchers.config import ModelArch, ParallelLayout
+from launchers.errors import InputError, LayoutError
+
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
+
+
+def parse_model_arch(config: Mapping[str, Any]) -> ModelArch:
+    """A Hugging Face ``config.json`` (as a dict) -> ModelArch. Multimodal configs keep
+    the language model under ``text_config``."""
+    text = config.get("text_config")
+    cfg: Mapping[str, Any] = text if isinstance(text, Mapping) else config
+    heads = cfg.get("num_attention_heads")
+    experts = 0
+    for key in _EXPERT_KEYS:
+        value = cfg.get(key)
+        if isinstance(value, int) and value > 0:
+            experts = value
+            break
+    fields = {
+        "model_type": str(config.get("model_type", "unknown")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": cfg.get("num_key_value_heads") or heads,
+        "num_hidden_layers": cfg.get("num_hidden_layers"),
+        "hidden_size": cfg.get("hidden_size"),
+        "intermediate_size": cfg.get("moe_intermediate_size") or cfg.get("intermediate_size"),
+        "vocab_size": cfg.get("vocab_size"),
+        "num_experts": experts,
+        "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "dtype": cfg.get("torch_dtype") or cfg.get("dtype"),
+        "head_dim": cfg.get("head_dim"),
+    }
+    try:
+        return ModelArch.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(
+            f"model config.json: {err['loc'][0]}: {err['msg']}",
+            fix="is this a causal LM config.json?",
+        ) from None
+
+
+def probe_model_arch(model: str) -> ModelArch | None:
+    """Read ``<model>/config.json`` when ``model`` is a local directory, else None."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return None
+    config = path / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            f"model: {path} has no config.json", fix="point --model at a Hugging Face model dir"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"model: cannot read {config}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"model: {config} is not a JSON object")
+    return parse_model_arch(data)
+
+
+@dataclass(frozen=True)
+class LayoutRequest:
+    """What the user (flags over registry over site) asked for; None = not said."""
+
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    ep: bool = False
+    token_parallel_size: int | None = None
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    site_gpus_per_node: int | None = None
+    allow_cross_node_tp: bool = False
+
+
+def choose_layout(
+    nodes: int, gpus_per_node: int, *, ep: bool, arch: ModelArch | None
+) -> tuple[ParallelLayout, str]:
+    """The layout the deployment guides recommend for an allocation: TP inside a node,
+    PP across nodes; for MoE models with EP, data parallel over every GPU."""
+    if ep:
+        layout = ParallelLayout(
+            tp=1, pp=1, dp=nodes * gpus_per_node, ep=True, nodes=nodes, gpus_per_node=gpus_per_node
+        )
+        return layout, (
+            f"expert parallel asked: one DP rank per GPU ({nodes} x {gpus_per_node}), "
+            "experts spread over all of them"
+        )
+    tp = gpus_per_node
+    reason = f"TP = GPUs per node ({gpus_per_node}) keeps tensor traffic on the node's links"
+    pp = nodes
+    if arch is not None and arch.num_attention_heads % tp != 0:
+        tp = max(
+            d
+            for d in range(1, gpus_per_node + 1)
+            if arch.num_attention_heads % d == 0 and gpus_per_node % d == 0
+        )
+        pp = nodes * (gpus_per_node // tp)
+        reason = (
+            f"{arch.num_attention_heads} attention heads do not split {gpus_per_node} ways: "
+            f"TP={tp}, and {pp} pipeline stages fill the {nodes * gpus_per_node} GPUs"
+        )
+    elif nodes > 1:
+        reason += f"; PP = nodes ({nodes}) sends only activations between nodes"
+    layout = ParallelLayout(tp=tp, pp=pp, nodes=nodes, gpus_per_node=gpus_per_node)
+    return layout, reason
+
+
+def resolve_layout(
+    req: LayoutRequest, arch: ModelArch | None, origin: str = "as requested"
+) -> tuple[ParallelLayout, str]:
+    """Turn a request into a concrete layout and say why (``origin`` says where an
+    explicit layout came from)."""
+    explicit = any(v is not None for v in (req.tp, req.pp, req.dp, req.token_parallel_size))
+    if not explicit:
+        nodes = req.nodes or 1
+        gpn = req.gpus_per_node or (req.site_gpus_per_node if req.nodes else None) or 1
+        layout, reason = choose_layout(nodes, gpn, ep=req.ep, arch=arch)
+        return layout.model_copy(update={"allow_cross_node_tp": req.allow_cross_node_tp}), reason
+    tp, pp, dp = req.tp or 1, req.pp or 1, req.dp or 1
+    world = tp * pp * dp * (req.token_parallel_size or 1)
+    nodes, gpn = _allocation(world, req.nodes, req.gpus_per_node, req.site_gpus_per_node)
+    layout = ParallelLayout(
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        ep=req.ep,
+        token_parallel_size=req.token_parallel_size,
+        nodes=nodes,
+        gpus_per_node=gpn,
+        allow_cross_node_tp=req.allow_cross_node_tp,
+    )
+    return layout, f"{origin}: TP={tp} x PP={pp} x DP={dp}"
+
+
+def _allocation(
+    world: int, nodes: int | None, gpn: int | None, site: int | None
+) -> tuple[int, int]:
+    """Nodes x GPUs per node for a layout of ``world`` GPUs when the user left some out."""
+    if nodes is not None and gpn is not None:
+        return nodes, gpn
+    if nodes is not None:
+        return nodes, max(1, world // nodes)
+    if gpn is not None:
+        return (world // gpn, gpn) if world >= gpn else (1, world)
+    if site is None or world <= site:
+        return 1, world
+    return math.ceil(world / site), site
+
+
+def check_layout(layout: ParallelLayout, arch: ModelArch | None) -> list[str]:
+    """Raise LayoutError for a layout that cannot run; return warnings for risky ones."""
+    warnings: list[str] = []
+    world, total = layout.world_size, layout.total_gpus
+    if world != total:
+        parts = f"TP={layout.tp} x PP={layout.pp} x DP={layout.dp}"
+        if layout.token_parallel_size:
+            parts += f" x TKP={layout.token_parallel_size}"
+        fix = (
+            f"make the product {total} (e.g. --pp {max(1, total // (layout.tp * layout.dp))}) "
+            f"or request {world} GPUs in all"
+            if total % (layout.tp * layout.dp) == 0
+            else f"request {world} GPUs in all (nodes x gpus-per-node)"
+        )
+        raise LayoutError(
+            f"layout: {parts} = {world} GPUs, but the allocation is {layout.nodes} node(s) x "
+            f"{layout.gpus_per_node} GPU(s) = {total}",
+            fix=fix,
+        )
+    if layout.tp > layout.gpus_per_node:
+        if not layout.allow_cross_node_tp:
+            raise LayoutError(
+                f"tp: TP={layout.tp} is larger than the {layout.gpus_per_node} GPUs of one node",
+                fix=f"use --tp {layout.gpus_per_node} --pp {layout.nodes}, or "
+                "--allow-cross-node-tp if the nodes share InfiniBand/RoCE",
+            )
+        if layout.tp % layout.gpus_per_node != 0:
+            raise LayoutError(
+                f"tp: cross-node TP={layout.tp} must be a multiple of the "
+                f"{layout.gpus_per_node} GPUs per node"
+            )
+        warnings.append(
+            "tensor parallel crosses nodes: every layer all-reduces over the network; "
+            "only fast with InfiniBand/RoCE"
+        )
+    elif layout.gpus_per_node % layout.tp != 0:
+        raise LayoutError(
+            f"tp: TP={layout.tp} does not divide the {layout.gpus_per_node} GPUs of a node",
+            fix="choose a TP that divides GPUs per node",
+        )
+    if layout.dp > 1 and layout.nodes > 1 and layout.dp % layout.nodes != 0:
+        raise LayoutError(
+            f"dp: DP={layout.dp} cannot be spread evenly over {layout.nodes} nodes",
+            fix=f"use a DP that is a multiple of {layout.nodes}",
+        )
+    if layout.ep and layout.dp * layout.tp < 2:
+        raise LayoutError(
+            "ep: expert parallel needs DP or TP > 1 to have something to spread experts over",
+            fix="add --dp N (usually one rank per GPU)",
+        )
+    if arch is None:
+        if layout.ep:
+            warnings.append("cannot check that the model is MoE: its config.json is not local")
+        return warnings
+    if arch.num_attention_heads % layout.tp != 0:
+        fits = [
+            d
+            for d in range(1, layout.tp + 1)
+            if arch.num_attention_heads % d == 0 and layout.gpus_per_node % d == 0
+        ]
+        raise LayoutError(
+            f"tp: {arch.num_attention_heads} attention heads cannot be split TP={layout.tp} ways",
+            fix=f"use --tp {fits[-1]} (divides both the heads and the GPUs per node)",
+        )
+    kv = arch.num_key_value_heads
+    if kv >= layout.tp and kv % layout.tp != 0:
+        raise LayoutError(
+            f"tp: {kv} KV heads cannot be split TP={layout.tp} ways",
+            fix="use a TP that divides the KV heads",
+        )
+    if kv < layout.tp:
+        if layout.tp % kv != 0:
+            raise LayoutError(
+                f"tp: TP={layout.tp} is not a multiple of the model's {kv} KV heads",
+                fix=f"use --tp {kv} or a multiple of it",
+            )
+        warnings.append(f"{kv} KV heads are replicated {layout.tp // kv}x at TP={layout.tp}")
+    if layout.pp > arch.num_hidden_layers:
+        raise LayoutError(
+            f"pp: PP={layout.pp} is more than the model's {arch.num_hidden_layers} layers",
+            fix=f"use --pp {arch.num_hidden_layers} or fewer",
+        )
+    if layout.ep and not arch.is_moe:
+        raise LayoutError(
+            f"ep: expert parallel needs an MoE model; {arch.model_type} has no experts",
+            fix="drop --ep",
+        )
+    return warnings
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_gib_per_gpu: float
+    kv_gib_per_gpu: float
+    available_gib_per_gpu: float
+
+    @property
+    def needed_gib_per_gpu(self) -> float:
+        return self.weights_gib_per_gpu + self.kv_gib_per_gpu
+
+    @property
+    def shortfall_gib(self) -> float:
+        return self.needed_gib_per_gpu - self.available_gib_per_gpu
+
+
+def estimate_params(arch: ModelArch) -> int:
+    """Rough parameter count of a decoder-only transformer (gated MLP)."""
+    head_dim = arch.head_dim or arch.hidden_size // arch.num_attention_heads
+    attn = (
+        arch.hidden_size * head_dim * (2 * arch.num_attention_heads + 2 * arch.num_key_value_heads)
+    )
+    inter = arch.intermediate_size or 4 * arch.hidden_size
+    mlp = 3 * arch.hidden_size * inter * max(1, arch.num_experts)
+    embed = (arch.vocab_size or 0) * arch.hidden_size * (1 if arch.tie_word_embeddings else 2)
+    return arch.num_hidden_layers * (attn + mlp) + embed
+
+
+def estimate_memory(
+    arch: ModelArch,
+    layout: ParallelLayout,
+    *,
+    dtype: str,
+    max_model_len: int,
+    gpu_memory_gib: float,
+    utilization: float,
+) -> MemoryEstimate:
+    """Weights plus one full-length sequence of KV cache per GPU, against what vLLM may use."""
+    width = _DTYPE_BYTES.get(dtype) or _DTYPE_BYTES.get(str(arch.dtype), 2)
+    gib = 1024**3
+    shards = layout.tp * layout.pp
+    if layout.ep:
+        shards = layout.tp * layout.dp * layout.pp
+    weights = estimate_params(arch) * width / shards / gib
+    head_dim = arch.head_dim or arch.hidden_size // arch.num_attention_heads
+    kv_heads_per_gpu = max(1, arch.num_key_value_heads // layout.tp)
+    layers_per_gpu = math.ceil(arch.num_hidden_layers / layout.pp)
+    kv = 2 * layers_per_gpu * kv_heads_per_gpu * head_dim * width * max_model_len / gib
+    return MemoryEstimate(weights, kv, gpu_memory_gib * utilization)
+
+
+def check_memory(estimate: MemoryEstimate, layout: ParallelLayout) -> None:
+    if estimate.shortfall_gib <= 0:
+        return
+    raise LayoutError(
+        f"memory: needs ~{estimate.needed_gib_per_gpu:.1f} GiB per GPU "
+        f"(weights {estimate.weights_gib_per_gpu:.1f} + KV for one full sequence "
+        f"{estimate.kv_gib_per_gpu:.1f}) but {layout.describe()} leaves "
+        f"{estimate.available_gib_per_gpu:.1f} GiB; short by {estimate.shortfall_gib:.1f} GiB",
+        fix="use more GPUs (--pp/--nodes), a lower --max-model-len, or a higher "
+        "gpu_memory_utilization",
+    )

@@ -1,0 +1,268 @@
+"""``plan(config, cluster) -> LaunchPlan``: everything a launch does, as data.
+
+Pure: no subprocess, no network, no clock, no secrets (only the key file's path).
+Values only a node knows are placeholders (see ``commands.PLACEHOLDERS``), filled in
+on the node by ``fill_placeholders``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import Field
+
+from launchers import __version__
+from launchers.commands import (
+    JOB_DIR,
+    JOB_ID,
+    LEADER_IP,
+    PLACEHOLDERS,
+    all2all_env,
+    build_ray_head_argv,
+    build_ray_worker_argv,
+    build_vllm_serve_argv,
+)
+from launchers.config import (
+    ClusterSpec,
+    ContainerSpec,
+    Frozen,
+    ParallelLayout,
+    ServeConfig,
+    SlurmOptions,
+)
+from launchers.errors import LayoutError
+from launchers.network import nccl_profile_env
+
+PLAN_FORMAT = 1
+
+
+class RolePlan(Frozen):
+    """What one kind of node runs. ``ranks`` are SLURM node ranks (0 = leader)."""
+
+    role: Literal["leader", "worker", "headless"]
+    ranks: str = Field(description="Node ranks in this role, e.g. '0' or '1-3'")
+    ray_argv: tuple[str, ...] | None = None
+    serve_argv: tuple[str, ...] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class JobPaths(Frozen):
+    """Where a job keeps its state on shared storage. ``job_dir`` has ``@JOB_ID@``."""
+
+    root: str
+    job_dir: str
+    plan: str
+    leader: str
+    endpoint: str
+    api_key: str
+    node_log: str = Field(description="Per-node log, '{rank}' is the node rank")
+    batch_log: str
+
+
+class Readiness(Frozen):
+    port: int
+    health_path: str = "/health"
+    models_path: str = "/v1/models"
+    nodes_timeout: float
+    ready_timeout: float
+    expected_nodes: int
+    expected_gpus: int
+
+
+class LaunchPlan(Frozen):
+    format: int = PLAN_FORMAT
+    generator: str = f"vllm-hpc {__version__}"
+    name: str
+    model: str
+    served_model_name: str
+    runtime: Literal["single", "ray", "native", "dp"]
+    layout: ParallelLayout
+    layout_reason: str
+    warnings: tuple[str, ...] = ()
+    job_name: str
+    vllm_version: str
+    python: str
+    container: ContainerSpec | None = None
+    api_key_file: str | None = None
+    env: dict[str, str] = Field(default_factory=dict, description="Exported on every node")
+    roles: tuple[RolePlan, ...]
+    node_argv: tuple[str, ...] = Field(description="What srun runs on every node")
+    sbatch: tuple[tuple[str, str], ...]
+    setup: tuple[str, ...] = ()
+    paths: JobPaths
+    ready: Readiness
+
+    def role_for_rank(self, rank: int) -> RolePlan:
+        for role in self.roles:
+            if _rank_in(rank, role.ranks):
+                return role
+        raise LayoutError(f"node rank {rank} has no role in a {self.layout.nodes}-node plan")
+
+
+def _rank_in(rank: int, ranks: str) -> bool:
+    first, _, last = ranks.partition("-")
+    return int(first) <= rank <= int(last or first)
+
+
+def _ranks(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def job_paths(job_root: str) -> JobPaths:
+    job_dir = f"{job_root}/{JOB_ID}"
+    return JobPaths(
+        root=job_root,
+        job_dir=job_dir,
+        plan=f"{job_dir}/plan.json",
+        leader=f"{job_dir}/leader.json",
+        endpoint=f"{job_dir}/endpoint.json",
+        api_key=f"{job_dir}/api_key",
+        node_log=f"{job_dir}/node-{{rank}}.log",
+        batch_log=f"{job_root}/vllm-hpc-%j.out",
+    )
+
+
+def sbatch_directives(
+    config: ServeConfig, layout: ParallelLayout, paths: JobPaths
+) -> tuple[tuple[str, str], ...]:
+    slurm: SlurmOptions = config.slurm
+    out: list[tuple[str, str]] = [
+        ("job-name", config.job_name),
+        ("nodes", str(layout.nodes)),
+        ("ntasks-per-node", "1"),
+    ]
+    if slurm.gres_style == "gpus-per-node":
+        out.append(("gpus-per-node", str(layout.gpus_per_node)))
+    elif slurm.gres_style == "gres":
+        out.append(("gres", f"gpu:{layout.gpus_per_node}"))
+    for key, value in (
+        ("cpus-per-task", slurm.cpus_per_task),
+        ("mem", slurm.mem),
+        ("partition", slurm.partition),
+        ("account", slurm.account),
+        ("qos", slurm.qos),
+        ("time", slurm.time),
+    ):
+        if value is not None:
+            out.append((key, str(value)))
+    if slurm.signal_seconds:
+        # To every job step (not only the batch shell): the node runtime drains on USR1.
+        out.append(("signal", f"USR1@{slurm.signal_seconds}"))
+    out.append(("requeue" if slurm.requeue else "no-requeue", ""))
+    out.append(("output", paths.batch_log))
+    out.append(("open-mode", "append"))
+    return tuple(out)
+
+
+def _roles(config: ServeConfig) -> tuple[RolePlan, ...]:
+    layout = config.layout
+    last = layout.nodes - 1
+    gpn = layout.gpus_per_node
+    if config.runtime == "single":
+        return (
+            RolePlan(role="leader", ranks="0", serve_argv=tuple(build_vllm_serve_argv(config))),
+        )
+    if config.runtime == "ray":
+        serve_env = {"RAY_ADDRESS": f"{LEADER_IP}:{config.ray_port}"}
+        leader = RolePlan(
+            role="leader",
+            ranks="0",
+            ray_argv=tuple(build_ray_head_argv(port=config.ray_port, num_gpus=gpn)),
+            serve_argv=tuple(build_vllm_serve_argv(config)),
+            env=serve_env,
+        )
+        if last == 0:
+            return (leader,)
+        worker = RolePlan(
+            role="worker",
+            ranks=_ranks(1, last),
+            ray_argv=tuple(build_ray_worker_argv(port=config.ray_port, num_gpus=gpn)),
+        )
+        return (leader, worker)
+    # native and dp: every node runs vllm serve; the leader serves the API.
+    leader = RolePlan(role="leader", ranks="0", serve_argv=tuple(build_vllm_serve_argv(config)))
+    if last == 0:
+        return (leader,)
+    headless = RolePlan(
+        role="headless",
+        ranks=_ranks(1, last),
+        serve_argv=tuple(build_vllm_serve_argv(config, headless=True)),
+    )
+    return (leader, headless)
+
+
+def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
+    """The whole launch, as data. Raises LayoutError when the cluster cannot hold it."""
+    layout = config.layout
+    if layout.nodes > cluster.nodes or layout.gpus_per_node > cluster.gpus_per_node:
+        raise LayoutError(
+            f"layout: {layout.describe()} does not fit the allocation of {cluster.nodes} "
+            f"node(s) x {cluster.gpus_per_node} GPU(s)",
+            fix="request more nodes or GPUs per node",
+        )
+    paths = job_paths(config.job_root)
+    env: dict[str, str] = {}
+    env.update(nccl_profile_env(config.nccl_profile))
+    env.update(all2all_env(config))
+    env.update(config.spec.env)
+    env.update(config.env)
+    node_argv = (config.python, "-m", "launchers.node", "run", "--plan", paths.plan)
+    return LaunchPlan(
+        name=config.name,
+        model=config.spec.model,
+        served_model_name=config.served_model_name,
+        runtime=config.runtime,
+        layout=layout,
+        layout_reason=config.layout_reason,
+        warnings=config.warnings,
+        job_name=config.job_name,
+        vllm_version=config.vllm_version,
+        python=config.python,
+        container=config.container,
+        api_key_file=config.api_key_file,
+        env=env,
+        roles=_roles(config),
+        node_argv=node_argv,
+        sbatch=sbatch_directives(config, layout, paths),
+        setup=config.slurm.setup,
+        paths=paths,
+        ready=Readiness(
+            port=config.port,
+            nodes_timeout=config.nodes_timeout,
+            ready_timeout=config.ready_timeout,
+            expected_nodes=layout.nodes,
+            expected_gpus=layout.total_gpus,
+        ),
+    )
+
+
+def fill_placeholders(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Replace ``@NAME@`` placeholders with node-side values; unknown ones are an error."""
+    out = []
+    for item in argv:
+        text = item
+        for key in PLACEHOLDERS:
+            if key in text:
+                if key not in values:
+                    raise KeyError(f"no value for placeholder {key} in {item!r}")
+                text = text.replace(key, values[key])
+        out.append(text)
+    return out
+
+
+def job_dir_for(plan_: LaunchPlan, job_id: str) -> str:
+    return plan_.paths.job_dir.replace(JOB_ID, job_id)
+
+
+__all__ = [
+    "JOB_DIR",
+    "JobPaths",
+    "LaunchPlan",
+    "Readiness",
+    "RolePlan",
+    "fill_placeholders",
+    "job_dir_for",
+    "job_paths",
+    "plan",
+]

@@ -1,0 +1,244 @@
+"""Model registries: the shipped ``models.yaml``, a site file and user files, layered.
+
+A registry file has two optional sections::
+
+    site:                     # cluster defaults (SiteSpec)
+      partition: gpu
+      gpus_per_node: 4
+    models:                   # entries by lowercase id (ModelSpec)
+      llama-3.1-8b-instruct:
+        model: meta-llama/Llama-3.1-8B-Instruct
+        tensor-parallel-size: 2
+
+Layers, earliest first (later ones override earlier ones field by field; ``env`` is
+merged key by key): the shipped file, the site file (``$VLLM_HPC_SITE_CONFIG`` or
+``/etc/vllm-hpc/site.yaml``), the user file (``$XDG_CONFIG_HOME/vllm-hpc/models.yaml``),
+``$VLLM_HPC_REGISTRY`` (``:``-separated) and ``--registry FILE`` options.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from launchers.config import ModelSpec, SiteSpec
+from launchers.errors import InputError, RegistryError
+
+BUILTIN = "builtin"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_SECTIONS = ("site", "models")
+_MERGED_DICTS = ("env",)
+
+
+def builtin_registry_path() -> Path:
+    return Path(__file__).with_name("models.yaml")
+
+
+def registry_paths(extra: Sequence[str], environ: Mapping[str, str]) -> list[Path]:
+    """The files to layer, earliest first. Optional default locations are skipped when
+    absent; files the user named explicitly must exist."""
+    paths: list[Path] = [builtin_registry_path()]
+    site = environ.get("VLLM_HPC_SITE_CONFIG")
+    if site:
+        paths.append(Path(site))
+    elif Path("/etc/vllm-hpc/site.yaml").is_file():
+        paths.append(Path("/etc/vllm-hpc/site.yaml"))
+    config_home = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "~")) / ".config")
+    user = Path(config_home).expanduser() / "vllm-hpc" / "models.yaml"
+    if user.is_file():
+        paths.append(user)
+    for item in environ.get("VLLM_HPC_REGISTRY", "").split(os.pathsep):
+        if item:
+            paths.append(Path(item))
+    paths.extend(Path(p) for p in extra)
+    return paths
+
+
+def _normalise_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).replace("-", "_"): v for k, v in raw.items()}
+
+
+def parse_registry_text(text: str, source: str) -> dict[str, Any]:
+    """YAML text -> ``{"site": {...}, "models": {id: {...}}}`` with normalised keys.
+
+    Raises RegistryError naming the file (and line for YAML syntax errors)."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise RegistryError(
+            f"{where}: YAML syntax error: {problem}", fix="fix the YAML at that line"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{source}: YAML error: {exc}") from None
+    if data is None:
+        return {"site": {}, "models": {}}
+    if not isinstance(data, dict):
+        raise RegistryError(
+            f"{source}: the top level must be a mapping with 'site' and/or 'models'"
+        )
+    unknown = [k for k in data if k not in _SECTIONS]
+    if unknown:
+        raise RegistryError(
+            f"{source}: unknown top-level key {unknown[0]!r}", fix="valid keys: site, models"
+        )
+    site = data.get("site") or {}
+    models = data.get("models") or {}
+    if not isinstance(site, dict):
+        raise RegistryError(f"{source}: 'site' must be a mapping of settings")
+    if not isinstance(models, dict):
+        raise RegistryError(f"{source}: 'models' must be a mapping from model id to settings")
+    out_models: dict[str, dict[str, Any]] = {}
+    for key, entry in models.items():
+        name = str(key)
+        if not _NAME_RE.match(name):
+            raise RegistryError(
+                f"{source}: model id {name!r} is not valid",
+                fix="use lowercase letters, digits, '.', '_' and '-'",
+            )
+        if not isinstance(entry, dict):
+            raise RegistryError(f"{source}: models.{name} must be a mapping of settings")
+        fields = _normalise_keys(entry)
+        _check_keys(fields, ModelSpec, f"{source}: models.{name}")
+        out_models[name] = fields
+    site_fields = _normalise_keys(site)
+    _check_keys(site_fields, SiteSpec, f"{source}: site")
+    return {"site": site_fields, "models": out_models}
+
+
+def _check_keys(fields: Mapping[str, Any], model: type[BaseModel], where: str) -> None:
+    valid = list(model.model_fields)
+    for key in fields:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise RegistryError(
+                f"{where}: unknown key {key!r}", fix=f"{hint}valid keys: {', '.join(valid)}"
+            )
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The merged registry, with where each field of each entry came from."""
+
+    models: Mapping[str, ModelSpec]
+    site: SiteSpec
+    sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    site_sources: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self.models[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self.models), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise InputError(
+                f"model: unknown model {name!r}",
+                fix=f"{hint}see `vllm-hpc models list`, or pass a path or Hugging Face id "
+                "containing '/'",
+            ) from None
+
+
+def _merge(
+    target: dict[str, Any], origin: dict[str, str], layer: Mapping[str, Any], source: str
+) -> None:
+    for key, value in layer.items():
+        if key in _MERGED_DICTS and isinstance(value, dict) and isinstance(target.get(key), dict):
+            target[key] = {**target[key], **{str(k): str(v) for k, v in value.items()}}
+        elif key in _MERGED_DICTS and isinstance(value, dict):
+            target[key] = {str(k): str(v) for k, v in value.items()}
+        else:
+            target[key] = value
+        origin[key] = source
+
+
+def _validate(
+    model: type[BaseModel], fields: dict[str, Any], origin: dict[str, str], where: str
+) -> Any:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        source = origin.get(key) or ", ".join(sorted(set(origin.values()))) or "?"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            raise RegistryError(
+                f"{source}: {where}: required key {key!r} is missing",
+                fix="add it (the model path or Hugging Face id)" if key == "model" else None,
+            ) from None
+        value = err.get("input")
+        raise RegistryError(f"{source}: {where}.{key}: {msg} (got {value!r})") from None
+
+
+def merge_layers(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> Registry:
+    """Merge parsed layers (source name, parsed data), earliest first. Pure."""
+    site_fields: dict[str, Any] = {}
+    site_origin: dict[str, str] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    origins: dict[str, dict[str, str]] = {}
+    for source, data in layers:
+        _merge(site_fields, site_origin, data.get("site", {}), source)
+        for name, fields in data.get("models", {}).items():
+            _merge(entries.setdefault(name, {}), origins.setdefault(name, {}), fields, source)
+    site = _validate(SiteSpec, site_fields, site_origin, "site")
+    models = {
+        name: _validate(ModelSpec, fields, origins[name], f"models.{name}")
+        for name, fields in entries.items()
+    }
+    return Registry(
+        models=models,
+        site=site,
+        sources=origins,
+        site_sources=site_origin,
+        files=tuple(source for source, _ in layers),
+    )
+
+
+def load_registry(extra: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Registry:
+    """Read and merge every registry layer (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    for path in registry_paths(extra, env):
+        source = BUILTIN if path == builtin_registry_path() else str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RegistryError(
+                f"registry: {path} does not exist", fix="check the --registry / env path"
+            ) from None
+        except OSError as exc:
+            raise RegistryError(f"registry: cannot read {path}: {exc.strerror}") from None
+        layers.append((source, parse_registry_text(text, source)))
+    return merge_layers(layers)
+
+
+def schema() -> dict[str, Any]:
+    """JSON schema of a registry file, for editors."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "vllm-hpc registry file",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "site": SiteSpec.model_json_schema(),
+            "models": {
+                "type": "object",
+                "propertyNames": {"pattern": _NAME_RE.pattern},
+                "additionalProperties": ModelSpec.model_json_schema(),
+            },
+        },
+    }

@@ -1,0 +1,119 @@
+"""Text renderers over a ``LaunchPlan``: the sbatch script and the readable dry run.
+
+``shlex.quote`` is used only here, where argv lists become text.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable
+
+from launchers.commands import JOB_ID
+from launchers.plan import LaunchPlan, RolePlan
+
+PLAN_HEREDOC = "VLLM_HPC_PLAN"
+_PLACEHOLDER_HELP = (
+    ("@NODE_IP@", "the node's fast-interface address (exported as VLLM_HOST_IP)"),
+    ("@LEADER_IP@", "node 0's fast-interface address"),
+    ("@JOB_ID@", "the SLURM job id"),
+    ("@NODE_RANK@", "the node's rank in the job (0 = leader)"),
+    ("@DP_START_RANK@", "the first data-parallel rank on the node"),
+)
+
+
+def quote_with_job_id(text: str) -> str:
+    """Shell-quote ``text``, turning ``@JOB_ID@`` into a live ``${SLURM_JOB_ID}``."""
+    return '"${SLURM_JOB_ID}"'.join(
+        shlex.quote(part) if part else "" for part in text.split(JOB_ID)
+    )
+
+
+def render_argv(argv: Iterable[str]) -> str:
+    return " ".join(shlex.quote(item) for item in argv)
+
+
+def render_sbatch(plan: LaunchPlan, *, plan_json: str | None = None) -> str:
+    """A complete batch script: ``sbatch`` it as it is. The job writes the plan into its
+    job directory and starts ``launchers.node`` on every node with one ``srun``.
+    ``plan_json`` replaces the embedded plan text (the dry run shortens it)."""
+    lines = [
+        "#!/bin/bash",
+        f"# vllm-hpc job for {plan.name} ({plan.generator})",
+        f"# layout: {plan.layout.describe()}; runtime: {plan.runtime}",
+        f"# The output directory must exist before sbatch: mkdir -p -m 700 {plan.paths.root}",
+    ]
+    for key, value in plan.sbatch:
+        lines.append(f"#SBATCH --{key}={value}" if value else f"#SBATCH --{key}")
+    lines += ["", "set -euo pipefail"]
+    if plan.setup:
+        lines += ["", "# site setup", *plan.setup]
+    job_dir = quote_with_job_id(plan.paths.job_dir)
+    plan_file = quote_with_job_id(plan.paths.plan)
+    lines += [
+        "",
+        "umask 077",
+        f"job_dir={job_dir}",
+        'mkdir -p "$job_dir"',
+        f"cat > {plan_file} <<'{PLAN_HEREDOC}'",
+        plan.model_dump_json(indent=2) if plan_json is None else plan_json,
+        PLAN_HEREDOC,
+        'echo "vllm-hpc: job ${SLURM_JOB_ID} on ${SLURM_JOB_NODELIST}; job directory ${job_dir}"',
+        "",
+        "# One task per node; node 0 leads. A failing node ends the whole step.",
+        'exec srun --nodes="${SLURM_JOB_NUM_NODES}" --ntasks-per-node=1 --kill-on-bad-exit=1 \\',
+        "  " + " ".join(quote_with_job_id(item) for item in plan.node_argv),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _role_title(role: RolePlan) -> str:
+    noun = "Node" if "-" not in role.ranks else "Nodes"
+    return f"{noun} {role.ranks} ({role.role})"
+
+
+def render_plan_text(plan: LaunchPlan) -> str:
+    """The dry run: what would run where, and why."""
+    layout = plan.layout
+    out = [
+        f"vllm-hpc plan for {plan.name} (dry run: nothing submitted)",
+        "",
+        f"  model     {plan.model}  (served as {plan.served_model_name})",
+        f"  layout    {layout.describe()}",
+        f"  why       {plan.layout_reason}",
+        f"  runtime   {plan.runtime}",
+        f"  vllm      target version {plan.vllm_version}",
+        f"  job dir   {plan.paths.job_dir.replace(JOB_ID, '<job id>')}",
+        f"  endpoint  http://<leader address>:{plan.ready.port}/v1  (ready when "
+        f"{plan.ready.health_path} and {plan.ready.models_path} answer)",
+    ]
+    if plan.container is not None:
+        out.append(f"  container {plan.container}")
+    if plan.api_key_file:
+        out.append(f"  api key   read from {plan.api_key_file} (never on a command line)")
+    for warning in plan.warnings:
+        out.append(f"  warning   {warning}")
+    if plan.env:
+        out += ["", "Environment on every node"]
+        out += [f"  {key}={shlex.quote(value)}" for key, value in sorted(plan.env.items())]
+    for role in plan.roles:
+        out += ["", _role_title(role)]
+        if role.ray_argv:
+            out.append(f"  ray    {render_argv(role.ray_argv)}")
+        if role.serve_argv:
+            out.append(f"  serve  {render_argv(role.serve_argv)}")
+        for key, value in sorted(role.env.items()):
+            out.append(f"  env    {key}={shlex.quote(value)}")
+    used = [(k, v) for k, v in _PLACEHOLDER_HELP if k in plan.model_dump_json()]
+    if used:
+        out += ["", "Filled in on each node"]
+        out += [f"  {key:<16} {text}" for key, text in used]
+    script = render_sbatch(plan, plan_json="<the plan as JSON: see --dry-run --json>")
+    out += ["", "sbatch script", "-" * 72, script.rstrip("\n"), "-" * 72]
+    return "\n".join(out) + "\n"
+
+
+def render_plan_json(plan: LaunchPlan) -> str:
+    data = {"plan": json.loads(plan.model_dump_json()), "sbatch_script": render_sbatch(plan)}
+    return json.dumps(data, indent=2) + "\n"

@@ -1,0 +1,85 @@
+"""Shared fixtures for the unit tests: a clean environment and a fixed interpreter path
+so plans and rendered files are reproducible."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launchers.config import ServeConfig
+from launchers.registry import Registry, load_registry
+from launchers.resolve import Request, resolve
+
+PYTHON = "/opt/venv/bin/python"
+HOME = "/home/alice"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="Rewrite the golden files under tests/unit/golden from the current output.",
+    )
+
+
+@pytest.fixture
+def environ() -> dict[str, str]:
+    return {"HOME": HOME, "XDG_CONFIG_HOME": "/nonexistent-config"}
+
+
+@pytest.fixture
+def registry(environ: dict[str, str]) -> Registry:
+    return load_registry((), environ)
+
+
+@pytest.fixture
+def make_config(registry: Registry, environ: dict[str, str]) -> Callable[..., ServeConfig]:
+    def make(**kwargs: Any) -> ServeConfig:
+        return resolve(Request(**kwargs), registry, environ, PYTHON)
+
+    return make
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Callable[..., Path]:
+    """Write a local model directory with a config.json (no weights)."""
+
+    def make(**overrides: Any) -> Path:
+        config = {
+            "model_type": "llama",
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "num_hidden_layers": 2,
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "vocab_size": 2048,
+            "torch_dtype": "bfloat16",
+        }
+        config.update(overrides)
+        path = tmp_path / f"model-{len(list(tmp_path.iterdir()))}"
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(config))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str], None]]:
+    """Compare text with tests/unit/golden/NAME; --update-golden rewrites it."""
+    update = bool(request.config.getoption("--update-golden"))
+    root = Path(__file__).with_name("golden")
+
+    def check(name: str, text: str) -> None:
+        path = root / name
+        if update:
+            path.write_text(text)
+            return
+        assert path.exists(), f"missing golden file {path}: run pytest --update-golden"
+        assert text == path.read_text(), f"{name} differs: run pytest --update-golden and review"
+
+    yield check

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from launchers.config import ClusterSpec, ServeConfig
+from launchers.errors import LayoutError
+from launchers.plan import LaunchPlan, fill_placeholders, job_dir_for, plan
+from launchers.render import quote_with_job_id, render_plan_json, render_plan_text, render_sbatch
+
+CASES: dict[str, dict[str, Any]] = {
+    "llama-3.2-3b-single": {"model": "llama-3.2-3b-instruct"},
+    "llama-3.1-70b-2x4-ray": {
+        "model": "llama-3.1-70b-instruct",
+        "nodes": 2,
+        "gpus_per_node": 4,
+        "partition": "gpu",
+        "account": "proj42",
+        "time": "04:00:00",
+    },
+    "llama-3.1-70b-2x4-native": {"model": "llama-3.1-70b-instruct", "runtime": "native"},
+    "deepseek-v3-dp16-ep": {"model": "deepseek-v3", "requeue": True},
+}
+
+
+def make_plan(make_config: Callable[..., ServeConfig], **kwargs: Any) -> LaunchPlan:
+    config = make_config(**kwargs)
+    return plan(
+        config, ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
+    )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_sbatch_and_plan(
+    case: str, make_config: Callable[..., ServeConfig], golden: Callable[[str, str], None]
+) -> None:
+    launch = make_plan(make_config, **CASES[case])
+    golden(f"{case}.sbatch", render_sbatch(launch))
+    golden(f"{case}.dry-run.json", render_plan_json(launch))
+    golden(f"{case}.dry-run.txt", render_plan_text(launch))
+
+
+def test_roles_and_ranks(make_config: Callable[..., ServeConfig]) -> None:
+    launch = make_plan(make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
+    assert [r.role for r in launch.roles] == ["leader", "worker"]
+    assert launch.role_for_rank(0).role == "leader"
+    assert launch.role_for_rank(1).role == "worker"
+    with pytest.raises(LayoutError):
+        launch.role_for_rank(2)
+    assert launch.ready.expected_nodes == 2 and launch.ready.expected_gpus == 8
+    assert launch.roles[0].env == {"RAY_ADDRESS": "@LEADER_IP@:6379"}
+
+
+def test_big_dp_plan_has_two_roles(make_config: Callable[..., ServeConfig]) -> None:
+    launch = make_plan(make_config, model="llama-3.2-3b-instruct", dp=64, nodes=8)
+    assert [(r.role, r.ranks) for r in launch.roles] == [("leader", "0"), ("headless", "1-7")]
+    assert launch.role_for_rank(7).role == "headless"
+
+
+def test_plan_refuses_a_smaller_cluster(make_config: Callable[..., ServeConfig]) -> None:
+    config = make_config(model="llama-3.1-70b-instruct")
+    with pytest.raises(LayoutError, match="does not fit the allocation of 1 node"):
+        plan(config, ClusterSpec(nodes=1, gpus_per_node=4))
+
+
+def test_fill_placeholders() -> None:
+    argv = ["--node-ip-address=@NODE_IP@", "--address=@LEADER_IP@:6379", '{"a": 1}']
+    assert fill_placeholders(argv, {"@NODE_IP@": "10.0.0.2", "@LEADER_IP@": "10.0.0.1"}) == [
+        "--node-ip-address=10.0.0.2",
+        "--address=10.0.0.1:6379",
+        '{"a": 1}',
+    ]
+    with pytest.raises(KeyError, match="@JOB_ID@"):
+        fill_placeholders(["/tmp/ray-@JOB_ID@"], {})
+
+
+def test_job_dir_and_quoting(make_config: Callable[..., ServeConfig]) -> None:
+    launch = make_plan(make_config, model="llama-3.2-3b-instruct", job_root="/shared/my jobs")
+    assert job_dir_for(launch, "42") == "/shared/my jobs/42"
+    assert quote_with_job_id(launch.paths.plan) == "'/shared/my jobs/'\"${SLURM_JOB_ID}\"/plan.json"
+
+
+def test_plan_round_trips_through_json(make_config: Callable[..., ServeConfig]) -> None:
+    launch = make_plan(make_config, model="deepseek-v3")
+    again = LaunchPlan.model_validate_json(launch.model_dump_json())
+    assert again == launch
+
+
+def test_secrets_never_in_plan(make_config: Callable[..., ServeConfig], tmp_path: object) -> None:
+    from pathlib import Path
+
+    key = Path(str(tmp_path)) / "key"
+    key.write_text("sk-very-secret-value")
+    launch = make_plan(make_config, model="llama-3.2-3b-instruct", api_key_file=str(key))
+    for text in (render_sbatch(launch), render_plan_json(launch), render_plan_text(launch)):
+        assert "sk-very-secret-value" not in text
+        assert str(key) in text
+
+
+def test_planning_path_imports_no_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "from launchers.cli import main\n"
+        "try:\n"
+        "    main(['submit', '-m', 'llama-3.1-70b-instruct', '--dry-run', '--json'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = ('ray', 'vllm', 'torch', 'submitit', 'psutil')\n"
+        "bad = sorted(m for m in heavy if m in sys.modules)\n"
+        "print(bad, file=sys.stderr)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["plan"]["runtime"] == "ray"
