@@ -165,18 +165,152 @@ nothing; add `--json` for machine-readable output.
 @_layout_options
 @click.option("--dry-run", is_flag=True, help="Print the plan; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def submit_cmd(dry_run: bool, as_json: bool, **kwargs: Any) -> None:
-    from launchers.errors import SubmitError
+@click.option(
+    "--executor",
+    type=click.Choice(["slurm", "local"]),
+    default="slurm",
+    show_default=True,
+    help="slurm: submit a job; local: run one node here, without SLURM.",
+)
+@click.option(
+    "--via",
+    type=click.Choice(["submitit", "sbatch"]),
+    default="submitit",
+    show_default=True,
+    help="How the SLURM job is submitted.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=None,
+    help="Follow the job until its endpoint answers (default: on a terminal).",
+)
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="Seconds --wait gives the job (queueing included).",
+)
+def submit_cmd(
+    dry_run: bool,
+    as_json: bool,
+    executor: str,
+    via: str,
+    wait: bool | None,
+    wait_timeout: float,
+    **kwargs: Any,
+) -> None:
     from launchers.render import render_plan_json, render_plan_text
 
     launch = _make_plan(kwargs)
     if dry_run:
         click.echo(render_plan_json(launch) if as_json else render_plan_text(launch), nl=False)
         return
-    raise SubmitError(
-        "submit: this version can plan but not yet launch jobs",
-        fix="use --dry-run, or `vllm-hpc render sbatch` and sbatch the script",
+    from launchers import slurm
+
+    if executor == "local":
+        handle = slurm.start_local(launch)
+    elif via == "sbatch":
+        from launchers.render import render_sbatch
+
+        handle = slurm.submit_sbatch(launch, render_sbatch(launch), os.environ)
+    else:
+        handle = slurm.submit_submitit(launch)
+    if wait is None:
+        wait = sys.stdout.isatty() and not as_json
+    if not wait:
+        if as_json:
+            import json
+
+            click.echo(json.dumps(handle.as_dict(), indent=2))
+        else:
+            click.echo(f"Submitted job {handle.job_id}; job directory {handle.job_dir}")
+            click.echo(
+                f"  follow: tail -f {handle.job_dir}/node-0.log   stop: scancel {handle.job_id}"
+            )
+        return
+    _wait_for(handle, launch, wait_timeout, as_json)
+
+
+def _wait_for(handle: Any, launch: Any, timeout: float, as_json: bool) -> None:
+    import json
+    import time
+
+    from launchers import slurm
+    from launchers.status import JobStatus, read_status, wait_ready
+
+    start = time.monotonic()
+    err = not as_json
+    click.echo(f"Submitted job {handle.job_id}; job directory {handle.job_dir}", err=err)
+
+    def local_state(job_id: str) -> tuple[str | None, str]:
+        del job_id
+        return ("RUNNING", "local")
+
+    slurm_state = local_state if handle.executor == "local" else slurm.job_state
+
+    def show(status: JobStatus) -> None:
+        click.echo(
+            f"  [{time.monotonic() - start:6.1f}s] {status.state}: {status.message}", err=err
+        )
+
+    try:
+        status = wait_ready(
+            lambda: read_status(handle.job_id, handle.job_dir, slurm_state),
+            timeout=timeout,
+            on_change=show,
+            log_hint=f"{handle.job_dir}/node-0.log",
+        )
+    except KeyboardInterrupt:
+        stop = "scancel" if handle.executor == "slurm" else "kill the process in"
+        click.echo(
+            f"\nStopped waiting; job {handle.job_id} keeps running. "
+            f"Stop it with: {stop} {handle.job_id}",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    **handle.as_dict(),
+                    "state": status.state,
+                    "url": status.url,
+                    "model": status.model,
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"READY: {status.url} serves {status.model!r} (job {handle.job_id})")
+    key = launch.api_key_file
+    auth = f' -H "Authorization: Bearer $(cat {key})"' if key else ""
+    body = json.dumps({"model": status.model, "messages": [{"role": "user", "content": "Hello!"}]})
+    click.echo(
+        f"  curl {status.url}/chat/completions -H 'Content-Type: application/json'{auth} "
+        f"-d '{body}'"
     )
+
+
+@cli.command("plan")
+@_layout_options
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the plan JSON to FILE.")
+def plan_cmd(out: str | None, **kwargs: Any) -> None:
+    """Write the launch plan as JSON (what `launchers.node run --plan` reads).
+
+    The sbatch templates in slurm/ call this inside the job, with the allocation's
+    node and GPU counts, so a bad input fails the job before any node starts.
+    """
+    launch = _make_plan(kwargs)
+    text = launch.model_dump_json(indent=2) + "\n"
+    if out:
+        from launchers.jobdir import ensure_dir
+
+        ensure_dir(os.path.dirname(os.path.abspath(out)))
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
 
 
 @cli.group("render")

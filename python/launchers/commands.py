@@ -27,12 +27,21 @@ FEATURE_SINCE: dict[str, tuple[int, int, int]] = {
     "headless_dp": (0, 9, 0),  # --headless --data-parallel-start-rank
     "api_server_count": (0, 9, 0),
 }
+# The values vLLM 0.32 accepts for --all2all-backend (vllm/config/parallel.py), without
+# the removed ones, which it silently maps to allgather_reducescatter.
 ALL2ALL_BACKENDS = (
     "allgather_reducescatter",
     "deepep_high_throughput",
     "deepep_low_latency",
+    "deepep_v2",
+    "mori_high_throughput",
+    "mori_low_latency",
+    "moonep",
+    "nixl_ep",
     "flashinfer_all2allv",
-    "mori",
+    "flashinfer_nvlink_two_sided",
+    "flashinfer_nvlink_one_sided",
+    "passthrough",
 )
 REMOVED_ALL2ALL = {"pplx": "allgather_reducescatter", "naive": "allgather_reducescatter"}
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
@@ -76,8 +85,9 @@ def check_all2all(backend: str) -> str:
 
 
 def ray_temp_dir() -> str:
-    """Per-job Ray directory; short, because Ray's Unix socket paths are limited to 107."""
-    return f"/tmp/ray-{JOB_ID}"
+    """Per-job, per-node Ray directory (node-local /tmp is not a given on test beds);
+    short, because Ray's Unix socket paths are limited to 107 bytes."""
+    return f"/tmp/ray-{JOB_ID}-{NODE_RANK}"
 
 
 def build_ray_head_argv(

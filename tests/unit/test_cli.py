@@ -128,10 +128,17 @@ def test_dry_run_passes_extra_args() -> None:
     assert argv[-3:] == ["--enable-prefix-caching", "--seed", "1"]
 
 
-def test_submit_without_dry_run_says_it_cannot_launch_yet() -> None:
-    code, _, err = run(["submit", "-m", "llama-3.2-3b-instruct"])
-    assert code == 1
-    assert err.startswith("Error: submit: this version can plan but not yet launch jobs")
+def test_plan_command_writes_the_plan(tmp_path: Path) -> None:
+    out = tmp_path / "jobs" / "42" / "plan.json"
+    code, _, err = run(["plan", "-m", "llama-3.2-3b-instruct", "--out", str(out)])
+    assert code == 0, err
+    assert json.loads(out.read_text())["roles"][0]["role"] == "leader"
+
+
+def test_local_executor_refuses_multi_node() -> None:
+    code, _, err = run(["submit", "-m", "llama-3.1-70b-instruct", "--executor", "local"])
+    assert code == 2
+    assert err.startswith("Error: --executor: local runs one node; this plan needs 2")
 
 
 def test_python_m_launchers_submit_is_the_same_command() -> None:

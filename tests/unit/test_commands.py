@@ -59,7 +59,7 @@ def test_ray_argv() -> None:
         "--node-ip-address=@NODE_IP@",
         "--port=6379",
         "--num-gpus=4",
-        "--temp-dir=/tmp/ray-@JOB_ID@",
+        "--temp-dir=/tmp/ray-@JOB_ID@-@NODE_RANK@",
         "--disable-usage-stats",
         "--include-dashboard=false",
         "--block",
@@ -72,7 +72,7 @@ def test_ray_argv() -> None:
         "--address=@LEADER_IP@:6380",
         "--node-ip-address=@NODE_IP@",
         "--num-gpus=8",
-        "--temp-dir=/tmp/ray-@JOB_ID@",
+        "--temp-dir=/tmp/ray-@JOB_ID@-@NODE_RANK@",
         "--disable-usage-stats",
         "--block",
     ]

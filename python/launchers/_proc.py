@@ -1,0 +1,189 @@
+"""The single subprocess seam: every process vllm-hpc runs or stops goes through here.
+
+Children are started in their own session (process group) with their output in a log
+file, so they can be stopped as a tree: SIGTERM to the group and to every descendant
+seen, a grace period, then SIGKILL. Processes that left the group (Ray daemons, vLLM
+engine workers) are found through their parent links before anything is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+POLL = 0.2
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    check: bool = False,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run to completion, capturing text output."""
+    return subprocess.run(
+        list(argv),
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        input=input_text,
+    )
+
+
+def resolve_executable(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """``ray``/``vllm`` next to the running interpreter first (a venv that is not
+    activated), then on PATH; an absolute path is kept."""
+    if os.path.isabs(name):
+        return name
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    path = (environ or os.environ).get("PATH")
+    found = shutil.which(name, path=path)
+    return found or name
+
+
+@dataclass
+class Child:
+    """A started process, its log, and every descendant seen so far."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: str
+    seen: set[int] = field(default_factory=set)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        self.remember_descendants()
+        return self.popen.poll()
+
+    def remember_descendants(self) -> None:
+        import psutil
+
+        try:
+            for proc in psutil.Process(self.pid).children(recursive=True):
+                self.seen.add(proc.pid)
+        except psutil.Error:
+            pass
+
+    def stop(self, grace: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the whole tree: ``sig`` first, SIGKILL after ``grace`` seconds."""
+        return stop_tree(self, grace=grace, sig=sig)
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: str,
+    cwd: str | None = None,
+) -> Child:
+    """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
+    finally:
+        log.close()
+    return Child(name=name, popen=popen, log_path=log_path)
+
+
+def start_piped(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: str) -> Child:
+    """Like ``start`` but stdout is a pipe the caller reads (stderr goes to the log)."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+    return Child(name=name, popen=popen, log_path=log_path)
+
+
+def _signal_all(pids: set[int], pgid: int | None, sig: int) -> None:
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def alive(pids: set[int]) -> set[int]:
+    import psutil
+
+    out = set()
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.add(pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def stop_tree(child: Child, *, grace: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+    child.remember_descendants()
+    pids = set(child.seen)
+    pgid = child.pid
+    if child.popen.poll() is None:
+        pids.add(child.pid)
+    _signal_all(pids, pgid, sig)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        child.popen.poll()
+        child.remember_descendants()
+        pids |= child.seen
+        if child.popen.returncode is not None and not alive(pids):
+            return child.popen.returncode
+        time.sleep(POLL)  # poll
+    _signal_all(alive(pids) | child.seen, pgid, signal.SIGKILL)
+    try:
+        return child.popen.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def tail(path: str, lines: int = 20) -> str:
+    """The last lines of a log file ('' when it does not exist)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

@@ -1,0 +1,119 @@
+"""Readiness and health probes over HTTP, each wait with a deadline.
+
+A deployment is ready when ``/health`` answers 200 and ``/v1/models`` lists the served
+model (with the API key when one is set). Failures quote the log to read.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from launchers.errors import RuntimeFailure, WaitTimeout
+
+POLL = 0.5
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    status: int | None
+    detail: str
+
+
+def http_get(url: str, *, api_key: str | None = None, timeout: float = 2.0) -> Probe:
+    request = urllib.request.Request(url)  # noqa: S310 - http(s) URLs we built
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            body = response.read(1 << 20).decode("utf-8", "replace")
+            return Probe(response.status == 200, response.status, body)
+    except urllib.error.HTTPError as exc:
+        return Probe(False, exc.code, f"HTTP {exc.code}")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Probe(False, None, str(reason))
+
+
+def models_served(body: str) -> list[str]:
+    try:
+        data = json.loads(body)
+        return [str(item["id"]) for item in data.get("data", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    *,
+    timeout: float,
+    what: str,
+    log: str,
+    alive: Callable[[], bool] | None = None,
+) -> float:
+    """Poll until ``host:port`` accepts connections; returns seconds waited."""
+    start = time.monotonic()
+    while True:
+        if port_open(host, port):
+            return time.monotonic() - start
+        if alive is not None and not alive():
+            raise RuntimeFailure(f"{what} exited before {host}:{port} opened", fix=f"read {log}")
+        if time.monotonic() - start > timeout:
+            raise WaitTimeout(
+                f"waited {timeout:.0f} s for {what} at {host}:{port}, it never opened",
+                fix=f"read {log}",
+            )
+        time.sleep(POLL)  # poll
+
+
+def wait_for_ready(
+    base_url: str,
+    served_model_name: str,
+    *,
+    timeout: float,
+    log: str,
+    api_key: str | None = None,
+    alive: Callable[[], bool] | None = None,
+    on_health: Callable[[], None] | None = None,
+) -> float:
+    """Poll ``/health`` then ``/v1/models`` until the model is listed."""
+    start = time.monotonic()
+    healthy = False
+    last = ""
+    while True:
+        if alive is not None and not alive():
+            raise RuntimeFailure("vllm serve exited before it was ready", fix=f"read {log}")
+        if not healthy:
+            probe = http_get(f"{base_url}/health", api_key=api_key)
+            healthy = probe.ok
+            last = f"/health: {probe.detail[:80]}"
+            if healthy and on_health is not None:
+                on_health()
+        if healthy:
+            probe = http_get(f"{base_url}/v1/models", api_key=api_key)
+            names = models_served(probe.detail) if probe.ok else []
+            if served_model_name in names:
+                return time.monotonic() - start
+            last = f"/v1/models: {probe.detail[:80]}"
+        if time.monotonic() - start > timeout:
+            raise WaitTimeout(
+                f"waited {timeout:.0f} s for {base_url} to serve {served_model_name!r} "
+                f"(last answer {last})",
+                fix=f"read {log}",
+            )
+        time.sleep(POLL)  # poll

@@ -1,0 +1,805 @@
+"""The per-node runtime: ``python -m launchers.node run --plan FILE`` on every node.
+
+Rank 0 leads: it starts the Ray head (Ray runtimes), writes ``leader.json``, starts
+``vllm serve`` at once while Ray workers join in parallel (it watches the Ray node
+count itself and fails with the missing node's name when its deadline passes), waits
+until ``/health`` and ``/v1/models`` answer, writes ``endpoint.json`` and prints the
+endpoint. Other ranks wait for ``leader.json`` and join (``ray start --block``) or run
+their headless ``vllm serve``; they stop when the leader is gone.
+
+Every child runs in its own session and is stopped as a tree on exit, on SIGTERM/SIGINT
+(scancel, Ctrl+C) and on SIGUSR1 (SLURM's warning before the time limit).
+
+Three doors reach this code: the sbatch scripts (``run --plan``), submitit's job
+function (``run_plan``), and ``bin/multi-node-serving.sh`` (``leader``/``worker``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import ClassVar
+
+from launchers import _proc, jobdir
+from launchers.commands import (
+    DP_START_RANK,
+    JOB_DIR,
+    JOB_ID,
+    LEADER_IP,
+    NODE_IP,
+    NODE_RANK,
+)
+from launchers.errors import InputError, RuntimeFailure, VllmHpcError, WaitTimeout
+from launchers.health import http_get, models_served, port_open, wait_for_port
+from launchers.plan import LaunchPlan, fill_placeholders
+from launchers.ray_cluster import RayWatcher, Snapshot, start_ray
+
+POLL = 0.5
+HEAD_TIMEOUT = 60.0
+LEADER_GONE_AFTER = 3  # failed checks of the leader, one a second, before a node leaves
+SERVE_GRACE = 30.0
+RAY_GRACE = 15.0
+
+
+class Stopped(Exception):
+    """A stop was asked for (signal); not a failure."""
+
+
+class Stopper:
+    """Turns SIGTERM/SIGINT/SIGHUP/SIGUSR1 into a flag the runtime's loops check."""
+
+    REASONS: ClassVar[dict[int, str]] = {
+        signal.SIGTERM: "SIGTERM (scancel or shutdown)",
+        signal.SIGINT: "SIGINT (Ctrl+C)",
+        signal.SIGHUP: "SIGHUP",
+        signal.SIGUSR1: "SIGUSR1 (time limit near)",
+        signal.SIGUSR2: "SIGUSR2 (time limit near)",
+    }
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        for sig in self.REASONS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self.reason is None:
+            self.reason = self.REASONS.get(signum, f"signal {signum}")
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise Stopped(self.reason)
+
+
+class NodeLog:
+    """Lines to stderr (the job's output) and to the node's log in the job directory."""
+
+    def __init__(self, rank: int, path: str | None) -> None:
+        self.rank = rank
+        self.path = path
+        self.t0 = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        line = f"[vllm-hpc node{self.rank} +{time.monotonic() - self.t0:6.1f}s] {message}"
+        print(line, file=sys.stderr, flush=True)
+        if self.path:
+            try:
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+            except OSError:
+                pass
+
+
+@dataclass
+class NodeContext:
+    rank: int
+    nodes: int
+    job_id: str
+    job_dir: str
+    attempt: int
+    node_ip: str
+    iface_reason: str
+    env: dict[str, str]
+    log: NodeLog
+    stopper: Stopper
+    hostname: str = field(default_factory=socket.gethostname)
+
+    def logfile(self, name: str) -> str:
+        return f"{self.job_dir}/{name}-{self.rank}.log"
+
+
+@dataclass(frozen=True)
+class LeaderTask:
+    ray_argv: list[str] | None
+    serve_argv: list[str] | None
+    serve_env: dict[str, str]
+    ray_port: int
+    api_port: int
+    served_model_name: str | None
+    expected_nodes: int
+    nodes_timeout: float
+    ready_timeout: float
+    overlap: bool = True
+    api_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowerTask:
+    ray_argv: list[str] | None  # a Ray worker ...
+    serve_argv: list[str] | None  # ... or a headless vllm serve
+    serve_env: dict[str, str]
+    leader_ip: str | None  # None: read leader.json
+    leader_port: int | None
+    nodes_timeout: float
+
+
+# --- the leader -------------------------------------------------------------------
+
+
+class Endpoint:
+    """``endpoint.json``: the job's state as the leader sees it."""
+
+    def __init__(self, ctx: NodeContext, task: LeaderTask) -> None:
+        self.ctx = ctx
+        self.path = f"{ctx.job_dir}/endpoint.json"
+        self.base = {
+            "job_id": ctx.job_id,
+            "attempt": ctx.attempt,
+            "hostname": ctx.hostname,
+            "leader_ip": ctx.node_ip,
+            "port": task.api_port,
+            "url": f"http://{ctx.node_ip}:{task.api_port}/v1",
+            "model": task.served_model_name,
+            "nodes": task.expected_nodes,
+            "api_key_file": task.api_key_file,
+            "started": jobdir.now(),
+        }
+        self.state = "PENDING"
+
+    def set(self, state: str, message: str, **extra: object) -> None:
+        self.state = state
+        jobdir.write_json(
+            self.path,
+            {**self.base, **extra, "state": state, "message": message, "updated": jobdir.now()},
+        )
+
+
+def _check_port_free(ip: str, port: int, what: str) -> None:
+    if port_open(ip, port) or port_open("127.0.0.1", port):
+        raise RuntimeFailure(
+            f"port: {what} port {port} is already in use on {socket.gethostname()}",
+            fix="choose another with --port / --ray-port, or stop what holds it",
+        )
+
+
+def _missing_nodes(ctx: NodeContext, snap: Snapshot) -> str:
+    alive = {n.ip for n in snap.alive or ()}
+    parts = []
+    for rank in range(1, ctx.nodes):
+        info = jobdir.read_json(jobdir.node_file(ctx.job_dir, rank))
+        if info is None or info.get("attempt") != ctx.attempt:
+            parts.append(
+                f"rank {rank} never started its runtime (see {ctx.job_dir}/node-{rank}.log)"
+            )
+        elif info.get("ip") not in alive:
+            parts.append(
+                f"{info.get('hostname')} ({info.get('ip')}, rank {rank}) is not in the Ray "
+                f"cluster (see {ctx.job_dir}/ray-{rank}.log)"
+            )
+    return "; ".join(parts) or "no node is missing by name (Ray saw fewer nodes)"
+
+
+def _banner(ctx: NodeContext, task: LeaderTask, seconds: float) -> str:
+    url = f"http://{ctx.node_ip}:{task.api_port}/v1"
+    auth = (
+        f' -H "Authorization: Bearer $(cat {shlex.quote(task.api_key_file)})"'
+        if task.api_key_file
+        else ""
+    )
+    body = (
+        '{"model": "' + str(task.served_model_name) + '", "messages": [{"role": "user", '
+        '"content": "Hello!"}], "max_tokens": 64}'
+    )
+    return (
+        f"READY after {seconds:.1f} s: {url} serves {task.served_model_name!r} "
+        f"(on {ctx.hostname})\n"
+        f"  curl {url}/chat/completions -H 'Content-Type: application/json'{auth} "
+        f"-d {shlex.quote(body)}"
+    )
+
+
+def lead(ctx: NodeContext, task: LeaderTask) -> int:
+    """Run rank 0 until vLLM exits, a node is lost, or a stop is asked for."""
+    log, stopper = ctx.log, ctx.stopper
+    endpoint = Endpoint(ctx, task)
+    endpoint.set("STARTING", "starting on the leader")
+    head: _proc.Child | None = None
+    serve: _proc.Child | None = None
+    watcher: RayWatcher | None = None
+    try:
+        if task.serve_argv is not None:
+            _check_port_free(ctx.node_ip, task.api_port, "the API")
+        if task.ray_argv is not None:
+            _check_port_free(ctx.node_ip, task.ray_port, "the Ray head")
+            head = start_ray("ray-head", task.ray_argv, env=ctx.env, log_path=ctx.logfile("ray"))
+            log(f"Ray head starting on {ctx.node_ip}:{task.ray_port} (log {head.log_path})")
+            ray_head = head
+
+            def head_alive() -> bool:
+                stopper.check()
+                return ray_head.poll() is None
+
+            waited = wait_for_port(
+                ctx.node_ip,
+                task.ray_port,
+                timeout=HEAD_TIMEOUT,
+                what="the Ray head",
+                log=head.log_path,
+                alive=head_alive,
+            )
+            log(f"Ray head up after {waited:.1f} s")
+        jobdir.write_json(
+            f"{ctx.job_dir}/leader.json",
+            {
+                "job_id": ctx.job_id,
+                "attempt": ctx.attempt,
+                "ip": ctx.node_ip,
+                "hostname": ctx.hostname,
+                "ray_port": task.ray_port if task.ray_argv else None,
+                "api_port": task.api_port,
+                "time": jobdir.now(),
+            },
+        )
+        if head is not None:
+            address = f"{ctx.node_ip}:{task.ray_port}"
+            watcher = RayWatcher(address, env=ctx.env, log_path=ctx.logfile("ray-watch"))
+            endpoint.set("WAITING_NODES", f"waiting for {task.expected_nodes} Ray node(s)")
+            if not task.overlap or task.serve_argv is None:
+                _wait_nodes(ctx, task, watcher, head, time.monotonic())
+        if task.serve_argv is not None:
+            serve_env = {**ctx.env, **task.serve_env}
+            argv = [_proc.resolve_executable(task.serve_argv[0], serve_env), *task.serve_argv[1:]]
+            serve = _proc.start("vllm", argv, env=serve_env, log_path=ctx.logfile("vllm"))
+            log(f"vllm serve started (pid {serve.pid}, log {serve.log_path})")
+            log("  " + shlex.join(task.serve_argv))
+            endpoint.set("LOADING", "vllm serve is starting")
+        return _supervise(ctx, task, endpoint, head, serve, watcher)
+    except Stopped as stop:
+        log(f"stopping: {stop}")
+        endpoint.set("STOPPED", f"stopped by {stop}")
+        return 0
+    except VllmHpcError as exc:
+        log(f"FAILED: {exc.one_line()}")
+        endpoint.set("FAILED", exc.one_line())
+        return 1
+    finally:
+        if serve is not None:
+            log("stopping vllm serve")
+            serve.stop(grace=SERVE_GRACE)
+        if watcher is not None:
+            watcher.stop()
+        if head is not None:
+            log("stopping the Ray head")
+            head.stop(grace=RAY_GRACE)
+        log(f"leader done ({endpoint.state})")
+
+
+def _wait_nodes(
+    ctx: NodeContext, task: LeaderTask, watcher: RayWatcher, head: _proc.Child, since: float
+) -> Snapshot:
+    last = -1
+    while True:
+        ctx.stopper.check()
+        if head.poll() is not None:
+            raise RuntimeFailure(
+                f"the Ray head exited (code {head.poll()})", fix=f"read {head.log_path}"
+            )
+        snap = watcher.latest()
+        if snap.count != last:
+            last = snap.count
+            ctx.log(f"{snap.count}/{task.expected_nodes} Ray node(s) alive")
+        if snap.count >= task.expected_nodes:
+            return snap
+        if time.monotonic() - since > task.nodes_timeout:
+            raise WaitTimeout(
+                f"waited {task.nodes_timeout:.0f} s for {task.expected_nodes} Ray nodes, "
+                f"{snap.count} joined: {_missing_nodes(ctx, snap)}"
+            )
+        time.sleep(POLL)  # poll
+
+
+def _supervise(
+    ctx: NodeContext,
+    task: LeaderTask,
+    endpoint: Endpoint,
+    head: _proc.Child | None,
+    serve: _proc.Child | None,
+    watcher: RayWatcher | None,
+) -> int:
+    log = ctx.log
+    start = time.monotonic()
+    nodes_ok = watcher is None or not task.overlap or serve is None
+    ready = serve is None
+    if serve is None and watcher is not None:
+        log(
+            f"Ray cluster ready with {task.expected_nodes} node(s) at {ctx.node_ip}:{task.ray_port}"
+        )
+        endpoint.set("READY", "Ray cluster ready (no model given)")
+    last_count = -1
+    while True:
+        ctx.stopper.check()
+        if serve is not None:
+            code = serve.poll()
+            if code is not None:
+                raise RuntimeFailure(
+                    f"vllm serve exited with code {code}: "
+                    + (_proc.tail(serve.log_path, 3).replace("\n", " | ") or "no output"),
+                    fix=f"read {serve.log_path}",
+                )
+        if head is not None and head.poll() is not None:
+            raise RuntimeFailure(
+                f"the Ray head exited (code {head.poll()})", fix=f"read {head.log_path}"
+            )
+        if watcher is not None:
+            snap = watcher.latest()
+            if snap.alive is not None and snap.count != last_count:
+                last_count = snap.count
+                log(f"{snap.count}/{task.expected_nodes} Ray node(s) alive")
+            if not nodes_ok:
+                if snap.count >= task.expected_nodes:
+                    nodes_ok = True
+                elif time.monotonic() - start > task.nodes_timeout:
+                    raise WaitTimeout(
+                        f"waited {task.nodes_timeout:.0f} s for {task.expected_nodes} Ray nodes, "
+                        f"{snap.count} joined: {_missing_nodes(ctx, snap)}"
+                    )
+            elif snap.alive is not None and snap.count < task.expected_nodes:
+                raise RuntimeFailure(
+                    f"lost a node: {snap.count}/{task.expected_nodes} Ray nodes alive; "
+                    + _missing_nodes(ctx, snap)
+                )
+        if not ready and serve is not None:
+            base = f"http://127.0.0.1:{task.api_port}"
+            key = _read_key(task.api_key_file)
+            if http_get(f"{base}/health", api_key=key, timeout=1.0).ok:
+                probe = http_get(f"{base}/v1/models", api_key=key, timeout=2.0)
+                if probe.ok and task.served_model_name in models_served(probe.detail):
+                    ready = True
+                    seconds = time.monotonic() - ctx.log.t0
+                    endpoint.set("READY", "serving", ready_seconds=round(seconds, 2))
+                    log(_banner(ctx, task, seconds))
+            if not ready and time.monotonic() - start > task.ready_timeout:
+                raise WaitTimeout(
+                    f"waited {task.ready_timeout:.0f} s for vllm serve to answer /health and "
+                    f"/v1/models",
+                    fix=f"read {serve.log_path}",
+                )
+        time.sleep(POLL)  # poll
+
+
+def _read_key(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+# --- the other nodes ---------------------------------------------------------------
+
+
+def _wait_leader(ctx: NodeContext, timeout: float) -> dict[str, object]:
+    path = f"{ctx.job_dir}/leader.json"
+    start = time.monotonic()
+    while True:
+        ctx.stopper.check()
+        data = jobdir.read_json(path)
+        if data and data.get("attempt") == ctx.attempt and str(data.get("job_id")) == ctx.job_id:
+            return data
+        ending = jobdir.read_json(f"{ctx.job_dir}/endpoint.json")
+        if (
+            ending
+            and ending.get("attempt") == ctx.attempt
+            and ending.get("state")
+            in (
+                "FAILED",
+                "STOPPED",
+            )
+        ):
+            raise RuntimeFailure(
+                f"the leader ended ({ending.get('state')}): {ending.get('message')}"
+            )
+        if time.monotonic() - start > timeout:
+            raise WaitTimeout(
+                f"waited {timeout:.0f} s for the leader (rank 0) to write {path}",
+                fix=f"read {ctx.job_dir}/node-0.log",
+            )
+        time.sleep(POLL)  # poll
+
+
+def _leader_ended(ctx: NodeContext) -> str | None:
+    data = jobdir.read_json(f"{ctx.job_dir}/endpoint.json")
+    if data and data.get("attempt") == ctx.attempt and data.get("state") in ("FAILED", "STOPPED"):
+        return f"the leader is {data.get('state')}"
+    return None
+
+
+def follow(ctx: NodeContext, task: FollowerTask) -> int:
+    """Run a rank > 0: a Ray worker, or a headless vLLM rank."""
+    log = ctx.log
+    child: _proc.Child | None = None
+    try:
+        leader_ip, leader_port = task.leader_ip, task.leader_port
+        if leader_ip is None:
+            info = _wait_leader(ctx, task.nodes_timeout)
+            leader_ip = str(info["ip"])
+            if task.ray_argv is not None:
+                leader_port = int(str(info["ray_port"]))
+            log(f"leader is {info.get('hostname')} at {leader_ip}")
+        values = {LEADER_IP: leader_ip}
+        if task.ray_argv is not None:
+            argv = fill_placeholders(task.ray_argv, values)
+            child = start_ray("ray-worker", argv, env=ctx.env, log_path=ctx.logfile("ray"))
+            log(f"joining Ray at {leader_ip}:{leader_port} (log {child.log_path})")
+        elif task.serve_argv is not None:
+            argv = fill_placeholders(task.serve_argv, values)
+            env = {
+                **ctx.env,
+                **{k: fill_placeholders([v], values)[0] for k, v in task.serve_env.items()},
+            }
+            argv = [_proc.resolve_executable(argv[0], env), *argv[1:]]
+            child = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
+            log(f"headless vllm serve started (log {child.log_path})")
+        else:
+            raise InputError(f"node rank {ctx.rank} has nothing to run in this plan")
+        misses = 0
+        next_check = time.monotonic()
+        while True:
+            ctx.stopper.check()
+            code = child.poll()
+            if code is not None:
+                ended = _leader_ended(ctx)
+                if ended or code == 0:
+                    log(f"{child.name} exited ({code}); {ended or 'done'}")
+                    return 0
+                raise RuntimeFailure(
+                    f"{child.name} exited with code {code}: "
+                    + (_proc.tail(child.log_path, 3).replace("\n", " | ") or "no output"),
+                    fix=f"read {child.log_path}",
+                )
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1.0
+                ended = _leader_ended(ctx)
+                gone = leader_port is not None and not port_open(leader_ip, leader_port)
+                misses = misses + 1 if gone else 0
+                if ended or misses >= LEADER_GONE_AFTER:
+                    log(f"{ended or 'the leader is gone'}; leaving")
+                    return 0
+            time.sleep(POLL)  # poll
+    except Stopped as stop:
+        log(f"stopping: {stop}")
+        return 0
+    except VllmHpcError as exc:
+        log(f"FAILED: {exc.one_line()}")
+        return 1
+    finally:
+        if child is not None:
+            child.stop(grace=RAY_GRACE if task.ray_argv else SERVE_GRACE)
+        log("node done")
+
+
+# --- from a plan (sbatch and submitit doors) -------------------------------------
+
+
+def _rank_from_env(environ: Mapping[str, str]) -> int:
+    for key in ("SLURM_NODEID", "SLURM_PROCID", "VLLM_HPC_RANK"):
+        if environ.get(key, "").isdigit():
+            return int(environ[key])
+    return 0
+
+
+def _network(iface: str | None, environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    from launchers.network import detect
+
+    override = iface or environ.get("VLLM_HPC_IFACE") or None
+    given = None if override else (environ.get("VLLM_HOST_IP") or None)
+    return detect(override, given)
+
+
+def context(
+    *,
+    rank: int,
+    nodes: int,
+    job_id: str,
+    job_dir: str,
+    iface: str | None,
+    extra_env: Mapping[str, str],
+    environ: Mapping[str, str],
+    node_log: str | None,
+) -> NodeContext:
+    jobdir.ensure_dir(job_dir)
+    log = NodeLog(rank, node_log)
+    net_env, reason = _network(iface, environ)
+    attempt = int(environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    env = {**environ, **extra_env, **net_env}
+    ctx = NodeContext(
+        rank=rank,
+        nodes=nodes,
+        job_id=job_id,
+        job_dir=job_dir,
+        attempt=attempt,
+        node_ip=net_env["VLLM_HOST_IP"],
+        iface_reason=reason,
+        env=env,
+        log=log,
+        stopper=Stopper(),
+    )
+    log(f"{ctx.hostname} rank {rank}/{nodes} job {job_id}; network: {reason}")
+    log("exports: " + " ".join(f"{k}={v}" for k, v in net_env.items()))
+    jobdir.write_json(
+        jobdir.node_file(job_dir, rank),
+        {
+            "rank": rank,
+            "hostname": ctx.hostname,
+            "ip": ctx.node_ip,
+            "attempt": attempt,
+            "pid": os.getpid(),
+            "time": jobdir.now(),
+        },
+    )
+    return ctx
+
+
+def run_plan(
+    plan: LaunchPlan,
+    *,
+    rank: int | None = None,
+    job_id: str | None = None,
+    iface: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    env_in = dict(os.environ if environ is None else environ)
+    rank = _rank_from_env(env_in) if rank is None else rank
+    job_id = job_id or env_in.get("SLURM_JOB_ID") or f"local-{os.getpid()}"
+    job_dir = plan.paths.job_dir.replace(JOB_ID, job_id)
+    node_log = plan.paths.node_log.replace(JOB_ID, job_id).replace("{rank}", str(rank))
+    ctx = context(
+        rank=rank,
+        nodes=plan.layout.nodes,
+        job_id=job_id,
+        job_dir=job_dir,
+        iface=iface,
+        extra_env=plan.env,
+        environ=env_in,
+        node_log=node_log,
+    )
+    if rank == 0:
+        jobdir.remove_stale(job_dir)
+    role = plan.role_for_rank(rank)
+    values = {
+        NODE_IP: ctx.node_ip,
+        LEADER_IP: ctx.node_ip if rank == 0 else LEADER_IP,
+        JOB_ID: job_id,
+        JOB_DIR: job_dir,
+        NODE_RANK: str(rank),
+        DP_START_RANK: str(rank * plan.layout.dp_local),
+    }
+
+    def fill(argv: Sequence[str] | None) -> list[str] | None:
+        return None if argv is None else fill_placeholders(argv, values)
+
+    role_env = {k: fill_placeholders([v], values)[0] for k, v in role.env.items()}
+    if rank == 0:
+        task = LeaderTask(
+            ray_argv=fill(role.ray_argv),
+            serve_argv=fill(role.serve_argv),
+            serve_env={**role_env, **_api_key_env(plan.api_key_file)},
+            ray_port=_ray_port(role.ray_argv),
+            api_port=plan.ready.port,
+            served_model_name=plan.served_model_name,
+            expected_nodes=plan.layout.nodes if role.ray_argv else 1,
+            nodes_timeout=plan.ready.nodes_timeout,
+            ready_timeout=plan.ready.ready_timeout,
+            api_key_file=plan.api_key_file,
+        )
+        return lead(ctx, task)
+    follower = FollowerTask(
+        ray_argv=fill(role.ray_argv),
+        serve_argv=fill(role.serve_argv),
+        serve_env=role_env,
+        leader_ip=None,
+        leader_port=None,
+        nodes_timeout=plan.ready.nodes_timeout,
+    )
+    return follow(ctx, follower)
+
+
+def _ray_port(argv: Sequence[str] | None) -> int:
+    for item in argv or ():
+        if item.startswith("--port="):
+            return int(item.split("=", 1)[1])
+    return 6379
+
+
+def _api_key_env(path: str | None) -> dict[str, str]:
+    key = _read_key(path)
+    return {"VLLM_API_KEY": key} if key else {}
+
+
+def load_plan(path: str) -> LaunchPlan:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--plan: cannot read {path}: {exc.strerror}") from None
+    return LaunchPlan.model_validate_json(text)
+
+
+# --- the bash wrapper's door ------------------------------------------------------
+
+
+def _wrapper_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m launchers.node")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="Play this node's role in a plan (sbatch, submitit).")
+    run.add_argument("--plan", required=True)
+    run.add_argument("--rank", type=int)
+    run.add_argument("--job-id")
+    run.add_argument("--iface")
+    for name in ("leader", "worker"):
+        p = sub.add_parser(name, help=f"Start a Ray {name} (bin/multi-node-serving.sh).")
+        p.add_argument("--ray-port", type=int, default=6379)
+        p.add_argument("--node-ip-address")
+        p.add_argument("--num-gpus", type=int)
+        p.add_argument("--temp-dir")
+        p.add_argument("--iface")
+        p.add_argument("--job-dir")
+        p.add_argument("--nodes-timeout", type=float, default=300.0)
+        p.add_argument("--ray-arg", action="append", default=[])
+        if name == "leader":
+            p.add_argument("--cluster-size", type=int, default=1)
+            p.add_argument("--include-dashboard", default="false")
+            p.add_argument("--model")
+            p.add_argument("--registry", action="append", default=[])
+            p.add_argument("--port", type=int)
+            p.add_argument("--ready-timeout", type=float, default=1800.0)
+            p.add_argument("vllm_args", nargs=argparse.REMAINDER)
+        else:
+            p.add_argument("--ray-address", required=True)
+    return parser
+
+
+def _manual_job(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
+    job_id = environ.get("SLURM_JOB_ID") or time.strftime("manual-%Y%m%d-%H%M%S")
+    root = environ.get("VLLM_HPC_JOB_ROOT") or f"{environ.get('HOME', '/tmp')}/.vllm-hpc/jobs"
+    return job_id, args.job_dir or f"{root}/{job_id}"
+
+
+def _wrapper_ray_argv(args: argparse.Namespace, head: bool, node_ip: str, job_id: str) -> list[str]:
+    argv = ["ray", "start"]
+    if head:
+        argv += ["--head", f"--port={args.ray_port}"]
+        dash = str(args.include_dashboard).lower() in ("1", "true", "yes")
+        argv.append(f"--include-dashboard={'true' if dash else 'false'}")
+        if dash:
+            argv.append("--dashboard-host=127.0.0.1")
+    else:
+        address = (
+            args.ray_address if ":" in args.ray_address else f"{args.ray_address}:{args.ray_port}"
+        )
+        argv.append(f"--address={address}")
+    argv.append(f"--node-ip-address={node_ip}")
+    if args.num_gpus is not None:
+        argv.append(f"--num-gpus={args.num_gpus}")
+    argv.append(f"--temp-dir={args.temp_dir or f'/tmp/ray-{job_id}'}")
+    argv += ["--disable-usage-stats", *args.ray_arg, "--block"]
+    return argv
+
+
+def _wrapper(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    job_id, job_dir = _manual_job(args, environ)
+    head = args.command == "leader"
+    rank = 0 if head else int(environ.get("VLLM_HPC_RANK", environ.get("SLURM_NODEID", "1")) or 1)
+    env_in = dict(environ)
+    if args.node_ip_address:
+        env_in["VLLM_HOST_IP"] = args.node_ip_address
+    nodes = args.cluster_size if head else 0
+    ctx = context(
+        rank=rank,
+        nodes=nodes,
+        job_id=job_id,
+        job_dir=job_dir,
+        iface=args.iface,
+        extra_env={},
+        environ=env_in,
+        node_log=f"{job_dir}/node-{rank}.log",
+    )
+    ray_argv = _wrapper_ray_argv(args, head, ctx.node_ip, job_id)
+    if not head:
+        host, _, port = args.ray_address.partition(":")
+        return follow(
+            ctx,
+            FollowerTask(
+                ray_argv=ray_argv,
+                serve_argv=None,
+                serve_env={},
+                leader_ip=host,
+                leader_port=int(port) if port else args.ray_port,
+                nodes_timeout=args.nodes_timeout,
+            ),
+        )
+    serve_argv = None
+    served = None
+    api_port = args.port or 8000
+    extra = [a for a in args.vllm_args if a != "--"]
+    if args.model:
+        serve_argv, served, api_port = _wrapper_serve(args, extra, environ, ctx)
+    elif extra:
+        raise InputError("leader: vLLM arguments given without --model", fix="add --model NAME")
+    jobdir.remove_stale(job_dir)
+    task = LeaderTask(
+        ray_argv=ray_argv,
+        serve_argv=serve_argv,
+        serve_env={"RAY_ADDRESS": f"{ctx.node_ip}:{args.ray_port}"},
+        ray_port=args.ray_port,
+        api_port=api_port,
+        served_model_name=served,
+        expected_nodes=args.cluster_size,
+        nodes_timeout=args.nodes_timeout,
+        ready_timeout=args.ready_timeout,
+    )
+    return lead(replace(ctx, nodes=args.cluster_size), task)
+
+
+def _wrapper_serve(
+    args: argparse.Namespace, extra: list[str], environ: Mapping[str, str], ctx: NodeContext
+) -> tuple[list[str], str, int]:
+    from launchers.commands import build_vllm_serve_argv
+    from launchers.registry import load_registry
+    from launchers.resolve import Request, resolve
+
+    config = resolve(
+        Request(
+            model=args.model,
+            nodes=args.cluster_size,
+            gpus_per_node=args.num_gpus or 1,
+            runtime="ray",
+            port=args.port,
+            ray_port=args.ray_port,
+            extra_args=tuple(extra),
+        ),
+        load_registry(args.registry, environ),
+        environ,
+        sys.executable,
+    )
+    config = config.model_copy(update={"runtime": "ray"})
+    argv = fill_placeholders(
+        build_vllm_serve_argv(config), {LEADER_IP: ctx.node_ip, NODE_IP: ctx.node_ip}
+    )
+    return argv, config.served_model_name, config.port
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _wrapper_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return run_plan(
+                load_plan(args.plan), rank=args.rank, job_id=args.job_id, iface=args.iface
+            )
+        return _wrapper(args, os.environ)
+    except VllmHpcError as exc:
+        print(f"Error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

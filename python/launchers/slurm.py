@@ -1,0 +1,229 @@
+"""The SLURM seam: submission (submitit, or ``sbatch --parsable``), job state, cancel.
+
+SLURM specifics live in tables; ``parse_*`` are pure. Job state never depends on
+``sacct`` alone: ``squeue`` answers for live jobs, ``scontrol show job`` for recently
+ended ones, ``sacct`` last.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from launchers import _proc, jobdir
+from launchers.errors import InputError, SubmitError
+from launchers.plan import LaunchPlan, job_dir_for
+
+# SLURM job state -> what vllm-hpc reports about the allocation.
+SLURM_STATES: dict[str, str] = {
+    "PENDING": "PENDING",
+    "CONFIGURING": "PENDING",
+    "REQUEUED": "PENDING",
+    "REQUEUE_FED": "PENDING",
+    "REQUEUE_HOLD": "PENDING",
+    "RESV_DEL_HOLD": "PENDING",
+    "SUSPENDED": "PENDING",
+    "RUNNING": "RUNNING",
+    "COMPLETING": "RUNNING",
+    "STAGE_OUT": "RUNNING",
+    "SIGNALING": "RUNNING",
+    "COMPLETED": "ENDED",
+    "CANCELLED": "CANCELLED",
+    "FAILED": "FAILED",
+    "TIMEOUT": "TIMEOUT",
+    "NODE_FAIL": "FAILED",
+    "BOOT_FAIL": "FAILED",
+    "OUT_OF_MEMORY": "FAILED",
+    "DEADLINE": "TIMEOUT",
+    "PREEMPTED": "PREEMPTED",
+    "REVOKED": "CANCELLED",
+    "SPECIAL_EXIT": "FAILED",
+}
+ENDED = {"ENDED", "CANCELLED", "FAILED", "TIMEOUT"}
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    job_id: str
+    job_dir: str
+    executor: str  # slurm | local
+    log: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_sbatch_parsable(stdout: str) -> str:
+    """``123`` or ``123;cluster`` -> ``123``."""
+    first = stdout.strip().splitlines()[0] if stdout.strip() else ""
+    job_id = first.split(";", 1)[0].strip()
+    if not job_id.isdigit():
+        raise SubmitError(f"sbatch printed no job id (got {stdout.strip()[:200]!r})")
+    return job_id
+
+
+def parse_scontrol_record(text: str) -> dict[str, str]:
+    """One ``scontrol show job -o`` line -> its ``Key=Value`` fields."""
+    fields: dict[str, str] = {}
+    for token in text.strip().split():
+        key, sep, value = token.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def parse_state(raw: str) -> str | None:
+    """``CANCELLED by 0`` / ``RUNNING`` -> our state (None when unknown or empty)."""
+    word = raw.strip().split(" ")[0].rstrip("+") if raw.strip() else ""
+    return SLURM_STATES.get(word)
+
+
+def slurm_minutes(text: str) -> int:
+    """SLURM time (``MM``, ``HH:MM:SS``, ``D-HH:MM``...) -> whole minutes (rounded up)."""
+    match = _TIME_RE.match(text)
+    if not match:
+        raise InputError(f"--time: {text!r} is not a SLURM time")
+    days = int(match[1] or 0)
+    parts = [int(p) for p in match.groups()[1:] if p is not None]
+    if match[1] is not None:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = [*parts, 0, 0][:3]
+    elif len(parts) == 1:  # MM
+        hours, minutes, seconds = 0, parts[0], 0
+    elif len(parts) == 2:  # MM:SS
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = parts
+    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+
+
+def job_state(job_id: str) -> tuple[str | None, str]:
+    """(our state, SLURM's raw state); (None, '') when SLURM does not know the job."""
+    done = _proc.run(["squeue", "-h", "-j", job_id, "-o", "%T"], timeout=20)
+    if done.returncode == 0 and done.stdout.strip():
+        raw = done.stdout.strip().splitlines()[0]
+        return parse_state(raw), raw
+    done = _proc.run(["scontrol", "show", "job", "-o", job_id], timeout=20)
+    if done.returncode == 0 and done.stdout.strip():
+        raw = parse_scontrol_record(done.stdout).get("JobState", "")
+        return parse_state(raw), raw
+    done = _proc.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], timeout=20)
+    if done.returncode == 0 and done.stdout.strip():
+        raw = done.stdout.strip().splitlines()[0]
+        return parse_state(raw), raw
+    return None, ""
+
+
+def scancel(job_id: str) -> None:
+    done = _proc.run(["scancel", job_id], timeout=30)
+    if done.returncode != 0:
+        raise SubmitError(f"scancel {job_id} failed: {done.stderr.strip()[:200]}")
+
+
+def _prepare(plan: LaunchPlan) -> None:
+    jobdir.ensure_dir(plan.paths.root)
+    if plan.api_key_file and not os.access(plan.api_key_file, os.R_OK):
+        raise InputError(f"--api-key-file: cannot read {plan.api_key_file}")
+
+
+def submit_sbatch(plan: LaunchPlan, script: str, environ: Mapping[str, str]) -> JobHandle:
+    """``sbatch --parsable`` the rendered script (read from stdin)."""
+    _prepare(plan)
+    done = _proc.run(["sbatch", "--parsable"], env=environ, input_text=script, timeout=60)
+    if done.returncode != 0:
+        raise SubmitError(f"sbatch refused the job: {done.stderr.strip()[:300]}")
+    job_id = parse_sbatch_parsable(done.stdout)
+    log = plan.paths.batch_log.replace("%j", job_id)
+    return JobHandle(job_id, job_dir_for(plan, job_id), "slurm", log)
+
+
+def submitit_job(plan_json: str) -> int:
+    """The function submitit runs on every node (one task per node, rank 0 leads)."""
+    from launchers.node import run_plan
+
+    plan = LaunchPlan.model_validate_json(plan_json)
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    target = Path(job_dir_for(plan, job_id)) / "plan.json"
+    if not target.exists():
+        jobdir.ensure_dir(target.parent)
+        target.write_text(plan_json, encoding="utf-8")
+    code = run_plan(plan)
+    if code != 0:
+        raise RuntimeError(f"vllm-hpc node runtime failed with exit code {code}")
+    return code
+
+
+def submit_submitit(plan: LaunchPlan) -> JobHandle:
+    """Submit through submitit (``AutoExecutor``), one task per node."""
+    _prepare(plan)
+    import submitit
+
+    folder = f"{plan.paths.root}/submitit/%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", python=plan.python)
+    params: dict[str, Any] = {
+        "nodes": plan.layout.nodes,
+        "tasks_per_node": 1,
+        "name": plan.job_name,
+        "slurm_setup": list(plan.setup),
+    }
+    directives = dict(plan.sbatch)
+    if "gpus-per-node" in directives:
+        params["gpus_per_node"] = plan.layout.gpus_per_node
+    if "gres" in directives:
+        params["slurm_gres"] = directives["gres"]
+    for key, name in (
+        ("partition", "slurm_partition"),
+        ("account", "slurm_account"),
+        ("qos", "slurm_qos"),
+        ("cpus-per-task", "cpus_per_task"),
+        ("mem", "slurm_mem"),
+    ):
+        if key in directives:
+            params[name] = directives[key]
+    if "time" in directives:
+        params["timeout_min"] = slurm_minutes(directives["time"])
+    signal = directives.get("signal", "")
+    if signal:
+        params["slurm_signal_delay_s"] = int(signal.split("@", 1)[1])
+    executor.update_parameters(**params)
+    try:
+        job = executor.submit(submitit_job, plan.model_dump_json())
+    except Exception as exc:  # submitit wraps sbatch's message in its own errors
+        raise SubmitError(f"submission failed: {str(exc).strip()[:300]}") from None
+    job_id = str(job.job_id)
+    log = f"{plan.paths.root}/submitit/{job_id}/{job_id}_0_log.err"
+    return JobHandle(job_id, job_dir_for(plan, job_id), "slurm", log)
+
+
+def start_local(plan: LaunchPlan) -> JobHandle:
+    """Run a single-node plan on this machine, detached, without SLURM."""
+    if plan.layout.nodes != 1:
+        raise InputError(
+            f"--executor: local runs one node; this plan needs {plan.layout.nodes}",
+            fix="use --executor slurm, or --nodes 1",
+        )
+    _prepare(plan)
+    job_id = f"local-{os.getpid()}-{int(jobdir.now())}"
+    job_dir = job_dir_for(plan, job_id)
+    jobdir.ensure_dir(job_dir)
+    plan_file = f"{job_dir}/plan.json"
+    Path(plan_file).write_text(plan.model_dump_json(indent=2), encoding="utf-8")
+    argv = [
+        plan.python,
+        "-m",
+        "launchers.node",
+        "run",
+        "--plan",
+        plan_file,
+        "--rank",
+        "0",
+        "--job-id",
+        job_id,
+    ]
+    log = f"{job_dir}/local.out"
+    _proc.start("local-job", argv, env=dict(os.environ), log_path=log)
+    return JobHandle(job_id, job_dir, "local", log)
