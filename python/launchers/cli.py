@@ -80,6 +80,11 @@ def _layout_options(func: F) -> F:
             type=click.FloatRange(min=0, min_open=True),
             help="Memory of one GPU, to check the model fits.",
         ),
+        click.option(
+            "--iface",
+            help="Network interface for vLLM/NCCL/Gloo on every node (default: detected; "
+            "InfiniBand, then RoCE, then the fastest Ethernet).",
+        ),
         click.option("--requeue", is_flag=True, help="Let SLURM requeue the job."),
         click.option("--job-root", help="Directory for job directories (shared storage)."),
         click.argument("extra_vllm_args", nargs=-1, type=click.UNPROCESSED),
@@ -116,6 +121,7 @@ def _request(kwargs: dict[str, Any]) -> Any:
         vllm_version=kwargs["vllm_version"],
         gpu_memory_gib=kwargs["gpu_memory_gib"],
         requeue=kwargs["requeue"],
+        iface=kwargs["iface"],
         extra_args=tuple(kwargs["extra_vllm_args"]),
     )
 
@@ -401,6 +407,167 @@ def models_schema() -> None:
     from launchers.registry import schema
 
     click.echo(json.dumps(schema(), indent=2))
+
+
+_job_root_option = click.option(
+    "--job-root",
+    help="Where job directories are (default: $VLLM_HPC_JOB_ROOT or ~/.vllm-hpc/jobs).",
+)
+
+
+def _client(job_root: str | None) -> Any:
+    from launchers.client import Client
+
+    return Client(job_root=job_root)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+@cli.command("jobs")
+@_job_root_option
+@click.option("--json", "as_json", is_flag=True)
+def jobs_cmd(job_root: str | None, as_json: bool) -> None:
+    """Your vllm-hpc jobs: id, model, nodes, state, endpoint, age."""
+    import json
+    import time
+
+    rows = []
+    for job in _client(job_root).jobs():
+        status = job.status()
+        info = job.info
+        started = float(info.get("started") or 0)
+        rows.append(
+            {
+                "job_id": job.job_id,
+                "model": info.get("model") or "-",
+                "nodes": info.get("nodes") or "-",
+                "state": status.state,
+                "message": status.message,
+                "endpoint": status.url or "-",
+                "age": _age(time.time() - started) if started else "-",
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    cols = ("job_id", "model", "nodes", "state", "endpoint", "age")
+    table = [tuple(c.upper() for c in cols)] + [tuple(str(r[c]) for c in cols) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command("status")
+@click.argument("job_id")
+@_job_root_option
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
+    """SLURM state, each node's role and address, Ray nodes, vLLM health, endpoint.
+
+    Exits 0 only when the job is READY (1 otherwise), so scripts can poll it.
+    """
+    import json
+
+    from launchers.health import http_get
+
+    job = _client(job_root).job(job_id)
+    status = job.status()
+    info = job.info
+    health = None
+    if status.state == "READY" and status.url:
+        health = http_get(status.url.removesuffix("/v1") + "/health", api_key=job.api_key()).ok
+    data = {
+        "job_id": job_id,
+        "state": status.state,
+        "message": status.message,
+        "slurm": status.slurm,
+        "endpoint": status.url,
+        "model": status.model,
+        "healthy": health,
+        "nodes": [
+            {
+                "rank": n.get("rank"),
+                "host": n.get("hostname"),
+                "ip": n.get("ip"),
+                "role": "leader" if n.get("rank") == 0 else "worker",
+            }
+            for n in job.nodes()
+        ],
+        "ray_nodes": info.get("ray_nodes"),
+        "job_dir": job.job_dir,
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"job {job_id}: {status.state} - {status.message}")
+        click.echo(f"  slurm     {status.slurm or '-'}")
+        click.echo(f"  endpoint  {status.url or '-'}  model {status.model or '-'}")
+        if health is not None:
+            click.echo(f"  health    {'ok' if health else 'not answering'}")
+        for node in data["nodes"]:
+            click.echo(f"  node {node['rank']}    {node['host']} {node['ip']} ({node['role']})")
+        if info.get("ray_nodes") is not None:
+            click.echo(f"  ray       {len(info['ray_nodes'])} node(s) alive")
+        click.echo(f"  job dir   {job.job_dir}")
+    if status.state != "READY" or health is False:
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.command("logs")
+@click.argument("job_id")
+@_job_root_option
+@click.option("--node", "-n", type=int, help="Only this node rank's logs.")
+@click.option("--tail", "tail_lines", type=int, default=40, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl+C ends).")
+def logs_cmd(
+    job_id: str, job_root: str | None, node: int | None, tail_lines: int, follow: bool
+) -> None:
+    """The leader's and workers' logs from the job directory."""
+    import time
+
+    from launchers._proc import tail
+
+    job = _client(job_root).job(job_id)
+    files = job.logs(node)
+    if not files:
+        raise click.ClickException(f"no logs yet in {job.job_dir}")
+    for path in files:
+        click.echo(f"==> {path} <==")
+        text = tail(str(path), tail_lines)
+        if text:
+            click.echo(text)
+    if not follow:
+        return
+    offsets = {p: p.stat().st_size for p in files}
+    while True:
+        for path in job.logs(node):
+            size = path.stat().st_size
+            start = offsets.get(path, 0)
+            if size > start:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    fh.seek(start)
+                    for line in fh.read().splitlines():
+                        click.echo(f"{path.name}: {line}")
+                offsets[path] = size
+        time.sleep(0.5)  # poll
+
+
+@cli.command("stop")
+@click.argument("job_id")
+@_job_root_option
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+def stop_cmd(job_id: str, job_root: str | None, timeout: float) -> None:
+    """Cancel the job and wait until every node has stopped. Safe to repeat."""
+    job = _client(job_root).job(job_id)
+    status = job.stop(timeout=timeout)
+    click.echo(f"job {job_id}: {status.state} - {status.message}")
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -164,12 +164,25 @@ class Endpoint:
             "started": jobdir.now(),
         }
         self.state = "PENDING"
+        self.message = ""
+        self.extra: dict[str, object] = {}
 
     def set(self, state: str, message: str, **extra: object) -> None:
-        self.state = state
+        self.state, self.message = state, message
+        self.note(**extra)
+
+    def note(self, **extra: object) -> None:
+        """Record more facts (kept across state changes) and rewrite the file."""
+        self.extra.update(extra)
         jobdir.write_json(
             self.path,
-            {**self.base, **extra, "state": state, "message": message, "updated": jobdir.now()},
+            {
+                **self.base,
+                **self.extra,
+                "state": self.state,
+                "message": self.message,
+                "updated": jobdir.now(),
+            },
         )
 
 
@@ -354,6 +367,9 @@ def _supervise(
             if snap.alive is not None and snap.count != last_count:
                 last_count = snap.count
                 log(f"{snap.count}/{task.expected_nodes} Ray node(s) alive")
+                endpoint.note(
+                    ray_nodes=[{"ip": n.ip, "name": n.name, "gpus": n.gpus} for n in snap.alive]
+                )
             if not nodes_ok:
                 if snap.count >= task.expected_nodes:
                     nodes_ok = True
@@ -578,7 +594,7 @@ def run_plan(
         nodes=plan.layout.nodes,
         job_id=job_id,
         job_dir=job_dir,
-        iface=iface,
+        iface=iface or plan.env.get("VLLM_HPC_IFACE"),
         extra_env=plan.env,
         environ=env_in,
         node_log=node_log,

@@ -78,6 +78,7 @@ class Request:
     vllm_version: str | None = None
     gpu_memory_gib: float | None = None
     requeue: bool = False
+    iface: str | None = None
     python: str | None = None
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -266,7 +267,7 @@ def resolve(
             "nccl_profile": site.nccl_profile,
             "gpu_memory_gib": gpu_memory_gib,
             "slurm": slurm,
-            "env": {**site.env, **req.env},
+            "env": {**site.env, **req.env, **({"VLLM_HPC_IFACE": req.iface} if req.iface else {})},
             "extra_args": req.extra_args,
         },
     )

@@ -1,0 +1,230 @@
+"""The Python client: the same operations as the CLI, typed. The CLI is built on it.
+
+    from launchers.client import Client
+    job = Client().submit(model="llama-3.2-3b-instruct")
+    job.wait_ready(timeout=1800)
+    print(job.endpoint)          # http://10.0.0.11:8000/v1
+    job.stop()
+
+Jobs are found by id in the job root (``--job-root``, ``$VLLM_HPC_JOB_ROOT``, the site
+file's ``job_root``, or ``~/.vllm-hpc/jobs``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launchers import jobdir
+from launchers.errors import InputError, RuntimeFailure, WaitTimeout
+from launchers.status import JobStatus, read_status, wait_ready
+
+POLL = 0.5
+
+
+def default_job_root(environ: Mapping[str, str] | None = None, site_root: str | None = None) -> str:
+    env = os.environ if environ is None else environ
+    root = env.get("VLLM_HPC_JOB_ROOT") or site_root or f"{env.get('HOME', '~')}/.vllm-hpc/jobs"
+    return os.path.expanduser(root)
+
+
+def _slurm_state(job_id: str) -> tuple[str | None, str]:
+    if job_id.startswith("local-"):
+        return _local_state(job_id)
+    from launchers.slurm import job_state
+
+    return job_state(job_id)
+
+
+def _local_state(job_id: str) -> tuple[str | None, str]:
+    del job_id
+    return ("RUNNING", "local")
+
+
+@dataclass
+class Job:
+    """One deployment, by SLURM job id (or ``local-...`` for ``--executor local``)."""
+
+    job_id: str
+    job_dir: str
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return jobdir.read_json(f"{self.job_dir}/endpoint.json") or {}
+
+    @property
+    def endpoint(self) -> str | None:
+        url = self.info.get("url")
+        return str(url) if url else None
+
+    @property
+    def model(self) -> str | None:
+        model = self.info.get("model")
+        return str(model) if model else None
+
+    def api_key(self) -> str | None:
+        path = self.info.get("api_key_file")
+        if not path:
+            return None
+        try:
+            return Path(str(path)).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def status(self) -> JobStatus:
+        if self.job_id.startswith("local-"):
+            return read_status(self.job_id, self.job_dir, self._local_alive)
+        return read_status(self.job_id, self.job_dir, _slurm_state)
+
+    def _local_alive(self, job_id: str) -> tuple[str | None, str]:
+        del job_id
+        info = jobdir.read_json(jobdir.node_file(self.job_dir, 0)) or {}
+        pid = int(info.get("pid", 0) or 0)
+        if pid and _pid_alive(pid):
+            return ("RUNNING", "local")
+        return ("ENDED", "local process ended") if pid else ("PENDING", "local")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(Path(self.job_dir, "nodes").glob("*.json")):
+            data = jobdir.read_json(path)
+            if data:
+                out.append(data)
+        return sorted(out, key=lambda d: int(d.get("rank", 0)))
+
+    def wait_ready(self, timeout: float = 1800.0, on_change: Any = None) -> JobStatus:
+        return wait_ready(
+            self.status,
+            timeout=timeout,
+            on_change=on_change or (lambda status: None),
+            log_hint=f"{self.job_dir}/node-0.log",
+        )
+
+    def logs(self, node: int | None = None) -> list[Path]:
+        """The job's log files (all, or one node's), leader first."""
+        files = sorted(Path(self.job_dir).glob("*.log"), key=_log_order)
+        if node is not None:
+            files = [f for f in files if f.stem.rsplit("-", 1)[-1] == str(node)]
+        return files
+
+    def stop(self, timeout: float = 60.0) -> JobStatus:
+        """Cancel the job and wait until SLURM says it is gone. Idempotent."""
+        if self.job_id.startswith("local-"):
+            info = jobdir.read_json(jobdir.node_file(self.job_dir, 0)) or {}
+            pid = int(info.get("pid", 0) or 0)
+            if pid and _pid_alive(pid):
+                os.kill(pid, 15)
+        else:
+            from launchers.slurm import scancel
+
+            state, _ = _slurm_state(self.job_id)
+            if state in ("PENDING", "RUNNING", "PREEMPTED"):
+                scancel(self.job_id)
+        start = time.monotonic()
+        while True:
+            status = self.status()
+            state, raw = (
+                self._local_alive(self.job_id)
+                if self.job_id.startswith("local-")
+                else _slurm_state(self.job_id)
+            )
+            if state not in ("PENDING", "RUNNING", "PREEMPTED"):
+                info = self.info
+                if info and info.get("state") not in ("FAILED", "STOPPED"):
+                    jobdir.write_json(
+                        f"{self.job_dir}/endpoint.json",
+                        {
+                            **info,
+                            "state": "STOPPED",
+                            "message": f"stopped ({raw or 'cancelled'})",
+                            "updated": jobdir.now(),
+                        },
+                    )
+                return self.status()
+            if time.monotonic() - start > timeout:
+                raise WaitTimeout(
+                    f"waited {timeout:.0f} s for job {self.job_id} to end after scancel "
+                    f"(SLURM says {raw}; leader says {status.state})",
+                    fix=f"scancel --signal=KILL {self.job_id}",
+                )
+            time.sleep(POLL)  # poll
+
+
+def _log_order(path: Path) -> tuple[int, str]:
+    tail = path.stem.rsplit("-", 1)[-1]
+    return (int(tail) if tail.isdigit() else -1, path.name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Client:
+    """Submit and find vllm-hpc jobs."""
+
+    def __init__(self, job_root: str | None = None, environ: Mapping[str, str] | None = None):
+        self.environ = dict(os.environ if environ is None else environ)
+        self.job_root = job_root or default_job_root(self.environ)
+
+    def job(self, job_id: str) -> Job:
+        job_dir = f"{self.job_root}/{job_id}"
+        if not Path(job_dir).is_dir():
+            raise InputError(
+                f"JOB: no job directory {job_dir}",
+                fix="check the id with `vllm-hpc jobs`, or pass --job-root",
+            )
+        return Job(job_id, job_dir)
+
+    def jobs(self) -> list[Job]:
+        root = Path(self.job_root)
+        if not root.is_dir():
+            return []
+        found = [
+            Job(p.name, str(p))
+            for p in root.iterdir()
+            if p.is_dir() and ((p / "plan.json").exists() or (p / "endpoint.json").exists())
+        ]
+        return sorted(found, key=lambda j: _job_sort_key(j.job_id))
+
+    def submit(self, *, executor: str = "slurm", via: str = "submitit", **request: Any) -> Job:
+        """Plan and submit (keyword arguments as ``launchers.resolve.Request``)."""
+        from launchers import slurm
+        from launchers.config import ClusterSpec
+        from launchers.plan import plan
+        from launchers.registry import load_registry
+        from launchers.resolve import Request, resolve
+
+        registry = load_registry(tuple(request.pop("registry", ())), self.environ)
+        request.setdefault("job_root", self.job_root)
+        config = resolve(Request(**request), registry, self.environ, sys.executable)
+        launch = plan(
+            config,
+            ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node),
+        )
+        if executor == "local":
+            handle = slurm.start_local(launch)
+        elif via == "sbatch":
+            from launchers.render import render_sbatch
+
+            handle = slurm.submit_sbatch(launch, render_sbatch(launch), self.environ)
+        else:
+            handle = slurm.submit_submitit(launch)
+        return Job(handle.job_id, handle.job_dir)
+
+
+def _job_sort_key(job_id: str) -> tuple[int, str]:
+    return (int(job_id), "") if job_id.isdigit() else (0, job_id)
+
+
+__all__ = ["Client", "Job", "JobStatus", "RuntimeFailure", "WaitTimeout"]
