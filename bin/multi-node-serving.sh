@@ -16,6 +16,7 @@ Usage:
                [--model=NAME [--port=8000] [--registry=FILE]] [-- VLLM SERVE ARGS]
   $prog worker --ray_address=LEADER_IP [--ray_port=6379] [--node-ip-address=IP]
                [--num-gpus=G] [--temp-dir=DIR]
+  (both also take --job-dir=DIR for their logs and state, --nodes-timeout=SECONDS)
   $prog slurm  --plan=FILE       (one srun task per node; node 0 leads)
 
 The leader starts the Ray head, waits (with a deadline) until --ray_cluster_size nodes
@@ -70,6 +71,8 @@ iface="${VLLM_HPC_IFACE:-}"
 model=""
 port=""
 plan=""
+job_dir=""
+nodes_timeout=""
 registries=()
 ray_args=()
 vllm_args=()
@@ -84,7 +87,7 @@ while (($#)); do
     case "$arg" in
       --ray_port | --ray-port | --ray_cluster_size | --ray-cluster-size | --ray_address | \
         --ray-address | --node-ip-address | --num-gpus | --temp-dir | --include-dashboard | \
-        --iface | --model | --port | --registry | --plan)
+        --iface | --model | --port | --registry | --plan | --job-dir | --nodes-timeout)
         value=$2
         shift
         ;;
@@ -143,6 +146,14 @@ while (($#)); do
       need_value "$arg" "$value"
       plan=$value
       ;;
+    --job-dir)
+      need_value "$arg" "$value"
+      job_dir=$value
+      ;;
+    --nodes-timeout)
+      [[ "$value" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--nodes-timeout must be seconds (got '$value')"
+      nodes_timeout=$value
+      ;;
     --)
       shift
       vllm_args=("$@")
@@ -191,6 +202,8 @@ esac
 args+=(--node-ip-address "$VLLM_HOST_IP")
 [[ -n "$num_gpus" ]] && args+=(--num-gpus "$num_gpus")
 [[ -n "$temp_dir" ]] && args+=(--temp-dir "$temp_dir")
+[[ -n "$job_dir" ]] && args+=(--job-dir "$job_dir")
+[[ -n "$nodes_timeout" ]] && args+=(--nodes-timeout "$nodes_timeout")
 for extra in "${ray_args[@]}"; do args+=("--ray-arg=$extra"); done
 if ((${#vllm_args[@]})); then
   [[ "$mode" == leader ]] || die "vLLM arguments after -- belong on the leader"

@@ -70,6 +70,16 @@ def _layout_options(func: F) -> F:
             help="File holding the API key (0600). Never pass a key on the command line.",
         ),
         click.option(
+            "--no-api-key",
+            is_flag=True,
+            help="Serve without an API key (anyone who reaches the port can use it).",
+        ),
+        click.option(
+            "--no-ray-auth",
+            is_flag=True,
+            help="Start Ray without token authentication (not recommended).",
+        ),
+        click.option(
             "--container",
             help="Run inside a container: apptainer:IMAGE.sif, singularity:IMAGE.sif "
             "or enroot:IMAGE.",
@@ -117,6 +127,8 @@ def _request(kwargs: dict[str, Any]) -> Any:
         port=kwargs["port"],
         ray_port=kwargs["ray_port"],
         api_key_file=kwargs["api_key_file"],
+        no_api_key=kwargs["no_api_key"],
+        no_ray_auth=kwargs["no_ray_auth"],
         container=kwargs["container"],
         vllm_version=kwargs["vllm_version"],
         gpu_memory_gib=kwargs["gpu_memory_gib"],

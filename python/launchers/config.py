@@ -214,7 +214,11 @@ class ServeConfig(Frozen):
     ray_port: Port = 6379
     dp_rpc_port: Port = 13345
     master_port: Port = 29501
+    api_key: Literal["generate", "file", "none"] = Field(
+        "generate", description="generate: a new key per job, kept in the job directory"
+    )
     api_key_file: str | None = None
+    ray_auth: bool = Field(True, description="Ray token authentication (Ray >= 2.52)")
     container: ContainerSpec | None = None
     vllm_version: str = DEFAULT_VLLM_VERSION
     job_name: str

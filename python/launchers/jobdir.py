@@ -51,6 +51,21 @@ def node_file(job_dir: str, rank: int) -> str:
     return f"{job_dir}/nodes/{rank}.json"
 
 
+def ensure_secret(path: str) -> bool:
+    """Create ``path`` (0600) with a new random secret unless it exists; True if created.
+    An existing file is kept, so a requeued job keeps its key."""
+    import secrets
+
+    ensure_dir(Path(path).parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(secrets.token_urlsafe(32) + "\n")
+    return True
+
+
 def remove_stale(job_dir: str) -> None:
     """A rerun (requeue) must not read the previous attempt's rendezvous."""
     for name in ("leader.json",):

@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -443,6 +443,14 @@ def _wait_leader(ctx: NodeContext, timeout: float) -> dict[str, object]:
         time.sleep(POLL)  # poll
 
 
+def _stop_check(ctx: NodeContext) -> Callable[[], bool]:
+    def alive() -> bool:
+        ctx.stopper.check()
+        return True
+
+    return alive
+
+
 def _leader_ended(ctx: NodeContext) -> str | None:
     data = jobdir.read_json(f"{ctx.job_dir}/endpoint.json")
     if data and data.get("attempt") == ctx.attempt and data.get("state") in ("FAILED", "STOPPED"):
@@ -463,6 +471,16 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                 leader_port = int(str(info["ray_port"]))
             log(f"leader is {info.get('hostname')} at {leader_ip}")
         values = {LEADER_IP: leader_ip}
+        if task.ray_argv is not None and leader_port is not None:
+            waited = wait_for_port(
+                leader_ip,
+                leader_port,
+                timeout=task.nodes_timeout,
+                what="the Ray head of the leader",
+                log=f"{ctx.job_dir}/node-0.log on the leader",
+                alive=_stop_check(ctx),
+            )
+            log(f"the Ray head at {leader_ip}:{leader_port} answered after {waited:.1f} s")
         if task.ray_argv is not None:
             argv = fill_placeholders(task.ray_argv, values)
             child = start_ray("ray-worker", argv, env=ctx.env, log_path=ctx.logfile("ray"))
@@ -599,8 +617,16 @@ def run_plan(
         environ=env_in,
         node_log=node_log,
     )
+    key_file = plan.api_key_file.replace(JOB_ID, job_id) if plan.api_key_file else None
+    token_file = plan.ray_token_file.replace(JOB_ID, job_id) if plan.ray_token_file else None
     if rank == 0:
         jobdir.remove_stale(job_dir)
+        if plan.generate_api_key and key_file and jobdir.ensure_secret(key_file):
+            ctx.log(f"new API key in {key_file} (0600)")
+        if token_file and jobdir.ensure_secret(token_file):
+            ctx.log(f"new Ray auth token in {token_file} (0600)")
+    if token_file:
+        ctx.env.update(ray_auth_env(token_file, ctx.log))
     role = plan.role_for_rank(rank)
     values = {
         NODE_IP: ctx.node_ip,
@@ -619,14 +645,14 @@ def run_plan(
         task = LeaderTask(
             ray_argv=fill(role.ray_argv),
             serve_argv=fill(role.serve_argv),
-            serve_env={**role_env, **_api_key_env(plan.api_key_file)},
+            serve_env={**role_env, **_api_key_env(key_file)},
             ray_port=_ray_port(role.ray_argv),
             api_port=plan.ready.port,
             served_model_name=plan.served_model_name,
             expected_nodes=plan.layout.nodes if role.ray_argv else 1,
             nodes_timeout=plan.ready.nodes_timeout,
             ready_timeout=plan.ready.ready_timeout,
-            api_key_file=plan.api_key_file,
+            api_key_file=key_file,
         )
         return lead(ctx, task)
     follower = FollowerTask(
@@ -638,6 +664,24 @@ def run_plan(
         nodes_timeout=plan.ready.nodes_timeout,
     )
     return follow(ctx, follower)
+
+
+RAY_AUTH_SINCE = (2, 52)
+
+
+def ray_auth_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
+    """Ray token authentication for every ``ray start``, ``vllm serve`` and watch."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        version = ""
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if version and parts < RAY_AUTH_SINCE:
+        log(f"Ray {version} has no token authentication (2.52+): the Ray ports are open")
+        return {}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_file}
 
 
 def _ray_port(argv: Sequence[str] | None) -> int:
@@ -762,10 +806,18 @@ def _wrapper(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     elif extra:
         raise InputError("leader: vLLM arguments given without --model", fix="add --model NAME")
     jobdir.remove_stale(job_dir)
+    key_file = None
+    serve_env = {"RAY_ADDRESS": f"{ctx.node_ip}:{args.ray_port}"}
+    if serve_argv is not None:
+        key_file = f"{job_dir}/api_key"
+        if jobdir.ensure_secret(key_file):
+            ctx.log(f"new API key in {key_file} (0600)")
+        serve_env.update(_api_key_env(key_file))
     task = LeaderTask(
         ray_argv=ray_argv,
         serve_argv=serve_argv,
-        serve_env={"RAY_ADDRESS": f"{ctx.node_ip}:{args.ray_port}"},
+        serve_env=serve_env,
+        api_key_file=key_file,
         ray_port=args.ray_port,
         api_port=api_port,
         served_model_name=served,

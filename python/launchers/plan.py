@@ -56,6 +56,7 @@ class JobPaths(Frozen):
     leader: str
     endpoint: str
     api_key: str
+    ray_token: str
     node_log: str = Field(description="Per-node log, '{rank}' is the node rank")
     batch_log: str
 
@@ -84,7 +85,11 @@ class LaunchPlan(Frozen):
     vllm_version: str
     python: str
     container: ContainerSpec | None = None
-    api_key_file: str | None = None
+    api_key_file: str | None = Field(
+        None, description="Where the API key is read from (the key itself is never here)"
+    )
+    generate_api_key: bool = Field(False, description="The leader writes a new key (0600)")
+    ray_token_file: str | None = Field(None, description="Ray auth token file (0600)")
     env: dict[str, str] = Field(default_factory=dict, description="Exported on every node")
     roles: tuple[RolePlan, ...]
     node_argv: tuple[str, ...] = Field(description="What srun runs on every node")
@@ -118,6 +123,7 @@ def job_paths(job_root: str) -> JobPaths:
         leader=f"{job_dir}/leader.json",
         endpoint=f"{job_dir}/endpoint.json",
         api_key=f"{job_dir}/api_key",
+        ray_token=f"{job_dir}/ray_token",
         node_log=f"{job_dir}/node-{{rank}}.log",
         batch_log=f"{job_root}/vllm-hpc-%j.out",
     )
@@ -220,7 +226,9 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         vllm_version=config.vllm_version,
         python=config.python,
         container=config.container,
-        api_key_file=config.api_key_file,
+        api_key_file=(paths.api_key if config.api_key == "generate" else config.api_key_file),
+        generate_api_key=config.api_key == "generate",
+        ray_token_file=paths.ray_token if config.ray_auth and config.runtime == "ray" else None,
         env=env,
         roles=_roles(config),
         node_argv=node_argv,

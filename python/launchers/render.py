@@ -90,8 +90,15 @@ def render_plan_text(plan: LaunchPlan) -> str:
     ]
     if plan.container is not None:
         out.append(f"  container {plan.container}")
-    if plan.api_key_file:
+    if plan.generate_api_key:
+        key = plan.api_key_file or ""
+        out.append(f"  api key   new per job in {key.replace(JOB_ID, '<job id>')} (0600)")
+    elif plan.api_key_file:
         out.append(f"  api key   read from {plan.api_key_file} (never on a command line)")
+    else:
+        out.append("  api key   none: anyone who reaches the port can use the model")
+    if plan.ray_token_file:
+        out.append("  ray auth  token per job (RAY_AUTH_MODE=token), dashboard off")
     for warning in plan.warnings:
         out.append(f"  warning   {warning}")
     if plan.env:

@@ -74,6 +74,8 @@ class Request:
     ray_port: int | None = None
     host: str | None = None
     api_key_file: str | None = None
+    no_api_key: bool = False
+    no_ray_auth: bool = False
     container: str | None = None
     vllm_version: str | None = None
     gpu_memory_gib: float | None = None
@@ -211,6 +213,8 @@ def resolve(
             raise InputError(f"--container: {exc}") from None
 
     api_key_file = req.api_key_file
+    if api_key_file is not None and req.no_api_key:
+        raise InputError("--no-api-key: cannot be combined with --api-key-file", fix="drop one")
     if api_key_file is not None:
         key_path = Path(api_key_file).expanduser()
         if not key_path.is_file():
@@ -258,7 +262,9 @@ def resolve(
             "host": _pick(req.host, "0.0.0.0"),  # noqa: S104
             "port": port,
             "ray_port": ray_port,
+            "api_key": "none" if req.no_api_key else ("file" if api_key_file else "generate"),
             "api_key_file": api_key_file,
+            "ray_auth": not req.no_ray_auth,
             "container": container,
             "vllm_version": vllm_version,
             "job_name": _pick(req.job_name, default_job_name(name)),

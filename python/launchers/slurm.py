@@ -126,7 +126,11 @@ def scancel(job_id: str) -> None:
 
 def _prepare(plan: LaunchPlan) -> None:
     jobdir.ensure_dir(plan.paths.root)
-    if plan.api_key_file and not os.access(plan.api_key_file, os.R_OK):
+    if (
+        plan.api_key_file
+        and not plan.generate_api_key
+        and not os.access(plan.api_key_file, os.R_OK)
+    ):
         raise InputError(f"--api-key-file: cannot read {plan.api_key_file}")
 
 
