@@ -258,7 +258,7 @@ def _wait_for(handle: Any, launch: Any, timeout: float, as_json: bool) -> None:
     from launchers.status import JobStatus, read_status, wait_ready
 
     start = time.monotonic()
-    err = not as_json
+    err = as_json  # progress goes to stderr when stdout carries JSON
     click.echo(f"Submitted job {handle.job_id}; job directory {handle.job_dir}", err=err)
 
     def local_state(job_id: str) -> tuple[str | None, str]:
@@ -606,6 +606,13 @@ def run(command: click.Command, args: Sequence[str] | None, prog_name: str) -> N
         _fail(exc.format_message(), exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            EXIT_FAILURE,
+        )
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -211,7 +211,9 @@ class ServeConfig(Frozen):
     served_model_name: str
     host: str = "0.0.0.0"  # noqa: S104 - reachable from the login node; API key protects it
     port: Port = 8000
+    port_fixed: bool = Field(False, description="The user chose the port: never move it")
     ray_port: Port = 6379
+    ray_port_fixed: bool = False
     dp_rpc_port: Port = 13345
     master_port: Port = 29501
     api_key: Literal["generate", "file", "none"] = Field(

@@ -57,6 +57,31 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def port_free(port: int) -> bool:
+    """True when nothing on this node listens on ``port`` (any address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections of an earlier server in TIME_WAIT must not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))  # noqa: S104 - a bind test, closed at once
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(start: int, *, avoid: tuple[int, int] = (10002, 19999), tries: int = 100) -> int:
+    """The first free port from ``start`` on, outside Ray's worker port range."""
+    port = start
+    for _ in range(tries):
+        if not avoid[0] <= port <= avoid[1] and port_free(port):
+            return port
+        port += 1
+    raise RuntimeFailure(
+        f"port: no free port in {start}-{port - 1} on {socket.gethostname()}",
+        fix="pass --port / --ray-port with a port you know is free",
+    )
+
+
 def wait_for_port(
     host: str,
     port: int,

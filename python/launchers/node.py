@@ -39,15 +39,23 @@ from launchers.commands import (
     NODE_RANK,
 )
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError, WaitTimeout
-from launchers.health import http_get, models_served, port_open, wait_for_port
+from launchers.health import (
+    http_get,
+    models_served,
+    pick_port,
+    port_free,
+    port_open,
+    wait_for_port,
+)
 from launchers.plan import LaunchPlan, fill_placeholders
 from launchers.ray_cluster import RayWatcher, Snapshot, start_ray
 
 POLL = 0.5
 HEAD_TIMEOUT = 60.0
 LEADER_GONE_AFTER = 3  # failed checks of the leader, one a second, before a node leaves
-SERVE_GRACE = 30.0
-RAY_GRACE = 15.0
+SERVE_GRACE = 15.0  # a stop asked for: let vLLM finish what it is doing
+FAIL_GRACE = 5.0  # a failure: nothing worth waiting for
+RAY_GRACE = 5.0  # Ray keeps no state worth a longer wait
 
 
 class Stopped(Exception):
@@ -130,6 +138,8 @@ class LeaderTask:
     ready_timeout: float
     overlap: bool = True
     api_key_file: str | None = None
+    api_port_fixed: bool = True
+    ray_port_fixed: bool = True
 
 
 @dataclass(frozen=True)
@@ -186,12 +196,29 @@ class Endpoint:
         )
 
 
-def _check_port_free(ip: str, port: int, what: str) -> None:
-    if port_open(ip, port) or port_open("127.0.0.1", port):
+def _choose_port(port: int, fixed: bool, what: str, log: NodeLog) -> int:
+    """Keep a free port; move an unfixed busy one to the next free port; refuse a fixed one."""
+    if port_free(port):
+        return port
+    if fixed:
         raise RuntimeFailure(
             f"port: {what} port {port} is already in use on {socket.gethostname()}",
             fix="choose another with --port / --ray-port, or stop what holds it",
         )
+    chosen = pick_port(port + 1)
+    log(f"{what} port {port} is in use on this node; using {chosen}")
+    return chosen
+
+
+def _with_flag_value(argv: list[str], flag: str, value: str) -> list[str]:
+    """Replace the value of ``flag`` (``--flag V`` or ``--flag=V``) in argv."""
+    out = list(argv)
+    for i, item in enumerate(out):
+        if item == flag and i + 1 < len(out):
+            out[i + 1] = value
+        elif item.startswith(flag + "="):
+            out[i] = f"{flag}={value}"
+    return out
 
 
 def _missing_nodes(ctx: NodeContext, snap: Snapshot) -> str:
@@ -240,10 +267,28 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
     watcher: RayWatcher | None = None
     try:
         if task.serve_argv is not None:
-            _check_port_free(ctx.node_ip, task.api_port, "the API")
+            port = _choose_port(task.api_port, task.api_port_fixed, "the API", log)
+            if port != task.api_port:
+                task = replace(
+                    task,
+                    api_port=port,
+                    serve_argv=_with_flag_value(task.serve_argv, "--port", str(port)),
+                )
+                endpoint.base.update(port=port, url=f"http://{ctx.node_ip}:{port}/v1")
         if task.ray_argv is not None:
-            _check_port_free(ctx.node_ip, task.ray_port, "the Ray head")
-            head = start_ray("ray-head", task.ray_argv, env=ctx.env, log_path=ctx.logfile("ray"))
+            port = _choose_port(task.ray_port, task.ray_port_fixed, "the Ray head", log)
+            if port != task.ray_port:
+                address = f"{ctx.node_ip}:{port}"
+                task = replace(
+                    task,
+                    ray_port=port,
+                    ray_argv=_with_flag_value(task.ray_argv, "--port", str(port)),
+                    serve_env={**task.serve_env, "RAY_ADDRESS": address}
+                    if "RAY_ADDRESS" in task.serve_env
+                    else task.serve_env,
+                )
+            head_argv = task.ray_argv or []
+            head = start_ray("ray-head", head_argv, env=ctx.env, log_path=ctx.logfile("ray"))
             log(f"Ray head starting on {ctx.node_ip}:{task.ray_port} (log {head.log_path})")
             ray_head = head
 
@@ -297,7 +342,7 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
     finally:
         if serve is not None:
             log("stopping vllm serve")
-            serve.stop(grace=SERVE_GRACE)
+            serve.stop(grace=SERVE_GRACE if endpoint.state == "STOPPED" else FAIL_GRACE)
         if watcher is not None:
             watcher.stop()
         if head is not None:
@@ -653,6 +698,8 @@ def run_plan(
             nodes_timeout=plan.ready.nodes_timeout,
             ready_timeout=plan.ready.ready_timeout,
             api_key_file=key_file,
+            api_port_fixed=plan.ready.port_fixed,
+            ray_port_fixed=plan.ready.ray_port_fixed,
         )
         return lead(ctx, task)
     follower = FollowerTask(

@@ -63,6 +63,8 @@ class JobPaths(Frozen):
 
 class Readiness(Frozen):
     port: int
+    port_fixed: bool = False
+    ray_port_fixed: bool = False
     health_path: str = "/health"
     models_path: str = "/v1/models"
     nodes_timeout: float
@@ -237,6 +239,8 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         paths=paths,
         ready=Readiness(
             port=config.port,
+            port_fixed=config.port_fixed,
+            ray_port_fixed=config.ray_port_fixed,
             nodes_timeout=config.nodes_timeout,
             ready_timeout=config.ready_timeout,
             expected_nodes=layout.nodes,

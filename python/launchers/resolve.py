@@ -261,7 +261,9 @@ def resolve(
             "served_model_name": served,
             "host": _pick(req.host, "0.0.0.0"),  # noqa: S104
             "port": port,
+            "port_fixed": req.port is not None,
             "ray_port": ray_port,
+            "ray_port_fixed": req.ray_port is not None,
             "api_key": "none" if req.no_api_key else ("file" if api_key_file else "generate"),
             "api_key_file": api_key_file,
             "ray_auth": not req.no_ray_auth,

@@ -164,10 +164,16 @@ def submitit_job(plan_json: str) -> int:
 def submit_submitit(plan: LaunchPlan) -> JobHandle:
     """Submit through submitit (``AutoExecutor``), one task per node."""
     _prepare(plan)
-    import submitit
+    try:
+        import submitit
+    except ImportError:
+        raise SubmitError(
+            "--via submitit: submitit is not installed in this Python",
+            fix="pip install submitit, or use --via sbatch",
+        ) from None
 
     folder = f"{plan.paths.root}/submitit/%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", python=plan.python)
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=plan.python)
     params: dict[str, Any] = {
         "nodes": plan.layout.nodes,
         "tasks_per_node": 1,

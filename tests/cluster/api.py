@@ -1,0 +1,41 @@
+"""Talking to a deployment from the login namespace, as a user would: with its API key."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def post_json(url: str, body: object, api_key: str | None, timeout: float = 120) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(  # noqa: S310 - the test bed's own addresses
+        url, data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(response.status), json.loads(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode(errors="replace")
+
+
+def api_key(endpoint: dict[str, Any]) -> str | None:
+    path = endpoint.get("api_key_file")
+    return Path(path).read_text().strip() if path else None
+
+
+def chat(endpoint: dict[str, Any], messages: list[dict[str, str]], max_tokens: int = 12) -> str:
+    """A temperature-0 chat completion; returns the text (raises on any failure)."""
+    body = {"model": endpoint["model"], "messages": messages, "temperature": 0,
+            "max_tokens": max_tokens}  # fmt: skip
+    status, answer = post_json(f"{endpoint['url']}/chat/completions", body, api_key(endpoint))
+    if status != 200 or not isinstance(answer, dict):
+        raise AssertionError(f"chat completion failed: HTTP {status}: {answer}")
+    text = answer["choices"][0]["message"]["content"]
+    if not isinstance(text, str) or not text:
+        raise AssertionError(f"empty answer: {answer}")
+    return text

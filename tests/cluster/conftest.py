@@ -1,0 +1,92 @@
+"""Session fixtures for the cluster test bed: `testenv`, `tiny_model`, `minicluster`.
+
+The tests here need root and `ip netns`; on a machine without them they are skipped with the
+reason, never passed. See tests/cluster/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from . import bed
+
+CLUSTER_NODES = 3
+_ACTIVE: list[bed.MiniCluster] = []
+
+
+def _require_bed() -> None:
+    reason = bed.cannot_host_reason()
+    if reason is not None:
+        pytest.skip(f"cluster test bed unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def testenv() -> bed.TestEnv:
+    """The heavy test virtualenv (built or updated by testenv.sh) and the job environment."""
+    _require_bed()
+    return bed.make_testenv()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(testenv: bed.TestEnv) -> Path:
+    """A tiny random Llama with a local tokenizer, in a directory every node reads."""
+    return bed.ensure_tiny_model(testenv, bed.state_dir() / "models" / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def minicluster() -> Iterator[bed.MiniCluster]:
+    """The mini SLURM cluster: brought up with 3 nodes unless already up with >= 3.
+
+    Torn down at the end of the session when this session brought it up (set
+    VLLM_HPC_MC_KEEP=1 to keep it running for inspection).
+    """
+    _require_bed()
+    state = bed.state_dir()
+    running = bed.cluster_node_count(state)
+    started = False
+    if running == 0:
+        bed.minicluster_up(state, CLUSTER_NODES)
+        started = True
+    elif running < CLUSTER_NODES:
+        raise bed.BedError(
+            f"a mini cluster with {running} nodes is already up in {state}; the tests need "
+            f"{CLUSTER_NODES}: run tests/cluster/minicluster.sh down"
+        )
+    cluster = bed.MiniCluster.attach(state, started_here=started)
+    _ACTIVE.append(cluster)
+    try:
+        yield cluster
+    finally:
+        _ACTIVE.remove(cluster)
+        if started and os.environ.get("VLLM_HPC_MC_KEEP") != "1":
+            bed.minicluster_down(state)
+
+
+@pytest.fixture(autouse=True)
+def _cancel_jobs_left_by_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that uses the cluster, cancel the jobs it left running or pending."""
+    if "minicluster" not in request.fixturenames:
+        yield
+        return
+    cluster: bed.MiniCluster = request.getfixturevalue("minicluster")
+    first = len(cluster.jobs)
+    yield
+    cluster.cancel_jobs(cluster.jobs[first:])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    """On a failed cluster test, attach the SLURM logs and job outputs to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _ACTIVE and item.get_closest_marker("cluster") is not None:
+        text = _ACTIVE[-1].collect_logs()
+        dump = bed.state_dir() / "logs" / f"failure-{item.name}.txt"
+        dump.write_text(text)
+        report.sections.append(("cluster logs", f"(also in {dump})\n{text}"))

@@ -1,0 +1,302 @@
+"""The node runtime on the mini cluster, through its three doors, with real SLURM, Ray and
+vLLM serving the tiny model (issue: the multi-node runtime).
+
+1. ``sbatch slurm/multinode_tp_pp.sbatch`` on 2 nodes (PP=2 over Ray);
+2. ``python -m launchers.submit --nodes 2 --wait`` (submitit);
+3. ``bin/multi-node-serving.sh leader|worker`` started by hand on two nodes;
+4. single node: one "GPU" and TP=2, through their sbatch files;
+5. a worker that cannot reach its leader, and a leader whose worker never comes.
+
+Every answer at temperature 0 must equal the single-node answer, and after each job no
+process of it may be left on any node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import api, bed
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = REPO / "bin"
+SLURM = REPO / "slurm"
+PROMPT = [{"role": "user", "content": "Which node runs the Ray head?"}]
+READY_TIMEOUT = 420.0
+GONE_TIMEOUT = 30.0
+VLLM_ARGS = "--max-model-len 512"
+
+
+@pytest.fixture(scope="module")
+def env(testenv: bed.TestEnv, minicluster: bed.MiniCluster) -> dict[str, str]:
+    """What a user's shell would hold: the test venv's Python, vllm-hpc's bin/ on PATH."""
+    root = minicluster.job_root / "vllm-hpc"
+    root.mkdir(parents=True, exist_ok=True)
+    return {
+        **testenv.env,
+        "PATH": f"{BIN}{os.pathsep}{testenv.env['PATH']}",
+        "VLLM_HPC_PYTHON": str(testenv.python),
+        "VLLM_HPC_JOB_ROOT": str(root),
+    }
+
+
+def wait_endpoint(
+    cluster: bed.MiniCluster, job_dir: Path, timeout: float, job_id: str | None = None
+) -> dict[str, Any]:
+    """Poll the leader's endpoint.json until READY; fail fast on FAILED or a dead job."""
+    deadline = time.monotonic() + timeout
+    path = job_dir / "endpoint.json"
+    seen: dict[str, Any] = {}
+    while True:
+        try:
+            seen = json.loads(path.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        if seen.get("state") == "READY":
+            return seen
+        if seen.get("state") in ("FAILED", "STOPPED"):
+            pytest.fail(f"leader says {seen['state']}: {seen.get('message')} ({job_dir})")
+        if job_id is not None:
+            state = cluster.job_info(job_id).get("JobState", "UNKNOWN")
+            if state in bed.TERMINAL_STATES:
+                pytest.fail(f"job {job_id} ended {state} before READY; see {job_dir}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"not READY after {timeout:.0f} s (last {seen}); see {job_dir}")
+        time.sleep(0.5)  # poll
+
+
+def ask(cluster: bed.MiniCluster, endpoint: dict[str, Any]) -> str:
+    """A temperature-0 chat completion from the login namespace, with the job's API key;
+    the same request without the key must be refused."""
+    del cluster
+    key_file = endpoint.get("api_key_file")
+    assert key_file, "the job should have an API key by default"
+    assert os.stat(key_file).st_mode & 0o077 == 0, "the API key file must be private"
+    body = {"model": endpoint["model"], "messages": PROMPT, "max_tokens": 4}
+    status, _ = api.post_json(f"{endpoint['url']}/chat/completions", body, None)
+    assert status == 401, "the endpoint must refuse requests without the key"
+    return api.chat(endpoint, PROMPT)
+
+
+def cancel_and_check_clean(cluster: bed.MiniCluster, job_id: str, nodes: list[str]) -> None:
+    cluster.slurm(["scancel", job_id])
+    cluster.wait_for_state(job_id, ["CANCELLED", "COMPLETED", "FAILED"], timeout=GONE_TIMEOUT)
+    cluster.wait_for_no_processes(nodes, timeout=GONE_TIMEOUT)
+
+
+def job_dir_of(env: dict[str, str], job_id: str) -> Path:
+    return Path(env["VLLM_HPC_JOB_ROOT"]) / job_id
+
+
+@pytest.fixture(scope="module")
+def reference(minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path) -> str:
+    """The single-node, single-"GPU" answer, through slurm/single_gpu.sbatch (proof 4a)."""
+    job_id = minicluster.sbatch(
+        SLURM / "single_gpu.sbatch",
+        ["--nodes=1", "--time=10"],
+        env={**env, "MODEL": str(tiny_model), "EXTRA_VLLM_ARGS": VLLM_ARGS},
+    )
+    nodes = minicluster.job_nodes(job_id) or minicluster.nodes
+    try:
+        endpoint = wait_endpoint(minicluster, job_dir_of(env, job_id), READY_TIMEOUT, job_id)
+        assert endpoint["nodes"] == 1
+        answer = ask(minicluster, endpoint)
+    finally:
+        cancel_and_check_clean(minicluster, job_id, nodes)
+    return answer
+
+
+def test_single_gpu_sbatch(reference: str) -> None:
+    assert reference.strip()
+
+
+def test_single_node_tp2_sbatch(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path, reference: str
+) -> None:
+    job_id = minicluster.sbatch(
+        SLURM / "single_node_tp.sbatch",
+        ["--nodes=1", "--gpus-per-node=2", "--time=10"],
+        env={**env, "MODEL": str(tiny_model), "EXTRA_VLLM_ARGS": VLLM_ARGS},
+    )
+    job_dir = job_dir_of(env, job_id)
+    try:
+        endpoint = wait_endpoint(minicluster, job_dir, READY_TIMEOUT, job_id)
+        plan = json.loads((job_dir / "plan.json").read_text())
+        assert (plan["layout"]["tp"], plan["runtime"]) == (2, "single")
+        assert ask(minicluster, endpoint) == reference
+    finally:
+        cancel_and_check_clean(minicluster, job_id, minicluster.nodes)
+
+
+def test_multinode_sbatch_pp2_over_ray(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path, reference: str
+) -> None:
+    job_id = minicluster.sbatch(
+        SLURM / "multinode_tp_pp.sbatch",
+        ["--nodes=2", "--gpus-per-node=1", "--time=10"],
+        env={**env, "MODEL": str(tiny_model), "TP": "1", "PP": "2", "EXTRA_VLLM_ARGS": VLLM_ARGS},
+    )
+    job_dir = job_dir_of(env, job_id)
+    nodes = minicluster.job_nodes(job_id)
+    try:
+        endpoint = wait_endpoint(minicluster, job_dir, READY_TIMEOUT, job_id)
+        nodes = minicluster.job_nodes(job_id)
+        assert len(nodes) == 2
+        assert endpoint["leader_ip"] == minicluster.addresses[nodes[0]]
+        assert sorted(n["ip"] for n in endpoint["ray_nodes"]) == sorted(
+            minicluster.addresses[n] for n in nodes
+        )
+        plan = json.loads((job_dir / "plan.json").read_text())
+        assert (plan["layout"]["pp"], plan["runtime"]) == (2, "ray")
+        assert ask(minicluster, endpoint) == reference
+    finally:
+        cancel_and_check_clean(minicluster, job_id, nodes or minicluster.nodes)
+
+
+def test_submit_wait_through_submitit(
+    minicluster: bed.MiniCluster,
+    testenv: bed.TestEnv,
+    env: dict[str, str],
+    tiny_model: Path,
+    reference: str,
+) -> None:
+    argv = [
+        str(testenv.python), "-m", "launchers.submit", "--model", str(tiny_model),
+        "--nodes", "2", "--gpus-per-node", "1", "--tp", "1", "--pp", "2",
+        "--partition", "debug", "--time", "00:10:00", "--wait", "--json",
+        "--wait-timeout", str(READY_TIMEOUT), "--", *VLLM_ARGS.split(),
+    ]  # fmt: skip
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=READY_TIMEOUT + 60, check=False
+    )
+    handle = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+    job_id = str(handle.get("job_id", ""))
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert handle["state"] == "READY" and handle["executor"] == "slurm"
+        endpoint = json.loads((Path(handle["job_dir"]) / "endpoint.json").read_text())
+        assert len(endpoint["ray_nodes"]) == 2
+        assert ask(minicluster, endpoint) == reference
+        stop = subprocess.run(
+            [str(testenv.python), "-m", "launchers", "stop", job_id],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert stop.returncode == 0, stop.stderr
+        assert "STOPPED" in stop.stdout
+        minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
+    finally:
+        if job_id:
+            minicluster.slurm(["scancel", job_id], check=False)
+
+
+def _start_on_node(
+    cluster: bed.MiniCluster, node: str, argv: list[str], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """Start a long-running command inside a node's namespaces (as a user's shell would)."""
+    full = ["nsenter", "-t", str(cluster.init_pid(node)), "-n", "-u", "-m", "-p", "--", *argv]
+    with log.open("ab") as out:
+        return subprocess.Popen(full, env=env, stdout=out, stderr=subprocess.STDOUT, cwd="/")
+
+
+def _runtime_pids(cluster: bed.MiniCluster, node: str, what: str) -> list[int]:
+    return [p.pid for p in cluster.node_processes(node) if f"launchers.node {what}" in p.cmdline]
+
+
+def test_wrapper_by_hand_on_two_nodes(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path, reference: str
+) -> None:
+    lead_node, work_node = minicluster.nodes[0], minicluster.nodes[1]
+    job_dir = minicluster.new_job_dir("wrapper")
+    wrapper = str(BIN / "multi-node-serving.sh")
+    leader = _start_on_node(
+        minicluster,
+        lead_node,
+        [wrapper, "leader", "--ray_port=6379", "--ray_cluster_size=2", "--num-gpus=1",
+         "--temp-dir=/tmp/ray-wrapper", "--include-dashboard=False", f"--model={tiny_model}",
+         f"--job-dir={job_dir}", "--", *VLLM_ARGS.split()],
+        env,
+        job_dir / "leader.out",
+    )  # fmt: skip
+    worker = _start_on_node(
+        minicluster,
+        work_node,
+        [wrapper, "worker", f"--ray_address={minicluster.addresses[lead_node]}",
+         "--ray_port=6379", "--num-gpus=1", "--temp-dir=/tmp/ray-wrapper", f"--job-dir={job_dir}"],
+        env,
+        job_dir / "worker.out",
+    )  # fmt: skip
+    try:
+        endpoint = wait_endpoint(minicluster, job_dir, READY_TIMEOUT)
+        assert endpoint["leader_ip"] == minicluster.addresses[lead_node]
+        assert len(endpoint["ray_nodes"]) == 2
+        assert ask(minicluster, endpoint) == reference
+        for pid in _runtime_pids(minicluster, lead_node, "leader"):
+            os.kill(pid, signal.SIGTERM)
+        assert leader.wait(timeout=60) == 0
+        assert worker.wait(timeout=60) == 0
+        minicluster.wait_for_no_processes([lead_node, work_node], timeout=GONE_TIMEOUT)
+        assert json.loads((job_dir / "endpoint.json").read_text())["state"] == "STOPPED"
+    finally:
+        for proc in (leader, worker):
+            if proc.poll() is None:
+                proc.kill()
+        for node in (lead_node, work_node):
+            for pid in _runtime_pids(minicluster, node, ""):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_that_cannot_reach_its_leader(
+    minicluster: bed.MiniCluster, env: dict[str, str]
+) -> None:
+    node = minicluster.nodes[1]
+    job_dir = minicluster.new_job_dir("lonely-worker")
+    nobody = minicluster.addresses[minicluster.nodes[2]]
+    start = time.monotonic()
+    done = minicluster.node_exec(
+        node,
+        [str(BIN / "multi-node-serving.sh"), "worker", f"--ray_address={nobody}",
+         "--nodes-timeout=8", f"--job-dir={job_dir}"],
+        env=env,
+        timeout=90,
+    )  # fmt: skip
+    took = time.monotonic() - start
+    assert done.returncode == 1, done.stderr
+    assert f"waited 8 s for the Ray head of the leader at {nobody}:6379, it never opened" in (
+        done.stderr
+    )
+    assert took < 30
+    minicluster.wait_for_no_processes([node], timeout=GONE_TIMEOUT)
+
+
+def test_leader_whose_worker_never_comes(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path
+) -> None:
+    node = minicluster.nodes[0]
+    job_dir = minicluster.new_job_dir("lonely-leader")
+    start = time.monotonic()
+    done = minicluster.node_exec(
+        node,
+        [str(BIN / "multi-node-serving.sh"), "leader", "--ray_cluster_size=2", "--num-gpus=1",
+         "--nodes-timeout=20", f"--model={tiny_model}", f"--job-dir={job_dir}", "--",
+         *VLLM_ARGS.split()],
+        env=env,
+        timeout=180,
+    )  # fmt: skip
+    took = time.monotonic() - start
+    assert done.returncode == 1, done.stderr
+    assert "waited 20 s for 2 Ray nodes, 1 joined: rank 1 never started its runtime" in (
+        done.stderr
+    )
+    assert took < 90, f"took {took:.0f} s"
+    endpoint = json.loads((job_dir / "endpoint.json").read_text())
+    assert endpoint["state"] == "FAILED" and "rank 1" in endpoint["message"]
+    minicluster.wait_for_no_processes([node], timeout=GONE_TIMEOUT)
