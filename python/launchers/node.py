@@ -532,6 +532,19 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
             log(f"joining Ray at {leader_ip}:{leader_port} (log {child.log_path})")
         elif task.serve_argv is not None:
             argv = fill_placeholders(task.serve_argv, values)
+            rendezvous = _flag_value(argv, "--data-parallel-rpc-port") or _flag_value(
+                argv, "--master-port"
+            )
+            if rendezvous:
+                waited = wait_for_port(
+                    leader_ip,
+                    int(rendezvous),
+                    timeout=task.nodes_timeout,
+                    what="the leader's vLLM rendezvous port",
+                    log=f"{ctx.job_dir}/vllm-0.log on the leader",
+                    alive=_stop_check(ctx),
+                )
+                log(f"the leader's port {rendezvous} answered after {waited:.1f} s")
             env = {
                 **ctx.env,
                 **{k: fill_placeholders([v], values)[0] for k, v in task.serve_env.items()},
@@ -646,7 +659,10 @@ def run_plan(
     job_id: str | None = None,
     iface: str | None = None,
     environ: Mapping[str, str] | None = None,
+    leader_ip: str | None = None,
 ) -> int:
+    """Play ``rank``'s role in ``plan``. Followers find the leader in ``leader.json``
+    unless ``leader_ip`` is given (nodes without a shared job directory)."""
     env_in = dict(os.environ if environ is None else environ)
     rank = _rank_from_env(env_in) if rank is None else rank
     job_id = job_id or env_in.get("SLURM_JOB_ID") or f"local-{os.getpid()}"
@@ -706,8 +722,8 @@ def run_plan(
         ray_argv=fill(role.ray_argv),
         serve_argv=fill(role.serve_argv),
         serve_env=role_env,
-        leader_ip=None,
-        leader_port=None,
+        leader_ip=leader_ip,
+        leader_port=_ray_port(plan.roles[0].ray_argv) if leader_ip and role.ray_argv else None,
         nodes_timeout=plan.ready.nodes_timeout,
     )
     return follow(ctx, follower)
@@ -729,6 +745,15 @@ def ray_auth_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
         log(f"Ray {version} has no token authentication (2.52+): the Ray ports are open")
         return {}
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_file}
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    for i, item in enumerate(argv):
+        if item == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if item.startswith(flag + "="):
+            return item.split("=", 1)[1]
+    return None
 
 
 def _ray_port(argv: Sequence[str] | None) -> int:
@@ -762,6 +787,7 @@ def _wrapper_parser() -> argparse.ArgumentParser:
     run.add_argument("--rank", type=int)
     run.add_argument("--job-id")
     run.add_argument("--iface")
+    run.add_argument("--leader-ip", help="The leader's address (else read leader.json).")
     for name in ("leader", "worker"):
         p = sub.add_parser(name, help=f"Start a Ray {name} (bin/multi-node-serving.sh).")
         p.add_argument("--ray-port", type=int, default=6379)
@@ -908,7 +934,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_plan(
-                load_plan(args.plan), rank=args.rank, job_id=args.job_id, iface=args.iface
+                load_plan(args.plan),
+                rank=args.rank,
+                job_id=args.job_id,
+                iface=args.iface,
+                leader_ip=args.leader_ip,
             )
         return _wrapper(args, os.environ)
     except VllmHpcError as exc:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from launchers.commands import parse_version
+from launchers.commands import check_all2all, parse_version
 from launchers.config import (
     DEFAULT_VLLM_VERSION,
     ContainerSpec,
@@ -81,6 +81,9 @@ class Request:
     gpu_memory_gib: float | None = None
     requeue: bool = False
     iface: str | None = None
+    all2all_backend: str | None = None
+    api_server_count: int | None = None
+    dp_rpc_port: int | None = None
     python: str | None = None
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -119,11 +122,12 @@ def default_job_name(name: str) -> str:
     return f"vllm-{base}"[:64]
 
 
-def check_ports(ports: Mapping[str, int]) -> None:
+def check_ports(ports: Mapping[str, int], *, ray: bool = True) -> None:
+    """Distinct ports; with Ray, none inside Ray's worker port range."""
     low, high = RAY_WORKER_PORTS
     seen: dict[int, str] = {}
     for name, port in ports.items():
-        if low <= port <= high:
+        if ray and low <= port <= high:
             raise InputError(
                 f"{name}: port {port} is inside Ray's worker port range {low}-{high}",
                 fix="choose a port outside it, e.g. 8000 or 6379",
@@ -155,6 +159,13 @@ def resolve(
             fix="pass --model NAME or set MODEL_NAME; `vllm-hpc models list` shows names",
         )
     spec = model_spec_for(name, registry)
+    overrides = {
+        "all2all_backend": req.all2all_backend,
+        "api_server_count": req.api_server_count,
+    }
+    spec = spec.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if spec.all2all_backend:
+        check_all2all(spec.all2all_backend)
     site = registry.site
     arch = probe_model_arch(spec.model)
 
@@ -202,7 +213,12 @@ def resolve(
     ports = {"--port": port}
     if runtime == "ray":
         ports["--ray-port"] = ray_port
-    check_ports(ports)
+    dp_rpc_port = _pick(req.dp_rpc_port, 13345)
+    if runtime == "dp":
+        ports["--dp-rpc-port"] = dp_rpc_port
+    if runtime == "native":
+        ports["master port"] = 29501
+    check_ports(ports, ray=runtime == "ray")
 
     container_text = _pick(req.container, spec.container, site.container)
     container = None
@@ -264,6 +280,7 @@ def resolve(
             "port_fixed": req.port is not None,
             "ray_port": ray_port,
             "ray_port_fixed": req.ray_port is not None,
+            "dp_rpc_port": dp_rpc_port,
             "api_key": "none" if req.no_api_key else ("file" if api_key_file else "generate"),
             "api_key_file": api_key_file,
             "ray_auth": not req.no_ray_auth,

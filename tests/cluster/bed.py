@@ -48,8 +48,9 @@ _JOB_PAIR = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
 
 
 def state_dir() -> Path:
-    """The bed's state directory (configs, logs, caches, job root): never under /tmp."""
-    return Path(os.environ.get("VLLM_HPC_MC_STATE", str(CLUSTER_DIR / ".state"))).resolve()
+    """The bed's state directory (configs, logs, caches, job root): never under /tmp, which
+    every node mounts privately; outside the checkout, which may itself be under /tmp."""
+    return Path(os.environ.get("VLLM_HPC_MC_STATE", "/var/tmp/vllm-hpc-bed")).resolve()
 
 
 def testenv_dir() -> Path:

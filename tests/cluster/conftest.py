@@ -78,6 +78,20 @@ def _cancel_jobs_left_by_test(request: pytest.FixtureRequest) -> Iterator[None]:
     cluster.cancel_jobs(cluster.jobs[first:])
 
 
+@pytest.fixture(scope="session")
+def env(testenv: bed.TestEnv, minicluster: bed.MiniCluster) -> dict[str, str]:
+    """What a user's shell would hold: the test venv's Python, vllm-hpc's bin/ on PATH,
+    a job root on the bed's shared storage."""
+    root = minicluster.job_root / "vllm-hpc"
+    root.mkdir(parents=True, exist_ok=True)
+    return {
+        **testenv.env,
+        "PATH": f"{bed.REPO_ROOT / 'bin'}{os.pathsep}{testenv.env['PATH']}",
+        "VLLM_HPC_PYTHON": str(testenv.python),
+        "VLLM_HPC_JOB_ROOT": str(root),
+    }
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

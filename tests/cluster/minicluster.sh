@@ -12,13 +12,13 @@
 #   netns vhpc-nodeK slurmd of nodeK, hostname "nodeK", ib0 10.77.0.(10+K), own PID/UTS/mount
 #                    namespaces, own /etc/hosts, /dev/shm and /tmp
 # All state (configs, logs, PID records, munge socket, the shared job root) lives under
-# ${VLLM_HPC_MC_STATE:-tests/cluster/.state}. It must not be under /tmp: every node mounts its
+# ${VLLM_HPC_MC_STATE:-/var/tmp/vllm-hpc-bed}. It must not be under /tmp: every node mounts its
 # own /tmp, so only paths outside /tmp are "shared storage".
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT_PATH="${SCRIPT_DIR}/$(basename -- "${BASH_SOURCE[0]}")"
-STATE=${VLLM_HPC_MC_STATE:-${SCRIPT_DIR}/.state}
+STATE=${VLLM_HPC_MC_STATE:-/var/tmp/vllm-hpc-bed}
 SHIM_BIN="${SCRIPT_DIR}/shim-bin"
 
 PREFIX=vhpc

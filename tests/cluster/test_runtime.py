@@ -36,19 +36,6 @@ GONE_TIMEOUT = 30.0
 VLLM_ARGS = "--max-model-len 512"
 
 
-@pytest.fixture(scope="module")
-def env(testenv: bed.TestEnv, minicluster: bed.MiniCluster) -> dict[str, str]:
-    """What a user's shell would hold: the test venv's Python, vllm-hpc's bin/ on PATH."""
-    root = minicluster.job_root / "vllm-hpc"
-    root.mkdir(parents=True, exist_ok=True)
-    return {
-        **testenv.env,
-        "PATH": f"{BIN}{os.pathsep}{testenv.env['PATH']}",
-        "VLLM_HPC_PYTHON": str(testenv.python),
-        "VLLM_HPC_JOB_ROOT": str(root),
-    }
-
-
 def wait_endpoint(
     cluster: bed.MiniCluster, job_dir: Path, timeout: float, job_id: str | None = None
 ) -> dict[str, Any]:

@@ -340,7 +340,7 @@ BAD_INPUTS = [
         id="privileged-port",
     ),
     pytest.param(
-        ["submit", "-m", "a/b", "--port", "12000", "--dry-run"],
+        ["submit", "-m", "llama-3.1-70b-instruct", "--port", "12000", "--dry-run"],
         {},
         "Error: --port: port 12000 is inside Ray's worker port range 10002-19999 "
         "(choose a port outside it, e.g. 8000 or 6379)",

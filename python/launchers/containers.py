@@ -1,0 +1,268 @@
+"""Container runtimes on SLURM nodes: the exact argv and environment, as pure functions.
+
+Two kinds, and they work at different levels:
+
+- **Apptainer / Singularity** wrap *one command on a node*: ``wrap_argv`` turns
+  ``ray start ...`` or ``vllm serve ...`` into
+  ``apptainer exec --nv --cleanenv --bind SRC:DST ... --env K=V ... IMAGE ray start ...``.
+  The node runtime (``launchers.node``) runs on the host and starts each process through
+  it, so the container sees exactly the environment the runtime computed:
+  ``--cleanenv`` drops the host's environment (a host ``PYTHONPATH`` or module
+  ``LD_LIBRARY_PATH`` would break the image), and what the runtime computed is passed
+  back in explicitly. Plain values go on the command line (``--env K=V``); secrets
+  (``VLLM_API_KEY``, token paths, anything named like a key, token or password) and
+  values Apptainer's ``--env`` would split (it parses ``K=V`` lists as CSV, so commas and
+  quotes) go through the child's ``APPTAINERENV_K`` (``SINGULARITYENV_K``) environment,
+  which Apptainer injects even with ``--cleanenv`` and which never shows in ``ps``.
+  Host networking is Apptainer's default (no ``--net``); ``--nv`` brings the GPUs and
+  the driver libraries in.
+- **enroot / pyxis** wraps *the whole job step*: pyxis is a SLURM SPANK plugin, so the
+  container options belong to ``srun`` (``srun --container-image=IMAGE
+  --container-mounts=SRC:DST,... --container-workdir=DIR python -m launchers.node ...``)
+  and the node runtime itself runs inside the image. ``build_srun_container_options``
+  returns those options for the sbatch renderer. The task's environment passes into
+  the container (pyxis' default), so nothing is wrapped per process.
+
+``required_binds`` says which host paths a plan needs inside the container.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePosixPath
+
+from launchers.config import ContainerSpec
+from launchers.plan import LaunchPlan
+
+# The official vLLM OpenAI image the shipped definition files build on; keep it in step
+# with config.DEFAULT_VLLM_VERSION.
+VLLM_BASE_IMAGE = "vllm/vllm-openai:v0.32.0"
+# Where containers/apptainer/vllm.def and containers/docker/Dockerfile put the repo.
+IMAGE_ROOT = "/opt/vllm-hpc"
+IMAGE_WRAPPER = f"{IMAGE_ROOT}/bin/multi-node-serving.sh"
+
+APPTAINER_RUNTIMES = ("apptainer", "singularity")
+# Never on a command line: a name that looks like a credential, or one of these.
+SECRET_NAMES = frozenset({"VLLM_API_KEY", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"})
+_SECRET_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+# Characters Apptainer's --env (a CSV-parsed K=V list) or a bind spec would misread.
+_ENV_ARG_UNSAFE = re.compile(r"[,\"\n\r]")
+_BIND_UNSAFE = re.compile(r"[,:\n\r]")
+# Host variables a node process needs inside a --cleanenv container, besides what the
+# runtime computed: SLURM's view of the job and the GPUs it was given, and the caches.
+PASSTHROUGH_NAMES = frozenset(
+    {
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "ROCR_VISIBLE_DEVICES",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "OMP_NUM_THREADS",
+        "TMPDIR",
+        "HOME",
+        "USER",
+        "TZ",
+        "LANG",
+    }
+)
+PASSTHROUGH_PREFIXES = (
+    "SLURM_",
+    "NCCL_",
+    "GLOO_",
+    "TP_SOCKET_",
+    "VLLM_",
+    "RAY_",
+    "UCX_",
+)
+
+
+def is_secret(name: str) -> bool:
+    """True for variables whose value must never be on a command line."""
+    return name in SECRET_NAMES or bool(_SECRET_RE.search(name))
+
+
+def env_prefix(container: ContainerSpec) -> str:
+    """The prefix whose variables Apptainer/Singularity inject into the container."""
+    if container.runtime not in APPTAINER_RUNTIMES:
+        raise ValueError(f"{container.runtime} containers are not wrapped per process")
+    return "SINGULARITYENV_" if container.runtime == "singularity" else "APPTAINERENV_"
+
+
+def container_env(environ: Mapping[str, str], computed: Mapping[str, str]) -> dict[str, str]:
+    """What a ``--cleanenv`` container should see: the host variables a node process
+    needs (``PASSTHROUGH_*``) with the runtime's computed environment on top."""
+    out = {
+        key: value
+        for key, value in environ.items()
+        if key in PASSTHROUGH_NAMES or key.startswith(PASSTHROUGH_PREFIXES)
+    }
+    out.update(computed)
+    return dict(sorted(out.items()))
+
+
+def bind_spec(bind: str) -> str:
+    """``SRC`` or ``SRC:DST`` -> ``SRC:DST`` (same path inside when DST is missing)."""
+    src, sep, dst = bind.partition(":")
+    dst = dst if sep else src
+    for path in (src, dst):
+        if not PurePosixPath(path).is_absolute() or _BIND_UNSAFE.search(path):
+            raise ValueError(
+                f"bind {bind!r}: paths must be absolute and free of ',' and ':' "
+                "(Apptainer and pyxis separate binds with them)"
+            )
+    return f"{src}:{dst}"
+
+
+def wrap_argv(
+    container: ContainerSpec,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    binds: Sequence[str],
+    workdir: str | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Apptainer/Singularity: the argv that runs ``argv`` in ``container``, and the
+    variables to add to the environment of that ``apptainer`` process (secrets and
+    values ``--env`` cannot carry, as ``APPTAINERENV_*``). ``env`` is everything the
+    command should see inside (see ``container_env``); ``binds`` are ``SRC[:DST]``."""
+    prefix = env_prefix(container)
+    out = [container.runtime, "exec", "--nv", "--cleanenv"]
+    for bind in _unique(bind_spec(b) for b in binds):
+        out += ["--bind", bind]
+    if workdir is not None:
+        out += ["--pwd", workdir]
+    child_env: dict[str, str] = {}
+    for key, value in sorted(env.items()):
+        if is_secret(key) or _ENV_ARG_UNSAFE.search(value):
+            child_env[prefix + key] = value
+        else:
+            out += ["--env", f"{key}={value}"]
+    out += [container.image, *argv]
+    return out, child_env
+
+
+def build_srun_container_options(
+    container: ContainerSpec, *, binds: Sequence[str], workdir: str | None = None
+) -> list[str]:
+    """enroot/pyxis: the ``srun`` options that run the job step in ``container``.
+    The image is an enroot/pyxis image reference (``vllm/vllm-openai:TAG``,
+    ``nvcr.io#nvidia/...``) or a squashfs file from ``enroot import``."""
+    if container.runtime != "enroot":
+        raise ValueError(f"{container.runtime} containers wrap each process: use wrap_argv")
+    out = [f"--container-image={container.image}"]
+    mounts = _unique(bind_spec(b) for b in binds)
+    if mounts:
+        out.append(f"--container-mounts={','.join(mounts)}")
+    if workdir is not None:
+        out.append(f"--container-workdir={workdir}")
+    return out
+
+
+def hf_cache_dir(environ: Mapping[str, str]) -> str:
+    """The Hugging Face cache of the user: ``$HF_HOME`` or ``~/.cache/huggingface``."""
+    if environ.get("HF_HOME"):
+        return environ["HF_HOME"]
+    home = environ.get("HOME") or "/root"
+    return f"{home}/.cache/huggingface"
+
+
+def required_binds(plan: LaunchPlan, environ: Mapping[str, str]) -> list[str]:
+    """Host paths the plan reads or writes, each bound at the same path inside: the
+    model directory (when the model is a local path), the job root (plan, rendezvous,
+    logs, API key), a key file outside it, and the Hugging Face cache."""
+    paths = [plan.paths.root]
+    if plan.model.startswith("/"):
+        paths.append(plan.model)
+    if plan.api_key_file and not plan.generate_api_key:
+        paths.append(plan.api_key_file)
+    paths.append(hf_cache_dir(environ))
+    return _outermost(paths)
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """Drop duplicates and paths inside another one; keep the first order."""
+    clean = [str(PurePosixPath(p)) for p in paths]
+    out: list[str] = []
+    for path in clean:
+        inside = any(
+            PurePosixPath(path) != PurePosixPath(other)
+            and PurePosixPath(path).is_relative_to(other)
+            for other in clean
+        )
+        if not inside and path not in out:
+            out.append(path)
+    return out
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+# --- the wrapper inside an image (Kubernetes, compose) -----------------------------
+
+IMAGE_JOB_DIR = "/var/lib/vllm-hpc/job"
+IMAGE_RAY_TEMP = "/tmp/ray"
+IMAGE_HF_HOME = "/root/.cache/huggingface"
+
+
+def plan_ray_port(plan: LaunchPlan) -> int:
+    for item in plan.roles[0].ray_argv or ():
+        if item.startswith("--port="):
+            return int(item.split("=", 1)[1])
+    return 6379
+
+
+def check_wrapper_plan(plan: LaunchPlan, what: str) -> None:
+    """Images run ``bin/multi-node-serving.sh``, which joins nodes with Ray."""
+    if plan.runtime not in ("ray", "single"):
+        from launchers.errors import InputError
+
+        raise InputError(
+            f"{what}: the {plan.runtime} runtime is not supported (the image's wrapper "
+            "joins nodes over Ray)",
+            fix="use --runtime ray, or submit it to SLURM",
+        )
+
+
+def build_leader_wrapper_argv(plan: LaunchPlan, *, model: str | None = None) -> list[str]:
+    """``multi-node-serving.sh leader ...`` for ``plan`` inside an image: the Ray head for
+    ``layout.nodes`` nodes, then ``vllm serve`` of the model (resolved by the registry
+    in the image, as on SLURM). ``model`` replaces the plan's name (e.g. ``${MODEL}``)."""
+    return [
+        IMAGE_WRAPPER,
+        "leader",
+        f"--ray_cluster_size={plan.layout.nodes}",
+        f"--ray_port={plan_ray_port(plan)}",
+        f"--num-gpus={plan.layout.gpus_per_node}",
+        f"--temp-dir={IMAGE_RAY_TEMP}",
+        f"--job-dir={IMAGE_JOB_DIR}",
+        f"--nodes-timeout={plan.ready.nodes_timeout:g}",
+        f"--model={model or plan.name}",
+        f"--port={plan.ready.port}",
+    ]
+
+
+def build_worker_wrapper_argv(plan: LaunchPlan, *, ray_address: str) -> list[str]:
+    """``multi-node-serving.sh worker ...`` joining the leader at ``ray_address``."""
+    return [
+        IMAGE_WRAPPER,
+        "worker",
+        f"--ray_address={ray_address}",
+        f"--ray_port={plan_ray_port(plan)}",
+        f"--num-gpus={plan.layout.gpus_per_node}",
+        f"--temp-dir={IMAGE_RAY_TEMP}",
+        f"--job-dir={IMAGE_JOB_DIR}",
+        f"--nodes-timeout={plan.ready.nodes_timeout:g}",
+    ]
+
+
+def public_env(plan: LaunchPlan) -> dict[str, str]:
+    """The plan's environment without anything secret, sorted (for rendered files)."""
+    return {k: v for k, v in sorted(plan.env.items()) if not is_secret(k)}

@@ -1,0 +1,178 @@
+"""Docker Compose files from a ``LaunchPlan``: one for the head host, one for each worker
+host, both driven by a ``.env`` beside them (``render_env_example`` writes the example).
+
+Both run the image's ``bin/multi-node-serving.sh`` with host networking (Ray and NCCL
+need the hosts' addresses and interfaces), a large ``/dev/shm``, the GPUs reserved
+through ``deploy.resources.reservations.devices`` and the Hugging Face cache bound from
+the host. The head's API key is ``$VLLM_HPC_JOB_DIR/api_key`` on the host (0600): the
+leader writes a new one at its first start unless the file exists. No key value is in
+any of these files.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from launchers import __version__
+from launchers.containers import (
+    IMAGE_HF_HOME,
+    IMAGE_JOB_DIR,
+    build_leader_wrapper_argv,
+    build_worker_wrapper_argv,
+    check_wrapper_plan,
+    plan_ray_port,
+    public_env,
+)
+from launchers.plan import LaunchPlan
+from launchers.render_k8s import DEFAULT_IMAGE, dump_all
+
+Role = Literal["head", "worker"]
+COMPOSE_FILES = {"head": "compose.head.yaml", "worker": "compose.worker.yaml"}
+ENV_EXAMPLE = ".env.example"
+
+
+def _service(plan: LaunchPlan, role: Role, image: str, shm_size: str, rdma: bool) -> dict[str, Any]:
+    if role == "head":
+        command = build_leader_wrapper_argv(plan, model="${MODEL}")
+    else:
+        command = build_worker_wrapper_argv(plan, ray_address="${RAY_ADDRESS}")
+    volumes: list[dict[str, Any]] = [
+        {
+            "type": "bind",
+            "source": "${HF_CACHE_DIR}",
+            "target": IMAGE_HF_HOME,
+            "bind": {"create_host_path": True},
+        },
+        {
+            "type": "bind",
+            "source": "${VLLM_HPC_JOB_DIR}",
+            "target": IMAGE_JOB_DIR,
+            "bind": {"create_host_path": True},
+        },
+    ]
+    if plan.model.startswith("/"):
+        volumes.append(
+            {"type": "bind", "source": plan.model, "target": plan.model, "read_only": True}
+        )
+    service: dict[str, Any] = {
+        "image": image,
+        "entrypoint": [command[0]],
+        "command": command[1:],
+        "network_mode": "host",
+        "shm_size": shm_size,
+        "ulimits": {"memlock": {"soft": -1, "hard": -1}},
+        "env_file": [".env"],
+        "environment": {**public_env(plan), "HF_HOME": IMAGE_HF_HOME},
+        "volumes": volumes,
+        "deploy": {
+            "resources": {
+                "reservations": {
+                    "devices": [
+                        {
+                            "driver": "nvidia",
+                            "count": plan.layout.gpus_per_node,
+                            "capabilities": ["gpu"],
+                        }
+                    ]
+                }
+            }
+        },
+        "restart": "no",
+    }
+    if rdma:
+        service["devices"] = ["/dev/infiniband:/dev/infiniband"]
+        service["cap_add"] = ["IPC_LOCK"]
+    if role == "head":
+        probe = (
+            "import urllib.request; urllib.request.urlopen("
+            f"'http://127.0.0.1:{plan.ready.port}{plan.ready.health_path}', timeout=5)"
+        )
+        service["healthcheck"] = {
+            "test": ["CMD", "python3", "-c", probe],
+            "interval": "30s",
+            "timeout": "10s",
+            "retries": 3,
+            "start_period": f"{int(plan.ready.ready_timeout)}s",
+        }
+    return service
+
+
+def render_compose(
+    plan: LaunchPlan,
+    role: Role,
+    *,
+    image: str = DEFAULT_IMAGE,
+    shm_size: str = "16gb",
+    rdma: bool = True,
+) -> str:
+    """The compose file for the head host or a worker host. ``rdma`` passes the
+    InfiniBand/RoCE devices in (hosts without ``/dev/infiniband``: ``rdma=False``)."""
+    check_wrapper_plan(plan, "render compose")
+    name = "vllm-head" if role == "head" else "vllm-worker"
+    header = (
+        f"vllm-hpc {__version__}: {role} host for {plan.name} ({plan.layout.describe()})\n"
+        f"Settings in .env beside this file (from {ENV_EXAMPLE}); then:\n"
+        f"  docker compose -f {COMPOSE_FILES[role]} up -d\n"
+    )
+    if role == "worker":
+        workers = plan.layout.nodes - 1
+        header += (
+            f"Start it on each of the {workers} worker host(s).\n"
+            if workers
+            else "Not needed: the plan has one node.\n"
+        )
+    doc = {
+        "name": f"vllm-hpc-{role}",
+        "services": {name: _service(plan, role, image, shm_size, rdma)},
+    }
+    return dump_all([doc], header)
+
+
+def render_env_example(plan: LaunchPlan) -> str:
+    """``.env.example``: the per-host settings the compose files read. No secrets."""
+    ray_port = plan_ray_port(plan)
+    lines = [
+        f"# vllm-hpc {__version__}: settings for {plan.name} with docker compose.",
+        "# Copy to .env beside the compose files on every host and edit. No secrets here:",
+        "# the API key lives in the file ${VLLM_HPC_JOB_DIR}/api_key (0600) on the head.",
+        "",
+        "# This host's address on the fast network (InfiniBand/RoCE); differs per host.",
+        "VLLM_HOST_IP=172.17.1.1",
+        "# The head's Ray address, the same on every host.",
+        f"RAY_ADDRESS=172.17.1.1:{ray_port}",
+        "# The fast interface and, with RDMA, its HCA (`ip -br addr`, `ibdev2netdev`).",
+        "NCCL_SOCKET_IFNAME=ib0",
+        "GLOO_SOCKET_IFNAME=ib0",
+        "TP_SOCKET_IFNAME=ib0",
+        "NCCL_IB_HCA=mlx5_0",
+        "# What the head serves: a registry id, a Hugging Face id or a path bound in.",
+        f"MODEL={plan.name}",
+        "# Hugging Face cache on this host, shared by the containers.",
+        "HF_CACHE_DIR=/var/cache/huggingface",
+        "# Logs, rendezvous and the API key file (api_key, 0600; written by the head at",
+        "# its first start unless present). Clients: Authorization: Bearer $(cat FILE).",
+        "VLLM_HPC_JOB_DIR=./job",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_compose_files(
+    plan: LaunchPlan, *, image: str = DEFAULT_IMAGE, shm_size: str = "16gb", rdma: bool = True
+) -> dict[str, str]:
+    """File name -> text: both compose files and ``.env.example``."""
+    out = {
+        COMPOSE_FILES[role]: render_compose(plan, role, image=image, shm_size=shm_size, rdma=rdma)
+        for role in ("head", "worker")
+    }
+    out[ENV_EXAMPLE] = render_env_example(plan)
+    return out
+
+
+__all__ = [
+    "COMPOSE_FILES",
+    "ENV_EXAMPLE",
+    "render_compose",
+    "render_compose_files",
+    "render_env_example",
+]

@@ -1,0 +1,400 @@
+"""Kubernetes manifests from a ``LaunchPlan``: a LeaderWorkerSet, or a StatefulSet with a
+headless Service (the seed plan's shape). Python dicts dumped with PyYAML, no templates.
+
+Every pod runs the image's ``bin/multi-node-serving.sh`` (the same runtime as on SLURM):
+the leader starts the Ray head, waits for the group and serves the API; workers join.
+The API key is a Secret mounted as the job directory's ``api_key`` file, which the
+leader reads (and would otherwise generate): never a literal in the manifest. Create it
+with ``kubectl create secret generic NAME --from-file=api_key=./api_key``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import yaml
+
+from launchers import __version__
+from launchers.containers import (
+    IMAGE_HF_HOME,
+    IMAGE_JOB_DIR,
+    IMAGE_ROOT,
+    IMAGE_WRAPPER,
+    build_leader_wrapper_argv,
+    build_worker_wrapper_argv,
+    check_wrapper_plan,
+    plan_ray_port,
+    public_env,
+)
+from launchers.plan import LaunchPlan
+
+Kind = Literal["lws", "statefulset"]
+DEFAULT_IMAGE = f"vllm-hpc:{__version__}"
+LWS_API = "leaderworkerset.x-k8s.io/v1"
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+GPU_RESOURCE = "nvidia.com/gpu"
+_NAME_MAX = 40  # pod names add "-<group>-<index>" and a revision hash to this
+
+# StatefulSet pods share one template: the ordinal in the pod name picks the role.
+# Constant text (values come from the pod's environment), checked by shellcheck in tests.
+STATEFULSET_SCRIPT = f"""\
+set -euo pipefail
+common=(--ray_port="$VLLM_HPC_RAY_PORT" --num-gpus="$VLLM_HPC_GPUS" --temp-dir=/tmp/ray
+  --job-dir={IMAGE_JOB_DIR} --nodes-timeout="$VLLM_HPC_NODES_TIMEOUT")
+if [[ "${{POD_NAME##*-}}" == 0 ]]; then
+  exec {IMAGE_WRAPPER} leader "${{common[@]}}" --ray_cluster_size="$VLLM_HPC_NODES" \\
+    --model="$VLLM_HPC_MODEL" --port="$VLLM_HPC_PORT"
+fi
+exec {IMAGE_WRAPPER} worker "${{common[@]}}" --ray_address="$VLLM_HPC_LEADER"
+"""
+# Workers serve no API: ready while running. The leader: when /health answers.
+STATEFULSET_PROBE = """\
+import os, sys, urllib.request
+if os.environ["POD_NAME"].rsplit("-", 1)[-1] != "0":
+    sys.exit(0)
+urllib.request.urlopen(f"http://127.0.0.1:{os.environ['VLLM_HPC_PORT']}/health", timeout=5)
+"""
+
+
+def k8s_name(text: str) -> str:
+    """A DNS-1035 label (Service names): lowercase letters, digits and '-'."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    name = re.sub(r"-{2,}", "-", name)
+    if not name or not name[0].isalpha():
+        name = f"vllm-{name}"
+    return name[:_NAME_MAX].rstrip("-")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe dumping: multi-line strings as literal blocks, no anchors or aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump_all(docs: list[dict[str, Any]], header: str) -> str:
+    body = yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, width=100)
+    return "".join(f"# {line}\n" for line in header.splitlines()) + body
+
+
+def _labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "vllm-hpc", "app.kubernetes.io/instance": name}
+
+
+def _env(plan: LaunchPlan, extra: dict[str, str]) -> list[dict[str, Any]]:
+    env = {**public_env(plan), "HF_HOME": IMAGE_HF_HOME, **extra}
+    return [{"name": key, "value": value} for key, value in env.items()]
+
+
+def _mounts(api_key_secret: str | None) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "model-cache", "mountPath": IMAGE_HF_HOME},
+        {"name": "job", "mountPath": IMAGE_JOB_DIR},
+    ]
+    if api_key_secret:
+        mounts.append(
+            {
+                "name": "api-key",
+                "mountPath": f"{IMAGE_JOB_DIR}/api_key",
+                "subPath": "api_key",
+                "readOnly": True,
+            }
+        )
+    return mounts
+
+
+def _volumes(
+    shm_size: str, cache_claim: str | None, api_key_secret: str | None
+) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
+        {"name": "job", "emptyDir": {}},
+    ]
+    if cache_claim:
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_claim}})
+    if api_key_secret:
+        volumes.append(
+            {
+                "name": "api-key",
+                "secret": {"secretName": api_key_secret, "defaultMode": 0o400, "optional": False},
+            }
+        )
+    return volumes
+
+
+def _container(
+    name: str,
+    image: str,
+    command: list[str],
+    plan: LaunchPlan,
+    *,
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+    serves: bool,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": command,
+        "workingDir": IMAGE_ROOT,
+        "env": env,
+    }
+    if serves:
+        out["ports"] = [
+            {"name": "http", "containerPort": plan.ready.port},
+            {"name": "ray", "containerPort": plan_ray_port(plan)},
+        ]
+    out["resources"] = {"limits": {GPU_RESOURCE: plan.layout.gpus_per_node}}
+    out["volumeMounts"] = mounts
+    return out
+
+
+def _http_probe(plan: LaunchPlan) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": plan.ready.health_path, "port": plan.ready.port},
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 3,
+    }
+
+
+def _api_service(
+    name: str, namespace: str, plan: LaunchPlan, selector: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{name}-api", "namespace": namespace, "labels": _labels(name)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {
+                    "name": "http",
+                    "port": plan.ready.port,
+                    "targetPort": plan.ready.port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def _cache_pvc(name: str, namespace: str, size: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": f"{name}-model-cache",
+            "namespace": namespace,
+            "labels": _labels(name),
+        },
+        "spec": {
+            # Every node of the group reads the same weights.
+            "accessModes": ["ReadWriteMany"],
+            "resources": {"requests": {"storage": size}},
+        },
+    }
+
+
+def _lws_docs(
+    plan: LaunchPlan,
+    name: str,
+    namespace: str,
+    image: str,
+    shm_size: str,
+    cache_pvc: str | None,
+    cache_size: str,
+    api_key_secret: str | None,
+) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    claim = cache_pvc
+    if claim is None:
+        docs.append(_cache_pvc(name, namespace, cache_size))
+        claim = f"{name}-model-cache"
+    env = _env(plan, {})
+    leader = _container(
+        "vllm-leader",
+        image,
+        build_leader_wrapper_argv(plan),
+        plan,
+        env=env,
+        mounts=_mounts(api_key_secret),
+        serves=True,
+    )
+    leader["readinessProbe"] = _http_probe(plan)
+    worker = _container(
+        "vllm-worker",
+        image,
+        # LWS sets LWS_LEADER_ADDRESS in every pod; Kubernetes expands $(VAR) in command.
+        build_worker_wrapper_argv(plan, ray_address="$(LWS_LEADER_ADDRESS)"),
+        plan,
+        env=env,
+        mounts=_mounts(None),
+        serves=False,
+    )
+    docs.append(
+        {
+            "apiVersion": LWS_API,
+            "kind": "LeaderWorkerSet",
+            "metadata": {"name": name, "namespace": namespace, "labels": _labels(name)},
+            "spec": {
+                "replicas": 1,
+                "startupPolicy": "LeaderCreated",
+                "leaderWorkerTemplate": {
+                    "size": plan.layout.nodes,
+                    "restartPolicy": "RecreateGroupOnPodRestart",
+                    "leaderTemplate": {
+                        "metadata": {"labels": {**_labels(name), "role": "leader"}},
+                        "spec": {
+                            "containers": [leader],
+                            "volumes": _volumes(shm_size, claim, api_key_secret),
+                        },
+                    },
+                    "workerTemplate": {
+                        "metadata": {"labels": {**_labels(name), "role": "worker"}},
+                        "spec": {
+                            "containers": [worker],
+                            "volumes": _volumes(shm_size, claim, None),
+                        },
+                    },
+                },
+            },
+        }
+    )
+    docs.append(_api_service(name, namespace, plan, {LWS_NAME_LABEL: name, "role": "leader"}))
+    return docs
+
+
+def _statefulset_docs(
+    plan: LaunchPlan,
+    name: str,
+    namespace: str,
+    image: str,
+    shm_size: str,
+    cache_pvc: str | None,
+    cache_size: str,
+    api_key_secret: str | None,
+) -> list[dict[str, Any]]:
+    labels = _labels(name)
+    env = _env(
+        plan,
+        {
+            "VLLM_HPC_MODEL": plan.name,
+            "VLLM_HPC_NODES": str(plan.layout.nodes),
+            "VLLM_HPC_GPUS": str(plan.layout.gpus_per_node),
+            "VLLM_HPC_PORT": str(plan.ready.port),
+            "VLLM_HPC_RAY_PORT": str(plan_ray_port(plan)),
+            "VLLM_HPC_NODES_TIMEOUT": f"{plan.ready.nodes_timeout:g}",
+            "VLLM_HPC_LEADER": f"{name}-0.{name}.{namespace}.svc",
+        },
+    )
+    env.insert(0, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    container = _container(
+        "vllm",
+        image,
+        ["/bin/bash", "-c", STATEFULSET_SCRIPT],
+        plan,
+        env=env,
+        mounts=_mounts(api_key_secret),
+        serves=True,
+    )
+    container["readinessProbe"] = {
+        "exec": {"command": ["python3", "-c", STATEFULSET_PROBE]},
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 3,
+    }
+    spec: dict[str, Any] = {
+        "serviceName": name,
+        "replicas": plan.layout.nodes,
+        # All pods at once: the leader is ready only when the workers have joined.
+        "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "containers": [container],
+                "volumes": _volumes(shm_size, cache_pvc, api_key_secret),
+            },
+        },
+    }
+    if cache_pvc is None:
+        spec["volumeClaimTemplates"] = [
+            {
+                "metadata": {"name": "model-cache"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": cache_size}},
+                },
+            }
+        ]
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "clusterIP": "None",
+            # Workers must resolve the leader before it is ready (it waits for them).
+            "publishNotReadyAddresses": True,
+            "selector": labels,
+            "ports": [{"name": "ray", "port": plan_ray_port(plan)}],
+        },
+    }
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
+    leader_selector = {**labels, "statefulset.kubernetes.io/pod-name": f"{name}-0"}
+    return [headless, statefulset, _api_service(name, namespace, plan, leader_selector)]
+
+
+def render_k8s(
+    plan: LaunchPlan,
+    *,
+    kind: Kind = "lws",
+    image: str = DEFAULT_IMAGE,
+    namespace: str = "default",
+    name: str | None = None,
+    shm_size: str = "16Gi",
+    cache_pvc: str | None = None,
+    cache_size: str = "200Gi",
+    api_key_secret: str | None = None,
+) -> str:
+    """Multi-document YAML for ``plan``. ``cache_pvc`` names an existing claim for the
+    Hugging Face cache (otherwise one is part of the output); ``api_key_secret`` names
+    the Secret holding ``api_key`` (default ``<name>-api-key``; none when the plan
+    serves without a key)."""
+    check_wrapper_plan(plan, "render k8s")
+    base = k8s_name(name or plan.job_name)
+    secret = None
+    if plan.api_key_file is not None:
+        secret = api_key_secret or f"{base}-api-key"
+    build = _lws_docs if kind == "lws" else _statefulset_docs
+    docs = build(plan, base, namespace, image, shm_size, cache_pvc, cache_size, secret)
+    what = "LeaderWorkerSet" if kind == "lws" else "StatefulSet + headless Service"
+    header = (
+        f"vllm-hpc {__version__}: {what} for {plan.name}\n"
+        f"layout: {plan.layout.describe()}\n"
+        f"image: build containers/docker/Dockerfile (or push it) as {image}\n"
+    )
+    if secret:
+        header += (
+            f"API key: kubectl -n {namespace} create secret generic {secret} "
+            "--from-file=api_key=FILE\n"
+        )
+    if kind == "lws":
+        header += "needs the LeaderWorkerSet controller (leaderworkerset.x-k8s.io)\n"
+    return dump_all(docs, header)

@@ -1,0 +1,47 @@
+"""`render k8s` and `render compose`, built from the CLI's own layout options and plan
+function (as cli.py registers them), run through click."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from launchers.cli import _layout_options, _make_plan
+from launchers.cli_render import render_commands
+
+
+@pytest.fixture
+def group() -> click.Group:
+    render = click.Group("render")
+    for command in render_commands(_layout_options, _make_plan):
+        render.add_command(command)
+    return render
+
+
+def test_k8s_statefulset_to_file(group: click.Group, tmp_path: Path) -> None:
+    out = tmp_path / "sts.yaml"
+    args = ["k8s", "-m", "llama-3.1-70b-instruct", "-N", "2", "-G", "4", "--kind", "statefulset"]
+    done = CliRunner().invoke(group, [*args, "--namespace", "llm", "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    kinds = [d["kind"] for d in yaml.safe_load_all(out.read_text())]
+    assert kinds == ["Service", "StatefulSet", "Service"]
+
+
+def test_k8s_lws_to_stdout(group: click.Group) -> None:
+    done = CliRunner().invoke(group, ["k8s", "-m", "llama-3.2-3b-instruct", "--image", "img:1"])
+    assert done.exit_code == 0, done.output
+    assert "kind: LeaderWorkerSet" in done.output and "image: img:1" in done.output
+
+
+def test_compose_output_dir(group: click.Group, tmp_path: Path) -> None:
+    args = ["compose", "-m", "llama-3.1-70b-instruct", "-N", "2", "-G", "4", "--no-rdma"]
+    done = CliRunner().invoke(group, [*args, "-o", str(tmp_path / "c")])
+    assert done.exit_code == 0, done.output
+    names = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert names == [".env.example", "compose.head.yaml", "compose.worker.yaml"]
+    head = yaml.safe_load((tmp_path / "c" / "compose.head.yaml").read_text())
+    assert "devices" not in head["services"]["vllm-head"]
