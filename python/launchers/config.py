@@ -222,6 +222,7 @@ class ServeConfig(Frozen):
     api_key_file: str | None = None
     ray_auth: bool = Field(True, description="Ray token authentication (Ray >= 2.52)")
     container: ContainerSpec | None = None
+    container_binds: tuple[str, ...] = Field((), description="Host paths bound into it")
     vllm_version: str = DEFAULT_VLLM_VERSION
     job_name: str
     job_root: str

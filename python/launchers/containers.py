@@ -179,10 +179,10 @@ def required_binds(plan: LaunchPlan, environ: Mapping[str, str]) -> list[str]:
     if plan.api_key_file and not plan.generate_api_key:
         paths.append(plan.api_key_file)
     paths.append(hf_cache_dir(environ))
-    return _outermost(paths)
+    return outermost(paths)
 
 
-def _outermost(paths: Iterable[str]) -> list[str]:
+def outermost(paths: Iterable[str]) -> list[str]:
     """Drop duplicates and paths inside another one; keep the first order."""
     clean = [str(PurePosixPath(p)) for p in paths]
     out: list[str] = []

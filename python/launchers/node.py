@@ -38,6 +38,7 @@ from launchers.commands import (
     NODE_IP,
     NODE_RANK,
 )
+from launchers.config import ContainerSpec
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError, WaitTimeout
 from launchers.health import (
     http_get,
@@ -120,9 +121,33 @@ class NodeContext:
     log: NodeLog
     stopper: Stopper
     hostname: str = field(default_factory=socket.gethostname)
+    host_env: dict[str, str] = field(default_factory=dict)
+    container: ContainerSpec | None = None
+    binds: list[str] = field(default_factory=list)
 
     def logfile(self, name: str) -> str:
         return f"{self.job_dir}/{name}-{self.rank}.log"
+
+    def command(
+        self, argv: Sequence[str], extra: Mapping[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that run ``argv`` on this node: directly, or inside
+        an Apptainer/Singularity image (enroot/pyxis wraps the whole step instead)."""
+        env = {**self.env, **(extra or {})}
+        if self.container is None or self.container.runtime == "enroot":
+            return [_proc.resolve_executable(argv[0], env), *argv[1:]], env
+        from launchers.containers import container_env, wrap_argv
+
+        computed = {k: v for k, v in env.items() if self.host_env.get(k) != v}
+        inner = container_env(self.host_env, computed)
+        wrapped, child = wrap_argv(self.container, argv, env=inner, binds=self.binds)
+        return wrapped, {**self.host_env, **child}
+
+    def python_argv(self) -> list[str]:
+        """The interpreter for helper processes (inside the image when there is one)."""
+        if self.container is None or self.container.runtime == "enroot":
+            return [sys.executable]
+        return ["python3"]
 
 
 @dataclass(frozen=True)
@@ -288,7 +313,8 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
                     else task.serve_env,
                 )
             head_argv = task.ray_argv or []
-            head = start_ray("ray-head", head_argv, env=ctx.env, log_path=ctx.logfile("ray"))
+            argv, env = ctx.command(head_argv)
+            head = start_ray("ray-head", argv, env=env, log_path=ctx.logfile("ray"))
             log(f"Ray head starting on {ctx.node_ip}:{task.ray_port} (log {head.log_path})")
             ray_head = head
 
@@ -319,14 +345,14 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
         )
         if head is not None:
             address = f"{ctx.node_ip}:{task.ray_port}"
-            watcher = RayWatcher(address, env=ctx.env, log_path=ctx.logfile("ray-watch"))
+            argv, env = ctx.command([*ctx.python_argv(), "-m", "launchers.ray_watch", address])
+            watcher = RayWatcher(argv, env=env, log_path=ctx.logfile("ray-watch"))
             endpoint.set("WAITING_NODES", f"waiting for {task.expected_nodes} Ray node(s)")
             if not task.overlap or task.serve_argv is None:
                 _wait_nodes(ctx, task, watcher, head, time.monotonic())
         if task.serve_argv is not None:
-            serve_env = {**ctx.env, **task.serve_env}
-            argv = [_proc.resolve_executable(task.serve_argv[0], serve_env), *task.serve_argv[1:]]
-            serve = _proc.start("vllm", argv, env=serve_env, log_path=ctx.logfile("vllm"))
+            argv, env = ctx.command(task.serve_argv, task.serve_env)
+            serve = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
             log(f"vllm serve started (pid {serve.pid}, log {serve.log_path})")
             log("  " + shlex.join(task.serve_argv))
             endpoint.set("LOADING", "vllm serve is starting")
@@ -528,7 +554,8 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
             log(f"the Ray head at {leader_ip}:{leader_port} answered after {waited:.1f} s")
         if task.ray_argv is not None:
             argv = fill_placeholders(task.ray_argv, values)
-            child = start_ray("ray-worker", argv, env=ctx.env, log_path=ctx.logfile("ray"))
+            argv, env = ctx.command(argv)
+            child = start_ray("ray-worker", argv, env=env, log_path=ctx.logfile("ray"))
             log(f"joining Ray at {leader_ip}:{leader_port} (log {child.log_path})")
         elif task.serve_argv is not None:
             argv = fill_placeholders(task.serve_argv, values)
@@ -545,11 +572,8 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                     alive=_stop_check(ctx),
                 )
                 log(f"the leader's port {rendezvous} answered after {waited:.1f} s")
-            env = {
-                **ctx.env,
-                **{k: fill_placeholders([v], values)[0] for k, v in task.serve_env.items()},
-            }
-            argv = [_proc.resolve_executable(argv[0], env), *argv[1:]]
+            extra = {k: fill_placeholders([v], values)[0] for k, v in task.serve_env.items()}
+            argv, env = ctx.command(argv, extra)
             child = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
             log(f"headless vllm serve started (log {child.log_path})")
         else:
@@ -635,6 +659,7 @@ def context(
         env=env,
         log=log,
         stopper=Stopper(),
+        host_env=dict(environ),
     )
     log(f"{ctx.hostname} rank {rank}/{nodes} job {job_id}; network: {reason}")
     log("exports: " + " ".join(f"{k}={v}" for k, v in net_env.items()))
@@ -688,6 +713,12 @@ def run_plan(
             ctx.log(f"new Ray auth token in {token_file} (0600)")
     if token_file:
         ctx.env.update(ray_auth_env(token_file, ctx.log))
+    if plan.container is not None:
+        from launchers.containers import required_binds
+
+        ctx.container = plan.container
+        ctx.binds = list(plan.container_binds) or required_binds(plan, env_in)
+        ctx.log(f"processes run in {plan.container} (binds: {', '.join(ctx.binds)})")
     role = plan.role_for_rank(rank)
     values = {
         NODE_IP: ctx.node_ip,

@@ -87,6 +87,7 @@ class LaunchPlan(Frozen):
     vllm_version: str
     python: str
     container: ContainerSpec | None = None
+    container_binds: tuple[str, ...] = ()
     api_key_file: str | None = Field(
         None, description="Where the API key is read from (the key itself is never here)"
     )
@@ -228,6 +229,7 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         vllm_version=config.vllm_version,
         python=config.python,
         container=config.container,
+        container_binds=config.container_binds,
         api_key_file=(paths.api_key if config.api_key == "generate" else config.api_key_file),
         generate_api_key=config.api_key == "generate",
         ray_token_file=paths.ray_token if config.ray_auth and config.runtime == "ray" else None,

@@ -7,7 +7,6 @@ the runtime never imports Ray and a hung query cannot hang the runtime.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -41,8 +40,8 @@ class Snapshot:
 class RayWatcher:
     """Follows the alive nodes of the cluster at ``address`` (host:port)."""
 
-    def __init__(self, address: str, *, env: Mapping[str, str], log_path: str) -> None:
-        argv = [sys.executable, "-m", "launchers.ray_watch", address]
+    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], log_path: str) -> None:
+        """``argv`` runs ``python -m launchers.ray_watch HOST:PORT`` (maybe in a container)."""
         self.child = _proc.start_piped("ray-watch", argv, env=env, log_path=log_path)
         self._latest = Snapshot(None, "no answer yet", time.monotonic())
         self._lock = threading.Lock()
@@ -80,6 +79,5 @@ class RayWatcher:
 def start_ray(
     name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: str
 ) -> _proc.Child:
-    """``ray start ... --block`` as a child whose tree is stopped with it."""
-    resolved = [_proc.resolve_executable(argv[0], env), *argv[1:]]
-    return _proc.start(name, resolved, env=env, log_path=log_path)
+    """``ray start ... --block`` (argv ready to run) as a child stopped as a tree."""
+    return _proc.start(name, argv, env=env, log_path=log_path)

@@ -62,10 +62,23 @@ def render_sbatch(plan: LaunchPlan, *, plan_json: str | None = None) -> str:
         "",
         "# One task per node; node 0 leads. A failing node ends the whole step.",
         'exec srun --nodes="${SLURM_JOB_NUM_NODES}" --ntasks-per-node=1 --kill-on-bad-exit=1 \\',
+        *_pyxis_lines(plan),
         "  " + " ".join(quote_with_job_id(item) for item in plan.node_argv),
         "",
     ]
     return "\n".join(lines)
+
+
+def _pyxis_lines(plan: LaunchPlan) -> list[str]:
+    """enroot/pyxis runs the whole step in the image: its options go on the srun line."""
+    if plan.container is None or plan.container.runtime != "enroot":
+        return []
+    from launchers.containers import build_srun_container_options
+
+    options = build_srun_container_options(
+        plan.container, binds=plan.container_binds, workdir=plan.paths.root
+    )
+    return ["  " + " ".join(shlex.quote(o) for o in options) + " \\"]
 
 
 def _role_title(role: RolePlan) -> str:

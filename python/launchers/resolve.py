@@ -228,6 +228,27 @@ def resolve(
         except ValueError as exc:
             raise InputError(f"--container: {exc}") from None
 
+    binds: tuple[str, ...] = ()
+    if container is not None:
+        from launchers.containers import hf_cache_dir, outermost
+
+        home = environ.get("HOME", str(Path.home()))
+        root = os.path.expanduser(
+            _pick(
+                req.job_root,
+                environ.get("VLLM_HPC_JOB_ROOT"),
+                site.job_root,
+                f"{home}/.vllm-hpc/jobs",
+            )
+        )
+        paths = [root]
+        if spec.model.startswith("/"):
+            paths.append(spec.model)
+        if req.api_key_file:
+            paths.append(str(Path(req.api_key_file).expanduser().resolve()))
+        paths.append(hf_cache_dir(environ))
+        binds = tuple(outermost(paths))
+
     api_key_file = req.api_key_file
     if api_key_file is not None and req.no_api_key:
         raise InputError("--no-api-key: cannot be combined with --api-key-file", fix="drop one")
@@ -285,10 +306,16 @@ def resolve(
             "api_key_file": api_key_file,
             "ray_auth": not req.no_ray_auth,
             "container": container,
+            "container_binds": binds,
             "vllm_version": vllm_version,
             "job_name": _pick(req.job_name, default_job_name(name)),
             "job_root": os.path.expanduser(job_root),
-            "python": _pick(req.python, environ.get("VLLM_HPC_PYTHON"), python),
+            # With enroot/pyxis the node runtime itself runs in the image.
+            "python": _pick(
+                req.python,
+                environ.get("VLLM_HPC_PYTHON"),
+                "/usr/bin/python3" if container and container.runtime == "enroot" else python,
+            ),
             "nccl_profile": site.nccl_profile,
             "gpu_memory_gib": gpu_memory_gib,
             "slurm": slurm,

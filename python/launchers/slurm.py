@@ -196,6 +196,12 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
             params[name] = directives[key]
     if "time" in directives:
         params["timeout_min"] = slurm_minutes(directives["time"])
+    if plan.container is not None and plan.container.runtime == "enroot":
+        from launchers.containers import build_srun_container_options
+
+        params["slurm_srun_args"] = build_srun_container_options(
+            plan.container, binds=plan.container_binds, workdir=plan.paths.root
+        )
     signal = directives.get("signal", "")
     if signal:
         params["slurm_signal_delay_s"] = int(signal.split("@", 1)[1])

@@ -283,7 +283,15 @@ ns_init() {
   hostname "${name}"
   mount --bind "${ETC}/hosts" /etc/hosts
   mount -t tmpfs -o mode=1777,size=8g "shm-${name}" /dev/shm
-  mount --bind "${STATE}/nodes/${name}/tmp" /tmp
+  # A checkout under /tmp is "shared storage" too (CI may clone there): keep it visible
+  # at the same path inside the node's private /tmp.
+  local repo
+  repo=$(cd -- "${SCRIPT_DIR}/../.." && pwd)
+  if [[ "${repo}" == /tmp/* ]]; then
+    mkdir -p "${STATE}/nodes/${name}/tmp${repo#/tmp}"
+    mount --bind "${repo}" "${STATE}/nodes/${name}/tmp${repo#/tmp}"
+  fi
+  mount --rbind "${STATE}/nodes/${name}/tmp" /tmp
   export SLURM_CONF="${CONF}"
   case "${role}" in
     ctld) slurmctld -D -f "${CONF}" & ;;

@@ -5,6 +5,8 @@ from collections.abc import Callable
 import pytest
 
 from launchers.commands import (
+    ALL2ALL_BACKENDS,
+    REMOVED_ALL2ALL,
     all2all_env,
     build_ray_head_argv,
     build_ray_worker_argv,
@@ -143,3 +145,23 @@ def test_old_vllm_gets_the_all2all_env_var(make_config: Callable[..., ServeConfi
     config = make_config(model="deepseek-v3", vllm_version="0.10.2")
     assert all2all_env(config) == {"VLLM_ALL2ALL_BACKEND": "allgather_reducescatter"}
     assert "--all2all-backend" not in build_vllm_serve_argv(config)
+
+
+@pytest.mark.parametrize("backend", ALL2ALL_BACKENDS)
+def test_each_all2all_backend_reaches_every_dp_rank(
+    make_config: Callable[..., ServeConfig], backend: str
+) -> None:
+    config = make_config(model="deepseek-v3", all2all_backend=backend)
+    for headless in (False, True):
+        argv = build_vllm_serve_argv(config, headless=headless)
+        assert argv[argv.index("--all2all-backend") + 1] == backend
+    old = make_config(model="deepseek-v3", all2all_backend=backend, vllm_version="0.10.2")
+    assert all2all_env(old) == {"VLLM_ALL2ALL_BACKEND": backend}
+
+
+@pytest.mark.parametrize(("removed", "replacement"), sorted(REMOVED_ALL2ALL.items()))
+def test_removed_all2all_backends_name_the_replacement(
+    make_config: Callable[..., ServeConfig], removed: str, replacement: str
+) -> None:
+    with pytest.raises(InputError, match=f"'{removed}' was removed from vLLM.*'{replacement}'"):
+        make_config(model="deepseek-v3", all2all_backend=removed)

@@ -25,6 +25,14 @@ CASES: dict[str, dict[str, Any]] = {
     },
     "llama-3.1-70b-2x4-native": {"model": "llama-3.1-70b-instruct", "runtime": "native"},
     "deepseek-v3-dp16-ep": {"model": "deepseek-v3", "requeue": True},
+    "llama-3.1-70b-2x4-apptainer": {
+        "model": "llama-3.1-70b-instruct",
+        "container": "apptainer:/shared/images/vllm-hpc.sif",
+    },
+    "llama-3.1-70b-2x4-enroot": {
+        "model": "llama-3.1-70b-instruct",
+        "container": "enroot:nvcr.io#nvidia/vllm:25.10",
+    },
 }
 
 
