@@ -30,7 +30,7 @@ lint: install tools ## ruff, ruff format --check, mypy --strict, shellcheck
 	$(VENV)/bin/ruff check python tests
 	$(VENV)/bin/ruff format --check python tests
 	$(VENV)/bin/mypy python/launchers tests
-	shellcheck $(SHELL_FILES) tests/unit/golden/*.sbatch
+	shellcheck -x $(SHELL_FILES) tests/unit/golden/*.sbatch
 
 test-unit: install tools ## Unit tests (seconds, no SLURM)
 	$(PY) -m pytest tests/unit -q

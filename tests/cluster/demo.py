@@ -75,7 +75,7 @@ def main() -> int:
             url, served = str(handle["url"]), str(handle["model"])
             answer = chat(handle)
             say(f"endpoint {url} (job {handle['job_id']}, {NODES} nodes, model {served!r})")
-            say(f"answer: {answer!r}")
+            say(f"answer: {answer!r} (random weights: the words are noise, the round trip is real)")
         finally:
             stop = [str(testenv.python), "-m", "launchers", "stop"]
             if "handle" in locals():

@@ -1,0 +1,61 @@
+# shellcheck shell=bash
+# Shared by launch_vllm_node1.sh and launch_vllm_node2.sh (sourced, not run): checks the
+# expert-parallel guide's positional arguments and starts vllm-hpc's node runtime.
+#
+# dp_node ROLE NODE1_IP RPC_PORT MODEL DP_TOTAL DP_LOCAL LAST [-- VLLM ARGS]
+#   ROLE primary: LAST is API_SERVERS; ROLE secondary: LAST is START_RANK.
+
+die() {
+  echo "Error: $*" >&2
+  usage >&2
+  exit 2
+}
+
+is_count() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1)); }
+
+is_port() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1024 && 10#$1 <= 65535)); }
+
+dp_node() {
+  local role=$1
+  shift
+  [[ $# -ge 6 ]] || die "expected 6 arguments, got $#"
+  local ip=$1 rpc_port=$2 model=$3 dp_total=$4 dp_local=$5 last=$6
+  shift 6
+  [[ "${1:-}" != -- ]] || shift
+  [[ "$ip" =~ ^[0-9a-fA-F:.]+$ ]] || die "NODE1_IP must be an IP address (got '$ip')"
+  is_port "$rpc_port" || die "RPC_PORT must be a port number 1024-65535 (got '$rpc_port')"
+  is_count "$dp_total" || die "DP_TOTAL must be a positive number (got '$dp_total')"
+  is_count "$dp_local" || die "DP_LOCAL must be a positive number (got '$dp_local')"
+  ((dp_total % dp_local == 0)) ||
+    die "DP_TOTAL ($dp_total) must be a multiple of DP_LOCAL ($dp_local): every node runs the same number of ranks"
+  local rank=0
+  if [[ "$role" == primary ]]; then
+    is_count "$last" || die "API_SERVERS must be a positive number (got '$last')"
+  else
+    if ! [[ "$last" =~ ^[0-9]+$ ]] || ((last % dp_local != 0 || last == 0 || last >= dp_total)); then
+      die "START_RANK must be a multiple of DP_LOCAL between $dp_local and $((dp_total - dp_local)) (got '$last')"
+    fi
+    rank=$((last / dp_local))
+  fi
+
+  local python=${VLLM_HPC_PYTHON:-python3} tp=${TP:-1}
+  local job_id=${SLURM_JOB_ID:-dp-${ip//[:.]/-}-$rpc_port}
+  local job_root=${VLLM_HPC_JOB_ROOT:-$HOME/.vllm-hpc/jobs}
+  local plan=(--model "$model" --nodes "$((dp_total / dp_local))"
+    --gpus-per-node "$((dp_local * tp))" --dp "$dp_total" --tp "$tp"
+    --dp-rpc-port "$rpc_port" --job-root "$job_root")
+  [[ "$role" != primary ]] || plan+=(--api-server-count "$last")
+  [[ "${EP:-1}" == 0 ]] || plan+=(--ep)
+  local backend=${ALL2ALL:-${VLLM_ALL2ALL_BACKEND:-}}
+  [[ -z "$backend" ]] || plan+=(--all2all-backend "$backend")
+
+  local file=$job_root/$job_id/plan-node$rank.json
+  "$python" -m launchers plan "${plan[@]}" --out "$file" -- "$@"
+  local run=(run --plan "$file" --rank "$rank" --job-id "$job_id")
+  if [[ "$role" == primary ]]; then
+    export VLLM_HOST_IP=$ip
+  else
+    run+=(--leader-ip "$ip")
+  fi
+  exec "$python" -m launchers.node "${run[@]}"
+}

@@ -1,0 +1,113 @@
+"""bin/launch_vllm_node1.sh / node2.sh (the expert-parallel guide's interface), with a stub
+Python on VLLM_HPC_PYTHON that records what it was asked to run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BIN = Path(__file__).resolve().parents[2] / "bin"
+STUB = """#!/bin/bash
+python3 -c 'import json, os, sys
+print(json.dumps({"argv": sys.argv[1:], "ip": os.environ.get("VLLM_HOST_IP")}))' "$@" >> "$STUB_LOG"
+"""
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> dict[str, str]:
+    python = tmp_path / "python"
+    python.write_text(STUB)
+    python.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "SLURM_", "EP"))}
+    env.update({"VLLM_HPC_PYTHON": str(python), "STUB_LOG": str(tmp_path / "log"),
+                "VLLM_HPC_JOB_ROOT": "/jobs"})  # fmt: skip
+    return env
+
+
+def run(
+    env: dict[str, str], script: str, *args: str
+) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    done = subprocess.run([str(BIN / script), *args], env=env, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    log = Path(env["STUB_LOG"])
+    calls = (
+        [json.loads(line)["argv"] for line in log.read_text().splitlines()] if log.exists() else []
+    )
+    return done, calls
+
+
+def test_primary_node_seed_example(stub: dict[str, str]) -> None:
+    done, calls = run(stub, "launch_vllm_node1.sh", "10.1.59.30", "13345",
+                      "deepseek-ai/DeepSeek-V3-0324", "16", "8", "8")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    plan, node = calls
+    assert plan[:3] == ["-m", "launchers", "plan"]
+    for flag, value in (("--nodes", "2"), ("--gpus-per-node", "8"), ("--dp", "16"),
+                        ("--api-server-count", "8"), ("--dp-rpc-port", "13345")):  # fmt: skip
+        assert plan[plan.index(flag) + 1] == value
+    assert "--ep" in plan
+    assert node == ["-m", "launchers.node", "run", "--plan",
+                    "/jobs/dp-10-1-59-30-13345/plan-node0.json", "--rank", "0", "--job-id",
+                    "dp-10-1-59-30-13345"]  # fmt: skip
+
+
+def test_secondary_node_seed_example(stub: dict[str, str]) -> None:
+    stub["VLLM_ALL2ALL_BACKEND"] = "deepep_low_latency"
+    done, calls = run(stub, "launch_vllm_node2.sh", "10.1.59.30", "13345",
+                      "deepseek-ai/DeepSeek-V3-0324", "16", "8", "8")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    plan, node = calls
+    assert plan[plan.index("--all2all-backend") + 1] == "deepep_low_latency"
+    assert "--api-server-count" not in plan
+    assert node[node.index("--rank") + 1] == "1"
+    assert node[-2:] == ["--leader-ip", "10.1.59.30"]
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("launch_vllm_node1.sh", ("1.2.3.4",), "Error: expected 6 arguments, got 1"),
+        (
+            "launch_vllm_node1.sh",
+            ("node1", "13345", "m", "16", "8", "8"),
+            "Error: NODE1_IP must be an IP address (got 'node1')",
+        ),
+        (
+            "launch_vllm_node1.sh",
+            ("1.2.3.4", "80", "m", "16", "8", "8"),
+            "Error: RPC_PORT must be a port number 1024-65535 (got '80')",
+        ),
+        (
+            "launch_vllm_node1.sh",
+            ("1.2.3.4", "13345", "m", "16", "6", "8"),
+            "Error: DP_TOTAL (16) must be a multiple of DP_LOCAL (6): every node runs the same "
+            "number of ranks",
+        ),
+        (
+            "launch_vllm_node1.sh",
+            ("1.2.3.4", "13345", "m", "16", "8", "0"),
+            "Error: API_SERVERS must be a positive number (got '0')",
+        ),
+        (
+            "launch_vllm_node2.sh",
+            ("1.2.3.4", "13345", "m", "16", "8", "4"),
+            "Error: START_RANK must be a multiple of DP_LOCAL between 8 and 8 (got '4')",
+        ),
+        (
+            "launch_vllm_node2.sh",
+            ("1.2.3.4", "13345", "m", "16", "8", "16"),
+            "Error: START_RANK must be a multiple of DP_LOCAL between 8 and 8 (got '16')",
+        ),
+    ],
+)
+def test_bad_arguments(
+    stub: dict[str, str], script: str, args: tuple[str, ...], message: str
+) -> None:
+    done, calls = run(stub, script, *args)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == message
+    assert calls == []
