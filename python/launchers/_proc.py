@@ -176,6 +176,17 @@ def stop_tree(child: Child, *, grace: float = 10.0, sig: int = signal.SIGTERM) -
         return None
 
 
+def reason(path: str) -> str:
+    """One line saying why a process failed: the last error line of its log (a Python
+    exception, ``Error: ...``), else its last non-empty line."""
+    text = tail(path, 80).splitlines()
+    for line in reversed(text):
+        stripped = line.strip()
+        if stripped and ("Error" in stripped or "error:" in stripped or "Exception" in stripped):
+            return stripped[:400]
+    return next((s.strip()[:400] for s in reversed(text) if s.strip()), "no output")
+
+
 def tail(path: str, lines: int = 20) -> str:
     """The last lines of a log file ('' when it does not exist)."""
     try:

@@ -595,6 +595,43 @@ def logs_cmd(
         time.sleep(0.5)  # poll
 
 
+@cli.command("metrics")
+@click.argument("job_id")
+@_job_root_option
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.5),
+    default=2.0,
+    show_default=True,
+    help="Seconds between the two scrapes that give rates.",
+)
+@click.option("--watch", is_flag=True, help="Keep printing every --interval (Ctrl+C ends).")
+@click.option("--json", "as_json", is_flag=True)
+def metrics_cmd(
+    job_id: str, job_root: str | None, interval: float, watch: bool, as_json: bool
+) -> None:
+    """Requests running/waiting, KV-cache use, token throughput, TTFT and latency
+    percentiles, from the endpoint's /metrics (Prometheus text, parsed)."""
+    import json
+    import time
+
+    from launchers.metrics import parse_metrics, render_summary, summarize
+
+    job = _client(job_root).job(job_id)
+    before = parse_metrics(job.metrics_text())
+    start = time.monotonic()
+    while True:
+        time.sleep(interval)  # poll: the sampling window for rates
+        now = parse_metrics(job.metrics_text())
+        summary = summarize(now, before, time.monotonic() - start)
+        click.echo(json.dumps(summary) if as_json else render_summary(summary))
+        if not watch:
+            return
+        before, start = now, time.monotonic()
+        if not as_json:
+            click.echo("")
+
+
 @cli.command("stop")
 @click.argument("job_id")
 @_job_root_option

@@ -89,6 +89,28 @@ class Job:
             return ("RUNNING", "local")
         return ("ENDED", "local process ended") if pid else ("PENDING", "local")
 
+    def metrics_text(self) -> str:
+        """The raw Prometheus text of the endpoint's ``/metrics``."""
+        from launchers.health import http_get
+
+        url = self.endpoint
+        if not url:
+            raise RuntimeFailure(f"job {self.job_id} has no endpoint yet ({self.status().state})")
+        probe = http_get(url.removesuffix("/v1") + "/metrics", api_key=self.api_key(), timeout=10)
+        if not probe.ok:
+            raise RuntimeFailure(f"{url.removesuffix('/v1')}/metrics answered {probe.detail[:100]}")
+        return probe.detail
+
+    def metrics(self, interval: float = 2.0) -> dict[str, object]:
+        """A summary of ``/metrics``: two scrapes ``interval`` seconds apart give rates."""
+        from launchers.metrics import parse_metrics, summarize
+
+        first = parse_metrics(self.metrics_text())
+        start = time.monotonic()
+        time.sleep(interval)  # poll: the sampling window for rates
+        second = parse_metrics(self.metrics_text())
+        return summarize(second, first, time.monotonic() - start)
+
     def nodes(self) -> list[dict[str, Any]]:
         out = []
         for path in sorted(Path(self.job_dir, "nodes").glob("*.json")):

@@ -425,8 +425,7 @@ def _supervise(
             code = serve.poll()
             if code is not None:
                 raise RuntimeFailure(
-                    f"vllm serve exited with code {code}: "
-                    + (_proc.tail(serve.log_path, 3).replace("\n", " | ") or "no output"),
+                    f"vllm serve exited with code {code}: {_proc.reason(serve.log_path)}",
                     fix=f"read {serve.log_path}",
                 )
         if head is not None and head.poll() is not None:
@@ -589,8 +588,7 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                     log(f"{child.name} exited ({code}); {ended or 'done'}")
                     return 0
                 raise RuntimeFailure(
-                    f"{child.name} exited with code {code}: "
-                    + (_proc.tail(child.log_path, 3).replace("\n", " | ") or "no output"),
+                    f"{child.name} exited with code {code}: {_proc.reason(child.log_path)}",
                     fix=f"read {child.log_path}",
                 )
             if time.monotonic() >= next_check:

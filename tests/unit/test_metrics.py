@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from launchers.metrics import (
+    Histogram,
+    histogram_quantile,
+    parse_metrics,
+    render_summary,
+    summarize,
+)
+
+
+def exposition(gen: float, ttft_counts: tuple[int, int, int], running: int = 1) -> str:
+    """A /metrics excerpt as vLLM's prometheus_client writes it: two engines (DP ranks),
+    labelled series, counters typed under their ``_total`` name with a ``_created`` gauge."""
+    lines = [
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+        "# TYPE vllm:num_requests_running gauge",
+        f'vllm:num_requests_running{{engine="0",model_name="tiny"}} {running}',
+        f'vllm:num_requests_running{{engine="1",model_name="tiny"}} {running}',
+        "# TYPE vllm:num_requests_waiting gauge",
+        'vllm:num_requests_waiting{engine="0",model_name="tiny"} 2.0',
+        "# TYPE vllm:kv_cache_usage_perc gauge",
+        'vllm:kv_cache_usage_perc{engine="0",model_name="tiny"} 0.25',
+        'vllm:kv_cache_usage_perc{engine="1",model_name="tiny"} 0.75',
+        "# TYPE vllm:generation_tokens_total counter",
+        f'vllm:generation_tokens_total{{engine="0",model_name="tiny"}} {gen}',
+        "# TYPE vllm:generation_tokens_created gauge",
+        'vllm:generation_tokens_created{engine="0",model_name="tiny"} 1.7e9',
+        "# TYPE vllm:prompt_tokens_total counter",
+        'vllm:prompt_tokens_total{engine="0",model_name="tiny"} 100.0',
+        "# TYPE vllm:time_to_first_token_seconds histogram",
+    ]
+    a, b, c = ttft_counts
+    for le, count in (("0.1", a), ("0.5", a + b), ("1.0", a + b + c), ("+Inf", a + b + c)):
+        lines.append(
+            f'vllm:time_to_first_token_seconds_bucket{{engine="0",le="{le}",model_name="tiny"}} '
+            f"{count}"
+        )
+    lines += [
+        f'vllm:time_to_first_token_seconds_count{{engine="0",model_name="tiny"}} {a + b + c}',
+        'vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 3.0',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def test_parse_sums_engines_and_averages_kv_usage() -> None:
+    snap = parse_metrics(exposition(50.0, (2, 2, 0), running=3))
+    assert snap.values["vllm:num_requests_running"] == 6
+    assert snap.values["vllm:generation_tokens"] == 50.0
+    assert snap.kv_usage == [0.25, 0.75]
+    hist = snap.histograms["vllm:time_to_first_token_seconds"]
+    assert hist.count == 4 and hist.buckets[float("inf")] == 4
+
+
+def test_quantile_interpolates_like_prometheus() -> None:
+    hist = Histogram({0.1: 2.0, 0.5: 4.0, 1.0: 4.0, float("inf"): 4.0}, 4, 1.0)
+    assert histogram_quantile(0.5, hist) == pytest.approx(0.1)
+    assert histogram_quantile(0.75, hist) == pytest.approx(0.3)
+    assert histogram_quantile(0.5, Histogram({float("inf"): 0.0})) is None
+
+
+def test_summary_rates_over_the_window() -> None:
+    before = parse_metrics(exposition(50.0, (2, 0, 0)))
+    now = parse_metrics(exposition(70.0, (2, 0, 2)))
+    summary = summarize(now, before, 2.0)
+    assert summary["generation_tokens_per_s"] == pytest.approx(10.0)
+    assert summary["prompt_tokens_per_s"] == 0.0
+    assert summary["kv_cache_usage"] == pytest.approx(0.5)
+    # Only the two requests of the window count: both between 0.5 s and 1.0 s.
+    assert 0.5 < float(str(summary["ttft_p50_s"])) <= 1.0
+    text = render_summary(summary)
+    assert "generation 10.0" in text and "50.0% used" in text and "TTFT" in text
+
+
+def test_summary_without_a_window_has_no_rates() -> None:
+    summary = summarize(parse_metrics(exposition(5.0, (1, 0, 0))))
+    assert summary["generation_tokens_per_s"] is None
+    assert "generation -" in render_summary(summary)

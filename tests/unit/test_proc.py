@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from launchers import _proc
+
+
+def test_reason_prefers_the_last_error_line(tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        "INFO starting\nTraceback (most recent call last):\n  File x\n"
+        "ValueError: max_model_len (999999) is greater than the derived max_model_len\n"
+        "INFO shutting down\n\n"
+    )
+    assert _proc.reason(str(log)).startswith("ValueError: max_model_len (999999)")
+    quiet = tmp_path / "quiet.log"
+    quiet.write_text("one\ntwo\n")
+    assert _proc.reason(str(quiet)) == "two"
+    assert _proc.reason(str(tmp_path / "missing.log")) == "no output"
+
+
+def test_stop_tree_reaps_children_that_left_the_group(tmp_path: Path) -> None:
+    # A parent that starts a grandchild in its own session (as Ray's daemons do).
+    code = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " start_new_session=True)\n"
+        "time.sleep(600)\n"
+    )
+    child = _proc.start("tree", [sys.executable, "-c", code], env={}, log_path=str(tmp_path / "l"))
+    deadline = time.monotonic() + 20
+    while not child.seen and time.monotonic() < deadline:
+        child.remember_descendants()
+        time.sleep(0.05)  # poll
+    assert child.seen, "the grandchild never appeared"
+    pids = set(child.seen) | {child.pid}
+    child.stop(grace=2, sig=signal.SIGTERM)
+    assert not _proc.alive(pids)
