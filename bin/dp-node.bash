@@ -5,13 +5,24 @@
 # dp_node ROLE NODE1_IP RPC_PORT MODEL DP_TOTAL DP_LOCAL LAST [-- VLLM ARGS]
 #   ROLE primary: LAST is API_SERVERS; ROLE secondary: LAST is START_RANK.
 
-die() {
+die() {  # one line on stderr, exit 2 (bad input); -h prints the usage
   echo "Error: $*" >&2
-  usage >&2
   exit 2
 }
 
 is_count() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1)); }
+
+is_ip() {  # IPv4 dotted quad, or IPv6
+  local IFS=. octet
+  local -a parts
+  if [[ "$1" == *:* ]]; then
+    [[ "$1" =~ ^[0-9a-fA-F:.]+$ ]]
+    return
+  fi
+  [[ "$1" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || return 1
+  read -ra parts <<<"$1"
+  for octet in "${parts[@]}"; do ((10#$octet <= 255)) || return 1; done
+}
 
 is_port() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1024 && 10#$1 <= 65535)); }
 
@@ -22,7 +33,7 @@ dp_node() {
   local ip=$1 rpc_port=$2 model=$3 dp_total=$4 dp_local=$5 last=$6
   shift 6
   [[ "${1:-}" != -- ]] || shift
-  [[ "$ip" =~ ^[0-9a-fA-F:.]+$ ]] || die "NODE1_IP must be an IP address (got '$ip')"
+  is_ip "$ip" || die "NODE1_IP must be an IP address (got '$ip')"
   is_port "$rpc_port" || die "RPC_PORT must be a port number 1024-65535 (got '$rpc_port')"
   is_count "$dp_total" || die "DP_TOTAL must be a positive number (got '$dp_total')"
   is_count "$dp_local" || die "DP_LOCAL must be a positive number (got '$dp_local')"
@@ -39,6 +50,9 @@ dp_node() {
   fi
 
   local python=${VLLM_HPC_PYTHON:-python3} tp=${TP:-1}
+  is_count "$tp" || die "TP must be a positive number of GPUs per DP rank (got '$tp'; unset it for 1)"
+  [[ "${EP:-1}" == [01] ]] || die "EP must be 0 (dense model) or 1 (expert parallel) (got '$EP')"
+  command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' (set VLLM_HPC_PYTHON)"
   local job_id=${SLURM_JOB_ID:-dp-${ip//[:.]/-}-$rpc_port}
   local job_root=${VLLM_HPC_JOB_ROOT:-$HOME/.vllm-hpc/jobs}
   local plan=(--model "$model" --nodes "$((dp_total / dp_local))"

@@ -30,18 +30,23 @@ Environment: VLLM_HPC_PYTHON (interpreter, default python3), VLLM_HPC_JOB_ROOT.
 USAGE
 }
 
-die() {
+die() {  # one line on stderr, exit 2 (bad input); -h prints the usage
   echo "Error: $*" >&2
-  usage >&2
   exit 2
 }
 
 need_value() {  # option value
-  [[ -n "$2" ]] || die "$1 needs a value"
+  [[ -n "$2" ]] || die "$1 needs a value (write $1=VALUE; see $prog -h)"
 }
 
 is_port() {
   [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1 && 10#$1 <= 65535))
+}
+
+check_port() {  # option value example: every port here is used next to Ray
+  ((10#$2 >= 1024)) || die "$1 $2 is a privileged port (choose 1024-65535, e.g. $3)"
+  ((10#$2 < 10002 || 10#$2 > 19999)) ||
+    die "$1 $2 is inside Ray's worker port range 10002-19999 (choose a port outside it, e.g. $3)"
 }
 
 is_count() {
@@ -100,6 +105,7 @@ while (($#)); do
       ;;
     --ray_port | --ray-port)
       is_port "$value" || die "--ray_port must be a port number (got '$value')"
+      check_port --ray_port "$value" 6379
       ray_port=$value
       ;;
     --ray_cluster_size | --ray-cluster-size)
@@ -135,7 +141,8 @@ while (($#)); do
       model=$value
       ;;
     --port)
-      is_port "$value" || die "--port must be a port number (got '$value')"
+      is_port "$value" || die "--port must be a port number 1024-65535, e.g. 8000 (got '$value')"
+      check_port --port "$value" 8000
       port=$value
       ;;
     --registry)
@@ -151,7 +158,8 @@ while (($#)); do
       job_dir=$value
       ;;
     --nodes-timeout)
-      [[ "$value" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--nodes-timeout must be seconds (got '$value')"
+      [[ "$value" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+        die "--nodes-timeout must be seconds, e.g. --nodes-timeout=300 (got '$value')"
       nodes_timeout=$value
       ;;
     --)
@@ -168,6 +176,20 @@ while (($#)); do
   shift
 done
 
+# Every argument is checked before anything runs (the network probe included).
+case "$mode" in
+  slurm) [[ -n "$plan" ]] || die "slurm mode needs --plan=FILE" ;;
+  worker)
+    [[ -n "$ray_address" ]] || die "worker needs --ray_address=LEADER_IP"
+    [[ -z "$model" ]] || die "--model belongs on the leader"
+    ;;
+  leader) [[ -z "$ray_address" ]] || die "--ray_address belongs on workers" ;;
+esac
+if ((${#vllm_args[@]})); then
+  [[ "$mode" == leader ]] || die "vLLM arguments after -- belong on the leader (with --model=NAME)"
+  [[ -n "$model" ]] || die "vLLM arguments after -- need --model=NAME on the leader"
+fi
+
 python=${VLLM_HPC_PYTHON:-python3}
 command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' (set VLLM_HPC_PYTHON)"
 
@@ -181,17 +203,9 @@ while IFS='=' read -r key val; do
 done <<<"$exports"
 
 case "$mode" in
-  slurm)
-    [[ -n "$plan" ]] || die "slurm mode needs --plan=FILE"
-    exec "$python" -m launchers.node run --plan "$plan"
-    ;;
-  worker)
-    [[ -n "$ray_address" ]] || die "worker needs --ray_address=LEADER_IP"
-    [[ -z "$model" ]] || die "--model belongs on the leader"
-    args=(worker --ray-address "$ray_address" --ray-port "$ray_port")
-    ;;
+  slurm) exec "$python" -m launchers.node run --plan "$plan" ;;
+  worker) args=(worker --ray-address "$ray_address" --ray-port "$ray_port") ;;
   leader)
-    [[ -z "$ray_address" ]] || die "--ray_address belongs on workers"
     args=(leader --ray-port "$ray_port" --cluster-size "$cluster_size"
       --include-dashboard "$dashboard")
     [[ -n "$model" ]] && args+=(--model "$model")
@@ -205,8 +219,5 @@ args+=(--node-ip-address "$VLLM_HOST_IP")
 [[ -n "$job_dir" ]] && args+=(--job-dir "$job_dir")
 [[ -n "$nodes_timeout" ]] && args+=(--nodes-timeout "$nodes_timeout")
 for extra in "${ray_args[@]}"; do args+=("--ray-arg=$extra"); done
-if ((${#vllm_args[@]})); then
-  [[ "$mode" == leader ]] || die "vLLM arguments after -- belong on the leader"
-  args+=(-- "${vllm_args[@]}")
-fi
+((${#vllm_args[@]} == 0)) || args+=(-- "${vllm_args[@]}")
 exec "$python" -m launchers.node "${args[@]}"

@@ -28,6 +28,7 @@ DEFAULT_VLLM_VERSION = "0.32.0"
 _TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_VERSION_RE = re.compile(r"^v?\d+\.\d+")
 
 
 class Frozen(BaseModel):
@@ -37,6 +38,18 @@ class Frozen(BaseModel):
 def check_slurm_time(value: str | None) -> str | None:
     if value is not None and not _TIME_RE.match(value):
         raise ValueError(f"{value!r} is not a SLURM time (use MM, HH:MM:SS or D-HH:MM:SS)")
+    return value
+
+
+def check_version(value: str | None) -> str | None:
+    if value is not None and not _VERSION_RE.match(value.strip()):
+        raise ValueError(f"{value!r} is not a version (use a version such as 0.11.1)")
+    return value
+
+
+def _argument_list(value: object) -> object:
+    if isinstance(value, str):
+        raise ValueError("give the arguments as a list, e.g. ['--seed', '1'], not as one string")
     return value
 
 
@@ -77,6 +90,7 @@ class ModelSpec(Frozen):
     env: dict[str, str] = Field(default_factory=dict, description="Exported on every node")
 
     _env = field_validator("env")(_check_env)
+    _extra_args = field_validator("extra_args", mode="before")(_argument_list)
 
 
 class SiteSpec(Frozen):
@@ -105,6 +119,7 @@ class SiteSpec(Frozen):
     )
 
     _time = field_validator("time")(check_slurm_time)
+    _vllm_version = field_validator("vllm_version")(check_version)
 
 
 class ParallelLayout(Frozen):

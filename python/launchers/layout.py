@@ -22,9 +22,9 @@ _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 
 
-def parse_model_arch(config: Mapping[str, Any]) -> ModelArch:
+def parse_model_arch(config: Mapping[str, Any], source: str = "model config.json") -> ModelArch:
     """A Hugging Face ``config.json`` (as a dict) -> ModelArch. Multimodal configs keep
-    the language model under ``text_config``."""
+    the language model under ``text_config``. ``source`` names the file in errors."""
     text = config.get("text_config")
     cfg: Mapping[str, Any] = text if isinstance(text, Mapping) else config
     heads = cfg.get("num_attention_heads")
@@ -52,7 +52,7 @@ def parse_model_arch(config: Mapping[str, Any]) -> ModelArch:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InputError(
-            f"model config.json: {err['loc'][0]}: {err['msg']}",
+            f"{source}: {err['loc'][0]}: {err['msg']}",
             fix="is this a causal LM config.json?",
         ) from None
 
@@ -69,11 +69,21 @@ def probe_model_arch(model: str) -> ModelArch | None:
         raise InputError(
             f"model: {path} has no config.json", fix="point --model at a Hugging Face model dir"
         ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"model: cannot read {config}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"model: {config}:{exc.lineno}: not valid JSON: {exc.msg}",
+            fix="fix or re-download the model's config.json",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"model: cannot read {config}: {exc}", fix="check the file and its permissions"
+        ) from None
     if not isinstance(data, dict):
-        raise InputError(f"model: {config} is not a JSON object")
-    return parse_model_arch(data)
+        raise InputError(
+            f"model: {config} is not a JSON object",
+            fix="fix or re-download the model's config.json",
+        )
+    return parse_model_arch(data, f"model: {config}")
 
 
 @dataclass(frozen=True)
@@ -195,7 +205,9 @@ def check_layout(layout: ParallelLayout, arch: ModelArch | None) -> list[str]:
         if layout.tp % layout.gpus_per_node != 0:
             raise LayoutError(
                 f"tp: cross-node TP={layout.tp} must be a multiple of the "
-                f"{layout.gpus_per_node} GPUs per node"
+                f"{layout.gpus_per_node} GPUs per node",
+                fix=f"use a TP that is a multiple of {layout.gpus_per_node}, or "
+                f"--tp {layout.gpus_per_node} with PP across the nodes",
             )
         warnings.append(
             "tensor parallel crosses nodes: every layer all-reduces over the network; "

@@ -40,6 +40,24 @@ def nccl_profile_env(profile: str) -> dict[str, str]:
     return dict(NCCL_PROFILES[profile])
 
 
+def check_iface_name(name: str) -> str:
+    """A name Linux could give an interface (1-15 bytes, no '/', no white space), checked
+    where the plan is made; whether the nodes have it is checked on each node."""
+    if (
+        not name
+        or len(name.encode()) > 15
+        or name in (".", "..")
+        or "/" in name
+        or any(c.isspace() for c in name)
+    ):
+        raise InputError(
+            f"--iface: {name!r} is not a network interface name",
+            fix="use a name such as ib0 or eth0 (`ip -br link` on a node lists them), "
+            "or leave --iface out to detect the fast network",
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class Interface:
     name: str
@@ -190,7 +208,10 @@ def detect(override: str | None = None, node_ip: str | None = None) -> tuple[dic
         try:
             ipaddress.ip_address(node_ip)
         except ValueError:
-            raise InputError(f"--node-ip-address: {node_ip!r} is not an IP address") from None
+            raise InputError(
+                f"--node-ip-address: {node_ip!r} is not an IP address",
+                fix="give this node's own address (ip -4 addr), or leave it out to detect it",
+            ) from None
         for iface in interfaces:
             if iface.ipv4 == node_ip:
                 return network_env(iface), f"{iface.name} holds the given address {node_ip}"

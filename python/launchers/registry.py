@@ -61,8 +61,74 @@ def registry_paths(extra: Sequence[str], environ: Mapping[str, str]) -> list[Pat
     return paths
 
 
-def _normalise_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(k).replace("-", "_"): v for k, v in raw.items()}
+def _normalise_keys(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise RegistryError(
+                f"{where}: {spelled[name]!r} and {key!r} are the same key",
+                fix="keep one of them",
+            )
+        out[name], spelled[name] = value, str(key)
+    _check_env_values(out, where)
+    return out
+
+
+def _check_env_values(fields: Mapping[str, Any], where: str) -> None:
+    """``env`` values are exported as text: a list, a mapping or nothing is a mistake."""
+    env = fields.get("env")
+    if not isinstance(env, dict):
+        return
+    for key, value in env.items():
+        if value is None or isinstance(value, (dict, list)):
+            got = "has no value" if value is None else f"is a {type(value).__name__}, not text"
+            raise RegistryError(
+                f"{where}.env.{key}: the value {got}",
+                fix=f'give one value, quoted, e.g. {key}: "1"',
+            )
+
+
+def _duplicate_key(root: Any) -> Any:
+    """The first key node (in file order) that repeats a key of its mapping in a composed
+    YAML tree, or None. PyYAML itself keeps the last value silently."""
+    import yaml
+
+    stack, visited, found = [root], set(), []
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in keys:
+                        found.append(key)
+                    keys.add(key.value)
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+    return min(found, key=lambda k: k.start_mark.index, default=None)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        node = loader.get_single_node()
+        dup = _duplicate_key(node)
+        if dup is not None:
+            raise RegistryError(
+                f"{source}:{dup.start_mark.line + 1}: duplicate key {dup.value!r}",
+                fix="keep one: YAML would silently use the last",
+            )
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def parse_registry_text(text: str, source: str) -> dict[str, Any]:
@@ -71,9 +137,8 @@ def parse_registry_text(text: str, source: str) -> dict[str, Any]:
     Raises RegistryError naming the file (and line for YAML syntax errors)."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        data = _load_yaml(text, source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -110,10 +175,10 @@ def parse_registry_text(text: str, source: str) -> dict[str, Any]:
             )
         if not isinstance(entry, dict):
             raise RegistryError(f"{source}: models.{name} must be a mapping of settings")
-        fields = _normalise_keys(entry)
+        fields = _normalise_keys(entry, f"{source}: models.{name}")
         _check_keys(fields, ModelSpec, f"{source}: models.{name}")
         out_models[name] = fields
-    site_fields = _normalise_keys(site)
+    site_fields = _normalise_keys(site, f"{source}: site")
     _check_keys(site_fields, SiteSpec, f"{source}: site")
     return {"site": site_fields, "models": out_models}
 
@@ -166,14 +231,20 @@ def _merge(
 
 
 def _validate(
-    model: type[BaseModel], fields: dict[str, Any], origin: dict[str, str], where: str
+    model: type[BaseModel],
+    fields: dict[str, Any],
+    origin: dict[str, str],
+    where: str,
+    files: Sequence[str] = (),
 ) -> Any:
+    """``files``: where the entry appears, named when no field of it says (an empty one)."""
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else ""
-        source = origin.get(key) or ", ".join(sorted(set(origin.values()))) or "?"
+        named = origin.get(key) or ", ".join(sorted(set(origin.values())))
+        source = named or ", ".join(dict.fromkeys(files)) or "?"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             raise RegistryError(
@@ -181,7 +252,10 @@ def _validate(
                 fix="add it (the model path or Hugging Face id)" if key == "model" else None,
             ) from None
         value = err.get("input")
-        raise RegistryError(f"{source}: {where}.{key}: {msg} (got {value!r})") from None
+        fix = None
+        if err["type"] == "string_type" and isinstance(value, (int, float)):
+            fix = f"quote the value: YAML read it as the number {value}"
+        raise RegistryError(f"{source}: {where}.{key}: {msg} (got {value!r})", fix=fix) from None
 
 
 def merge_layers(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> Registry:
@@ -190,13 +264,15 @@ def merge_layers(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> Registry:
     site_origin: dict[str, str] = {}
     entries: dict[str, dict[str, Any]] = {}
     origins: dict[str, dict[str, str]] = {}
+    files: dict[str, list[str]] = {}
     for source, data in layers:
         _merge(site_fields, site_origin, data.get("site", {}), source)
         for name, fields in data.get("models", {}).items():
             _merge(entries.setdefault(name, {}), origins.setdefault(name, {}), fields, source)
+            files.setdefault(name, []).append(source)
     site = _validate(SiteSpec, site_fields, site_origin, "site")
     models = {
-        name: _validate(ModelSpec, fields, origins[name], f"models.{name}")
+        name: _validate(ModelSpec, fields, origins[name], f"models.{name}", files[name])
         for name, fields in entries.items()
     }
     return Registry(
@@ -220,8 +296,15 @@ def load_registry(extra: Sequence[str] = (), environ: Mapping[str, str] | None =
             raise RegistryError(
                 f"registry: {path} does not exist", fix="check the --registry / env path"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise RegistryError(
+                f"registry: {path} is not UTF-8 text (byte {exc.start})", fix="save it as UTF-8"
+            ) from None
         except OSError as exc:
-            raise RegistryError(f"registry: cannot read {path}: {exc.strerror}") from None
+            raise RegistryError(
+                f"registry: cannot read {path}: {exc.strerror}",
+                fix="check the --registry / env path and its permissions",
+            ) from None
         layers.append((source, parse_registry_text(text, source)))
     return merge_layers(layers)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from launchers.layout import (
     probe_model_arch,
     resolve_layout,
 )
+from launchers.network import check_iface_name
 from launchers.registry import Registry
 
 # Ray's default worker port range: a fixed port inside it collides with Ray's workers.
@@ -47,7 +48,41 @@ _FLAG_NAMES = {
     "time": "--time",
     "job_root": "--job-root",
     "python": "--python",
+    "dp_rpc_port": "--dp-rpc-port",
 }
+# Ports a user may fix, with the default to suggest when one is out of range.
+_PORT_DEFAULTS = {"--port": 8000, "--ray-port": 6379, "--dp-rpc-port": 13345}
+
+# `vllm serve` flags the plan sets itself. Given again after `--` (or in a registry
+# entry's extra_args) they would override the plan, since vLLM takes the last of a
+# repeated flag: they may only repeat the plan's value. Each maps to the fix.
+_CHECKED = ": it is checked against the GPUs"
+_PLAN_FLAGS = {
+    "--tensor-parallel-size": "use --tp (registry: tensor_parallel_size)" + _CHECKED,
+    "--pipeline-parallel-size": "use --pp (registry: pipeline_parallel_size)" + _CHECKED,
+    "--data-parallel-size": "use --dp (registry: data_parallel_size)" + _CHECKED,
+    "--data-parallel-size-local": "use --dp and --nodes: the plan splits DP over the nodes",
+    "--enable-expert-parallel": "use --ep (registry: enable_expert_parallel)",
+    "--all2all-backend": "use --all2all-backend before `--` (registry: all2all_backend)",
+    "--api-server-count": "use --api-server-count before `--` (registry: api_server_count)",
+    "--data-parallel-rpc-port": "use --dp-rpc-port",
+    "--port": "use --port before `--`",
+    "--served-model-name": "set served_model_name in a registry entry",
+    "--distributed-executor-backend": "use --runtime",
+    "--nnodes": "use --nodes",
+    "--node-rank": "drop it: each node gets its own",
+    "--master-addr": "drop it: node 0's address is filled in on the nodes",
+    "--master-port": "drop it: the plan picks the port",
+    "--data-parallel-address": "drop it: node 0's address is filled in on the nodes",
+    "--data-parallel-start-rank": "drop it: each node gets its own",
+    "--headless": "drop it: nodes after the first run headless",
+}
+_FLAG_ALIASES = {
+    "-tp": "--tensor-parallel-size",
+    "-pp": "--pipeline-parallel-size",
+    "-dp": "--data-parallel-size",
+}
+_SWITCHES = ("--enable-expert-parallel", "--headless")
 
 
 @dataclass(frozen=True)
@@ -108,10 +143,29 @@ def _pick(*values: Any) -> Any:
     return None
 
 
+def _looks_local(name: str) -> bool:
+    """A path on this machine rather than a Hugging Face id (which never starts so)."""
+    return name in (".", "..") or name.startswith(("/", "./", "../", "~"))
+
+
 def model_spec_for(name: str, registry: Registry) -> ModelSpec:
     if name in registry.models:
         return registry.get(name)
-    if "/" in name or Path(name).expanduser().exists():
+    path = Path(name).expanduser()
+    if _looks_local(name) or path.exists():
+        if not path.exists():
+            raise InputError(
+                f"model: {name} does not exist",
+                fix="give a model directory on shared storage, a Hugging Face id "
+                "(org/name) or a registry id (`vllm-hpc models list`)",
+            )
+        if not path.is_dir():
+            raise InputError(
+                f"model: {name} is not a directory",
+                fix="point --model at the model directory that holds config.json",
+            )
+        return ModelSpec(model=name)
+    if "/" in name:
         return ModelSpec(model=name)
     return registry.get(name)  # raises with suggestions
 
@@ -120,6 +174,15 @@ def default_job_name(name: str) -> str:
     base = name.rstrip("/").rsplit("/", 1)[-1].lower()
     base = re.sub(r"[^a-z0-9._-]+", "-", base).strip("-._") or "model"
     return f"vllm-{base}"[:64]
+
+
+def check_port_range(flag: str, port: int | None) -> None:
+    """A port the user fixed must be an unprivileged TCP port."""
+    if port is not None and not 1024 <= port <= 65535:
+        raise InputError(
+            f"{flag}: {port} is not a usable port",
+            fix=f"choose a port from 1024 to 65535, e.g. {_PORT_DEFAULTS.get(flag, 8000)}",
+        )
 
 
 def check_ports(ports: Mapping[str, int], *, ray: bool = True) -> None:
@@ -133,8 +196,57 @@ def check_ports(ports: Mapping[str, int], *, ray: bool = True) -> None:
                 fix="choose a port outside it, e.g. 8000 or 6379",
             )
         if port in seen:
-            raise InputError(f"{name}: port {port} is also used for {seen[port]}")
+            other = name if name in _PORT_DEFAULTS else seen[port]
+            raise InputError(
+                f"{name}: port {port} is also used for {seen[port]}",
+                fix=f"give {other} another port",
+            )
         seen[port] = name
+
+
+def _split_flags(args: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(flag, value, as given)`` for each flag of a ``vllm serve`` argument list, with
+    vLLM's spellings folded (``--a_b`` is ``--a-b``, ``-tp`` is ``--tensor-parallel-size``)."""
+    out = []
+    for i, arg in enumerate(args):
+        if not arg.startswith("-") or arg == "--":
+            continue
+        name, eq, value = arg.partition("=")
+        if name.startswith("--"):
+            name = "--" + name[2:].replace("_", "-")
+        name = _FLAG_ALIASES.get(name, name)
+        nxt = args[i + 1] if i + 1 < len(args) else ""
+        if not eq and name not in _SWITCHES and not nxt.startswith("-"):
+            value = nxt
+        out.append((name, value, f"{arg} {value}" if value and not eq else arg))
+    return out
+
+
+def check_extra_args(config: ServeConfig) -> None:
+    """Refuse extra ``vllm serve`` arguments that would override what the plan sets
+    (vLLM takes the last of a repeated flag), and an API key on a command line."""
+    extra = [*config.spec.extra_args, *config.extra_args]
+    if not extra:
+        return
+    from launchers.commands import build_vllm_serve_argv
+
+    bare = config.model_copy(
+        update={"extra_args": (), "spec": config.spec.model_copy(update={"extra_args": ()})}
+    )
+    planned = {flag: value for flag, value, _ in _split_flags(build_vllm_serve_argv(bare))}
+    for flag, value, given in _split_flags(extra):
+        if flag == "--api-key":
+            raise InputError(
+                "vllm serve arguments: --api-key would put the API key on a command line",
+                fix="write the key into a file (chmod 600) and pass --api-key-file FILE",
+            )
+        if flag not in _PLAN_FLAGS or planned.get(flag) == value:
+            continue
+        if flag in planned:
+            clash = f"would override the plan's {flag} {planned[flag]}".rstrip()
+        else:
+            clash = f"conflicts with the plan, which leaves {flag} out here"
+        raise InputError(f"vllm serve arguments: {given} {clash}", fix=_PLAN_FLAGS[flag])
 
 
 def _runtime(req: Request, spec: ModelSpec, nodes: int, dp: int) -> str:
@@ -207,6 +319,9 @@ def resolve(
         )
         check_memory(estimate, layout)
 
+    fixed_ports = {"--port": req.port, "--ray-port": req.ray_port, "--dp-rpc-port": req.dp_rpc_port}
+    for flag, fixed in fixed_ports.items():
+        check_port_range(flag, fixed)
     port = _pick(req.port, 8000)
     ray_port = _pick(req.ray_port, 6379)
     runtime = _runtime(req, spec, layout.nodes, layout.dp)
@@ -226,7 +341,14 @@ def resolve(
         try:
             container = ContainerSpec.parse(container_text)
         except ValueError as exc:
-            raise InputError(f"--container: {exc}") from None
+            if req.container:
+                where = "--container"
+            elif spec.container:
+                source = registry.sources.get(name, {}).get("container", "registry")
+                where = f"{source}: models.{name}.container"
+            else:
+                where = f"{registry.site_sources.get('container', 'site')}: site.container"
+            raise InputError(f"{where}: {exc}") from None
 
     binds: tuple[str, ...] = ()
     if container is not None:
@@ -282,10 +404,12 @@ def resolve(
             "setup": site.setup,
         },
     )
+    if req.iface is not None:
+        check_iface_name(req.iface)
     served = spec.served_model_name or (
         name if name in registry.models else name.rstrip("/").rsplit("/", 1)[-1]
     )
-    return validated(
+    config = validated(
         ServeConfig,
         {
             "name": name,
@@ -323,3 +447,5 @@ def resolve(
             "extra_args": req.extra_args,
         },
     )
+    check_extra_args(config)
+    return config
