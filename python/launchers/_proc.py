@@ -180,11 +180,24 @@ def reason(path: str) -> str:
     """One line saying why a process failed: the last error line of its log (a Python
     exception, ``Error: ...``), else its last non-empty line."""
     text = tail(path, 80).splitlines()
-    for line in reversed(text):
-        stripped = line.strip()
+    for i in range(len(text) - 1, -1, -1):
+        stripped = text[i].strip()
         if stripped and ("Error" in stripped or "error:" in stripped or "Exception" in stripped):
+            if "validation error" in stripped:
+                return _with_pydantic_detail(stripped, text[i + 1 :])[:400]
             return stripped[:400]
     return next((s.strip()[:400] for s in reversed(text) if s.strip()), "no output")
+
+
+def _with_pydantic_detail(head: str, following: list[str]) -> str:
+    """A pydantic ValidationError names the model on its first line and the cause on the
+    indented lines after it: keep the cause, drop the ``[type=...]`` noise and the URL."""
+    detail: list[str] = []
+    for line in following[:3]:
+        if not line.startswith(" ") or "errors.pydantic.dev" in line:
+            break
+        detail.append(line.split(" [type=", 1)[0].strip())
+    return ": ".join([head, *detail]) if detail else head
 
 
 def tail(path: str, lines: int = 20) -> str:

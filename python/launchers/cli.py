@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -315,7 +316,9 @@ def _wait_for(handle: Any, launch: Any, timeout: float, as_json: bool) -> None:
         )
         return
     click.echo(f"READY: {status.url} serves {status.model!r} (job {handle.job_id})")
-    key = launch.api_key_file
+    from launchers.commands import JOB_ID
+
+    key = launch.api_key_file.replace(JOB_ID, handle.job_id) if launch.api_key_file else None
     auth = f' -H "Authorization: Bearer $(cat {key})"' if key else ""
     body = json.dumps({"model": status.model, "messages": [{"role": "user", "content": "Hello!"}]})
     click.echo(
@@ -630,6 +633,110 @@ def metrics_cmd(
         before, start = now, time.monotonic()
         if not as_json:
             click.echo("")
+
+
+@cli.command("bench")
+@click.argument("job_id")
+@_job_root_option
+@click.option("--requests", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option("--input-len", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--output-len", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--tool",
+    type=click.Choice(["auto", "vllm", "builtin"]),
+    default="auto",
+    show_default=True,
+    help="auto: `vllm bench serve` where vLLM is importable (here, else on the job's "
+    "leader), the built-in client only where it is not.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def bench_cmd(
+    job_id: str,
+    job_root: str | None,
+    requests: int,
+    concurrency: int,
+    input_len: int,
+    output_len: int,
+    tool: str,
+    as_json: bool,
+) -> None:
+    """Load-test a READY job: throughput, TTFT, TPOT, inter-token and request latency
+    percentiles. The result is saved as JSON in the job directory (bench/)."""
+    import json
+
+    from launchers.loadtest import render
+
+    job = _client(job_root).job(job_id)
+    result = job.bench(
+        requests=requests,
+        concurrency=concurrency,
+        input_len=input_len,
+        output_len=output_len,
+        tool=tool,
+        log=None if as_json else (lambda message: click.echo(message, err=True)),
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(render(result))
+    click.echo(f"saved       {result['result_file']}")
+
+
+DOCTOR_HELP = """Preflight checks on the nodes, before GPU time is spent on a model.
+
+\b
+  vllm-hpc doctor -m MODEL -N 2 -G 4 -p gpu   a short allocation shaped like the job
+  vllm-hpc doctor JOB                          inside a running job's allocation
+
+One line per check and node: the interface chosen and why, RDMA devices, NCCL/Gloo
+environment, the model readable, free GPU memory, the leader's ports reachable from
+every node, and a cross-node all-reduce (NCCL on GPUs, Gloo on CPUs) with its
+bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
+"""
+
+
+@cli.command("doctor", help=DOCTOR_HELP)
+@_layout_options
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
+    import json
+
+    from launchers import doctor_run
+
+    extra = list(kwargs["extra_vllm_args"])
+    if extra and not extra[0].startswith("-"):
+        if len(extra) > 1 or kwargs["model"]:
+            raise click.UsageError("give either JOB or the layout options, not both")
+        job = _client(kwargs["job_root"]).job(extra[0])
+        plan_json = Path(job.job_dir, "plan.json").read_text(encoding="utf-8")
+        data = json.loads(plan_json)
+        nodes = len(job.nodes()) or int(data["layout"]["nodes"])
+        prefix = doctor_run.srun_in_job(job.job_id, nodes)
+        meet_root, python = job.job_dir, str(data["python"])
+    else:
+        launch = _make_plan(kwargs)
+        nodes = launch.layout.nodes
+        plan_json = launch.model_dump_json(indent=2)
+        prefix = doctor_run.srun_new(launch.sbatch)
+        meet_root, python = launch.paths.root, launch.python
+    rows, _ = doctor_run.run(prefix, plan_json, python, meet_root, nodes, timeout)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(doctor_run.render(rows))
+    verdict = doctor_run.worst(rows)
+    if not as_json:
+        click.echo(f"doctor: {verdict} ({len(rows)} checks on {nodes} node(s))")
+    if verdict == "fail":
+        sys.exit(EXIT_FAILURE)
 
 
 @cli.command("stop")

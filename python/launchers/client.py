@@ -111,6 +111,50 @@ class Job:
         second = parse_metrics(self.metrics_text())
         return summarize(second, first, time.monotonic() - start)
 
+    def bench(
+        self,
+        *,
+        requests: int = 20,
+        concurrency: int = 4,
+        input_len: int = 64,
+        output_len: int = 32,
+        tool: str = "auto",
+        timeout: float = 1800.0,
+        log: Any = None,
+    ) -> dict[str, Any]:
+        """Load-test the endpoint (``vllm bench serve`` where vLLM is, else the built-in
+        client); the summary is also saved under ``<job_dir>/bench/``."""
+        from launchers.benchrun import run_bench
+        from launchers.loadtest import LoadSpec
+
+        status = self.status()
+        if status.state != "READY" or not status.url:
+            raise RuntimeFailure(
+                f"job {self.job_id} is {status.state}, not READY: nothing to load-test",
+                fix=f"wait with `vllm-hpc status {self.job_id}` until it says READY",
+            )
+        plan = jobdir.read_json(f"{self.job_dir}/plan.json") or {}
+        spec = LoadSpec(
+            base_url=status.url.removesuffix("/v1"),
+            model=str(status.model or plan.get("served_model_name") or ""),
+            tokenizer=str(plan.get("model") or status.model or ""),
+            requests=requests,
+            concurrency=concurrency,
+            input_len=input_len,
+            output_len=output_len,
+        )
+        leader = next((n for n in self.nodes() if int(n.get("rank", -1)) == 0), {})
+        return run_bench(
+            job_id=self.job_id,
+            job_dir=self.job_dir,
+            spec=spec,
+            api_key=self.api_key(),
+            leader_host=leader.get("hostname"),
+            tool=tool,
+            timeout=timeout,
+            log=log,
+        )
+
     def nodes(self) -> list[dict[str, Any]]:
         out = []
         for path in sorted(Path(self.job_dir, "nodes").glob("*.json")):

@@ -125,6 +125,10 @@ def summarize(
         if hist is None:
             continue
         window = _window(hist, before.histograms.get(name) if before else None)
+        if window.count <= 0 < hist.count:
+            # nothing finished in the window: the history since the server started
+            window = hist
+            out["percentiles_since_start"] = True
         for q in QUANTILES:
             out[f"{label}_p{round(q * 100)}_s"] = histogram_quantile(q, window)
     return out
@@ -152,4 +156,6 @@ def render_summary(summary: dict[str, object]) -> str:
         if f"{label}_p50_s" in summary:
             parts = "  ".join(f"p{p} {fmt(summary[f'{label}_p{p}_s'], ' s')}" for p in (50, 90, 99))
             lines.append(f"{title:<10} {parts}")
+    if summary.get("percentiles_since_start"):
+        lines.append("           (no request finished in the window: percentiles since start)")
     return "\n".join(lines)

@@ -131,7 +131,7 @@ def validated(model: type[M], data: Mapping[str, Any]) -> M:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(part) for part in err["loc"])
-        name = _FLAG_NAMES.get(loc, loc)
+        name = _FLAG_NAMES.get(loc, loc if loc.strip() == loc and loc.isprintable() else repr(loc))
         msg = err["msg"].removeprefix("Value error, ")
         raise InputError(f"{name}: {msg} (got {err.get('input')!r})") from None
 

@@ -1454,6 +1454,6 @@ def test_model_entry_is_valid_or_one_clear_error(entry: dict[str, Any]) -> None:
     try:
         spec = validated(ModelSpec, fields)
     except InputError as exc:
-        assert_one_line_input_error(exc, (*ModelSpec.model_fields, *fields))
+        assert_one_line_input_error(exc, (*ModelSpec.model_fields, *fields, *map(repr, fields)))
         return
     assert spec.model == fields["model"]

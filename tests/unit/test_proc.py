@@ -22,6 +22,23 @@ def test_reason_prefers_the_last_error_line(tmp_path: Path) -> None:
     assert _proc.reason(str(tmp_path / "missing.log")) == "no output"
 
 
+def test_reason_keeps_the_cause_of_a_pydantic_validation_error(tmp_path: Path) -> None:
+    # vLLM's config errors name only the model on the exception line; the cause follows.
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        "Traceback (most recent call last):\n"
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+        "  Value error, User-specified max_model_len (999999) is greater than the derived"
+        " max_model_len [type=value_error, input_value=ArgsKwargs(()), input_type=ArgsKwargs]\n"
+        "    For further information visit https://errors.pydantic.dev/2.14/v/value_error\n"
+    )
+    assert _proc.reason(str(log)) == (
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig: "
+        "Value error, User-specified max_model_len (999999) is greater than the derived"
+        " max_model_len"
+    )
+
+
 def test_stop_tree_reaps_children_that_left_the_group(tmp_path: Path) -> None:
     # A parent that starts a grandchild in its own session (as Ray's daemons do).
     code = (

@@ -1,0 +1,320 @@
+"""``python -m launchers.doctor --plan P --dir D``: one node's preflight checks.
+
+Run by ``vllm-hpc doctor`` on every allocated node at once (one ``srun`` step, one task
+per node). Each check prints one JSON line (``DOCTOR {...}``) with a level (ok / warn /
+fail), what was seen and, when not ok, the fix. The nodes meet through files in ``D``
+(shared storage, as the job directory): rank 0 publishes its address and the ports it
+holds open; the other ranks connect to each, then all ranks run a cross-node
+all-reduce through ``torch.distributed`` (NCCL on GPUs, Gloo on CPUs) and measure it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from launchers import jobdir
+from launchers.errors import VllmHpcError
+
+MARK = "DOCTOR "
+POLL = 0.2
+ALLREDUCE_MIB = 16
+
+
+class Report:
+    def __init__(self, rank: int, host: str) -> None:
+        self.rank, self.host = rank, host
+        self.failed = False
+
+    def __call__(self, check: str, level: str, detail: str, fix: str = "") -> None:
+        self.failed |= level == "fail"
+        line = {"rank": self.rank, "host": self.host, "check": check, "level": level}
+        line |= {"detail": detail, "fix": fix}
+        print(MARK + json.dumps(line), flush=True)
+
+
+def check_network(report: Report, iface: str | None) -> dict[str, str]:
+    from launchers.network import detect, probe_interfaces
+
+    try:
+        env, reason = detect(iface or None)
+    except VllmHpcError as exc:
+        report("interface", "fail", exc.detail, exc.fix or "pass --iface IF")
+        return {}
+    kinds = {i.name: i.kind for i in probe_interfaces()}
+    name = env["NCCL_SOCKET_IFNAME"]
+    level = "ok" if kinds.get(name) in ("infiniband", "roce") or iface else "warn"
+    fix = "" if level == "ok" else "no InfiniBand/RoCE interface: pass --iface if one exists"
+    others = ", ".join(f"{n}({k})" for n, k in sorted(kinds.items()) if n != name)
+    report("interface", level, f"{name} {env['VLLM_HOST_IP']}: {reason}; others: {others}", fix)
+    return env
+
+
+def check_rdma(report: Report, sys_root: str = "/sys") -> None:
+    base = Path(sys_root, "class", "infiniband")
+    devices = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+    if devices:
+        report("rdma", "ok", "RDMA devices: " + ", ".join(devices))
+    else:
+        report(
+            "rdma",
+            "warn",
+            "no RDMA device in /sys/class/infiniband: NCCL falls back to TCP sockets",
+            "load the IB driver (ibv_devices), or accept TCP (NCCL_IB_DISABLE=1)",
+        )
+
+
+def check_comm_env(report: Report, chosen: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    iface = chosen.get("NCCL_SOCKET_IFNAME")
+    wrong = [
+        f"{key}={environ[key]}"
+        for key in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")
+        if environ.get(key) and iface and environ[key].lstrip("=^") != iface
+    ]
+    shown = {k: v for k, v in environ.items() if k.startswith(("NCCL_", "GLOO_"))}
+    if wrong:
+        report(
+            "nccl/gloo env",
+            "warn",
+            f"{', '.join(wrong)} overrides the chosen {iface}",
+            "unset it, or pass --iface to choose that interface",
+        )
+    else:
+        detail = " ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none set"
+        report("nccl/gloo env", "ok", f"{detail}; vllm-hpc exports *_SOCKET_IFNAME={iface}")
+
+
+def check_model(report: Report, model: str) -> None:
+    looks_local = model.startswith(("/", "./", "~")) or Path(model).exists()
+    if not looks_local:
+        report(
+            "model",
+            "warn",
+            f"{model} is a hub id: it is downloaded on first start",
+            "pre-download it to shared storage and point --model at the path",
+        )
+        return
+    path = Path(os.path.expanduser(model))
+    config = path / "config.json"
+    if not path.is_dir():
+        report("model", "fail", f"{path} is not a directory on this node", "mount it here")
+    elif not os.access(config, os.R_OK):
+        report("model", "fail", f"{config} is missing or unreadable", "check the path")
+    else:
+        report("model", "ok", f"{path} readable ({len(list(path.iterdir()))} files)")
+
+
+def check_gpus(report: Report, run: Callable[[Sequence[str]], tuple[int, str]]) -> bool:
+    """True when this node has GPUs (the all-reduce then uses NCCL)."""
+    if shutil.which("nvidia-smi") is None:
+        report("gpus", "ok", "no nvidia-smi: a CPU node, nothing to check")
+        return False
+    code, out = run(
+        ["nvidia-smi", "--query-gpu=index,memory.free,memory.total", "--format=csv,noheader"]
+    )
+    if code != 0:
+        report("gpus", "fail", f"nvidia-smi failed: {out.strip()[:120]}", "check the driver")
+        return False
+    rows = [r for r in out.strip().splitlines() if r]
+    busy = [r for r in rows if _free_fraction(r) < 0.9]
+    detail = "; ".join(r.strip() for r in rows)
+    if busy:
+        report(
+            "gpus", "warn", f"GPU memory in use: {detail}", "find the other process (nvidia-smi)"
+        )
+    else:
+        report("gpus", "ok", detail)
+    return bool(rows)
+
+
+def _free_fraction(row: str) -> float:
+    try:
+        _, free, total = (int(v.split()[0]) for v in row.split(","))
+    except ValueError:
+        return 1.0
+    return free / total if total else 1.0
+
+
+def _hold(ip: str, port: int, stack: ExitStack) -> str:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((ip, port))
+    except OSError:
+        sock.close()
+        return "in use (served by a running job?)"
+    sock.listen(16)
+    stack.callback(sock.close)
+    return "held open by the doctor"
+
+
+def _free_port(ip: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((ip, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_file(path: Path, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = jobdir.read_json(path)
+        if data:
+            return data
+        time.sleep(POLL)  # poll
+    raise TimeoutError(f"waited {timeout:.0f} s for rank 0 to write {path}")
+
+
+def check_ports(report: Report, leader: Mapping[str, Any], ports: Mapping[str, int]) -> None:
+    for name, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            code = sock.connect_ex((str(leader["ip"]), port))
+        where = f"{leader['host']} {leader['ip']}:{port}"
+        if code == 0:
+            report(f"port {name}", "ok", f"{where} reachable")
+        else:
+            report(
+                f"port {name}",
+                "fail",
+                f"{where} not reachable ({os.strerror(code)})",
+                f"open TCP {port} between the nodes, or choose another port",
+            )
+
+
+def check_allreduce(
+    report: Report, leader: Mapping[str, Any], rank: int, world: int, gpus: bool
+) -> None:
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        report("all-reduce", "fail", "torch is not importable here", "run from the job's env")
+        return
+    from datetime import timedelta
+
+    backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
+    device = "cuda" if backend == "nccl" else "cpu"
+    address = f"tcp://{leader['ip']}:{leader['dist_port']}"
+    try:
+        dist.init_process_group(
+            backend, init_method=address, rank=rank, world_size=world, timeout=timedelta(seconds=60)
+        )
+        data = torch.ones(ALLREDUCE_MIB * 2**18, dtype=torch.float32, device=device)
+        dist.all_reduce(data)  # warm-up, and the correctness check
+        correct = bool(data[0].item() == world)
+        rounds = 5
+        dist.barrier()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            dist.all_reduce(data)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - start) / rounds
+        dist.barrier()
+        dist.destroy_process_group()
+    except Exception as exc:  # torch raises many types here; report, never crash
+        report(
+            "all-reduce",
+            "fail",
+            f"{backend} over {address}: {type(exc).__name__}: {str(exc)[:160]}",
+            "check the interface (GLOO/NCCL_SOCKET_IFNAME) and the firewall",
+        )
+        return
+    busbw = 2 * (world - 1) / world * ALLREDUCE_MIB * 2**20 / seconds / 1e9
+    level = "ok" if correct else "fail"
+    report(
+        "all-reduce",
+        level,
+        f"{backend} across {world} nodes: {ALLREDUCE_MIB} MiB in {seconds * 1000:.1f} ms, "
+        f"bus bandwidth {busbw:.2f} GB/s" + ("" if correct else ", WRONG SUM"),
+        "" if correct else "the fabric corrupts data: report it to the site",
+    )
+
+
+def plan_ports(plan: Any) -> dict[str, int]:
+    """The leader's ports the other nodes (and users) must reach."""
+    from launchers.containers import plan_ray_port
+
+    ports = {"api": int(plan.ready.port)}
+    if plan.runtime == "ray":
+        ports["ray"] = plan_ray_port(plan)
+    leader_argv = list(plan.roles[0].serve_argv or ())
+    for flag, name in (("--master-port", "master"), ("--data-parallel-rpc-port", "dp-rpc")):
+        if flag in leader_argv:
+            ports[name] = int(leader_argv[leader_argv.index(flag) + 1])
+    return ports
+
+
+def _run(argv: Sequence[str]) -> tuple[int, str]:
+    from launchers import _proc
+
+    done = _proc.run(argv, timeout=30)
+    return done.returncode, done.stdout + done.stderr
+
+
+def run_node(
+    plan: Any, rank: int, world: int, out_dir: str, environ: Mapping[str, str], timeout: float
+) -> int:
+    report = Report(rank, socket.gethostname())
+    chosen = check_network(report, plan.env.get("VLLM_HPC_IFACE"))
+    check_rdma(report)
+    check_comm_env(report, chosen, environ)
+    check_model(report, plan.model)
+    gpus = check_gpus(report, _run)
+    if not chosen:
+        return 1
+    for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):
+        os.environ[key] = chosen[key]
+    ip = chosen["VLLM_HOST_IP"]
+    leader_file = Path(out_dir, "rank0.json")
+    with ExitStack() as stack:
+        if rank == 0:
+            ports = plan_ports(plan)
+            held = {name: _hold(ip, port, stack) for name, port in ports.items()}
+            leader: dict[str, Any] = {"host": report.host, "ip": ip, "ports": ports}
+            leader |= {"held": held, "dist_port": _free_port(ip)}
+            jobdir.write_json(leader_file, leader)
+        else:
+            try:
+                leader = _wait_file(leader_file, timeout)
+            except TimeoutError as exc:
+                report("leader", "fail", str(exc), "read rank 0's output above")
+                return 1
+            check_ports(report, leader, leader["ports"])
+        if world > 1:
+            check_allreduce(report, leader, rank, world, gpus)
+        else:
+            report("all-reduce", "ok", "one node: no cross-node all-reduce to test")
+    return 1 if report.failed else 0
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    from launchers.node import _rank_from_env, load_plan
+
+    env = dict(os.environ if environ is None else environ)
+    parser = argparse.ArgumentParser(prog="python -m launchers.doctor")
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--dir", required=True, help="Shared directory where the nodes meet")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    plan = load_plan(args.plan)
+    world = int(
+        env.get("SLURM_STEP_NUM_NODES")
+        or env.get("SLURM_NNODES")
+        or env.get("SLURM_JOB_NUM_NODES")
+        or plan.layout.nodes
+    )
+    return run_node(plan, _rank_from_env(env), world, args.dir, env, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``vllm-hpc doctor``: run ``launchers.doctor`` on every node at once and gather it.
+
+For a new deployment the checks get their own short allocation (``srun -N N`` with the
+plan's partition, account and GPUs) before any GPU time is spent on a model; for a
+running job they share its allocation (``srun --jobid J --overlap``). The nodes meet in
+a fresh directory under the job root. Argv building and output parsing are pure.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from launchers import _proc, jobdir
+from launchers.doctor import MARK
+
+ALLOCATION_KEYS = (
+    "nodes",
+    "gpus-per-node",
+    "partition",
+    "account",
+    "qos",
+    "reservation",
+    "constraint",
+)
+LEVELS = {"ok": 0, "warn": 1, "fail": 2}
+
+
+def doctor_argv(python: str, plan_path: str, meet_dir: str, timeout: float) -> list[str]:
+    return [
+        python,
+        "-m",
+        "launchers.doctor",
+        "--plan",
+        plan_path,
+        "--dir",
+        meet_dir,
+        f"--timeout={timeout:.0f}",
+    ]
+
+
+def srun_new(sbatch: Sequence[Sequence[str]], time_limit: str = "00:10:00") -> list[str]:
+    """A short allocation shaped like the job's, one task per node."""
+    argv = ["srun", "--ntasks-per-node=1", f"--time={time_limit}", "--job-name=vllm-hpc-doctor"]
+    for key, value in sbatch:
+        if key in ALLOCATION_KEYS:
+            argv.append(f"--{key}={value}" if value else f"--{key}")
+    return [*argv, "--quiet"]
+
+
+def srun_in_job(job_id: str, nodes: int) -> list[str]:
+    step = [f"--jobid={job_id}", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1"]
+    return ["srun", *step, "--quiet"]
+
+
+def parse_output(text: str) -> list[dict[str, Any]]:
+    """The checks in the nodes' output, by rank then in the order they ran."""
+    rows = []
+    for line in text.splitlines():
+        _, mark, rest = line.partition(MARK)
+        if not mark:
+            continue
+        try:
+            row = json.loads(rest)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and {"rank", "check", "level"} <= row.keys():
+            rows.append(row)
+    return sorted(rows, key=lambda r: int(r["rank"]))
+
+
+def render(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        line = f"{row['level']:<4}  node {row['rank']} {row['host']:<10} {row['check']:<14} "
+        line += str(row["detail"])
+        if row.get("fix"):
+            line += f"  -> {row['fix']}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def worst(rows: Sequence[Mapping[str, Any]]) -> str:
+    return max((str(r["level"]) for r in rows), key=lambda v: LEVELS.get(v, 2), default="fail")
+
+
+def run(
+    prefix: Sequence[str],
+    plan_json: str,
+    python: str,
+    meet_root: str,
+    nodes: int,
+    timeout: float,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], str]:
+    """Write the plan where the nodes read it, run the step, return (checks, stderr)."""
+    meet = jobdir.ensure_dir(Path(meet_root, f"doctor-{time.strftime('%Y%m%d-%H%M%S')}"))
+    plan_path = meet / "plan.json"
+    plan_path.write_text(plan_json, encoding="utf-8")
+    argv = [*prefix, *doctor_argv(python, str(plan_path), str(meet), timeout)]
+    done = _proc.run(argv, env=environ, timeout=timeout + 600)
+    rows = parse_output(done.stdout)
+    missing = nodes - len({r["rank"] for r in rows})
+    if missing > 0 or (done.returncode != 0 and not any(r["level"] == "fail" for r in rows)):
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        rows.append(
+            {
+                "rank": "-",
+                "host": "srun",
+                "check": "step",
+                "level": "fail",
+                "detail": f"exit {done.returncode}, {missing} node(s) reported nothing: {tail}",
+                "fix": f"read {meet}",
+            }
+        )
+    return rows, done.stderr

@@ -1,0 +1,168 @@
+"""Operating deployments on the mini cluster (issue: operating a deployment).
+
+Against one live 2-node job (PP=2 over Ray, submitted with `vllm-hpc submit --wait`):
+`jobs`, `status`, `logs --node 1`, `metrics` after a request, `bench` (vLLM's own
+`vllm bench serve`, run on the leader because the login Python has no vLLM), `doctor`
+inside the job, then `stop` (idempotent) and `status` saying STOPPED. Then `doctor` as a
+preflight on its own 2-node allocation, and a job whose vLLM cannot start showing FAILED
+with the reason from its log.
+
+The CLI runs with the Python that runs pytest (the repo's .venv: no vLLM, no Ray), as on
+a login node; the nodes run the test venv's Python.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import api, bed
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 420.0
+GONE_TIMEOUT = 30.0
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "launchers", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd="/",
+    )  # fmt: skip
+
+
+def cli_json(env: dict[str, str], *args: str, code: int = 0, timeout: float = 300) -> Any:
+    done = cli(env, args[0], "--json", *args[1:], timeout=timeout)
+    assert done.returncode == code, f"vllm-hpc {' '.join(args)}: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def live_job(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path
+) -> Iterator[dict[str, Any]]:
+    handle = cli_json(
+        env, "submit", "--model", str(tiny_model), "--nodes", "2", "--gpus-per-node", "1",
+        "--pp", "2", "--partition", "debug", "--time", "00:15:00", "--via", "sbatch",
+        "--wait", "--wait-timeout", str(READY_TIMEOUT), "--", "--max-model-len", "512",
+        timeout=READY_TIMEOUT + 60,
+    )  # fmt: skip
+    job_id = str(handle["job_id"])
+    try:
+        assert handle["state"] == "READY"
+        yield handle
+    finally:
+        minicluster.slurm(["scancel", job_id], check=False)
+
+
+def test_jobs_status_logs_metrics(live_job: dict[str, Any], env: dict[str, str]) -> None:
+    job_id = str(live_job["job_id"])
+    rows = {r["job_id"]: r for r in cli_json(env, "jobs")}
+    assert rows[job_id]["state"] == "READY", rows
+    assert rows[job_id]["endpoint"] == live_job["url"]
+
+    status = cli_json(env, "status", job_id)
+    assert status["state"] == "READY" and status["healthy"] is True
+    assert len(status["ray_nodes"]) == 2
+    assert [n["role"] for n in status["nodes"]] == ["leader", "worker"]
+
+    logs = cli(env, "logs", job_id, "--node", "1", "--tail", "200")
+    assert logs.returncode == 0, logs.stderr
+    assert "node-1.log" in logs.stdout and "rank 1/2" in logs.stdout
+    assert "node-0.log" not in logs.stdout
+
+    endpoint = json.loads((Path(live_job["job_dir"]) / "endpoint.json").read_text())
+    assert api.chat(endpoint, [{"role": "user", "content": "Count to three."}])
+    metrics = cli_json(env, "metrics", job_id, "--interval", "0.5")
+    assert metrics["generation_tokens_total"] > 0
+    assert metrics["requests_finished_total"] >= 1
+    assert metrics["ttft_p50_s"] is not None
+
+
+def test_bench_runs_vllm_bench_serve_on_the_leader(
+    live_job: dict[str, Any], env: dict[str, str]
+) -> None:
+    job_id = str(live_job["job_id"])
+    result = cli_json(
+        env, "bench", job_id, "--requests", "20", "--concurrency", "4", "--output-len", "16"
+    )
+    assert result["tool"] == "vllm bench serve", result
+    assert result["where"].startswith("the leader node"), result["where"]
+    assert (result["completed"], result["failed"]) == (20, 0)
+    assert result["total_output_tokens"] == 20 * 16
+    for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
+        row = result[metric]
+        assert 0 < row["p50"] <= row["p90"] <= row["p99"], (metric, row)
+    saved = json.loads(Path(result["result_file"]).read_text())
+    assert saved["completed"] == 20 and saved["job_id"] == job_id
+
+
+def test_doctor_inside_the_job(
+    live_job: dict[str, Any], env: dict[str, str], minicluster: bed.MiniCluster
+) -> None:
+    rows = cli_json(env, "doctor", str(live_job["job_id"]))
+    assert not [r for r in rows if r["level"] == "fail"], rows
+    reduce = [r for r in rows if r["check"] == "all-reduce"]
+    assert len(reduce) == 2 and {r["host"] for r in reduce} == set(minicluster.nodes[:2])
+    assert all("gloo across 2 nodes" in r["detail"] for r in reduce)
+    ports = {r["check"] for r in rows if r["check"].startswith("port ")}
+    assert ports == {"port api", "port ray"}
+
+
+def test_stop_leaves_nothing_and_status_says_stopped(
+    live_job: dict[str, Any], env: dict[str, str], minicluster: bed.MiniCluster
+) -> None:
+    job_id = str(live_job["job_id"])
+    start = time.monotonic()
+    stop = cli(env, "stop", job_id)
+    assert stop.returncode == 0, stop.stderr
+    assert f"job {job_id}: STOPPED" in stop.stdout
+    minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
+    assert time.monotonic() - start < GONE_TIMEOUT
+    again = cli(env, "stop", job_id)
+    assert again.returncode == 0 and "STOPPED" in again.stdout, again.stderr
+    status = cli_json(env, "status", job_id, code=1)
+    assert status["state"] == "STOPPED"
+
+
+def test_doctor_preflight_on_a_new_allocation(env: dict[str, str], tiny_model: Path) -> None:
+    done = cli(
+        env, "doctor", "--model", str(tiny_model), "--nodes", "2", "--gpus-per-node", "1",
+        "--pp", "2", "--partition", "debug",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith("doctor: ") and "on 2 node(s)" in lines[-1]
+    assert sum("all-reduce" in line and "across 2 nodes" in line for line in lines) == 2
+    assert sum("model" in line and "readable" in line for line in lines) == 2
+
+
+def test_a_job_whose_vllm_fails_shows_failed_with_the_reason(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path
+) -> None:
+    job_id = minicluster.sbatch(
+        REPO / "slurm" / "single_gpu.sbatch",
+        ["--nodes=1", "--time=10"],
+        env={**env, "MODEL": str(tiny_model), "EXTRA_VLLM_ARGS": "--max-model-len 999999"},
+    )
+    deadline = time.monotonic() + READY_TIMEOUT
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        done = cli(env, "status", job_id, "--json")
+        status = json.loads(done.stdout) if done.stdout.startswith("{") else {}
+        if status.get("state") in ("FAILED", "READY", "STOPPED"):
+            break
+        time.sleep(1)  # poll
+    assert status.get("state") == "FAILED", status
+    assert "max_model_len" in status["message"] or "max-model-len" in status["message"], status
+    minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
+    rows = {r["job_id"]: r for r in cli_json(env, "jobs")}
+    assert rows[job_id]["state"] == "FAILED"
