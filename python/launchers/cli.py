@@ -553,7 +553,8 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
         for node in data["nodes"]:
             click.echo(f"  node {node['rank']}    {node['host']} {node['ip']} ({node['role']})")
         if info.get("ray_nodes") is not None:
-            click.echo(f"  ray       {len(info['ray_nodes'])} node(s) alive")
+            when = "alive" if status.state == "READY" else "at the last report"
+            click.echo(f"  ray       {len(info['ray_nodes'])} node(s) {when}")
         click.echo(f"  job dir   {job.job_dir}")
     if status.state != "READY" or health is False:
         sys.exit(EXIT_FAILURE)

@@ -259,7 +259,9 @@ class Client:
         found = [
             Job(p.name, str(p))
             for p in root.iterdir()
-            if p.is_dir() and ((p / "plan.json").exists() or (p / "endpoint.json").exists())
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and ((p / "plan.json").exists() or (p / "endpoint.json").exists())
         ]
         return sorted(found, key=lambda j: _job_sort_key(j.job_id))
 

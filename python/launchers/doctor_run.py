@@ -97,7 +97,7 @@ def run(
     environ: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Write the plan where the nodes read it, run the step, return (checks, stderr)."""
-    meet = jobdir.ensure_dir(Path(meet_root, f"doctor-{time.strftime('%Y%m%d-%H%M%S')}"))
+    meet = jobdir.ensure_dir(Path(meet_root, f".doctor-{time.strftime('%Y%m%d-%H%M%S')}"))
     plan_path = meet / "plan.json"
     plan_path.write_text(plan_json, encoding="utf-8")
     argv = [*prefix, *doctor_argv(python, str(plan_path), str(meet), timeout)]

@@ -98,7 +98,7 @@ class NodeLog:
         self.t0 = time.monotonic()
 
     def __call__(self, message: str) -> None:
-        line = f"[vllm-hpc node{self.rank} +{time.monotonic() - self.t0:6.1f}s] {message}"
+        line = f"[vllm-hpc rank{self.rank} +{time.monotonic() - self.t0:6.1f}s] {message}"
         print(line, file=sys.stderr, flush=True)
         if self.path:
             try:
