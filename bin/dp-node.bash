@@ -10,6 +10,10 @@ die() {  # one line on stderr, exit 2 (bad input); -h prints the usage
   exit 2
 }
 
+usage_hint() {  # the launcher script that sourced this file, for "see ... -h"
+  echo "see $(basename -- "$0") -h"
+}
+
 is_count() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1)); }
 
 is_ip() {  # IPv4 dotted quad, or IPv6
@@ -29,22 +33,25 @@ is_port() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1024 && 10#$1 <= 65535)); }
 dp_node() {
   local role=$1
   shift
-  [[ $# -ge 6 ]] || die "expected 6 arguments, got $#"
+  local last_name=START_RANK
+  [[ "$role" != primary ]] || last_name=API_SERVERS
+  [[ $# -ge 6 ]] ||
+    die "expected 6 arguments, got $# (NODE1_IP RPC_PORT MODEL DP_TOTAL DP_LOCAL $last_name; $(usage_hint))"
   local ip=$1 rpc_port=$2 model=$3 dp_total=$4 dp_local=$5 last=$6
   shift 6
   [[ "${1:-}" != -- ]] || shift
-  is_ip "$ip" || die "NODE1_IP must be an IP address (got '$ip')"
-  is_port "$rpc_port" || die "RPC_PORT must be a port number 1024-65535 (got '$rpc_port')"
-  is_count "$dp_total" || die "DP_TOTAL must be a positive number (got '$dp_total')"
-  is_count "$dp_local" || die "DP_LOCAL must be a positive number (got '$dp_local')"
+  is_ip "$ip" || die "NODE1_IP must be an IP address (got '$ip'; $(usage_hint))"
+  is_port "$rpc_port" || die "RPC_PORT must be a port number 1024-65535 (got '$rpc_port'; $(usage_hint))"
+  is_count "$dp_total" || die "DP_TOTAL must be a positive number (got '$dp_total'; $(usage_hint))"
+  is_count "$dp_local" || die "DP_LOCAL must be a positive number (got '$dp_local'; $(usage_hint))"
   ((dp_total % dp_local == 0)) ||
     die "DP_TOTAL ($dp_total) must be a multiple of DP_LOCAL ($dp_local): every node runs the same number of ranks"
   local rank=0
   if [[ "$role" == primary ]]; then
-    is_count "$last" || die "API_SERVERS must be a positive number (got '$last')"
+    is_count "$last" || die "API_SERVERS must be a positive number (got '$last'; $(usage_hint))"
   else
     if ! [[ "$last" =~ ^[0-9]+$ ]] || ((last % dp_local != 0 || last == 0 || last >= dp_total)); then
-      die "START_RANK must be a multiple of DP_LOCAL between $dp_local and $((dp_total - dp_local)) (got '$last')"
+      die "START_RANK must be a multiple of DP_LOCAL between $dp_local and $((dp_total - dp_local)) (got '$last'; $(usage_hint))"
     fi
     rank=$((last / dp_local))
   fi

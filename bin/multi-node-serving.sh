@@ -53,7 +53,7 @@ is_count() {
   [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1))
 }
 
-[[ $# -ge 1 ]] || die "missing mode: leader, worker or slurm"
+[[ $# -ge 1 ]] || die "missing mode (start with leader, worker or slurm; see $prog -h)"
 mode=$1
 shift
 case "$mode" in
@@ -104,12 +104,13 @@ while (($#)); do
       exit 0
       ;;
     --ray_port | --ray-port)
-      is_port "$value" || die "--ray_port must be a port number (got '$value')"
+      is_port "$value" || die "--ray_port must be a port number 1024-65535, e.g. 6379 (got '$value')"
       check_port --ray_port "$value" 6379
       ray_port=$value
       ;;
     --ray_cluster_size | --ray-cluster-size)
-      is_count "$value" || die "--ray_cluster_size must be a positive number (got '$value')"
+      is_count "$value" ||
+        die "--ray_cluster_size must be a positive number of nodes, e.g. --ray_cluster_size=2 (got '$value')"
       cluster_size=$value
       ;;
     --ray_address | --ray-address)
@@ -121,7 +122,8 @@ while (($#)); do
       node_ip=$value
       ;;
     --num-gpus)
-      [[ "$value" =~ ^[0-9]+$ ]] || die "--num-gpus must be a number (got '$value')"
+      [[ "$value" =~ ^[0-9]+$ ]] ||
+        die "--num-gpus must be a number (got '$value'; give this node's GPU count, e.g. --num-gpus=4)"
       num_gpus=$value
       ;;
     --temp-dir)
@@ -171,19 +173,19 @@ while (($#)); do
       # Not ours: forwarded to 'ray start' unchanged.
       ray_args+=("$1")
       ;;
-    *) die "unexpected argument '$1'" ;;
+    *) die "unexpected argument '$1' (write options as --name=value and vLLM arguments after --; see $prog -h)" ;;
   esac
   shift
 done
 
 # Every argument is checked before anything runs (the network probe included).
 case "$mode" in
-  slurm) [[ -n "$plan" ]] || die "slurm mode needs --plan=FILE" ;;
+  slurm) [[ -n "$plan" ]] || die "slurm mode needs --plan=FILE (write one with: vllm-hpc plan --out FILE; see $prog -h)" ;;
   worker)
-    [[ -n "$ray_address" ]] || die "worker needs --ray_address=LEADER_IP"
-    [[ -z "$model" ]] || die "--model belongs on the leader"
+    [[ -n "$ray_address" ]] || die "worker needs --ray_address=LEADER_IP (the leader node's IP address; see $prog -h)"
+    [[ -z "$model" ]] || die "--model belongs on the leader (drop it here; give it to $prog leader)"
     ;;
-  leader) [[ -z "$ray_address" ]] || die "--ray_address belongs on workers" ;;
+  leader) [[ -z "$ray_address" ]] || die "--ray_address belongs on workers (drop it: the leader starts the Ray head)" ;;
 esac
 if ((${#vllm_args[@]})); then
   [[ "$mode" == leader ]] || die "vLLM arguments after -- belong on the leader (with --model=NAME)"

@@ -40,7 +40,8 @@ def _layout_options(func: F) -> F:
         click.option(
             "--token-parallel-size",
             type=click.IntRange(min=1),
-            help="Token parallelism (only engine builds that have it; not upstream vLLM).",
+            help="Token parallelism: only engine builds that have it, not upstream vLLM "
+            "(the nodes' vLLM is asked before anything is submitted).",
         ),
         click.option(
             "--allow-cross-node-tp",
@@ -339,11 +340,21 @@ def plan_cmd(out: str | None, **kwargs: Any) -> None:
     launch = _make_plan(kwargs)
     text = launch.model_dump_json(indent=2) + "\n"
     if out:
+        from launchers.errors import InputError
         from launchers.jobdir import ensure_dir
 
-        ensure_dir(os.path.dirname(os.path.abspath(out)))
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        parent = os.path.dirname(os.path.abspath(out))
+        try:
+            # A parent that exists as a file is left to open(), which names it
+            # ("Not a directory") where mkdir would only say "File exists".
+            if not os.path.lexists(parent):
+                ensure_dir(parent)
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise InputError(
+                f"--out: cannot write {out}: {exc.strerror or exc}", fix="choose a writable path"
+            ) from None
     else:
         click.echo(text, nl=False)
 

@@ -2,7 +2,9 @@
 
 Values only known on the node (its address, the leader's address, the job id, the
 node's rank) are placeholders that ``plan.fill_placeholders`` replaces at run time.
-What the target vLLM version supports is decided here, from a table of versions.
+What the target vLLM version supports is decided here, from a table of versions; what
+no version table can tell (token parallelism, which only non-upstream engine builds
+have) is asked of the installed vLLM by ``launchers.probe``, in a child process.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 
 from launchers.config import ParallelLayout, ServeConfig
 from launchers.errors import InputError, UnsupportedFeatureError
+from launchers.probe import VllmProbe
 
 NODE_IP = "@NODE_IP@"
 LEADER_IP = "@LEADER_IP@"
@@ -84,6 +87,38 @@ def check_all2all(backend: str) -> str:
     return backend
 
 
+# Token parallelism is not in upstream vLLM (no --token-parallel-size in its engine
+# arguments, 0.32 included). The research build that has it takes both flags below
+# (vllm/engine/arg_utils.py of github.com/susavlsh10/vllm-tknp).
+TOKEN_PARALLEL_BUILD = "github.com/susavlsh10/vllm-tknp"  # noqa: S105 - a repository, not a secret
+TOKEN_PARALLEL_FLAGS = ("--enable-token-parallel", "--token-parallel-size")
+
+
+def check_token_parallel(probe: VllmProbe, *, python: str, declared: bool) -> None:
+    """Token parallelism goes to ``vllm serve`` only when the nodes' vLLM has its flags.
+    The installed vLLM's answer decides; only when it cannot be asked from here (no such
+    Python on this machine, vLLM inside a container image) does the site's declaration
+    ``vllm_features: [token_parallel]`` stand in for it."""
+    if probe.error is None:
+        missing = [flag for flag in TOKEN_PARALLEL_FLAGS if flag not in probe.flags]
+        if not missing:
+            return
+        raise UnsupportedFeatureError(
+            f"token_parallel_size: the nodes' vLLM {probe.version} ({python}) has no "
+            f"{' / '.join(missing)}: upstream vLLM has no token parallelism",
+            fix=f"only research builds such as {TOKEN_PARALLEL_BUILD} have it: install one "
+            "for the nodes' Python, else drop --token-parallel-size",
+        )
+    if declared:
+        return
+    raise UnsupportedFeatureError(
+        "token_parallel_size: upstream vLLM has no token parallelism and the nodes' vLLM "
+        f"could not be asked: {probe.error}",
+        fix=f"only research builds such as {TOKEN_PARALLEL_BUILD} have it; if the nodes run "
+        "one, declare `vllm_features: [token_parallel]` in the site file, else drop it",
+    )
+
+
 def ray_temp_dir() -> str:
     """Per-job, per-node Ray directory (node-local /tmp is not a given on test beds);
     short, because Ray's Unix socket paths are limited to 107 bytes."""
@@ -150,7 +185,8 @@ def _parallel_args(layout: ParallelLayout) -> list[str]:
     argv = ["--tensor-parallel-size", str(layout.tp)]
     if layout.pp > 1:
         argv += ["--pipeline-parallel-size", str(layout.pp)]
-    if layout.token_parallel_size:
+    if layout.token_parallel_size:  # only in a plan whose vLLM has it (check_token_parallel)
+        argv.append("--enable-token-parallel")
         argv += ["--token-parallel-size", str(layout.token_parallel_size)]
     return argv
 

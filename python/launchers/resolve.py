@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from launchers import commands, probe
 from launchers.commands import check_all2all, parse_version
 from launchers.config import (
     DEFAULT_VLLM_VERSION,
@@ -24,7 +25,7 @@ from launchers.config import (
     ServeConfig,
     SlurmOptions,
 )
-from launchers.errors import InputError, UnsupportedFeatureError
+from launchers.errors import InputError
 from launchers.layout import (
     LayoutRequest,
     check_layout,
@@ -76,13 +77,22 @@ _PLAN_FLAGS = {
     "--data-parallel-address": "drop it: node 0's address is filled in on the nodes",
     "--data-parallel-start-rank": "drop it: each node gets its own",
     "--headless": "drop it: nodes after the first run headless",
+    "--token-parallel-size": "use --token-parallel-size before `--` (registry: "
+    "token_parallel_size): it is checked against the GPUs and the nodes' vLLM",
+    "--enable-token-parallel": "use --token-parallel-size before `--`: the plan enables it",
+    "--no-enable-token-parallel": "drop --token-parallel-size instead",
 }
 _FLAG_ALIASES = {
     "-tp": "--tensor-parallel-size",
     "-pp": "--pipeline-parallel-size",
     "-dp": "--data-parallel-size",
 }
-_SWITCHES = ("--enable-expert-parallel", "--headless")
+_SWITCHES = (
+    "--enable-expert-parallel",
+    "--headless",
+    "--enable-token-parallel",
+    "--no-enable-token-parallel",
+)
 
 
 @dataclass(frozen=True)
@@ -298,13 +308,6 @@ def resolve(
     layout, reason = resolve_layout(layout_req, arch, origin)
     warnings = check_layout(layout, arch)
 
-    if layout.token_parallel_size and "token_parallel" not in site.vllm_features:
-        raise UnsupportedFeatureError(
-            "token_parallel_size: upstream vLLM has no token parallelism",
-            fix="it exists only in research engine builds; if the nodes run one, declare "
-            "`vllm_features: [token_parallel]` in the site file, else drop it",
-        )
-
     vllm_version = _pick(req.vllm_version, site.vllm_version, DEFAULT_VLLM_VERSION)
     parse_version(vllm_version)
     gpu_memory_gib = _pick(req.gpu_memory_gib, site.gpu_memory_gib)
@@ -448,4 +451,14 @@ def resolve(
         },
     )
     check_extra_args(config)
+    if layout.token_parallel_size:
+        # Last, since asking the nodes' vLLM imports it (seconds): every cheap check first.
+        answer = (
+            probe.VllmProbe(error=f"the nodes run vLLM inside {config.container}")
+            if config.container is not None
+            else probe.probe_vllm_flags(config.python)
+        )
+        commands.check_token_parallel(
+            answer, python=config.python, declared="token_parallel" in site.vllm_features
+        )
     return config

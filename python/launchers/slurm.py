@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -134,8 +135,20 @@ def _prepare(plan: LaunchPlan) -> None:
         raise InputError(f"--api-key-file: cannot read {plan.api_key_file}")
 
 
+def require_slurm_client(via: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse to submit from a machine without SLURM's client commands (``sbatch``
+    submits; the job's own ``srun`` runs on the nodes) before anything is written."""
+    path = (os.environ if environ is None else environ).get("PATH", os.defpath)
+    if shutil.which("sbatch", path=path) is None:
+        raise SubmitError(
+            f"{via}: no srun/sbatch here: this is not a SLURM login node",
+            fix="submit from the login node, or use --dry-run / --executor local",
+        )
+
+
 def submit_sbatch(plan: LaunchPlan, script: str, environ: Mapping[str, str]) -> JobHandle:
     """``sbatch --parsable`` the rendered script (read from stdin)."""
+    require_slurm_client("sbatch", environ)
     _prepare(plan)
     done = _proc.run(["sbatch", "--parsable"], env=environ, input_text=script, timeout=60)
     if done.returncode != 0:
@@ -163,6 +176,7 @@ def submitit_job(plan_json: str) -> int:
 
 def submit_submitit(plan: LaunchPlan) -> JobHandle:
     """Submit through submitit (``AutoExecutor``), one task per node."""
+    require_slurm_client("submitit")
     _prepare(plan)
     try:
         import submitit

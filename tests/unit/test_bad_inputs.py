@@ -23,9 +23,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from launchers import probe as probe_module
 from launchers.config import ModelArch, ModelSpec, SiteSpec
 from launchers.errors import InputError
 from launchers.layout import LayoutRequest, check_layout, resolve_layout
+from launchers.probe import VllmProbe
 from launchers.registry import merge_layers, parse_registry_text
 from launchers.resolve import validated
 
@@ -391,10 +393,26 @@ BAD_FLAGS = [
     pytest.param(
         "submit -m a/b --tp 4 --token-parallel-size 2 -G 8 --dry-run",
         {},
-        "Error: token_parallel_size: upstream vLLM has no token parallelism (it exists "
-        "only in research engine builds; if the nodes run one, declare `vllm_features: "
-        "[token_parallel]` in the site file, else drop it)",
+        "Error: token_parallel_size: the nodes' vLLM 0.32.0 (/opt/venv/bin/python) has no "
+        "--enable-token-parallel / --token-parallel-size: upstream vLLM has no token "
+        "parallelism (only research builds such as github.com/susavlsh10/vllm-tknp have it: "
+        "install one for the nodes' Python, else drop --token-parallel-size)",
         id="token-parallel",
+    ),
+    pytest.param(
+        "submit -m a/b --tp 4 --token-parallel-size 2 -G 8",
+        {},
+        "Error: token_parallel_size: the nodes' vLLM 0.32.0 (/opt/venv/bin/python) has no "
+        "--enable-token-parallel / --token-parallel-size: upstream vLLM has no token",
+        id="token-parallel-without-dry-run",
+    ),
+    pytest.param(
+        "submit -m a/b --dry-run -- --token-parallel-size 2",
+        {},
+        "Error: vllm serve arguments: --token-parallel-size 2 conflicts with the plan, which "
+        "leaves --token-parallel-size out here (use --token-parallel-size before `--` "
+        "(registry: token_parallel_size): it is checked against the GPUs and the nodes' vLLM)",
+        id="extra-args-token-parallel",
     ),
     pytest.param(
         "submit -m a/b --dp 2 -G 2 --ep --all2all-backend pplx --dry-run",
@@ -477,6 +495,12 @@ BAD_FLAGS = [
         id="plan-unknown-model",
     ),
     pytest.param(
+        "plan -m a/b --out {file}/plan.json",
+        {},
+        "Error: --out: cannot write {file}/plan.json: Not a directory (choose a writable path)",
+        id="plan-out-not-writable",
+    ),
+    pytest.param(
         "render sbatch -m llama-3.1-70b-instruct --nodes 4",
         {},
         "Error: layout: TP=4 x PP=2 x DP=1 = 8 GPUs, but the allocation is 4 node(s)",
@@ -505,6 +529,20 @@ BAD_FLAGS = [
 
 
 @pytest.fixture
+def upstream_vllm(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The nodes' vLLM, as the capability probe would find an upstream 0.32 (no token
+    parallelism): the interpreters it was asked about are recorded."""
+    asked: list[str] = []
+
+    def probe(python: str, **_: object) -> VllmProbe:
+        asked.append(python)
+        return VllmProbe("0.32.0", frozenset({"--tensor-parallel-size", "--port"}))
+
+    monkeypatch.setattr(probe_module, "probe_vllm_flags", probe)
+    return asked
+
+
+@pytest.fixture
 def submissions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every way the CLI submits or starts a job, recorded instead of done."""
     from launchers import slurm
@@ -523,6 +561,7 @@ def test_bad_flag_is_one_clear_line(
     tmp_path: Path,
     tiny_model: Callable[..., Path],
     submissions: list[str],
+    upstream_vllm: list[str],
 ) -> None:
     empty = tmp_path / "empty-model"
     empty.mkdir()
@@ -1115,6 +1154,30 @@ BAD_WRAPPER_ARGS = [
     ),
     pytest.param(
         _MNS,
+        ("leader", "stray"),
+        {},
+        "Error: unexpected argument 'stray' (write options as --name=value and vLLM arguments "
+        "after --; see multi-node-serving.sh -h)",
+        id="unexpected-argument",
+    ),
+    pytest.param(
+        _MNS,
+        ("worker",),
+        {},
+        "Error: worker needs --ray_address=LEADER_IP (the leader node's IP address; see "
+        "multi-node-serving.sh -h)",
+        id="worker-without-address",
+    ),
+    pytest.param(
+        _MNS,
+        ("leader", "--num-gpus=four"),
+        {},
+        "Error: --num-gpus must be a number (got 'four'; give this node's GPU count, e.g. "
+        "--num-gpus=4)",
+        id="num-gpus-not-a-number",
+    ),
+    pytest.param(
+        _MNS,
         ("worker", "--ray_address="),
         {},
         "Error: --ray_address needs a value (write --ray_address=VALUE; see "
@@ -1212,42 +1275,52 @@ BAD_WRAPPER_ARGS = [
         _NODE1,
         ("10.1.59", *_SEED[1:]),
         {},
-        "Error: NODE1_IP must be an IP address (got '10.1.59')",
+        "Error: NODE1_IP must be an IP address (got '10.1.59'; see launch_vllm_node1.sh -h)",
         id="node1-ip-three-octets",
+    ),
+    pytest.param(
+        _NODE1,
+        _SEED[:5],
+        {},
+        "Error: expected 6 arguments, got 5 (NODE1_IP RPC_PORT MODEL DP_TOTAL DP_LOCAL "
+        "API_SERVERS; see launch_vllm_node1.sh -h)",
+        id="node1-five-arguments",
     ),
     pytest.param(
         _NODE2,
         ("310.1.59.30", *_SEED[1:]),
         {},
-        "Error: NODE1_IP must be an IP address (got '310.1.59.30')",
+        "Error: NODE1_IP must be an IP address (got '310.1.59.30'; see launch_vllm_node2.sh -h)",
         id="node2-ip-octet-too-big",
     ),
     pytest.param(
         _NODE2,
         (_SEED[0], "70000", *_SEED[2:]),
         {},
-        "Error: RPC_PORT must be a port number 1024-65535 (got '70000')",
+        "Error: RPC_PORT must be a port number 1024-65535 (got '70000'; see "
+        "launch_vllm_node2.sh -h)",
         id="rpc-port-too-high",
     ),
     pytest.param(
         _NODE1,
         (*_SEED[:3], "sixteen", *_SEED[4:]),
         {},
-        "Error: DP_TOTAL must be a positive number (got 'sixteen')",
+        "Error: DP_TOTAL must be a positive number (got 'sixteen'; see launch_vllm_node1.sh -h)",
         id="dp-total-not-a-number",
     ),
     pytest.param(
         _NODE1,
         (*_SEED[:4], "0", _SEED[5]),
         {},
-        "Error: DP_LOCAL must be a positive number (got '0')",
+        "Error: DP_LOCAL must be a positive number (got '0'; see launch_vllm_node1.sh -h)",
         id="dp-local-zero",
     ),
     pytest.param(
         _NODE2,
         (*_SEED[:5], "rank8"),
         {},
-        "Error: START_RANK must be a multiple of DP_LOCAL between 8 and 8 (got 'rank8')",
+        "Error: START_RANK must be a multiple of DP_LOCAL between 8 and 8 (got 'rank8'; see "
+        "launch_vllm_node2.sh -h)",
         id="start-rank-not-a-number",
     ),
     pytest.param(

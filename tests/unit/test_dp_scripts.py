@@ -70,16 +70,28 @@ def test_secondary_node_seed_example(stub: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("script", "args", "message"),
     [
-        ("launch_vllm_node1.sh", ("1.2.3.4",), "Error: expected 6 arguments, got 1"),
+        (
+            "launch_vllm_node1.sh",
+            ("1.2.3.4",),
+            "Error: expected 6 arguments, got 1 (NODE1_IP RPC_PORT MODEL DP_TOTAL DP_LOCAL "
+            "API_SERVERS; see launch_vllm_node1.sh -h)",
+        ),
+        (
+            "launch_vllm_node2.sh",
+            (),
+            "Error: expected 6 arguments, got 0 (NODE1_IP RPC_PORT MODEL DP_TOTAL DP_LOCAL "
+            "START_RANK; see launch_vllm_node2.sh -h)",
+        ),
         (
             "launch_vllm_node1.sh",
             ("node1", "13345", "m", "16", "8", "8"),
-            "Error: NODE1_IP must be an IP address (got 'node1')",
+            "Error: NODE1_IP must be an IP address (got 'node1'; see launch_vllm_node1.sh -h)",
         ),
         (
             "launch_vllm_node1.sh",
             ("1.2.3.4", "80", "m", "16", "8", "8"),
-            "Error: RPC_PORT must be a port number 1024-65535 (got '80')",
+            "Error: RPC_PORT must be a port number 1024-65535 (got '80'; see "
+            "launch_vllm_node1.sh -h)",
         ),
         (
             "launch_vllm_node1.sh",
@@ -90,17 +102,19 @@ def test_secondary_node_seed_example(stub: dict[str, str]) -> None:
         (
             "launch_vllm_node1.sh",
             ("1.2.3.4", "13345", "m", "16", "8", "0"),
-            "Error: API_SERVERS must be a positive number (got '0')",
+            "Error: API_SERVERS must be a positive number (got '0'; see launch_vllm_node1.sh -h)",
         ),
         (
             "launch_vllm_node2.sh",
             ("1.2.3.4", "13345", "m", "16", "8", "4"),
-            "Error: START_RANK must be a multiple of DP_LOCAL between 8 and 8 (got '4')",
+            "Error: START_RANK must be a multiple of DP_LOCAL between 8 and 8 (got '4'; see "
+            "launch_vllm_node2.sh -h)",
         ),
         (
             "launch_vllm_node2.sh",
             ("1.2.3.4", "13345", "m", "16", "8", "16"),
-            "Error: START_RANK must be a multiple of DP_LOCAL between 8 and 8 (got '16')",
+            "Error: START_RANK must be a multiple of DP_LOCAL between 8 and 8 (got '16'; see "
+            "launch_vllm_node2.sh -h)",
         ),
     ],
 )

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from launchers import probe as probe_module
 from launchers.config import ModelArch, ParallelLayout, ServeConfig
 from launchers.errors import InputError, LayoutError, UnsupportedFeatureError
 from launchers.layout import (
@@ -21,6 +22,7 @@ from launchers.layout import (
     probe_model_arch,
     resolve_layout,
 )
+from launchers.probe import VllmProbe
 
 LLAMA_8B = {
     "model_type": "llama",
@@ -234,7 +236,9 @@ def test_memory_fits_and_shortfall() -> None:
         check_memory(short, one)
 
 
-def test_seed_token_parallel_rules(make_config: Callable[..., ServeConfig]) -> None:
+def test_seed_token_parallel_rules(
+    make_config: Callable[..., ServeConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The seed plan's rules: TP inside the node, token parallel across nodes.
     seven_b = LayoutRequest(tp=4, token_parallel_size=4, nodes=2, gpus_per_node=8)
     layout, _ = resolve_layout(seven_b, None)
@@ -245,7 +249,10 @@ def test_seed_token_parallel_rules(make_config: Callable[..., ServeConfig]) -> N
     big = LayoutRequest(tp=8, pp=2, token_parallel_size=8, nodes=8, gpus_per_node=8)
     with pytest.raises(LayoutError, match=r"TP=8 x PP=2 x DP=1 x TKP=8 = 128 GPUs"):
         check_layout(resolve_layout(big, None)[0], None)
-    # Upstream vLLM has no token parallelism: refused unless the site declares it.
+    # Upstream vLLM has no token parallelism: refused when the nodes' vLLM says so
+    # (test_token_parallel.py has every answer of the capability probe).
+    upstream = VllmProbe("0.32.0", frozenset({"--tensor-parallel-size"}))
+    monkeypatch.setattr(probe_module, "probe_vllm_flags", lambda python, **_: upstream)
     with pytest.raises(UnsupportedFeatureError, match="upstream vLLM has no token parallelism"):
         make_config(
             model="meta-llama/Llama-2-7b-hf", tp=4, token_parallel_size=4, nodes=2, gpus_per_node=8

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from launchers import slurm
+from launchers.config import ClusterSpec, ServeConfig
 from launchers.errors import InputError, SubmitError
+from launchers.plan import LaunchPlan, plan
 from launchers.slurm import (
     parse_sbatch_parsable,
     parse_scontrol_record,
@@ -10,6 +16,13 @@ from launchers.slurm import (
     slurm_minutes,
 )
 from launchers.status import combine
+
+from .test_cli import run
+
+NOT_SLURM = (
+    "{via}: no srun/sbatch here: this is not a SLURM login node "
+    "(submit from the login node, or use --dry-run / --executor local)"
+)
 
 
 def test_sbatch_parsable() -> None:
@@ -63,3 +76,64 @@ def test_combine_states() -> None:
     assert combine("1", "TIMEOUT", "TIMEOUT", None).state == "FAILED"
     failed = combine("1", "RUNNING", "RUNNING", {"state": "FAILED", "message": "vllm exited"})
     assert failed.final and failed.message == "vllm exited"
+
+
+# --- submitting from a machine without SLURM ---------------------------------------------
+
+
+@pytest.fixture
+def no_slurm_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A PATH holding the usual tools but neither sbatch nor srun."""
+    fake = tmp_path / "bin-without-slurm"
+    fake.mkdir()
+    (fake / "squeue").write_text("#!/bin/sh\nexit 0\n")  # a SLURM tool that is not sbatch
+    (fake / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    return str(fake)
+
+
+def _plan(make_config: Callable[..., ServeConfig], job_root: Path) -> LaunchPlan:
+    config = make_config(model="llama-3.2-3b-instruct", job_root=str(job_root))
+    return plan(config, ClusterSpec(nodes=1, gpus_per_node=1))
+
+
+def test_submitit_without_slurm_is_one_clear_error(
+    no_slurm_path: str, make_config: Callable[..., ServeConfig], tmp_path: Path
+) -> None:
+    root = tmp_path / "jobs"
+    with pytest.raises(SubmitError) as caught:
+        slurm.submit_submitit(_plan(make_config, root))
+    assert str(caught.value) == NOT_SLURM.format(via="submitit")
+    assert not root.exists()  # refused before the job directory was made
+
+
+def test_sbatch_without_slurm_is_one_clear_error(
+    no_slurm_path: str, make_config: Callable[..., ServeConfig], tmp_path: Path
+) -> None:
+    root = tmp_path / "jobs"
+    launch = _plan(make_config, root)
+    with pytest.raises(SubmitError) as caught:
+        slurm.submit_sbatch(launch, "#!/bin/bash\n", {"PATH": no_slurm_path})
+    assert str(caught.value) == NOT_SLURM.format(via="sbatch")
+    assert not root.exists()
+
+
+def test_slurm_client_found_on_path(tmp_path: Path) -> None:
+    fake = tmp_path / "slurm-bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "sbatch").chmod(0o755)
+    slurm.require_slurm_client("submitit", {"PATH": str(fake)})
+    with pytest.raises(SubmitError, match="no srun/sbatch here"):
+        slurm.require_slurm_client("submitit", {"PATH": str(tmp_path)})
+
+
+def test_submit_command_off_slurm_says_so(no_slurm_path: str, tmp_path: Path) -> None:
+    root = tmp_path / "jobs"
+    code, out, err = run(
+        ["submit", "-m", "llama-3.2-3b-instruct", "--job-root", str(root), "--no-wait"],
+        {"PATH": no_slurm_path},
+    )
+    assert (code, out) == (1, "")
+    assert err == f"Error: {NOT_SLURM.format(via='submitit')}\n"
+    assert not root.exists()

@@ -133,20 +133,54 @@ def test_help(stub: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "Error: missing mode: leader, worker or slurm"),
+        (
+            (),
+            "Error: missing mode (start with leader, worker or slurm; see "
+            "multi-node-serving.sh -h)",
+        ),
         (("boss",), "Error: unknown mode 'boss' (use leader, worker or slurm)"),
-        (("worker",), "Error: worker needs --ray_address=LEADER_IP"),
-        (("leader", "--ray_port=abc"), "Error: --ray_port must be a port number (got 'abc')"),
-        (("leader", "--ray_port=70000"), "Error: --ray_port must be a port number (got '70000')"),
+        (
+            ("worker",),
+            "Error: worker needs --ray_address=LEADER_IP (the leader node's IP address; see "
+            "multi-node-serving.sh -h)",
+        ),
+        (
+            ("leader", "--ray_port=abc"),
+            "Error: --ray_port must be a port number 1024-65535, e.g. 6379 (got 'abc')",
+        ),
+        (
+            ("leader", "--ray_port=70000"),
+            "Error: --ray_port must be a port number 1024-65535, e.g. 6379 (got '70000')",
+        ),
         (
             ("leader", "--ray_cluster_size=0"),
-            "Error: --ray_cluster_size must be a positive number (got '0')",
+            "Error: --ray_cluster_size must be a positive number of nodes, e.g. "
+            "--ray_cluster_size=2 (got '0')",
         ),
-        (("leader", "--num-gpus=four"), "Error: --num-gpus must be a number (got 'four')"),
-        (("leader", "stray"), "Error: unexpected argument 'stray'"),
-        (("leader", "--ray_address=1.2.3.4"), "Error: --ray_address belongs on workers"),
-        (("worker", "--ray_address=1.2.3.4", "--model=x"), "Error: --model belongs on the leader"),
-        (("slurm",), "Error: slurm mode needs --plan=FILE"),
+        (
+            ("leader", "--num-gpus=four"),
+            "Error: --num-gpus must be a number (got 'four'; give this node's GPU count, e.g. "
+            "--num-gpus=4)",
+        ),
+        (
+            ("leader", "stray"),
+            "Error: unexpected argument 'stray' (write options as --name=value and vLLM "
+            "arguments after --; see multi-node-serving.sh -h)",
+        ),
+        (
+            ("leader", "--ray_address=1.2.3.4"),
+            "Error: --ray_address belongs on workers (drop it: the leader starts the Ray head)",
+        ),
+        (
+            ("worker", "--ray_address=1.2.3.4", "--model=x"),
+            "Error: --model belongs on the leader (drop it here; give it to "
+            "multi-node-serving.sh leader)",
+        ),
+        (
+            ("slurm",),
+            "Error: slurm mode needs --plan=FILE (write one with: vllm-hpc plan --out FILE; "
+            "see multi-node-serving.sh -h)",
+        ),
         (("leader", "--iface=bad0"), "Error: --iface: no interface named 'bad0'"),
     ],
 )

@@ -1,0 +1,81 @@
+"""Ask an installed vLLM what it supports, in a child process (this process never imports
+vLLM: it costs seconds, and the login node's Python may not be the nodes' Python).
+
+The seam unit tests replace: ``probe_vllm_flags``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+
+from launchers import _proc
+
+PROBE_MARK = "VLLM_HPC_PROBE "
+PROBE_TIMEOUT = 180.0  # importing vLLM on a cold shared filesystem is slow
+_NO_ANSWER = "the probe printed no answer"
+# Run by the nodes' Python, never imported here: the flags `vllm serve` accepts, from
+# vLLM's own engine argument parser. vLLM may log to stdout: the answer is one marked line.
+_PROBE_SCRIPT = f"""
+import json
+try:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    try:
+        from vllm.utils.argparse_utils import FlexibleArgumentParser as Parser
+    except ImportError:
+        from vllm.utils import FlexibleArgumentParser as Parser
+    parser = AsyncEngineArgs.add_cli_args(Parser())
+    import vllm
+    answer = {{"version": str(getattr(vllm, "__version__", "")),
+              "flags": sorted(parser._option_string_actions)}}
+except Exception as exc:
+    answer = {{"error": f"{{type(exc).__name__}}: {{exc}}"}}
+print({PROBE_MARK!r} + json.dumps(answer), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class VllmProbe:
+    """What an installed vLLM said about itself, or (``error``) why it could not say."""
+
+    version: str = ""
+    flags: frozenset[str] = frozenset()
+    error: str | None = None
+
+
+def parse_vllm_probe(stdout: str) -> VllmProbe:
+    """The probe's marked JSON line (whatever vLLM logged around it) -> ``VllmProbe``."""
+    for line in reversed(stdout.splitlines()):
+        if not line.startswith(PROBE_MARK):
+            continue
+        try:
+            data = json.loads(line[len(PROBE_MARK) :])
+        except ValueError:
+            break
+        if not isinstance(data, dict):
+            break
+        if data.get("error"):
+            return VllmProbe(error=str(data["error"])[:200])
+        flags = data.get("flags")
+        if isinstance(flags, list):
+            return VllmProbe(str(data.get("version") or ""), frozenset(map(str, flags)))
+        break
+    return VllmProbe(error=_NO_ANSWER)
+
+
+def probe_vllm_flags(python: str, *, timeout: float = PROBE_TIMEOUT) -> VllmProbe:
+    """Ask the vLLM installed for ``python`` (the interpreter the nodes run) which
+    ``vllm serve`` engine flags it accepts. A child process: importing vLLM here would
+    cost seconds on every command, and this process may not be the nodes' Python."""
+    try:
+        done = _proc.run([python, "-c", _PROBE_SCRIPT], timeout=timeout)
+    except OSError as exc:
+        return VllmProbe(error=f"cannot run {python}: {exc.strerror or exc}")
+    except subprocess.TimeoutExpired:
+        return VllmProbe(error=f"{python} did not import vLLM within {timeout:.0f} s")
+    probe = parse_vllm_probe(done.stdout)
+    if probe.error == _NO_ANSWER and done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        return VllmProbe(error=f"{python} failed: {last[:200]}")
+    return probe

@@ -1,0 +1,379 @@
+"""Issue 9: no fixed sleep on any path. Waiting is polling a condition with a deadline.
+
+Every ``sleep`` in the runtime (``python/launchers``), the wrappers (``bin/``), the sbatch
+templates and the container files is found here: calls (``time.sleep``, ``asyncio.sleep``,
+a bare ``sleep`` however imported), text that would run ``sleep`` (a rendered script, an
+argv list), and shell lines. A Python call passes only when ``ALLOWED`` names its
+function with a reason, and the code still has the shape the reason claims (inside a
+``while`` loop; for ``deadline``, that loop's function compares ``time.monotonic()`` with
+a limit; a short interval). Shell and text sleeps never pass: bash has no waits or
+retries (ARCHITECTURE.md, "Where bash stops"), and a ``sleep 30`` before a step is the
+habit the seeds have and this project must not copy.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_INTERVAL = 1.0  # seconds: a poll sleeps a short interval between checks
+_SHELL_SLEEP = re.compile(r"\bsleep\b")
+_SLEEP_NAMES = {"sleep"}  # time.sleep, asyncio.sleep, trio/anyio.sleep, from time import sleep
+
+# (file, function) -> (kind, why). Kinds, each checked against the code:
+#   deadline: a poll in a `while` loop whose function compares time.monotonic() with a limit
+#   cadence:  the tick of a loop that supervises or streams for a lifetime with no deadline
+#             by design (it ends on a condition: a child exits, the leader goes, Ctrl+C)
+#   window:   the sleep is the measurement itself (rates between two /metrics scrapes)
+ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
+    ("python/launchers/_proc.py", "stop_tree"): (
+        "deadline",
+        "polls until the stopped process tree is gone; SIGKILL at the grace deadline",
+    ),
+    ("python/launchers/client.py", "Job.stop"): (
+        "deadline",
+        "polls SLURM and endpoint.json until the job ended; WaitTimeout after `timeout`",
+    ),
+    ("python/launchers/doctor.py", "_wait_file"): (
+        "deadline",
+        "polls for rank 0's file; TimeoutError at the deadline",
+    ),
+    ("python/launchers/health.py", "wait_for_port"): (
+        "deadline",
+        "polls until the port accepts connections; WaitTimeout after `timeout`",
+    ),
+    ("python/launchers/health.py", "wait_for_ready"): (
+        "deadline",
+        "polls /health then /v1/models; WaitTimeout after `timeout`",
+    ),
+    ("python/launchers/node.py", "_wait_nodes"): (
+        "deadline",
+        "polls the Ray node count; WaitTimeout naming the missing nodes after nodes_timeout",
+    ),
+    ("python/launchers/node.py", "_supervise"): (
+        "deadline",
+        "the leader's loop: nodes_timeout and ready_timeout while starting, then watches the "
+        "children and Ray nodes until the job stops",
+    ),
+    ("python/launchers/node.py", "_wait_leader"): (
+        "deadline",
+        "polls for the leader's leader.json; WaitTimeout after `timeout`",
+    ),
+    ("python/launchers/status.py", "wait_ready"): (
+        "deadline",
+        "polls the job's status until READY or final; WaitTimeout after `timeout`",
+    ),
+    ("python/launchers/node.py", "follow"): (
+        "cadence",
+        "a worker's supervision tick: ends when its child exits or the leader is gone",
+    ),
+    ("python/launchers/ray_watch.py", "main"): (
+        "cadence",
+        "prints the alive Ray nodes once per tick while its parent (the leader) reads",
+    ),
+    ("python/launchers/cli.py", "logs_cmd"): (
+        "cadence",
+        "`vllm-hpc logs --follow`: tail -f of the job's logs until Ctrl+C",
+    ),
+    ("python/launchers/cli.py", "metrics_cmd"): (
+        "window",
+        "the --interval between two /metrics scrapes is what the rates are measured over",
+    ),
+    ("python/launchers/client.py", "Job.metrics"): (
+        "window",
+        "the interval between two /metrics scrapes is what the rates are measured over",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: str  # relative to the repository
+    line: int
+    where: str  # the enclosing function's qualified name ("" at module level or in shell)
+    code: str
+    problem: str | None = None  # None: explained by ALLOWED
+
+
+def _number(node: ast.expr, constants: dict[str, float]) -> float | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    return None
+
+
+def _calls_monotonic(node: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute | ast.Name)
+        and (n.func.attr if isinstance(n.func, ast.Attribute) else n.func.id) == "monotonic"
+        for n in ast.walk(node)
+    )
+
+
+def _compares_clock(function: ast.AST) -> bool:
+    """A deadline: some comparison in the function reads time.monotonic()."""
+    return any(isinstance(n, ast.Compare) and _calls_monotonic(n) for n in ast.walk(function))
+
+
+class _Finder(ast.NodeVisitor):
+    def __init__(self, path: str, lines: list[str]) -> None:
+        self.path, self.lines = path, lines
+        self.names: list[str] = []
+        self.functions: list[ast.AST] = []
+        self.loops = [0]  # `while` loops entered inside the current function
+        self.docstrings: set[int] = set()
+        self.constants: dict[str, float] = {}
+        self.found: list[tuple[ast.AST, str, ast.AST | None, int, str]] = []
+
+    def visit_Module(self, node: ast.Module) -> None:
+        for stmt in node.body:  # module-level numbers, e.g. POLL = 0.2
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+                continue
+            target, value = stmt.targets[0], stmt.value
+            if isinstance(target, ast.Name) and (number := _number(value, {})) is not None:
+                self.constants[target.id] = number
+        self._docstring(node)
+        self.generic_visit(node)
+
+    def _docstring(self, node: ast.AST) -> None:
+        body = getattr(node, "body", [])
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            self.docstrings.add(id(body[0].value))
+
+    def _scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        self._docstring(node)
+        self.names.append(node.name)
+        is_function = not isinstance(node, ast.ClassDef)
+        if is_function:
+            self.functions.append(node)
+            self.loops.append(0)
+        self.generic_visit(node)
+        if is_function:
+            self.functions.pop()
+            self.loops.pop()
+        self.names.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scope
+
+    def visit_While(self, node: ast.While) -> None:
+        self.loops[-1] += 1
+        self.generic_visit(node)
+        self.loops[-1] -= 1
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in _SLEEP_NAMES:
+            self._record(node, "call")
+        self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        text = node.value
+        if not isinstance(text, str) or id(node) in self.docstrings:
+            return
+        if text == "sleep" or _SHELL_SLEEP.search(text):
+            self._record(node, "text")
+
+    def _record(self, node: ast.AST, kind: str) -> None:
+        function = self.functions[-1] if self.functions else None
+        self.found.append((node, kind, function, self.loops[-1], ".".join(self.names)))
+
+    def hits(self) -> list[Hit]:
+        out = []
+        for node, kind, function, loops, where in self.found:
+            line = getattr(node, "lineno", 0)
+            code = self.lines[line - 1].strip() if line else ""
+            problem = self._judge(node, kind, function, loops, where)
+            out.append(Hit(self.path, line, where, code, problem))
+        return out
+
+    def _judge(
+        self, node: ast.AST, kind: str, function: ast.AST | None, loops: int, where: str
+    ) -> str | None:
+        if kind == "text":
+            return "text that runs `sleep` (a rendered script or an argv): poll in Python"
+        entry = ALLOWED.get((self.path, where))
+        if entry is None:
+            return "not in ALLOWED: wait by polling a condition with a deadline, or explain"
+        allowed_kind = entry[0]
+        assert isinstance(node, ast.Call)
+        if allowed_kind == "window":
+            interval = _number(node.args[0], {}) if node.args else None
+            return None if interval is None else f"a fixed {interval:g} s is not a window"
+        if not loops:
+            return f"ALLOWED says {allowed_kind}, but the sleep is not inside a while loop"
+        interval = _number(node.args[0], self.constants) if node.args else None
+        if interval is None or interval > MAX_INTERVAL:
+            return f"a poll interval must be a known constant <= {MAX_INTERVAL} s"
+        if allowed_kind == "deadline" and not (function and _compares_clock(function)):
+            return "ALLOWED says deadline, but nothing compares time.monotonic() with a limit"
+        return None
+
+
+def python_sleeps(text: str, path: str) -> list[Hit]:
+    finder = _Finder(path, text.splitlines())
+    finder.visit(ast.parse(text, filename=path))
+    return finder.hits()
+
+
+def text_sleeps(text: str, path: str) -> list[Hit]:
+    """Shell, sbatch, Dockerfile, YAML: every non-comment line that says sleep."""
+    hits = []
+    for number, line in enumerate(text.splitlines(), 1):
+        code = line.strip()
+        if code.startswith("#") or not _SHELL_SLEEP.search(code):
+            continue
+        problem = "no sleep outside Python: the runtime polls with a deadline (bash execs it)"
+        hits.append(Hit(path, number, "", code, problem))
+    return hits
+
+
+def scan_file(file: Path, path: str) -> list[Hit]:
+    """All sleeps in one file; ``path`` is where it sits in the repository."""
+    text = file.read_text(encoding="utf-8", errors="replace")
+    return python_sleeps(text, path) if path.endswith(".py") else text_sleeps(text, path)
+
+
+def scanned_files() -> list[Path]:
+    files = [
+        *sorted((REPO / "python" / "launchers").rglob("*.py")),
+        *sorted(p for p in (REPO / "bin").iterdir() if p.is_file()),
+        *sorted((REPO / "slurm").glob("*.sbatch")),
+        *sorted(p for p in (REPO / "containers").rglob("*") if p.is_file() and p.suffix != ".md"),
+    ]
+    return [p for p in files if "__pycache__" not in p.parts]
+
+
+def repo_hits() -> list[Hit]:
+    return [hit for f in scanned_files() for hit in scan_file(f, str(f.relative_to(REPO)))]
+
+
+# --- the repository ----------------------------------------------------------------------
+
+
+def test_scan_covers_every_door() -> None:
+    names = {str(p.relative_to(REPO)) for p in scanned_files()}
+    for expected in (
+        "python/launchers/node.py",
+        "bin/multi-node-serving.sh",
+        "bin/dp-node.bash",
+        "slurm/multinode_tp_pp.sbatch",
+        "containers/docker/Dockerfile",
+        "containers/k8s/lws.yaml",
+    ):
+        assert expected in names
+
+
+def test_no_fixed_sleep_anywhere() -> None:
+    bad = [hit for hit in repo_hits() if hit.problem]
+    assert not bad, "\n".join(f"{h.path}:{h.line} {h.where}: {h.code}  <- {h.problem}" for h in bad)
+
+
+def test_every_allowed_sleep_still_exists() -> None:
+    used = {(hit.path, hit.where) for hit in repo_hits()}
+    stale = sorted(set(ALLOWED) - used)
+    assert not stale, f"remove these ALLOWED entries, their sleep is gone: {stale}"
+
+
+# --- the test can fail: planted sleeps in temporary copies --------------------------------
+
+PLANTED = [
+    pytest.param("bin/x.sh", "#!/bin/bash\nray start --head &\nsleep 5\n", id="bash-sleep-5"),
+    pytest.param("slurm/x.sbatch", "#!/bin/bash\nsrun a &\n  sleep 30 && srun b\n", id="sbatch"),
+    pytest.param("containers/k8s/x.yaml", 'command: ["sleep", "3600"]\n', id="k8s-keepalive"),
+    pytest.param("containers/docker/Dockerfile", "RUN sleep 10\n", id="dockerfile"),
+    pytest.param(
+        "python/launchers/x.py", "import time\n\n\ndef go():\n    time.sleep(5)\n", id="time-sleep"
+    ),
+    pytest.param(
+        "python/launchers/x.py",
+        "import asyncio\n\n\nasync def go():\n    await asyncio.sleep(1)\n",
+        id="asyncio-sleep",
+    ),
+    pytest.param(
+        "python/launchers/x.py",
+        "from time import sleep\n\n\ndef go():\n    sleep(2)\n",
+        id="bare-sleep",
+    ),
+    pytest.param(
+        "python/launchers/x.py",
+        'SCRIPT = "ray start --head &\\nsleep 10\\nvllm serve m\\n"\n',
+        id="rendered-script",
+    ),
+    pytest.param(
+        "python/launchers/x.py",
+        'import subprocess\n\nsubprocess.run(["sleep", "5"], check=True)\n',
+        id="sleep-argv",
+    ),
+    # An ALLOWED name does not launder a fixed sleep: the shape is checked too.
+    pytest.param(
+        "python/launchers/health.py",
+        "import time\n\n\ndef wait_for_port():\n    time.sleep(30)\n",
+        id="allowed-name-no-loop",
+    ),
+    pytest.param(
+        "python/launchers/health.py",
+        "import time\n\n\ndef wait_for_port():\n    while True:\n        time.sleep(30)\n",
+        id="allowed-name-long-interval",
+    ),
+    pytest.param(
+        "python/launchers/health.py",
+        "import time\nPOLL = 0.2\n\n\ndef wait_for_port(ok):\n    while not ok():\n"
+        "        time.sleep(POLL)\n",
+        id="allowed-name-no-deadline",
+    ),
+    pytest.param(
+        "python/launchers/client.py",
+        "import time\n\n\nclass Job:\n    def metrics(self):\n        time.sleep(30)\n",
+        id="window-with-a-fixed-time",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "text"), PLANTED)
+def test_a_planted_sleep_is_caught(path: str, text: str, tmp_path: Path) -> None:
+    planted = tmp_path / Path(path).name
+    planted.write_text(text)
+    hits = scan_file(planted, path)
+    assert hits and all(hit.problem for hit in hits), hits
+
+
+def test_a_sleep_planted_in_a_copy_of_a_real_file_is_caught(tmp_path: Path) -> None:
+    for path, before, planted_line in (
+        ("bin/multi-node-serving.sh", 'exec "$python" -m launchers.node', "sleep 5"),
+        ("python/launchers/node.py", "def lead(", "    time.sleep(5)"),
+    ):
+        copy = tmp_path / Path(path).name
+        shutil.copy(REPO / path, copy)
+        assert not [h for h in scan_file(copy, path) if h.problem]
+        lines = copy.read_text().splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith(before))
+        if path.endswith(".py"):  # the first line of the function's body
+            assert lines[at].rstrip().endswith(":"), lines[at]
+            at += 1
+        lines.insert(at, planted_line)
+        copy.write_text("\n".join(lines) + "\n")
+        bad = [h for h in scan_file(copy, path) if h.problem]
+        assert [h.code for h in bad] == [planted_line.strip()], bad
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("bin/x.sh", "#!/bin/bash\n# no sleep here: the runtime polls\nexec python -m x\n"),
+        ("python/launchers/x.py", '"""Never sleep: poll."""\n# sleep 5 in a comment\nx = 1\n'),
+        ("python/launchers/x.py", "def f():\n    '''Waits without a sleep.'''\n    sleepy = 1\n"),
+    ],
+)
+def test_words_about_sleep_are_not_sleeps(path: str, text: str, tmp_path: Path) -> None:
+    planted = tmp_path / Path(path).name
+    planted.write_text(text)
+    assert scan_file(planted, path) == []
