@@ -6,9 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SHELL_FILES = $(shell find bin slurm tests modules containers -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
+SHELL_FILES = $(shell find bin slurm tests modules containers bench -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
 
-.PHONY: help install tools lint test test-unit test-cluster testenv demo clean
+.PHONY: help install tools lint test test-unit test-cluster testenv demo bench-launch clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,9 +27,9 @@ tools: ## System tools the checks need (shellcheck, lmod), installed with apt wh
 	@test -f /usr/share/lmod/lmod/init/bash || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lmod >/dev/null; }
 
 lint: install tools ## ruff, ruff format --check, mypy --strict, shellcheck
-	$(VENV)/bin/ruff check python tests
-	$(VENV)/bin/ruff format --check python tests
-	$(VENV)/bin/mypy python/launchers tests
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/mypy python/launchers tests bench
 	shellcheck -x $(SHELL_FILES) tests/unit/golden/*.sbatch
 
 test-unit: install tools ## Unit tests (seconds, no SLURM)
@@ -43,6 +43,9 @@ test-cluster: install ## Mini SLURM cluster tests: real SLURM, Ray and vLLM (roo
 
 test: lint test-unit test-cluster ## Everything CI runs
 	@echo "make test: all checks passed"
+
+bench-launch: install ## Launch speed vs a hand-written floor on the mini cluster (~25 min)
+	$(PY) -m bench.launch.run
 
 demo: install ## 2-node mini cluster, a real job, an answer from its endpoint, teardown
 	$(PY) -m tests.cluster.demo
