@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -176,16 +177,37 @@ def stop_tree(child: Child, *, grace: float = 10.0, sig: int = signal.SIGTERM) -
         return None
 
 
-def reason(path: str) -> str:
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAY_DIED = "Some Ray subprocesses exited unexpectedly"
+
+
+def ended(code: int) -> str:
+    """How a child ended: ``exited with code 1`` or ``was killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def reason(path: str, *, fallback: bool = True) -> str:
     """One line saying why a process failed: the last error line of its log (a Python
-    exception, ``Error: ...``), else its last non-empty line."""
-    text = tail(path, 80).splitlines()
-    for i in range(len(text) - 1, -1, -1):
+    exception, ``Error: ...``, Ray's report of which daemon died), else (with
+    ``fallback``) its last non-empty line, else ''."""
+    text = [_ANSI.sub("", line) for line in tail(path, 400).splitlines()]
+    for i, line in enumerate(text):
+        if _RAY_DIED in line:  # `ray start --block`: the next line names the daemon
+            died = text[i + 1].split(" -- ", 1)[-1].strip() if i + 1 < len(text) else ""
+            return f"{_RAY_DIED}: {died}"[:400]
+    for i in range(len(text) - 1, max(-1, len(text) - 81), -1):
         stripped = text[i].strip()
         if stripped and ("Error" in stripped or "error:" in stripped or "Exception" in stripped):
             if "validation error" in stripped:
                 return _with_pydantic_detail(stripped, text[i + 1 :])[:400]
             return stripped[:400]
+    if not fallback:
+        return ""
     return next((s.strip()[:400] for s in reversed(text) if s.strip()), "no output")
 
 

@@ -66,10 +66,27 @@ def ensure_secret(path: str) -> bool:
     return True
 
 
+def failure_file(job_dir: str, rank: int) -> str:
+    """Where a rank > 0 records why it failed, for the leader to report."""
+    return f"{job_dir}/failed/{rank}.json"
+
+
+def node_failures(job_dir: str, attempt: int) -> list[dict[str, Any]]:
+    """The failures other ranks recorded in this attempt, lowest rank first."""
+    found = []
+    for path in sorted(Path(job_dir, "failed").glob("*.json")):
+        data = read_json(str(path))
+        if data and data.get("attempt") == attempt:
+            found.append(data)
+    return sorted(found, key=lambda d: int(d.get("rank", 0)))
+
+
 def remove_stale(job_dir: str) -> None:
     """A rerun (requeue) must not read the previous attempt's rendezvous."""
     for name in ("leader.json",):
         Path(job_dir, name).unlink(missing_ok=True)
+    for path in Path(job_dir, "failed").glob("*.json"):
+        path.unlink(missing_ok=True)
 
 
 def now() -> float:

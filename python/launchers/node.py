@@ -358,6 +358,11 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             endpoint.set("LOADING", "vllm serve is starting")
         return _supervise(ctx, task, endpoint, head, serve, watcher)
     except Stopped as stop:
+        failure = _node_failure(ctx)
+        if failure:  # SLURM ends the step when a rank fails: say which and why
+            log(f"FAILED: {failure}")
+            endpoint.set("FAILED", failure)
+            return 1
         log(f"stopping: {stop}")
         endpoint.set("STOPPED", f"stopped by {stop}")
         return 0
@@ -375,6 +380,21 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             log("stopping the Ray head")
             head.stop(grace=RAY_GRACE)
         log(f"leader done ({endpoint.state})")
+
+
+def _died(name: str, code: int, log_path: str) -> str:
+    """``vllm serve exited with code 1: <the error from its log>``; for a killed process
+    the log's last line is no reason, so only an error line found in it is added."""
+    why = _proc.reason(log_path, fallback=code >= 0)
+    return f"{name} {_proc.ended(code)}" + (f": {why}" if why else "")
+
+
+def _node_failure(ctx: NodeContext) -> str | None:
+    failures = jobdir.node_failures(ctx.job_dir, ctx.attempt)
+    if not failures:
+        return None
+    first = failures[0]
+    return f"node {first.get('hostname')} (rank {first.get('rank')}) failed: {first.get('message')}"
 
 
 def _wait_nodes(
@@ -425,7 +445,7 @@ def _supervise(
             code = serve.poll()
             if code is not None:
                 raise RuntimeFailure(
-                    f"vllm serve exited with code {code}: {_proc.reason(serve.log_path)}",
+                    _died("vllm serve", code, serve.log_path),
                     fix=f"read {serve.log_path}",
                 )
         if head is not None and head.poll() is not None:
@@ -588,7 +608,7 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                     log(f"{child.name} exited ({code}); {ended or 'done'}")
                     return 0
                 raise RuntimeFailure(
-                    f"{child.name} exited with code {code}: {_proc.reason(child.log_path)}",
+                    _died(child.name, code, child.log_path),
                     fix=f"read {child.log_path}",
                 )
             if time.monotonic() >= next_check:
@@ -605,6 +625,11 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
         return 0
     except VllmHpcError as exc:
         log(f"FAILED: {exc.one_line()}")
+        jobdir.write_json(
+            jobdir.failure_file(ctx.job_dir, ctx.rank),
+            {"rank": ctx.rank, "hostname": ctx.hostname, "attempt": ctx.attempt,
+             "message": exc.one_line(), "time": jobdir.now()},
+        )  # fmt: skip
         return 1
     finally:
         if child is not None:
@@ -659,7 +684,8 @@ def context(
         stopper=Stopper(),
         host_env=dict(environ),
     )
-    log(f"{ctx.hostname} rank {rank}/{nodes} job {job_id}; network: {reason}")
+    of = f"/{nodes}" if nodes else ""  # a wrapper's worker does not know the cluster size
+    log(f"{ctx.hostname} rank {rank}{of} job {job_id}; network: {reason}")
     log("exports: " + " ".join(f"{k}={v}" for k, v in net_env.items()))
     jobdir.write_json(
         jobdir.node_file(job_dir, rank),

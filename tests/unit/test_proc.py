@@ -39,6 +39,28 @@ def test_reason_keeps_the_cause_of_a_pydantic_validation_error(tmp_path: Path) -
     )
 
 
+def test_reason_names_the_ray_daemon_that_died(tmp_path: Path) -> None:
+    log = tmp_path / "ray.log"
+    log.write_text(
+        "\x1b[31mSome Ray subprocesses exited unexpectedly:\x1b[39m\n"
+        "2026-11-23 16:51:30,032\tERR scripts.py:87 -- \x1b[31m\x1b[1mraylet\x1b[22m"
+        " [exit code=-9]\x1b[0m\n"
+        "ERR scripts.py:1315 -- \x1b[31mRemaining processes will be killed.\x1b[39m\n"
+    )
+    assert _proc.reason(str(log)) == (
+        "Some Ray subprocesses exited unexpectedly: raylet [exit code=-9]"
+    )
+
+
+def test_a_killed_process_gets_no_made_up_reason(tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    log.write_text('INFO: 127.0.0.1:60326 - "GET /v1/models HTTP/1.1" 200 OK\n')
+    assert _proc.reason(str(log), fallback=False) == ""
+    assert _proc.reason(str(log)).endswith("200 OK")
+    assert _proc.ended(-9) == "was killed by SIGKILL"
+    assert _proc.ended(1) == "exited with code 1"
+
+
 def test_stop_tree_reaps_children_that_left_the_group(tmp_path: Path) -> None:
     # A parent that starts a grandchild in its own session (as Ray's daemons do).
     code = (
