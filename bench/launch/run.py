@@ -82,9 +82,14 @@ def models_answer(url: str, key: str | None) -> bool:
         return False
 
 
+class LaunchFailed(Exception):
+    """A launch that ended without answering (counted by --consecutive)."""
+
+
 class Bench:
     def __init__(self, cluster: bed.MiniCluster, testenv: bed.TestEnv, model: Path) -> None:
         self.cluster = cluster
+        self.testenv = testenv
         self.model = model
         self.root = cluster.job_root / "bench-launch"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -159,7 +164,8 @@ class Bench:
                        "EXTRA_VLLM_ARGS": "--max-model-len 512"}  # fmt: skip
             job_id = self.sbatch(script, nodes, env, work / "slurm.out")
             url, key = self.endpoint(variant, job_id, phases_file)
-            poll(f"{variant} job {job_id} to answer {url}", lambda: models_answer(url, key),
+            poll(f"{variant} job {job_id} to answer {url}",
+                 lambda: models_answer(url, key) or self.ended(variant, job_id),
                  READY_TIMEOUT)  # fmt: skip
             t_ready = time.time()
             start = float(read_phases(phases_file)["job_start"])
@@ -168,6 +174,20 @@ class Bench:
         record["phases"] = self.phases(variant, job_id, phases_file, t_submit, t_ready)
         self.finish(job_id)
         return record
+
+    def ended(self, variant: str, job_id: str) -> bool:
+        """Never true: a job that ended before answering stops the benchmark, saying why."""
+        state = self.cluster.job_info(job_id).get("JobState", "")
+        if state in bed.TERMINAL_STATES:
+            why = ""
+            if variant != "floor":
+                try:
+                    data = json.loads((self.root / job_id / "endpoint.json").read_text())
+                    why = f": {data.get('state')} - {data.get('message')}"
+                except (OSError, ValueError):
+                    why = " (no endpoint.json)"
+            raise LaunchFailed(f"{variant} job {job_id} ended {state} before answering{why}")
+        return False
 
     def endpoint(self, variant: str, job_id: str, phases_file: Path) -> tuple[str, str | None]:
         if variant == "floor":
@@ -319,17 +339,7 @@ def versions(python: Path, env: dict[str, str]) -> dict[str, str]:
     return {"ray": ray_v, "vllm": vllm_v}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.launch.run", description=__doc__)
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each launch")
-    parser.add_argument("--nodes", default="1,2", help="node counts of the serving launches")
-    parser.add_argument("--bootstrap", default="2,3,4", help="node counts of the Ray bootstrap")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = parser.parse_args(argv)
-    node_counts = [int(n) for n in args.nodes.split(",") if n]
-    boot_counts = [int(n) for n in args.bootstrap.split(",") if n]
-    need = max([*node_counts, *boot_counts])
-
+def setup(nodes: int) -> Bench:
     reason = bed.cannot_host_reason()
     if reason:
         raise SystemExit(f"bench-launch: this machine cannot host the mini cluster: {reason}")
@@ -337,12 +347,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = bed.ensure_tiny_model(testenv, bed.state_dir() / "models" / "tiny-llama")
     state = bed.state_dir()
     running = bed.cluster_node_count(state)
-    if running < need:
+    if running < nodes:
         if running:
             bed.minicluster_down(state)
-        say(f"bringing the mini cluster up with {need} nodes")
-        bed.minicluster_up(state, need)
-    bench = Bench(bed.MiniCluster.attach(state), testenv, model)
+        say(f"bringing the mini cluster up with {nodes} nodes")
+        bed.minicluster_up(state, nodes)
+    return Bench(bed.MiniCluster.attach(state), testenv, model)
+
+
+def consecutive(count: int, out: Path) -> int:
+    """Back-to-back 2-node launches: how many fail (ports, stale state, races)."""
+    bench = setup(2)
+    times: list[float] = []
+    failures: list[str] = []
+    for i in range(count):
+        try:
+            record = bench.launch("sbatch", 2)
+        except (LaunchFailed, SystemExit) as exc:
+            failures.append(str(exc))
+            bench.cluster.slurm(["scancel", "--name=wrapper.sbatch"], check=False)
+            say(f"launch {i + 1}/{count} FAILED: {exc}")
+            continue
+        times.append(record["from_start"])
+        say(f"launch {i + 1}/{count}: {record['from_start']:.1f} s")
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "launches": count,
+        "failed": len(failures),
+        "failures": failures,
+        "from_start": summary(times) if times else None,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"launch-consecutive-{result['date']}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    say(f"{len(failures)} of {count} launches failed; wrote {path}")
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.launch.run", description=__doc__)
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each launch")
+    parser.add_argument("--nodes", default="1,2", help="node counts of the serving launches")
+    parser.add_argument("--bootstrap", default="2,3,4", help="node counts of the Ray bootstrap")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--consecutive",
+        type=int,
+        metavar="N",
+        help="instead: N back-to-back 2-node launches through the sbatch template; count failures",
+    )
+    args = parser.parse_args(argv)
+    if args.consecutive:
+        return consecutive(args.consecutive, args.out)
+    node_counts = [int(n) for n in args.nodes.split(",") if n]
+    boot_counts = [int(n) for n in args.bootstrap.split(",") if n]
+    need = max([*node_counts, *boot_counts])
+
+    bench = setup(need)
+    testenv, model = bench.testenv, bench.model
 
     say("warm-up launches (not recorded)")
     for n in node_counts:

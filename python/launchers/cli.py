@@ -340,23 +340,28 @@ def plan_cmd(out: str | None, **kwargs: Any) -> None:
     launch = _make_plan(kwargs)
     text = launch.model_dump_json(indent=2) + "\n"
     if out:
-        from launchers.errors import InputError
-        from launchers.jobdir import ensure_dir
-
-        parent = os.path.dirname(os.path.abspath(out))
-        try:
-            # A parent that exists as a file is left to open(), which names it
-            # ("Not a directory") where mkdir would only say "File exists".
-            if not os.path.lexists(parent):
-                ensure_dir(parent)
-            with open(out, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise InputError(
-                f"--out: cannot write {out}: {exc.strerror or exc}", fix="choose a writable path"
-            ) from None
+        _write_file("--out", out, text)
     else:
         click.echo(text, nl=False)
+
+
+def _write_file(flag: str, path: str, text: str) -> None:
+    """Write an output file the user named; a path that cannot be written is bad input."""
+    from launchers.errors import InputError
+    from launchers.jobdir import ensure_dir
+
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        # A parent that exists as a file is left to open(), which names it
+        # ("Not a directory") where mkdir would only say "File exists".
+        if not os.path.lexists(parent):
+            ensure_dir(parent)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise InputError(
+            f"{flag}: cannot write {path}: {exc.strerror or exc}", fix="choose a writable path"
+        ) from None
 
 
 @cli.group("render")
@@ -373,8 +378,7 @@ def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
 
     text = render_sbatch(_make_plan(kwargs))
     if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        _write_file("--output", output, text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)

@@ -278,8 +278,28 @@ def _banner(ctx: NodeContext, task: LeaderTask, seconds: float) -> str:
         f"READY after {seconds:.1f} s: {url} serves {task.served_model_name!r} "
         f"(on {ctx.hostname})\n"
         f"  curl {url}/chat/completions -H 'Content-Type: application/json'{auth} "
-        f"-d {shlex.quote(body)}"
+        f"-d {shlex.quote(body)}\n"
+        f"  {_who_can_reach(ctx, task)}"
     )
+
+
+def _who_can_reach(ctx: NodeContext, task: LeaderTask) -> str:
+    """Say plainly who can call the API: the bound address and whether a key guards it."""
+    host = _flag_value(task.serve_argv or [], "--host") or "0.0.0.0"  # noqa: S104 (vLLM's default)
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104
+        where = (
+            f"every interface of {ctx.hostname}: anyone who reaches {ctx.hostname}:{task.api_port}"
+        )
+    elif host in ("127.0.0.1", "localhost", "::1"):
+        where = f"loopback only: processes on {ctx.hostname}"
+    else:
+        where = f"{host}: anyone who reaches {host}:{task.api_port}"
+    guard = (
+        f"with the API key in {task.api_key_file}"
+        if task.api_key_file
+        else "with no API key (anyone who reaches it can use the model)"
+    )
+    return f"reachable on {where}, {guard}"
 
 
 def lead(ctx: NodeContext, task: LeaderTask) -> int:

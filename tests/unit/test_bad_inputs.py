@@ -501,6 +501,12 @@ BAD_FLAGS = [
         id="plan-out-not-writable",
     ),
     pytest.param(
+        "render sbatch -m a/b -o {file}/job.sbatch",
+        {},
+        "Error: --output: cannot write {file}/job.sbatch: Not a directory (choose a writable path)",
+        id="render-output-not-writable",
+    ),
+    pytest.param(
         "render sbatch -m llama-3.1-70b-instruct --nodes 4",
         {},
         "Error: layout: TP=4 x PP=2 x DP=1 = 8 GPUs, but the allocation is 4 node(s)",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from launchers.config import ContainerSpec
-from launchers.node import NodeContext, NodeLog, Stopper
+from launchers.node import LeaderTask, NodeContext, NodeLog, Stopper, _who_can_reach
 
 
 def context(container: ContainerSpec | None) -> NodeContext:
@@ -47,3 +47,30 @@ def test_enroot_runs_the_step_in_the_image_so_no_wrapping() -> None:
     ctx = context(ContainerSpec.parse("enroot:nvcr.io#nvidia/vllm:25.10"))
     argv, _ = ctx.command(["ray", "start", "--head"])
     assert argv[1:] == ["start", "--head"]
+
+
+def _task(host: str | None, key: str | None) -> LeaderTask:
+    argv = ["vllm", "serve", "m", *(["--host", host] if host else []), "--port", "8000"]
+    return LeaderTask(
+        ray_argv=None, serve_argv=argv, serve_env={}, ray_port=6379, api_port=8000,
+        served_model_name="m", expected_nodes=1, nodes_timeout=1, ready_timeout=1,
+        api_key_file=key,
+    )  # fmt: skip
+
+
+def test_the_ready_banner_says_who_can_reach_the_api() -> None:
+    ctx = context(None)
+    host = ctx.hostname
+    assert _who_can_reach(ctx, _task("0.0.0.0", "/j/api_key")) == (
+        f"reachable on every interface of {host}: anyone who reaches {host}:8000, "
+        "with the API key in /j/api_key"
+    )
+    assert _who_can_reach(ctx, _task(None, None)).endswith(
+        "with no API key (anyone who reaches it can use the model)"
+    )
+    assert _who_can_reach(ctx, _task("127.0.0.1", None)).startswith(
+        f"reachable on loopback only: processes on {host}"
+    )
+    assert _who_can_reach(ctx, _task("10.0.0.5", "k")).startswith(
+        "reachable on 10.0.0.5: anyone who reaches 10.0.0.5:8000"
+    )
