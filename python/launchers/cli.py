@@ -65,6 +65,11 @@ def _layout_options(func: F) -> F:
             help="Extra registry file layered last (repeatable).",
         ),
         click.option("--port", type=int, help="API port on the leader (default 8000)."),
+        click.option(
+            "--host",
+            help="Where the API listens on the leader: 0.0.0.0 (default, every interface), "
+            "'node' (only the address vllm-hpc chose, e.g. ib0's), 127.0.0.1, or an address.",
+        ),
         click.option("--ray-port", type=int, help="Ray head port (default 6379)."),
         click.option(
             "--api-key-file",
@@ -138,6 +143,7 @@ def _request(kwargs: dict[str, Any]) -> Any:
         job_name=kwargs["job_name"],
         job_root=kwargs["job_root"],
         port=kwargs["port"],
+        host=kwargs["host"],
         ray_port=kwargs["ray_port"],
         api_key_file=kwargs["api_key_file"],
         no_api_key=kwargs["no_api_key"],

@@ -283,6 +283,12 @@ def _banner(ctx: NodeContext, task: LeaderTask, seconds: float) -> str:
     )
 
 
+def _probe_host(serve_argv: Sequence[str]) -> str:
+    """Where the leader asks its own API: the bound address, loopback for a wildcard."""
+    host = _flag_value(serve_argv, "--host") or "0.0.0.0"  # noqa: S104
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+
+
 def _who_can_reach(ctx: NodeContext, task: LeaderTask) -> str:
     """Say plainly who can call the API: the bound address and whether a key guards it."""
     host = _flag_value(task.serve_argv or [], "--host") or "0.0.0.0"  # noqa: S104 (vLLM's default)
@@ -494,7 +500,7 @@ def _supervise(
                     + _missing_nodes(ctx, snap)
                 )
         if not ready and serve is not None:
-            base = f"http://127.0.0.1:{task.api_port}"
+            base = f"http://{_probe_host(task.serve_argv or [])}:{task.api_port}"
             key = _read_key(task.api_key_file)
             if http_get(f"{base}/health", api_key=key, timeout=1.0).ok:
                 probe = http_get(f"{base}/v1/models", api_key=key, timeout=2.0)

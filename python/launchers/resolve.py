@@ -7,6 +7,7 @@ Reads only what a login node can read cheaply: registry files, a local model's
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from launchers import commands, probe
-from launchers.commands import check_all2all, parse_version
+from launchers.commands import NODE_IP, check_all2all, parse_version
 from launchers.config import (
     DEFAULT_VLLM_VERSION,
     ContainerSpec,
@@ -144,6 +145,23 @@ def validated(model: type[M], data: Mapping[str, Any]) -> M:
         name = _FLAG_NAMES.get(loc, loc if loc.strip() == loc and loc.isprintable() else repr(loc))
         msg = err["msg"].removeprefix("Value error, ")
         raise InputError(f"{name}: {msg} (got {err.get('input')!r})") from None
+
+
+def _api_host(host: str | None) -> str:
+    """--host: every interface (default), the node's chosen address, or one address."""
+    if host is None:
+        return "0.0.0.0"  # noqa: S104 - reachable from the login node; the API key guards it
+    if host == "node":
+        return NODE_IP
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise InputError(
+            f"--host: {host!r} is not an address",
+            fix="give 0.0.0.0 (every interface), node (the interface vllm-hpc picks), "
+            "127.0.0.1, or an IP address of the leader",
+        ) from None
+    return host
 
 
 def _pick(*values: Any) -> Any:
@@ -423,7 +441,7 @@ def resolve(
             "arch": arch,
             "runtime": runtime,
             "served_model_name": served,
-            "host": _pick(req.host, "0.0.0.0"),  # noqa: S104
+            "host": _api_host(req.host),
             "port": port,
             "port_fixed": req.port is not None,
             "ray_port": ray_port,

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from . import api, bed
-from .test_operate import GONE_TIMEOUT, READY_TIMEOUT, cli, cli_json
+from .test_operate import GONE_TIMEOUT, READY_TIMEOUT, REPO, cli, cli_json
 
 pytestmark = pytest.mark.cluster
 
@@ -180,12 +180,21 @@ def test_a_taken_api_port_moves_or_fails_when_fixed(
     port_8000_taken: None,
     job_ids: list[str],
 ) -> None:
-    handle = submit(env, tiny_model, 1)
-    job_ids.append(str(handle["job_id"]))
+    # Also bound to the node's chosen address only (--host node): it answers there, and
+    # not on the leader's loopback; the READY line says who can reach it.
+    handle = submit(env, tiny_model, 1, "--host", "node")
+    job_id = str(handle["job_id"])
+    job_ids.append(job_id)
     assert handle["url"].endswith(":8001/v1"), handle
     endpoint = json.loads((Path(handle["job_dir"]) / "endpoint.json").read_text())
     assert api.chat(endpoint, [{"role": "user", "content": "Hello"}])
-    minicluster.slurm(["scancel", str(handle["job_id"])])
+    leader = minicluster.job_nodes(job_id)[0]
+    probe = "import socket; socket.create_connection(('127.0.0.1', 8001), timeout=5)"
+    loopback = minicluster.node_exec(leader, ["python3", "-c", probe])
+    assert loopback.returncode != 0 and "ConnectionRefusedError" in loopback.stderr, loopback
+    log = (Path(handle["job_dir"]) / "node-0.log").read_text()
+    assert f"reachable on {handle['url'].split('/')[2].split(':')[0]}: anyone who reaches" in log
+    minicluster.slurm(["scancel", job_id])
 
     done = cli(
         env, "submit", "--model", str(tiny_model), "--nodes", "1", "--gpus-per-node", "1",
@@ -199,3 +208,69 @@ def test_a_taken_api_port_moves_or_fails_when_fixed(
     message = done.stderr.strip().splitlines()[-1]
     assert "FAILED" in message and "port 8000 is already in use" in message, message
     assert f"on {minicluster.job_nodes(found.group(1))[0]}" in message, message
+
+
+def endpoint_of(env: dict[str, str], job_id: str) -> dict[str, Any]:
+    path = Path(env["VLLM_HPC_JOB_ROOT"]) / job_id / "endpoint.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_endpoint(
+    env: dict[str, str], job_id: str, what: str, ok: Any, timeout: float
+) -> dict[str, Any]:
+    """Poll the job's endpoint.json until `ok(data)`."""
+    deadline = time.monotonic() + timeout
+    data: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        data = endpoint_of(env, job_id)
+        if ok(data):
+            return data
+        time.sleep(0.5)  # poll
+    pytest.fail(f"job {job_id}: no {what} after {timeout:.0f} s (last {data})")
+
+
+def single_gpu_job(
+    cluster: bed.MiniCluster, env: dict[str, str], model: Path, *sbatch_args: str
+) -> str:
+    """`sbatch slurm/single_gpu.sbatch` as a user runs it, with extra sbatch options."""
+    return cluster.sbatch(
+        REPO / "slurm" / "single_gpu.sbatch",
+        ["--nodes=1", *sbatch_args],
+        env={**env, "MODEL": str(model), "EXTRA_VLLM_ARGS": "--max-model-len 512"},
+    )
+
+
+def test_time_limit_drains_and_stops_before_slurm_kills(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path
+) -> None:
+    # A 2-minute job asked to be warned 60 s before its end: the runtime stops vLLM and
+    # says why, and the job ends on its own before SLURM's limit (not TIMEOUT).
+    job_id = single_gpu_job(minicluster, env, tiny_model, "--time=2", "--signal=USR1@60")
+    final = wait_endpoint(
+        env, job_id, "final state", lambda d: d.get("state") in ("STOPPED", "FAILED"), 180
+    )
+    assert final["state"] == "STOPPED", final
+    assert final["message"] == "stopped by SIGUSR1 (time limit near)", final
+    state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=120)
+    assert state == "COMPLETED", state
+    minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
+
+
+def test_a_requeued_job_comes_back_ready_in_the_same_directory(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path
+) -> None:
+    job_id = single_gpu_job(minicluster, env, tiny_model, "--time=15", "--requeue")
+    first = wait_endpoint(env, job_id, "READY", lambda d: d.get("state") == "READY", READY_TIMEOUT)
+    assert first["attempt"] == 0
+    minicluster.slurm(["scontrol", "requeue", job_id])
+    again = wait_endpoint(
+        env, job_id, "READY on the second attempt",
+        lambda d: d.get("attempt") == 1 and d.get("state") == "READY", READY_TIMEOUT,
+    )  # fmt: skip
+    endpoint = {**again, "api_key_file": str(Path(env["VLLM_HPC_JOB_ROOT"]) / job_id / "api_key")}
+    assert api.chat(endpoint, [{"role": "user", "content": "Hello"}])
+    leader = json.loads((Path(env["VLLM_HPC_JOB_ROOT"]) / job_id / "leader.json").read_text())
+    assert leader["attempt"] == 1

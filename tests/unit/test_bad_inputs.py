@@ -519,6 +519,13 @@ BAD_FLAGS = [
         id="render-k8s-bad-port",
     ),
     pytest.param(
+        "submit -m a/b --dry-run --host ib0",
+        {},
+        "Error: --host: 'ib0' is not an address (give 0.0.0.0 (every interface), node (the "
+        "interface vllm-hpc picks), 127.0.0.1, or an IP address of the leader)",
+        id="submit-host-not-an-address",
+    ),
+    pytest.param(
         "models show nope",
         {},
         "Error: model: unknown model 'nope' (see `vllm-hpc models list`, or pass a path "

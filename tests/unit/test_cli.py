@@ -167,3 +167,14 @@ def test_python_m_launchers_submit_is_the_same_command() -> None:
 def test_debug_shows_the_traceback() -> None:
     with pytest.raises(Exception, match="no model given"):
         main(["--debug", "submit", "--dry-run"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "bound"),
+    [([], "0.0.0.0"), (["--host", "node"], "@NODE_IP@"), (["--host", "127.0.0.1"], "127.0.0.1")],
+)
+def test_host_picks_where_the_api_listens(flag: list[str], bound: str) -> None:
+    code, out, err = run(["submit", "-m", "a/b", "--dry-run", "--json", *flag])
+    assert code == 0, err
+    serve = json.loads(out)["plan"]["roles"][0]["serve_argv"]
+    assert serve[serve.index("--host") + 1] == bound
