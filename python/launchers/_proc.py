@@ -222,6 +222,12 @@ def _with_pydantic_detail(head: str, following: list[str]) -> str:
     return ": ".join([head, *detail]) if detail else head
 
 
+def tail_lines(path: str, lines: int = 10) -> list[str]:
+    """The last non-empty lines of a log, colour codes removed (for a status file)."""
+    text = [_ANSI.sub("", line).rstrip() for line in tail(path, lines * 3).splitlines()]
+    return [line[:300] for line in text if line.strip()][-lines:]
+
+
 def tail(path: str, lines: int = 20) -> str:
     """The last lines of a log file ('' when it does not exist)."""
     try:

@@ -561,6 +561,7 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
             for n in job.nodes()
         ],
         "ray_nodes": info.get("ray_nodes"),
+        "log_tail": info.get("log_tail") if status.state == "FAILED" else None,
         "job_dir": job.job_dir,
     }
     if as_json:
@@ -577,6 +578,10 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
             when = "alive" if status.state == "READY" else "at the last report"
             click.echo(f"  ray       {len(info['ray_nodes'])} node(s) {when}")
         click.echo(f"  job dir   {job.job_dir}")
+        if data["log_tail"]:
+            click.echo("  log tail  (the failed process's last lines)")
+            for line in data["log_tail"]:
+                click.echo(f"    {line}")
     if status.state != "READY" or health is False:
         sys.exit(EXIT_FAILURE)
 

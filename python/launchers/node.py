@@ -394,7 +394,8 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
         return 0
     except VllmHpcError as exc:
         log(f"FAILED: {exc.one_line()}")
-        endpoint.set("FAILED", exc.one_line())
+        logs = serve.log_path if serve is not None else head.log_path if head else None
+        endpoint.set("FAILED", exc.one_line(), log_tail=_proc.tail_lines(logs) if logs else [])
         return 1
     finally:
         if serve is not None:

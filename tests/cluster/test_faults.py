@@ -122,12 +122,24 @@ def test_secrets_kept_and_a_leader_crash_fails_cleanly(
     )  # fmt: skip
     assert "CONNECTED" not in done.stdout and done.returncode != 0, done.stdout
     assert "auth" in done.stderr.lower(), done.stderr[-1500:]
+    # Ray's client server (port 10001, started by `ray start --head`) does not serve a
+    # client without the token either: it is refused or never answers.
+    code = f"import ray; ray.init('ray://{leader['ip']}:10001'); print('CONNECTED', flush=True)"
+    try:
+        done = subprocess.run(
+            [str(testenv.python), "-c", code], env=stranger, capture_output=True, text=True,
+            timeout=120, check=False, cwd="/",
+        )  # fmt: skip
+        assert "CONNECTED" not in done.stdout and done.returncode != 0, done.stdout
+    except subprocess.TimeoutExpired:
+        pass  # cannot connect: as good as refused
 
     # vLLM dies on the leader: FAILED with the log's reason, nothing left anywhere.
     kill_matching(minicluster, nodes[0], "vllm serve")
     start = time.monotonic()
     status = wait_state(env, job_id, "FAILED", FAIL_DEADLINE)
     assert status["message"].startswith("vllm serve was killed by SIGKILL"), status
+    assert status["log_tail"] and all(isinstance(x, str) for x in status["log_tail"]), status
     minicluster.wait_for_no_processes(nodes, timeout=GONE_TIMEOUT)
     print(f"leader crash: FAILED and clean after {time.monotonic() - start:.1f} s")
 

@@ -61,6 +61,13 @@ def test_a_killed_process_gets_no_made_up_reason(tmp_path: Path) -> None:
     assert _proc.ended(1) == "exited with code 1"
 
 
+def test_tail_lines_for_the_status_file(tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    log.write_text("".join(f"\x1b[32mINFO\x1b[0m line {i}\n\n" for i in range(30)))
+    assert _proc.tail_lines(str(log), 3) == ["INFO line 27", "INFO line 28", "INFO line 29"]
+    assert _proc.tail_lines(str(tmp_path / "missing.log")) == []
+
+
 def test_stop_tree_reaps_children_that_left_the_group(tmp_path: Path) -> None:
     # A parent that starts a grandchild in its own session (as Ray's daemons do).
     code = (
