@@ -113,6 +113,12 @@ def _layout_options(func: F) -> F:
         click.option(
             "--dp-rpc-port", type=int, help="Data-parallel RPC port on the leader (default 13345)."
         ),
+        click.option(
+            "--dp-backend",
+            type=click.Choice(["mp", "ray"]),
+            help="How data-parallel ranks span nodes: mp (default; a headless vllm serve per "
+            "node) or ray (one vllm serve on the leader places them over the Ray cluster).",
+        ),
         click.option("--requeue", is_flag=True, help="Let SLURM requeue the job."),
         click.option("--job-root", help="Directory for job directories (shared storage)."),
         click.argument("extra_vllm_args", nargs=-1, type=click.UNPROCESSED),
@@ -156,6 +162,7 @@ def _request(kwargs: dict[str, Any]) -> Any:
         all2all_backend=kwargs["all2all_backend"],
         api_server_count=kwargs["api_server_count"],
         dp_rpc_port=kwargs["dp_rpc_port"],
+        dp_backend=kwargs["dp_backend"],
         extra_args=tuple(kwargs["extra_vllm_args"]),
     )
 

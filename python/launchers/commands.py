@@ -29,6 +29,7 @@ FEATURE_SINCE: dict[str, tuple[int, int, int]] = {
     "all2all_flag": (0, 11, 1),  # --all2all-backend replaces VLLM_ALL2ALL_BACKEND
     "headless_dp": (0, 9, 0),  # --headless --data-parallel-start-rank
     "api_server_count": (0, 9, 0),
+    "dp_ray_backend": (0, 10, 0),  # --data-parallel-backend ray
 }
 # The values vLLM 0.32 accepts for --all2all-backend (vllm/config/parallel.py), without
 # the removed ones, which it silently maps to allgather_reducescatter.
@@ -223,7 +224,23 @@ def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> lis
         argv += ["--host", config.host, "--port", str(config.port)]
     argv += _model_args(config)
     argv += _parallel_args(layout)
-    if config.runtime == "ray":
+    if config.runtime == "ray" and layout.dp > 1:
+        # One vllm serve on the leader; vLLM places every DP rank (and its Ray executor)
+        # on the Ray cluster the plan brings up.
+        require("dp_ray_backend", config.vllm_version, "--dp-backend ray")
+        argv += [
+            "--data-parallel-size",
+            str(layout.dp),
+            "--data-parallel-size-local",
+            str(layout.dp_local),
+            "--data-parallel-backend",
+            "ray",
+            "--data-parallel-address",
+            LEADER_IP,
+        ]
+        if config.spec.api_server_count:
+            argv += ["--api-server-count", str(config.spec.api_server_count)]
+    elif config.runtime == "ray":
         argv += ["--distributed-executor-backend", "ray"]
     elif config.runtime == "native":
         require("nnodes", config.vllm_version, "multi-node without Ray (--runtime native)")

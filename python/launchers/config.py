@@ -230,6 +230,9 @@ class ServeConfig(Frozen):
     ray_port: Port = 6379
     ray_port_fixed: bool = False
     dp_rpc_port: Port = 13345
+    dp_backend: Literal["mp", "ray"] = Field(
+        "mp", description="ray: the leader's vllm serve places the DP ranks over Ray"
+    )
     master_port: Port = 29501
     api_key: Literal["generate", "file", "none"] = Field(
         "generate", description="generate: a new key per job, kept in the job directory"

@@ -68,6 +68,7 @@ _PLAN_FLAGS = {
     "--all2all-backend": "use --all2all-backend before `--` (registry: all2all_backend)",
     "--api-server-count": "use --api-server-count before `--` (registry: api_server_count)",
     "--data-parallel-rpc-port": "use --dp-rpc-port",
+    "--data-parallel-backend": "use --dp-backend",
     "--port": "use --port before `--`",
     "--served-model-name": "set served_model_name in a registry entry",
     "--distributed-executor-backend": "use --runtime",
@@ -130,6 +131,7 @@ class Request:
     all2all_backend: str | None = None
     api_server_count: int | None = None
     dp_rpc_port: int | None = None
+    dp_backend: str | None = None
     python: str | None = None
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -282,9 +284,14 @@ def _runtime(req: Request, spec: ModelSpec, nodes: int, dp: int) -> str:
     if choice not in ("auto", "ray", "native"):
         raise InputError(f"--runtime: {choice!r} is not a runtime", fix="use auto, ray or native")
     if nodes == 1:
-        return "ray" if choice == "ray" else "single"
+        return "ray" if choice == "ray" or (dp > 1 and req.dp_backend == "ray") else "single"
     if dp > 1:
-        return "dp"
+        return "ray" if req.dp_backend == "ray" else "dp"
+    if req.dp_backend == "ray":
+        raise InputError(
+            "--dp-backend: ray places data-parallel ranks, but the layout has none",
+            fix="add --dp N (N > 1) across the nodes, or drop --dp-backend",
+        )
     return "native" if choice == "native" else "ray"
 
 
@@ -442,6 +449,7 @@ def resolve(
             "runtime": runtime,
             "served_model_name": served,
             "host": _api_host(req.host),
+            "dp_backend": _pick(req.dp_backend, "mp"),
             "port": port,
             "port_fixed": req.port is not None,
             "ray_port": ray_port,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,12 +52,13 @@ def test_dp2_across_two_nodes_sbatch(
         cancel_and_check_clean(minicluster, job_id, minicluster.nodes)
 
 
-def test_dp2_through_submit(
-    minicluster: bed.MiniCluster, testenv: bed.TestEnv, env: dict[str, str], tiny_model: Path
-) -> None:
+def submit_wait(
+    testenv: bed.TestEnv, env: dict[str, str], model: Path, *more: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], str]:
+    """`python -m launchers.submit --wait --json` for DP=2 over 2 nodes, as a user runs it."""
     argv = [
-        str(testenv.python), "-m", "launchers.submit", "--model", str(tiny_model),
-        "--nodes", "2", "--gpus-per-node", "1", "--dp", "2", "--partition", "debug",
+        str(testenv.python), "-m", "launchers.submit", "--model", str(model),
+        "--nodes", "2", "--gpus-per-node", "1", "--dp", "2", *more, "--partition", "debug",
         "--time", "00:10:00", "--wait", "--json", "--wait-timeout", str(READY_TIMEOUT),
         "--", *VLLM_ARGS.split(),
     ]  # fmt: skip
@@ -64,9 +66,35 @@ def test_dp2_through_submit(
         argv, env=env, capture_output=True, text=True, timeout=READY_TIMEOUT + 60, check=False
     )
     handle = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
-    job_id = str(handle.get("job_id", ""))
+    return done, handle, str(handle.get("job_id", ""))
+
+
+def test_dp2_through_submit(
+    minicluster: bed.MiniCluster, testenv: bed.TestEnv, env: dict[str, str], tiny_model: Path
+) -> None:
+    done, handle, job_id = submit_wait(testenv, env, tiny_model)
     try:
         assert done.returncode == 0, done.stderr[-3000:]
+        endpoint = json.loads((Path(handle["job_dir"]) / "endpoint.json").read_text())
+        assert api.chat(endpoint, PROMPT)
+    finally:
+        if job_id:
+            cancel_and_check_clean(minicluster, job_id, minicluster.nodes)
+
+
+def test_dp2_over_the_ray_backend(
+    minicluster: bed.MiniCluster, testenv: bed.TestEnv, env: dict[str, str], tiny_model: Path
+) -> None:
+    # `--dp-backend ray`: one vllm serve on the leader places a DP engine on each node
+    # of the Ray cluster the runtime brought up.
+    done, handle, job_id = submit_wait(testenv, env, tiny_model, "--dp-backend", "ray")
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        plan = json.loads((Path(handle["job_dir"]) / "plan.json").read_text())
+        assert plan["runtime"] == "ray"
+        for node in minicluster.job_nodes(job_id):
+            procs = minicluster.node_processes(node)
+            assert any("EngineCoreActor" in p.cmdline for p in procs), f"no DP engine on {node}"
         endpoint = json.loads((Path(handle["job_dir"]) / "endpoint.json").read_text())
         assert api.chat(endpoint, PROMPT)
     finally:

@@ -526,6 +526,27 @@ BAD_FLAGS = [
         id="submit-host-not-an-address",
     ),
     pytest.param(
+        "submit -m a/b -N 2 -G 1 --dp-backend ray --dry-run",
+        {},
+        "Error: --dp-backend: ray places data-parallel ranks, but the layout has none (add "
+        "--dp N (N > 1) across the nodes, or drop --dp-backend)",
+        id="dp-backend-ray-without-dp",
+    ),
+    pytest.param(
+        "submit -m a/b -N 2 -G 1 --dp 2 --dry-run -- --data-parallel-backend ray",
+        {},
+        "Error: vllm serve arguments: --data-parallel-backend ray conflicts with the plan, "
+        "which leaves --data-parallel-backend out here (use --dp-backend)",
+        id="dp-backend-after-dashes",
+    ),
+    pytest.param(
+        "submit -m a/b -N 2 -G 1 --dp 2 --dp-backend ray --vllm-version 0.9.2 --dry-run",
+        {},
+        "Error: vllm_version: --dp-backend ray needs vLLM >= 0.10.0, the target is 0.9.2 "
+        "(upgrade vLLM to 0.10.0 or newer, or set vllm_version if the nodes have it)",
+        id="dp-backend-ray-old-vllm",
+    ),
+    pytest.param(
         "models show nope",
         {},
         "Error: model: unknown model 'nope' (see `vllm-hpc models list`, or pass a path "

@@ -178,3 +178,20 @@ def test_host_picks_where_the_api_listens(flag: list[str], bound: str) -> None:
     assert code == 0, err
     serve = json.loads(out)["plan"]["roles"][0]["serve_argv"]
     assert serve[serve.index("--host") + 1] == bound
+
+
+def test_dp_backend_ray_is_one_serve_on_the_leader_over_ray() -> None:
+    code, out, err = run(
+        ["submit", "-m", "a/b", "-N", "2", "-G", "1", "--dp", "2", "--dp-backend", "ray",
+         "--dry-run", "--json"]
+    )  # fmt: skip
+    assert code == 0, err
+    plan = json.loads(out)["plan"]
+    assert plan["runtime"] == "ray"
+    leader, worker = plan["roles"]
+    serve = leader["serve_argv"]
+    assert serve[serve.index("--data-parallel-size") + 1] == "2"
+    assert serve[serve.index("--data-parallel-size-local") + 1] == "1"
+    assert serve[serve.index("--data-parallel-backend") + 1] == "ray"
+    assert "--headless" not in serve and "--distributed-executor-backend" not in serve
+    assert worker["serve_argv"] is None and worker["ray_argv"][:2] == ["ray", "start"]
