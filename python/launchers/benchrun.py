@@ -18,15 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launchers import _proc, jobdir
+from launchers import _proc, jobdir, slurm
 from launchers.errors import InputError, RuntimeFailure
 from launchers.loadtest import LoadSpec, run_builtin, summarize_vllm, vllm_bench_argv
 
 PROBE = "import importlib.util as u, sys; sys.exit(0 if u.find_spec('vllm') else 3)"
-
-
-def _srun_prefix(job_id: str, host: str) -> list[str]:
-    return ["srun", f"--jobid={job_id}", "--overlap", "-N1", "-n1", f"--nodelist={host}", "--quiet"]
 
 
 def places(
@@ -40,7 +36,8 @@ def places(
     if job_id.startswith("local-"):
         out.append(("the job's Python", [python]))
     elif leader_host and plan.get("container") is None:
-        out.append((f"the leader {leader_host}", [*_srun_prefix(job_id, leader_host), python]))
+        on_leader = slurm.srun_in_job(job_id, nodelist=leader_host)
+        out.append((f"the leader {leader_host}", [*on_leader, python]))
     return out
 
 

@@ -753,7 +753,9 @@ def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
         plan_json = Path(job.job_dir, "plan.json").read_text(encoding="utf-8")
         data = json.loads(plan_json)
         nodes = len(job.nodes()) or int(data["layout"]["nodes"])
-        prefix = doctor_run.srun_in_job(job.job_id, nodes)
+        from launchers.slurm import srun_in_job
+
+        prefix = srun_in_job(job.job_id, nodes=nodes)
         meet_root, python = job.job_dir, str(data["python"])
     else:
         launch = _make_plan(kwargs)

@@ -210,6 +210,18 @@ def _ep_args(config: ServeConfig) -> list[str]:
     return argv
 
 
+def _dp_args(layout: ParallelLayout) -> list[str]:
+    """DP across nodes: the total, this node's share, and the leader's address."""
+    return [
+        "--data-parallel-size",
+        str(layout.dp),
+        "--data-parallel-size-local",
+        str(layout.dp_local),
+        "--data-parallel-address",
+        LEADER_IP,
+    ]
+
+
 def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> list[str]:
     """``vllm serve`` for one role of the plan's runtime.
 
@@ -228,16 +240,7 @@ def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> lis
         # One vllm serve on the leader; vLLM places every DP rank (and its Ray executor)
         # on the Ray cluster the plan brings up.
         require("dp_ray_backend", config.vllm_version, "--dp-backend ray")
-        argv += [
-            "--data-parallel-size",
-            str(layout.dp),
-            "--data-parallel-size-local",
-            str(layout.dp_local),
-            "--data-parallel-backend",
-            "ray",
-            "--data-parallel-address",
-            LEADER_IP,
-        ]
+        argv += [*_dp_args(layout), "--data-parallel-backend", "ray"]
         if config.spec.api_server_count:
             argv += ["--api-server-count", str(config.spec.api_server_count)]
     elif config.runtime == "ray":
@@ -256,16 +259,7 @@ def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> lis
         ]
     elif config.runtime == "dp":
         require("headless_dp", config.vllm_version, "multi-node data parallel")
-        argv += [
-            "--data-parallel-size",
-            str(layout.dp),
-            "--data-parallel-size-local",
-            str(layout.dp_local),
-            "--data-parallel-address",
-            LEADER_IP,
-            "--data-parallel-rpc-port",
-            str(config.dp_rpc_port),
-        ]
+        argv += [*_dp_args(layout), "--data-parallel-rpc-port", str(config.dp_rpc_port)]
         if headless:
             argv += ["--data-parallel-start-rank", DP_START_RANK]
         elif config.spec.api_server_count:

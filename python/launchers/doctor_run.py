@@ -51,11 +51,6 @@ def srun_new(sbatch: Sequence[Sequence[str]], time_limit: str = "00:10:00") -> l
     return [*argv, "--quiet"]
 
 
-def srun_in_job(job_id: str, nodes: int) -> list[str]:
-    step = [f"--jobid={job_id}", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1"]
-    return ["srun", *step, "--quiet"]
-
-
 def parse_output(text: str) -> list[dict[str, Any]]:
     """The checks in the nodes' output, by rank then in the order they ran."""
     rows = []

@@ -74,7 +74,7 @@ def failure_file(job_dir: str, rank: int) -> str:
 def node_failures(job_dir: str, attempt: int) -> list[dict[str, Any]]:
     """The failures other ranks recorded in this attempt, lowest rank first."""
     found = []
-    for path in sorted(Path(job_dir, "failed").glob("*.json")):
+    for path in Path(job_dir, "failed").glob("*.json"):
         data = read_json(str(path))
         if data and data.get("attempt") == attempt:
             found.append(data)

@@ -257,3 +257,12 @@ def start_local(plan: LaunchPlan) -> JobHandle:
     log = f"{job_dir}/local.out"
     _proc.start("local-job", argv, env=dict(os.environ), log_path=log)
     return JobHandle(job_id, job_dir, "local", log)
+
+
+def srun_in_job(job_id: str, *, nodes: int = 1, nodelist: str | None = None) -> list[str]:
+    """``srun`` argv prefix for one task per node inside a running job's allocation
+    (``--overlap``: beside the job's own step, on its nodes, without new GPU time)."""
+    argv = ["srun", f"--jobid={job_id}", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1"]
+    if nodelist:
+        argv.append(f"--nodelist={nodelist}")
+    return [*argv, "--quiet"]
