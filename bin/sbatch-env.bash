@@ -9,7 +9,7 @@ sbatch_die() {
 }
 
 # sbatch_env NAME...: the job runs under SLURM, VLLM_HPC_PYTHON runs, and each NAME
-# that is set is valid for its kind (sizes, ports, EP, REGISTRY).
+# that is set is valid for its kind (sizes, ports, EP, DP_BACKEND, REGISTRY).
 sbatch_env() {
   [[ -n "${SLURM_JOB_ID:-}" && -n "${SLURM_JOB_NUM_NODES:-}" ]] ||
     sbatch_die "SLURM_JOB_ID is not set: this is a SLURM batch script (submit it: sbatch --export=ALL,MODEL=$MODEL $0)"
@@ -22,6 +22,10 @@ sbatch_env() {
         if ! [[ "$value" =~ ^[0-9]{4,5}$ ]] || ((10#$value < 1024 || 10#$value > 65535)); then
           sbatch_die "$name must be a port number 1024-65535 (got '$value'; unset it for the default)"
         fi
+        ;;
+      DP_BACKEND)
+        [[ "$value" == mp || "$value" == ray ]] ||
+          sbatch_die "DP_BACKEND must be mp (headless ranks) or ray (got '$value'; unset it for mp)"
         ;;
       EP) [[ "$value" == [01] ]] || sbatch_die "EP must be 0 (dense model) or 1 (expert parallel) (got '$value')" ;;
       REGISTRY)

@@ -179,6 +179,9 @@ def stop_tree(child: Child, *, grace: float = 10.0, sig: int = signal.SIGTERM) -
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _RAY_DIED = "Some Ray subprocesses exited unexpectedly"
+_NATIVE_CRASH = ("Segfault encountered", "Fatal Python error")
+_FRAME = re.compile(r'File "([^"]+)", line (\d+),? in ([A-Za-z_][A-Za-z0-9_:]*)')
+_ACCESS_LOG = re.compile(r' HTTP/\d(?:\.\d)?" \d{3}\b')
 
 
 def ended(code: int) -> str:
@@ -192,16 +195,21 @@ def ended(code: int) -> str:
 
 
 def reason(path: str, *, fallback: bool = True) -> str:
-    """One line saying why a process failed: the last error line of its log (a Python
-    exception, ``Error: ...``, Ray's report of which daemon died), else (with
+    """One line saying why a process failed: a native crash and the code it crashed in,
+    Ray's report of which daemon died, else the last error line of its log (a Python
+    exception, ``Error: ...``; HTTP access lines are not reasons), else (with
     ``fallback``) its last non-empty line, else ''."""
     text = [_ANSI.sub("", line) for line in tail(path, 400).splitlines()]
     for i, line in enumerate(text):
+        if any(crash in line for crash in _NATIVE_CRASH):
+            return _native_crash(line, text[i + 1 : i + 12])[:400]
         if _RAY_DIED in line:  # `ray start --block`: the next line names the daemon
             died = text[i + 1].split(" -- ", 1)[-1].strip() if i + 1 < len(text) else ""
             return f"{_RAY_DIED}: {died}"[:400]
     for i in range(len(text) - 1, max(-1, len(text) - 81), -1):
         stripped = text[i].strip()
+        if _ACCESS_LOG.search(stripped):
+            continue
         if stripped and ("Error" in stripped or "error:" in stripped or "Exception" in stripped):
             if "validation error" in stripped:
                 return _with_pydantic_detail(stripped, text[i + 1 :])[:400]
@@ -209,6 +217,17 @@ def reason(path: str, *, fallback: bool = True) -> str:
     if not fallback:
         return ""
     return next((s.strip()[:400] for s in reversed(text) if s.strip()), "no output")
+
+
+def _native_crash(head: str, frames: list[str]) -> str:
+    """``Segfault encountered in csrc/cpu/x.cpp line 242 (fn)``: the first frame of the
+    crash report that is not the C library's signal handler."""
+    what = head.strip(" !").strip()
+    for line in frames:
+        found = _FRAME.search(line)
+        if found and "sigaction" not in found.group(1) and found.group(1) != "<unknown>":
+            return f"{what} in {found.group(1)} line {found.group(2)} ({found.group(3)})"
+    return what
 
 
 def _with_pydantic_detail(head: str, following: list[str]) -> str:

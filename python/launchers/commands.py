@@ -10,6 +10,7 @@ have) is asked of the installed vLLM by ``launchers.probe``, in a child process.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from launchers.config import ParallelLayout, ServeConfig
 from launchers.errors import InputError, UnsupportedFeatureError
@@ -72,6 +73,28 @@ def require(feature: str, version: str, what: str) -> None:
             f"vllm_version: {what} needs vLLM >= {need}, the target is {version}",
             fix=f"upgrade vLLM to {need} or newer, or set vllm_version if the nodes have it",
         )
+
+
+# The flags a plan may pass that older vLLM releases lack, with the feature that brings each.
+FLAG_FEATURE = {
+    "--nnodes": ("nnodes", "multi-node without Ray (--runtime native)"),
+    "--all2all-backend": ("all2all_flag", "--all2all-backend"),
+    "--data-parallel-start-rank": ("headless_dp", "headless data-parallel ranks"),
+    "--api-server-count": ("api_server_count", "--api-server-count"),
+    "--data-parallel-backend": ("dp_ray_backend", "--dp-backend ray"),
+}
+
+
+def check_installed(serve_argv: Sequence[str], installed: str) -> None:
+    """Refuse a plan made for a newer vLLM than the node has: the first flag of
+    ``serve_argv`` the installed version does not know, as one line with the fix."""
+    for flag, (feature, what) in FLAG_FEATURE.items():
+        if flag in serve_argv and not supports(feature, installed):
+            need = ".".join(map(str, FEATURE_SINCE[feature]))
+            raise UnsupportedFeatureError(
+                f"vllm_version: {what} needs vLLM >= {need}, this node has {installed}",
+                fix=f"load vLLM {need} or newer on the nodes (the plan assumed a newer one)",
+            )
 
 
 def check_all2all(backend: str) -> str:

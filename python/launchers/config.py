@@ -22,7 +22,8 @@ PositiveInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 
 # The vLLM release line the plan targets when the user does not name one. The runtime
-# checks the installed version on the leader and refuses features it lacks.
+# checks the installed version on every node that runs `vllm serve` (outside a container)
+# and refuses flags it lacks.
 DEFAULT_VLLM_VERSION = "0.32.0"
 
 _TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+$")

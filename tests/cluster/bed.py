@@ -198,15 +198,18 @@ def make_testenv() -> TestEnv:
     )
 
 
-def ensure_tiny_model(testenv: TestEnv, out: Path) -> Path:
-    """Generate the tiny model once (keyed by the generator's content) into `out`."""
-    key = hashlib.sha256(MAKE_TINY_MODEL.read_bytes()).hexdigest()
+def ensure_tiny_model(testenv: TestEnv, out: Path, *, moe: bool = False) -> Path:
+    """Generate the tiny model (a Mixtral-style MoE with `moe`) once, keyed by the
+    generator's content, into `out`."""
+    flags = ["--moe"] if moe else []
+    key = hashlib.sha256(MAKE_TINY_MODEL.read_bytes() + " ".join(flags).encode()).hexdigest()
     stamp = out / ".complete"
     if stamp.is_file() and stamp.read_text().strip() == key:
         return out
     if out.exists():
         shutil.rmtree(out)
-    run([str(testenv.python), str(MAKE_TINY_MODEL), str(out)], env=testenv.env, timeout=300)
+    argv = [str(testenv.python), str(MAKE_TINY_MODEL), *flags, str(out)]
+    run(argv, env=testenv.env, timeout=300)
     stamp.write_text(key + "\n")
     return out
 

@@ -1,4 +1,5 @@
-"""Session fixtures for the cluster test bed: `testenv`, `tiny_model`, `minicluster`.
+"""Session fixtures for the cluster test bed: `testenv`, `tiny_model`, `tiny_moe`,
+`minicluster`.
 
 The tests here need root and `ip netns`; on a machine without them they are skipped with the
 reason, never passed. See tests/cluster/README.md.
@@ -35,6 +36,12 @@ def testenv() -> bed.TestEnv:
 def tiny_model(testenv: bed.TestEnv) -> Path:
     """A tiny random Llama with a local tokenizer, in a directory every node reads."""
     return bed.ensure_tiny_model(testenv, bed.state_dir() / "models" / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_moe(testenv: bed.TestEnv) -> Path:
+    """A tiny random Mixtral-style MoE (4 experts, 2 per token), same tokenizer."""
+    return bed.ensure_tiny_model(testenv, bed.state_dir() / "models" / "tiny-mixtral", moe=True)
 
 
 @pytest.fixture(scope="session")

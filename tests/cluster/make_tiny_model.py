@@ -1,11 +1,14 @@
-"""Write a tiny random Llama plus a locally trained tokenizer, for `vllm serve` in tests.
+"""Write a tiny random Llama (or Mixtral) plus a locally trained tokenizer, for `vllm serve`.
 
     /opt/vllm-hpc/testenv/bin/python tests/cluster/make_tiny_model.py OUTDIR
+    /opt/vllm-hpc/testenv/bin/python tests/cluster/make_tiny_model.py --moe OUTDIR
 
 No model hub is reachable from the test machines, so the tests make their own model:
 hidden 128, 2 layers, 4 heads, 2 KV heads, vocabulary 2048, bf16 (~2 MB), a byte-level
 BPE tokenizer trained on text this script generates, and a chat template. Everything is
 seeded, so the same OUTDIR content (and the same temperature-0 outputs) come out every time.
+With --moe the model is a Mixtral-style mixture of experts of the same size (4 experts per
+layer, 2 active per token), for the expert-parallel tests.
 Needs `torch`, `transformers` and `tokenizers` (the test environment has them).
 """
 
@@ -97,30 +100,39 @@ def build_tokenizer(out: Path) -> None:
     fast.save_pretrained(str(out))
 
 
-def build_model(out: Path) -> None:
+SHAPE = {
+    "vocab_size": VOCAB_SIZE,
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "rms_norm_eps": 1e-5,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 3,
+    "tie_word_embeddings": False,
+}
+MOE_SHAPE = {"num_local_experts": 4, "num_experts_per_tok": 2}
+
+
+def build_model(out: Path, moe: bool) -> None:
     import torch  # type: ignore[import-not-found, unused-ignore]
     from transformers import (  # type: ignore[import-not-found, unused-ignore]
         GenerationConfig,
         LlamaConfig,
         LlamaForCausalLM,
+        MixtralConfig,
+        MixtralForCausalLM,
     )
 
     torch.manual_seed(SEED)
-    config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-5,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    if moe:
+        model = MixtralForCausalLM(MixtralConfig(**SHAPE, **MOE_SHAPE))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**SHAPE))
+    model = model.to(torch.bfloat16)
     model.save_pretrained(str(out), safe_serialization=True)
     GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=3).save_pretrained(str(out))
     # transformers records the dtype under a version-dependent key; vLLM reads either.
@@ -131,13 +143,15 @@ def build_model(out: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: make_tiny_model.py OUTDIR", file=sys.stderr)
+    moe = argv[:1] == ["--moe"]
+    args = argv[1:] if moe else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: make_tiny_model.py [--moe] OUTDIR", file=sys.stderr)
         return 2
-    out = Path(argv[0])
+    out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)
     build_tokenizer(out)
-    build_model(out)
+    build_model(out, moe)
     print(out)
     return 0
 

@@ -10,6 +10,7 @@ or raise the project's one-line ``InputError``, never another exception.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -1072,6 +1073,12 @@ BAD_SBATCH_ENV = [
     ),
     pytest.param(
         _DP_EP,
+        {**SLURM_ENV, "MODEL": "a/b", "DP_BACKEND": "nccl"},
+        "Error: DP_BACKEND must be mp (headless ranks) or ray (got 'nccl'; unset it for mp)",
+        id="dp-backend-not-mp-or-ray",
+    ),
+    pytest.param(
+        _DP_EP,
         {**SLURM_ENV, "MODEL": "a/b", "API_SERVERS": "0"},
         "Error: API_SERVERS must be a positive whole number (got '0'; unset it for the default)",
         id="api-servers-zero",
@@ -1427,6 +1434,20 @@ def test_the_seams_record_a_good_start(shell_env: dict[str, str]) -> None:
     done = run_bash(shell_env, REPO / "bin" / _NODE1, _SEED, {})
     assert done.returncode == 0, done.stderr
     assert Path(shell_env["STARTED"]).read_text().startswith("python -m launchers.node run")
+
+
+@pytest.mark.parametrize(("backend", "runtime"), [("", "dp"), ("mp", "dp"), ("ray", "ray")])
+def test_dp_ep_template_chooses_the_dp_backend(
+    backend: str, runtime: str, shell_env: dict[str, str]
+) -> None:
+    """DP_BACKEND=ray in multinode_dp_ep.sbatch plans the Ray bootstrap, as --dp-backend ray."""
+    env = {**SLURM_ENV, "MODEL": "a/b", "DP": "2", "EP": "0", "DP_BACKEND": backend}
+    done = run_bash(shell_env, REPO / "slurm" / _DP_EP, (), env)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads((Path(shell_env["VLLM_HPC_JOB_ROOT"]) / "77" / "plan.json").read_text())
+    assert plan["runtime"] == runtime
+    leader_argv = plan["roles"][0]["serve_argv"]
+    assert ("--data-parallel-backend" in leader_argv) == (backend == "ray")
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from launchers import _proc, node
 from launchers.config import ContainerSpec
-from launchers.node import LeaderTask, NodeContext, NodeLog, Stopper, _who_can_reach
+from launchers.errors import InputError
+from launchers.node import FollowerTask, LeaderTask, NodeContext, NodeLog, Stopper, _who_can_reach
 
 
 def context(container: ContainerSpec | None) -> NodeContext:
@@ -74,3 +82,47 @@ def test_the_ready_banner_says_who_can_reach_the_api() -> None:
     assert _who_can_reach(ctx, _task("10.0.0.5", "k")).startswith(
         "reachable on 10.0.0.5: anyone who reaches 10.0.0.5:8000"
     )
+
+
+NATIVE = ["vllm", "serve", "m", "--port", "8000", "--nnodes", "2", "--node-rank", "0"]
+HEADLESS = ["vllm", "serve", "m", "--data-parallel-start-rank", "1", "--headless"]
+TOO_OLD = (
+    "vllm_version: multi-node without Ray (--runtime native) needs vLLM >= 0.11.1, this "
+    "node has 0.10.2 (load vLLM 0.11.1 or newer on the nodes (the plan assumed a newer one))"
+)
+
+
+def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node, "_installed_vllm", lambda: "0.10.2")
+    started: list[object] = []
+    monkeypatch.setattr(_proc, "start", lambda *a, **k: started.append(a))
+    ctx = replace(context(None), job_dir=str(tmp_path))
+    task = replace(_task(None, None), serve_argv=NATIVE)
+    assert node.lead(ctx, task) == 1
+    endpoint = json.loads((tmp_path / "endpoint.json").read_text())
+    assert (endpoint["state"], endpoint["message"]) == ("FAILED", TOO_OLD)
+    monkeypatch.setattr(node, "_installed_vllm", lambda: "0.8.5")
+    follower = FollowerTask(
+        ray_argv=None, serve_argv=HEADLESS, serve_env={}, leader_ip="10.0.0.1",
+        leader_port=None, nodes_timeout=1,
+    )  # fmt: skip
+    assert node.follow(replace(ctx, rank=1), follower) == 1
+    failed = json.loads((tmp_path / "failed" / "1.json").read_text())
+    assert failed["message"].startswith(
+        "vllm_version: headless data-parallel ranks needs vLLM >= 0.9.0, this node has 0.8.5"
+    )
+    assert started == []
+
+
+def test_a_node_with_a_new_enough_vllm_or_a_container_is_not_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(node, "_installed_vllm", lambda: "0.32.0+cpu")
+    node._require_vllm(context(None), NATIVE)
+    monkeypatch.setattr(node, "_installed_vllm", lambda: "0.8.5")
+    node._require_vllm(context(ContainerSpec.parse("apptainer:/images/vllm.sif")), NATIVE)
+    node._require_vllm(context(None), ["vllm", "serve", "m"])
+    with pytest.raises(InputError, match="headless data-parallel ranks needs vLLM >= 0.9.0"):
+        node._require_vllm(context(None), HEADLESS)

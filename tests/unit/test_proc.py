@@ -5,6 +5,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from launchers import _proc
 
 
@@ -36,19 +38,6 @@ def test_reason_keeps_the_cause_of_a_pydantic_validation_error(tmp_path: Path) -
         "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig: "
         "Value error, User-specified max_model_len (999999) is greater than the derived"
         " max_model_len"
-    )
-
-
-def test_reason_names_the_ray_daemon_that_died(tmp_path: Path) -> None:
-    log = tmp_path / "ray.log"
-    log.write_text(
-        "\x1b[31mSome Ray subprocesses exited unexpectedly:\x1b[39m\n"
-        "2026-11-23 16:51:30,032\tERR scripts.py:87 -- \x1b[31m\x1b[1mraylet\x1b[22m"
-        " [exit code=-9]\x1b[0m\n"
-        "ERR scripts.py:1315 -- \x1b[31mRemaining processes will be killed.\x1b[39m\n"
-    )
-    assert _proc.reason(str(log)) == (
-        "Some Ray subprocesses exited unexpectedly: raylet [exit code=-9]"
     )
 
 
@@ -85,3 +74,51 @@ def test_stop_tree_reaps_children_that_left_the_group(tmp_path: Path) -> None:
     pids = set(child.seen) | {child.pid}
     child.stop(grace=2, sig=signal.SIGTERM)
     assert not _proc.alive(pids)
+
+
+_SEGFAULT = (  # vLLM's crash report for a segfault in a CPU kernel, then the shutdown noise
+    "!!!!!!! Segfault encountered !!!!!!!\n"
+    '  File "./signal/../sysdeps/unix/sysv/linux/x86_64/libc_sigaction.c", line 0, in 0x7f\n'
+    '  File "/tmp/vllm/csrc/cpu/cpu_fused_moe.cpp", line 242, in fused_moe_impl<c10::B>\n'
+    "(EngineCore pid=198) ERROR [core.py:1512] RuntimeError: cancelled\n"
+)
+_ACCESS_500 = (
+    'INFO:     10.77.0.1:58384 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        pytest.param(
+            "\x1b[31mSome Ray subprocesses exited unexpectedly:\x1b[39m\n"
+            "2026-11-23 16:51:30,032\tERR scripts.py:87 -- \x1b[31m\x1b[1mraylet\x1b[22m"
+            " [exit code=-9]\x1b[0m\n"
+            "ERR scripts.py:1315 -- \x1b[31mRemaining processes will be killed.\x1b[39m\n",
+            "Some Ray subprocesses exited unexpectedly: raylet [exit code=-9]",
+            id="ray-daemon-died",
+        ),
+        pytest.param(
+            _SEGFAULT + _ACCESS_500,
+            "Segfault encountered in /tmp/vllm/csrc/cpu/cpu_fused_moe.cpp line 242"
+            " (fused_moe_impl)",
+            id="native-crash-before-the-noise",
+        ),
+        pytest.param(
+            "Fatal Python error: Segmentation fault\n\nCurrent thread 0x01 (most recent call "
+            'first):\n  File "/opt/x/model.py", line 17 in forward\n',
+            "Fatal Python error: Segmentation fault in /opt/x/model.py line 17 (forward)",
+            id="python-fatal-error",
+        ),
+        pytest.param(
+            "ERROR [core.py:1512] EngineDeadError: EngineCore encountered an issue.\n"
+            + _ACCESS_500,
+            "ERROR [core.py:1512] EngineDeadError: EngineCore encountered an issue.",
+            id="an-http-500-line-is-not-a-reason",
+        ),
+    ],
+)
+def test_reason_names_what_died_first(tmp_path: Path, log: str, expected: str) -> None:
+    path = tmp_path / "process.log"
+    path.write_text(log)
+    assert _proc.reason(str(path)) == expected
