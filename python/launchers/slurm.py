@@ -102,24 +102,44 @@ def slurm_minutes(text: str) -> int:
     return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
 
 
+def _ask(argv: list[str], timeout: float) -> str:
+    """What a SLURM query printed ('' when it failed or the tool is not installed:
+    ``sacct`` is missing where a site keeps no accounting)."""
+    if shutil.which(argv[0]) is None:
+        return ""
+    done = _proc.run(argv, timeout=timeout)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _require(tool: str, job_id: str) -> None:
+    if shutil.which(tool) is None:
+        raise SubmitError(
+            f"{tool}: not found here, so SLURM cannot be asked about job {job_id} "
+            "(this is not a SLURM login node)",
+            fix="run vllm-hpc on the login node of the cluster that ran the job",
+        )
+
+
 def job_state(job_id: str) -> tuple[str | None, str]:
     """(our state, SLURM's raw state); (None, '') when SLURM does not know the job."""
-    done = _proc.run(["squeue", "-h", "-j", job_id, "-o", "%T"], timeout=20)
-    if done.returncode == 0 and done.stdout.strip():
-        raw = done.stdout.strip().splitlines()[0]
+    _require("squeue", job_id)
+    out = _ask(["squeue", "-h", "-j", job_id, "-o", "%T"], timeout=20)
+    if out:
+        raw = out.splitlines()[0]
         return parse_state(raw), raw
-    done = _proc.run(["scontrol", "show", "job", "-o", job_id], timeout=20)
-    if done.returncode == 0 and done.stdout.strip():
-        raw = parse_scontrol_record(done.stdout).get("JobState", "")
+    out = _ask(["scontrol", "show", "job", "-o", job_id], timeout=20)
+    if out:
+        raw = parse_scontrol_record(out).get("JobState", "")
         return parse_state(raw), raw
-    done = _proc.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], timeout=20)
-    if done.returncode == 0 and done.stdout.strip():
-        raw = done.stdout.strip().splitlines()[0]
+    out = _ask(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], timeout=20)
+    if out:
+        raw = out.splitlines()[0]
         return parse_state(raw), raw
     return None, ""
 
 
 def scancel(job_id: str) -> None:
+    _require("scancel", job_id)
     done = _proc.run(["scancel", job_id], timeout=30)
     if done.returncode != 0:
         raise SubmitError(f"scancel {job_id} failed: {done.stderr.strip()[:200]}")

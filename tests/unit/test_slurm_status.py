@@ -137,3 +137,35 @@ def test_submit_command_off_slurm_says_so(no_slurm_path: str, tmp_path: Path) ->
     assert (code, out) == (1, "")
     assert err == f"Error: {NOT_SLURM.format(via='submitit')}\n"
     assert not root.exists()
+
+
+NO_SQUEUE = (
+    "Error: {tool}: not found here, so SLURM cannot be asked about job 123 (this is not a "
+    "SLURM login node) (run vllm-hpc on the login node of the cluster that ran the job)\n"
+)
+
+
+@pytest.mark.parametrize(("command", "tool"), [("status", "squeue"), ("stop", "squeue")])
+def test_status_and_stop_off_slurm_say_so(tmp_path: Path, command: str, tool: str) -> None:
+    root = tmp_path / "jobs"
+    (root / "123").mkdir(parents=True)
+    (root / "123" / "endpoint.json").write_text('{"state": "READY", "job_id": "123"}')
+    empty = tmp_path / "no-slurm"
+    empty.mkdir()
+    code, out, err = run([command, "123", "--job-root", str(root)], {"PATH": str(empty)})
+    assert (code, out, err) == (1, "", NO_SQUEUE.format(tool=tool))
+
+
+def test_a_site_without_accounting_is_asked_what_it_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # squeue and scontrol know nothing of an old job and there is no sacct: unknown, no crash.
+    fake = tmp_path / "slurm-bin"
+    fake.mkdir()
+    for tool in ("squeue", "scontrol"):
+        (fake / tool).write_text("#!/bin/sh\nexit 0\n")
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    assert slurm.job_state("123") == (None, "")
+    (fake / "squeue").write_text("#!/bin/sh\necho RUNNING\n")
+    assert slurm.job_state("123") == ("RUNNING", "RUNNING")
