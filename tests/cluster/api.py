@@ -1,8 +1,11 @@
-"""Talking to a deployment from the login namespace, as a user would: with its API key."""
+"""Talking to a deployment from the login namespace, as a user would: with its API key,
+and through the `vllm-hpc` command line."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -39,3 +42,18 @@ def chat(endpoint: dict[str, Any], messages: list[dict[str, str]], max_tokens: i
     if not isinstance(text, str) or not text:
         raise AssertionError(f"empty answer: {answer}")
     return text
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`vllm-hpc ARGS` (``python -m launchers``) run by the login venv, from /."""
+    return subprocess.run(
+        [sys.executable, "-m", "launchers", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd="/",
+    )  # fmt: skip
+
+
+def cli_json(env: dict[str, str], *args: str, code: int = 0, timeout: float = 300) -> Any:
+    """`vllm-hpc COMMAND --json ARGS`, its exit code checked, its output parsed."""
+    done = cli(env, args[0], "--json", *args[1:], timeout=timeout)
+    assert done.returncode == code, f"vllm-hpc {' '.join(args)}: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)

@@ -28,6 +28,8 @@ MINICLUSTER = CLUSTER_DIR / "minicluster.sh"
 TESTENV_SH = CLUSTER_DIR / "testenv.sh"
 SHIM_DIR = CLUSTER_DIR / "cpu_ray_shim"
 SHIM_BIN = CLUSTER_DIR / "shim-bin"
+READY_TIMEOUT = 420.0  # a job's submit -> READY on the bed (vLLM compiles on 2 shared CPUs)
+GONE_TIMEOUT = 30.0  # scancel/stop -> every process of the job gone
 MAKE_TINY_MODEL = CLUSTER_DIR / "make_tiny_model.py"
 
 LOGIN_ADDRESS = "10.77.0.1"

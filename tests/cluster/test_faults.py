@@ -29,7 +29,10 @@ from typing import Any
 import pytest
 
 from . import api, bed
-from .test_operate import GONE_TIMEOUT, READY_TIMEOUT, REPO, cli, cli_json
+
+REPO = bed.REPO_ROOT
+READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
+cli, cli_json = api.cli, api.cli_json
 
 pytestmark = pytest.mark.cluster
 

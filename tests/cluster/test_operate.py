@@ -14,8 +14,6 @@ a login node; the nodes run the test venv's Python.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,22 +25,9 @@ from . import api, bed
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[2]
-READY_TIMEOUT = 420.0
-GONE_TIMEOUT = 30.0
-
-
-def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launchers", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd="/",
-    )  # fmt: skip
-
-
-def cli_json(env: dict[str, str], *args: str, code: int = 0, timeout: float = 300) -> Any:
-    done = cli(env, args[0], "--json", *args[1:], timeout=timeout)
-    assert done.returncode == code, f"vllm-hpc {' '.join(args)}: {done.stderr[-2000:]}"
-    return json.loads(done.stdout)
+REPO = bed.REPO_ROOT
+READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
+cli, cli_json = api.cli, api.cli_json
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,11 @@ from . import api, bed
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = bed.REPO_ROOT
 BIN = REPO / "bin"
 SLURM = REPO / "slurm"
 PROMPT = [{"role": "user", "content": "Which node runs the Ray head?"}]
-READY_TIMEOUT = 420.0
-GONE_TIMEOUT = 30.0
+READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
 VLLM_ARGS = "--max-model-len 512"
 
 
