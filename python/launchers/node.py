@@ -55,7 +55,16 @@ from launchers.ray_cluster import RayWatcher, Snapshot, start_ray
 
 POLL = 0.5
 HEAD_TIMEOUT = 60.0
-LEADER_GONE_AFTER = 3  # failed checks of the leader, one a second, before a node leaves
+LEADER_GONE_AFTER = 3  # failed checks of the leader before a node leaves
+
+
+def leader_check_interval(nodes: int) -> float:
+    """Seconds between a serving worker's checks of the leader (endpoint.json read and a
+    TCP connect to its port): 1 s up to 100 nodes, then longer so the job's total stays
+    near 100 checks a second, at most 5 s (a stopped leader is seen within 5 s)."""
+    return min(5.0, max(1.0, nodes / 100))
+
+
 SERVE_GRACE = 15.0  # a stop asked for: let vLLM finish what it is doing
 FAIL_GRACE = 5.0  # a failure: nothing worth waiting for
 RAY_GRACE = 5.0  # Ray keeps no state worth a longer wait
@@ -649,6 +658,7 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
         else:
             raise InputError(f"node rank {ctx.rank} has nothing to run in this plan")
         misses = 0
+        interval = leader_check_interval(ctx.nodes)
         next_check = time.monotonic()
         while True:
             ctx.stopper.check()
@@ -663,7 +673,7 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                     fix=f"read {child.log_path}",
                 )
             if time.monotonic() >= next_check:
-                next_check = time.monotonic() + 1.0
+                next_check = time.monotonic() + interval
                 ended = _leader_ended(ctx)
                 gone = leader_port is not None and not port_open(leader_ip, leader_port)
                 misses = misses + 1 if gone else 0

@@ -126,3 +126,11 @@ def test_a_node_with_a_new_enough_vllm_or_a_container_is_not_refused(
     node._require_vllm(context(None), ["vllm", "serve", "m"])
     with pytest.raises(InputError, match="headless data-parallel ranks needs vLLM >= 0.9.0"):
         node._require_vllm(context(None), HEADLESS)
+
+
+def test_workers_check_the_leader_less_often_on_big_jobs() -> None:
+    check = node.leader_check_interval
+    assert [check(n) for n in (1, 2, 100)] == [1.0, 1.0, 1.0]
+    assert check(256) == 2.56 and check(512) == 5.0 and check(4096) == 5.0
+    # the job's total stays near 100 checks a second from 100 to 500 nodes
+    assert all(99 <= n / check(n) <= 101 for n in range(100, 501, 50))
