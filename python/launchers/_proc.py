@@ -182,6 +182,11 @@ _RAY_DIED = "Some Ray subprocesses exited unexpectedly"
 _NATIVE_CRASH = ("Segfault encountered", "Fatal Python error")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+),? in ([A-Za-z_][A-Za-z0-9_:]*)')
 _ACCESS_LOG = re.compile(r' HTTP/\d(?:\.\d)?" \d{3}\b')
+# vLLM's summary of a failure elsewhere, and the prefix of its processes' log lines.
+_SEE_ABOVE = ("root cause above", "stack trace (above)")
+_VLLM_PREFIX = re.compile(r"^\([^)]*\) [A-Z]+ \S+ \S+ \[[^\]]*\] ?")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception)\b: ")
+_NOT_AN_ERROR = re.compile(r"^\([^)]*\) (?:DEBUG|INFO|WARNING) ")  # a vLLM log level
 
 
 def ended(code: int) -> str:
@@ -197,7 +202,8 @@ def ended(code: int) -> str:
 def reason(path: str, *, fallback: bool = True) -> str:
     """One line saying why a process failed: a native crash and the code it crashed in,
     Ray's report of which daemon died, else the last error line of its log (a Python
-    exception, ``Error: ...``; HTTP access lines are not reasons), else (with
+    exception, ``Error: ...``, with the first exception when vLLM says the cause is
+    "above"; HTTP access lines and vLLM's INFO/WARNING lines are not reasons), else (with
     ``fallback``) its last non-empty line, else ''."""
     text = [_ANSI.sub("", line) for line in tail(path, 400).splitlines()]
     for i, line in enumerate(text):
@@ -208,15 +214,34 @@ def reason(path: str, *, fallback: bool = True) -> str:
             return f"{_RAY_DIED}: {died}"[:400]
     for i in range(len(text) - 1, max(-1, len(text) - 81), -1):
         stripped = text[i].strip()
-        if _ACCESS_LOG.search(stripped):
+        if _ACCESS_LOG.search(stripped) or _NOT_AN_ERROR.match(stripped):
             continue
         if stripped and ("Error" in stripped or "error:" in stripped or "Exception" in stripped):
             if "validation error" in stripped:
                 return _with_pydantic_detail(stripped, text[i + 1 :])[:400]
+            if any(see in stripped for see in _SEE_ABOVE):
+                cause = _first_exception(text[:i])
+                return (f"{stripped}; first error: {cause}" if cause else stripped)[:400]
             return stripped[:400]
     if not fallback:
         return ""
     return next((s.strip()[:400] for s in reversed(text) if s.strip()), "no output")
+
+
+def _first_exception(text: list[str]) -> str:
+    """The first exception line of the log (vLLM's process prefix removed) and the last
+    frame before it: where the failure that vLLM reports "above" was raised."""
+    frame = ""
+    for line in text:
+        body = _VLLM_PREFIX.sub("", line).strip()
+        if body.startswith("Traceback (most recent call last)"):
+            frame = ""
+        elif found := _FRAME.search(body):
+            path = found.group(1).split("site-packages/", 1)[-1]
+            frame = f" in {path} line {found.group(2)} ({found.group(3)})"
+        elif _EXCEPTION.match(body):
+            return body[:200] + frame
+    return ""
 
 
 def _native_crash(head: str, frames: list[str]) -> str:

@@ -82,6 +82,7 @@ _SEGFAULT = (  # vLLM's crash report for a segfault in a CPU kernel, then the sh
     '  File "/tmp/vllm/csrc/cpu/cpu_fused_moe.cpp", line 242, in fused_moe_impl<c10::B>\n'
     "(EngineCore pid=198) ERROR [core.py:1512] RuntimeError: cancelled\n"
 )
+_W = "(Worker_DP0 pid=82) ERROR 11-23 19:20:40 [multiproc_executor.py:1063] "
 _ACCESS_500 = (
     'INFO:     10.77.0.1:58384 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error\n'
 )
@@ -115,6 +116,32 @@ _ACCESS_500 = (
             + _ACCESS_500,
             "ERROR [core.py:1512] EngineDeadError: EngineCore encountered an issue.",
             id="an-http-500-line-is-not-a-reason",
+        ),
+        pytest.param(
+            _W
+            + "Traceback (most recent call last):\n"
+            + _W
+            + '  File "/v/site-packages/vllm/v1/worker/x.py", line 9, in run\n'
+            + _W
+            + '  File "/v/site-packages/vllm/distributed/base.py", line 296, in all_gatherv\n'
+            + _W
+            + "    raise NotImplementedError\n"
+            + _W
+            + "torch._dynamo.exc.ObservedNotImplementedError: raised NotImplementedError()\n"
+            + "RuntimeError: Engine core initialization failed. See root cause above. Failed core"
+            " proc(s): {'EngineCore_DP0': 1}\n",
+            "RuntimeError: Engine core initialization failed. See root cause above. Failed core"
+            " proc(s): {'EngineCore_DP0': 1}; first error: torch._dynamo.exc.ObservedNotImplement"
+            "edError: raised NotImplementedError() in vllm/distributed/base.py line 296"
+            " (all_gatherv)",
+            id="vllm-says-the-cause-is-above",
+        ),
+        pytest.param(
+            "(APIServer pid=9) WARNING 11-23 17:47:56 [system_utils.py:255] Found ulimit of 20000"
+            " and failed to raise it with error ... like `OSError: [Errno 24] Too many open`\n"
+            "INFO shutting down\n",
+            "INFO shutting down",
+            id="a-vllm-warning-is-not-a-reason",
         ),
     ],
 )
