@@ -66,9 +66,13 @@ def supports(feature: str, version: str) -> bool:
     return parse_version(version) >= FEATURE_SINCE[feature]
 
 
+def first_release(feature: str) -> str:
+    return ".".join(map(str, FEATURE_SINCE[feature]))
+
+
 def require(feature: str, version: str, what: str) -> None:
     if not supports(feature, version):
-        need = ".".join(map(str, FEATURE_SINCE[feature]))
+        need = first_release(feature)
         raise UnsupportedFeatureError(
             f"vllm_version: {what} needs vLLM >= {need}, the target is {version}",
             fix=f"upgrade vLLM to {need} or newer, or set vllm_version if the nodes have it",
@@ -90,7 +94,7 @@ def check_installed(serve_argv: Sequence[str], installed: str) -> None:
     ``serve_argv`` the installed version does not know, as one line with the fix."""
     for flag, (feature, what) in FLAG_FEATURE.items():
         if flag in serve_argv and not supports(feature, installed):
-            need = ".".join(map(str, FEATURE_SINCE[feature]))
+            need = first_release(feature)
             raise UnsupportedFeatureError(
                 f"vllm_version: {what} needs vLLM >= {need}, this node has {installed}",
                 fix=f"load vLLM {need} or newer on the nodes (the plan assumed a newer one)",

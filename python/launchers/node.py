@@ -56,6 +56,9 @@ from launchers.ray_cluster import RayWatcher, Snapshot, start_ray
 POLL = 0.5
 HEAD_TIMEOUT = 60.0
 LEADER_GONE_AFTER = 3  # failed checks of the leader before a node leaves
+SERVE_GRACE = 15.0  # a stop asked for: let vLLM finish what it is doing
+FAIL_GRACE = 5.0  # a failure: nothing worth waiting for
+RAY_GRACE = 5.0  # Ray keeps no state worth a longer wait
 
 
 def leader_check_interval(nodes: int) -> float:
@@ -63,11 +66,6 @@ def leader_check_interval(nodes: int) -> float:
     TCP connect to its port): 1 s up to 100 nodes, then longer so the job's total stays
     near 100 checks a second, at most 5 s (a stopped leader is seen within 5 s)."""
     return min(5.0, max(1.0, nodes / 100))
-
-
-SERVE_GRACE = 15.0  # a stop asked for: let vLLM finish what it is doing
-FAIL_GRACE = 5.0  # a failure: nothing worth waiting for
-RAY_GRACE = 5.0  # Ray keeps no state worth a longer wait
 
 
 class Stopped(Exception):

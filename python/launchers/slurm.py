@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,19 +123,22 @@ def _require(tool: str, job_id: str) -> None:
 def job_state(job_id: str) -> tuple[str | None, str]:
     """(our state, SLURM's raw state); (None, '') when SLURM does not know the job."""
     _require("squeue", job_id)
-    out = _ask(["squeue", "-h", "-j", job_id, "-o", "%T"], timeout=20)
-    if out:
-        raw = out.splitlines()[0]
-        return parse_state(raw), raw
-    out = _ask(["scontrol", "show", "job", "-o", job_id], timeout=20)
-    if out:
-        raw = parse_scontrol_record(out).get("JobState", "")
-        return parse_state(raw), raw
-    out = _ask(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], timeout=20)
-    if out:
-        raw = out.splitlines()[0]
-        return parse_state(raw), raw
+    queries: list[tuple[list[str], Callable[[str], str]]] = [
+        (["squeue", "-h", "-j", job_id, "-o", "%T"], _first_line),
+        (["scontrol", "show", "job", "-o", job_id],
+         lambda out: parse_scontrol_record(out).get("JobState", "")),
+        (["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], _first_line),
+    ]  # fmt: skip
+    for argv, read in queries:  # live jobs, recently ended ones, then accounting
+        out = _ask(argv, timeout=20)
+        if out:
+            raw = read(out)
+            return parse_state(raw), raw
     return None, ""
+
+
+def _first_line(out: str) -> str:
+    return out.splitlines()[0]
 
 
 def scancel(job_id: str) -> None:
