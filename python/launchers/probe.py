@@ -1,7 +1,7 @@
 """Ask an installed vLLM what it supports, in a child process (this process never imports
 vLLM: it costs seconds, and the login node's Python may not be the nodes' Python).
 
-The seam unit tests replace: ``probe_vllm_flags``.
+The seams unit tests replace: ``probe_vllm_flags`` and ``has_module``.
 """
 
 from __future__ import annotations
@@ -79,3 +79,18 @@ def probe_vllm_flags(python: str, *, timeout: float = PROBE_TIMEOUT) -> VllmProb
         last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         return VllmProbe(error=f"{python} failed: {last[:200]}")
     return probe
+
+
+_HAS_MODULE = (
+    "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec(sys.argv[1]) else 3)"
+)
+
+
+def has_module(python: str, module: str, *, timeout: float = 30.0) -> bool | None:
+    """Whether ``python`` (the nodes' interpreter) can import ``module``; found, not
+    imported (milliseconds). None when it cannot be asked (no such interpreter)."""
+    try:
+        done = _proc.run([python, "-c", _HAS_MODULE, module], timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {0: True, 3: False}.get(done.returncode)

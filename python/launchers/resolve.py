@@ -295,6 +295,25 @@ def _runtime(req: Request, spec: ModelSpec, nodes: int, dp: int) -> str:
     return "native" if choice == "native" else "ray"
 
 
+def _ray_or_native(python: str, vllm_version: str, warnings: list[str]) -> str:
+    """Across nodes with no runtime chosen: Ray when the nodes' Python has it (or cannot
+    be asked), else vLLM's native multi-node where the target vLLM has it."""
+    if probe.has_module(python, "ray") is not False:
+        return "ray"
+    if not commands.supports("nnodes", vllm_version):
+        raise InputError(
+            f"runtime: Ray is not installed for {python} (the nodes' Python), and vLLM "
+            f"{vllm_version} has no multi-node without Ray (--runtime native needs "
+            f"{commands.first_release('nnodes')})",
+            fix="install ray in that environment, or use a newer vLLM",
+        )
+    warnings.append(
+        f"runtime: Ray is not installed for {python}: using vLLM's own multi-node "
+        "(--runtime native); install Ray, or pass --runtime ray, for the Ray bootstrap"
+    )
+    return "native"
+
+
 def resolve(
     req: Request, registry: Registry, environ: Mapping[str, str], python: str
 ) -> ServeConfig:
@@ -352,17 +371,6 @@ def resolve(
         check_port_range(flag, fixed)
     port = _pick(req.port, 8000)
     ray_port = _pick(req.ray_port, 6379)
-    runtime = _runtime(req, spec, layout.nodes, layout.dp)
-    ports = {"--port": port}
-    if runtime == "ray":
-        ports["--ray-port"] = ray_port
-    dp_rpc_port = _pick(req.dp_rpc_port, 13345)
-    if runtime == "dp":
-        ports["--dp-rpc-port"] = dp_rpc_port
-    if runtime == "native":
-        ports["master port"] = 29501
-    check_ports(ports, ray=runtime == "ray")
-
     container_text = _pick(req.container, spec.container, site.container)
     container = None
     if container_text:
@@ -377,6 +385,26 @@ def resolve(
             else:
                 where = f"{registry.site_sources.get('container', 'site')}: site.container"
             raise InputError(f"{where}: {exc}") from None
+
+    # With enroot/pyxis the node runtime itself runs in the image.
+    nodes_python = _pick(
+        req.python,
+        environ.get("VLLM_HPC_PYTHON"),
+        "/usr/bin/python3" if container and container.runtime == "enroot" else python,
+    )
+    runtime = _runtime(req, spec, layout.nodes, layout.dp)
+    chosen = _pick(req.runtime, spec.runtime, "auto") != "auto"
+    if runtime == "ray" and not chosen and layout.dp == 1 and container is None:
+        runtime = _ray_or_native(nodes_python, vllm_version, warnings)
+    ports = {"--port": port}
+    if runtime == "ray":
+        ports["--ray-port"] = ray_port
+    dp_rpc_port = _pick(req.dp_rpc_port, 13345)
+    if runtime == "dp":
+        ports["--dp-rpc-port"] = dp_rpc_port
+    if runtime == "native":
+        ports["master port"] = 29501
+    check_ports(ports, ray=runtime == "ray")
 
     binds: tuple[str, ...] = ()
     if container is not None:
@@ -463,12 +491,7 @@ def resolve(
             "vllm_version": vllm_version,
             "job_name": _pick(req.job_name, default_job_name(name)),
             "job_root": os.path.expanduser(job_root),
-            # With enroot/pyxis the node runtime itself runs in the image.
-            "python": _pick(
-                req.python,
-                environ.get("VLLM_HPC_PYTHON"),
-                "/usr/bin/python3" if container and container.runtime == "enroot" else python,
-            ),
+            "python": nodes_python,
             "nccl_profile": site.nccl_profile,
             "gpu_memory_gib": gpu_memory_gib,
             "slurm": slurm,

@@ -26,6 +26,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def nodes_have_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nodes' Python has Ray unless a test says otherwise (the planner asks it, in a
+    child process, before choosing Ray across nodes; this venv has no Ray)."""
+    monkeypatch.setattr("launchers.probe.has_module", lambda python, module: True)
+
+
 @pytest.fixture
 def environ() -> dict[str, str]:
     return {"HOME": HOME, "XDG_CONFIG_HOME": "/nonexistent-config"}

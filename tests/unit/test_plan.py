@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,7 +112,11 @@ def test_secrets_never_in_plan(make_config: Callable[..., ServeConfig], tmp_path
         assert str(key) in text
 
 
-def test_planning_path_imports_no_heavy_modules() -> None:
+def test_planning_path_imports_no_heavy_modules(tmp_path: Path) -> None:
+    # The nodes' Python (asked in a child process whether it has Ray) says yes.
+    nodes_python = tmp_path / "python"
+    nodes_python.write_text("#!/bin/sh\nexit 0\n")
+    nodes_python.chmod(0o755)
     code = (
         "import sys\n"
         "from launchers.cli import main\n"
@@ -123,6 +129,9 @@ def test_planning_path_imports_no_heavy_modules() -> None:
         "print(bad, file=sys.stderr)\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    env = {**os.environ, "VLLM_HPC_PYTHON": str(nodes_python)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["plan"]["runtime"] == "ray"
