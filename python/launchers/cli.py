@@ -164,6 +164,7 @@ def _request(kwargs: dict[str, Any]) -> Any:
         dp_rpc_port=kwargs["dp_rpc_port"],
         dp_backend=kwargs["dp_backend"],
         extra_args=tuple(kwargs["extra_vllm_args"]),
+        in_image=kwargs.get("in_image", False),
     )
 
 

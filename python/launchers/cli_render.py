@@ -63,7 +63,7 @@ def k8s_command(layout_options: LayoutOptions, plan_from_options: PlanFromOption
         from launchers.render_k8s import DEFAULT_IMAGE, render_k8s
 
         text = render_k8s(
-            plan_from_options(kwargs),
+            plan_from_options({**kwargs, "in_image": True}),
             kind="statefulset" if kind == "statefulset" else "lws",
             image=image or DEFAULT_IMAGE,
             namespace=namespace,
@@ -108,7 +108,10 @@ def compose_command(
         from launchers.render_k8s import DEFAULT_IMAGE
 
         files = render_compose_files(
-            plan_from_options(kwargs), image=image or DEFAULT_IMAGE, shm_size=shm_size, rdma=rdma
+            plan_from_options({**kwargs, "in_image": True}),
+            image=image or DEFAULT_IMAGE,
+            shm_size=shm_size,
+            rdma=rdma,
         )
         if output_dir:
             root = Path(output_dir)

@@ -133,6 +133,8 @@ class Request:
     dp_rpc_port: int | None = None
     dp_backend: str | None = None
     python: str | None = None
+    # k8s and compose: the nodes run an image, whose Python this machine cannot ask.
+    in_image: bool = False
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -394,7 +396,8 @@ def resolve(
     )
     runtime = _runtime(req, spec, layout.nodes, layout.dp)
     chosen = _pick(req.runtime, spec.runtime, "auto") != "auto"
-    if runtime == "ray" and not chosen and layout.dp == 1 and container is None:
+    in_image = container is not None or req.in_image
+    if runtime == "ray" and not chosen and layout.dp == 1 and not in_image:
         runtime = _ray_or_native(nodes_python, vllm_version, warnings)
     ports = {"--port": port}
     if runtime == "ray":
@@ -503,8 +506,8 @@ def resolve(
     if layout.token_parallel_size:
         # Last, since asking the nodes' vLLM imports it (seconds): every cheap check first.
         answer = (
-            probe.VllmProbe(error=f"the nodes run vLLM inside {config.container}")
-            if config.container is not None
+            probe.VllmProbe(error=f"the nodes run vLLM inside {config.container or 'an image'}")
+            if in_image
             else probe.probe_vllm_flags(config.python)
         )
         commands.check_token_parallel(

@@ -16,6 +16,8 @@ from launchers import probe
 from launchers.config import ServeConfig
 from launchers.errors import InputError
 
+from .test_cli import run
+
 REAL_HAS_MODULE = probe.has_module  # before conftest's autouse fake replaces it
 SEVENTY_B = {"model": "llama-3.1-70b-instruct"}  # TP=4 x PP=2 on 2 nodes of 4
 NATIVE_NOTE = (
@@ -101,3 +103,15 @@ def test_has_module_asks_a_real_interpreter(tmp_path: Path) -> None:
     assert REAL_HAS_MODULE(sys.executable, "json") is True
     assert REAL_HAS_MODULE(sys.executable, "no_such_module_vllm_hpc") is False
     assert REAL_HAS_MODULE(str(tmp_path / "no-python"), "ray") is None
+
+
+@pytest.mark.parametrize("what", ["k8s", "compose"])
+def test_images_are_not_asked(
+    asked: Callable[[bool | None], list[tuple[str, str]]], what: str
+) -> None:
+    # k8s and compose run the image's Python (and its Ray), not this machine's.
+    calls = asked(False)
+    code, out, err = run(["render", what, "-m", "llama-3.1-70b-instruct"], {})
+    assert (code, err) == (0, "")
+    assert "ray" in out and "--nnodes" not in out
+    assert calls == []
