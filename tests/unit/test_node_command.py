@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from launchers import _proc, node
+from launchers import _proc, node, probe
 from launchers.config import ContainerSpec
 from launchers.errors import InputError
 from launchers.node import FollowerTask, LeaderTask, NodeContext, NodeLog, Stopper, _who_can_reach
@@ -95,7 +95,7 @@ TOO_OLD = (
 def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(node, "_installed_vllm", lambda: "0.10.2")
+    monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.10.2")
     started: list[object] = []
     monkeypatch.setattr(_proc, "start", lambda *a, **k: started.append(a))
     ctx = replace(context(None), job_dir=str(tmp_path))
@@ -103,7 +103,7 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
     assert node.lead(ctx, task) == 1
     endpoint = json.loads((tmp_path / "endpoint.json").read_text())
     assert (endpoint["state"], endpoint["message"]) == ("FAILED", TOO_OLD)
-    monkeypatch.setattr(node, "_installed_vllm", lambda: "0.8.5")
+    monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.8.5")
     follower = FollowerTask(
         ray_argv=None, serve_argv=HEADLESS, serve_env={}, leader_ip="10.0.0.1",
         leader_port=None, nodes_timeout=1,
@@ -119,9 +119,9 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
 def test_a_node_with_a_new_enough_vllm_or_a_container_is_not_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(node, "_installed_vllm", lambda: "0.32.0+cpu")
+    monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.32.0+cpu")
     node._require_vllm(context(None), NATIVE)
-    monkeypatch.setattr(node, "_installed_vllm", lambda: "0.8.5")
+    monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.8.5")
     node._require_vllm(context(ContainerSpec.parse("apptainer:/images/vllm.sif")), NATIVE)
     node._require_vllm(context(None), ["vllm", "serve", "m"])
     with pytest.raises(InputError, match="headless data-parallel ranks needs vLLM >= 0.9.0"):
