@@ -523,8 +523,8 @@ def _supervise(
             base = f"http://{_probe_host(task.serve_argv or [])}:{task.api_port}"
             key = _read_key(task.api_key_file)
             if http_get(f"{base}/health", api_key=key, timeout=1.0).ok:
-                probe = http_get(f"{base}/v1/models", api_key=key, timeout=2.0)
-                if probe.ok and task.served_model_name in models_served(probe.detail):
+                models = http_get(f"{base}/v1/models", api_key=key, timeout=2.0)
+                if models.ok and task.served_model_name in models_served(models.detail):
                     ready = True
                     seconds = time.monotonic() - ctx.log.t0
                     endpoint.set("READY", "serving", ready_seconds=round(seconds, 2))
