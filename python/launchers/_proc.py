@@ -237,8 +237,7 @@ def _first_exception(text: list[str]) -> str:
         if body.startswith("Traceback (most recent call last)"):
             frame = ""
         elif found := _FRAME.search(body):
-            path = found.group(1).split("site-packages/", 1)[-1]
-            frame = f" in {path} line {found.group(2)} ({found.group(3)})"
+            frame = _where(found)
         elif _EXCEPTION.match(body):
             return body[:200] + frame
     return ""
@@ -251,8 +250,14 @@ def _native_crash(head: str, frames: list[str]) -> str:
     for line in frames:
         found = _FRAME.search(line)
         if found and "sigaction" not in found.group(1) and found.group(1) != "<unknown>":
-            return f"{what} in {found.group(1)} line {found.group(2)} ({found.group(3)})"
+            return what + _where(found)
     return what
+
+
+def _where(frame: re.Match[str]) -> str:
+    """`` in vllm/x.py line 296 (fn)`` for a traceback frame (installed paths shortened)."""
+    path = frame.group(1).split("site-packages/", 1)[-1]
+    return f" in {path} line {frame.group(2)} ({frame.group(3)})"
 
 
 def _with_pydantic_detail(head: str, following: list[str]) -> str:

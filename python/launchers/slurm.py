@@ -111,13 +111,20 @@ def _ask(argv: list[str], timeout: float) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
+def _need_tool(tool: str, message: str, fix: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse, with ``message``, on a machine whose PATH has no SLURM ``tool``."""
+    path = (os.environ if environ is None else environ).get("PATH", os.defpath)
+    if shutil.which(tool, path=path) is None:
+        raise SubmitError(message, fix=fix)
+
+
 def _require(tool: str, job_id: str) -> None:
-    if shutil.which(tool) is None:
-        raise SubmitError(
-            f"{tool}: not found here, so SLURM cannot be asked about job {job_id} "
-            "(this is not a SLURM login node)",
-            fix="run vllm-hpc on the login node of the cluster that ran the job",
-        )
+    _need_tool(
+        tool,
+        f"{tool}: not found here, so SLURM cannot be asked about job {job_id} "
+        "(this is not a SLURM login node)",
+        fix="run vllm-hpc on the login node of the cluster that ran the job",
+    )
 
 
 def job_state(job_id: str) -> tuple[str | None, str]:
@@ -161,12 +168,12 @@ def _prepare(plan: LaunchPlan) -> None:
 def require_slurm_client(via: str, environ: Mapping[str, str] | None = None) -> None:
     """Refuse to submit from a machine without SLURM's client commands (``sbatch``
     submits; the job's own ``srun`` runs on the nodes) before anything is written."""
-    path = (os.environ if environ is None else environ).get("PATH", os.defpath)
-    if shutil.which("sbatch", path=path) is None:
-        raise SubmitError(
-            f"{via}: no srun/sbatch here: this is not a SLURM login node",
-            fix="submit from the login node, or use --dry-run / --executor local",
-        )
+    _need_tool(
+        "sbatch",
+        f"{via}: no srun/sbatch here: this is not a SLURM login node",
+        fix="submit from the login node, or use --dry-run / --executor local",
+        environ=environ,
+    )
 
 
 def submit_sbatch(plan: LaunchPlan, script: str, environ: Mapping[str, str]) -> JobHandle:
