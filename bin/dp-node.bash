@@ -61,7 +61,8 @@ dp_node() {
   [[ "${EP:-1}" == [01] ]] || die "EP must be 0 (dense model) or 1 (expert parallel) (got '$EP')"
   command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' (set VLLM_HPC_PYTHON)"
   local job_id=${SLURM_JOB_ID:-dp-${ip//[:.]/-}-$rpc_port}
-  local job_root=${VLLM_HPC_JOB_ROOT:-$HOME/.vllm-hpc/jobs}
+  local job_root
+  job_root=$("$python" -m launchers job-root) || exit 2
   local plan=(--model "$model" --nodes "$((dp_total / dp_local))"
     --gpus-per-node "$((dp_local * tp))" --dp "$dp_total" --tp "$tp"
     --dp-rpc-port "$rpc_port" --job-root "$job_root")

@@ -15,6 +15,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from launchers.defaults import DEFAULT_API_PORT, DEFAULT_DP_RPC_PORT, DEFAULT_RAY_PORT
+
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -64,13 +66,15 @@ def _layout_options(func: F) -> F:
             type=click.Path(dir_okay=False),
             help="Extra registry file layered last (repeatable).",
         ),
-        click.option("--port", type=int, help="API port on the leader (default 8000)."),
+        click.option(
+            "--port", type=int, help=f"API port on the leader (default {DEFAULT_API_PORT})."
+        ),
         click.option(
             "--host",
             help="Where the API listens on the leader: 0.0.0.0 (default, every interface), "
             "'node' (only the address vllm-hpc chose, e.g. ib0's), 127.0.0.1, or an address.",
         ),
-        click.option("--ray-port", type=int, help="Ray head port (default 6379)."),
+        click.option("--ray-port", type=int, help=f"Ray head port (default {DEFAULT_RAY_PORT})."),
         click.option(
             "--api-key-file",
             type=click.Path(dir_okay=False),
@@ -111,7 +115,9 @@ def _layout_options(func: F) -> F:
             "--api-server-count", type=click.IntRange(min=1), help="API server processes (DP)."
         ),
         click.option(
-            "--dp-rpc-port", type=int, help="Data-parallel RPC port on the leader (default 13345)."
+            "--dp-rpc-port",
+            type=int,
+            help=f"Data-parallel RPC port on the leader (default {DEFAULT_DP_RPC_PORT}).",
         ),
         click.option(
             "--dp-backend",
@@ -256,14 +262,7 @@ def submit_cmd(
         return
     from launchers import slurm
 
-    if executor == "local":
-        handle = slurm.start_local(launch)
-    elif via == "sbatch":
-        from launchers.render import render_sbatch
-
-        handle = slurm.submit_sbatch(launch, render_sbatch(launch), os.environ)
-    else:
-        handle = slurm.submit_submitit(launch)
+    handle = slurm.submit(launch, executor=executor, via=via, environ=os.environ)
     if wait is None:
         wait = sys.stdout.isatty() and not as_json
     if not wait:
@@ -284,18 +283,12 @@ def _wait_for(handle: Any, launch: Any, timeout: float, as_json: bool) -> None:
     import json
     import time
 
-    from launchers import slurm
-    from launchers.status import JobStatus, read_status, wait_ready
+    from launchers.client import Job
+    from launchers.status import JobStatus
 
     start = time.monotonic()
     err = as_json  # progress goes to stderr when stdout carries JSON
     click.echo(f"Submitted job {handle.job_id}; job directory {handle.job_dir}", err=err)
-
-    def local_state(job_id: str) -> tuple[str | None, str]:
-        del job_id
-        return ("RUNNING", "local")
-
-    slurm_state = local_state if handle.executor == "local" else slurm.job_state
 
     def show(status: JobStatus) -> None:
         click.echo(
@@ -303,12 +296,7 @@ def _wait_for(handle: Any, launch: Any, timeout: float, as_json: bool) -> None:
         )
 
     try:
-        status = wait_ready(
-            lambda: read_status(handle.job_id, handle.job_dir, slurm_state),
-            timeout=timeout,
-            on_change=show,
-            log_hint=f"{handle.job_dir}/node-0.log",
-        )
+        status = Job(handle.job_id, handle.job_dir).wait_ready(timeout=timeout, on_change=show)
     except KeyboardInterrupt:
         stop = "scancel" if handle.executor == "slurm" else "kill the process in"
         click.echo(
@@ -479,7 +467,8 @@ def models_schema() -> None:
 
 _job_root_option = click.option(
     "--job-root",
-    help="Where job directories are (default: $VLLM_HPC_JOB_ROOT or ~/.vllm-hpc/jobs).",
+    help="Where job directories are (default: $VLLM_HPC_JOB_ROOT, else the site file's "
+    "job_root, else ~/.vllm-hpc/jobs).",
 )
 
 
@@ -487,6 +476,20 @@ def _client(job_root: str | None) -> Any:
     from launchers.client import Client
 
     return Client(job_root=job_root)
+
+
+@cli.command("job-root", hidden=True)
+@click.option("--job-root", help="A root given on the command line wins.")
+@click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
+def job_root_cmd(job_root: str | None, registry: tuple[str, ...]) -> None:
+    """Print the job root (--job-root, $VLLM_HPC_JOB_ROOT, the site file's job_root, or
+    ~/.vllm-hpc/jobs): the sbatch templates ask it, so they follow the same rule."""
+    from launchers import jobroot
+
+    root = jobroot.job_root(
+        job_root, os.environ, lambda: jobroot.site_job_root(os.environ, registry)
+    )
+    click.echo(root)
 
 
 def _age(seconds: float) -> str:

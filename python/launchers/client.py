@@ -20,17 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchers import jobdir
+from launchers import jobdir, jobroot
 from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.status import JobStatus, read_status, wait_ready
 
 POLL = 0.5
-
-
-def default_job_root(environ: Mapping[str, str] | None = None, site_root: str | None = None) -> str:
-    env = os.environ if environ is None else environ
-    root = env.get("VLLM_HPC_JOB_ROOT") or site_root or f"{env.get('HOME', '~')}/.vllm-hpc/jobs"
-    return os.path.expanduser(root)
 
 
 def _slurm_state(job_id: str) -> tuple[str | None, str]:
@@ -81,13 +75,25 @@ class Job:
             return read_status(self.job_id, self.job_dir, self._local_alive)
         return read_status(self.job_id, self.job_dir, _slurm_state)
 
+    def _local_pid(self) -> int:
+        from launchers.slurm import local_process_file
+
+        for path in (local_process_file(self.job_dir), jobdir.node_file(self.job_dir, 0)):
+            pid = int((jobdir.read_json(path) or {}).get("pid", 0) or 0)
+            if pid:
+                return pid
+        return 0
+
     def _local_alive(self, job_id: str) -> tuple[str | None, str]:
+        """A local job is alive while its process is (an exited child not yet reaped by
+        this process counts as ended); an ended one that left no final state failed."""
         del job_id
-        info = jobdir.read_json(jobdir.node_file(self.job_dir, 0)) or {}
-        pid = int(info.get("pid", 0) or 0)
-        if pid and _pid_alive(pid):
+        pid = self._local_pid()
+        if not pid:
+            return ("PENDING", "local")
+        if _pid_alive(pid):
             return ("RUNNING", "local")
-        return ("ENDED", "local process ended") if pid else ("PENDING", "local")
+        return ("FAILED", f"local process {pid} exited")
 
     def metrics_text(self) -> str:
         """The raw Prometheus text of the endpoint's ``/metrics``."""
@@ -168,8 +174,14 @@ class Job:
             self.status,
             timeout=timeout,
             on_change=on_change or (lambda status: None),
-            log_hint=f"{self.job_dir}/node-0.log",
+            log_hint=self._first_log(),
         )
+
+    def _first_log(self) -> str:
+        """The log to read first: the leader's, or a local job's own output before it."""
+        leader = f"{self.job_dir}/node-0.log"
+        local = f"{self.job_dir}/local.out"
+        return local if not Path(leader).exists() and Path(local).exists() else leader
 
     def logs(self, node: int | None = None) -> list[Path]:
         """The job's log files (all, or one node's), leader first."""
@@ -181,8 +193,7 @@ class Job:
     def stop(self, timeout: float = 60.0) -> JobStatus:
         """Cancel the job and wait until SLURM says it is gone. Idempotent."""
         if self.job_id.startswith("local-"):
-            info = jobdir.read_json(jobdir.node_file(self.job_dir, 0)) or {}
-            pid = int(info.get("pid", 0) or 0)
+            pid = self._local_pid()
             if pid and _pid_alive(pid):
                 os.kill(pid, 15)
         else:
@@ -227,21 +238,30 @@ def _log_order(path: Path) -> tuple[int, str]:
 
 
 def _pid_alive(pid: int) -> bool:
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 class Client:
     """Submit and find vllm-hpc jobs."""
 
-    def __init__(self, job_root: str | None = None, environ: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        job_root: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        registries: tuple[str, ...] = (),
+    ):
         self.environ = dict(os.environ if environ is None else environ)
-        self.job_root = job_root or default_job_root(self.environ)
+        self.registries = registries
+        self.job_root = jobroot.job_root(
+            job_root, self.environ, lambda: jobroot.site_job_root(self.environ, registries)
+        )
 
     def job(self, job_id: str) -> Job:
         job_dir = f"{self.job_root}/{job_id}"
@@ -280,14 +300,7 @@ class Client:
             config,
             ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node),
         )
-        if executor == "local":
-            handle = slurm.start_local(launch)
-        elif via == "sbatch":
-            from launchers.render import render_sbatch
-
-            handle = slurm.submit_sbatch(launch, render_sbatch(launch), self.environ)
-        else:
-            handle = slurm.submit_submitit(launch)
+        handle = slurm.submit(launch, executor=executor, via=via, environ=self.environ)
         return Job(handle.job_id, handle.job_dir)
 
 

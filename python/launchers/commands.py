@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
-from launchers.config import ParallelLayout, ServeConfig
+from pydantic import Field
+
+from launchers.config import Frozen, ParallelLayout, Port, ServeConfig
 from launchers.errors import InputError, UnsupportedFeatureError
 from launchers.probe import VllmProbe
 
@@ -154,40 +157,88 @@ def ray_temp_dir() -> str:
 
 
 def build_ray_head_argv(
-    *, port: int, num_gpus: int, dashboard: bool = False, block: bool = True
+    *, port: int, num_gpus: int | None, dashboard: bool = False, block: bool = True
 ) -> list[str]:
-    argv = [
-        "ray",
-        "start",
-        "--head",
-        f"--node-ip-address={NODE_IP}",
-        f"--port={port}",
-        f"--num-gpus={num_gpus}",
-        f"--temp-dir={ray_temp_dir()}",
-        "--disable-usage-stats",
-    ]
-    if dashboard:
-        argv += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
-    else:
-        argv.append("--include-dashboard=false")
-    if block:
-        argv.append("--block")
-    return argv
+    return RayStart(head=True, port=port, num_gpus=num_gpus, dashboard=dashboard).argv(block=block)
 
 
-def build_ray_worker_argv(*, port: int, num_gpus: int, block: bool = True) -> list[str]:
-    argv = [
-        "ray",
-        "start",
-        f"--address={LEADER_IP}:{port}",
-        f"--node-ip-address={NODE_IP}",
-        f"--num-gpus={num_gpus}",
-        f"--temp-dir={ray_temp_dir()}",
-        "--disable-usage-stats",
-    ]
-    if block:
-        argv.append("--block")
-    return argv
+def build_ray_worker_argv(*, port: int, num_gpus: int | None, block: bool = True) -> list[str]:
+    return RayStart(head=False, port=port, num_gpus=num_gpus).argv(block=block)
+
+
+class RayStart(Frozen):
+    """``ray start`` for one role, as typed fields: the head on the leader (``port`` is
+    the port it opens), a worker elsewhere (``port`` is the head's port it joins at
+    ``@LEADER_IP@``). The argv is always built from these fields; moving a taken port is
+    ``moved(port)`` and a new ``argv()``."""
+
+    head: bool
+    port: Port
+    port_fixed: bool = Field(False, description="The user chose it: never move it")
+    num_gpus: int | None = Field(None, ge=0, description="None: Ray detects them")
+    dashboard: bool = False
+    temp_dir: str = Field(default_factory=ray_temp_dir)
+    extra: tuple[str, ...] = Field((), description="More `ray start` options, as given")
+
+    def argv(self, *, block: bool = True) -> list[str]:
+        argv = ["ray", "start"]
+        if self.head:
+            argv += ["--head", f"--node-ip-address={NODE_IP}", f"--port={self.port}"]
+        else:
+            argv += [f"--address={LEADER_IP}:{self.port}", f"--node-ip-address={NODE_IP}"]
+        if self.num_gpus is not None:
+            argv.append(f"--num-gpus={self.num_gpus}")
+        argv += [f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
+        if self.head and self.dashboard:
+            argv += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
+        elif self.head:
+            argv.append("--include-dashboard=false")
+        argv += self.extra
+        if block:
+            argv.append("--block")
+        return argv
+
+    def moved(self, port: int) -> RayStart:
+        return self.model_copy(update={"port": port})
+
+
+class Rendezvous(Frozen):
+    """The leader's port that the other nodes' ``vllm serve`` meet at."""
+
+    name: Literal["master", "dp-rpc"]
+    port: Port
+
+
+class ServeStart(Frozen):
+    """``vllm serve`` for one role, as typed fields. ``host``/``port`` are the API's
+    (None on a headless rank); ``rendezvous`` is the leader's port the ranks meet at
+    (native: ``--master-port``, DP: ``--data-parallel-rpc-port``); ``args`` is the rest
+    of the command line, built once by the planner."""
+
+    model: str
+    host: str | None = None
+    port: Port | None = None
+    port_fixed: bool = Field(False, description="The user chose it: never move it")
+    rendezvous: Rendezvous | None = None
+    args: tuple[str, ...] = ()
+
+    @property
+    def headless(self) -> bool:
+        return self.port is None
+
+    def argv(self) -> list[str]:
+        api = [] if self.port is None else ["--host", str(self.host), "--port", str(self.port)]
+        return ["vllm", "serve", self.model, *api, *self.args]
+
+    def moved(self, port: int) -> ServeStart:
+        return self.model_copy(update={"port": port})
+
+    def probe_host(self) -> str:
+        """Where the leader asks its own API: the bound address, loopback for a wildcard."""
+        return "127.0.0.1" if self.host in WILDCARD_HOSTS else str(self.host)
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - vLLM's spellings of every interface
 
 
 def _model_args(config: ServeConfig) -> list[str]:
@@ -250,6 +301,10 @@ def _dp_args(layout: ParallelLayout) -> list[str]:
 
 
 def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> list[str]:
+    return serve_start(config, headless=headless).argv()
+
+
+def serve_start(config: ServeConfig, *, headless: bool = False) -> ServeStart:
     """``vllm serve`` for one role of the plan's runtime.
 
     runtime ``single``: one node, vLLM's own multiprocessing for TP/PP.
@@ -258,11 +313,9 @@ def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> lis
     runtime ``dp``: data parallel; the leader serves, other nodes are headless DP ranks.
     """
     layout = config.layout
-    argv = ["vllm", "serve", config.spec.model]
-    if not headless:
-        argv += ["--host", config.host, "--port", str(config.port)]
-    argv += _model_args(config)
+    argv = _model_args(config)
     argv += _parallel_args(layout)
+    rendezvous = None
     if config.runtime == "ray" and layout.dp > 1:
         # One vllm serve on the leader; vLLM places every DP rank (and its Ray executor)
         # on the Ray cluster the plan brings up.
@@ -274,6 +327,7 @@ def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> lis
         argv += ["--distributed-executor-backend", "ray"]
     elif config.runtime == "native":
         require("nnodes", config.vllm_version, "multi-node without Ray (--runtime native)")
+        rendezvous = Rendezvous(name="master", port=config.master_port)
         argv += [
             "--nnodes",
             str(layout.nodes),
@@ -282,11 +336,12 @@ def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> lis
             "--master-addr",
             LEADER_IP,
             "--master-port",
-            str(config.master_port),
+            str(rendezvous.port),
         ]
     elif config.runtime == "dp":
         require("headless_dp", config.vllm_version, "multi-node data parallel")
-        argv += [*_dp_args(layout), "--data-parallel-rpc-port", str(config.dp_rpc_port)]
+        rendezvous = Rendezvous(name="dp-rpc", port=config.dp_rpc_port)
+        argv += [*_dp_args(layout), "--data-parallel-rpc-port", str(rendezvous.port)]
         if headless:
             argv += ["--data-parallel-start-rank", DP_START_RANK]
         elif config.spec.api_server_count:
@@ -297,4 +352,11 @@ def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> lis
     if headless:
         argv.append("--headless")
     argv += list(config.spec.extra_args) + list(config.extra_args)
-    return argv
+    return ServeStart(
+        model=config.spec.model,
+        host=None if headless else config.host,
+        port=None if headless else config.port,
+        port_fixed=config.port_fixed and not headless,
+        rendezvous=rendezvous,
+        args=tuple(argv),
+    )

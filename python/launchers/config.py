@@ -13,6 +13,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from launchers.defaults import (
+    DEFAULT_API_PORT,
+    DEFAULT_DP_RPC_PORT,
+    DEFAULT_MASTER_PORT,
+    DEFAULT_NODES_TIMEOUT,
+    DEFAULT_RAY_PORT,
+    DEFAULT_READY_TIMEOUT,
+    DEFAULT_VLLM_VERSION,
+)
+
 DType = Literal["auto", "bfloat16", "float16", "half", "float32", "float"]
 Runtime = Literal["auto", "ray", "native"]
 GresStyle = Literal["gpus-per-node", "gres", "none"]
@@ -21,10 +31,6 @@ NcclProfile = Literal["auto", "infiniband", "roce", "tcp"]
 PositiveInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 
-# The vLLM release line the plan targets when the user does not name one. The runtime
-# checks the installed version on every node that runs `vllm serve` (outside a container)
-# and refuses flags it lacks.
-DEFAULT_VLLM_VERSION = "0.32.0"
 
 _TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -226,15 +232,15 @@ class ServeConfig(Frozen):
     runtime: Literal["single", "ray", "native", "dp"]
     served_model_name: str
     host: str = "0.0.0.0"  # noqa: S104 - reachable from the login node; API key protects it
-    port: Port = 8000
+    port: Port = DEFAULT_API_PORT
     port_fixed: bool = Field(False, description="The user chose the port: never move it")
-    ray_port: Port = 6379
+    ray_port: Port = DEFAULT_RAY_PORT
     ray_port_fixed: bool = False
-    dp_rpc_port: Port = 13345
+    dp_rpc_port: Port = DEFAULT_DP_RPC_PORT
     dp_backend: Literal["mp", "ray"] = Field(
         "mp", description="ray: the leader's vllm serve places the DP ranks over Ray"
     )
-    master_port: Port = 29501
+    master_port: Port = DEFAULT_MASTER_PORT
     api_key: Literal["generate", "file", "none"] = Field(
         "generate", description="generate: a new key per job, kept in the job directory"
     )
@@ -251,8 +257,12 @@ class ServeConfig(Frozen):
     slurm: SlurmOptions = SlurmOptions()
     env: dict[str, str] = Field(default_factory=dict)
     extra_args: tuple[str, ...] = ()
-    nodes_timeout: float = Field(300.0, gt=0, description="Seconds to wait for Ray nodes")
-    ready_timeout: float = Field(1800.0, gt=0, description="Seconds to wait for the API")
+    nodes_timeout: float = Field(
+        DEFAULT_NODES_TIMEOUT, gt=0, description="Seconds to wait for Ray nodes"
+    )
+    ready_timeout: float = Field(
+        DEFAULT_READY_TIMEOUT, gt=0, description="Seconds to wait for the API"
+    )
 
     _env = field_validator("env")(_check_env)
 

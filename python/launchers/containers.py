@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
 from launchers.config import ContainerSpec
+from launchers.defaults import DEFAULT_RAY_PORT
 from launchers.plan import LaunchPlan
 
 # The official vLLM OpenAI image the shipped definition files build on; keep it in step
@@ -212,11 +213,10 @@ IMAGE_RAY_TEMP = "/tmp/ray"
 IMAGE_HF_HOME = "/root/.cache/huggingface"
 
 
-def plan_ray_port(plan: LaunchPlan) -> int:
-    for item in plan.roles[0].ray_argv or ():
-        if item.startswith("--port="):
-            return int(item.split("=", 1)[1])
-    return 6379
+def wrapper_ray_port(plan: LaunchPlan) -> int:
+    """The image's wrapper starts a Ray head even for one node: the plan's port, or the
+    default when the plan has no Ray."""
+    return DEFAULT_RAY_PORT if plan.ray_port is None else plan.ray_port
 
 
 def check_wrapper_plan(plan: LaunchPlan, what: str) -> None:
@@ -239,13 +239,13 @@ def build_leader_wrapper_argv(plan: LaunchPlan, *, model: str | None = None) -> 
         IMAGE_WRAPPER,
         "leader",
         f"--ray_cluster_size={plan.layout.nodes}",
-        f"--ray_port={plan_ray_port(plan)}",
+        f"--ray_port={wrapper_ray_port(plan)}",
         f"--num-gpus={plan.layout.gpus_per_node}",
         f"--temp-dir={IMAGE_RAY_TEMP}",
         f"--job-dir={IMAGE_JOB_DIR}",
         f"--nodes-timeout={plan.ready.nodes_timeout:g}",
         f"--model={model or plan.name}",
-        f"--port={plan.ready.port}",
+        f"--port={plan.api_port}",
     ]
 
 
@@ -255,7 +255,7 @@ def build_worker_wrapper_argv(plan: LaunchPlan, *, ray_address: str) -> list[str
         IMAGE_WRAPPER,
         "worker",
         f"--ray_address={ray_address}",
-        f"--ray_port={plan_ray_port(plan)}",
+        f"--ray_port={wrapper_ray_port(plan)}",
         f"--num-gpus={plan.layout.gpus_per_node}",
         f"--temp-dir={IMAGE_RAY_TEMP}",
         f"--job-dir={IMAGE_JOB_DIR}",

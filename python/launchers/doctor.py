@@ -25,6 +25,7 @@ from typing import Any
 from launchers import jobdir
 from launchers.commands import check_installed
 from launchers.errors import VllmHpcError
+from launchers.plan import LaunchPlan
 
 MARK = "DOCTOR "
 POLL = 0.2
@@ -121,7 +122,7 @@ def installed_versions() -> dict[str, str | None]:
     return {"vllm": installed_version(*VLLM_DISTS), "ray": installed_version("ray")}
 
 
-def check_software(report: Report, plan: Any, versions: Mapping[str, str | None]) -> None:
+def check_software(report: Report, plan: LaunchPlan, versions: Mapping[str, str | None]) -> None:
     """This node's vLLM (and Ray, for the Ray runtime) against what the plan runs."""
     if plan.container is not None:
         report("software", "ok", f"vLLM and Ray come from {plan.container}: not checked here")
@@ -272,20 +273,6 @@ def check_allreduce(
     )
 
 
-def plan_ports(plan: Any) -> dict[str, int]:
-    """The leader's ports the other nodes (and users) must reach."""
-    from launchers.containers import plan_ray_port
-
-    ports = {"api": int(plan.ready.port)}
-    if plan.runtime == "ray":
-        ports["ray"] = plan_ray_port(plan)
-    leader_argv = list(plan.roles[0].serve_argv or ())
-    for flag, name in (("--master-port", "master"), ("--data-parallel-rpc-port", "dp-rpc")):
-        if flag in leader_argv:
-            ports[name] = int(leader_argv[leader_argv.index(flag) + 1])
-    return ports
-
-
 def _run(argv: Sequence[str]) -> tuple[int, str]:
     from launchers import _proc
 
@@ -294,7 +281,12 @@ def _run(argv: Sequence[str]) -> tuple[int, str]:
 
 
 def run_node(
-    plan: Any, rank: int, world: int, out_dir: str, environ: Mapping[str, str], timeout: float
+    plan: LaunchPlan,
+    rank: int,
+    world: int,
+    out_dir: str,
+    environ: Mapping[str, str],
+    timeout: float,
 ) -> int:
     report = Report(rank, socket.gethostname())
     chosen = check_network(report, plan.env.get("VLLM_HPC_IFACE"))
@@ -311,7 +303,7 @@ def run_node(
     leader_file = Path(out_dir, "rank0.json")
     with ExitStack() as stack:
         if rank == 0:
-            ports = plan_ports(plan)
+            ports = plan.leader_ports()
             held = {name: _hold(ip, port, stack) for name, port in ports.items()}
             leader: dict[str, Any] = {"host": report.host, "ip": ip, "ports": ports}
             leader |= {"held": held, "dist_port": _free_port(ip)}

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from launchers.defaults import RAY_WORKER_PORTS
 from launchers.errors import RuntimeFailure, WaitTimeout
 
 POLL = 0.5
@@ -69,7 +70,7 @@ def port_free(port: int) -> bool:
     return True
 
 
-def pick_port(start: int, *, avoid: tuple[int, int] = (10002, 19999), tries: int = 100) -> int:
+def pick_port(start: int, *, avoid: tuple[int, int] = RAY_WORKER_PORTS, tries: int = 100) -> int:
     """The first free port from ``start`` on, outside Ray's worker port range."""
     port = start
     for _ in range(tries):

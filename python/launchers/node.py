@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
-from launchers import _proc, jobdir, probe
+from launchers import _proc, jobdir, jobroot, probe
 from launchers.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -37,9 +37,19 @@ from launchers.commands import (
     LEADER_IP,
     NODE_IP,
     NODE_RANK,
+    WILDCARD_HOSTS,
+    RayStart,
+    ServeStart,
     check_installed,
+    serve_start,
 )
 from launchers.config import ContainerSpec
+from launchers.defaults import (
+    DEFAULT_API_PORT,
+    DEFAULT_NODES_TIMEOUT,
+    DEFAULT_RAY_PORT,
+    DEFAULT_READY_TIMEOUT,
+)
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError, WaitTimeout
 from launchers.health import (
     http_get,
@@ -160,28 +170,58 @@ class NodeContext:
 
 @dataclass(frozen=True)
 class LeaderTask:
-    ray_argv: list[str] | None
-    serve_argv: list[str] | None
+    """Rank 0's part of a plan: typed starts, and the placeholder values this node knows.
+    A moved port is a new typed start (``ray.moved(port)``); argvs are built from them."""
+
+    ray: RayStart | None
+    serve: ServeStart | None
     serve_env: dict[str, str]
-    ray_port: int
-    api_port: int
+    values: dict[str, str]
     served_model_name: str | None
     expected_nodes: int
     nodes_timeout: float
     ready_timeout: float
     overlap: bool = True
     api_key_file: str | None = None
-    api_port_fixed: bool = True
-    ray_port_fixed: bool = True
+    health_path: str = "/health"
+    models_path: str = "/v1/models"
+
+    def ray_argv(self) -> list[str] | None:
+        return None if self.ray is None else fill_placeholders(self.ray.argv(), self.values)
+
+    def serve_argv(self) -> list[str] | None:
+        return None if self.serve is None else fill_placeholders(self.serve.argv(), self.values)
+
+    @property
+    def api_port(self) -> int:
+        port = self.serve.port if self.serve is not None else None
+        return DEFAULT_API_PORT if port is None else port
+
+    @property
+    def ray_port(self) -> int:
+        return DEFAULT_RAY_PORT if self.ray is None else self.ray.port
+
+    def api_host(self) -> str:
+        """The address the API binds (placeholders filled)."""
+        host = self.serve.host if self.serve is not None else None
+        return fill_placeholders([host if host is not None else "0.0.0.0"], self.values)[0]  # noqa: S104
+
+    def probe_host(self) -> str:
+        """Where the leader asks its own API: the bound address, loopback for a wildcard."""
+        host = self.api_host()
+        return "127.0.0.1" if host in WILDCARD_HOSTS else host
 
 
 @dataclass(frozen=True)
 class FollowerTask:
-    ray_argv: list[str] | None  # a Ray worker ...
-    serve_argv: list[str] | None  # ... or a headless vllm serve
+    """A rank > 0: a Ray worker (``ray.port`` is the head's port, taken from leader.json
+    when the leader has to be looked up) or a headless ``vllm serve``."""
+
+    ray: RayStart | None
+    serve: ServeStart | None
     serve_env: dict[str, str]
+    values: dict[str, str]
     leader_ip: str | None  # None: read leader.json
-    leader_port: int | None
     nodes_timeout: float
 
 
@@ -253,17 +293,6 @@ def _choose_port(port: int, fixed: bool, what: str, log: NodeLog) -> int:
     return chosen
 
 
-def _with_flag_value(argv: list[str], flag: str, value: str) -> list[str]:
-    """Replace the value of ``flag`` (``--flag V`` or ``--flag=V``) in argv."""
-    out = list(argv)
-    for i, item in enumerate(out):
-        if item == flag and i + 1 < len(out):
-            out[i + 1] = value
-        elif item.startswith(flag + "="):
-            out[i] = f"{flag}={value}"
-    return out
-
-
 def _missing_nodes(ctx: NodeContext, snap: Snapshot) -> str:
     alive = {n.ip for n in snap.alive or ()}
     parts = []
@@ -301,16 +330,10 @@ def _banner(ctx: NodeContext, task: LeaderTask, seconds: float) -> str:
     )
 
 
-def _probe_host(serve_argv: Sequence[str]) -> str:
-    """Where the leader asks its own API: the bound address, loopback for a wildcard."""
-    host = _flag_value(serve_argv, "--host") or "0.0.0.0"  # noqa: S104
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-
-
 def _who_can_reach(ctx: NodeContext, task: LeaderTask) -> str:
     """Say plainly who can call the API: the bound address and whether a key guards it."""
-    host = _flag_value(task.serve_argv or [], "--host") or "0.0.0.0"  # noqa: S104 (vLLM's default)
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104
+    host = task.api_host()
+    if host in WILDCARD_HOSTS:
         where = (
             f"every interface of {ctx.hostname}: anyone who reaches {ctx.hostname}:{task.api_port}"
         )
@@ -335,30 +358,20 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
     serve: _proc.Child | None = None
     watcher: RayWatcher | None = None
     try:
-        _require_vllm(ctx, task.serve_argv)
-        if task.serve_argv is not None:
-            port = _choose_port(task.api_port, task.api_port_fixed, "the API", log)
-            if port != task.api_port:
-                task = replace(
-                    task,
-                    api_port=port,
-                    serve_argv=_with_flag_value(task.serve_argv, "--port", str(port)),
-                )
+        _require_vllm(ctx, task.serve_argv())
+        if task.serve is not None and task.serve.port is not None:
+            port = _choose_port(task.serve.port, task.serve.port_fixed, "the API", log)
+            if port != task.serve.port:
+                task = replace(task, serve=task.serve.moved(port))
                 endpoint.base.update(port=port, url=f"http://{ctx.node_ip}:{port}/v1")
-        if task.ray_argv is not None:
-            port = _choose_port(task.ray_port, task.ray_port_fixed, "the Ray head", log)
-            if port != task.ray_port:
-                address = f"{ctx.node_ip}:{port}"
-                task = replace(
-                    task,
-                    ray_port=port,
-                    ray_argv=_with_flag_value(task.ray_argv, "--port", str(port)),
-                    serve_env={**task.serve_env, "RAY_ADDRESS": address}
-                    if "RAY_ADDRESS" in task.serve_env
-                    else task.serve_env,
-                )
-            head_argv = task.ray_argv or []
-            argv, env = ctx.command(head_argv)
+        if task.ray is not None:
+            port = _choose_port(task.ray.port, task.ray.port_fixed, "the Ray head", log)
+            if port != task.ray.port:
+                serve_env = dict(task.serve_env)
+                if "RAY_ADDRESS" in serve_env:
+                    serve_env["RAY_ADDRESS"] = f"{ctx.node_ip}:{port}"
+                task = replace(task, ray=task.ray.moved(port), serve_env=serve_env)
+            argv, env = ctx.command(task.ray_argv() or [])
             head = start_ray("ray-head", argv, env=env, log_path=ctx.logfile("ray"))
             log(f"Ray head starting on {ctx.node_ip}:{task.ray_port} (log {head.log_path})")
             ray_head = head
@@ -383,7 +396,7 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
                 "attempt": ctx.attempt,
                 "ip": ctx.node_ip,
                 "hostname": ctx.hostname,
-                "ray_port": task.ray_port if task.ray_argv else None,
+                "ray_port": task.ray_port if task.ray is not None else None,
                 "api_port": task.api_port,
                 "time": jobdir.now(),
             },
@@ -393,13 +406,14 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             argv, env = ctx.command([*ctx.python_argv(), "-m", "launchers.ray_watch", address])
             watcher = RayWatcher(argv, env=env, log_path=ctx.logfile("ray-watch"))
             endpoint.set("WAITING_NODES", f"waiting for {task.expected_nodes} Ray node(s)")
-            if not task.overlap or task.serve_argv is None:
+            if not task.overlap or task.serve is None:
                 _wait_nodes(ctx, task, watcher, head, time.monotonic())
-        if task.serve_argv is not None:
-            argv, env = ctx.command(task.serve_argv, task.serve_env)
+        serve_argv = task.serve_argv()
+        if serve_argv is not None:
+            argv, env = ctx.command(serve_argv, task.serve_env)
             serve = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
             log(f"vllm serve started (pid {serve.pid}, log {serve.log_path})")
-            log("  " + shlex.join(task.serve_argv))
+            log("  " + shlex.join(serve_argv))
             endpoint.set("LOADING", "vllm serve is starting")
         return _supervise(ctx, task, endpoint, head, serve, watcher)
     except Stopped as stop:
@@ -520,10 +534,10 @@ def _supervise(
                     + _missing_nodes(ctx, snap)
                 )
         if not ready and serve is not None:
-            base = f"http://{_probe_host(task.serve_argv or [])}:{task.api_port}"
+            base = f"http://{task.probe_host()}:{task.api_port}"
             key = _read_key(task.api_key_file)
-            if http_get(f"{base}/health", api_key=key, timeout=1.0).ok:
-                models = http_get(f"{base}/v1/models", api_key=key, timeout=2.0)
+            if http_get(f"{base}{task.health_path}", api_key=key, timeout=1.0).ok:
+                models = http_get(f"{base}{task.models_path}", api_key=key, timeout=2.0)
                 if models.ok and task.served_model_name in models_served(models.detail):
                     ready = True
                     seconds = time.monotonic() - ctx.log.t0
@@ -599,16 +613,18 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
     log = ctx.log
     child: _proc.Child | None = None
     try:
-        _require_vllm(ctx, task.serve_argv)
-        leader_ip, leader_port = task.leader_ip, task.leader_port
+        serve_argv = None if task.serve is None else task.serve.argv()
+        _require_vllm(ctx, serve_argv)
+        ray, leader_ip = task.ray, task.leader_ip
         if leader_ip is None:
             info = _wait_leader(ctx, task.nodes_timeout)
             leader_ip = str(info["ip"])
-            if task.ray_argv is not None:
-                leader_port = int(str(info["ray_port"]))
+            if ray is not None:
+                ray = ray.moved(int(str(info["ray_port"])))
             log(f"leader is {info.get('hostname')} at {leader_ip}")
-        values = {LEADER_IP: leader_ip}
-        if task.ray_argv is not None and leader_port is not None:
+        values = {**task.values, LEADER_IP: leader_ip}
+        if ray is not None:
+            leader_port = ray.port
             waited = wait_for_port(
                 leader_ip,
                 leader_port,
@@ -618,26 +634,22 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                 alive=_stop_check(ctx),
             )
             log(f"the Ray head at {leader_ip}:{leader_port} answered after {waited:.1f} s")
-        if task.ray_argv is not None:
-            argv = fill_placeholders(task.ray_argv, values)
-            argv, env = ctx.command(argv)
+            argv, env = ctx.command(fill_placeholders(ray.argv(), values))
             child = start_ray("ray-worker", argv, env=env, log_path=ctx.logfile("ray"))
             log(f"joining Ray at {leader_ip}:{leader_port} (log {child.log_path})")
-        elif task.serve_argv is not None:
-            argv = fill_placeholders(task.serve_argv, values)
-            rendezvous = _flag_value(argv, "--data-parallel-rpc-port") or _flag_value(
-                argv, "--master-port"
-            )
-            if rendezvous:
+        elif task.serve is not None and serve_argv is not None:
+            argv = fill_placeholders(serve_argv, values)
+            rendezvous = task.serve.rendezvous
+            if rendezvous is not None:
                 waited = wait_for_port(
                     leader_ip,
-                    int(rendezvous),
+                    rendezvous.port,
                     timeout=task.nodes_timeout,
                     what="the leader's vLLM rendezvous port",
                     log=f"{ctx.job_dir}/vllm-0.log on the leader",
                     alive=_stop_check(ctx),
                 )
-                log(f"the leader's port {rendezvous} answered after {waited:.1f} s")
+                log(f"the leader's port {rendezvous.port} answered after {waited:.1f} s")
             extra = {k: fill_placeholders([v], values)[0] for k, v in task.serve_env.items()}
             argv, env = ctx.command(argv, extra)
             child = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
@@ -681,7 +693,7 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
         return 1
     finally:
         if child is not None:
-            child.stop(grace=RAY_GRACE if task.ray_argv else SERVE_GRACE)
+            child.stop(grace=RAY_GRACE if task.ray is not None else SERVE_GRACE)
         log("node done")
 
 
@@ -801,32 +813,28 @@ def run_plan(
         DP_START_RANK: str(rank * plan.layout.dp_local),
     }
 
-    def fill(argv: Sequence[str] | None) -> list[str] | None:
-        return None if argv is None else fill_placeholders(argv, values)
-
-    role_env = {k: fill_placeholders([v], values)[0] for k, v in role.env.items()}
     if rank == 0:
+        role_env = {k: fill_placeholders([v], values)[0] for k, v in role.env.items()}
         task = LeaderTask(
-            ray_argv=fill(role.ray_argv),
-            serve_argv=fill(role.serve_argv),
+            ray=role.ray,
+            serve=role.serve,
             serve_env={**role_env, **_api_key_env(key_file)},
-            ray_port=_ray_port(role.ray_argv),
-            api_port=plan.ready.port,
+            values=values,
             served_model_name=plan.served_model_name,
-            expected_nodes=plan.layout.nodes if role.ray_argv else 1,
+            expected_nodes=plan.ready.expected_nodes,
             nodes_timeout=plan.ready.nodes_timeout,
             ready_timeout=plan.ready.ready_timeout,
             api_key_file=key_file,
-            api_port_fixed=plan.ready.port_fixed,
-            ray_port_fixed=plan.ready.ray_port_fixed,
+            health_path=plan.ready.health_path,
+            models_path=plan.ready.models_path,
         )
         return lead(ctx, task)
     follower = FollowerTask(
-        ray_argv=fill(role.ray_argv),
-        serve_argv=fill(role.serve_argv),
-        serve_env=role_env,
+        ray=role.ray,
+        serve=role.serve,
+        serve_env=dict(role.env),
+        values={k: v for k, v in values.items() if k != LEADER_IP},
         leader_ip=leader_ip,
-        leader_port=_ray_port(plan.roles[0].ray_argv) if leader_ip and role.ray_argv else None,
         nodes_timeout=plan.ready.nodes_timeout,
     )
     return follow(ctx, follower)
@@ -843,22 +851,6 @@ def ray_auth_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
         log(f"Ray {version} has no token authentication (2.52+): the Ray ports are open")
         return {}
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_file}
-
-
-def _flag_value(argv: Sequence[str], flag: str) -> str | None:
-    for i, item in enumerate(argv):
-        if item == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if item.startswith(flag + "="):
-            return item.split("=", 1)[1]
-    return None
-
-
-def _ray_port(argv: Sequence[str] | None) -> int:
-    for item in argv or ():
-        if item.startswith("--port="):
-            return int(item.split("=", 1)[1])
-    return 6379
 
 
 def _api_key_env(path: str | None) -> dict[str, str]:
@@ -888,13 +880,13 @@ def _wrapper_parser() -> argparse.ArgumentParser:
     run.add_argument("--leader-ip", help="The leader's address (else read leader.json).")
     for name in ("leader", "worker"):
         p = sub.add_parser(name, help=f"Start a Ray {name} (bin/multi-node-serving.sh).")
-        p.add_argument("--ray-port", type=int, default=6379)
+        p.add_argument("--ray-port", type=int, default=DEFAULT_RAY_PORT)
         p.add_argument("--node-ip-address")
         p.add_argument("--num-gpus", type=int)
         p.add_argument("--temp-dir")
         p.add_argument("--iface")
         p.add_argument("--job-dir")
-        p.add_argument("--nodes-timeout", type=float, default=300.0)
+        p.add_argument("--nodes-timeout", type=float, default=DEFAULT_NODES_TIMEOUT)
         p.add_argument("--ray-arg", action="append", default=[])
         if name == "leader":
             p.add_argument("--cluster-size", type=int, default=1)
@@ -902,7 +894,7 @@ def _wrapper_parser() -> argparse.ArgumentParser:
             p.add_argument("--model")
             p.add_argument("--registry", action="append", default=[])
             p.add_argument("--port", type=int)
-            p.add_argument("--ready-timeout", type=float, default=1800.0)
+            p.add_argument("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT)
             p.add_argument("vllm_args", nargs=argparse.REMAINDER)
         else:
             p.add_argument("--ray-address", required=True)
@@ -911,29 +903,25 @@ def _wrapper_parser() -> argparse.ArgumentParser:
 
 def _manual_job(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
     job_id = environ.get("SLURM_JOB_ID") or time.strftime("manual-%Y%m%d-%H%M%S")
-    root = environ.get("VLLM_HPC_JOB_ROOT") or f"{environ.get('HOME', '/tmp')}/.vllm-hpc/jobs"
-    return job_id, args.job_dir or f"{root}/{job_id}"
+    if args.job_dir:
+        return job_id, args.job_dir
+    registries = tuple(getattr(args, "registry", ()))
+    root = jobroot.job_root(None, environ, lambda: jobroot.site_job_root(environ, registries))
+    return job_id, f"{root}/{job_id}"
 
 
-def _wrapper_ray_argv(args: argparse.Namespace, head: bool, node_ip: str, job_id: str) -> list[str]:
-    argv = ["ray", "start"]
-    if head:
-        argv += ["--head", f"--port={args.ray_port}"]
-        dash = str(args.include_dashboard).lower() in ("1", "true", "yes")
-        argv.append(f"--include-dashboard={'true' if dash else 'false'}")
-        if dash:
-            argv.append("--dashboard-host=127.0.0.1")
-    else:
-        address = (
-            args.ray_address if ":" in args.ray_address else f"{args.ray_address}:{args.ray_port}"
-        )
-        argv.append(f"--address={address}")
-    argv.append(f"--node-ip-address={node_ip}")
-    if args.num_gpus is not None:
-        argv.append(f"--num-gpus={args.num_gpus}")
-    argv.append(f"--temp-dir={args.temp_dir or f'/tmp/ray-{job_id}'}")
-    argv += ["--disable-usage-stats", *args.ray_arg, "--block"]
-    return argv
+def _wrapper_ray(args: argparse.Namespace, head: bool, job_id: str) -> RayStart:
+    """The wrapper's documented Ray flags as the plan's typed ``ray start``."""
+    dash = str(getattr(args, "include_dashboard", "false")).lower() in ("1", "true", "yes")
+    return RayStart(
+        head=head,
+        port=args.ray_port,
+        port_fixed=True,
+        num_gpus=args.num_gpus,
+        dashboard=head and dash,
+        temp_dir=args.temp_dir or f"/tmp/ray-{job_id}",
+        extra=tuple(args.ray_arg),
+    )
 
 
 def _wrapper(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -954,43 +942,43 @@ def _wrapper(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         environ=env_in,
         node_log=f"{job_dir}/node-{rank}.log",
     )
-    ray_argv = _wrapper_ray_argv(args, head, ctx.node_ip, job_id)
+    values = {NODE_IP: ctx.node_ip, JOB_ID: job_id, JOB_DIR: job_dir, NODE_RANK: str(rank)}
     if not head:
         host, _, port = args.ray_address.partition(":")
+        ray = _wrapper_ray(args, False, job_id)
         return follow(
             ctx,
             FollowerTask(
-                ray_argv=ray_argv,
-                serve_argv=None,
+                ray=ray.moved(int(port)) if port else ray,
+                serve=None,
                 serve_env={},
+                values=values,
                 leader_ip=host,
-                leader_port=int(port) if port else args.ray_port,
                 nodes_timeout=args.nodes_timeout,
             ),
         )
-    serve_argv = None
+    values[LEADER_IP] = ctx.node_ip
+    serve = None
     served = None
-    api_port = args.port or 8000
     extra = [a for a in args.vllm_args if a != "--"]
     if args.model:
-        serve_argv, served, api_port = _wrapper_serve(args, extra, environ, ctx)
+        serve, served = _wrapper_serve(args, extra, environ)
     elif extra:
         raise InputError("leader: vLLM arguments given without --model", fix="add --model NAME")
     jobdir.remove_stale(job_dir)
     key_file = None
     serve_env = {"RAY_ADDRESS": f"{ctx.node_ip}:{args.ray_port}"}
-    if serve_argv is not None:
+    if serve is not None:
         key_file = f"{job_dir}/api_key"
         if jobdir.ensure_secret(key_file):
             ctx.log(f"new API key in {key_file} (0600)")
         serve_env.update(_api_key_env(key_file))
     task = LeaderTask(
-        ray_argv=ray_argv,
-        serve_argv=serve_argv,
+        ray=_wrapper_ray(args, True, job_id),
+        serve=serve,
         serve_env=serve_env,
+        values=values,
         api_key_file=key_file,
-        ray_port=args.ray_port,
-        api_port=api_port,
         served_model_name=served,
         expected_nodes=args.cluster_size,
         nodes_timeout=args.nodes_timeout,
@@ -1000,9 +988,8 @@ def _wrapper(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _wrapper_serve(
-    args: argparse.Namespace, extra: list[str], environ: Mapping[str, str], ctx: NodeContext
-) -> tuple[list[str], str, int]:
-    from launchers.commands import build_vllm_serve_argv
+    args: argparse.Namespace, extra: list[str], environ: Mapping[str, str]
+) -> tuple[ServeStart, str]:
     from launchers.registry import load_registry
     from launchers.resolve import Request, resolve
 
@@ -1021,10 +1008,7 @@ def _wrapper_serve(
         sys.executable,
     )
     config = config.model_copy(update={"runtime": "ray"})
-    argv = fill_placeholders(
-        build_vllm_serve_argv(config), {LEADER_IP: ctx.node_ip, NODE_IP: ctx.node_ip}
-    )
-    return argv, config.served_model_name, config.port
+    return serve_start(config), config.served_model_name
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,9 +8,9 @@ on the node by ``fill_placeholders``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field, model_validator
 
 from launchers import __version__
 from launchers.commands import (
@@ -18,10 +18,10 @@ from launchers.commands import (
     JOB_ID,
     LEADER_IP,
     PLACEHOLDERS,
+    RayStart,
+    ServeStart,
     all2all_env,
-    build_ray_head_argv,
-    build_ray_worker_argv,
-    build_vllm_serve_argv,
+    serve_start,
 )
 from launchers.config import (
     ClusterSpec,
@@ -31,6 +31,7 @@ from launchers.config import (
     ServeConfig,
     SlurmOptions,
 )
+from launchers.defaults import DEFAULT_API_PORT
 from launchers.errors import LayoutError
 from launchers.network import nccl_profile_env
 
@@ -38,13 +39,37 @@ PLAN_FORMAT = 1
 
 
 class RolePlan(Frozen):
-    """What one kind of node runs. ``ranks`` are SLURM node ranks (0 = leader)."""
+    """What one kind of node runs. ``ranks`` are SLURM node ranks (0 = leader).
+
+    ``ray`` and ``serve`` are typed; the runtime reads them and builds the argv from
+    them. ``ray_argv``/``serve_argv`` are that argv, written into plan.json for readers
+    (placeholders unfilled) and ignored when a plan is read back."""
 
     role: Literal["leader", "worker", "headless"]
     ranks: str = Field(description="Node ranks in this role, e.g. '0' or '1-3'")
-    ray_argv: tuple[str, ...] | None = None
-    serve_argv: tuple[str, ...] | None = None
+    ray: RayStart | None = None
+    serve: ServeStart | None = None
     env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in _DERIVED_ARGV}
+        return data
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ray_argv(self) -> tuple[str, ...] | None:
+        return None if self.ray is None else tuple(self.ray.argv())
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def serve_argv(self) -> tuple[str, ...] | None:
+        return None if self.serve is None else tuple(self.serve.argv())
+
+
+_DERIVED_ARGV = ("ray_argv", "serve_argv")
 
 
 class JobPaths(Frozen):
@@ -62,9 +87,8 @@ class JobPaths(Frozen):
 
 
 class Readiness(Frozen):
-    port: int
-    port_fixed: bool = False
-    ray_port_fixed: bool = False
+    """When the leader calls the job READY (the API's port is the leader's serve.port)."""
+
     health_path: str = "/health"
     models_path: str = "/v1/models"
     nodes_timeout: float
@@ -100,6 +124,31 @@ class LaunchPlan(Frozen):
     setup: tuple[str, ...] = ()
     paths: JobPaths
     ready: Readiness
+
+    @property
+    def leader(self) -> RolePlan:
+        return self.roles[0]
+
+    @property
+    def api_port(self) -> int:
+        """The API's port on the leader (as planned; the leader may move an unfixed one)."""
+        serve = self.leader.serve
+        return serve.port if serve is not None and serve.port is not None else DEFAULT_API_PORT
+
+    @property
+    def ray_port(self) -> int | None:
+        """The Ray head's port, for plans that start Ray."""
+        return None if self.leader.ray is None else self.leader.ray.port
+
+    def leader_ports(self) -> dict[str, int]:
+        """The leader's ports the other nodes (and users) must reach, by name."""
+        ports = {"api": self.api_port}
+        if self.leader.ray is not None:
+            ports["ray"] = self.leader.ray.port
+        rendezvous = self.leader.serve.rendezvous if self.leader.serve is not None else None
+        if rendezvous is not None:
+            ports[rendezvous.name] = rendezvous.port
+        return ports
 
     def role_for_rank(self, rank: int) -> RolePlan:
         for role in self.roles:
@@ -169,34 +218,32 @@ def _roles(config: ServeConfig) -> tuple[RolePlan, ...]:
     last = layout.nodes - 1
     gpn = layout.gpus_per_node
     if config.runtime == "single":
-        return (
-            RolePlan(role="leader", ranks="0", serve_argv=tuple(build_vllm_serve_argv(config))),
-        )
+        return (RolePlan(role="leader", ranks="0", serve=serve_start(config)),)
     if config.runtime == "ray":
-        serve_env = {"RAY_ADDRESS": f"{LEADER_IP}:{config.ray_port}"}
+        ray = RayStart(
+            head=True, port=config.ray_port, port_fixed=config.ray_port_fixed, num_gpus=gpn
+        )
         leader = RolePlan(
             role="leader",
             ranks="0",
-            ray_argv=tuple(build_ray_head_argv(port=config.ray_port, num_gpus=gpn)),
-            serve_argv=tuple(build_vllm_serve_argv(config)),
-            env=serve_env,
+            ray=ray,
+            serve=serve_start(config),
+            env={"RAY_ADDRESS": f"{LEADER_IP}:{ray.port}"},
         )
         if last == 0:
             return (leader,)
         worker = RolePlan(
             role="worker",
             ranks=_ranks(1, last),
-            ray_argv=tuple(build_ray_worker_argv(port=config.ray_port, num_gpus=gpn)),
+            ray=RayStart(head=False, port=config.ray_port, num_gpus=gpn),
         )
         return (leader, worker)
     # native and dp: every node runs vllm serve; the leader serves the API.
-    leader = RolePlan(role="leader", ranks="0", serve_argv=tuple(build_vllm_serve_argv(config)))
+    leader = RolePlan(role="leader", ranks="0", serve=serve_start(config))
     if last == 0:
         return (leader,)
     headless = RolePlan(
-        role="headless",
-        ranks=_ranks(1, last),
-        serve_argv=tuple(build_vllm_serve_argv(config, headless=True)),
+        role="headless", ranks=_ranks(1, last), serve=serve_start(config, headless=True)
     )
     return (leader, headless)
 
@@ -240,9 +287,6 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         setup=config.slurm.setup,
         paths=paths,
         ready=Readiness(
-            port=config.port,
-            port_fixed=config.port_fixed,
-            ray_port_fixed=config.ray_port_fixed,
             nodes_timeout=config.nodes_timeout,
             ready_timeout=config.ready_timeout,
             expected_nodes=layout.nodes,

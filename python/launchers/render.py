@@ -98,7 +98,7 @@ def render_plan_text(plan: LaunchPlan) -> str:
         f"  runtime   {plan.runtime}",
         f"  vllm      target version {plan.vllm_version}",
         f"  job dir   {plan.paths.job_dir.replace(JOB_ID, '<job id>')}",
-        f"  endpoint  http://<leader address>:{plan.ready.port}/v1  (ready when "
+        f"  endpoint  http://<leader address>:{plan.api_port}/v1  (ready when "
         f"{plan.ready.health_path} and {plan.ready.models_path} answer)",
     ]
     if plan.container is not None:

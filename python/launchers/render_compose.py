@@ -20,8 +20,8 @@ from launchers.containers import (
     build_leader_wrapper_argv,
     build_worker_wrapper_argv,
     check_wrapper_plan,
-    plan_ray_port,
     public_env,
+    wrapper_ray_port,
 )
 from launchers.plan import LaunchPlan
 from launchers.render_k8s import DEFAULT_IMAGE, dump_all
@@ -85,7 +85,7 @@ def _service(plan: LaunchPlan, role: Role, image: str, shm_size: str, rdma: bool
     if role == "head":
         probe = (
             "import urllib.request; urllib.request.urlopen("
-            f"'http://127.0.0.1:{plan.ready.port}{plan.ready.health_path}', timeout=5)"
+            f"'http://127.0.0.1:{plan.api_port}{plan.ready.health_path}', timeout=5)"
         )
         service["healthcheck"] = {
             "test": ["CMD", "python3", "-c", probe],
@@ -130,7 +130,7 @@ def render_compose(
 
 def render_env_example(plan: LaunchPlan) -> str:
     """``.env.example``: the per-host settings the compose files read. No secrets."""
-    ray_port = plan_ray_port(plan)
+    ray_port = wrapper_ray_port(plan)
     lines = [
         f"# vllm-hpc {__version__}: settings for {plan.name} with docker compose.",
         "# Copy to .env beside the compose files on every host and edit. No secrets here:",

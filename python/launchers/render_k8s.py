@@ -24,8 +24,8 @@ from launchers.containers import (
     build_leader_wrapper_argv,
     build_worker_wrapper_argv,
     check_wrapper_plan,
-    plan_ray_port,
     public_env,
+    wrapper_ray_port,
 )
 from launchers.plan import LaunchPlan
 
@@ -151,8 +151,8 @@ def _container(
     }
     if serves:
         out["ports"] = [
-            {"name": "http", "containerPort": plan.ready.port},
-            {"name": "ray", "containerPort": plan_ray_port(plan)},
+            {"name": "http", "containerPort": plan.api_port},
+            {"name": "ray", "containerPort": wrapper_ray_port(plan)},
         ]
     out["resources"] = {"limits": {GPU_RESOURCE: plan.layout.gpus_per_node}}
     out["volumeMounts"] = mounts
@@ -161,7 +161,7 @@ def _container(
 
 def _http_probe(plan: LaunchPlan) -> dict[str, Any]:
     return {
-        "httpGet": {"path": plan.ready.health_path, "port": plan.ready.port},
+        "httpGet": {"path": plan.ready.health_path, "port": plan.api_port},
         "periodSeconds": 10,
         "timeoutSeconds": 5,
         "failureThreshold": 3,
@@ -181,8 +181,8 @@ def _api_service(
             "ports": [
                 {
                     "name": "http",
-                    "port": plan.ready.port,
-                    "targetPort": plan.ready.port,
+                    "port": plan.api_port,
+                    "targetPort": plan.api_port,
                     "protocol": "TCP",
                 }
             ],
@@ -293,8 +293,8 @@ def _statefulset_docs(
             "VLLM_HPC_MODEL": plan.name,
             "VLLM_HPC_NODES": str(plan.layout.nodes),
             "VLLM_HPC_GPUS": str(plan.layout.gpus_per_node),
-            "VLLM_HPC_PORT": str(plan.ready.port),
-            "VLLM_HPC_RAY_PORT": str(plan_ray_port(plan)),
+            "VLLM_HPC_PORT": str(plan.api_port),
+            "VLLM_HPC_RAY_PORT": str(wrapper_ray_port(plan)),
             "VLLM_HPC_NODES_TIMEOUT": f"{plan.ready.nodes_timeout:g}",
             "VLLM_HPC_LEADER": f"{name}-0.{name}.{namespace}.svc",
         },
@@ -348,7 +348,7 @@ def _statefulset_docs(
             # Workers must resolve the leader before it is ready (it waits for them).
             "publishNotReadyAddresses": True,
             "selector": labels,
-            "ports": [{"name": "ray", "port": plan_ray_port(plan)}],
+            "ports": [{"name": "ray", "port": wrapper_ray_port(plan)}],
         },
     }
     statefulset = {

@@ -8,7 +8,6 @@ Reads only what a login node can read cheaply: registry files, a local model's
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,13 +19,21 @@ from pydantic import BaseModel, ValidationError
 from launchers import commands, probe
 from launchers.commands import NODE_IP, check_all2all, parse_version
 from launchers.config import (
-    DEFAULT_VLLM_VERSION,
     ContainerSpec,
     ModelSpec,
     ServeConfig,
     SlurmOptions,
 )
+from launchers.defaults import (
+    DEFAULT_API_PORT,
+    DEFAULT_DP_RPC_PORT,
+    DEFAULT_MASTER_PORT,
+    DEFAULT_RAY_PORT,
+    DEFAULT_VLLM_VERSION,
+    RAY_WORKER_PORTS,
+)
 from launchers.errors import InputError
+from launchers.jobroot import job_root
 from launchers.layout import (
     LayoutRequest,
     check_layout,
@@ -38,8 +45,6 @@ from launchers.layout import (
 from launchers.network import check_iface_name
 from launchers.registry import Registry
 
-# Ray's default worker port range: a fixed port inside it collides with Ray's workers.
-RAY_WORKER_PORTS = (10002, 19999)
 M = TypeVar("M", bound=BaseModel)
 
 # Field names in error messages are the CLI flags users typed.
@@ -53,7 +58,11 @@ _FLAG_NAMES = {
     "dp_rpc_port": "--dp-rpc-port",
 }
 # Ports a user may fix, with the default to suggest when one is out of range.
-_PORT_DEFAULTS = {"--port": 8000, "--ray-port": 6379, "--dp-rpc-port": 13345}
+_PORT_DEFAULTS = {
+    "--port": DEFAULT_API_PORT,
+    "--ray-port": DEFAULT_RAY_PORT,
+    "--dp-rpc-port": DEFAULT_DP_RPC_PORT,
+}
 
 # `vllm serve` flags the plan sets itself. Given again after `--` (or in a registry
 # entry's extra_args) they would override the plan, since vLLM takes the last of a
@@ -70,6 +79,7 @@ _PLAN_FLAGS = {
     "--data-parallel-rpc-port": "use --dp-rpc-port",
     "--data-parallel-backend": "use --dp-backend",
     "--port": "use --port before `--`",
+    "--host": "use --host before `--`",
     "--served-model-name": "set served_model_name in a registry entry",
     "--distributed-executor-backend": "use --runtime",
     "--nnodes": "use --nodes",
@@ -213,7 +223,8 @@ def check_port_range(flag: str, port: int | None) -> None:
     if port is not None and not 1024 <= port <= 65535:
         raise InputError(
             f"{flag}: {port} is not a usable port",
-            fix=f"choose a port from 1024 to 65535, e.g. {_PORT_DEFAULTS.get(flag, 8000)}",
+            fix="choose a port from 1024 to 65535, e.g. "
+            f"{_PORT_DEFAULTS.get(flag, DEFAULT_API_PORT)}",
         )
 
 
@@ -225,7 +236,7 @@ def check_ports(ports: Mapping[str, int], *, ray: bool = True) -> None:
         if ray and low <= port <= high:
             raise InputError(
                 f"{name}: port {port} is inside Ray's worker port range {low}-{high}",
-                fix="choose a port outside it, e.g. 8000 or 6379",
+                fix=f"choose a port outside it, e.g. {DEFAULT_API_PORT} or {DEFAULT_RAY_PORT}",
             )
         if port in seen:
             other = name if name in _PORT_DEFAULTS else seen[port]
@@ -371,8 +382,8 @@ def resolve(
     fixed_ports = {"--port": req.port, "--ray-port": req.ray_port, "--dp-rpc-port": req.dp_rpc_port}
     for flag, fixed in fixed_ports.items():
         check_port_range(flag, fixed)
-    port = _pick(req.port, 8000)
-    ray_port = _pick(req.ray_port, 6379)
+    port = _pick(req.port, DEFAULT_API_PORT)
+    ray_port = _pick(req.ray_port, DEFAULT_RAY_PORT)
     container_text = _pick(req.container, spec.container, site.container)
     container = None
     if container_text:
@@ -402,27 +413,18 @@ def resolve(
     ports = {"--port": port}
     if runtime == "ray":
         ports["--ray-port"] = ray_port
-    dp_rpc_port = _pick(req.dp_rpc_port, 13345)
+    dp_rpc_port = _pick(req.dp_rpc_port, DEFAULT_DP_RPC_PORT)
     if runtime == "dp":
         ports["--dp-rpc-port"] = dp_rpc_port
     if runtime == "native":
-        ports["master port"] = 29501
+        ports["master port"] = DEFAULT_MASTER_PORT
     check_ports(ports, ray=runtime == "ray")
 
     binds: tuple[str, ...] = ()
     if container is not None:
         from launchers.containers import hf_cache_dir, outermost
 
-        home = environ.get("HOME", str(Path.home()))
-        root = os.path.expanduser(
-            _pick(
-                req.job_root,
-                environ.get("VLLM_HPC_JOB_ROOT"),
-                site.job_root,
-                f"{home}/.vllm-hpc/jobs",
-            )
-        )
-        paths = [root]
+        paths = [job_root(req.job_root, environ, site.job_root)]
         if spec.model.startswith("/"):
             paths.append(spec.model)
         if req.api_key_file:
@@ -442,13 +444,6 @@ def resolve(
             )
         api_key_file = str(key_path.resolve())
 
-    home = environ.get("HOME", str(Path.home()))
-    job_root = _pick(
-        req.job_root,
-        environ.get("VLLM_HPC_JOB_ROOT"),
-        site.job_root,
-        f"{home}/.vllm-hpc/jobs",
-    )
     slurm = validated(
         SlurmOptions,
         {
@@ -493,7 +488,7 @@ def resolve(
             "container_binds": binds,
             "vllm_version": vllm_version,
             "job_name": _pick(req.job_name, default_job_name(name)),
-            "job_root": os.path.expanduser(job_root),
+            "job_root": job_root(req.job_root, environ, site.job_root),
             "python": nodes_python,
             "nccl_profile": site.nccl_profile,
             "gpu_memory_gib": gpu_memory_gib,

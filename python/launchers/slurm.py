@@ -285,8 +285,26 @@ def start_local(plan: LaunchPlan) -> JobHandle:
         job_id,
     ]
     log = f"{job_dir}/local.out"
-    _proc.start("local-job", argv, env=dict(os.environ), log_path=log)
+    child = _proc.start("local-job", argv, env=dict(os.environ), log_path=log)
+    # Who to watch: the runtime may die before it writes anything of its own.
+    jobdir.write_json(local_process_file(job_dir), {"pid": child.pid, "time": jobdir.now()})
     return JobHandle(job_id, job_dir, "local", log)
+
+
+def local_process_file(job_dir: str) -> str:
+    """The process ``start_local`` started for a local job."""
+    return f"{job_dir}/local.json"
+
+
+def submit(plan: LaunchPlan, *, executor: str, via: str, environ: Mapping[str, str]) -> JobHandle:
+    """Submit ``plan``: a SLURM job through submitit or ``sbatch``, or a local process."""
+    if executor == "local":
+        return start_local(plan)
+    if via == "sbatch":
+        from launchers.render import render_sbatch
+
+        return submit_sbatch(plan, render_sbatch(plan), environ)
+    return submit_submitit(plan)
 
 
 def srun_in_job(job_id: str, *, nodes: int = 1, nodelist: str | None = None) -> list[str]:

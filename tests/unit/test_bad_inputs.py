@@ -476,6 +476,13 @@ BAD_FLAGS = [
         id="extra-args-override-port",
     ),
     pytest.param(
+        "submit -m a/b -- --host 10.9.9.9",
+        {},
+        "Error: vllm serve arguments: --host 10.9.9.9 would override the plan's --host "
+        "0.0.0.0 (use --host before `--`)",
+        id="extra-args-override-host",
+    ),
+    pytest.param(
         "submit -m a/b -- --api-key s3cret",
         {},
         "Error: vllm serve arguments: --api-key would put the API key on a command line "

@@ -12,6 +12,7 @@ import pytest
 
 BIN = Path(__file__).resolve().parents[2] / "bin"
 STUB = """#!/bin/bash
+if [[ "$1 $2 $3" == "-m launchers job-root" ]]; then echo "$VLLM_HPC_JOB_ROOT"; exit 0; fi
 python3 -c 'import json, os, sys
 print(json.dumps({"argv": sys.argv[1:], "ip": os.environ.get("VLLM_HOST_IP")}))' "$@" >> "$STUB_LOG"
 """

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from launchers import _proc, node, probe
+from launchers.commands import NODE_IP, ServeStart
 from launchers.config import ContainerSpec
 from launchers.errors import InputError
 from launchers.node import FollowerTask, LeaderTask, NodeContext, NodeLog, Stopper, _who_can_reach
@@ -57,10 +58,10 @@ def test_enroot_runs_the_step_in_the_image_so_no_wrapping() -> None:
     assert argv[1:] == ["start", "--head"]
 
 
-def _task(host: str | None, key: str | None) -> LeaderTask:
-    argv = ["vllm", "serve", "m", *(["--host", host] if host else []), "--port", "8000"]
+def _task(host: str | None, key: str | None, *args: str) -> LeaderTask:
+    serve = ServeStart(model="m", host=host or "0.0.0.0", port=8000, args=args)
     return LeaderTask(
-        ray_argv=None, serve_argv=argv, serve_env={}, ray_port=6379, api_port=8000,
+        ray=None, serve=serve, serve_env={}, values={NODE_IP: "10.0.0.1"},
         served_model_name="m", expected_nodes=1, nodes_timeout=1, ready_timeout=1,
         api_key_file=key,
     )  # fmt: skip
@@ -82,10 +83,18 @@ def test_the_ready_banner_says_who_can_reach_the_api() -> None:
     assert _who_can_reach(ctx, _task("10.0.0.5", "k")).startswith(
         "reachable on 10.0.0.5: anyone who reaches 10.0.0.5:8000"
     )
+    # --host node: the address is the node's, filled in from the plan's placeholder
+    assert _who_can_reach(ctx, _task(NODE_IP, None)).startswith(
+        "reachable on 10.0.0.1: anyone who reaches 10.0.0.1:8000"
+    )
+    assert _task(NODE_IP, None).probe_host() == "10.0.0.1"
+    assert _task("0.0.0.0", None).probe_host() == "127.0.0.1"
 
 
-NATIVE = ["vllm", "serve", "m", "--port", "8000", "--nnodes", "2", "--node-rank", "0"]
-HEADLESS = ["vllm", "serve", "m", "--data-parallel-start-rank", "1", "--headless"]
+NATIVE_ARGS = ("--nnodes", "2", "--node-rank", "0")
+NATIVE = ["vllm", "serve", "m", "--port", "8000", *NATIVE_ARGS]
+HEADLESS_SERVE = ServeStart(model="m", args=("--data-parallel-start-rank", "1", "--headless"))
+HEADLESS = HEADLESS_SERVE.argv()
 TOO_OLD = (
     "vllm_version: multi-node without Ray (--runtime native) needs vLLM >= 0.11.1, this "
     "node has 0.10.2 (load vLLM 0.11.1 or newer on the nodes (the plan assumed a newer one))"
@@ -99,14 +108,14 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
     started: list[object] = []
     monkeypatch.setattr(_proc, "start", lambda *a, **k: started.append(a))
     ctx = replace(context(None), job_dir=str(tmp_path))
-    task = replace(_task(None, None), serve_argv=NATIVE)
+    task = _task(None, None, *NATIVE_ARGS)
     assert node.lead(ctx, task) == 1
     endpoint = json.loads((tmp_path / "endpoint.json").read_text())
     assert (endpoint["state"], endpoint["message"]) == ("FAILED", TOO_OLD)
     monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.8.5")
     follower = FollowerTask(
-        ray_argv=None, serve_argv=HEADLESS, serve_env={}, leader_ip="10.0.0.1",
-        leader_port=None, nodes_timeout=1,
+        ray=None, serve=HEADLESS_SERVE, serve_env={}, values={}, leader_ip="10.0.0.1",
+        nodes_timeout=1,
     )  # fmt: skip
     assert node.follow(replace(ctx, rank=1), follower) == 1
     failed = json.loads((tmp_path / "failed" / "1.json").read_text())

@@ -1,0 +1,24 @@
+"""The one source of vllm-hpc's built-in defaults (no imports: the CLI's help reads it).
+
+Everything else (the planner, the CLI's help, the wrapper door, the node runtime, the
+readers of job directories) takes its defaults from here.
+"""
+
+from __future__ import annotations
+
+# The vLLM release line the plan targets when the user does not name one. The runtime
+# checks the installed version on every node that runs `vllm serve` (outside a container)
+# and refuses flags it lacks.
+DEFAULT_VLLM_VERSION = "0.32.0"
+
+# Ports on the leader.
+DEFAULT_API_PORT = 8000
+DEFAULT_RAY_PORT = 6379
+DEFAULT_DP_RPC_PORT = 13345
+DEFAULT_MASTER_PORT = 29501
+# Ray's default worker port range: a fixed port inside it collides with Ray's workers.
+RAY_WORKER_PORTS = (10002, 19999)
+
+# Seconds the leader gives Ray's nodes to join, and vllm serve to answer.
+DEFAULT_NODES_TIMEOUT = 300.0
+DEFAULT_READY_TIMEOUT = 1800.0

@@ -1,0 +1,137 @@
+"""The plan's roles are typed: the runtime reads their fields and builds argvs from them,
+and a moved port is a typed update (no argv is parsed or patched)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launchers import _proc, node, probe
+from launchers.commands import LEADER_IP, NODE_IP, RayStart, ServeStart
+from launchers.config import ClusterSpec, ServeConfig
+from launchers.node import FollowerTask, LeaderTask, NodeContext, NodeLog, Stopper
+from launchers.plan import LaunchPlan, plan
+
+
+def make_plan(make_config: Callable[..., ServeConfig], **kwargs: Any) -> LaunchPlan:
+    config = make_config(**kwargs)
+    return plan(
+        config, ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
+    )
+
+
+def ctx_for(job_dir: Path, rank: int) -> NodeContext:
+    return NodeContext(
+        rank=rank, nodes=2, job_id="7", job_dir=str(job_dir), attempt=0,
+        node_ip=f"10.0.0.{rank + 1}", iface_reason="test", env={"PATH": "/usr/bin:/bin"},
+        log=NodeLog(rank, None), stopper=Stopper(), host_env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+class Exited:
+    """A child that has already exited with ``code``."""
+
+    def __init__(self, name: str, argv: list[str], code: int, log_path: str) -> None:
+        self.name, self.argv, self.code, self.log_path = name, argv, code, log_path
+        self.pid = 4242
+
+    def poll(self) -> int:
+        return self.code
+
+    def stop(self, grace: float = 0.0) -> None:
+        del grace
+
+
+def test_a_plan_reads_back_as_the_same_typed_plan(make_config: Callable[..., ServeConfig]) -> None:
+    for kwargs in (
+        {"model": "llama-3.1-70b-instruct", "nodes": 2, "gpus_per_node": 4},
+        {"model": "llama-3.1-70b-instruct", "nodes": 2, "gpus_per_node": 4, "runtime": "native"},
+        {"model": "deepseek-v3", "nodes": 2, "gpus_per_node": 8, "dp": 16, "ep": True},
+    ):
+        launch = make_plan(make_config, **kwargs)
+        text = launch.model_dump_json()
+        again = LaunchPlan.model_validate_json(text)
+        assert again == launch
+        # the argv in plan.json is what the typed fields build, for readers
+        role = json.loads(text)["roles"][0]
+        assert role["serve_argv"] == launch.leader.serve.argv()  # type: ignore[union-attr]
+
+
+def test_the_leaders_ports_come_from_typed_fields(make_config: Callable[..., ServeConfig]) -> None:
+    ray = make_plan(make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
+    assert ray.leader_ports() == {"api": 8000, "ray": 6379}
+    native = make_plan(
+        make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, runtime="native"
+    )
+    assert native.leader_ports() == {"api": 8000, "master": 29501}
+    assert native.roles[1].serve is not None and native.roles[1].serve.rendezvous is not None
+    assert native.roles[1].serve.rendezvous.port == 29501
+    dp = make_plan(
+        make_config, model="deepseek-v3", nodes=2, gpus_per_node=8, dp=16, ep=True,
+        port=9000, dp_rpc_port=13400,
+    )  # fmt: skip
+    assert dp.leader_ports() == {"api": 9000, "dp-rpc": 13400}
+    assert "13400" in (dp.roles[1].serve_argv or ())
+
+
+def test_host_node_is_a_typed_placeholder(make_config: Callable[..., ServeConfig]) -> None:
+    launch = make_plan(make_config, model="a/b", host="node")
+    assert launch.leader.serve is not None and launch.leader.serve.host == NODE_IP
+
+
+def test_a_taken_api_port_moves_the_serve_port_and_readiness_follows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[list[str]] = []
+
+    def start(name: str, argv: list[str], **kwargs: Any) -> Exited:
+        started.append(argv)
+        return Exited(name, argv, 1, str(tmp_path / "vllm-0.log"))
+
+    monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
+    monkeypatch.setattr(node, "port_free", lambda port: port != 8000)
+    monkeypatch.setattr(node, "pick_port", lambda start: 8001)
+    monkeypatch.setattr(_proc, "start", start)
+    serve = ServeStart(model="m", host="0.0.0.0", port=8000, args=("--seed", "1"))
+    task = LeaderTask(
+        ray=None, serve=serve, serve_env={}, values={NODE_IP: "10.0.0.1"},
+        served_model_name="m", expected_nodes=1, nodes_timeout=1, ready_timeout=1,
+    )  # fmt: skip
+    assert node.lead(ctx_for(tmp_path, 0), task) == 1
+    assert started[0][-6:] == ["--host", "0.0.0.0", "--port", "8001", "--seed", "1"]
+    endpoint = json.loads((tmp_path / "endpoint.json").read_text())
+    assert (endpoint["port"], endpoint["url"]) == (8001, "http://10.0.0.1:8001/v1")
+
+
+def test_a_worker_joins_the_port_the_leader_moved_its_ray_head_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "leader.json").write_text(
+        json.dumps({"job_id": "7", "attempt": 0, "ip": "10.0.0.1", "ray_port": 6380})
+    )
+    waited: list[tuple[str, int]] = []
+    started: list[list[str]] = []
+
+    def wait_for_port(host: str, port: int, **kwargs: Any) -> float:
+        waited.append((host, port))
+        return 0.0
+
+    def start_ray(name: str, argv: list[str], **kwargs: Any) -> Exited:
+        started.append(argv)
+        return Exited(name, argv, 0, str(tmp_path / "ray-1.log"))
+
+    monkeypatch.setattr(node, "wait_for_port", wait_for_port)
+    monkeypatch.setattr(node, "start_ray", start_ray)
+    worker = RayStart(head=False, port=6379, num_gpus=1, temp_dir="/tmp/ray-7-1")
+    task = FollowerTask(
+        ray=worker, serve=None, serve_env={}, values={NODE_IP: "10.0.0.2"}, leader_ip=None,
+        nodes_timeout=1,
+    )  # fmt: skip
+    assert node.follow(ctx_for(tmp_path, 1), task) == 0
+    assert waited == [("10.0.0.1", 6380)]
+    assert "--address=10.0.0.1:6380" in started[0]
+    assert f"--address={LEADER_IP}:6379" not in started[0]
