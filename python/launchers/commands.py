@@ -5,6 +5,7 @@ node's rank) are placeholders that ``plan.fill_placeholders`` replaces at run ti
 What the target vLLM version supports is decided here, from a table of versions; what
 no version table can tell (token parallelism, which only non-upstream engine builds
 have) is asked of the installed vLLM by ``launchers.probe``, in a child process.
+Pure: nothing here starts a process or reads the machine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pydantic import Field
 
 from launchers.config import Frozen, ParallelLayout, Port, ServeConfig
 from launchers.errors import InputError, UnsupportedFeatureError
-from launchers.probe import VllmProbe
 
 NODE_IP = "@NODE_IP@"
 LEADER_IP = "@LEADER_IP@"
@@ -116,38 +116,6 @@ def check_all2all(backend: str) -> str:
             fix=f"choose one of {', '.join(ALL2ALL_BACKENDS)}",
         )
     return backend
-
-
-# Token parallelism is not in upstream vLLM (no --token-parallel-size in its engine
-# arguments, 0.32 included). The research build that has it takes both flags below
-# (vllm/engine/arg_utils.py of github.com/susavlsh10/vllm-tknp).
-TOKEN_PARALLEL_BUILD = "github.com/susavlsh10/vllm-tknp"  # noqa: S105 - a repository, not a secret
-TOKEN_PARALLEL_FLAGS = ("--enable-token-parallel", "--token-parallel-size")
-
-
-def check_token_parallel(probe: VllmProbe, *, python: str, declared: bool) -> None:
-    """Token parallelism goes to ``vllm serve`` only when the nodes' vLLM has its flags.
-    The installed vLLM's answer decides; only when it cannot be asked from here (no such
-    Python on this machine, vLLM inside a container image) does the site's declaration
-    ``vllm_features: [token_parallel]`` stand in for it."""
-    if probe.error is None:
-        missing = [flag for flag in TOKEN_PARALLEL_FLAGS if flag not in probe.flags]
-        if not missing:
-            return
-        raise UnsupportedFeatureError(
-            f"token_parallel_size: the nodes' vLLM {probe.version} ({python}) has no "
-            f"{' / '.join(missing)}: upstream vLLM has no token parallelism",
-            fix=f"only research builds such as {TOKEN_PARALLEL_BUILD} have it: install one "
-            "for the nodes' Python, else drop --token-parallel-size",
-        )
-    if declared:
-        return
-    raise UnsupportedFeatureError(
-        "token_parallel_size: upstream vLLM has no token parallelism and the nodes' vLLM "
-        f"could not be asked: {probe.error}",
-        fix=f"only research builds such as {TOKEN_PARALLEL_BUILD} have it; if the nodes run "
-        "one, declare `vllm_features: [token_parallel]` in the site file, else drop it",
-    )
 
 
 def ray_temp_dir() -> str:

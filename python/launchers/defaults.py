@@ -22,3 +22,6 @@ RAY_WORKER_PORTS = (10002, 19999)
 # Seconds the leader gives Ray's nodes to join, and vllm serve to answer.
 DEFAULT_NODES_TIMEOUT = 300.0
 DEFAULT_READY_TIMEOUT = 1800.0
+
+# The prefix of the lines the doctor's node side prints and ``vllm-hpc doctor`` gathers.
+DOCTOR_MARK = "DOCTOR "

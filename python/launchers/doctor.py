@@ -24,10 +24,11 @@ from typing import Any
 
 from launchers import jobdir
 from launchers.commands import check_installed
+from launchers.defaults import DOCTOR_MARK
 from launchers.errors import VllmHpcError
 from launchers.plan import LaunchPlan
 
-MARK = "DOCTOR "
+MARK = DOCTOR_MARK
 POLL = 0.2
 ALLREDUCE_MIB = 16
 

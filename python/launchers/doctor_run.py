@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from launchers import _proc, jobdir
-from launchers.doctor import MARK
+from launchers.defaults import DOCTOR_MARK as MARK
 
 ALLOCATION_KEYS = (
     "nodes",

@@ -33,7 +33,7 @@ from launchers.config import (
 )
 from launchers.defaults import DEFAULT_API_PORT
 from launchers.errors import LayoutError
-from launchers.network import nccl_profile_env
+from launchers.netspec import nccl_profile_env
 
 PLAN_FORMAT = 1
 

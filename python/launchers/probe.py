@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from launchers import _proc
+from launchers.errors import UnsupportedFeatureError
 
 PROBE_MARK = "VLLM_HPC_PROBE "
 PROBE_TIMEOUT = 180.0  # importing vLLM on a cold shared filesystem is slow
@@ -109,3 +110,35 @@ def installed_version(*dists: str) -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+# Token parallelism is not in upstream vLLM (no --token-parallel-size in its engine
+# arguments, 0.32 included). The research build that has it takes both flags below
+# (vllm/engine/arg_utils.py of github.com/susavlsh10/vllm-tknp).
+TOKEN_PARALLEL_BUILD = "github.com/susavlsh10/vllm-tknp"  # noqa: S105 - a repository, not a secret
+TOKEN_PARALLEL_FLAGS = ("--enable-token-parallel", "--token-parallel-size")
+
+
+def check_token_parallel(answer: VllmProbe, *, python: str, declared: bool) -> None:
+    """Token parallelism goes to ``vllm serve`` only when the nodes' vLLM has its flags.
+    The installed vLLM's answer decides; only when it cannot be asked from here (no such
+    Python on this machine, vLLM inside a container image) does the site's declaration
+    ``vllm_features: [token_parallel]`` stand in for it."""
+    if answer.error is None:
+        missing = [flag for flag in TOKEN_PARALLEL_FLAGS if flag not in answer.flags]
+        if not missing:
+            return
+        raise UnsupportedFeatureError(
+            f"token_parallel_size: the nodes' vLLM {answer.version} ({python}) has no "
+            f"{' / '.join(missing)}: upstream vLLM has no token parallelism",
+            fix=f"only research builds such as {TOKEN_PARALLEL_BUILD} have it: install one "
+            "for the nodes' Python, else drop --token-parallel-size",
+        )
+    if declared:
+        return
+    raise UnsupportedFeatureError(
+        "token_parallel_size: upstream vLLM has no token parallelism and the nodes' vLLM "
+        f"could not be asked: {answer.error}",
+        fix=f"only research builds such as {TOKEN_PARALLEL_BUILD} have it; if the nodes run "
+        "one, declare `vllm_features: [token_parallel]` in the site file, else drop it",
+    )

@@ -42,7 +42,7 @@ from launchers.layout import (
     probe_model_arch,
     resolve_layout,
 )
-from launchers.network import check_iface_name
+from launchers.netspec import check_iface_name
 from launchers.registry import Registry
 
 M = TypeVar("M", bound=BaseModel)
@@ -505,7 +505,7 @@ def resolve(
             if in_image
             else probe.probe_vllm_flags(config.python)
         )
-        commands.check_token_parallel(
+        probe.check_token_parallel(
             answer, python=config.python, declared="token_parallel" in site.vllm_features
         )
     return config

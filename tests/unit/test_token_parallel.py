@@ -21,11 +21,17 @@ import pytest
 
 from launchers import probe as probe_module
 from launchers import slurm
-from launchers.commands import build_vllm_serve_argv, check_token_parallel
+from launchers.commands import build_vllm_serve_argv
 from launchers.config import ClusterSpec
 from launchers.errors import InputError, UnsupportedFeatureError
 from launchers.plan import plan
-from launchers.probe import PROBE_MARK, VllmProbe, parse_vllm_probe, probe_vllm_flags
+from launchers.probe import (
+    PROBE_MARK,
+    VllmProbe,
+    check_token_parallel,
+    parse_vllm_probe,
+    probe_vllm_flags,
+)
 from launchers.registry import load_registry
 from launchers.resolve import Request, resolve
 

@@ -1,0 +1,66 @@
+"""The layering contract (pyproject's [tool.importlinter]) can fail: a planning module
+that imports subprocess, or observe code that imports the node runtime, breaks it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def lint(tree: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LINT), "--no-cache", "--config", str(tree / "pyproject.toml")],
+        cwd=tree, env={"PYTHONPATH": str(tree / "python"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    if not LINT.exists():
+        pytest.fail(f"{LINT} is missing: `make install` installs import-linter")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(
+        REPO / "python" / "launchers",
+        tmp_path / "python" / "launchers",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return tmp_path
+
+
+def plant(tree: Path, module: str, line: str) -> None:
+    path = tree / "python" / "launchers" / f"{module}.py"
+    text = path.read_text()
+    marker = "from __future__ import annotations\n"
+    path.write_text(text.replace(marker, marker + line + "\n", 1))
+
+
+def test_the_tree_keeps_the_contract(tree: Path) -> None:
+    done = lint(tree)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("plan", "import subprocess", "launchers.plan is not allowed to import subprocess"),
+        ("render", "import socket", "launchers.render is not allowed to import socket"),
+        ("commands", "from launchers import _proc", "is not allowed to import launchers._proc"),
+        ("status", "from launchers import node", "is not allowed to import launchers.node"),
+        ("ray_cluster", "from launchers import cli", "is not allowed to import launchers.cli"),
+    ],
+)
+def test_a_planted_import_breaks_the_contract(
+    tree: Path, module: str, line: str, broken: str
+) -> None:
+    plant(tree, module, f"{line}  # noqa")
+    done = lint(tree)
+    assert done.returncode != 0
+    assert broken in done.stdout, done.stdout
