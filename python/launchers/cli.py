@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -513,12 +512,12 @@ def jobs_cmd(job_root: str | None, as_json: bool) -> None:
     for job in _client(job_root).jobs():
         status = job.status()
         info = job.info
-        started = float(info.get("started") or 0)
+        started = info.started if info is not None else 0.0
         rows.append(
             {
                 "job_id": job.job_id,
-                "model": info.get("model") or "-",
-                "nodes": info.get("nodes") or "-",
+                "model": (info.model if info is not None else None) or "-",
+                "nodes": info.nodes if info is not None else "-",
                 "state": status.state,
                 "message": status.message,
                 "endpoint": status.url or "-",
@@ -551,6 +550,11 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
     job = _client(job_root).job(job_id)
     status = job.status()
     info = job.info
+    ray_nodes = (
+        [n.model_dump() for n in info.ray_nodes]
+        if info is not None and info.ray_nodes is not None
+        else None
+    )
     health = None
     if status.state == "READY" and status.url:
         health = http_get(status.url.removesuffix("/v1") + "/health", api_key=job.api_key()).ok
@@ -564,15 +568,15 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
         "healthy": health,
         "nodes": [
             {
-                "rank": n.get("rank"),
-                "host": n.get("hostname"),
-                "ip": n.get("ip"),
-                "role": "leader" if n.get("rank") == 0 else "worker",
+                "rank": n.rank,
+                "host": n.hostname,
+                "ip": n.ip,
+                "role": "leader" if n.rank == 0 else "worker",
             }
             for n in job.nodes()
         ],
-        "ray_nodes": info.get("ray_nodes"),
-        "log_tail": info.get("log_tail") if status.state == "FAILED" else None,
+        "ray_nodes": ray_nodes,
+        "log_tail": list(info.log_tail) if info is not None and status.state == "FAILED" else None,
         "job_dir": job.job_dir,
     }
     if as_json:
@@ -585,9 +589,9 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
             click.echo(f"  health    {'ok' if health else 'not answering'}")
         for node in data["nodes"]:
             click.echo(f"  node {node['rank']}    {node['host']} {node['ip']} ({node['role']})")
-        if info.get("ray_nodes") is not None:
+        if ray_nodes is not None:
             when = "alive" if status.state == "READY" else "at the last report"
-            click.echo(f"  ray       {len(info['ray_nodes'])} node(s) {when}")
+            click.echo(f"  ray       {len(ray_nodes)} node(s) {when}")
         click.echo(f"  job dir   {job.job_dir}")
         if data["log_tail"]:
             click.echo("  log tail  (the failed process's last lines)")
@@ -755,13 +759,15 @@ def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
         if len(extra) > 1 or kwargs["model"]:
             raise click.UsageError("give either JOB or the layout options, not both")
         job = _client(kwargs["job_root"]).job(extra[0])
-        plan_json = Path(job.job_dir, "plan.json").read_text(encoding="utf-8")
-        data = json.loads(plan_json)
-        nodes = len(job.nodes()) or int(data["layout"]["nodes"])
+        job_plan = job.plan()
+        if job_plan is None:
+            raise click.ClickException(f"job {job.job_id} has no readable plan.json")
+        plan_json = job_plan.model_dump_json(indent=2)
+        nodes = len(job.nodes()) or job_plan.layout.nodes
         from launchers.slurm import srun_in_job
 
         prefix = srun_in_job(job.job_id, nodes=nodes)
-        meet_root, python = job.job_dir, str(data["python"])
+        meet_root, python = job.job_dir, job_plan.python
     else:
         launch = _make_plan(kwargs)
         nodes = launch.layout.nodes

@@ -18,11 +18,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launchers import jobdir, jobroot
+from launchers import jobdir, jobfiles, jobroot
 from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.status import JobStatus, read_status, wait_ready
+
+if TYPE_CHECKING:
+    from launchers.plan import LaunchPlan
 
 POLL = 0.5
 
@@ -48,21 +51,23 @@ class Job:
     job_dir: str
 
     @property
-    def info(self) -> dict[str, Any]:
-        return jobdir.read_json(f"{self.job_dir}/endpoint.json") or {}
+    def info(self) -> jobfiles.Endpoint | None:
+        """The leader's ``endpoint.json`` (None until it has written one)."""
+        return jobfiles.read(jobfiles.endpoint_file(self.job_dir), jobfiles.Endpoint)
 
     @property
     def endpoint(self) -> str | None:
-        url = self.info.get("url")
-        return str(url) if url else None
+        info = self.info
+        return info.url if info is not None and info.url else None
 
     @property
     def model(self) -> str | None:
-        model = self.info.get("model")
-        return str(model) if model else None
+        info = self.info
+        return info.model if info is not None and info.model else None
 
     def api_key(self) -> str | None:
-        path = self.info.get("api_key_file")
+        info = self.info
+        path = info.api_key_file if info is not None else None
         if not path:
             return None
         try:
@@ -76,13 +81,11 @@ class Job:
         return read_status(self.job_id, self.job_dir, _slurm_state)
 
     def _local_pid(self) -> int:
-        from launchers.slurm import local_process_file
-
-        for path in (local_process_file(self.job_dir), jobdir.node_file(self.job_dir, 0)):
-            pid = int((jobdir.read_json(path) or {}).get("pid", 0) or 0)
-            if pid:
-                return pid
-        return 0
+        started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
+        if started is not None:
+            return started.pid
+        leader = jobfiles.read(jobdir.node_file(self.job_dir, 0), jobfiles.NodeRecord)
+        return leader.pid if leader is not None else 0
 
     def _local_alive(self, job_id: str) -> tuple[str | None, str]:
         """A local job is alive while its process is (an exited child not yet reaped by
@@ -139,35 +142,37 @@ class Job:
                 f"job {self.job_id} is {status.state}, not READY: nothing to load-test",
                 fix=f"wait with `vllm-hpc status {self.job_id}` until it says READY",
             )
-        plan = jobdir.read_json(f"{self.job_dir}/plan.json") or {}
+        plan = self.plan()
         spec = LoadSpec(
             base_url=status.url.removesuffix("/v1"),
-            model=str(status.model or plan.get("served_model_name") or ""),
-            tokenizer=str(plan.get("model") or status.model or ""),
+            model=str(status.model or (plan.served_model_name if plan else "")),
+            tokenizer=str((plan.model if plan else None) or status.model or ""),
             requests=requests,
             concurrency=concurrency,
             input_len=input_len,
             output_len=output_len,
         )
-        leader = next((n for n in self.nodes() if int(n.get("rank", -1)) == 0), {})
+        leader = next((n for n in self.nodes() if n.rank == 0), None)
         return run_bench(
             job_id=self.job_id,
             job_dir=self.job_dir,
             spec=spec,
             api_key=self.api_key(),
-            leader_host=leader.get("hostname"),
+            leader_host=leader.hostname if leader is not None else None,
             tool=tool,
             timeout=timeout,
             log=log,
         )
 
-    def nodes(self) -> list[dict[str, Any]]:
-        out = []
-        for path in sorted(Path(self.job_dir, "nodes").glob("*.json")):
-            data = jobdir.read_json(path)
-            if data:
-                out.append(data)
-        return sorted(out, key=lambda d: int(d.get("rank", 0)))
+    def plan(self) -> LaunchPlan | None:
+        """The job's ``plan.json`` (None when it is missing or unreadable)."""
+        from launchers.plan import LaunchPlan
+
+        return jobfiles.read(f"{self.job_dir}/plan.json", LaunchPlan)
+
+    def nodes(self) -> list[jobfiles.NodeRecord]:
+        """Every rank's record, lowest rank first."""
+        return jobfiles.nodes(self.job_dir)
 
     def wait_ready(self, timeout: float = 1800.0, on_change: Any = None) -> JobStatus:
         return wait_ready(
@@ -212,15 +217,12 @@ class Job:
             )
             if state not in ("PENDING", "RUNNING", "PREEMPTED"):
                 info = self.info
-                if info and info.get("state") not in ("FAILED", "STOPPED"):
-                    jobdir.write_json(
-                        f"{self.job_dir}/endpoint.json",
-                        {
-                            **info,
-                            "state": "STOPPED",
-                            "message": f"stopped ({raw or 'cancelled'})",
-                            "updated": jobdir.now(),
-                        },
+                if info is not None and not info.final:
+                    # The leader could not say so itself (killed): record how it ended.
+                    update = {"state": "STOPPED", "message": f"stopped ({raw or 'cancelled'})"}
+                    jobfiles.write(
+                        jobfiles.endpoint_file(self.job_dir),
+                        info.model_copy(update={**update, "updated": jobdir.now()}),
                     )
                 return self.status()
             if time.monotonic() - start > timeout:

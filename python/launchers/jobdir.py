@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-STATES = ("PENDING", "STARTING", "WAITING_NODES", "LOADING", "READY", "FAILED", "STOPPED")
-
 
 def ensure_dir(path: str | Path) -> Path:
     p = Path(path)
@@ -69,16 +67,6 @@ def ensure_secret(path: str) -> bool:
 def failure_file(job_dir: str, rank: int) -> str:
     """Where a rank > 0 records why it failed, for the leader to report."""
     return f"{job_dir}/failed/{rank}.json"
-
-
-def node_failures(job_dir: str, attempt: int) -> list[dict[str, Any]]:
-    """The failures other ranks recorded in this attempt, lowest rank first."""
-    found = []
-    for path in Path(job_dir, "failed").glob("*.json"):
-        data = read_json(str(path))
-        if data and data.get("attempt") == attempt:
-            found.append(data)
-    return sorted(found, key=lambda d: int(d.get("rank", 0)))
 
 
 def remove_stale(job_dir: str) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
-from launchers import _proc, jobdir, jobroot, probe
+from launchers import _proc, jobdir, jobfiles, jobroot, probe
 from launchers.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -228,45 +228,37 @@ class FollowerTask:
 # --- the leader -------------------------------------------------------------------
 
 
-class Endpoint:
-    """``endpoint.json``: the job's state as the leader sees it."""
+class EndpointWriter:
+    """The one writer of ``endpoint.json``: the job's state as the leader sees it."""
 
     def __init__(self, ctx: NodeContext, task: LeaderTask) -> None:
-        self.ctx = ctx
-        self.path = f"{ctx.job_dir}/endpoint.json"
-        self.base = {
-            "job_id": ctx.job_id,
-            "attempt": ctx.attempt,
-            "hostname": ctx.hostname,
-            "leader_ip": ctx.node_ip,
-            "port": task.api_port,
-            "url": f"http://{ctx.node_ip}:{task.api_port}/v1",
-            "model": task.served_model_name,
-            "nodes": task.expected_nodes,
-            "api_key_file": task.api_key_file,
-            "started": jobdir.now(),
-        }
-        self.state = "PENDING"
-        self.message = ""
-        self.extra: dict[str, object] = {}
-
-    def set(self, state: str, message: str, **extra: object) -> None:
-        self.state, self.message = state, message
-        self.note(**extra)
-
-    def note(self, **extra: object) -> None:
-        """Record more facts (kept across state changes) and rewrite the file."""
-        self.extra.update(extra)
-        jobdir.write_json(
-            self.path,
-            {
-                **self.base,
-                **self.extra,
-                "state": self.state,
-                "message": self.message,
-                "updated": jobdir.now(),
-            },
+        self.path = jobfiles.endpoint_file(ctx.job_dir)
+        self.record = jobfiles.Endpoint(
+            state="PENDING",
+            job_id=ctx.job_id,
+            attempt=ctx.attempt,
+            hostname=ctx.hostname,
+            leader_ip=ctx.node_ip,
+            port=task.api_port,
+            url=f"http://{ctx.node_ip}:{task.api_port}/v1",
+            model=task.served_model_name,
+            nodes=task.expected_nodes,
+            api_key_file=task.api_key_file,
+            started=jobdir.now(),
         )
+
+    @property
+    def state(self) -> str:
+        return self.record.state
+
+    def set(self, state: jobfiles.State, message: str, **facts: object) -> None:
+        self.note(state=state, message=message, **facts)
+
+    def note(self, **facts: object) -> None:
+        """Record more facts (kept across state changes) and rewrite the file."""
+        update = {**facts, "updated": jobdir.now()}
+        self.record = jobfiles.Endpoint.model_validate({**self.record.model_dump(), **update})
+        jobfiles.write(self.path, self.record)
 
 
 def _require_vllm(ctx: NodeContext, serve_argv: Sequence[str] | None) -> None:
@@ -297,14 +289,14 @@ def _missing_nodes(ctx: NodeContext, snap: Snapshot) -> str:
     alive = {n.ip for n in snap.alive or ()}
     parts = []
     for rank in range(1, ctx.nodes):
-        info = jobdir.read_json(jobdir.node_file(ctx.job_dir, rank))
-        if info is None or info.get("attempt") != ctx.attempt:
+        info = jobfiles.read(jobdir.node_file(ctx.job_dir, rank), jobfiles.NodeRecord)
+        if info is None or info.attempt != ctx.attempt:
             parts.append(
                 f"rank {rank} never started its runtime (see {ctx.job_dir}/node-{rank}.log)"
             )
-        elif info.get("ip") not in alive:
+        elif info.ip not in alive:
             parts.append(
-                f"{info.get('hostname')} ({info.get('ip')}, rank {rank}) is not in the Ray "
+                f"{info.hostname} ({info.ip}, rank {rank}) is not in the Ray "
                 f"cluster (see {ctx.job_dir}/ray-{rank}.log)"
             )
     return "; ".join(parts) or "no node is missing by name (Ray saw fewer nodes)"
@@ -352,7 +344,7 @@ def _who_can_reach(ctx: NodeContext, task: LeaderTask) -> str:
 def lead(ctx: NodeContext, task: LeaderTask) -> int:
     """Run rank 0 until vLLM exits, a node is lost, or a stop is asked for."""
     log, stopper = ctx.log, ctx.stopper
-    endpoint = Endpoint(ctx, task)
+    endpoint = EndpointWriter(ctx, task)
     endpoint.set("STARTING", "starting on the leader")
     head: _proc.Child | None = None
     serve: _proc.Child | None = None
@@ -363,7 +355,7 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             port = _choose_port(task.serve.port, task.serve.port_fixed, "the API", log)
             if port != task.serve.port:
                 task = replace(task, serve=task.serve.moved(port))
-                endpoint.base.update(port=port, url=f"http://{ctx.node_ip}:{port}/v1")
+                endpoint.note(port=port, url=f"http://{ctx.node_ip}:{port}/v1")
         if task.ray is not None:
             port = _choose_port(task.ray.port, task.ray.port_fixed, "the Ray head", log)
             if port != task.ray.port:
@@ -389,17 +381,17 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
                 alive=head_alive,
             )
             log(f"Ray head up after {waited:.1f} s")
-        jobdir.write_json(
-            f"{ctx.job_dir}/leader.json",
-            {
-                "job_id": ctx.job_id,
-                "attempt": ctx.attempt,
-                "ip": ctx.node_ip,
-                "hostname": ctx.hostname,
-                "ray_port": task.ray_port if task.ray is not None else None,
-                "api_port": task.api_port,
-                "time": jobdir.now(),
-            },
+        jobfiles.write(
+            jobfiles.leader_file(ctx.job_dir),
+            jobfiles.Leader(
+                job_id=ctx.job_id,
+                attempt=ctx.attempt,
+                ip=ctx.node_ip,
+                hostname=ctx.hostname,
+                ray_port=task.ray_port if task.ray is not None else None,
+                api_port=task.api_port,
+                time=jobdir.now(),
+            ),
         )
         if head is not None:
             address = f"{ctx.node_ip}:{task.ray_port}"
@@ -450,11 +442,11 @@ def _died(name: str, code: int, log_path: str) -> str:
 
 
 def _node_failure(ctx: NodeContext) -> str | None:
-    failures = jobdir.node_failures(ctx.job_dir, ctx.attempt)
+    failures = jobfiles.failures(ctx.job_dir, ctx.attempt)
     if not failures:
         return None
     first = failures[0]
-    return f"node {first.get('hostname')} (rank {first.get('rank')}) failed: {first.get('message')}"
+    return f"node {first.hostname} (rank {first.rank}) failed: {first.message}"
 
 
 def _wait_nodes(
@@ -484,7 +476,7 @@ def _wait_nodes(
 def _supervise(
     ctx: NodeContext,
     task: LeaderTask,
-    endpoint: Endpoint,
+    endpoint: EndpointWriter,
     head: _proc.Child | None,
     serve: _proc.Child | None,
     watcher: RayWatcher | None,
@@ -519,7 +511,7 @@ def _supervise(
                 log(f"{snap.count}/{task.expected_nodes} Ray node(s) alive")
                 endpoint.note(
                     ray_nodes=[{"ip": n.ip, "name": n.name, "gpus": n.gpus} for n in snap.alive]
-                )
+                )  # validated into jobfiles.RayNode
             if not nodes_ok:
                 if snap.count >= task.expected_nodes:
                     nodes_ok = True
@@ -564,27 +556,17 @@ def _read_key(path: str | None) -> str | None:
 # --- the other nodes ---------------------------------------------------------------
 
 
-def _wait_leader(ctx: NodeContext, timeout: float) -> dict[str, object]:
-    path = f"{ctx.job_dir}/leader.json"
+def _wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
+    path = jobfiles.leader_file(ctx.job_dir)
     start = time.monotonic()
     while True:
         ctx.stopper.check()
-        data = jobdir.read_json(path)
-        if data and data.get("attempt") == ctx.attempt and str(data.get("job_id")) == ctx.job_id:
-            return data
-        ending = jobdir.read_json(f"{ctx.job_dir}/endpoint.json")
-        if (
-            ending
-            and ending.get("attempt") == ctx.attempt
-            and ending.get("state")
-            in (
-                "FAILED",
-                "STOPPED",
-            )
-        ):
-            raise RuntimeFailure(
-                f"the leader ended ({ending.get('state')}): {ending.get('message')}"
-            )
+        leader = jobfiles.read(path, jobfiles.Leader)
+        if leader and leader.attempt == ctx.attempt and leader.job_id == ctx.job_id:
+            return leader
+        ending = jobfiles.read(jobfiles.endpoint_file(ctx.job_dir), jobfiles.Endpoint)
+        if ending and ending.attempt == ctx.attempt and ending.final:
+            raise RuntimeFailure(f"the leader ended ({ending.state}): {ending.message}")
         if time.monotonic() - start > timeout:
             raise WaitTimeout(
                 f"waited {timeout:.0f} s for the leader (rank 0) to write {path}",
@@ -602,9 +584,9 @@ def _stop_check(ctx: NodeContext) -> Callable[[], bool]:
 
 
 def _leader_ended(ctx: NodeContext) -> str | None:
-    data = jobdir.read_json(f"{ctx.job_dir}/endpoint.json")
-    if data and data.get("attempt") == ctx.attempt and data.get("state") in ("FAILED", "STOPPED"):
-        return f"the leader is {data.get('state')}"
+    ending = jobfiles.read(jobfiles.endpoint_file(ctx.job_dir), jobfiles.Endpoint)
+    if ending and ending.attempt == ctx.attempt and ending.final:
+        return f"the leader is {ending.state}"
     return None
 
 
@@ -618,10 +600,10 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
         ray, leader_ip = task.ray, task.leader_ip
         if leader_ip is None:
             info = _wait_leader(ctx, task.nodes_timeout)
-            leader_ip = str(info["ip"])
-            if ray is not None:
-                ray = ray.moved(int(str(info["ray_port"])))
-            log(f"leader is {info.get('hostname')} at {leader_ip}")
+            leader_ip = info.ip
+            if ray is not None and info.ray_port is not None:
+                ray = ray.moved(info.ray_port)
+            log(f"leader is {info.hostname} at {leader_ip}")
         values = {**task.values, LEADER_IP: leader_ip}
         if ray is not None:
             leader_port = ray.port
@@ -685,10 +667,10 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
         return 0
     except VllmHpcError as exc:
         log(f"FAILED: {exc.one_line()}")
-        jobdir.write_json(
+        jobfiles.write(
             jobdir.failure_file(ctx.job_dir, ctx.rank),
-            {"rank": ctx.rank, "hostname": ctx.hostname, "attempt": ctx.attempt,
-             "message": exc.one_line(), "time": jobdir.now()},
+            jobfiles.Failure(rank=ctx.rank, hostname=ctx.hostname, attempt=ctx.attempt,
+                             message=exc.one_line(), time=jobdir.now()),
         )  # fmt: skip
         return 1
     finally:
@@ -747,16 +729,16 @@ def context(
     of = f"/{nodes}" if nodes else ""  # a wrapper's worker does not know the cluster size
     log(f"{ctx.hostname} rank {rank}{of} job {job_id}; network: {reason}")
     log("exports: " + " ".join(f"{k}={v}" for k, v in net_env.items()))
-    jobdir.write_json(
+    jobfiles.write(
         jobdir.node_file(job_dir, rank),
-        {
-            "rank": rank,
-            "hostname": ctx.hostname,
-            "ip": ctx.node_ip,
-            "attempt": attempt,
-            "pid": os.getpid(),
-            "time": jobdir.now(),
-        },
+        jobfiles.NodeRecord(
+            rank=rank,
+            hostname=ctx.hostname,
+            ip=ctx.node_ip,
+            attempt=attempt,
+            pid=os.getpid(),
+            time=jobdir.now(),
+        ),
     )
     return ctx
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from launchers import _proc, jobdir
+from launchers import _proc, jobdir, jobfiles
 from launchers.errors import InputError, SubmitError
 from launchers.plan import LaunchPlan, job_dir_for
 
@@ -287,13 +287,10 @@ def start_local(plan: LaunchPlan) -> JobHandle:
     log = f"{job_dir}/local.out"
     child = _proc.start("local-job", argv, env=dict(os.environ), log_path=log)
     # Who to watch: the runtime may die before it writes anything of its own.
-    jobdir.write_json(local_process_file(job_dir), {"pid": child.pid, "time": jobdir.now()})
+    jobfiles.write(
+        jobfiles.local_file(job_dir), jobfiles.LocalProcess(pid=child.pid, time=jobdir.now())
+    )
     return JobHandle(job_id, job_dir, "local", log)
-
-
-def local_process_file(job_dir: str) -> str:
-    """The process ``start_local`` started for a local job."""
-    return f"{job_dir}/local.json"
 
 
 def submit(plan: LaunchPlan, *, executor: str, via: str, environ: Mapping[str, str]) -> JobHandle:

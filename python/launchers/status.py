@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from launchers import jobdir
+from launchers import jobfiles
 from launchers.errors import RuntimeFailure, WaitTimeout
+from launchers.jobfiles import Endpoint
 
 POLL = 0.5
 
@@ -31,16 +31,14 @@ class JobStatus:
         return self.state in ("FAILED", "STOPPED")
 
 
-def combine(
-    job_id: str, slurm_state: str | None, raw: str, endpoint: dict[str, Any] | None
-) -> JobStatus:
+def combine(job_id: str, slurm_state: str | None, raw: str, endpoint: Endpoint | None) -> JobStatus:
     """One status from SLURM's state and the leader's endpoint.json. Pure."""
-    url = endpoint.get("url") if endpoint else None
-    model = endpoint.get("model") if endpoint else None
+    url = endpoint.url if endpoint else None
+    model = endpoint.model if endpoint else None
     live = slurm_state in ("PENDING", "RUNNING", "PREEMPTED", None)
     if endpoint is not None:
-        state = str(endpoint.get("state", "STARTING"))
-        message = str(endpoint.get("message", ""))
+        state: str = endpoint.state
+        message = endpoint.message
         if not live and state not in ("FAILED", "STOPPED"):
             # The allocation ended while the leader still said it was up.
             state = "STOPPED" if slurm_state in ("CANCELLED", "ENDED") else "FAILED"
@@ -62,7 +60,7 @@ def read_status(
     job_id: str, job_dir: str, slurm_state: Callable[[str], tuple[str | None, str]]
 ) -> JobStatus:
     state, raw = slurm_state(job_id)
-    endpoint = jobdir.read_json(f"{job_dir}/endpoint.json")
+    endpoint = jobfiles.read(jobfiles.endpoint_file(job_dir), Endpoint)
     return combine(job_id, state, raw, endpoint)
 
 

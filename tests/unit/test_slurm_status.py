@@ -8,6 +8,7 @@ import pytest
 from launchers import slurm
 from launchers.config import ClusterSpec, ServeConfig
 from launchers.errors import InputError, SubmitError
+from launchers.jobfiles import Endpoint
 from launchers.plan import LaunchPlan, plan
 from launchers.slurm import (
     parse_sbatch_parsable,
@@ -67,14 +68,14 @@ def test_slurm_minutes_rejects() -> None:
 def test_combine_states() -> None:
     assert combine("1", "PENDING", "PENDING", None).state == "PENDING"
     assert combine("1", "RUNNING", "RUNNING", None).state == "STARTING"
-    ready = combine("1", "RUNNING", "RUNNING", {"state": "READY", "message": "serving", "url": "u"})
+    ready = combine("1", "RUNNING", "RUNNING", Endpoint(state="READY", message="serving", url="u"))
     assert (ready.state, ready.url) == ("READY", "u")
-    gone = combine("1", "CANCELLED", "CANCELLED by 0", {"state": "READY", "message": "serving"})
+    gone = combine("1", "CANCELLED", "CANCELLED by 0", Endpoint(state="READY", message="serving"))
     assert gone.state == "STOPPED" and "CANCELLED" in gone.message
-    died = combine("1", "FAILED", "FAILED", {"state": "LOADING", "message": "x"})
+    died = combine("1", "FAILED", "FAILED", Endpoint(state="LOADING", message="x"))
     assert died.state == "FAILED"
     assert combine("1", "TIMEOUT", "TIMEOUT", None).state == "FAILED"
-    failed = combine("1", "RUNNING", "RUNNING", {"state": "FAILED", "message": "vllm exited"})
+    failed = combine("1", "RUNNING", "RUNNING", Endpoint(state="FAILED", message="vllm exited"))
     assert failed.final and failed.message == "vllm exited"
 
 

@@ -1,0 +1,144 @@
+"""The files of a job directory, as versioned models, each with one writer.
+
+    plan.json          LaunchPlan      written at submission (or by the template's plan)
+    leader.json        Leader          rank 0, once its Ray head (if any) is up
+    endpoint.json      Endpoint        rank 0, at every state change
+    nodes/<rank>.json  NodeRecord      each rank, when its runtime starts
+    failed/<rank>.json Failure         a rank > 0 that failed, for the leader to report
+    local.json         LocalProcess    ``submit --executor local``: the process started
+
+Readers get a model or None (missing, half-written or not this format): never a dict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from launchers import jobdir
+
+FORMAT: Literal[1] = 1
+State = Literal["PENDING", "STARTING", "WAITING_NODES", "LOADING", "READY", "FAILED", "STOPPED"]
+FINAL_STATES = ("FAILED", "STOPPED")
+M = TypeVar("M", bound=BaseModel)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+class JobFile(Record):
+    """A whole file: versioned by ``format``."""
+
+    format: Literal[1] = FORMAT
+
+
+class RayNode(Record):
+    ip: str
+    name: str = ""
+    gpus: float = 0.0
+
+
+class Endpoint(JobFile):
+    """The job's state as the leader sees it, and where its API is."""
+
+    state: State
+    message: str = ""
+    job_id: str = ""
+    attempt: int = 0
+    hostname: str = ""
+    leader_ip: str = ""
+    port: int = 0
+    url: str | None = None
+    model: str | None = None
+    nodes: int = 1
+    api_key_file: str | None = None
+    started: float = 0.0
+    updated: float = 0.0
+    ready_seconds: float | None = None
+    ray_nodes: tuple[RayNode, ...] | None = None
+    log_tail: tuple[str, ...] = ()
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class Leader(JobFile):
+    """Where the other ranks find rank 0 (the rendezvous)."""
+
+    job_id: str
+    attempt: int
+    ip: str
+    hostname: str = ""
+    ray_port: int | None = None
+    api_port: int | None = None
+    time: float = 0.0
+
+
+class NodeRecord(JobFile):
+    """Who a rank is: its host, its chosen address, its runtime's process."""
+
+    rank: int
+    hostname: str
+    ip: str
+    attempt: int = 0
+    pid: int = 0
+    time: float = 0.0
+
+
+class Failure(JobFile):
+    """Why a rank > 0 failed, for the leader to report with its name."""
+
+    rank: int
+    hostname: str
+    attempt: int
+    message: str
+    time: float = 0.0
+
+
+class LocalProcess(JobFile):
+    pid: int
+    time: float = 0.0
+
+
+def read(path: str | Path, model: type[M]) -> M | None:
+    data = jobdir.read_json(path)
+    if data is None:
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def write(path: str | Path, record: JobFile) -> None:
+    jobdir.write_json(path, record.model_dump(mode="json"))
+
+
+def endpoint_file(job_dir: str) -> str:
+    return f"{job_dir}/endpoint.json"
+
+
+def leader_file(job_dir: str) -> str:
+    return f"{job_dir}/leader.json"
+
+
+def local_file(job_dir: str) -> str:
+    return f"{job_dir}/local.json"
+
+
+def nodes(job_dir: str) -> list[NodeRecord]:
+    """Every rank's record, lowest rank first."""
+    found = [read(path, NodeRecord) for path in Path(job_dir, "nodes").glob("*.json")]
+    return sorted((n for n in found if n is not None), key=lambda n: n.rank)
+
+
+def failures(job_dir: str, attempt: int) -> list[Failure]:
+    """The failures other ranks recorded in this attempt, lowest rank first."""
+    found = [read(path, Failure) for path in Path(job_dir, "failed").glob("*.json")]
+    return sorted(
+        (f for f in found if f is not None and f.attempt == attempt), key=lambda f: f.rank
+    )
