@@ -605,20 +605,21 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                 ray = ray.moved(info.ray_port)
             log(f"leader is {info.hostname} at {leader_ip}")
         values = {**task.values, LEADER_IP: leader_ip}
+        # A Ray worker also watches the head's port: the leader is gone when it closes.
+        leader_port = None if ray is None else ray.port
         if ray is not None:
-            leader_port = ray.port
             waited = wait_for_port(
                 leader_ip,
-                leader_port,
+                ray.port,
                 timeout=task.nodes_timeout,
                 what="the Ray head of the leader",
                 log=f"{ctx.job_dir}/node-0.log on the leader",
                 alive=_stop_check(ctx),
             )
-            log(f"the Ray head at {leader_ip}:{leader_port} answered after {waited:.1f} s")
+            log(f"the Ray head at {leader_ip}:{ray.port} answered after {waited:.1f} s")
             argv, env = ctx.command(fill_placeholders(ray.argv(), values))
             child = start_ray("ray-worker", argv, env=env, log_path=ctx.logfile("ray"))
-            log(f"joining Ray at {leader_ip}:{leader_port} (log {child.log_path})")
+            log(f"joining Ray at {leader_ip}:{ray.port} (log {child.log_path})")
         elif task.serve is not None and serve_argv is not None:
             argv = fill_placeholders(serve_argv, values)
             rendezvous = task.serve.rendezvous

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from launchers import _proc, node, probe
-from launchers.commands import LEADER_IP, NODE_IP, RayStart, ServeStart
+from launchers.commands import LEADER_IP, NODE_IP, RayStart, Rendezvous, ServeStart
 from launchers.config import ClusterSpec, ServeConfig
 from launchers.node import FollowerTask, LeaderTask, NodeContext, NodeLog, Stopper
 from launchers.plan import LaunchPlan, plan
@@ -33,13 +33,18 @@ def ctx_for(job_dir: Path, rank: int) -> NodeContext:
 
 
 class Exited:
-    """A child that has already exited with ``code``."""
+    """A child that exits with ``code`` after ``running`` polls."""
 
-    def __init__(self, name: str, argv: list[str], code: int, log_path: str) -> None:
+    def __init__(
+        self, name: str, argv: list[str], code: int, log_path: str, running: int = 0
+    ) -> None:
         self.name, self.argv, self.code, self.log_path = name, argv, code, log_path
-        self.pid = 4242
+        self.pid, self.running = 4242, running
 
-    def poll(self) -> int:
+    def poll(self) -> int | None:
+        if self.running > 0:
+            self.running -= 1
+            return None
         return self.code
 
     def stop(self, grace: float = 0.0) -> None:
@@ -135,3 +140,38 @@ def test_a_worker_joins_the_port_the_leader_moved_its_ray_head_to(
     assert waited == [("10.0.0.1", 6380)]
     assert "--address=10.0.0.1:6380" in started[0]
     assert f"--address={LEADER_IP}:6379" not in started[0]
+
+
+def test_a_headless_rank_waits_for_the_typed_rendezvous_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "leader.json").write_text(
+        json.dumps({"job_id": "7", "attempt": 0, "ip": "10.0.0.1", "api_port": 8000})
+    )
+    waited: list[tuple[str, int]] = []
+    started: list[list[str]] = []
+
+    def wait_for_port(host: str, port: int, **kwargs: Any) -> float:
+        waited.append((host, port))
+        return 0.0
+
+    def start(name: str, argv: list[str], **kwargs: Any) -> Exited:
+        started.append(argv)
+        # running at the first check of the leader, then done
+        return Exited(name, argv, 0, str(tmp_path / "vllm-1.log"), running=1)
+
+    monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
+    monkeypatch.setattr(node, "wait_for_port", wait_for_port)
+    monkeypatch.setattr(_proc, "start", start)
+    serve = ServeStart(
+        model="m",
+        rendezvous=Rendezvous(name="dp-rpc", port=13400),
+        args=("--data-parallel-address", LEADER_IP, "--headless"),
+    )
+    task = FollowerTask(
+        ray=None, serve=serve, serve_env={}, values={NODE_IP: "10.0.0.2"}, leader_ip=None,
+        nodes_timeout=1,
+    )  # fmt: skip
+    assert node.follow(ctx_for(tmp_path, 1), task) == 0
+    assert waited == [("10.0.0.1", 13400)]
+    assert started[0][-3:] == ["--data-parallel-address", "10.0.0.1", "--headless"]
