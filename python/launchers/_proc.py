@@ -15,13 +15,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-POLL = 0.2
+from launchers import waits
+from launchers.errors import WaitTimeout
+
+POLL = 0.2  # seconds between looks at a process tree being stopped
 
 
 def run(
@@ -162,14 +164,19 @@ def stop_tree(child: Child, *, grace: float = 10.0, sig: int = signal.SIGTERM) -
     if child.popen.poll() is None:
         pids.add(child.pid)
     _signal_all(pids, pgid, sig)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+
+    def gone() -> int | None:
         child.popen.poll()
         child.remember_descendants()
-        pids |= child.seen
-        if child.popen.returncode is not None and not alive(pids):
-            return child.popen.returncode
-        time.sleep(POLL)  # poll
+        pids.update(child.seen)
+        code = child.popen.returncode
+        return code if code is not None and not alive(pids) else None
+
+    try:
+        stopped = waits.wait_for(gone, what=f"{child.name} to stop", timeout=grace, interval=POLL)
+        return stopped.value
+    except WaitTimeout:
+        pass  # the grace is over: kill what is left
     _signal_all(alive(pids) | child.seen, pgid, signal.SIGKILL)
     try:
         return child.popen.wait(timeout=5)

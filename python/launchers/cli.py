@@ -611,7 +611,6 @@ def logs_cmd(
     job_id: str, job_root: str | None, node: int | None, tail_lines: int, follow: bool
 ) -> None:
     """The leader's and workers' logs from the job directory."""
-    import time
 
     from launchers._proc import tail
 
@@ -626,8 +625,10 @@ def logs_cmd(
             click.echo(text)
     if not follow:
         return
+    from launchers import waits
+
     offsets = {p: p.stat().st_size for p in files}
-    while True:
+    for _ in waits.ticks():  # until Ctrl+C
         for path in job.logs(node):
             size = path.stat().st_size
             start = offsets.get(path, 0)
@@ -637,7 +638,6 @@ def logs_cmd(
                     for line in fh.read().splitlines():
                         click.echo(f"{path.name}: {line}")
                 offsets[path] = size
-        time.sleep(0.5)  # poll
 
 
 @cli.command("metrics")

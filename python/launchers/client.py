@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launchers import jobdir, jobfiles, jobroot
+from launchers import jobdir, jobfiles, jobroot, waits
 from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.status import JobStatus, read_status, wait_ready
 
 if TYPE_CHECKING:
     from launchers.plan import LaunchPlan
-
-POLL = 0.5
 
 
 def _slurm_state(job_id: str) -> tuple[str | None, str]:
@@ -177,6 +175,7 @@ class Job:
     def wait_ready(self, timeout: float = 1800.0, on_change: Any = None) -> JobStatus:
         return wait_ready(
             self.status,
+            what=f"job {self.job_id} to be ready",
             timeout=timeout,
             on_change=on_change or (lambda status: None),
             log_hint=self._first_log(),
@@ -207,31 +206,34 @@ class Job:
             state, _ = _slurm_state(self.job_id)
             if state in ("PENDING", "RUNNING", "PREEMPTED"):
                 scancel(self.job_id)
-        start = time.monotonic()
-        while True:
-            status = self.status()
+        last = {"slurm": "", "leader": ""}
+
+        def ended() -> str | None:
+            last["leader"] = self.status().state
             state, raw = (
                 self._local_alive(self.job_id)
                 if self.job_id.startswith("local-")
                 else _slurm_state(self.job_id)
             )
-            if state not in ("PENDING", "RUNNING", "PREEMPTED"):
-                info = self.info
-                if info is not None and not info.final:
-                    # The leader could not say so itself (killed): record how it ended.
-                    update = {"state": "STOPPED", "message": f"stopped ({raw or 'cancelled'})"}
-                    jobfiles.write(
-                        jobfiles.endpoint_file(self.job_dir),
-                        info.model_copy(update={**update, "updated": jobdir.now()}),
-                    )
-                return self.status()
-            if time.monotonic() - start > timeout:
-                raise WaitTimeout(
-                    f"waited {timeout:.0f} s for job {self.job_id} to end after scancel "
-                    f"(SLURM says {raw}; leader says {status.state})",
-                    fix=f"scancel --signal=KILL {self.job_id}",
-                )
-            time.sleep(POLL)  # poll
+            last["slurm"] = raw
+            return None if state in ("PENDING", "RUNNING", "PREEMPTED") else raw
+
+        raw = waits.wait_for(
+            ended,
+            what=f"job {self.job_id} to end after scancel",
+            detail=lambda: f" (SLURM says {last['slurm']}; leader says {last['leader']})",
+            timeout=timeout,
+            fix=f"scancel --signal=KILL {self.job_id}",
+        ).value
+        info = self.info
+        if info is not None and not info.final:
+            # The leader could not say so itself (killed): record how it ended.
+            update = {"state": "STOPPED", "message": f"stopped ({raw or 'cancelled'})"}
+            jobfiles.write(
+                jobfiles.endpoint_file(self.job_dir),
+                info.model_copy(update={**update, "updated": jobdir.now()}),
+            )
+        return self.status()
 
 
 def _log_order(path: Path) -> tuple[int, str]:

@@ -22,10 +22,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from launchers import jobdir
+from launchers import jobdir, waits
 from launchers.commands import check_installed
 from launchers.defaults import DOCTOR_MARK
-from launchers.errors import VllmHpcError
+from launchers.errors import VllmHpcError, WaitTimeout
 from launchers.plan import LaunchPlan
 
 MARK = DOCTOR_MARK
@@ -198,13 +198,16 @@ def _free_port(ip: str) -> int:
 
 
 def _wait_file(path: Path, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = jobdir.read_json(path)
-        if data:
-            return data
-        time.sleep(POLL)  # poll
-    raise TimeoutError(f"waited {timeout:.0f} s for rank 0 to write {path}")
+    try:
+        found = waits.wait_for(
+            lambda: jobdir.read_json(path) or None,
+            what=f"rank 0 to write {path}",
+            timeout=timeout,
+            interval=POLL,
+        )
+    except WaitTimeout as exc:
+        raise TimeoutError(exc.one_line()) from None
+    return found.value
 
 
 def check_ports(report: Report, leader: Mapping[str, Any], ports: Mapping[str, int]) -> None:

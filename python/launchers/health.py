@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from launchers import waits
 from launchers.defaults import RAY_WORKER_PORTS
-from launchers.errors import RuntimeFailure, WaitTimeout
-
-POLL = 0.5
+from launchers.errors import RuntimeFailure
 
 
 @dataclass(frozen=True)
@@ -91,55 +89,24 @@ def wait_for_port(
     what: str,
     log: str,
     alive: Callable[[], bool] | None = None,
+    clock: waits.Clock = waits.REAL,
 ) -> float:
-    """Poll until ``host:port`` accepts connections; returns seconds waited."""
-    start = time.monotonic()
-    while True:
+    """Poll until ``host:port`` accepts connections; returns seconds waited. ``alive``
+    says whether what should open it still runs (a False ends the wait at once)."""
+
+    def opened() -> bool | None:
         if port_open(host, port):
-            return time.monotonic() - start
+            return True
         if alive is not None and not alive():
             raise RuntimeFailure(f"{what} exited before {host}:{port} opened", fix=f"read {log}")
-        if time.monotonic() - start > timeout:
-            raise WaitTimeout(
-                f"waited {timeout:.0f} s for {what} at {host}:{port}, it never opened",
-                fix=f"read {log}",
-            )
-        time.sleep(POLL)  # poll
+        return None
 
-
-def wait_for_ready(
-    base_url: str,
-    served_model_name: str,
-    *,
-    timeout: float,
-    log: str,
-    api_key: str | None = None,
-    alive: Callable[[], bool] | None = None,
-    on_health: Callable[[], None] | None = None,
-) -> float:
-    """Poll ``/health`` then ``/v1/models`` until the model is listed."""
-    start = time.monotonic()
-    healthy = False
-    last = ""
-    while True:
-        if alive is not None and not alive():
-            raise RuntimeFailure("vllm serve exited before it was ready", fix=f"read {log}")
-        if not healthy:
-            probe = http_get(f"{base_url}/health", api_key=api_key)
-            healthy = probe.ok
-            last = f"/health: {probe.detail[:80]}"
-            if healthy and on_health is not None:
-                on_health()
-        if healthy:
-            probe = http_get(f"{base_url}/v1/models", api_key=api_key)
-            names = models_served(probe.detail) if probe.ok else []
-            if served_model_name in names:
-                return time.monotonic() - start
-            last = f"/v1/models: {probe.detail[:80]}"
-        if time.monotonic() - start > timeout:
-            raise WaitTimeout(
-                f"waited {timeout:.0f} s for {base_url} to serve {served_model_name!r} "
-                f"(last answer {last})",
-                fix=f"read {log}",
-            )
-        time.sleep(POLL)  # poll
+    found = waits.wait_for(
+        opened,
+        what=f"{what} at {host}:{port}",
+        detail=lambda: ", it never opened",
+        timeout=timeout,
+        log=log,
+        clock=clock,
+    )
+    return found.seconds

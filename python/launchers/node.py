@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
-from launchers import _proc, jobdir, jobfiles, jobroot, probe
+from launchers import _proc, jobdir, jobfiles, jobroot, probe, waits
 from launchers.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -62,7 +62,6 @@ from launchers.health import (
 from launchers.plan import LaunchPlan, fill_placeholders
 from launchers.ray_cluster import RayWatcher, Snapshot, start_ray
 
-POLL = 0.5
 HEAD_TIMEOUT = 60.0
 LEADER_GONE_AFTER = 3  # failed checks of the leader before a node leaves
 SERVE_GRACE = 15.0  # a stop asked for: let vLLM finish what it is doing
@@ -142,6 +141,7 @@ class NodeContext:
     host_env: dict[str, str] = field(default_factory=dict)
     container: ContainerSpec | None = None
     binds: list[str] = field(default_factory=list)
+    clock: waits.Clock = waits.REAL
 
     def logfile(self, name: str) -> str:
         return f"{self.job_dir}/{name}-{self.rank}.log"
@@ -399,7 +399,7 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             watcher = RayWatcher(argv, env=env, log_path=ctx.logfile("ray-watch"))
             endpoint.set("WAITING_NODES", f"waiting for {task.expected_nodes} Ray node(s)")
             if not task.overlap or task.serve is None:
-                _wait_nodes(ctx, task, watcher, head, time.monotonic())
+                _wait_nodes(ctx, task, watcher, head)
         serve_argv = task.serve_argv()
         if serve_argv is not None:
             argv, env = ctx.command(serve_argv, task.serve_env)
@@ -450,27 +450,33 @@ def _node_failure(ctx: NodeContext) -> str | None:
 
 
 def _wait_nodes(
-    ctx: NodeContext, task: LeaderTask, watcher: RayWatcher, head: _proc.Child, since: float
+    ctx: NodeContext, task: LeaderTask, watcher: RayWatcher, head: _proc.Child
 ) -> Snapshot:
-    last = -1
-    while True:
+    last: list[Snapshot] = []
+
+    def joined() -> Snapshot | None:
         ctx.stopper.check()
         if head.poll() is not None:
             raise RuntimeFailure(
                 f"the Ray head exited (code {head.poll()})", fix=f"read {head.log_path}"
             )
         snap = watcher.latest()
-        if snap.count != last:
-            last = snap.count
+        if not last or snap.count != last[-1].count:
             ctx.log(f"{snap.count}/{task.expected_nodes} Ray node(s) alive")
-        if snap.count >= task.expected_nodes:
-            return snap
-        if time.monotonic() - since > task.nodes_timeout:
-            raise WaitTimeout(
-                f"waited {task.nodes_timeout:.0f} s for {task.expected_nodes} Ray nodes, "
-                f"{snap.count} joined: {_missing_nodes(ctx, snap)}"
-            )
-        time.sleep(POLL)  # poll
+        last[:] = [snap]
+        return snap if snap.count >= task.expected_nodes else None
+
+    def missing() -> str:
+        snap = last[-1]
+        return f", {snap.count} joined: {_missing_nodes(ctx, snap)}"
+
+    return waits.wait_for(
+        joined,
+        what=f"{task.expected_nodes} Ray nodes",
+        detail=missing,
+        timeout=task.nodes_timeout,
+        clock=ctx.clock,
+    ).value
 
 
 def _supervise(
@@ -482,7 +488,6 @@ def _supervise(
     watcher: RayWatcher | None,
 ) -> int:
     log = ctx.log
-    start = time.monotonic()
     nodes_ok = watcher is None or not task.overlap or serve is None
     ready = serve is None
     if serve is None and watcher is not None:
@@ -491,7 +496,7 @@ def _supervise(
         )
         endpoint.set("READY", "Ray cluster ready (no model given)")
     last_count = -1
-    while True:
+    for elapsed in waits.ticks(clock=ctx.clock):  # until a child exits or a stop
         ctx.stopper.check()
         if serve is not None:
             code = serve.poll()
@@ -515,7 +520,7 @@ def _supervise(
             if not nodes_ok:
                 if snap.count >= task.expected_nodes:
                     nodes_ok = True
-                elif time.monotonic() - start > task.nodes_timeout:
+                elif elapsed > task.nodes_timeout:
                     raise WaitTimeout(
                         f"waited {task.nodes_timeout:.0f} s for {task.expected_nodes} Ray nodes, "
                         f"{snap.count} joined: {_missing_nodes(ctx, snap)}"
@@ -535,13 +540,13 @@ def _supervise(
                     seconds = time.monotonic() - ctx.log.t0
                     endpoint.set("READY", "serving", ready_seconds=round(seconds, 2))
                     log(_banner(ctx, task, seconds))
-            if not ready and time.monotonic() - start > task.ready_timeout:
+            if not ready and elapsed > task.ready_timeout:
                 raise WaitTimeout(
                     f"waited {task.ready_timeout:.0f} s for vllm serve to answer /health and "
                     f"/v1/models",
                     fix=f"read {serve.log_path}",
                 )
-        time.sleep(POLL)  # poll
+    raise AssertionError("unreachable: ticks() never ends")
 
 
 def _read_key(path: str | None) -> str | None:
@@ -558,8 +563,8 @@ def _read_key(path: str | None) -> str | None:
 
 def _wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
     path = jobfiles.leader_file(ctx.job_dir)
-    start = time.monotonic()
-    while True:
+
+    def written() -> jobfiles.Leader | None:
         ctx.stopper.check()
         leader = jobfiles.read(path, jobfiles.Leader)
         if leader and leader.attempt == ctx.attempt and leader.job_id == ctx.job_id:
@@ -567,12 +572,15 @@ def _wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
         ending = jobfiles.read(jobfiles.endpoint_file(ctx.job_dir), jobfiles.Endpoint)
         if ending and ending.attempt == ctx.attempt and ending.final:
             raise RuntimeFailure(f"the leader ended ({ending.state}): {ending.message}")
-        if time.monotonic() - start > timeout:
-            raise WaitTimeout(
-                f"waited {timeout:.0f} s for the leader (rank 0) to write {path}",
-                fix=f"read {ctx.job_dir}/node-0.log",
-            )
-        time.sleep(POLL)  # poll
+        return None
+
+    return waits.wait_for(
+        written,
+        what=f"the leader (rank 0) to write {path}",
+        timeout=timeout,
+        log=f"{ctx.job_dir}/node-0.log",
+        clock=ctx.clock,
+    ).value
 
 
 def _stop_check(ctx: NodeContext) -> Callable[[], bool]:
@@ -641,8 +649,8 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
             raise InputError(f"node rank {ctx.rank} has nothing to run in this plan")
         misses = 0
         interval = leader_check_interval(ctx.nodes)
-        next_check = time.monotonic()
-        while True:
+        next_check = 0.0
+        for elapsed in waits.ticks(clock=ctx.clock):  # until the child or the leader ends
             ctx.stopper.check()
             code = child.poll()
             if code is not None:
@@ -654,15 +662,15 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                     _died(child.name, code, child.log_path),
                     fix=f"read {child.log_path}",
                 )
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + interval
+            if elapsed >= next_check:
+                next_check = elapsed + interval
                 ended = _leader_ended(ctx)
                 gone = leader_port is not None and not port_open(leader_ip, leader_port)
                 misses = misses + 1 if gone else 0
                 if ended or misses >= LEADER_GONE_AFTER:
                     log(f"{ended or 'the leader is gone'}; leaving")
                     return 0
-            time.sleep(POLL)  # poll
+        raise AssertionError("unreachable: ticks() never ends")
     except Stopped as stop:
         log(f"stopping: {stop}")
         return 0

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+
+from launchers import waits
 
 POLL = 0.5
 
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> int:
     from ray._raylet import GcsClient  # Ray's own client of its control store
 
     client = None
-    while True:
+    for _ in waits.ticks(POLL):
         line: dict[str, object]
         try:
             if client is None:
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
             print(json.dumps(line), flush=True)
         except BrokenPipeError:
             return 0
-        time.sleep(POLL)  # poll
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,15 +6,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from launchers import jobfiles
-from launchers.errors import RuntimeFailure, WaitTimeout
+from launchers import jobfiles, waits
+from launchers.errors import RuntimeFailure
 from launchers.jobfiles import Endpoint
-
-POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,28 +64,35 @@ def read_status(
 def wait_ready(
     read: Callable[[], JobStatus],
     *,
+    what: str,
     timeout: float,
     on_change: Callable[[JobStatus], None],
     log_hint: str,
+    clock: waits.Clock = waits.REAL,
 ) -> JobStatus:
     """Poll until READY (returned), or FAILED/STOPPED (RuntimeFailure), or the deadline."""
-    start = time.monotonic()
-    last: tuple[str, str] | None = None
-    while True:
+    last: list[JobStatus] = []
+
+    def ready() -> JobStatus | None:
         status = read()
-        if (status.state, status.message) != last:
-            last = (status.state, status.message)
+        if not last or (status.state, status.message) != (last[-1].state, last[-1].message):
             on_change(status)
-        if status.state == "READY":
-            return status
+        last[:] = [status]
         if status.final:
             raise RuntimeFailure(
                 f"job {status.job_id} {status.state}: {status.message}", fix=f"read {log_hint}"
             )
-        if time.monotonic() - start > timeout:
-            raise WaitTimeout(
-                f"waited {timeout:.0f} s for job {status.job_id} to be ready (now {status.state}: "
-                f"{status.message})",
-                fix=f"read {log_hint}; the job keeps running",
-            )
-        time.sleep(POLL)  # poll
+        return status if status.state == "READY" else None
+
+    def now() -> str:
+        return f" (now {last[-1].state}: {last[-1].message})" if last else ""
+
+    found = waits.wait_for(
+        ready,
+        what=what,
+        detail=now,
+        timeout=timeout,
+        fix=f"read {log_hint}; the job keeps running",
+        clock=clock,
+    )
+    return found.value

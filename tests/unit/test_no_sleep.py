@@ -1,14 +1,13 @@
-"""Issue 9: no fixed sleep on any path. Waiting is polling a condition with a deadline.
+"""No fixed sleep on any path: every wait goes through the one wait helper.
 
 Every ``sleep`` in the runtime (``python/launchers``), the wrappers (``bin/``), the sbatch
 templates and the container files is found here: calls (``time.sleep``, ``asyncio.sleep``,
-a bare ``sleep`` however imported), text that would run ``sleep`` (a rendered script, an
-argv list), and shell lines. A Python call passes only when ``ALLOWED`` names its
-function with a reason, and the code still has the shape the reason claims (inside a
-``while`` loop; for ``deadline``, that loop's function compares ``time.monotonic()`` with
-a limit; a short interval). Shell and text sleeps never pass: bash has no waits or
-retries (ARCHITECTURE.md, "Where bash stops"), and a ``sleep 30`` before a step is the
-habit the seeds have and this project must not copy.
+a bare ``sleep`` however imported, ``clock.sleep``), text that would run ``sleep`` (a
+rendered script, an argv list), and shell lines. A Python sleep passes only inside
+``launchers.waits`` (the helper: ``wait_for`` and ``ticks``) or where ``ALLOWED`` names a
+sampling window; an interval handed to the helper must be a known constant of at most
+``MAX_INTERVAL``. Shell and text sleeps never pass: bash has no waits or retries
+(ARCHITECTURE.md, "Where bash stops").
 """
 
 from __future__ import annotations
@@ -27,59 +26,16 @@ _SHELL_SLEEP = re.compile(r"\bsleep\b")
 _SLEEP_NAMES = {"sleep"}  # time.sleep, asyncio.sleep, trio/anyio.sleep, from time import sleep
 
 # (file, function) -> (kind, why). Kinds, each checked against the code:
-#   deadline: a poll in a `while` loop whose function compares time.monotonic() with a limit
-#   cadence:  the tick of a loop that supervises or streams for a lifetime with no deadline
-#             by design (it ends on a condition: a child exits, the leader goes, Ctrl+C)
+#   helper:   the one wait helper (launchers.waits): every poll in vllm-hpc goes through it
 #   window:   the sleep is the measurement itself (rates between two /metrics scrapes)
 ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
-    ("python/launchers/_proc.py", "stop_tree"): (
-        "deadline",
-        "polls until the stopped process tree is gone; SIGKILL at the grace deadline",
+    ("python/launchers/waits.py", "wait_for"): (
+        "helper",
+        "a condition, a deadline, what is awaited and the log to read; the clock injectable",
     ),
-    ("python/launchers/client.py", "Job.stop"): (
-        "deadline",
-        "polls SLURM and endpoint.json until the job ended; WaitTimeout after `timeout`",
-    ),
-    ("python/launchers/doctor.py", "_wait_file"): (
-        "deadline",
-        "polls for rank 0's file; TimeoutError at the deadline",
-    ),
-    ("python/launchers/health.py", "wait_for_port"): (
-        "deadline",
-        "polls until the port accepts connections; WaitTimeout after `timeout`",
-    ),
-    ("python/launchers/health.py", "wait_for_ready"): (
-        "deadline",
-        "polls /health then /v1/models; WaitTimeout after `timeout`",
-    ),
-    ("python/launchers/node.py", "_wait_nodes"): (
-        "deadline",
-        "polls the Ray node count; WaitTimeout naming the missing nodes after nodes_timeout",
-    ),
-    ("python/launchers/node.py", "_supervise"): (
-        "deadline",
-        "the leader's loop: nodes_timeout and ready_timeout while starting, then watches the "
-        "children and Ray nodes until the job stops",
-    ),
-    ("python/launchers/node.py", "_wait_leader"): (
-        "deadline",
-        "polls for the leader's leader.json; WaitTimeout after `timeout`",
-    ),
-    ("python/launchers/status.py", "wait_ready"): (
-        "deadline",
-        "polls the job's status until READY or final; WaitTimeout after `timeout`",
-    ),
-    ("python/launchers/node.py", "follow"): (
-        "cadence",
-        "a worker's supervision tick: ends when its child exits or the leader is gone",
-    ),
-    ("python/launchers/ray_watch.py", "main"): (
-        "cadence",
-        "prints the alive Ray nodes once per tick while its parent (the leader) reads",
-    ),
-    ("python/launchers/cli.py", "logs_cmd"): (
-        "cadence",
-        "`vllm-hpc logs --follow`: tail -f of the job's logs until Ctrl+C",
+    ("python/launchers/waits.py", "ticks"): (
+        "helper",
+        "the cadence of a supervising loop that ends on its own condition",
     ),
     ("python/launchers/cli.py", "metrics_cmd"): (
         "window",
@@ -90,6 +46,7 @@ ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
         "the interval between two /metrics scrapes is what the rates are measured over",
     ),
 }
+_WAITS = {"wait_for", "ticks"}  # the helper's entry points: their intervals are checked
 
 
 @dataclass(frozen=True)
@@ -107,20 +64,6 @@ def _number(node: ast.expr, constants: dict[str, float]) -> float | None:
     if isinstance(node, ast.Name):
         return constants.get(node.id)
     return None
-
-
-def _calls_monotonic(node: ast.AST) -> bool:
-    return any(
-        isinstance(n, ast.Call)
-        and isinstance(n.func, ast.Attribute | ast.Name)
-        and (n.func.attr if isinstance(n.func, ast.Attribute) else n.func.id) == "monotonic"
-        for n in ast.walk(node)
-    )
-
-
-def _compares_clock(function: ast.AST) -> bool:
-    """A deadline: some comparison in the function reads time.monotonic()."""
-    return any(isinstance(n, ast.Compare) and _calls_monotonic(n) for n in ast.walk(function))
 
 
 class _Finder(ast.NodeVisitor):
@@ -173,6 +116,12 @@ class _Finder(ast.NodeVisitor):
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
         if name in _SLEEP_NAMES:
             self._record(node, "call")
+        if name in _WAITS and not self.path.endswith("/waits.py"):
+            interval = next((k.value for k in node.keywords if k.arg == "interval"), None)
+            if interval is None and name == "ticks" and node.args:
+                interval = node.args[0]
+            if interval is not None:
+                self._record(interval, "interval")
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
@@ -198,23 +147,24 @@ class _Finder(ast.NodeVisitor):
     def _judge(
         self, node: ast.AST, kind: str, function: ast.AST | None, loops: int, where: str
     ) -> str | None:
+        del function
         if kind == "text":
             return "text that runs `sleep` (a rendered script or an argv): poll in Python"
+        if kind == "interval":
+            assert isinstance(node, ast.expr)
+            value = _number(node, self.constants)
+            if value is None or value > MAX_INTERVAL:
+                return f"a poll interval must be a known constant <= {MAX_INTERVAL} s"
+            return None
         entry = ALLOWED.get((self.path, where))
         if entry is None:
-            return "not in ALLOWED: wait by polling a condition with a deadline, or explain"
-        allowed_kind = entry[0]
+            return "not in ALLOWED: wait through launchers.waits (wait_for, ticks)"
         assert isinstance(node, ast.Call)
-        if allowed_kind == "window":
+        if entry[0] == "window":
             interval = _number(node.args[0], {}) if node.args else None
             return None if interval is None else f"a fixed {interval:g} s is not a window"
         if not loops:
-            return f"ALLOWED says {allowed_kind}, but the sleep is not inside a while loop"
-        interval = _number(node.args[0], self.constants) if node.args else None
-        if interval is None or interval > MAX_INTERVAL:
-            return f"a poll interval must be a known constant <= {MAX_INTERVAL} s"
-        if allowed_kind == "deadline" and not (function and _compares_clock(function)):
-            return "ALLOWED says deadline, but nothing compares time.monotonic() with a limit"
+            return "the wait helper sleeps only between two looks, inside its loop"
         return None
 
 
@@ -277,6 +227,12 @@ def test_no_fixed_sleep_anywhere() -> None:
     assert not bad, "\n".join(f"{h.path}:{h.line} {h.where}: {h.code}  <- {h.problem}" for h in bad)
 
 
+def test_the_helpers_default_interval_is_short() -> None:
+    from launchers import waits
+
+    assert 0 < waits.POLL <= MAX_INTERVAL
+
+
 def test_every_allowed_sleep_still_exists() -> None:
     used = {(hit.path, hit.where) for hit in repo_hits()}
     stale = sorted(set(ALLOWED) - used)
@@ -334,6 +290,17 @@ PLANTED = [
         "python/launchers/client.py",
         "import time\n\n\nclass Job:\n    def metrics(self):\n        time.sleep(30)\n",
         id="window-with-a-fixed-time",
+    ),
+    pytest.param(
+        "python/launchers/node.py",
+        "from launchers import waits\n\n\ndef go(ok):\n"
+        "    waits.wait_for(ok, what='x', timeout=9, interval=30)\n",
+        id="helper-with-a-long-interval",
+    ),
+    pytest.param(
+        "python/launchers/node.py",
+        "from launchers import waits\n\n\ndef go():\n    for _ in waits.ticks(60):\n        pass\n",
+        id="ticks-with-a-long-interval",
     ),
 ]
 
