@@ -275,10 +275,10 @@ def submit_cmd(
                 f"  follow: tail -f {handle.job_dir}/node-0.log   stop: scancel {handle.job_id}"
             )
         return
-    _wait_for(handle, launch, wait_timeout, as_json)
+    _wait_for(handle, wait_timeout, as_json)
 
 
-def _wait_for(handle: Any, launch: Any, timeout: float, as_json: bool) -> None:
+def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
     import json
     import time
 
@@ -295,7 +295,8 @@ def _wait_for(handle: Any, launch: Any, timeout: float, as_json: bool) -> None:
         )
 
     try:
-        status = Job(handle.job_id, handle.job_dir).wait_ready(timeout=timeout, on_change=show)
+        job = Job(handle.job_id, handle.job_dir)
+        status = job.wait_ready(timeout=timeout, on_change=show)
     except KeyboardInterrupt:
         stop = "scancel" if handle.executor == "slurm" else "kill the process in"
         click.echo(
@@ -318,15 +319,11 @@ def _wait_for(handle: Any, launch: Any, timeout: float, as_json: bool) -> None:
         )
         return
     click.echo(f"READY: {status.url} serves {status.model!r} (job {handle.job_id})")
-    from launchers.commands import JOB_ID
+    from launchers.render import curl_example
 
-    key = launch.api_key_file.replace(JOB_ID, handle.job_id) if launch.api_key_file else None
-    auth = f' -H "Authorization: Bearer $(cat {key})"' if key else ""
-    body = json.dumps({"model": status.model, "messages": [{"role": "user", "content": "Hello!"}]})
-    click.echo(
-        f"  curl {status.url}/chat/completions -H 'Content-Type: application/json'{auth} "
-        f"-d '{body}'"
-    )
+    info = job.info
+    key_file = info.api_key_file if info is not None else None
+    click.echo(f"  {curl_example(str(status.url), status.model, key_file)}")
 
 
 @cli.command("plan")

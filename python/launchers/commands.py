@@ -10,12 +10,12 @@ Pure: nothing here starts a process or reads the machine.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
 
+from launchers import versions
 from launchers.config import Frozen, ParallelLayout, Port, ServeConfig
 from launchers.errors import InputError, UnsupportedFeatureError
 
@@ -52,17 +52,16 @@ ALL2ALL_BACKENDS = (
     "passthrough",
 )
 REMOVED_ALL2ALL = {"pplx": "allgather_reducescatter", "naive": "allgather_reducescatter"}
-_VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
     """'0.11.1', '0.11.1rc2', '0.32.0+cpu' -> (0, 11, 1)."""
-    match = _VERSION_RE.match(text.strip().lstrip("v"))
-    if not match:
+    try:
+        return versions.release(text)
+    except ValueError:
         raise InputError(
             f"vllm_version: {text!r} is not a version", fix="use a version such as 0.11.1"
-        )
-    return int(match[1]), int(match[2]), int(match[3] or 0)
+        ) from None
 
 
 def supports(feature: str, version: str) -> bool:

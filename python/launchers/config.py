@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from launchers import versions
 from launchers.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_DP_RPC_PORT,
@@ -35,7 +36,6 @@ Port = Annotated[int, Field(ge=1024, le=65535)]
 _TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_VERSION_RE = re.compile(r"^v?\d+\.\d+")
 
 
 class Frozen(BaseModel):
@@ -49,8 +49,12 @@ def check_slurm_time(value: str | None) -> str | None:
 
 
 def check_version(value: str | None) -> str | None:
-    if value is not None and not _VERSION_RE.match(value.strip()):
-        raise ValueError(f"{value!r} is not a version (use a version such as 0.11.1)")
+    if value is None:
+        return value
+    try:
+        versions.release(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a version (use a version such as 0.11.1)") from None
     return value
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
-from launchers import _proc, jobdir, jobfiles, jobroot, probe, waits
+from launchers import _proc, jobdir, jobfiles, jobroot, probe, versions, waits
 from launchers.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -303,21 +303,13 @@ def _missing_nodes(ctx: NodeContext, snap: Snapshot) -> str:
 
 
 def _banner(ctx: NodeContext, task: LeaderTask, seconds: float) -> str:
+    from launchers.render import curl_example
+
     url = f"http://{ctx.node_ip}:{task.api_port}/v1"
-    auth = (
-        f' -H "Authorization: Bearer $(cat {shlex.quote(task.api_key_file)})"'
-        if task.api_key_file
-        else ""
-    )
-    body = (
-        '{"model": "' + str(task.served_model_name) + '", "messages": [{"role": "user", '
-        '"content": "Hello!"}], "max_tokens": 64}'
-    )
     return (
         f"READY after {seconds:.1f} s: {url} serves {task.served_model_name!r} "
         f"(on {ctx.hostname})\n"
-        f"  curl {url}/chat/completions -H 'Content-Type: application/json'{auth} "
-        f"-d {shlex.quote(body)}\n"
+        f"  {curl_example(url, task.served_model_name, task.api_key_file)}\n"
         f"  {_who_can_reach(ctx, task)}"
     )
 
@@ -837,8 +829,11 @@ RAY_AUTH_SINCE = (2, 52)
 def ray_auth_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
     """Ray token authentication for every ``ray start``, ``vllm serve`` and watch."""
     version = probe.installed_version("ray") or ""
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    if version and parts < RAY_AUTH_SINCE:
+    try:
+        old = bool(version) and versions.release(version)[:2] < RAY_AUTH_SINCE
+    except ValueError:
+        old = False  # an unreadable version: assume a current Ray
+    if old:
         log(f"Ray {version} has no token authentication (2.52+): the Ray ports are open")
         return {}
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_file}

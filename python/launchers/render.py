@@ -33,6 +33,19 @@ def render_argv(argv: Iterable[str]) -> str:
     return " ".join(shlex.quote(item) for item in argv)
 
 
+def curl_example(url: str, model: str | None, api_key_file: str | None) -> str:
+    """A chat request to ``url`` (an OpenAI base URL ending in /v1) a user can paste: the
+    key is read from its file by the shell, never written out."""
+    auth = f' -H "Authorization: Bearer $(cat {shlex.quote(api_key_file)})"' if api_key_file else ""
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 64}
+    )
+    return (
+        f"curl {url}/chat/completions -H 'Content-Type: application/json'{auth} "
+        f"-d {shlex.quote(body)}"
+    )
+
+
 def render_sbatch(plan: LaunchPlan, *, plan_json: str | None = None) -> str:
     """A complete batch script: ``sbatch`` it as it is. The job writes the plan into its
     job directory and starts ``launchers.node`` on every node with one ``srun``.

@@ -32,9 +32,16 @@ def test_parse_version(text: str, want: tuple[int, int, int]) -> None:
     assert parse_version(text) == want
 
 
-def test_parse_version_rejects_garbage() -> None:
-    with pytest.raises(InputError, match="vllm_version: 'banana' is not a version"):
-        parse_version("banana")
+@pytest.mark.parametrize("text", ["banana", "0.11.1 and more", "0.32.0;rm -rf", ""])
+def test_parse_version_rejects_what_is_not_a_version(text: str) -> None:
+    with pytest.raises(InputError, match="vllm_version: .* is not a version"):
+        parse_version(text)
+
+
+def test_parse_version_reads_short_and_local_versions() -> None:
+    assert parse_version("0.33") == (0, 33, 0)
+    assert parse_version("1") == (1, 0, 0)
+    assert parse_version("0.32.0.post1+cpu") == (0, 32, 0)
 
 
 def test_feature_table() -> None:

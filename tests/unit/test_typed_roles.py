@@ -175,3 +175,24 @@ def test_a_headless_rank_waits_for_the_typed_rendezvous_port(
     assert node.follow(ctx_for(tmp_path, 1), task) == 0
     assert waited == [("10.0.0.1", 13400)]
     assert started[0][-3:] == ["--data-parallel-address", "10.0.0.1", "--headless"]
+
+
+def test_one_curl_example_for_the_leader_and_the_cli(tmp_path: Path) -> None:
+    import subprocess
+
+    from launchers.render import curl_example
+
+    key = tmp_path / "my jobs" / "api_key"
+    key.parent.mkdir()
+    key.write_text("sk-test\n")
+    line = curl_example("http://10.0.0.1:8000/v1", "m", str(key))
+    assert "sk-test" not in line  # the shell reads the key; the line never holds it
+    # what bash would hand curl, one word per line
+    shown = subprocess.run(
+        ["bash", "-c", "printf '%s\\n' " + line.removeprefix("curl ")],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert shown[0] == "http://10.0.0.1:8000/v1/chat/completions"
+    assert "Authorization: Bearer sk-test" in shown
+    assert json.loads(shown[-1])["model"] == "m"
+    assert "Authorization" not in curl_example("http://h:1/v1", "m", None)
