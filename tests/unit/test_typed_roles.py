@@ -112,12 +112,12 @@ def test_a_taken_api_port_moves_the_serve_port_and_readiness_follows(
     assert (endpoint["port"], endpoint["url"]) == (8001, "http://10.0.0.1:8001/v1")
 
 
-def test_a_worker_joins_the_port_the_leader_moved_its_ray_head_to(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "leader.json").write_text(
-        json.dumps({"job_id": "7", "attempt": 0, "ip": "10.0.0.1", "ray_port": 6380})
-    )
+def fake_follower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leader: dict[str, Any], running: int
+) -> tuple[list[tuple[str, int]], list[list[str]]]:
+    """leader.json written; the ports a follower waits for and the argvs it starts are
+    recorded; its child exits 0 after ``running`` polls."""
+    (tmp_path / "leader.json").write_text(json.dumps(leader))
     waited: list[tuple[str, int]] = []
     started: list[list[str]] = []
 
@@ -125,12 +125,22 @@ def test_a_worker_joins_the_port_the_leader_moved_its_ray_head_to(
         waited.append((host, port))
         return 0.0
 
-    def start_ray(name: str, argv: list[str], **kwargs: Any) -> Exited:
+    def start(name: str, argv: list[str], **kwargs: Any) -> Exited:
         started.append(argv)
-        return Exited(name, argv, 0, str(tmp_path / "ray-1.log"))
+        return Exited(name, argv, 0, str(tmp_path / f"{name}.log"), running=running)
 
+    monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
     monkeypatch.setattr(node, "wait_for_port", wait_for_port)
-    monkeypatch.setattr(node, "start_ray", start_ray)
+    monkeypatch.setattr(node, "start_ray", start)
+    monkeypatch.setattr(_proc, "start", start)
+    return waited, started
+
+
+def test_a_worker_joins_the_port_the_leader_moved_its_ray_head_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = {"job_id": "7", "attempt": 0, "ip": "10.0.0.1", "ray_port": 6380}
+    waited, started = fake_follower(tmp_path, monkeypatch, leader, running=0)
     worker = RayStart(head=False, port=6379, num_gpus=1, temp_dir="/tmp/ray-7-1")
     task = FollowerTask(
         ray=worker, serve=None, serve_env={}, values={NODE_IP: "10.0.0.2"}, leader_ip=None,
@@ -145,24 +155,9 @@ def test_a_worker_joins_the_port_the_leader_moved_its_ray_head_to(
 def test_a_headless_rank_waits_for_the_typed_rendezvous_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "leader.json").write_text(
-        json.dumps({"job_id": "7", "attempt": 0, "ip": "10.0.0.1", "api_port": 8000})
-    )
-    waited: list[tuple[str, int]] = []
-    started: list[list[str]] = []
-
-    def wait_for_port(host: str, port: int, **kwargs: Any) -> float:
-        waited.append((host, port))
-        return 0.0
-
-    def start(name: str, argv: list[str], **kwargs: Any) -> Exited:
-        started.append(argv)
-        # running at the first check of the leader, then done
-        return Exited(name, argv, 0, str(tmp_path / "vllm-1.log"), running=1)
-
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
-    monkeypatch.setattr(node, "wait_for_port", wait_for_port)
-    monkeypatch.setattr(_proc, "start", start)
+    leader = {"job_id": "7", "attempt": 0, "ip": "10.0.0.1", "api_port": 8000}
+    # the child is still running at the first check of the leader, then done
+    waited, started = fake_follower(tmp_path, monkeypatch, leader, running=1)
     serve = ServeStart(
         model="m",
         rendezvous=Rendezvous(name="dp-rpc", port=13400),
