@@ -285,7 +285,7 @@ class Client:
             for p in root.iterdir()
             if p.is_dir()
             and not p.name.startswith(".")
-            and ((p / "plan.json").exists() or (p / "endpoint.json").exists())
+            and ((p / jobroot.PLAN_FILE).exists() or (p / jobroot.ENDPOINT_FILE).exists())
         ]
         return sorted(found, key=lambda j: _job_sort_key(j.job_id))
 

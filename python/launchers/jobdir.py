@@ -71,8 +71,9 @@ def failure_file(job_dir: str, rank: int) -> str:
 
 def remove_stale(job_dir: str) -> None:
     """A rerun (requeue) must not read the previous attempt's rendezvous."""
-    for name in ("leader.json",):
-        Path(job_dir, name).unlink(missing_ok=True)
+    from launchers.jobroot import LEADER_FILE
+
+    Path(job_dir, LEADER_FILE).unlink(missing_ok=True)
     for path in Path(job_dir, "failed").glob("*.json"):
         path.unlink(missing_ok=True)
 

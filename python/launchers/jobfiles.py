@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from launchers import jobdir
+from launchers import jobdir, jobroot
 
 FORMAT: Literal[1] = 1
 State = Literal["PENDING", "STARTING", "WAITING_NODES", "LOADING", "READY", "FAILED", "STOPPED"]
@@ -119,15 +119,15 @@ def write(path: str | Path, record: JobFile) -> None:
 
 
 def endpoint_file(job_dir: str) -> str:
-    return f"{job_dir}/endpoint.json"
+    return f"{job_dir}/{jobroot.ENDPOINT_FILE}"
 
 
 def leader_file(job_dir: str) -> str:
-    return f"{job_dir}/leader.json"
+    return f"{job_dir}/{jobroot.LEADER_FILE}"
 
 
 def local_file(job_dir: str) -> str:
-    return f"{job_dir}/local.json"
+    return f"{job_dir}/{jobroot.LOCAL_FILE}"
 
 
 def nodes(job_dir: str) -> list[NodeRecord]:

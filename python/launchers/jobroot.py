@@ -11,6 +11,15 @@ from collections.abc import Callable, Mapping
 
 DEFAULT_JOB_ROOT = "~/.vllm-hpc/jobs"
 
+# The names of a job directory's files: the planner (plan.json's paths), the runtime and
+# the readers all build paths from these.
+PLAN_FILE = "plan.json"
+LEADER_FILE = "leader.json"
+ENDPOINT_FILE = "endpoint.json"
+LOCAL_FILE = "local.json"
+API_KEY_FILE = "api_key"
+RAY_TOKEN_FILE = "ray_token"  # noqa: S105 - a file name, not a secret
+
 
 def job_root(
     flag: str | None,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, computed_field, model_validator
 
-from launchers import __version__
+from launchers import __version__, jobroot
 from launchers.commands import (
     JOB_DIR,
     JOB_ID,
@@ -171,11 +171,11 @@ def job_paths(job_root: str) -> JobPaths:
     return JobPaths(
         root=job_root,
         job_dir=job_dir,
-        plan=f"{job_dir}/plan.json",
-        leader=f"{job_dir}/leader.json",
-        endpoint=f"{job_dir}/endpoint.json",
-        api_key=f"{job_dir}/api_key",
-        ray_token=f"{job_dir}/ray_token",
+        plan=f"{job_dir}/{jobroot.PLAN_FILE}",
+        leader=f"{job_dir}/{jobroot.LEADER_FILE}",
+        endpoint=f"{job_dir}/{jobroot.ENDPOINT_FILE}",
+        api_key=f"{job_dir}/{jobroot.API_KEY_FILE}",
+        ray_token=f"{job_dir}/{jobroot.RAY_TOKEN_FILE}",
         node_log=f"{job_dir}/node-{{rank}}.log",
         batch_log=f"{job_root}/vllm-hpc-%j.out",
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from launchers import _proc, jobdir, jobfiles
+from launchers.commands import JOB_ID
 from launchers.errors import InputError, SubmitError
 from launchers.plan import LaunchPlan, job_dir_for
 
@@ -194,7 +195,7 @@ def submitit_job(plan_json: str) -> int:
 
     plan = LaunchPlan.model_validate_json(plan_json)
     job_id = os.environ.get("SLURM_JOB_ID", "")
-    target = Path(job_dir_for(plan, job_id)) / "plan.json"
+    target = Path(plan.paths.plan.replace(JOB_ID, job_id))
     if not target.exists():
         jobdir.ensure_dir(target.parent)
         target.write_text(plan_json, encoding="utf-8")
