@@ -79,5 +79,5 @@ dp_node() {
   else
     run+=(--leader-ip "$ip")
   fi
-  exec "$python" -m launchers.node "${run[@]}"
+  exec "$python" -m launchers node "${run[@]}"
 }

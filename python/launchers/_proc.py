@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from launchers import waits
-from launchers.errors import WaitTimeout
+from launchers.errors import RuntimeFailure, WaitTimeout
 
 POLL = 0.2  # seconds between looks at a process tree being stopped
 
@@ -90,6 +90,26 @@ class Child:
         return stop_tree(self, grace=grace, sig=sig)
 
 
+def _popen(
+    argv: Sequence[str], env: Mapping[str, str], log: IO[bytes], *, piped: bool, cwd: str | None
+) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if piped else log,
+            stderr=log if piped else subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
+    except OSError as exc:  # not installed, not executable: a failure, said in one line
+        raise RuntimeFailure(
+            f"cannot start {argv[0]}: {exc.strerror}",
+            fix="install it in the Python that runs vllm-hpc on the nodes, or put it on PATH",
+        ) from None
+
+
 def start(
     name: str,
     argv: Sequence[str],
@@ -100,37 +120,16 @@ def start(
 ) -> Child:
     """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    try:
-        popen = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=cwd,
-        )
-    finally:
-        log.close()
+    with open(log_path, "ab") as log:  # the child holds its own copy
+        popen = _popen(argv, env, log, piped=False, cwd=cwd)
     return Child(name=name, popen=popen, log_path=log_path)
 
 
 def start_piped(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: str) -> Child:
     """Like ``start`` but stdout is a pipe the caller reads (stderr goes to the log)."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    try:
-        popen = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
-        )
-    finally:
-        log.close()
+    with open(log_path, "ab") as log:
+        popen = _popen(argv, env, log, piped=True, cwd=None)
     return Child(name=name, popen=popen, log_path=log_path)
 
 

@@ -330,7 +330,7 @@ def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
 @_layout_options
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the plan JSON to FILE.")
 def plan_cmd(out: str | None, **kwargs: Any) -> None:
-    """Write the launch plan as JSON (what `launchers.node run --plan` reads).
+    """Write the launch plan as JSON (what `vllm-hpc node run --plan` reads).
 
     The sbatch templates in slurm/ call this inside the job, with the allocation's
     node and GPU counts, so a bad input fails the job before any node starts.
@@ -390,6 +390,15 @@ def _register_renderers() -> None:
 
 
 _register_renderers()
+
+
+def _register_node() -> None:
+    from launchers.cli_node import node_group
+
+    cli.add_command(node_group)
+
+
+_register_node()
 
 
 @cli.group("models")

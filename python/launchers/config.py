@@ -255,7 +255,7 @@ class ServeConfig(Frozen):
     vllm_version: str = DEFAULT_VLLM_VERSION
     job_name: str
     job_root: str
-    python: str = Field(description="Interpreter the nodes run `-m launchers.node` with")
+    python: str = Field(description="Interpreter the nodes run `-m launchers node run` with")
     nccl_profile: NcclProfile = "auto"
     gpu_memory_gib: float | None = None
     slurm: SlurmOptions = SlurmOptions()

@@ -5,7 +5,7 @@ Two kinds, and they work at different levels:
 - **Apptainer / Singularity** wrap *one command on a node*: ``wrap_argv`` turns
   ``ray start ...`` or ``vllm serve ...`` into
   ``apptainer exec --nv --cleanenv --bind SRC:DST ... --env K=V ... IMAGE ray start ...``.
-  The node runtime (``launchers.node``) runs on the host and starts each process through
+  The node runtime (``vllm-hpc node run``) runs on the host and starts each process through
   it, so the container sees exactly the environment the runtime computed:
   ``--cleanenv`` drops the host's environment (a host ``PYTHONPATH`` or module
   ``LD_LIBRARY_PATH`` would break the image), and what the runtime computed is passed
@@ -18,7 +18,7 @@ Two kinds, and they work at different levels:
   the driver libraries in.
 - **enroot / pyxis** wraps *the whole job step*: pyxis is a SLURM SPANK plugin, so the
   container options belong to ``srun`` (``srun --container-image=IMAGE
-  --container-mounts=SRC:DST,... --container-workdir=DIR python -m launchers.node ...``)
+  --container-mounts=SRC:DST,... --container-workdir=DIR python -m launchers node run ...``)
   and the node runtime itself runs inside the image. ``build_srun_container_options``
   returns those options for the sbatch renderer. The task's environment passes into
   the container (pyxis' default), so nothing is wrapped per process.

@@ -1,4 +1,4 @@
-"""``python -m launchers.doctor --plan P --dir D``: one node's preflight checks.
+"""``vllm-hpc node doctor --plan P --dir D``: one node's preflight checks.
 
 Run by ``vllm-hpc doctor`` on every allocated node at once (one ``srun`` step, one task
 per node). Each check prints one JSON line (``DOCTOR {...}``) with a level (ok / warn /
@@ -10,7 +10,6 @@ all-reduce through ``torch.distributed`` (NCCL on GPUs, Gloo on CPUs) and measur
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -324,26 +323,3 @@ def run_node(
         else:
             report("all-reduce", "ok", "one node: no cross-node all-reduce to test")
     return 1 if report.failed else 0
-
-
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    from launchers.node import _rank_from_env, load_plan
-
-    env = dict(os.environ if environ is None else environ)
-    parser = argparse.ArgumentParser(prog="python -m launchers.doctor")
-    parser.add_argument("--plan", required=True)
-    parser.add_argument("--dir", required=True, help="Shared directory where the nodes meet")
-    parser.add_argument("--timeout", type=float, default=120.0)
-    args = parser.parse_args(argv)
-    plan = load_plan(args.plan)
-    world = int(
-        env.get("SLURM_STEP_NUM_NODES")
-        or env.get("SLURM_NNODES")
-        or env.get("SLURM_JOB_NUM_NODES")
-        or plan.layout.nodes
-    )
-    return run_node(plan, _rank_from_env(env), world, args.dir, env, args.timeout)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``vllm-hpc doctor``: run ``launchers.doctor`` on every node at once and gather it.
+"""``vllm-hpc doctor``: run ``vllm-hpc node doctor`` on every node at once and gather it.
 
 For a new deployment the checks get their own short allocation (``srun -N N`` with the
 plan's partition, account and GPUs) before any GPU time is spent on a model; for a
@@ -33,7 +33,9 @@ def doctor_argv(python: str, plan_path: str, meet_dir: str, timeout: float) -> l
     return [
         python,
         "-m",
-        "launchers.doctor",
+        "launchers",
+        "node",
+        "doctor",
         "--plan",
         plan_path,
         "--dir",

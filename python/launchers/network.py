@@ -6,16 +6,14 @@ the fastest other Ethernet interface, the interface of the default route, and fi
 the only non-loopback interface that is up with an IPv4 address.
 
 ``parse_*`` and ``choose_interface`` are pure; ``probe_interfaces`` reads sysfs and
-psutil. ``python -m launchers.network`` prints ``KEY=VALUE`` lines for bash to export.
+psutil. ``vllm-hpc node network`` prints ``KEY=VALUE`` lines for scripts to export.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,27 +185,3 @@ def detect(override: str | None = None, node_ip: str | None = None) -> tuple[dic
         )
     iface, reason = choose_interface(interfaces, override)
     return network_env(iface), reason
-
-
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """``python -m launchers.network [--iface IF] [--node-ip-address IP]``: KEY=VALUE lines."""
-    import argparse
-
-    env = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="python -m launchers.network")
-    parser.add_argument("--iface", default=env.get("VLLM_HPC_IFACE") or None)
-    parser.add_argument("--node-ip-address", default=None)
-    args = parser.parse_args(argv)
-    try:
-        exports, reason = detect(args.iface, args.node_ip_address)
-    except InputError as exc:
-        print(f"Error: {exc.one_line()}", file=sys.stderr)
-        return 2
-    print(f"vllm-hpc: network: {reason}", file=sys.stderr)
-    for key, value in exports.items():
-        print(f"{key}={value}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The per-node runtime: ``python -m launchers.node run --plan FILE`` on every node.
+"""The per-node runtime: ``vllm-hpc node run --plan FILE`` on every node.
 
 Rank 0 leads: it starts the Ray head (Ray runtimes), writes ``leader.json``, starts
 ``vllm serve`` at once while Ray workers join in parallel (it watches the Ray node
@@ -10,13 +10,13 @@ their headless ``vllm serve``; they stop when the leader is gone.
 Every child runs in its own session and is stopped as a tree on exit, on SIGTERM/SIGINT
 (scancel, Ctrl+C) and on SIGUSR1 (SLURM's warning before the time limit).
 
-Three doors reach this code: the sbatch scripts (``run --plan``), submitit's job
-function (``run_plan``), and ``bin/multi-node-serving.sh`` (``leader``/``worker``).
+Every door reaches this code through ``run_plan``: the sbatch scripts and the local
+executor (``vllm-hpc node run --plan``), submitit's job function, and
+``bin/multi-node-serving.sh leader|worker`` (planned by ``launchers.wrapper``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import signal
@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
-from launchers import _proc, jobdir, jobfiles, jobroot, probe, versions, waits
+from launchers import _proc, jobdir, jobfiles, probe, versions, waits
 from launchers.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -41,14 +41,11 @@ from launchers.commands import (
     RayStart,
     ServeStart,
     check_installed,
-    serve_start,
 )
 from launchers.config import ContainerSpec
 from launchers.defaults import (
     DEFAULT_API_PORT,
-    DEFAULT_NODES_TIMEOUT,
     DEFAULT_RAY_PORT,
-    DEFAULT_READY_TIMEOUT,
 )
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError, WaitTimeout
 from launchers.health import (
@@ -683,7 +680,7 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
 # --- from a plan (sbatch and submitit doors) -------------------------------------
 
 
-def _rank_from_env(environ: Mapping[str, str]) -> int:
+def node_rank(environ: Mapping[str, str]) -> int:
     for key in ("SLURM_NODEID", "SLURM_PROCID", "VLLM_HPC_RANK"):
         if environ.get(key, "").isdigit():
             return int(environ[key])
@@ -709,9 +706,9 @@ def context(
     environ: Mapping[str, str],
     node_log: str | None,
 ) -> NodeContext:
+    net_env, reason = _network(iface, environ)  # a bad --iface: nothing created yet
     jobdir.ensure_dir(job_dir)
     log = NodeLog(rank, node_log)
-    net_env, reason = _network(iface, environ)
     attempt = int(environ.get("SLURM_RESTART_COUNT", "0") or 0)
     env = {**environ, **extra_env, **net_env}
     ctx = NodeContext(
@@ -756,7 +753,7 @@ def run_plan(
     """Play ``rank``'s role in ``plan``. Followers find the leader in ``leader.json``
     unless ``leader_ip`` is given (nodes without a shared job directory)."""
     env_in = dict(os.environ if environ is None else environ)
-    rank = _rank_from_env(env_in) if rank is None else rank
+    rank = node_rank(env_in) if rank is None else rank
     job_id = job_id or env_in.get("SLURM_JOB_ID") or f"local-{os.getpid()}"
     job_dir = plan.paths.job_dir.replace(JOB_ID, job_id)
     node_log = plan.paths.node_log.replace(JOB_ID, job_id).replace("{rank}", str(rank))
@@ -803,7 +800,7 @@ def run_plan(
             serve=role.serve,
             serve_env={**role_env, **_api_key_env(key_file)},
             values=values,
-            served_model_name=plan.served_model_name,
+            served_model_name=plan.served_model_name or None,  # a Ray-only plan serves none
             expected_nodes=plan.ready.expected_nodes,
             nodes_timeout=plan.ready.nodes_timeout,
             ready_timeout=plan.ready.ready_timeout,
@@ -850,169 +847,3 @@ def load_plan(path: str) -> LaunchPlan:
     except OSError as exc:
         raise InputError(f"--plan: cannot read {path}: {exc.strerror}") from None
     return LaunchPlan.model_validate_json(text)
-
-
-# --- the bash wrapper's door ------------------------------------------------------
-
-
-def _wrapper_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m launchers.node")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="Play this node's role in a plan (sbatch, submitit).")
-    run.add_argument("--plan", required=True)
-    run.add_argument("--rank", type=int)
-    run.add_argument("--job-id")
-    run.add_argument("--iface")
-    run.add_argument("--leader-ip", help="The leader's address (else read leader.json).")
-    for name in ("leader", "worker"):
-        p = sub.add_parser(name, help=f"Start a Ray {name} (bin/multi-node-serving.sh).")
-        p.add_argument("--ray-port", type=int, default=DEFAULT_RAY_PORT)
-        p.add_argument("--node-ip-address")
-        p.add_argument("--num-gpus", type=int)
-        p.add_argument("--temp-dir")
-        p.add_argument("--iface")
-        p.add_argument("--job-dir")
-        p.add_argument("--nodes-timeout", type=float, default=DEFAULT_NODES_TIMEOUT)
-        p.add_argument("--ray-arg", action="append", default=[])
-        if name == "leader":
-            p.add_argument("--cluster-size", type=int, default=1)
-            p.add_argument("--include-dashboard", default="false")
-            p.add_argument("--model")
-            p.add_argument("--registry", action="append", default=[])
-            p.add_argument("--port", type=int)
-            p.add_argument("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT)
-            p.add_argument("vllm_args", nargs=argparse.REMAINDER)
-        else:
-            p.add_argument("--ray-address", required=True)
-    return parser
-
-
-def _manual_job(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
-    job_id = environ.get("SLURM_JOB_ID") or time.strftime("manual-%Y%m%d-%H%M%S")
-    if args.job_dir:
-        return job_id, args.job_dir
-    registries = tuple(getattr(args, "registry", ()))
-    root = jobroot.job_root(None, environ, lambda: jobroot.site_job_root(environ, registries))
-    return job_id, f"{root}/{job_id}"
-
-
-def _wrapper_ray(args: argparse.Namespace, head: bool, job_id: str) -> RayStart:
-    """The wrapper's documented Ray flags as the plan's typed ``ray start``."""
-    dash = str(getattr(args, "include_dashboard", "false")).lower() in ("1", "true", "yes")
-    return RayStart(
-        head=head,
-        port=args.ray_port,
-        port_fixed=True,
-        num_gpus=args.num_gpus,
-        dashboard=head and dash,
-        temp_dir=args.temp_dir or f"/tmp/ray-{job_id}",
-        extra=tuple(args.ray_arg),
-    )
-
-
-def _wrapper(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    job_id, job_dir = _manual_job(args, environ)
-    head = args.command == "leader"
-    rank = 0 if head else int(environ.get("VLLM_HPC_RANK", environ.get("SLURM_NODEID", "1")) or 1)
-    env_in = dict(environ)
-    if args.node_ip_address:
-        env_in["VLLM_HOST_IP"] = args.node_ip_address
-    nodes = args.cluster_size if head else 0
-    ctx = context(
-        rank=rank,
-        nodes=nodes,
-        job_id=job_id,
-        job_dir=job_dir,
-        iface=args.iface,
-        extra_env={},
-        environ=env_in,
-        node_log=f"{job_dir}/node-{rank}.log",
-    )
-    values = {NODE_IP: ctx.node_ip, JOB_ID: job_id, JOB_DIR: job_dir, NODE_RANK: str(rank)}
-    if not head:
-        host, _, port = args.ray_address.partition(":")
-        ray = _wrapper_ray(args, False, job_id)
-        return follow(
-            ctx,
-            FollowerTask(
-                ray=ray.moved(int(port)) if port else ray,
-                serve=None,
-                serve_env={},
-                values=values,
-                leader_ip=host,
-                nodes_timeout=args.nodes_timeout,
-            ),
-        )
-    values[LEADER_IP] = ctx.node_ip
-    serve = None
-    served = None
-    extra = [a for a in args.vllm_args if a != "--"]
-    if args.model:
-        serve, served = _wrapper_serve(args, extra, environ)
-    elif extra:
-        raise InputError("leader: vLLM arguments given without --model", fix="add --model NAME")
-    jobdir.remove_stale(job_dir)
-    key_file = None
-    serve_env = {"RAY_ADDRESS": f"{ctx.node_ip}:{args.ray_port}"}
-    if serve is not None:
-        key_file = f"{job_dir}/api_key"
-        if jobdir.ensure_secret(key_file):
-            ctx.log(f"new API key in {key_file} (0600)")
-        serve_env.update(_api_key_env(key_file))
-    task = LeaderTask(
-        ray=_wrapper_ray(args, True, job_id),
-        serve=serve,
-        serve_env=serve_env,
-        values=values,
-        api_key_file=key_file,
-        served_model_name=served,
-        expected_nodes=args.cluster_size,
-        nodes_timeout=args.nodes_timeout,
-        ready_timeout=args.ready_timeout,
-    )
-    return lead(replace(ctx, nodes=args.cluster_size), task)
-
-
-def _wrapper_serve(
-    args: argparse.Namespace, extra: list[str], environ: Mapping[str, str]
-) -> tuple[ServeStart, str]:
-    from launchers.registry import load_registry
-    from launchers.resolve import Request, resolve
-
-    config = resolve(
-        Request(
-            model=args.model,
-            nodes=args.cluster_size,
-            gpus_per_node=args.num_gpus or 1,
-            runtime="ray",
-            port=args.port,
-            ray_port=args.ray_port,
-            extra_args=tuple(extra),
-        ),
-        load_registry(args.registry, environ),
-        environ,
-        sys.executable,
-    )
-    config = config.model_copy(update={"runtime": "ray"})
-    return serve_start(config), config.served_model_name
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _wrapper_parser().parse_args(argv)
-    try:
-        if args.command == "run":
-            return run_plan(
-                load_plan(args.plan),
-                rank=args.rank,
-                job_id=args.job_id,
-                iface=args.iface,
-                leader_ip=args.leader_ip,
-            )
-        return _wrapper(args, os.environ)
-    except VllmHpcError as exc:
-        print(f"Error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -166,8 +166,9 @@ def _ranks(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
-def job_paths(job_root: str) -> JobPaths:
-    job_dir = f"{job_root}/{JOB_ID}"
+def job_paths(job_root: str, job_dir: str | None = None) -> JobPaths:
+    """The job's paths under ``job_root`` (``job_dir``: a directory the user named)."""
+    job_dir = job_dir or f"{job_root}/{JOB_ID}"
     return JobPaths(
         root=job_root,
         job_dir=job_dir,
@@ -263,7 +264,7 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
     env.update(all2all_env(config))
     env.update(config.spec.env)
     env.update(config.env)
-    node_argv = (config.python, "-m", "launchers.node", "run", "--plan", paths.plan)
+    node_argv = (config.python, "-m", "launchers", "node", "run", "--plan", paths.plan)
     return LaunchPlan(
         name=config.name,
         model=config.spec.model,

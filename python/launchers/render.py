@@ -48,7 +48,7 @@ def curl_example(url: str, model: str | None, api_key_file: str | None) -> str:
 
 def render_sbatch(plan: LaunchPlan, *, plan_json: str | None = None) -> str:
     """A complete batch script: ``sbatch`` it as it is. The job writes the plan into its
-    job directory and starts ``launchers.node`` on every node with one ``srun``.
+    job directory and starts ``vllm-hpc node run`` on every node with one ``srun``.
     ``plan_json`` replaces the embedded plan text (the dry run shortens it)."""
     lines = [
         "#!/bin/bash",

@@ -276,7 +276,8 @@ def start_local(plan: LaunchPlan) -> JobHandle:
     argv = [
         plan.python,
         "-m",
-        "launchers.node",
+        "launchers",
+        "node",
         "run",
         "--plan",
         plan_file,

@@ -194,7 +194,8 @@ def _start_on_node(
 
 
 def _runtime_pids(cluster: bed.MiniCluster, node: str, what: str) -> list[int]:
-    return [p.pid for p in cluster.node_processes(node) if f"launchers.node {what}" in p.cmdline]
+    mark = f"launchers node wrapper {what}"
+    return [p.pid for p in cluster.node_processes(node) if mark in p.cmdline]
 
 
 def test_wrapper_by_hand_on_two_nodes(

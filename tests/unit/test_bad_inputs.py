@@ -3,7 +3,8 @@ environment and the bash wrappers.
 
 Every case must give exit status 2, exactly one line on stderr naming the field (or
 variable) and the fix, no traceback, and nothing submitted or started: the SLURM seam
-records any submission, and fake ``srun`` / ``launchers.node`` record any start.
+records any submission, and fake ``srun``, ``vllm-hpc node run``, ``ray`` and ``vllm``
+record any start.
 Property tests check that the layout and registry validators either accept their input
 or raise the project's one-line ``InputError``, never another exception.
 """
@@ -981,14 +982,17 @@ def test_bad_registry_is_one_clear_line(
 # ---------------------------------------------------------------------------------------
 # Doors 3 and 4: the sbatch templates and the bash wrappers, run with bash outside SLURM.
 # A fake srun and a Python seam on VLLM_HPC_PYTHON record anything started in STARTED;
-# `python -m launchers plan|launchers.network` run for real (they plan or probe only).
+# `python -m launchers plan` and the wrapper's `node wrapper` run for real (they check,
+# plan and probe the network before they start anything); `ray` and `vllm` are fakes
+# that record a start and fail, so a bad case that went on to run could not pass.
 
 SEAM = """#!/bin/bash
-if [[ "$1 $2" == "-m launchers.node" ]]; then echo "python $*" >> "$STARTED"; exit 0; fi
+if [[ "$1 $2 $3 $4" == "-m launchers node run" ]]; then echo "python $*" >> "$STARTED"; exit 0; fi
 if [[ "$1 $3" == "-c ray" ]]; then exit 0; fi  # the planner asks: has the nodes' Python Ray?
 exec {python} "$@"
 """
 FAKE_SRUN = '#!/bin/bash\necho "srun $*" >> "$STARTED"\n'
+FAKE_START = '#!/bin/bash\necho "$(basename "$0") $*" >> "$STARTED"\nexit 1\n'
 SLURM_ENV = {"SLURM_JOB_ID": "77", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "n[1-2]"}
 
 
@@ -998,6 +1002,8 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
     fake = tmp_path / "fakebin"
     fake.mkdir()
     (fake / "srun").write_text(FAKE_SRUN)
+    for name in ("ray", "vllm"):
+        (fake / name).write_text(FAKE_START)
     (fake / "python").write_text(SEAM.format(python=sys.executable))
     for tool in fake.iterdir():
         tool.chmod(0o755)
@@ -1027,7 +1033,9 @@ def run_bash(
 def assert_nothing_started(env: dict[str, str]) -> None:
     started = Path(env["STARTED"])
     assert not started.exists(), started.read_text()
-    assert not list(Path(env["VLLM_HPC_JOB_ROOT"]).glob("**/plan*.json"))
+    root = Path(env["VLLM_HPC_JOB_ROOT"])
+    assert not list(root.glob("**/plan*.json"))
+    assert not list(root.glob("**/nodes/*.json")), "a node runtime started"
 
 
 # (template, environment, exact stderr line); "{script}" is the template's path.
@@ -1446,7 +1454,14 @@ def test_the_seams_record_a_good_start(shell_env: dict[str, str]) -> None:
     os.remove(shell_env["STARTED"])
     done = run_bash(shell_env, REPO / "bin" / _NODE1, _SEED, {})
     assert done.returncode == 0, done.stderr
-    assert Path(shell_env["STARTED"]).read_text().startswith("python -m launchers.node run")
+    assert Path(shell_env["STARTED"]).read_text().startswith("python -m launchers node run")
+    os.remove(shell_env["STARTED"])
+    if (Path(sys.executable).parent / "ray").exists():
+        pytest.skip("this venv has ray: the runtime would start it, not the fake on PATH")
+    done = run_bash(shell_env, REPO / "bin" / _MNS, ("leader", "--ray_port=6390"), {})
+    assert done.returncode == 1, done.stderr
+    assert Path(shell_env["STARTED"]).read_text().startswith("ray start --head")
+    assert list(Path(shell_env["VLLM_HPC_JOB_ROOT"]).glob("*/nodes/0.json"))
 
 
 @pytest.mark.parametrize(("backend", "runtime"), [("", "dp"), ("mp", "dp"), ("ray", "ray")])
@@ -1595,6 +1610,7 @@ def test_model_entry_is_valid_or_one_clear_error(entry: dict[str, Any]) -> None:
     try:
         spec = validated(ModelSpec, fields)
     except InputError as exc:
-        assert_one_line_input_error(exc, (*ModelSpec.model_fields, *fields, *map(repr, fields)))
+        quoted = (*map(repr, fields), *(f"'{name}." for name in ModelSpec.model_fields))
+        assert_one_line_input_error(exc, (*ModelSpec.model_fields, *fields, *quoted))
         return
     assert spec.model == fields["model"]

@@ -51,7 +51,7 @@ def test_primary_node_seed_example(stub: dict[str, str]) -> None:
                         ("--api-server-count", "8"), ("--dp-rpc-port", "13345")):  # fmt: skip
         assert plan[plan.index(flag) + 1] == value
     assert "--ep" in plan
-    assert node == ["-m", "launchers.node", "run", "--plan",
+    assert node == ["-m", "launchers", "node", "run", "--plan",
                     "/jobs/dp-10-1-59-30-13345/plan-node0.json", "--rank", "0", "--job-id",
                     "dp-10-1-59-30-13345"]  # fmt: skip
 

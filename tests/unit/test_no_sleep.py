@@ -315,7 +315,7 @@ def test_a_planted_sleep_is_caught(path: str, text: str, tmp_path: Path) -> None
 
 def test_a_sleep_planted_in_a_copy_of_a_real_file_is_caught(tmp_path: Path) -> None:
     for path, before, planted_line in (
-        ("bin/multi-node-serving.sh", 'exec "$python" -m launchers.node', "sleep 5"),
+        ("bin/multi-node-serving.sh", "VLLM_HPC_PROG=", "sleep 5"),
         ("python/launchers/node.py", "def lead(", "    time.sleep(5)"),
     ):
         copy = tmp_path / Path(path).name

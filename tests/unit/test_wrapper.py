@@ -1,191 +1,212 @@
-"""bin/multi-node-serving.sh argument handling, with a stub Python on VLLM_HPC_PYTHON
-that prints what it was asked to run (no Ray, no network probing)."""
+"""The wrapper door (``bin/multi-node-serving.sh leader|worker|slurm``): the bash script
+hands its arguments over as they came, ``launchers.wrapper`` checks them and makes a
+plan, and the node runtime runs that plan like any other (``run_plan``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from launchers import cli, node, wrapper
+from launchers.errors import InputError
+from launchers.plan import LaunchPlan
+
 WRAPPER = Path(__file__).resolve().parents[2] / "bin" / "multi-node-serving.sh"
 STUB = """#!/bin/bash
-if [[ "$1 $2" == "-m launchers.network" ]]; then
-  shift 2
-  echo "network $*" >> "$STUB_LOG"
-  if [[ "$*" == *bad0* ]]; then echo "Error: --iface: no interface named 'bad0'" >&2; exit 2; fi
-  echo "VLLM_HOST_IP=${STUB_IP:-10.9.9.9}"
-  echo "NCCL_SOCKET_IFNAME=ib0"
-  exit 0
-fi
 python3 -c 'import json, os, sys
-env = os.environ.get
-print(json.dumps({"argv": sys.argv[1:], "ip": env("VLLM_HOST_IP"),
-                  "nccl": env("NCCL_SOCKET_IFNAME")}))' "$@"
+print(json.dumps({"argv": sys.argv[1:], "prog": os.environ.get("VLLM_HPC_PROG")}))' "$@"
 """
+ENV = {"VLLM_HPC_JOB_ROOT": "/jobs"}
 
 
-@pytest.fixture
-def stub(tmp_path: Path) -> dict[str, str]:
+def test_the_script_hands_its_arguments_over_as_they_came(tmp_path: Path) -> None:
     python = tmp_path / "python"
     python.write_text(STUB)
     python.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "SLURM_"))}
-    env.update({"VLLM_HPC_PYTHON": str(python), "STUB_LOG": str(tmp_path / "log")})
-    return env
-
-
-def wrap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(WRAPPER), *args], env=env, capture_output=True, text=True, check=False
-    )
-
-
-def test_leader_documented_interface(stub: dict[str, str]) -> None:
-    done = wrap(
-        stub,
-        "leader",
-        "--ray_port=6379",
-        "--ray_cluster_size=2",
-        "--node-ip-address=172.17.1.1",
-        "--num-gpus=4",
-        "--temp-dir=/tmp/ray",
-        "--include-dashboard=False",
+    args = ["leader", "--ray_port", "6380", "--", "--override-generation-config", '{"a": 1}']
+    done = subprocess.run(
+        [str(WRAPPER), *args],
+        env={**os.environ, "VLLM_HPC_PYTHON": str(python)},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["argv"] == [
-        "-m",
-        "launchers.node",
-        "leader",
-        "--ray-port",
-        "6379",
-        "--cluster-size",
-        "2",
-        "--include-dashboard",
-        "False",
-        "--node-ip-address",
-        "10.9.9.9",
-        "--num-gpus",
-        "4",
-        "--temp-dir",
-        "/tmp/ray",
-    ]
-    assert Path(stub["STUB_LOG"]).read_text() == "network --node-ip-address 172.17.1.1\n"
+    assert out["argv"] == ["-m", "launchers", "node", "wrapper", *args]
+    assert out["prog"] == "multi-node-serving.sh"
 
 
-def test_worker_and_forwarded_ray_options(stub: dict[str, str]) -> None:
-    done = wrap(
-        stub,
-        "worker",
-        "--ray_address=172.17.1.1",
-        "--ray_port",
-        "6380",
-        "--num-gpus=4",
-        "--object-store-memory=1000000",
+def test_documented_leader_interface() -> None:
+    args = wrapper.parse(
+        ["leader", "--ray_port=6379", "--ray_cluster_size=2", "--node-ip-address=172.17.1.1",
+         "--num-gpus=4", "--temp-dir=/tmp/ray", "--include-dashboard=False",
+         "--object-store-memory=1000000"]
+    )  # fmt: skip
+    assert args == wrapper.WrapperArgs(
+        mode="leader",
+        ray_port=6379,
+        cluster_size=2,
+        node_ip="172.17.1.1",
+        num_gpus=4,
+        temp_dir="/tmp/ray",
+        ray_args=("--object-store-memory=1000000",),
     )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
-    assert out["argv"][2:7] == ["worker", "--ray-address", "172.17.1.1", "--ray-port", "6380"]
-    assert "--ray-arg=--object-store-memory=1000000" in out["argv"]
-    assert out["ip"] == "10.9.9.9" and out["nccl"] == "ib0"
 
 
-def test_leader_with_model_and_vllm_args(stub: dict[str, str]) -> None:
-    done = wrap(
-        stub,
-        "leader",
-        "--ray_cluster_size=2",
-        "--model=llama-3.1-70b-instruct",
-        "--port=8001",
-        "--iface=ib1",
-        "--",
-        "--enable-prefix-caching",
+def test_space_separated_values_and_vllm_arguments() -> None:
+    args = wrapper.parse(
+        ["leader", "--ray_cluster_size", "2", "--model", "m", "--port", "8001", "--",
+         "--enable-prefix-caching", "--", "x"]
+    )  # fmt: skip
+    assert (args.cluster_size, args.model, args.port) == (2, "m", 8001)
+    assert args.vllm_args == ("--enable-prefix-caching", "--", "x")
+
+
+def test_ray_only_leader_plan() -> None:
+    args = wrapper.parse(
+        ["leader", "--ray_port=6390", "--ray_cluster_size=3", "--num-gpus=2",
+         "--include-dashboard=True", "--object-store-memory=1000000", "--job-dir=/scratch/j"]
+    )  # fmt: skip
+    plan = wrapper.wrapper_plan(args, job_id="manual-1", environ=ENV, python="/py")
+    assert (plan.runtime, plan.layout.nodes, plan.ready.expected_nodes) == ("ray", 3, 3)
+    assert plan.served_model_name == "" and plan.leader.serve is None
+    assert plan.paths.job_dir == "/scratch/j" and plan.paths.leader == "/scratch/j/leader.json"
+    head = plan.leader.ray
+    assert head is not None and head.head and head.port_fixed
+    assert head.argv()[:5] == ["ray", "start", "--head", "--node-ip-address=@NODE_IP@",
+                               "--port=6390"]  # fmt: skip
+    assert "--num-gpus=2" in head.argv() and "--include-dashboard=true" in head.argv()
+    assert "--object-store-memory=1000000" in head.argv()
+    worker = plan.role_for_rank(2).ray
+    assert worker is not None and "--address=@LEADER_IP@:6390" in worker.argv()
+
+
+def test_worker_plan_joins_the_address_given() -> None:
+    args = wrapper.parse(["worker", "--ray_address=10.0.0.1:6391", "--temp-dir=/tmp/r"])
+    assert args.leader() == ("10.0.0.1", 6391)
+    plan = wrapper.wrapper_plan(args, job_id="j", environ={**ENV, "SLURM_NODEID": "3"}, python="p")
+    assert plan.layout.nodes == 4  # at least up to the worker's own rank
+    ray = plan.role_for_rank(3).ray
+    assert ray is not None and not ray.head
+    assert ray.argv()[2] == "--address=@LEADER_IP@:6391"
+    assert "--temp-dir=/tmp/r" in ray.argv()
+    assert plan.paths.job_dir == "/jobs/j"
+
+
+def test_serving_leader_is_planned_as_submit_plans_it() -> None:
+    args = wrapper.parse(
+        ["leader", "--ray_cluster_size=2", "--num-gpus=4", "--model=llama-3.1-70b-instruct",
+         "--port=8001", "--", "--enable-prefix-caching"]
+    )  # fmt: skip
+    plan = wrapper.wrapper_plan(args, job_id="7", environ=ENV, python="/py")
+    assert plan.runtime == "ray" and plan.layout.tp * plan.layout.pp == 8
+    serve = plan.leader.serve
+    assert serve is not None and serve.port == 8001 and serve.port_fixed
+    assert "--enable-prefix-caching" in serve.argv()
+    assert "--distributed-executor-backend" in serve.argv()
+    assert plan.leader.env["RAY_ADDRESS"] == "@LEADER_IP@:6379"
+    assert plan.api_key_file == "/jobs/7/api_key" and plan.generate_api_key
+    assert plan.ray_token_file is None  # the wrapper's workers may share no job directory
+    assert LaunchPlan.model_validate_json(plan.model_dump_json()) == plan
+
+
+def test_every_wrapper_mode_runs_a_plan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The wrapper does not start anything itself: it hands a plan to ``run_plan``."""
+    calls: list[dict[str, Any]] = []
+
+    def fake_run_plan(plan: LaunchPlan, **kwargs: Any) -> int:
+        calls.append({"plan": plan, **kwargs})
+        return 0
+
+    monkeypatch.setattr(node, "run_plan", fake_run_plan)
+    monkeypatch.setenv("VLLM_HPC_JOB_ROOT", str(tmp_path))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    for argv in (
+        ["leader", "--ray_cluster_size=2", "--node-ip-address=10.0.0.9"],
+        ["worker", "--ray_address=10.0.0.9", "--iface=ib0"],
+    ):
+        with pytest.raises(SystemExit) as done:
+            cli.main(["node", "wrapper", *argv])
+        assert done.value.code == 0
+    leader, worker = calls
+    assert leader["rank"] == 0 and leader["leader_ip"] is None
+    assert leader["environ"]["VLLM_HOST_IP"] == "10.0.0.9"
+    assert leader["plan"].leader.ray.head
+    assert worker["rank"] == 1 and worker["leader_ip"] == "10.0.0.9"
+    assert worker["iface"] == "ib0"
+    assert worker["job_id"].startswith("manual-")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(leader["plan"].model_dump_json())
+    with pytest.raises(SystemExit):
+        cli.main(["node", "wrapper", "slurm", f"--plan={plan_file}"])
+    assert calls[-1]["plan"] == leader["plan"]
+
+
+def test_help() -> None:
+    with pytest.raises(wrapper.Help):
+        wrapper.parse(["worker", "-h"])
+    env = {**os.environ, "VLLM_HPC_PYTHON": sys.executable}
+    done = subprocess.run(
+        [str(WRAPPER), "-h"], env=env, capture_output=True, text=True, check=False
     )
-    assert done.returncode == 0, done.stderr
-    argv = json.loads(done.stdout)["argv"]
-    assert argv[-2:] == ["--", "--enable-prefix-caching"]
-    assert argv[argv.index("--model") : argv.index("--model") + 2] == [
-        "--model",
-        "llama-3.1-70b-instruct",
-    ]
-    assert Path(stub["STUB_LOG"]).read_text() == "network --iface ib1\n"
-
-
-def test_slurm_mode(stub: dict[str, str]) -> None:
-    done = wrap(stub, "slurm", "--plan=/jobs/1/plan.json")
-    assert json.loads(done.stdout)["argv"] == [
-        "-m",
-        "launchers.node",
-        "run",
-        "--plan",
-        "/jobs/1/plan.json",
-    ]
-
-
-def test_help(stub: dict[str, str]) -> None:
-    done = wrap(stub, "-h")
-    assert done.returncode == 0 and "Usage:" in done.stdout and "leader" in done.stdout
+    assert done.returncode == 0 and done.stdout.startswith("Usage:") and "worker" in done.stdout
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("argv", "message"),
     [
+        ([], "missing mode (start with leader, worker or slurm; see multi-node-serving.sh -h)"),
+        (["boss"], "unknown mode 'boss' (use leader, worker or slurm)"),
         (
-            (),
-            "Error: missing mode (start with leader, worker or slurm; see "
+            ["worker"],
+            "worker needs --ray_address=LEADER_IP (the leader node's IP address; see "
             "multi-node-serving.sh -h)",
         ),
-        (("boss",), "Error: unknown mode 'boss' (use leader, worker or slurm)"),
-        (
-            ("worker",),
-            "Error: worker needs --ray_address=LEADER_IP (the leader node's IP address; see "
-            "multi-node-serving.sh -h)",
-        ),
-        (
-            ("leader", "--ray_port=abc"),
-            "Error: --ray_port must be a port number 1024-65535, e.g. 6379 (got 'abc')",
-        ),
-        (
-            ("leader", "--ray_port=70000"),
-            "Error: --ray_port must be a port number 1024-65535, e.g. 6379 (got '70000')",
-        ),
-        (
-            ("leader", "--ray_cluster_size=0"),
-            "Error: --ray_cluster_size must be a positive number of nodes, e.g. "
-            "--ray_cluster_size=2 (got '0')",
-        ),
-        (
-            ("leader", "--num-gpus=four"),
-            "Error: --num-gpus must be a number (got 'four'; give this node's GPU count, e.g. "
-            "--num-gpus=4)",
-        ),
-        (
-            ("leader", "stray"),
-            "Error: unexpected argument 'stray' (write options as --name=value and vLLM "
-            "arguments after --; see multi-node-serving.sh -h)",
-        ),
-        (
-            ("leader", "--ray_address=1.2.3.4"),
-            "Error: --ray_address belongs on workers (drop it: the leader starts the Ray head)",
-        ),
-        (
-            ("worker", "--ray_address=1.2.3.4", "--model=x"),
-            "Error: --model belongs on the leader (drop it here; give it to "
-            "multi-node-serving.sh leader)",
-        ),
-        (
-            ("slurm",),
-            "Error: slurm mode needs --plan=FILE (write one with: vllm-hpc plan --out FILE; "
-            "see multi-node-serving.sh -h)",
-        ),
-        (("leader", "--iface=bad0"), "Error: --iface: no interface named 'bad0'"),
+        (["leader", "--ray_port=abc"],
+         "--ray_port must be a port number 1024-65535, e.g. 6379 (got 'abc')"),
+        (["leader", "--ray_port=70000"],
+         "--ray_port must be a port number 1024-65535, e.g. 6379 (got '70000')"),
+        (["leader", "--ray_port=80"],
+         "--ray_port 80 is a privileged port (choose 1024-65535, e.g. 6379)"),
+        (["leader", "--port=12000", "--model=m"],
+         "--port 12000 is inside Ray's worker port range 10002-19999 (choose a port outside "
+         "it, e.g. 8000)"),
+        (["worker", "--ray_address=1.2.3.4:x"],
+         "--ray_address must be a port number 1024-65535, e.g. 6379 (got 'x')"),
+        (["leader", "--ray_cluster_size=0"],
+         "--ray_cluster_size must be a positive number of nodes, e.g. --ray_cluster_size=2 "
+         "(got '0')"),
+        (["leader", "--num-gpus=four"],
+         "--num-gpus must be a number (got 'four'; give this node's GPU count, e.g. "
+         "--num-gpus=4)"),
+        (["leader", "--nodes-timeout=5m"],
+         "--nodes-timeout must be seconds, e.g. --nodes-timeout=300 (got '5m')"),
+        (["leader", "--model="],
+         "--model needs a value (write --model=VALUE; see multi-node-serving.sh -h)"),
+        (["leader", "stray"],
+         "unexpected argument 'stray' (write options as --name=value and vLLM arguments "
+         "after --; see multi-node-serving.sh -h)"),
+        (["leader", "--ray_address=1.2.3.4"],
+         "--ray_address belongs on workers (drop it: the leader starts the Ray head)"),
+        (["worker", "--ray_address=1.2.3.4", "--model=x"],
+         "--model belongs on the leader (drop it here; give it to multi-node-serving.sh "
+         "leader)"),
+        (["leader", "--", "--enforce-eager"],
+         "vLLM arguments after -- need --model=NAME on the leader"),
+        (["slurm"],
+         "slurm mode needs --plan=FILE (write one with: vllm-hpc plan --out FILE; see "
+         "multi-node-serving.sh -h)"),
     ],
-)
-def test_bad_arguments(stub: dict[str, str], args: tuple[str, ...], message: str) -> None:
-    done = wrap(stub, *args)
-    assert done.returncode == 2
-    assert done.stderr.splitlines()[0] == message
-    assert done.stdout == ""
+)  # fmt: skip
+def test_bad_arguments(argv: list[str], message: str) -> None:
+    with pytest.raises(InputError) as bad:
+        wrapper.parse(argv)
+    assert bad.value.one_line() == message

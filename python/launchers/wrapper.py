@@ -1,0 +1,349 @@
+"""The wrapper door: ``bin/multi-node-serving.sh leader|worker|slurm`` as a plan.
+
+The HPC deployment guide's interface (``--ray_port=6379``, ``--ray_cluster_size=N``,
+other ``--options`` forwarded to ``ray start``, vLLM arguments after ``--``) is parsed
+here, checked in full before anything runs, and turned into a ``LaunchPlan`` that the
+node runtime runs like any other (``runtime.run_plan``). The bash script only finds the
+Python and hands over the arguments as they came.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from launchers import jobroot
+from launchers.commands import RayStart
+from launchers.config import ClusterSpec, ParallelLayout
+from launchers.defaults import (
+    DEFAULT_NODES_TIMEOUT,
+    DEFAULT_RAY_PORT,
+    DEFAULT_READY_TIMEOUT,
+    DEFAULT_VLLM_VERSION,
+    RAY_WORKER_PORTS,
+)
+from launchers.errors import InputError
+from launchers.plan import LaunchPlan, Readiness, RolePlan, job_paths
+
+Mode = Literal["leader", "worker", "slurm"]
+MODES = ("leader", "worker", "slurm")
+PROG = "multi-node-serving.sh"
+
+USAGE = """\
+Usage:
+  {prog} leader [--ray_port=6379] [--ray_cluster_size=N] [--node-ip-address=IP]
+               [--num-gpus=G] [--temp-dir=DIR] [--include-dashboard=False]
+               [--model=NAME [--port=8000] [--registry=FILE]] [-- VLLM SERVE ARGS]
+  {prog} worker --ray_address=LEADER_IP[:PORT] [--ray_port=6379] [--node-ip-address=IP]
+               [--num-gpus=G] [--temp-dir=DIR]
+  (both also take --job-dir=DIR for their logs and state, --nodes-timeout=SECONDS)
+  {prog} slurm  --plan=FILE       (one srun task per node; node 0 leads)
+
+The leader starts the Ray head, waits (with a deadline) until --ray_cluster_size nodes
+are alive, and with --model also starts vllm serve and waits until it answers.
+A worker joins the leader's Ray cluster and exits when the leader goes away.
+Without --node-ip-address (or VLLM_HOST_IP) the fast interface is detected:
+InfiniBand, then RoCE, then the fastest Ethernet (override with --iface=NAME or
+VLLM_HPC_IFACE). Other --options are passed to 'ray start' (use the --opt=value form).
+
+Environment: VLLM_HPC_PYTHON (interpreter, default python3), VLLM_HPC_JOB_ROOT.
+"""
+
+# Options that take a value (``--name=value``, or ``--name value``).
+_VALUED = {
+    "--ray_port": "ray_port",
+    "--ray-port": "ray_port",
+    "--ray_cluster_size": "cluster_size",
+    "--ray-cluster-size": "cluster_size",
+    "--ray_address": "ray_address",
+    "--ray-address": "ray_address",
+    "--node-ip-address": "node_ip",
+    "--num-gpus": "num_gpus",
+    "--temp-dir": "temp_dir",
+    "--include-dashboard": "dashboard",
+    "--iface": "iface",
+    "--model": "model",
+    "--port": "port",
+    "--registry": "registry",
+    "--plan": "plan",
+    "--job-dir": "job_dir",
+    "--nodes-timeout": "nodes_timeout",
+}
+
+
+class Help(Exception):
+    """``-h``/``--help``: print the usage and exit 0."""
+
+
+@dataclass(frozen=True)
+class WrapperArgs:
+    """The wrapper's documented flags, checked."""
+
+    mode: Mode
+    ray_port: int = DEFAULT_RAY_PORT
+    cluster_size: int = 1
+    ray_address: str | None = None
+    node_ip: str | None = None
+    num_gpus: int | None = None
+    temp_dir: str | None = None
+    dashboard: bool = False
+    iface: str | None = None
+    model: str | None = None
+    port: int | None = None
+    registries: tuple[str, ...] = ()
+    plan: str | None = None
+    job_dir: str | None = None
+    nodes_timeout: float = DEFAULT_NODES_TIMEOUT
+    ray_args: tuple[str, ...] = ()
+    vllm_args: tuple[str, ...] = field(default=())
+
+    def leader(self) -> tuple[str, int]:
+        """A worker's leader: ``--ray_address``'s host, and its port (else ``--ray_port``)."""
+        host, _, port = (self.ray_address or "").partition(":")
+        return host, int(port) if port else self.ray_port
+
+
+def _bad(message: str) -> InputError:
+    return InputError(message)
+
+
+def _port(flag: str, value: str, example: int) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise _bad(f"{flag} must be a port number 1024-65535, e.g. {example} (got '{value}')")
+    port = int(value)
+    low, high = RAY_WORKER_PORTS
+    if port < 1024:
+        raise _bad(f"{flag} {port} is a privileged port (choose 1024-65535, e.g. {example})")
+    if low <= port <= high:
+        raise _bad(
+            f"{flag} {port} is inside Ray's worker port range {low}-{high} "
+            f"(choose a port outside it, e.g. {example})"
+        )
+    return port
+
+
+def _split(argv: Sequence[str]) -> tuple[list[tuple[str, str]], list[str], list[str], str]:
+    """(option, value) pairs, forwarded Ray options, vLLM arguments; raises on strays."""
+    pairs: list[tuple[str, str]] = []
+    ray_args: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            raise Help
+        if arg == "--":
+            return pairs, ray_args, list(argv[i + 1 :]), ""
+        name, eq, value = arg.partition("=")
+        if name in _VALUED:
+            if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value = argv[i + 1]
+                i += 1
+            pairs.append((name, value))
+        elif arg.startswith("--"):
+            ray_args.append(arg)  # not ours: forwarded to 'ray start' unchanged
+        else:
+            return pairs, ray_args, [], arg
+        i += 1
+    return pairs, ray_args, [], ""
+
+
+def parse(argv: Sequence[str], prog: str = PROG) -> WrapperArgs:
+    """The wrapper's arguments (mode first), every one checked before anything runs."""
+    if not argv:
+        raise _bad(f"missing mode (start with leader, worker or slurm; see {prog} -h)")
+    mode, rest = argv[0], argv[1:]
+    if mode in ("-h", "--help"):
+        raise Help
+    if mode not in MODES:
+        raise _bad(f"unknown mode '{mode}' (use leader, worker or slurm)")
+    pairs, ray_args, vllm_args, stray = _split(rest)
+    if stray:
+        raise _bad(
+            f"unexpected argument '{stray}' (write options as --name=value and vLLM "
+            f"arguments after --; see {prog} -h)"
+        )
+    values: dict[str, object] = {}
+    registries: list[str] = []
+    for flag, value in pairs:
+        key = _VALUED[flag]
+        if key == "ray_port":
+            values[key] = _port("--ray_port", value, DEFAULT_RAY_PORT)
+        elif key == "port":
+            values[key] = _port("--port", value, 8000)
+        elif key == "cluster_size":
+            if not value.isdigit() or int(value) < 1:
+                raise _bad(
+                    "--ray_cluster_size must be a positive number of nodes, e.g. "
+                    f"--ray_cluster_size=2 (got '{value}')"
+                )
+            values[key] = int(value)
+        elif key == "num_gpus":
+            if not value.isdigit():
+                raise _bad(
+                    f"--num-gpus must be a number (got '{value}'; give this node's GPU "
+                    "count, e.g. --num-gpus=4)"
+                )
+            values[key] = int(value)
+        elif key == "nodes_timeout":
+            if not re.fullmatch(r"[0-9]+([.][0-9]+)?", value):
+                raise _bad(
+                    f"--nodes-timeout must be seconds, e.g. --nodes-timeout=300 (got '{value}')"
+                )
+            values[key] = float(value)
+        elif not value:
+            raise _bad(f"{flag} needs a value (write {flag}=VALUE; see {prog} -h)")
+        elif key == "registry":
+            registries.append(value)
+        elif key == "dashboard":
+            values[key] = value.lower() in ("1", "true", "yes")
+        else:
+            values[key] = value
+    args = WrapperArgs(
+        mode=mode,  # type: ignore[arg-type]
+        registries=tuple(registries),
+        ray_args=tuple(ray_args),
+        vllm_args=tuple(vllm_args),
+        **values,  # type: ignore[arg-type]
+    )
+    _check_mode(args, prog)
+    return args
+
+
+def _check_mode(args: WrapperArgs, prog: str) -> None:
+    if args.mode == "slurm" and not args.plan:
+        raise _bad(
+            "slurm mode needs --plan=FILE (write one with: vllm-hpc plan --out FILE; "
+            f"see {prog} -h)"
+        )
+    if args.mode == "worker":
+        if not args.ray_address:
+            raise _bad(
+                "worker needs --ray_address=LEADER_IP (the leader node's IP address; "
+                f"see {prog} -h)"
+            )
+        if args.model:
+            raise _bad(f"--model belongs on the leader (drop it here; give it to {prog} leader)")
+        _, colon, port = args.ray_address.partition(":")
+        if colon:
+            _port("--ray_address", port, DEFAULT_RAY_PORT)
+    if args.mode == "leader" and args.ray_address:
+        raise _bad("--ray_address belongs on workers (drop it: the leader starts the Ray head)")
+    if args.vllm_args:
+        if args.mode != "leader":
+            raise _bad("vLLM arguments after -- belong on the leader (with --model=NAME)")
+        if not args.model:
+            raise _bad("vLLM arguments after -- need --model=NAME on the leader")
+
+
+def worker_rank(environ: Mapping[str, str]) -> int:
+    """A worker's rank: VLLM_HPC_RANK, else SLURM_NODEID, else 1 (never the leader's 0)."""
+    text = environ.get("VLLM_HPC_RANK", environ.get("SLURM_NODEID", "1"))
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
+def _ray(args: WrapperArgs, head: bool, port: int) -> RayStart:
+    fields: dict[str, object] = {}
+    if args.temp_dir:
+        fields["temp_dir"] = args.temp_dir
+    return RayStart(
+        head=head,
+        port=port,
+        port_fixed=True,  # the wrapper's port is the user's: never moved
+        num_gpus=args.num_gpus,
+        dashboard=head and args.dashboard,
+        extra=args.ray_args,
+        **fields,
+    )
+
+
+def _roles(args: WrapperArgs, nodes: int, serve: RolePlan | None) -> tuple[RolePlan, ...]:
+    port = args.leader()[1]
+    leader = RolePlan(
+        role="leader",
+        ranks="0",
+        ray=_ray(args, True, port),
+        serve=None if serve is None else serve.serve,
+        env={} if serve is None else dict(serve.env),
+    )
+    if nodes == 1:
+        return (leader,)
+    worker = RolePlan(role="worker", ranks=f"1-{nodes - 1}", ray=_ray(args, False, port))
+    return (leader, worker)
+
+
+def wrapper_plan(
+    args: WrapperArgs, *, job_id: str, environ: Mapping[str, str], python: str
+) -> LaunchPlan:
+    """The plan a wrapper's ``leader`` or ``worker`` runs: a Ray cluster of
+    ``--ray_cluster_size`` nodes (a worker: at least up to its own rank), the leader also
+    serving ``--model`` when given (planned as ``submit`` would, runtime ray)."""
+    nodes = args.cluster_size
+    if args.mode == "worker":
+        nodes = max(nodes, worker_rank(environ) + 1)
+    root = jobroot.job_root(None, environ, lambda: jobroot.site_job_root(environ, args.registries))
+    job_dir = args.job_dir or f"{root}/{job_id}"
+    paths = job_paths(os.path.dirname(job_dir) or root, job_dir=job_dir)
+    gpn = args.num_gpus or 1
+    if args.mode == "leader" and args.model:
+        served = _served_plan(args, environ, python)
+        return served.model_copy(
+            update={
+                "roles": _roles(args, nodes, served.leader),
+                "paths": paths,
+                "api_key_file": paths.api_key,
+                "node_argv": (),
+                "sbatch": (),
+            }
+        )
+    return LaunchPlan(
+        name="ray-cluster",
+        model="",
+        served_model_name="",
+        runtime="ray",
+        layout=ParallelLayout(nodes=nodes, gpus_per_node=gpn),
+        layout_reason="a Ray cluster (no --model: nothing is served)",
+        job_name="vllm-hpc-wrapper",
+        vllm_version=DEFAULT_VLLM_VERSION,
+        python=python,
+        roles=_roles(args, nodes, None),
+        node_argv=(),
+        sbatch=(),
+        paths=paths,
+        ready=Readiness(
+            nodes_timeout=args.nodes_timeout,
+            ready_timeout=DEFAULT_READY_TIMEOUT,
+            expected_nodes=nodes,
+            expected_gpus=nodes * gpn,
+        ),
+    )
+
+
+def _served_plan(args: WrapperArgs, environ: Mapping[str, str], python: str) -> LaunchPlan:
+    from launchers.plan import plan
+    from launchers.registry import load_registry
+    from launchers.resolve import Request, resolve
+
+    config = resolve(
+        Request(
+            model=args.model,
+            nodes=args.cluster_size,
+            gpus_per_node=args.num_gpus or 1,
+            runtime="ray",
+            port=args.port,
+            ray_port=args.ray_port,
+            no_ray_auth=True,  # a wrapper's workers may share no job directory
+            extra_args=args.vllm_args,
+        ),
+        load_registry(args.registries, environ),
+        environ,
+        python,
+    )
+    config = config.model_copy(update={"runtime": "ray", "nodes_timeout": args.nodes_timeout})
+    layout = config.layout
+    return plan(config, ClusterSpec(nodes=layout.nodes, gpus_per_node=layout.gpus_per_node))
+
+
+__all__ = ["MODES", "USAGE", "Help", "WrapperArgs", "parse", "worker_rank", "wrapper_plan"]
