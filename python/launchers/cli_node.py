@@ -43,7 +43,7 @@ def run_cmd(
     plan_file: str, rank: int | None, job_id: str | None, iface: str | None, leader_ip: str | None
 ) -> int:
     """Play this node's role in a plan."""
-    from launchers.node import load_plan, run_plan
+    from launchers.runtime.run import load_plan, run_plan
 
     return run_plan(
         load_plan(plan_file), rank=rank, job_id=job_id, iface=iface, leader_ip=leader_ip
@@ -54,7 +54,7 @@ def run_cmd(
 def wrapper_cmd(args: tuple[str, ...]) -> int:
     """bin/multi-node-serving.sh's modes (its arguments as they came)."""
     from launchers import wrapper
-    from launchers.node import load_plan, run_plan
+    from launchers.runtime.run import load_plan, run_plan
 
     prog = os.environ.get("VLLM_HPC_PROG") or wrapper.PROG
     try:
@@ -87,7 +87,8 @@ def wrapper_cmd(args: tuple[str, ...]) -> int:
 def doctor_cmd(plan_file: str, meet_dir: str, timeout: float) -> int:
     """One node's preflight checks (``vllm-hpc doctor`` runs it on every node)."""
     from launchers.doctor import run_node
-    from launchers.node import load_plan, node_rank
+    from launchers.runtime.context import node_rank
+    from launchers.runtime.run import load_plan
 
     plan = load_plan(plan_file)
     env = dict(os.environ)

@@ -178,7 +178,18 @@ def _allocation(
 
 def check_layout(layout: ParallelLayout, arch: ModelArch | None) -> list[str]:
     """Raise LayoutError for a layout that cannot run; return warnings for risky ones."""
-    warnings: list[str] = []
+    _check_world(layout)
+    warnings = _check_tp_placement(layout)
+    _check_dp_ep(layout)
+    if arch is None:
+        if layout.ep:
+            warnings.append("cannot check that the model is MoE: its config.json is not local")
+        return warnings
+    return warnings + _check_against_model(layout, arch)
+
+
+def _check_world(layout: ParallelLayout) -> None:
+    """The layout's GPUs are exactly the allocation's."""
     world, total = layout.world_size, layout.total_gpus
     if world != total:
         parts = f"TP={layout.tp} x PP={layout.pp} x DP={layout.dp}"
@@ -195,6 +206,11 @@ def check_layout(layout: ParallelLayout, arch: ModelArch | None) -> list[str]:
             f"{layout.gpus_per_node} GPU(s) = {total}",
             fix=fix,
         )
+
+
+def _check_tp_placement(layout: ParallelLayout) -> list[str]:
+    """TP inside a node (it divides the node's GPUs), or across nodes when allowed."""
+    warnings: list[str] = []
     if layout.tp > layout.gpus_per_node:
         if not layout.allow_cross_node_tp:
             raise LayoutError(
@@ -218,6 +234,10 @@ def check_layout(layout: ParallelLayout, arch: ModelArch | None) -> list[str]:
             f"tp: TP={layout.tp} does not divide the {layout.gpus_per_node} GPUs of a node",
             fix="choose a TP that divides GPUs per node",
         )
+    return warnings
+
+
+def _check_dp_ep(layout: ParallelLayout) -> None:
     if layout.dp > 1 and layout.nodes > 1 and layout.dp % layout.nodes != 0:
         raise LayoutError(
             f"dp: DP={layout.dp} cannot be spread evenly over {layout.nodes} nodes",
@@ -228,10 +248,11 @@ def check_layout(layout: ParallelLayout, arch: ModelArch | None) -> list[str]:
             "ep: expert parallel needs DP or TP > 1 to have something to spread experts over",
             fix="add --dp N (usually one rank per GPU)",
         )
-    if arch is None:
-        if layout.ep:
-            warnings.append("cannot check that the model is MoE: its config.json is not local")
-        return warnings
+
+
+def _check_against_model(layout: ParallelLayout, arch: ModelArch) -> list[str]:
+    """The split fits the model: heads, KV heads, layers, experts."""
+    warnings: list[str] = []
     if arch.num_attention_heads % layout.tp != 0:
         fits = [
             d

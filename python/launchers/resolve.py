@@ -20,8 +20,11 @@ from launchers import commands, probe
 from launchers.commands import NODE_IP, check_all2all, parse_version
 from launchers.config import (
     ContainerSpec,
+    ModelArch,
     ModelSpec,
+    ParallelLayout,
     ServeConfig,
+    SiteSpec,
     SlurmOptions,
 )
 from launchers.defaults import (
@@ -327,10 +330,8 @@ def _ray_or_native(python: str, vllm_version: str, warnings: list[str]) -> str:
     return "native"
 
 
-def resolve(
-    req: Request, registry: Registry, environ: Mapping[str, str], python: str
-) -> ServeConfig:
-    """Merge every input layer and validate the result. Raises InputError subclasses."""
+def _model(req: Request, registry: Registry, environ: Mapping[str, str]) -> tuple[str, ModelSpec]:
+    """Step 1: the model's name and its entry, with the command line's overrides."""
     name = req.model or environ.get("MODEL_NAME")
     if not name:
         raise InputError(
@@ -345,9 +346,13 @@ def resolve(
     spec = spec.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if spec.all2all_backend:
         check_all2all(spec.all2all_backend)
-    site = registry.site
-    arch = probe_model_arch(spec.model)
+    return name, spec
 
+
+def _layout(
+    req: Request, name: str, spec: ModelSpec, site: SiteSpec, arch: ModelArch | None
+) -> tuple[ParallelLayout, str, list[str]]:
+    """Step 2: the layout, why it was chosen, and its warnings (or a LayoutError)."""
     # A layout flag on the command line replaces the registry's layout as a whole.
     from_cli = any(v is not None for v in (req.tp, req.pp, req.dp))
     layout_req = LayoutRequest(
@@ -363,11 +368,14 @@ def resolve(
     )
     origin = "from --tp/--pp/--dp" if from_cli else f"from the registry entry {name!r}"
     layout, reason = resolve_layout(layout_req, arch, origin)
-    warnings = check_layout(layout, arch)
+    return layout, reason, check_layout(layout, arch)
 
-    vllm_version = _pick(req.vllm_version, site.vllm_version, DEFAULT_VLLM_VERSION)
-    parse_version(vllm_version)
-    gpu_memory_gib = _pick(req.gpu_memory_gib, site.gpu_memory_gib)
+
+def _memory(
+    req: Request, spec: ModelSpec, site: SiteSpec, arch: ModelArch | None, layout: ParallelLayout
+) -> float | None:
+    """Step 3: the GPU memory per GPU, and (when known) that the model fits it."""
+    gpu_memory_gib: float | None = _pick(req.gpu_memory_gib, site.gpu_memory_gib)
     if arch is not None and gpu_memory_gib is not None and spec.dtype is not None:
         estimate = estimate_memory(
             arch,
@@ -378,73 +386,100 @@ def resolve(
             utilization=spec.gpu_memory_utilization or 0.9,
         )
         check_memory(estimate, layout)
+    return gpu_memory_gib
 
-    fixed_ports = {"--port": req.port, "--ray-port": req.ray_port, "--dp-rpc-port": req.dp_rpc_port}
-    for flag, fixed in fixed_ports.items():
-        check_port_range(flag, fixed)
-    port = _pick(req.port, DEFAULT_API_PORT)
-    ray_port = _pick(req.ray_port, DEFAULT_RAY_PORT)
-    container_text = _pick(req.container, spec.container, site.container)
-    container = None
-    if container_text:
-        try:
-            container = ContainerSpec.parse(container_text)
-        except ValueError as exc:
-            if req.container:
-                where = "--container"
-            elif spec.container:
-                source = registry.sources.get(name, {}).get("container", "registry")
-                where = f"{source}: models.{name}.container"
-            else:
-                where = f"{registry.site_sources.get('container', 'site')}: site.container"
-            raise InputError(f"{where}: {exc}") from None
 
-    # With enroot/pyxis the node runtime itself runs in the image.
-    nodes_python = _pick(
-        req.python,
-        environ.get("VLLM_HPC_PYTHON"),
-        "/usr/bin/python3" if container and container.runtime == "enroot" else python,
-    )
-    runtime = _runtime(req, spec, layout.nodes, layout.dp)
+def _container(
+    req: Request, name: str, spec: ModelSpec, registry: Registry
+) -> ContainerSpec | None:
+    """Step 4: the image the nodes run in (the flag, the entry, the site), if any."""
+    text = _pick(req.container, spec.container, registry.site.container)
+    if not text:
+        return None
+    try:
+        return ContainerSpec.parse(text)
+    except ValueError as exc:
+        if req.container:
+            where = "--container"
+        elif spec.container:
+            source = registry.sources.get(name, {}).get("container", "registry")
+            where = f"{source}: models.{name}.container"
+        else:
+            where = f"{registry.site_sources.get('container', 'site')}: site.container"
+        raise InputError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _Ports:
+    api: int
+    ray: int
+    dp_rpc: int
+
+
+def _runtime_and_ports(
+    req: Request, spec: ModelSpec, layout: ParallelLayout, facts: tuple[str, str, bool],
+    warnings: list[str],
+) -> tuple[str, _Ports]:  # fmt: skip
+    """Step 5: the runtime (``facts``: the nodes' Python, the vLLM target, in an image)
+    and the leader's ports, checked against each other and Ray's worker range."""
+    nodes_python, vllm_version, in_image = facts
     chosen = _pick(req.runtime, spec.runtime, "auto") != "auto"
-    in_image = container is not None or req.in_image
+    runtime = _runtime(req, spec, layout.nodes, layout.dp)
     if runtime == "ray" and not chosen and layout.dp == 1 and not in_image:
         runtime = _ray_or_native(nodes_python, vllm_version, warnings)
-    ports = {"--port": port}
+    picked = _Ports(
+        api=_pick(req.port, DEFAULT_API_PORT),
+        ray=_pick(req.ray_port, DEFAULT_RAY_PORT),
+        dp_rpc=_pick(req.dp_rpc_port, DEFAULT_DP_RPC_PORT),
+    )
+    ports = {"--port": picked.api}
     if runtime == "ray":
-        ports["--ray-port"] = ray_port
-    dp_rpc_port = _pick(req.dp_rpc_port, DEFAULT_DP_RPC_PORT)
+        ports["--ray-port"] = picked.ray
     if runtime == "dp":
-        ports["--dp-rpc-port"] = dp_rpc_port
+        ports["--dp-rpc-port"] = picked.dp_rpc
     if runtime == "native":
         ports["master port"] = DEFAULT_MASTER_PORT
     check_ports(ports, ray=runtime == "ray")
+    return runtime, picked
 
-    binds: tuple[str, ...] = ()
-    if container is not None:
-        from launchers.containers import hf_cache_dir, outermost
 
-        paths = [job_root(req.job_root, environ, site.job_root)]
-        if spec.model.startswith("/"):
-            paths.append(spec.model)
-        if req.api_key_file:
-            paths.append(str(Path(req.api_key_file).expanduser().resolve()))
-        paths.append(hf_cache_dir(environ))
-        binds = tuple(outermost(paths))
+def _binds(
+    req: Request, spec: ModelSpec, container: ContainerSpec | None, environ: Mapping[str, str],
+    root: str,
+) -> tuple[str, ...]:  # fmt: skip
+    """Step 6: what an Apptainer image must see: the job root, the model, the key, the
+    Hugging Face cache (outermost directories only)."""
+    if container is None:
+        return ()
+    from launchers.containers import hf_cache_dir, outermost
 
-    api_key_file = req.api_key_file
-    if api_key_file is not None and req.no_api_key:
+    paths = [root]
+    if spec.model.startswith("/"):
+        paths.append(spec.model)
+    if req.api_key_file:
+        paths.append(str(Path(req.api_key_file).expanduser().resolve()))
+    paths.append(hf_cache_dir(environ))
+    return tuple(outermost(paths))
+
+
+def _api_key_file(req: Request) -> str | None:
+    """Step 7: the user's key file, checked and made absolute (None: generate or none)."""
+    if req.api_key_file is not None and req.no_api_key:
         raise InputError("--no-api-key: cannot be combined with --api-key-file", fix="drop one")
-    if api_key_file is not None:
-        key_path = Path(api_key_file).expanduser()
-        if not key_path.is_file():
-            raise InputError(
-                f"--api-key-file: {api_key_file} is not a file",
-                fix="write the key into a file readable only by you (chmod 600)",
-            )
-        api_key_file = str(key_path.resolve())
+    if req.api_key_file is None:
+        return None
+    key_path = Path(req.api_key_file).expanduser()
+    if not key_path.is_file():
+        raise InputError(
+            f"--api-key-file: {req.api_key_file} is not a file",
+            fix="write the key into a file readable only by you (chmod 600)",
+        )
+    return str(key_path.resolve())
 
-    slurm = validated(
+
+def _slurm(req: Request, site: SiteSpec) -> SlurmOptions:
+    """Step 8: the SLURM options (the flags over the site file)."""
+    return validated(
         SlurmOptions,
         {
             "partition": _pick(req.partition, site.partition),
@@ -458,6 +493,51 @@ def resolve(
             "setup": site.setup,
         },
     )
+
+
+def _check_token_parallel(config: ServeConfig, site: SiteSpec, in_image: bool) -> None:
+    """Last step, since asking the nodes' vLLM imports it (seconds): every cheap check
+    first. Token parallelism needs a vLLM that has it."""
+    if not config.layout.token_parallel_size:
+        return
+    answer = (
+        probe.VllmProbe(error=f"the nodes run vLLM inside {config.container or 'an image'}")
+        if in_image
+        else probe.probe_vllm_flags(config.python)
+    )
+    probe.check_token_parallel(
+        answer, python=config.python, declared="token_parallel" in site.vllm_features
+    )
+
+
+def resolve(
+    req: Request, registry: Registry, environ: Mapping[str, str], python: str
+) -> ServeConfig:
+    """Merge every input layer and validate the result, one step at a time (each step
+    checks what it decides). Raises InputError subclasses."""
+    site = registry.site
+    name, spec = _model(req, registry, environ)
+    arch = probe_model_arch(spec.model)
+    layout, reason, warnings = _layout(req, name, spec, site, arch)
+    vllm_version = _pick(req.vllm_version, site.vllm_version, DEFAULT_VLLM_VERSION)
+    parse_version(vllm_version)
+    gpu_memory_gib = _memory(req, spec, site, arch, layout)
+    for flag, fixed in (("--port", req.port), ("--ray-port", req.ray_port),
+                        ("--dp-rpc-port", req.dp_rpc_port)):  # fmt: skip
+        check_port_range(flag, fixed)
+    container = _container(req, name, spec, registry)
+    # With enroot/pyxis the node runtime itself runs in the image.
+    nodes_python = _pick(
+        req.python,
+        environ.get("VLLM_HPC_PYTHON"),
+        "/usr/bin/python3" if container and container.runtime == "enroot" else python,
+    )
+    in_image = container is not None or req.in_image
+    runtime, ports = _runtime_and_ports(
+        req, spec, layout, (nodes_python, vllm_version, in_image), warnings
+    )
+    root = job_root(req.job_root, environ, site.job_root)
+    api_key_file = _api_key_file(req)
     if req.iface is not None:
         check_iface_name(req.iface)
     served = spec.served_model_name or (
@@ -476,36 +556,27 @@ def resolve(
             "served_model_name": served,
             "host": _api_host(req.host),
             "dp_backend": _pick(req.dp_backend, "mp"),
-            "port": port,
+            "port": ports.api,
             "port_fixed": req.port is not None,
-            "ray_port": ray_port,
+            "ray_port": ports.ray,
             "ray_port_fixed": req.ray_port is not None,
-            "dp_rpc_port": dp_rpc_port,
+            "dp_rpc_port": ports.dp_rpc,
             "api_key": "none" if req.no_api_key else ("file" if api_key_file else "generate"),
             "api_key_file": api_key_file,
             "ray_auth": not req.no_ray_auth,
             "container": container,
-            "container_binds": binds,
+            "container_binds": _binds(req, spec, container, environ, root),
             "vllm_version": vllm_version,
             "job_name": _pick(req.job_name, default_job_name(name)),
-            "job_root": job_root(req.job_root, environ, site.job_root),
+            "job_root": root,
             "python": nodes_python,
             "nccl_profile": site.nccl_profile,
             "gpu_memory_gib": gpu_memory_gib,
-            "slurm": slurm,
+            "slurm": _slurm(req, site),
             "env": {**site.env, **req.env, **({"VLLM_HPC_IFACE": req.iface} if req.iface else {})},
             "extra_args": req.extra_args,
         },
     )
     check_extra_args(config)
-    if layout.token_parallel_size:
-        # Last, since asking the nodes' vLLM imports it (seconds): every cheap check first.
-        answer = (
-            probe.VllmProbe(error=f"the nodes run vLLM inside {config.container or 'an image'}")
-            if in_image
-            else probe.probe_vllm_flags(config.python)
-        )
-        probe.check_token_parallel(
-            answer, python=config.python, declared="token_parallel" in site.vllm_features
-        )
+    _check_token_parallel(config, site, in_image)
     return config

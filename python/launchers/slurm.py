@@ -191,7 +191,7 @@ def submit_sbatch(plan: LaunchPlan, script: str, environ: Mapping[str, str]) -> 
 
 def submitit_job(plan_json: str) -> int:
     """The function submitit runs on every node (one task per node, rank 0 leads)."""
-    from launchers.node import run_plan
+    from launchers.runtime.run import run_plan
 
     plan = LaunchPlan.model_validate_json(plan_json)
     job_id = os.environ.get("SLURM_JOB_ID", "")

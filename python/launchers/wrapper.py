@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,6 +19,7 @@ from launchers import jobroot
 from launchers.commands import RayStart
 from launchers.config import ClusterSpec, ParallelLayout
 from launchers.defaults import (
+    DEFAULT_API_PORT,
     DEFAULT_NODES_TIMEOUT,
     DEFAULT_RAY_PORT,
     DEFAULT_READY_TIMEOUT,
@@ -125,6 +126,51 @@ def _port(flag: str, value: str, example: int) -> int:
     return port
 
 
+def _text(flag: str, value: str, prog: str) -> str:
+    if not value:
+        raise _bad(f"{flag} needs a value (write {flag}=VALUE; see {prog} -h)")
+    return value
+
+
+def _cluster_size(flag: str, value: str, prog: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise _bad(
+            "--ray_cluster_size must be a positive number of nodes, e.g. "
+            f"--ray_cluster_size=2 (got '{value}')"
+        )
+    return int(value)
+
+
+def _num_gpus(flag: str, value: str, prog: str) -> int:
+    if not value.isdigit():
+        raise _bad(
+            f"--num-gpus must be a number (got '{value}'; give this node's GPU count, "
+            "e.g. --num-gpus=4)"
+        )
+    return int(value)
+
+
+def _seconds(flag: str, value: str, prog: str) -> float:
+    if not re.fullmatch(r"[0-9]+([.][0-9]+)?", value):
+        raise _bad(f"--nodes-timeout must be seconds, e.g. --nodes-timeout=300 (got '{value}')")
+    return float(value)
+
+
+def _flag(flag: str, value: str, prog: str) -> bool:
+    return _text(flag, value, prog).lower() in ("1", "true", "yes")
+
+
+# How each option's value is checked and converted (the rest: any non-empty text).
+_CONVERT: dict[str, Callable[[str, str, str], object]] = {
+    "ray_port": lambda flag, value, prog: _port("--ray_port", value, DEFAULT_RAY_PORT),
+    "port": lambda flag, value, prog: _port("--port", value, DEFAULT_API_PORT),
+    "cluster_size": _cluster_size,
+    "num_gpus": _num_gpus,
+    "nodes_timeout": _seconds,
+    "dashboard": _flag,
+}
+
+
 def _split(argv: Sequence[str]) -> tuple[list[tuple[str, str]], list[str], list[str], str]:
     """(option, value) pairs, forwarded Ray options, vLLM arguments; raises on strays."""
     pairs: list[tuple[str, str]] = []
@@ -169,38 +215,11 @@ def parse(argv: Sequence[str], prog: str = PROG) -> WrapperArgs:
     registries: list[str] = []
     for flag, value in pairs:
         key = _VALUED[flag]
-        if key == "ray_port":
-            values[key] = _port("--ray_port", value, DEFAULT_RAY_PORT)
-        elif key == "port":
-            values[key] = _port("--port", value, 8000)
-        elif key == "cluster_size":
-            if not value.isdigit() or int(value) < 1:
-                raise _bad(
-                    "--ray_cluster_size must be a positive number of nodes, e.g. "
-                    f"--ray_cluster_size=2 (got '{value}')"
-                )
-            values[key] = int(value)
-        elif key == "num_gpus":
-            if not value.isdigit():
-                raise _bad(
-                    f"--num-gpus must be a number (got '{value}'; give this node's GPU "
-                    "count, e.g. --num-gpus=4)"
-                )
-            values[key] = int(value)
-        elif key == "nodes_timeout":
-            if not re.fullmatch(r"[0-9]+([.][0-9]+)?", value):
-                raise _bad(
-                    f"--nodes-timeout must be seconds, e.g. --nodes-timeout=300 (got '{value}')"
-                )
-            values[key] = float(value)
-        elif not value:
-            raise _bad(f"{flag} needs a value (write {flag}=VALUE; see {prog} -h)")
-        elif key == "registry":
-            registries.append(value)
-        elif key == "dashboard":
-            values[key] = value.lower() in ("1", "true", "yes")
+        converted = _CONVERT.get(key, _text)(flag, value, prog)
+        if key == "registry":
+            registries.append(str(converted))
         else:
-            values[key] = value
+            values[key] = converted
     args = WrapperArgs(
         mode=mode,  # type: ignore[arg-type]
         registries=tuple(registries),

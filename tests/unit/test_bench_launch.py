@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.launch.run import Bench, read_phases, summary
 
-from launchers.node import NodeLog
+from launchers.runtime.context import NodeLog
 
 
 def test_runtime_stamps_read_the_leader_log(tmp_path: Path) -> None:

@@ -53,7 +53,11 @@ def test_the_tree_keeps_the_contract(tree: Path) -> None:
         ("plan", "import subprocess", "launchers.plan is not allowed to import subprocess"),
         ("render", "import socket", "launchers.render is not allowed to import socket"),
         ("commands", "from launchers import _proc", "is not allowed to import launchers._proc"),
-        ("status", "from launchers import node", "is not allowed to import launchers.node"),
+        (
+            "status",
+            "from launchers.runtime import run",
+            "is not allowed to import launchers.runtime",
+        ),
         ("ray_cluster", "from launchers import cli", "is not allowed to import launchers.cli"),
     ],
 )

@@ -212,7 +212,7 @@ def repo_hits() -> list[Hit]:
 def test_scan_covers_every_door() -> None:
     names = {str(p.relative_to(REPO)) for p in scanned_files()}
     for expected in (
-        "python/launchers/node.py",
+        "python/launchers/runtime/leader.py",
         "bin/multi-node-serving.sh",
         "bin/dp-node.bash",
         "slurm/multinode_tp_pp.sbatch",
@@ -292,13 +292,13 @@ PLANTED = [
         id="window-with-a-fixed-time",
     ),
     pytest.param(
-        "python/launchers/node.py",
+        "python/launchers/runtime/leader.py",
         "from launchers import waits\n\n\ndef go(ok):\n"
         "    waits.wait_for(ok, what='x', timeout=9, interval=30)\n",
         id="helper-with-a-long-interval",
     ),
     pytest.param(
-        "python/launchers/node.py",
+        "python/launchers/runtime/leader.py",
         "from launchers import waits\n\n\ndef go():\n    for _ in waits.ticks(60):\n        pass\n",
         id="ticks-with-a-long-interval",
     ),
@@ -316,7 +316,7 @@ def test_a_planted_sleep_is_caught(path: str, text: str, tmp_path: Path) -> None
 def test_a_sleep_planted_in_a_copy_of_a_real_file_is_caught(tmp_path: Path) -> None:
     for path, before, planted_line in (
         ("bin/multi-node-serving.sh", "VLLM_HPC_PROG=", "sleep 5"),
-        ("python/launchers/node.py", "def lead(", "    time.sleep(5)"),
+        ("python/launchers/runtime/leader.py", "def lead(", "    time.sleep(5)"),
     ):
         copy = tmp_path / Path(path).name
         shutil.copy(REPO / path, copy)

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from launchers import _proc, node, probe
+from launchers import _proc, probe
 from launchers.commands import NODE_IP, ServeStart
 from launchers.config import ContainerSpec
 from launchers.errors import InputError
-from launchers.node import FollowerTask, LeaderTask, NodeContext, NodeLog, Stopper, _who_can_reach
+from launchers.runtime.context import NodeContext, NodeLog, Stopper, require_vllm
+from launchers.runtime.endpoint import who_can_reach
+from launchers.runtime.follower import follow, leader_check_interval
+from launchers.runtime.leader import lead
+from launchers.runtime.tasks import FollowerTask, LeaderTask
 
 
 def context(container: ContainerSpec | None) -> NodeContext:
@@ -70,21 +74,21 @@ def _task(host: str | None, key: str | None, *args: str) -> LeaderTask:
 def test_the_ready_banner_says_who_can_reach_the_api() -> None:
     ctx = context(None)
     host = ctx.hostname
-    assert _who_can_reach(ctx, _task("0.0.0.0", "/j/api_key")) == (
+    assert who_can_reach(ctx, _task("0.0.0.0", "/j/api_key")) == (
         f"reachable on every interface of {host}: anyone who reaches {host}:8000, "
         "with the API key in /j/api_key"
     )
-    assert _who_can_reach(ctx, _task(None, None)).endswith(
+    assert who_can_reach(ctx, _task(None, None)).endswith(
         "with no API key (anyone who reaches it can use the model)"
     )
-    assert _who_can_reach(ctx, _task("127.0.0.1", None)).startswith(
+    assert who_can_reach(ctx, _task("127.0.0.1", None)).startswith(
         f"reachable on loopback only: processes on {host}"
     )
-    assert _who_can_reach(ctx, _task("10.0.0.5", "k")).startswith(
+    assert who_can_reach(ctx, _task("10.0.0.5", "k")).startswith(
         "reachable on 10.0.0.5: anyone who reaches 10.0.0.5:8000"
     )
     # --host node: the address is the node's, filled in from the plan's placeholder
-    assert _who_can_reach(ctx, _task(NODE_IP, None)).startswith(
+    assert who_can_reach(ctx, _task(NODE_IP, None)).startswith(
         "reachable on 10.0.0.1: anyone who reaches 10.0.0.1:8000"
     )
     assert _task(NODE_IP, None).probe_host() == "10.0.0.1"
@@ -109,7 +113,7 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
     monkeypatch.setattr(_proc, "start", lambda *a, **k: started.append(a))
     ctx = replace(context(None), job_dir=str(tmp_path))
     task = _task(None, None, *NATIVE_ARGS)
-    assert node.lead(ctx, task) == 1
+    assert lead(ctx, task) == 1
     endpoint = json.loads((tmp_path / "endpoint.json").read_text())
     assert (endpoint["state"], endpoint["message"]) == ("FAILED", TOO_OLD)
     monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.8.5")
@@ -117,7 +121,7 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
         ray=None, serve=HEADLESS_SERVE, serve_env={}, values={}, leader_ip="10.0.0.1",
         nodes_timeout=1,
     )  # fmt: skip
-    assert node.follow(replace(ctx, rank=1), follower) == 1
+    assert follow(replace(ctx, rank=1), follower) == 1
     failed = json.loads((tmp_path / "failed" / "1.json").read_text())
     assert failed["message"].startswith(
         "vllm_version: headless data-parallel ranks needs vLLM >= 0.9.0, this node has 0.8.5"
@@ -129,16 +133,16 @@ def test_a_node_with_a_new_enough_vllm_or_a_container_is_not_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.32.0+cpu")
-    node._require_vllm(context(None), NATIVE)
+    require_vllm(context(None), NATIVE)
     monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.8.5")
-    node._require_vllm(context(ContainerSpec.parse("apptainer:/images/vllm.sif")), NATIVE)
-    node._require_vllm(context(None), ["vllm", "serve", "m"])
+    require_vllm(context(ContainerSpec.parse("apptainer:/images/vllm.sif")), NATIVE)
+    require_vllm(context(None), ["vllm", "serve", "m"])
     with pytest.raises(InputError, match="headless data-parallel ranks needs vLLM >= 0.9.0"):
-        node._require_vllm(context(None), HEADLESS)
+        require_vllm(context(None), HEADLESS)
 
 
 def test_workers_check_the_leader_less_often_on_big_jobs() -> None:
-    check = node.leader_check_interval
+    check = leader_check_interval
     assert [check(n) for n in (1, 2, 100)] == [1.0, 1.0, 1.0]
     assert check(256) == 2.56 and check(512) == 5.0 and check(4096) == 5.0
     # the job's total stays near 100 checks a second from 100 to 500 nodes

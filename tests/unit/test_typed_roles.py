@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
-from launchers import _proc, node, probe
+from launchers import _proc, health, probe, ray_cluster
 from launchers.commands import LEADER_IP, NODE_IP, RayStart, Rendezvous, ServeStart
 from launchers.config import ClusterSpec, ServeConfig
-from launchers.node import FollowerTask, LeaderTask, NodeContext, NodeLog, Stopper
 from launchers.plan import LaunchPlan, plan
+from launchers.runtime.context import NodeContext, NodeLog, Stopper
+from launchers.runtime.follower import follow
+from launchers.runtime.leader import lead
+from launchers.runtime.tasks import FollowerTask, LeaderTask
 
 
 def make_plan(make_config: Callable[..., ServeConfig], **kwargs: Any) -> LaunchPlan:
@@ -98,15 +101,15 @@ def test_a_taken_api_port_moves_the_serve_port_and_readiness_follows(
         return Exited(name, argv, 1, str(tmp_path / "vllm-0.log"))
 
     monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
-    monkeypatch.setattr(node, "port_free", lambda port: port != 8000)
-    monkeypatch.setattr(node, "pick_port", lambda start: 8001)
+    monkeypatch.setattr(health, "port_free", lambda port: port != 8000)
+    monkeypatch.setattr(health, "pick_port", lambda start: 8001)
     monkeypatch.setattr(_proc, "start", start)
     serve = ServeStart(model="m", host="0.0.0.0", port=8000, args=("--seed", "1"))
     task = LeaderTask(
         ray=None, serve=serve, serve_env={}, values={NODE_IP: "10.0.0.1"},
         served_model_name="m", expected_nodes=1, nodes_timeout=1, ready_timeout=1,
     )  # fmt: skip
-    assert node.lead(ctx_for(tmp_path, 0), task) == 1
+    assert lead(ctx_for(tmp_path, 0), task) == 1
     assert started[0][-6:] == ["--host", "0.0.0.0", "--port", "8001", "--seed", "1"]
     endpoint = json.loads((tmp_path / "endpoint.json").read_text())
     assert (endpoint["port"], endpoint["url"]) == (8001, "http://10.0.0.1:8001/v1")
@@ -130,8 +133,8 @@ def fake_follower(
         return Exited(name, argv, 0, str(tmp_path / f"{name}.log"), running=running)
 
     monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
-    monkeypatch.setattr(node, "wait_for_port", wait_for_port)
-    monkeypatch.setattr(node, "start_ray", start)
+    monkeypatch.setattr(health, "wait_for_port", wait_for_port)
+    monkeypatch.setattr(ray_cluster, "start_ray", start)
     monkeypatch.setattr(_proc, "start", start)
     return waited, started
 
@@ -146,7 +149,7 @@ def test_a_worker_joins_the_port_the_leader_moved_its_ray_head_to(
         ray=worker, serve=None, serve_env={}, values={NODE_IP: "10.0.0.2"}, leader_ip=None,
         nodes_timeout=1,
     )  # fmt: skip
-    assert node.follow(ctx_for(tmp_path, 1), task) == 0
+    assert follow(ctx_for(tmp_path, 1), task) == 0
     assert waited == [("10.0.0.1", 6380)]
     assert "--address=10.0.0.1:6380" in started[0]
     assert f"--address={LEADER_IP}:6379" not in started[0]
@@ -167,7 +170,7 @@ def test_a_headless_rank_waits_for_the_typed_rendezvous_port(
         ray=None, serve=serve, serve_env={}, values={NODE_IP: "10.0.0.2"}, leader_ip=None,
         nodes_timeout=1,
     )  # fmt: skip
-    assert node.follow(ctx_for(tmp_path, 1), task) == 0
+    assert follow(ctx_for(tmp_path, 1), task) == 0
     assert waited == [("10.0.0.1", 13400)]
     assert started[0][-3:] == ["--data-parallel-address", "10.0.0.1", "--headless"]
 

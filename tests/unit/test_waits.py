@@ -9,12 +9,16 @@ from typing import Any
 
 import pytest
 
-from launchers import node, waits
+from launchers import health, ray_cluster, waits
 from launchers.commands import NODE_IP, RayStart, ServeStart
 from launchers.errors import RuntimeFailure, WaitTimeout
 from launchers.health import Probe
-from launchers.node import EndpointWriter, FollowerTask, LeaderTask, NodeContext, NodeLog, Stopper
 from launchers.ray_cluster import RayNode, Snapshot
+from launchers.runtime.context import NodeContext, NodeLog, Stopper
+from launchers.runtime.endpoint import EndpointWriter
+from launchers.runtime.follower import follow
+from launchers.runtime.supervise import LeaderProcs, supervise
+from launchers.runtime.tasks import FollowerTask, LeaderTask
 
 
 class FakeClock:
@@ -131,11 +135,11 @@ def test_the_leader_gives_up_on_a_server_that_never_answers_at_ready_timeout(
         asked.append(url)
         return Probe(False, None, "connection refused")
 
-    monkeypatch.setattr(node, "http_get", http_get)
+    monkeypatch.setattr(health, "http_get", http_get)
     ctx, task = ctx_for(tmp_path, 0, fake), leader_task(ray=False)
     serve: Any = Running("vllm serve", str(tmp_path / "vllm-0.log"))
     with pytest.raises(WaitTimeout, match="waited 30 s for vllm serve to answer /health"):
-        node._supervise(ctx, task, EndpointWriter(ctx, task), None, serve, None)
+        supervise(ctx, task, EndpointWriter(ctx, task), LeaderProcs(serve=serve))
     assert 30 < fake.slept <= 31
     assert asked[0] == "http://127.0.0.1:8000/health"
 
@@ -145,7 +149,7 @@ def test_the_leader_fails_naming_the_node_it_lost_after_ready(
 ) -> None:
     fake = FakeClock()
     models = json.dumps({"data": [{"id": "m"}]})
-    monkeypatch.setattr(node, "http_get", lambda url, **k: Probe(True, 200, models))
+    monkeypatch.setattr(health, "http_get", lambda url, **k: Probe(True, 200, models))
     (tmp_path / "nodes").mkdir()
     (tmp_path / "nodes" / "1.json").write_text(
         json.dumps({"rank": 1, "hostname": "node2", "ip": "10.0.0.2", "attempt": 0})
@@ -156,7 +160,7 @@ def test_the_leader_fails_naming_the_node_it_lost_after_ready(
     head: Any = Running("ray-head", str(tmp_path / "ray-0.log"))
     watcher: Any = Watcher(2, 2, 2, 1)
     with pytest.raises(RuntimeFailure) as caught:
-        node._supervise(ctx, task, endpoint, head, serve, watcher)
+        supervise(ctx, task, endpoint, LeaderProcs(head, serve, watcher))
     assert caught.value.one_line().startswith(
         "lost a node: 1/2 Ray nodes alive; node2 (10.0.0.2, rank 1) is not in the Ray cluster"
     )
@@ -167,15 +171,15 @@ def test_a_worker_leaves_after_three_missed_checks_of_the_leader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = FakeClock()
-    monkeypatch.setattr(node, "wait_for_port", lambda *a, **k: 0.0)
-    monkeypatch.setattr(node, "port_open", lambda host, port: False)
+    monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
+    monkeypatch.setattr(health, "port_open", lambda host, port: False)
     child = Running("ray-worker", str(tmp_path / "ray-1.log"))
-    monkeypatch.setattr(node, "start_ray", lambda *a, **k: child)
+    monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
     task = FollowerTask(
         ray=RayStart(head=False, port=6379, num_gpus=1, temp_dir="/tmp/r"), serve=None,
         serve_env={},
         values={NODE_IP: "10.0.0.2"}, leader_ip="10.0.0.1", nodes_timeout=5,
     )  # fmt: skip
-    assert node.follow(ctx_for(tmp_path, 1, fake), task) == 0
+    assert follow(ctx_for(tmp_path, 1, fake), task) == 0
     # checks at 0, 1 and 2 s (one a second on a 2-node job): gone at the third miss
     assert fake.slept == 2.0

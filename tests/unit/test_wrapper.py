@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from launchers import cli, node, wrapper
+from launchers import cli, wrapper
 from launchers.errors import InputError
 from launchers.plan import LaunchPlan
+from launchers.runtime import run
 
 WRAPPER = Path(__file__).resolve().parents[2] / "bin" / "multi-node-serving.sh"
 STUB = """#!/bin/bash
@@ -125,7 +126,7 @@ def test_every_wrapper_mode_runs_a_plan(monkeypatch: pytest.MonkeyPatch, tmp_pat
         calls.append({"plan": plan, **kwargs})
         return 0
 
-    monkeypatch.setattr(node, "run_plan", fake_run_plan)
+    monkeypatch.setattr(run, "run_plan", fake_run_plan)
     monkeypatch.setenv("VLLM_HPC_JOB_ROOT", str(tmp_path))
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv("SLURM_NODEID", "1")

@@ -1,0 +1,196 @@
+"""What a node knows about itself: its rank, its job, its address and network, its log,
+its stop flag and its clock; and how it runs a command (directly or in the image)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import ClassVar
+
+from launchers import _proc, jobdir, jobfiles, probe, waits
+from launchers.commands import check_installed
+from launchers.config import ContainerSpec
+
+
+class Stopped(Exception):
+    """A stop was asked for (signal); not a failure."""
+
+
+class Stopper:
+    """Turns SIGTERM/SIGINT/SIGHUP/SIGUSR1 into a flag the runtime's loops check."""
+
+    REASONS: ClassVar[dict[int, str]] = {
+        signal.SIGTERM: "SIGTERM (scancel or shutdown)",
+        signal.SIGINT: "SIGINT (Ctrl+C)",
+        signal.SIGHUP: "SIGHUP",
+        signal.SIGUSR1: "SIGUSR1 (time limit near)",
+        signal.SIGUSR2: "SIGUSR2 (time limit near)",
+    }
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        for sig in self.REASONS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self.reason is None:
+            self.reason = self.REASONS.get(signum, f"signal {signum}")
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise Stopped(self.reason)
+
+
+class NodeLog:
+    """Lines to stderr (the job's output) and to the node's log in the job directory."""
+
+    def __init__(self, rank: int, path: str | None) -> None:
+        self.rank = rank
+        self.path = path
+        self.t0 = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        line = f"[vllm-hpc rank{self.rank} +{time.monotonic() - self.t0:6.1f}s] {message}"
+        print(line, file=sys.stderr, flush=True)
+        if self.path:
+            try:
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+            except OSError:
+                pass
+
+
+@dataclass
+class NodeContext:
+    rank: int
+    nodes: int
+    job_id: str
+    job_dir: str
+    attempt: int
+    node_ip: str
+    iface_reason: str
+    env: dict[str, str]
+    log: NodeLog
+    stopper: Stopper
+    hostname: str = field(default_factory=socket.gethostname)
+    host_env: dict[str, str] = field(default_factory=dict)
+    container: ContainerSpec | None = None
+    binds: list[str] = field(default_factory=list)
+    clock: waits.Clock = waits.REAL
+
+    def logfile(self, name: str) -> str:
+        return f"{self.job_dir}/{name}-{self.rank}.log"
+
+    def command(
+        self, argv: Sequence[str], extra: Mapping[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that run ``argv`` on this node: directly, or inside
+        an Apptainer/Singularity image (enroot/pyxis wraps the whole step instead)."""
+        env = {**self.env, **(extra or {})}
+        if self.container is None or self.container.runtime == "enroot":
+            return [_proc.resolve_executable(argv[0], env), *argv[1:]], env
+        from launchers.containers import container_env, wrap_argv
+
+        computed = {k: v for k, v in env.items() if self.host_env.get(k) != v}
+        inner = container_env(self.host_env, computed)
+        wrapped, child = wrap_argv(self.container, argv, env=inner, binds=self.binds)
+        return wrapped, {**self.host_env, **child}
+
+    def python_argv(self) -> list[str]:
+        """The interpreter for helper processes (inside the image when there is one)."""
+        if self.container is None or self.container.runtime == "enroot":
+            return [sys.executable]
+        return ["python3"]
+
+    def stop_check(self) -> bool:
+        """For waits: raise ``Stopped`` when a stop was asked for, else go on."""
+        self.stopper.check()
+        return True
+
+
+def require_vllm(ctx: NodeContext, serve_argv: Sequence[str] | None) -> None:
+    """Refuse to start a vllm serve whose flags this node's vLLM lacks (a plan made for
+    a newer target), before anything starts. Inside a container vLLM is the image's."""
+    if serve_argv is None or ctx.container is not None:
+        return
+    installed = probe.installed_version(*probe.VLLM_DISTS)
+    if installed is not None:
+        check_installed(serve_argv, installed)
+
+
+def read_key(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def node_rank(environ: Mapping[str, str]) -> int:
+    for key in ("SLURM_NODEID", "SLURM_PROCID", "VLLM_HPC_RANK"):
+        if environ.get(key, "").isdigit():
+            return int(environ[key])
+    return 0
+
+
+def _network(iface: str | None, environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    from launchers.network import detect
+
+    override = iface or environ.get("VLLM_HPC_IFACE") or None
+    given = None if override else (environ.get("VLLM_HOST_IP") or None)
+    return detect(override, given)
+
+
+def context(
+    *,
+    rank: int,
+    nodes: int,
+    job_id: str,
+    job_dir: str,
+    iface: str | None,
+    extra_env: Mapping[str, str],
+    environ: Mapping[str, str],
+    node_log: str | None,
+) -> NodeContext:
+    """This node's context: the network detected (a bad ``--iface`` fails here, before
+    anything is created), the job directory made, the node's record written."""
+    net_env, reason = _network(iface, environ)
+    jobdir.ensure_dir(job_dir)
+    log = NodeLog(rank, node_log)
+    attempt = int(environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    ctx = NodeContext(
+        rank=rank,
+        nodes=nodes,
+        job_id=job_id,
+        job_dir=job_dir,
+        attempt=attempt,
+        node_ip=net_env["VLLM_HOST_IP"],
+        iface_reason=reason,
+        env={**environ, **extra_env, **net_env},
+        log=log,
+        stopper=Stopper(),
+        host_env=dict(environ),
+    )
+    log(f"{ctx.hostname} rank {rank}/{nodes} job {job_id}; network: {reason}")
+    log("exports: " + " ".join(f"{k}={v}" for k, v in net_env.items()))
+    jobfiles.write(
+        jobdir.node_file(job_dir, rank),
+        jobfiles.NodeRecord(
+            rank=rank,
+            hostname=ctx.hostname,
+            ip=ctx.node_ip,
+            attempt=attempt,
+            pid=os.getpid(),
+            time=jobdir.now(),
+        ),
+    )
+    return ctx

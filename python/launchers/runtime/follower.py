@@ -1,0 +1,171 @@
+"""A rank > 0: find the leader (``leader.json``, or the address given), join its Ray
+cluster or run a headless ``vllm serve``, and leave when the leader is gone."""
+
+from __future__ import annotations
+
+from launchers import _proc, health, jobdir, jobfiles, ray_cluster, waits
+from launchers.commands import LEADER_IP
+from launchers.errors import InputError, RuntimeFailure, VllmHpcError
+from launchers.plan import fill_placeholders
+from launchers.runtime.context import NodeContext, Stopped, require_vllm
+from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died
+from launchers.runtime.tasks import FollowerTask
+
+LEADER_GONE_AFTER = 3  # failed checks of the leader before a node leaves
+
+
+def leader_check_interval(nodes: int) -> float:
+    """Seconds between a serving worker's checks of the leader (endpoint.json read and a
+    TCP connect to its port): 1 s up to 100 nodes, then longer so the job's total stays
+    near 100 checks a second, at most 5 s (a stopped leader is seen within 5 s)."""
+    return min(5.0, max(1.0, nodes / 100))
+
+
+def wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
+    """``leader.json`` of this job and attempt; fails early when the leader has ended."""
+    path = jobfiles.leader_file(ctx.job_dir)
+
+    def written() -> jobfiles.Leader | None:
+        ctx.stopper.check()
+        leader = jobfiles.read(path, jobfiles.Leader)
+        if leader and leader.attempt == ctx.attempt and leader.job_id == ctx.job_id:
+            return leader
+        ending = jobfiles.read(jobfiles.endpoint_file(ctx.job_dir), jobfiles.Endpoint)
+        if ending and ending.attempt == ctx.attempt and ending.final:
+            raise RuntimeFailure(f"the leader ended ({ending.state}): {ending.message}")
+        return None
+
+    return waits.wait_for(
+        written,
+        what=f"the leader (rank 0) to write {path}",
+        timeout=timeout,
+        log=f"{ctx.job_dir}/node-0.log",
+        clock=ctx.clock,
+    ).value
+
+
+def leader_ended(ctx: NodeContext) -> str | None:
+    ending = jobfiles.read(jobfiles.endpoint_file(ctx.job_dir), jobfiles.Endpoint)
+    if ending and ending.attempt == ctx.attempt and ending.final:
+        return f"the leader is {ending.state}"
+    return None
+
+
+def _find_leader(ctx: NodeContext, task: FollowerTask) -> FollowerTask:
+    """The task with the leader's address, its Ray port moved to leader.json's."""
+    if task.leader_ip is not None:
+        return task
+    info = wait_leader(ctx, task.nodes_timeout)
+    ctx.log(f"leader is {info.hostname} at {info.ip}")
+    ray = task.ray
+    if ray is not None and info.ray_port is not None:
+        ray = ray.moved(info.ray_port)
+    return FollowerTask(
+        ray=ray,
+        serve=task.serve,
+        serve_env=task.serve_env,
+        values=task.values,
+        leader_ip=info.ip,
+        nodes_timeout=task.nodes_timeout,
+    )
+
+
+def _join_ray(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _proc.Child:
+    assert task.ray is not None
+    ray = task.ray
+    waited = health.wait_for_port(
+        leader_ip,
+        ray.port,
+        timeout=task.nodes_timeout,
+        what="the Ray head of the leader",
+        log=f"{ctx.job_dir}/node-0.log on the leader",
+        alive=ctx.stop_check,
+    )
+    ctx.log(f"the Ray head at {leader_ip}:{ray.port} answered after {waited:.1f} s")
+    values = {**task.values, LEADER_IP: leader_ip}
+    argv, env = ctx.command(fill_placeholders(ray.argv(), values))
+    child = ray_cluster.start_ray("ray-worker", argv, env=env, log_path=ctx.logfile("ray"))
+    ctx.log(f"joining Ray at {leader_ip}:{ray.port} (log {child.log_path})")
+    return child
+
+
+def _start_headless(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _proc.Child:
+    assert task.serve is not None
+    values = {**task.values, LEADER_IP: leader_ip}
+    rendezvous = task.serve.rendezvous
+    if rendezvous is not None:
+        waited = health.wait_for_port(
+            leader_ip,
+            rendezvous.port,
+            timeout=task.nodes_timeout,
+            what="the leader's vLLM rendezvous port",
+            log=f"{ctx.job_dir}/vllm-0.log on the leader",
+            alive=ctx.stop_check,
+        )
+        ctx.log(f"the leader's port {rendezvous.port} answered after {waited:.1f} s")
+    extra = {k: fill_placeholders([v], values)[0] for k, v in task.serve_env.items()}
+    argv, env = ctx.command(fill_placeholders(task.serve.argv(), values), extra)
+    child = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
+    ctx.log(f"headless vllm serve started (log {child.log_path})")
+    return child
+
+
+def _watch(ctx: NodeContext, child: _proc.Child, leader_ip: str, leader_port: int | None) -> int:
+    """Until the child or the leader ends: 0 when the leader ended or the child was done,
+    a failure when the child died on its own."""
+    misses = 0
+    interval = leader_check_interval(ctx.nodes)
+    next_check = 0.0
+    for elapsed in waits.ticks(clock=ctx.clock):
+        ctx.stopper.check()
+        code = child.poll()
+        if code is not None:
+            ended = leader_ended(ctx)
+            if ended or code == 0:
+                ctx.log(f"{child.name} exited ({code}); {ended or 'done'}")
+                return 0
+            raise RuntimeFailure(
+                died(child.name, code, child.log_path), fix=f"read {child.log_path}"
+            )
+        if elapsed >= next_check:
+            next_check = elapsed + interval
+            ended = leader_ended(ctx)
+            gone = leader_port is not None and not health.port_open(leader_ip, leader_port)
+            misses = misses + 1 if gone else 0
+            if ended or misses >= LEADER_GONE_AFTER:
+                ctx.log(f"{ended or 'the leader is gone'}; leaving")
+                return 0
+    raise AssertionError("unreachable: ticks() never ends")
+
+
+def follow(ctx: NodeContext, task: FollowerTask) -> int:
+    """Run a rank > 0: a Ray worker, or a headless vLLM rank."""
+    log = ctx.log
+    child: _proc.Child | None = None
+    try:
+        require_vllm(ctx, None if task.serve is None else task.serve.argv())
+        if task.ray is None and task.serve is None:
+            raise InputError(f"node rank {ctx.rank} has nothing to run in this plan")
+        task = _find_leader(ctx, task)
+        assert task.leader_ip is not None
+        if task.ray is not None:
+            child = _join_ray(ctx, task, task.leader_ip)
+        else:
+            child = _start_headless(ctx, task, task.leader_ip)
+        # A Ray worker also watches the head's port: the leader is gone when it closes.
+        return _watch(ctx, child, task.leader_ip, None if task.ray is None else task.ray.port)
+    except Stopped as stop:
+        log(f"stopping: {stop}")
+        return 0
+    except VllmHpcError as exc:
+        log(f"FAILED: {exc.one_line()}")
+        jobfiles.write(
+            jobdir.failure_file(ctx.job_dir, ctx.rank),
+            jobfiles.Failure(rank=ctx.rank, hostname=ctx.hostname, attempt=ctx.attempt,
+                             message=exc.one_line(), time=jobdir.now()),
+        )  # fmt: skip
+        return 1
+    finally:
+        if child is not None:
+            child.stop(grace=RAY_GRACE if task.ray is not None else SERVE_GRACE)
+        log("node done")

@@ -1,0 +1,148 @@
+"""Rank 0: free ports (a typed move), the Ray head, ``leader.json``, ``vllm serve`` at
+once while the Ray workers join, then supervision until the job ends."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from dataclasses import replace
+
+from launchers import _proc, health, jobdir, jobfiles, ray_cluster
+from launchers.errors import RuntimeFailure, VllmHpcError
+from launchers.runtime.context import NodeContext, NodeLog, Stopped, require_vllm
+from launchers.runtime.endpoint import EndpointWriter
+from launchers.runtime.supervise import (
+    LeaderProcs,
+    node_failure,
+    supervise,
+    wait_nodes,
+)
+from launchers.runtime.tasks import LeaderTask
+
+HEAD_TIMEOUT = 60.0
+
+
+def choose_port(port: int, fixed: bool, what: str, log: NodeLog) -> int:
+    """Keep a free port; move an unfixed busy one to the next free port; refuse a fixed one."""
+    if health.port_free(port):
+        return port
+    if fixed:
+        raise RuntimeFailure(
+            f"port: {what} port {port} is already in use on {socket.gethostname()}",
+            fix="choose another with --port / --ray-port, or stop what holds it",
+        )
+    chosen = health.pick_port(port + 1)
+    log(f"{what} port {port} is in use on this node; using {chosen}")
+    return chosen
+
+
+def free_ports(ctx: NodeContext, task: LeaderTask, endpoint: EndpointWriter) -> LeaderTask:
+    """The task with its API and Ray ports checked, an unfixed busy one moved."""
+    if task.serve is not None and task.serve.port is not None:
+        port = choose_port(task.serve.port, task.serve.port_fixed, "the API", ctx.log)
+        if port != task.serve.port:
+            task = replace(task, serve=task.serve.moved(port))
+            endpoint.moved_port(port)
+    if task.ray is not None:
+        port = choose_port(task.ray.port, task.ray.port_fixed, "the Ray head", ctx.log)
+        if port != task.ray.port:
+            serve_env = dict(task.serve_env)
+            if "RAY_ADDRESS" in serve_env:
+                serve_env["RAY_ADDRESS"] = f"{ctx.node_ip}:{port}"
+            task = replace(task, ray=task.ray.moved(port), serve_env=serve_env)
+    return task
+
+
+def start_head(ctx: NodeContext, task: LeaderTask) -> _proc.Child:
+    """Start the Ray head and wait (with a deadline) until its port answers."""
+    argv, env = ctx.command(task.ray_argv() or [])
+    head = ray_cluster.start_ray("ray-head", argv, env=env, log_path=ctx.logfile("ray"))
+    ctx.log(f"Ray head starting on {ctx.node_ip}:{task.ray_port} (log {head.log_path})")
+
+    def head_alive() -> bool:
+        ctx.stopper.check()
+        return head.poll() is None
+
+    waited = health.wait_for_port(
+        ctx.node_ip,
+        task.ray_port,
+        timeout=HEAD_TIMEOUT,
+        what="the Ray head",
+        log=head.log_path,
+        alive=head_alive,
+    )
+    ctx.log(f"Ray head up after {waited:.1f} s")
+    return head
+
+
+def write_leader(ctx: NodeContext, task: LeaderTask) -> None:
+    """``leader.json``: where the other ranks find the leader (its address and ports)."""
+    jobfiles.write(
+        jobfiles.leader_file(ctx.job_dir),
+        jobfiles.Leader(
+            job_id=ctx.job_id,
+            attempt=ctx.attempt,
+            ip=ctx.node_ip,
+            hostname=ctx.hostname,
+            ray_port=task.ray_port if task.ray is not None else None,
+            api_port=task.api_port,
+            time=jobdir.now(),
+        ),
+    )
+
+
+def start_watcher(ctx: NodeContext, task: LeaderTask) -> ray_cluster.RayWatcher:
+    address = f"{ctx.node_ip}:{task.ray_port}"
+    argv, env = ctx.command([*ctx.python_argv(), "-m", "launchers.ray_watch", address])
+    return ray_cluster.RayWatcher(argv, env=env, log_path=ctx.logfile("ray-watch"))
+
+
+def start_serve(ctx: NodeContext, task: LeaderTask) -> _proc.Child | None:
+    serve_argv = task.serve_argv()
+    if serve_argv is None:
+        return None
+    argv, env = ctx.command(serve_argv, task.serve_env)
+    serve = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
+    ctx.log(f"vllm serve started (pid {serve.pid}, log {serve.log_path})")
+    ctx.log("  " + shlex.join(serve_argv))
+    return serve
+
+
+def lead(ctx: NodeContext, task: LeaderTask) -> int:
+    """Run rank 0 until vLLM exits, a node is lost, or a stop is asked for."""
+    log = ctx.log
+    endpoint = EndpointWriter(ctx, task)
+    endpoint.set("STARTING", "starting on the leader")
+    procs = LeaderProcs()
+    try:
+        require_vllm(ctx, task.serve_argv())
+        task = free_ports(ctx, task, endpoint)
+        if task.ray is not None:
+            procs.head = start_head(ctx, task)
+        write_leader(ctx, task)
+        if procs.head is not None:
+            procs.watcher = start_watcher(ctx, task)
+            endpoint.set("WAITING_NODES", f"waiting for {task.expected_nodes} Ray node(s)")
+            if not task.overlap or task.serve is None:
+                wait_nodes(ctx, task, procs.watcher, procs.head)
+        procs.serve = start_serve(ctx, task)
+        if procs.serve is not None:
+            endpoint.set("LOADING", "vllm serve is starting")
+        return supervise(ctx, task, endpoint, procs)
+    except Stopped as stop:
+        failure = node_failure(ctx)
+        if failure:  # SLURM ends the step when a rank fails: say which and why
+            log(f"FAILED: {failure}")
+            endpoint.set("FAILED", failure)
+            return 1
+        log(f"stopping: {stop}")
+        endpoint.set("STOPPED", f"stopped by {stop}")
+        return 0
+    except VllmHpcError as exc:
+        log(f"FAILED: {exc.one_line()}")
+        logs = procs.log_path()
+        endpoint.set("FAILED", exc.one_line(), log_tail=_proc.tail_lines(logs) if logs else [])
+        return 1
+    finally:
+        procs.stop(log, asked=endpoint.state == "STOPPED")
+        log(f"leader done ({endpoint.state})")

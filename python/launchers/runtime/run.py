@@ -1,0 +1,126 @@
+"""``run_plan``: play one rank's role in a plan. Every door ends here: the sbatch
+scripts and the local executor (``vllm-hpc node run --plan``), submitit's job function,
+and ``bin/multi-node-serving.sh`` (planned by ``launchers.wrapper``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from launchers import jobdir, probe, versions
+from launchers.commands import DP_START_RANK, JOB_DIR, JOB_ID, LEADER_IP, NODE_IP, NODE_RANK
+from launchers.errors import InputError
+from launchers.plan import LaunchPlan, fill_placeholders
+from launchers.runtime.context import context, node_rank, read_key
+from launchers.runtime.follower import follow
+from launchers.runtime.leader import lead
+from launchers.runtime.tasks import FollowerTask, LeaderTask
+
+
+def run_plan(
+    plan: LaunchPlan,
+    *,
+    rank: int | None = None,
+    job_id: str | None = None,
+    iface: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    leader_ip: str | None = None,
+) -> int:
+    """Play ``rank``'s role in ``plan``. Followers find the leader in ``leader.json``
+    unless ``leader_ip`` is given (nodes without a shared job directory)."""
+    env_in = dict(os.environ if environ is None else environ)
+    rank = node_rank(env_in) if rank is None else rank
+    job_id = job_id or env_in.get("SLURM_JOB_ID") or f"local-{os.getpid()}"
+    job_dir = plan.paths.job_dir.replace(JOB_ID, job_id)
+    node_log = plan.paths.node_log.replace(JOB_ID, job_id).replace("{rank}", str(rank))
+    ctx = context(
+        rank=rank,
+        nodes=plan.layout.nodes,
+        job_id=job_id,
+        job_dir=job_dir,
+        iface=iface or plan.env.get("VLLM_HPC_IFACE"),
+        extra_env=plan.env,
+        environ=env_in,
+        node_log=node_log,
+    )
+    key_file = plan.api_key_file.replace(JOB_ID, job_id) if plan.api_key_file else None
+    token_file = plan.ray_token_file.replace(JOB_ID, job_id) if plan.ray_token_file else None
+    if rank == 0:
+        jobdir.remove_stale(job_dir)
+        if plan.generate_api_key and key_file and jobdir.ensure_secret(key_file):
+            ctx.log(f"new API key in {key_file} (0600)")
+        if token_file and jobdir.ensure_secret(token_file):
+            ctx.log(f"new Ray auth token in {token_file} (0600)")
+    if token_file:
+        ctx.env.update(ray_auth_env(token_file, ctx.log))
+    if plan.container is not None:
+        from launchers.containers import required_binds
+
+        ctx.container = plan.container
+        ctx.binds = list(plan.container_binds) or required_binds(plan, env_in)
+        ctx.log(f"processes run in {plan.container} (binds: {', '.join(ctx.binds)})")
+    role = plan.role_for_rank(rank)
+    values = {
+        NODE_IP: ctx.node_ip,
+        LEADER_IP: ctx.node_ip if rank == 0 else LEADER_IP,
+        JOB_ID: job_id,
+        JOB_DIR: job_dir,
+        NODE_RANK: str(rank),
+        DP_START_RANK: str(rank * plan.layout.dp_local),
+    }
+
+    if rank == 0:
+        role_env = {k: fill_placeholders([v], values)[0] for k, v in role.env.items()}
+        task = LeaderTask(
+            ray=role.ray,
+            serve=role.serve,
+            serve_env={**role_env, **_api_key_env(key_file)},
+            values=values,
+            served_model_name=plan.served_model_name or None,  # a Ray-only plan serves none
+            expected_nodes=plan.ready.expected_nodes,
+            nodes_timeout=plan.ready.nodes_timeout,
+            ready_timeout=plan.ready.ready_timeout,
+            api_key_file=key_file,
+            health_path=plan.ready.health_path,
+            models_path=plan.ready.models_path,
+        )
+        return lead(ctx, task)
+    follower = FollowerTask(
+        ray=role.ray,
+        serve=role.serve,
+        serve_env=dict(role.env),
+        values={k: v for k, v in values.items() if k != LEADER_IP},
+        leader_ip=leader_ip,
+        nodes_timeout=plan.ready.nodes_timeout,
+    )
+    return follow(ctx, follower)
+
+
+RAY_AUTH_SINCE = (2, 52)
+
+
+def ray_auth_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
+    """Ray token authentication for every ``ray start``, ``vllm serve`` and watch."""
+    version = probe.installed_version("ray") or ""
+    try:
+        old = bool(version) and versions.release(version)[:2] < RAY_AUTH_SINCE
+    except ValueError:
+        old = False  # an unreadable version: assume a current Ray
+    if old:
+        log(f"Ray {version} has no token authentication (2.52+): the Ray ports are open")
+        return {}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_file}
+
+
+def _api_key_env(path: str | None) -> dict[str, str]:
+    key = read_key(path)
+    return {"VLLM_API_KEY": key} if key else {}
+
+
+def load_plan(path: str) -> LaunchPlan:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--plan: cannot read {path}: {exc.strerror}") from None
+    return LaunchPlan.model_validate_json(text)

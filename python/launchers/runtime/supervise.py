@@ -1,0 +1,200 @@
+"""The leader's watch over its job, once everything is started: its children alive, the
+Ray node count kept (a lost node fails the job by name), and READY when ``/health`` and
+``/v1/models`` answer. Time comes from the context's clock, so it is unit-tested."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from launchers import _proc, health, jobdir, jobfiles, waits
+from launchers.errors import RuntimeFailure, WaitTimeout
+from launchers.ray_cluster import RayWatcher, Snapshot
+from launchers.runtime.context import NodeContext, read_key
+from launchers.runtime.endpoint import EndpointWriter, banner
+from launchers.runtime.tasks import LeaderTask
+
+SERVE_GRACE = 15.0  # a stop asked for: let vLLM finish what it is doing
+FAIL_GRACE = 5.0  # a failure: nothing worth waiting for
+RAY_GRACE = 5.0  # Ray keeps no state worth a longer wait
+
+
+@dataclass
+class LeaderProcs:
+    """What the leader started; stopped as trees, vLLM first."""
+
+    head: _proc.Child | None = None
+    serve: _proc.Child | None = None
+    watcher: RayWatcher | None = None
+
+    def log_path(self) -> str | None:
+        """The log that says most about a failure: vLLM's, else the Ray head's."""
+        child = self.serve or self.head
+        return None if child is None else child.log_path
+
+    def stop(self, log: Callable[[str], None], *, asked: bool) -> None:
+        if self.serve is not None:
+            log("stopping vllm serve")
+            self.serve.stop(grace=SERVE_GRACE if asked else FAIL_GRACE)
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.head is not None:
+            log("stopping the Ray head")
+            self.head.stop(grace=RAY_GRACE)
+
+
+def died(name: str, code: int, log_path: str) -> str:
+    """``vllm serve exited with code 1: <the error from its log>``; for a killed process
+    the log's last line is no reason, so only an error line found in it is added."""
+    why = _proc.reason(log_path, fallback=code >= 0)
+    return f"{name} {_proc.ended(code)}" + (f": {why}" if why else "")
+
+
+def node_failure(ctx: NodeContext) -> str | None:
+    """The first failure another rank recorded in this attempt, said as one line."""
+    failures = jobfiles.failures(ctx.job_dir, ctx.attempt)
+    if not failures:
+        return None
+    first = failures[0]
+    return f"node {first.hostname} (rank {first.rank}) failed: {first.message}"
+
+
+def missing_nodes(ctx: NodeContext, snap: Snapshot) -> str:
+    """Which ranks are not in the Ray cluster, and why as far as the job directory says."""
+    alive = {n.ip for n in snap.alive or ()}
+    parts = []
+    for rank in range(1, ctx.nodes):
+        info = jobfiles.read(jobdir.node_file(ctx.job_dir, rank), jobfiles.NodeRecord)
+        if info is None or info.attempt != ctx.attempt:
+            parts.append(
+                f"rank {rank} never started its runtime (see {ctx.job_dir}/node-{rank}.log)"
+            )
+        elif info.ip not in alive:
+            parts.append(
+                f"{info.hostname} ({info.ip}, rank {rank}) is not in the Ray "
+                f"cluster (see {ctx.job_dir}/ray-{rank}.log)"
+            )
+    return "; ".join(parts) or "no node is missing by name (Ray saw fewer nodes)"
+
+
+def head_exited(head: _proc.Child) -> RuntimeFailure:
+    return RuntimeFailure(f"the Ray head exited (code {head.poll()})", fix=f"read {head.log_path}")
+
+
+def wait_nodes(
+    ctx: NodeContext, task: LeaderTask, watcher: RayWatcher, head: _proc.Child
+) -> Snapshot:
+    """Wait (with the nodes deadline) until ``expected_nodes`` Ray nodes are alive."""
+    last: list[Snapshot] = []
+
+    def joined() -> Snapshot | None:
+        ctx.stopper.check()
+        if head.poll() is not None:
+            raise head_exited(head)
+        snap = watcher.latest()
+        if not last or snap.count != last[-1].count:
+            ctx.log(f"{snap.count}/{task.expected_nodes} Ray node(s) alive")
+        last[:] = [snap]
+        return snap if snap.count >= task.expected_nodes else None
+
+    def missing() -> str:
+        snap = last[-1]
+        return f", {snap.count} joined: {missing_nodes(ctx, snap)}"
+
+    return waits.wait_for(
+        joined,
+        what=f"{task.expected_nodes} Ray nodes",
+        detail=missing,
+        timeout=task.nodes_timeout,
+        clock=ctx.clock,
+    ).value
+
+
+class _Watch:
+    """One leader's supervision state; ``tick`` raises when the job must end."""
+
+    def __init__(
+        self, ctx: NodeContext, task: LeaderTask, endpoint: EndpointWriter, procs: LeaderProcs
+    ) -> None:
+        self.ctx, self.task, self.endpoint, self.procs = ctx, task, endpoint, procs
+        # With overlap, vLLM starts while the nodes join: their deadline is watched here.
+        self.nodes_ok = procs.watcher is None or not task.overlap or procs.serve is None
+        self.ready = procs.serve is None
+        self.last_count = -1
+
+    def tick(self, elapsed: float) -> None:
+        self.ctx.stopper.check()
+        self._children()
+        if self.procs.watcher is not None:
+            self._nodes(self.procs.watcher.latest(), elapsed)
+        if not self.ready and self.procs.serve is not None:
+            self._readiness(self.procs.serve, elapsed)
+
+    def _children(self) -> None:
+        serve, head = self.procs.serve, self.procs.head
+        if serve is not None:
+            code = serve.poll()
+            if code is not None:
+                raise RuntimeFailure(
+                    died("vllm serve", code, serve.log_path), fix=f"read {serve.log_path}"
+                )
+        if head is not None and head.poll() is not None:
+            raise head_exited(head)
+
+    def _nodes(self, snap: Snapshot, elapsed: float) -> None:
+        expected = self.task.expected_nodes
+        if snap.alive is not None and snap.count != self.last_count:
+            self.last_count = snap.count
+            self.ctx.log(f"{snap.count}/{expected} Ray node(s) alive")
+            self.endpoint.note(
+                ray_nodes=[{"ip": n.ip, "name": n.name, "gpus": n.gpus} for n in snap.alive]
+            )  # validated into jobfiles.RayNode
+        if not self.nodes_ok:
+            if snap.count >= expected:
+                self.nodes_ok = True
+            elif elapsed > self.task.nodes_timeout:
+                raise WaitTimeout(
+                    f"waited {self.task.nodes_timeout:.0f} s for {expected} Ray nodes, "
+                    f"{snap.count} joined: {missing_nodes(self.ctx, snap)}"
+                )
+        elif snap.alive is not None and snap.count < expected:
+            raise RuntimeFailure(
+                f"lost a node: {snap.count}/{expected} Ray nodes alive; "
+                + missing_nodes(self.ctx, snap)
+            )
+
+    def _readiness(self, serve: _proc.Child, elapsed: float) -> None:
+        task = self.task
+        base = f"http://{task.probe_host()}:{task.api_port}"
+        key = read_key(task.api_key_file)
+        if health.http_get(f"{base}{task.health_path}", api_key=key, timeout=1.0).ok:
+            models = health.http_get(f"{base}{task.models_path}", api_key=key, timeout=2.0)
+            if models.ok and task.served_model_name in health.models_served(models.detail):
+                self.ready = True
+                seconds = time.monotonic() - self.ctx.log.t0
+                self.endpoint.set("READY", "serving", ready_seconds=round(seconds, 2))
+                self.ctx.log(banner(self.ctx, task, seconds))
+                return
+        if elapsed > task.ready_timeout:
+            raise WaitTimeout(
+                f"waited {task.ready_timeout:.0f} s for vllm serve to answer /health and "
+                "/v1/models",
+                fix=f"read {serve.log_path}",
+            )
+
+
+def supervise(
+    ctx: NodeContext, task: LeaderTask, endpoint: EndpointWriter, procs: LeaderProcs
+) -> int:
+    """Watch until a child exits, a node is lost, a deadline passes (raises) or a stop
+    is asked for (``Stopped``)."""
+    watch = _Watch(ctx, task, endpoint, procs)
+    if procs.serve is None and procs.watcher is not None:
+        ctx.log(
+            f"Ray cluster ready with {task.expected_nodes} node(s) at {ctx.node_ip}:{task.ray_port}"
+        )
+        endpoint.set("READY", "Ray cluster ready (no model given)")
+    for elapsed in waits.ticks(clock=ctx.clock):  # until a child exits or a stop
+        watch.tick(elapsed)
+    raise AssertionError("unreachable: ticks() never ends")
