@@ -8,7 +8,7 @@
 #
 # The interface of the HPC deployment guide. This script only finds the Python that has
 # vllm-hpc and hands over the arguments as they came: Python checks them, detects the
-# fast network, plans and runs (vllm-hpc node wrapper, launchers/wrapper.py).
+# fast network, plans and runs (vllm-hpc node wrapper, launchers/input/wrapper.py).
 set -euo pipefail
 
 python=${VLLM_HPC_PYTHON:-python3}

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from launchers.config import ServeConfig
-from launchers.registry import Registry, load_registry
-from launchers.resolve import Request, resolve
+from launchers.input.registry import Registry, load_registry
+from launchers.input.resolve import Request, resolve
+from launchers.spec.config import ServeConfig
 
 PYTHON = "/opt/venv/bin/python"
 HOME = "/home/alice"
@@ -30,7 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def nodes_have_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     """The nodes' Python has Ray unless a test says otherwise (the planner asks it, in a
     child process, before choosing Ray across nodes; this venv has no Ray)."""
-    monkeypatch.setattr("launchers.probe.has_module", lambda python, module: True)
+    monkeypatch.setattr("launchers.input.probe.has_module", lambda python, module: True)
 
 
 @pytest.fixture

@@ -25,13 +25,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from launchers import probe as probe_module
-from launchers.config import ModelArch, ModelSpec, SiteSpec
 from launchers.errors import InputError
-from launchers.layout import LayoutRequest, check_layout, resolve_layout
-from launchers.probe import VllmProbe
-from launchers.registry import merge_layers, parse_registry_text
-from launchers.resolve import validated
+from launchers.input import probe as probe_module
+from launchers.input.probe import VllmProbe
+from launchers.input.registry import merge_layers, parse_registry_text
+from launchers.input.resolve import validated
+from launchers.plan.layout import LayoutRequest, check_layout, resolve_layout
+from launchers.spec.config import ModelArch, ModelSpec, SiteSpec
 
 from .test_cli import run
 
@@ -588,7 +588,7 @@ def upstream_vllm(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.fixture
 def submissions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every way the CLI submits or starts a job, recorded instead of done."""
-    from launchers import slurm
+    from launchers.submit import slurm
 
     calls: list[str] = []
     for name in ("submit_submitit", "submit_sbatch", "start_local"):

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from launchers.cli import _layout_options, _make_plan
-from launchers.cli_render import render_commands
+from launchers.cli.render import render_commands
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from launchers.client import Client
+from launchers.observe.client import Client
 
 
 def test_jobs_lists_job_directories_only(tmp_path: Path) -> None:

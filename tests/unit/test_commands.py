@@ -4,7 +4,8 @@ from collections.abc import Callable
 
 import pytest
 
-from launchers.commands import (
+from launchers.errors import InputError, UnsupportedFeatureError
+from launchers.plan.commands import (
     ALL2ALL_BACKENDS,
     REMOVED_ALL2ALL,
     all2all_env,
@@ -15,8 +16,7 @@ from launchers.commands import (
     parse_version,
     supports,
 )
-from launchers.config import ServeConfig
-from launchers.errors import InputError, UnsupportedFeatureError
+from launchers.spec.config import ServeConfig
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from launchers.config import ClusterSpec, ContainerSpec, ServeConfig
-from launchers.containers import (
+from launchers.plan.launch import LaunchPlan, fill_placeholders, plan
+from launchers.render.containers import (
     VLLM_BASE_IMAGE,
     build_srun_container_options,
     container_env,
@@ -22,7 +22,7 @@ from launchers.containers import (
     required_binds,
     wrap_argv,
 )
-from launchers.plan import LaunchPlan, fill_placeholders, plan
+from launchers.spec.config import ClusterSpec, ContainerSpec, ServeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-never-on-a-command-line"  # noqa: S105 - a test value

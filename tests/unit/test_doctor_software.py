@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from launchers.config import ServeConfig
-from launchers.doctor import MARK, Report, check_software, installed_versions
+from launchers.runtime.doctor import MARK, Report, check_software, installed_versions
+from launchers.spec.config import ServeConfig
 
 from .test_plan import make_plan
 

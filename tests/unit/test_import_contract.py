@@ -1,5 +1,6 @@
 """The layering contract (pyproject's [tool.importlinter]) can fail: a planning module
-that imports subprocess, or observe code that imports the node runtime, breaks it."""
+that imports subprocess, observe code that imports the node runtime, or any import from
+a lower floor into a higher one breaks it."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def plant(tree: Path, module: str, line: str) -> None:
-    path = tree / "python" / "launchers" / f"{module}.py"
+    path = tree / "python" / "launchers" / f"{module.replace('.', '/')}.py"
     text = path.read_text()
     marker = "from __future__ import annotations\n"
     path.write_text(text.replace(marker, marker + line + "\n", 1))
@@ -50,15 +51,36 @@ def test_the_tree_keeps_the_contract(tree: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "line", "broken"),
     [
-        ("plan", "import subprocess", "launchers.plan is not allowed to import subprocess"),
-        ("render", "import socket", "launchers.render is not allowed to import socket"),
-        ("commands", "from launchers import _proc", "is not allowed to import launchers._proc"),
+        ("plan/launch", "import subprocess", "launchers.plan is not allowed to import subprocess"),
+        ("render/text", "import socket", "launchers.render is not allowed to import socket"),
+        ("plan/commands", "from launchers import _proc", "not allowed to import launchers._proc"),
+        ("spec/config", "from launchers import health", "not allowed to import launchers.health"),
         (
-            "status",
+            "observe/status",
             "from launchers.runtime import run",
             "is not allowed to import launchers.runtime",
         ),
-        ("ray_cluster", "from launchers import cli", "is not allowed to import launchers.cli"),
+        # The floors: nothing imports upward.
+        (
+            "runtime/leader",
+            "from launchers import cli",
+            "launchers.runtime.leader -> launchers.cli",
+        ),
+        (
+            "plan/layout",
+            "from launchers.input import registry",
+            "launchers.plan.layout -> launchers.input",
+        ),
+        (
+            "jobdir/jobfiles",
+            "from launchers.plan import launch",
+            "launchers.jobdir.jobfiles -> launchers.plan",
+        ),
+        (
+            "input/resolve",
+            "from launchers.submit import slurm",
+            "launchers.input.resolve -> launchers.submit",
+        ),
     ],
 )
 def test_a_planted_import_breaks_the_contract(

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from launchers import jobdir, jobfiles
-from launchers.plan import LaunchPlan
+from launchers import jobdir
+from launchers.jobdir import jobfiles
+from launchers.plan.launch import LaunchPlan
 
 
 def test_node_failures_of_this_attempt_lowest_rank_first(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from launchers import probe as probe_module
-from launchers.config import ModelArch, ParallelLayout, ServeConfig
 from launchers.errors import InputError, LayoutError, UnsupportedFeatureError
-from launchers.layout import (
+from launchers.input import probe as probe_module
+from launchers.input.probe import VllmProbe
+from launchers.plan.layout import (
     LayoutRequest,
     check_layout,
     check_memory,
@@ -22,7 +22,7 @@ from launchers.layout import (
     probe_model_arch,
     resolve_layout,
 )
-from launchers.probe import VllmProbe
+from launchers.spec.config import ModelArch, ParallelLayout, ServeConfig
 
 LLAMA_8B = {
     "model_type": "llama",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from launchers.metrics import (
+from launchers.observe.metrics import (
     Histogram,
     histogram_quantile,
     parse_metrics,

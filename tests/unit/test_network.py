@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from launchers.errors import InputError
-from launchers.network import (
+from launchers.runtime.network import (
     Interface,
     choose_interface,
     classify,

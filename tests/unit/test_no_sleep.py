@@ -37,11 +37,11 @@ ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
         "helper",
         "the cadence of a supervising loop that ends on its own condition",
     ),
-    ("python/launchers/cli.py", "metrics_cmd"): (
+    ("python/launchers/cli/__init__.py", "metrics_cmd"): (
         "window",
         "the --interval between two /metrics scrapes is what the rates are measured over",
     ),
-    ("python/launchers/client.py", "Job.metrics"): (
+    ("python/launchers/observe/client.py", "Job.metrics"): (
         "window",
         "the interval between two /metrics scrapes is what the rates are measured over",
     ),
@@ -287,7 +287,7 @@ PLANTED = [
         id="allowed-name-no-deadline",
     ),
     pytest.param(
-        "python/launchers/client.py",
+        "python/launchers/observe/client.py",
         "import time\n\n\nclass Job:\n    def metrics(self):\n        time.sleep(30)\n",
         id="window-with-a-fixed-time",
     ),

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from launchers import _proc, probe
-from launchers.commands import NODE_IP, ServeStart
-from launchers.config import ContainerSpec
+from launchers import _proc
 from launchers.errors import InputError
+from launchers.input import probe
+from launchers.plan.commands import NODE_IP, ServeStart
 from launchers.runtime.context import NodeContext, NodeLog, Stopper, require_vllm
 from launchers.runtime.endpoint import who_can_reach
 from launchers.runtime.follower import follow, leader_check_interval
 from launchers.runtime.leader import lead
 from launchers.runtime.tasks import FollowerTask, LeaderTask
+from launchers.spec.config import ContainerSpec
 
 
 def context(container: ContainerSpec | None) -> NodeContext:

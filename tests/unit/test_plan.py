@@ -10,10 +10,15 @@ from typing import Any
 
 import pytest
 
-from launchers.config import ClusterSpec, ServeConfig
 from launchers.errors import LayoutError
-from launchers.plan import LaunchPlan, fill_placeholders, job_dir_for, plan
-from launchers.render import quote_with_job_id, render_plan_json, render_plan_text, render_sbatch
+from launchers.plan.launch import LaunchPlan, fill_placeholders, job_dir_for, plan
+from launchers.render.text import (
+    quote_with_job_id,
+    render_plan_json,
+    render_plan_text,
+    render_sbatch,
+)
+from launchers.spec.config import ClusterSpec, ServeConfig
 
 CASES: dict[str, dict[str, Any]] = {
     "llama-3.2-3b-single": {"model": "llama-3.2-3b-instruct"},

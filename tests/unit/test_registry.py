@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from launchers.errors import InputError, RegistryError
-from launchers.registry import (
+from launchers.input.registry import (
     BUILTIN,
     Registry,
     load_registry,

@@ -14,10 +14,10 @@ import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import yaml
 
-from launchers.config import ClusterSpec, ServeConfig
 from launchers.errors import InputError
-from launchers.plan import LaunchPlan, plan
-from launchers.render_compose import render_compose, render_compose_files, render_env_example
+from launchers.plan.launch import LaunchPlan, plan
+from launchers.render.compose import render_compose, render_compose_files, render_env_example
+from launchers.spec.config import ClusterSpec, ServeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "containers" / "docker"

@@ -16,10 +16,10 @@ import kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import yaml
 
-from launchers.config import ClusterSpec, ServeConfig
 from launchers.errors import InputError
-from launchers.plan import LaunchPlan, plan
-from launchers.render_k8s import STATEFULSET_SCRIPT, k8s_name, render_k8s
+from launchers.plan.launch import LaunchPlan, plan
+from launchers.render.k8s import STATEFULSET_SCRIPT, k8s_name, render_k8s
+from launchers.spec.config import ClusterSpec, ServeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30"

@@ -1,5 +1,5 @@
 """Across nodes with no runtime chosen, the planner asks the nodes' Python whether it has
-Ray (``launchers.probe.has_module``, a child process) and falls back to vLLM's own
+Ray (``launchers.input.probe.has_module``, a child process) and falls back to vLLM's own
 multi-node (``--runtime native``) when it has not. The probe is the seam these tests fake;
 its own subprocess path runs for real at the end.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from launchers import probe
-from launchers.config import ServeConfig
 from launchers.errors import InputError
+from launchers.input import probe
+from launchers.spec.config import ServeConfig
 
 from .test_cli import run
 

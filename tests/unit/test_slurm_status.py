@@ -5,18 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from launchers import slurm
-from launchers.config import ClusterSpec, ServeConfig
 from launchers.errors import InputError, SubmitError
-from launchers.jobfiles import Endpoint
-from launchers.plan import LaunchPlan, plan
-from launchers.slurm import (
+from launchers.jobdir.jobfiles import Endpoint
+from launchers.observe.status import combine
+from launchers.plan.launch import LaunchPlan, plan
+from launchers.spec.config import ClusterSpec, ServeConfig
+from launchers.submit import slurm
+from launchers.submit.slurm import (
     parse_sbatch_parsable,
     parse_scontrol_record,
     parse_state,
     slurm_minutes,
 )
-from launchers.status import combine
 
 from .test_cli import run
 

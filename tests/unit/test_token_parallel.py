@@ -1,9 +1,9 @@
 """Token parallelism (issue 5): the nodes' vLLM is asked whether it has the flags.
 
 Upstream vLLM has no ``--token-parallel-size``; a research build does (with
-``--enable-token-parallel``). ``launchers.probe.probe_vllm_flags`` asks the interpreter the nodes
-run, in a child process, and the answer decides: the flags go into the plan, or the
-request stops at the edge with one line, before anything is submitted. The probe is
+``--enable-token-parallel``). ``launchers.input.probe.probe_vllm_flags`` asks the
+interpreter the nodes run, in a child process, and the answer decides: the flags go into
+the plan, or the request stops at the edge with one line, before anything is submitted. The probe is
 the seam these tests fake; its own subprocess path is tested with fake interpreters.
 """
 
@@ -19,21 +19,21 @@ from typing import Any
 
 import pytest
 
-from launchers import probe as probe_module
-from launchers import slurm
-from launchers.commands import build_vllm_serve_argv
-from launchers.config import ClusterSpec
 from launchers.errors import InputError, UnsupportedFeatureError
-from launchers.plan import plan
-from launchers.probe import (
+from launchers.input import probe as probe_module
+from launchers.input.probe import (
     PROBE_MARK,
     VllmProbe,
     check_token_parallel,
     parse_vllm_probe,
     probe_vllm_flags,
 )
-from launchers.registry import load_registry
-from launchers.resolve import Request, resolve
+from launchers.input.registry import load_registry
+from launchers.input.resolve import Request, resolve
+from launchers.plan.commands import build_vllm_serve_argv
+from launchers.plan.launch import plan
+from launchers.spec.config import ClusterSpec
+from launchers.submit import slurm
 
 from .conftest import PYTHON
 from .test_cli import run

@@ -10,14 +10,16 @@ from typing import Any
 
 import pytest
 
-from launchers import _proc, health, probe, ray_cluster
-from launchers.commands import LEADER_IP, NODE_IP, RayStart, Rendezvous, ServeStart
-from launchers.config import ClusterSpec, ServeConfig
-from launchers.plan import LaunchPlan, plan
+from launchers import _proc, health
+from launchers.input import probe
+from launchers.plan.commands import LEADER_IP, NODE_IP, RayStart, Rendezvous, ServeStart
+from launchers.plan.launch import LaunchPlan, plan
+from launchers.runtime import ray_cluster
 from launchers.runtime.context import NodeContext, NodeLog, Stopper
 from launchers.runtime.follower import follow
 from launchers.runtime.leader import lead
 from launchers.runtime.tasks import FollowerTask, LeaderTask
+from launchers.spec.config import ClusterSpec, ServeConfig
 
 
 def make_plan(make_config: Callable[..., ServeConfig], **kwargs: Any) -> LaunchPlan:
@@ -178,7 +180,7 @@ def test_a_headless_rank_waits_for_the_typed_rendezvous_port(
 def test_one_curl_example_for_the_leader_and_the_cli(tmp_path: Path) -> None:
     import subprocess
 
-    from launchers.render import curl_example
+    from launchers.render.text import curl_example
 
     key = tmp_path / "my jobs" / "api_key"
     key.parent.mkdir()

@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from launchers import health, ray_cluster, waits
-from launchers.commands import NODE_IP, RayStart, ServeStart
+from launchers import health, waits
 from launchers.errors import RuntimeFailure, WaitTimeout
 from launchers.health import Probe
-from launchers.ray_cluster import RayNode, Snapshot
+from launchers.plan.commands import NODE_IP, RayStart, ServeStart
+from launchers.runtime import ray_cluster
 from launchers.runtime.context import NodeContext, NodeLog, Stopper
 from launchers.runtime.endpoint import EndpointWriter
 from launchers.runtime.follower import follow
+from launchers.runtime.ray_cluster import RayNode, Snapshot
 from launchers.runtime.supervise import LeaderProcs, supervise
 from launchers.runtime.tasks import FollowerTask, LeaderTask
 

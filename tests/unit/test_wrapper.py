@@ -1,5 +1,5 @@
 """The wrapper door (``bin/multi-node-serving.sh leader|worker|slurm``): the bash script
-hands its arguments over as they came, ``launchers.wrapper`` checks them and makes a
+hands its arguments over as they came, ``launchers.input.wrapper`` checks them and makes a
 plan, and the node runtime runs that plan like any other (``run_plan``)."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from launchers import cli, wrapper
+from launchers import cli
 from launchers.errors import InputError
-from launchers.plan import LaunchPlan
+from launchers.input import wrapper
+from launchers.plan.launch import LaunchPlan
 from launchers.runtime import run
 
 WRAPPER = Path(__file__).resolve().parents[2] / "bin" / "multi-node-serving.sh"

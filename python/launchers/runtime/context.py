@@ -14,9 +14,11 @@ from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
-from launchers import _proc, jobdir, jobfiles, probe, waits
-from launchers.commands import check_installed
-from launchers.config import ContainerSpec
+from launchers import _proc, jobdir, waits
+from launchers.input import probe
+from launchers.jobdir import jobfiles
+from launchers.plan.commands import check_installed
+from launchers.spec.config import ContainerSpec
 
 
 class Stopped(Exception):
@@ -97,7 +99,7 @@ class NodeContext:
         env = {**self.env, **(extra or {})}
         if self.container is None or self.container.runtime == "enroot":
             return [_proc.resolve_executable(argv[0], env), *argv[1:]], env
-        from launchers.containers import container_env, wrap_argv
+        from launchers.render.containers import container_env, wrap_argv
 
         computed = {k: v for k, v in env.items() if self.host_env.get(k) != v}
         inner = container_env(self.host_env, computed)
@@ -143,7 +145,7 @@ def node_rank(environ: Mapping[str, str]) -> int:
 
 
 def _network(iface: str | None, environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
-    from launchers.network import detect
+    from launchers.runtime.network import detect
 
     override = iface or environ.get("VLLM_HPC_IFACE") or None
     given = None if override else (environ.get("VLLM_HOST_IP") or None)

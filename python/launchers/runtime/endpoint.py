@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from launchers import jobdir, jobfiles
-from launchers.commands import WILDCARD_HOSTS
+from launchers import jobdir
+from launchers.jobdir import jobfiles
+from launchers.plan.commands import WILDCARD_HOSTS
 from launchers.runtime.context import NodeContext
 from launchers.runtime.tasks import LeaderTask
 
@@ -46,7 +47,7 @@ class EndpointWriter:
 
 
 def banner(ctx: NodeContext, task: LeaderTask, seconds: float) -> str:
-    from launchers.render import curl_example
+    from launchers.render.text import curl_example
 
     url = f"http://{ctx.node_ip}:{task.api_port}/v1"
     return (

@@ -3,10 +3,12 @@ cluster or run a headless ``vllm serve``, and leave when the leader is gone."""
 
 from __future__ import annotations
 
-from launchers import _proc, health, jobdir, jobfiles, ray_cluster, waits
-from launchers.commands import LEADER_IP
+from launchers import _proc, health, jobdir, waits
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError
-from launchers.plan import fill_placeholders
+from launchers.jobdir import jobfiles
+from launchers.plan.commands import LEADER_IP
+from launchers.plan.launch import fill_placeholders
+from launchers.runtime import ray_cluster
 from launchers.runtime.context import NodeContext, Stopped, require_vllm
 from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died
 from launchers.runtime.tasks import FollowerTask

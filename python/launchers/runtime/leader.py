@@ -7,8 +7,10 @@ import shlex
 import socket
 from dataclasses import replace
 
-from launchers import _proc, health, jobdir, jobfiles, ray_cluster
+from launchers import _proc, health, jobdir
 from launchers.errors import RuntimeFailure, VllmHpcError
+from launchers.jobdir import jobfiles
+from launchers.runtime import ray_cluster
 from launchers.runtime.context import NodeContext, NodeLog, Stopped, require_vllm
 from launchers.runtime.endpoint import EndpointWriter
 from launchers.runtime.supervise import (
@@ -93,7 +95,7 @@ def write_leader(ctx: NodeContext, task: LeaderTask) -> None:
 
 def start_watcher(ctx: NodeContext, task: LeaderTask) -> ray_cluster.RayWatcher:
     address = f"{ctx.node_ip}:{task.ray_port}"
-    argv, env = ctx.command([*ctx.python_argv(), "-m", "launchers.ray_watch", address])
+    argv, env = ctx.command([*ctx.python_argv(), "-m", "launchers.runtime.ray_watch", address])
     return ray_cluster.RayWatcher(argv, env=env, log_path=ctx.logfile("ray-watch"))
 
 

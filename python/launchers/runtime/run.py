@@ -1,6 +1,6 @@
 """``run_plan``: play one rank's role in a plan. Every door ends here: the sbatch
 scripts and the local executor (``vllm-hpc node run --plan``), submitit's job function,
-and ``bin/multi-node-serving.sh`` (planned by ``launchers.wrapper``)."""
+and ``bin/multi-node-serving.sh`` (planned by ``launchers.input.wrapper``)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from launchers import jobdir, probe, versions
-from launchers.commands import DP_START_RANK, JOB_DIR, JOB_ID, LEADER_IP, NODE_IP, NODE_RANK
+from launchers import jobdir
 from launchers.errors import InputError
-from launchers.plan import LaunchPlan, fill_placeholders
+from launchers.input import probe
+from launchers.plan.commands import DP_START_RANK, JOB_DIR, JOB_ID, LEADER_IP, NODE_IP, NODE_RANK
+from launchers.plan.launch import LaunchPlan, fill_placeholders
 from launchers.runtime.context import context, node_rank, read_key
 from launchers.runtime.follower import follow
 from launchers.runtime.leader import lead
 from launchers.runtime.tasks import FollowerTask, LeaderTask
+from launchers.spec import versions
 
 
 def run_plan(
@@ -55,7 +57,7 @@ def run_plan(
     if token_file:
         ctx.env.update(ray_auth_env(token_file, ctx.log))
     if plan.container is not None:
-        from launchers.containers import required_binds
+        from launchers.render.containers import required_binds
 
         ctx.container = plan.container
         ctx.binds = list(plan.container_binds) or required_binds(plan, env_in)

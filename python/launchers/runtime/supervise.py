@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from launchers import _proc, health, jobdir, jobfiles, waits
+from launchers import _proc, health, jobdir, waits
 from launchers.errors import RuntimeFailure, WaitTimeout
-from launchers.ray_cluster import RayWatcher, Snapshot
+from launchers.jobdir import jobfiles
 from launchers.runtime.context import NodeContext, read_key
 from launchers.runtime.endpoint import EndpointWriter, banner
+from launchers.runtime.ray_cluster import RayWatcher, Snapshot
 from launchers.runtime.tasks import LeaderTask
 
 SERVE_GRACE = 15.0  # a stop asked for: let vLLM finish what it is doing

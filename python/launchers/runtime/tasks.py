@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from launchers.commands import WILDCARD_HOSTS, RayStart, ServeStart
 from launchers.defaults import DEFAULT_API_PORT, DEFAULT_RAY_PORT
-from launchers.plan import fill_placeholders
+from launchers.plan.commands import WILDCARD_HOSTS, RayStart, ServeStart
+from launchers.plan.launch import fill_placeholders
 
 
 @dataclass(frozen=True)

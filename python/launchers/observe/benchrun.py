@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launchers import _proc, jobdir, slurm
+from launchers import _proc, jobdir
 from launchers.errors import InputError, RuntimeFailure
-from launchers.loadtest import LoadSpec, run_builtin, summarize_vllm, vllm_bench_argv
+from launchers.observe.loadtest import LoadSpec, run_builtin, summarize_vllm, vllm_bench_argv
+from launchers.submit import slurm
 
 PROBE = "import importlib.util as u, sys; sys.exit(0 if u.find_spec('vllm') else 3)"
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from launchers.config import ModelSpec, SiteSpec
 from launchers.errors import InputError, RegistryError
+from launchers.spec.config import ModelSpec, SiteSpec
 
 BUILTIN = "builtin"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -38,7 +38,7 @@ _MERGED_DICTS = ("env",)
 
 
 def builtin_registry_path() -> Path:
-    return Path(__file__).with_name("models.yaml")
+    return Path(__file__).parent.parent / "models.yaml"
 
 
 def registry_paths(extra: Sequence[str], environ: Mapping[str, str]) -> list[Path]:
@@ -325,3 +325,9 @@ def schema() -> dict[str, Any]:
             },
         },
     }
+
+
+def site_job_root(environ: Mapping[str, str], registries: Sequence[str] = ()) -> str | None:
+    """The site file's ``job_root`` (registry files layered as for submit), for
+    ``jobroot.job_root``'s last resort."""
+    return load_registry(registries, environ).site.job_root

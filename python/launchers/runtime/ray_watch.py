@@ -1,4 +1,4 @@
-"""``python -m launchers.ray_watch ADDRESS``: one JSON line per poll with the alive Ray
+"""``python -m launchers.runtime.ray_watch ADDRESS``: one JSON line per poll with the alive Ray
 nodes, read from Ray's GCS without starting a driver.
 
 Run by the leader as a child process (so the runtime itself never imports Ray):
@@ -17,7 +17,7 @@ POLL = 0.5
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m launchers.ray_watch HOST:PORT", file=sys.stderr)
+        print("usage: python -m launchers.runtime.ray_watch HOST:PORT", file=sys.stderr)
         return 2
     address = argv[0]
     from ray._raylet import GcsClient  # Ray's own client of its control store

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from launchers.plan import LaunchPlan
+    from launchers.plan.launch import LaunchPlan
 
 LayoutOptions = Callable[[Callable[..., Any]], Callable[..., Any]]
 PlanFromOptions = Callable[[dict[str, Any]], "LaunchPlan"]
@@ -60,7 +60,7 @@ def k8s_command(layout_options: LayoutOptions, plan_from_options: PlanFromOption
         **kwargs: Any,
     ) -> None:
         """Kubernetes manifests for a deployment (same options as `submit`)."""
-        from launchers.render_k8s import DEFAULT_IMAGE, render_k8s
+        from launchers.render.k8s import DEFAULT_IMAGE, render_k8s
 
         text = render_k8s(
             plan_from_options({**kwargs, "in_image": True}),
@@ -104,8 +104,8 @@ def compose_command(
         image: str | None, shm_size: str, rdma: bool, output_dir: str | None, **kwargs: Any
     ) -> None:
         """Docker compose files for a head and a worker host (same options as `submit`)."""
-        from launchers.render_compose import render_compose_files
-        from launchers.render_k8s import DEFAULT_IMAGE
+        from launchers.render.compose import render_compose_files
+        from launchers.render.k8s import DEFAULT_IMAGE
 
         files = render_compose_files(
             plan_from_options({**kwargs, "in_image": True}),

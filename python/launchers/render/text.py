@@ -9,8 +9,8 @@ import json
 import shlex
 from collections.abc import Iterable
 
-from launchers.commands import JOB_ID
-from launchers.plan import LaunchPlan, RolePlan
+from launchers.plan.commands import JOB_ID
+from launchers.plan.launch import LaunchPlan, RolePlan
 
 PLAN_HEREDOC = "VLLM_HPC_PLAN"
 _PLACEHOLDER_HELP = (
@@ -86,7 +86,7 @@ def _pyxis_lines(plan: LaunchPlan) -> list[str]:
     """enroot/pyxis runs the whole step in the image: its options go on the srun line."""
     if plan.container is None or plan.container.runtime != "enroot":
         return []
-    from launchers.containers import build_srun_container_options
+    from launchers.render.containers import build_srun_container_options
 
     options = build_srun_container_options(
         plan.container, binds=plan.container_binds, workdir=plan.paths.root

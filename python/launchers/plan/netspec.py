@@ -1,5 +1,5 @@
 """The network as the planner sees it: NCCL settings per network kind and the shape of
-an interface name. Pure; the node's own interfaces are read by ``launchers.network``."""
+an interface name. Pure; the node's own interfaces are read by ``launchers.runtime.network``."""
 
 from __future__ import annotations
 

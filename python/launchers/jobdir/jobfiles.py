@@ -17,7 +17,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from launchers import jobdir, jobroot
+from launchers import jobdir
+from launchers.jobdir import jobroot
 
 FORMAT: Literal[1] = 1
 State = Literal["PENDING", "STARTING", "WAITING_NODES", "LOADING", "READY", "FAILED", "STOPPED"]

@@ -15,9 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from launchers import jobroot
-from launchers.commands import RayStart
-from launchers.config import ClusterSpec, ParallelLayout
 from launchers.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_NODES_TIMEOUT,
@@ -27,7 +24,11 @@ from launchers.defaults import (
     RAY_WORKER_PORTS,
 )
 from launchers.errors import InputError
-from launchers.plan import LaunchPlan, Readiness, RolePlan, job_paths
+from launchers.input import registry
+from launchers.jobdir import jobroot
+from launchers.plan.commands import RayStart
+from launchers.plan.launch import LaunchPlan, Readiness, RolePlan, job_paths
+from launchers.spec.config import ClusterSpec, ParallelLayout
 
 Mode = Literal["leader", "worker", "slurm"]
 MODES = ("leader", "worker", "slurm")
@@ -302,7 +303,7 @@ def wrapper_plan(
     nodes = args.cluster_size
     if args.mode == "worker":
         nodes = max(nodes, worker_rank(environ) + 1)
-    root = jobroot.job_root(None, environ, lambda: jobroot.site_job_root(environ, args.registries))
+    root = jobroot.job_root(None, environ, lambda: registry.site_job_root(environ, args.registries))
     job_dir = args.job_dir or f"{root}/{job_id}"
     paths = job_paths(os.path.dirname(job_dir) or root, job_dir=job_dir)
     gpn = args.num_gpus or 1
@@ -341,9 +342,9 @@ def wrapper_plan(
 
 
 def _served_plan(args: WrapperArgs, environ: Mapping[str, str], python: str) -> LaunchPlan:
-    from launchers.plan import plan
-    from launchers.registry import load_registry
-    from launchers.resolve import Request, resolve
+    from launchers.input.registry import load_registry
+    from launchers.input.resolve import Request, resolve
+    from launchers.plan.launch import plan
 
     config = resolve(
         Request(

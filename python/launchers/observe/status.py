@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from launchers import jobfiles, waits
+from launchers import waits
 from launchers.errors import RuntimeFailure
-from launchers.jobfiles import Endpoint
+from launchers.jobdir import jobfiles
+from launchers.jobdir.jobfiles import Endpoint
 
 
 @dataclass(frozen=True)

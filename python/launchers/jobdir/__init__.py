@@ -71,7 +71,7 @@ def failure_file(job_dir: str, rank: int) -> str:
 
 def remove_stale(job_dir: str) -> None:
     """A rerun (requeue) must not read the previous attempt's rendezvous."""
-    from launchers.jobroot import LEADER_FILE
+    from launchers.jobdir.jobroot import LEADER_FILE
 
     Path(job_dir, LEADER_FILE).unlink(missing_ok=True)
     for path in Path(job_dir, "failed").glob("*.json"):

@@ -16,17 +16,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from launchers import commands, probe
-from launchers.commands import NODE_IP, check_all2all, parse_version
-from launchers.config import (
-    ContainerSpec,
-    ModelArch,
-    ModelSpec,
-    ParallelLayout,
-    ServeConfig,
-    SiteSpec,
-    SlurmOptions,
-)
 from launchers.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_DP_RPC_PORT,
@@ -36,8 +25,12 @@ from launchers.defaults import (
     RAY_WORKER_PORTS,
 )
 from launchers.errors import InputError
-from launchers.jobroot import job_root
-from launchers.layout import (
+from launchers.input import probe
+from launchers.input.registry import Registry
+from launchers.jobdir.jobroot import job_root
+from launchers.plan import commands
+from launchers.plan.commands import NODE_IP, check_all2all, parse_version
+from launchers.plan.layout import (
     LayoutRequest,
     check_layout,
     check_memory,
@@ -45,8 +38,16 @@ from launchers.layout import (
     probe_model_arch,
     resolve_layout,
 )
-from launchers.netspec import check_iface_name
-from launchers.registry import Registry
+from launchers.plan.netspec import check_iface_name
+from launchers.spec.config import (
+    ContainerSpec,
+    ModelArch,
+    ModelSpec,
+    ParallelLayout,
+    ServeConfig,
+    SiteSpec,
+    SlurmOptions,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -274,7 +275,7 @@ def check_extra_args(config: ServeConfig) -> None:
     extra = [*config.spec.extra_args, *config.extra_args]
     if not extra:
         return
-    from launchers.commands import build_vllm_serve_argv
+    from launchers.plan.commands import build_vllm_serve_argv
 
     bare = config.model_copy(
         update={"extra_args": (), "spec": config.spec.model_copy(update={"extra_args": ()})}
@@ -451,7 +452,7 @@ def _binds(
     Hugging Face cache (outermost directories only)."""
     if container is None:
         return ()
-    from launchers.containers import hf_cache_dir, outermost
+    from launchers.render.containers import hf_cache_dir, outermost
 
     paths = [root]
     if spec.model.startswith("/"):

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from launchers import __version__
-from launchers.containers import (
+from launchers.plan.launch import LaunchPlan
+from launchers.render.containers import (
     IMAGE_HF_HOME,
     IMAGE_JOB_DIR,
     build_leader_wrapper_argv,
@@ -23,8 +24,7 @@ from launchers.containers import (
     public_env,
     wrapper_ray_port,
 )
-from launchers.plan import LaunchPlan
-from launchers.render_k8s import DEFAULT_IMAGE, dump_all
+from launchers.render.k8s import DEFAULT_IMAGE, dump_all
 
 Role = Literal["head", "worker"]
 COMPOSE_FILES = {"head": "compose.head.yaml", "worker": "compose.worker.yaml"}

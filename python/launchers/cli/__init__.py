@@ -134,7 +134,7 @@ def _layout_options(func: F) -> F:
 
 
 def _request(kwargs: dict[str, Any]) -> Any:
-    from launchers.resolve import Request
+    from launchers.input.resolve import Request
 
     return Request(
         model=kwargs["model"],
@@ -174,10 +174,10 @@ def _request(kwargs: dict[str, Any]) -> Any:
 
 
 def _make_plan(kwargs: dict[str, Any]) -> Any:
-    from launchers.config import ClusterSpec
-    from launchers.plan import plan
-    from launchers.registry import load_registry
-    from launchers.resolve import resolve
+    from launchers.input.registry import load_registry
+    from launchers.input.resolve import resolve
+    from launchers.plan.launch import plan
+    from launchers.spec.config import ClusterSpec
 
     registry = load_registry(kwargs["registry"])
     config = resolve(_request(kwargs), registry, os.environ, sys.executable)
@@ -253,13 +253,13 @@ def submit_cmd(
     wait_timeout: float,
     **kwargs: Any,
 ) -> None:
-    from launchers.render import render_plan_json, render_plan_text
+    from launchers.render.text import render_plan_json, render_plan_text
 
     launch = _make_plan(kwargs)
     if dry_run:
         click.echo(render_plan_json(launch) if as_json else render_plan_text(launch), nl=False)
         return
-    from launchers import slurm
+    from launchers.submit import slurm
 
     handle = slurm.submit(launch, executor=executor, via=via, environ=os.environ)
     if wait is None:
@@ -282,8 +282,8 @@ def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
     import json
     import time
 
-    from launchers.client import Job
-    from launchers.status import JobStatus
+    from launchers.observe.client import Job
+    from launchers.observe.status import JobStatus
 
     start = time.monotonic()
     err = as_json  # progress goes to stderr when stdout carries JSON
@@ -319,7 +319,7 @@ def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
         )
         return
     click.echo(f"READY: {status.url} serves {status.model!r} (job {handle.job_id})")
-    from launchers.render import curl_example
+    from launchers.render.text import curl_example
 
     info = job.info
     key_file = info.api_key_file if info is not None else None
@@ -372,7 +372,7 @@ def render_group() -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
 def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
     """Print the sbatch script for a deployment (same options as `submit`)."""
-    from launchers.render import render_sbatch
+    from launchers.render.text import render_sbatch
 
     text = render_sbatch(_make_plan(kwargs))
     if output:
@@ -383,7 +383,7 @@ def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
 
 
 def _register_renderers() -> None:
-    from launchers.cli_render import render_commands
+    from launchers.cli.render import render_commands
 
     for command in render_commands(_layout_options, _make_plan):
         render_group.add_command(command)
@@ -393,7 +393,7 @@ _register_renderers()
 
 
 def _register_node() -> None:
-    from launchers.cli_node import node_group
+    from launchers.cli.node import node_group
 
     cli.add_command(node_group)
 
@@ -413,7 +413,7 @@ def models_list(registry: tuple[str, ...], as_json: bool) -> None:
     """Registry entries with their layout and GPU count."""
     import json
 
-    from launchers.registry import load_registry
+    from launchers.input.registry import load_registry
 
     reg = load_registry(registry)
     rows = []
@@ -444,7 +444,7 @@ def models_show(name: str, registry: tuple[str, ...], as_json: bool) -> None:
     """The merged entry NAME and the file each field came from."""
     import json
 
-    from launchers.registry import load_registry
+    from launchers.input.registry import load_registry
 
     reg = load_registry(registry)
     spec = reg.get(name)
@@ -465,7 +465,7 @@ def models_schema() -> None:
     """JSON schema of registry files (point your editor's YAML plugin at it)."""
     import json
 
-    from launchers.registry import schema
+    from launchers.input.registry import schema
 
     click.echo(json.dumps(schema(), indent=2))
 
@@ -478,7 +478,7 @@ _job_root_option = click.option(
 
 
 def _client(job_root: str | None) -> Any:
-    from launchers.client import Client
+    from launchers.observe.client import Client
 
     return Client(job_root=job_root)
 
@@ -489,11 +489,10 @@ def _client(job_root: str | None) -> Any:
 def job_root_cmd(job_root: str | None, registry: tuple[str, ...]) -> None:
     """Print the job root (--job-root, $VLLM_HPC_JOB_ROOT, the site file's job_root, or
     ~/.vllm-hpc/jobs): the sbatch templates ask it, so they follow the same rule."""
-    from launchers import jobroot
+    from launchers.input.registry import site_job_root
+    from launchers.jobdir import jobroot
 
-    root = jobroot.job_root(
-        job_root, os.environ, lambda: jobroot.site_job_root(os.environ, registry)
-    )
+    root = jobroot.job_root(job_root, os.environ, lambda: site_job_root(os.environ, registry))
     click.echo(root)
 
 
@@ -666,7 +665,7 @@ def metrics_cmd(
     import json
     import time
 
-    from launchers.metrics import parse_metrics, render_summary, summarize
+    from launchers.observe.metrics import parse_metrics, render_summary, summarize
 
     job = _client(job_root).job(job_id)
     before = parse_metrics(job.metrics_text())
@@ -719,7 +718,7 @@ def bench_cmd(
     percentiles. The result is saved as JSON in the job directory (bench/)."""
     import json
 
-    from launchers.loadtest import render
+    from launchers.observe.loadtest import render
 
     job = _client(job_root).job(job_id)
     result = job.bench(
@@ -758,7 +757,7 @@ bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
 def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
     import json
 
-    from launchers import doctor_run
+    from launchers.observe import doctor_run
 
     extra = list(kwargs["extra_vllm_args"])
     if extra and not extra[0].startswith("-"):
@@ -770,7 +769,7 @@ def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
             raise click.ClickException(f"job {job.job_id} has no readable plan.json")
         plan_json = job_plan.model_dump_json(indent=2)
         nodes = len(job.nodes()) or job_plan.layout.nodes
-        from launchers.slurm import srun_in_job
+        from launchers.submit.slurm import srun_in_job
 
         prefix = srun_in_job(job.job_id, nodes=nodes)
         meet_root, python = job.job_dir, job_plan.python

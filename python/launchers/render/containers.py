@@ -32,9 +32,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
-from launchers.config import ContainerSpec
 from launchers.defaults import DEFAULT_RAY_PORT
-from launchers.plan import LaunchPlan
+from launchers.plan.launch import LaunchPlan
+from launchers.spec.config import ContainerSpec
 
 # The official vLLM OpenAI image the shipped definition files build on; keep it in step
 # with config.DEFAULT_VLLM_VERSION.

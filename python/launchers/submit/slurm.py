@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from launchers import _proc, jobdir, jobfiles
-from launchers.commands import JOB_ID
+from launchers import _proc, jobdir
 from launchers.errors import InputError, SubmitError
-from launchers.plan import LaunchPlan, job_dir_for
+from launchers.jobdir import jobfiles
+from launchers.plan.commands import JOB_ID
+from launchers.plan.launch import LaunchPlan, job_dir_for
 
 # SLURM job state -> what vllm-hpc reports about the allocation.
 SLURM_STATES: dict[str, str] = {
@@ -242,7 +243,7 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
     if "time" in directives:
         params["timeout_min"] = slurm_minutes(directives["time"])
     if plan.container is not None and plan.container.runtime == "enroot":
-        from launchers.containers import build_srun_container_options
+        from launchers.render.containers import build_srun_container_options
 
         params["slurm_srun_args"] = build_srun_container_options(
             plan.container, binds=plan.container_binds, workdir=plan.paths.root
@@ -300,7 +301,7 @@ def submit(plan: LaunchPlan, *, executor: str, via: str, environ: Mapping[str, s
     if executor == "local":
         return start_local(plan)
     if via == "sbatch":
-        from launchers.render import render_sbatch
+        from launchers.render.text import render_sbatch
 
         return submit_sbatch(plan, render_sbatch(plan), environ)
     return submit_submitit(plan)

@@ -4,7 +4,7 @@ other command's.
 
 - ``node run --plan FILE``: play this node's role in a plan (sbatch, submitit, local).
 - ``node wrapper leader|worker|slurm ...``: ``bin/multi-node-serving.sh``'s documented
-  flags, as they came; planned by ``launchers.wrapper``, run like any plan.
+  flags, as they came; planned by ``launchers.input.wrapper``, run like any plan.
 - ``node doctor --plan FILE --dir DIR``: one node's preflight checks.
 - ``node network [--iface IF] [--node-ip-address IP]``: the fast network as
   ``KEY=VALUE`` lines (for scripts that export them).
@@ -21,7 +21,7 @@ import click
 
 class _AsTheyCame(click.Command):
     """A command that takes its arguments as they came (``--`` and ``-h`` included):
-    the wrapper's interface is not click's, ``launchers.wrapper`` parses it."""
+    the wrapper's interface is not click's, ``launchers.input.wrapper`` parses it."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.params["args"] = tuple(args)
@@ -53,7 +53,7 @@ def run_cmd(
 @node_group.command("wrapper", cls=_AsTheyCame)
 def wrapper_cmd(args: tuple[str, ...]) -> int:
     """bin/multi-node-serving.sh's modes (its arguments as they came)."""
-    from launchers import wrapper
+    from launchers.input import wrapper
     from launchers.runtime.run import load_plan, run_plan
 
     prog = os.environ.get("VLLM_HPC_PROG") or wrapper.PROG
@@ -86,8 +86,8 @@ def wrapper_cmd(args: tuple[str, ...]) -> int:
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def doctor_cmd(plan_file: str, meet_dir: str, timeout: float) -> int:
     """One node's preflight checks (``vllm-hpc doctor`` runs it on every node)."""
-    from launchers.doctor import run_node
     from launchers.runtime.context import node_rank
+    from launchers.runtime.doctor import run_node
     from launchers.runtime.run import load_plan
 
     plan = load_plan(plan_file)
@@ -106,7 +106,7 @@ def doctor_cmd(plan_file: str, meet_dir: str, timeout: float) -> int:
 @click.option("--node-ip-address", help="Use the interface that has this address.")
 def network_cmd(iface: str | None, node_ip_address: str | None) -> None:
     """This node's fast network as KEY=VALUE lines (VLLM_HOST_IP, NCCL_*, GLOO_*)."""
-    from launchers.network import detect
+    from launchers.runtime.network import detect
 
     exports, reason = detect(iface or None, node_ip_address)
     click.echo(f"vllm-hpc: network: {reason}", err=True)

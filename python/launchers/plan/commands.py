@@ -4,7 +4,7 @@ Values only known on the node (its address, the leader's address, the job id, th
 node's rank) are placeholders that ``plan.fill_placeholders`` replaces at run time.
 What the target vLLM version supports is decided here, from a table of versions; what
 no version table can tell (token parallelism, which only non-upstream engine builds
-have) is asked of the installed vLLM by ``launchers.probe``, in a child process.
+have) is asked of the installed vLLM by ``launchers.input.probe``, in a child process.
 Pure: nothing here starts a process or reads the machine.
 """
 
@@ -15,9 +15,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from launchers import versions
-from launchers.config import Frozen, ParallelLayout, Port, ServeConfig
 from launchers.errors import InputError, UnsupportedFeatureError
+from launchers.spec import versions
+from launchers.spec.config import Frozen, ParallelLayout, Port, ServeConfig
 
 NODE_IP = "@NODE_IP@"
 LEADER_IP = "@LEADER_IP@"

@@ -1,6 +1,6 @@
 """Ray on the allocated nodes: start the head or a worker, and watch who is alive.
 
-The watch runs ``python -m launchers.ray_watch`` as a child (Ray's own GCS client), so
+The watch runs ``python -m launchers.runtime.ray_watch`` as a child (Ray's own GCS client), so
 the runtime never imports Ray and a hung query cannot hang the runtime.
 """
 
@@ -41,7 +41,8 @@ class RayWatcher:
     """Follows the alive nodes of the cluster at ``address`` (host:port)."""
 
     def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], log_path: str) -> None:
-        """``argv`` runs ``python -m launchers.ray_watch HOST:PORT`` (maybe in a container)."""
+        """``argv`` runs ``python -m launchers.runtime.ray_watch HOST:PORT`` (maybe in an
+        image)."""
         self.child = _proc.start_piped("ray-watch", argv, env=env, log_path=log_path)
         self._latest = Snapshot(None, "no answer yet", time.monotonic())
         self._lock = threading.Lock()

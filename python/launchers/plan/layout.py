@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from launchers.config import ModelArch, ParallelLayout
 from launchers.errors import InputError, LayoutError
+from launchers.spec.config import ModelArch, ParallelLayout
 
 _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from launchers import jobdir, waits
-from launchers.commands import check_installed
 from launchers.defaults import DOCTOR_MARK
 from launchers.errors import VllmHpcError, WaitTimeout
-from launchers.plan import LaunchPlan
+from launchers.plan.commands import check_installed
+from launchers.plan.launch import LaunchPlan
 
 MARK = DOCTOR_MARK
 POLL = 0.2
@@ -45,7 +45,7 @@ class Report:
 
 
 def check_network(report: Report, iface: str | None) -> dict[str, str]:
-    from launchers.network import detect, probe_interfaces
+    from launchers.runtime.network import detect, probe_interfaces
 
     try:
         env, reason = detect(iface or None)
@@ -117,7 +117,7 @@ def check_model(report: Report, model: str) -> None:
 
 def installed_versions() -> dict[str, str | None]:
     """vLLM's and Ray's versions in this Python (None: not installed)."""
-    from launchers.probe import VLLM_DISTS, installed_version
+    from launchers.input.probe import VLLM_DISTS, installed_version
 
     return {"vllm": installed_version(*VLLM_DISTS), "ray": installed_version("ray")}
 

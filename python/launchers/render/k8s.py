@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 
 from launchers import __version__
-from launchers.containers import (
+from launchers.plan.launch import LaunchPlan
+from launchers.render.containers import (
     IMAGE_HF_HOME,
     IMAGE_JOB_DIR,
     IMAGE_ROOT,
@@ -27,7 +28,6 @@ from launchers.containers import (
     public_env,
     wrapper_ray_port,
 )
-from launchers.plan import LaunchPlan
 
 Kind = Literal["lws", "statefulset"]
 DEFAULT_IMAGE = f"vllm-hpc:{__version__}"

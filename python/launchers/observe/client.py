@@ -1,6 +1,6 @@
 """The Python client: the same operations as the CLI, typed. The CLI is built on it.
 
-    from launchers.client import Client
+    from launchers.observe.client import Client
     job = Client().submit(model="llama-3.2-3b-instruct")
     job.wait_ready(timeout=1800)
     print(job.endpoint)          # http://10.0.0.11:8000/v1
@@ -20,18 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launchers import jobdir, jobfiles, jobroot, waits
+from launchers import jobdir, waits
 from launchers.errors import InputError, RuntimeFailure, WaitTimeout
-from launchers.status import JobStatus, read_status, wait_ready
+from launchers.jobdir import jobfiles, jobroot
+from launchers.observe.status import JobStatus, read_status, wait_ready
 
 if TYPE_CHECKING:
-    from launchers.plan import LaunchPlan
+    from launchers.plan.launch import LaunchPlan
 
 
 def _slurm_state(job_id: str) -> tuple[str | None, str]:
     if job_id.startswith("local-"):
         return _local_state(job_id)
-    from launchers.slurm import job_state
+    from launchers.submit.slurm import job_state
 
     return job_state(job_id)
 
@@ -110,7 +111,7 @@ class Job:
 
     def metrics(self, interval: float = 2.0) -> dict[str, object]:
         """A summary of ``/metrics``: two scrapes ``interval`` seconds apart give rates."""
-        from launchers.metrics import parse_metrics, summarize
+        from launchers.observe.metrics import parse_metrics, summarize
 
         first = parse_metrics(self.metrics_text())
         start = time.monotonic()
@@ -131,8 +132,8 @@ class Job:
     ) -> dict[str, Any]:
         """Load-test the endpoint (``vllm bench serve`` where vLLM is, else the built-in
         client); the summary is also saved under ``<job_dir>/bench/``."""
-        from launchers.benchrun import run_bench
-        from launchers.loadtest import LoadSpec
+        from launchers.observe.benchrun import run_bench
+        from launchers.observe.loadtest import LoadSpec
 
         status = self.status()
         if status.state != "READY" or not status.url:
@@ -164,7 +165,7 @@ class Job:
 
     def plan(self) -> LaunchPlan | None:
         """The job's ``plan.json`` (None when it is missing or unreadable)."""
-        from launchers.plan import LaunchPlan
+        from launchers.plan.launch import LaunchPlan
 
         return jobfiles.read(f"{self.job_dir}/plan.json", LaunchPlan)
 
@@ -201,7 +202,7 @@ class Job:
             if pid and _pid_alive(pid):
                 os.kill(pid, 15)
         else:
-            from launchers.slurm import scancel
+            from launchers.submit.slurm import scancel
 
             state, _ = _slurm_state(self.job_id)
             if state in ("PENDING", "RUNNING", "PREEMPTED"):
@@ -252,6 +253,12 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _site_job_root(environ: Mapping[str, str], registries: tuple[str, ...]) -> str | None:
+    from launchers.input.registry import site_job_root  # reads the files only if needed
+
+    return site_job_root(environ, registries)
+
+
 class Client:
     """Submit and find vllm-hpc jobs."""
 
@@ -264,7 +271,7 @@ class Client:
         self.environ = dict(os.environ if environ is None else environ)
         self.registries = registries
         self.job_root = jobroot.job_root(
-            job_root, self.environ, lambda: jobroot.site_job_root(self.environ, registries)
+            job_root, self.environ, lambda: _site_job_root(self.environ, registries)
         )
 
     def job(self, job_id: str) -> Job:
@@ -290,12 +297,12 @@ class Client:
         return sorted(found, key=lambda j: _job_sort_key(j.job_id))
 
     def submit(self, *, executor: str = "slurm", via: str = "submitit", **request: Any) -> Job:
-        """Plan and submit (keyword arguments as ``launchers.resolve.Request``)."""
-        from launchers import slurm
-        from launchers.config import ClusterSpec
-        from launchers.plan import plan
-        from launchers.registry import load_registry
-        from launchers.resolve import Request, resolve
+        """Plan and submit (keyword arguments as ``launchers.input.resolve.Request``)."""
+        from launchers.input.registry import load_registry
+        from launchers.input.resolve import Request, resolve
+        from launchers.plan.launch import plan
+        from launchers.spec.config import ClusterSpec
+        from launchers.submit import slurm
 
         registry = load_registry(tuple(request.pop("registry", ())), self.environ)
         request.setdefault("job_root", self.job_root)

@@ -41,10 +41,3 @@ def expand_home(path: str, environ: Mapping[str, str]) -> str:
         home = environ.get("HOME") or "/tmp"
         return home.rstrip("/") + path[1:]
     return path
-
-
-def site_job_root(environ: Mapping[str, str], registries: tuple[str, ...] = ()) -> str | None:
-    """The site file's ``job_root`` (registry files layered as for submit)."""
-    from launchers.registry import load_registry
-
-    return load_registry(registries, environ).site.job_root

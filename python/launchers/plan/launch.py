@@ -12,8 +12,11 @@ from typing import Any, Literal
 
 from pydantic import Field, computed_field, model_validator
 
-from launchers import __version__, jobroot
-from launchers.commands import (
+from launchers import __version__
+from launchers.defaults import DEFAULT_API_PORT
+from launchers.errors import LayoutError
+from launchers.jobdir import jobroot
+from launchers.plan.commands import (
     JOB_DIR,
     JOB_ID,
     LEADER_IP,
@@ -23,7 +26,8 @@ from launchers.commands import (
     all2all_env,
     serve_start,
 )
-from launchers.config import (
+from launchers.plan.netspec import nccl_profile_env
+from launchers.spec.config import (
     ClusterSpec,
     ContainerSpec,
     Frozen,
@@ -31,9 +35,6 @@ from launchers.config import (
     ServeConfig,
     SlurmOptions,
 )
-from launchers.defaults import DEFAULT_API_PORT
-from launchers.errors import LayoutError
-from launchers.netspec import nccl_profile_env
 
 PLAN_FORMAT = 1
 

@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from launchers import versions
 from launchers.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_DP_RPC_PORT,
@@ -23,6 +22,7 @@ from launchers.defaults import (
     DEFAULT_READY_TIMEOUT,
     DEFAULT_VLLM_VERSION,
 )
+from launchers.spec import versions
 
 DType = Literal["auto", "bfloat16", "float16", "half", "float32", "float"]
 Runtime = Literal["auto", "ray", "native"]
