@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from launchers.input.planner import plan_for
 from launchers.input.registry import Registry, load_registry
 from launchers.input.resolve import Request, resolve
+from launchers.plan.launch import LaunchPlan
 from launchers.spec.config import ServeConfig
 
 PYTHON = "/opt/venv/bin/python"
@@ -47,6 +49,16 @@ def registry(environ: dict[str, str]) -> Registry:
 def make_config(registry: Registry, environ: dict[str, str]) -> Callable[..., ServeConfig]:
     def make(**kwargs: Any) -> ServeConfig:
         return resolve(Request(**kwargs), registry, environ, PYTHON)
+
+    return make
+
+
+@pytest.fixture
+def make_plan(make_config: Callable[..., ServeConfig]) -> Callable[..., LaunchPlan]:
+    """A plan as ``submit`` makes it: the request resolved, planned for its layout."""
+
+    def make(**kwargs: Any) -> LaunchPlan:
+        return plan_for(make_config(**kwargs))
 
     return make
 

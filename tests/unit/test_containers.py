@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launchers.plan.launch import LaunchPlan, fill_placeholders, plan
+from launchers.plan.launch import LaunchPlan, fill_placeholders
 from launchers.render.containers import (
     VLLM_BASE_IMAGE,
     build_srun_container_options,
@@ -22,7 +22,7 @@ from launchers.render.containers import (
     required_binds,
     wrap_argv,
 )
-from launchers.spec.config import ClusterSpec, ContainerSpec, ServeConfig
+from launchers.spec.config import ContainerSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-never-on-a-command-line"  # noqa: S105 - a test value
@@ -48,22 +48,15 @@ COMPUTED = {
 }
 
 
-def _plan(make_config: Callable[..., ServeConfig], **kwargs: object) -> LaunchPlan:
-    config = make_config(**kwargs)
-    return plan(
-        config, ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
-    )
-
-
 def _serve_argv(launch: LaunchPlan) -> list[str]:
     argv = launch.roles[0].serve_argv or ()
     return fill_placeholders(argv, {"@LEADER_IP@": "10.0.0.1", "@NODE_IP@": "10.0.0.1"})
 
 
 def test_golden_argv_and_env(
-    make_config: Callable[..., ServeConfig], golden: Callable[[str, str], None]
+    make_plan: Callable[..., LaunchPlan], golden: Callable[[str, str], None]
 ) -> None:
-    launch = _plan(make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
+    launch = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
     binds = required_binds(launch, HOST_ENV)
     env = container_env(HOST_ENV, COMPUTED)
     out: dict[str, object] = {"binds": binds, "container_env": env}
@@ -118,12 +111,12 @@ def test_not_secret() -> None:
 
 
 def test_binds_for_a_local_model_and_own_key(
-    make_config: Callable[..., ServeConfig], tiny_model: Callable[..., Path], tmp_path: Path
+    make_plan: Callable[..., LaunchPlan], tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:
     model = tiny_model()
     key = tmp_path / "key"
     key.write_text("x")
-    launch = _plan(make_config, model=str(model), api_key_file=str(key), job_root="/shared/jobs")
+    launch = make_plan(model=str(model), api_key_file=str(key), job_root="/shared/jobs")
     binds = required_binds(launch, {"HOME": "/home/alice"})
     # the key file and the model are both under tmp_path: both kept (not nested)
     assert binds == ["/shared/jobs", str(model), str(key), "/home/alice/.cache/huggingface"]

@@ -11,10 +11,8 @@ from typing import Any
 
 import pytest
 
+from launchers.plan.launch import LaunchPlan
 from launchers.runtime.doctor import MARK, Report, check_software, installed_versions
-from launchers.spec.config import ServeConfig
-
-from .test_plan import make_plan
 
 RAY_70B = {"model": "llama-3.1-70b-instruct"}
 NATIVE_70B = {"model": "llama-3.1-70b-instruct", "runtime": "native"}
@@ -54,7 +52,7 @@ IN_IMAGE = {"model": "llama-3.1-70b-instruct", "container": "apptainer:/shared/v
     ],
 )  # fmt: skip
 def test_software_check(
-    make_config: Callable[..., ServeConfig],
+    make_plan: Callable[..., LaunchPlan],
     capsys: pytest.CaptureFixture[str],
     request_: dict[str, Any],
     versions: dict[str, str | None],
@@ -62,7 +60,7 @@ def test_software_check(
     detail: str,
 ) -> None:
     report = Report(0, "node1")
-    check_software(report, make_plan(make_config, **request_), versions)
+    check_software(report, make_plan(**request_), versions)
     line = json.loads(capsys.readouterr().out.removeprefix(MARK))
     assert (line["check"], line["level"], line["detail"]) == ("software", level, detail)
     assert report.failed == (level == "fail")

@@ -12,6 +12,7 @@ from launchers import _proc
 from launchers.errors import InputError
 from launchers.input import probe
 from launchers.plan.commands import NODE_IP, ServeStart
+from launchers.plan.launch import JobPaths
 from launchers.runtime.context import NodeContext, NodeLog, Stopper, require_vllm
 from launchers.runtime.endpoint import who_can_reach
 from launchers.runtime.follower import follow, leader_check_interval
@@ -26,7 +27,7 @@ def context(container: ContainerSpec | None) -> NodeContext:
         rank=0,
         nodes=2,
         job_id="7",
-        job_dir="/shared/jobs/7",
+        paths=JobPaths.at("/shared/jobs/7"),
         attempt=0,
         node_ip="10.0.0.1",
         iface_reason="test",
@@ -112,7 +113,7 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
     monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.10.2")
     started: list[object] = []
     monkeypatch.setattr(_proc, "start", lambda *a, **k: started.append(a))
-    ctx = replace(context(None), job_dir=str(tmp_path))
+    ctx = replace(context(None), paths=JobPaths.at(str(tmp_path)))
     task = _task(None, None, *NATIVE_ARGS)
     assert lead(ctx, task) == 1
     endpoint = json.loads((tmp_path / "endpoint.json").read_text())

@@ -43,25 +43,18 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_plan(make_config: Callable[..., ServeConfig], **kwargs: Any) -> LaunchPlan:
-    config = make_config(**kwargs)
-    return plan(
-        config, ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
-    )
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_sbatch_and_plan(
-    case: str, make_config: Callable[..., ServeConfig], golden: Callable[[str, str], None]
+    case: str, make_plan: Callable[..., LaunchPlan], golden: Callable[[str, str], None]
 ) -> None:
-    launch = make_plan(make_config, **CASES[case])
+    launch = make_plan(**CASES[case])
     golden(f"{case}.sbatch", render_sbatch(launch))
     golden(f"{case}.dry-run.json", render_plan_json(launch))
     golden(f"{case}.dry-run.txt", render_plan_text(launch))
 
 
-def test_roles_and_ranks(make_config: Callable[..., ServeConfig]) -> None:
-    launch = make_plan(make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
+def test_roles_and_ranks(make_plan: Callable[..., LaunchPlan]) -> None:
+    launch = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
     assert [r.role for r in launch.roles] == ["leader", "worker"]
     assert launch.role_for_rank(0).role == "leader"
     assert launch.role_for_rank(1).role == "worker"
@@ -71,8 +64,8 @@ def test_roles_and_ranks(make_config: Callable[..., ServeConfig]) -> None:
     assert launch.roles[0].env == {"RAY_ADDRESS": "@LEADER_IP@:6379"}
 
 
-def test_big_dp_plan_has_two_roles(make_config: Callable[..., ServeConfig]) -> None:
-    launch = make_plan(make_config, model="llama-3.2-3b-instruct", dp=64, nodes=8)
+def test_big_dp_plan_has_two_roles(make_plan: Callable[..., LaunchPlan]) -> None:
+    launch = make_plan(model="llama-3.2-3b-instruct", dp=64, nodes=8)
     assert [(r.role, r.ranks) for r in launch.roles] == [("leader", "0"), ("headless", "1-7")]
     assert launch.role_for_rank(7).role == "headless"
 
@@ -94,24 +87,24 @@ def test_fill_placeholders() -> None:
         fill_placeholders(["/tmp/ray-@JOB_ID@"], {})
 
 
-def test_job_dir_and_quoting(make_config: Callable[..., ServeConfig]) -> None:
-    launch = make_plan(make_config, model="llama-3.2-3b-instruct", job_root="/shared/my jobs")
+def test_job_dir_and_quoting(make_plan: Callable[..., LaunchPlan]) -> None:
+    launch = make_plan(model="llama-3.2-3b-instruct", job_root="/shared/my jobs")
     assert job_dir_for(launch, "42") == "/shared/my jobs/42"
     assert quote_with_job_id(launch.paths.plan) == "'/shared/my jobs/'\"${SLURM_JOB_ID}\"/plan.json"
 
 
-def test_plan_round_trips_through_json(make_config: Callable[..., ServeConfig]) -> None:
-    launch = make_plan(make_config, model="deepseek-v3")
+def test_plan_round_trips_through_json(make_plan: Callable[..., LaunchPlan]) -> None:
+    launch = make_plan(model="deepseek-v3")
     again = LaunchPlan.model_validate_json(launch.model_dump_json())
     assert again == launch
 
 
-def test_secrets_never_in_plan(make_config: Callable[..., ServeConfig], tmp_path: object) -> None:
+def test_secrets_never_in_plan(make_plan: Callable[..., LaunchPlan], tmp_path: object) -> None:
     from pathlib import Path
 
     key = Path(str(tmp_path)) / "key"
     key.write_text("sk-very-secret-value")
-    launch = make_plan(make_config, model="llama-3.2-3b-instruct", api_key_file=str(key))
+    launch = make_plan(model="llama-3.2-3b-instruct", api_key_file=str(key))
     for text in (render_sbatch(launch), render_plan_json(launch), render_plan_text(launch)):
         assert "sk-very-secret-value" not in text
         assert str(key) in text

@@ -15,9 +15,8 @@ import pytest
 import yaml
 
 from launchers.errors import InputError
-from launchers.plan.launch import LaunchPlan, plan
+from launchers.plan.launch import LaunchPlan
 from launchers.render.compose import render_compose, render_compose_files, render_env_example
-from launchers.spec.config import ClusterSpec, ServeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "containers" / "docker"
@@ -35,33 +34,26 @@ def validate_compose(text: str) -> dict[str, Any]:
     return doc
 
 
-def _plan(make_config: Callable[..., ServeConfig], **kwargs: Any) -> LaunchPlan:
-    config = make_config(**kwargs)
-    return plan(
-        config, ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
-    )
-
-
-def _seventy(make_config: Callable[..., ServeConfig]) -> LaunchPlan:
-    return _plan(make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
+def _seventy(make_plan: Callable[..., LaunchPlan]) -> LaunchPlan:
+    return make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
 
 
 def test_golden_and_schema(
-    make_config: Callable[..., ServeConfig], golden: Callable[[str, str], None]
+    make_plan: Callable[..., LaunchPlan], golden: Callable[[str, str], None]
 ) -> None:
-    for name, text in render_compose_files(_seventy(make_config)).items():
+    for name, text in render_compose_files(_seventy(make_plan)).items():
         golden(f"llama-3.1-70b-2x4.{name.lstrip('.')}", text)
         if name.endswith(".yaml"):
             validate_compose(text)
 
 
 def test_golden_single_local_model(
-    make_config: Callable[..., ServeConfig],
+    make_plan: Callable[..., LaunchPlan],
     golden: Callable[[str, str], None],
     tiny_model: Callable[..., Path],
 ) -> None:
     model = tiny_model()
-    launch = _plan(make_config, model=str(model))
+    launch = make_plan(model=str(model))
     text = render_compose(launch, "head", rdma=False, image="vllm-hpc:dev", shm_size="2gb")
     doc = validate_compose(text)
     service = doc["services"]["vllm-head"]
@@ -74,16 +66,16 @@ def test_golden_single_local_model(
 
 
 def test_shipped_files_are_rendered(
-    make_config: Callable[..., ServeConfig], request: pytest.FixtureRequest
+    make_plan: Callable[..., LaunchPlan], request: pytest.FixtureRequest
 ) -> None:
-    for name, text in render_compose_files(_seventy(make_config)).items():
+    for name, text in render_compose_files(_seventy(make_plan)).items():
         if request.config.getoption("--update-golden"):
             (SHIPPED / name).write_text(text)
         assert (SHIPPED / name).read_text() == text, f"{SHIPPED / name} differs: --update-golden"
 
 
-def test_shape(make_config: Callable[..., ServeConfig]) -> None:
-    files = render_compose_files(_seventy(make_config))
+def test_shape(make_plan: Callable[..., LaunchPlan]) -> None:
+    files = render_compose_files(_seventy(make_plan))
     head = yaml.safe_load(files["compose.head.yaml"])["services"]["vllm-head"]
     worker = yaml.safe_load(files["compose.worker.yaml"])["services"]["vllm-worker"]
     for service in (head, worker):
@@ -98,8 +90,8 @@ def test_shape(make_config: Callable[..., ServeConfig]) -> None:
     assert worker["command"][:2] == ["worker", "--ray_address=${RAY_ADDRESS}"]
 
 
-def test_env_example_has_no_secrets(make_config: Callable[..., ServeConfig]) -> None:
-    text = render_env_example(_seventy(make_config))
+def test_env_example_has_no_secrets(make_plan: Callable[..., LaunchPlan]) -> None:
+    text = render_env_example(_seventy(make_plan))
     keys = [line.split("=", 1)[0] for line in text.splitlines() if line and line[0] != "#"]
     assert keys == [
         "VLLM_HOST_IP",
@@ -115,14 +107,14 @@ def test_env_example_has_no_secrets(make_config: Callable[..., ServeConfig]) -> 
     assert "VLLM_API_KEY" not in text and "api_key" in text
 
 
-def test_validation_catches_mistakes(make_config: Callable[..., ServeConfig]) -> None:
-    doc = yaml.safe_load(render_compose(_seventy(make_config), "head"))
+def test_validation_catches_mistakes(make_plan: Callable[..., LaunchPlan]) -> None:
+    doc = yaml.safe_load(render_compose(_seventy(make_plan), "head"))
     doc["services"]["vllm-head"]["network-mode"] = "host"
     with pytest.raises(jsonschema.ValidationError):
         validate_compose(yaml.safe_dump(doc))
 
 
-def test_native_runtime_is_refused(make_config: Callable[..., ServeConfig]) -> None:
-    launch = _plan(make_config, model="llama-3.1-70b-instruct", runtime="native")
+def test_native_runtime_is_refused(make_plan: Callable[..., LaunchPlan]) -> None:
+    launch = make_plan(model="llama-3.1-70b-instruct", runtime="native")
     with pytest.raises(InputError, match="render compose"):
         render_compose(launch, "head")

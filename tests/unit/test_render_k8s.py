@@ -17,9 +17,8 @@ import pytest
 import yaml
 
 from launchers.errors import InputError
-from launchers.plan.launch import LaunchPlan, plan
+from launchers.plan.launch import LaunchPlan
 from launchers.render.k8s import STATEFULSET_SCRIPT, k8s_name, render_k8s
-from launchers.spec.config import ClusterSpec, ServeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30"
@@ -91,15 +90,8 @@ LWS_SCHEMA: dict[str, Any] = {
 }
 
 
-def _plan(make_config: Callable[..., ServeConfig], **kwargs: Any) -> LaunchPlan:
-    config = make_config(**kwargs)
-    return plan(
-        config, ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
-    )
-
-
-def _seventy(make_config: Callable[..., ServeConfig]) -> LaunchPlan:
-    return _plan(make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
+def _seventy(make_plan: Callable[..., LaunchPlan]) -> LaunchPlan:
+    return make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
 
 
 def validate_k8s(text: str) -> list[str]:
@@ -143,10 +135,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_and_schema(
-    case: str, make_config: Callable[..., ServeConfig], golden: Callable[[str, str], None]
+    case: str, make_plan: Callable[..., LaunchPlan], golden: Callable[[str, str], None]
 ) -> None:
     request, options = CASES[case]
-    text = render_k8s(_plan(make_config, **request), **options)
+    text = render_k8s(make_plan(**request), **options)
     golden(case, text)
     kinds = validate_k8s(text)
     assert "Service" in kinds
@@ -154,16 +146,16 @@ def test_golden_and_schema(
 
 @pytest.mark.parametrize("kind", ["lws", "statefulset"])
 def test_shipped_files_are_rendered(
-    kind: str, make_config: Callable[..., ServeConfig], request: pytest.FixtureRequest
+    kind: str, make_plan: Callable[..., LaunchPlan], request: pytest.FixtureRequest
 ) -> None:
-    text = render_k8s(_seventy(make_config), kind="lws" if kind == "lws" else "statefulset")
+    text = render_k8s(_seventy(make_plan), kind="lws" if kind == "lws" else "statefulset")
     if request.config.getoption("--update-golden"):
         SHIPPED[kind].write_text(text)
     assert SHIPPED[kind].read_text() == text, f"{SHIPPED[kind]} differs: --update-golden"
 
 
-def test_lws_shape(make_config: Callable[..., ServeConfig]) -> None:
-    docs = list(yaml.safe_load_all(render_k8s(_seventy(make_config))))
+def test_lws_shape(make_plan: Callable[..., LaunchPlan]) -> None:
+    docs = list(yaml.safe_load_all(render_k8s(_seventy(make_plan))))
     lws = next(d for d in docs if d["kind"] == "LeaderWorkerSet")
     group = lws["spec"]["leaderWorkerTemplate"]
     assert group["size"] == 2 and group["restartPolicy"] == "RecreateGroupOnPodRestart"
@@ -182,8 +174,8 @@ def test_lws_shape(make_config: Callable[..., ServeConfig]) -> None:
     assert service["kind"] == "Service" and service["spec"]["selector"]["role"] == "leader"
 
 
-def test_no_secret_literals(make_config: Callable[..., ServeConfig]) -> None:
-    text = render_k8s(_seventy(make_config))
+def test_no_secret_literals(make_plan: Callable[..., LaunchPlan]) -> None:
+    text = render_k8s(_seventy(make_plan))
     for doc in yaml.safe_load_all(text):
         for template in _templates(doc):
             for container in template["spec"]["containers"]:
@@ -203,12 +195,12 @@ def _templates(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def test_validation_catches_mistakes(make_config: Callable[..., ServeConfig]) -> None:
-    docs = list(yaml.safe_load_all(render_k8s(_seventy(make_config), kind="statefulset")))
+def test_validation_catches_mistakes(make_plan: Callable[..., LaunchPlan]) -> None:
+    docs = list(yaml.safe_load_all(render_k8s(_seventy(make_plan), kind="statefulset")))
     docs[1]["spec"]["replicas"] = "two"
     with pytest.raises(kubernetes_validate.ValidationError):
         validate_k8s(yaml.safe_dump_all(docs))
-    lws = list(yaml.safe_load_all(render_k8s(_seventy(make_config))))
+    lws = list(yaml.safe_load_all(render_k8s(_seventy(make_plan))))
     lws[1]["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "RecreateGroupOnRestart"
     with pytest.raises(jsonschema.ValidationError):
         validate_k8s(yaml.safe_dump_all(lws))
@@ -218,8 +210,8 @@ def test_validation_catches_mistakes(make_config: Callable[..., ServeConfig]) ->
         validate_k8s(yaml.safe_dump_all(lws))
 
 
-def test_native_runtime_is_refused(make_config: Callable[..., ServeConfig]) -> None:
-    launch = _plan(make_config, model="llama-3.1-70b-instruct", runtime="native")
+def test_native_runtime_is_refused(make_plan: Callable[..., LaunchPlan]) -> None:
+    launch = make_plan(model="llama-3.1-70b-instruct", runtime="native")
     with pytest.raises(InputError, match="native runtime"):
         render_k8s(launch)
 

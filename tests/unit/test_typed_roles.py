@@ -13,25 +13,17 @@ import pytest
 from launchers import _proc, health
 from launchers.input import probe
 from launchers.plan.commands import LEADER_IP, NODE_IP, RayStart, Rendezvous, ServeStart
-from launchers.plan.launch import LaunchPlan, plan
+from launchers.plan.launch import JobPaths, LaunchPlan
 from launchers.runtime import ray_cluster
 from launchers.runtime.context import NodeContext, NodeLog, Stopper
 from launchers.runtime.follower import follow
 from launchers.runtime.leader import lead
 from launchers.runtime.tasks import FollowerTask, LeaderTask
-from launchers.spec.config import ClusterSpec, ServeConfig
-
-
-def make_plan(make_config: Callable[..., ServeConfig], **kwargs: Any) -> LaunchPlan:
-    config = make_config(**kwargs)
-    return plan(
-        config, ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
-    )
 
 
 def ctx_for(job_dir: Path, rank: int) -> NodeContext:
     return NodeContext(
-        rank=rank, nodes=2, job_id="7", job_dir=str(job_dir), attempt=0,
+        rank=rank, nodes=2, job_id="7", paths=JobPaths.at(str(job_dir)), attempt=0,
         node_ip=f"10.0.0.{rank + 1}", iface_reason="test", env={"PATH": "/usr/bin:/bin"},
         log=NodeLog(rank, None), stopper=Stopper(), host_env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
@@ -56,13 +48,13 @@ class Exited:
         del grace
 
 
-def test_a_plan_reads_back_as_the_same_typed_plan(make_config: Callable[..., ServeConfig]) -> None:
+def test_a_plan_reads_back_as_the_same_typed_plan(make_plan: Callable[..., LaunchPlan]) -> None:
     for kwargs in (
         {"model": "llama-3.1-70b-instruct", "nodes": 2, "gpus_per_node": 4},
         {"model": "llama-3.1-70b-instruct", "nodes": 2, "gpus_per_node": 4, "runtime": "native"},
         {"model": "deepseek-v3", "nodes": 2, "gpus_per_node": 8, "dp": 16, "ep": True},
     ):
-        launch = make_plan(make_config, **kwargs)
+        launch = make_plan(**kwargs)
         text = launch.model_dump_json()
         again = LaunchPlan.model_validate_json(text)
         assert again == launch
@@ -71,25 +63,23 @@ def test_a_plan_reads_back_as_the_same_typed_plan(make_config: Callable[..., Ser
         assert role["serve_argv"] == launch.leader.serve.argv()  # type: ignore[union-attr]
 
 
-def test_the_leaders_ports_come_from_typed_fields(make_config: Callable[..., ServeConfig]) -> None:
-    ray = make_plan(make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
+def test_the_leaders_ports_come_from_typed_fields(make_plan: Callable[..., LaunchPlan]) -> None:
+    ray = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
     assert ray.leader_ports() == {"api": 8000, "ray": 6379}
-    native = make_plan(
-        make_config, model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, runtime="native"
-    )
+    native = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, runtime="native")
     assert native.leader_ports() == {"api": 8000, "master": 29501}
     assert native.roles[1].serve is not None and native.roles[1].serve.rendezvous is not None
     assert native.roles[1].serve.rendezvous.port == 29501
     dp = make_plan(
-        make_config, model="deepseek-v3", nodes=2, gpus_per_node=8, dp=16, ep=True,
+        model="deepseek-v3", nodes=2, gpus_per_node=8, dp=16, ep=True,
         port=9000, dp_rpc_port=13400,
     )  # fmt: skip
     assert dp.leader_ports() == {"api": 9000, "dp-rpc": 13400}
     assert "13400" in (dp.roles[1].serve_argv or ())
 
 
-def test_host_node_is_a_typed_placeholder(make_config: Callable[..., ServeConfig]) -> None:
-    launch = make_plan(make_config, model="a/b", host="node")
+def test_host_node_is_a_typed_placeholder(make_plan: Callable[..., LaunchPlan]) -> None:
+    launch = make_plan(model="a/b", host="node")
     assert launch.leader.serve is not None and launch.leader.serve.host == NODE_IP
 
 

@@ -13,6 +13,7 @@ from launchers import health, waits
 from launchers.errors import RuntimeFailure, WaitTimeout
 from launchers.health import Probe
 from launchers.plan.commands import NODE_IP, RayStart, ServeStart
+from launchers.plan.launch import JobPaths
 from launchers.runtime import ray_cluster
 from launchers.runtime.context import NodeContext, NodeLog, Stopper
 from launchers.runtime.endpoint import EndpointWriter
@@ -111,7 +112,7 @@ class Watcher:
 
 def ctx_for(job_dir: Path, rank: int, fake: FakeClock) -> NodeContext:
     return NodeContext(
-        rank=rank, nodes=2, job_id="7", job_dir=str(job_dir), attempt=0,
+        rank=rank, nodes=2, job_id="7", paths=JobPaths.at(str(job_dir)), attempt=0,
         node_ip=f"10.0.0.{rank + 1}", iface_reason="test", env={}, log=NodeLog(rank, None),
         stopper=Stopper(), host_env={}, clock=fake.clock(),
     )  # fmt: skip

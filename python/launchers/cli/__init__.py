@@ -174,15 +174,9 @@ def _request(kwargs: dict[str, Any]) -> Any:
 
 
 def _make_plan(kwargs: dict[str, Any]) -> Any:
-    from launchers.input.registry import load_registry
-    from launchers.input.resolve import resolve
-    from launchers.plan.launch import plan
-    from launchers.spec.config import ClusterSpec
+    from launchers.input.planner import make_plan
 
-    registry = load_registry(kwargs["registry"])
-    config = resolve(_request(kwargs), registry, os.environ, sys.executable)
-    cluster = ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node)
-    return plan(config, cluster)
+    return make_plan(_request(kwargs), kwargs["registry"], os.environ, sys.executable)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

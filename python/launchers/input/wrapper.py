@@ -9,7 +9,6 @@ Python and hands over the arguments as they came.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +26,8 @@ from launchers.errors import InputError
 from launchers.input import registry
 from launchers.jobdir import jobroot
 from launchers.plan.commands import RayStart
-from launchers.plan.launch import LaunchPlan, Readiness, RolePlan, job_paths
-from launchers.spec.config import ClusterSpec, ParallelLayout
+from launchers.plan.launch import JobPaths, LaunchPlan, Readiness, RolePlan
+from launchers.spec.config import ParallelLayout
 
 Mode = Literal["leader", "worker", "slurm"]
 MODES = ("leader", "worker", "slurm")
@@ -305,7 +304,7 @@ def wrapper_plan(
         nodes = max(nodes, worker_rank(environ) + 1)
     root = jobroot.job_root(None, environ, lambda: registry.site_job_root(environ, args.registries))
     job_dir = args.job_dir or f"{root}/{job_id}"
-    paths = job_paths(os.path.dirname(job_dir) or root, job_dir=job_dir)
+    paths = JobPaths.at(job_dir)
     gpn = args.num_gpus or 1
     if args.mode == "leader" and args.model:
         served = _served_plan(args, environ, python)
@@ -342,11 +341,10 @@ def wrapper_plan(
 
 
 def _served_plan(args: WrapperArgs, environ: Mapping[str, str], python: str) -> LaunchPlan:
-    from launchers.input.registry import load_registry
-    from launchers.input.resolve import Request, resolve
-    from launchers.plan.launch import plan
+    from launchers.input.planner import make_config, plan_for
+    from launchers.input.resolve import Request
 
-    config = resolve(
+    config = make_config(
         Request(
             model=args.model,
             nodes=args.cluster_size,
@@ -357,13 +355,13 @@ def _served_plan(args: WrapperArgs, environ: Mapping[str, str], python: str) -> 
             no_ray_auth=True,  # a wrapper's workers may share no job directory
             extra_args=args.vllm_args,
         ),
-        load_registry(args.registries, environ),
+        args.registries,
         environ,
         python,
     )
-    config = config.model_copy(update={"runtime": "ray", "nodes_timeout": args.nodes_timeout})
-    layout = config.layout
-    return plan(config, ClusterSpec(nodes=layout.nodes, gpus_per_node=layout.gpus_per_node))
+    return plan_for(
+        config.model_copy(update={"runtime": "ray", "nodes_timeout": args.nodes_timeout})
+    )
 
 
 __all__ = ["MODES", "USAGE", "Help", "WrapperArgs", "parse", "worker_rank", "wrapper_plan"]

@@ -21,22 +21,23 @@ from typing import Any
 from launchers import _proc, jobdir
 from launchers.errors import InputError, RuntimeFailure
 from launchers.observe.loadtest import LoadSpec, run_builtin, summarize_vllm, vllm_bench_argv
+from launchers.plan.launch import LaunchPlan
 from launchers.submit import slurm
 
 PROBE = "import importlib.util as u, sys; sys.exit(0 if u.find_spec('vllm') else 3)"
 
 
 def places(
-    job_id: str, plan: Mapping[str, Any], leader_host: str | None
+    job_id: str, plan: LaunchPlan | None, leader_host: str | None
 ) -> list[tuple[str, list[str]]]:
     """(description, argv prefix) of the Pythons to try, best first."""
-    python = str(plan.get("python") or "python3")
+    python = plan.python if plan is not None else "python3"
     out: list[tuple[str, list[str]]] = []
     if importlib.util.find_spec("vllm") is not None:
         out.append(("this Python", [sys.executable]))
     if job_id.startswith("local-"):
         out.append(("the job's Python", [python]))
-    elif leader_host and plan.get("container") is None:
+    elif leader_host and (plan is None or plan.container is None):
         on_leader = slurm.srun_in_job(job_id, nodelist=leader_host)
         out.append((f"the leader {leader_host}", [*on_leader, python]))
     return out
@@ -47,6 +48,7 @@ def run_bench(
     job_id: str,
     job_dir: str,
     spec: LoadSpec,
+    plan: LaunchPlan | None,
     api_key: str | None,
     leader_host: str | None,
     tool: str = "auto",
@@ -56,7 +58,6 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the load test, save ``<job_dir>/bench/<time>.json``; return the summary."""
     say = log or (lambda message: None)
-    plan = jobdir.read_json(f"{job_dir}/plan.json") or {}
     env = dict(os.environ if environ is None else environ)
     if api_key:
         env["OPENAI_API_KEY"] = api_key

@@ -156,6 +156,7 @@ class Job:
             job_id=self.job_id,
             job_dir=self.job_dir,
             spec=spec,
+            plan=plan,
             api_key=self.api_key(),
             leader_host=leader.hostname if leader is not None else None,
             tool=tool,
@@ -167,7 +168,7 @@ class Job:
         """The job's ``plan.json`` (None when it is missing or unreadable)."""
         from launchers.plan.launch import LaunchPlan
 
-        return jobfiles.read(f"{self.job_dir}/plan.json", LaunchPlan)
+        return jobfiles.read(f"{self.job_dir}/{jobroot.PLAN_FILE}", LaunchPlan)
 
     def nodes(self) -> list[jobfiles.NodeRecord]:
         """Every rank's record, lowest rank first."""
@@ -296,22 +297,23 @@ class Client:
         ]
         return sorted(found, key=lambda j: _job_sort_key(j.job_id))
 
+    def plan(self, **request: Any) -> LaunchPlan:
+        """The plan a ``submit`` with these arguments would run (nothing submitted;
+        keyword arguments as ``launchers.input.resolve.Request``, plus ``registry``)."""
+        from launchers.input.planner import make_plan
+        from launchers.input.resolve import Request
+
+        registries = tuple(request.pop("registry", ()))
+        request.setdefault("job_root", self.job_root)
+        return make_plan(Request(**request), registries, self.environ, sys.executable)
+
     def submit(self, *, executor: str = "slurm", via: str = "submitit", **request: Any) -> Job:
-        """Plan and submit (keyword arguments as ``launchers.input.resolve.Request``)."""
-        from launchers.input.registry import load_registry
-        from launchers.input.resolve import Request, resolve
-        from launchers.plan.launch import plan
-        from launchers.spec.config import ClusterSpec
+        """Plan and submit (keyword arguments as ``plan``)."""
         from launchers.submit import slurm
 
-        registry = load_registry(tuple(request.pop("registry", ())), self.environ)
-        request.setdefault("job_root", self.job_root)
-        config = resolve(Request(**request), registry, self.environ, sys.executable)
-        launch = plan(
-            config,
-            ClusterSpec(nodes=config.layout.nodes, gpus_per_node=config.layout.gpus_per_node),
+        handle = slurm.submit(
+            self.plan(**request), executor=executor, via=via, environ=self.environ
         )
-        handle = slurm.submit(launch, executor=executor, via=via, environ=self.environ)
         return Job(handle.job_id, handle.job_dir)
 
 

@@ -7,6 +7,7 @@ on the node by ``fill_placeholders``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -85,6 +86,17 @@ class JobPaths(Frozen):
     ray_token: str
     node_log: str = Field(description="Per-node log, '{rank}' is the node rank")
     batch_log: str
+
+    @classmethod
+    def at(cls, job_dir: str) -> JobPaths:
+        """The paths of a job directory a user named (the wrapper's ``--job-dir``)."""
+        return job_paths(os.path.dirname(job_dir.rstrip("/")) or "/", job_dir=job_dir)
+
+    def for_job(self, job_id: str) -> JobPaths:
+        """These paths for one job (``@JOB_ID@`` filled in)."""
+        return self.model_copy(
+            update={k: v.replace(JOB_ID, job_id) for k, v in self.model_dump().items()}
+        )
 
 
 class Readiness(Frozen):

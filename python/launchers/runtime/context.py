@@ -18,6 +18,7 @@ from launchers import _proc, jobdir, waits
 from launchers.input import probe
 from launchers.jobdir import jobfiles
 from launchers.plan.commands import check_installed
+from launchers.plan.launch import JobPaths
 from launchers.spec.config import ContainerSpec
 
 
@@ -75,7 +76,7 @@ class NodeContext:
     rank: int
     nodes: int
     job_id: str
-    job_dir: str
+    paths: JobPaths  # the plan's paths for this job (@JOB_ID@ filled in)
     attempt: int
     node_ip: str
     iface_reason: str
@@ -87,6 +88,18 @@ class NodeContext:
     container: ContainerSpec | None = None
     binds: list[str] = field(default_factory=list)
     clock: waits.Clock = waits.REAL
+
+    @property
+    def job_dir(self) -> str:
+        return self.paths.job_dir
+
+    @property
+    def leader_file(self) -> str:
+        return self.paths.leader
+
+    @property
+    def endpoint_file(self) -> str:
+        return self.paths.endpoint
 
     def logfile(self, name: str) -> str:
         return f"{self.job_dir}/{name}-{self.rank}.log"
@@ -157,7 +170,7 @@ def context(
     rank: int,
     nodes: int,
     job_id: str,
-    job_dir: str,
+    paths: JobPaths,
     iface: str | None,
     extra_env: Mapping[str, str],
     environ: Mapping[str, str],
@@ -165,7 +178,8 @@ def context(
 ) -> NodeContext:
     """This node's context: the network detected (a bad ``--iface`` fails here, before
     anything is created), the job directory made, the node's record written."""
-    net_env, reason = _network(iface, environ)
+    net_env, reason = _network(iface, environ)  # a bad --iface: nothing created yet
+    job_dir = paths.job_dir
     jobdir.ensure_dir(job_dir)
     log = NodeLog(rank, node_log)
     attempt = int(environ.get("SLURM_RESTART_COUNT", "0") or 0)
@@ -173,7 +187,7 @@ def context(
         rank=rank,
         nodes=nodes,
         job_id=job_id,
-        job_dir=job_dir,
+        paths=paths,
         attempt=attempt,
         node_ip=net_env["VLLM_HOST_IP"],
         iface_reason=reason,

@@ -13,7 +13,7 @@ class EndpointWriter:
     """The one writer of ``endpoint.json``: the job's state as the leader sees it."""
 
     def __init__(self, ctx: NodeContext, task: LeaderTask) -> None:
-        self.path = jobfiles.endpoint_file(ctx.job_dir)
+        self.path = ctx.endpoint_file
         self.node_ip = ctx.node_ip
         self.record = jobfiles.Endpoint(
             state="PENDING",

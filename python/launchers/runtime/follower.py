@@ -25,14 +25,14 @@ def leader_check_interval(nodes: int) -> float:
 
 def wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
     """``leader.json`` of this job and attempt; fails early when the leader has ended."""
-    path = jobfiles.leader_file(ctx.job_dir)
+    path = ctx.leader_file
 
     def written() -> jobfiles.Leader | None:
         ctx.stopper.check()
         leader = jobfiles.read(path, jobfiles.Leader)
         if leader and leader.attempt == ctx.attempt and leader.job_id == ctx.job_id:
             return leader
-        ending = jobfiles.read(jobfiles.endpoint_file(ctx.job_dir), jobfiles.Endpoint)
+        ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
         if ending and ending.attempt == ctx.attempt and ending.final:
             raise RuntimeFailure(f"the leader ended ({ending.state}): {ending.message}")
         return None
@@ -47,7 +47,7 @@ def wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
 
 
 def leader_ended(ctx: NodeContext) -> str | None:
-    ending = jobfiles.read(jobfiles.endpoint_file(ctx.job_dir), jobfiles.Endpoint)
+    ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
     if ending and ending.attempt == ctx.attempt and ending.final:
         return f"the leader is {ending.state}"
     return None

@@ -80,7 +80,7 @@ def start_head(ctx: NodeContext, task: LeaderTask) -> _proc.Child:
 def write_leader(ctx: NodeContext, task: LeaderTask) -> None:
     """``leader.json``: where the other ranks find the leader (its address and ports)."""
     jobfiles.write(
-        jobfiles.leader_file(ctx.job_dir),
+        ctx.leader_file,
         jobfiles.Leader(
             job_id=ctx.job_id,
             attempt=ctx.attempt,

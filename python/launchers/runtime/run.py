@@ -34,13 +34,14 @@ def run_plan(
     env_in = dict(os.environ if environ is None else environ)
     rank = node_rank(env_in) if rank is None else rank
     job_id = job_id or env_in.get("SLURM_JOB_ID") or f"local-{os.getpid()}"
-    job_dir = plan.paths.job_dir.replace(JOB_ID, job_id)
-    node_log = plan.paths.node_log.replace(JOB_ID, job_id).replace("{rank}", str(rank))
+    paths = plan.paths.for_job(job_id)
+    job_dir = paths.job_dir
+    node_log = paths.node_log.replace("{rank}", str(rank))
     ctx = context(
         rank=rank,
         nodes=plan.layout.nodes,
         job_id=job_id,
-        job_dir=job_dir,
+        paths=paths,
         iface=iface or plan.env.get("VLLM_HPC_IFACE"),
         extra_env=plan.env,
         environ=env_in,
