@@ -1,5 +1,6 @@
-"""Shared fixtures for the unit tests: a clean environment and a fixed interpreter path
-so plans and rendered files are reproducible."""
+"""Shared fixtures and helpers for the unit tests: a clean environment and a fixed
+interpreter path so plans and rendered files are reproducible, the plan helper, golden
+files, and the bad-input rule with its seams."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from launchers.input import probe as probe_module
 from launchers.input.planner import plan_for
+from launchers.input.probe import VllmProbe
 from launchers.input.registry import Registry, load_registry
 from launchers.input.resolve import Request, resolve
 from launchers.plan.launch import LaunchPlan
@@ -102,3 +105,39 @@ def golden(request: pytest.FixtureRequest) -> Iterator[Callable[[str, str], None
         assert text == path.read_text(), f"{name} differs: run pytest --update-golden and review"
 
     yield check
+
+
+# --- bad input: the one-clear-line rule and the seams that record starts ---
+
+
+def assert_one_clear_line(code: int, out: str, err: str, expected: str) -> None:
+    assert code == 2, (code, out, err)
+    assert out == "", out
+    assert err.endswith("\n") and err.count("\n") == 1 and err.strip(), err
+    assert "Traceback" not in err, err
+    assert err.startswith(expected), err
+
+
+@pytest.fixture
+def upstream_vllm(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The nodes' vLLM, as the capability probe would find an upstream 0.32 (no token
+    parallelism): the interpreters it was asked about are recorded."""
+    asked: list[str] = []
+
+    def probe(python: str, **_: object) -> VllmProbe:
+        asked.append(python)
+        return VllmProbe("0.32.0", frozenset({"--tensor-parallel-size", "--port"}))
+
+    monkeypatch.setattr(probe_module, "probe_vllm_flags", probe)
+    return asked
+
+
+@pytest.fixture
+def submissions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every way the CLI submits or starts a job, recorded instead of done."""
+    from launchers.submit import slurm
+
+    calls: list[str] = []
+    for name in ("submit_submitit", "submit_sbatch", "start_local"):
+        monkeypatch.setattr(slurm, name, lambda *a, _n=name, **k: calls.append(_n))
+    yield calls

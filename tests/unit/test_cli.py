@@ -1,7 +1,8 @@
 """The command line through click's test runner: help, models, dry runs.
 
 Bad input at every door (flags, registry files, sbatch environment, bash wrappers) is
-in test_bad_inputs.py, which uses ``run`` from here.
+in test_bad_flags.py, test_bad_registries.py and test_bad_scripts.py, which use ``run``
+from here.
 """
 
 from __future__ import annotations
