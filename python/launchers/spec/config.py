@@ -22,7 +22,7 @@ from launchers.defaults import (
     DEFAULT_READY_TIMEOUT,
     DEFAULT_VLLM_VERSION,
 )
-from launchers.spec import versions
+from launchers.spec import slurmtime, versions
 
 DType = Literal["auto", "bfloat16", "float16", "half", "float32", "float"]
 Runtime = Literal["auto", "ray", "native"]
@@ -33,7 +33,6 @@ PositiveInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 
 
-_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -43,8 +42,8 @@ class Frozen(BaseModel):
 
 
 def check_slurm_time(value: str | None) -> str | None:
-    if value is not None and not _TIME_RE.match(value):
-        raise ValueError(f"{value!r} is not a SLURM time (use MM, HH:MM:SS or D-HH:MM:SS)")
+    if value is not None:
+        slurmtime.minutes(value)  # raises ValueError naming the forms
     return value
 
 

@@ -8,7 +8,6 @@ ended ones, ``sacct`` last.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from launchers.errors import InputError, SubmitError
 from launchers.jobdir import jobfiles
 from launchers.plan.commands import JOB_ID
 from launchers.plan.launch import LaunchPlan, job_dir_for
+from launchers.spec import slurmtime
 
 # SLURM job state -> what vllm-hpc reports about the allocation.
 SLURM_STATES: dict[str, str] = {
@@ -47,7 +47,6 @@ SLURM_STATES: dict[str, str] = {
     "SPECIAL_EXIT": "FAILED",
 }
 ENDED = {"ENDED", "CANCELLED", "FAILED", "TIMEOUT"}
-_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -88,20 +87,10 @@ def parse_state(raw: str) -> str | None:
 
 def slurm_minutes(text: str) -> int:
     """SLURM time (``MM``, ``HH:MM:SS``, ``D-HH:MM``...) -> whole minutes (rounded up)."""
-    match = _TIME_RE.match(text)
-    if not match:
-        raise InputError(f"--time: {text!r} is not a SLURM time")
-    days = int(match[1] or 0)
-    parts = [int(p) for p in match.groups()[1:] if p is not None]
-    if match[1] is not None:  # D-HH[:MM[:SS]]
-        hours, minutes, seconds = [*parts, 0, 0][:3]
-    elif len(parts) == 1:  # MM
-        hours, minutes, seconds = 0, parts[0], 0
-    elif len(parts) == 2:  # MM:SS
-        hours, minutes, seconds = 0, parts[0], parts[1]
-    else:
-        hours, minutes, seconds = parts
-    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    try:
+        return slurmtime.minutes(text)
+    except ValueError:
+        raise InputError(f"--time: {text!r} is not a SLURM time") from None
 
 
 def _ask(argv: list[str], timeout: float) -> str:
