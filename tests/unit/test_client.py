@@ -37,3 +37,36 @@ def test_bench_tries_the_plans_python_where_the_job_runs(
     boxed = make_plan(model="llama-3.2-3b-instruct", container="apptainer:/x.sif")
     assert benchrun.places("42", boxed, "node1") == []
     assert benchrun.places("local-1", None, None) == [("the job's Python", ["python3"])]
+
+
+def test_report_and_summary_read_the_typed_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `status` and `jobs` print comes from the client, read from the job's records."""
+    from launchers import jobdir
+    from launchers.jobdir import jobfiles
+    from launchers.observe import client
+
+    monkeypatch.setattr(client, "_slurm_state", lambda job_id: ("FAILED", "FAILED"))
+    job_dir = tmp_path / "42"
+    jobdir.ensure_dir(job_dir)
+    jobfiles.write(
+        jobfiles.endpoint_file(str(job_dir)),
+        jobfiles.Endpoint(state="FAILED", message="vllm serve exited with code 1", job_id="42",
+                          model="m", nodes=2, started=1.0, log_tail=("boom",)),
+    )  # fmt: skip
+    for rank, host in ((0, "n1"), (1, "n2")):
+        jobfiles.write(
+            jobdir.node_file(str(job_dir), rank),
+            jobfiles.NodeRecord(rank=rank, hostname=host, ip=f"10.0.0.{rank + 1}"),
+        )
+    job = Client(job_root=str(tmp_path)).job("42")
+    report = job.report()
+    assert (report["state"], report["healthy"], report["log_tail"]) == ("FAILED", None, ["boom"])
+    assert [(n["rank"], n["host"], n["role"]) for n in report["nodes"]] == [
+        (0, "n1", "leader"),
+        (1, "n2", "worker"),
+    ]
+    summary = job.summary()
+    assert (summary["model"], summary["nodes"], summary["state"]) == ("m", 2, "FAILED")
+    assert summary["started"] == 1.0

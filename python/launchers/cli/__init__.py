@@ -509,20 +509,9 @@ def jobs_cmd(job_root: str | None, as_json: bool) -> None:
 
     rows = []
     for job in _client(job_root).jobs():
-        status = job.status()
-        info = job.info
-        started = info.started if info is not None else 0.0
-        rows.append(
-            {
-                "job_id": job.job_id,
-                "model": (info.model if info is not None else None) or "-",
-                "nodes": info.nodes if info is not None else "-",
-                "state": status.state,
-                "message": status.message,
-                "endpoint": status.url or "-",
-                "age": _age(time.time() - started) if started else "-",
-            }
-        )
+        row = job.summary()
+        started = row.pop("started")
+        rows.append({**row, "age": _age(time.time() - started) if started else "-"})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -544,59 +533,29 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
     """
     import json
 
-    from launchers.health import http_get
-
     job = _client(job_root).job(job_id)
-    status = job.status()
-    info = job.info
-    ray_nodes = (
-        [n.model_dump() for n in info.ray_nodes]
-        if info is not None and info.ray_nodes is not None
-        else None
-    )
-    health = None
-    if status.state == "READY" and status.url:
-        health = http_get(status.url.removesuffix("/v1") + "/health", api_key=job.api_key()).ok
-    data = {
-        "job_id": job_id,
-        "state": status.state,
-        "message": status.message,
-        "slurm": status.slurm,
-        "endpoint": status.url,
-        "model": status.model,
-        "healthy": health,
-        "nodes": [
-            {
-                "rank": n.rank,
-                "host": n.hostname,
-                "ip": n.ip,
-                "role": "leader" if n.rank == 0 else "worker",
-            }
-            for n in job.nodes()
-        ],
-        "ray_nodes": ray_nodes,
-        "log_tail": list(info.log_tail) if info is not None and status.state == "FAILED" else None,
-        "job_dir": job.job_dir,
-    }
+    data = job.report()
+    health, ray_nodes = data["healthy"], data["ray_nodes"]
+    state, url, model = data["state"], data["endpoint"], data["model"]
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(f"job {job_id}: {status.state} - {status.message}")
-        click.echo(f"  slurm     {status.slurm or '-'}")
-        click.echo(f"  endpoint  {status.url or '-'}  model {status.model or '-'}")
+        click.echo(f"job {job_id}: {state} - {data['message']}")
+        click.echo(f"  slurm     {data['slurm'] or '-'}")
+        click.echo(f"  endpoint  {url or '-'}  model {model or '-'}")
         if health is not None:
             click.echo(f"  health    {'ok' if health else 'not answering'}")
         for node in data["nodes"]:
             click.echo(f"  node {node['rank']}    {node['host']} {node['ip']} ({node['role']})")
         if ray_nodes is not None:
-            when = "alive" if status.state == "READY" else "at the last report"
+            when = "alive" if state == "READY" else "at the last report"
             click.echo(f"  ray       {len(ray_nodes)} node(s) {when}")
         click.echo(f"  job dir   {job.job_dir}")
         if data["log_tail"]:
             click.echo("  log tail  (the failed process's last lines)")
             for line in data["log_tail"]:
                 click.echo(f"    {line}")
-    if status.state != "READY" or health is False:
+    if state != "READY" or health is False:
         sys.exit(EXIT_FAILURE)
 
 
@@ -624,19 +583,8 @@ def logs_cmd(
             click.echo(text)
     if not follow:
         return
-    from launchers import waits
-
-    offsets = {p: p.stat().st_size for p in files}
-    for _ in waits.ticks():  # until Ctrl+C
-        for path in job.logs(node):
-            size = path.stat().st_size
-            start = offsets.get(path, 0)
-            if size > start:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    fh.seek(start)
-                    for line in fh.read().splitlines():
-                        click.echo(f"{path.name}: {line}")
-                offsets[path] = size
+    for path, line in job.follow_logs(node):  # until Ctrl+C
+        click.echo(f"{path.name}: {line}")
 
 
 @cli.command("metrics")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,6 +188,73 @@ class Job:
         leader = f"{self.job_dir}/node-0.log"
         local = f"{self.job_dir}/local.out"
         return local if not Path(leader).exists() and Path(local).exists() else leader
+
+    def summary(self) -> dict[str, Any]:
+        """One row of ``vllm-hpc jobs``: id, model, nodes, state, endpoint, start time."""
+        status, info = self.status(), self.info
+        return {
+            "job_id": self.job_id,
+            "model": (info.model if info is not None else None) or "-",
+            "nodes": info.nodes if info is not None else "-",
+            "state": status.state,
+            "message": status.message,
+            "endpoint": status.url or "-",
+            "started": info.started if info is not None else None,
+        }
+
+    def report(self) -> dict[str, Any]:
+        """What ``vllm-hpc status`` shows: SLURM's and the leader's state, each node's
+        role and address, the Ray nodes, vLLM's health (asked when READY), the failed
+        process's last lines."""
+        from launchers.health import http_get
+
+        status, info = self.status(), self.info
+        healthy = None
+        if status.state == "READY" and status.url:
+            url = status.url.removesuffix("/v1") + "/health"
+            healthy = http_get(url, api_key=self.api_key()).ok
+        return {
+            "job_id": self.job_id,
+            "state": status.state,
+            "message": status.message,
+            "slurm": status.slurm,
+            "endpoint": status.url,
+            "model": status.model,
+            "healthy": healthy,
+            "nodes": [
+                {
+                    "rank": n.rank,
+                    "host": n.hostname,
+                    "ip": n.ip,
+                    "role": "leader" if n.rank == 0 else "worker",
+                }
+                for n in self.nodes()
+            ],
+            "ray_nodes": (
+                [n.model_dump() for n in info.ray_nodes]
+                if info is not None and info.ray_nodes is not None
+                else None
+            ),
+            "log_tail": (
+                list(info.log_tail) if info is not None and status.state == "FAILED" else None
+            ),
+            "job_dir": self.job_dir,
+        }
+
+    def follow_logs(self, node: int | None = None) -> Iterator[tuple[Path, str]]:
+        """New lines of the job's logs as they are written, (file, line); never ends
+        (the caller stops it, e.g. on Ctrl+C). New log files are picked up."""
+        offsets = {p: p.stat().st_size for p in self.logs(node)}
+        for _ in waits.ticks():
+            for path in self.logs(node):
+                size = path.stat().st_size
+                start = offsets.get(path, 0)
+                if size > start:
+                    with open(path, encoding="utf-8", errors="replace") as fh:
+                        fh.seek(start)
+                        for line in fh.read().splitlines():
+                            yield path, line
+                    offsets[path] = size
 
     def logs(self, node: int | None = None) -> list[Path]:
         """The job's log files (all, or one node's), leader first."""
