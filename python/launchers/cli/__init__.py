@@ -14,10 +14,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from launchers.cli.exits import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED
 from launchers.defaults import DEFAULT_API_PORT, DEFAULT_DP_RPC_PORT, DEFAULT_RAY_PORT
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _layout_options(func: F) -> F:
@@ -386,95 +386,14 @@ def _register_renderers() -> None:
 _register_renderers()
 
 
-def _register_node() -> None:
-    from launchers.cli.node import node_group
+def _register_commands() -> None:
+    from launchers.cli import jobs, models, node
 
-    cli.add_command(node_group)
-
-
-_register_node()
+    for command in (*jobs.COMMANDS, models.models_group, node.node_group):
+        cli.add_command(command)
 
 
-@cli.group("models")
-def models_group() -> None:
-    """The model registry: list, show, schema."""
-
-
-@models_group.command("list")
-@click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
-def models_list(registry: tuple[str, ...], as_json: bool) -> None:
-    """Registry entries with their layout and GPU count."""
-    import json
-
-    from launchers.input.registry import load_registry
-
-    reg = load_registry(registry)
-    rows = []
-    for name, spec in sorted(reg.models.items()):
-        tp = spec.tensor_parallel_size or 1
-        pp = spec.pipeline_parallel_size or 1
-        dp = spec.data_parallel_size or 1
-        layout = f"TP={tp} PP={pp}" + (f" DP={dp}" if dp > 1 else "")
-        layout += " EP" if spec.enable_expert_parallel else ""
-        rows.append((name, layout, str(tp * pp * dp), spec.description))
-    if as_json:
-        keys = ("name", "layout", "gpus", "description")
-        click.echo(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
-        return
-    header = ("NAME", "LAYOUT", "GPUS", "DESCRIPTION")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-    for row in [header, *rows]:
-        click.echo(
-            "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
-        )
-
-
-@models_group.command("show")
-@click.argument("name")
-@click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
-def models_show(name: str, registry: tuple[str, ...], as_json: bool) -> None:
-    """The merged entry NAME and the file each field came from."""
-    import json
-
-    from launchers.input.registry import load_registry
-
-    reg = load_registry(registry)
-    spec = reg.get(name)
-    data = spec.model_dump(mode="json", exclude_defaults=False)
-    sources = reg.sources.get(name, {})
-    if as_json:
-        click.echo(json.dumps({"name": name, "entry": data, "sources": sources}, indent=2))
-        return
-    click.echo(f"{name}")
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        origin = sources.get(key, "default")
-        click.echo(f"  {key.ljust(width)}  {json.dumps(value)}   [{origin}]")
-
-
-@models_group.command("schema")
-def models_schema() -> None:
-    """JSON schema of registry files (point your editor's YAML plugin at it)."""
-    import json
-
-    from launchers.input.registry import schema
-
-    click.echo(json.dumps(schema(), indent=2))
-
-
-_job_root_option = click.option(
-    "--job-root",
-    help="Where job directories are (default: $VLLM_HPC_JOB_ROOT, else the site file's "
-    "job_root, else ~/.vllm-hpc/jobs).",
-)
-
-
-def _client(job_root: str | None) -> Any:
-    from launchers.observe.client import Client
-
-    return Client(job_root=job_root)
+_register_commands()
 
 
 @cli.command("job-root", hidden=True)
@@ -488,194 +407,6 @@ def job_root_cmd(job_root: str | None, registry: tuple[str, ...]) -> None:
 
     root = jobroot.job_root(job_root, os.environ, lambda: site_job_root(os.environ, registry))
     click.echo(root)
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
-
-
-@cli.command("jobs")
-@_job_root_option
-@click.option("--json", "as_json", is_flag=True)
-def jobs_cmd(job_root: str | None, as_json: bool) -> None:
-    """Your vllm-hpc jobs: id, model, nodes, state, endpoint, age."""
-    import json
-    import time
-
-    rows = []
-    for job in _client(job_root).jobs():
-        row = job.summary()
-        started = row.pop("started")
-        rows.append({**row, "age": _age(time.time() - started) if started else "-"})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    cols = ("job_id", "model", "nodes", "state", "endpoint", "age")
-    table = [tuple(c.upper() for c in cols)] + [tuple(str(r[c]) for c in cols) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-@cli.command("status")
-@click.argument("job_id")
-@_job_root_option
-@click.option("--json", "as_json", is_flag=True)
-def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
-    """SLURM state, each node's role and address, Ray nodes, vLLM health, endpoint.
-
-    Exits 0 only when the job is READY (1 otherwise), so scripts can poll it.
-    """
-    import json
-
-    job = _client(job_root).job(job_id)
-    data = job.report()
-    health, ray_nodes = data["healthy"], data["ray_nodes"]
-    state, url, model = data["state"], data["endpoint"], data["model"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        click.echo(f"job {job_id}: {state} - {data['message']}")
-        click.echo(f"  slurm     {data['slurm'] or '-'}")
-        click.echo(f"  endpoint  {url or '-'}  model {model or '-'}")
-        if health is not None:
-            click.echo(f"  health    {'ok' if health else 'not answering'}")
-        for node in data["nodes"]:
-            click.echo(f"  node {node['rank']}    {node['host']} {node['ip']} ({node['role']})")
-        if ray_nodes is not None:
-            when = "alive" if state == "READY" else "at the last report"
-            click.echo(f"  ray       {len(ray_nodes)} node(s) {when}")
-        click.echo(f"  job dir   {job.job_dir}")
-        if data["log_tail"]:
-            click.echo("  log tail  (the failed process's last lines)")
-            for line in data["log_tail"]:
-                click.echo(f"    {line}")
-    if state != "READY" or health is False:
-        sys.exit(EXIT_FAILURE)
-
-
-@cli.command("logs")
-@click.argument("job_id")
-@_job_root_option
-@click.option("--node", "-n", type=int, help="Only this node rank's logs.")
-@click.option("--tail", "tail_lines", type=int, default=40, show_default=True)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl+C ends).")
-def logs_cmd(
-    job_id: str, job_root: str | None, node: int | None, tail_lines: int, follow: bool
-) -> None:
-    """The leader's and workers' logs from the job directory."""
-
-    from launchers._proc import tail
-
-    job = _client(job_root).job(job_id)
-    files = job.logs(node)
-    if not files:
-        raise click.ClickException(f"no logs yet in {job.job_dir}")
-    for path in files:
-        click.echo(f"==> {path} <==")
-        text = tail(str(path), tail_lines)
-        if text:
-            click.echo(text)
-    if not follow:
-        return
-    for path, line in job.follow_logs(node):  # until Ctrl+C
-        click.echo(f"{path.name}: {line}")
-
-
-@cli.command("metrics")
-@click.argument("job_id")
-@_job_root_option
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.5),
-    default=2.0,
-    show_default=True,
-    help="Seconds between the two scrapes that give rates.",
-)
-@click.option("--watch", is_flag=True, help="Keep printing every --interval (Ctrl+C ends).")
-@click.option("--json", "as_json", is_flag=True)
-def metrics_cmd(
-    job_id: str, job_root: str | None, interval: float, watch: bool, as_json: bool
-) -> None:
-    """Requests running/waiting, KV-cache use, token throughput, TTFT and latency
-    percentiles, from the endpoint's /metrics (Prometheus text, parsed)."""
-    import json
-    import time
-
-    from launchers.observe.metrics import parse_metrics, render_summary, summarize
-
-    job = _client(job_root).job(job_id)
-    before = parse_metrics(job.metrics_text())
-    start = time.monotonic()
-    while True:
-        time.sleep(interval)  # poll: the sampling window for rates
-        now = parse_metrics(job.metrics_text())
-        summary = summarize(now, before, time.monotonic() - start)
-        click.echo(json.dumps(summary) if as_json else render_summary(summary))
-        if not watch:
-            return
-        before, start = now, time.monotonic()
-        if not as_json:
-            click.echo("")
-
-
-@cli.command("bench")
-@click.argument("job_id")
-@_job_root_option
-@click.option("--requests", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Requests in flight at once.",
-)
-@click.option("--input-len", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--output-len", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option(
-    "--tool",
-    type=click.Choice(["auto", "vllm", "builtin"]),
-    default="auto",
-    show_default=True,
-    help="auto: `vllm bench serve` where vLLM is importable (here, else on the job's "
-    "leader), the built-in client only where it is not.",
-)
-@click.option("--json", "as_json", is_flag=True)
-def bench_cmd(
-    job_id: str,
-    job_root: str | None,
-    requests: int,
-    concurrency: int,
-    input_len: int,
-    output_len: int,
-    tool: str,
-    as_json: bool,
-) -> None:
-    """Load-test a READY job: throughput, TTFT, TPOT, inter-token and request latency
-    percentiles. The result is saved as JSON in the job directory (bench/)."""
-    import json
-
-    from launchers.observe.loadtest import render
-
-    job = _client(job_root).job(job_id)
-    result = job.bench(
-        requests=requests,
-        concurrency=concurrency,
-        input_len=input_len,
-        output_len=output_len,
-        tool=tool,
-        log=None if as_json else (lambda message: click.echo(message, err=True)),
-    )
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    click.echo(render(result))
-    click.echo(f"saved       {result['result_file']}")
 
 
 DOCTOR_HELP = """Preflight checks on the nodes, before GPU time is spent on a model.
@@ -705,7 +436,9 @@ def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
     if extra and not extra[0].startswith("-"):
         if len(extra) > 1 or kwargs["model"]:
             raise click.UsageError("give either JOB or the layout options, not both")
-        job = _client(kwargs["job_root"]).job(extra[0])
+        from launchers.cli.jobs import client_for
+
+        job = client_for(kwargs["job_root"]).job(extra[0])
         job_plan = job.plan()
         if job_plan is None:
             raise click.ClickException(f"job {job.job_id} has no readable plan.json")
@@ -731,17 +464,6 @@ def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
         click.echo(f"doctor: {verdict} ({len(rows)} checks on {nodes} node(s))")
     if verdict == "fail":
         sys.exit(EXIT_FAILURE)
-
-
-@cli.command("stop")
-@click.argument("job_id")
-@_job_root_option
-@click.option("--timeout", type=float, default=60.0, show_default=True)
-def stop_cmd(job_id: str, job_root: str | None, timeout: float) -> None:
-    """Cancel the job and wait until every node has stopped. Safe to repeat."""
-    job = _client(job_root).job(job_id)
-    status = job.stop(timeout=timeout)
-    click.echo(f"job {job_id}: {status.state} - {status.message}")
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -1,0 +1,232 @@
+"""``vllm-hpc jobs|status|logs|metrics|bench|stop``: the operator's commands over a
+job, each a thin printer of what ``launchers.observe.client`` reads."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from launchers.cli.exits import EXIT_FAILURE
+
+job_root_option = click.option(
+    "--job-root",
+    help="Where job directories are (default: $VLLM_HPC_JOB_ROOT, else the site file's "
+    "job_root, else ~/.vllm-hpc/jobs).",
+)
+
+
+def client_for(job_root: str | None) -> Any:
+    from launchers.observe.client import Client
+
+    return Client(job_root=job_root)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+@click.command("jobs")
+@job_root_option
+@click.option("--json", "as_json", is_flag=True)
+def jobs_cmd(job_root: str | None, as_json: bool) -> None:
+    """Your vllm-hpc jobs: id, model, nodes, state, endpoint, age."""
+    import json
+    import time
+
+    rows = []
+    for job in client_for(job_root).jobs():
+        row = job.summary()
+        started = row.pop("started")
+        rows.append({**row, "age": _age(time.time() - started) if started else "-"})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    cols = ("job_id", "model", "nodes", "state", "endpoint", "age")
+    table = [tuple(c.upper() for c in cols)] + [tuple(str(r[c]) for c in cols) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.command("status")
+@click.argument("job_id")
+@job_root_option
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
+    """SLURM state, each node's role and address, Ray nodes, vLLM health, endpoint.
+
+    Exits 0 only when the job is READY (1 otherwise), so scripts can poll it.
+    """
+    import json
+
+    job = client_for(job_root).job(job_id)
+    data = job.report()
+    health, ray_nodes = data["healthy"], data["ray_nodes"]
+    state, url, model = data["state"], data["endpoint"], data["model"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"job {job_id}: {state} - {data['message']}")
+        click.echo(f"  slurm     {data['slurm'] or '-'}")
+        click.echo(f"  endpoint  {url or '-'}  model {model or '-'}")
+        if health is not None:
+            click.echo(f"  health    {'ok' if health else 'not answering'}")
+        for node in data["nodes"]:
+            click.echo(f"  node {node['rank']}    {node['host']} {node['ip']} ({node['role']})")
+        if ray_nodes is not None:
+            when = "alive" if state == "READY" else "at the last report"
+            click.echo(f"  ray       {len(ray_nodes)} node(s) {when}")
+        click.echo(f"  job dir   {job.job_dir}")
+        if data["log_tail"]:
+            click.echo("  log tail  (the failed process's last lines)")
+            for line in data["log_tail"]:
+                click.echo(f"    {line}")
+    if state != "READY" or health is False:
+        sys.exit(EXIT_FAILURE)
+
+
+@click.command("logs")
+@click.argument("job_id")
+@job_root_option
+@click.option("--node", "-n", type=int, help="Only this node rank's logs.")
+@click.option("--tail", "tail_lines", type=int, default=40, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl+C ends).")
+def logs_cmd(
+    job_id: str, job_root: str | None, node: int | None, tail_lines: int, follow: bool
+) -> None:
+    """The leader's and workers' logs from the job directory."""
+
+    from launchers._proc import tail
+
+    job = client_for(job_root).job(job_id)
+    files = job.logs(node)
+    if not files:
+        raise click.ClickException(f"no logs yet in {job.job_dir}")
+    for path in files:
+        click.echo(f"==> {path} <==")
+        text = tail(str(path), tail_lines)
+        if text:
+            click.echo(text)
+    if not follow:
+        return
+    for path, line in job.follow_logs(node):  # until Ctrl+C
+        click.echo(f"{path.name}: {line}")
+
+
+@click.command("metrics")
+@click.argument("job_id")
+@job_root_option
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.5),
+    default=2.0,
+    show_default=True,
+    help="Seconds between the two scrapes that give rates.",
+)
+@click.option("--watch", is_flag=True, help="Keep printing every --interval (Ctrl+C ends).")
+@click.option("--json", "as_json", is_flag=True)
+def metrics_cmd(
+    job_id: str, job_root: str | None, interval: float, watch: bool, as_json: bool
+) -> None:
+    """Requests running/waiting, KV-cache use, token throughput, TTFT and latency
+    percentiles, from the endpoint's /metrics (Prometheus text, parsed)."""
+    import json
+    import time
+
+    from launchers.observe.metrics import parse_metrics, render_summary, summarize
+
+    job = client_for(job_root).job(job_id)
+    before = parse_metrics(job.metrics_text())
+    start = time.monotonic()
+    while True:
+        time.sleep(interval)  # poll: the sampling window for rates
+        now = parse_metrics(job.metrics_text())
+        summary = summarize(now, before, time.monotonic() - start)
+        click.echo(json.dumps(summary) if as_json else render_summary(summary))
+        if not watch:
+            return
+        before, start = now, time.monotonic()
+        if not as_json:
+            click.echo("")
+
+
+@click.command("bench")
+@click.argument("job_id")
+@job_root_option
+@click.option("--requests", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option("--input-len", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--output-len", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--tool",
+    type=click.Choice(["auto", "vllm", "builtin"]),
+    default="auto",
+    show_default=True,
+    help="auto: `vllm bench serve` where vLLM is importable (here, else on the job's "
+    "leader), the built-in client only where it is not.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def bench_cmd(
+    job_id: str,
+    job_root: str | None,
+    requests: int,
+    concurrency: int,
+    input_len: int,
+    output_len: int,
+    tool: str,
+    as_json: bool,
+) -> None:
+    """Load-test a READY job: throughput, TTFT, TPOT, inter-token and request latency
+    percentiles. The result is saved as JSON in the job directory (bench/)."""
+    import json
+
+    from launchers.observe.loadtest import render
+
+    job = client_for(job_root).job(job_id)
+    result = job.bench(
+        requests=requests,
+        concurrency=concurrency,
+        input_len=input_len,
+        output_len=output_len,
+        tool=tool,
+        log=None if as_json else (lambda message: click.echo(message, err=True)),
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(render(result))
+    click.echo(f"saved       {result['result_file']}")
+
+
+@click.command("stop")
+@click.argument("job_id")
+@job_root_option
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+def stop_cmd(job_id: str, job_root: str | None, timeout: float) -> None:
+    """Cancel the job and wait until every node has stopped. Safe to repeat."""
+    job = client_for(job_root).job(job_id)
+    status = job.stop(timeout=timeout)
+    click.echo(f"job {job_id}: {status.state} - {status.message}")
+
+
+COMMANDS = (
+    jobs_cmd,
+    status_cmd,
+    logs_cmd,
+    metrics_cmd,
+    bench_cmd,
+    stop_cmd,
+)
