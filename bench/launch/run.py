@@ -171,8 +171,10 @@ class Bench:
             start = float(read_phases(phases_file)["job_start"])
             record.update(from_submit=t_ready - t_submit, from_start=t_ready - start)
         record["job_id"] = job_id
-        record["phases"] = self.phases(variant, job_id, phases_file, t_submit, t_ready)
-        self.finish(job_id)
+        try:
+            record["phases"] = self.phases(variant, job_id, phases_file, t_submit, t_ready)
+        finally:  # a bench that fails here leaves no job behind for the next run
+            self.finish(job_id)
         return record
 
     def ended(self, variant: str, job_id: str) -> bool:
@@ -244,7 +246,7 @@ class Bench:
             joined = re.match(r"(\d+)/(\d+) Ray node\(s\) alive", text)
             if joined and joined.group(1) == joined.group(2):
                 out.setdefault("workers_joined_seen", t0 + offset)
-        if "ready_seconds" in endpoint:
+        if endpoint.get("ready_seconds") is not None:  # written once READY (format 1: null before)
             out["status_ready"] = float(endpoint["started"]) + float(endpoint["ready_seconds"])
         return out
 

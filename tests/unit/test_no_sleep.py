@@ -37,7 +37,7 @@ ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
         "helper",
         "the cadence of a supervising loop that ends on its own condition",
     ),
-    ("python/launchers/cli/__init__.py", "metrics_cmd"): (
+    ("python/launchers/cli/jobs.py", "metrics_cmd"): (
         "window",
         "the --interval between two /metrics scrapes is what the rates are measured over",
     ),
