@@ -38,6 +38,9 @@ from typing import Any
 
 from tests.cluster import bed
 
+from launchers import jobdir
+from launchers.jobdir import jobfiles, jobroot
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SERVED = "tiny-llama"
@@ -183,11 +186,14 @@ class Bench:
         if state in bed.TERMINAL_STATES:
             why = ""
             if variant != "floor":
-                try:
-                    data = json.loads((self.root / job_id / "endpoint.json").read_text())
-                    why = f": {data.get('state')} - {data.get('message')}"
-                except (OSError, ValueError):
-                    why = " (no endpoint.json)"
+                endpoint = jobfiles.read(
+                    jobfiles.endpoint_file(str(self.root / job_id)), jobfiles.Endpoint
+                )
+                why = (
+                    f": {endpoint.state} - {endpoint.message}"
+                    if endpoint is not None
+                    else " (no endpoint.json)"
+                )
             raise LaunchFailed(f"{variant} job {job_id} ended {state} before answering{why}")
         return False
 
@@ -198,16 +204,16 @@ class Bench:
             return f"http://{ip}:{API_PORT}/v1/models", None
         job_dir = self.root / job_id
 
-        def leader() -> dict[str, Any] | None:
+        def leader() -> tuple[jobfiles.Leader, str] | None:
+            record = jobfiles.read(jobfiles.leader_file(str(job_dir)), jobfiles.Leader)
             try:
-                data = json.loads((job_dir / "leader.json").read_text())
-                key = (job_dir / "api_key").read_text().strip()
-            except (OSError, ValueError):
+                key = (job_dir / jobroot.API_KEY_FILE).read_text().strip()
+            except OSError:
                 return None
-            return {**data, "key": key}
+            return None if record is None else (record, key)
 
-        info = poll(f"job {job_id}'s leader.json", leader, READY_TIMEOUT)
-        return f"http://{info['ip']}:{info['api_port']}/v1/models", str(info["key"])
+        info, key = poll(f"job {job_id}'s leader.json", leader, READY_TIMEOUT)
+        return f"http://{info.ip}:{info.api_port}/v1/models", key
 
     def phases(
         self, variant: str, job_id: str, phases_file: Path, t_submit: float, t_ready: float
@@ -224,15 +230,20 @@ class Bench:
     def runtime_stamps(job_dir: Path) -> dict[str, float]:
         """Wall times of the runtime's phases: node start + the offsets in its log lines."""
         out: dict[str, float] = {}
-        for rank_file in sorted((job_dir / "nodes").glob("*.json")):
-            data = json.loads(rank_file.read_text())
-            out[f"node{data['rank']}_runtime"] = float(data["time"])
+        records = [
+            jobfiles.read(p, jobfiles.NodeRecord) for p in (job_dir / "nodes").glob("*.json")
+        ]
+        for record in sorted((r for r in records if r is not None), key=lambda r: r.rank):
+            out[f"node{record.rank}_runtime"] = record.time
+        leader = jobfiles.read(jobdir.node_file(str(job_dir), 0), jobfiles.NodeRecord)
+        endpoint = jobfiles.read(jobfiles.endpoint_file(str(job_dir)), jobfiles.Endpoint)
         try:
-            t0 = float(json.loads((job_dir / "nodes" / "0.json").read_text())["time"])
             lines = (job_dir / "node-0.log").read_text().splitlines()
-            endpoint = json.loads((job_dir / "endpoint.json").read_text())
-        except (OSError, ValueError, KeyError):
+        except OSError:
             return out
+        if leader is None or endpoint is None:
+            return out
+        t0 = leader.time
         marks = {"Ray head starting": "head_start", "Ray head up": "head_up",
                  "vllm serve started": "serve_exec"}  # fmt: skip
         for line in lines:
@@ -246,8 +257,8 @@ class Bench:
             joined = re.match(r"(\d+)/(\d+) Ray node\(s\) alive", text)
             if joined and joined.group(1) == joined.group(2):
                 out.setdefault("workers_joined_seen", t0 + offset)
-        if endpoint.get("ready_seconds") is not None:  # written once READY (format 1: null before)
-            out["status_ready"] = float(endpoint["started"]) + float(endpoint["ready_seconds"])
+        if endpoint.ready_seconds is not None:  # set once READY
+            out["status_ready"] = endpoint.started + endpoint.ready_seconds
         return out
 
     # ---- Ray bootstrap alone
@@ -259,11 +270,8 @@ class Bench:
         job_id = self.sbatch(HERE / "bootstrap.sbatch", nodes, env, work / "slurm.out")
 
         def ready() -> float | None:
-            try:
-                data = json.loads((job_dir / "endpoint.json").read_text())
-            except (OSError, ValueError):
-                return None
-            return float(data["updated"]) if data.get("state") == "READY" else None
+            endpoint = jobfiles.read(jobfiles.endpoint_file(str(job_dir)), jobfiles.Endpoint)
+            return endpoint.updated if endpoint is not None and endpoint.state == "READY" else None
 
         t_ready = poll(f"bootstrap job {job_id} READY", ready, READY_TIMEOUT)
         start = float(read_phases(phases_file)["job_start"])

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench.launch.run import Bench, read_phases, summary
 
+from launchers import jobdir
+from launchers.jobdir import jobfiles
 from launchers.runtime.context import NodeLog
 
 
 def test_runtime_stamps_read_the_leader_log(tmp_path: Path) -> None:
-    (tmp_path / "nodes").mkdir()
-    (tmp_path / "nodes" / "0.json").write_text(json.dumps({"rank": 0, "time": 1000.0}))
-    (tmp_path / "nodes" / "1.json").write_text(json.dumps({"rank": 1, "time": 1000.5}))
+    for rank, when in ((0, 1000.0), (1, 1000.5)):  # the records as the runtime writes them
+        record = jobfiles.NodeRecord(rank=rank, hostname=f"n{rank}", ip="10.0.0.1", time=when)
+        jobfiles.write(jobdir.node_file(str(tmp_path), rank), record)
     log = NodeLog(0, str(tmp_path / "node-0.log"))
     log("Ray head starting on 10.0.0.1:6379 (log x)")
     log("Ray head up after 2.0 s")
     log("vllm serve started (pid 9, log y)")
     log("1/2 Ray node(s) alive")
     log("2/2 Ray node(s) alive")
-    (tmp_path / "endpoint.json").write_text(json.dumps({"started": 1000.0, "ready_seconds": 30}))
+    jobfiles.write(
+        jobfiles.endpoint_file(str(tmp_path)),
+        jobfiles.Endpoint(state="READY", started=1000.0, ready_seconds=30),
+    )
     stamps = Bench.runtime_stamps(tmp_path)
     assert stamps["node0_runtime"] == 1000.0 and stamps["node1_runtime"] == 1000.5
     assert set(stamps) == {

@@ -87,3 +87,15 @@ def test_a_local_job_whose_process_dies_fails_the_wait_at_once(
     assert done.returncode == 1, done.stderr
     assert "FAILED" in done.stderr or "FAILED" in done.stdout
     assert "exited" in done.stderr, done.stderr
+
+
+def test_a_plans_paths_for_one_job_and_for_a_named_directory() -> None:
+    from launchers.plan.launch import JobPaths, job_paths
+
+    mine = job_paths("/shared/jobs").for_job("42")
+    assert mine.job_dir == "/shared/jobs/42" and mine.leader == "/shared/jobs/42/leader.json"
+    assert mine.endpoint == "/shared/jobs/42/endpoint.json"
+    assert "@JOB_ID@" not in mine.model_dump_json()
+    named = JobPaths.at("/scratch/run1/")
+    assert (named.root, named.job_dir) == ("/scratch", "/scratch/run1")
+    assert named.plan == "/scratch/run1/plan.json"

@@ -149,3 +149,14 @@ def test_reason_names_what_died_first(tmp_path: Path, log: str, expected: str) -
     path = tmp_path / "process.log"
     path.write_text(log)
     assert _proc.reason(str(path)) == expected
+
+
+def test_a_program_that_cannot_start_is_a_one_line_failure(tmp_path: Path) -> None:
+    from launchers.errors import RuntimeFailure
+
+    for start in (_proc.start, _proc.start_piped):
+        with pytest.raises(RuntimeFailure) as failed:
+            start("x", ["/nonexistent/ray", "start"], env={}, log_path=str(tmp_path / "x.log"))
+        assert failed.value.one_line().startswith(
+            "cannot start /nonexistent/ray: No such file or directory (install it"
+        )

@@ -90,7 +90,8 @@ class JobPaths(Frozen):
     @classmethod
     def at(cls, job_dir: str) -> JobPaths:
         """The paths of a job directory a user named (the wrapper's ``--job-dir``)."""
-        return job_paths(os.path.dirname(job_dir.rstrip("/")) or "/", job_dir=job_dir)
+        job_dir = job_dir.rstrip("/") or "/"
+        return job_paths(os.path.dirname(job_dir) or "/", job_dir=job_dir)
 
     def for_job(self, job_id: str) -> JobPaths:
         """These paths for one job (``@JOB_ID@`` filled in)."""

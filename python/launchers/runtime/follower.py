@@ -72,17 +72,26 @@ def _find_leader(ctx: NodeContext, task: FollowerTask) -> FollowerTask:
     )
 
 
+def _wait_leader_port(
+    ctx: NodeContext, task: FollowerTask, leader_ip: str, port: int, what: str, log: str
+) -> float:
+    """Wait (the nodes deadline) until the leader's ``port`` opens; ``log`` (on the
+    leader) says why not. Returns the seconds waited."""
+    return health.wait_for_port(
+        leader_ip,
+        port,
+        timeout=task.nodes_timeout,
+        what=what,
+        log=f"{ctx.job_dir}/{log} on the leader",
+        alive=ctx.stop_check,
+    )
+
+
 def _join_ray(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _proc.Child:
     assert task.ray is not None
     ray = task.ray
-    waited = health.wait_for_port(
-        leader_ip,
-        ray.port,
-        timeout=task.nodes_timeout,
-        what="the Ray head of the leader",
-        log=f"{ctx.job_dir}/node-0.log on the leader",
-        alive=ctx.stop_check,
-    )
+    what = "the Ray head of the leader"
+    waited = _wait_leader_port(ctx, task, leader_ip, ray.port, what, "node-0.log")
     ctx.log(f"the Ray head at {leader_ip}:{ray.port} answered after {waited:.1f} s")
     values = {**task.values, LEADER_IP: leader_ip}
     argv, env = ctx.command(fill_placeholders(ray.argv(), values))
@@ -96,14 +105,8 @@ def _start_headless(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _pr
     values = {**task.values, LEADER_IP: leader_ip}
     rendezvous = task.serve.rendezvous
     if rendezvous is not None:
-        waited = health.wait_for_port(
-            leader_ip,
-            rendezvous.port,
-            timeout=task.nodes_timeout,
-            what="the leader's vLLM rendezvous port",
-            log=f"{ctx.job_dir}/vllm-0.log on the leader",
-            alive=ctx.stop_check,
-        )
+        what = "the leader's vLLM rendezvous port"
+        waited = _wait_leader_port(ctx, task, leader_ip, rendezvous.port, what, "vllm-0.log")
         ctx.log(f"the leader's port {rendezvous.port} answered after {waited:.1f} s")
     extra = {k: fill_placeholders([v], values)[0] for k, v in task.serve_env.items()}
     argv, env = ctx.command(fill_placeholders(task.serve.argv(), values), extra)
