@@ -18,11 +18,11 @@ from launchers.render.containers import (
     VLLM_BASE_IMAGE,
     build_srun_container_options,
     container_env,
-    is_secret,
     required_binds,
     wrap_argv,
 )
 from launchers.spec.config import ContainerSpec
+from launchers.spec.secretenv import is_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-never-on-a-command-line"  # noqa: S105 - a test value

@@ -35,6 +35,7 @@ from pathlib import PurePosixPath
 from launchers.defaults import DEFAULT_RAY_PORT
 from launchers.plan.launch import LaunchPlan
 from launchers.spec.config import ContainerSpec
+from launchers.spec.secretenv import is_secret
 
 # The official vLLM OpenAI image the shipped definition files build on; keep it in step
 # with config.DEFAULT_VLLM_VERSION.
@@ -44,9 +45,6 @@ IMAGE_ROOT = "/opt/vllm-hpc"
 IMAGE_WRAPPER = f"{IMAGE_ROOT}/bin/multi-node-serving.sh"
 
 APPTAINER_RUNTIMES = ("apptainer", "singularity")
-# Never on a command line: a name that looks like a credential, or one of these.
-SECRET_NAMES = frozenset({"VLLM_API_KEY", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"})
-_SECRET_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 # Characters Apptainer's --env (a CSV-parsed K=V list) or a bind spec would misread.
 _ENV_ARG_UNSAFE = re.compile(r"[,\"\n\r]")
 _BIND_UNSAFE = re.compile(r"[,:\n\r]")
@@ -78,11 +76,6 @@ PASSTHROUGH_PREFIXES = (
     "RAY_",
     "UCX_",
 )
-
-
-def is_secret(name: str) -> bool:
-    """True for variables whose value must never be on a command line."""
-    return name in SECRET_NAMES or bool(_SECRET_RE.search(name))
 
 
 def env_prefix(container: ContainerSpec) -> str:
