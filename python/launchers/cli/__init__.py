@@ -16,6 +16,13 @@ import click
 
 from launchers.cli.exits import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED
 from launchers.defaults import DEFAULT_API_PORT, DEFAULT_DP_RPC_PORT, DEFAULT_RAY_PORT
+from launchers.spec import fields
+
+
+def _count(most: int) -> click.IntRange:
+    """A count from 1 to ``most`` (bounds from spec.fields, the planner's own)."""
+    return click.IntRange(min=1, max=most)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,19 +35,22 @@ def _layout_options(func: F) -> F:
             help="Registry id (see `vllm-hpc models list`), Hugging Face id or model "
             "directory. Default: $MODEL_NAME.",
         ),
-        click.option("--nodes", "-N", type=click.IntRange(min=1), help="Nodes to allocate."),
+        click.option("--nodes", "-N", type=_count(fields.MAX_NODES), help="Nodes to allocate."),
         click.option(
-            "--gpus-per-node", "-G", type=click.IntRange(min=1), help="GPUs on each node."
+            "--gpus-per-node",
+            "-G",
+            type=_count(fields.MAX_GPUS_PER_NODE),
+            help="GPUs on each node.",
         ),
-        click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size."),
-        click.option("--pp", type=click.IntRange(min=1), help="Pipeline parallel size."),
-        click.option("--dp", type=click.IntRange(min=1), help="Data parallel size (in all)."),
+        click.option("--tp", type=_count(fields.MAX_PARALLEL), help="Tensor parallel size."),
+        click.option("--pp", type=_count(fields.MAX_PARALLEL), help="Pipeline parallel size."),
+        click.option("--dp", type=_count(fields.MAX_PARALLEL), help="Data parallel size (in all)."),
         click.option(
             "--ep/--no-ep", default=None, help="Expert parallel (MoE models, with DP or TP)."
         ),
         click.option(
             "--token-parallel-size",
-            type=click.IntRange(min=1),
+            type=_count(fields.MAX_PARALLEL),
             help="Token parallelism: only engine builds that have it, not upstream vLLM "
             "(the nodes' vLLM is asked before anything is submitted).",
         ),
@@ -97,7 +107,7 @@ def _layout_options(func: F) -> F:
         click.option("--vllm-version", help="vLLM version the nodes run (default: current)."),
         click.option(
             "--gpu-memory-gib",
-            type=click.FloatRange(min=0, min_open=True),
+            type=click.FloatRange(min=0, min_open=True, max=fields.MAX_GPU_MEMORY_GIB),
             help="Memory of one GPU, to check the model fits.",
         ),
         click.option(
@@ -111,7 +121,9 @@ def _layout_options(func: F) -> F:
             "deepep_high_throughput, deepep_low_latency).",
         ),
         click.option(
-            "--api-server-count", type=click.IntRange(min=1), help="API server processes (DP)."
+            "--api-server-count",
+            type=_count(fields.MAX_API_SERVERS),
+            help="API server processes (DP).",
         ),
         click.option(
             "--dp-rpc-port",
@@ -490,6 +502,14 @@ def run(command: click.Command, args: Sequence[str] | None, prog_name: str) -> N
         _fail(exc.format_message(), exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         _fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:
+        if debug:
+            raise
+        # A file the user named (an output path, a key file) that cannot be used.
+        what = exc.strerror or type(exc).__name__
+        if exc.filename is None:
+            _fail(f"{what} (rerun with --debug for the traceback)", EXIT_FAILURE)
+        _fail(f"{exc.filename}: {what} (check the path and its permissions)", EXIT_BAD_INPUT)
     except Exception as exc:
         if debug:
             raise
