@@ -335,11 +335,8 @@ def check_extra_args(config: ServeConfig) -> None:
     for flag, value, given in _split_flags(extra):
         if flag in _REFUSED_FLAGS:
             why, fix = _REFUSED_FLAGS[flag]
-            shown = (
-                flag
-                if given.split("=")[0].split(" ")[0] == flag
-                else f"{given.split()[0]} ({flag})"
-            )
+            typed = given.split()[0].split("=")[0]
+            shown = flag if typed == flag else f"{typed} (vLLM reads it as {flag})"
             raise InputError(f"vllm serve arguments: {shown} {why}", fix=fix)
         if flag in _PLAN_FLAGS and flag in seen:
             raise InputError(

@@ -53,7 +53,10 @@ def _walk_text(value: Any) -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             _walk_text(key)
-            _walk_text(item)
+            try:
+                _walk_text(item)
+            except ValueError as exc:
+                raise ValueError(f"the value of {key} {exc}") from None
 
 
 class Frozen(BaseModel):
@@ -112,8 +115,7 @@ def check_mem(value: str | None) -> str | None:
 
 def check_served_name(value: str | None) -> str | None:
     if value is not None:
-        what = "a model name clients can send (letters, digits, . _ : / + @ -; no spaces)"
-        fields.matching(value, fields.SERVED_NAME_RE, what)
+        fields.not_a_flag(fields.plain_text(value, limit=fields.MAX_NAME))
     return value
 
 
@@ -261,6 +263,10 @@ class ContainerSpec(Frozen):
                 f"{text!r} is not a container spec "
                 "(use apptainer:IMAGE.sif, singularity:IMAGE.sif or enroot:IMAGE)"
             )
+        try:
+            check_image(image)
+        except ValueError as exc:
+            raise ValueError(f"the image {image!r} {exc}") from None
         return cls.model_validate({"runtime": runtime, "image": image})
 
     def __str__(self) -> str:

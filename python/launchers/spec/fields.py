@@ -49,8 +49,6 @@ MEM_RE = re.compile(r"[0-9]+[KMGT]?", re.ASCII)
 PATH_RE = re.compile(r"[A-Za-z0-9._/+@:=,~-]+", re.ASCII)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 JOB_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
-# A served model name: what clients put in "model"; no spaces, never a flag.
-SERVED_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:/+@-]*", re.ASCII)
 
 
 def control_character(text: str) -> str | None:
