@@ -805,3 +805,11 @@ def test_dp_scripts_read_leading_zeros_as_decimal(tmp_path: Path) -> None:
     plan = calls[0]
     assert plan[plan.index("--dp") + 1] == "16"
     assert plan[plan.index("--gpus-per-node") + 1] == "8"
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "dir" / "x.yaml"
+    code, out, err = run(["render", "k8s", "-m", "org/model", "-o", str(target)])
+    assert_one_clear_line(
+        code, out, err, f"Error: {target}: No such file or directory (check the path"
+    )
