@@ -336,3 +336,22 @@ def test_submit_dry_run_writes_no_file(tmp_path: Path, job_root: Path) -> None:
     assert_no_value(out)
     assert f"WANDB_API_KEY={SECRET_SHOWN}" in out
     assert not job_root.exists()
+
+
+def test_the_wrappers_leader_keeps_its_secrets_in_memory(tmp_path: Path) -> None:
+    """``multi-node-serving.sh leader --model`` plans and runs in one process: the values
+    need no file, and still never reach the plan's data."""
+    from launchers.input import wrapper
+
+    reg = tmp_path / "models.yaml"
+    reg.write_text(REGISTRY)
+    args = wrapper.parse(["leader", "--ray_cluster_size=1", "--model=tiny"])
+    environ = {"VLLM_HPC_JOB_ROOT": str(tmp_path / "jobs"), "VLLM_HPC_REGISTRY": str(reg)}
+    plan = wrapper.wrapper_plan(args, job_id="5", environ=environ, python=PYTHON)
+    assert plan.secret_env == ("SITE_PASSWORD", "WANDB_API_KEY")
+    assert plan.secret_env_file is None
+    assert_no_value(plan.model_dump_json())
+    assert node_secret_env(plan) == {"SITE_PASSWORD": SITE, "WANDB_API_KEY": WANDB}
+    # The same plan read back from a file has no values and no file: the node refuses.
+    with pytest.raises(RuntimeFailure, match="have no secret environment file"):
+        node_secret_env(LaunchPlan.model_validate_json(plan.model_dump_json()))
