@@ -6,6 +6,7 @@ aliases are expanded, and no error message echoes more than a short piece of a v
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -194,3 +195,17 @@ def test_shown_is_one_bounded_line(value: object) -> None:
     text = shown(value)
     assert "\n" not in text and 0 < len(text) <= 80, text
     assert len(shown(value, limit=20)) <= 20
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_registry_that_is_not_a_file_is_refused_without_waiting(
+    tmp_path: Path, kind: str
+) -> None:
+    if kind == "fifo":
+        path = tmp_path / "registry.yaml"
+        os.mkfifo(path)  # nobody writes it: reading would wait for ever
+    else:
+        path = Path("/dev/zero")  # endless
+    code, out, err = run(["submit", "-m", "x", "--registry", str(path), "--dry-run"])
+    assert err == f"Error: registry: {path} is not a regular file (give a YAML file)\n"
+    assert_one_clear_line(code, out, err, "Error: registry:")

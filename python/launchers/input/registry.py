@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -429,8 +430,13 @@ def _too_big(source: str) -> RegistryError:
 
 
 def _read_bounded(path: Path, source: str) -> str:
-    """The file's text, reading no more than ``MAX_FILE_BYTES`` (+1 to tell)."""
-    with path.open("rb") as fh:
+    """The file's text, reading no more than ``MAX_FILE_BYTES`` (+1 to tell); a FIFO or
+    a device is refused without waiting on it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RegistryError(f"registry: {source} is not a regular file", fix="give a YAML file")
+        os.set_blocking(fd, True)
         data = fh.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise _too_big(source)
