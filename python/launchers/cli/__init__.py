@@ -341,12 +341,23 @@ def plan_cmd(out: str | None, **kwargs: Any) -> None:
     The sbatch templates in slurm/ call this inside the job, with the allocation's
     node and GPU counts, so a bad input fails the job before any node starts.
     """
-    launch = _make_plan(kwargs)
+    launch = _sealed(_make_plan(kwargs))
     text = launch.model_dump_json(indent=2) + "\n"
     if out:
         _write_file("--out", out, text)
     else:
         click.echo(text, nl=False)
+
+
+def _sealed(launch: Any) -> Any:
+    """The plan with its secret variables in their 0600 file (the plan names only them)."""
+    from launchers.submit.slurm import seal_secrets
+
+    sealed = seal_secrets(launch)
+    if sealed.secret_env_file != launch.secret_env_file:
+        names = ", ".join(sealed.secret_env)
+        click.echo(f"vllm-hpc: {names} written to {sealed.secret_env_file} (0600)", err=True)
+    return sealed
 
 
 def _write_file(flag: str, path: str, text: str) -> None:
@@ -380,7 +391,7 @@ def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
     """Print the sbatch script for a deployment (same options as `submit`)."""
     from launchers.render.text import render_sbatch
 
-    text = render_sbatch(_make_plan(kwargs))
+    text = render_sbatch(_sealed(_make_plan(kwargs)))
     if output:
         _write_file("--output", output, text)
         click.echo(f"wrote {output}", err=True)

@@ -25,7 +25,7 @@ from launchers.defaults import (
     DEFAULT_VLLM_VERSION,
     RAY_WORKER_PORTS,
 )
-from launchers.errors import InputError
+from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
 from launchers.input import probe
 from launchers.input.registry import Registry
 from launchers.jobdir.jobroot import job_root
@@ -189,9 +189,10 @@ def validated(model: type[M], data: Mapping[str, Any]) -> M:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(part) for part in err["loc"])
-        name = _FLAG_NAMES.get(loc, loc if loc.strip() == loc and loc.isprintable() else repr(loc))
-        msg = err["msg"].removeprefix("Value error, ")
-        raise InputError(f"{name}: {msg} (got {err.get('input')!r})") from None
+        plain = loc.strip() == loc and loc.isprintable() and len(loc) <= SHOWN_LIMIT
+        name = _FLAG_NAMES.get(loc, loc if plain else shown(loc))
+        msg = clipped(err["msg"].removeprefix("Value error, "))
+        raise InputError(f"{name}: {msg} (got {shown(err.get('input'))})") from None
 
 
 def _api_host(host: str | None) -> str:

@@ -13,6 +13,8 @@ from launchers.plan.commands import JOB_ID
 from launchers.plan.launch import LaunchPlan, RolePlan
 
 PLAN_HEREDOC = "VLLM_HPC_PLAN"
+# What the dry run shows for a secret variable's value (it is in a 0600 file, never here).
+SECRET_SHOWN = "<secret, from a 0600 file>"  # noqa: S105 - a placeholder
 _PLACEHOLDER_HELP = (
     ("@NODE_IP@", "the node's fast-interface address (exported as VLLM_HOST_IP)"),
     ("@LEADER_IP@", "node 0's fast-interface address"),
@@ -127,9 +129,13 @@ def render_plan_text(plan: LaunchPlan) -> str:
         out.append("  ray auth  token per job (RAY_AUTH_MODE=token), dashboard off")
     for warning in plan.warnings:
         out.append(f"  warning   {warning}")
-    if plan.env:
+    if plan.env or plan.secret_env:
         out += ["", "Environment on every node"]
-        out += [f"  {key}={shlex.quote(value)}" for key, value in sorted(plan.env.items())]
+        shown = {**plan.env, **dict.fromkeys(plan.secret_env, SECRET_SHOWN)}
+        out += [
+            f"  {key}={value if key in plan.secret_env else shlex.quote(value)}"
+            for key, value in sorted(shown.items())
+        ]
     for role in plan.roles:
         out += ["", _role_title(role)]
         if role.ray_argv:

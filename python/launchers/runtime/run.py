@@ -16,6 +16,7 @@ from launchers.plan.launch import LaunchPlan, fill_placeholders
 from launchers.runtime.context import context, node_rank, read_key
 from launchers.runtime.follower import follow
 from launchers.runtime.leader import lead
+from launchers.runtime.secret_env import forget, node_secret_env
 from launchers.runtime.tasks import FollowerTask, LeaderTask
 from launchers.spec import versions
 
@@ -37,13 +38,14 @@ def run_plan(
     paths = plan.paths.for_job(job_id)
     job_dir = paths.job_dir
     node_log = paths.node_log.replace("{rank}", str(rank))
+    secret_env = node_secret_env(plan)  # no secrets, no start: before anything is made
     ctx = context(
         rank=rank,
         nodes=plan.layout.nodes,
         job_id=job_id,
         paths=paths,
         iface=iface or plan.env.get("VLLM_HPC_IFACE"),
-        extra_env=plan.env,
+        extra_env={**plan.env, **secret_env},
         environ=env_in,
         node_log=node_log,
     )
@@ -88,7 +90,10 @@ def run_plan(
             health_path=plan.ready.health_path,
             models_path=plan.ready.models_path,
         )
-        return lead(ctx, task)
+        try:
+            return lead(ctx, task)
+        finally:
+            forget(plan, stopped_by_signal=ctx.stopper.reason is not None)
     follower = FollowerTask(
         ray=role.ray,
         serve=role.serve,

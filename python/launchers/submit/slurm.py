@@ -16,7 +16,7 @@ from typing import Any
 
 from launchers import _proc, jobdir
 from launchers.errors import InputError, SubmitError
-from launchers.jobdir import jobfiles
+from launchers.jobdir import jobfiles, secretfile
 from launchers.plan.commands import JOB_ID
 from launchers.plan.launch import LaunchPlan, job_dir_for
 from launchers.spec import slurmtime
@@ -285,15 +285,42 @@ def start_local(plan: LaunchPlan) -> JobHandle:
     return JobHandle(job_id, job_dir, "local", log)
 
 
-def submit(plan: LaunchPlan, *, executor: str, via: str, environ: Mapping[str, str]) -> JobHandle:
-    """Submit ``plan``: a SLURM job through submitit or ``sbatch``, or a local process."""
-    if executor == "local":
-        return start_local(plan)
-    if via == "sbatch":
-        from launchers.render.text import render_sbatch
+def seal_secrets(plan: LaunchPlan) -> LaunchPlan:
+    """``plan`` with its secret variables' values written to a new 0600 file under the job
+    root (``jobdir.secretfile``) and the file named in ``secret_env_file``; as it is when
+    it has no secret, or names its file already."""
+    if not plan.secret_env or plan.secret_env_file:
+        return plan
+    values = plan.secret_values()
+    missing = [name for name in plan.secret_env if name not in values]
+    if missing:
+        raise InputError(
+            f"plan: no value for the secret variables {', '.join(missing)} (a plan read "
+            "from a file carries only their names)",
+            fix="plan the job again from its registry and flags",
+        )
+    path = secretfile.new_path(plan.paths.root, plan.job_name)
+    secretfile.write(path, values)
+    return plan.model_copy(update={"secret_env_file": path})
 
-        return submit_sbatch(plan, render_sbatch(plan), environ)
-    return submit_submitit(plan)
+
+def submit(plan: LaunchPlan, *, executor: str, via: str, environ: Mapping[str, str]) -> JobHandle:
+    """Submit ``plan``: a SLURM job through submitit or ``sbatch``, or a local process.
+    Secret variables go to their 0600 file first (the job may start at once); a job that
+    is not taken leaves no file behind."""
+    sealed = seal_secrets(plan)
+    try:
+        if executor == "local":
+            return start_local(sealed)
+        if via == "sbatch":
+            from launchers.render.text import render_sbatch
+
+            return submit_sbatch(sealed, render_sbatch(sealed), environ)
+        return submit_submitit(sealed)
+    except Exception:
+        if sealed.secret_env_file and sealed.secret_env_file != plan.secret_env_file:
+            secretfile.remove(sealed.secret_env_file)
+        raise
 
 
 def srun_in_job(job_id: str, *, nodes: int = 1, nodelist: str | None = None) -> list[str]:
