@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from launchers.errors import shown
+
 from .conftest import assert_one_clear_line
 from .test_cli import run
 
@@ -137,7 +139,7 @@ HOSTILE_FLAGS = [
     ),
     case(
         [*BASE, "-A", "a" * 300],
-        "Error: --account: is 300 characters long (at most 256) (got '" + "a" * 300 + "')",
+        f"Error: --account: is 300 characters long (at most 256) (got {shown('a' * 300)})",
         id="account-300-characters",
     ),
     # -- time
@@ -195,7 +197,7 @@ HOSTILE_FLAGS = [
     ),
     case(
         [*BASE, "--job-name", "j" * 200],
-        "Error: --job-name: is 200 characters long (at most 128) (got '" + "j" * 200 + "')",
+        f"Error: --job-name: is 200 characters long (at most 128) (got {shown('j' * 200)})",
         id="job-name-200-characters",
     ),
     case(

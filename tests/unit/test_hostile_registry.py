@@ -182,7 +182,7 @@ def test_validated_shortens_what_it_echoes() -> None:
     with pytest.raises(InputError) as caught:
         validated(SlurmOptions, {"partition": ["p" * 1000] * 1000})
     line = caught.value.one_line()
-    assert line.startswith("partition: Input should be a valid string (got ['ppp"), line
+    assert line.startswith("--partition: Input should be a valid string (got ['ppp"), line
     assert "\n" not in line and len(line) < 200, len(line)
 
 
