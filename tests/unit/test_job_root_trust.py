@@ -121,8 +121,8 @@ def test_a_job_id_that_is_a_path_is_refused_before_anything_is_made(
     one_line(
         done,
         "Error: SLURM_JOB_ID: '../../x' is not a job id (digits (SLURM), local-<pid>, "
-        "manual-<date>-<time> or dp-<addr>-<port>) (unset or correct it (a job id never "
-        "names a path))",
+        "manual-<date>-<time> or dp-<addr>-<port>) (unset or correct it: a job id never "
+        "names a path)",
     )
     launch = make_plan(model="llama-3.2-3b-instruct", job_root=str(root))
     message = raised(lambda: run_plan(launch, rank=0, environ={"SLURM_JOB_ID": "../../x"}))

@@ -97,7 +97,7 @@ def check_job_id(job_id: str, what: str = "job id") -> str:
         return job_id
     raise InputError(
         f"{what}: {job_id[:80]!r} is not a job id ({JOB_ID_FORMS})",
-        fix="unset or correct it (a job id never names a path)",
+        fix="unset or correct it: a job id never names a path",
     )
 
 
