@@ -91,8 +91,8 @@ def make_dirs(path: str | Path) -> Path:
 def private_dir(path: str | Path, what: str) -> Path:
     """A directory of ours only we can write: created 0700 when missing (parents too),
     checked (``check_private``) when it is there. An empty one of ours that others can
-    write (a fresh volume, e.g. a Kubernetes emptyDir, is 0777) is closed to 0700 first:
-    empty after the chmod, nothing can have been planted in it."""
+    write (a fresh volume, e.g. a Kubernetes emptyDir, is 0777; mount points in it do not
+    count) is closed to 0700 first: empty after the chmod, nothing was planted in it."""
     target = make_dirs(path)
     _close_if_empty(target)
     info = check_private(target, what)
@@ -112,18 +112,20 @@ def _close_if_empty(path: Path) -> None:
         info = os.fstat(fd)
         if info.st_uid != os.geteuid() or not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             return
-        if _has_entries(fd):
+        if _has_entries(fd, info.st_dev):
             return  # not ours alone: check_private refuses it
         os.fchmod(fd, 0o700)
-        if _has_entries(fd):  # written between the look and the chmod: refuse it
+        if _has_entries(fd, info.st_dev):  # written between the look and the chmod
             os.fchmod(fd, stat.S_IMODE(info.st_mode))
     finally:
         os.close(fd)
 
 
-def _has_entries(fd: int) -> bool:
+def _has_entries(fd: int, dev: int) -> bool:
+    """Whether the directory holds anything but mount points (a Kubernetes Secret
+    mounted into the volume is one: only root mounts, no other user plants one)."""
     with os.scandir(os.dup(fd)) as entries:
-        return any(True for _ in entries)
+        return any(e.stat(follow_symlinks=False).st_dev == dev for e in entries)
 
 
 def new_private_dir(path: str | Path, what: str, *, reuse: bool = False) -> Path:
