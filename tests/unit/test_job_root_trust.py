@@ -332,3 +332,39 @@ def test_the_sbatch_refuses_a_job_id_or_cluster_that_is_a_path(
     (root / "slurm-4").symlink_to(other)
     done = sbatch(SLURM_JOB_ID="4", SLURM_RESTART_COUNT="1")
     assert done.stderr == f"Error: job directory: {root}/slurm-4 is not this job's own directory\n"
+
+
+# --- the login node: which cluster a submitted job's directory is keyed by -------------
+
+
+def test_a_submitted_job_is_keyed_by_the_cluster_sbatch_or_scontrol_names(
+    root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_plan: Callable[..., LaunchPlan],
+) -> None:
+    from launchers import _proc
+    from launchers.submit import slurm
+
+    tools = tmp_path / "slurm-bin"
+    tools.mkdir()
+    for tool in ("sbatch", "scontrol"):
+        (tools / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tools / tool).chmod(0o755)
+    answers = {"sbatch": "123;hpc2\n", "scontrol": "ClusterName             = hpc3\n"}
+    asked: list[str] = []
+
+    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        asked.append(argv[0])
+        return subprocess.CompletedProcess(argv, 0, answers[argv[0]], "")
+
+    monkeypatch.setattr(_proc, "run", fake_run)
+    launch = make_plan(model="llama-3.2-3b-instruct", job_root=str(root))
+    environ = {"PATH": str(tools)}
+    handle = slurm.submit(launch, executor="slurm", via="sbatch", environ=environ)
+    assert (handle.job_id, handle.job_dir, asked) == ("123", f"{root}/hpc2-123", ["sbatch"])
+    answers["sbatch"] = "124\n"
+    handle = slurm.submit(launch, executor="slurm", via="sbatch", environ=environ)
+    assert handle.job_dir == f"{root}/hpc3-124" and asked[-1] == "scontrol"
+    assert slurm.cluster_name({"SLURM_CLUSTER_NAME": "hpc4"}) == "hpc4"
+    assert slurm.cluster_name({"PATH": "/nonexistent"}) == "slurm"  # as the nodes fall back
