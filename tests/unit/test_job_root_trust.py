@@ -368,3 +368,51 @@ def test_a_submitted_job_is_keyed_by_the_cluster_sbatch_or_scontrol_names(
     assert handle.job_dir == f"{root}/hpc3-124" and asked[-1] == "scontrol"
     assert slurm.cluster_name({"SLURM_CLUSTER_NAME": "hpc4"}) == "hpc4"
     assert slurm.cluster_name({"PATH": "/nonexistent"}) == "slurm"  # as the nodes fall back
+
+
+def test_the_submitit_door_makes_the_directory_in_its_setup_and_writes_the_plan_once(
+    root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_plan: Callable[..., LaunchPlan],
+) -> None:
+    import launchers.runtime.run
+    from launchers.submit import slurm
+
+    given: dict[str, Any] = {}
+
+    class Executor:
+        def __init__(self, **_: object) -> None: ...
+
+        def update_parameters(self, **params: Any) -> None:
+            given.update(params)
+
+        def submit(self, *_: object) -> SimpleNamespace:
+            return SimpleNamespace(job_id="77")
+
+    monkeypatch.setitem(sys.modules, "submitit", SimpleNamespace(AutoExecutor=Executor))
+    tools = tmp_path / "slurm-bin"
+    tools.mkdir()
+    (tools / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (tools / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))
+    launch = make_plan(model="llama-3.2-3b-instruct", job_root=str(root))
+    handle = slurm.submit(launch, executor="slurm", via="submitit", environ={})
+    assert handle.job_dir == f"{root}/slurm-77"
+    setup = "\n".join(["set -euo pipefail", *given["slurm_setup"]])
+    node = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "77", "SLURM_CLUSTER_NAME": "hpc1"}
+    done = subprocess.run(["bash", "-c", setup], env=node, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(["bash", "-c", setup], env=node, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.stderr == (
+        f"Error: job directory: {root}/hpc1-77 already exists for a new job {EXISTS}\n"
+    )
+    monkeypatch.setattr(launchers.runtime.run, "run_plan", lambda plan: 0)
+    for key, value in {**node, "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    assert slurm.submitit_job(launch.model_dump_json()) == 0
+    written = root / "hpc1-77" / "plan.json"
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert LaunchPlan.model_validate_json(written.read_text()) == launch
