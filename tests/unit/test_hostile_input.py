@@ -787,7 +787,11 @@ def test_odd_values_stay_data_in_the_sbatch_script(
     assert done.returncode == 0, done.stderr
     assert not list(tmp_path.rglob("PWNED"))
     srun_argv = (tmp_path / "srun.argv").read_text().splitlines()
-    assert srun_argv[-3:] == ["run", "--plan", plan["paths"]["plan"].replace("@JOB_ID@", "7")]
+    assert srun_argv[-3:] == [
+        "run",
+        "--plan",
+        plan["paths"]["plan"].replace("@JOB_KEY@", "slurm-7"),
+    ]
     assert submissions == []
 
 

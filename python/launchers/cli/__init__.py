@@ -364,6 +364,7 @@ def _write_file(flag: str, path: str, text: str) -> None:
     """Write an output file the user named; a path that cannot be written is bad input."""
     from launchers.errors import InputError
     from launchers.jobdir import ensure_dir
+    from launchers.jobdir.safe import write_output
 
     parent = os.path.dirname(os.path.abspath(path))
     try:
@@ -371,8 +372,7 @@ def _write_file(flag: str, path: str, text: str) -> None:
         # ("Not a directory") where mkdir would only say "File exists".
         if not os.path.lexists(parent):
             ensure_dir(parent)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_output(path, text, flag)  # never through a planted symlink
     except OSError as exc:
         raise InputError(
             f"{flag}: cannot write {path}: {exc.strerror or exc}", fix="choose a writable path"
@@ -422,13 +422,21 @@ _register_commands()
 @cli.command("job-root", hidden=True)
 @click.option("--job-root", help="A root given on the command line wins.")
 @click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
-def job_root_cmd(job_root: str | None, registry: tuple[str, ...]) -> None:
+@click.option("--new-job-dir", is_flag=True, help="Make and print this job's directory.")
+def job_root_cmd(job_root: str | None, registry: tuple[str, ...], new_job_dir: bool) -> None:
     """Print the job root (--job-root, $VLLM_HPC_JOB_ROOT, the site file's job_root, or
-    ~/.vllm-hpc/jobs): the sbatch templates ask it, so they follow the same rule."""
+    ~/.vllm-hpc/jobs): the sbatch templates ask it, so they follow the same rule.
+    ``--new-job-dir``: make this SLURM job's directory (0700, new unless the job was
+    requeued) and print it instead."""
     from launchers.input.registry import site_job_root
-    from launchers.jobdir import jobroot
+    from launchers.jobdir import jobroot, safe
 
     root = jobroot.job_root(job_root, os.environ, lambda: site_job_root(os.environ, registry))
+    if new_job_dir:
+        job_id = os.environ.get("SLURM_JOB_ID", "")
+        key = jobroot.job_key(job_id, jobroot.cluster_name(os.environ), "SLURM_JOB_ID")
+        requeued = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+        root = str(safe.new_private_dir(f"{root}/{key}", "job directory", reuse=requeued))
     click.echo(root)
 
 

@@ -24,6 +24,7 @@ from launchers.jobdir import jobroot
 from launchers.plan.commands import (
     JOB_DIR,
     JOB_ID,
+    JOB_KEY,
     LEADER_IP,
     PLACEHOLDERS,
     RayStart,
@@ -80,7 +81,8 @@ _DERIVED_ARGV = ("ray_argv", "serve_argv")
 
 
 class JobPaths(Frozen):
-    """Where a job keeps its state on shared storage. ``job_dir`` has ``@JOB_ID@``."""
+    """Where a job keeps its state on shared storage. ``job_dir`` is
+    ``<root>/@JOB_KEY@`` (``<cluster>-<job id>``, see ``jobdir.jobroot``)."""
 
     root: str
     job_dir: str
@@ -98,10 +100,15 @@ class JobPaths(Frozen):
         job_dir = job_dir.rstrip("/") or "/"
         return job_paths(os.path.dirname(job_dir) or "/", job_dir=job_dir)
 
-    def for_job(self, job_id: str) -> JobPaths:
-        """These paths for one job (``@JOB_ID@`` filled in)."""
+    def for_job(self, job_id: str, cluster: str = jobroot.DEFAULT_CLUSTER) -> JobPaths:
+        """These paths for one job (``@JOB_KEY@`` and ``@JOB_ID@`` filled in); a job id
+        or cluster name that is not one is refused (it never becomes a path)."""
+        key = jobroot.job_key(job_id, cluster)
         return self.model_copy(
-            update={k: v.replace(JOB_ID, job_id) for k, v in self.model_dump().items()}
+            update={
+                k: v.replace(JOB_KEY, key).replace(JOB_ID, job_id)
+                for k, v in self.model_dump().items()
+            }
         )
 
 
@@ -205,7 +212,7 @@ def _ranks(first: int, last: int) -> str:
 
 def job_paths(job_root: str, job_dir: str | None = None) -> JobPaths:
     """The job's paths under ``job_root`` (``job_dir``: a directory the user named)."""
-    job_dir = job_dir or f"{job_root}/{JOB_ID}"
+    job_dir = job_dir or f"{job_root}/{JOB_KEY}"
     return JobPaths(
         root=job_root,
         job_dir=job_dir,
@@ -348,8 +355,8 @@ def fill_placeholders(argv: Sequence[str], values: Mapping[str, str]) -> list[st
     return out
 
 
-def job_dir_for(plan_: LaunchPlan, job_id: str) -> str:
-    return plan_.paths.job_dir.replace(JOB_ID, job_id)
+def job_dir_for(plan_: LaunchPlan, job_id: str, cluster: str = jobroot.DEFAULT_CLUSTER) -> str:
+    return plan_.paths.for_job(job_id, cluster).job_dir
 
 
 __all__ = [

@@ -11,7 +11,16 @@ from pathlib import Path
 from launchers import jobdir
 from launchers.errors import InputError
 from launchers.input import probe
-from launchers.plan.commands import DP_START_RANK, JOB_DIR, JOB_ID, LEADER_IP, NODE_IP, NODE_RANK
+from launchers.jobdir import jobroot
+from launchers.plan.commands import (
+    DP_START_RANK,
+    JOB_DIR,
+    JOB_ID,
+    JOB_KEY,
+    LEADER_IP,
+    NODE_IP,
+    NODE_RANK,
+)
 from launchers.plan.launch import LaunchPlan, fill_placeholders
 from launchers.runtime.context import context, node_rank, read_key
 from launchers.runtime.follower import follow
@@ -34,8 +43,11 @@ def run_plan(
     unless ``leader_ip`` is given (nodes without a shared job directory)."""
     env_in = dict(os.environ if environ is None else environ)
     rank = node_rank(env_in) if rank is None else rank
+    given = "--job-id" if job_id else "SLURM_JOB_ID"
     job_id = job_id or env_in.get("SLURM_JOB_ID") or f"local-{os.getpid()}"
-    paths = plan.paths.for_job(job_id)
+    cluster = jobroot.cluster_name(env_in)
+    key = jobroot.job_key(job_id, cluster, given)  # SLURM_JOB_ID=../../x stops here
+    paths = plan.paths.for_job(job_id, cluster)
     job_dir = paths.job_dir
     node_log = paths.node_log.replace("{rank}", str(rank))
     secret_env = node_secret_env(plan)  # no secrets, no start: before anything is made
@@ -49,13 +61,13 @@ def run_plan(
         environ=env_in,
         node_log=node_log,
     )
-    key_file = plan.api_key_file.replace(JOB_ID, job_id) if plan.api_key_file else None
-    token_file = plan.ray_token_file.replace(JOB_ID, job_id) if plan.ray_token_file else None
+    key_file = _for_job(plan.api_key_file, job_id, key)
+    token_file = _for_job(plan.ray_token_file, job_id, key)
     if rank == 0:
         jobdir.remove_stale(job_dir)
-        if plan.generate_api_key and key_file and jobdir.ensure_secret(key_file):
+        if plan.generate_api_key and key_file and jobdir.ensure_secret(key_file, "API key"):
             ctx.log(f"new API key in {key_file} (0600)")
-        if token_file and jobdir.ensure_secret(token_file):
+        if token_file and jobdir.ensure_secret(token_file, "Ray token"):
             ctx.log(f"new Ray auth token in {token_file} (0600)")
     if token_file:
         ctx.env.update(ray_auth_env(token_file, ctx.log))
@@ -71,6 +83,7 @@ def run_plan(
         LEADER_IP: ctx.node_ip if rank == 0 else LEADER_IP,
         JOB_ID: job_id,
         JOB_DIR: job_dir,
+        JOB_KEY: key,
         NODE_RANK: str(rank),
         DP_START_RANK: str(rank * plan.layout.dp_local),
     }
@@ -103,6 +116,10 @@ def run_plan(
         nodes_timeout=plan.ready.nodes_timeout,
     )
     return follow(ctx, follower)
+
+
+def _for_job(path: str | None, job_id: str, key: str) -> str | None:
+    return path.replace(JOB_KEY, key).replace(JOB_ID, job_id) if path else None
 
 
 RAY_AUTH_SINCE = (2, 52)
