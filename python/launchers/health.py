@@ -110,3 +110,53 @@ def wait_for_port(
         clock=clock,
     )
     return found.seconds
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whether the sockets listening on a port belong to one process tree: True (all of
+    them do), False (another process holds one, or none listens), None (cannot tell)."""
+
+    ours: bool | None
+    why: str
+
+
+def _reaches(listen_ip: str, host: str) -> bool:
+    """Whether a socket bound to ``listen_ip`` receives connections made to ``host``."""
+    return listen_ip in ("", "0.0.0.0", "::", host, f"::ffff:{host}")  # noqa: S104
+
+
+def listener_owner(host: str, port: int, root_pid: int) -> Owner:
+    """Who listens on ``host:port``: the process ``root_pid`` or one of its descendants
+    (ours), another process, or nobody knows (a socket of another user shows no pid).
+    The leader sends its API key only to a port that is ours."""
+    import psutil
+
+    try:
+        tree = {root_pid, *(p.pid for p in psutil.Process(root_pid).children(recursive=True))}
+    except psutil.Error:
+        tree = {root_pid}
+    try:
+        sockets = psutil.net_connections(kind="tcp")
+    except psutil.Error as exc:
+        return Owner(None, f"cannot list this node's sockets ({type(exc).__name__})")
+    listening = [
+        (str(s.laddr[0]), s.pid)
+        for s in sockets
+        if s.status == psutil.CONN_LISTEN
+        and isinstance(s.laddr, tuple)
+        and len(s.laddr) == 2
+        and s.laddr[1] == port
+        and _reaches(s.laddr[0], host)
+    ]
+    if not listening:
+        return Owner(False, f"nothing listens on {host}:{port}")
+    for ip, pid in listening:
+        where = f"{ip}:{port}"
+        if pid is None:
+            return Owner(None, f"cannot tell which process listens on {where} (no permission)")
+        if pid not in tree:
+            return Owner(
+                False, f"{where} is held by pid {pid}, not by pid {root_pid} or its children"
+            )
+    return Owner(True, f"{host}:{port} is held by pid {root_pid} or its children")

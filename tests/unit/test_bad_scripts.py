@@ -482,7 +482,13 @@ def test_bad_wrapper_arguments_are_one_clear_line(
     expected: str,
     shell_env: dict[str, str],
 ) -> None:
-    done = run_bash(shell_env, REPO / "bin" / name, args, env)
+    # A worker's token is there (the leader's, shared): the case is about its arguments.
+    token = Path(shell_env["VLLM_HPC_JOB_ROOT"]).parent / "ray_token"
+    token.write_text("t\n")
+    token.chmod(0o600)
+    done = run_bash(
+        shell_env, REPO / "bin" / name, args, {"VLLM_HPC_RAY_TOKEN_FILE": str(token), **env}
+    )
     assert_one_clear_line(done.returncode, done.stdout, done.stderr, expected)
     assert_nothing_started(shell_env)
 

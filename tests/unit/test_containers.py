@@ -116,6 +116,7 @@ def test_binds_for_a_local_model_and_own_key(
     model = tiny_model()
     key = tmp_path / "key"
     key.write_text("x")
+    key.chmod(0o600)  # a key file others can read is refused
     launch = make_plan(model=str(model), api_key_file=str(key), job_root="/shared/jobs")
     binds = required_binds(launch, {"HOME": "/home/alice"})
     # the key file and the model are both under tmp_path: both kept (not nested)

@@ -469,7 +469,7 @@ HOSTILE_FLAGS = [
     case(
         [*BASE, "--", "--seed\n1"],
         "Error: vllm serve arguments: contains a control character ('\\n' at "
-        "position 6); remove it (got ('--seed\\n1',))",
+        "position 6); remove it (got '--seed\\n1')",
         id="extra-newline",
     ),
 ]

@@ -196,7 +196,7 @@ def test_a_symlinked_job_directory_is_refused_to_readers_and_followers(
     (root / "hpc1-7").symlink_to(planted)
     link = f"{root}/hpc1-7"
     assert raised(lambda: Client(job_root=str(root)).job("hpc1-7")) == (
-        f"JOB: {link} is a symlink (use the real path, owned by you (chmod 700))"
+        f"job directory: {link} is a symlink (use the real path, owned by you (chmod 700))"
     )
     ctx = SimpleNamespace(job_dir=link, leader_file=f"{link}/leader.json")
     assert raised(lambda: follower.wait_leader(cast(NodeContext, ctx), 1.0)) == (

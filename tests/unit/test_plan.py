@@ -104,6 +104,7 @@ def test_secrets_never_in_plan(make_plan: Callable[..., LaunchPlan], tmp_path: o
 
     key = Path(str(tmp_path)) / "key"
     key.write_text("sk-very-secret-value")
+    key.chmod(0o600)  # a key file others can read is refused
     launch = make_plan(model="llama-3.2-3b-instruct", api_key_file=str(key))
     for text in (render_sbatch(launch), render_plan_json(launch), render_plan_text(launch)):
         assert "sk-very-secret-value" not in text

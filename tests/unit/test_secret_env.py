@@ -347,7 +347,9 @@ def test_the_wrappers_leader_keeps_its_secrets_in_memory(tmp_path: Path) -> None
     reg.write_text(REGISTRY)
     args = wrapper.parse(["leader", "--ray_cluster_size=1", "--model=tiny"])
     environ = {"VLLM_HPC_JOB_ROOT": str(tmp_path / "jobs"), "VLLM_HPC_REGISTRY": str(reg)}
-    plan = wrapper.wrapper_plan(args, job_id="5", environ=environ, python=PYTHON)
+    plan = wrapper.wrapper_plan(
+        args, job_id="5", environ=environ, python=PYTHON, ray_token=str(tmp_path / "ray_token")
+    )
     assert plan.secret_env == ("SITE_PASSWORD", "WANDB_API_KEY")
     assert plan.secret_env_file is None
     assert_no_value(plan.model_dump_json())

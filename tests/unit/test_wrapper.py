@@ -25,6 +25,7 @@ python3 -c 'import json, os, sys
 print(json.dumps({"argv": sys.argv[1:], "prog": os.environ.get("VLLM_HPC_PROG")}))' "$@"
 """
 ENV = {"VLLM_HPC_JOB_ROOT": "/jobs"}
+TOKEN = "/shared/ray_token"  # noqa: S105 - a path; the plans only name the token file
 
 
 def test_the_script_hands_its_arguments_over_as_they_came(tmp_path: Path) -> None:
@@ -76,10 +77,13 @@ def test_ray_only_leader_plan() -> None:
         ["leader", "--ray_port=6390", "--ray_cluster_size=3", "--num-gpus=2",
          "--include-dashboard=True", "--object-store-memory=1000000", "--job-dir=/scratch/j"]
     )  # fmt: skip
-    plan = wrapper.wrapper_plan(args, job_id="manual-20261202-040000", environ=ENV, python="/py")
+    plan = wrapper.wrapper_plan(
+        args, job_id="manual-20261202-040000", environ=ENV, python="/py", ray_token=TOKEN
+    )
     assert (plan.runtime, plan.layout.nodes, plan.ready.expected_nodes) == ("ray", 3, 3)
     assert plan.served_model_name == "" and plan.leader.serve is None
     assert plan.paths.job_dir == "/scratch/j" and plan.paths.leader == "/scratch/j/leader.json"
+    assert plan.ray_token_file == TOKEN
     head = plan.leader.ray
     assert head is not None and head.head and head.port_fixed
     assert head.argv()[:5] == ["ray", "start", "--head", "--node-ip-address=@NODE_IP@",
@@ -94,7 +98,11 @@ def test_worker_plan_joins_the_address_given() -> None:
     args = wrapper.parse(["worker", "--ray_address=10.0.0.1:6391", "--temp-dir=/tmp/r"])
     assert args.leader() == ("10.0.0.1", 6391)
     plan = wrapper.wrapper_plan(
-        args, job_id="manual-20261202-040001", environ={**ENV, "SLURM_NODEID": "3"}, python="p"
+        args,
+        job_id="manual-20261202-040001",
+        environ={**ENV, "SLURM_NODEID": "3"},
+        python="p",
+        ray_token=TOKEN,
     )
     assert plan.layout.nodes == 4  # at least up to the worker's own rank
     ray = plan.role_for_rank(3).ray
@@ -109,7 +117,7 @@ def test_serving_leader_is_planned_as_submit_plans_it() -> None:
         ["leader", "--ray_cluster_size=2", "--num-gpus=4", "--model=llama-3.1-70b-instruct",
          "--port=8001", "--", "--enable-prefix-caching"]
     )  # fmt: skip
-    plan = wrapper.wrapper_plan(args, job_id="7", environ=ENV, python="/py")
+    plan = wrapper.wrapper_plan(args, job_id="7", environ=ENV, python="/py", ray_token=TOKEN)
     assert plan.runtime == "ray" and plan.layout.tp * plan.layout.pp == 8
     serve = plan.leader.serve
     assert serve is not None and serve.port == 8001 and serve.port_fixed
@@ -117,7 +125,7 @@ def test_serving_leader_is_planned_as_submit_plans_it() -> None:
     assert "--distributed-executor-backend" in serve.argv()
     assert plan.leader.env["RAY_ADDRESS"] == "@LEADER_IP@:6379"
     assert plan.api_key_file == "/jobs/slurm-7/api_key" and plan.generate_api_key
-    assert plan.ray_token_file is None  # the wrapper's workers may share no job directory
+    assert plan.ray_token_file == TOKEN  # one token file for every node, not the job's
     assert LaunchPlan.model_validate_json(plan.model_dump_json()) == plan
 
 
@@ -147,6 +155,9 @@ def test_every_wrapper_mode_runs_a_plan(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert worker["rank"] == 1 and worker["leader_ip"] == "10.0.0.9"
     assert worker["iface"] == "ib0"
     assert worker["job_id"].startswith("manual-")
+    token = tmp_path / ".ray_token"  # made by the leader, read by the worker
+    assert leader["plan"].ray_token_file == worker["plan"].ray_token_file == str(token)
+    assert token.stat().st_mode & 0o777 == 0o600
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(leader["plan"].model_dump_json())
     with pytest.raises(SystemExit):

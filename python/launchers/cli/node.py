@@ -68,7 +68,10 @@ def wrapper_cmd(args: tuple[str, ...]) -> int:
     if parsed.node_ip:
         environ["VLLM_HOST_IP"] = parsed.node_ip
     job_id = environ.get("SLURM_JOB_ID") or time.strftime("manual-%Y%m%d-%H%M%S")
-    plan = wrapper.wrapper_plan(parsed, job_id=job_id, environ=environ, python=sys.executable)
+    token = wrapper.ray_token_file(parsed, environ)  # fail closed: no token, no Ray
+    plan = wrapper.wrapper_plan(
+        parsed, job_id=job_id, environ=environ, python=sys.executable, ray_token=token
+    )
     leader = parsed.mode == "leader"
     return run_plan(
         plan,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
 from launchers.input import probe
 from launchers.input.registry import Registry
 from launchers.jobdir.jobroot import job_root
+from launchers.jobdir.safe import read_private_text
 from launchers.plan import commands
 from launchers.plan.commands import NODE_IP, check_all2all, parse_version
 from launchers.plan.layout import (
@@ -40,6 +42,7 @@ from launchers.plan.layout import (
     resolve_layout,
 )
 from launchers.plan.netspec import check_iface_name
+from launchers.spec import fields
 from launchers.spec.config import (
     ContainerSpec,
     ModelArch,
@@ -66,7 +69,6 @@ _FLAG_NAMES = {
     "account": "--account",
     "qos": "--qos",
     "host": "--host",
-    "extra_args": "vllm serve arguments",
     "gpu_memory_gib": "--gpu-memory-gib",
 }
 # Ports a user may fix, with the default to suggest when one is out of range.
@@ -540,18 +542,41 @@ def _binds(
 
 
 def _api_key_file(req: Request) -> str | None:
-    """Step 7: the user's key file, checked and made absolute (None: generate or none)."""
+    """Step 7: the user's key file, checked and made absolute (None: generate or none).
+    Fail closed: a file that would leave vLLM serving open (empty, unreadable) or that
+    others can read is refused here, before anything is planned or started."""
     if req.api_key_file is not None and req.no_api_key:
         raise InputError("--no-api-key: cannot be combined with --api-key-file", fix="drop one")
     if req.api_key_file is None:
         return None
-    key_path = Path(req.api_key_file).expanduser()
-    if not key_path.is_file():
+    given = req.api_key_file
+    key_path = Path(given).expanduser()
+    try:
+        is_regular = stat.S_ISREG(key_path.stat().st_mode)  # a FIFO would block a read
+    except OSError:
         raise InputError(
-            f"--api-key-file: {req.api_key_file} is not a file",
+            f"--api-key-file: {given} is not a file",
             fix="write the key into a file readable only by you (chmod 600)",
+        ) from None
+    if not is_regular:
+        raise InputError(
+            f"--api-key-file: {given} is not a regular file",
+            fix="write the key into a regular file readable only by you (chmod 600)",
         )
-    return str(key_path.resolve())
+    real = key_path.resolve()
+    try:
+        key = read_private_text(real, "--api-key-file")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(
+            f"--api-key-file: cannot read {given}: {why}", fix=f"chmod 600 {given}"
+        ) from None
+    if not key.strip():
+        raise InputError(
+            f"--api-key-file: {given} is empty",
+            fix="write the key into it, or pass --no-api-key to serve without one",
+        )
+    return str(real)
 
 
 def _slurm(req: Request, site: SiteSpec) -> SlurmOptions:
@@ -617,6 +642,11 @@ def resolve(
     api_key_file = _api_key_file(req)
     if req.iface is not None:
         check_iface_name(req.iface)
+    for arg in req.extra_args:
+        try:
+            fields.plain_text(arg)
+        except ValueError as exc:
+            raise InputError(f"vllm serve arguments: {exc} (got {shown(arg)})") from None
     served = spec.served_model_name or (
         name if name in registry.models else name.rstrip("/").rsplit("/", 1)[-1]
     )

@@ -9,11 +9,13 @@ Python and hands over the arguments as they came.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from launchers import jobdir
 from launchers.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_NODES_TIMEOUT,
@@ -25,6 +27,7 @@ from launchers.defaults import (
 from launchers.errors import InputError
 from launchers.input import registry
 from launchers.jobdir import jobroot
+from launchers.jobdir.safe import read_private_text
 from launchers.plan.commands import RayStart
 from launchers.plan.launch import JobPaths, LaunchPlan, Readiness, RolePlan
 from launchers.spec.config import ParallelLayout
@@ -40,7 +43,8 @@ Usage:
                [--model=NAME [--port=8000] [--registry=FILE]] [-- VLLM SERVE ARGS]
   {prog} worker --ray_address=LEADER_IP[:PORT] [--ray_port=6379] [--node-ip-address=IP]
                [--num-gpus=G] [--temp-dir=DIR]
-  (both also take --job-dir=DIR for their logs and state, --nodes-timeout=SECONDS)
+  (both also take --job-dir=DIR for their logs and state, --nodes-timeout=SECONDS,
+   --ray-token-file=FILE)
   {prog} slurm  --plan=FILE       (one srun task per node; node 0 leads)
 
 The leader starts the Ray head, waits (with a deadline) until --ray_cluster_size nodes
@@ -50,7 +54,15 @@ Without --node-ip-address (or VLLM_HOST_IP) the fast interface is detected:
 InfiniBand, then RoCE, then the fastest Ethernet (override with --iface=NAME or
 VLLM_HPC_IFACE). Other --options are passed to 'ray start' (use the --opt=value form).
 
-Environment: VLLM_HPC_PYTHON (interpreter, default python3), VLLM_HPC_JOB_ROOT.
+Ray runs with token authentication (RAY_AUTH_MODE=token): every node reads the same
+token file, never a token on a command line. The leader creates it (0600) when it is
+absent; a worker refuses to start without it. The file is --ray-token-file=FILE, else
+VLLM_HPC_RAY_TOKEN_FILE, else RAY_AUTH_TOKEN_PATH, else JOB_ROOT/.ray_token (shared
+when the job root is on shared storage). Without shared storage, copy the leader's
+file to each worker (chmod 600) and name it there.
+
+Environment: VLLM_HPC_PYTHON (interpreter, default python3), VLLM_HPC_JOB_ROOT,
+VLLM_HPC_RAY_TOKEN_FILE.
 """
 
 # Options that take a value (``--name=value``, or ``--name value``).
@@ -72,6 +84,8 @@ _VALUED = {
     "--plan": "plan",
     "--job-dir": "job_dir",
     "--nodes-timeout": "nodes_timeout",
+    "--ray-token-file": "ray_token_file",
+    "--ray_token_file": "ray_token_file",
 }
 
 
@@ -98,6 +112,7 @@ class WrapperArgs:
     plan: str | None = None
     job_dir: str | None = None
     nodes_timeout: float = DEFAULT_NODES_TIMEOUT
+    ray_token_file: str | None = None
     ray_args: tuple[str, ...] = ()
     vllm_args: tuple[str, ...] = field(default=())
 
@@ -293,16 +308,60 @@ def _roles(args: WrapperArgs, nodes: int, serve: RolePlan | None) -> tuple[RoleP
     return (leader, worker)
 
 
+def _job_root(args: WrapperArgs, environ: Mapping[str, str]) -> str:
+    return jobroot.job_root(None, environ, lambda: registry.site_job_root(environ, args.registries))
+
+
+RAY_TOKEN_NAME = ".ray_token"  # noqa: S105 - a file name in the job root, not a secret
+
+
+def ray_token_file(args: WrapperArgs, environ: Mapping[str, str]) -> str:
+    """The Ray token file every node of the wrapper's cluster reads (see USAGE): the
+    leader creates it (0600, ``O_EXCL``) when absent; an existing one, or a worker's,
+    must be a private non-empty file of ours. Fail closed: no token, no Ray."""
+    given = (
+        args.ray_token_file
+        or environ.get("VLLM_HPC_RAY_TOKEN_FILE")
+        or environ.get("RAY_AUTH_TOKEN_PATH")
+        or f"{_job_root(args, environ)}/{RAY_TOKEN_NAME}"
+    )
+    path = os.path.abspath(jobroot.expand_home(given, environ))
+    if args.mode == "leader":
+        jobdir.ensure_secret(path, "--ray-token-file")
+    try:
+        token = read_private_text(path, "--ray-token-file")
+    except FileNotFoundError:
+        raise InputError(
+            f"--ray-token-file: no Ray token at {path}",
+            fix="start the leader first with the token file on storage this node reads, or "
+            "copy the leader's token file here (chmod 600) and pass --ray-token-file=FILE",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(
+            f"--ray-token-file: cannot read {path}: {why}",
+            fix=f"use a regular file of your own (chmod 600 {path}), not a symlink",
+        ) from None
+    if not token.strip():
+        raise InputError(
+            f"--ray-token-file: {path} is empty",
+            fix="delete it and start the leader again (it writes a new token), or copy the "
+            "leader's token file here (chmod 600)",
+        )
+    return path
+
+
 def wrapper_plan(
-    args: WrapperArgs, *, job_id: str, environ: Mapping[str, str], python: str
+    args: WrapperArgs, *, job_id: str, environ: Mapping[str, str], python: str, ray_token: str
 ) -> LaunchPlan:
     """The plan a wrapper's ``leader`` or ``worker`` runs: a Ray cluster of
     ``--ray_cluster_size`` nodes (a worker: at least up to its own rank), the leader also
-    serving ``--model`` when given (planned as ``submit`` would, runtime ray)."""
+    serving ``--model`` when given (planned as ``submit`` would, runtime ray). Ray uses
+    token authentication with ``ray_token`` (``ray_token_file``: checked, 0600)."""
     nodes = args.cluster_size
     if args.mode == "worker":
         nodes = max(nodes, worker_rank(environ) + 1)
-    root = jobroot.job_root(None, environ, lambda: registry.site_job_root(environ, args.registries))
+    root = _job_root(args, environ)
     key = jobroot.job_key(job_id, jobroot.cluster_name(environ), "SLURM_JOB_ID")
     job_dir = args.job_dir or f"{root}/{key}"
     paths = JobPaths.at(job_dir)
@@ -314,6 +373,7 @@ def wrapper_plan(
                 "roles": _roles(args, nodes, served.leader),
                 "paths": paths,
                 "api_key_file": paths.api_key,
+                "ray_token_file": ray_token,
                 "node_argv": (),
                 "sbatch": (),
             }
@@ -332,6 +392,7 @@ def wrapper_plan(
         node_argv=(),
         sbatch=(),
         paths=paths,
+        ray_token_file=ray_token,
         ready=Readiness(
             nodes_timeout=args.nodes_timeout,
             ready_timeout=DEFAULT_READY_TIMEOUT,
@@ -353,7 +414,6 @@ def _served_plan(args: WrapperArgs, environ: Mapping[str, str], python: str) -> 
             runtime="ray",
             port=args.port,
             ray_port=args.ray_port,
-            no_ray_auth=True,  # a wrapper's workers may share no job directory
             extra_args=args.vllm_args,
         ),
         args.registries,
@@ -365,4 +425,13 @@ def _served_plan(args: WrapperArgs, environ: Mapping[str, str], python: str) -> 
     )
 
 
-__all__ = ["MODES", "USAGE", "Help", "WrapperArgs", "parse", "worker_rank", "wrapper_plan"]
+__all__ = [
+    "MODES",
+    "USAGE",
+    "Help",
+    "WrapperArgs",
+    "parse",
+    "ray_token_file",
+    "worker_rank",
+    "wrapper_plan",
+]

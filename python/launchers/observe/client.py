@@ -28,6 +28,7 @@ from launchers import jobdir, waits
 from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles, jobroot
 from launchers.jobdir.safe import UnsafePathError, check_private
+from launchers.observe import trust
 from launchers.observe.status import JobStatus, read_status, wait_ready
 
 if TYPE_CHECKING:
@@ -70,14 +71,9 @@ class Job:
         return info.model if info is not None and info.model else None
 
     def api_key(self) -> str | None:
-        info = self.info
-        path = info.api_key_file if info is not None else None
-        if not path:
-            return None
-        try:
-            return Path(str(path)).read_text(encoding="utf-8").strip() or None
-        except OSError:
-            return None
+        """The key for the job's own recorded endpoint only: refused (UnsafePathError)
+        when the job directory is not ours or others can write it (``observe.trust``)."""
+        return trust.job_key(self.job_dir)
 
     def status(self) -> JobStatus:
         if self.job_id.startswith("local-"):
@@ -106,10 +102,12 @@ class Job:
         """The raw Prometheus text of the endpoint's ``/metrics``."""
         from launchers.health import http_get
 
-        url = self.endpoint
+        info = trust.trusted_endpoint(self.job_dir)  # the key goes to its own URL only
+        url = info.url if info is not None else None
         if not url:
             raise RuntimeFailure(f"job {self.job_id} has no endpoint yet ({self.status().state})")
-        probe = http_get(url.removesuffix("/v1") + "/metrics", api_key=self.api_key(), timeout=10)
+        key = trust.key_for(info)
+        probe = http_get(url.removesuffix("/v1") + "/metrics", api_key=key, timeout=10)
         if not probe.ok:
             raise RuntimeFailure(f"{url.removesuffix('/v1')}/metrics answered {probe.detail[:100]}")
         return probe.detail
@@ -213,11 +211,11 @@ class Job:
         process's last lines."""
         from launchers.health import http_get
 
+        trust.trusted_endpoint(self.job_dir)  # refuse what another user could have written
         status, info = self.status(), self.info
         healthy = None
         if status.state == "READY" and status.url:
-            url = status.url.removesuffix("/v1") + "/health"
-            healthy = http_get(url, api_key=self.api_key()).ok
+            healthy = http_get(status.url.removesuffix("/v1") + "/health").ok  # no key needed
         return {
             "job_id": self.job_id,
             "state": status.state,
@@ -364,7 +362,7 @@ class Client:
                 fix="check the id with `vllm-hpc jobs`, or pass --job-root",
             )
         check_private(self.job_root, "job root")
-        check_private(job_dir, "JOB")
+        check_private(job_dir, "job directory")
         return Job(plain, job_dir)
 
     def _key_of(self, job_id: str) -> str:

@@ -10,13 +10,13 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
 from launchers import _proc, jobdir, waits
+from launchers.errors import RuntimeFailure
 from launchers.input import probe
-from launchers.jobdir import jobfiles
+from launchers.jobdir import jobfiles, safe
 from launchers.jobdir.safe import private_dir
 from launchers.plan.commands import check_installed
 from launchers.plan.launch import JobPaths
@@ -143,12 +143,26 @@ def require_vllm(ctx: NodeContext, serve_argv: Sequence[str] | None) -> None:
 
 
 def read_key(path: str | None) -> str | None:
+    """The API key in ``path`` (None only when the plan has no key: ``--no-api-key``).
+    Fail closed: a key file that is missing, empty, unreadable, a symlink, another
+    user's or readable by others stops the job, so vLLM never serves open."""
     if not path:
         return None
     try:
-        return Path(path).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+        key = safe.read_private_text(path, "API key").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise RuntimeFailure(
+            f"API key: cannot read {path}: {why}",
+            fix="resubmit, or pass --api-key-file with a key file readable only by you",
+        ) from None
+    if not key:
+        raise RuntimeFailure(
+            f"API key: {path} is empty",
+            fix="write the key into it (chmod 600), or resubmit with --no-api-key to serve "
+            "without one",
+        )
+    return key
 
 
 def node_rank(environ: Mapping[str, str]) -> int:

@@ -123,6 +123,7 @@ class _Watch:
         self.nodes_ok = procs.watcher is None or not task.overlap or procs.serve is None
         self.ready = procs.serve is None
         self.last_count = -1
+        self.not_ours = ""  # why the API port is not known to be vllm serve's
 
     def tick(self, elapsed: float) -> None:
         self.ctx.stopper.check()
@@ -165,22 +166,41 @@ class _Watch:
                 + missing_nodes(self.ctx, snap)
             )
 
+    def _ours(self, task: LeaderTask, serve: _proc.Child) -> bool:
+        """Whether the API port is held by ``serve``'s process tree (said once in the log
+        each time the answer changes: waiting goes on until it is)."""
+        owner = health.listener_owner(task.probe_host(), task.api_port, serve.pid)
+        if not owner.ours and owner.why != self.not_ours:
+            self.ctx.log(f"not sending the API key yet: {owner.why}")
+        self.not_ours = "" if owner.ours else owner.why
+        return bool(owner.ours)
+
+    def _serving(self, task: LeaderTask, serve: _proc.Child, base: str) -> bool:
+        """``/v1/models`` lists the served model (asked with the key only when the API
+        port is held by the vllm serve we started)."""
+        key = read_key(task.api_key_file)
+        if key is not None and not self._ours(task, serve):
+            return False
+        models = health.http_get(f"{base}{task.models_path}", api_key=key, timeout=2.0)
+        return models.ok and task.served_model_name in health.models_served(models.detail)
+
     def _readiness(self, serve: _proc.Child, elapsed: float) -> None:
         task = self.task
         base = f"http://{task.probe_host()}:{task.api_port}"
-        key = read_key(task.api_key_file)
-        if health.http_get(f"{base}{task.health_path}", api_key=key, timeout=1.0).ok:
-            models = health.http_get(f"{base}{task.models_path}", api_key=key, timeout=2.0)
-            if models.ok and task.served_model_name in health.models_served(models.detail):
-                self.ready = True
-                seconds = time.monotonic() - self.ctx.log.t0
-                self.endpoint.set("READY", "serving", ready_seconds=round(seconds, 2))
-                self.ctx.log(banner(self.ctx, task, seconds))
-                return
+        # /health needs no key: another user on this node may bind the port first.
+        if health.http_get(f"{base}{task.health_path}", timeout=1.0).ok and self._serving(
+            task, serve, base
+        ):
+            self.ready = True
+            seconds = time.monotonic() - self.ctx.log.t0
+            self.endpoint.set("READY", "serving", ready_seconds=round(seconds, 2))
+            self.ctx.log(banner(self.ctx, task, seconds))
+            return
         if elapsed > task.ready_timeout:
+            unsent = f" (the API key was not sent: {self.not_ours})" if self.not_ours else ""
             raise WaitTimeout(
                 f"waited {task.ready_timeout:.0f} s for vllm serve to answer /health and "
-                "/v1/models",
+                f"/v1/models{unsent}",
                 fix=f"read {serve.log_path}",
             )
 
