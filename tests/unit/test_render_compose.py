@@ -103,6 +103,7 @@ def test_env_example_has_no_secrets(make_plan: Callable[..., LaunchPlan]) -> Non
         "MODEL",
         "HF_CACHE_DIR",
         "VLLM_HPC_JOB_DIR",
+        "RAY_TOKEN_FILE",
     ]
     assert "VLLM_API_KEY" not in text and "api_key" in text
 
