@@ -35,7 +35,7 @@ def _write(path: Path, text: str, flag: str) -> None:
     except OSError as exc:
         raise InputError(
             f"{flag}: cannot write {path}: {exc.strerror}",
-            fix="name a file in an existing directory you can write (not a symlink)",
+            fix="choose a writable path",
         ) from None
     click.echo(f"wrote {path}", err=True)
 
@@ -48,7 +48,7 @@ def _mkdir(path: Path, flag: str) -> None:
     except OSError as exc:
         raise InputError(
             f"{flag}: cannot create {path}: {exc.strerror}",
-            fix="name a directory you can write",
+            fix="choose a writable path",
         ) from None
 
 

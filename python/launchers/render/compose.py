@@ -179,6 +179,7 @@ def secret_env_names(plan: LaunchPlan) -> list[str]:
 
 def render_env_example(plan: LaunchPlan) -> str:
     """``.env.example``: the per-host settings the compose files read. No secrets."""
+    safe.check_model("model", plan.name)
     ray_port = wrapper_ray_port(plan)
     lines = [
         f"# vllm-hpc {__version__}: settings for {plan.name} with docker compose.",
