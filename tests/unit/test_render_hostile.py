@@ -590,11 +590,14 @@ def test_bad_compose_flags_exit_2(args: list[str], expected: str) -> None:
     assert_one_clear_line(code, out, err, expected)
 
 
-def test_model_starting_with_dash_exit_2() -> None:
-    # The CLI's model check (or the renderer's) stops it: never a vLLM flag.
-    code, out, err = run(["render", "k8s", "-m", "--api-key=abc/def"])
-    assert code == 2, (code, out, err)
-    assert "--api-key=abc/def" not in out
+@pytest.mark.parametrize("door", ["k8s", "compose"])
+@pytest.mark.parametrize("model", ["--api-key=abc/def", "org/x\ntouch PWNED #", "org/$'\r"])
+def test_bad_model_exit_2(door: str, model: str) -> None:
+    # The input's model check or the renderer's stops it (the message is the first
+    # check's): one line, exit 2, nothing rendered.
+    code, out, err = run(["render", door, "-m", model])
+    assert_one_clear_line(code, out, err, "Error: ")
+    assert "model" in err
 
 
 # --- the CLI: where the secrets went, and OS errors ---------------------------------------

@@ -288,8 +288,3 @@ def image_env(plan: LaunchPlan) -> tuple[dict[str, str], list[str]]:
         )
     plain, secret = split(env)
     return plain, list(secret)
-
-
-def public_env(plan: LaunchPlan) -> dict[str, str]:
-    """The plan's environment without anything secret, sorted (for rendered files)."""
-    return {k: v for k, v in sorted(plan.env.items()) if not is_secret(k)}
