@@ -817,5 +817,8 @@ def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path: Path) -> No
     target = tmp_path / "missing" / "dir" / "x.yaml"
     code, out, err = run(["render", "k8s", "-m", "org/model", "-o", str(target)])
     assert_one_clear_line(
-        code, out, err, f"Error: {target}: No such file or directory (check the path"
+        code,
+        out,
+        err,
+        f"Error: --output: cannot write {target}: No such file or directory (choose a writable path)",
     )

@@ -47,6 +47,18 @@ def test_golden_and_schema(
             validate_compose(text)
 
 
+def test_golden_secret_env(
+    make_plan: Callable[..., LaunchPlan], golden: Callable[[str, str], None]
+) -> None:
+    env = {"HF_TOKEN": "hf_NOT_IN_THE_FILE", "NCCL_DEBUG": "INFO", "X": "${HOME}"}
+    launch = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, env=env)
+    text = render_compose(launch, "head")
+    assert "NOT_IN_THE_FILE" not in text
+    service = validate_compose(text)["services"]["vllm-head"]
+    assert service["environment"]["X"] == "$${HOME}"
+    golden("llama-3.1-70b-2x4-secret-env.compose.head.yaml", text)
+
+
 def test_golden_single_local_model(
     make_plan: Callable[..., LaunchPlan],
     golden: Callable[[str, str], None],
@@ -103,6 +115,7 @@ def test_env_example_has_no_secrets(make_plan: Callable[..., LaunchPlan]) -> Non
         "MODEL",
         "HF_CACHE_DIR",
         "VLLM_HPC_JOB_DIR",
+        "RAY_TOKEN_FILE",
     ]
     assert "VLLM_API_KEY" not in text and "api_key" in text
 

@@ -126,6 +126,16 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"model": "llama-3.1-70b-instruct", "nodes": 2, "gpus_per_node": 4},
         {"kind": "statefulset", "namespace": "llm", "image": "registry.example/vllm-hpc:0.1.0"},
     ),
+    # a secret-looking variable: a secretKeyRef, its value nowhere; '$' doubled in values
+    "llama-3.1-70b-2x4-secret-env.statefulset.yaml": (
+        {
+            "model": "llama-3.1-70b-instruct",
+            "nodes": 2,
+            "gpus_per_node": 4,
+            "env": {"HF_TOKEN": "hf_NOT_IN_THE_FILE", "NCCL_DEBUG": "INFO", "X": "$(HOME)"},
+        },
+        {"kind": "statefulset", "namespace": "llm", "env_secret": "hf-token"},
+    ),
     "llama-3.2-3b-single.lws.yaml": (
         {"model": "llama-3.2-3b-instruct", "no_api_key": True},
         {"kind": "lws", "cache_pvc": "hf-cache", "name": "small"},
@@ -140,6 +150,7 @@ def test_golden_and_schema(
     request, options = CASES[case]
     text = render_k8s(make_plan(**request), **options)
     golden(case, text)
+    assert "NOT_IN_THE_FILE" not in text
     kinds = validate_k8s(text)
     assert "Service" in kinds
 

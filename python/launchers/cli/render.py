@@ -22,11 +22,32 @@ PlanFromOptions = Callable[[dict[str, Any]], "LaunchPlan"]
 DEFAULT_IMAGE_HELP = "Image with vllm-hpc (containers/docker/Dockerfile); default vllm-hpc:VERSION."
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str, flag: str) -> None:
+    """Write ``text`` to ``path``, never through a symlink planted there nor into another
+    user's file; an OS error is the user's (a missing directory, no permission): one line
+    naming ``flag``."""
+    from launchers.errors import InputError
     from launchers.jobdir.safe import write_output
 
-    write_output(path, text, "--output")  # never through a planted symlink
+    try:
+        write_output(path, text, flag)
+    except OSError as exc:
+        raise InputError(
+            f"{flag}: cannot write {path}: {exc.strerror}", fix="choose a writable path"
+        ) from None
     click.echo(f"wrote {path}", err=True)
+
+
+def _mkdir(path: Path, flag: str) -> None:
+    from launchers.errors import InputError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"{flag}: cannot create {path}: {exc.strerror}",
+            fix="choose a writable path",
+        ) from None
 
 
 def k8s_command(layout_options: LayoutOptions, plan_from_options: PlanFromOptions) -> click.Command:
@@ -48,6 +69,13 @@ def k8s_command(layout_options: LayoutOptions, plan_from_options: PlanFromOption
         "--cache-size", default="200Gi", show_default=True, help="Size of a new cache PVC."
     )
     @click.option("--api-key-secret", help="Secret with the key 'api_key' (default: NAME-api-key).")
+    @click.option(
+        "--ray-token-secret", help="Secret with the key 'ray_token' (default: NAME-ray-token)."
+    )
+    @click.option(
+        "--env-secret",
+        help="Secret with the plan's secret variables (HF_TOKEN...; default: NAME-env).",
+    )
     @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
     def k8s_cmd(
         kind: str,
@@ -58,14 +86,17 @@ def k8s_command(layout_options: LayoutOptions, plan_from_options: PlanFromOption
         cache_pvc: str | None,
         cache_size: str,
         api_key_secret: str | None,
+        ray_token_secret: str | None,
+        env_secret: str | None,
         output: str | None,
         **kwargs: Any,
     ) -> None:
         """Kubernetes manifests for a deployment (same options as `submit`)."""
-        from launchers.render.k8s import DEFAULT_IMAGE, render_k8s
+        from launchers.render.k8s import DEFAULT_IMAGE, names_for, render_k8s
 
+        plan = plan_from_options({**kwargs, "in_image": True})
         text = render_k8s(
-            plan_from_options({**kwargs, "in_image": True}),
+            plan,
             kind="statefulset" if kind == "statefulset" else "lws",
             image=image or DEFAULT_IMAGE,
             namespace=namespace,
@@ -74,9 +105,19 @@ def k8s_command(layout_options: LayoutOptions, plan_from_options: PlanFromOption
             cache_pvc=cache_pvc,
             cache_size=cache_size,
             api_key_secret=api_key_secret,
+            ray_token_secret=ray_token_secret,
+            env_secret=env_secret,
         )
+        names = names_for(plan, namespace=namespace, name=k8s_name, env_secret=env_secret)
+        if names.env_secret:
+            click.echo(
+                f"secret env {', '.join(names.env_secret_names)}: read from Secret "
+                f"{names.env_secret} (secretKeyRef), values not written; the header says "
+                "how to create it",
+                err=True,
+            )
         if output:
-            _write(Path(output), text)
+            _write(Path(output), text, "--output")
         else:
             click.echo(text, nl=False)
 
@@ -106,20 +147,32 @@ def compose_command(
         image: str | None, shm_size: str, rdma: bool, output_dir: str | None, **kwargs: Any
     ) -> None:
         """Docker compose files for a head and a worker host (same options as `submit`)."""
-        from launchers.render.compose import render_compose_files
+        from launchers.render.compose import (
+            SECRET_ENV_FILE,
+            render_compose_files,
+            secret_env_names,
+        )
         from launchers.render.k8s import DEFAULT_IMAGE
 
+        plan = plan_from_options({**kwargs, "in_image": True})
         files = render_compose_files(
-            plan_from_options({**kwargs, "in_image": True}),
+            plan,
             image=image or DEFAULT_IMAGE,
             shm_size=shm_size,
             rdma=rdma,
         )
+        secret_names = secret_env_names(plan)
+        if secret_names:
+            click.echo(
+                f"secret env {', '.join(secret_names)}: read from {SECRET_ENV_FILE} beside "
+                f"the compose files (keep it 0600), values not written",
+                err=True,
+            )
         if output_dir:
             root = Path(output_dir)
-            root.mkdir(parents=True, exist_ok=True)
+            _mkdir(root, "--output-dir")
             for name, text in files.items():
-                _write(root / name, text)
+                _write(root / name, text, "--output-dir")
             return
         for name, text in files.items():
             click.echo(f"# ==> {name} <==")

@@ -35,7 +35,7 @@ from pathlib import PurePosixPath
 from launchers.defaults import DEFAULT_RAY_PORT
 from launchers.plan.launch import LaunchPlan
 from launchers.spec.config import ContainerSpec
-from launchers.spec.secretenv import is_secret
+from launchers.spec.secretenv import is_secret, split
 
 # The official vLLM OpenAI image the shipped definition files build on; keep it in step
 # with config.DEFAULT_VLLM_VERSION.
@@ -204,6 +204,14 @@ def _unique(items: Iterable[str]) -> list[str]:
 IMAGE_JOB_DIR = "/var/lib/vllm-hpc/job"
 IMAGE_RAY_TEMP = "/tmp/ray"
 IMAGE_HF_HOME = "/root/.cache/huggingface"
+# Where a Kubernetes Secret or a compose secret puts the Ray token (0400/0600).
+IMAGE_RAY_TOKEN = "/run/secrets/ray_token"  # noqa: S105 - a path, not a secret
+
+
+def ray_auth_env() -> dict[str, str]:
+    """Ray token authentication in an image (the names the SLURM path uses): every
+    ``ray start``, every Ray client and ``vllm serve`` read the token from the file."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": IMAGE_RAY_TOKEN}
 
 
 def wrapper_ray_port(plan: LaunchPlan) -> int:
@@ -256,6 +264,28 @@ def build_worker_wrapper_argv(plan: LaunchPlan, *, ray_address: str) -> list[str
     ]
 
 
-def public_env(plan: LaunchPlan) -> dict[str, str]:
-    """The plan's environment without anything secret, sorted (for rendered files)."""
-    return {k: v for k, v in sorted(plan.env.items()) if not is_secret(k)}
+# Set by the renders themselves (Ray auth) or by the leader (the key from its file).
+RENDER_OWNED_ENV = frozenset(
+    {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN", "VLLM_API_KEY"}
+)
+
+
+def image_env(plan: LaunchPlan) -> tuple[dict[str, str], list[str]]:
+    """The plan's environment for a rendered image deployment: ``(plain, secret_names)``,
+    each sorted. Plain values are written into the file; a secret's value never is, only
+    its name (the file reads it from a Kubernetes Secret or a 0600 env file). Every name
+    and value is checked; a name the render sets itself is refused."""
+    from launchers.errors import InputError
+    from launchers.render.safe import env_entries
+
+    env = env_entries(dict(plan.env))
+    owned = sorted(RENDER_OWNED_ENV & env.keys())
+    if owned:
+        raise InputError(
+            f"env {owned[0]}: is set by vllm-hpc in containers (Ray token auth and the "
+            "API key come from Secrets or 0600 files)",
+            fix=f"drop {owned[0]} from the registry or site env",
+        )
+    plain, secret = split(env)
+    # The plan keeps secret values out of its env (names in secret_env): both are secret.
+    return plain, sorted({*secret, *plan.secret_env})

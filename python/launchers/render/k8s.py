@@ -3,29 +3,42 @@ headless Service (the seed plan's shape). Python dicts dumped with PyYAML, no te
 
 Every pod runs the image's ``bin/multi-node-serving.sh`` (the same runtime as on SLURM):
 the leader starts the Ray head, waits for the group and serves the API; workers join.
-The API key is a Secret mounted as the job directory's ``api_key`` file, which the
-leader reads (and would otherwise generate): never a literal in the manifest. Create it
-with ``kubectl create secret generic NAME --from-file=api_key=./api_key``.
+No secret is a literal in the manifest; the header says how to create each Secret:
+
+- the API key: a Secret mounted (0400) as the job directory's ``api_key`` file, which
+  the leader reads;
+- the Ray token: every pod starts Ray with ``RAY_AUTH_MODE=token`` and
+  ``RAY_AUTH_TOKEN_PATH`` naming a Secret's ``ray_token`` mounted 0400;
+- secret-looking variables of the plan's env (``secretenv.is_secret``: ``HF_TOKEN``...):
+  ``secretKeyRef`` into one Secret made with ``--from-env-file``.
+
+Names (namespace, objects, Secrets, claims) are checked against what the API server
+accepts; user text in ``env`` values and ``command`` has its ``$`` doubled, since
+Kubernetes expands ``$(VAR)`` there (see ``render.safe``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
 from launchers import __version__
 from launchers.plan.launch import LaunchPlan
+from launchers.render import safe
 from launchers.render.containers import (
     IMAGE_HF_HOME,
     IMAGE_JOB_DIR,
+    IMAGE_RAY_TOKEN,
     IMAGE_ROOT,
     IMAGE_WRAPPER,
     build_leader_wrapper_argv,
     build_worker_wrapper_argv,
     check_wrapper_plan,
-    public_env,
+    image_env,
+    ray_auth_env,
     wrapper_ray_port,
 )
 
@@ -90,9 +103,63 @@ def _labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "vllm-hpc", "app.kubernetes.io/instance": name}
 
 
-def _env(plan: LaunchPlan, extra: dict[str, str]) -> list[dict[str, Any]]:
-    env = {**public_env(plan), "HF_HOME": IMAGE_HF_HOME, **extra}
-    return [{"name": key, "value": value} for key, value in env.items()]
+@dataclass(frozen=True)
+class Names:
+    """The names a render uses: objects' base and the Secrets it reads."""
+
+    base: str
+    namespace: str
+    api_key_secret: str | None
+    ray_token_secret: str
+    env_secret: str | None
+    env_secret_names: tuple[str, ...]
+
+
+def names_for(
+    plan: LaunchPlan,
+    *,
+    namespace: str = "default",
+    name: str | None = None,
+    api_key_secret: str | None = None,
+    ray_token_secret: str | None = None,
+    env_secret: str | None = None,
+) -> Names:
+    """Every name checked: ``--name`` must already be a valid base (the job name is
+    made into one); Secrets default to ``BASE-api-key``, ``BASE-ray-token``, ``BASE-env``."""
+    safe.k8s_namespace("--namespace", namespace)
+    if name is None:
+        base = k8s_name(plan.job_name)
+    else:
+        base = safe.k8s_object_name("--name", name, _NAME_MAX)
+    _, secret_names = image_env(plan)
+    out = Names(
+        base=base,
+        namespace=namespace,
+        api_key_secret=(api_key_secret or f"{base}-api-key") if plan.api_key_file else None,
+        ray_token_secret=ray_token_secret or f"{base}-ray-token",
+        env_secret=(env_secret or f"{base}-env") if secret_names else None,
+        env_secret_names=tuple(secret_names),
+    )
+    for flag, value in (
+        ("--api-key-secret", out.api_key_secret),
+        ("--ray-token-secret", out.ray_token_secret),
+        ("--env-secret", out.env_secret),
+    ):
+        if value is not None:
+            safe.k8s_resource_name(flag, value)
+    return out
+
+
+def _env(plan: LaunchPlan, names: Names, extra: dict[str, str]) -> list[dict[str, Any]]:
+    plain, _ = image_env(plan)
+    env = {**plain, "HF_HOME": IMAGE_HF_HOME, **extra, **ray_auth_env()}
+    out: list[dict[str, Any]] = [
+        {"name": key, "value": safe.k8s_escape(value)} for key, value in env.items()
+    ]
+    for key in names.env_secret_names:
+        ref = {"name": names.env_secret, "key": key, "optional": False}
+        out.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return out
 
 
 def _mounts(api_key_secret: str | None) -> list[dict[str, Any]]:
@@ -100,6 +167,13 @@ def _mounts(api_key_secret: str | None) -> list[dict[str, Any]]:
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "model-cache", "mountPath": IMAGE_HF_HOME},
         {"name": "job", "mountPath": IMAGE_JOB_DIR},
+        # subPath: a plain file (a Secret volume's own entries are symlinks)
+        {
+            "name": "ray-token",
+            "mountPath": IMAGE_RAY_TOKEN,
+            "subPath": "ray_token",
+            "readOnly": True,
+        },
     ]
     if api_key_secret:
         mounts.append(
@@ -113,8 +187,15 @@ def _mounts(api_key_secret: str | None) -> list[dict[str, Any]]:
     return mounts
 
 
+def _secret_volume(name: str, secret: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "secret": {"secretName": secret, "defaultMode": 0o400, "optional": False},
+    }
+
+
 def _volumes(
-    shm_size: str, cache_claim: str | None, api_key_secret: str | None
+    shm_size: str, cache_claim: str | None, api_key_secret: str | None, ray_token_secret: str
 ) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
@@ -122,13 +203,9 @@ def _volumes(
     ]
     if cache_claim:
         volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_claim}})
+    volumes.append(_secret_volume("ray-token", ray_token_secret))
     if api_key_secret:
-        volumes.append(
-            {
-                "name": "api-key",
-                "secret": {"secretName": api_key_secret, "defaultMode": 0o400, "optional": False},
-            }
-        )
+        volumes.append(_secret_volume("api-key", api_key_secret))
     return volumes
 
 
@@ -207,35 +284,38 @@ def _cache_pvc(name: str, namespace: str, size: str) -> dict[str, Any]:
     }
 
 
-def _lws_docs(
-    plan: LaunchPlan,
-    name: str,
-    namespace: str,
-    image: str,
-    shm_size: str,
-    cache_pvc: str | None,
-    cache_size: str,
-    api_key_secret: str | None,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _Build:
+    """What both kinds need besides the plan (checked)."""
+
+    names: Names
+    image: str
+    shm_size: str
+    cache_pvc: str | None
+    cache_size: str
+
+
+def _lws_docs(plan: LaunchPlan, b: _Build) -> list[dict[str, Any]]:
+    name, namespace = b.names.base, b.names.namespace
     docs: list[dict[str, Any]] = []
-    claim = cache_pvc
+    claim = b.cache_pvc
     if claim is None:
-        docs.append(_cache_pvc(name, namespace, cache_size))
+        docs.append(_cache_pvc(name, namespace, b.cache_size))
         claim = f"{name}-model-cache"
-    env = _env(plan, {})
+    env = _env(plan, b.names, {})
     leader = _container(
         "vllm-leader",
-        image,
-        build_leader_wrapper_argv(plan),
+        b.image,
+        build_leader_wrapper_argv(plan, model=safe.k8s_escape(plan.name)),
         plan,
         env=env,
-        mounts=_mounts(api_key_secret),
+        mounts=_mounts(b.names.api_key_secret),
         serves=True,
     )
     leader["readinessProbe"] = _http_probe(plan)
     worker = _container(
         "vllm-worker",
-        image,
+        b.image,
         # LWS sets LWS_LEADER_ADDRESS in every pod; Kubernetes expands $(VAR) in command.
         build_worker_wrapper_argv(plan, ray_address="$(LWS_LEADER_ADDRESS)"),
         plan,
@@ -243,6 +323,7 @@ def _lws_docs(
         mounts=_mounts(None),
         serves=False,
     )
+    secrets = b.names.ray_token_secret
     docs.append(
         {
             "apiVersion": LWS_API,
@@ -258,14 +339,14 @@ def _lws_docs(
                         "metadata": {"labels": {**_labels(name), "role": "leader"}},
                         "spec": {
                             "containers": [leader],
-                            "volumes": _volumes(shm_size, claim, api_key_secret),
+                            "volumes": _volumes(b.shm_size, claim, b.names.api_key_secret, secrets),
                         },
                     },
                     "workerTemplate": {
                         "metadata": {"labels": {**_labels(name), "role": "worker"}},
                         "spec": {
                             "containers": [worker],
-                            "volumes": _volumes(shm_size, claim, None),
+                            "volumes": _volumes(b.shm_size, claim, None, secrets),
                         },
                     },
                 },
@@ -276,19 +357,12 @@ def _lws_docs(
     return docs
 
 
-def _statefulset_docs(
-    plan: LaunchPlan,
-    name: str,
-    namespace: str,
-    image: str,
-    shm_size: str,
-    cache_pvc: str | None,
-    cache_size: str,
-    api_key_secret: str | None,
-) -> list[dict[str, Any]]:
+def _statefulset_docs(plan: LaunchPlan, b: _Build) -> list[dict[str, Any]]:
+    name, namespace = b.names.base, b.names.namespace
     labels = _labels(name)
     env = _env(
         plan,
+        b.names,
         {
             "VLLM_HPC_MODEL": plan.name,
             "VLLM_HPC_NODES": str(plan.layout.nodes),
@@ -302,11 +376,11 @@ def _statefulset_docs(
     env.insert(0, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     container = _container(
         "vllm",
-        image,
+        b.image,
         ["/bin/bash", "-c", STATEFULSET_SCRIPT],
         plan,
         env=env,
-        mounts=_mounts(api_key_secret),
+        mounts=_mounts(b.names.api_key_secret),
         serves=True,
     )
     container["readinessProbe"] = {
@@ -315,6 +389,7 @@ def _statefulset_docs(
         "timeoutSeconds": 5,
         "failureThreshold": 3,
     }
+    volumes = _volumes(b.shm_size, b.cache_pvc, b.names.api_key_secret, b.names.ray_token_secret)
     spec: dict[str, Any] = {
         "serviceName": name,
         "replicas": plan.layout.nodes,
@@ -323,19 +398,16 @@ def _statefulset_docs(
         "selector": {"matchLabels": labels},
         "template": {
             "metadata": {"labels": labels},
-            "spec": {
-                "containers": [container],
-                "volumes": _volumes(shm_size, cache_pvc, api_key_secret),
-            },
+            "spec": {"containers": [container], "volumes": volumes},
         },
     }
-    if cache_pvc is None:
+    if b.cache_pvc is None:
         spec["volumeClaimTemplates"] = [
             {
                 "metadata": {"name": "model-cache"},
                 "spec": {
                     "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": cache_size}},
+                    "resources": {"requests": {"storage": b.cache_size}},
                 },
             }
         ]
@@ -361,6 +433,41 @@ def _statefulset_docs(
     return [headless, statefulset, _api_service(name, namespace, plan, leader_selector)]
 
 
+def _check_plan(plan: LaunchPlan) -> None:
+    """The plan's text that reaches the manifest (the environment: ``image_env``)."""
+    safe.check_model("model", plan.name)
+    safe.url_path("health path", plan.ready.health_path)
+
+
+def secret_commands(names: Names) -> list[str]:
+    """How the user creates each Secret the manifest reads (fresh random values, files
+    kept 0600; no value on a command line)."""
+    ns = names.namespace
+    lines = []
+    if names.api_key_secret:
+        lines += [
+            "API key (a fresh random one; clients send it as Authorization: Bearer KEY):",
+            "  (umask 077 && openssl rand -hex 32 > api_key) &&",
+            f"  kubectl -n {ns} create secret generic {names.api_key_secret} "
+            "--from-file=api_key=api_key",
+        ]
+    lines += [
+        "Ray token (every pod starts Ray with RAY_AUTH_MODE=token and this token):",
+        "  (umask 077 && openssl rand -hex 32 > ray_token) &&",
+        f"  kubectl -n {ns} create secret generic {names.ray_token_secret} "
+        "--from-file=ray_token=ray_token",
+    ]
+    if names.env_secret:
+        listed = ", ".join(names.env_secret_names)
+        lines += [
+            f"Secret environment ({listed}; their values are not in this manifest):",
+            "  NAME=VALUE lines in secret.env (chmod 600 secret.env), then",
+            f"  kubectl -n {ns} create secret generic {names.env_secret} "
+            "--from-env-file=secret.env",
+        ]
+    return lines
+
+
 def render_k8s(
     plan: LaunchPlan,
     *,
@@ -372,29 +479,42 @@ def render_k8s(
     cache_pvc: str | None = None,
     cache_size: str = "200Gi",
     api_key_secret: str | None = None,
+    ray_token_secret: str | None = None,
+    env_secret: str | None = None,
 ) -> str:
     """Multi-document YAML for ``plan``. ``cache_pvc`` names an existing claim for the
     Hugging Face cache (otherwise one is part of the output); ``api_key_secret`` names
     the Secret holding ``api_key`` (default ``<name>-api-key``; none when the plan
-    serves without a key)."""
+    serves without a key), ``ray_token_secret`` the one holding ``ray_token`` (default
+    ``<name>-ray-token``), ``env_secret`` the one with the plan's secret variables
+    (default ``<name>-env``; none when there are none). Bad names: ``InputError``."""
     check_wrapper_plan(plan, "render k8s")
-    base = k8s_name(name or plan.job_name)
-    secret = None
-    if plan.api_key_file is not None:
-        secret = api_key_secret or f"{base}-api-key"
-    build = _lws_docs if kind == "lws" else _statefulset_docs
-    docs = build(plan, base, namespace, image, shm_size, cache_pvc, cache_size, secret)
+    _check_plan(plan)
+    names = names_for(
+        plan,
+        namespace=namespace,
+        name=name,
+        api_key_secret=api_key_secret,
+        ray_token_secret=ray_token_secret,
+        env_secret=env_secret,
+    )
+    if cache_pvc is not None:
+        safe.k8s_resource_name("--cache-pvc", cache_pvc)
+    build = _Build(
+        names=names,
+        image=safe.image("--image", image),
+        shm_size=safe.quantity("--shm-size", shm_size),
+        cache_pvc=cache_pvc,
+        cache_size=safe.quantity("--cache-size", cache_size),
+    )
+    docs = (_lws_docs if kind == "lws" else _statefulset_docs)(plan, build)
     what = "LeaderWorkerSet" if kind == "lws" else "StatefulSet + headless Service"
     header = (
         f"vllm-hpc {__version__}: {what} for {plan.name}\n"
         f"layout: {plan.layout.describe()}\n"
         f"image: build containers/docker/Dockerfile (or push it) as {image}\n"
     )
-    if secret:
-        header += (
-            f"API key: kubectl -n {namespace} create secret generic {secret} "
-            "--from-file=api_key=FILE\n"
-        )
+    header += "".join(f"{line}\n" for line in secret_commands(names))
     if kind == "lws":
         header += "needs the LeaderWorkerSet controller (leaderworkerset.x-k8s.io)\n"
     return dump_all(docs, header)
