@@ -1,0 +1,249 @@
+"""Teardown that holds: real processes stand in for the runtime and its children.
+
+A stand-in runtime (``python -c``) starts a child through ``launchers._proc`` as the
+runtime does; the child daemonizes a grandchild (double fork and setsid, as Ray's
+daemons do) and waits. The test SIGKILLs the stand-in runtime, as the OOM killer or
+SLURM's KillWait would, and waits (with a deadline) until nothing of the tree is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from launchers import _proc, waits
+
+pytestmark = pytest.mark.skipif(not _proc.GUARDED, reason="the guard is Linux only")
+
+PYTHON_DIR = str(Path(_proc.__file__).resolve().parents[1])
+DEADLINE = 10.0  # seconds: every wait here ends well before
+
+# The child: daemonizes a grandchild that writes its pid, then waits for ever (or for
+# SIGTERM); with IGNORE_TERM both ignore SIGTERM, so only SIGKILL ends them.
+CHILD = r"""
+import os, signal, sys, threading
+out = sys.argv[1]
+if "IGNORE_TERM" in os.environ:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        with open(out + ".tmp", "w") as fh:
+            fh.write(str(os.getpid()))
+        os.replace(out + ".tmp", out)
+        threading.Event().wait()
+    os._exit(0)
+os.wait()
+if "EXIT_AFTER_FORK" in os.environ:
+    sys.exit(int(os.environ["EXIT_AFTER_FORK"]))
+threading.Event().wait()
+"""
+
+# The stand-in runtime: one child through the seam, its pids on stdout, then it waits.
+RUNTIME = r"""
+import json, sys, threading
+from launchers import _proc
+_proc.GUARD_GRACE = float(sys.argv[4])
+child = _proc.start("tree", [sys.executable, "-c", sys.argv[1], sys.argv[2]],
+                    env=json.loads(sys.argv[3]), log_path=sys.argv[2] + ".log")
+print(json.dumps({"guard": child.pid}), flush=True)
+threading.Event().wait()
+"""
+
+
+def _grandchild(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process(pid).children()]
+
+
+def _tree_of_a_runtime(
+    tmp_path: Path, **env: str
+) -> tuple[subprocess.Popen[str], dict[int, float]]:
+    """The stand-in runtime, its guard, the child and the daemonized grandchild, each
+    remembered as (pid, create time)."""
+    out = tmp_path / "grandchild.pid"
+    child_env = {"PATH": os.environ.get("PATH", ""), **env}
+    runtime = subprocess.Popen(
+        [sys.executable, "-c", RUNTIME, CHILD, str(out), json.dumps(child_env), "0.5"],
+        env={**os.environ, "PYTHONPATH": PYTHON_DIR},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert runtime.stdout is not None
+    guard = json.loads(runtime.stdout.readline())["guard"]
+    grandchild = waits.wait_for(
+        lambda: _grandchild(out), what="the grandchild", timeout=DEADLINE, interval=0.05
+    ).value
+    # The intermediate process has exited: the daemon is the guard's now, not init's.
+    waits.wait_for(
+        lambda: waits.seen(grandchild in _children(guard)),
+        what="the grandchild to be re-parented to the guard",
+        timeout=DEADLINE,
+        interval=0.05,
+    )
+    procs = {pid: _proc.identity(pid) for pid in (runtime.pid, guard, grandchild)}
+    procs.update({pid: _proc.identity(pid) for pid in _children(guard)})
+    assert len(procs) == 4, procs  # runtime, guard, child, grandchild
+    return runtime, {pid: t for pid, t in procs.items() if t is not None}
+
+
+def _left(procs: dict[int, float]) -> set[int]:
+    return {
+        pid for pid, t in procs.items() if pid in _proc.alive({pid}) and _proc.same_process(pid, t)
+    }
+
+
+def _nothing_left(procs: dict[int, float]) -> None:
+    waits.wait_for(
+        lambda: waits.seen(not _left(procs)),
+        what="every process of the tree to end",
+        detail=lambda: f": left {sorted(_left(procs))}",
+        timeout=DEADLINE,
+        interval=0.05,
+    )
+
+
+def test_a_sigkilled_runtime_leaves_no_descendant(tmp_path: Path) -> None:
+    runtime, procs = _tree_of_a_runtime(tmp_path)
+    runtime.kill()
+    runtime.wait()
+    _nothing_left(procs)
+    log = (tmp_path / "grandchild.pid.log").read_text()
+    assert f"the runtime (pid {runtime.pid}) is gone: stopping 2 process(es)" in log, log
+
+
+def test_a_tree_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    runtime, procs = _tree_of_a_runtime(tmp_path, IGNORE_TERM="1")
+    runtime.kill()
+    runtime.wait()
+    _nothing_left(procs)
+    log = (tmp_path / "grandchild.pid.log").read_text()
+    assert "2 still alive after 0.5 s: SIGKILL" in log, log
+    assert "no process of the tree is left" in log, log
+
+
+def test_what_a_child_leaves_behind_is_stopped_and_its_code_kept(tmp_path: Path) -> None:
+    out = tmp_path / "grandchild.pid"
+    child = _proc.start(
+        "leaver",
+        [sys.executable, "-c", CHILD, str(out)],
+        env={"EXIT_AFTER_FORK": "3"},
+        log_path=str(tmp_path / "leaver.log"),
+    )
+    grandchild = waits.wait_for(
+        lambda: _grandchild(out), what="the grandchild", timeout=DEADLINE, interval=0.05
+    ).value
+    born = _proc.identity(grandchild)
+    assert born is not None
+    code = waits.wait_for(child.popen.poll, what="the child", timeout=DEADLINE, interval=0.05)
+    assert code.value == 3  # the guard exits as the program did
+    assert not _left({grandchild: born})
+    assert "leaver (pid " in (tmp_path / "leaver.log").read_text()
+
+
+def test_a_child_killed_by_a_signal_is_reported_so(tmp_path: Path) -> None:
+    child = _proc.start(
+        "sleeper",
+        [sys.executable, "-c", "import threading; threading.Event().wait()"],
+        env={},
+        log_path=str(tmp_path / "sleeper.log"),
+    )
+    assert child.stop(grace=DEADLINE) == -signal.SIGTERM
+    assert _proc.ended(-signal.SIGTERM) == "was killed by SIGTERM"
+    assert child.watch_fd is None  # the pipe to the ended guard is closed
+
+
+def _ignored(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(
+        next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn")), 16
+    )
+
+
+def test_the_children_ignore_the_step_wide_usr1_and_usr2(tmp_path: Path) -> None:
+    out = tmp_path / "grandchild.pid"
+    child = _proc.start(
+        "tree", [sys.executable, "-c", CHILD, str(out)], env={}, log_path=str(tmp_path / "l")
+    )
+    grandchild = waits.wait_for(
+        lambda: _grandchild(out), what="the grandchild", timeout=DEADLINE, interval=0.05
+    ).value
+    program = _children(child.pid)[0]
+    for pid in (child.pid, program, grandchild):
+        mask = _ignored(pid)
+        assert mask & (1 << (signal.SIGUSR1 - 1)), pid
+        assert mask & (1 << (signal.SIGUSR2 - 1)), pid
+        assert not mask & (1 << (signal.SIGTERM - 1)), pid  # SIGTERM still stops them
+    os.killpg(child.pid, signal.SIGUSR1)  # as `--signal=USR1@N` without B: would
+    os.kill(grandchild, signal.SIGUSR2)
+    assert child.popen.poll() is None
+    assert child.stop(grace=DEADLINE) == -signal.SIGTERM
+    assert not _proc.alive({program, grandchild})
+
+
+class _FakeProcess:
+    """psutil.Process for pids whose create time the test decides."""
+
+    created: ClassVar[dict[int, float]] = {}
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        if pid not in self.created:
+            raise psutil.NoSuchProcess(pid)
+        self.pid = pid
+
+    def create_time(self) -> float:
+        return self.created[self.pid]
+
+
+def test_only_a_process_that_is_still_itself_is_signalled(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(psutil, "Process", _FakeProcess)
+    monkeypatch.setattr(_FakeProcess, "created", {101: 1000.0, 102: 2000.5, 104: 4000.0})
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(os, "killpg", lambda pgid, sig: sent.append((-pgid, sig)))
+    seen = {
+        101: 1000.0,  # the same process: signalled
+        102: 1500.0,  # pid reused by a process created later: left alone
+        103: 3000.0,  # gone: left alone
+    }
+    assert _proc.signal_live(seen, signal.SIGKILL) == 1
+    assert sent == [(101, signal.SIGKILL)]
+    sent.clear()
+    assert not _proc.signal_group(104, 104, 3999.0, signal.SIGTERM)  # a new leader
+    assert _proc.signal_group(104, 104, 4000.0, signal.SIGTERM)
+    assert sent == [(-104, signal.SIGTERM)]
+
+
+def test_a_detached_process_has_its_own_group_and_no_guard(tmp_path: Path) -> None:
+    child = _proc.start_detached(
+        "local-job",
+        [sys.executable, "-c", "import threading; threading.Event().wait()"],
+        env={},
+        log_path=str(tmp_path / "local.out"),
+    )
+    assert child.watch_fd is None
+    assert os.getpgid(child.pid) == child.pid
+    assert _children(child.pid) == []  # the program itself, not a guard
+    born = _proc.identity(child.pid)
+    assert born is not None
+    assert _proc.signal_group(child.pid, child.pid, born, signal.SIGTERM)
+    assert child.popen.wait(timeout=DEADLINE) == -signal.SIGTERM
