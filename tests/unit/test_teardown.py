@@ -19,6 +19,8 @@ from typing import ClassVar
 import pytest
 
 from launchers import _proc, waits
+from launchers.jobdir import jobfiles
+from launchers.observe.client import Job
 
 pytestmark = pytest.mark.skipif(not _proc.GUARDED, reason="the guard is Linux only")
 
@@ -148,12 +150,12 @@ def test_what_a_child_leaves_behind_is_stopped_and_its_code_kept(tmp_path: Path)
     grandchild = waits.wait_for(
         lambda: _grandchild(out), what="the grandchild", timeout=DEADLINE, interval=0.05
     ).value
-    born = _proc.identity(grandchild)
-    assert born is not None
+    born = _proc.identity(grandchild)  # None: the guard has already stopped it
     code = waits.wait_for(child.popen.poll, what="the child", timeout=DEADLINE, interval=0.05)
     assert code.value == 3  # the guard exits as the program did
-    assert not _left({grandchild: born})
-    assert "leaver (pid " in (tmp_path / "leaver.log").read_text()
+    assert born is None or not _left({grandchild: born})
+    log = (tmp_path / "leaver.log").read_text()
+    assert "ended and left processes behind: stopping 1 process(es)" in log, log
 
 
 def test_a_child_killed_by_a_signal_is_reported_so(tmp_path: Path) -> None:
@@ -247,3 +249,66 @@ def test_a_detached_process_has_its_own_group_and_no_guard(tmp_path: Path) -> No
     assert born is not None
     assert _proc.signal_group(child.pid, child.pid, born, signal.SIGTERM)
     assert child.popen.wait(timeout=DEADLINE) == -signal.SIGTERM
+
+
+# A local job's runtime and a helper in its process group, as `--executor local` starts
+# it; with IGNORE_TERM both shrug off SIGTERM.
+LOCAL = r"""
+import os, signal, subprocess, sys, threading
+if "IGNORE_TERM" in os.environ:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+helper = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+with open(sys.argv[2] + ".tmp", "w") as fh:
+    fh.write(str(helper.pid))
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+threading.Event().wait()
+"""
+HELPER = "import threading; threading.Event().wait()"
+
+
+def _local_job(tmp_path: Path, created_offset: float = 0.0, **env: str) -> tuple[Job, int, int]:
+
+    out = tmp_path / "helper.pid"
+    child = _proc.start_detached(
+        "local-job",
+        [sys.executable, "-c", LOCAL, HELPER, str(out)],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        log_path=str(tmp_path / "local.out"),
+    )
+    helper = waits.wait_for(
+        lambda: _grandchild(out), what="the helper", timeout=DEADLINE, interval=0.05
+    ).value
+    created = _proc.identity(child.pid)
+    assert created is not None
+    record = jobfiles.LocalProcess(pid=child.pid, pgid=child.pid, created=created + created_offset)
+    jobfiles.write(jobfiles.local_file(str(tmp_path)), record)
+    return Job(job_id="local-1-2", job_dir=str(tmp_path)), child.pid, helper
+
+
+def test_a_local_job_is_stopped_as_a_process_group(tmp_path: Path) -> None:
+    job, leader, helper = _local_job(tmp_path)
+    job.stop(timeout=DEADLINE)
+    _nothing_left({pid: t for pid in (leader, helper) if (t := _proc.identity(pid)) is not None})
+
+
+def test_a_local_job_that_ignores_sigterm_is_killed_after_kill_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launchers.observe import client
+
+    monkeypatch.setattr(client, "SLURM_KILL_WAIT", 0.5)
+    job, leader, helper = _local_job(tmp_path, IGNORE_TERM="1")
+    procs = {pid: t for pid in (leader, helper) if (t := _proc.identity(pid)) is not None}
+    job.stop(timeout=DEADLINE)
+    _nothing_left(procs)
+
+
+def test_a_local_job_whose_pid_was_reused_is_not_signalled(tmp_path: Path) -> None:
+    job, leader, helper = _local_job(tmp_path, created_offset=-100.0)
+    procs = {pid: t for pid in (leader, helper) if (t := _proc.identity(pid)) is not None}
+    try:
+        status = job.stop(timeout=DEADLINE)
+        assert _left(procs) == {leader, helper}  # someone else's processes now: untouched
+        assert status.state == "FAILED"  # the job's own process is gone
+    finally:
+        os.killpg(leader, signal.SIGKILL)
