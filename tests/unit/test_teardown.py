@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,6 +22,7 @@ import pytest
 from launchers import _proc, waits
 from launchers.jobdir import jobfiles
 from launchers.observe.client import Job
+from launchers.plan.launch import LaunchPlan
 
 pytestmark = pytest.mark.skipif(not _proc.GUARDED, reason="the guard is Linux only")
 
@@ -312,3 +314,94 @@ def test_a_local_job_whose_pid_was_reused_is_not_signalled(tmp_path: Path) -> No
         assert status.state == "FAILED"  # the job's own process is gone
     finally:
         os.killpg(leader, signal.SIGKILL)
+
+
+class _Stoppable:
+    """A started process that records the grace each stop gives it."""
+
+    def __init__(self, name: str, graces: list[tuple[str, float]]) -> None:
+        self.name, self.graces = name, graces
+
+    def stop(self, grace: float = 0.0) -> int:
+        self.graces.append((self.name, grace))
+        return 0
+
+
+def _worst(graces: list[tuple[str, float]]) -> float:
+    """The longest a stop of these can take: each grace, one poll past its deadline, and
+    the wait after SIGKILL."""
+    return sum(grace + _proc.POLL + _proc.KILL_REAP for _, grace in graces)
+
+
+def test_one_stop_fits_inside_slurm_kill_wait() -> None:
+    from launchers import defaults
+    from launchers.runtime import supervise
+
+    for asked in (True, False):
+        graces: list[tuple[str, float]] = []
+        procs = supervise.LeaderProcs(
+            head=_Stoppable("head", graces),  # type: ignore[arg-type]
+            serve=_Stoppable("vllm", graces),  # type: ignore[arg-type]
+            watcher=_Stoppable("watch", graces),  # type: ignore[arg-type]
+        )
+        lines: list[str] = []
+        procs.stop(lines.append, asked=asked)
+        assert [name for name, _ in graces] == ["vllm", "watch", "head"]  # vLLM first
+        assert _worst(graces) <= defaults.TEARDOWN_SECONDS < defaults.SLURM_KILL_WAIT
+        assert lines[0] == (
+            "stopping vllm serve: SIGTERM, 15 s for in-flight requests, then SIGKILL"
+            if asked
+            else "stopping vllm serve: SIGTERM, 5 s, then SIGKILL"
+        )
+    follower = max(supervise.RAY_GRACE, supervise.SERVE_GRACE)
+    assert _worst([("follower", follower)]) <= defaults.TEARDOWN_SECONDS
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_time_limit_warning_goes_to_the_batch_shell_only(
+    make_plan: Callable[..., LaunchPlan],
+) -> None:
+    from launchers.render.text import render_sbatch
+
+    plan = make_plan(model="llama-3.2-3b-instruct")
+    assert ("signal", "B:USR1@120") in plan.sbatch
+    script = render_sbatch(plan).splitlines()
+    assert "#SBATCH --signal=B:USR1@120" in script
+    # The batch shell must become srun (exec), which passes USR1 to the node runtimes.
+    assert [line for line in script if "srun" in line][-1].startswith("exec srun ")
+    for template in sorted((REPO / "slurm").glob("*.sbatch")):
+        lines = template.read_text().splitlines()
+        signals = [line for line in lines if line.startswith("#SBATCH --signal=")]
+        assert signals == ["#SBATCH --signal=B:USR1@120"], template.name
+        assert lines[-1].startswith("exec srun "), template.name
+
+
+def test_submitit_keeps_its_own_step_wide_warning(
+    make_plan: Callable[..., LaunchPlan], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launchers.submit import slurm
+
+    given: dict[str, object] = {}
+
+    class Executor:
+        def __init__(self, **kwargs: object) -> None:
+            del kwargs
+
+        def update_parameters(self, **params: object) -> None:
+            given.update(params)
+
+        def submit(self, *args: object) -> object:
+            del args
+            return type("Submitted", (), {"job_id": "7"})()
+
+    fake = type(sys)("submitit")
+    fake.AutoExecutor = Executor  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "submitit", fake)
+    monkeypatch.setattr(slurm, "require_slurm_client", lambda via: None)
+    monkeypatch.setattr(slurm, "_prepare", lambda plan: None)
+    slurm.submit_submitit(make_plan(model="llama-3.2-3b-instruct"))
+    # submitit renders --signal=USR2@120 itself (every process of the step): the runtime
+    # drains on USR2, and the guard keeps it off the processes the runtime starts.
+    assert given["slurm_signal_delay_s"] == 120

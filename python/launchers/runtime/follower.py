@@ -10,7 +10,7 @@ from launchers.plan.commands import LEADER_IP
 from launchers.plan.launch import fill_placeholders
 from launchers.runtime import ray_cluster
 from launchers.runtime.context import NodeContext, Stopped, require_vllm
-from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died
+from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died, stop_logged
 from launchers.runtime.tasks import FollowerTask
 
 LEADER_GONE_AFTER = 3  # failed checks of the leader before a node leaves
@@ -172,5 +172,7 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
         return 1
     finally:
         if child is not None:
-            child.stop(grace=RAY_GRACE if task.ray is not None else SERVE_GRACE)
+            grace = RAY_GRACE if task.ray is not None else SERVE_GRACE
+            log(f"stopping {child.name}: SIGTERM, {grace:.0f} s, then SIGKILL")
+            stop_logged(child, child.name, grace, log)
         log("node done")

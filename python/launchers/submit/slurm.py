@@ -238,7 +238,9 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
             plan.container, binds=plan.container_binds, workdir=plan.paths.root
         )
     signal = directives.get("signal", "")
-    if signal:
+    if signal:  # submitit's own --signal=USR2@N reaches every process of the step: the
+        # runtime drains on it, and the processes it starts ignore USR1/USR2 (_proc's guard).
+        # (B: would signal submitit's batch shell, which runs srun without exec and dies.)
         params["slurm_signal_delay_s"] = int(signal.split("@", 1)[1])
     executor.update_parameters(**params)
     try:
