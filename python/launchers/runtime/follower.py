@@ -8,7 +8,7 @@ from launchers.errors import InputError, RuntimeFailure, VllmHpcError
 from launchers.jobdir import jobfiles
 from launchers.plan.commands import LEADER_IP
 from launchers.plan.launch import fill_placeholders
-from launchers.runtime import ray_cluster
+from launchers.runtime import ray_cluster, unexpected
 from launchers.runtime.context import NodeContext, Stopped, require_vllm
 from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died, stop_logged
 from launchers.runtime.tasks import FollowerTask
@@ -169,6 +169,9 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
             jobfiles.Failure(rank=ctx.rank, hostname=ctx.hostname, attempt=ctx.attempt,
                              message=exc.one_line(), time=jobdir.now()),
         )  # fmt: skip
+        return 1
+    except Exception as exc:  # not the runtime's own: a failure record all the same
+        unexpected.record_failure(ctx, unexpected.failed(ctx, exc))
         return 1
     finally:
         if child is not None:

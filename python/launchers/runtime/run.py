@@ -9,11 +9,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from launchers import jobdir
-from launchers.errors import InputError
+from launchers.errors import InputError, VllmHpcError
 from launchers.input import probe
 from launchers.plan.commands import DP_START_RANK, JOB_DIR, JOB_ID, LEADER_IP, NODE_IP, NODE_RANK
 from launchers.plan.launch import LaunchPlan, fill_placeholders
-from launchers.runtime.context import context, node_rank, read_key
+from launchers.runtime import unexpected
+from launchers.runtime.context import NodeContext, context, node_rank, read_key
 from launchers.runtime.follower import follow
 from launchers.runtime.leader import lead
 from launchers.runtime.tasks import FollowerTask, LeaderTask
@@ -35,7 +36,6 @@ def run_plan(
     rank = node_rank(env_in) if rank is None else rank
     job_id = job_id or env_in.get("SLURM_JOB_ID") or f"local-{os.getpid()}"
     paths = plan.paths.for_job(job_id)
-    job_dir = paths.job_dir
     node_log = paths.node_log.replace("{rank}", str(rank))
     ctx = context(
         rank=rank,
@@ -47,6 +47,28 @@ def run_plan(
         environ=env_in,
         node_log=node_log,
     )
+    try:
+        return _play(plan, ctx, leader_ip=leader_ip, environ=env_in)
+    except VllmHpcError as exc:  # before the role started: recorded, then as before
+        _record(ctx, exc.one_line())
+        raise
+    except Exception as exc:  # not ours: FAILED with the reason all the same
+        _record(ctx, unexpected.failed(ctx, exc))
+        return 1
+
+
+def _record(ctx: NodeContext, why: str) -> None:
+    if ctx.rank == 0:
+        unexpected.record_leader_failure(ctx, why)
+    else:
+        unexpected.record_failure(ctx, why)
+
+
+def _play(
+    plan: LaunchPlan, ctx: NodeContext, *, leader_ip: str | None, environ: Mapping[str, str]
+) -> int:
+    """Prepare this rank's task (secrets, Ray's auth, the image) and play it."""
+    rank, job_id, job_dir, env_in = ctx.rank, ctx.job_id, ctx.job_dir, environ
     key_file = plan.api_key_file.replace(JOB_ID, job_id) if plan.api_key_file else None
     token_file = plan.ray_token_file.replace(JOB_ID, job_id) if plan.ray_token_file else None
     if rank == 0:
