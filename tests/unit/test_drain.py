@@ -90,3 +90,45 @@ def test_a_follower_still_waiting_for_a_stopped_leader_stops_without_failing(
     task = dataclasses.replace(_ray_follower(), leader_ip=None)
     assert follower.follow(ctx, task) == 0
     assert _failure(tmp_path, 1) is None
+
+
+class Draining(Stopped):
+    """vllm serve: sends this process SIGUSR1 (the batch shell's warning, passed on by
+    srun) on its 2nd poll; records the grace its stop is given."""
+
+    def __init__(self, log_path: str) -> None:
+        super().__init__("vllm", log_path)
+        self.polls, self.grace = 0, -1.0
+
+    def poll(self) -> int | None:
+        self.polls += 1
+        if self.polls == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return None
+
+    def stop(self, grace: float = 0.0) -> None:
+        self.stopped, self.grace = True, grace
+
+
+def test_the_leader_drains_vllm_on_the_time_limit_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None
+) -> None:
+    from launchers.health import Probe
+    from launchers.runtime import leader
+    from launchers.runtime.supervise import SERVE_GRACE
+
+    from .test_waits import leader_task
+
+    serve = Draining(str(tmp_path / "vllm-0.log"))
+    monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
+    monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
+    monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
+    monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
+    ctx = _logged_ctx(tmp_path, 0)
+    assert leader.lead(ctx, leader_task(ray=False)) == 0
+    ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
+    assert ending is not None
+    assert (ending.state, ending.message) == ("STOPPED", "stopped by SIGUSR1 (time limit near)")
+    assert serve.stopped and serve.grace == SERVE_GRACE
+    log = (tmp_path / "node-0.log").read_text()
+    assert "stopping vllm serve: SIGTERM, 15 s for in-flight requests, then SIGKILL" in log
