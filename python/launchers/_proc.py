@@ -130,6 +130,16 @@ class Child:
         return stop_tree(self, grace=grace, sig=sig)
 
 
+def guard_note() -> str:
+    """What the runtime says at its start about the teardown of its children."""
+    if GUARDED:
+        return (
+            f"children run under a guard: their process trees end with this runtime "
+            f"(pid {os.getpid()}), even if it is killed"
+        )
+    return f"children are not guarded on {sys.platform} (Linux only)"
+
+
 def _program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     """``argv`` with its program found as ``exec`` would find it (the child's PATH), so a
     missing program is said here, in one line, and not from inside a guard."""

@@ -24,7 +24,7 @@ from launchers.jobdir import jobfiles
 from launchers.observe.client import Job
 from launchers.plan.launch import LaunchPlan
 
-pytestmark = pytest.mark.skipif(not _proc.GUARDED, reason="the guard is Linux only")
+linux = pytest.mark.skipif(not _proc.GUARDED, reason="the guard is Linux only")
 
 PYTHON_DIR = str(Path(_proc.__file__).resolve().parents[1])
 DEADLINE = 10.0  # seconds: every wait here ends well before
@@ -122,6 +122,7 @@ def _nothing_left(procs: dict[int, float]) -> None:
     )
 
 
+@linux
 def test_a_sigkilled_runtime_leaves_no_descendant(tmp_path: Path) -> None:
     runtime, procs = _tree_of_a_runtime(tmp_path)
     runtime.kill()
@@ -131,6 +132,7 @@ def test_a_sigkilled_runtime_leaves_no_descendant(tmp_path: Path) -> None:
     assert f"the runtime (pid {runtime.pid}) is gone: stopping 2 process(es)" in log, log
 
 
+@linux
 def test_a_tree_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
     runtime, procs = _tree_of_a_runtime(tmp_path, IGNORE_TERM="1")
     runtime.kill()
@@ -141,6 +143,7 @@ def test_a_tree_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -
     assert "no process of the tree is left" in log, log
 
 
+@linux
 def test_what_a_child_leaves_behind_is_stopped_and_its_code_kept(tmp_path: Path) -> None:
     out = tmp_path / "grandchild.pid"
     child = _proc.start(
@@ -160,6 +163,7 @@ def test_what_a_child_leaves_behind_is_stopped_and_its_code_kept(tmp_path: Path)
     assert "ended and left processes behind: stopping 1 process(es)" in log, log
 
 
+@linux
 def test_a_child_killed_by_a_signal_is_reported_so(tmp_path: Path) -> None:
     child = _proc.start(
         "sleeper",
@@ -179,6 +183,7 @@ def _ignored(pid: int) -> int:
     )
 
 
+@linux
 def test_the_children_ignore_the_step_wide_usr1_and_usr2(tmp_path: Path) -> None:
     out = tmp_path / "grandchild.pid"
     child = _proc.start(
@@ -237,6 +242,7 @@ def test_only_a_process_that_is_still_itself_is_signalled(monkeypatch: pytest.Mo
     assert sent == [(-104, signal.SIGTERM)]
 
 
+@linux
 def test_a_detached_process_has_its_own_group_and_no_guard(tmp_path: Path) -> None:
     child = _proc.start_detached(
         "local-job",
@@ -287,12 +293,14 @@ def _local_job(tmp_path: Path, created_offset: float = 0.0, **env: str) -> tuple
     return Job(job_id="local-1-2", job_dir=str(tmp_path)), child.pid, helper
 
 
+@linux
 def test_a_local_job_is_stopped_as_a_process_group(tmp_path: Path) -> None:
     job, leader, helper = _local_job(tmp_path)
     job.stop(timeout=DEADLINE)
     _nothing_left({pid: t for pid in (leader, helper) if (t := _proc.identity(pid)) is not None})
 
 
+@linux
 def test_a_local_job_that_ignores_sigterm_is_killed_after_kill_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,6 +313,7 @@ def test_a_local_job_that_ignores_sigterm_is_killed_after_kill_wait(
     _nothing_left(procs)
 
 
+@linux
 def test_a_local_job_whose_pid_was_reused_is_not_signalled(tmp_path: Path) -> None:
     job, leader, helper = _local_job(tmp_path, created_offset=-100.0)
     procs = {pid: t for pid in (leader, helper) if (t := _proc.identity(pid)) is not None}
@@ -405,3 +414,20 @@ def test_submitit_keeps_its_own_step_wide_warning(
     # submitit renders --signal=USR2@120 itself (every process of the step): the runtime
     # drains on USR2, and the guard keeps it off the processes the runtime starts.
     assert given["slurm_signal_delay_s"] == 120
+
+
+def test_elsewhere_than_linux_children_start_unguarded_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_proc, "GUARDED", False)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(_proc, "_warned", [])
+    argv = [sys.executable, "-c", "pass"]
+    for _ in range(2):
+        child = _proc.start("x", argv, env={}, log_path=str(tmp_path / "x.log"))
+        assert child.watch_fd is None
+        assert child.popen.wait(timeout=DEADLINE) == 0
+    assert capsys.readouterr().err == (
+        "vllm-hpc: children are not guarded on darwin (Linux only): if this process is "
+        "killed, stop what it started yourself\n"
+    )

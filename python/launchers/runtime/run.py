@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from launchers import jobdir
+from launchers import _proc, jobdir
 from launchers.errors import InputError, VllmHpcError
 from launchers.input import probe
 from launchers.plan.commands import DP_START_RANK, JOB_DIR, JOB_ID, LEADER_IP, NODE_IP, NODE_RANK
@@ -69,6 +69,7 @@ def _play(
 ) -> int:
     """Prepare this rank's task (secrets, Ray's auth, the image) and play it."""
     rank, job_id, job_dir, env_in = ctx.rank, ctx.job_id, ctx.job_dir, environ
+    ctx.log(_proc.guard_note())
     key_file = plan.api_key_file.replace(JOB_ID, job_id) if plan.api_key_file else None
     token_file = plan.ray_token_file.replace(JOB_ID, job_id) if plan.ray_token_file else None
     if rank == 0:
