@@ -111,6 +111,8 @@ class Child:
     def remember_descendants(self) -> None:
         import psutil
 
+        if self.popen.returncode is not None:  # reaped: its pid may be someone else's now
+            return
         try:
             for proc in psutil.Process(self.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):

@@ -431,3 +431,26 @@ def test_elsewhere_than_linux_children_start_unguarded_with_one_warning(
         "vllm-hpc: children are not guarded on darwin (Linux only): if this process is "
         "killed, stop what it started yourself\n"
     )
+
+
+def test_the_children_of_a_reaped_pid_are_not_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    child = _proc.start("x", [sys.executable, "-c", "pass"], env={}, log_path=str(tmp_path / "x"))
+    assert child.popen.wait(timeout=DEADLINE) == 0  # reaped: the pid is free for reuse
+
+    class Reused:  # a later process with the same pid, and its children
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def children(self, recursive: bool = False) -> list[Reused]:
+            return [Reused(4242)]
+
+        def create_time(self) -> float:
+            return 1.0
+
+    monkeypatch.setattr(psutil, "Process", Reused)
+    child.remember_descendants()
+    assert child.seen == {}
