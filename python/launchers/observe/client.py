@@ -289,7 +289,8 @@ class Job:
         return files
 
     def stop(self, timeout: float = 60.0) -> JobStatus:
-        """Cancel the job and wait until SLURM says it is gone. Idempotent."""
+        """Cancel the job and wait until SLURM says it is gone. Idempotent. A local job:
+        SIGTERM to its process group, SIGKILL to it after SLURM's default KillWait."""
         local = self.job_id.startswith("local-")
         if local:
             self._signal_local(signal.SIGTERM)
