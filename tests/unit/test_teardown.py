@@ -8,12 +8,13 @@ SLURM's KillWait would, and waits (with a deadline) until nothing of the tree is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,6 +26,34 @@ from launchers.observe.client import Job
 from launchers.plan.launch import LaunchPlan
 
 linux = pytest.mark.skipif(not _proc.GUARDED, reason="the guard is Linux only")
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Whatever a test here starts ends with it, even when it fails half-way: pytest is a
+    child subreaper meanwhile (orphans come to it, not to init), and what is left of its
+    tree afterwards is killed and reaped."""
+    import ctypes
+
+    import psutil
+
+    me = psutil.Process()
+    libc = ctypes.CDLL(None) if _proc.GUARDED else None
+    if libc is not None:
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    try:
+        yield
+    finally:
+        monkeypatch.undo()  # a faked psutil.Process would not find the leftovers
+        for proc in me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if libc is not None:
+            libc.prctl(36, 0, 0, 0, 0)
+
 
 PYTHON_DIR = str(Path(_proc.__file__).resolve().parents[1])
 DEADLINE = 10.0  # seconds: every wait here ends well before
