@@ -14,7 +14,8 @@ usage_hint() {  # the launcher script that sourced this file, for "see ... -h"
   echo "see $(basename -- "$0") -h"
 }
 
-is_count() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1)); }
+# Decimal digits only (a leading 0 is not octal here), at most 6 of them (no overflow).
+is_count() { [[ "$1" =~ ^[0-9]{1,6}$ ]] && ((10#$1 >= 1)); }
 
 is_ip() {  # IPv4 dotted quad, or IPv6
   local IFS=. octet
@@ -44,12 +45,15 @@ dp_node() {
   is_port "$rpc_port" || die "RPC_PORT must be a port number 1024-65535 (got '$rpc_port'; $(usage_hint))"
   is_count "$dp_total" || die "DP_TOTAL must be a positive number (got '$dp_total'; $(usage_hint))"
   is_count "$dp_local" || die "DP_LOCAL must be a positive number (got '$dp_local'; $(usage_hint))"
+  dp_total=$((10#$dp_total)) dp_local=$((10#$dp_local))
   ((dp_total % dp_local == 0)) ||
     die "DP_TOTAL ($dp_total) must be a multiple of DP_LOCAL ($dp_local): every node runs the same number of ranks"
   local rank=0
   if [[ "$role" == primary ]]; then
     is_count "$last" || die "API_SERVERS must be a positive number (got '$last'; $(usage_hint))"
+    last=$((10#$last))
   else
+    [[ "$last" =~ ^[0-9]{1,6}$ ]] && last=$((10#$last))
     if ! [[ "$last" =~ ^[0-9]+$ ]] || ((last % dp_local != 0 || last == 0 || last >= dp_total)); then
       die "START_RANK must be a multiple of DP_LOCAL between $dp_local and $((dp_total - dp_local)) (got '$last'; $(usage_hint))"
     fi
@@ -58,6 +62,7 @@ dp_node() {
 
   local python=${VLLM_HPC_PYTHON:-python3} tp=${TP:-1}
   is_count "$tp" || die "TP must be a positive number of GPUs per DP rank (got '$tp'; unset it for 1)"
+  tp=$((10#$tp))
   [[ "${EP:-1}" == [01] ]] || die "EP must be 0 (dense model) or 1 (expert parallel) (got '$EP')"
   command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' (set VLLM_HPC_PYTHON)"
   local job_id=${SLURM_JOB_ID:-dp-${ip//[:.]/-}-$rpc_port}

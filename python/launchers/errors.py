@@ -6,6 +6,35 @@ Every message names the field (or thing) at fault and how to fix it.
 
 from __future__ import annotations
 
+import reprlib
+
+# The longest value ``shown`` puts into a message, and the longest message itself: a
+# value from a file or a flag can be megabytes (a YAML alias bomb expands to gigabytes).
+SHOWN_LIMIT = 80
+MESSAGE_LIMIT = 2000
+
+
+def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
+    """``repr(value)`` for an error message: one line, at most ``limit`` characters (long
+    strings and containers shortened with ``...``, nesting cut off), whatever its size."""
+    short = reprlib.Repr()
+    short.maxlevel = 3
+    short.maxstring = short.maxother = short.maxlong = max(limit, 12)
+    for attr in ("maxtuple", "maxlist", "maxarray", "maxdict", "maxset", "maxfrozenset"):
+        setattr(short, attr, 4)
+    try:
+        text = " ".join(short.repr(value).split())
+    except Exception:  # an int too long for repr(), a repr that fails
+        text = f"<a {type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
+
+def clipped(text: str, limit: int = 200) -> str:
+    """Text for a message as it is (no quotes added), on one line, at most ``limit``
+    characters: for a message of another library (YAML, pydantic) that may echo a value."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
 
 class VllmHpcError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with."""
@@ -24,7 +53,7 @@ class VllmHpcError(Exception):
             text = f"{self.field}: {text}"
         if self.fix:
             text = f"{text} ({self.fix})"
-        return " ".join(text.split())
+        return clipped(text, MESSAGE_LIMIT)
 
 
 class InputError(VllmHpcError):

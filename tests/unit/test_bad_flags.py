@@ -88,7 +88,7 @@ BAD_FLAGS = [
     pytest.param(
         "submit -m a/b --nodes 0",
         {},
-        "Error: Invalid value for '--nodes' / '-N': 0 is not in the range x>=1. "
+        "Error: Invalid value for '--nodes' / '-N': 0 is not in the range 1<=x<=4096. "
         "(see 'vllm-hpc submit --help')",
         id="zero-nodes",
     ),
@@ -109,7 +109,7 @@ BAD_FLAGS = [
     pytest.param(
         "submit -m a/b --gpu-memory-gib 0",
         {},
-        "Error: Invalid value for '--gpu-memory-gib': 0.0 is not in the range x>0. "
+        "Error: Invalid value for '--gpu-memory-gib': 0.0 is not in the range 0<x<=4096.0. "
         "(see 'vllm-hpc submit --help')",
         id="zero-gpu-memory",
     ),

@@ -57,6 +57,7 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
         "VLLM_HPC_PYTHON": str(fake / "python"),
         "VLLM_HPC_JOB_ROOT": str(tmp_path / "jobs"),
         "STARTED": str(tmp_path / "started"),
+        "PYTHONPATH": str(REPO / "python"),  # this checkout's launchers, not an installed one
     }
 
 
@@ -493,7 +494,7 @@ def test_the_seams_record_a_good_start(shell_env: dict[str, str]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert Path(shell_env["STARTED"]).read_text().startswith("srun ")
-    assert (Path(shell_env["VLLM_HPC_JOB_ROOT"]) / "77" / "plan.json").is_file()
+    assert (Path(shell_env["VLLM_HPC_JOB_ROOT"]) / "slurm-77" / "plan.json").is_file()
     os.remove(shell_env["STARTED"])
     done = run_bash(shell_env, REPO / "bin" / _NODE1, _SEED, {})
     assert done.returncode == 0, done.stderr
@@ -515,7 +516,7 @@ def test_dp_ep_template_chooses_the_dp_backend(
     env = {**SLURM_ENV, "MODEL": "a/b", "DP": "2", "EP": "0", "DP_BACKEND": backend}
     done = run_bash(shell_env, REPO / "slurm" / _DP_EP, (), env)
     assert done.returncode == 0, done.stderr
-    plan = json.loads((Path(shell_env["VLLM_HPC_JOB_ROOT"]) / "77" / "plan.json").read_text())
+    plan = json.loads((Path(shell_env["VLLM_HPC_JOB_ROOT"]) / "slurm-77" / "plan.json").read_text())
     assert plan["runtime"] == runtime
     leader_argv = plan["roles"][0]["serve_argv"]
     assert ("--data-parallel-backend" in leader_argv) == (backend == "ray")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from launchers.jobdir.jobroot import job_root
+from launchers.jobdir.jobroot import job_root, user_name
 from launchers.observe.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,8 @@ def test_the_rule_flag_then_environment_then_site_then_home() -> None:
     env = {"HOME": "/home/alice"}
     assert job_root("/x", {**env, "VLLM_HPC_JOB_ROOT": "/y"}, "/z") == "/x"
     assert job_root(None, {**env, "VLLM_HPC_JOB_ROOT": "/y"}, "/z") == "/y"
-    assert job_root(None, env, "/z") == "/z"
+    assert job_root(None, env, "/z", user="alice") == "/z/alice"  # a site root: per user
+    assert job_root(None, env, "/z/{user}/jobs", user="alice") == "/z/alice/jobs"
     assert job_root(None, env, None) == "/home/alice/.vllm-hpc/jobs"
     assert job_root("~/jobs", env) == "/home/alice/jobs"
 
@@ -52,11 +53,11 @@ def test_the_rule_flag_then_environment_then_site_then_home() -> None:
 def test_readers_find_jobs_under_the_sites_job_root(
     tmp_path: Path, site_env: dict[str, str]
 ) -> None:
-    shared = tmp_path / "shared" / "jobs"
-    (shared / "41").mkdir(parents=True)
+    shared = tmp_path / "shared" / "jobs" / user_name({})  # a site root is per user
+    (shared / "hpc1-41").mkdir(parents=True)
     endpoint = {"job_id": "41", "state": "READY", "message": "serving", "model": "m",
                 "url": "http://10.0.0.1:8000/v1", "attempt": 0}  # fmt: skip
-    (shared / "41" / "endpoint.json").write_text(json.dumps(endpoint))
+    (shared / "hpc1-41" / "endpoint.json").write_text(json.dumps(endpoint))
     assert Client(environ=site_env).job_root == str(shared)
     done = cli(site_env, "job-root")
     assert (done.returncode, done.stdout) == (0, f"{shared}\n"), done.stderr
@@ -71,7 +72,7 @@ def test_submit_writes_under_the_sites_job_root(tmp_path: Path, site_env: dict[s
     done = cli(site_env, "submit", "-m", "a/b", "--dry-run", "--json")
     assert done.returncode == 0, done.stderr
     paths = json.loads(done.stdout)["plan"]["paths"]
-    assert paths["root"] == str(tmp_path / "shared" / "jobs")
+    assert paths["root"] == str(tmp_path / "shared" / "jobs" / user_name({}))
 
 
 def test_a_local_job_whose_process_dies_fails_the_wait_at_once(
@@ -92,10 +93,11 @@ def test_a_local_job_whose_process_dies_fails_the_wait_at_once(
 def test_a_plans_paths_for_one_job_and_for_a_named_directory() -> None:
     from launchers.plan.launch import JobPaths, job_paths
 
-    mine = job_paths("/shared/jobs").for_job("42")
-    assert mine.job_dir == "/shared/jobs/42" and mine.leader == "/shared/jobs/42/leader.json"
-    assert mine.endpoint == "/shared/jobs/42/endpoint.json"
-    assert "@JOB_ID@" not in mine.model_dump_json()
+    mine = job_paths("/shared/jobs").for_job("42", "alpha")
+    assert mine.job_dir == "/shared/jobs/alpha-42"
+    assert mine.leader == "/shared/jobs/alpha-42/leader.json"
+    assert mine.endpoint == "/shared/jobs/alpha-42/endpoint.json"
+    assert "@JOB_ID@" not in mine.model_dump_json() and "@JOB_KEY@" not in mine.model_dump_json()
     named = JobPaths.at("/scratch/run1/")
     assert (named.root, named.job_dir) == ("/scratch", "/scratch/run1")
     assert named.plan == "/scratch/run1/plan.json"

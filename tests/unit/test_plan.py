@@ -88,9 +88,9 @@ def test_fill_placeholders() -> None:
 
 
 def test_job_dir_and_quoting(make_plan: Callable[..., LaunchPlan]) -> None:
-    launch = make_plan(model="llama-3.2-3b-instruct", job_root="/shared/my jobs")
-    assert job_dir_for(launch, "42") == "/shared/my jobs/42"
-    assert quote_with_job_id(launch.paths.plan) == "'/shared/my jobs/'\"${SLURM_JOB_ID}\"/plan.json"
+    launch = make_plan(model="llama-3.2-3b-instruct", job_root="/shared/lab+x/jobs")
+    assert job_dir_for(launch, "42", "alpha") == "/shared/lab+x/jobs/alpha-42"
+    assert quote_with_job_id(launch.paths.plan) == '/shared/lab+x/jobs/"${job_key}"/plan.json'
 
 
 def test_plan_round_trips_through_json(make_plan: Callable[..., LaunchPlan]) -> None:

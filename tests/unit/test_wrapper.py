@@ -76,7 +76,7 @@ def test_ray_only_leader_plan() -> None:
         ["leader", "--ray_port=6390", "--ray_cluster_size=3", "--num-gpus=2",
          "--include-dashboard=True", "--object-store-memory=1000000", "--job-dir=/scratch/j"]
     )  # fmt: skip
-    plan = wrapper.wrapper_plan(args, job_id="manual-1", environ=ENV, python="/py")
+    plan = wrapper.wrapper_plan(args, job_id="manual-20261202-040000", environ=ENV, python="/py")
     assert (plan.runtime, plan.layout.nodes, plan.ready.expected_nodes) == ("ray", 3, 3)
     assert plan.served_model_name == "" and plan.leader.serve is None
     assert plan.paths.job_dir == "/scratch/j" and plan.paths.leader == "/scratch/j/leader.json"
@@ -93,13 +93,15 @@ def test_ray_only_leader_plan() -> None:
 def test_worker_plan_joins_the_address_given() -> None:
     args = wrapper.parse(["worker", "--ray_address=10.0.0.1:6391", "--temp-dir=/tmp/r"])
     assert args.leader() == ("10.0.0.1", 6391)
-    plan = wrapper.wrapper_plan(args, job_id="j", environ={**ENV, "SLURM_NODEID": "3"}, python="p")
+    plan = wrapper.wrapper_plan(
+        args, job_id="manual-20261202-040001", environ={**ENV, "SLURM_NODEID": "3"}, python="p"
+    )
     assert plan.layout.nodes == 4  # at least up to the worker's own rank
     ray = plan.role_for_rank(3).ray
     assert ray is not None and not ray.head
     assert ray.argv()[2] == "--address=@LEADER_IP@:6391"
     assert "--temp-dir=/tmp/r" in ray.argv()
-    assert plan.paths.job_dir == "/jobs/j"
+    assert plan.paths.job_dir == "/jobs/manual-20261202-040001"
 
 
 def test_serving_leader_is_planned_as_submit_plans_it() -> None:
@@ -114,7 +116,7 @@ def test_serving_leader_is_planned_as_submit_plans_it() -> None:
     assert "--enable-prefix-caching" in serve.argv()
     assert "--distributed-executor-backend" in serve.argv()
     assert plan.leader.env["RAY_ADDRESS"] == "@LEADER_IP@:6379"
-    assert plan.api_key_file == "/jobs/7/api_key" and plan.generate_api_key
+    assert plan.api_key_file == "/jobs/slurm-7/api_key" and plan.generate_api_key
     assert plan.ray_token_file is None  # the wrapper's workers may share no job directory
     assert LaunchPlan.model_validate_json(plan.model_dump_json()) == plan
 

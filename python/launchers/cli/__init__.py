@@ -16,6 +16,13 @@ import click
 
 from launchers.cli.exits import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED
 from launchers.defaults import DEFAULT_API_PORT, DEFAULT_DP_RPC_PORT, DEFAULT_RAY_PORT
+from launchers.spec import fields
+
+
+def _count(most: int) -> click.IntRange:
+    """A count from 1 to ``most`` (bounds from spec.fields, the planner's own)."""
+    return click.IntRange(min=1, max=most)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,19 +35,22 @@ def _layout_options(func: F) -> F:
             help="Registry id (see `vllm-hpc models list`), Hugging Face id or model "
             "directory. Default: $MODEL_NAME.",
         ),
-        click.option("--nodes", "-N", type=click.IntRange(min=1), help="Nodes to allocate."),
+        click.option("--nodes", "-N", type=_count(fields.MAX_NODES), help="Nodes to allocate."),
         click.option(
-            "--gpus-per-node", "-G", type=click.IntRange(min=1), help="GPUs on each node."
+            "--gpus-per-node",
+            "-G",
+            type=_count(fields.MAX_GPUS_PER_NODE),
+            help="GPUs on each node.",
         ),
-        click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size."),
-        click.option("--pp", type=click.IntRange(min=1), help="Pipeline parallel size."),
-        click.option("--dp", type=click.IntRange(min=1), help="Data parallel size (in all)."),
+        click.option("--tp", type=_count(fields.MAX_PARALLEL), help="Tensor parallel size."),
+        click.option("--pp", type=_count(fields.MAX_PARALLEL), help="Pipeline parallel size."),
+        click.option("--dp", type=_count(fields.MAX_PARALLEL), help="Data parallel size (in all)."),
         click.option(
             "--ep/--no-ep", default=None, help="Expert parallel (MoE models, with DP or TP)."
         ),
         click.option(
             "--token-parallel-size",
-            type=click.IntRange(min=1),
+            type=_count(fields.MAX_PARALLEL),
             help="Token parallelism: only engine builds that have it, not upstream vLLM "
             "(the nodes' vLLM is asked before anything is submitted).",
         ),
@@ -97,7 +107,7 @@ def _layout_options(func: F) -> F:
         click.option("--vllm-version", help="vLLM version the nodes run (default: current)."),
         click.option(
             "--gpu-memory-gib",
-            type=click.FloatRange(min=0, min_open=True),
+            type=click.FloatRange(min=0, min_open=True, max=fields.MAX_GPU_MEMORY_GIB),
             help="Memory of one GPU, to check the model fits.",
         ),
         click.option(
@@ -111,7 +121,9 @@ def _layout_options(func: F) -> F:
             "deepep_high_throughput, deepep_low_latency).",
         ),
         click.option(
-            "--api-server-count", type=click.IntRange(min=1), help="API server processes (DP)."
+            "--api-server-count",
+            type=_count(fields.MAX_API_SERVERS),
+            help="API server processes (DP).",
         ),
         click.option(
             "--dp-rpc-port",
@@ -329,7 +341,7 @@ def plan_cmd(out: str | None, **kwargs: Any) -> None:
     The sbatch templates in slurm/ call this inside the job, with the allocation's
     node and GPU counts, so a bad input fails the job before any node starts.
     """
-    launch = _make_plan(kwargs)
+    launch = _sealed(_make_plan(kwargs))
     text = launch.model_dump_json(indent=2) + "\n"
     if out:
         _write_file("--out", out, text)
@@ -337,10 +349,22 @@ def plan_cmd(out: str | None, **kwargs: Any) -> None:
         click.echo(text, nl=False)
 
 
+def _sealed(launch: Any) -> Any:
+    """The plan with its secret variables in their 0600 file (the plan names only them)."""
+    from launchers.submit.slurm import seal_secrets
+
+    sealed = seal_secrets(launch)
+    if sealed.secret_env_file != launch.secret_env_file:
+        names = ", ".join(sealed.secret_env)
+        click.echo(f"vllm-hpc: {names} written to {sealed.secret_env_file} (0600)", err=True)
+    return sealed
+
+
 def _write_file(flag: str, path: str, text: str) -> None:
     """Write an output file the user named; a path that cannot be written is bad input."""
     from launchers.errors import InputError
     from launchers.jobdir import ensure_dir
+    from launchers.jobdir.safe import write_output
 
     parent = os.path.dirname(os.path.abspath(path))
     try:
@@ -348,8 +372,7 @@ def _write_file(flag: str, path: str, text: str) -> None:
         # ("Not a directory") where mkdir would only say "File exists".
         if not os.path.lexists(parent):
             ensure_dir(parent)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_output(path, text, flag)  # never through a planted symlink
     except OSError as exc:
         raise InputError(
             f"{flag}: cannot write {path}: {exc.strerror or exc}", fix="choose a writable path"
@@ -368,7 +391,7 @@ def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
     """Print the sbatch script for a deployment (same options as `submit`)."""
     from launchers.render.text import render_sbatch
 
-    text = render_sbatch(_make_plan(kwargs))
+    text = render_sbatch(_sealed(_make_plan(kwargs)))
     if output:
         _write_file("--output", output, text)
         click.echo(f"wrote {output}", err=True)
@@ -399,13 +422,21 @@ _register_commands()
 @cli.command("job-root", hidden=True)
 @click.option("--job-root", help="A root given on the command line wins.")
 @click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
-def job_root_cmd(job_root: str | None, registry: tuple[str, ...]) -> None:
+@click.option("--new-job-dir", is_flag=True, help="Make and print this job's directory.")
+def job_root_cmd(job_root: str | None, registry: tuple[str, ...], new_job_dir: bool) -> None:
     """Print the job root (--job-root, $VLLM_HPC_JOB_ROOT, the site file's job_root, or
-    ~/.vllm-hpc/jobs): the sbatch templates ask it, so they follow the same rule."""
+    ~/.vllm-hpc/jobs): the sbatch templates ask it, so they follow the same rule.
+    ``--new-job-dir``: make this SLURM job's directory (0700, new unless the job was
+    requeued) and print it instead."""
     from launchers.input.registry import site_job_root
-    from launchers.jobdir import jobroot
+    from launchers.jobdir import jobroot, safe
 
     root = jobroot.job_root(job_root, os.environ, lambda: site_job_root(os.environ, registry))
+    if new_job_dir:
+        job_id = os.environ.get("SLURM_JOB_ID", "")
+        key = jobroot.job_key(job_id, jobroot.cluster_name(os.environ), "SLURM_JOB_ID")
+        requeued = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+        root = str(safe.new_private_dir(f"{root}/{key}", "job directory", reuse=requeued))
     click.echo(root)
 
 
@@ -490,6 +521,14 @@ def run(command: click.Command, args: Sequence[str] | None, prog_name: str) -> N
         _fail(exc.format_message(), exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         _fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:
+        if debug:
+            raise
+        # A file the user named (an output path, a key file) that cannot be used.
+        what = exc.strerror or type(exc).__name__
+        if exc.filename is None:
+            _fail(f"{what} (rerun with --debug for the traceback)", EXIT_FAILURE)
+        _fail(f"{exc.filename}: {what} (check the path and its permissions)", EXIT_BAD_INPUT)
     except Exception as exc:
         if debug:
             raise

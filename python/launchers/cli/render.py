@@ -23,7 +23,9 @@ DEFAULT_IMAGE_HELP = "Image with vllm-hpc (containers/docker/Dockerfile); defaul
 
 
 def _write(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    from launchers.jobdir.safe import write_output
+
+    write_output(path, text, "--output")  # never through a planted symlink
     click.echo(f"wrote {path}", err=True)
 
 

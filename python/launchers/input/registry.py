@@ -14,6 +14,12 @@ Layers, earliest first (later ones override earlier ones field by field; ``env``
 merged key by key): the shipped file, the site file (``$VLLM_HPC_SITE_CONFIG`` or
 ``/etc/vllm-hpc/site.yaml``), the user file (``$XDG_CONFIG_HOME/vllm-hpc/models.yaml``),
 ``$VLLM_HPC_REGISTRY`` (``:``-separated) and ``--registry FILE`` options.
+
+The people who write a lab's registry are not the people who submit from it, so a file
+is read as untrusted text: at most ``MAX_FILE_BYTES``, at most ``MAX_ALIASES`` YAML
+aliases and ``MAX_NODES`` values once aliases are expanded (an alias bomb of a few
+hundred bytes would otherwise expand to gigabytes), no recursive alias, and every value
+an error message echoes is shortened (``errors.shown``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +35,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from launchers.errors import InputError, RegistryError
+from launchers.errors import SHOWN_LIMIT, InputError, RegistryError, clipped, shown
 from launchers.spec.config import ModelSpec, SiteSpec
 
 BUILTIN = "builtin"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SECTIONS = ("site", "models")
 _MERGED_DICTS = ("env",)
+MAX_FILE_BYTES = 256 * 1024
+MAX_ALIASES = 100
+MAX_NODES = 200_000
 
 
 def builtin_registry_path() -> Path:
@@ -68,12 +78,19 @@ def _normalise_keys(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         name = str(key).replace("-", "_")
         if name in out:
             raise RegistryError(
-                f"{where}: {spelled[name]!r} and {key!r} are the same key",
+                f"{where}: {shown(spelled[name])} and {shown(key)} are the same key",
                 fix="keep one of them",
             )
         out[name], spelled[name] = value, str(key)
     _check_env_values(out, where)
     return out
+
+
+def _named(key: Any) -> str:
+    """A key for a message: as written when short and plain, else ``shown``."""
+    text = str(key)
+    plain = len(text) <= SHOWN_LIMIT and text.isprintable() and text.strip() == text
+    return text if plain else shown(key)
 
 
 def _check_env_values(fields: Mapping[str, Any], where: str) -> None:
@@ -85,8 +102,8 @@ def _check_env_values(fields: Mapping[str, Any], where: str) -> None:
         if value is None or isinstance(value, (dict, list)):
             got = "has no value" if value is None else f"is a {type(value).__name__}, not text"
             raise RegistryError(
-                f"{where}.env.{key}: the value {got}",
-                fix=f'give one value, quoted, e.g. {key}: "1"',
+                f"{where}.env.{_named(key)}: the value {got}",
+                fix=f'give one value, quoted, e.g. {_named(key)}: "1"',
             )
 
 
@@ -114,19 +131,109 @@ def _duplicate_key(root: Any) -> Any:
     return min(found, key=lambda k: k.start_mark.index, default=None)
 
 
-def _load_yaml(text: str, source: str) -> Any:
+def _bounded_loader(text: str, source: str) -> Any:
+    """A safe YAML loader over ``text`` that refuses more than ``MAX_ALIASES`` aliases
+    while it composes: libyaml's parser where PyYAML has it, with PyYAML's own composer
+    on top (the one step that sees each alias)."""
+    import yaml
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.resolver import Resolver
+
+    class AliasLimit(Composer):
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):  # type: ignore[attr-defined]
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    line = self.peek_event().start_mark.line + 1  # type: ignore[attr-defined]
+                    raise RegistryError(
+                        f"{source}:{line}: more than {MAX_ALIASES} YAML aliases",
+                        fix="write the values out: a registry needs few anchors",
+                    )
+            return super().compose_node(parent, index)
+
+    try:
+        from yaml._yaml import CParser
+    except ImportError:
+
+        class PyLoader(AliasLimit, yaml.SafeLoader):
+            pass
+
+        return PyLoader(text)
+
+    class CLoader(AliasLimit, CParser, SafeConstructor, Resolver):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+    return CLoader(text)
+
+
+def _children(node: Any) -> list[Any]:
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: Any, source: str) -> None:
+    """Refuse a composed tree that is recursive (``&a [*a]``) or holds more than
+    ``MAX_NODES`` values once every alias is expanded, in time linear in the file."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()  # the nodes on the path being walked
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            active.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > MAX_NODES:
+                raise RegistryError(
+                    f"{source}:{node.start_mark.line + 1}: more than {MAX_NODES} values once "
+                    "its YAML aliases are expanded",
+                    fix="write the values out: a registry needs few anchors",
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise RegistryError(
+                f"{source}:{node.start_mark.line + 1}: a YAML alias that contains itself",
+                fix="remove the recursive alias",
+            )
+        active.add(key)
+        stack.append((node, True))
+        stack += [(child, False) for child in _children(node) if id(child) not in sizes]
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    loader = _bounded_loader(text, source)
     try:
         node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
         dup = _duplicate_key(node)
         if dup is not None:
             raise RegistryError(
-                f"{source}:{dup.start_mark.line + 1}: duplicate key {dup.value!r}",
+                f"{source}:{dup.start_mark.line + 1}: duplicate key {shown(dup.value)}",
                 fix="keep one: YAML would silently use the last",
             )
-        return None if node is None else loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except (ValueError, OverflowError) as exc:  # a date like 2001-13-01, a huge int
+            raise RegistryError(
+                f"{source}: a value YAML cannot read: {clipped(str(exc))}",
+                fix="quote the value to keep it as text",
+            ) from None
     finally:
         loader.dispose()
 
@@ -137,17 +244,19 @@ def parse_registry_text(text: str, source: str) -> dict[str, Any]:
     Raises RegistryError naming the file (and line for YAML syntax errors)."""
     import yaml
 
+    if len(text) > MAX_FILE_BYTES:
+        raise _too_big(source)
     try:
         data = _load_yaml(text, source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}" if mark else source
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = clipped(exc.problem or exc.context or "invalid YAML")
         raise RegistryError(
             f"{where}: YAML syntax error: {problem}", fix="fix the YAML at that line"
         ) from None
     except yaml.YAMLError as exc:
-        raise RegistryError(f"{source}: YAML error: {exc}") from None
+        raise RegistryError(f"{source}: YAML error: {clipped(str(exc))}") from None
     if data is None:
         return {"site": {}, "models": {}}
     if not isinstance(data, dict):
@@ -157,7 +266,7 @@ def parse_registry_text(text: str, source: str) -> dict[str, Any]:
     unknown = [k for k in data if k not in _SECTIONS]
     if unknown:
         raise RegistryError(
-            f"{source}: unknown top-level key {unknown[0]!r}", fix="valid keys: site, models"
+            f"{source}: unknown top-level key {shown(unknown[0])}", fix="valid keys: site, models"
         )
     site = data.get("site") or {}
     models = data.get("models") or {}
@@ -170,7 +279,7 @@ def parse_registry_text(text: str, source: str) -> dict[str, Any]:
         name = str(key)
         if not _NAME_RE.match(name):
             raise RegistryError(
-                f"{source}: model id {name!r} is not valid",
+                f"{source}: model id {shown(name)} is not valid",
                 fix="use lowercase letters, digits, '.', '_' and '-'",
             )
         if not isinstance(entry, dict):
@@ -187,10 +296,10 @@ def _check_keys(fields: Mapping[str, Any], model: type[BaseModel], where: str) -
     valid = list(model.model_fields)
     for key in fields:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
+            close = difflib.get_close_matches(key, valid, n=1) if len(key) < 100 else []
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise RegistryError(
-                f"{where}: unknown key {key!r}", fix=f"{hint}valid keys: {', '.join(valid)}"
+                f"{where}: unknown key {shown(key)}", fix=f"{hint}valid keys: {', '.join(valid)}"
             )
 
 
@@ -208,10 +317,12 @@ class Registry:
         try:
             return self.models[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self.models), n=3)
+            close = (
+                difflib.get_close_matches(name, list(self.models), n=3) if len(name) < 200 else []
+            )
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise InputError(
-                f"model: unknown model {name!r}",
+                f"model: unknown model {shown(name)}",
                 fix=f"{hint}see `vllm-hpc models list`, or pass a path or Hugging Face id "
                 "containing '/'",
             ) from None
@@ -245,7 +356,7 @@ def _validate(
         key = str(err["loc"][0]) if err["loc"] else ""
         named = origin.get(key) or ", ".join(sorted(set(origin.values())))
         source = named or ", ".join(dict.fromkeys(files)) or "?"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = clipped(err["msg"].removeprefix("Value error, "))
         if err["type"] == "missing":
             raise RegistryError(
                 f"{source}: {where}: required key {key!r} is missing",
@@ -254,8 +365,10 @@ def _validate(
         value = err.get("input")
         fix = None
         if err["type"] == "string_type" and isinstance(value, (int, float)):
-            fix = f"quote the value: YAML read it as the number {value}"
-        raise RegistryError(f"{source}: {where}.{key}: {msg} (got {value!r})", fix=fix) from None
+            fix = f"quote the value: YAML read it as the number {shown(value)}"
+        raise RegistryError(
+            f"{source}: {where}.{key}: {msg} (got {shown(value)})", fix=fix
+        ) from None
 
 
 def merge_layers(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> Registry:
@@ -291,7 +404,7 @@ def load_registry(extra: Sequence[str] = (), environ: Mapping[str, str] | None =
     for path in registry_paths(extra, env):
         source = BUILTIN if path == builtin_registry_path() else str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = _read_bounded(path, source)
         except FileNotFoundError:
             raise RegistryError(
                 f"registry: {path} does not exist", fix="check the --registry / env path"
@@ -307,6 +420,27 @@ def load_registry(extra: Sequence[str] = (), environ: Mapping[str, str] | None =
             ) from None
         layers.append((source, parse_registry_text(text, source)))
     return merge_layers(layers)
+
+
+def _too_big(source: str) -> RegistryError:
+    return RegistryError(
+        f"registry: {source} is larger than {MAX_FILE_BYTES // 1024} KiB",
+        fix="a registry file is a few KiB: check that it is the right file",
+    )
+
+
+def _read_bounded(path: Path, source: str) -> str:
+    """The file's text, reading no more than ``MAX_FILE_BYTES`` (+1 to tell); a FIFO or
+    a device is refused without waiting on it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RegistryError(f"registry: {source} is not a regular file", fix="give a YAML file")
+        os.set_blocking(fd, True)
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_big(source)
+    return data.decode("utf-8")
 
 
 def schema() -> dict[str, Any]:

@@ -8,6 +8,7 @@ Reads only what a login node can read cheaply: registry files, a local model's
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from launchers.defaults import (
     DEFAULT_VLLM_VERSION,
     RAY_WORKER_PORTS,
 )
-from launchers.errors import InputError
+from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
 from launchers.input import probe
 from launchers.input.registry import Registry
 from launchers.jobdir.jobroot import job_root
@@ -47,6 +48,7 @@ from launchers.spec.config import (
     ServeConfig,
     SiteSpec,
     SlurmOptions,
+    check_model,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -60,6 +62,12 @@ _FLAG_NAMES = {
     "job_root": "--job-root",
     "python": "--python",
     "dp_rpc_port": "--dp-rpc-port",
+    "partition": "--partition",
+    "account": "--account",
+    "qos": "--qos",
+    "host": "--host",
+    "extra_args": "vllm serve arguments",
+    "gpu_memory_gib": "--gpu-memory-gib",
 }
 # Ports a user may fix, with the default to suggest when one is out of range.
 _PORT_DEFAULTS = {
@@ -98,11 +106,32 @@ _PLAN_FLAGS = {
     "--enable-token-parallel": "use --token-parallel-size before `--`: the plan enables it",
     "--no-enable-token-parallel": "drop --token-parallel-size instead",
 }
+# vLLM's short aliases of the flags above (vllm serve --help), and its negations.
 _FLAG_ALIASES = {
     "-tp": "--tensor-parallel-size",
     "-pp": "--pipeline-parallel-size",
     "-dp": "--data-parallel-size",
+    "-dpl": "--data-parallel-size-local",
+    "-dpa": "--data-parallel-address",
+    "-dpr": "--data-parallel-start-rank",
+    "-dpp": "--data-parallel-rpc-port",
+    "-dpb": "--data-parallel-backend",
+    "-ep": "--enable-expert-parallel",
+    "--no-enable-expert-parallel": "--enable-expert-parallel",
+    "-asc": "--api-server-count",
+    "-n": "--nnodes",
+    "-r": "--node-rank",
 }
+# Flags vLLM never lets a command line set here: the key (visible in `ps`) and the model
+# (the plan gives it as the positional argument).
+_REFUSED_FLAGS = {
+    "--api-key": (
+        "would put the API key on a command line",
+        "write the key into a file (chmod 600) and pass --api-key-file FILE",
+    ),
+    "--model": ("would replace the plan's model", "give the model with --model before `--`"),
+}
+_OWNED = (*_PLAN_FLAGS, *_FLAG_ALIASES, *_REFUSED_FLAGS)
 _SWITCHES = (
     "--enable-expert-parallel",
     "--headless",
@@ -160,9 +189,10 @@ def validated(model: type[M], data: Mapping[str, Any]) -> M:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(part) for part in err["loc"])
-        name = _FLAG_NAMES.get(loc, loc if loc.strip() == loc and loc.isprintable() else repr(loc))
-        msg = err["msg"].removeprefix("Value error, ")
-        raise InputError(f"{name}: {msg} (got {err.get('input')!r})") from None
+        plain = loc.strip() == loc and loc.isprintable() and len(loc) <= SHOWN_LIMIT
+        name = _FLAG_NAMES.get(loc, loc if plain else shown(loc))
+        msg = clipped(err["msg"].removeprefix("Value error, "))
+        raise InputError(f"{name}: {msg} (got {shown(err.get('input'))})") from None
 
 
 def _api_host(host: str | None) -> str:
@@ -251,17 +281,38 @@ def check_ports(ports: Mapping[str, int], *, ray: bool = True) -> None:
         seen[port] = name
 
 
+def _as_vllm_reads(name: str) -> tuple[str, str]:
+    """``(flag, attached value)``: the flag vLLM's parser (argparse, abbreviations
+    allowed) reads ``name`` as, when it is one the plan owns; else ``name`` itself.
+    ``--por`` is ``--port``, ``-n2`` is ``-n 2``, ``-t`` is ``-tp``."""
+    if name in _OWNED:
+        return _FLAG_ALIASES.get(name, name), ""
+    if name.startswith("--"):
+        owned = sorted({_FLAG_ALIASES.get(o, o) for o in _OWNED if o.startswith(name)})
+    else:
+        short = name[:2]
+        if short in _FLAG_ALIASES:  # -n2: a one-letter option with its value attached
+            return _FLAG_ALIASES[short], name[2:]
+        owned = sorted({_FLAG_ALIASES[o] for o in _FLAG_ALIASES if o.startswith(name)})
+    # A prefix of one owned flag is that flag to vLLM; of several, an error vLLM would
+    # stop on (refused here as the first of them, naming it).
+    return (owned[0], "") if owned and len(name) > 1 else (name, "")
+
+
 def _split_flags(args: Sequence[str]) -> list[tuple[str, str, str]]:
     """``(flag, value, as given)`` for each flag of a ``vllm serve`` argument list, with
-    vLLM's spellings folded (``--a_b`` is ``--a-b``, ``-tp`` is ``--tensor-parallel-size``)."""
+    vLLM's spellings folded (``--a_b`` is ``--a-b``, ``-tp`` is ``--tensor-parallel-size``,
+    an abbreviation is the flag it abbreviates)."""
     out = []
     for i, arg in enumerate(args):
-        if not arg.startswith("-") or arg == "--":
+        if not arg.startswith("-") or arg in {"--", "-"}:
             continue
         name, eq, value = arg.partition("=")
         if name.startswith("--"):
             name = "--" + name[2:].replace("_", "-")
-        name = _FLAG_ALIASES.get(name, name)
+        name, attached = _as_vllm_reads(name)
+        if attached:
+            value, eq = attached, "="
         nxt = args[i + 1] if i + 1 < len(args) else ""
         if not eq and name not in _SWITCHES and not nxt.startswith("-"):
             value = nxt
@@ -281,12 +332,20 @@ def check_extra_args(config: ServeConfig) -> None:
         update={"extra_args": (), "spec": config.spec.model_copy(update={"extra_args": ()})}
     )
     planned = {flag: value for flag, value, _ in _split_flags(build_vllm_serve_argv(bare))}
+    seen: set[str] = set()
     for flag, value, given in _split_flags(extra):
-        if flag == "--api-key":
+        if flag in _REFUSED_FLAGS:
+            why, fix = _REFUSED_FLAGS[flag]
+            typed = given.split()[0].split("=")[0]
+            shown = flag if typed == flag else f"{typed} (vLLM reads it as {flag})"
+            raise InputError(f"vllm serve arguments: {shown} {why}", fix=fix)
+        if flag in _PLAN_FLAGS and flag in seen:
             raise InputError(
-                "vllm serve arguments: --api-key would put the API key on a command line",
-                fix="write the key into a file (chmod 600) and pass --api-key-file FILE",
+                f"vllm serve arguments: {flag} is given twice (vLLM would read the last, "
+                "vllm-hpc the first)",
+                fix=_PLAN_FLAGS[flag],
             )
+        seen.add(flag)
         if flag not in _PLAN_FLAGS or planned.get(flag) == value:
             continue
         if flag in planned:
@@ -339,6 +398,13 @@ def _model(req: Request, registry: Registry, environ: Mapping[str, str]) -> tupl
             "--model: no model given",
             fix="pass --model NAME or set MODEL_NAME; `vllm-hpc models list` shows names",
         )
+    try:
+        check_model(name)
+    except ValueError as exc:
+        raise InputError(
+            f"{'--model' if req.model else 'MODEL_NAME'}: {exc}",
+            fix="give a Hugging Face id (org/name), a registry id or a model directory",
+        ) from None
     spec = model_spec_for(name, registry)
     overrides = {
         "all2all_backend": req.all2all_backend,
@@ -377,6 +443,11 @@ def _memory(
 ) -> float | None:
     """Step 3: the GPU memory per GPU, and (when known) that the model fits it."""
     gpu_memory_gib: float | None = _pick(req.gpu_memory_gib, site.gpu_memory_gib)
+    if gpu_memory_gib is not None and not math.isfinite(gpu_memory_gib):
+        raise InputError(
+            f"--gpu-memory-gib: {gpu_memory_gib} is not a size",
+            fix="give the GiB of one GPU, e.g. 80",
+        )
     if arch is not None and gpu_memory_gib is not None and spec.dtype is not None:
         estimate = estimate_memory(
             arch,
@@ -440,6 +511,11 @@ def _runtime_and_ports(
         ports["--dp-rpc-port"] = picked.dp_rpc
     if runtime == "native":
         ports["master port"] = DEFAULT_MASTER_PORT
+    if req.ray_port is not None and runtime != "ray":
+        raise InputError(
+            f"--ray-port: the {runtime} runtime starts no Ray",
+            fix="drop --ray-port, or pass --runtime ray",
+        )
     check_ports(ports, ray=runtime == "ray")
     return runtime, picked
 

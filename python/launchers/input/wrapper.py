@@ -303,7 +303,8 @@ def wrapper_plan(
     if args.mode == "worker":
         nodes = max(nodes, worker_rank(environ) + 1)
     root = jobroot.job_root(None, environ, lambda: registry.site_job_root(environ, args.registries))
-    job_dir = args.job_dir or f"{root}/{job_id}"
+    key = jobroot.job_key(job_id, jobroot.cluster_name(environ), "SLURM_JOB_ID")
+    job_dir = args.job_dir or f"{root}/{key}"
     paths = JobPaths.at(job_dir)
     gpn = args.num_gpus or 1
     if args.mode == "leader" and args.model:

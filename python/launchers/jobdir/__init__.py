@@ -3,7 +3,8 @@
 ``leader.json`` (rendezvous), ``endpoint.json`` (state and URL), ``nodes/<rank>.json``
 (who each node is), logs. Files are written atomically (temp file + rename), the
 directory is 0700 and files 0600, so a half-written file is never read and nothing is
-readable by other users.
+readable by other users. A directory a file is written into is checked first (ours,
+not writable by others: ``jobdir.safe``); reads and writes never follow a symlink.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from typing import Any
 
 
 def ensure_dir(path: str | Path) -> Path:
-    p = Path(path)
-    p.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return p
+    """``mkdir -p``, each directory made 0700 (an output directory: not checked)."""
+    from launchers.jobdir.safe import make_dirs
+
+    return make_dirs(path)
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Atomically: a temp file (``O_EXCL``) renamed over ``path`` (a symlink there is
+    replaced, never followed), in a directory of ours that only we can write."""
+    from launchers.jobdir.safe import private_dir
+
     target = Path(path)
-    ensure_dir(target.parent)
+    private_dir(target.parent, "job directory")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -37,8 +43,10 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
+    from launchers.jobdir.safe import open_nofollow
+
     try:
-        with open(path, encoding="utf-8") as fh:
+        with os.fdopen(open_nofollow(path), encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError):
         return None
@@ -49,19 +57,35 @@ def node_file(job_dir: str, rank: int) -> str:
     return f"{job_dir}/nodes/{rank}.json"
 
 
-def ensure_secret(path: str) -> bool:
-    """Create ``path`` (0600) with a new random secret unless it exists; True if created.
-    An existing file is kept, so a requeued job keeps its key."""
+def ensure_secret(path: str, what: str = "secret") -> bool:
+    """Create ``path`` (0600, ``O_EXCL|O_NOFOLLOW``) with a new random secret unless it
+    exists; True if created. An existing file is kept only when it passes
+    ``read_private_text``'s checks (a requeued job keeps its key; a symlink, a file of
+    another user or one others can read is refused) and is not empty."""
     import secrets
 
-    ensure_dir(Path(path).parent)
+    from launchers.jobdir.safe import (
+        UnsafePathError,
+        create_private_file,
+        private_dir,
+        read_private_text,
+    )
+
+    private_dir(Path(path).parent, "job directory")
+    if create_private_file(path, secrets.token_urlsafe(32) + "\n"):
+        return True
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(secrets.token_urlsafe(32) + "\n")
-    return True
+        kept = read_private_text(path, what)
+    except OSError as exc:  # ELOOP: a symlink planted at the name
+        raise UnsafePathError(
+            f"{what}: cannot use {path}: {exc.strerror or exc}",
+            fix=f"remove {path}; a new one is made at the next start",
+        ) from None
+    if not kept.strip():
+        raise UnsafePathError(
+            f"{what}: {path} is empty", fix=f"remove {path}; a new one is made at the next start"
+        )
+    return False
 
 
 def failure_file(job_dir: str, rank: int) -> str:

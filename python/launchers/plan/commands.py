@@ -23,9 +23,10 @@ NODE_IP = "@NODE_IP@"
 LEADER_IP = "@LEADER_IP@"
 JOB_ID = "@JOB_ID@"
 JOB_DIR = "@JOB_DIR@"
+JOB_KEY = "@JOB_KEY@"  # the job directory's name: <cluster>-<job id> (jobdir.jobroot)
 NODE_RANK = "@NODE_RANK@"
 DP_START_RANK = "@DP_START_RANK@"
-PLACEHOLDERS = (NODE_IP, LEADER_IP, JOB_ID, JOB_DIR, NODE_RANK, DP_START_RANK)
+PLACEHOLDERS = (NODE_IP, LEADER_IP, JOB_ID, JOB_DIR, JOB_KEY, NODE_RANK, DP_START_RANK)
 
 # First vLLM release with each feature (checked against vLLM's source).
 FEATURE_SINCE: dict[str, tuple[int, int, int]] = {

@@ -1,6 +1,10 @@
 """``plan(config, cluster) -> LaunchPlan``: everything a launch does, as data.
 
 Pure: no subprocess, no network, no clock, no secrets (only the key file's path).
+Secret-looking variables of ``env`` (``spec.secretenv``) are kept apart: the plan's data
+has only their names (``secret_env``); their values stay in memory with the plan (never
+in ``plan.json``, a dump or a repr) until the submitting side writes them to a 0600 file
+(``jobdir.secretfile``) and names it in ``secret_env_file``.
 Values only a node knows are placeholders (see ``commands.PLACEHOLDERS``), filled in
 on the node by ``fill_placeholders``.
 """
@@ -11,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, computed_field, model_validator
+from pydantic import Field, PrivateAttr, computed_field, model_validator
 
 from launchers import __version__
 from launchers.defaults import DEFAULT_API_PORT
@@ -20,6 +24,7 @@ from launchers.jobdir import jobroot
 from launchers.plan.commands import (
     JOB_DIR,
     JOB_ID,
+    JOB_KEY,
     LEADER_IP,
     PLACEHOLDERS,
     RayStart,
@@ -28,6 +33,7 @@ from launchers.plan.commands import (
     serve_start,
 )
 from launchers.plan.netspec import nccl_profile_env
+from launchers.spec import secretenv
 from launchers.spec.config import (
     ClusterSpec,
     ContainerSpec,
@@ -75,7 +81,8 @@ _DERIVED_ARGV = ("ray_argv", "serve_argv")
 
 
 class JobPaths(Frozen):
-    """Where a job keeps its state on shared storage. ``job_dir`` has ``@JOB_ID@``."""
+    """Where a job keeps its state on shared storage. ``job_dir`` is
+    ``<root>/@JOB_KEY@`` (``<cluster>-<job id>``, see ``jobdir.jobroot``)."""
 
     root: str
     job_dir: str
@@ -93,10 +100,15 @@ class JobPaths(Frozen):
         job_dir = job_dir.rstrip("/") or "/"
         return job_paths(os.path.dirname(job_dir) or "/", job_dir=job_dir)
 
-    def for_job(self, job_id: str) -> JobPaths:
-        """These paths for one job (``@JOB_ID@`` filled in)."""
+    def for_job(self, job_id: str, cluster: str = jobroot.DEFAULT_CLUSTER) -> JobPaths:
+        """These paths for one job (``@JOB_KEY@`` and ``@JOB_ID@`` filled in); a job id
+        or cluster name that is not one is refused (it never becomes a path)."""
+        key = jobroot.job_key(job_id, cluster)
         return self.model_copy(
-            update={k: v.replace(JOB_ID, job_id) for k, v in self.model_dump().items()}
+            update={
+                k: v.replace(JOB_KEY, key).replace(JOB_ID, job_id)
+                for k, v in self.model_dump().items()
+            }
         )
 
 
@@ -132,12 +144,30 @@ class LaunchPlan(Frozen):
     generate_api_key: bool = Field(False, description="The leader writes a new key (0600)")
     ray_token_file: str | None = Field(None, description="Ray auth token file (0600)")
     env: dict[str, str] = Field(default_factory=dict, description="Exported on every node")
+    secret_env: tuple[str, ...] = Field(
+        (), description="Secret variables exported on every node: names only (values in the file)"
+    )
+    secret_env_file: str | None = Field(
+        None, description="The 0600 file with the secret values, written at submission"
+    )
     roles: tuple[RolePlan, ...]
     node_argv: tuple[str, ...] = Field(description="What srun runs on every node")
     sbatch: tuple[tuple[str, str], ...]
     setup: tuple[str, ...] = ()
     paths: JobPaths
     ready: Readiness
+    _secrets: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def secret_values(self) -> dict[str, str]:
+        """The values of ``secret_env`` this plan was made with: in memory only, so empty
+        for a plan read from a file (the nodes read ``secret_env_file``)."""
+        return dict(self._secrets)
+
+    def with_secret_values(self, values: Mapping[str, str]) -> LaunchPlan:
+        """This plan with ``values`` as its secret variables (names in ``secret_env``)."""
+        out = self.model_copy(update={"secret_env": tuple(sorted(values))})
+        out._secrets = dict(sorted(values.items()))
+        return out
 
     @property
     def leader(self) -> RolePlan:
@@ -182,7 +212,7 @@ def _ranks(first: int, last: int) -> str:
 
 def job_paths(job_root: str, job_dir: str | None = None) -> JobPaths:
     """The job's paths under ``job_root`` (``job_dir``: a directory the user named)."""
-    job_dir = job_dir or f"{job_root}/{JOB_ID}"
+    job_dir = job_dir or f"{job_root}/{JOB_KEY}"
     return JobPaths(
         root=job_root,
         job_dir=job_dir,
@@ -280,6 +310,7 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
     env.update(all2all_env(config))
     env.update(config.spec.env)
     env.update(config.env)
+    plain, secret = secretenv.split(env)
     node_argv = (config.python, "-m", "launchers", "node", "run", "--plan", paths.plan)
     return LaunchPlan(
         name=config.name,
@@ -297,7 +328,7 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         api_key_file=(paths.api_key if config.api_key == "generate" else config.api_key_file),
         generate_api_key=config.api_key == "generate",
         ray_token_file=paths.ray_token if config.ray_auth and config.runtime == "ray" else None,
-        env=env,
+        env=plain,
         roles=_roles(config),
         node_argv=node_argv,
         sbatch=sbatch_directives(config, layout, paths),
@@ -309,7 +340,7 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
             expected_nodes=layout.nodes,
             expected_gpus=layout.total_gpus,
         ),
-    )
+    ).with_secret_values(secret)
 
 
 def fill_placeholders(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
@@ -326,8 +357,8 @@ def fill_placeholders(argv: Sequence[str], values: Mapping[str, str]) -> list[st
     return out
 
 
-def job_dir_for(plan_: LaunchPlan, job_id: str) -> str:
-    return plan_.paths.job_dir.replace(JOB_ID, job_id)
+def job_dir_for(plan_: LaunchPlan, job_id: str, cluster: str = jobroot.DEFAULT_CLUSTER) -> str:
+    return plan_.paths.for_job(job_id, cluster).job_dir
 
 
 __all__ = [

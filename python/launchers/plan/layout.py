@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from launchers.errors import InputError, LayoutError
+from launchers.spec import fields
 from launchers.spec.config import ModelArch, ParallelLayout
 
 _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
@@ -148,6 +149,12 @@ def resolve_layout(
     tp, pp, dp = req.tp or 1, req.pp or 1, req.dp or 1
     world = tp * pp * dp * (req.token_parallel_size or 1)
     nodes, gpn = _allocation(world, req.nodes, req.gpus_per_node, req.site_gpus_per_node)
+    if gpn > fields.MAX_GPUS_PER_NODE or nodes > fields.MAX_NODES:
+        raise LayoutError(
+            f"layout: TP x PP x DP = {world} GPUs would need {nodes} node(s) x {gpn} GPU(s); "
+            f"vllm-hpc plans at most {fields.MAX_NODES} nodes of {fields.MAX_GPUS_PER_NODE} GPUs",
+            fix="give --nodes and --gpus-per-node, or a smaller layout",
+        )
     layout = ParallelLayout(
         tp=tp,
         pp=pp,

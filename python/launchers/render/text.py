@@ -6,27 +6,65 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Iterable
 
-from launchers.plan.commands import JOB_ID
+from launchers.jobdir.safe import EXISTS_FIX
+from launchers.plan.commands import JOB_ID, JOB_KEY
 from launchers.plan.launch import LaunchPlan, RolePlan
 
 PLAN_HEREDOC = "VLLM_HPC_PLAN"
+# What the dry run shows for a secret variable's value (it is in a 0600 file, never here).
+SECRET_SHOWN = "<secret, from a 0600 file>"  # noqa: S105 - a placeholder
 _PLACEHOLDER_HELP = (
     ("@NODE_IP@", "the node's fast-interface address (exported as VLLM_HOST_IP)"),
     ("@LEADER_IP@", "node 0's fast-interface address"),
     ("@JOB_ID@", "the SLURM job id"),
+    ("@JOB_KEY@", "the job directory's name: <cluster>-<job id>"),
     ("@NODE_RANK@", "the node's rank in the job (0 = leader)"),
     ("@DP_START_RANK@", "the first data-parallel rank on the node"),
 )
 
 
+_LIVE = {JOB_ID: '"${SLURM_JOB_ID}"', JOB_KEY: '"${job_key}"'}
+
+
 def quote_with_job_id(text: str) -> str:
-    """Shell-quote ``text``, turning ``@JOB_ID@`` into a live ``${SLURM_JOB_ID}``."""
-    return '"${SLURM_JOB_ID}"'.join(
-        shlex.quote(part) if part else "" for part in text.split(JOB_ID)
-    )
+    """Shell-quote ``text``, turning ``@JOB_ID@`` into a live ``${SLURM_JOB_ID}`` and
+    ``@JOB_KEY@`` into ``${job_key}`` (set by ``job_dir_lines``)."""
+    parts = re.split(f"({JOB_ID}|{JOB_KEY})", text)
+    return "".join(_LIVE.get(part) or (shlex.quote(part) if part else "") for part in parts)
+
+
+def job_dir_lines(job_dir: str) -> list[str]:
+    """Bash that makes the job's directory ``job_dir`` (with ``@JOB_KEY@``): the job id
+    and cluster name checked before they become a path, the directory made now (0700)
+    for a new job, and only a requeued run of the same job (SLURM_RESTART_COUNT > 0)
+    finding it there, as its own directory (the runtime checks its mode)."""
+    return [
+        "umask 077",
+        "job_id=${SLURM_JOB_ID:-} cluster=${SLURM_CLUSTER_NAME:-slurm}",
+        '[[ "$job_id" =~ ^[0-9]{1,20}$ ]] || {',
+        "  echo \"Error: SLURM_JOB_ID: '${job_id:0:80}' is not a SLURM job id (digits)\" >&2",
+        "  exit 2",
+        "}",
+        '[[ "$cluster" =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$ ]] || {',
+        "  echo \"Error: SLURM_CLUSTER_NAME: '${cluster:0:80}' is not a cluster name\" >&2",
+        "  exit 2",
+        "}",
+        "job_key=$cluster-$job_id",
+        f"job_dir={quote_with_job_id(job_dir)}",
+        'if [[ ! -e "$job_dir" && ! -L "$job_dir" ]]; then',
+        '  mkdir -m 700 -- "$job_dir"',
+        'elif [[ "${SLURM_RESTART_COUNT:-0}" == 0 ]]; then',
+        f'  echo "Error: job directory: $job_dir already exists for a new job ({EXISTS_FIX})" >&2',
+        "  exit 2",
+        'elif [[ -L "$job_dir" || ! -d "$job_dir" || ! -O "$job_dir" ]]; then',
+        '  echo "Error: job directory: $job_dir is not this job\'s own directory" >&2',
+        "  exit 2",
+        "fi",
+    ]
 
 
 def render_argv(argv: Iterable[str]) -> str:
@@ -61,13 +99,10 @@ def render_sbatch(plan: LaunchPlan, *, plan_json: str | None = None) -> str:
     lines += ["", "set -euo pipefail"]
     if plan.setup:
         lines += ["", "# site setup", *plan.setup]
-    job_dir = quote_with_job_id(plan.paths.job_dir)
     plan_file = quote_with_job_id(plan.paths.plan)
     lines += [
         "",
-        "umask 077",
-        f"job_dir={job_dir}",
-        'mkdir -p "$job_dir"',
+        *job_dir_lines(plan.paths.job_dir),
         f"cat > {plan_file} <<'{PLAN_HEREDOC}'",
         plan.model_dump_json(indent=2) if plan_json is None else plan_json,
         PLAN_HEREDOC,
@@ -94,6 +129,10 @@ def _pyxis_lines(plan: LaunchPlan) -> list[str]:
     return ["  " + " ".join(shlex.quote(o) for o in options) + " \\"]
 
 
+def _readable(path: str) -> str:
+    return path.replace(JOB_KEY, "<cluster>-<job id>").replace(JOB_ID, "<job id>")
+
+
 def _role_title(role: RolePlan) -> str:
     noun = "Node" if "-" not in role.ranks else "Nodes"
     return f"{noun} {role.ranks} ({role.role})"
@@ -110,7 +149,7 @@ def render_plan_text(plan: LaunchPlan) -> str:
         f"  why       {plan.layout_reason}",
         f"  runtime   {plan.runtime}",
         f"  vllm      target version {plan.vllm_version}",
-        f"  job dir   {plan.paths.job_dir.replace(JOB_ID, '<job id>')}",
+        f"  job dir   {_readable(plan.paths.job_dir)}",
         f"  endpoint  http://<leader address>:{plan.api_port}/v1  (ready when "
         f"{plan.ready.health_path} and {plan.ready.models_path} answer)",
     ]
@@ -118,7 +157,7 @@ def render_plan_text(plan: LaunchPlan) -> str:
         out.append(f"  container {plan.container}")
     if plan.generate_api_key:
         key = plan.api_key_file or ""
-        out.append(f"  api key   new per job in {key.replace(JOB_ID, '<job id>')} (0600)")
+        out.append(f"  api key   new per job in {_readable(key)} (0600)")
     elif plan.api_key_file:
         out.append(f"  api key   read from {plan.api_key_file} (never on a command line)")
     else:
@@ -127,9 +166,13 @@ def render_plan_text(plan: LaunchPlan) -> str:
         out.append("  ray auth  token per job (RAY_AUTH_MODE=token), dashboard off")
     for warning in plan.warnings:
         out.append(f"  warning   {warning}")
-    if plan.env:
+    if plan.env or plan.secret_env:
         out += ["", "Environment on every node"]
-        out += [f"  {key}={shlex.quote(value)}" for key, value in sorted(plan.env.items())]
+        shown = {**plan.env, **dict.fromkeys(plan.secret_env, SECRET_SHOWN)}
+        out += [
+            f"  {key}={value if key in plan.secret_env else shlex.quote(value)}"
+            for key, value in sorted(shown.items())
+        ]
     for role in plan.roles:
         out += ["", _role_title(role)]
         if role.ray_argv:

@@ -17,6 +17,7 @@ from typing import ClassVar
 from launchers import _proc, jobdir, waits
 from launchers.input import probe
 from launchers.jobdir import jobfiles
+from launchers.jobdir.safe import private_dir
 from launchers.plan.commands import check_installed
 from launchers.plan.launch import JobPaths
 from launchers.spec.config import ContainerSpec
@@ -180,7 +181,7 @@ def context(
     anything is created), the job directory made, the node's record written."""
     net_env, reason = _network(iface, environ)  # a bad --iface: nothing created yet
     job_dir = paths.job_dir
-    jobdir.ensure_dir(job_dir)
+    private_dir(job_dir, "job directory")  # made 0700, or ours and closed to others
     log = NodeLog(rank, node_log)
     attempt = int(environ.get("SLURM_RESTART_COUNT", "0") or 0)
     ctx = NodeContext(

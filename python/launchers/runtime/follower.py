@@ -9,6 +9,7 @@ from types import FrameType
 from launchers import _proc, health, jobdir, waits
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError
 from launchers.jobdir import jobfiles
+from launchers.jobdir.safe import check_private
 from launchers.plan.commands import LEADER_IP
 from launchers.plan.launch import fill_placeholders
 from launchers.runtime import ray_cluster, unexpected
@@ -29,6 +30,7 @@ def leader_check_interval(nodes: int) -> float:
 def wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
     """``leader.json`` of this job and attempt; fails early when the leader has ended."""
     path = ctx.leader_file
+    check_private(ctx.job_dir, "job directory")  # leader.json only from a dir of ours
 
     def written() -> jobfiles.Leader | None:
         ctx.stopper.check()

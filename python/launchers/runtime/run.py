@@ -11,12 +11,22 @@ from pathlib import Path
 from launchers import _proc, jobdir
 from launchers.errors import InputError, VllmHpcError
 from launchers.input import probe
-from launchers.plan.commands import DP_START_RANK, JOB_DIR, JOB_ID, LEADER_IP, NODE_IP, NODE_RANK
+from launchers.jobdir import jobroot
+from launchers.plan.commands import (
+    DP_START_RANK,
+    JOB_DIR,
+    JOB_ID,
+    JOB_KEY,
+    LEADER_IP,
+    NODE_IP,
+    NODE_RANK,
+)
 from launchers.plan.launch import LaunchPlan, fill_placeholders
 from launchers.runtime import unexpected
 from launchers.runtime.context import NodeContext, context, node_rank, read_key
 from launchers.runtime.follower import follow
 from launchers.runtime.leader import lead
+from launchers.runtime.secret_env import forget, node_secret_env
 from launchers.runtime.tasks import FollowerTask, LeaderTask
 from launchers.spec import versions
 
@@ -34,21 +44,25 @@ def run_plan(
     unless ``leader_ip`` is given (nodes without a shared job directory)."""
     env_in = dict(os.environ if environ is None else environ)
     rank = node_rank(env_in) if rank is None else rank
+    given = "--job-id" if job_id else "SLURM_JOB_ID"
     job_id = job_id or env_in.get("SLURM_JOB_ID") or f"local-{os.getpid()}"
-    paths = plan.paths.for_job(job_id)
+    cluster = jobroot.cluster_name(env_in)
+    key = jobroot.job_key(job_id, cluster, given)  # SLURM_JOB_ID=../../x stops here
+    paths = plan.paths.for_job(job_id, cluster)
     node_log = paths.node_log.replace("{rank}", str(rank))
+    secret_env = node_secret_env(plan)  # no secrets, no start: before anything is made
     ctx = context(
         rank=rank,
         nodes=plan.layout.nodes,
         job_id=job_id,
         paths=paths,
         iface=iface or plan.env.get("VLLM_HPC_IFACE"),
-        extra_env=plan.env,
+        extra_env={**plan.env, **secret_env},
         environ=env_in,
         node_log=node_log,
     )
     try:
-        return _play(plan, ctx, leader_ip=leader_ip, environ=env_in)
+        return _play(plan, ctx, key=key, leader_ip=leader_ip, environ=env_in)
     except VllmHpcError as exc:  # before the role started: recorded, then as before
         _record(ctx, exc.one_line())
         raise
@@ -65,18 +79,23 @@ def _record(ctx: NodeContext, why: str) -> None:
 
 
 def _play(
-    plan: LaunchPlan, ctx: NodeContext, *, leader_ip: str | None, environ: Mapping[str, str]
+    plan: LaunchPlan,
+    ctx: NodeContext,
+    *,
+    key: str,
+    leader_ip: str | None,
+    environ: Mapping[str, str],
 ) -> int:
     """Prepare this rank's task (secrets, Ray's auth, the image) and play it."""
     rank, job_id, job_dir, env_in = ctx.rank, ctx.job_id, ctx.job_dir, environ
     ctx.log(_proc.guard_note())
-    key_file = plan.api_key_file.replace(JOB_ID, job_id) if plan.api_key_file else None
-    token_file = plan.ray_token_file.replace(JOB_ID, job_id) if plan.ray_token_file else None
+    key_file = _for_job(plan.api_key_file, job_id, key)
+    token_file = _for_job(plan.ray_token_file, job_id, key)
     if rank == 0:
         jobdir.remove_stale(job_dir)
-        if plan.generate_api_key and key_file and jobdir.ensure_secret(key_file):
+        if plan.generate_api_key and key_file and jobdir.ensure_secret(key_file, "API key"):
             ctx.log(f"new API key in {key_file} (0600)")
-        if token_file and jobdir.ensure_secret(token_file):
+        if token_file and jobdir.ensure_secret(token_file, "Ray token"):
             ctx.log(f"new Ray auth token in {token_file} (0600)")
     if token_file:
         ctx.env.update(ray_auth_env(token_file, ctx.log))
@@ -92,6 +111,7 @@ def _play(
         LEADER_IP: ctx.node_ip if rank == 0 else LEADER_IP,
         JOB_ID: job_id,
         JOB_DIR: job_dir,
+        JOB_KEY: key,
         NODE_RANK: str(rank),
         DP_START_RANK: str(rank * plan.layout.dp_local),
     }
@@ -111,7 +131,10 @@ def _play(
             health_path=plan.ready.health_path,
             models_path=plan.ready.models_path,
         )
-        return lead(ctx, task)
+        try:
+            return lead(ctx, task)
+        finally:
+            forget(plan, stopped_by_signal=ctx.stopper.reason is not None)
     follower = FollowerTask(
         ray=role.ray,
         serve=role.serve,
@@ -121,6 +144,10 @@ def _play(
         nodes_timeout=plan.ready.nodes_timeout,
     )
     return follow(ctx, follower)
+
+
+def _for_job(path: str | None, job_id: str, key: str) -> str | None:
+    return path.replace(JOB_KEY, key).replace(JOB_ID, job_id) if path else None
 
 
 RAY_AUTH_SINCE = (2, 52)

@@ -7,9 +7,8 @@ file is an error that lists the valid keys instead of a silently ignored setting
 
 from __future__ import annotations
 
-import re
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,7 +21,18 @@ from launchers.defaults import (
     DEFAULT_READY_TIMEOUT,
     DEFAULT_VLLM_VERSION,
 )
-from launchers.spec import slurmtime, versions
+from launchers.spec import fields, slurmtime, versions
+from launchers.spec.fields import (
+    ApiServers,
+    Cpus,
+    GpuMemoryGib,
+    GpusPerNode,
+    Nodes,
+    Parallel,
+    Seconds,
+    Seqs,
+    Tokens,
+)
 
 DType = Literal["auto", "bfloat16", "float16", "half", "float32", "float"]
 Runtime = Literal["auto", "ray", "native"]
@@ -33,17 +43,47 @@ PositiveInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 
 
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+def _walk_text(value: Any) -> None:
+    """Every string inside ``value`` (tuples, lists, dict keys and values) is one line."""
+    if isinstance(value, str):
+        fields.plain_text(value, limit=max(len(value), 1))
+    elif isinstance(value, tuple | list):
+        for item in value:
+            _walk_text(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk_text(key)
+            try:
+                _walk_text(item)
+            except ValueError as exc:
+                raise ValueError(f"the value of {key} {exc}") from None
 
 
 class Frozen(BaseModel):
+    """Frozen, unknown keys refused, and no control character in any text field (a
+    newline in a value is how rendered scripts and files get injected)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, defer_build=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_line_text(cls, value: Any) -> Any:
+        _walk_text(value)
+        return value
 
 
 def check_slurm_time(value: str | None) -> str | None:
-    if value is not None:
-        slurmtime.minutes(value)  # raises ValueError naming the forms
+    if value is None:
+        return value
+    fields.plain_text(value, limit=32)
+    minutes = slurmtime.minutes(value)  # raises naming the forms
+    if minutes == 0:
+        raise ValueError(
+            "0 asks SLURM for no time limit; give a limit such as 04:00:00, "
+            "or leave the time out for the partition's default"
+        )
+    if minutes > fields.MAX_TIME_MINUTES:
+        raise ValueError(f"{value!r} is more than a year; give a limit such as 2-00:00:00")
     return value
 
 
@@ -51,9 +91,42 @@ def check_version(value: str | None) -> str | None:
     if value is None:
         return value
     try:
+        fields.plain_text(value, limit=64)
+        if value != value.strip():
+            raise ValueError(value)
         versions.release(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a version (use a version such as 0.11.1)") from None
+    return value
+
+
+def check_slurm_names(value: str | None) -> str | None:
+    if value is not None:
+        what = "a SLURM name (letters, digits, _ . + -; a comma-separated list for several)"
+        fields.matching(value, fields.SLURM_NAMES_RE, what)
+    return value
+
+
+def check_mem(value: str | None) -> str | None:
+    if value is not None:
+        fields.matching(value, fields.MEM_RE, "a SLURM memory size (e.g. 0, 64G or 500000M)")
+    return value
+
+
+def check_served_name(value: str | None) -> str | None:
+    if value is not None:
+        fields.not_a_flag(fields.plain_text(value, limit=fields.MAX_NAME))
+    return value
+
+
+def check_model(value: str) -> str:
+    """A Hugging Face id, a registry id or a path: one line, never read as a flag."""
+    return fields.not_a_flag(fields.plain_text(value))
+
+
+def check_image(value: str | None) -> str | None:
+    if value is not None:
+        fields.no_whitespace(fields.not_a_flag(fields.plain_text(value)), "an image reference")
     return value
 
 
@@ -64,9 +137,7 @@ def _argument_list(value: object) -> object:
 
 
 def _check_env(env: dict[str, str]) -> dict[str, str]:
-    for key in env:
-        if not _ENV_NAME_RE.match(key):
-            raise ValueError(f"{key!r} is not a valid environment variable name")
+    fields.check_env(env)
     return env
 
 
@@ -75,25 +146,29 @@ class ModelSpec(Frozen):
     (dashes or underscores); ``None`` means "let the planner or vLLM decide"."""
 
     model: str = Field(min_length=1, description="Hugging Face id or a path on shared storage")
-    description: str = Field("", description="One line shown by `vllm-hpc models list`")
+    description: str = Field(
+        "", max_length=500, description="One line shown by `vllm-hpc models list`"
+    )
     served_model_name: str | None = Field(None, description="Name clients use in `model`")
     dtype: DType = "auto"
-    tensor_parallel_size: PositiveInt | None = None
-    pipeline_parallel_size: PositiveInt | None = None
-    data_parallel_size: PositiveInt | None = None
+    tensor_parallel_size: Parallel | None = None
+    pipeline_parallel_size: Parallel | None = None
+    data_parallel_size: Parallel | None = None
     enable_expert_parallel: bool = False
-    token_parallel_size: PositiveInt | None = Field(
+    token_parallel_size: Parallel | None = Field(
         None, description="Only for engine builds that have token parallelism"
     )
-    nodes: PositiveInt | None = Field(None, description="Nodes this entry needs by default")
-    gpus_per_node: PositiveInt | None = None
-    max_model_len: PositiveInt | None = None
-    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
-    max_num_seqs: PositiveInt | None = None
-    max_num_batched_tokens: PositiveInt | None = None
+    nodes: Nodes | None = Field(None, description="Nodes this entry needs by default")
+    gpus_per_node: GpusPerNode | None = None
+    max_model_len: Tokens | None = None
+    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+    max_num_seqs: Seqs | None = None
+    max_num_batched_tokens: Tokens | None = None
     trust_remote_code: bool = False
-    all2all_backend: str | None = Field(None, description="MoE all-to-all backend (with EP)")
-    api_server_count: PositiveInt | None = None
+    all2all_backend: str | None = Field(
+        None, max_length=64, description="MoE all-to-all backend (with EP)"
+    )
+    api_server_count: ApiServers | None = None
     runtime: Runtime | None = None
     container: str | None = Field(None, description="Default image, e.g. apptainer:/x.sif")
     extra_args: tuple[str, ...] = Field((), description="Passed to `vllm serve` last")
@@ -101,6 +176,9 @@ class ModelSpec(Frozen):
 
     _env = field_validator("env")(_check_env)
     _extra_args = field_validator("extra_args", mode="before")(_argument_list)
+    _model = field_validator("model")(check_model)
+    _served = field_validator("served_model_name")(check_served_name)
+    _container = field_validator("container")(check_image)
 
 
 class SiteSpec(Frozen):
@@ -110,9 +188,9 @@ class SiteSpec(Frozen):
     account: str | None = None
     qos: str | None = None
     time: str | None = Field(None, description="SLURM time limit, e.g. 04:00:00")
-    gpus_per_node: PositiveInt | None = None
-    gpu_memory_gib: float | None = Field(None, gt=0, description="Memory of one GPU")
-    cpus_per_task: PositiveInt | None = None
+    gpus_per_node: GpusPerNode | None = None
+    gpu_memory_gib: GpuMemoryGib | None = Field(None, description="Memory of one GPU")
+    cpus_per_task: Cpus | None = None
     mem: str | None = Field(None, description="SLURM --mem per node, e.g. 0 for all")
     gres_style: GresStyle = "gpus-per-node"
     container: str | None = None
@@ -130,18 +208,21 @@ class SiteSpec(Frozen):
 
     _time = field_validator("time")(check_slurm_time)
     _vllm_version = field_validator("vllm_version")(check_version)
+    _slurm_names = field_validator("partition", "account", "qos")(check_slurm_names)
+    _mem = field_validator("mem")(check_mem)
+    _container = field_validator("container")(check_image)
 
 
 class ParallelLayout(Frozen):
     """How the model is split over the allocation."""
 
-    tp: PositiveInt = 1
-    pp: PositiveInt = 1
-    dp: PositiveInt = 1
+    tp: Parallel = 1
+    pp: Parallel = 1
+    dp: Parallel = 1
     ep: bool = False
-    token_parallel_size: PositiveInt | None = None
-    nodes: PositiveInt = 1
-    gpus_per_node: PositiveInt = 1
+    token_parallel_size: Parallel | None = None
+    nodes: Nodes = 1
+    gpus_per_node: GpusPerNode = 1
     allow_cross_node_tp: bool = False
 
     @property
@@ -172,6 +253,8 @@ class ContainerSpec(Frozen):
     runtime: Literal["apptainer", "singularity", "enroot"]
     image: str = Field(min_length=1)
 
+    _image = field_validator("image")(check_image)
+
     @classmethod
     def parse(cls, text: str) -> ContainerSpec:
         runtime, sep, image = text.partition(":")
@@ -180,6 +263,10 @@ class ContainerSpec(Frozen):
                 f"{text!r} is not a container spec "
                 "(use apptainer:IMAGE.sif, singularity:IMAGE.sif or enroot:IMAGE)"
             )
+        try:
+            check_image(image)
+        except ValueError as exc:
+            raise ValueError(f"the image {image!r} {exc}") from None
         return cls.model_validate({"runtime": runtime, "image": image})
 
     def __str__(self) -> str:
@@ -213,7 +300,7 @@ class SlurmOptions(Frozen):
     account: str | None = None
     qos: str | None = None
     time: str | None = None
-    cpus_per_task: PositiveInt | None = None
+    cpus_per_task: Cpus | None = None
     mem: str | None = None
     gres_style: GresStyle = "gpus-per-node"
     signal_seconds: int = Field(120, ge=0, le=3600, description="USR1 this long before limit")
@@ -221,6 +308,8 @@ class SlurmOptions(Frozen):
     setup: tuple[str, ...] = ()
 
     _time = field_validator("time")(check_slurm_time)
+    _slurm_names = field_validator("partition", "account", "qos")(check_slurm_names)
+    _mem = field_validator("mem")(check_mem)
 
 
 class ServeConfig(Frozen):
@@ -256,23 +345,24 @@ class ServeConfig(Frozen):
     job_root: str
     python: str = Field(description="Interpreter the nodes run `-m launchers node run` with")
     nccl_profile: NcclProfile = "auto"
-    gpu_memory_gib: float | None = None
+    gpu_memory_gib: GpuMemoryGib | None = None
     slurm: SlurmOptions = SlurmOptions()
     env: dict[str, str] = Field(default_factory=dict)
     extra_args: tuple[str, ...] = ()
-    nodes_timeout: float = Field(
-        DEFAULT_NODES_TIMEOUT, gt=0, description="Seconds to wait for Ray nodes"
+    nodes_timeout: Seconds = Field(
+        DEFAULT_NODES_TIMEOUT, description="Seconds to wait for Ray nodes"
     )
-    ready_timeout: float = Field(
-        DEFAULT_READY_TIMEOUT, gt=0, description="Seconds to wait for the API"
-    )
+    ready_timeout: Seconds = Field(DEFAULT_READY_TIMEOUT, description="Seconds to wait for the API")
 
     _env = field_validator("env")(_check_env)
+    _served = field_validator("served_model_name")(check_served_name)
+    _vllm_version = field_validator("vllm_version")(check_version)
 
     @field_validator("job_name")
     @classmethod
     def _job_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        fields.plain_text(value, limit=128)
+        if not fields.JOB_NAME_RE.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a job name (lowercase letters, digits, '.', '_', '-')"
             )
@@ -281,14 +371,22 @@ class ServeConfig(Frozen):
     @field_validator("job_root", "python")
     @classmethod
     def _absolute(cls, value: str) -> str:
+        fields.plain_text(value)
         if not PurePosixPath(value).is_absolute():
             raise ValueError(f"{value!r} must be an absolute path")
+        # Both land in #SBATCH lines and srun's command, which sbatch neither quotes
+        # nor escapes: only characters no shell or SLURM reads specially.
+        if not fields.PATH_RE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} has characters other than letters, digits and . _ / + @ : = , ~ - "
+                "(no spaces, quotes or %)"
+            )
         return value
 
 
 class ClusterSpec(Frozen):
     """The allocation a plan is made for: how many nodes, GPUs each, and the scheduler."""
 
-    nodes: PositiveInt = 1
-    gpus_per_node: PositiveInt = 1
+    nodes: Nodes = 1
+    gpus_per_node: GpusPerNode = 1
     scheduler: Literal["slurm", "local"] = "slurm"

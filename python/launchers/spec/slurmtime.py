@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 
-_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
+_TIME_RE = re.compile(r"(?:([0-9]+)-)?([0-9]+)(?::([0-9]{1,2}))?(?::([0-9]{1,2}))?")
 FORMS = "MM, HH:MM:SS or D-HH:MM:SS"
 
 
 def minutes(text: str) -> int:
     """A SLURM time as whole minutes (seconds round up); ValueError if it is none."""
-    match = _TIME_RE.match(text)
+    match = _TIME_RE.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a SLURM time (use {FORMS})")
     days = int(match[1] or 0)

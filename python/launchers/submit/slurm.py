@@ -11,14 +11,13 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from launchers import _proc, jobdir
 from launchers.errors import InputError, SubmitError
-from launchers.jobdir import jobfiles
-from launchers.plan.commands import JOB_ID
+from launchers.jobdir import jobfiles, jobroot, safe, secretfile
 from launchers.plan.launch import LaunchPlan, job_dir_for
+from launchers.render.text import job_dir_lines
 from launchers.spec import slurmtime
 
 # SLURM job state -> what vllm-hpc reports about the allocation.
@@ -67,6 +66,30 @@ def parse_sbatch_parsable(stdout: str) -> str:
     if not job_id.isdigit():
         raise SubmitError(f"sbatch printed no job id (got {stdout.strip()[:200]!r})")
     return job_id
+
+
+def parse_cluster_name(config_text: str) -> str | None:
+    """``ClusterName = x`` from ``scontrol show config``; None when it names none."""
+    for line in config_text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ClusterName" and jobroot.CLUSTER_NAME.fullmatch(value.strip()):
+            return value.strip()
+    return None
+
+
+def cluster_name(environ: Mapping[str, str] | None = None) -> str:
+    """The cluster jobs from here run on (it keys their directories): the environment's
+    ``SLURM_CLUSTER_NAME``, else ``scontrol show config``'s ClusterName (one call),
+    else ``slurm``, as on a node whose environment names none."""
+    env = os.environ if environ is None else environ
+    if env.get("SLURM_CLUSTER_NAME"):
+        return jobroot.cluster_name(env)
+    if shutil.which("scontrol", path=env.get("PATH", os.defpath)):
+        done = _proc.run(["scontrol", "show", "config"], timeout=30)
+        name = parse_cluster_name(done.stdout) if done.returncode == 0 else None
+        if name:
+            return name
+    return jobroot.DEFAULT_CLUSTER
 
 
 def parse_scontrol_record(text: str) -> dict[str, str]:
@@ -147,7 +170,7 @@ def scancel(job_id: str) -> None:
 
 
 def _prepare(plan: LaunchPlan) -> None:
-    jobdir.ensure_dir(plan.paths.root)
+    safe.private_dir(plan.paths.root, "job root")
     if (
         plan.api_key_file
         and not plan.generate_api_key
@@ -175,8 +198,11 @@ def submit_sbatch(plan: LaunchPlan, script: str, environ: Mapping[str, str]) -> 
     if done.returncode != 0:
         raise SubmitError(f"sbatch refused the job: {done.stderr.strip()[:300]}")
     job_id = parse_sbatch_parsable(done.stdout)
+    _, _, cluster = done.stdout.strip().partition(";")
+    if not jobroot.CLUSTER_NAME.fullmatch(cluster.strip()):
+        cluster = cluster_name(environ)
     log = plan.paths.batch_log.replace("%j", job_id)
-    return JobHandle(job_id, job_dir_for(plan, job_id), "slurm", log)
+    return JobHandle(job_id, job_dir_for(plan, job_id, cluster.strip()), "slurm", log)
 
 
 def submitit_job(plan_json: str) -> int:
@@ -184,11 +210,11 @@ def submitit_job(plan_json: str) -> int:
     from launchers.runtime.run import run_plan
 
     plan = LaunchPlan.model_validate_json(plan_json)
-    job_id = os.environ.get("SLURM_JOB_ID", "")
-    target = Path(plan.paths.plan.replace(JOB_ID, job_id))
-    if not target.exists():
-        jobdir.ensure_dir(target.parent)
-        target.write_text(plan_json, encoding="utf-8")
+    if os.environ.get("SLURM_PROCID", "0") == "0":  # its directory: the setup lines made it
+        job_id = os.environ.get("SLURM_JOB_ID", "")
+        paths = plan.paths.for_job(job_id, jobroot.cluster_name(os.environ))
+        safe.private_dir(paths.job_dir, "job directory")
+        safe.create_private_file(paths.plan, plan_json)  # a requeue keeps its plan
     code = run_plan(plan)
     if code != 0:
         raise RuntimeError(f"vllm-hpc node runtime failed with exit code {code}")
@@ -213,7 +239,7 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
         "nodes": plan.layout.nodes,
         "tasks_per_node": 1,
         "name": plan.job_name,
-        "slurm_setup": list(plan.setup),
+        "slurm_setup": [*plan.setup, *job_dir_lines(plan.paths.job_dir)],
     }
     directives = dict(plan.sbatch)
     if "gpus-per-node" in directives:
@@ -249,7 +275,7 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
         raise SubmitError(f"submission failed: {str(exc).strip()[:300]}") from None
     job_id = str(job.job_id)
     log = f"{plan.paths.root}/submitit/{job_id}/{job_id}_0_log.err"
-    return JobHandle(job_id, job_dir_for(plan, job_id), "slurm", log)
+    return JobHandle(job_id, job_dir_for(plan, job_id, cluster_name()), "slurm", log)
 
 
 def start_local(plan: LaunchPlan) -> JobHandle:
@@ -262,9 +288,9 @@ def start_local(plan: LaunchPlan) -> JobHandle:
     _prepare(plan)
     job_id = f"local-{os.getpid()}-{int(jobdir.now())}"
     job_dir = job_dir_for(plan, job_id)
-    jobdir.ensure_dir(job_dir)
-    plan_file = f"{job_dir}/plan.json"
-    Path(plan_file).write_text(plan.model_dump_json(indent=2), encoding="utf-8")
+    safe.new_private_dir(job_dir, "job directory")
+    plan_file = f"{job_dir}/{jobroot.PLAN_FILE}"
+    safe.create_private_file(plan_file, plan.model_dump_json(indent=2))
     argv = [
         plan.python,
         "-m",
@@ -292,15 +318,42 @@ def start_local(plan: LaunchPlan) -> JobHandle:
     return JobHandle(job_id, job_dir, "local", log)
 
 
-def submit(plan: LaunchPlan, *, executor: str, via: str, environ: Mapping[str, str]) -> JobHandle:
-    """Submit ``plan``: a SLURM job through submitit or ``sbatch``, or a local process."""
-    if executor == "local":
-        return start_local(plan)
-    if via == "sbatch":
-        from launchers.render.text import render_sbatch
+def seal_secrets(plan: LaunchPlan) -> LaunchPlan:
+    """``plan`` with its secret variables' values written to a new 0600 file under the job
+    root (``jobdir.secretfile``) and the file named in ``secret_env_file``; as it is when
+    it has no secret, or names its file already."""
+    if not plan.secret_env or plan.secret_env_file:
+        return plan
+    values = plan.secret_values()
+    missing = [name for name in plan.secret_env if name not in values]
+    if missing:
+        raise InputError(
+            f"plan: no value for the secret variables {', '.join(missing)} (a plan read "
+            "from a file carries only their names)",
+            fix="plan the job again from its registry and flags",
+        )
+    path = secretfile.new_path(plan.paths.root, plan.job_name)
+    secretfile.write(path, values)
+    return plan.model_copy(update={"secret_env_file": path})
 
-        return submit_sbatch(plan, render_sbatch(plan), environ)
-    return submit_submitit(plan)
+
+def submit(plan: LaunchPlan, *, executor: str, via: str, environ: Mapping[str, str]) -> JobHandle:
+    """Submit ``plan``: a SLURM job through submitit or ``sbatch``, or a local process.
+    Secret variables go to their 0600 file first (the job may start at once); a job that
+    is not taken leaves no file behind."""
+    sealed = seal_secrets(plan)
+    try:
+        if executor == "local":
+            return start_local(sealed)
+        if via == "sbatch":
+            from launchers.render.text import render_sbatch
+
+            return submit_sbatch(sealed, render_sbatch(sealed), environ)
+        return submit_submitit(sealed)
+    except Exception:
+        if sealed.secret_env_file and sealed.secret_env_file != plan.secret_env_file:
+            secretfile.remove(sealed.secret_env_file)
+        raise
 
 
 def srun_in_job(job_id: str, *, nodes: int = 1, nodelist: str | None = None) -> list[str]:
