@@ -156,7 +156,7 @@ def test_a_leader_that_fails_before_its_role_starts_ends_failed(
 ) -> None:
     _context_in(tmp_path, monkeypatch)
 
-    def ensure_secret(path: str) -> bool:
+    def ensure_secret(path: str, what: str = "") -> bool:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(jobdir, "ensure_secret", ensure_secret)
