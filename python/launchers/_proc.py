@@ -4,11 +4,30 @@ Children are started in their own session (process group) with their output in a
 file, so they can be stopped as a tree: SIGTERM to the group and to every descendant
 seen, a grace period, then SIGKILL. Processes that left the group (Ray daemons, vLLM
 engine workers) are found through their parent links before anything is killed.
+
+Only live descendants are signalled: a process is remembered as (pid, create time) and
+signalled only while a process with that pid and that create time exists, so a pid the
+kernel gave to an unrelated process since is never touched. The group is signalled only
+while its leader (our child) is not reaped, which keeps its id ours.
+
+Teardown holds when the runtime itself dies (on Linux). Each child runs under a guard
+(``launchers/_guard.py``: its docstring has the details), a small parent that is a child
+subreaper, so whatever the child daemonizes stays below the guard, and that watches a
+pipe whose write end only the runtime holds. If the runtime dies, even by SIGKILL, the
+pipe closes and the guard stops the whole tree (SIGTERM, ``GUARD_GRACE``, SIGKILL) and
+says so in the child's log. Why a guard and not ``PR_SET_PDEATHSIG`` on each child: the
+parent-death signal reaches only the direct child (a grandchild re-parented to init
+outlives the runtime) and fires when the *thread* that started the child exits. The
+guard also makes the tree ignore SIGUSR1/SIGUSR2, so a step-wide signal from SLURM never
+kills vLLM or Ray; the runtime handles it. ``start_detached`` starts a process that must
+outlive its starter (``--executor local``), without a guard. Other systems than Linux
+start children unguarded, with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -59,14 +78,24 @@ def resolve_executable(name: str, environ: Mapping[str, str] | None = None) -> s
     return found or name
 
 
+GUARD = Path(__file__).with_name("_guard.py")
+GUARD_GRACE = 3.0  # seconds a guard gives the tree of a dead runtime before SIGKILL
+KILL_REAP = 1.0  # seconds to collect a child after SIGKILL (it dies at once, or is stuck)
+GUARDED = sys.platform.startswith("linux")
+_warned: list[bool] = []
+
+
 @dataclass
 class Child:
-    """A started process, its log, and every descendant seen so far."""
+    """A started process, its log, and every descendant seen so far (pid -> create time).
+
+    Under a guard, ``pid`` is the guard's and the program is its only child."""
 
     name: str
     popen: subprocess.Popen[bytes]
     log_path: str
-    seen: set[int] = field(default_factory=set)
+    seen: dict[int, float] = field(default_factory=dict)
+    watch_fd: int | None = None  # the runtime's end of the guard's pipe
 
     @property
     def pid(self) -> int:
@@ -74,40 +103,111 @@ class Child:
 
     def poll(self) -> int | None:
         self.remember_descendants()
-        return self.popen.poll()
+        code = self.popen.poll()
+        if code is not None:
+            self.release()
+        return code
 
     def remember_descendants(self) -> None:
         import psutil
 
+        if self.popen.returncode is not None:  # reaped: its pid may be someone else's now
+            return
         try:
             for proc in psutil.Process(self.pid).children(recursive=True):
-                self.seen.add(proc.pid)
+                with contextlib.suppress(psutil.Error):
+                    self.seen[proc.pid] = proc.create_time()
         except psutil.Error:
             pass
+
+    def release(self) -> None:
+        """Close the pipe to an ended guard (closing it early would stop the tree)."""
+        if self.watch_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.watch_fd)
+            self.watch_fd = None
 
     def stop(self, grace: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
         """Stop the whole tree: ``sig`` first, SIGKILL after ``grace`` seconds."""
         return stop_tree(self, grace=grace, sig=sig)
 
 
+def guard_note() -> str:
+    """What the runtime says at its start about the teardown of its children."""
+    if GUARDED:
+        return (
+            f"children run under a guard: their process trees end with this runtime "
+            f"(pid {os.getpid()}), even if it is killed"
+        )
+    return f"children are not guarded on {sys.platform} (Linux only)"
+
+
+def _program(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """``argv`` with its program found as ``exec`` would find it (the child's PATH), so a
+    missing program is said here, in one line, and not from inside a guard."""
+    name = argv[0]
+    candidates = [name] if "/" in name else [os.path.join(d, name) for d in os.get_exec_path(env)]
+    found = [c for c in candidates if os.path.isfile(c)]
+    runnable = [c for c in found if os.access(c, os.X_OK)]
+    if not runnable:
+        why = errno.EACCES if found else errno.ENOENT
+        raise RuntimeFailure(
+            f"cannot start {name}: {os.strerror(why)}",
+            fix="install it in the Python that runs vllm-hpc on the nodes, or put it on PATH",
+        )
+    return [os.path.abspath(runnable[0]), *argv[1:]]
+
+
+def _guard_argv(name: str, program: Sequence[str], watch: int) -> list[str]:
+    guard = [sys.executable, "-I", "-S", str(GUARD), str(watch), f"{GUARD_GRACE:g}", name]
+    return [*guard, "--", *program]
+
+
 def _popen(
-    argv: Sequence[str], env: Mapping[str, str], log: IO[bytes], *, piped: bool, cwd: str | None
-) -> subprocess.Popen[bytes]:
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    log: IO[bytes],
+    *,
+    piped: bool,
+    cwd: str | None,
+    guard: bool = True,
+) -> Child:
+    program = _program(argv, env)
+    watch: tuple[int, int] | None = None
+    if guard and GUARDED:
+        watch = os.pipe()  # both ends close on exec; the guard is given the read end
+    elif guard and not _warned:
+        _warned.append(True)
+        print(
+            f"vllm-hpc: children are not guarded on {sys.platform} (Linux only): if this "
+            "process is killed, stop what it started yourself",
+            file=sys.stderr,
+        )
     try:
-        return subprocess.Popen(
-            list(argv),
+        popen = subprocess.Popen(
+            program if watch is None else _guard_argv(name, program, watch[0]),
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if piped else log,
             stderr=log if piped else subprocess.STDOUT,
             start_new_session=True,
             cwd=cwd,
+            pass_fds=() if watch is None else (watch[0],),
         )
-    except OSError as exc:  # not installed, not executable: a failure, said in one line
+    except OSError as exc:  # not executable after all: a failure, said in one line
+        if watch is not None:
+            os.close(watch[1])
         raise RuntimeFailure(
             f"cannot start {argv[0]}: {exc.strerror}",
             fix="install it in the Python that runs vllm-hpc on the nodes, or put it on PATH",
         ) from None
+    finally:
+        if watch is not None:
+            os.close(watch[0])
+    return Child(
+        name=name, popen=popen, log_path=log.name, watch_fd=None if watch is None else watch[1]
+    )
 
 
 def start(
@@ -118,28 +218,80 @@ def start(
     log_path: str,
     cwd: str | None = None,
 ) -> Child:
-    """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``."""
+    """Start ``argv`` in a new session under a guard, stdout and stderr appended to
+    ``log_path``."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:  # the child holds its own copy
-        popen = _popen(argv, env, log, piped=False, cwd=cwd)
-    return Child(name=name, popen=popen, log_path=log_path)
+        return _popen(name, argv, env, log, piped=False, cwd=cwd)
 
 
 def start_piped(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: str) -> Child:
     """Like ``start`` but stdout is a pipe the caller reads (stderr goes to the log)."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        popen = _popen(argv, env, log, piped=True, cwd=None)
-    return Child(name=name, popen=popen, log_path=log_path)
+        return _popen(name, argv, env, log, piped=True, cwd=None)
 
 
-def _signal_all(pids: set[int], pgid: int | None, sig: int) -> None:
-    if pgid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-    for pid in pids:
+def start_detached(
+    name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: str
+) -> Child:
+    """Start a process that outlives this one (no guard), in its own session and so its
+    own process group (its pgid is its pid): stop it with ``signal_group``."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return _popen(name, argv, env, log, piped=False, cwd=None, guard=False)
+
+
+def identity(pid: int) -> float | None:
+    """The create time of process ``pid`` (None when there is none): with the pid, what
+    names one process for as long as it lives."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def same_process(pid: int, created: float) -> bool:
+    """Whether ``pid`` is still the process that was created at ``created``."""
+    now = identity(pid)
+    return now is not None and abs(now - created) < 0.01
+
+
+def signal_live(procs: Mapping[int, float], sig: int, *, skip_group: int | None = None) -> int:
+    """Send ``sig`` to each remembered process that still is what was remembered (a pid
+    whose create time changed belongs to someone else now); ``skip_group``: leave out the
+    members of that process group (it was signalled as a group). Returns how many."""
+    sent = 0
+    for pid, created in procs.items():
+        if not same_process(pid, created):
+            continue
+        if skip_group is not None and _pgid(pid) == skip_group:
+            continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+            sent += 1
+    return sent
+
+
+def signal_group(pgid: int, leader: int, created: float, sig: int) -> bool:
+    """Signal process group ``pgid`` while its ``leader`` is still the process that was
+    created at ``created`` (a reused pid never gets it). True if sent."""
+    if not same_process(leader, created):
+        return False
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def alive(pids: set[int]) -> set[int]:
@@ -156,31 +308,45 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
+def _live(procs: Mapping[int, float]) -> dict[int, float]:
+    """The remembered processes that are still themselves and not zombies."""
+    return {pid: t for pid, t in procs.items() if pid in alive({pid}) and same_process(pid, t)}
+
+
+def _signal_tree(child: Child, sig: int) -> None:
+    group: int | None = None
+    if child.popen.poll() is None:  # not reaped: its pid, so its group id, is still ours
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, sig)
+            group = child.pid
+    signal_live(child.seen, sig, skip_group=group)
+
+
 def stop_tree(child: Child, *, grace: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
     child.remember_descendants()
-    pids = set(child.seen)
-    pgid = child.pid
-    if child.popen.poll() is None:
-        pids.add(child.pid)
-    _signal_all(pids, pgid, sig)
+    _signal_tree(child, sig)
 
     def gone() -> int | None:
-        child.popen.poll()
+        code = child.popen.poll()
         child.remember_descendants()
-        pids.update(child.seen)
-        code = child.popen.returncode
-        return code if code is not None and not alive(pids) else None
+        return code if code is not None and not _live(child.seen) else None
 
     try:
-        stopped = waits.wait_for(gone, what=f"{child.name} to stop", timeout=grace, interval=POLL)
-        return stopped.value
-    except WaitTimeout:
-        pass  # the grace is over: kill what is left
-    _signal_all(alive(pids) | child.seen, pgid, signal.SIGKILL)
-    try:
-        return child.popen.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        return None
+        try:
+            stopped = waits.wait_for(
+                gone, what=f"{child.name} to stop", timeout=grace, interval=POLL
+            )
+            return stopped.value
+        except WaitTimeout:
+            pass  # the grace is over: kill what is left
+        _signal_tree(child, signal.SIGKILL)
+        try:
+            return child.popen.wait(timeout=KILL_REAP)
+        except subprocess.TimeoutExpired:
+            return None
+    finally:
+        if child.popen.returncode is not None:
+            child.release()
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

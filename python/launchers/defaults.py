@@ -23,5 +23,15 @@ RAY_WORKER_PORTS = (10002, 19999)
 DEFAULT_NODES_TIMEOUT = 300.0
 DEFAULT_READY_TIMEOUT = 1800.0
 
+# Teardown. SLURM sends SIGTERM to a cancelled or timed-out job, waits KillWait seconds
+# (30 by default) and then SIGKILLs every process. A node's stop must end inside that
+# window, or vLLM's drain and Ray's exit are cut off by SIGKILL: the grace periods of one
+# stop (vLLM's drain, Ray's, the watch's, the short waits after SIGKILL) add up to at
+# most TEARDOWN_SECONDS, which leaves the rest of KillWait for the runtime to write its
+# final state and exit. A local job (no SLURM) is stopped the same way: SIGTERM to its
+# process group, SIGKILL after SLURM_KILL_WAIT.
+SLURM_KILL_WAIT = 30.0
+TEARDOWN_SECONDS = 24.0
+
 # The prefix of the lines the doctor's node side prints and ``vllm-hpc doctor`` gathers.
 DOCTOR_MARK = "DOCTOR "

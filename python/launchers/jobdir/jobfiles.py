@@ -101,7 +101,12 @@ class Failure(JobFile):
 
 
 class LocalProcess(JobFile):
+    """The runtime of a local job: the leader of its own process group. ``created`` (its
+    create time) tells it from a later process that got the same pid (0: not recorded)."""
+
     pid: int
+    pgid: int = 0
+    created: float = 0.0
     time: float = 0.0
 
 

@@ -17,6 +17,7 @@ The root and the job's directory are checked (ours, closed to others) when opene
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launchers import jobdir, waits
+from launchers import _proc, jobdir, waits
+from launchers.defaults import SLURM_KILL_WAIT
 from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles, jobroot
 from launchers.jobdir.safe import UnsafePathError, check_private
@@ -89,14 +91,37 @@ class Job:
 
     def _local_alive(self, job_id: str) -> tuple[str | None, str]:
         """A local job is alive while its process is (an exited child not yet reaped by
-        this process counts as ended); an ended one that left no final state failed."""
+        this process counts as ended, and so does a later process with the same pid); an
+        ended one that left no final state failed."""
         del job_id
         pid = self._local_pid()
         if not pid:
             return ("PENDING", "local")
-        if _pid_alive(pid):
+        started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
+        same = started is None or not started.created or _proc.same_process(pid, started.created)
+        if same and _pid_alive(pid):
             return ("RUNNING", "local")
         return ("FAILED", f"local process {pid} exited")
+
+    def _local_fix(self) -> str:
+        started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
+        if started is not None:
+            return f"kill -KILL -- -{started.pgid or started.pid}"
+        return f"kill -KILL {self._local_pid()}"
+
+    def _signal_local(self, sig: int) -> bool:
+        """Signal a local job's process group (its runtime and what runs in its group),
+        only while its leader is the process that was started. True if sent."""
+        started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
+        if started is not None and started.created:
+            return _proc.signal_group(
+                started.pgid or started.pid, started.pid, started.created, sig
+            )
+        pid = self._local_pid()  # an older record: the recorded pid alone, while it lives
+        if pid and _pid_alive(pid):
+            os.kill(pid, sig)
+            return True
+        return False
 
     def metrics_text(self) -> str:
         """The raw Prometheus text of the endpoint's ``/metrics``."""
@@ -267,11 +292,11 @@ class Job:
         return files
 
     def stop(self, timeout: float = 60.0) -> JobStatus:
-        """Cancel the job and wait until SLURM says it is gone. Idempotent."""
-        if self.job_id.startswith("local-"):
-            pid = self._local_pid()
-            if pid and _pid_alive(pid):
-                os.kill(pid, 15)
+        """Cancel the job and wait until SLURM says it is gone. Idempotent. A local job:
+        SIGTERM to its process group, SIGKILL to it after SLURM's default KillWait."""
+        local = self.job_id.startswith("local-")
+        if local:
+            self._signal_local(signal.SIGTERM)
         else:
             from launchers.submit.slurm import scancel
 
@@ -290,13 +315,24 @@ class Job:
             last["slurm"] = raw
             return None if state in ("PENDING", "RUNNING", "PREEMPTED") else raw
 
-        raw = waits.wait_for(
-            ended,
-            what=f"job {self.job_id} to end after scancel",
-            detail=lambda: f" (SLURM says {last['slurm']}; leader says {last['leader']})",
-            timeout=timeout,
-            fix=f"scancel --signal=KILL {self.job_id}",
-        ).value
+        def wait(seconds: float) -> str:
+            return waits.wait_for(
+                ended,
+                what=f"job {self.job_id} to end after {'SIGTERM' if local else 'scancel'}",
+                detail=lambda: f" (SLURM says {last['slurm']}; leader says {last['leader']})",
+                timeout=seconds,
+                fix=self._local_fix() if local else f"scancel --signal=KILL {self.job_id}",
+            ).value
+
+        if not local:
+            raw = wait(timeout)
+        else:  # as SLURM does: SIGKILL to the group after KillWait
+            try:
+                raw = wait(min(timeout, SLURM_KILL_WAIT))
+            except WaitTimeout:
+                if timeout <= SLURM_KILL_WAIT or not self._signal_local(signal.SIGKILL):
+                    raise
+                raw = wait(timeout - SLURM_KILL_WAIT)
         info = self.info
         if info is not None and not info.final:
             # The leader could not say so itself (killed): record how it ended.

@@ -250,8 +250,10 @@ def sbatch_directives(
         if value is not None:
             out.append((key, str(value)))
     if slurm.signal_seconds:
-        # To every job step (not only the batch shell): the node runtime drains on USR1.
-        out.append(("signal", f"USR1@{slurm.signal_seconds}"))
+        # To the batch shell only (B:): it execs srun, which passes USR1 to its tasks, the
+        # node runtimes, and they drain. Without B: SLURM signals every process of the
+        # steps, vLLM and Ray included, which die of it.
+        out.append(("signal", f"B:USR1@{slurm.signal_seconds}"))
     out.append(("requeue" if slurm.requeue else "no-requeue", ""))
     out.append(("output", paths.batch_log))
     out.append(("open-mode", "append"))

@@ -8,8 +8,12 @@ the endpoint. Other ranks (``follower``) wait for ``leader.json`` and join
 (``ray start --block``) or run their headless ``vllm serve``; they stop when the leader
 is gone.
 
-Every child runs in its own session and is stopped as a tree on exit, on SIGTERM/SIGINT
-(scancel, Ctrl+C) and on SIGUSR1 (SLURM's warning before the time limit).
+Every child runs in its own session under a guard (``launchers._proc``) and is stopped as
+a tree on exit, on SIGTERM/SIGINT (scancel, Ctrl+C) and, on the leader, on SIGUSR1/SIGUSR2
+(the warning before the time limit: vLLM drains; the followers stay until the leader has
+ended). If the runtime itself dies (SIGKILL included) the guards stop the trees. An
+exception that is not the runtime's own still ends the rank FAILED with its reason
+(``unexpected``).
 
 Modules: ``context`` (what a node knows: rank, job, network, log, stop flag, clock),
 ``tasks`` (a rank's typed part of the plan), ``endpoint`` (endpoint.json and the READY

@@ -3,15 +3,18 @@ cluster or run a headless ``vllm serve``, and leave when the leader is gone."""
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 from launchers import _proc, health, jobdir, waits
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError
 from launchers.jobdir import jobfiles
 from launchers.jobdir.safe import check_private
 from launchers.plan.commands import LEADER_IP
 from launchers.plan.launch import fill_placeholders
-from launchers.runtime import ray_cluster
+from launchers.runtime import ray_cluster, unexpected
 from launchers.runtime.context import NodeContext, Stopped, require_vllm
-from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died
+from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died, stop_logged
 from launchers.runtime.tasks import FollowerTask
 
 LEADER_GONE_AFTER = 3  # failed checks of the leader before a node leaves
@@ -36,6 +39,8 @@ def wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
             return leader
         ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
         if ending and ending.attempt == ctx.attempt and ending.final:
+            if ending.state == "STOPPED":  # asked to stop (a time-limit drain): not a failure
+                raise Stopped(f"the leader stopped ({ending.message})")
             raise RuntimeFailure(f"the leader ended ({ending.state}): {ending.message}")
         return None
 
@@ -145,10 +150,28 @@ def _watch(ctx: NodeContext, child: _proc.Child, leader_ip: str, leader_port: in
     raise AssertionError("unreachable: ticks() never ends")
 
 
+WARNINGS = (signal.SIGUSR1, signal.SIGUSR2)  # SLURM's (or submitit's) time-limit warning
+
+
+def leave_the_drain_to_the_leader(ctx: NodeContext) -> None:
+    """The time-limit warning reaches every rank; only the leader acts on it (it drains
+    vLLM: in-flight requests finish). A follower keeps its Ray worker or headless vLLM
+    rank, which the leader's requests may still need, and leaves when the leader has
+    ended, as it always does; SIGTERM still stops it at once."""
+
+    def noted(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+
+    for sig in WARNINGS:
+        signal.signal(sig, noted)
+    ctx.log("a time-limit warning (SIGUSR1/SIGUSR2) is the leader's: this node stays until it ends")
+
+
 def follow(ctx: NodeContext, task: FollowerTask) -> int:
     """Run a rank > 0: a Ray worker, or a headless vLLM rank."""
     log = ctx.log
     child: _proc.Child | None = None
+    leave_the_drain_to_the_leader(ctx)
     try:
         require_vllm(ctx, None if task.serve is None else task.serve.argv())
         if task.ray is None and task.serve is None:
@@ -172,7 +195,12 @@ def follow(ctx: NodeContext, task: FollowerTask) -> int:
                              message=exc.one_line(), time=jobdir.now()),
         )  # fmt: skip
         return 1
+    except Exception as exc:  # not the runtime's own: a failure record all the same
+        unexpected.record_failure(ctx, unexpected.failed(ctx, exc))
+        return 1
     finally:
         if child is not None:
-            child.stop(grace=RAY_GRACE if task.ray is not None else SERVE_GRACE)
+            grace = RAY_GRACE if task.ray is not None else SERVE_GRACE
+            log(f"stopping {child.name}: SIGTERM, {grace:.0f} s, then SIGKILL")
+            stop_logged(child, child.name, grace, log)
         log("node done")

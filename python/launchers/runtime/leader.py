@@ -3,6 +3,7 @@ once while the Ray workers join, then supervision until the job ends."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import socket
 from dataclasses import replace
@@ -10,7 +11,7 @@ from dataclasses import replace
 from launchers import _proc, health, jobdir
 from launchers.errors import RuntimeFailure, VllmHpcError
 from launchers.jobdir import jobfiles
-from launchers.runtime import ray_cluster
+from launchers.runtime import ray_cluster, unexpected
 from launchers.runtime.context import NodeContext, NodeLog, Stopped, require_vllm
 from launchers.runtime.endpoint import EndpointWriter
 from launchers.runtime.supervise import (
@@ -114,9 +115,9 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
     """Run rank 0 until vLLM exits, a node is lost, or a stop is asked for."""
     log = ctx.log
     endpoint = EndpointWriter(ctx, task)
-    endpoint.set("STARTING", "starting on the leader")
     procs = LeaderProcs()
     try:
+        endpoint.set("STARTING", "starting on the leader")
         require_vllm(ctx, task.serve_argv())
         task = free_ports(ctx, task, endpoint)
         if task.ray is not None:
@@ -144,6 +145,12 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
         log(f"FAILED: {exc.one_line()}")
         logs = procs.log_path()
         endpoint.set("FAILED", exc.one_line(), log_tail=_proc.tail_lines(logs) if logs else [])
+        return 1
+    except Exception as exc:  # not the runtime's own: FAILED all the same, with the reason
+        why = unexpected.failed(ctx, exc)
+        logs = procs.log_path()
+        with contextlib.suppress(OSError):  # a full disk: the node log and stderr say it
+            endpoint.set("FAILED", why, log_tail=_proc.tail_lines(logs) if logs else [])
         return 1
     finally:
         procs.stop(log, asked=endpoint.state == "STOPPED")

@@ -73,8 +73,8 @@ class RayWatcher:
     def running(self) -> bool:
         return self.child.poll() is None
 
-    def stop(self) -> None:
-        self.child.stop(grace=3)
+    def stop(self, grace: float = 1.0) -> None:
+        self.child.stop(grace=grace)
 
 
 def start_ray(

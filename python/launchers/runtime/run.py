@@ -8,8 +8,8 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from launchers import jobdir
-from launchers.errors import InputError
+from launchers import _proc, jobdir
+from launchers.errors import InputError, VllmHpcError
 from launchers.input import probe
 from launchers.jobdir import jobroot
 from launchers.plan.commands import (
@@ -22,7 +22,8 @@ from launchers.plan.commands import (
     NODE_RANK,
 )
 from launchers.plan.launch import LaunchPlan, fill_placeholders
-from launchers.runtime.context import context, node_rank, read_key
+from launchers.runtime import unexpected
+from launchers.runtime.context import NodeContext, context, node_rank, read_key
 from launchers.runtime.follower import follow
 from launchers.runtime.leader import lead
 from launchers.runtime.secret_env import forget, node_secret_env
@@ -48,7 +49,6 @@ def run_plan(
     cluster = jobroot.cluster_name(env_in)
     key = jobroot.job_key(job_id, cluster, given)  # SLURM_JOB_ID=../../x stops here
     paths = plan.paths.for_job(job_id, cluster)
-    job_dir = paths.job_dir
     node_log = paths.node_log.replace("{rank}", str(rank))
     secret_env = node_secret_env(plan)  # no secrets, no start: before anything is made
     ctx = context(
@@ -61,6 +61,34 @@ def run_plan(
         environ=env_in,
         node_log=node_log,
     )
+    try:
+        return _play(plan, ctx, key=key, leader_ip=leader_ip, environ=env_in)
+    except VllmHpcError as exc:  # before the role started: recorded, then as before
+        _record(ctx, exc.one_line())
+        raise
+    except Exception as exc:  # not ours: FAILED with the reason all the same
+        _record(ctx, unexpected.failed(ctx, exc))
+        return 1
+
+
+def _record(ctx: NodeContext, why: str) -> None:
+    if ctx.rank == 0:
+        unexpected.record_leader_failure(ctx, why)
+    else:
+        unexpected.record_failure(ctx, why)
+
+
+def _play(
+    plan: LaunchPlan,
+    ctx: NodeContext,
+    *,
+    key: str,
+    leader_ip: str | None,
+    environ: Mapping[str, str],
+) -> int:
+    """Prepare this rank's task (secrets, Ray's auth, the image) and play it."""
+    rank, job_id, job_dir, env_in = ctx.rank, ctx.job_id, ctx.job_dir, environ
+    ctx.log(_proc.guard_note())
     key_file = _for_job(plan.api_key_file, job_id, key)
     token_file = _for_job(plan.ray_token_file, job_id, key)
     if rank == 0:

@@ -16,9 +16,12 @@ from launchers.runtime.endpoint import EndpointWriter, banner
 from launchers.runtime.ray_cluster import RayWatcher, Snapshot
 from launchers.runtime.tasks import LeaderTask
 
-SERVE_GRACE = 15.0  # a stop asked for: let vLLM finish what it is doing
+# Graces of one stop (SIGTERM, then SIGKILL after this many seconds). With the waits
+# after SIGKILL they add up to at most defaults.TEARDOWN_SECONDS, inside SLURM's KillWait.
+SERVE_GRACE = 15.0  # a stop asked for: vLLM drains (in-flight requests finish)
 FAIL_GRACE = 5.0  # a failure: nothing worth waiting for
-RAY_GRACE = 5.0  # Ray keeps no state worth a longer wait
+RAY_GRACE = 4.0  # Ray keeps no state worth a longer wait
+WATCH_GRACE = 1.0  # the Ray watch holds nothing
 
 
 @dataclass
@@ -36,13 +39,23 @@ class LeaderProcs:
 
     def stop(self, log: Callable[[str], None], *, asked: bool) -> None:
         if self.serve is not None:
-            log("stopping vllm serve")
-            self.serve.stop(grace=SERVE_GRACE if asked else FAIL_GRACE)
+            grace = SERVE_GRACE if asked else FAIL_GRACE
+            drain = " for in-flight requests" if asked else ""
+            log(f"stopping vllm serve: SIGTERM, {grace:.0f} s{drain}, then SIGKILL")
+            stop_logged(self.serve, "vllm serve", grace, log)
         if self.watcher is not None:
-            self.watcher.stop()
+            self.watcher.stop(grace=WATCH_GRACE)
         if self.head is not None:
-            log("stopping the Ray head")
-            self.head.stop(grace=RAY_GRACE)
+            log(f"stopping the Ray head: SIGTERM, {RAY_GRACE:.0f} s, then SIGKILL")
+            stop_logged(self.head, "the Ray head", RAY_GRACE, log)
+
+
+def stop_logged(child: _proc.Child, what: str, grace: float, log: Callable[[str], None]) -> None:
+    """Stop ``child``'s tree and say how it ended and how long it took."""
+    began = time.monotonic()
+    code = child.stop(grace=grace)
+    how = "did not end after SIGKILL" if code is None else _proc.ended(code)
+    log(f"{what} {how} after {time.monotonic() - began:.1f} s")
 
 
 def died(name: str, code: int, log_path: str) -> str:

@@ -264,7 +264,9 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
             plan.container, binds=plan.container_binds, workdir=plan.paths.root
         )
     signal = directives.get("signal", "")
-    if signal:
+    if signal:  # submitit's own --signal=USR2@N reaches every process of the step: the
+        # runtime drains on it, and the processes it starts ignore USR1/USR2 (_proc's guard).
+        # (B: would signal submitit's batch shell, which runs srun without exec and dies.)
         params["slurm_signal_delay_s"] = int(signal.split("@", 1)[1])
     executor.update_parameters(**params)
     try:
@@ -303,11 +305,16 @@ def start_local(plan: LaunchPlan) -> JobHandle:
         job_id,
     ]
     log = f"{job_dir}/local.out"
-    child = _proc.start("local-job", argv, env=dict(os.environ), log_path=log)
+    # Detached (it outlives this command), in its own process group: stopped as a group.
+    child = _proc.start_detached("local-job", argv, env=dict(os.environ), log_path=log)
     # Who to watch: the runtime may die before it writes anything of its own.
-    jobfiles.write(
-        jobfiles.local_file(job_dir), jobfiles.LocalProcess(pid=child.pid, time=jobdir.now())
+    record = jobfiles.LocalProcess(
+        pid=child.pid,
+        pgid=child.pid,  # a new session: the group is named by its leader
+        created=_proc.identity(child.pid) or 0.0,
+        time=jobdir.now(),
     )
+    jobfiles.write(jobfiles.local_file(job_dir), record)
     return JobHandle(job_id, job_dir, "local", log)
 
 

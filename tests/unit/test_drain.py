@@ -1,0 +1,134 @@
+"""The time-limit warning (SIGUSR1 from ``--signal=B:USR1@N``, submitit's SIGUSR2) on a
+follower: the leader drains vLLM, the follower keeps its part of the job until the leader
+has ended; SIGTERM still stops it at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from launchers import health
+from launchers.jobdir import jobfiles
+from launchers.runtime import follower, ray_cluster
+
+from .test_unexpected import Stopped, _failure, _logged_ctx, _ray_follower
+
+
+class Signalling(Stopped):
+    """A child that sends this process ``sig`` on its 2nd poll and, from its 4th, sees
+    the leader's endpoint.json say ``leader_state``."""
+
+    def __init__(self, log_path: str, sig: int, job_dir: Path, leader_state: str) -> None:
+        super().__init__("ray-worker", log_path)
+        self.sig, self.job_dir, self.leader_state, self.polls = sig, job_dir, leader_state, 0
+
+    def poll(self) -> int | None:
+        self.polls += 1
+        if self.polls == 2:
+            os.kill(os.getpid(), self.sig)
+        if self.polls == 4:
+            jobfiles.write(
+                self.job_dir / "endpoint.json",
+                jobfiles.Endpoint(state=self.leader_state, message="stopped by SIGUSR1"),
+            )
+        return None
+
+
+@pytest.fixture
+def handlers() -> Iterator[None]:
+    """Put back this process's signal handlers after a test that signals itself."""
+    sigs = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    saved = {sig: signal.getsignal(sig) for sig in sigs}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2])
+def test_a_follower_outlasts_the_time_limit_warning_until_the_leader_has_drained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None, sig: int
+) -> None:
+    child = Signalling(str(tmp_path / "ray-1.log"), sig, tmp_path, "STOPPED")
+    monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
+    monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
+    monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
+    ctx = _logged_ctx(tmp_path, 1)
+    assert follower.follow(ctx, _ray_follower()) == 0
+    assert child.polls >= 4  # still there after the warning, until the leader ended
+    assert child.stopped
+    log = (tmp_path / "node-1.log").read_text()
+    assert "the leader is STOPPED; leaving" in log, log
+    assert "stopping: " not in log, log
+
+
+def test_sigterm_still_stops_a_follower_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None
+) -> None:
+    child = Signalling(str(tmp_path / "ray-1.log"), signal.SIGTERM, tmp_path, "READY")
+    monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
+    monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
+    monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
+    ctx = _logged_ctx(tmp_path, 1)
+    assert follower.follow(ctx, _ray_follower()) == 0
+    assert child.polls == 2 and child.stopped
+    assert "stopping: SIGTERM (scancel or shutdown)" in (tmp_path / "node-1.log").read_text()
+
+
+def test_a_follower_still_waiting_for_a_stopped_leader_stops_without_failing(
+    tmp_path: Path, handlers: None
+) -> None:
+    jobfiles.write(
+        tmp_path / "endpoint.json",
+        jobfiles.Endpoint(state="STOPPED", message="stopped by SIGUSR1 (time limit near)"),
+    )
+    ctx = _logged_ctx(tmp_path, 1)
+    task = dataclasses.replace(_ray_follower(), leader_ip=None)
+    assert follower.follow(ctx, task) == 0
+    assert _failure(tmp_path, 1) is None
+
+
+class Draining(Stopped):
+    """vllm serve: sends this process SIGUSR1 (the batch shell's warning, passed on by
+    srun) on its 2nd poll; records the grace its stop is given."""
+
+    def __init__(self, log_path: str) -> None:
+        super().__init__("vllm", log_path)
+        self.polls, self.grace = 0, -1.0
+
+    def poll(self) -> int | None:
+        self.polls += 1
+        if self.polls == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return None
+
+    def stop(self, grace: float = 0.0) -> None:
+        self.stopped, self.grace = True, grace
+
+
+def test_the_leader_drains_vllm_on_the_time_limit_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None
+) -> None:
+    from launchers.health import Probe
+    from launchers.runtime import leader
+    from launchers.runtime.supervise import SERVE_GRACE
+
+    from .test_waits import leader_task
+
+    serve = Draining(str(tmp_path / "vllm-0.log"))
+    monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
+    monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
+    monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
+    monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
+    ctx = _logged_ctx(tmp_path, 0)
+    assert leader.lead(ctx, leader_task(ray=False)) == 0
+    ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
+    assert ending is not None
+    assert (ending.state, ending.message) == ("STOPPED", "stopped by SIGUSR1 (time limit near)")
+    assert serve.stopped and serve.grace == SERVE_GRACE
+    log = (tmp_path / "node-0.log").read_text()
+    assert "stopping vllm serve: SIGTERM, 15 s for in-flight requests, then SIGKILL" in log
