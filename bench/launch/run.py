@@ -187,7 +187,8 @@ class Bench:
             why = ""
             if variant != "floor":
                 endpoint = jobfiles.read(
-                    jobfiles.endpoint_file(str(self.root / job_id)), jobfiles.Endpoint
+                    jobfiles.endpoint_file(str(bed.vllm_job_dir(self.root, job_id))),
+                    jobfiles.Endpoint,
                 )
                 why = (
                     f": {endpoint.state} - {endpoint.message}"
@@ -202,7 +203,7 @@ class Bench:
             ip = poll("the floor's head address", lambda: read_phases(phases_file).get("head_ip"),
                       READY_TIMEOUT)  # fmt: skip
             return f"http://{ip}:{API_PORT}/v1/models", None
-        job_dir = self.root / job_id
+        job_dir = bed.vllm_job_dir(self.root, job_id)
 
         def leader() -> tuple[jobfiles.Leader, str] | None:
             record = jobfiles.read(jobfiles.leader_file(str(job_dir)), jobfiles.Leader)
@@ -221,7 +222,7 @@ class Bench:
         """Each phase in seconds after the job start (or, without a stamp, the submit)."""
         stamps = {k: float(v) for k, v in read_phases(phases_file).items() if k != "head_ip"}
         if variant != "floor":
-            stamps.update(self.runtime_stamps(self.root / job_id))
+            stamps.update(self.runtime_stamps(bed.vllm_job_dir(self.root, job_id)))
         stamps["endpoint_ready"] = t_ready
         t0 = stamps.get("job_start", t_submit)
         return {k: round(v - t0, 3) for k, v in sorted(stamps.items(), key=lambda kv: kv[1])}

@@ -32,6 +32,10 @@ DEFAULT_READY_TIMEOUT = 1800.0
 # process group, SIGKILL after SLURM_KILL_WAIT.
 SLURM_KILL_WAIT = 30.0
 TEARDOWN_SECONDS = 24.0
+# The time-limit warning (USR1, 120 s before the limit by default) is no SIGTERM: the
+# leader gives in-flight requests this long to finish (vLLM's --shutdown-timeout, and the
+# grace before SIGKILL), then stops the rest as above, all before SLURM's limit.
+DRAIN_SECONDS = 60
 
 # The prefix of the lines the doctor's node side prints and ``vllm-hpc doctor`` gathers.
 DOCTOR_MARK = "DOCTOR "

@@ -526,6 +526,21 @@ class MiniCluster:
         return "\n".join(parts)
 
 
+def cluster_name(state: Path | None = None) -> str:
+    """ClusterName of the bed's slurm.conf: what jobs see as SLURM_CLUSTER_NAME."""
+    conf = (state or state_dir()) / "etc" / "slurm.conf"
+    for line in conf.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ClusterName":
+            return value.strip()
+    raise BedError(f"{conf} names no ClusterName")
+
+
+def vllm_job_dir(root: str | Path, job_id: str) -> Path:
+    """Where vllm-hpc keeps SLURM job ``job_id`` under ``root``: ``<cluster>-<id>``."""
+    return Path(root) / f"{cluster_name()}-{job_id}"
+
+
 def cluster_node_count(state: Path) -> int:
     """Nodes of the cluster recorded in `state` when `minicluster.sh status` says it is up."""
     proc = run([str(MINICLUSTER), "status"], env=_mc_env(state), check=False, timeout=60)

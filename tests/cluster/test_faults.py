@@ -64,7 +64,8 @@ def wait_state(env: dict[str, str], job_id: str, want: str, timeout: float) -> d
 def kill_matching(cluster: bed.MiniCluster, node: str, needle: str) -> list[int]:
     killed = []
     for proc in cluster.node_processes(node):
-        if needle in proc.cmdline:
+        # Not the guard that vllm-hpc starts each child under (its argv holds the child's).
+        if needle in proc.cmdline and "_guard.py" not in proc.cmdline:
             os.kill(proc.pid, signal.SIGKILL)
             killed.append(proc.pid)
     assert killed, f"no process matching {needle!r} on {node}"
@@ -226,7 +227,7 @@ def test_a_taken_api_port_moves_or_fails_when_fixed(
 
 
 def endpoint_of(env: dict[str, str], job_id: str) -> dict[str, Any]:
-    path = Path(env["VLLM_HPC_JOB_ROOT"]) / job_id / "endpoint.json"
+    path = bed.vllm_job_dir(env["VLLM_HPC_JOB_ROOT"], job_id) / "endpoint.json"
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
@@ -263,7 +264,7 @@ def test_time_limit_drains_and_stops_before_slurm_kills(
 ) -> None:
     # A 2-minute job asked to be warned 60 s before its end: the runtime stops vLLM and
     # says why, and the job ends on its own before SLURM's limit (not TIMEOUT).
-    job_id = single_gpu_job(minicluster, env, tiny_model, "--time=2", "--signal=USR1@60")
+    job_id = single_gpu_job(minicluster, env, tiny_model, "--time=2", "--signal=B:USR1@60")
     final = wait_endpoint(
         env, job_id, "final state", lambda d: d.get("state") in ("STOPPED", "FAILED"), 180
     )
@@ -285,7 +286,12 @@ def test_a_requeued_job_comes_back_ready_in_the_same_directory(
         env, job_id, "READY on the second attempt",
         lambda d: d.get("attempt") == 1 and d.get("state") == "READY", READY_TIMEOUT,
     )  # fmt: skip
-    endpoint = {**again, "api_key_file": str(Path(env["VLLM_HPC_JOB_ROOT"]) / job_id / "api_key")}
+    endpoint = {
+        **again,
+        "api_key_file": str(bed.vllm_job_dir(env["VLLM_HPC_JOB_ROOT"], job_id) / "api_key"),
+    }
     assert api.chat(endpoint, [{"role": "user", "content": "Hello"}])
-    leader = json.loads((Path(env["VLLM_HPC_JOB_ROOT"]) / job_id / "leader.json").read_text())
+    leader = json.loads(
+        (bed.vllm_job_dir(env["VLLM_HPC_JOB_ROOT"], job_id) / "leader.json").read_text()
+    )
     assert leader["attempt"] == 1

@@ -42,7 +42,7 @@ def sbatch_two_nodes(
         ["--nodes=2", "--gpus-per-node=1", "--time=10"],
         env={**env, **inputs, "EXTRA_VLLM_ARGS": VLLM_ARGS},
     )
-    return job_id, Path(env["VLLM_HPC_JOB_ROOT"]) / job_id
+    return job_id, bed.vllm_job_dir(env["VLLM_HPC_JOB_ROOT"], job_id)
 
 
 def test_dp2_across_two_nodes_sbatch(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -80,7 +81,7 @@ def cancel_and_check_clean(cluster: bed.MiniCluster, job_id: str, nodes: list[st
 
 
 def job_dir_of(env: dict[str, str], job_id: str) -> Path:
-    return Path(env["VLLM_HPC_JOB_ROOT"]) / job_id
+    return bed.vllm_job_dir(env["VLLM_HPC_JOB_ROOT"], job_id)
 
 
 @pytest.fixture(scope="module")
@@ -198,18 +199,39 @@ def _runtime_pids(cluster: bed.MiniCluster, node: str, what: str) -> list[int]:
     return [p.pid for p in cluster.node_processes(node) if mark in p.cmdline]
 
 
+def assert_ray_refuses_a_stranger(testenv: bed.TestEnv, address: str) -> None:
+    """A Ray client without the cluster's token, from the login node, gets no session."""
+    stranger = {k: v for k, v in testenv.env.items() if not k.startswith("RAY_AUTH")}
+    code = f"import ray; ray.init(address={address!r}); print('CONNECTED', flush=True)"
+    done = subprocess.run(
+        [str(testenv.python), "-c", code], env=stranger, capture_output=True, text=True,
+        timeout=180, check=False, cwd="/",
+    )  # fmt: skip
+    assert "CONNECTED" not in done.stdout and done.returncode != 0, done.stdout
+    assert "auth" in done.stderr.lower(), done.stderr[-1500:]
+
+
 def test_wrapper_by_hand_on_two_nodes(
-    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path, reference: str
+    minicluster: bed.MiniCluster,
+    env: dict[str, str],
+    tiny_model: Path,
+    reference: str,
+    testenv: bed.TestEnv,
 ) -> None:
     lead_node, work_node = minicluster.nodes[0], minicluster.nodes[1]
     job_dir = minicluster.new_job_dir("wrapper")
     wrapper = str(BIN / "multi-node-serving.sh")
+    # One Ray token for both nodes, on the storage they share (the leader would make it
+    # when absent; made here so the worker, started at once, finds it).
+    token = job_dir / "ray_token"
+    token.write_text(secrets.token_urlsafe(32) + "\n")
+    token.chmod(0o600)
     leader = _start_on_node(
         minicluster,
         lead_node,
         [wrapper, "leader", "--ray_port=6379", "--ray_cluster_size=2", "--num-gpus=1",
          "--temp-dir=/tmp/ray-wrapper", "--include-dashboard=False", f"--model={tiny_model}",
-         f"--job-dir={job_dir}", "--", *VLLM_ARGS.split()],
+         f"--job-dir={job_dir}", f"--ray-token-file={token}", "--", *VLLM_ARGS.split()],
         env,
         job_dir / "leader.out",
     )  # fmt: skip
@@ -217,7 +239,8 @@ def test_wrapper_by_hand_on_two_nodes(
         minicluster,
         work_node,
         [wrapper, "worker", f"--ray_address={minicluster.addresses[lead_node]}",
-         "--ray_port=6379", "--num-gpus=1", "--temp-dir=/tmp/ray-wrapper", f"--job-dir={job_dir}"],
+         "--ray_port=6379", "--num-gpus=1", "--temp-dir=/tmp/ray-wrapper", f"--job-dir={job_dir}",
+         f"--ray-token-file={token}"],
         env,
         job_dir / "worker.out",
     )  # fmt: skip
@@ -226,6 +249,8 @@ def test_wrapper_by_hand_on_two_nodes(
         assert endpoint["leader_ip"] == minicluster.addresses[lead_node]
         assert len(endpoint["ray_nodes"]) == 2
         assert ask(minicluster, endpoint) == reference
+        # The wrapper door's Ray runs with token auth: a client without it is refused.
+        assert_ray_refuses_a_stranger(testenv, f"{minicluster.addresses[lead_node]}:6379")
         for pid in _runtime_pids(minicluster, lead_node, "leader"):
             os.kill(pid, signal.SIGTERM)
         assert leader.wait(timeout=60) == 0

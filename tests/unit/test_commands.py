@@ -107,6 +107,8 @@ def test_single_gpu_serve(make_config: Callable[..., ServeConfig]) -> None:
         "0.9",
         "--max-num-seqs",
         "64",
+        "--shutdown-timeout",
+        "60",
         "--tensor-parallel-size",
         "1",
     ]

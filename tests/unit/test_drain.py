@@ -113,6 +113,7 @@ class Draining(Stopped):
 def test_the_leader_drains_vllm_on_the_time_limit_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None
 ) -> None:
+    from launchers.defaults import DRAIN_SECONDS
     from launchers.health import Probe
     from launchers.runtime import leader
     from launchers.runtime.supervise import SERVE_GRACE
@@ -129,6 +130,8 @@ def test_the_leader_drains_vllm_on_the_time_limit_warning(
     ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
     assert ending is not None
     assert (ending.state, ending.message) == ("STOPPED", "stopped by SIGUSR1 (time limit near)")
-    assert serve.stopped and serve.grace == SERVE_GRACE
+    # The warning comes well before the limit: vLLM's own drain (--shutdown-timeout
+    # DRAIN_SECONDS) gets its full time, and SERVE_GRACE more before SIGKILL.
+    assert serve.stopped and serve.grace == DRAIN_SECONDS + SERVE_GRACE
     log = (tmp_path / "node-0.log").read_text()
-    assert "stopping vllm serve: SIGTERM, 15 s for in-flight requests, then SIGKILL" in log
+    assert "stopping vllm serve: SIGTERM, 75 s for in-flight requests, then SIGKILL" in log

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from launchers.defaults import DRAIN_SECONDS
 from launchers.errors import InputError, UnsupportedFeatureError
 from launchers.spec import versions
 from launchers.spec.config import Frozen, ParallelLayout, Port, ServeConfig
@@ -35,6 +36,9 @@ FEATURE_SINCE: dict[str, tuple[int, int, int]] = {
     "headless_dp": (0, 9, 0),  # --headless --data-parallel-start-rank
     "api_server_count": (0, 9, 0),
     "dp_ray_backend": (0, 10, 0),  # --data-parallel-backend ray
+    # --shutdown-timeout: SIGTERM drains in-flight requests (checked in 0.32.0's parser;
+    # earlier releases are not claimed)
+    "shutdown_timeout": (0, 32, 0),
 }
 # The values vLLM 0.32 accepts for --all2all-backend (vllm/config/parallel.py), without
 # the removed ones, which it silently maps to allgather_reducescatter.
@@ -89,6 +93,7 @@ FLAG_FEATURE = {
     "--data-parallel-start-rank": ("headless_dp", "headless data-parallel ranks"),
     "--api-server-count": ("api_server_count", "--api-server-count"),
     "--data-parallel-backend": ("dp_ray_backend", "--dp-backend ray"),
+    "--shutdown-timeout": ("shutdown_timeout", "draining requests on a stop"),
 }
 
 
@@ -225,6 +230,8 @@ def _model_args(config: ServeConfig) -> list[str]:
             argv += [flag, str(value)]
     if spec.trust_remote_code:
         argv.append("--trust-remote-code")
+    if supports("shutdown_timeout", config.vllm_version):
+        argv += ["--shutdown-timeout", str(DRAIN_SECONDS)]  # a stop lets requests finish
     return argv
 
 

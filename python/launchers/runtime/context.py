@@ -52,6 +52,11 @@ class Stopper:
         if self.reason is not None:
             raise Stopped(self.reason)
 
+    @property
+    def time_limit(self) -> bool:
+        """The stop asked for is the warning before the time limit (USR1/USR2)."""
+        return self.reason in (self.REASONS[signal.SIGUSR1], self.REASONS[signal.SIGUSR2])
+
 
 class NodeLog:
     """Lines to stderr (the job's output) and to the node's log in the job directory."""

@@ -153,5 +153,5 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             endpoint.set("FAILED", why, log_tail=_proc.tail_lines(logs) if logs else [])
         return 1
     finally:
-        procs.stop(log, asked=endpoint.state == "STOPPED")
+        procs.stop(log, asked=endpoint.state == "STOPPED", time_limit=ctx.stopper.time_limit)
         log(f"leader done ({endpoint.state})")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from launchers import _proc, health, jobdir, waits
+from launchers.defaults import DRAIN_SECONDS
 from launchers.errors import RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles
 from launchers.runtime.context import NodeContext, read_key
@@ -37,9 +38,15 @@ class LeaderProcs:
         child = self.serve or self.head
         return None if child is None else child.log_path
 
-    def stop(self, log: Callable[[str], None], *, asked: bool) -> None:
+    def stop(self, log: Callable[[str], None], *, asked: bool, time_limit: bool = False) -> None:
+        """``asked``: a stop, not a failure; ``time_limit``: the warning before the time
+        limit (no SIGKILL follows soon), so in-flight requests get DRAIN_SECONDS."""
         if self.serve is not None:
-            grace = SERVE_GRACE if asked else FAIL_GRACE
+            grace = (
+                (DRAIN_SECONDS + SERVE_GRACE if time_limit else SERVE_GRACE)
+                if asked
+                else FAIL_GRACE
+            )
             drain = " for in-flight requests" if asked else ""
             log(f"stopping vllm serve: SIGTERM, {grace:.0f} s{drain}, then SIGKILL")
             stop_logged(self.serve, "vllm serve", grace, log)
