@@ -163,7 +163,8 @@ def exit_as(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     if code >= 0:
         return code
-    signal.signal(-code, signal.SIG_DFL)
+    if -code not in (signal.SIGKILL, signal.SIGSTOP):  # these two take no handler
+        signal.signal(-code, signal.SIG_DFL)
     os.kill(os.getpid(), -code)
     return 128 - code  # the signal did not end us
 

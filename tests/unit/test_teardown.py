@@ -205,6 +205,28 @@ def test_a_child_killed_by_a_signal_is_reported_so(tmp_path: Path) -> None:
     assert child.watch_fd is None  # the pipe to the ended guard is closed
 
 
+@linux
+def test_a_child_sigkilled_under_its_guard_is_reported_so(tmp_path: Path) -> None:
+    # The OOM killer picks vLLM, not its guard: the guard must end as vLLM did.
+    import psutil
+
+    child = _proc.start(
+        "sleeper",
+        [sys.executable, "-c", "import threading; threading.Event().wait()"],
+        env={},
+        log_path=str(tmp_path / "sleeper.log"),
+    )
+    program = waits.wait_for(
+        lambda: next(iter(psutil.Process(child.pid).children()), None),
+        what="the guarded program",
+        timeout=DEADLINE,
+    ).value
+    program.kill()
+    code = waits.wait_for(child.poll, what="the guard's end", timeout=DEADLINE).value
+    assert code == -signal.SIGKILL, (tmp_path / "sleeper.log").read_text()
+    assert _proc.ended(code) == "was killed by SIGKILL"
+
+
 def _ignored(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(
