@@ -131,6 +131,33 @@ class Child:
         """Stop the whole tree: ``sig`` first, SIGKILL after ``grace`` seconds."""
         return stop_tree(self, grace=grace, sig=sig)
 
+    def signal_program(self, sig: int) -> bool:
+        """Send ``sig`` to the program alone (under a guard: the guard's child), not its
+        tree: a program that stops its own workers (vLLM draining requests) must be the
+        only one told. False when it has already ended."""
+        import psutil
+
+        if self.popen.returncode is not None:
+            return False
+        try:
+            guard = psutil.Process(self.pid)
+            programs = guard.children() if self.watch_fd is not None else [guard]
+            target = programs[0] if programs else None
+            if target is None:
+                return False
+            target.send_signal(sig)
+        except psutil.Error:
+            return False
+        return True
+
+    def drain(self, wait: float, grace: float, sig: int = signal.SIGTERM) -> int | None:
+        """``sig`` to the program alone, up to ``wait`` seconds for it to end by itself,
+        then stop what is left of the tree (``grace`` seconds, then SIGKILL)."""
+        if self.signal_program(sig):
+            with contextlib.suppress(WaitTimeout):
+                waits.wait_for(self.poll, what=f"{self.name} to drain", timeout=wait)
+        return self.stop(grace=grace)
+
 
 def guard_note() -> str:
     """What the runtime says at its start about the teardown of its children."""

@@ -272,11 +272,14 @@ def test_worker_that_cannot_reach_its_leader(
     node = minicluster.nodes[1]
     job_dir = minicluster.new_job_dir("lonely-worker")
     nobody = minicluster.addresses[minicluster.nodes[2]]
+    token = job_dir / "ray_token"  # the worker has its token: only the leader is missing
+    token.write_text(secrets.token_urlsafe(32) + "\n")
+    token.chmod(0o600)
     start = time.monotonic()
     done = minicluster.node_exec(
         node,
         [str(BIN / "multi-node-serving.sh"), "worker", f"--ray_address={nobody}",
-         "--nodes-timeout=8", f"--job-dir={job_dir}"],
+         "--nodes-timeout=8", f"--job-dir={job_dir}", f"--ray-token-file={token}"],
         env=env,
         timeout=90,
     )  # fmt: skip

@@ -116,8 +116,11 @@ def test_a_streaming_request_in_flight_at_the_time_limit_warning_completes(
 
 
 def _runtime_pid(cluster: bed.MiniCluster, node: str) -> int:
+    # srun's own argv (on the leader's node) names the runtime too: the runtime is the
+    # Python that runs it, not srun, not a guard.
     found = [p.pid for p in cluster.node_processes(node)
-             if "launchers node run" in p.cmdline and "_guard.py" not in p.cmdline]  # fmt: skip
+             if "launchers node run" in p.cmdline and "_guard.py" not in p.cmdline
+             and not p.cmdline.split()[0].endswith("srun")]  # fmt: skip
     assert len(found) == 1, f"runtime processes on {node}: {found}"
     return found[0]
 

@@ -109,6 +109,9 @@ class Draining(Stopped):
     def stop(self, grace: float = 0.0) -> None:
         self.stopped, self.grace = True, grace
 
+    def drain(self, wait: float, grace: float) -> None:
+        self.stopped, self.grace, self.drained = True, wait, True
+
 
 def test_the_leader_drains_vllm_on_the_time_limit_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None
@@ -133,5 +136,9 @@ def test_the_leader_drains_vllm_on_the_time_limit_warning(
     # The warning comes well before the limit: vLLM's own drain (--shutdown-timeout
     # DRAIN_SECONDS) gets its full time, and SERVE_GRACE more before SIGKILL.
     assert serve.stopped and serve.grace == DRAIN_SECONDS + SERVE_GRACE
+    assert getattr(serve, "drained", False)  # the API server alone was told
     log = (tmp_path / "node-0.log").read_text()
-    assert "stopping vllm serve: SIGTERM, 75 s for in-flight requests, then SIGKILL" in log
+    assert (
+        "draining vllm serve: SIGTERM to the API server alone, up to 75 s for in-flight "
+        "requests (--shutdown-timeout 60), then the rest of its tree"
+    ) in log

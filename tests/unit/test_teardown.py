@@ -505,3 +505,35 @@ def test_the_children_of_a_reaped_pid_are_not_remembered(
     monkeypatch.setattr(psutil, "Process", Reused)
     child.remember_descendants()
     assert child.seen == {}
+
+
+_DRAINER = """
+import os, signal, subprocess, sys, threading
+worker = subprocess.Popen([sys.executable, "-c", "import threading; threading.Event().wait()"])
+def drain(signum, frame):
+    try:  # a worker told directly ends within moments; one left to the program does not
+        worker.wait(timeout=1.0)
+        alive = False
+    except subprocess.TimeoutExpired:
+        alive = True
+    open(sys.argv[1], "w").write(f"worker alive at the drain: {alive}")
+    worker.terminate(); worker.wait(); os._exit(0)
+signal.signal(signal.SIGTERM, drain)
+open(sys.argv[1] + ".up", "w").write("up")
+threading.Event().wait()
+"""
+
+
+@linux
+def test_a_drain_tells_the_program_alone_and_waits_for_it(tmp_path: Path) -> None:
+    # vLLM's API server drains its engine and workers itself when it alone gets SIGTERM.
+    mark = tmp_path / "mark"
+    child = _proc.start(
+        "drainer", [sys.executable, "-c", _DRAINER, str(mark)], env={},
+        log_path=str(tmp_path / "drainer.log"),
+    )  # fmt: skip
+    waits.wait_for(
+        lambda: Path(f"{mark}.up").exists() or None, what="the program", timeout=DEADLINE
+    )
+    assert child.drain(DEADLINE, 1.0) == 0
+    assert mark.read_text() == "worker alive at the drain: True"

@@ -41,12 +41,20 @@ class LeaderProcs:
     def stop(self, log: Callable[[str], None], *, asked: bool, time_limit: bool = False) -> None:
         """``asked``: a stop, not a failure; ``time_limit``: the warning before the time
         limit (no SIGKILL follows soon), so in-flight requests get DRAIN_SECONDS."""
-        if self.serve is not None:
-            grace = (
-                (DRAIN_SECONDS + SERVE_GRACE if time_limit else SERVE_GRACE)
-                if asked
-                else FAIL_GRACE
+        if self.serve is not None and asked and time_limit:
+            # vLLM drains when its API server alone is told (it stops its engine, which
+            # stops its workers): a worker told directly ends mid-request.
+            log(
+                f"draining vllm serve: SIGTERM to the API server alone, up to "
+                f"{DRAIN_SECONDS + SERVE_GRACE:.0f} s for in-flight requests "
+                f"(--shutdown-timeout {DRAIN_SECONDS}), then the rest of its tree"
             )
+            began = time.monotonic()
+            code = self.serve.drain(DRAIN_SECONDS + SERVE_GRACE, FAIL_GRACE)
+            how = "did not end after SIGKILL" if code is None else _proc.ended(code)
+            log(f"vllm serve {how} after {time.monotonic() - began:.1f} s")
+        elif self.serve is not None:
+            grace = SERVE_GRACE if asked else FAIL_GRACE
             drain = " for in-flight requests" if asked else ""
             log(f"stopping vllm serve: SIGTERM, {grace:.0f} s{drain}, then SIGKILL")
             stop_logged(self.serve, "vllm serve", grace, log)
