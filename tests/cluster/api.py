@@ -11,6 +11,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import bed
+
 
 def post_json(url: str, body: object, api_key: str | None, timeout: float = 120) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
@@ -57,3 +59,15 @@ def cli_json(env: dict[str, str], *args: str, code: int = 0, timeout: float = 30
     done = cli(env, args[0], "--json", *args[1:], timeout=timeout)
     assert done.returncode == code, f"vllm-hpc {' '.join(args)}: {done.stderr[-2000:]}"
     return json.loads(done.stdout)
+
+
+def assert_ray_refuses_a_stranger(testenv: bed.TestEnv, address: str) -> None:
+    """A Ray client without the cluster's token, from the login node, gets no session."""
+    stranger = {k: v for k, v in testenv.env.items() if not k.startswith("RAY_AUTH")}
+    code = f"import ray; ray.init(address={address!r}); print('CONNECTED', flush=True)"
+    done = subprocess.run(
+        [str(testenv.python), "-c", code], env=stranger, capture_output=True, text=True,
+        timeout=180, check=False, cwd="/",
+    )  # fmt: skip
+    assert "CONNECTED" not in done.stdout and done.returncode != 0, done.stdout
+    assert "auth" in done.stderr.lower(), done.stderr[-1500:]

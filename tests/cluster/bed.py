@@ -537,8 +537,10 @@ def cluster_name(state: Path | None = None) -> str:
 
 
 def vllm_job_dir(root: str | Path, job_id: str) -> Path:
-    """Where vllm-hpc keeps SLURM job ``job_id`` under ``root``: ``<cluster>-<id>``."""
-    return Path(root) / f"{cluster_name()}-{job_id}"
+    """Where vllm-hpc keeps SLURM job ``job_id`` under ``root`` (jobroot's one rule)."""
+    from launchers.jobdir.jobroot import job_key
+
+    return Path(root) / job_key(job_id, cluster_name(), "SLURM_JOB_ID")
 
 
 def cluster_node_count(state: Path) -> int:

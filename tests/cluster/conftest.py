@@ -111,3 +111,12 @@ def pytest_runtest_makereport(
         dump = bed.state_dir() / "logs" / f"failure-{item.name}.txt"
         dump.write_text(text)
         report.sections.append(("cluster logs", f"(also in {dump})\n{text}"))
+
+
+@pytest.fixture
+def job_ids(minicluster: bed.MiniCluster) -> Iterator[list[str]]:
+    """Job ids a test submits: cancelled when it ends, however it ends."""
+    ids: list[str] = []
+    yield ids
+    for job_id in ids:
+        minicluster.slurm(["scancel", job_id], check=False)

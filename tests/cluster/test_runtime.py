@@ -199,18 +199,6 @@ def _runtime_pids(cluster: bed.MiniCluster, node: str, what: str) -> list[int]:
     return [p.pid for p in cluster.node_processes(node) if mark in p.cmdline]
 
 
-def assert_ray_refuses_a_stranger(testenv: bed.TestEnv, address: str) -> None:
-    """A Ray client without the cluster's token, from the login node, gets no session."""
-    stranger = {k: v for k, v in testenv.env.items() if not k.startswith("RAY_AUTH")}
-    code = f"import ray; ray.init(address={address!r}); print('CONNECTED', flush=True)"
-    done = subprocess.run(
-        [str(testenv.python), "-c", code], env=stranger, capture_output=True, text=True,
-        timeout=180, check=False, cwd="/",
-    )  # fmt: skip
-    assert "CONNECTED" not in done.stdout and done.returncode != 0, done.stdout
-    assert "auth" in done.stderr.lower(), done.stderr[-1500:]
-
-
 def test_wrapper_by_hand_on_two_nodes(
     minicluster: bed.MiniCluster,
     env: dict[str, str],
@@ -250,7 +238,7 @@ def test_wrapper_by_hand_on_two_nodes(
         assert len(endpoint["ray_nodes"]) == 2
         assert ask(minicluster, endpoint) == reference
         # The wrapper door's Ray runs with token auth: a client without it is refused.
-        assert_ray_refuses_a_stranger(testenv, f"{minicluster.addresses[lead_node]}:6379")
+        api.assert_ray_refuses_a_stranger(testenv, f"{minicluster.addresses[lead_node]}:6379")
         for pid in _runtime_pids(minicluster, lead_node, "leader"):
             os.kill(pid, signal.SIGTERM)
         assert leader.wait(timeout=60) == 0

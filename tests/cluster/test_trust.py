@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,6 @@ READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
 NOBODY = 65534
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def job_ids(minicluster: bed.MiniCluster) -> Iterator[list[str]]:
-    ids: list[str] = []
-    yield ids
-    for job_id in ids:
-        minicluster.slurm(["scancel", job_id], check=False)
 
 
 def _endpoint(job_dir: Path) -> dict[str, Any]:

@@ -103,7 +103,10 @@ def check_job_id(job_id: str, what: str = "job id") -> str:
 
 def cluster_name(environ: Mapping[str, str]) -> str:
     """The SLURM cluster a job runs on, from its environment (``slurm`` if unset)."""
-    name = environ.get("SLURM_CLUSTER_NAME") or DEFAULT_CLUSTER
+    return _checked_cluster(environ.get("SLURM_CLUSTER_NAME") or DEFAULT_CLUSTER)
+
+
+def _checked_cluster(name: str) -> str:
     if not CLUSTER_NAME.fullmatch(name):
         raise InputError(
             f"SLURM_CLUSTER_NAME: {name[:80]!r} is not a cluster name (letters, digits, _ -)",
@@ -118,12 +121,7 @@ def job_key(job_id: str, cluster: str, what: str = "job id") -> str:
     check_job_id(job_id, what)
     if not SLURM_JOB_ID.fullmatch(job_id):
         return job_id
-    if not CLUSTER_NAME.fullmatch(cluster):
-        raise InputError(
-            f"SLURM_CLUSTER_NAME: {cluster[:80]!r} is not a cluster name (letters, digits, _ -)",
-            fix="unset or correct it",
-        )
-    return f"{cluster}-{job_id}"
+    return f"{_checked_cluster(cluster)}-{job_id}"
 
 
 def parse_key(name: str) -> tuple[str | None, str] | None:
