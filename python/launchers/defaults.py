@@ -6,10 +6,12 @@ readers of job directories) takes its defaults from here.
 
 from __future__ import annotations
 
-# The vLLM release line the plan targets when the user does not name one. The runtime
-# checks the installed version on every node that runs `vllm serve` (outside a container)
-# and refuses flags it lacks.
-DEFAULT_VLLM_VERSION = "0.32.0"
+# The vLLM release line the plan targets when the user does not name one: the newest
+# release checked against the planner (spec.versions.CHECKED_RELEASES). A site whose nodes
+# run another one says so once (`site: vllm_version: 0.32.0`) or per job (--vllm-version).
+# The runtime checks the installed version on every node that runs `vllm serve` (outside
+# a container) and refuses flags it lacks; the doctor warns when the two differ.
+DEFAULT_VLLM_VERSION = "0.33.0"
 
 # Ports on the leader.
 DEFAULT_API_PORT = 8000

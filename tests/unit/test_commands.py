@@ -174,3 +174,46 @@ def test_removed_all2all_backends_name_the_replacement(
 ) -> None:
     with pytest.raises(InputError, match=f"'{removed}' was removed from vLLM.*'{replacement}'"):
         make_config(model="deepseek-v3", all2all_backend=removed)
+
+
+def test_the_default_target_is_the_newest_checked_release() -> None:
+    from launchers.defaults import DEFAULT_VLLM_VERSION
+    from launchers.spec.versions import CHECKED_RELEASES, release
+
+    assert CHECKED_RELEASES[-1] == DEFAULT_VLLM_VERSION
+    assert release(CHECKED_RELEASES[-1]) == max(map(release, CHECKED_RELEASES))
+
+
+def test_the_default_plan_targets_the_default(make_config: Callable[..., ServeConfig]) -> None:
+    from launchers.defaults import DEFAULT_VLLM_VERSION
+
+    config = make_config(model="llama-3.2-3b-instruct")
+    assert config.vllm_version == DEFAULT_VLLM_VERSION == "0.33.0"
+
+
+@pytest.mark.parametrize(
+    ("version", "warned"),
+    [("0.33.0", True), ("0.34.1", True), ("0.32.0", False)],
+)
+def test_a_variable_the_target_no_longer_reads_is_a_plan_warning(
+    make_plan: Callable[..., object], version: str, warned: bool
+) -> None:
+    plan = make_plan(
+        model="llama-3.1-70b-instruct",
+        vllm_version=version,
+        env={"VLLM_USE_RAY_V2_EXECUTOR_BACKEND": "0"},
+    )
+    line = (
+        "VLLM_USE_RAY_V2_EXECUTOR_BACKEND: vLLM 0.33.0 and newer ignore it (Ray executor V2 "
+        "is its only Ray executor): drop it"
+    )
+    assert (line in plan.warnings) == warned  # type: ignore[attr-defined]
+
+
+def test_the_node_chosen_load_strategy_is_a_flag_of_its_own_release() -> None:
+    from launchers.plan.commands import check_installed
+
+    argv = ["vllm", "serve", "m", "--safetensors-load-strategy", "prefetch"]
+    check_installed(argv, "0.32.0+cpu")
+    with pytest.raises(UnsupportedFeatureError, match="needs vLLM >= 0.32.0, this node has 0.31"):
+        check_installed(argv, "0.31.2")

@@ -23,13 +23,30 @@ IN_IMAGE = {"model": "llama-3.1-70b-instruct", "container": "apptainer:/shared/v
     ("request_", "versions", "level", "detail"),
     [
         pytest.param(
-            RAY_70B, {"vllm": "0.32.0", "ray": "2.60.0"}, "ok",
-            f"vLLM 0.32.0, Ray 2.60.0 in {sys.executable} (the plan targets vLLM 0.32.0, "
+            RAY_70B, {"vllm": "0.33.0", "ray": "2.60.0"}, "ok",
+            f"vLLM 0.33.0, Ray 2.60.0 in {sys.executable} (the plan targets vLLM 0.33.0, "
             "runtime ray)",
             id="ray-plan-with-both",
         ),
         pytest.param(
-            RAY_70B, {"vllm": "0.32.0", "ray": None}, "fail",
+            NATIVE_70B, {"vllm": "0.33.0+cpu", "ray": None}, "ok",
+            f"vLLM 0.33.0+cpu in {sys.executable} (the plan targets vLLM 0.33.0, runtime "
+            "native)",
+            id="same-release-local-label",
+        ),
+        pytest.param(
+            RAY_70B, {"vllm": "0.32.0+cpu", "ray": "2.60.0"}, "warn",
+            f"vLLM 0.32.0+cpu, Ray 2.60.0 in {sys.executable}, but the plan targets vLLM "
+            "0.33.0, runtime ray",
+            id="older-release-than-the-target",
+        ),
+        pytest.param(
+            NATIVE_70B, {"vllm": "0.33.1", "ray": None}, "warn",
+            f"vLLM 0.33.1 in {sys.executable}, but the plan targets vLLM 0.33.0, runtime native",
+            id="newer-patch-release-than-the-target",
+        ),
+        pytest.param(
+            RAY_70B, {"vllm": "0.33.0", "ray": None}, "fail",
             f"the plan runs Ray, which is not installed for {sys.executable}",
             id="ray-plan-without-ray",
         ),
@@ -64,7 +81,18 @@ def test_software_check(
     line = json.loads(capsys.readouterr().out.removeprefix(MARK))
     assert (line["check"], line["level"], line["detail"]) == ("software", level, detail)
     assert report.failed == (level == "fail")
-    assert bool(line["fix"]) == (level == "fail")
+    assert bool(line["fix"]) == (level != "ok")
+
+
+def test_a_version_difference_names_both_fixes(
+    make_plan: Callable[..., LaunchPlan], capsys: pytest.CaptureFixture[str]
+) -> None:
+    check_software(Report(0, "node1"), make_plan(**NATIVE_70B), {"vllm": "0.32.0+cpu"})
+    line = json.loads(capsys.readouterr().out.removeprefix(MARK))
+    assert line["fix"] == (
+        "plan for what the nodes run: --vllm-version 0.32.0 (or the site file's "
+        "vllm_version), or install vLLM 0.33.0 there"
+    )
 
 
 def test_installed_versions_reads_this_python() -> None:

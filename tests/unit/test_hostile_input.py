@@ -454,6 +454,13 @@ HOSTILE_FLAGS = [
         id="extra-no-ep",
     ),
     case(
+        [*BASE, "--", "--disable-expert-parallel"],
+        "Error: vllm serve arguments: --disable-expert-parallel "
+        "conflicts with the plan, which leaves --enable-expert-parallel out here (use --ep (registry: "
+        "enable_expert_parallel))",
+        id="extra-disable-ep-vllm-0.33",
+    ),
+    case(
         [*BASE, "--", "--served-model-name", "x"],
         "Error: vllm serve arguments: --served-model-name x would "
         "override the plan's --served-model-name model (set served_model_name in a registry entry)",

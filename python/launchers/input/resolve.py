@@ -108,7 +108,8 @@ _PLAN_FLAGS = {
     "--enable-token-parallel": "use --token-parallel-size before `--`: the plan enables it",
     "--no-enable-token-parallel": "drop --token-parallel-size instead",
 }
-# vLLM's short aliases of the flags above (vllm serve --help), and its negations.
+# vLLM's short aliases of the flags above (vllm serve --help), and its negations (the
+# parsers of 0.32 and 0.33 asked by bench/vllm_flags.py).
 _FLAG_ALIASES = {
     "-tp": "--tensor-parallel-size",
     "-pp": "--pipeline-parallel-size",
@@ -120,6 +121,7 @@ _FLAG_ALIASES = {
     "-dpb": "--data-parallel-backend",
     "-ep": "--enable-expert-parallel",
     "--no-enable-expert-parallel": "--enable-expert-parallel",
+    "--disable-expert-parallel": "--enable-expert-parallel",  # vLLM 0.33's negation
     "-asc": "--api-server-count",
     "-n": "--nnodes",
     "-r": "--node-rank",

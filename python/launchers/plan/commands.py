@@ -10,7 +10,7 @@ Pure: nothing here starts a process or reads the machine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import Field
@@ -29,19 +29,9 @@ NODE_RANK = "@NODE_RANK@"
 DP_START_RANK = "@DP_START_RANK@"
 PLACEHOLDERS = (NODE_IP, LEADER_IP, JOB_ID, JOB_DIR, JOB_KEY, NODE_RANK, DP_START_RANK)
 
-# First vLLM release with each feature (checked against vLLM's source).
-FEATURE_SINCE: dict[str, tuple[int, int, int]] = {
-    "nnodes": (0, 11, 1),  # --nnodes/--node-rank/--master-addr/--master-port
-    "all2all_flag": (0, 11, 1),  # --all2all-backend replaces VLLM_ALL2ALL_BACKEND
-    "headless_dp": (0, 9, 0),  # --headless --data-parallel-start-rank
-    "api_server_count": (0, 9, 0),
-    "dp_ray_backend": (0, 10, 0),  # --data-parallel-backend ray
-    # --shutdown-timeout: SIGTERM drains in-flight requests (checked in 0.32.0's parser;
-    # earlier releases are not claimed)
-    "shutdown_timeout": (0, 32, 0),
-}
-# The values vLLM 0.32 accepts for --all2all-backend (vllm/config/parallel.py), without
-# the removed ones, which it silently maps to allgather_reducescatter.
+FEATURE_SINCE = versions.FEATURE_SINCE  # the version table lives in spec.versions
+# The values vLLM 0.32 and 0.33 accept for --all2all-backend (vllm/config/parallel.py),
+# without the removed ones, which they silently map to allgather_reducescatter.
 ALL2ALL_BACKENDS = (
     "allgather_reducescatter",
     "deepep_high_throughput",
@@ -74,7 +64,17 @@ def supports(feature: str, version: str) -> bool:
 
 
 def first_release(feature: str) -> str:
-    return ".".join(map(str, FEATURE_SINCE[feature]))
+    return versions.shown(FEATURE_SINCE[feature])
+
+
+def removed_env_warnings(env: Mapping[str, str], version: str) -> tuple[str, ...]:
+    """One line per variable of ``env`` that the target vLLM no longer reads."""
+    target = parse_version(version)
+    return tuple(
+        f"{name}: vLLM {versions.shown(since)} and newer ignore it ({why}): drop it"
+        for name, (since, why) in versions.REMOVED_ENV.items()
+        if name in env and target >= since
+    )
 
 
 def require(feature: str, version: str, what: str) -> None:
@@ -94,6 +94,7 @@ FLAG_FEATURE = {
     "--api-server-count": ("api_server_count", "--api-server-count"),
     "--data-parallel-backend": ("dp_ray_backend", "--dp-backend ray"),
     "--shutdown-timeout": ("shutdown_timeout", "draining requests on a stop"),
+    "--safetensors-load-strategy": ("safetensors_load_strategy", "--safetensors-load-strategy"),
 }
 
 
@@ -182,6 +183,10 @@ class Rendezvous(Frozen):
     port: Port
 
 
+LOAD_STRATEGY_FLAG = "--safetensors-load-strategy"
+LoadStrategy = Literal["prefetch"]  # the only strategy the runtime chooses by itself
+
+
 class ServeStart(Frozen):
     """``vllm serve`` for one role, as typed fields. ``host``/``port`` are the API's
     (None on a headless rank); ``rendezvous`` is the leader's port the ranks meet at
@@ -194,6 +199,9 @@ class ServeStart(Frozen):
     port_fixed: bool = Field(False, description="The user chose it: never move it")
     rendezvous: Rendezvous | None = None
     args: tuple[str, ...] = ()
+    load_strategy: LoadStrategy | None = Field(
+        None, description="Set on the node from the model's file system (plan.loading)"
+    )
 
     @property
     def headless(self) -> bool:
@@ -201,10 +209,15 @@ class ServeStart(Frozen):
 
     def argv(self) -> list[str]:
         api = [] if self.port is None else ["--host", str(self.host), "--port", str(self.port)]
-        return ["vllm", "serve", self.model, *api, *self.args]
+        load = [] if self.load_strategy is None else [LOAD_STRATEGY_FLAG, self.load_strategy]
+        return ["vllm", "serve", self.model, *api, *self.args, *load]
 
     def moved(self, port: int) -> ServeStart:
         return self.model_copy(update={"port": port})
+
+    def loading(self, strategy: LoadStrategy) -> ServeStart:
+        """This start with vLLM's safetensors load strategy set (a node-known fact)."""
+        return self.model_copy(update={"load_strategy": strategy})
 
     def probe_host(self) -> str:
         """Where the leader asks its own API: the bound address, loopback for a wildcard."""

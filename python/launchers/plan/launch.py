@@ -30,6 +30,7 @@ from launchers.plan.commands import (
     RayStart,
     ServeStart,
     all2all_env,
+    removed_env_warnings,
     serve_start,
 )
 from launchers.plan.netspec import nccl_profile_env
@@ -319,7 +320,7 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         runtime=config.runtime,
         layout=layout,
         layout_reason=config.layout_reason,
-        warnings=config.warnings,
+        warnings=config.warnings + removed_env_warnings(env, config.vllm_version),
         job_name=config.job_name,
         vllm_version=config.vllm_version,
         python=config.python,

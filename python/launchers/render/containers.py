@@ -32,14 +32,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
-from launchers.defaults import DEFAULT_RAY_PORT
+from launchers.defaults import DEFAULT_RAY_PORT, DEFAULT_VLLM_VERSION
 from launchers.plan.launch import LaunchPlan
 from launchers.spec.config import ContainerSpec
 from launchers.spec.secretenv import is_secret, split
 
-# The official vLLM OpenAI image the shipped definition files build on; keep it in step
-# with config.DEFAULT_VLLM_VERSION.
-VLLM_BASE_IMAGE = "vllm/vllm-openai:v0.32.0"
+# The official vLLM OpenAI image the shipped definition files build on: the default target
+# (the files in containers/ name it; a unit test keeps them in step).
+VLLM_BASE_IMAGE = f"vllm/vllm-openai:v{DEFAULT_VLLM_VERSION}"
 # Where containers/apptainer/vllm.def and containers/docker/Dockerfile put the repo.
 IMAGE_ROOT = "/opt/vllm-hpc"
 IMAGE_WRAPPER = f"{IMAGE_ROOT}/bin/multi-node-serving.sh"

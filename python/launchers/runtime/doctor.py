@@ -26,6 +26,7 @@ from launchers.defaults import DOCTOR_MARK
 from launchers.errors import VllmHpcError, WaitTimeout
 from launchers.plan.commands import check_installed
 from launchers.plan.launch import LaunchPlan
+from launchers.spec import versions
 
 MARK = DOCTOR_MARK
 POLL = 0.2
@@ -143,7 +144,26 @@ def check_software(report: Report, plan: LaunchPlan, versions: Mapping[str, str 
         return
     have = f"vLLM {vllm}" + (f", Ray {ray}" if ray else "")
     target = f"the plan targets vLLM {plan.vllm_version}, runtime {plan.runtime}"
+    differs = version_differs(vllm, plan.vllm_version)
+    if differs:
+        report("software", "warn", f"{have} in {python}, but {target}", differs)
+        return
     report("software", "ok", f"{have} in {python} ({target})")
+
+
+def version_differs(installed: str, target: str) -> str:
+    """The fix when the node's vLLM release is not the plan's target ('' when it is, or
+    when either cannot be read): the plan's flags and defaults follow the target."""
+    try:
+        have, want = versions.release(installed), versions.release(target)
+    except ValueError:
+        return ""
+    if have == want:
+        return ""
+    return (
+        f"plan for what the nodes run: --vllm-version {versions.shown(have)} (or the site "
+        f"file's vllm_version), or install vLLM {versions.shown(want)} there"
+    )
 
 
 def check_gpus(report: Report, run: Callable[[Sequence[str]], tuple[int, str]]) -> bool:

@@ -22,7 +22,7 @@ from launchers.plan.commands import (
     NODE_RANK,
 )
 from launchers.plan.launch import LaunchPlan, fill_placeholders
-from launchers.runtime import unexpected
+from launchers.runtime import fsprobe, unexpected
 from launchers.runtime.context import NodeContext, context, node_rank, read_key
 from launchers.runtime.follower import follow
 from launchers.runtime.leader import lead
@@ -106,6 +106,10 @@ def _play(
         ctx.binds = list(plan.container_binds) or required_binds(plan, env_in)
         ctx.log(f"processes run in {plan.container} (binds: {', '.join(ctx.binds)})")
     role = plan.role_for_rank(rank)
+    if role.serve is not None:  # how vLLM reads the checkpoint: from this node's file system
+        role = role.model_copy(
+            update={"serve": fsprobe.tuned(role.serve, plan.vllm_version, ctx.env, ctx.log)}
+        )
     values = {
         NODE_IP: ctx.node_ip,
         LEADER_IP: ctx.node_ip if rank == 0 else LEADER_IP,
