@@ -4,6 +4,7 @@ passing ``--safetensors-load-strategy prefetch`` as a typed update of its vllm s
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -195,3 +196,24 @@ def test_the_leader_passes_prefetch_for_a_model_on_gpfs_only(
     assert (argv[-2:] == ["--safetensors-load-strategy", "prefetch"]) == flag
     log = Path(plan.paths.for_job("9").node_log.replace("{rank}", "0")).read_text()
     assert f"model in {os.path.realpath(model)} {line}" in log
+
+
+def test_the_doctor_says_what_the_file_system_makes_of_loading(
+    tmp_path: Path,
+    make_plan: Callable[..., LaunchPlan],
+    tiny_model: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from launchers.runtime.doctor import MARK, Report, check_loading
+
+    monkeypatch.setattr(fsprobe, "statfs_type", lambda path: loading.BEEGFS_MAGIC)
+    monkeypatch.setattr(fsprobe, "mount_type", lambda path: "beegfs")
+    model = tiny_model()
+    check_loading(Report(0, "node1"), make_plan(model=str(model)), {})
+    row = json.loads(capsys.readouterr().out.removeprefix(MARK))
+    assert (row["check"], row["level"]) == ("loading", "ok")
+    assert row["detail"] == (
+        f"model in {os.path.realpath(model)} on BeeGFS (statfs 0x19830326): "
+        "--safetensors-load-strategy prefetch"
+    )

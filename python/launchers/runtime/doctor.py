@@ -116,6 +116,19 @@ def check_model(report: Report, model: str) -> None:
         report("model", "ok", f"{path} readable ({len(list(path.iterdir()))} files)")
 
 
+def check_loading(report: Report, plan: LaunchPlan, environ: Mapping[str, str]) -> None:
+    """What this node's file system makes of the model's loading (``plan.loading``): the
+    line the node log will show when vllm serve starts here."""
+    from launchers.plan.loading import decide
+    from launchers.runtime.fsprobe import facts
+
+    serve = plan.leader.serve
+    if serve is None:
+        return
+    decision = decide(facts(serve.model, serve.args, environ), plan.vllm_version, serve.args)
+    report("loading", "ok", decision.reason)
+
+
 def installed_versions() -> dict[str, str | None]:
     """vLLM's and Ray's versions in this Python (None: not installed)."""
     from launchers.input.probe import VLLM_DISTS, installed_version
@@ -316,6 +329,7 @@ def run_node(
     check_rdma(report)
     check_comm_env(report, chosen, environ)
     check_model(report, plan.model)
+    check_loading(report, plan, environ)
     check_software(report, plan, installed_versions())
     gpus = check_gpus(report, _run)
     if not chosen:
