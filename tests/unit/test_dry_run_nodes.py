@@ -63,6 +63,7 @@ class Fakes:
 
     def __init__(self) -> None:
         self.started: dict[str, list[list[str]]] = {}
+        self.env: dict[str, dict[str, str]] = {}  # the environment of the last of each name
         self.ip = LEADER_IP
 
 
@@ -72,6 +73,7 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
 
     def start(name: str, argv: list[str], **kwargs: Any) -> Exited:
         fake.started.setdefault(name, []).append(list(argv))
+        fake.env[name] = dict(kwargs["env"])
         # vLLM on the leader fails at once (the leader ends); everything else is done
         code = 1 if name == "vllm" and fake.ip == LEADER_IP else 0
         return Exited(name, argv, code, str(tmp_path / f"{name}.log"))
@@ -106,6 +108,7 @@ PLANS: dict[str, dict[str, Any]] = {
     "apptainer": {
         "model": "llama-3.1-70b-instruct",
         "container": "apptainer:/shared/images/vllm-hpc.sif",
+        "env": {"HF_TOKEN": "hf_never_on_a_command_line"},
     },
 }
 
@@ -145,9 +148,14 @@ def test_each_node_runs_the_dry_runs_line_with_the_jobs_values_filled_in(
             )
         else:
             assert process.argv[:4] == ("apptainer", "exec", "--nv", "--cleanenv")
-    # no secret on any command line: the key goes by environment
+    # no secret on any command line: the key (and a secret variable) go by environment
     key = Path(job_dir, "api_key").read_text().strip()
-    assert key and not any(key in item for p in recorded for item in p.argv)
+    for secret in (key, "hf_never_on_a_command_line"):
+        assert secret and not any(secret in item for p in recorded for item in p.argv)
+        assert secret not in Path(job_dir, "nodes", "0.json").read_text()
+    if launch.container is not None:
+        assert fakes.env["vllm"]["APPTAINERENV_VLLM_API_KEY"] == key
+        assert fakes.env["vllm"]["APPTAINERENV_HF_TOKEN"] == "hf_never_on_a_command_line"
 
 
 def test_the_dp_plan_shows_each_nodes_start_rank_and_headless(
