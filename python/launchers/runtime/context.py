@@ -151,8 +151,9 @@ class NodeContext:
         inner = container_env(self.host_env, computed)
         return list(argv), {**self.host_env, **wrap_env(self.container, inner)}
 
-    def started(self, name: Literal["ray", "serve"], argv: Sequence[str], run: Sequence[str],
-                pid: int) -> None:  # fmt: skip
+    def started(
+        self, name: Literal["ray", "serve"], argv: Sequence[str], run: Sequence[str], pid: int
+    ) -> None:
         """Record in ``nodes/<rank>.json`` that ``argv`` runs here (``run[0]``: the
         program it was started as). The argv holds no secret: those go by environment."""
         self.processes.append(
