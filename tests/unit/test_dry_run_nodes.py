@@ -26,6 +26,7 @@ from launchers.runtime import ray_cluster
 from launchers.runtime.run import run_plan
 
 LEADER_IP, WORKER_IP = "10.0.0.1", "10.0.0.2"
+HF_SECRET = "hf_never_on_a_command_line"  # noqa: S105 - a test value
 
 
 class Exited:
@@ -108,7 +109,7 @@ PLANS: dict[str, dict[str, Any]] = {
     "apptainer": {
         "model": "llama-3.1-70b-instruct",
         "container": "apptainer:/shared/images/vllm-hpc.sif",
-        "env": {"HF_TOKEN": "hf_never_on_a_command_line"},
+        "env": {"HF_TOKEN": HF_SECRET},
     },
 }
 
@@ -150,12 +151,12 @@ def test_each_node_runs_the_dry_runs_line_with_the_jobs_values_filled_in(
             assert process.argv[:4] == ("apptainer", "exec", "--nv", "--cleanenv")
     # no secret on any command line: the key (and a secret variable) go by environment
     key = Path(job_dir, "api_key").read_text().strip()
-    for secret in (key, "hf_never_on_a_command_line"):
+    for secret in (key, HF_SECRET):
         assert secret and not any(secret in item for p in recorded for item in p.argv)
         assert secret not in Path(job_dir, "nodes", "0.json").read_text()
     if launch.container is not None:
         assert fakes.env["vllm"]["APPTAINERENV_VLLM_API_KEY"] == key
-        assert fakes.env["vllm"]["APPTAINERENV_HF_TOKEN"] == "hf_never_on_a_command_line"
+        assert fakes.env["vllm"]["APPTAINERENV_HF_TOKEN"] == HF_SECRET
 
 
 def test_the_dp_plan_shows_each_nodes_start_rank_and_headless(
