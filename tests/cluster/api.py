@@ -11,6 +11,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from launchers.jobdir import jobfiles
+from launchers.plan.launch import LaunchPlan
+from launchers.render.nodes import NodeCommands, filled, job_values, planned_nodes
+
 from . import bed
 
 
@@ -71,3 +75,43 @@ def assert_ray_refuses_a_stranger(testenv: bed.TestEnv, address: str) -> None:
     )  # fmt: skip
     assert "CONNECTED" not in done.stdout and done.returncode != 0, done.stdout
     assert "auth" in done.stderr.lower(), done.stderr[-1500:]
+
+
+# --- the dry run against what the nodes ran --------------------------------------------
+
+
+def dry_run_nodes(
+    python: Path, env: dict[str, str], options: list[str], vllm_args: list[str]
+) -> list[NodeCommands]:
+    """`python -m launchers.submit OPTIONS --dry-run --json -- VLLM_ARGS`: each node's
+    lines for the inputs a test submits (run by the same Python as the submission)."""
+    done = subprocess.run(
+        [str(python), "-m", "launchers.submit", *options, "--dry-run", "--json", "--", *vllm_args],
+        env=env, capture_output=True, text=True, timeout=120, check=False, cwd="/",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [NodeCommands.model_validate(node) for node in json.loads(done.stdout)["nodes"]]
+
+
+def plan_nodes(job_dir: Path) -> list[NodeCommands]:
+    """The dry run's node lines for the plan a job ran (its plan.json), through the
+    library: for jobs an sbatch template planned on the node."""
+    plan = LaunchPlan.model_validate_json((job_dir / "plan.json").read_text())
+    return planned_nodes(plan)
+
+
+def assert_nodes_ran_the_dry_run(job_dir: Path, dry: list[NodeCommands]) -> None:
+    """Each node's recorded argv (``nodes/<rank>.json``) is its dry-run line with the
+    job's values (addresses, job id, ports: the job directory's records) filled in."""
+    leader = jobfiles.read(job_dir / "leader.json", jobfiles.Leader)
+    assert leader is not None, f"no leader.json in {job_dir}"
+    assert dry, "the dry run shows no node"
+    for node in dry:
+        record = jobfiles.read(job_dir / "nodes" / f"{node.rank}.json", jobfiles.NodeRecord)
+        assert record is not None, f"no nodes/{node.rank}.json in {job_dir}"
+        executed = filled(node, job_values(str(job_dir), record, leader))
+        for name in ("ray", "serve"):
+            planned = getattr(executed, name)
+            assert record.argv(name) == planned, (
+                f"node {node.rank} {name}: ran {record.argv(name)}\n  dry run filled: {planned}"
+            )

@@ -66,15 +66,21 @@ def test_dp2_across_two_nodes_sbatch(
         cancel_and_check_clean(minicluster, job_id, minicluster.nodes)
 
 
+def dp2_options(model: Path, *more: str) -> list[str]:
+    """The submit options of DP=2 over 2 nodes (before `--`)."""
+    return [
+        "--model", str(model), "--nodes", "2", "--gpus-per-node", "1", "--dp", "2", *more,
+        "--partition", "debug", "--time", "00:10:00",
+    ]  # fmt: skip
+
+
 def submit_wait(
     testenv: bed.TestEnv, env: dict[str, str], model: Path, *more: str
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], str]:
     """`python -m launchers.submit --wait --json` for DP=2 over 2 nodes, as a user runs it."""
     argv = [
-        str(testenv.python), "-m", "launchers.submit", "--model", str(model),
-        "--nodes", "2", "--gpus-per-node", "1", "--dp", "2", *more, "--partition", "debug",
-        "--time", "00:10:00", "--wait", "--json", "--wait-timeout", str(READY_TIMEOUT),
-        "--", *VLLM_ARGS.split(),
+        str(testenv.python), "-m", "launchers.submit", *dp2_options(model, *more),
+        "--wait", "--json", "--wait-timeout", str(READY_TIMEOUT), "--", *VLLM_ARGS.split(),
     ]  # fmt: skip
     done = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=READY_TIMEOUT + 60, check=False
@@ -86,6 +92,7 @@ def submit_wait(
 def test_dp2_through_submit(
     minicluster: bed.MiniCluster, testenv: bed.TestEnv, env: dict[str, str], tiny_model: Path
 ) -> None:
+    dry = api.dry_run_nodes(testenv.python, env, dp2_options(tiny_model), VLLM_ARGS.split())
     done, handle, job_id = submit_wait(testenv, env, tiny_model)
     try:
         assert done.returncode == 0, done.stderr[-3000:]
@@ -103,6 +110,9 @@ def test_dp2_through_submit(
                 rf"model in {re.escape(str(tiny_model.resolve()))} on (.+)$", log, re.M
             )
             assert said and "(statfs 0x" in said[1] and said[1].endswith(": no change"), log
+        # node 1's headless vllm serve, its DP start rank written out, ran as the dry run said
+        assert dry[1].serve is not None and "--headless" in dry[1].serve
+        api.assert_nodes_ran_the_dry_run(Path(handle["job_dir"]), dry)
     finally:
         if job_id:
             cancel_and_check_clean(minicluster, job_id, minicluster.nodes)
@@ -178,5 +188,7 @@ def test_native_pp2_across_two_nodes(
         assert "--nnodes" in plan["roles"][0]["serve_argv"]
         assert "the leader's port 29501 answered" in (job_dir / "node-1.log").read_text()
         assert api.chat(endpoint, PROMPT)
+        # the template planned on the node: the dry run of that plan, through the library
+        api.assert_nodes_ran_the_dry_run(job_dir, api.plan_nodes(job_dir))
     finally:
         cancel_and_check_clean(minicluster, job_id, minicluster.nodes)

@@ -156,10 +156,13 @@ def test_submit_wait_through_submitit(
     tiny_model: Path,
     reference: str,
 ) -> None:
+    options = [
+        "--model", str(tiny_model), "--nodes", "2", "--gpus-per-node", "1", "--tp", "1",
+        "--pp", "2", "--partition", "debug", "--time", "00:10:00",
+    ]  # fmt: skip
+    dry = api.dry_run_nodes(testenv.python, env, options, VLLM_ARGS.split())
     argv = [
-        str(testenv.python), "-m", "launchers.submit", "--model", str(tiny_model),
-        "--nodes", "2", "--gpus-per-node", "1", "--tp", "1", "--pp", "2",
-        "--partition", "debug", "--time", "00:10:00", "--wait", "--json",
+        str(testenv.python), "-m", "launchers.submit", *options, "--wait", "--json",
         "--wait-timeout", str(READY_TIMEOUT), "--", *VLLM_ARGS.split(),
     ]  # fmt: skip
     done = subprocess.run(
@@ -173,6 +176,8 @@ def test_submit_wait_through_submitit(
         endpoint = json.loads((Path(handle["job_dir"]) / "endpoint.json").read_text())
         assert len(endpoint["ray_nodes"]) == 2
         assert ask(minicluster, endpoint) == reference
+        # each node ran its dry-run lines (ray start, vllm serve), the job's values filled in
+        api.assert_nodes_ran_the_dry_run(Path(handle["job_dir"]), dry)
         stop = subprocess.run(
             [str(testenv.python), "-m", "launchers", "stop", job_id],
             env=env, capture_output=True, text=True, timeout=120, check=False,

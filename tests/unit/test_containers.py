@@ -20,6 +20,7 @@ from launchers.render.containers import (
     container_env,
     required_binds,
     wrap_argv,
+    wrap_env,
 )
 from launchers.spec.config import ContainerSpec
 from launchers.spec.secretenv import is_secret
@@ -50,7 +51,9 @@ COMPUTED = {
 
 def _serve_argv(launch: LaunchPlan) -> list[str]:
     argv = launch.roles[0].serve_argv or ()
-    return fill_placeholders(argv, {"@LEADER_IP@": "10.0.0.1", "@NODE_IP@": "10.0.0.1"})
+    return fill_placeholders(
+        argv, {"@LEADER_IP@": "10.0.0.1", "@NODE_IP@": "10.0.0.1", "@API_PORT@": "8000"}
+    )
 
 
 def test_golden_argv_and_env(
@@ -62,8 +65,8 @@ def test_golden_argv_and_env(
     out: dict[str, object] = {"binds": binds, "container_env": env}
     for runtime in ("apptainer", "singularity"):
         spec = ContainerSpec.parse(f"{runtime}:/shared/images/vllm-hpc.sif")
-        argv, child_env = wrap_argv(spec, _serve_argv(launch), env=env, binds=binds)
-        out[runtime] = {"argv": argv, "child_env": child_env}
+        argv = wrap_argv(spec, _serve_argv(launch), binds=binds)
+        out[runtime] = {"argv": argv, "child_env": wrap_env(spec, env)}
     enroot = ContainerSpec.parse("enroot:vllm/vllm-openai:v0.32.0")
     out["enroot_srun_options"] = build_srun_container_options(
         enroot, binds=binds, workdir=launch.paths.root
@@ -71,21 +74,22 @@ def test_golden_argv_and_env(
     golden("containers.argv.json", json.dumps(out, indent=2) + "\n")
 
 
-def test_secrets_never_in_argv() -> None:
+def test_the_environment_goes_in_by_environment_never_on_the_command_line() -> None:
     spec = ContainerSpec.parse("apptainer:/x.sif")
     env = container_env(HOST_ENV, {**COMPUTED, "HF_TOKEN": "hf_secret", "MY_PASSWORD": "pw"})
-    argv, child_env = wrap_argv(spec, ["vllm", "serve", "m"], env=env, binds=["/shared"])
-    text = " ".join(argv)
-    for value in (SECRET, "hf_secret", "pw", "ray_token"):
-        assert value not in text
+    argv = wrap_argv(spec, ["vllm", "serve", "m"], binds=["/shared"])
+    child_env = wrap_env(spec, env)
+    assert argv == [
+        "apptainer", "exec", "--nv", "--cleanenv", "--bind", "/shared:/shared",
+        "/x.sif", "vllm", "serve", "m",
+    ]  # fmt: skip
     assert child_env["APPTAINERENV_VLLM_API_KEY"] == SECRET
     assert child_env["APPTAINERENV_HF_TOKEN"] == "hf_secret"  # noqa: S105
     assert child_env["APPTAINERENV_RAY_AUTH_TOKEN_PATH"].endswith("/ray_token")
-    # --env is parsed as CSV by Apptainer: a value with a comma goes through the env too.
+    # a value with a comma needs no CSV quoting: it is never an --env argument
     assert child_env["APPTAINERENV_NCCL_IB_HCA"] == "mlx5_0,mlx5_1"
-    assert "--env" in argv and "VLLM_HOST_IP=10.0.0.1" in argv
-    assert argv[:4] == ["apptainer", "exec", "--nv", "--cleanenv"]
-    assert argv[argv.index("/x.sif") :] == ["/x.sif", "vllm", "serve", "m"]
+    assert child_env["APPTAINERENV_VLLM_HOST_IP"] == "10.0.0.1"
+    assert child_env == {f"APPTAINERENV_{k}": v for k, v in env.items()}
 
 
 def test_cleanenv_keeps_what_a_node_needs() -> None:
@@ -97,8 +101,9 @@ def test_cleanenv_keeps_what_a_node_needs() -> None:
 
 def test_singularity_uses_its_prefix() -> None:
     spec = ContainerSpec.parse("singularity:/x.sif")
-    argv, child_env = wrap_argv(spec, ["ray"], env={"VLLM_API_KEY": "k"}, binds=[])
-    assert argv[0] == "singularity" and child_env == {"SINGULARITYENV_VLLM_API_KEY": "k"}
+    argv = wrap_argv(spec, ["ray"], binds=[])
+    assert argv[0] == "singularity"
+    assert wrap_env(spec, {"VLLM_API_KEY": "k"}) == {"SINGULARITYENV_VLLM_API_KEY": "k"}
 
 
 @pytest.mark.parametrize("name", ["VLLM_API_KEY", "RAY_AUTH_TOKEN_PATH", "HF_TOKEN", "DB_PASSWORD"])
@@ -129,13 +134,13 @@ def test_bad_binds_and_runtimes_are_refused() -> None:
     apptainer = ContainerSpec.parse("apptainer:/x.sif")
     enroot = ContainerSpec.parse("enroot:img")
     with pytest.raises(ValueError, match="absolute"):
-        wrap_argv(apptainer, ["x"], env={}, binds=["relative/path"])
+        wrap_argv(apptainer, ["x"], binds=["relative/path"])
     with pytest.raises(ValueError, match="','"):
         build_srun_container_options(enroot, binds=["/a,b"])
     with pytest.raises(ValueError, match="wrap_argv"):
         build_srun_container_options(apptainer, binds=[])
     with pytest.raises(ValueError, match="not wrapped per process"):
-        wrap_argv(enroot, ["x"], env={}, binds=[])
+        wrap_argv(enroot, ["x"], binds=[])
 
 
 def _def_sections(text: str) -> dict[str, list[str]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launchers import _proc
-from launchers.errors import InputError
+from launchers.errors import InputError, RuntimeFailure
 from launchers.input import probe
 from launchers.plan.commands import NODE_IP, ServeStart
 from launchers.plan.launch import JobPaths
@@ -48,19 +48,28 @@ def test_direct_command_keeps_the_environment() -> None:
 
 def test_apptainer_wraps_and_hides_secrets() -> None:
     ctx = context(ContainerSpec.parse("apptainer:/images/vllm.sif"))
-    argv, env = ctx.command(["vllm", "serve", "m"], {"VLLM_API_KEY": "sk-1"})
+    serve = ServeStart(model="m", host="0.0.0.0", port=8000, args=("--node-rank", "@NODE_RANK@"))
+    planned = ctx.start_argv(serve, {"@NODE_RANK@": "0", "@API_PORT@": "8000"})
+    argv, env = ctx.command(planned, {"VLLM_API_KEY": "sk-1"})
+    assert argv == planned  # the builder's argv, as it is: the image is in it
     assert argv[:4] == ["apptainer", "exec", "--nv", "--cleanenv"]
-    assert argv[-4:] == ["/images/vllm.sif", "vllm", "serve", "m"]
+    assert argv[-10:] == [
+        "/images/vllm.sif", "vllm", "serve", "m", "--host", "0.0.0.0", "--port", "8000",
+        "--node-rank", "0",
+    ]  # fmt: skip
     assert "--bind" in argv and "/shared/jobs:/shared/jobs" in argv
-    assert "VLLM_HOST_IP=10.0.0.1" in argv and "NCCL_SOCKET_IFNAME=ib0" in argv
-    assert not any("sk-1" in item for item in argv)
+    assert not any("sk-1" in item or "10.0.0.1" in item for item in argv)
     assert env["APPTAINERENV_VLLM_API_KEY"] == "sk-1"
+    assert env["APPTAINERENV_VLLM_HOST_IP"] == "10.0.0.1"
+    assert env["APPTAINERENV_NCCL_SOCKET_IFNAME"] == "ib0"
     assert ctx.python_argv() == ["python3"]
+    with pytest.raises(RuntimeFailure, match="no value for @API_PORT@"):
+        ctx.start_argv(serve, {"@NODE_RANK@": "0"})
 
 
 def test_enroot_runs_the_step_in_the_image_so_no_wrapping() -> None:
     ctx = context(ContainerSpec.parse("enroot:nvcr.io#nvidia/vllm:25.10"))
-    argv, _ = ctx.command(["ray", "start", "--head"])
+    argv, _ = ctx.command(ctx.in_image(["ray", "start", "--head"]))
     assert argv[1:] == ["start", "--head"]
 
 

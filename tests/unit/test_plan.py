@@ -61,7 +61,11 @@ def test_roles_and_ranks(make_plan: Callable[..., LaunchPlan]) -> None:
     with pytest.raises(LayoutError):
         launch.role_for_rank(2)
     assert launch.ready.expected_nodes == 2 and launch.ready.expected_gpus == 8
-    assert launch.roles[0].env == {"RAY_ADDRESS": "@LEADER_IP@:6379"}
+    # the head's port may move (it is not fixed): the leader fills it in
+    assert launch.roles[0].env == {"RAY_ADDRESS": "@LEADER_IP@:@RAY_PORT@"}
+    fixed = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, ray_port=6400)
+    assert fixed.roles[0].env == {"RAY_ADDRESS": "@LEADER_IP@:6400"}
+    assert "--address=@LEADER_IP@:6400" in (fixed.roles[1].ray_argv or ())
 
 
 def test_big_dp_plan_has_two_roles(make_plan: Callable[..., LaunchPlan]) -> None:

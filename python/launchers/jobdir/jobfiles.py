@@ -3,7 +3,7 @@
     plan.json          LaunchPlan      written at submission (or by the template's plan)
     leader.json        Leader          rank 0, once its Ray head (if any) is up
     endpoint.json      Endpoint        rank 0, at every state change
-    nodes/<rank>.json  NodeRecord      each rank, when its runtime starts
+    nodes/<rank>.json  NodeRecord      each rank, when its runtime starts and each process
     failed/<rank>.json Failure         a rank > 0 that failed, for the leader to report
     local.json         LocalProcess    ``submit --executor local``: the process started
 
@@ -79,8 +79,22 @@ class Leader(JobFile):
     time: float = 0.0
 
 
+class Process(Record):
+    """A process a rank started: ``argv`` as it was built (the dry run's line for this
+    node with the running job's values filled in, the image's wrapping included; never
+    a secret, which goes by environment) and ``executable``, the program it was started
+    as (``argv[0]`` found next to the runtime's Python or on PATH)."""
+
+    name: Literal["ray", "serve"]
+    argv: tuple[str, ...]
+    executable: str
+    pid: int = 0
+    time: float = 0.0
+
+
 class NodeRecord(JobFile):
-    """Who a rank is: its host, its chosen address, its runtime's process."""
+    """Who a rank is: its host, its chosen address, its runtime's process, and the
+    processes it started (rewritten as each starts)."""
 
     rank: int
     hostname: str
@@ -88,6 +102,12 @@ class NodeRecord(JobFile):
     attempt: int = 0
     pid: int = 0
     time: float = 0.0
+    processes: tuple[Process, ...] = ()
+
+    def argv(self, name: Literal["ray", "serve"]) -> tuple[str, ...] | None:
+        """The argv of the last ``name`` process this rank started (None: none)."""
+        found = [p.argv for p in self.processes if p.name == name]
+        return found[-1] if found else None
 
 
 class Failure(JobFile):

@@ -1,7 +1,10 @@
 """``build_*_argv``: the command lines of ``ray start`` and ``vllm serve``, as lists.
 
-Values only known on the node (its address, the leader's address, the job id, the
-node's rank) are placeholders that ``plan.fill_placeholders`` replaces at run time.
+Values only known when the job runs (the node's address, the leader's address, the job
+id, a port that may move because it is taken) are placeholders that
+``plan.fill_placeholders`` replaces on the node. Values the plan knows per node (the
+node's rank, its first data-parallel rank) are placeholders of a role's argv too; the
+plan fills them per node (``LaunchPlan.node_values``), for the dry run and the node alike.
 What the target vLLM version supports is decided here, from a table of versions; what
 no version table can tell (token parallelism, which only non-upstream engine builds
 have) is asked of the installed vLLM by ``launchers.input.probe``, in a child process.
@@ -27,7 +30,12 @@ JOB_DIR = "@JOB_DIR@"
 JOB_KEY = "@JOB_KEY@"  # the job directory's name: <cluster>-<job id> (jobdir.jobroot)
 NODE_RANK = "@NODE_RANK@"
 DP_START_RANK = "@DP_START_RANK@"
-PLACEHOLDERS = (NODE_IP, LEADER_IP, JOB_ID, JOB_DIR, JOB_KEY, NODE_RANK, DP_START_RANK)
+# A port the user did not fix: the leader moves it to the next free one when it is taken.
+API_PORT = "@API_PORT@"
+RAY_PORT = "@RAY_PORT@"
+PLACEHOLDERS = (
+    NODE_IP, LEADER_IP, JOB_ID, JOB_DIR, JOB_KEY, NODE_RANK, DP_START_RANK, API_PORT, RAY_PORT,
+)  # fmt: skip
 
 FEATURE_SINCE = versions.FEATURE_SINCE  # the version table lives in spec.versions
 # The values vLLM 0.32 and 0.33 accept for --all2all-backend (vllm/config/parallel.py),
@@ -130,21 +138,34 @@ def ray_temp_dir() -> str:
     return f"/tmp/ray-{JOB_ID}-{NODE_RANK}"
 
 
+def _ports_written(argv: Sequence[str], values: dict[str, str]) -> list[str]:
+    out = list(argv)
+    for key, value in values.items():
+        out = [item.replace(key, value) for item in out]
+    return out
+
+
 def build_ray_head_argv(
     *, port: int, num_gpus: int | None, dashboard: bool = False, block: bool = True
 ) -> list[str]:
-    return RayStart(head=True, port=port, num_gpus=num_gpus, dashboard=dashboard).argv(block=block)
+    """``ray start --head`` with its port written out (a node's argv comes from the
+    typed ``RayStart``, through ``render.nodes.process_argv``)."""
+    ray = RayStart(head=True, port=port, num_gpus=num_gpus, dashboard=dashboard)
+    return _ports_written(ray.argv(block=block), ray.port_values())
 
 
 def build_ray_worker_argv(*, port: int, num_gpus: int | None, block: bool = True) -> list[str]:
-    return RayStart(head=False, port=port, num_gpus=num_gpus).argv(block=block)
+    ray = RayStart(head=False, port=port, num_gpus=num_gpus)
+    return _ports_written(ray.argv(block=block), ray.port_values())
 
 
 class RayStart(Frozen):
     """``ray start`` for one role, as typed fields: the head on the leader (``port`` is
     the port it opens), a worker elsewhere (``port`` is the head's port it joins at
     ``@LEADER_IP@``). The argv is always built from these fields; moving a taken port is
-    ``moved(port)`` and a new ``argv()``."""
+    ``moved(port)`` and a new ``argv()``. A port that may move is ``@RAY_PORT@`` in the
+    argv, filled from ``port`` by the node (``port_values``), so the dry run shows it as
+    the placeholder it is; a fixed one is written out."""
 
     head: bool
     port: Port
@@ -157,9 +178,9 @@ class RayStart(Frozen):
     def argv(self, *, block: bool = True) -> list[str]:
         argv = ["ray", "start"]
         if self.head:
-            argv += ["--head", f"--node-ip-address={NODE_IP}", f"--port={self.port}"]
+            argv += ["--head", f"--node-ip-address={NODE_IP}", f"--port={self.port_text}"]
         else:
-            argv += [f"--address={LEADER_IP}:{self.port}", f"--node-ip-address={NODE_IP}"]
+            argv += [f"--address={self.address}", f"--node-ip-address={NODE_IP}"]
         if self.num_gpus is not None:
             argv.append(f"--num-gpus={self.num_gpus}")
         argv += [f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
@@ -171,6 +192,20 @@ class RayStart(Frozen):
         if block:
             argv.append("--block")
         return argv
+
+    @property
+    def port_text(self) -> str:
+        """The head's port as the argv has it: written out when fixed, else ``@RAY_PORT@``."""
+        return str(self.port) if self.port_fixed else RAY_PORT
+
+    @property
+    def address(self) -> str:
+        """The head's ``host:port`` (``RAY_ADDRESS``), as the argv has it."""
+        return f"{LEADER_IP}:{self.port_text}"
+
+    def port_values(self) -> dict[str, str]:
+        """The value of ``@RAY_PORT@``: this start's port (moved or not)."""
+        return {RAY_PORT: str(self.port)}
 
     def moved(self, port: int) -> RayStart:
         return self.model_copy(update={"port": port})
@@ -191,7 +226,8 @@ class ServeStart(Frozen):
     """``vllm serve`` for one role, as typed fields. ``host``/``port`` are the API's
     (None on a headless rank); ``rendezvous`` is the leader's port the ranks meet at
     (native: ``--master-port``, DP: ``--data-parallel-rpc-port``); ``args`` is the rest
-    of the command line, built once by the planner."""
+    of the command line, built once by the planner. An API port that may move is
+    ``@API_PORT@`` in the argv (filled from ``port`` by the leader, ``port_values``)."""
 
     model: str
     host: str | None = None
@@ -208,9 +244,14 @@ class ServeStart(Frozen):
         return self.port is None
 
     def argv(self) -> list[str]:
-        api = [] if self.port is None else ["--host", str(self.host), "--port", str(self.port)]
+        port = str(self.port) if self.port_fixed else API_PORT
+        api = [] if self.port is None else ["--host", str(self.host), "--port", port]
         load = [] if self.load_strategy is None else [LOAD_STRATEGY_FLAG, self.load_strategy]
         return ["vllm", "serve", self.model, *api, *self.args, *load]
+
+    def port_values(self) -> dict[str, str]:
+        """The value of ``@API_PORT@``: this start's port (moved or not; none if headless)."""
+        return {} if self.port is None else {API_PORT: str(self.port)}
 
     def moved(self, port: int) -> ServeStart:
         return self.model_copy(update={"port": port})
@@ -289,7 +330,9 @@ def _dp_args(layout: ParallelLayout) -> list[str]:
 
 
 def build_vllm_serve_argv(config: ServeConfig, *, headless: bool = False) -> list[str]:
-    return serve_start(config, headless=headless).argv()
+    """``vllm serve`` as planned, its port written out (for checks of extra arguments)."""
+    serve = serve_start(config, headless=headless)
+    return _ports_written(serve.argv(), serve.port_values())
 
 
 def serve_start(config: ServeConfig, *, headless: bool = False) -> ServeStart:

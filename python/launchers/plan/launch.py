@@ -22,10 +22,11 @@ from launchers.defaults import DEFAULT_API_PORT
 from launchers.errors import LayoutError
 from launchers.jobdir import jobroot
 from launchers.plan.commands import (
+    DP_START_RANK,
     JOB_DIR,
     JOB_ID,
     JOB_KEY,
-    LEADER_IP,
+    NODE_RANK,
     PLACEHOLDERS,
     RayStart,
     ServeStart,
@@ -195,6 +196,12 @@ class LaunchPlan(Frozen):
             ports[rendezvous.name] = rendezvous.port
         return ports
 
+    def node_values(self, rank: int) -> dict[str, str]:
+        """The placeholder values the plan decides for node ``rank``: its rank and, for
+        data parallelism, its first DP rank (the leader holds ranks 0..dp_local-1). The
+        dry run shows every node with them filled in; the node fills them the same way."""
+        return {NODE_RANK: str(rank), DP_START_RANK: str(rank * self.layout.dp_local)}
+
     def role_for_rank(self, rank: int) -> RolePlan:
         for role in self.roles:
             if _rank_in(rank, role.ranks):
@@ -276,15 +283,15 @@ def _roles(config: ServeConfig) -> tuple[RolePlan, ...]:
             ranks="0",
             ray=ray,
             serve=serve_start(config),
-            env={"RAY_ADDRESS": f"{LEADER_IP}:{ray.port}"},
+            env={"RAY_ADDRESS": ray.address},
         )
         if last == 0:
             return (leader,)
-        worker = RolePlan(
-            role="worker",
-            ranks=_ranks(1, last),
-            ray=RayStart(head=False, port=config.ray_port, num_gpus=gpn),
+        # port_fixed: the head's port never moves, so the worker's is written out too
+        worker_ray = RayStart(
+            head=False, port=config.ray_port, port_fixed=config.ray_port_fixed, num_gpus=gpn
         )
+        worker = RolePlan(role="worker", ranks=_ranks(1, last), ray=worker_ray)
         return (leader, worker)
     # native and dp: every node runs vllm serve; the leader serves the API.
     leader = RolePlan(role="leader", ranks="0", serve=serve_start(config))
@@ -358,6 +365,16 @@ def fill_placeholders(argv: Sequence[str], values: Mapping[str, str]) -> list[st
     return out
 
 
+def fill_known(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Replace the placeholders ``values`` has; the others stay (the dry run's argv)."""
+    return fill_placeholders(argv, {**{key: key for key in PLACEHOLDERS}, **values})
+
+
+def unfilled(argv: Sequence[str]) -> list[str]:
+    """The placeholders left in ``argv``."""
+    return [key for key in PLACEHOLDERS if any(key in item for item in argv)]
+
+
 def job_dir_for(plan_: LaunchPlan, job_id: str, cluster: str = jobroot.DEFAULT_CLUSTER) -> str:
     return plan_.paths.for_job(job_id, cluster).job_dir
 
@@ -368,8 +385,10 @@ __all__ = [
     "LaunchPlan",
     "Readiness",
     "RolePlan",
+    "fill_known",
     "fill_placeholders",
     "job_dir_for",
     "job_paths",
     "plan",
+    "unfilled",
 ]

@@ -4,16 +4,17 @@ Two kinds, and they work at different levels:
 
 - **Apptainer / Singularity** wrap *one command on a node*: ``wrap_argv`` turns
   ``ray start ...`` or ``vllm serve ...`` into
-  ``apptainer exec --nv --cleanenv --bind SRC:DST ... --env K=V ... IMAGE ray start ...``.
+  ``apptainer exec --nv --cleanenv --bind SRC:DST ... IMAGE ray start ...``: a line
+  the plan knows whole, so the dry run shows it as the node runs it (``render.nodes``).
   The node runtime (``vllm-hpc node run``) runs on the host and starts each process through
   it, so the container sees exactly the environment the runtime computed:
   ``--cleanenv`` drops the host's environment (a host ``PYTHONPATH`` or module
   ``LD_LIBRARY_PATH`` would break the image), and what the runtime computed is passed
-  back in explicitly. Plain values go on the command line (``--env K=V``); secrets
-  (``VLLM_API_KEY``, token paths, anything named like a key, token or password) and
-  values Apptainer's ``--env`` would split (it parses ``K=V`` lists as CSV, so commas and
-  quotes) go through the child's ``APPTAINERENV_K`` (``SINGULARITYENV_K``) environment,
-  which Apptainer injects even with ``--cleanenv`` and which never shows in ``ps``.
+  back in through the child's ``APPTAINERENV_K`` (``SINGULARITYENV_K``) variables
+  (``wrap_env``), which Apptainer injects even with ``--cleanenv``. None of it is on the
+  command line: the node's own variables (``SLURM_*``, its addresses) are not known
+  before the job, secrets never show in ``ps``, and a value with a comma needs no CSV
+  quoting (Apptainer parses ``--env K=V`` lists as CSV).
   Host networking is Apptainer's default (no ``--net``); ``--nv`` brings the GPUs and
   the driver libraries in.
 - **enroot / pyxis** wraps *the whole job step*: pyxis is a SLURM SPANK plugin, so the
@@ -35,7 +36,7 @@ from pathlib import PurePosixPath
 from launchers.defaults import DEFAULT_RAY_PORT, DEFAULT_VLLM_VERSION
 from launchers.plan.launch import LaunchPlan
 from launchers.spec.config import ContainerSpec
-from launchers.spec.secretenv import is_secret, split
+from launchers.spec.secretenv import split
 
 # The official vLLM OpenAI image the shipped definition files build on: the default target
 # (the files in containers/ name it; a unit test keeps them in step).
@@ -45,8 +46,7 @@ IMAGE_ROOT = "/opt/vllm-hpc"
 IMAGE_WRAPPER = f"{IMAGE_ROOT}/bin/multi-node-serving.sh"
 
 APPTAINER_RUNTIMES = ("apptainer", "singularity")
-# Characters Apptainer's --env (a CSV-parsed K=V list) or a bind spec would misread.
-_ENV_ARG_UNSAFE = re.compile(r"[,\"\n\r]")
+# Characters a bind spec would misread (Apptainer and pyxis separate binds with them).
 _BIND_UNSAFE = re.compile(r"[,:\n\r]")
 # Host variables a node process needs inside a --cleanenv container, besides what the
 # runtime computed: SLURM's view of the job and the GPUs it was given, and the caches.
@@ -114,28 +114,35 @@ def wrap_argv(
     container: ContainerSpec,
     argv: Sequence[str],
     *,
-    env: Mapping[str, str],
     binds: Sequence[str],
     workdir: str | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """Apptainer/Singularity: the argv that runs ``argv`` in ``container``, and the
-    variables to add to the environment of that ``apptainer`` process (secrets and
-    values ``--env`` cannot carry, as ``APPTAINERENV_*``). ``env`` is everything the
-    command should see inside (see ``container_env``); ``binds`` are ``SRC[:DST]``."""
-    prefix = env_prefix(container)
+) -> list[str]:
+    """Apptainer/Singularity: the argv that runs ``argv`` in ``container`` with the host
+    paths ``binds`` (``SRC[:DST]``) inside. Its environment is ``wrap_env``'s."""
+    env_prefix(container)  # enroot is refused: it wraps the step, not each process
     out = [container.runtime, "exec", "--nv", "--cleanenv"]
     for bind in _unique(bind_spec(b) for b in binds):
         out += ["--bind", bind]
     if workdir is not None:
         out += ["--pwd", workdir]
-    child_env: dict[str, str] = {}
-    for key, value in sorted(env.items()):
-        if is_secret(key) or _ENV_ARG_UNSAFE.search(value):
-            child_env[prefix + key] = value
-        else:
-            out += ["--env", f"{key}={value}"]
-    out += [container.image, *argv]
-    return out, child_env
+    return [*out, container.image, *argv]
+
+
+def wrap_env(container: ContainerSpec, env: Mapping[str, str]) -> dict[str, str]:
+    """The variables to add to the environment of the ``apptainer`` process so that the
+    command inside sees ``env`` (see ``container_env``): each as ``APPTAINERENV_K``."""
+    prefix = env_prefix(container)
+    return {prefix + key: value for key, value in sorted(env.items())}
+
+
+def in_image(
+    container: ContainerSpec | None, binds: Sequence[str], argv: Sequence[str]
+) -> list[str]:
+    """``argv`` as a node starts it: in the Apptainer/Singularity image, or as it is
+    (no image, or enroot/pyxis, whose ``srun`` runs the node runtime in the image)."""
+    if container is None or container.runtime not in APPTAINER_RUNTIMES:
+        return list(argv)
+    return wrap_argv(container, argv, binds=binds)
 
 
 def build_srun_container_options(

@@ -12,7 +12,10 @@ from collections.abc import Iterable
 
 from launchers.jobdir.safe import EXISTS_FIX
 from launchers.plan.commands import JOB_ID, JOB_KEY
-from launchers.plan.launch import LaunchPlan, RolePlan
+from launchers.plan.launch import LaunchPlan
+from launchers.render.containers import APPTAINER_RUNTIMES, env_prefix
+from launchers.render.nodes import SRUN_STEP_OPTIONS, NodeCommands, planned_nodes, pyxis_options
+from launchers.render.nodes import step_argv as _step_argv
 
 PLAN_HEREDOC = "VLLM_HPC_PLAN"
 # What the dry run shows for a secret variable's value (it is in a 0600 file, never here).
@@ -25,6 +28,15 @@ _PLACEHOLDER_HELP = (
     ("@NODE_RANK@", "the node's rank in the job (0 = leader)"),
     ("@DP_START_RANK@", "the first data-parallel rank on the node"),
 )
+
+
+def _port_help(plan: LaunchPlan) -> tuple[tuple[str, str], ...]:
+    moves = "or the next free port when it is taken on the leader"
+    ray = plan.ray_port
+    return (
+        ("@API_PORT@", f"the API's port: {plan.api_port}, {moves}"),
+        ("@RAY_PORT@", f"the Ray head's port: {ray}, {moves}"),
+    )
 
 
 _LIVE = {JOB_ID: '"${SLURM_JOB_ID}"', JOB_KEY: '"${job_key}"'}
@@ -109,7 +121,7 @@ def render_sbatch(plan: LaunchPlan, *, plan_json: str | None = None) -> str:
         'echo "vllm-hpc: job ${SLURM_JOB_ID} on ${SLURM_JOB_NODELIST}; job directory ${job_dir}"',
         "",
         "# One task per node; node 0 leads. A failing node ends the whole step.",
-        'exec srun --nodes="${SLURM_JOB_NUM_NODES}" --ntasks-per-node=1 --kill-on-bad-exit=1 \\',
+        'exec srun --nodes="${SLURM_JOB_NUM_NODES}" ' + " ".join(SRUN_STEP_OPTIONS) + " \\",
         *_pyxis_lines(plan),
         "  " + " ".join(quote_with_job_id(item) for item in plan.node_argv),
         "",
@@ -119,27 +131,42 @@ def render_sbatch(plan: LaunchPlan, *, plan_json: str | None = None) -> str:
 
 def _pyxis_lines(plan: LaunchPlan) -> list[str]:
     """enroot/pyxis runs the whole step in the image: its options go on the srun line."""
-    if plan.container is None or plan.container.runtime != "enroot":
-        return []
-    from launchers.render.containers import build_srun_container_options
-
-    options = build_srun_container_options(
-        plan.container, binds=plan.container_binds, workdir=plan.paths.root
-    )
-    return ["  " + " ".join(shlex.quote(o) for o in options) + " \\"]
+    options = pyxis_options(plan)
+    return ["  " + " ".join(shlex.quote(o) for o in options) + " \\"] if options else []
 
 
 def _readable(path: str) -> str:
     return path.replace(JOB_KEY, "<cluster>-<job id>").replace(JOB_ID, "<job id>")
 
 
-def _role_title(role: RolePlan) -> str:
-    noun = "Node" if "-" not in role.ranks else "Nodes"
-    return f"{noun} {role.ranks} ({role.role})"
+def _node_title(node: NodeCommands) -> str:
+    return f"Node {node.rank} ({node.role})"
+
+
+def _node_lines(node: NodeCommands) -> list[str]:
+    out = ["", _node_title(node)]
+    if node.ray:
+        out.append(f"  ray    {render_argv(node.ray)}")
+    if node.serve:
+        out.append(f"  serve  {render_argv(node.serve)}")
+    for key, value in node.serve_env.items():
+        out.append(f"  env    {key}={shlex.quote(value)}  (for vllm serve)")
+    return out
+
+
+def _environment_title(plan: LaunchPlan) -> str:
+    if plan.container is not None and plan.container.runtime in APPTAINER_RUNTIMES:
+        prefix = env_prefix(plan.container)
+        return (
+            f"Environment on every node (into the image as {prefix}*, never on the "
+            "command line, with the node's addresses, SLURM_* and GPU variables)"
+        )
+    return "Environment on every node"
 
 
 def render_plan_text(plan: LaunchPlan) -> str:
-    """The dry run: what would run where, and why."""
+    """The dry run: what would run where, and why. Every node's lines are what it will
+    execute (``render.nodes``), only what the running job knows left as placeholders."""
     layout = plan.layout
     out = [
         f"vllm-hpc plan for {plan.name} (dry run: nothing submitted)",
@@ -166,24 +193,22 @@ def render_plan_text(plan: LaunchPlan) -> str:
         out.append("  ray auth  token per job (RAY_AUTH_MODE=token), dashboard off")
     for warning in plan.warnings:
         out.append(f"  warning   {warning}")
-    if plan.env or plan.secret_env:
-        out += ["", "Environment on every node"]
+    wrapped = plan.container is not None and plan.container.runtime in APPTAINER_RUNTIMES
+    if plan.env or plan.secret_env or wrapped:
+        out += ["", _environment_title(plan)]
         shown = {**plan.env, **dict.fromkeys(plan.secret_env, SECRET_SHOWN)}
         out += [
             f"  {key}={value if key in plan.secret_env else shlex.quote(value)}"
             for key, value in sorted(shown.items())
-        ]
-    for role in plan.roles:
-        out += ["", _role_title(role)]
-        if role.ray_argv:
-            out.append(f"  ray    {render_argv(role.ray_argv)}")
-        if role.serve_argv:
-            out.append(f"  serve  {render_argv(role.serve_argv)}")
-        for key, value in sorted(role.env.items()):
-            out.append(f"  env    {key}={shlex.quote(value)}")
-    used = [(k, v) for k, v in _PLACEHOLDER_HELP if k in plan.model_dump_json()]
+        ] or ["  (none from the plan)"]
+    out += ["", "Every node (the sbatch script's srun step starts the node runtime)"]
+    out.append(f"  step   {render_argv(_step_argv(plan))}")
+    for node in planned_nodes(plan):
+        out += _node_lines(node)
+    shown_text = "\n".join(out)
+    used = [(k, v) for k, v in (*_PLACEHOLDER_HELP, *_port_help(plan)) if k in shown_text]
     if used:
-        out += ["", "Filled in on each node"]
+        out += ["", "Filled in when the job runs"]
         out += [f"  {key:<16} {text}" for key, text in used]
     script = render_sbatch(plan, plan_json="<the plan as JSON: see --dry-run --json>")
     out += ["", "sbatch script", "-" * 72, script.rstrip("\n"), "-" * 72]
@@ -191,5 +216,10 @@ def render_plan_text(plan: LaunchPlan) -> str:
 
 
 def render_plan_json(plan: LaunchPlan) -> str:
-    data = {"plan": json.loads(plan.model_dump_json()), "sbatch_script": render_sbatch(plan)}
+    data = {
+        "plan": json.loads(plan.model_dump_json()),
+        "step": _step_argv(plan),
+        "nodes": [node.model_dump(mode="json") for node in planned_nodes(plan)],
+        "sbatch_script": render_sbatch(plan),
+    }
     return json.dumps(data, indent=2) + "\n"

@@ -11,15 +11,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from launchers import _proc, jobdir, waits
 from launchers.errors import RuntimeFailure
 from launchers.input import probe
 from launchers.jobdir import jobfiles, safe
 from launchers.jobdir.safe import private_dir
-from launchers.plan.commands import check_installed
-from launchers.plan.launch import JobPaths
+from launchers.plan.commands import RayStart, ServeStart, check_installed
+from launchers.plan.launch import JobPaths, unfilled
 from launchers.spec.config import ContainerSpec
 
 
@@ -94,6 +94,8 @@ class NodeContext:
     container: ContainerSpec | None = None
     binds: list[str] = field(default_factory=list)
     clock: waits.Clock = waits.REAL
+    processes: list[jobfiles.Process] = field(default_factory=list)
+    created: float = field(default_factory=jobdir.now)
 
     @property
     def job_dir(self) -> str:
@@ -110,20 +112,70 @@ class NodeContext:
     def logfile(self, name: str) -> str:
         return f"{self.job_dir}/{name}-{self.rank}.log"
 
+    @property
+    def wrapped(self) -> bool:
+        """Each process runs in an Apptainer/Singularity image (enroot/pyxis runs the
+        whole step, this runtime included, in the image instead)."""
+        return self.container is not None and self.container.runtime != "enroot"
+
+    def start_argv(self, start: RayStart | ServeStart, values: Mapping[str, str]) -> list[str]:
+        """The argv that runs ``start`` here: the dry run's builder
+        (``render.nodes.process_argv``) with every placeholder filled from ``values``."""
+        from launchers.render.nodes import process_argv
+
+        argv = process_argv(start, values, self.container, self.binds)
+        left = unfilled(argv)
+        if left:  # a plan whose argv needs a value no node has: the runtime's bug, say so
+            raise RuntimeFailure(f"node argv: no value for {', '.join(left)} in {argv[:3]}")
+        return argv
+
+    def in_image(self, argv: Sequence[str]) -> list[str]:
+        """A helper command (not a planned start) as this node runs it."""
+        from launchers.render.containers import in_image
+
+        return in_image(self.container, self.binds, argv)
+
     def command(
         self, argv: Sequence[str], extra: Mapping[str, str] | None = None
     ) -> tuple[list[str], dict[str, str]]:
-        """The argv and environment that run ``argv`` on this node: directly, or inside
-        an Apptainer/Singularity image (enroot/pyxis wraps the whole step instead)."""
+        """The argv and environment that start ``argv`` (built whole: ``start_argv`` or
+        ``in_image``): the program found as the runtime's own (no image), or the image
+        given the environment the runtime computed, as ``APPTAINERENV_*``."""
         env = {**self.env, **(extra or {})}
-        if self.container is None or self.container.runtime == "enroot":
+        if not self.wrapped:
             return [_proc.resolve_executable(argv[0], env), *argv[1:]], env
-        from launchers.render.containers import container_env, wrap_argv
+        from launchers.render.containers import container_env, wrap_env
 
+        assert self.container is not None
         computed = {k: v for k, v in env.items() if self.host_env.get(k) != v}
         inner = container_env(self.host_env, computed)
-        wrapped, child = wrap_argv(self.container, argv, env=inner, binds=self.binds)
-        return wrapped, {**self.host_env, **child}
+        return list(argv), {**self.host_env, **wrap_env(self.container, inner)}
+
+    def started(
+        self, name: Literal["ray", "serve"], argv: Sequence[str], run: Sequence[str], pid: int
+    ) -> None:
+        """Record in ``nodes/<rank>.json`` that ``argv`` runs here (``run[0]``: the
+        program it was started as). The argv holds no secret: those go by environment."""
+        self.processes.append(
+            jobfiles.Process(
+                name=name, argv=tuple(argv), executable=run[0], pid=pid, time=jobdir.now()
+            )
+        )
+        self.write_record()
+
+    def write_record(self) -> None:
+        jobfiles.write(
+            jobdir.node_file(self.job_dir, self.rank),
+            jobfiles.NodeRecord(
+                rank=self.rank,
+                hostname=self.hostname,
+                ip=self.node_ip,
+                attempt=self.attempt,
+                pid=os.getpid(),
+                time=self.created,
+                processes=tuple(self.processes),
+            ),
+        )
 
     def python_argv(self) -> list[str]:
         """The interpreter for helper processes (inside the image when there is one)."""
@@ -218,15 +270,5 @@ def context(
     )
     log(f"{ctx.hostname} rank {rank}/{nodes} job {job_id}; network: {reason}")
     log("exports: " + " ".join(f"{k}={v}" for k, v in net_env.items()))
-    jobfiles.write(
-        jobdir.node_file(job_dir, rank),
-        jobfiles.NodeRecord(
-            rank=rank,
-            hostname=ctx.hostname,
-            ip=ctx.node_ip,
-            attempt=attempt,
-            pid=os.getpid(),
-            time=jobdir.now(),
-        ),
-    )
+    ctx.write_record()
     return ctx

@@ -10,12 +10,10 @@ from launchers import _proc, health, jobdir, waits
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError
 from launchers.jobdir import jobfiles
 from launchers.jobdir.safe import check_private
-from launchers.plan.commands import LEADER_IP
-from launchers.plan.launch import fill_placeholders
 from launchers.runtime import ray_cluster, unexpected
 from launchers.runtime.context import NodeContext, Stopped, require_vllm
 from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died, stop_logged
-from launchers.runtime.tasks import FollowerTask
+from launchers.runtime.tasks import FollowerTask, fill_env
 
 LEADER_GONE_AFTER = 3  # failed checks of the leader before a node leaves
 
@@ -100,24 +98,26 @@ def _join_ray(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _proc.Chi
     what = "the Ray head of the leader"
     waited = _wait_leader_port(ctx, task, leader_ip, ray.port, what, "node-0.log")
     ctx.log(f"the Ray head at {leader_ip}:{ray.port} answered after {waited:.1f} s")
-    values = {**task.values, LEADER_IP: leader_ip}
-    argv, env = ctx.command(fill_placeholders(ray.argv(), values))
+    planned = ctx.start_argv(ray, task.known_values())
+    argv, env = ctx.command(planned)
     child = ray_cluster.start_ray("ray-worker", argv, env=env, log_path=ctx.logfile("ray"))
+    ctx.started("ray", planned, argv, child.pid)
     ctx.log(f"joining Ray at {leader_ip}:{ray.port} (log {child.log_path})")
     return child
 
 
 def _start_headless(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _proc.Child:
     assert task.serve is not None
-    values = {**task.values, LEADER_IP: leader_ip}
+    values = task.known_values()
     rendezvous = task.serve.rendezvous
     if rendezvous is not None:
         what = "the leader's vLLM rendezvous port"
         waited = _wait_leader_port(ctx, task, leader_ip, rendezvous.port, what, "vllm-0.log")
         ctx.log(f"the leader's port {rendezvous.port} answered after {waited:.1f} s")
-    extra = {k: fill_placeholders([v], values)[0] for k, v in task.serve_env.items()}
-    argv, env = ctx.command(fill_placeholders(task.serve.argv(), values), extra)
+    planned = ctx.start_argv(task.serve, values)
+    argv, env = ctx.command(planned, fill_env(task.serve_env, values))
     child = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
+    ctx.started("serve", planned, argv, child.pid)
     ctx.log(f"headless vllm serve started (log {child.log_path})")
     return child
 

@@ -48,18 +48,18 @@ def free_ports(ctx: NodeContext, task: LeaderTask, endpoint: EndpointWriter) -> 
             endpoint.moved_port(port)
     if task.ray is not None:
         port = choose_port(task.ray.port, task.ray.port_fixed, "the Ray head", ctx.log)
-        if port != task.ray.port:
-            serve_env = dict(task.serve_env)
-            if "RAY_ADDRESS" in serve_env:
-                serve_env["RAY_ADDRESS"] = f"{ctx.node_ip}:{port}"
-            task = replace(task, ray=task.ray.moved(port), serve_env=serve_env)
+        if port != task.ray.port:  # RAY_ADDRESS follows: @RAY_PORT@ is the typed port
+            task = replace(task, ray=task.ray.moved(port))
     return task
 
 
 def start_head(ctx: NodeContext, task: LeaderTask) -> _proc.Child:
     """Start the Ray head and wait (with a deadline) until its port answers."""
-    argv, env = ctx.command(task.ray_argv() or [])
+    assert task.ray is not None
+    planned = ctx.start_argv(task.ray, task.known_values())
+    argv, env = ctx.command(planned)
     head = ray_cluster.start_ray("ray-head", argv, env=env, log_path=ctx.logfile("ray"))
+    ctx.started("ray", planned, argv, head.pid)
     ctx.log(f"Ray head starting on {ctx.node_ip}:{task.ray_port} (log {head.log_path})")
 
     def head_alive() -> bool:
@@ -96,18 +96,20 @@ def write_leader(ctx: NodeContext, task: LeaderTask) -> None:
 
 def start_watcher(ctx: NodeContext, task: LeaderTask) -> ray_cluster.RayWatcher:
     address = f"{ctx.node_ip}:{task.ray_port}"
-    argv, env = ctx.command([*ctx.python_argv(), "-m", "launchers.runtime.ray_watch", address])
+    watch = [*ctx.python_argv(), "-m", "launchers.runtime.ray_watch", address]
+    argv, env = ctx.command(ctx.in_image(watch))
     return ray_cluster.RayWatcher(argv, env=env, log_path=ctx.logfile("ray-watch"))
 
 
 def start_serve(ctx: NodeContext, task: LeaderTask) -> _proc.Child | None:
-    serve_argv = task.serve_argv()
-    if serve_argv is None:
+    if task.serve is None:
         return None
-    argv, env = ctx.command(serve_argv, task.serve_env)
+    planned = ctx.start_argv(task.serve, task.known_values())
+    argv, env = ctx.command(planned, task.serve_environment())
     serve = _proc.start("vllm", argv, env=env, log_path=ctx.logfile("vllm"))
+    ctx.started("serve", planned, argv, serve.pid)
     ctx.log(f"vllm serve started (pid {serve.pid}, log {serve.log_path})")
-    ctx.log("  " + shlex.join(serve_argv))
+    ctx.log("  " + shlex.join(planned))
     return serve
 
 
@@ -118,7 +120,7 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
     procs = LeaderProcs()
     try:
         endpoint.set("STARTING", "starting on the leader")
-        require_vllm(ctx, task.serve_argv())
+        require_vllm(ctx, None if task.serve is None else task.serve.argv())
         task = free_ports(ctx, task, endpoint)
         if task.ray is not None:
             procs.head = start_head(ctx, task)

@@ -12,16 +12,8 @@ from launchers import _proc, jobdir
 from launchers.errors import InputError, VllmHpcError
 from launchers.input import probe
 from launchers.jobdir import jobroot
-from launchers.plan.commands import (
-    DP_START_RANK,
-    JOB_DIR,
-    JOB_ID,
-    JOB_KEY,
-    LEADER_IP,
-    NODE_IP,
-    NODE_RANK,
-)
-from launchers.plan.launch import LaunchPlan, fill_placeholders
+from launchers.plan.commands import JOB_DIR, JOB_ID, JOB_KEY, LEADER_IP, NODE_IP
+from launchers.plan.launch import LaunchPlan
 from launchers.runtime import fsprobe, unexpected
 from launchers.runtime.context import NodeContext, context, node_rank, read_key
 from launchers.runtime.follower import follow
@@ -110,23 +102,23 @@ def _play(
         role = role.model_copy(
             update={"serve": fsprobe.tuned(role.serve, plan.vllm_version, ctx.env, ctx.log)}
         )
+    # What the plan decided for this rank (its rank, its first DP rank), then what only
+    # the node knows; the ports are the typed starts' (the tasks add them).
     values = {
+        **plan.node_values(rank),
         NODE_IP: ctx.node_ip,
-        LEADER_IP: ctx.node_ip if rank == 0 else LEADER_IP,
         JOB_ID: job_id,
         JOB_DIR: job_dir,
         JOB_KEY: key,
-        NODE_RANK: str(rank),
-        DP_START_RANK: str(rank * plan.layout.dp_local),
     }
 
     if rank == 0:
-        role_env = {k: fill_placeholders([v], values)[0] for k, v in role.env.items()}
         task = LeaderTask(
             ray=role.ray,
             serve=role.serve,
-            serve_env={**role_env, **_api_key_env(key_file)},
-            values=values,
+            serve_env=dict(role.env),
+            secret_env=_api_key_env(key_file),
+            values={**values, LEADER_IP: ctx.node_ip},
             served_model_name=plan.served_model_name or None,  # a Ray-only plan serves none
             expected_nodes=plan.ready.expected_nodes,
             nodes_timeout=plan.ready.nodes_timeout,
@@ -143,7 +135,7 @@ def _play(
         ray=role.ray,
         serve=role.serve,
         serve_env=dict(role.env),
-        values={k: v for k, v in values.items() if k != LEADER_IP},
+        values=values,
         leader_ip=leader_ip,
         nodes_timeout=plan.ready.nodes_timeout,
     )

@@ -258,11 +258,9 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
     if "time" in directives:
         params["timeout_min"] = slurm_minutes(directives["time"])
     if plan.container is not None and plan.container.runtime == "enroot":
-        from launchers.render.containers import build_srun_container_options
+        from launchers.render.nodes import pyxis_options  # the dry run's, the script's
 
-        params["slurm_srun_args"] = build_srun_container_options(
-            plan.container, binds=plan.container_binds, workdir=plan.paths.root
-        )
+        params["slurm_srun_args"] = pyxis_options(plan)
     signal = directives.get("signal", "")
     if signal:  # submitit's own --signal=USR2@N reaches every process of the step: the
         # runtime drains on it, and the processes it starts ignore USR1/USR2 (_proc's guard).
