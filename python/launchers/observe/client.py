@@ -34,7 +34,13 @@ from launchers.observe import trust
 from launchers.observe.status import JobStatus, read_status, wait_ready
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from openai import AsyncOpenAI, OpenAI
+
     from launchers.plan.launch import LaunchPlan
+
+OPENAI_EXTRA = "pip install 'vllm-hpc[openai]'"
 
 
 def _slurm_state(job_id: str) -> tuple[str | None, str]:
@@ -76,6 +82,44 @@ class Job:
         """The key for the job's own recorded endpoint only: refused (UnsafePathError)
         when the job directory is not ours or others can write it (``observe.trust``)."""
         return trust.job_key(self.job_dir)
+
+    def openai(self, **options: Any) -> OpenAI:
+        """An ``openai.OpenAI`` client for the job: ``base_url`` its recorded endpoint
+        (``http://LEADER_IP:PORT/v1``), ``api_key`` its key (read as ``api_key`` reads it);
+        other keyword arguments (``timeout``, ``max_retries``...) go to ``openai.OpenAI``.
+        Refused while the job is not READY, and when it has no key (never an empty key,
+        and never the one in ``$OPENAI_API_KEY``). Needs ``pip install 'vllm-hpc[openai]'``."""
+        client: OpenAI = _openai_module().OpenAI(**self._openai_options(options))
+        return client
+
+    def async_openai(self, **options: Any) -> AsyncOpenAI:
+        """The same as ``openai()``, as an ``openai.AsyncOpenAI``."""
+        client: AsyncOpenAI = _openai_module().AsyncOpenAI(**self._openai_options(options))
+        return client
+
+    def _openai_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The client's keyword arguments: the job's own URL and key over the caller's."""
+        given = sorted({"base_url", "api_key"} & set(options))
+        if given:
+            raise InputError(
+                f"openai(): {', '.join(given)} come from the job, not from the caller",
+                fix="leave them out (or build openai.OpenAI yourself)",
+            )
+        status = self.status()
+        info = trust.trusted_endpoint(self.job_dir)  # the key goes to its own URL only
+        if status.state != "READY" or info is None or not info.url:
+            raise RuntimeFailure(
+                f"job {self.job_id} is {status.state}, not READY: no endpoint for a client",
+                fix=f"wait with `vllm-hpc status {self.job_id}` until it says READY",
+            )
+        key = trust.key_for(info)
+        if not key:  # fail closed: openai would fall back to $OPENAI_API_KEY
+            raise RuntimeFailure(
+                f"job {self.job_id} has no API key (its key file "
+                f"{info.api_key_file or '(none recorded)'} is missing or empty)",
+                fix="resubmit the job: vllm-hpc serves only with a key",
+            )
+        return {**options, "base_url": info.url, "api_key": key}
 
     def status(self) -> JobStatus:
         if self.job_id.startswith("local-"):
@@ -342,6 +386,17 @@ class Job:
                 info.model_copy(update={**update, "updated": jobdir.now()}),
             )
         return self.status()
+
+
+def _openai_module() -> ModuleType:
+    """The ``openai`` package, or one line saying how to install it."""
+    try:
+        import openai
+    except ImportError:
+        raise InputError(
+            "the openai package is not installed (Job.openai() needs it)", fix=OPENAI_EXTRA
+        ) from None
+    return openai
 
 
 def _log_order(path: Path) -> tuple[int, str]:
