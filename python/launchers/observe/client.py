@@ -31,6 +31,7 @@ from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles, jobroot
 from launchers.jobdir.safe import UnsafePathError, check_private
 from launchers.observe import trust
+from launchers.observe.progress import Progress, read_progress
 from launchers.observe.status import JobStatus, read_status, wait_ready
 
 if TYPE_CHECKING:
@@ -246,14 +247,24 @@ class Job:
         """Every rank's record, lowest rank first."""
         return jobfiles.nodes(self.job_dir)
 
-    def wait_ready(self, timeout: float = 1800.0, on_change: Any = None) -> JobStatus:
+    def wait_ready(
+        self, timeout: float = 1800.0, on_change: Any = None, on_poll: Any = None
+    ) -> JobStatus:
+        """Wait until READY; ``on_change(status)`` at each new state or message,
+        ``on_poll(status)`` at every look (e.g. to show ``progress()``)."""
         return wait_ready(
             self.status,
             what=f"job {self.job_id} to be ready",
             timeout=timeout,
             on_change=on_change or (lambda status: None),
+            on_poll=on_poll,
             log_hint=self._first_log(),
         )
+
+    def progress(self, status: JobStatus | None = None) -> Progress:
+        """How far the job has come: its state, the Ray nodes joined, and vLLM's own
+        start-up step from the tail of the leader's vLLM log (``observe.progress``)."""
+        return read_progress(status or self.status(), self.job_dir)
 
     def _first_log(self) -> str:
         """The log to read first: the leader's, or a local job's own output before it."""
