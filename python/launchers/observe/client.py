@@ -31,10 +31,17 @@ from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles, jobroot
 from launchers.jobdir.safe import UnsafePathError, check_private
 from launchers.observe import trust
+from launchers.observe.progress import Progress, read_progress
 from launchers.observe.status import JobStatus, read_status, wait_ready
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from openai import AsyncOpenAI, OpenAI
+
     from launchers.plan.launch import LaunchPlan
+
+OPENAI_EXTRA = "pip install 'vllm-hpc[openai]'"
 
 
 def _slurm_state(job_id: str) -> tuple[str | None, str]:
@@ -76,6 +83,44 @@ class Job:
         """The key for the job's own recorded endpoint only: refused (UnsafePathError)
         when the job directory is not ours or others can write it (``observe.trust``)."""
         return trust.job_key(self.job_dir)
+
+    def openai(self, **options: Any) -> OpenAI:
+        """An ``openai.OpenAI`` client for the job: ``base_url`` its recorded endpoint
+        (``http://LEADER_IP:PORT/v1``), ``api_key`` its key (read as ``api_key`` reads it);
+        other keyword arguments (``timeout``, ``max_retries``...) go to ``openai.OpenAI``.
+        Refused while the job is not READY, and when it has no key (never an empty key,
+        and never the one in ``$OPENAI_API_KEY``). Needs ``pip install 'vllm-hpc[openai]'``."""
+        client: OpenAI = _openai_module().OpenAI(**self._openai_options(options))
+        return client
+
+    def async_openai(self, **options: Any) -> AsyncOpenAI:
+        """The same as ``openai()``, as an ``openai.AsyncOpenAI``."""
+        client: AsyncOpenAI = _openai_module().AsyncOpenAI(**self._openai_options(options))
+        return client
+
+    def _openai_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The client's keyword arguments: the job's own URL and key over the caller's."""
+        given = sorted({"base_url", "api_key"} & set(options))
+        if given:
+            raise InputError(
+                f"openai(): {', '.join(given)} come from the job, not from the caller",
+                fix="leave them out (or build openai.OpenAI yourself)",
+            )
+        status = self.status()
+        info = trust.trusted_endpoint(self.job_dir)  # the key goes to its own URL only
+        if status.state != "READY" or info is None or not info.url:
+            raise RuntimeFailure(
+                f"job {self.job_id} is {status.state}, not READY: no endpoint for a client",
+                fix=f"wait with `vllm-hpc status {self.job_id}` until it says READY",
+            )
+        key = trust.key_for(info)
+        if not key:  # fail closed: openai would fall back to $OPENAI_API_KEY
+            raise RuntimeFailure(
+                f"job {self.job_id} has no API key (its key file "
+                f"{info.api_key_file or '(none recorded)'} is missing or empty)",
+                fix="resubmit the job: vllm-hpc serves only with a key",
+            )
+        return {**options, "base_url": info.url, "api_key": key}
 
     def status(self) -> JobStatus:
         if self.job_id.startswith("local-"):
@@ -202,14 +247,24 @@ class Job:
         """Every rank's record, lowest rank first."""
         return jobfiles.nodes(self.job_dir)
 
-    def wait_ready(self, timeout: float = 1800.0, on_change: Any = None) -> JobStatus:
+    def wait_ready(
+        self, timeout: float = 1800.0, on_change: Any = None, on_poll: Any = None
+    ) -> JobStatus:
+        """Wait until READY; ``on_change(status)`` at each new state or message,
+        ``on_poll(status)`` at every look (e.g. to show ``progress()``)."""
         return wait_ready(
             self.status,
             what=f"job {self.job_id} to be ready",
             timeout=timeout,
             on_change=on_change or (lambda status: None),
+            on_poll=on_poll,
             log_hint=self._first_log(),
         )
+
+    def progress(self, status: JobStatus | None = None) -> Progress:
+        """How far the job has come: its state, the Ray nodes joined, and vLLM's own
+        start-up step from the tail of the leader's vLLM log (``observe.progress``)."""
+        return read_progress(status or self.status(), self.job_dir)
 
     def _first_log(self) -> str:
         """The log to read first: the leader's, or a local job's own output before it."""
@@ -342,6 +397,17 @@ class Job:
                 info.model_copy(update={**update, "updated": jobdir.now()}),
             )
         return self.status()
+
+
+def _openai_module() -> ModuleType:
+    """The ``openai`` package, or one line saying how to install it."""
+    try:
+        import openai
+    except ImportError:
+        raise InputError(
+            "the openai package is not installed (Job.openai() needs it)", fix=OPENAI_EXTRA
+        ) from None
+    return openai
 
 
 def _log_order(path: Path) -> tuple[int, str]:

@@ -69,15 +69,19 @@ def wait_ready(
     timeout: float,
     on_change: Callable[[JobStatus], None],
     log_hint: str,
+    on_poll: Callable[[JobStatus], None] | None = None,
     clock: waits.Clock = waits.REAL,
 ) -> JobStatus:
-    """Poll until READY (returned), or FAILED/STOPPED (RuntimeFailure), or the deadline."""
+    """Poll until READY (returned), or FAILED/STOPPED (RuntimeFailure), or the deadline.
+    ``on_change`` hears of each new state or message, ``on_poll`` of every look."""
     last: list[JobStatus] = []
 
     def ready() -> JobStatus | None:
         status = read()
         if not last or (status.state, status.message) != (last[-1].state, last[-1].message):
             on_change(status)
+        if on_poll is not None:
+            on_poll(status)
         last[:] = [status]
         if status.final:
             raise RuntimeFailure(
