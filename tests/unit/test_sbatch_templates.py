@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from launchers.input.extra_args import split_extra_args
 from launchers.plan.commands import JOB_KEY
 from launchers.plan.launch import LaunchPlan
 from launchers.render.text import render_sbatch
@@ -92,6 +93,27 @@ def test_a_spooled_template_runs_the_plans_node_argv_with_extra_args_intact(
     assert serve[flag + 1] == JSON_VALUE
     assert json.loads(serve[flag + 1]) == {"temperature": 0.5}
     assert serve[serve.index("--max-model-len") + 1] == "512"
+
+
+@pytest.mark.parametrize(
+    ("text", "args"),
+    [
+        ("--enforce-eager", ("--enforce-eager",)),
+        ("  --seed 1   --enforce-eager ", ("--seed", "1", "--enforce-eager")),
+        (
+            f"--override-generation-config '{JSON_VALUE}'",
+            ("--override-generation-config", JSON_VALUE),
+        ),
+        ('--chat-template-kwargs "{\\"a\\": [1, 2]}"', ("--chat-template-kwargs", '{"a": [1, 2]}')),
+        (
+            "--served-model-name 'my model' # not a comment",
+            ("--served-model-name", "my model", "#", "not", "a", "comment"),
+        ),
+        ("", ()),
+    ],
+)
+def test_extra_vllm_args_split_as_a_shell_would(text: str, args: tuple[str, ...]) -> None:
+    assert split_extra_args(text, "EXTRA_VLLM_ARGS") == args
 
 
 def test_the_wheel_puts_the_wrappers_on_path_and_carries_the_helper(tmp_path: Path) -> None:
