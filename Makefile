@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SHELL_FILES = $(shell find bin slurm tests modules containers bench -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
+SHELL_FILES = $(shell find bin slurm python tests modules containers bench -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
 
 .PHONY: help install tools lint test test-unit test-cluster testenv demo bench-launch clean
 

@@ -301,11 +301,14 @@ class MiniCluster:
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         job_dir: Path | None = None,
+        cwd: Path | None = None,
     ) -> str:
         """Submit with `sbatch --parsable` (return code checked); returns the job id.
 
         `script` is a path or the script text (written into the job directory). Output goes
-        to `<job dir>/slurm-<id>.out` unless `args` set --output.
+        to `<job dir>/slurm-<id>.out` unless `args` set --output. With `cwd`, sbatch runs
+        there as a user's shell would (a relative `script` is found from it) and the job
+        starts there too; else the job starts in the job directory.
         """
         job_dir = job_dir or self.new_job_dir("job")
         if isinstance(script, Path):
@@ -313,13 +316,15 @@ class MiniCluster:
         else:
             script_path = job_dir / "job.sbatch"
             script_path.write_text(script)
-        argv = ["sbatch", "--parsable", f"--chdir={job_dir}"]
+        argv = ["sbatch", "--parsable"]
+        if cwd is None:
+            argv.append(f"--chdir={job_dir}")
         if not any(a.startswith(("--output", "-o")) for a in args):
             argv.append(f"--output={job_dir}/slurm-%j.out")
         argv += [*args, str(script_path)]
         submit_env = {**self.env, **(env or {})}
         submit_env["SLURM_CONF"] = str(self.conf)
-        proc = run(argv, env=submit_env, timeout=60, check=False)
+        proc = run(argv, env=submit_env, timeout=60, check=False, cwd=cwd)
         if proc.returncode != 0:
             raise BedError(
                 f"sbatch exited {proc.returncode}: {proc.stderr.strip()}\n"

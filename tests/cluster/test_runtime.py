@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -34,6 +35,7 @@ SLURM = REPO / "slurm"
 PROMPT = [{"role": "user", "content": "Which node runs the Ray head?"}]
 READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
 VLLM_ARGS = "--max-model-len 512"
+GENERATION_JSON = '{"temperature": 0.5}'
 
 
 def wait_endpoint(
@@ -124,13 +126,33 @@ def test_single_node_tp2_sbatch(
         cancel_and_check_clean(minicluster, job_id, minicluster.nodes)
 
 
+def newcomer_path(env: dict[str, str]) -> str:
+    """The bed's PATH without any directory that holds vllm-hpc's bash wrappers (the
+    checkout's bin/, or a venv they were installed into): no module, no PATH edit."""
+    kept = [
+        entry
+        for entry in env["PATH"].split(os.pathsep)
+        if entry and not (Path(entry) / "multi-node-serving.sh").exists()
+    ]
+    path = os.pathsep.join(kept)
+    assert shutil.which("multi-node-serving.sh", path=path) is None
+    return path
+
+
 def test_multinode_sbatch_pp2_over_ray(
     minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path, reference: str
 ) -> None:
+    """As a newcomer submits it: `sbatch slurm/multinode_tp_pp.sbatch` from the checkout
+    root, with only VLLM_HPC_PYTHON (the nodes' Python) and no wrapper on PATH, and a
+    JSON-valued vLLM argument in EXTRA_VLLM_ARGS (a default the temperature-0 request
+    overrides, so the answer is the reference's)."""
+    extra = f"{VLLM_ARGS} --override-generation-config '{GENERATION_JSON}'"
     job_id = minicluster.sbatch(
-        SLURM / "multinode_tp_pp.sbatch",
+        Path("slurm") / "multinode_tp_pp.sbatch",
         ["--nodes=2", "--gpus-per-node=1", "--time=10"],
-        env={**env, "MODEL": str(tiny_model), "TP": "1", "PP": "2", "EXTRA_VLLM_ARGS": VLLM_ARGS},
+        env={**env, "PATH": newcomer_path(env), "MODEL": str(tiny_model), "TP": "1", "PP": "2"}
+        | {"EXTRA_VLLM_ARGS": extra},
+        cwd=REPO,
     )
     job_dir = job_dir_of(env, job_id)
     nodes = minicluster.job_nodes(job_id)
@@ -144,6 +166,8 @@ def test_multinode_sbatch_pp2_over_ray(
         )
         plan = json.loads((job_dir / "plan.json").read_text())
         assert (plan["layout"]["pp"], plan["runtime"]) == (2, "ray")
+        serve = plan["roles"][0]["serve_argv"]
+        assert serve[serve.index("--override-generation-config") + 1] == GENERATION_JSON
         assert ask(minicluster, endpoint) == reference
     finally:
         cancel_and_check_clean(minicluster, job_id, nodes or minicluster.nodes)

@@ -484,6 +484,25 @@ BAD_FLAGS = [
         id="plan-out-not-writable",
     ),
     pytest.param(
+        "plan -m a/b --print-node-argv",
+        {},
+        "Error: --print-node-argv needs --out FILE (the plan the nodes read) (see 'vllm-hpc "
+        "plan --help')",
+        id="plan-node-argv-without-out",
+    ),
+    pytest.param(
+        "plan -m a/b --out {tmp}/plan.json --print-node-argv",
+        {},
+        "Error: SLURM_JOB_ID: '' is not a job id",
+        id="plan-node-argv-outside-a-job",
+    ),
+    pytest.param(
+        'plan -m a/b --extra-vllm-args "--served-model-name \'x"',
+        {},
+        "Error: EXTRA_VLLM_ARGS (--extra-vllm-args): no closing quotation in",
+        id="plan-extra-args-unbalanced",
+    ),
+    pytest.param(
         "render sbatch -m a/b -o {file}/job.sbatch",
         {},
         "Error: --output: cannot write {file}/job.sbatch: Not a directory (choose a writable path)",

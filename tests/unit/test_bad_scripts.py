@@ -84,6 +84,10 @@ def assert_nothing_started(env: dict[str, str]) -> None:
 
 # (template, environment, exact stderr line); "{script}" is the template's path.
 _NO_MODEL = "Error: MODEL is not set (sbatch --export=ALL,MODEL=llama-3.2-3b-instruct {script})"
+_NO_VLLM_HPC = (
+    "Error: VLLM_HPC_PYTHON: '{python}' cannot run vllm-hpc (set VLLM_HPC_PYTHON to the "
+    "Python that has vllm-hpc, e.g. its venv's bin/python)"
+)
 _TP_PP = "multinode_tp_pp.sbatch"
 _DP_EP = "multinode_dp_ep.sbatch"
 
@@ -102,9 +106,9 @@ BAD_SBATCH_ENV = [
     ),
     pytest.param(
         _TP_PP,
-        {**SLURM_ENV, "MODEL": "a/b", "PATH": "/usr/bin:/bin"},
-        "Error: multi-node-serving.sh is not on PATH (module load vllm-hpc, or add its bin/)",
-        id="wrapper-not-on-path",
+        {**SLURM_ENV, "MODEL": "a/b", "VLLM_HPC_PYTHON": "/bin/false"},
+        _NO_VLLM_HPC.format(python="/bin/false"),
+        id="python-without-vllm-hpc",
     ),
     pytest.param(
         "single_node_tp.sbatch",
@@ -176,9 +180,32 @@ BAD_SBATCH_ENV = [
     pytest.param(
         "single_gpu.sbatch",
         {**SLURM_ENV, "MODEL": "a/b", "VLLM_HPC_PYTHON": "/nonexistent/bin/python"},
-        "Error: VLLM_HPC_PYTHON: no Python interpreter '/nonexistent/bin/python' (set "
-        "VLLM_HPC_PYTHON to the Python that has vllm-hpc)",
+        _NO_VLLM_HPC.format(python="/nonexistent/bin/python"),
         id="python-missing",
+    ),
+    pytest.param(
+        _TP_PP,
+        {**SLURM_ENV, "MODEL": "a/b"}
+        | {"EXTRA_VLLM_ARGS": '--override-generation-config \'{"temperature": 0.5}'},
+        "Error: EXTRA_VLLM_ARGS (--extra-vllm-args): no closing quotation in "
+        "'--override-generation-config \\'{\"temperature\": 0.5}' (quote as in a shell, e.g. "
+        "--override-generation-config '{\"temperature\": 0.5}', and close every quote)",
+        id="extra-args-unbalanced-quote",
+    ),
+    pytest.param(
+        "single_node_tp.sbatch",
+        {**SLURM_ENV, "MODEL": "a/b", "EXTRA_VLLM_ARGS": "--enforce-eager \\"},
+        "Error: EXTRA_VLLM_ARGS (--extra-vllm-args): no escaped character in "
+        "'--enforce-eager \\\\' (quote as in a shell, e.g. --override-generation-config "
+        "'{\"temperature\": 0.5}', and close every quote)",
+        id="extra-args-dangling-backslash",
+    ),
+    pytest.param(
+        "multinode_native.sbatch",
+        {**SLURM_ENV, "MODEL": "a/b", "EXTRA_VLLM_ARGS": "--enforce-eager\n--seed 1"},
+        "Error: EXTRA_VLLM_ARGS (--extra-vllm-args): contains a control character ('\\n' at "
+        "position 15); remove it (got '--enforce-eager\\n--seed 1')",
+        id="extra-args-newline",
     ),
     pytest.param(
         _TP_PP,

@@ -195,6 +195,7 @@ def scan_file(file: Path, path: str) -> list[Hit]:
 def scanned_files() -> list[Path]:
     files = [
         *sorted((REPO / "python" / "launchers").rglob("*.py")),
+        *sorted((REPO / "python" / "launchers").rglob("*.bash")),
         *sorted(p for p in (REPO / "bin").iterdir() if p.is_file()),
         *sorted((REPO / "slurm").glob("*.sbatch")),
         *sorted(p for p in (REPO / "containers").rglob("*") if p.is_file() and p.suffix != ".md"),
@@ -215,6 +216,7 @@ def test_scan_covers_every_door() -> None:
         "python/launchers/runtime/leader.py",
         "bin/multi-node-serving.sh",
         "bin/dp-node.bash",
+        "python/launchers/sbatch.bash",
         "slurm/multinode_tp_pp.sbatch",
         "containers/docker/Dockerfile",
         "containers/k8s/lws.yaml",

@@ -327,18 +327,53 @@ def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
 @cli.command("plan")
 @_layout_options
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the plan JSON to FILE.")
-def plan_cmd(out: str | None, **kwargs: Any) -> None:
+@click.option(
+    "--extra-vllm-args",
+    "extra_text",
+    metavar="TEXT",
+    help="More `vllm serve` arguments as one string, split as a shell would (quotes keep "
+    "a JSON value whole); before those after `--`. The sbatch templates pass "
+    "$EXTRA_VLLM_ARGS here.",
+)
+@click.option(
+    "--print-node-argv",
+    is_flag=True,
+    help="With --out, inside a SLURM job: print what srun runs on every node (the plan's "
+    "node_argv for this job), one item per line.",
+)
+def plan_cmd(out: str | None, extra_text: str | None, print_node_argv: bool, **kwargs: Any) -> None:
     """Write the launch plan as JSON (what `vllm-hpc node run --plan` reads).
 
     The sbatch templates in slurm/ call this inside the job, with the allocation's
     node and GPU counts, so a bad input fails the job before any node starts.
     """
+    if print_node_argv and not out:
+        raise click.UsageError("--print-node-argv needs --out FILE (the plan the nodes read)")
+    if extra_text:
+        from launchers.input.extra_args import split_extra_args
+
+        given = split_extra_args(extra_text, "EXTRA_VLLM_ARGS (--extra-vllm-args)")
+        kwargs["extra_vllm_args"] = (*given, *kwargs["extra_vllm_args"])
     launch = _sealed(_make_plan(kwargs))
+    argv = _node_argv_here(launch) if print_node_argv else None
     text = launch.model_dump_json(indent=2) + "\n"
     if out:
         _write_file("--out", out, text)
     else:
         click.echo(text, nl=False)
+    if argv is not None:
+        click.echo("\n".join(argv))
+
+
+def _node_argv_here(launch: Any) -> tuple[str, ...]:
+    """The plan's ``node_argv`` for this SLURM job (its job directory filled in), as the
+    rendered sbatch script runs it."""
+    from launchers.jobdir import jobroot
+    from launchers.plan.commands import JOB_ID, JOB_KEY
+
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    key = jobroot.job_key(job_id, jobroot.cluster_name(os.environ), "SLURM_JOB_ID")
+    return tuple(item.replace(JOB_KEY, key).replace(JOB_ID, job_id) for item in launch.node_argv)
 
 
 def _sealed(launch: Any) -> Any:
@@ -430,6 +465,22 @@ def job_root_cmd(job_root: str | None, registry: tuple[str, ...], new_job_dir: b
         requeued = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
         root = str(safe.new_private_dir(f"{root}/{key}", "job directory", reuse=requeued))
     click.echo(root)
+
+
+SBATCH_HELPER = "sbatch.bash"  # package data, next to this package's modules
+
+
+@cli.command("sbatch-helper", hidden=True)
+def sbatch_helper_cmd() -> None:
+    """Print the path of the shell helper the slurm/*.sbatch templates source. It ships
+    inside the package, so a template finds it through the Python alone (SLURM runs a
+    copy of the script, far from the checkout, and PATH need not hold bin/)."""
+    from importlib import resources
+
+    helper = resources.files("launchers").joinpath(SBATCH_HELPER)
+    if not helper.is_file():
+        raise click.ClickException(f"{helper} is missing: reinstall vllm-hpc")
+    click.echo(str(helper))
 
 
 DOCTOR_HELP = """Preflight checks on the nodes, before GPU time is spent on a model.
