@@ -415,6 +415,7 @@ def _register_commands() -> None:
     for command in (*jobs.COMMANDS, models.models_group, node.node_group):
         cli.add_command(command)
     cli.add_command(service.service_group(_layout_options, _request))
+    cli.add_command(service.tunnel_cmd)
 
 
 _register_commands()

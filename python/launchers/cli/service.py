@@ -248,3 +248,50 @@ def service_group(layout_options: Callable[[Any], Any], request_of: Callable[...
 
     group.add_command(up_cmd)
     return group
+
+
+@click.command("tunnel")
+@click.argument("target")
+@job_root_option
+@click.option("--login", help="The login node a laptop reaches (default: $VLLM_HPC_LOGIN_HOST, "
+              "else this machine's name).")  # fmt: skip
+@click.option("--local-port", type=click.IntRange(1, 65535), help="Port on the laptop.")
+@click.option("--user", help="Your user name on the login node (default: this one).")
+@click.option("--run", "run_it", is_flag=True, help="Run the ssh command here instead.")
+def tunnel_cmd(
+    target: str,
+    job_root: str | None,
+    login: str | None,
+    local_port: int | None,
+    user: str | None,
+    run_it: bool,
+) -> None:
+    """The ssh command that forwards a laptop's port to a service's front or a job's
+    endpoint, through the login node. TARGET: a service name or a job id."""
+    import os
+    import shlex
+
+    from launchers.observe import tunnel
+
+    url = _target_url(target, job_root)
+    argv = tunnel.ssh_argv(url, tunnel.login_host(os.environ, login), local_port, user)
+    if run_it:
+        from launchers import _proc
+
+        _proc.exec_replace(argv)
+    click.echo(" ".join(shlex.quote(a) for a in argv))
+    click.echo(f"# then, on the laptop: {tunnel.local_url(url, local_port)}", err=True)
+
+
+def _target_url(target: str, job_root: str | None) -> str:
+    from launchers.errors import InputError
+    from launchers.service.definition import NAME_RE
+
+    if NAME_RE.fullmatch(target):
+        return str(_services(job_root).get(target).url())
+    from launchers.cli.jobs import client_for
+
+    url = client_for(job_root).job(target).endpoint
+    if not url:
+        raise InputError(f"JOB: job {target} has no endpoint yet", fix=f"vllm-hpc status {target}")
+    return str(url)

@@ -74,8 +74,16 @@ class Service:
         return store.read_state(self.directory)
 
     def front(self) -> Front | None:
+        """The live front: its heartbeat fresh, and its SLURM job (if it runs as one)
+        not ended (a killed front's last heartbeat stays fresh for a while)."""
         front = store.read_front(self.directory)
-        return front if front_alive(front, time.time()) else None
+        if front is None or not front_alive(front, time.time()):
+            return None
+        if front.job_id and not front.job_id.startswith("local"):
+            state, _ = slurm.job_state(front.job_id)
+            if state in slurm.ENDED:
+                return None
+        return front
 
     def url(self) -> str:
         front = self.front()
