@@ -47,9 +47,8 @@ SERVICE_REPLICAS = 2
 # A replica's successor is submitted this long before the replica's end time (queue wait
 # and model load must fit inside it), then the old replica drains once the new one is READY.
 SERVICE_HANDOVER_SECONDS = 1800.0
-# The controller looks at its replicas this often, and a front whose heartbeat is older
-# than FRONT_STALE_SECONDS is taken for dead (another `service up` may adopt).
-SERVICE_TICK_SECONDS = 2.0
+# A front whose heartbeat (renewed every controller tick, each second) is older than this
+# is taken for dead, as is one whose SLURM job ended (another `service up` may adopt).
 FRONT_STALE_SECONDS = 30.0
 # After this many replicas in a row failed before READY, the controller backs off
 # (doubling from SERVICE_BACKOFF_SECONDS up to SERVICE_BACKOFF_MAX_SECONDS).

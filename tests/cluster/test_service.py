@@ -11,7 +11,9 @@ The tests share the one service (each replica costs a vLLM start on 2 shared CPU
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -166,14 +168,32 @@ def test_the_front_serves_with_the_key_only_and_exposes_no_admin_route(
     assert len(ready_jobs(svc(env, "status", NAME))) == 2
 
 
-def test_a_cancelled_replica_is_replaced_under_load(
-    service: dict[str, Any], env: dict[str, str], minicluster: bed.MiniCluster, tiny_model: Path
-) -> None:
-    before = ready_jobs(svc(env, "status", NAME))
-    victim = before[0]
+def kill_vllm(minicluster: bed.MiniCluster, replica: dict[str, Any]) -> None:
+    """SIGKILL the replica's vLLM (the program its guard started), as the OOM killer would."""
+    port = replica["url"].rsplit(":", 1)[1]
+    node = minicluster.job_nodes(replica["job_id"])[0]
+    guards = [p for p in minicluster.node_processes(node)
+              if "_guard" in p.cmdline and f"--port {port}" in p.cmdline]  # fmt: skip
+    assert len(guards) == 1, guards
+    pid = guards[0].pid  # a host pid: node_processes reads the host's /proc
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    os.kill(int(children[0]), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("how", ["scancel", "sigkill-vllm"])
+def test_a_lost_replica_is_replaced_under_load(
+    service: dict[str, Any], env: dict[str, str], minicluster: bed.MiniCluster, tiny_model: Path,
+    how: str,
+) -> None:  # fmt: skip
+    row = svc(env, "status", NAME)
+    victim = ready_jobs(row)[0]
     with Load(client(service), tiny_model.name) as load:
         waits.wait_for(lambda: waits.seen(load.ok >= 3), what="3 answers", timeout=60)
-        minicluster.slurm(["scancel", victim])
+        if how == "scancel":
+            minicluster.slurm(["scancel", victim])
+        else:
+            kill_vllm(minicluster, next(r for r in row["replicas"] if r["job_id"] == victim))
         start = time.monotonic()
         row = wait_status(
             env, "a replacement READY and routed", REPLACED_WITHIN,

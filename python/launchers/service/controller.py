@@ -19,10 +19,13 @@ from typing import Any, Protocol
 from launchers.defaults import DEFAULT_API_PORT
 from launchers.errors import VllmHpcError
 from launchers.observe.client import Client, Job
+from launchers.observe.status import read_status
 from launchers.service import store
 from launchers.service.decide import Action, decide
 from launchers.service.definition import Replica, ServiceSpec, ServiceState
 from launchers.submit import slurm
+
+SLURM_EVERY = 5.0  # seconds between two SLURM queries about one replica job
 
 
 class Workers(Protocol):
@@ -78,15 +81,27 @@ class Controller:
         self.clock = clock
         self.log = log
         self.routed_count = 0
+        self._states: dict[str, tuple[float, tuple[str | None, str]]] = {}
 
     def _submit_job(self, spec: ServiceSpec, slot: int, generation: int) -> Job:
         request = replica_request(spec, slot, generation)
         return self.client.submit(executor="slurm", via="sbatch", **request)
 
+    def _slurm_state(self, job_id: str) -> tuple[str | None, str]:
+        """SLURM's state of a replica job, asked at most every SLURM_EVERY seconds per
+        job (the job directory, read every tick, says most; SLURM says when it ended)."""
+        now = self.clock()
+        cached = self._states.get(job_id)
+        if cached is not None and now - cached[0] < SLURM_EVERY:
+            return cached[1]
+        answer = slurm.job_state(job_id)
+        self._states[job_id] = (now, answer)
+        return answer
+
     def observe(self, r: Replica) -> Replica:
         """``r`` as SLURM and its job directory say it is now."""
         try:
-            status = Job(r.job_id, r.job_dir).status()
+            status = read_status(r.job_id, r.job_dir, self._slurm_state)
         except VllmHpcError as exc:
             return r.model_copy(update={"state": "FAILED", "message": exc.one_line()})
         update: dict[str, Any] = {"state": status.state, "message": status.message}

@@ -19,7 +19,7 @@ import threading
 import time
 
 from launchers import _proc, health, waits
-from launchers.defaults import FRONT_STALE_SECONDS, SERVICE_TICK_SECONDS
+from launchers.defaults import FRONT_STALE_SECONDS
 from launchers.errors import InputError, RuntimeFailure
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.client import Client
@@ -30,11 +30,26 @@ from launchers.service.proxy import make_app
 from launchers.service.router import LOOPBACK, RouterAdmin, router_argv
 
 ROUTER_START_TIMEOUT = 60.0
+TICK_SECONDS = 1.0  # the controller's cadence (SLURM is asked less often: controller.py)
 
 
 def front_alive(front: Front | None, now: float) -> bool:
-    """Is ``front`` live (its heartbeat fresh)? Pure."""
+    """Is ``front``'s heartbeat fresh? Pure."""
     return front is not None and now - front.heartbeat < FRONT_STALE_SECONDS
+
+
+def live_front(front: Front | None, now: float) -> Front | None:
+    """``front`` if it is alive: its heartbeat fresh, and its SLURM job (when it runs as
+    one) not ended: a SIGKILLed front's last heartbeat stays fresh for a while."""
+    if front is None or not front_alive(front, now):
+        return None
+    if front.job_id:
+        from launchers.submit import slurm
+
+        state, _ = slurm.job_state(front.job_id)
+        if state in slurm.ENDED:
+            return None
+    return front
 
 
 def _address(host: str | None) -> str:
@@ -58,8 +73,8 @@ def run_front(service_dir: str, *, host: str | None = None) -> int:
     if spec.desired == "DOWN":
         raise InputError(f"service {spec.name} is down", fix=f"vllm-hpc service up {spec.name}")
     now = time.time()
-    earlier = store.read_front(service_dir)
-    if front_alive(earlier, now) and earlier is not None:
+    earlier = live_front(store.read_front(service_dir), now)
+    if earlier is not None and earlier.job_id != os.environ.get("SLURM_JOB_ID"):
         raise RuntimeFailure(
             f"service {spec.name}: a front already runs at {earlier.url} "
             f"(pid {earlier.pid} on {earlier.hostname})",
@@ -155,7 +170,7 @@ def _serve(
         _log(f"service {name}: {controller.url} (router on {LOOPBACK}:{router_port})")
 
         def control() -> None:
-            for _ in waits.ticks(SERVICE_TICK_SECONDS):
+            for _ in waits.ticks(TICK_SECONDS):
                 if stopping.is_set():
                     return
                 if router.poll() is not None:

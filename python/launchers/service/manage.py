@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from launchers import jobdir, waits
-from launchers.defaults import SERVICE_TICK_SECONDS
 from launchers.errors import InputError, RuntimeFailure
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.client import Client, Job
@@ -33,7 +32,7 @@ from launchers.service.definition import (
     service_dir,
     services_root,
 )
-from launchers.service.front import front_alive
+from launchers.service.front import live_front
 from launchers.submit import slurm
 
 # Request fields a service decides for itself.
@@ -74,16 +73,8 @@ class Service:
         return store.read_state(self.directory)
 
     def front(self) -> Front | None:
-        """The live front: its heartbeat fresh, and its SLURM job (if it runs as one)
-        not ended (a killed front's last heartbeat stays fresh for a while)."""
-        front = store.read_front(self.directory)
-        if front is None or not front_alive(front, time.time()):
-            return None
-        if front.job_id and not front.job_id.startswith("local"):
-            state, _ = slurm.job_state(front.job_id)
-            if state in slurm.ENDED:
-                return None
-        return front
+        """The live front (see ``service.front.live_front``), or None."""
+        return live_front(store.read_front(self.directory), time.time())
 
     def url(self) -> str:
         front = self.front()
@@ -156,7 +147,7 @@ class Service:
 
         return waits.wait_for(
             reached, what=f"service {self.name} {what}", timeout=timeout,
-            log=f"{self.directory}/front-*.log", interval=SERVICE_TICK_SECONDS,
+            log=f"{self.directory}/front-*.log",
             detail=lambda: f" (now: {(self.state() or ServiceState(name=self.name)).message})",
         ).value  # fmt: skip
 
