@@ -231,6 +231,14 @@ def test_a_killed_front_started_again_adopts_the_replicas(
     assert c.models.list().data[0].id == tiny_model.name
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=again["url"], api_key="wrong", max_retries=0).models.list()
+    # The front job's own time-limit warning: it hands itself over to a new front job.
+    minicluster.slurm(["scancel", "--batch", "--signal=USR1", again["front"]["job_id"]])
+    relayed = wait_status(
+        env, "a new front job", 120,
+        lambda r: r["front"] is not None and r["front"]["job_id"] != again["front"]["job_id"],
+    )  # fmt: skip
+    assert ready_jobs(relayed) == jobs
+    assert client(relayed).models.list().data[0].id == tiny_model.name
 
 
 def test_scale_down_and_up_then_down_leaves_nothing(

@@ -15,7 +15,7 @@ from launchers.observe import tunnel
 from launchers.service.controller import replica_request
 from launchers.service.definition import ServiceSpec, check_name
 from launchers.service.front import front_alive
-from launchers.service.manage import front_script
+from launchers.service.frontjob import front_script
 
 
 def spec(**changes: object) -> ServiceSpec:

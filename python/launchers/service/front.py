@@ -26,10 +26,12 @@ from launchers.observe.client import Client
 from launchers.service import store
 from launchers.service.controller import Controller
 from launchers.service.definition import Front
+from launchers.service.frontjob import submit_front
 from launchers.service.proxy import make_app
 from launchers.service.router import LOOPBACK, RouterAdmin, router_argv
 
 ROUTER_START_TIMEOUT = 60.0
+SUCCESSOR = threading.Event()  # set by the front job's time-limit warning
 TICK_SECONDS = 1.0  # the controller's cadence (SLURM is asked less often: controller.py)
 
 
@@ -112,11 +114,19 @@ def run_front(service_dir: str, *, host: str | None = None) -> int:
         client = Client(job_root=spec.request.get("job_root"))
         controller = Controller(service_dir, client, RouterAdmin(router_port), url=url, log=_log)
         controller.routed_count = len(adopted)
-        return _serve(service_dir, spec.name, address, spec.front_port, router_port, key,
+        code = _serve(service_dir, spec.name, address, spec.front_port, router_port, key,
                       controller, router)  # fmt: skip
     finally:
         router.stop(grace=5.0)
         store.remove_front(service_dir, os.getpid())
+    if SUCCESSOR.is_set() and os.environ.get("SLURM_JOB_ID"):
+        # The front job's own limit: a new front job adopts the replicas (front.json is
+        # gone first, so it does not take this one for alive).
+        spec = store.read_spec(service_dir)
+        if spec.desired == "UP":
+            _log(f"the front's time limit is near: next front is job "
+                 f"{submit_front(spec, service_dir)}")  # fmt: skip
+    return code
 
 
 def _serve(
@@ -148,17 +158,19 @@ def _serve(
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
 
-        def stop(why: str) -> None:
+        def stop(why: str, successor: bool = False) -> None:
             _log(why)
+            if successor:
+                SUCCESSOR.set()
             stopping.set()
             loop.call_soon_threadsafe(done.set)
 
-        for sig, why in (
-            (signal.SIGTERM, "SIGTERM"),
-            (signal.SIGINT, "SIGINT"),
-            (signal.SIGUSR1, "SIGUSR1 (the front's time limit is near)"),
-        ):
+        for sig, why in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
             loop.add_signal_handler(sig, stop, f"stopping on {why}; replicas keep serving")
+        loop.add_signal_handler(
+            signal.SIGUSR1, stop, "stopping on SIGUSR1 (the front's time limit is near); "
+            "replicas keep serving", True,
+        )  # fmt: skip
 
         app = make_app(
             f"http://{LOOPBACK}:{router_port}", key, healthy=lambda: controller.routed_count > 0

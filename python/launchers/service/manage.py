@@ -13,7 +13,6 @@ here only when no front is alive), ``front.json`` the front's.
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -33,32 +32,11 @@ from launchers.service.definition import (
     services_root,
 )
 from launchers.service.front import live_front
+from launchers.service.frontjob import submit_front
 from launchers.submit import slurm
 
 # Request fields a service decides for itself.
 OWNED = {"api_key_file": "--api-key-file", "no_api_key": "--no-api-key", "job_name": "--job-name"}
-
-
-def front_script(spec: ServiceSpec, directory: str, request: Mapping[str, Any]) -> str:
-    """The front's batch script: one small CPU-only task running the front. Pure."""
-    lines = [
-        "#!/bin/bash",
-        f"# vllm-hpc service {spec.name}: its front (vllm-router + the controller)",
-        f"#SBATCH --job-name={spec.name}-front",
-        "#SBATCH --nodes=1",
-        "#SBATCH --ntasks=1",
-        "#SBATCH --cpus-per-task=1",
-        f"#SBATCH --time={spec.front_time}",
-        f"#SBATCH --output={directory}/front-%j.log",
-        "#SBATCH --open-mode=append",
-        "#SBATCH --signal=B:USR1@60",
-    ]
-    for field in ("partition", "account", "qos"):
-        if request.get(field):
-            lines.append(f"#SBATCH --{field}={request[field]}")
-    argv = [spec.python, "-m", "launchers", "service", "front", "--service-dir", directory]
-    lines += ["set -euo pipefail", "exec " + " ".join(shlex.quote(a) for a in argv), ""]
-    return "\n".join(lines)
 
 
 @dataclass
@@ -285,14 +263,7 @@ class Services:
     def _start_front(self, svc: Service, spec: ServiceSpec, front: str) -> Service:
         if front == "here":
             return svc
-        text = front_script(spec, svc.directory, spec.request)
-        job_id = slurm.sbatch_text(text, os.environ)
-        state = svc.state() or ServiceState(name=spec.name)
-        store.write_state(
-            svc.directory,
-            state.model_copy(update={"events": (*state.events[-19:],
-                                                f"front submitted as job {job_id}")}),
-        )  # fmt: skip
+        submit_front(spec, svc.directory)
         return svc
 
 
@@ -313,4 +284,4 @@ def request_dict(request: Any) -> dict[str, Any]:
     return data
 
 
-__all__ = ["Service", "Services", "front_script", "request_dict"]
+__all__ = ["Service", "Services", "request_dict"]
