@@ -113,3 +113,19 @@ def test_tunnel_forwards_a_laptop_port_through_the_login_node() -> None:
     assert tunnel.login_host({"VLLM_HPC_LOGIN_HOST": "hpc-login"}, None) == "hpc-login"
     with pytest.raises(InputError, match="has no host and port"):
         tunnel.target("http://10.77.0.11/v1")
+
+
+@pytest.mark.parametrize(
+    ("slurm_state", "alive"), [("RUNNING", True), ("FAILED", False), ("CANCELLED", False)]
+)
+def test_a_front_whose_job_ended_is_dead_though_its_heartbeat_is_fresh(
+    monkeypatch: pytest.MonkeyPatch, slurm_state: str, alive: bool
+) -> None:
+    from launchers.service.definition import Front
+    from launchers.service.front import live_front
+    from launchers.submit import slurm
+
+    monkeypatch.setattr(slurm, "job_state", lambda job_id: (slurm.parse_state(slurm_state), ""))
+    front = Front(url="http://h:8100/v1", host="h", port=8100, hostname="n1", pid=1,
+                  job_id="77", started_at=0.0, heartbeat=100.0)  # fmt: skip
+    assert (live_front(front, 101.0) is not None) is alive
