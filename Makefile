@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL_FILES = $(shell find bin slurm python tests modules containers bench -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
 
-.PHONY: help install tools lint test test-unit test-cluster testenv demo bench-launch clean
+.PHONY: help install tools lint test test-unit test-cluster testenv demo bench-launch bench-service clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: lint test-unit test-cluster ## Everything CI runs
 
 bench-launch: install ## Launch speed vs a hand-written floor on the mini cluster (~25 min)
 	$(PY) -m bench.launch.run
+
+bench-service: install ## A service's front vs direct, and a handover under load (~15 min)
+	$(PY) -m bench.service.run
 
 demo: install ## 2-node mini cluster, a real job, an answer from its endpoint, teardown
 	$(PY) -m tests.cluster.demo

@@ -65,6 +65,12 @@ def run(
     )
 
 
+def exec_replace(argv: Sequence[str]) -> None:
+    """Become ``argv`` (``os.execvp``): for a command the user runs in the foreground,
+    such as ``tunnel --run``'s ssh, which owns the terminal until it ends."""
+    os.execvp(argv[0], list(argv))  # noqa: S606 - argv is a list we built
+
+
 def resolve_executable(name: str, environ: Mapping[str, str] | None = None) -> str:
     """``ray``/``vllm`` next to the running interpreter first (a venv that is not
     activated), then on PATH; an absolute path is kept."""

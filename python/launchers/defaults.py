@@ -41,3 +41,21 @@ DRAIN_SECONDS = 60
 
 # The prefix of the lines the doctor's node side prints and ``vllm-hpc doctor`` gathers.
 DOCTOR_MARK = "DOCTOR "
+
+# Services (vllm-hpc service): replicas behind one front (vllm-router behind an
+# authenticating proxy). The front listens on SERVICE_PORT; the router on loopback.
+SERVICE_PORT = 8100
+SERVICE_REPLICAS = 2
+# A replica's successor is submitted this long before the replica's end time (queue wait
+# and model load must fit inside it), then the old replica drains once the new one is READY.
+SERVICE_HANDOVER_SECONDS = 1800.0
+# A front whose heartbeat (renewed every controller tick, each second) is older than this
+# is taken for dead, as is one whose SLURM job ended (another `service up` may adopt).
+FRONT_STALE_SECONDS = 30.0
+# After this many replicas in a row failed before READY, the controller backs off
+# (doubling from SERVICE_BACKOFF_SECONDS up to SERVICE_BACKOFF_MAX_SECONDS).
+SERVICE_FAILURES_BEFORE_BACKOFF = 3
+SERVICE_BACKOFF_SECONDS = 30.0
+SERVICE_BACKOFF_MAX_SECONDS = 600.0
+# The front job's own time limit when not given.
+SERVICE_FRONT_TIME = "1-00:00:00"

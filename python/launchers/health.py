@@ -119,6 +119,7 @@ class Owner:
 
     ours: bool | None
     why: str
+    taken: bool = False  # another process (or one we cannot see) listens there
 
 
 def _reaches(listen_ip: str, host: str) -> bool:
@@ -154,9 +155,11 @@ def listener_owner(host: str, port: int, root_pid: int) -> Owner:
     for ip, pid in listening:
         where = f"{ip}:{port}"
         if pid is None:
-            return Owner(None, f"cannot tell which process listens on {where} (no permission)")
+            return Owner(
+                None, f"cannot tell which process listens on {where} (no permission)", True
+            )
         if pid not in tree:
             return Owner(
-                False, f"{where} is held by pid {pid}, not by pid {root_pid} or its children"
+                False, f"{where} is held by pid {pid}, not by pid {root_pid} or its children", True
             )
     return Owner(True, f"{host}:{port} is held by pid {root_pid} or its children")

@@ -28,6 +28,9 @@ REQUIREMENTS=(
   "wheel"
 )
 REMOVE_AFTER=(torchvision torchaudio torchcodec)
+# What a service's front runs on a node (vllm-router; its aiohttp is already there).
+# Kept apart from REQUIREMENTS: adding it does not rebuild the heavy environment.
+FRONT_REQUIREMENTS=("vllm-router==0.1.17")
 
 STAMP="${TESTENV}/.vllm-hpc-testenv.stamp"
 EDITABLE_STAMP="${TESTENV}/.vllm-hpc-editable.stamp"
@@ -87,8 +90,12 @@ heavy_ok() {
   [[ "$(cat "${STAMP}")" == "$(requirements_hash)" ]]
 }
 
+front_ok() {
+  "${TESTENV}/bin/python" -c 'import vllm_router, aiohttp' >/dev/null 2>&1
+}
+
 check() {
-  heavy_ok && editable_ok
+  heavy_ok && front_ok && editable_ok
 }
 
 write_vllm_metadata() {
@@ -170,6 +177,10 @@ main() {
     log "pinned requirements already installed (stamp matches)"
   else
     build_heavy
+  fi
+  if ! front_ok; then
+    log "installing ${FRONT_REQUIREMENTS[*]}"
+    "${TESTENV}/bin/python" -m pip install -q "${FRONT_REQUIREMENTS[@]}" >&2
   fi
   if editable_ok; then
     log "editable install of ${REPO_ROOT} is current"

@@ -437,10 +437,12 @@ _register_renderers()
 
 
 def _register_commands() -> None:
-    from launchers.cli import jobs, models, node
+    from launchers.cli import jobs, models, node, service
 
     for command in (*jobs.COMMANDS, models.models_group, node.node_group):
         cli.add_command(command)
+    cli.add_command(service.service_group(_layout_options, _request))
+    cli.add_command(service.tunnel_cmd)
 
 
 _register_commands()

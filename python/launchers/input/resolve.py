@@ -165,6 +165,9 @@ class Request:
     job_name: str | None = None
     job_root: str | None = None
     port: int | None = None
+    # None: a port given is fixed (a taken one fails the job); False: the port is where
+    # the search for a free one starts (a service gives each replica its own start).
+    port_fixed: bool | None = None
     ray_port: int | None = None
     host: str | None = None
     api_key_file: str | None = None
@@ -666,7 +669,7 @@ def resolve(
             "host": _api_host(req.host),
             "dp_backend": _pick(req.dp_backend, "mp"),
             "port": ports.api,
-            "port_fixed": req.port is not None,
+            "port_fixed": req.port is not None if req.port_fixed is None else req.port_fixed,
             "ray_port": ports.ray,
             "ray_port_fixed": req.ray_port is not None,
             "dp_rpc_port": ports.dp_rpc,

@@ -23,6 +23,9 @@ SERVE_GRACE = 15.0  # a stop asked for: vLLM drains (in-flight requests finish)
 FAIL_GRACE = 5.0  # a failure: nothing worth waiting for
 RAY_GRACE = 4.0  # Ray keeps no state worth a longer wait
 WATCH_GRACE = 1.0  # the Ray watch holds nothing
+# The API port held by another process for this long (after vllm serve started) fails
+# the job: a process that bound it first keeps it, and waiting cannot change that.
+PORT_TAKEN_SECONDS = 30.0
 
 
 @dataclass
@@ -152,6 +155,7 @@ class _Watch:
         self.ready = procs.serve is None
         self.last_count = -1
         self.not_ours = ""  # why the API port is not known to be vllm serve's
+        self.taken_since: float | None = None  # since when another process holds it
 
     def tick(self, elapsed: float) -> None:
         self.ctx.stopper.check()
@@ -201,6 +205,16 @@ class _Watch:
         if not owner.ours and owner.why != self.not_ours:
             self.ctx.log(f"not sending the API key yet: {owner.why}")
         self.not_ours = "" if owner.ours else owner.why
+        if not owner.taken:
+            self.taken_since = None
+        elif self.taken_since is None:
+            self.taken_since = self.ctx.clock.now()
+        elif self.ctx.clock.now() - self.taken_since > PORT_TAKEN_SECONDS:
+            raise RuntimeFailure(
+                f"port: the API port {task.api_port} on {self.ctx.hostname} is held by another "
+                f"process ({owner.why}); this job's vllm serve cannot serve on it",
+                fix="resubmit (a free port is chosen at start), or pass a free --port",
+            )
         return bool(owner.ours)
 
     def _serving(self, task: LeaderTask, serve: _proc.Child, base: str) -> bool:

@@ -169,6 +169,43 @@ def scancel(job_id: str) -> None:
         raise SubmitError(f"scancel {job_id} failed: {done.stderr.strip()[:200]}")
 
 
+def signal_batch(job_id: str, sig: str = "USR1") -> None:
+    """Send ``sig`` to a job's batch shell only (``scancel --batch``): what SLURM's
+    ``--signal=B:USR1@...`` time-limit warning does, so the job drains itself."""
+    _require("scancel", job_id)
+    done = _proc.run(["scancel", "--batch", f"--signal={sig}", job_id], timeout=30)
+    if done.returncode != 0:
+        raise SubmitError(f"scancel --batch --signal={sig} {job_id} failed: {done.stderr[:200]}")
+
+
+def parse_end_time(text: str) -> float | None:
+    """``squeue -o %e`` (``2026-12-02T15:30:00``, local time; ``N/A``/``Unknown`` while
+    pending) -> epoch seconds, or None."""
+    from datetime import datetime
+
+    word = text.strip()
+    try:
+        return datetime.fromisoformat(word).timestamp()
+    except ValueError:
+        return None
+
+
+def end_time(job_id: str) -> float | None:
+    """When SLURM will end a running job (its time limit), or None if not known yet."""
+    _require("squeue", job_id)
+    out = _ask(["squeue", "-h", "-j", job_id, "-o", "%e"], timeout=20)
+    return parse_end_time(out.splitlines()[0]) if out else None
+
+
+def sbatch_text(script: str, environ: Mapping[str, str]) -> str:
+    """``sbatch --parsable`` a script given as text; the job id."""
+    require_slurm_client("sbatch", environ)
+    done = _proc.run(["sbatch", "--parsable"], env=environ, input_text=script, timeout=60)
+    if done.returncode != 0:
+        raise SubmitError(f"sbatch refused the job: {done.stderr.strip()[:300]}")
+    return parse_sbatch_parsable(done.stdout)
+
+
 def _prepare(plan: LaunchPlan) -> None:
     safe.private_dir(plan.paths.root, "job root")
     if (

@@ -1,0 +1,297 @@
+"""``vllm-hpc service up|status|list|scale|down|url``: a model kept served by replica
+jobs behind one front, for longer than any job's time limit. Thin over
+``launchers.service.manage``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from launchers.cli.jobs import job_root_option
+from launchers.defaults import (
+    SERVICE_FRONT_TIME,
+    SERVICE_HANDOVER_SECONDS,
+    SERVICE_PORT,
+    SERVICE_REPLICAS,
+)
+from launchers.spec import fields
+
+SERVICE_HELP = """Keep a model served past the walltime: N replica jobs behind one URL.
+
+\b
+  vllm-hpc service up llama -m llama-3.1-70b-instruct -N 2 -G 4 -p gpu -t 12:00:00 \\
+      --replicas 2 --handover 30m
+  vllm-hpc service status llama      replicas, their jobs, states and end times
+  vllm-hpc service url llama         the one URL clients use (http://HOST:PORT/v1)
+  vllm-hpc service scale llama 3
+  vllm-hpc service down llama        drain and stop every replica, then the front
+
+Each replica is an ordinary vllm-hpc job (any layout `submit` runs). The front (a small
+CPU-only job, or `--front here`) runs vllm-router on loopback behind an authenticating
+proxy, and a controller that keeps the replicas READY: a successor is submitted
+`--handover` before a replica's time limit and takes over once READY, then the old one
+drains (in-flight requests finish); a failed replica is replaced. Clients use the
+service key (`<job root>/services/NAME/key`); the router's admin API is never exposed.
+"""
+
+
+def _duration(text: str) -> float:
+    """``30m``, ``2h``, ``90s`` or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], 0)
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 30m, 2h, 90s)") from None
+    if not 0 < seconds <= fields.MAX_TIMEOUT_SECONDS:
+        raise click.BadParameter(f"{text!r} is out of range")
+    return seconds
+
+
+def _services(job_root: str | None) -> Any:
+    from launchers.cli.jobs import client_for
+    from launchers.service.manage import Services
+
+    return Services(client_for(job_root))
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    left = epoch - time.time()
+    return f"in {int(left // 60)}m{int(left % 60):02d}s" if left > 0 else "now"
+
+
+def _print_summary(row: dict[str, Any]) -> None:
+    click.echo(f"service {row['name']}: {row['state']} ({row['message']})")
+    front = row["front"]
+    if front is None:
+        click.echo("  front: not running (vllm-hpc service up NAME adopts the replicas)")
+    else:
+        where = f"job {front['job_id']} on " if front["job_id"] else ""
+        click.echo(f"  url:   {front['url']}   front: {where}{front['hostname']}")
+    cols = ("slot", "job_id", "generation", "role", "state", "url", "ends")
+    table = [tuple(c.upper() for c in cols)]
+    for r in row["replicas"]:
+        table.append((str(r["slot"]), r["job_id"], str(r["generation"]), r["role"],
+                      r["state"], r["url"] or "-", _when(r["ends_at"])))  # fmt: skip
+    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
+    for t in table:
+        click.echo("  " + "  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
+    for event in row["events"][-5:]:
+        click.echo(f"  - {event}")
+
+
+@click.group("service", help=SERVICE_HELP)
+def group() -> None:
+    pass
+
+
+@group.command("status")
+@click.argument("name")
+@job_root_option
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(name: str, job_root: str | None, as_json: bool) -> None:
+    """Replicas, their jobs, states and end times; the front; the last events."""
+    row = _services(job_root).get(name).summary()
+    if as_json:
+        click.echo(json.dumps(row, indent=2))
+    else:
+        _print_summary(row)
+
+
+@group.command("list")
+@job_root_option
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(job_root: str | None, as_json: bool) -> None:
+    """Your services: name, state, replicas, URL."""
+    rows = [s.summary() for s in _services(job_root).list()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        ready = sum(1 for x in r["replicas"] if x["state"] == "READY")
+        click.echo(f"{r['name']}  {r['state']}  {ready}/{r['replicas_wanted']}  "
+                   f"{r['url'] or '-'}")  # fmt: skip
+
+
+@group.command("scale")
+@click.argument("name")
+@click.argument("replicas", type=click.IntRange(0, fields.MAX_PARALLEL))
+@job_root_option
+@click.option("--json", "as_json", is_flag=True)
+def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> None:
+    """Keep REPLICAS replicas READY from now on (the front acts within seconds)."""
+    spec = _services(job_root).get(name).scale(replicas)
+    if as_json:
+        click.echo(json.dumps({"name": name, "replicas": spec.replicas}))
+    else:
+        click.echo(f"service {name}: {spec.replicas} replica(s) wanted")
+
+
+@group.command("down")
+@click.argument("name")
+@job_root_option
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def down_cmd(name: str, job_root: str | None, timeout: float, as_json: bool) -> None:
+    """Drain and stop every replica, then the front."""
+    state = _services(job_root).get(name).down(timeout)
+    if as_json:
+        click.echo(json.dumps({"name": name, "state": state.state}))
+    else:
+        click.echo(f"service {name}: {state.state}")
+
+
+@group.command("url")
+@click.argument("name")
+@job_root_option
+def url_cmd(name: str, job_root: str | None) -> None:
+    """The URL clients use (the front's current address)."""
+    click.echo(_services(job_root).get(name).url())
+
+
+@group.command("front", hidden=True)
+@click.option("--service-dir", required=True)
+@click.option("--host")
+def front_cmd(service_dir: str, host: str | None) -> None:
+    """Run a service's front (what the front job runs)."""
+    from launchers.service.front import run_front
+
+    raise SystemExit(run_front(service_dir, host=host))
+
+
+def service_group(layout_options: Callable[[Any], Any], request_of: Callable[..., Any]) -> Any:
+    @click.command("up")
+    @click.argument("name")
+    @layout_options
+    @click.option(
+        "--replicas",
+        type=click.IntRange(0, fields.MAX_PARALLEL),
+        default=SERVICE_REPLICAS,
+        show_default=True,
+        help="Replica jobs to keep READY.",
+    )
+    @click.option(
+        "--handover",
+        "handover",
+        default=f"{int(SERVICE_HANDOVER_SECONDS // 60)}m",
+        show_default=True,
+        help="How long before a replica's time limit its successor is submitted "
+        "(queue wait and model load must fit in it).",
+    )
+    @click.option(
+        "--front",
+        type=click.Choice(["job", "here"]),
+        default="job",
+        show_default=True,
+        help="job: the front runs as a small CPU-only SLURM job; here: in the "
+        "foreground on this machine (a service node).",
+    )
+    @click.option(
+        "--front-port",
+        type=click.IntRange(1, 65535),
+        default=SERVICE_PORT,
+        show_default=True,
+        help="The port clients use.",
+    )
+    @click.option(
+        "--front-host",
+        help="With --front here: the address to listen on "
+        "(default: detected as for vLLM, InfiniBand first).",
+    )
+    @click.option(
+        "--front-time",
+        default=SERVICE_FRONT_TIME,
+        show_default=True,
+        help="The front job's time limit.",
+    )
+    @click.option("--wait/--no-wait", default=False, help="Wait until every replica is READY.")
+    @click.option("--wait-timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
+               front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
+               as_json: bool, **kwargs: Any) -> None:  # fmt: skip
+        """Start service NAME (or start its front again: the replicas still serving are
+        adopted). Takes every layout and SLURM option of `submit`."""
+        from launchers.service.manage import request_dict
+
+        services = _services(kwargs["job_root"])
+        given = kwargs["model"] is not None or bool(kwargs["extra_vllm_args"])
+        request = request_dict(request_of(kwargs)) if given else None
+        svc = services.up(
+            name, request, registries=tuple(kwargs["registry"]), replicas=replicas,
+            handover_seconds=_duration(handover), front=front, front_port=front_port,
+            front_time=front_time,
+        )  # fmt: skip
+        if front == "here":
+            from launchers.service.front import run_front
+
+            raise SystemExit(run_front(svc.directory, host=front_host))
+        if wait:
+            svc.wait(("UP",), wait_timeout, "to have every replica READY")
+            # the front writes its address with its first heartbeat
+            from launchers import waits
+
+            waits.wait_for(svc.front, what=f"the front of {name}", timeout=60)
+        row = svc.summary()
+        if as_json:
+            click.echo(json.dumps(row, indent=2))
+        else:
+            _print_summary(row)
+
+    group.add_command(up_cmd)
+    return group
+
+
+@click.command("tunnel")
+@click.argument("target")
+@job_root_option
+@click.option("--login", help="The login node a laptop reaches (default: $VLLM_HPC_LOGIN_HOST, "
+              "else this machine's name).")  # fmt: skip
+@click.option("--local-port", type=click.IntRange(1, 65535), help="Port on the laptop.")
+@click.option("--user", help="Your user name on the login node (default: this one).")
+@click.option("--run", "run_it", is_flag=True, help="Run the ssh command here instead.")
+def tunnel_cmd(
+    target: str,
+    job_root: str | None,
+    login: str | None,
+    local_port: int | None,
+    user: str | None,
+    run_it: bool,
+) -> None:
+    """The ssh command that forwards a laptop's port to a service's front or a job's
+    endpoint, through the login node. TARGET: a service name or a job id."""
+    import os
+    import shlex
+
+    from launchers.observe import tunnel
+
+    url = _target_url(target, job_root)
+    argv = tunnel.ssh_argv(url, tunnel.login_host(os.environ, login), local_port, user)
+    if run_it:
+        from launchers import _proc
+
+        _proc.exec_replace(argv)
+    click.echo(" ".join(shlex.quote(a) for a in argv))
+    click.echo(f"# then, on the laptop: {tunnel.local_url(url, local_port)}", err=True)
+
+
+def _target_url(target: str, job_root: str | None) -> str:
+    from launchers.errors import InputError
+    from launchers.service.definition import NAME_RE
+
+    if NAME_RE.fullmatch(target):
+        return str(_services(job_root).get(target).url())
+    from launchers.cli.jobs import client_for
+
+    url = client_for(job_root).job(target).endpoint
+    if not url:
+        raise InputError(f"JOB: job {target} has no endpoint yet", fix=f"vllm-hpc status {target}")
+    return str(url)

@@ -1,0 +1,167 @@
+"""The controller: every tick it looks at the replicas (the job directories and SLURM,
+as ``vllm-hpc status`` does) and the router's worker list, asks ``decide`` what to do,
+does it, and writes ``state.json``. It runs inside the front's process (one process to
+start, adopt and lose: without a front there is no URL to keep, and everything it
+knows is in files, so a new front carries on where a dead one stopped).
+
+Replicas are ordinary vllm-hpc jobs, submitted through the same plan -> submit path as
+``vllm-hpc submit --via sbatch`` (their batch shell takes the time-limit warning, which
+is how a drain is asked: ``scancel --batch --signal=USR1``), each with the service's key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from launchers.defaults import DEFAULT_API_PORT
+from launchers.errors import VllmHpcError
+from launchers.observe.client import Client, Job
+from launchers.observe.status import read_status
+from launchers.service import store
+from launchers.service.decide import Action, decide
+from launchers.service.definition import Replica, ServiceSpec, ServiceState
+from launchers.submit import slurm
+
+SLURM_EVERY = 5.0  # seconds between two SLURM queries about one replica job
+
+
+class Workers(Protocol):
+    def workers(self) -> set[str]: ...
+    def add(self, url: str) -> None: ...
+    def remove(self, url: str) -> None: ...
+
+
+@dataclass
+class Slurm:
+    """What the controller asks of SLURM (a seam, so a unit test can stand in)."""
+
+    end_time: Callable[[str], float | None] = slurm.end_time
+    drain: Callable[[str], None] = slurm.signal_batch
+    cancel: Callable[[str], None] = slurm.scancel
+
+
+def replica_request(spec: ServiceSpec, slot: int, generation: int) -> dict[str, Any]:
+    """The submit keyword arguments of one replica: the service's request, its key, a
+    job name that says whose it is, and its own API port to start from (replicas and
+    their successors may share a node and start at the same moment: ports chosen there
+    would race), moved by the node if taken."""
+    request = dict(spec.request)
+    base = int(request.get("port") or DEFAULT_API_PORT)
+    request.update(
+        api_key_file=spec.key_file, no_api_key=False, job_name=f"{spec.name}-{slot}",
+        port=base + 2 * slot + generation % 2, port_fixed=False,
+    )  # fmt: skip
+    request["extra_args"] = tuple(request.get("extra_args") or ())
+    request["registry"] = spec.registries
+    return request
+
+
+class Controller:
+    def __init__(
+        self,
+        service_dir: str,
+        client: Client,
+        router: Workers,
+        *,
+        url: str | None,
+        slurm_seam: Slurm | None = None,
+        submit: Callable[[ServiceSpec, int, int], Job] | None = None,
+        clock: Callable[[], float] = time.time,
+        log: Callable[[str], None] = print,
+    ):
+        self.dir = service_dir
+        self.client = client
+        self.router = router
+        self.url = url
+        self.slurm = slurm_seam or Slurm()
+        self._submit = submit or self._submit_job
+        self.clock = clock
+        self.log = log
+        self.routed_count = 0
+        self._states: dict[str, tuple[float, tuple[str | None, str]]] = {}
+
+    def _submit_job(self, spec: ServiceSpec, slot: int, generation: int) -> Job:
+        request = replica_request(spec, slot, generation)
+        return self.client.submit(executor="slurm", via="sbatch", **request)
+
+    def _slurm_state(self, job_id: str) -> tuple[str | None, str]:
+        """SLURM's state of a replica job, asked at most every SLURM_EVERY seconds per
+        job (the job directory, read every tick, says most; SLURM says when it ended)."""
+        now = self.clock()
+        cached = self._states.get(job_id)
+        if cached is not None and now - cached[0] < SLURM_EVERY:
+            return cached[1]
+        answer = slurm.job_state(job_id)
+        self._states[job_id] = (now, answer)
+        return answer
+
+    def observe(self, r: Replica) -> Replica:
+        """``r`` as SLURM and its job directory say it is now."""
+        try:
+            status = read_status(r.job_id, r.job_dir, self._slurm_state)
+        except VllmHpcError as exc:
+            return r.model_copy(update={"state": "FAILED", "message": exc.one_line()})
+        update: dict[str, Any] = {"state": status.state, "message": status.message}
+        if status.state == "READY" and status.url:
+            update["url"] = status.url.removesuffix("/v1").rstrip("/")
+            update["ever_ready"] = True
+        if r.ends_at is None and status.state not in ("PENDING", "FAILED", "STOPPED"):
+            update["ends_at"] = self.slurm.end_time(r.job_id)
+        return r.model_copy(update=update)
+
+    def tick(self) -> ServiceState:
+        spec = store.read_spec(self.dir)
+        previous = store.read_state(self.dir) or ServiceState(name=spec.name)
+        observed = [self.observe(r) for r in previous.replicas]
+        routed = self.router.workers()
+        now = self.clock()
+        step = decide(spec, previous, observed, routed, now)
+        assert step.state is not None
+        replicas = list(step.state.replicas)
+        events = list(step.state.events)
+        for action in step.actions:
+            try:
+                new = self._do(action, spec, now)
+            except VllmHpcError as exc:
+                events.append(f"{action.kind} {action.url or action.job_id or action.slot}: "
+                              f"{exc.one_line()}")  # fmt: skip
+                self.log(f"controller: {events[-1]}")
+                continue
+            if new is not None:
+                replicas.append(new)
+        state = step.state.model_copy(
+            update={
+                "replicas": tuple(replicas),
+                "events": tuple(events[-20:]),
+                "url": self.url if step.state.state != "DOWN" else None,
+            }
+        )
+        store.write_state(self.dir, state)
+        self.routed_count = len(self.router.workers()) if state.state != "DOWN" else 0
+        return state
+
+    def _do(self, action: Action, spec: ServiceSpec, now: float) -> Replica | None:
+        self.log(f"controller: {action.kind} {action.url or action.job_id or action.slot}")
+        if action.kind == "add":
+            self.router.add(action.url)
+        elif action.kind == "remove":
+            self.router.remove(action.url)
+        elif action.kind == "drain":
+            self.slurm.drain(action.job_id)
+        elif action.kind == "cancel":
+            self.slurm.cancel(action.job_id)
+        else:
+            job = self._submit(spec, action.slot, action.generation)
+            return Replica(
+                job_id=job.job_id,
+                job_dir=job.job_dir,
+                slot=action.slot,
+                generation=action.generation,
+                role="successor" if action.successor_of else "serving",
+                successor_of=action.successor_of,
+                submitted_at=now,
+            )
+        return None

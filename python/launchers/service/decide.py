@@ -1,0 +1,249 @@
+"""The controller's decisions, pure: from the spec, the replicas as just observed, the
+router's worker list and the time, what to do next.
+
+Rules, in order:
+1. A replica that ended leaves the router and the service; if it ended without being
+   drained it counts as a failure (one in a row more if it never became READY) and its
+   slot is filled again.
+2. DOWN asked: every replica is drained (READY ones: out of the router, then SLURM's
+   time-limit warning so vLLM finishes what it holds) or cancelled (not READY yet).
+3. A READY replica not draining goes into the router; a routed URL that is no replica's
+   (a stranger's, or an old one) comes out.
+4. Handover: a READY replica whose end is nearer than ``handover_seconds`` gets a
+   successor in its slot; once the successor is READY and routed, the old one drains.
+5. Each slot ``0 .. replicas-1`` holds one live replica (a successor pair counts once):
+   missing slots are submitted, unless the controller is backing off after repeated
+   failures; slots past ``replicas`` (scaled down) drain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from launchers.defaults import (
+    DRAIN_SECONDS,
+    SERVICE_BACKOFF_MAX_SECONDS,
+    SERVICE_BACKOFF_SECONDS,
+    SERVICE_FAILURES_BEFORE_BACKOFF,
+    TEARDOWN_SECONDS,
+)
+from launchers.service.definition import Replica, ServiceSpec, ServiceState
+
+EVENTS_KEPT = 20
+# A drained replica ends within vLLM's drain and the runtime's teardown; one still there
+# after this long is cancelled.
+DRAIN_OVERDUE = DRAIN_SECONDS + TEARDOWN_SECONDS + 60.0
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Literal["add", "remove", "submit", "drain", "cancel"]
+    url: str = ""  # add / remove
+    job_id: str = ""  # drain / cancel
+    slot: int = 0  # submit
+    generation: int = 1  # submit
+    successor_of: str | None = None  # submit
+
+
+@dataclass
+class Step:
+    """What ``decide`` returns: the actions, and the state to write once they are done."""
+
+    actions: list[Action] = field(default_factory=list)
+    state: ServiceState | None = None
+
+
+def backoff_seconds(failures_in_row: int) -> float:
+    """How long to wait before the next submission after ``failures_in_row`` failures."""
+    over = failures_in_row - SERVICE_FAILURES_BEFORE_BACKOFF
+    if over < 0:
+        return 0.0
+    return float(min(SERVICE_BACKOFF_SECONDS * 2**over, SERVICE_BACKOFF_MAX_SECONDS))
+
+
+def _stamp(now: float) -> str:
+    from time import gmtime, strftime
+
+    return strftime("%H:%M:%S", gmtime(now))
+
+
+class _Tick:
+    """One call of ``decide``: the replicas by job id, the actions, the events."""
+
+    def __init__(self, spec: ServiceSpec, previous: ServiceState, routed: set[str], now: float):
+        self.spec, self.previous, self.routed, self.now = spec, previous, set(routed), now
+        self.step = Step()
+        self.events = list(previous.events)
+        self.failures = previous.failures_in_row
+        self.backoff_until = previous.backoff_until
+        self.by_id: dict[str, Replica] = {}
+
+    def act(self, action: Action) -> None:
+        self.step.actions.append(action)
+        if action.kind == "add":  # what the router will list once this is done
+            self.routed.add(action.url)
+        elif action.kind == "remove":
+            self.routed.discard(action.url)
+
+    def event(self, text: str) -> None:
+        self.events.append(f"{_stamp(self.now)} {text}")
+
+    def update(self, job_id: str, **changes: object) -> None:
+        self.by_id[job_id] = self.by_id[job_id].model_copy(update=changes)
+
+    @property
+    def can_submit(self) -> bool:
+        return self.backoff_until is None or self.now >= self.backoff_until
+
+    # rule 1
+    def forget_ended(self, replicas: list[Replica]) -> None:
+        for r in replicas:
+            if not r.final:
+                self.by_id[r.job_id] = r
+                continue
+            if r.url and r.url in self.routed:
+                self.act(Action("remove", url=r.url))
+            if r.role == "draining":
+                self.event(f"replica {r.job_id} (slot {r.slot}) drained and ended")
+            elif r.ever_ready:
+                self.event(f"replica {r.job_id} (slot {r.slot}) was lost: {r.message}")
+            else:
+                self.failures += 1
+                self.event(f"replica {r.job_id} (slot {r.slot}) failed: {r.message}")
+                pause = backoff_seconds(self.failures)
+                if pause:
+                    self.backoff_until = self.now + pause
+        for r in list(self.by_id.values()):  # a successor whose predecessor is gone holds
+            if r.role == "successor" and r.successor_of not in self.by_id:  # the slot
+                self.update(r.job_id, role="serving", successor_of=None)
+        if self.failures and any(r.ready for r in self.by_id.values()):
+            self.failures, self.backoff_until = 0, None
+
+    def drain(self, r: Replica, why: str) -> None:
+        if r.role == "draining":
+            overdue = r.drain_asked_at is not None and self.now - r.drain_asked_at > DRAIN_OVERDUE
+            if overdue:  # the drain did not end it: cancel (again every DRAIN_OVERDUE)
+                self.act(Action("cancel", job_id=r.job_id))
+                self.update(r.job_id, drain_asked_at=self.now)
+            return
+        if r.ready:
+            if r.url in self.routed:
+                self.act(Action("remove", url=str(r.url)))
+            self.act(Action("drain", job_id=r.job_id))
+        else:
+            self.act(Action("cancel", job_id=r.job_id))
+        self.update(r.job_id, role="draining", drain_asked_at=self.now)
+        self.event(f"replica {r.job_id} (slot {r.slot}) drains: {why}")
+
+    # rule 2
+    def go_down(self) -> ServiceState:
+        for r in list(self.by_id.values()):
+            self.drain(r, "the service is going down")
+        left = tuple(self.by_id.values())
+        return self.state(
+            "STOPPING" if left else "DOWN",
+            f"draining {len(left)} replica(s)" if left else "down",
+            url=self.previous.url if left else None,
+        )
+
+    # rule 3
+    def route(self) -> None:
+        wanted = {str(r.url) for r in self.by_id.values() if r.ready and r.role != "draining"}
+        for url in sorted(wanted - self.routed):
+            self.act(Action("add", url=url))
+        for url in sorted(self.routed - wanted):
+            self.act(Action("remove", url=url))
+
+    # rule 4
+    def hand_over(self) -> None:
+        for r in list(self.by_id.values()):
+            if r.role == "successor" and r.ready and r.successor_of in self.by_id:
+                self.drain(self.by_id[str(r.successor_of)], f"handed over to {r.job_id}")
+                self.update(r.job_id, role="serving", successor_of=None)
+        followed = {r.successor_of for r in self.by_id.values() if r.role == "successor"}
+        for r in list(self.by_id.values()):
+            if r.role != "serving" or not r.ready or r.ends_at is None or r.job_id in followed:
+                continue
+            left = r.ends_at - self.now
+            if left <= self.spec.handover_seconds and r.slot < self.spec.replicas:
+                if not self.can_submit:
+                    continue
+                self.act(Action("submit", slot=r.slot, generation=r.generation + 1,
+                                successor_of=r.job_id))  # fmt: skip
+                self.event(f"replica {r.job_id} (slot {r.slot}) ends in {left:.0f} s: successor")
+
+    # rule 5
+    def fill_slots(self, generations: dict[int, int]) -> None:
+        holders: dict[int, list[Replica]] = {}
+        for r in list(self.by_id.values()):
+            if r.role == "successor" and r.slot >= self.spec.replicas:
+                self.drain(r, f"scaled to {self.spec.replicas}")
+            elif r.role == "serving":
+                holders.setdefault(r.slot, []).append(r)
+        for slot, held in holders.items():
+            if slot >= self.spec.replicas:
+                for r in held:
+                    self.drain(r, f"scaled to {self.spec.replicas}")
+                continue
+            held.sort(key=lambda r: (not r.ready, r.submitted_at))  # keep the READY/older
+            for r in held[1:]:
+                self.drain(r, f"slot {slot} is already held by {held[0].job_id}")
+        for slot in range(self.spec.replicas):
+            if slot not in holders and self.can_submit:
+                self.act(Action("submit", slot=slot, generation=generations.get(slot, 0) + 1))
+                self.event(f"slot {slot}: a new replica")
+
+    def summary(self) -> ServiceState:
+        live = [r for r in self.by_id.values() if r.role != "draining"]
+        ready = sum(1 for r in live if r.ready)
+        wanted = self.spec.replicas
+        if not self.can_submit:
+            assert self.backoff_until is not None
+            last = next((e for e in reversed(self.events) if " failed: " in e), "")
+            return self.state(
+                "BACKING_OFF",
+                f"{self.failures} replicas in a row failed before READY; next try in "
+                f"{self.backoff_until - self.now:.0f} s (last: {last})",
+            )
+        if ready >= wanted:
+            return self.state("UP", f"{ready}/{wanted} replicas READY")
+        return self.state("DEGRADED" if ready else "STARTING", f"{ready}/{wanted} replicas READY")
+
+    def state(self, name: str, message: str, **more: object) -> ServiceState:
+        return self.previous.model_copy(
+            update={
+                "state": name,
+                "message": message,
+                "replicas": tuple(self.by_id.values()),
+                "failures_in_row": self.failures,
+                "backoff_until": self.backoff_until,
+                "events": tuple(self.events[-EVENTS_KEPT:]),
+                "updated_at": self.now,
+                **more,
+            }
+        )
+
+
+def decide(
+    spec: ServiceSpec,
+    previous: ServiceState,
+    replicas: list[Replica],
+    routed: set[str],
+    now: float,
+) -> Step:
+    """One tick of the controller. ``replicas`` are ``previous.replicas`` with their
+    state just observed; ``routed`` the URLs the router lists now."""
+    tick = _Tick(spec, previous, routed, now)
+    tick.forget_ended(replicas)
+    for r in list(tick.by_id.values()):
+        if r.role == "draining":
+            tick.drain(r, "")  # cancelled if the drain is overdue
+    if spec.desired == "DOWN":
+        tick.step.state = tick.go_down()
+        return tick.step
+    tick.route()
+    tick.hand_over()
+    tick.fill_slots({r.slot: r.generation for r in replicas})
+    tick.step.state = tick.summary()
+    return tick.step

@@ -1,0 +1,208 @@
+"""The front of a service, on the node that runs it (a small CPU-only job, or here):
+vllm-router on loopback, the authenticating proxy on the public port, and the
+controller on a thread, all in one process.
+
+A front that starts finds the replicas the last one recorded: those still READY go
+straight into the router (no restart), the rest are watched as before. On SIGTERM,
+SIGINT or the front job's own time-limit warning (USR1) the front stops and leaves the
+replicas serving, for the next front to adopt; on ``service down`` it drains them first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from launchers import _proc, health, waits
+from launchers.defaults import FRONT_STALE_SECONDS
+from launchers.errors import InputError, RuntimeFailure
+from launchers.jobdir.safe import read_private_text
+from launchers.observe.client import Client
+from launchers.service import store
+from launchers.service.controller import Controller
+from launchers.service.definition import Front
+from launchers.service.frontjob import submit_front
+from launchers.service.proxy import make_app
+from launchers.service.router import LOOPBACK, RouterAdmin, router_argv
+
+ROUTER_START_TIMEOUT = 60.0
+SUCCESSOR = threading.Event()  # set by the front job's time-limit warning
+TICK_SECONDS = 1.0  # the controller's cadence (SLURM is asked less often: controller.py)
+
+
+def front_alive(front: Front | None, now: float) -> bool:
+    """Is ``front``'s heartbeat fresh? Pure."""
+    return front is not None and now - front.heartbeat < FRONT_STALE_SECONDS
+
+
+def live_front(front: Front | None, now: float) -> Front | None:
+    """``front`` if it is alive: its heartbeat fresh, and its SLURM job (when it runs as
+    one) not ended: a SIGKILLed front's last heartbeat stays fresh for a while."""
+    if front is None or not front_alive(front, now):
+        return None
+    if front.job_id:
+        from launchers.submit import slurm
+
+        state, _ = slurm.job_state(front.job_id)
+        if state in slurm.ENDED:
+            return None
+    return front
+
+
+def _address(host: str | None) -> str:
+    if host:
+        return host
+    from launchers.runtime.network import detect
+
+    env, _ = detect()
+    return env["VLLM_HOST_IP"]
+
+
+def _log(text: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[{stamp}] vllm-hpc front: {text}", flush=True)
+
+
+def run_front(service_dir: str, *, host: str | None = None) -> int:
+    """Run the front until it is stopped (0) or the service is down (0)."""
+    store.open_dir(service_dir)
+    spec = store.read_spec(service_dir)
+    if spec.desired == "DOWN":
+        raise InputError(f"service {spec.name} is down", fix=f"vllm-hpc service up {spec.name}")
+    now = time.time()
+    earlier = live_front(store.read_front(service_dir), now)
+    if earlier is not None and earlier.job_id != os.environ.get("SLURM_JOB_ID"):
+        raise RuntimeFailure(
+            f"service {spec.name}: a front already runs at {earlier.url} "
+            f"(pid {earlier.pid} on {earlier.hostname})",
+            fix=f"vllm-hpc service status {spec.name}",
+        )
+    key = read_private_text(spec.key_file, "service key").strip()
+    if not key:
+        raise RuntimeFailure(f"service key: {spec.key_file} is empty", fix="service down, up")
+    address = _address(host)
+    if not health.port_free(spec.front_port):
+        raise RuntimeFailure(
+            f"--front-port: {spec.front_port} is taken on {socket.gethostname()}",
+            fix="choose another --front-port",
+        )
+    router_port = health.pick_port(spec.front_port + 1000)
+    metrics_port = health.pick_port(router_port + 1)
+    state = store.read_state(service_dir)
+    adopted = [
+        str(r.url) for r in (state.replicas if state else ()) if r.ready and r.role != "draining"
+    ]
+    _log(f"service {spec.name}: adopting {len(adopted)} READY replica(s): {adopted}")
+    router_log = f"{service_dir}/router.log"
+    router = _proc.start(
+        "vllm-router",
+        router_argv(sys.executable, router_port, metrics_port, adopted),
+        env=dict(os.environ),
+        log_path=router_log,
+    )
+    try:
+        health.wait_for_port(
+            LOOPBACK, router_port, timeout=ROUTER_START_TIMEOUT, what="vllm-router",
+            log=router_log, alive=lambda: router.poll() is None,
+        )  # fmt: skip
+        url = f"http://{address}:{spec.front_port}/v1"
+        client = Client(job_root=spec.request.get("job_root"))
+        controller = Controller(service_dir, client, RouterAdmin(router_port), url=url, log=_log)
+        controller.routed_count = len(adopted)
+        code = _serve(service_dir, spec.name, address, spec.front_port, router_port, key,
+                      controller, router)  # fmt: skip
+    finally:
+        router.stop(grace=5.0)
+        store.remove_front(service_dir, os.getpid())
+    if SUCCESSOR.is_set() and os.environ.get("SLURM_JOB_ID"):
+        # The front job's own limit: a new front job adopts the replicas (front.json is
+        # gone first, so it does not take this one for alive).
+        spec = store.read_spec(service_dir)
+        if spec.desired == "UP":
+            _log(f"the front's time limit is near: next front is job "
+                 f"{submit_front(spec, service_dir)}")  # fmt: skip
+    return code
+
+
+def _serve(
+    service_dir: str,
+    name: str,
+    address: str,
+    port: int,
+    router_port: int,
+    key: str,
+    controller: Controller,
+    router: _proc.Child,
+) -> int:
+    from aiohttp import web
+
+    stopping = threading.Event()
+    started = time.time()
+
+    def beat() -> None:
+        store.write_front(
+            service_dir,
+            Front(
+                url=str(controller.url), host=address, port=port, hostname=socket.gethostname(),
+                pid=os.getpid(), job_id=os.environ.get("SLURM_JOB_ID"), started_at=started,
+                heartbeat=time.time(),
+            ),
+        )  # fmt: skip
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def stop(why: str, successor: bool = False) -> None:
+            _log(why)
+            if successor:
+                SUCCESSOR.set()
+            stopping.set()
+            loop.call_soon_threadsafe(done.set)
+
+        for sig, why in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
+            loop.add_signal_handler(sig, stop, f"stopping on {why}; replicas keep serving")
+        loop.add_signal_handler(
+            signal.SIGUSR1, stop, "stopping on SIGUSR1 (the front's time limit is near); "
+            "replicas keep serving", True,
+        )  # fmt: skip
+
+        app = make_app(
+            f"http://{LOOPBACK}:{router_port}", key, healthy=lambda: controller.routed_count > 0
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, address, port).start()
+        beat()
+        _log(f"service {name}: {controller.url} (router on {LOOPBACK}:{router_port})")
+
+        def control() -> None:
+            for _ in waits.ticks(TICK_SECONDS):
+                if stopping.is_set():
+                    return
+                if router.poll() is not None:
+                    stop(f"vllm-router exited ({_proc.ended(router.poll() or 0)})")
+                    return
+                try:
+                    state = controller.tick()
+                    beat()
+                except Exception as exc:  # a bad tick is logged; the next one tries again
+                    _log(f"controller tick failed: {type(exc).__name__}: {exc}")
+                    continue
+                if state.state == "DOWN":
+                    stop(f"service {name} is down")
+                    return
+
+        thread = threading.Thread(target=control, name="controller", daemon=True)
+        thread.start()
+        await done.wait()
+        await runner.cleanup()
+        await asyncio.to_thread(thread.join, 30.0)
+        return 0
+
+    return asyncio.run(main())

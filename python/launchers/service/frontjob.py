@@ -1,0 +1,43 @@
+"""The front as a small CPU-only SLURM job: its batch script (pure) and its submission."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from launchers.service import store
+from launchers.service.definition import ServiceSpec, ServiceState
+from launchers.submit import slurm
+
+
+def front_script(spec: ServiceSpec, directory: str, request: Mapping[str, Any]) -> str:
+    """The front's batch script: one small CPU-only task running the front. Pure."""
+    lines = [
+        "#!/bin/bash",
+        f"# vllm-hpc service {spec.name}: its front (vllm-router + the controller)",
+        f"#SBATCH --job-name={spec.name}-front",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks=1",
+        "#SBATCH --cpus-per-task=1",
+        f"#SBATCH --time={spec.front_time}",
+        f"#SBATCH --output={directory}/front-%j.log",
+        "#SBATCH --open-mode=append",
+        "#SBATCH --signal=B:USR1@60",
+    ]
+    for field in ("partition", "account", "qos"):
+        if request.get(field):
+            lines.append(f"#SBATCH --{field}={request[field]}")
+    argv = [spec.python, "-m", "launchers", "service", "front", "--service-dir", directory]
+    lines += ["set -euo pipefail", "exec " + " ".join(shlex.quote(a) for a in argv), ""]
+    return "\n".join(lines)
+
+
+def submit_front(spec: ServiceSpec, directory: str) -> str:
+    """``sbatch`` the front's script; the job id (also an event in state.json)."""
+    job_id = slurm.sbatch_text(front_script(spec, directory, spec.request), os.environ)
+    state = store.read_state(directory) or ServiceState(name=spec.name)
+    events = (*state.events[-19:], f"front submitted as job {job_id}")
+    store.write_state(directory, state.model_copy(update={"events": events}))
+    return job_id

@@ -1,0 +1,287 @@
+"""What a user does with a service: up, status, list, scale, down, url; the CLI's
+``vllm-hpc service`` commands are thin over these, and Python code uses them directly:
+
+    from launchers.service.manage import Services
+    svc = Services().get("llama")
+    print(svc.url())                 # http://10.0.0.5:8100/v1
+    chat = svc.openai().chat.completions.create(...)
+
+``service.json`` is the user's (written here), ``state.json`` the controller's (written
+here only when no front is alive), ``front.json`` the front's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from launchers import jobdir, waits
+from launchers.errors import InputError, RuntimeFailure
+from launchers.jobdir.safe import read_private_text
+from launchers.observe.client import Client, Job
+from launchers.service import store
+from launchers.service.definition import (
+    Front,
+    ServiceSpec,
+    ServiceState,
+    check_name,
+    service_dir,
+    services_root,
+)
+from launchers.service.front import live_front
+from launchers.service.frontjob import submit_front
+from launchers.submit import slurm
+
+# Request fields a service decides for itself.
+OWNED = {"api_key_file": "--api-key-file", "no_api_key": "--no-api-key", "job_name": "--job-name"}
+
+
+@dataclass
+class Service:
+    name: str
+    directory: str
+
+    def spec(self) -> ServiceSpec:
+        return store.read_spec(self.directory)
+
+    def state(self) -> ServiceState | None:
+        return store.read_state(self.directory)
+
+    def front(self) -> Front | None:
+        """The live front (see ``service.front.live_front``), or None."""
+        return live_front(store.read_front(self.directory), time.time())
+
+    def url(self) -> str:
+        front = self.front()
+        if front is None:
+            raise RuntimeFailure(
+                f"service {self.name}: no front is running",
+                fix=f"vllm-hpc service up {self.name} (it adopts the replicas still serving)",
+            )
+        return front.url
+
+    def api_key(self) -> str:
+        return read_private_text(self.spec().key_file, "service key").strip()
+
+    def openai(self) -> Any:
+        """An ``openai.OpenAI`` for the service's front, its key filled in."""
+        import importlib
+
+        try:
+            openai = importlib.import_module("openai")
+        except ImportError:
+            raise InputError(
+                "the openai package is not installed", fix="pip install 'vllm-hpc[openai]'"
+            ) from None
+        key = self.api_key()
+        if not key:
+            raise RuntimeFailure(f"service {self.name}: its key file is empty")
+        return openai.OpenAI(base_url=self.url(), api_key=key)
+
+    def summary(self) -> dict[str, Any]:
+        spec, state, front = self.spec(), self.state(), self.front()
+        return {
+            "name": self.name,
+            "state": state.state if state else "STARTING",
+            "message": state.message if state else "",
+            "desired": spec.desired,
+            "replicas_wanted": spec.replicas,
+            "url": front.url if front else None,
+            "front": None if front is None else front.model_dump(mode="json"),
+            "replicas": []
+            if state is None
+            else [r.model_dump(mode="json") for r in state.replicas],
+            "failures_in_row": state.failures_in_row if state else 0,
+            "events": list(state.events) if state else [],
+            "directory": self.directory,
+        }
+
+    def scale(self, replicas: int) -> ServiceSpec:
+        spec = self.spec()
+        if spec.desired == "DOWN":
+            raise InputError(f"service {self.name} is down", fix=f"vllm-hpc service up {self.name}")
+        updated = spec.model_copy(update={"replicas": replicas})
+        store.write_spec(self.directory, updated)
+        if self.front() is None:
+            raise RuntimeFailure(
+                f"service {self.name}: scaled to {replicas} in {self.directory}, but no front "
+                "is running to act on it",
+                fix=f"vllm-hpc service up {self.name}",
+            )
+        return updated
+
+    def wait(self, states: tuple[str, ...], timeout: float, what: str) -> ServiceState:
+        def reached() -> ServiceState | None:
+            state = self.state()
+            if state is not None and state.state == "BACKING_OFF" and "BACKING_OFF" not in states:
+                raise RuntimeFailure(
+                    f"service {self.name}: {state.message}",
+                    fix=f"vllm-hpc service status {self.name}; read the replicas' logs",
+                )
+            return state if state is not None and state.state in states else None
+
+        return waits.wait_for(
+            reached, what=f"service {self.name} {what}", timeout=timeout,
+            log=f"{self.directory}/front-*.log",
+            detail=lambda: f" (now: {(self.state() or ServiceState(name=self.name)).message})",
+        ).value  # fmt: skip
+
+    def down(self, timeout: float = 300.0) -> ServiceState:
+        """Drain and stop every replica, then the front; DOWN in state.json."""
+        spec = self.spec()
+        store.write_spec(self.directory, spec.model_copy(update={"desired": "DOWN"}))
+        if self.front() is not None:
+            return self.wait(("DOWN",), timeout, "to go down")
+        # No front: stop what the files name, here.
+        state = self.state() or ServiceState(name=self.name)
+        for r in state.replicas:
+            if not r.final:
+                slurm.scancel(r.job_id)
+
+        def gone() -> bool | None:
+            return waits.seen(all(Job(r.job_id, r.job_dir).status().final for r in state.replicas))
+
+        waits.wait_for(gone, what=f"the replicas of {self.name} to end", timeout=timeout)
+        down = state.model_copy(
+            update={"state": "DOWN", "message": "down", "replicas": (), "url": None,
+                    "updated_at": time.time()}
+        )  # fmt: skip
+        store.write_state(self.directory, down)
+        return down
+
+
+class Services:
+    """Every service of this user, in the job root's ``services/``."""
+
+    def __init__(self, client: Client | None = None):
+        self.client = client or Client()
+
+    @property
+    def root(self) -> str:
+        return services_root(self.client.job_root)
+
+    def get(self, name: str) -> Service:
+        directory = service_dir(self.client.job_root, name)
+        store.open_dir(directory)
+        return Service(name, directory)
+
+    def list(self) -> list[Service]:
+        try:
+            names = sorted(os.listdir(self.root))
+        except OSError:
+            return []
+        found = []
+        for name in names:
+            try:
+                found.append(self.get(name))
+            except InputError:
+                continue
+        return found
+
+    def up(
+        self,
+        name: str,
+        request: Mapping[str, Any] | None,
+        *,
+        registries: tuple[str, ...] = (),
+        replicas: int,
+        handover_seconds: float,
+        front: str,
+        front_port: int,
+        front_time: str,
+    ) -> Service:
+        """Create (or start again) service ``name`` and start its front: as a SLURM job
+        (``front="job"``), or return for the caller to run it here (``"here"``). A
+        service that exists is adopted: its replicas still serving are kept."""
+        check_name(name)
+        directory = service_dir(self.client.job_root, name)
+        existing = store.read_spec(directory) if os.path.isfile(
+            f"{directory}/service.json") else None  # fmt: skip
+        if existing is not None:
+            store.open_dir(directory)
+            svc = Service(name, directory)
+            if svc.front() is not None:
+                raise InputError(
+                    f"service {name} is already up at {svc.url()}",
+                    fix=f"vllm-hpc service status {name}",
+                )
+            if request and existing.desired == "UP" and _differs(existing.request, request):
+                raise InputError(
+                    f"service {name} exists with other settings",
+                    fix=f"vllm-hpc service up {name} (no options) adopts it; "
+                    f"vllm-hpc service down {name} first to change it",
+                )
+            if existing.desired == "UP" or not request:
+                spec = existing.model_copy(update={"desired": "UP"})
+                store.write_spec(directory, spec)
+                return self._start_front(svc, spec, front)
+        if not request or not request.get("model"):
+            raise InputError(
+                f"service {name} does not exist yet: give the model",
+                fix=f"vllm-hpc service up {name} -m MODEL [submit's options]",
+            )
+        spec = self._new_spec(name, dict(request), registries, directory, replicas=replicas,
+                              handover_seconds=handover_seconds, front=front,
+                              front_port=front_port, front_time=front_time)  # fmt: skip
+        svc = Service(name, directory)
+        return self._start_front(svc, spec, front)
+
+    def _new_spec(
+        self, name: str, request: dict[str, Any], registries: tuple[str, ...], directory: str,
+        **settings: Any,
+    ) -> ServiceSpec:  # fmt: skip
+        for field, flag in OWNED.items():
+            if request.get(field):
+                raise InputError(
+                    f"{flag}: a service sets it for its replicas",
+                    fix=f"leave {flag} out (the service keeps its own key in {directory})",
+                )
+        request["job_root"] = self.client.job_root
+        # Bad input fails here, before anything is written: plan one replica.
+        probe = self.client.plan(
+            **{
+                **request,
+                "no_api_key": True,
+                "registry": registries,
+                "extra_args": tuple(request.get("extra_args") or ()),
+            }
+        )
+        store.make_dir(self.client.job_root, directory)
+        key = store.key_file(directory)
+        jobdir.ensure_secret(key, "service key")
+        spec = ServiceSpec(
+            name=name, request=request, registries=registries, python=probe.python,
+            key_file=key, created_at=time.time(), **settings,
+        )  # fmt: skip
+        store.write_spec(directory, spec)
+        store.write_state(directory, ServiceState(name=name, updated_at=time.time()))
+        return spec
+
+    def _start_front(self, svc: Service, spec: ServiceSpec, front: str) -> Service:
+        if front == "here":
+            return svc
+        submit_front(spec, svc.directory)
+        return svc
+
+
+def _differs(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
+    def norm(d: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        out.pop("job_root", None)
+        return {k: v for k, v in out.items() if v not in (None, False, [], {})}
+
+    return norm(stored) != norm(given)
+
+
+def request_dict(request: Any) -> dict[str, Any]:
+    """A ``launchers.input.resolve.Request`` as the JSON-able dict a spec stores."""
+    data = asdict(request)
+    data["extra_args"] = list(data.get("extra_args") or ())
+    data["env"] = dict(data.get("env") or {})
+    return data
+
+
+__all__ = ["Service", "Services", "request_dict"]

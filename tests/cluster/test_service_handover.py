@@ -1,0 +1,90 @@
+"""A service outlives its replicas' time limit (issue: services that outlive the walltime).
+
+A 2-replica service whose replicas have a 6-minute limit and a 5-minute handover: each
+replica gets a successor about a minute after it starts, the successor is routed once
+READY and the old replica drains. Under a steady request loop through the front with the
+real `openai` client: no request fails, the URL stays, both first replicas end COMPLETED
+well before their limit, and nothing of theirs is left on any node.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launchers import waits
+
+from . import api, bed
+from .test_service import Load, client, ready_jobs, svc
+
+pytestmark = pytest.mark.cluster
+
+NAME = "relay"
+LIMIT_MINUTES = 6
+HANDED_OVER_WITHIN = 420.0  # both first replicas replaced by READY successors
+
+
+@pytest.fixture(scope="module")
+def relay(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path
+) -> Iterator[dict[str, Any]]:
+    left = Path(env["VLLM_HPC_JOB_ROOT"], "services", NAME)
+    if left.exists():
+        api.cli(env, "service", "down", NAME, timeout=300)
+        shutil.rmtree(left)
+    try:
+        row = svc(
+            env, "up", NAME, "--model", str(tiny_model), "--nodes", "1", "--gpus-per-node", "1",
+            "--partition", "debug", "--time", f"00:0{LIMIT_MINUTES}:00", "--handover", "5m",
+            "--replicas", "2", "--front-port", "8200", "--wait", "--wait-timeout",
+            str(bed.READY_TIMEOUT), "--", "--max-model-len", "512",
+            timeout=bed.READY_TIMEOUT + 120,
+        )  # fmt: skip
+        assert row["state"] == "UP", row
+        yield row
+    finally:
+        api.cli(env, "service", "down", NAME, timeout=300)
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_replicas_are_handed_over_before_their_time_limit_with_no_failed_request(
+    relay: dict[str, Any], env: dict[str, str], minicluster: bed.MiniCluster, tiny_model: Path
+) -> None:
+    first = ready_jobs(relay)
+    assert len(first) == 2
+
+    def handed_over() -> dict[str, Any] | None:
+        row = svc(env, "status", NAME)
+        now = ready_jobs(row)
+        return row if len(now) == 2 and not set(now) & set(first) else None
+
+    with Load(client(relay), tiny_model.name) as load:
+        row = waits.wait_for(
+            handed_over, what="both first replicas handed over", timeout=HANDED_OVER_WITHIN,
+            interval=2.0, detail=lambda: f"; last: {svc(env, 'status', NAME)}",
+        ).value  # fmt: skip
+        for job in first:  # the old ones drain: their in-flight requests finish
+            minicluster.wait_for_state(job, bed.TERMINAL_STATES, timeout=180)
+        answered = load.ok
+        waits.wait_for(lambda: waits.seen(load.ok >= answered + 3), what="answers", timeout=60)
+    assert load.failed == [], load.failed[:5]
+    assert load.ok > 20, load.ok
+    assert row["url"] == relay["url"]
+    for job in first:
+        info = minicluster.job_info(job)
+        assert info["JobState"] == "COMPLETED", info
+        ended_early = _seconds(info["StartTime"]) + LIMIT_MINUTES * 60 - _seconds(info["EndTime"])
+        assert ended_early > 60, info  # before the limit, and before its 120 s warning
+        minicluster.wait_for_no_processes(
+            minicluster.nodes, timeout=bed.GONE_TIMEOUT, match=f"-{job}/"
+        )
+    events = " | ".join(row["events"])
+    assert all(f"replica {job}" in events and "handed over" in events for job in first), events

@@ -1,0 +1,168 @@
+"""The service's public door (launchers.service.proxy): the key is checked before
+anything reaches the router, only /v1/... and /health are served, the router's admin
+routes never, and bodies stream through. A real aiohttp server stands in for the router
+on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from launchers.service.proxy import allowed, key_matches, make_app
+
+KEY = "s3cret-key"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "verdict"),
+    [
+        ("GET", "/health", "open"),
+        ("GET", "/v1/models", "key"),
+        ("POST", "/v1/chat/completions", "key"),
+        ("POST", "/add_worker", "no"),
+        ("POST", "/remove_worker", "no"),
+        ("GET", "/list_workers", "no"),
+        ("GET", "/metrics", "no"),
+        ("POST", "/health", "no"),
+        ("GET", "/v1/../add_worker", "no"),
+        ("GET", "/v1", "no"),
+    ],
+)
+def test_which_routes_are_served(method: str, path: str, verdict: str) -> None:
+    assert allowed(method, path) == verdict
+
+
+@pytest.mark.parametrize(
+    ("header", "ok"),
+    [
+        (f"Bearer {KEY}", True),
+        (f"bearer {KEY}", True),
+        (f"Bearer {KEY}x", False),
+        (f"Basic {KEY}", False),
+        ("Bearer ", False),
+        (None, False),
+        (KEY, False),
+    ],
+)
+def test_the_key_is_a_bearer_token(header: str | None, ok: bool) -> None:
+    assert key_matches(header, KEY) is ok
+    assert key_matches(header, "") is False  # no key, no entry
+
+
+class Upstream:
+    """A stand-in router that records what reached it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []
+
+    def app(self) -> web.Application:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            self.seen.append((request.method, request.path_qs,
+                              request.headers.get("Authorization")))  # fmt: skip
+            if request.path == "/v1/stream":
+                response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await response.prepare(request)
+                for i in range(3):
+                    await response.write(f"data: {i}\n\n".encode())
+                    await asyncio.sleep(0.05)  # chunks apart in time, as vLLM sends them
+                await response.write_eof()
+                return response
+            body = await request.read()
+            return web.json_response({"path": request.path, "body": body.decode()})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        return app
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def _with_front(
+    check: Callable[[aiohttp.ClientSession, str, Upstream], Any], healthy: bool = True
+) -> None:
+    upstream = Upstream()
+    up_runner, up_url = await _serve(upstream.app())
+    front_runner, front_url = await _serve(make_app(up_url, KEY, healthy=lambda: healthy))
+    try:
+        async with aiohttp.ClientSession() as session:
+            await check(session, front_url, upstream)
+    finally:
+        await front_runner.cleanup()
+        await up_runner.cleanup()
+
+
+def run(check: Callable[..., Any], **kw: Any) -> None:
+    asyncio.run(_with_front(check, **kw))
+
+
+def test_without_the_key_nothing_reaches_the_router() -> None:
+    async def check(s: aiohttp.ClientSession, url: str, up: Upstream) -> None:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with s.get(f"{url}/v1/models", headers=headers) as r:
+                assert r.status == 401
+                assert (await r.json())["error"]["type"] == "invalid_request_error"
+        assert up.seen == []
+
+    run(check)
+
+
+def test_with_the_key_the_request_and_its_header_pass_through() -> None:
+    async def check(s: aiohttp.ClientSession, url: str, up: Upstream) -> None:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        async with s.post(f"{url}/v1/chat/completions?x=1", data=b'{"a": 1}', headers=auth) as r:
+            assert r.status == 200
+            assert await r.json() == {"path": "/v1/chat/completions", "body": '{"a": 1}'}
+        assert up.seen == [("POST", "/v1/chat/completions?x=1", f"Bearer {KEY}")]
+
+    run(check)
+
+
+def test_the_routers_admin_routes_are_not_served_even_with_the_key() -> None:
+    async def check(s: aiohttp.ClientSession, url: str, up: Upstream) -> None:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        for method, path in (("POST", "/add_worker?url=http://evil:1"),
+                             ("POST", "/remove_worker?url=http://a:1"), ("GET", "/list_workers"),
+                             ("GET", "/v1/../list_workers")):  # fmt: skip
+            async with s.request(method, url + path, headers=auth) as r:
+                assert r.status == 404, path
+        assert up.seen == []
+
+    run(check)
+
+
+def test_a_stream_arrives_chunk_by_chunk() -> None:
+    async def check(s: aiohttp.ClientSession, url: str, up: Upstream) -> None:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        async with s.get(f"{url}/v1/stream", headers=auth) as r:
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            chunks = [chunk async for chunk in r.content.iter_any()]
+        assert b"".join(chunks) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        assert len(chunks) >= 2  # not buffered into one body
+
+    run(check)
+
+
+@pytest.mark.parametrize(("healthy", "status"), [(True, 200), (False, 503)])
+def test_health_needs_no_key_and_says_whether_a_replica_is_routed(
+    healthy: bool, status: int
+) -> None:
+    async def check(s: aiohttp.ClientSession, url: str, up: Upstream) -> None:
+        async with s.get(f"{url}/health") as r:
+            assert r.status == status
+        assert up.seen == []
+
+    run(check, healthy=healthy)
