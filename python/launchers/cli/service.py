@@ -68,6 +68,11 @@ def _when(epoch: float | None) -> str:
     return f"in {int(left // 60)}m{int(left % 60):02d}s" if left > 0 else "now"
 
 
+def _say(as_json: bool, data: dict[str, Any], text: str) -> None:
+    """One result: ``data`` as JSON, or ``service NAME: text``."""
+    click.echo(json.dumps(data) if as_json else f"service {data['name']}: {text}")
+
+
 def _print_summary(row: dict[str, Any]) -> None:
     click.echo(f"service {row['name']}: {row['state']} ({row['message']})")
     front = row["front"]
@@ -129,10 +134,7 @@ def list_cmd(job_root: str | None, as_json: bool) -> None:
 def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> None:
     """Keep REPLICAS replicas READY from now on (the front acts within seconds)."""
     spec = _services(job_root).get(name).scale(replicas)
-    if as_json:
-        click.echo(json.dumps({"name": name, "replicas": spec.replicas}))
-    else:
-        click.echo(f"service {name}: {spec.replicas} replica(s) wanted")
+    _say(as_json, {"name": name, "replicas": spec.replicas}, f"{spec.replicas} replica(s) wanted")
 
 
 @group.command("down")
@@ -143,10 +145,7 @@ def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> 
 def down_cmd(name: str, job_root: str | None, timeout: float, as_json: bool) -> None:
     """Drain and stop every replica, then the front."""
     state = _services(job_root).get(name).down(timeout)
-    if as_json:
-        click.echo(json.dumps({"name": name, "state": state.state}))
-    else:
-        click.echo(f"service {name}: {state.state}")
+    _say(as_json, {"name": name, "state": state.state}, state.state)
 
 
 @group.command("url")
