@@ -129,3 +129,30 @@ def test_a_front_whose_job_ended_is_dead_though_its_heartbeat_is_fresh(
     front = Front(url="http://h:8100/v1", host="h", port=8100, hostname="n1", pid=1,
                   job_id="77", started_at=0.0, heartbeat=100.0)  # fmt: skip
     assert (live_front(front, 101.0) is not None) is alive
+
+
+@pytest.mark.parametrize("front_time", ["1:00\n#SBATCH --uid=0", "forever", "0", "400-00:00:00"])
+def test_a_bad_front_time_is_refused_before_anything_is_written(
+    tmp_path: Path, front_time: str
+) -> None:
+    root = tmp_path / "jobs"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "service",
+            "up",
+            "llama",
+            "-m",
+            "meta-llama/Llama-3.2-3B-Instruct",
+            "--front-time",
+            front_time,
+            "--job-root",
+            str(root),
+        ],
+        standalone_mode=False,
+    )
+    assert isinstance(result.exception, InputError), result.output
+    assert result.exception.one_line().startswith("--front-time: ")
+    assert not (root / "services").exists()
+    with pytest.raises(ValueError, match="--front-time"):
+        spec(front_time=front_time)

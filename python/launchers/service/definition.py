@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from launchers.jobdir.jobfiles import FINAL_STATES, JobFile, Record
 from launchers.spec.fields import MAX_PARALLEL
@@ -47,6 +47,20 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_front_time(text: str) -> str:
+    """The front job's ``--time`` (it lands in the front's batch script): a SLURM time."""
+    from launchers.spec import slurmtime
+    from launchers.spec.fields import MAX_TIME_MINUTES
+
+    try:
+        minutes = slurmtime.minutes(text)
+    except ValueError as exc:
+        raise ValueError(f"--front-time: {exc}") from None
+    if not 0 < minutes <= MAX_TIME_MINUTES:
+        raise ValueError(f"--front-time: {text!r} is out of range (1 minute to a year)")
+    return text
+
+
 def services_root(job_root: str) -> str:
     return f"{job_root.rstrip('/')}/services"
 
@@ -69,6 +83,12 @@ class ServiceSpec(JobFile):
     front_port: int = Field(ge=1, le=65535)
     front_time: str
     desired: Literal["UP", "DOWN"] = "UP"
+
+    @field_validator("front_time")
+    @classmethod
+    def _slurm_time(cls, value: str) -> str:
+        return check_front_time(value)
+
     python: str  # the nodes' Python (with vllm-hpc and vllm-router): the front runs it
     key_file: str
     created_at: float

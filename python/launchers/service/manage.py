@@ -27,6 +27,7 @@ from launchers.service.definition import (
     Front,
     ServiceSpec,
     ServiceState,
+    check_front_time,
     check_name,
     service_dir,
     services_root,
@@ -233,6 +234,10 @@ class Services:
         self, name: str, request: dict[str, Any], registries: tuple[str, ...], directory: str,
         **settings: Any,
     ) -> ServiceSpec:  # fmt: skip
+        try:
+            check_front_time(str(settings["front_time"]))
+        except ValueError as exc:
+            raise InputError(str(exc), fix="e.g. --front-time 1-00:00:00") from None
         for field, flag in OWNED.items():
             if request.get(field):
                 raise InputError(
