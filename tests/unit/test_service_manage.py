@@ -75,6 +75,14 @@ def test_a_front_is_alive_only_while_its_heartbeat_is_fresh() -> None:
     assert not front_alive(None, 0.0)
 
 
+def refused_up(root: Path, *options: str) -> InputError:
+    """`service up llama -m MODEL OPTIONS --job-root ROOT`, which must fail as bad input."""
+    argv = ["service", "up", "llama", "-m", "meta-llama/Llama-3.2-3B-Instruct", *options]
+    result = CliRunner().invoke(cli, [*argv, "--job-root", str(root)], standalone_mode=False)
+    assert isinstance(result.exception, InputError), result.output
+    return result.exception
+
+
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
@@ -86,22 +94,8 @@ def test_up_refuses_what_the_service_owns_and_writes_nothing(
     tmp_path: Path, flag: list[str], message: str
 ) -> None:
     root = tmp_path / "jobs"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "service",
-            "up",
-            "llama",
-            "-m",
-            "meta-llama/Llama-3.2-3B-Instruct",
-            *flag,
-            "--job-root",
-            str(root),
-        ],
-        standalone_mode=False,
-    )
-    assert isinstance(result.exception, InputError), result.output
-    assert message in result.exception.one_line()
+    error = refused_up(root, *flag)
+    assert message in error.one_line()
     assert not (root / "services").exists()
 
 
@@ -136,23 +130,8 @@ def test_a_bad_front_time_is_refused_before_anything_is_written(
     tmp_path: Path, front_time: str
 ) -> None:
     root = tmp_path / "jobs"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "service",
-            "up",
-            "llama",
-            "-m",
-            "meta-llama/Llama-3.2-3B-Instruct",
-            "--front-time",
-            front_time,
-            "--job-root",
-            str(root),
-        ],
-        standalone_mode=False,
-    )
-    assert isinstance(result.exception, InputError), result.output
-    assert result.exception.one_line().startswith("--front-time: ")
+    error = refused_up(root, "--front-time", front_time)
+    assert error.one_line().startswith("--front-time: ")
     assert not (root / "services").exists()
     with pytest.raises(ValueError, match="--front-time"):
         spec(front_time=front_time)
