@@ -59,6 +59,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str | None]] = []
+        self.framing: list[tuple[str | None, str | None]] = []  # Content-Length, T-E
 
     def app(self) -> web.Application:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -72,6 +73,8 @@ class Upstream:
                     await asyncio.sleep(0.05)  # chunks apart in time, as vLLM sends them
                 await response.write_eof()
                 return response
+            self.framing.append((request.headers.get("Content-Length"),
+                                 request.headers.get("Transfer-Encoding")))  # fmt: skip
             body = await request.read()
             return web.json_response({"path": request.path, "body": body.decode()})
 
@@ -127,6 +130,22 @@ def test_with_the_key_the_request_and_its_header_pass_through() -> None:
             assert r.status == 200
             assert await r.json() == {"path": "/v1/chat/completions", "body": '{"a": 1}'}
         assert up.seen == [("POST", "/v1/chat/completions?x=1", f"Bearer {KEY}")]
+
+    run(check)
+
+
+def test_a_body_is_passed_on_whole_and_so_is_a_plain_answer() -> None:
+    async def chunked_body() -> Any:  # the client streams its body: the router need not
+        yield b'{"a": '
+        yield b"2}"
+
+    async def check(s: aiohttp.ClientSession, url: str, up: Upstream) -> None:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        async with s.post(f"{url}/v1/completions", data=chunked_body(), headers=auth) as r:
+            assert await r.json() == {"path": "/v1/completions", "body": '{"a": 2}'}
+            assert r.headers.get("Transfer-Encoding") is None
+            assert r.headers["Content-Length"] == str(len(await r.read()))
+        assert up.framing == [("8", None)]
 
     run(check)
 

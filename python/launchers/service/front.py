@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from launchers import _proc, health, waits
 from launchers.defaults import FRONT_STALE_SECONDS
@@ -205,4 +206,18 @@ def _serve(
         await asyncio.to_thread(thread.join, 30.0)
         return 0
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (it comes with vLLM), else asyncio's:
+    the proxy spends most of its time in the loop."""
+    import importlib
+
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -13,8 +13,10 @@ public port is this proxy, which
   load balancers and ``service status`` can look;
 - refuses everything else with 404, the router's admin routes included.
 
-Bodies are streamed both ways (server-sent events of a streaming chat pass chunk by
-chunk). aiohttp comes with vllm-router; it is imported only where a front runs.
+A request body is read whole before it is passed on (OpenAI requests are small; a
+streamed body would reach the router chunked, which costs both sides). An answer is
+passed on whole unless it is a stream of server-sent events, which passes chunk by
+chunk. aiohttp comes with vllm-router; it is imported only where a front runs.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def key_matches(header: str | None, key: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), key.encode())
 
 
+def streamed(content_type: str | None) -> bool:
+    """Is an answer of this Content-Type passed on chunk by chunk (server-sent events)?"""
+    if not content_type:
+        return False
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
+
+
 def _error(status: int, message: str, kind: str) -> web.Response:
     from aiohttp import web
 
@@ -99,19 +108,21 @@ def make_app(
         if not key_matches(request.headers.get("Authorization"), key):
             return _error(401, "a valid API key is required", "invalid_request_error")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        body = await request.read() if request.can_read_body else None
         session = request.app[session_key]
         try:
             async with session.request(
                 request.method,
                 router_url + request.rel_url.path_qs,
                 headers=headers,
-                data=request.content if request.can_read_body else None,
+                data=body,
                 allow_redirects=False,
             ) as upstream:
-                response = web.StreamResponse(
-                    status=upstream.status,
-                    headers={k: v for k, v in upstream.headers.items() if k.lower() not in _HOP},
-                )
+                passed = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+                if not streamed(upstream.headers.get("Content-Type")):
+                    whole = await upstream.read()
+                    return web.Response(status=upstream.status, headers=passed, body=whole)
+                response = web.StreamResponse(status=upstream.status, headers=passed)
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
