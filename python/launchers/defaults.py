@@ -49,6 +49,9 @@ SERVICE_REPLICAS = 2
 # A replica's successor is submitted this long before the replica's end time (queue wait
 # and model load must fit inside it), then the old replica drains once the new one is READY.
 SERVICE_HANDOVER_SECONDS = 1800.0
+# Handovers roll: while one successor loads, the next waits, unless its replica has less
+# than this share of the handover left (then it starts anyway, to be READY in time).
+SERVICE_ROLLING_SHARE = 0.5
 # A front whose heartbeat (renewed every controller tick, each second) is older than this
 # is taken for dead, as is one whose SLURM job ended (another `service up` may adopt).
 FRONT_STALE_SECONDS = 30.0

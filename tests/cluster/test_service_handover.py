@@ -1,10 +1,12 @@
 """A service outlives its replicas' time limit (issue: services that outlive the walltime).
 
-A 2-replica service whose replicas have a 6-minute limit and a 5-minute handover: each
-replica gets a successor about a minute after it starts, the successor is routed once
-READY and the old replica drains. Under a steady request loop through the front with the
-real `openai` client: no request fails, the URL stays, both first replicas end COMPLETED
-well before their limit, and nothing of theirs is left on any node.
+A 2-replica service whose replicas have a 12-minute limit and a 10-minute handover: the
+replica that ends first gets a successor about a minute after it starts, the successor
+is routed once READY and the old replica drains; then the other replica's handover
+starts (handovers roll, unless half the window has gone by). Under a steady request
+loop through the front with the real `openai` client: no request fails, the URL stays,
+both first replicas end COMPLETED well before their limit, and nothing of theirs is left
+on any node.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from .test_service import Load, client, ready_jobs, svc
 pytestmark = pytest.mark.cluster
 
 NAME = "relay"
-LIMIT_MINUTES = 6
-HANDED_OVER_WITHIN = 420.0  # both first replicas replaced by READY successors
+# A successor loads in about 3 minutes here while both replicas serve the loop on the
+# bed's 2 CPUs; handovers roll, so the window holds two loads and the 120 s warning.
+LIMIT_MINUTES = 12
+HANDOVER_SECONDS = 600
+HANDED_OVER_WITHIN = 720.0  # both first replicas replaced by READY successors
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +45,9 @@ def relay(
     try:
         row = svc(
             env, "up", NAME, "--model", str(tiny_model), "--nodes", "1", "--gpus-per-node", "1",
-            "--partition", "debug", "--time", f"00:0{LIMIT_MINUTES}:00", "--handover", "5m",
-            "--replicas", "2", "--front-port", "8200", "--wait", "--wait-timeout",
-            str(bed.READY_TIMEOUT), "--", "--max-model-len", "512",
+            "--partition", "debug", "--time", f"00:{LIMIT_MINUTES:02d}:00", "--handover",
+            f"{HANDOVER_SECONDS}s", "--replicas", "2", "--front-port", "8200", "--wait",
+            "--wait-timeout", str(bed.READY_TIMEOUT), "--", "--max-model-len", "512",
             timeout=bed.READY_TIMEOUT + 120,
         )  # fmt: skip
         assert row["state"] == "UP", row
@@ -88,3 +93,18 @@ def test_replicas_are_handed_over_before_their_time_limit_with_no_failed_request
         )
     events = " | ".join(row["events"])
     assert all(f"replica {job}" in events and "handed over" in events for job in first), events
+    _assert_rolled(list(row["events"]), first)
+
+
+def _assert_rolled(events: list[str], first: list[str]) -> None:
+    """The second of the first replicas' successors was asked for after the first
+    handover, or once less than half of its replica's handover window was left (the
+    rule's deadline). Successors get successors of their own later; they do not count."""
+    asked = [
+        i for i, e in enumerate(events)
+        if e.endswith(": successor") and any(f"replica {job} " in e for job in first)
+    ]  # fmt: skip
+    handed = [i for i, e in enumerate(events) if "drains: handed over to" in e]
+    assert len(asked) == 2 and handed, events
+    left = float(events[asked[1]].split(" ends in ")[1].split(" s:")[0])
+    assert asked[1] > handed[0] or left <= HANDOVER_SECONDS / 2, events

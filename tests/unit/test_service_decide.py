@@ -110,6 +110,38 @@ def test_a_replica_near_its_end_gets_a_successor_in_its_slot() -> None:
     assert actions == []
 
 
+def test_handovers_roll_one_successor_loading_at_a_time() -> None:
+    # both replicas inside the 600 s handover window: the earlier end goes first
+    a, b = rep("1", 0, ends_at=NOW + 500), rep("2", 1, ends_at=NOW + 450)
+    actions, _ = tick([a, b])
+    assert kinds(actions) == [("submit", "1")] and actions[0].successor_of == "2"
+    # while it loads (PENDING, then RUNNING) the other replica waits
+    for phase in ("PENDING", "RUNNING"):
+        loading = rep("3", 1, state=phase, role="successor", successor_of="2")
+        actions, _ = tick([a, b, loading], now=NOW + 60)
+        assert actions == [], phase
+    # once it is READY: routed, the old one drains, and the next handover starts
+    ready = rep("3", 1, role="successor", successor_of="2")
+    routed = {"http://10.0.0.1:8000", "http://10.0.0.2:8000"}
+    actions, _ = tick([a, b, ready], routed=routed, now=NOW + 90)
+    assert kinds(actions) == [
+        ("add", "http://10.0.0.3:8000"), ("remove", "http://10.0.0.2:8000"), ("drain", "2"),
+        ("submit", "0"),
+    ]  # fmt: skip
+    assert actions[-1].successor_of == "1"
+
+
+def test_a_waiting_handover_starts_anyway_when_half_its_window_is_left() -> None:
+    a = rep("1", 0, ends_at=NOW + 500)
+    loading = rep("3", 1, state="RUNNING", role="successor", successor_of="2")
+    b = rep("2", 1, ends_at=NOW + 400)
+    actions, _ = tick([a, b, loading], now=NOW + 199)  # 301 s left of a 600 s window
+    assert actions == []
+    actions, state = tick([a, b, loading], now=NOW + 200)  # 300 s left: half
+    assert kinds(actions) == [("submit", "0")] and actions[0].successor_of == "1"
+    assert "ends in 300 s: successor" in state.events[-1]
+
+
 def test_a_ready_successor_is_routed_before_the_old_one_leaves_and_drains() -> None:
     old = rep("1", 0, ends_at=NOW + 300)
     new = rep("3", 0, role="successor", successor_of="1")

@@ -34,7 +34,8 @@ Each replica is an ordinary vllm-hpc job (any layout `submit` runs). The front (
 CPU-only job, or `--front here`) runs vllm-router on loopback behind an authenticating
 proxy, and a controller that keeps the replicas READY: a successor is submitted
 `--handover` before a replica's time limit and takes over once READY, then the old one
-drains (in-flight requests finish); a failed replica is replaced. Clients use the
+drains (in-flight requests finish); handovers roll (one successor loads at a time, unless
+half the window has gone by); a failed replica is replaced. Clients use the
 service key (`<job root>/services/NAME/key`); the router's admin API is never exposed.
 """
 
@@ -182,8 +183,9 @@ def service_group(layout_options: Callable[[Any], Any], request_of: Callable[...
         "handover",
         default=f"{int(SERVICE_HANDOVER_SECONDS // 60)}m",
         show_default=True,
-        help="How long before a replica's time limit its successor is submitted "
-        "(queue wait and model load must fit in it).",
+        help="How long before a replica's time limit its successor is submitted. "
+        "Handovers roll, so give it twice the queue wait and model load, plus the "
+        "120 s warning.",
     )
     @click.option(
         "--front",

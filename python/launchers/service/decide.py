@@ -11,6 +11,10 @@ Rules, in order:
    (a stranger's, or an old one) comes out.
 4. Handover: a READY replica whose end is nearer than ``handover_seconds`` gets a
    successor in its slot; once the successor is READY and routed, the old one drains.
+   Handovers roll, the earliest end first: while one successor loads the next waits,
+   so the service asks SLURM for one replica's nodes more at a time (not twice its
+   size) and one model load at a time shares the nodes' file systems; a replica with
+   less than ``SERVICE_ROLLING_SHARE`` of the handover left gets its successor anyway.
 5. Each slot ``0 .. replicas-1`` holds one live replica (a successor pair counts once):
    missing slots are submitted, unless the controller is backing off after repeated
    failures; slots past ``replicas`` (scaled down) drain.
@@ -26,6 +30,7 @@ from launchers.defaults import (
     SERVICE_BACKOFF_MAX_SECONDS,
     SERVICE_BACKOFF_SECONDS,
     SERVICE_FAILURES_BEFORE_BACKOFF,
+    SERVICE_ROLLING_SHARE,
     TEARDOWN_SECONDS,
 )
 from launchers.service.definition import Replica, ServiceSpec, ServiceState
@@ -162,16 +167,25 @@ class _Tick:
                 self.drain(self.by_id[str(r.successor_of)], f"handed over to {r.job_id}")
                 self.update(r.job_id, role="serving", successor_of=None)
         followed = {r.successor_of for r in self.by_id.values() if r.role == "successor"}
-        for r in list(self.by_id.values()):
-            if r.role != "serving" or not r.ready or r.ends_at is None or r.job_id in followed:
+        loading = sum(1 for r in self.by_id.values() if r.role == "successor" and not r.ready)
+        window = self.spec.handover_seconds
+        due = [
+            r
+            for r in self.by_id.values()
+            if r.role == "serving" and r.ready and r.ends_at is not None
+            and r.job_id not in followed and r.slot < self.spec.replicas
+            and r.ends_at - self.now <= window
+        ]  # fmt: skip
+        for r in sorted(due, key=lambda r: (r.ends_at or 0.0, r.slot)):
+            left = (r.ends_at or 0.0) - self.now
+            if not self.can_submit:
                 continue
-            left = r.ends_at - self.now
-            if left <= self.spec.handover_seconds and r.slot < self.spec.replicas:
-                if not self.can_submit:
-                    continue
-                self.act(Action("submit", slot=r.slot, generation=r.generation + 1,
-                                successor_of=r.job_id))  # fmt: skip
-                self.event(f"replica {r.job_id} (slot {r.slot}) ends in {left:.0f} s: successor")
+            if loading and left > window * SERVICE_ROLLING_SHARE:
+                continue  # the successor loading now goes first
+            self.act(Action("submit", slot=r.slot, generation=r.generation + 1,
+                            successor_of=r.job_id))  # fmt: skip
+            loading += 1
+            self.event(f"replica {r.job_id} (slot {r.slot}) ends in {left:.0f} s: successor")
 
     # rule 5
     def fill_slots(self, generations: dict[int, int]) -> None:
