@@ -97,6 +97,11 @@ def _threads(pid: int) -> list[int]:
         return []
 
 
+# The router's launcher (`python -m vllm_router.launch_router`, under its guard) and the
+# router once it has renamed itself.
+ROUTER_NAMES = ("vllm_router", "vllm::router")
+
+
 class Parts:
     """The processes of one service on the bed, by part: the bench's own (the client),
     the front, its router, and everything else in the nodes' PID namespaces (the replica
@@ -112,7 +117,7 @@ class Parts:
         for p in procs:
             if p.pid in front:
                 parts[p.pid] = "front"
-            elif "vllm_router" in p.cmdline:
+            elif any(name in p.cmdline for name in ROUTER_NAMES):
                 parts[p.pid] = "router"
             else:
                 parts[p.pid] = "replica"
