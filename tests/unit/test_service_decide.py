@@ -142,6 +142,20 @@ def test_a_waiting_handover_starts_anyway_when_half_its_window_is_left() -> None
     assert "ends in 300 s: successor" in state.events[-1]
 
 
+def test_a_handover_waits_for_any_replica_loading_not_only_a_successor() -> None:
+    # a successor whose predecessor ended first (its time-limit warning came before the
+    # successor was READY) serves its slot while it loads; a lost replica's replacement
+    # loads too: either holds the next handover back while more than half is left
+    a = rep("1", 0, ends_at=NOW + 505)
+    for role, why in (("serving", "predecessor ended"), ("successor", "successor")):
+        loading = rep("4", 1, state="RUNNING", role=role)
+        actions, _ = tick([a, loading])
+        assert actions == [], why
+    draining = rep("4", 1, state="RUNNING", role="draining")  # a drain is no load
+    actions, _ = tick([a, draining, rep("5", 1)])
+    assert ("submit", "0") in kinds(actions), actions
+
+
 def test_a_ready_successor_is_routed_before_the_old_one_leaves_and_drains() -> None:
     old = rep("1", 0, ends_at=NOW + 300)
     new = rep("3", 0, role="successor", successor_of="1")

@@ -11,9 +11,10 @@ Rules, in order:
    (a stranger's, or an old one) comes out.
 4. Handover: a READY replica whose end is nearer than ``handover_seconds`` gets a
    successor in its slot; once the successor is READY and routed, the old one drains.
-   Handovers roll, the earliest end first: while one successor loads the next waits,
-   so the service asks SLURM for one replica's nodes more at a time (not twice its
-   size) and one model load at a time shares the nodes' file systems; a replica with
+   Handovers roll, the earliest end first: while a replica loads (a successor, or one
+   that fills a slot) the next waits, so the service asks SLURM for one replica's
+   nodes more at a time (not twice its size) and one model load at a time shares the
+   nodes' file systems; a replica with
    less than ``SERVICE_ROLLING_SHARE`` of the handover left gets its successor anyway.
 5. Each slot ``0 .. replicas-1`` holds one live replica (a successor pair counts once):
    missing slots are submitted, unless the controller is backing off after repeated
@@ -167,7 +168,9 @@ class _Tick:
                 self.drain(self.by_id[str(r.successor_of)], f"handed over to {r.job_id}")
                 self.update(r.job_id, role="serving", successor_of=None)
         followed = {r.successor_of for r in self.by_id.values() if r.role == "successor"}
-        loading = sum(1 for r in self.by_id.values() if r.role == "successor" and not r.ready)
+        # any model loading in the service holds the next handover back: a successor, and
+        # also one whose predecessor ended first (now serving) or a lost replica's replacement
+        loading = sum(1 for r in self.by_id.values() if r.role != "draining" and not r.ready)
         window = self.spec.handover_seconds
         due = [
             r
