@@ -170,7 +170,9 @@ write_configs() {
     printf 'FirstJobId=%d\n' "$(next_job_id)"
     printf 'SlurmctldHost=ctld(%s)\n' "${CTLD_IP}"
     printf 'AuthType=auth/munge\nCredType=cred/munge\n'
-    printf 'AuthInfo=socket=%s/munge/munge.socket.2\n' "${STATE}"
+    # cred_expire: a requeued job waits this long (+1 s) before it may start again (120 s
+    # by default); the bed's steps launch within seconds.
+    printf 'AuthInfo=socket=%s/munge/munge.socket.2,cred_expire=30\n' "${STATE}"
     printf 'SlurmUser=root\nSlurmdUser=root\n'
     printf 'SlurmctldPort=6817\nSlurmdPort=6818\n'
     printf 'StateSaveLocation=%s/ctld/state\n' "${STATE}"
