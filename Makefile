@@ -48,7 +48,7 @@ test: lint test-unit test-cluster ## Everything CI runs
 bench-launch: install ## Launch speed vs a hand-written floor on the mini cluster (~25 min)
 	$(PY) -m bench.launch.run
 
-bench-service: install ## A service's front vs direct, and a handover under load (~15 min)
+bench-service: install ## A service's front vs direct, and a handover under load (~25 min)
 	$(PY) -m bench.service.run
 
 demo: install ## 2-node mini cluster, a real job, an answer from its endpoint, teardown
