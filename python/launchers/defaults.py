@@ -39,6 +39,12 @@ TEARDOWN_SECONDS = 24.0
 # grace before SIGKILL), then stops the rest as above, all before SLURM's limit.
 DRAIN_SECONDS = 60
 
+# Every route of a job's vLLM needs the API key but GET /health: vLLM loads this
+# middleware (python/vllm_hpc_auth.py) with --middleware. The leader checks that the
+# door is shut (KEYLESS_PROBE_PATH answers 401 without the key) before it says READY.
+AUTH_MIDDLEWARE = "vllm_hpc_auth.KeyMiddleware"
+KEYLESS_PROBE_PATH = "/metrics"
+
 # The prefix of the lines the doctor's node side prints and ``vllm-hpc doctor`` gathers.
 DOCTOR_MARK = "DOCTOR "
 
@@ -62,3 +68,34 @@ SERVICE_BACKOFF_SECONDS = 30.0
 SERVICE_BACKOFF_MAX_SECONDS = 600.0
 # The front job's own time limit when not given.
 SERVICE_FRONT_TIME = "1-00:00:00"
+# The most replicas one service may ask for (`service up --replicas`, `service scale`):
+# each is a whole job, and one controller tick submits every missing one.
+SERVICE_MAX_REPLICAS = 16
+# The front's heartbeat (front.json) is renewed this often by its own thread, whatever the
+# controller's tick is doing, well inside FRONT_STALE_SECONDS.
+FRONT_HEARTBEAT_SECONDS = 5.0
+# The front's vllm-router listens from front port + this (its metrics port next to it).
+SERVICE_ROUTER_PORT_OFFSET = 1000
+# The front's public door (service.proxy): what one client may hold of it. A request body
+# is read whole before it is passed on, so it is bounded (an OpenAI request is small; a
+# larger one gets 413 before it is read when its Content-Length says so) and must arrive
+# within FRONT_BODY_TIMEOUT seconds (408). A connection's request head must be complete
+# within FRONT_HEADER_TIMEOUT seconds of its first byte (of the connection, for the first
+# request), an idle keep-alive connection is closed after FRONT_KEEPALIVE_TIMEOUT, and a
+# front holds at most FRONT_MAX_CONNECTIONS client connections (sized for a 1-CPU front
+# under the usual 1024 open files; the next gets a quick 503). Worst case held in bodies:
+# FRONT_MAX_CONNECTIONS x FRONT_MAX_BODY_BYTES.
+FRONT_MAX_BODY_BYTES = 8 * 1024 * 1024
+FRONT_BODY_TIMEOUT = 60.0
+FRONT_HEADER_TIMEOUT = 10.0
+FRONT_KEEPALIVE_TIMEOUT = 75.0
+FRONT_MAX_CONNECTIONS = 512
+# Connections from the front to vllm-router at once (the rest wait for one): sized to the
+# replicas' --max-num-seqs times replicas (256 x 4). In practice at most one per client
+# connection is busy, so FRONT_MAX_CONNECTIONS bounds it first.
+FRONT_UPSTREAM_CONNECTIONS = 1024
+# aiohttp logs every malformed request with a traceback: the front keeps at most this many
+# of its server log's lines per client address and in all per window, each on one line.
+FRONT_LOG_LINES_PER_PEER = 5
+FRONT_LOG_LINES_TOTAL = 30
+FRONT_LOG_WINDOW = 60.0

@@ -6,16 +6,42 @@ model (with the API key when one is set). Failures quote the log to read.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from launchers import waits
 from launchers.defaults import RAY_WORKER_PORTS
 from launchers.errors import RuntimeFailure
+
+# Variables that make an HTTP client send its requests (and so our API key, and for the
+# router every prompt) to a proxy instead of the address we checked. Python's urllib,
+# httpx (so the openai client), aiohttp with trust_env and Rust's reqwest (vllm-router)
+# all read some of them, in either case.
+PROXY_VARIABLES = frozenset(
+    {"http_proxy", "https_proxy", "all_proxy", "ftp_proxy", "ws_proxy", "wss_proxy",
+     "grpc_proxy", "no_proxy", "socks_proxy", "socks5_proxy"}
+)  # fmt: skip
+# The one urllib opener vllm-hpc talks to jobs, replicas, the router and fronts with:
+# an empty ProxyHandler ignores every proxy variable.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def without_proxies(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without any proxy variable (in any case): for a process vllm-hpc starts
+    that sends a key or a prompt over HTTP (vllm-router, ``vllm bench serve``)."""
+    return {k: v for k, v in env.items() if k.lower() not in PROXY_VARIABLES}
+
+
+def urlopen(request: urllib.request.Request, timeout: float) -> http.client.HTTPResponse:
+    """``urllib.request.urlopen`` that never goes through a proxy, whatever the
+    environment says: every HTTP call of vllm-hpc that may carry a key goes through it."""
+    response: http.client.HTTPResponse = _DIRECT.open(request, timeout=timeout)
+    return response
 
 
 @dataclass(frozen=True)
@@ -30,7 +56,7 @@ def http_get(url: str, *, api_key: str | None = None, timeout: float = 2.0) -> P
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urlopen(request, timeout=timeout) as response:
             body = response.read(1 << 20).decode("utf-8", "replace")
             return Probe(response.status == 200, response.status, body)
     except urllib.error.HTTPError as exc:

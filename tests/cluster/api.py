@@ -50,6 +50,63 @@ def chat(endpoint: dict[str, Any], messages: list[dict[str, str]], max_tokens: i
     return text
 
 
+# What a stranger (another user, another host, no key) tries on a job's API port: every
+# route vLLM 0.32 serves outside /v1 (each answered 200 without the key before the key
+# middleware), the /v1 routes, and spellings that try to pass for /health.
+STRANGER_ROUTES: list[tuple[str, str, object]] = [
+    ("POST", "/invocations", {"prompt": "hello", "max_tokens": 4}),
+    ("POST", "/tokenize", {"prompt": "hello"}),
+    ("POST", "/detokenize", {"tokens": [1, 2, 3]}),
+    ("GET", "/metrics", None),
+    ("GET", "/version", None),
+    ("GET", "/load", None),
+    ("GET", "/ping", None),
+    ("POST", "/ping", None),
+    ("GET", "/server_info", None),
+    ("POST", "/reset_prefix_cache", None),
+    ("POST", "/sleep", None),
+    ("POST", "/collective_rpc", {"method": "get_model"}),
+    ("GET", "/openapi.json", None),
+    ("GET", "/docs", None),
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/completions", {"prompt": "hello", "max_tokens": 4}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/health", None),
+    ("GET", "/health/", None),
+    ("GET", "/%2e%2e/metrics", None),
+    ("GET", "/health/../metrics", None),
+]
+
+
+def raw_request(base: str, method: str, path: str, body: object = None) -> int:
+    """One request without any key, its path sent as written (no client normalises it,
+    no proxy variable is read); the status, or 0 when the connection was refused/reset."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=30)
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        return int(conn.getresponse().status)
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def assert_a_stranger_gets_only_health(endpoint: dict[str, Any]) -> None:
+    """Without the key, from the login node (another host of the cluster's network), no
+    route of the job's API answers but GET /health: each is refused with 401."""
+    base = str(endpoint["url"]).removesuffix("/v1")
+    got = {f"{m} {p}": raw_request(base, m, p, b) for m, p, b in STRANGER_ROUTES}
+    opened = {route: status for route, status in got.items() if status != 401}
+    assert not opened, f"{base}: routes that did not answer 401 without the key: {opened}"
+    assert raw_request(base, "GET", "/health") == 200, f"{base}/health must stay open"
+
+
 def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`vllm-hpc ARGS` (``python -m launchers``) run by the login venv, from /."""
     return subprocess.run(

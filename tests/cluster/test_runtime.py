@@ -73,6 +73,7 @@ def ask(cluster: bed.MiniCluster, endpoint: dict[str, Any]) -> str:
     body = {"model": endpoint["model"], "messages": PROMPT, "max_tokens": 4}
     status, _ = api.post_json(f"{endpoint['url']}/chat/completions", body, None)
     assert status == 401, "the endpoint must refuse requests without the key"
+    api.assert_a_stranger_gets_only_health(endpoint)
     return api.chat(endpoint, PROMPT)
 
 

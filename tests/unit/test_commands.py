@@ -111,6 +111,8 @@ def test_single_gpu_serve(make_config: Callable[..., ServeConfig]) -> None:
         "60",
         "--tensor-parallel-size",
         "1",
+        "--middleware",  # every route needs the key (vllm_hpc_auth), not only /v1
+        "vllm_hpc_auth.KeyMiddleware",
     ]
 
 

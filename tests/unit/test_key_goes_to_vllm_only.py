@@ -119,11 +119,16 @@ class Port:
     def holder(self) -> int | None:
         return self.holders[0]
 
+    door_open = False  # vLLM answers routes other than /health without the key
+
     def http_get(self, url: str, *, api_key: str | None = None, timeout: float = 2.0) -> Probe:
         holder = self.holder
-        self.requests.append((url.rsplit(":8000", 1)[-1], api_key, holder))
+        path = url.rsplit(":8000", 1)[-1]
+        self.requests.append((path, api_key, holder))
         if url.endswith("/health") and len(self.holders) > 1:
             self.holders.pop(0)  # the next poll sees the next holder
+        if path != "/health" and api_key is None and not self.door_open:
+            return Probe(False, 401, "HTTP 401")
         return Probe(True, 200, MODELS)
 
 
@@ -168,7 +173,11 @@ def test_the_key_waits_until_vllm_holds_the_port(
     keyed = [r for r in port.requests if r[1] is not None]
     assert keyed == [("/v1/models", "sk-job", VLLM_PID)]
     assert all(key is None for path, key, _ in port.requests if path == "/health")
-    assert port.requests[-1] == ("/v1/models", "sk-job", VLLM_PID)  # the last request
+    # the last two: the model with the key, then the door checked shut without it
+    assert port.requests[-2:] == [
+        ("/v1/models", "sk-job", VLLM_PID),
+        ("/metrics", None, VLLM_PID),
+    ]
     log = capsys.readouterr().err
     assert log.count("not sending the API key yet: 127.0.0.1:8000 is held by pid 999") == 1
     assert "not sending the API key yet: cannot tell which process listens on" in log
@@ -211,3 +220,23 @@ def test_a_real_socket_of_this_process_is_ours_and_not_another_trees() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_vllm_that_answers_without_the_key_never_says_ready(
+    tmp_path: Path, sockets: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: vLLM serves the model with the key, but /metrics answers without it
+    (its key middleware did not load): the job fails instead of saying READY."""
+    port = Port([VLLM_PID])
+    port.door_open = True
+    ctx, task, serve = _leader(tmp_path, port, sockets, monkeypatch)
+    endpoint = EndpointWriter(ctx, task)
+    states: list[str] = []
+    monkeypatch.setattr(endpoint, "set", lambda state, message, **f: states.append(state))
+    with pytest.raises(RuntimeFailure) as caught:
+        supervise(ctx, task, endpoint, LeaderProcs(serve=serve))
+    assert "READY" not in states
+    assert caught.value.one_line().startswith(
+        "vllm serve answers /metrics without the API key (200): the key middleware "
+        "(vllm_hpc_auth.KeyMiddleware) is not in place, so the job does not serve"
+    )

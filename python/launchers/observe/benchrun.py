@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launchers import _proc, jobdir
+from launchers import _proc, health, jobdir
 from launchers.errors import InputError, RuntimeFailure
 from launchers.observe.loadtest import LoadSpec, run_builtin, summarize_vllm, vllm_bench_argv
 from launchers.plan.launch import LaunchPlan
@@ -58,7 +58,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the load test, save ``<job_dir>/bench/<time>.json``; return the summary."""
     say = log or (lambda message: None)
-    env = dict(os.environ if environ is None else environ)
+    # vllm bench serve's HTTP client reads proxy variables: the key must not go there.
+    env = health.without_proxies(os.environ if environ is None else environ)
     if api_key:
         env["OPENAI_API_KEY"] = api_key
     out_dir = Path(job_dir, "bench")

@@ -90,20 +90,22 @@ class Job:
         other keyword arguments (``timeout``, ``max_retries``...) go to ``openai.OpenAI``.
         Refused while the job is not READY, and when it has no key (never an empty key,
         and never the one in ``$OPENAI_API_KEY``). Needs ``pip install 'vllm-hpc[openai]'``."""
-        client: OpenAI = _openai_module().OpenAI(**self._openai_options(options))
+        client: OpenAI = direct_openai(**self._openai_options(options))
         return client
 
     def async_openai(self, **options: Any) -> AsyncOpenAI:
         """The same as ``openai()``, as an ``openai.AsyncOpenAI``."""
-        client: AsyncOpenAI = _openai_module().AsyncOpenAI(**self._openai_options(options))
+        client: AsyncOpenAI = direct_openai(asynchronous=True, **self._openai_options(options))
         return client
 
     def _openai_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The client's keyword arguments: the job's own URL and key over the caller's."""
-        given = sorted({"base_url", "api_key"} & set(options))
+        given = sorted({"base_url", "api_key", "http_client"} & set(options))
         if given:
             raise InputError(
-                f"openai(): {', '.join(given)} come from the job, not from the caller",
+                f"openai(): {', '.join(given)} come from the job, not from the caller "
+                "(http_client: ours ignores proxy variables, so the key reaches the job "
+                "and no proxy)",
                 fix="leave them out (or build openai.OpenAI yourself)",
             )
         status = self.status()
@@ -399,13 +401,24 @@ class Job:
         return self.status()
 
 
+def direct_openai(*, asynchronous: bool = False, **options: Any) -> Any:
+    """An ``openai.OpenAI`` (or ``AsyncOpenAI``) whose HTTP client ignores proxy
+    variables (``trust_env=False``): the key goes to ``base_url`` and nowhere else, even
+    where ``http_proxy``/``HTTPS_PROXY`` are set, as they are on many clusters."""
+    openai = _openai_module()
+    if asynchronous:
+        http = openai.DefaultAsyncHttpxClient(trust_env=False)
+        return openai.AsyncOpenAI(http_client=http, **options)
+    return openai.OpenAI(http_client=openai.DefaultHttpxClient(trust_env=False), **options)
+
+
 def _openai_module() -> ModuleType:
     """The ``openai`` package, or one line saying how to install it."""
     try:
         import openai
     except ImportError:
         raise InputError(
-            "the openai package is not installed (Job.openai() needs it)", fix=OPENAI_EXTRA
+            "the openai package is not installed (openai() needs it)", fix=OPENAI_EXTRA
         ) from None
     return openai
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from launchers.defaults import DRAIN_SECONDS
+from launchers.defaults import AUTH_MIDDLEWARE, DRAIN_SECONDS
 from launchers.errors import InputError, UnsupportedFeatureError
 from launchers.spec import versions
 from launchers.spec.config import Frozen, ParallelLayout, Port, ServeConfig
@@ -382,6 +382,9 @@ def serve_start(config: ServeConfig, *, headless: bool = False) -> ServeStart:
     argv += _ep_args(config)
     if headless:
         argv.append("--headless")
+    elif config.api_key != "none":
+        # vLLM's key guards /v1 and a few prefixes only: this one guards every route.
+        argv += ["--middleware", AUTH_MIDDLEWARE]
     argv += list(config.spec.extra_args) + list(config.extra_args)
     return ServeStart(
         model=config.spec.model,

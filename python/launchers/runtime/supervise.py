@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from launchers import _proc, health, jobdir, waits
-from launchers.defaults import DRAIN_SECONDS
+from launchers.defaults import AUTH_MIDDLEWARE, DRAIN_SECONDS, KEYLESS_PROBE_PATH
 from launchers.errors import RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles
 from launchers.runtime.context import NodeContext, read_key
@@ -224,7 +224,24 @@ class _Watch:
         if key is not None and not self._ours(task, serve):
             return False
         models = health.http_get(f"{base}{task.models_path}", api_key=key, timeout=2.0)
-        return models.ok and task.served_model_name in health.models_served(models.detail)
+        if not (models.ok and task.served_model_name in health.models_served(models.detail)):
+            return False
+        if key is not None:
+            self._door_shut(base, serve)
+        return True
+
+    def _door_shut(self, base: str, serve: _proc.Child) -> None:
+        """Fail closed: a keyed job whose vLLM answers a route other than /health
+        without the key (its key middleware is not in place) never says READY."""
+        keyless = health.http_get(f"{base}{KEYLESS_PROBE_PATH}", timeout=2.0)
+        if keyless.status != 401:
+            raise RuntimeFailure(
+                f"vllm serve answers {KEYLESS_PROBE_PATH} without the API key "
+                f"({keyless.status or keyless.detail}): the key middleware "
+                f"({AUTH_MIDDLEWARE}) is not in place, so the job does not serve",
+                fix=f"read {serve.log_path}; keep --middleware {AUTH_MIDDLEWARE} in the "
+                "serve command (it comes with vllm-hpc)",
+            )
 
     def _readiness(self, serve: _proc.Child, elapsed: float) -> None:
         task = self.task

@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
+from launchers import health
 from launchers.errors import RuntimeFailure
 
 LOOPBACK = "127.0.0.1"
@@ -50,7 +51,7 @@ class RouterAdmin:
     def _call(self, method: str, path: str) -> str:
         request = urllib.request.Request(self.base + path, method=method)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with health.urlopen(request, timeout=self.timeout) as response:
                 return str(response.read().decode())
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")[:200]
