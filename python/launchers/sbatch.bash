@@ -15,11 +15,23 @@ sbatch_die() {
   exit 2
 }
 
-# sbatch_env NAME...: the job runs under SLURM, and each NAME that is set is valid for
-# its kind (sizes, ports, EP, DP_BACKEND, REGISTRY). The template has checked its Python.
+# _sbatch_count NAME VALUE: VALUE (of NAME, which SLURM sets) is a positive whole number.
+# Checked as text before any arithmetic reads it: bash evaluates a value inside $(( ))
+# and (( )) as an expression, array subscripts included, so 'HOME[$(cmd)]' would run cmd.
+_sbatch_count() {
+  if ! [[ "$2" =~ ^[0-9]{1,6}$ ]] || ((10#$2 < 1)); then
+    sbatch_die "$1 must be a positive whole number (got '$2'): SLURM sets it; do not set it yourself"
+  fi
+}
+
+# sbatch_env NAME...: the job runs under SLURM (its node and GPU counts are numbers), and
+# each NAME that is set is valid for its kind (sizes, ports, EP, DP_BACKEND, REGISTRY).
+# The template has checked its Python.
 sbatch_env() {
   [[ -n "${SLURM_JOB_ID:-}" && -n "${SLURM_JOB_NUM_NODES:-}" ]] ||
     sbatch_die "SLURM_JOB_ID is not set: this is a SLURM batch script (submit it: sbatch --export=ALL,MODEL=$MODEL $0)"
+  _sbatch_count SLURM_JOB_NUM_NODES "$SLURM_JOB_NUM_NODES"
+  _sbatch_count SLURM_GPUS_ON_NODE "${SLURM_GPUS_ON_NODE:-1}"
   local name value
   for name in "$@"; do
     value=${!name:-}
@@ -83,10 +95,12 @@ sbatch_plan() {
   job_root=$("$python" -m launchers job-root "${roots[@]}") || exit 2
   job_dir=$("$python" -m launchers job-root --new-job-dir --job-root "$job_root") || exit 2
 
-  local gpus=${SLURM_GPUS_ON_NODE:-1}
-  plan=(--model "$MODEL" --job-root "$job_root" --nodes "$SLURM_JOB_NUM_NODES" --gpus-per-node "$gpus")
+  # Numbers only in arithmetic (checked as text above, by sbatch_env), in base 10.
+  local nodes=$SLURM_JOB_NUM_NODES gpus=${SLURM_GPUS_ON_NODE:-1} tp=${TP:-1}
+  plan=(--model "$MODEL" --job-root "$job_root" --nodes "$nodes" --gpus-per-node "$gpus")
   if _sbatch_reads DP "${names[@]}"; then # DP: one rank per GPU of the job unless set
-    plan+=(--dp "${DP:-$((SLURM_JOB_NUM_NODES * gpus / ${TP:-1}))}" --tp "${TP:-1}")
+    _sbatch_reads TP "${names[@]}" || sbatch_env TP
+    plan+=(--dp "${DP:-$((10#$nodes * 10#$gpus / 10#$tp))}" --tp "$tp")
   elif _sbatch_reads PP "${names[@]}"; then # TP x PP: both, or the planner's choice
     [[ -z "${TP:-}${PP:-}" ]] || plan+=(--tp "${TP:-1}" --pp "${PP:-1}")
   elif _sbatch_reads TP "${names[@]}"; then

@@ -272,6 +272,27 @@ def test_bad_sbatch_environment_is_one_clear_line(
     assert_nothing_started(shell_env)
 
 
+# Bash evaluates a variable's value as an expression inside arithmetic, array subscripts
+# included: a value such as 'HOME[$(cmd)]' runs cmd. SLURM's counts are checked as text
+# first; the DP template computes DP from them when DP is not set.
+@pytest.mark.parametrize("name", ["SLURM_GPUS_ON_NODE", "SLURM_JOB_NUM_NODES"])
+@pytest.mark.parametrize("template", [_DP_EP, "single_gpu.sbatch"])
+def test_slurm_counts_are_checked_as_text_before_any_arithmetic(
+    name: str, template: str, shell_env: dict[str, str], tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    hostile = f"HOME[$(touch {marker})]"
+    done = run_bash(shell_env, REPO / "slurm" / template, (), {**SLURM_ENV, "MODEL": "a/b",
+                                                                name: hostile})  # fmt: skip
+    assert not marker.exists(), "the value ran as a command"
+    assert_one_clear_line(
+        done.returncode, done.stdout, done.stderr,
+        f"Error: {name} must be a positive whole number (got '{hostile}'",
+    )  # fmt: skip
+    assert_nothing_started(shell_env)
+    assert not list(Path(shell_env["VLLM_HPC_JOB_ROOT"]).glob("**/*")), "a job directory"
+
+
 # (script, args, environment, expected start of the stderr line)
 _MNS = "multi-node-serving.sh"
 _NODE1, _NODE2 = "launch_vllm_node1.sh", "launch_vllm_node2.sh"

@@ -102,7 +102,7 @@ def test_up_refuses_what_the_service_owns_and_writes_nothing(
 def test_tunnel_forwards_a_laptop_port_through_the_login_node() -> None:
     argv = tunnel.ssh_argv("http://10.77.0.11:8100/v1", "login.example.org", None, "ada")
     assert argv == ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-L",
-                    "8100:10.77.0.11:8100", "ada@login.example.org"]  # fmt: skip
+                    "8100:10.77.0.11:8100", "--", "ada@login.example.org"]  # fmt: skip
     assert tunnel.local_url("http://10.77.0.11:8100/v1", 9000) == "http://localhost:9000/v1"
     assert tunnel.login_host({"VLLM_HPC_LOGIN_HOST": "hpc-login"}, None) == "hpc-login"
     with pytest.raises(InputError, match="has no host and port"):

@@ -31,6 +31,30 @@ KEY = "s3cret-key"
         ("POST", "/health", "no"),
         ("GET", "/v1/../add_worker", "no"),
         ("GET", "/v1", "no"),
+        ("HEAD", "/health", "open"),
+        ("POST", "/v1/completions", "key"),
+        ("POST", "/v1/embeddings", "key"),
+        ("POST", "/v1/rerank", "key"),
+        ("POST", "/v1/responses", "key"),
+        ("GET", "/v1/responses/resp_0123abc", "key"),
+        ("DELETE", "/v1/responses/resp_0123abc", "key"),
+        ("POST", "/v1/responses/resp_0123abc/cancel", "key"),
+        ("GET", "/v1/responses/resp_0123abc/input", "key"),
+        ("GET", "/v1/chat/completions", "no"),
+        ("DELETE", "/v1/models", "no"),
+        ("GET", "/v1/models/", "no"),
+        ("GET", "/v1/models/some-model", "no"),
+        ("GET", "/v1/responses/a.b", "no"),
+        ("GET", "/v1/responses/" + "a" * 129, "no"),
+        ("GET", "/v1/%2e%2e/list_workers", "no"),
+        ("GET", "/v1/%252e%252e/list_workers", "no"),
+        ("GET", "/v1/./models", "no"),
+        ("GET", "/v1//models", "no"),
+        ("GET", "/v1\\models", "no"),
+        ("GET", "/v1/models%00", "no"),
+        ("GET", "/v1/stream", "no"),
+        ("POST", "/generate", "no"),
+        ("GET", "/workers", "no"),
     ],
 )
 def test_which_routes_are_served(method: str, path: str, verdict: str) -> None:
@@ -65,7 +89,7 @@ class Upstream:
         async def handle(request: web.Request) -> web.StreamResponse:
             self.seen.append((request.method, request.path_qs,
                               request.headers.get("Authorization")))  # fmt: skip
-            if request.path == "/v1/stream":
+            if "sse" in request.query:  # a stream of server-sent events, as vLLM sends
                 response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
                 await response.prepare(request)
                 for i in range(3):
@@ -166,7 +190,7 @@ def test_the_routers_admin_routes_are_not_served_even_with_the_key() -> None:
 def test_a_stream_arrives_chunk_by_chunk() -> None:
     async def check(s: aiohttp.ClientSession, url: str, up: Upstream) -> None:
         auth = {"Authorization": f"Bearer {KEY}"}
-        async with s.get(f"{url}/v1/stream", headers=auth) as r:
+        async with s.post(f"{url}/v1/chat/completions?sse=1", headers=auth) as r:
             assert r.headers["Content-Type"].startswith("text/event-stream")
             chunks = [chunk async for chunk in r.content.iter_any()]
         assert b"".join(chunks) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"

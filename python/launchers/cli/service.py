@@ -13,10 +13,13 @@ import click
 
 from launchers.cli.jobs import job_root_option
 from launchers.defaults import (
+    RAY_WORKER_PORTS,
     SERVICE_FRONT_TIME,
     SERVICE_HANDOVER_SECONDS,
+    SERVICE_MAX_REPLICAS,
     SERVICE_PORT,
     SERVICE_REPLICAS,
+    SERVICE_ROUTER_PORT_OFFSET,
 )
 from launchers.spec import fields
 
@@ -129,7 +132,7 @@ def list_cmd(job_root: str | None, as_json: bool) -> None:
 
 @group.command("scale")
 @click.argument("name")
-@click.argument("replicas", type=click.IntRange(0, fields.MAX_PARALLEL))
+@click.argument("replicas", type=click.IntRange(min=0))
 @job_root_option
 @click.option("--json", "as_json", is_flag=True)
 def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> None:
@@ -173,10 +176,10 @@ def service_group(layout_options: Callable[[Any], Any], request_of: Callable[...
     @layout_options
     @click.option(
         "--replicas",
-        type=click.IntRange(0, fields.MAX_PARALLEL),
+        type=click.IntRange(min=0),
         default=SERVICE_REPLICAS,
         show_default=True,
-        help="Replica jobs to keep READY.",
+        help=f"Replica jobs to keep READY (at most {SERVICE_MAX_REPLICAS}).",
     )
     @click.option(
         "--handover",
@@ -197,10 +200,12 @@ def service_group(layout_options: Callable[[Any], Any], request_of: Callable[...
     )
     @click.option(
         "--front-port",
-        type=click.IntRange(1, 65535),
+        type=int,
         default=SERVICE_PORT,
         show_default=True,
-        help="The port clients use.",
+        help="The port clients use: 1024-65535 and outside Ray's worker ports "
+        f"{RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}, as the router's two ports "
+        f"{SERVICE_ROUTER_PORT_OFFSET} above it must be too.",
     )
     @click.option(
         "--front-host",
@@ -274,8 +279,11 @@ def tunnel_cmd(
 
     from launchers.observe import tunnel
 
+    host = tunnel.login_host(os.environ, login)  # bad input first, before any lookup
+    if user:
+        tunnel.ssh_word(user, "--user")
     url = _target_url(target, job_root)
-    argv = tunnel.ssh_argv(url, tunnel.login_host(os.environ, login), local_port, user)
+    argv = tunnel.ssh_argv(url, host, local_port, user)
     if run_it:
         from launchers import _proc
 

@@ -8,7 +8,8 @@ import socket
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from launchers.errors import InputError
+from launchers.errors import InputError, shown
+from launchers.spec.fields import control_character
 
 
 def target(url: str) -> tuple[str, int]:
@@ -19,20 +20,44 @@ def target(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+def ssh_word(value: str, field: str) -> str:
+    """A user or host name for ssh's destination: one word that ssh cannot read as an
+    option (``-oProxyCommand=...`` runs a command on the laptop). Refused: a leading
+    ``-``, whitespace, a control character."""
+    found = control_character(value)
+    if found is not None:
+        raise InputError(f"{field}: {shown(value)} contains a control character ({found})",
+                         fix="give the name alone")  # fmt: skip
+    if any(char.isspace() for char in value):
+        raise InputError(f"{field}: {shown(value)} contains whitespace", fix="give one name")
+    if value.startswith("-"):
+        raise InputError(
+            f"{field}: {shown(value)} starts with '-', so ssh would read it as an option",
+            fix="give the name alone",
+        )
+    return value
+
+
 def login_host(environ: Mapping[str, str], given: str | None) -> str:
     """The host a laptop ssh-es to: ``--login``, ``$VLLM_HPC_LOGIN_HOST``, else this
-    machine's name (run ``tunnel`` on the login node)."""
-    return given or environ.get("VLLM_HPC_LOGIN_HOST") or socket.getfqdn()
+    machine's name (run ``tunnel`` on the login node); checked by ``ssh_word``."""
+    if given:
+        return ssh_word(given, "--login")
+    from_env = environ.get("VLLM_HPC_LOGIN_HOST")
+    if from_env:
+        return ssh_word(from_env, "VLLM_HPC_LOGIN_HOST")
+    return ssh_word(socket.getfqdn(), "--login")
 
 
 def ssh_argv(url: str, login: str, local_port: int | None, user: str | None = None) -> list[str]:
-    """``ssh -N -L LOCAL:HOST:PORT USER@LOGIN``: run it on the laptop, then use
-    ``http://localhost:LOCAL/v1``."""
+    """``ssh -N -L LOCAL:HOST:PORT -- USER@LOGIN``: run it on the laptop, then use
+    ``http://localhost:LOCAL/v1``. The user and the login host are checked (``ssh_word``),
+    and ``--`` ends ssh's options before the destination all the same."""
     host, port = target(url)
     local = local_port or port
-    who = user or getpass.getuser()
+    who = ssh_word(user or getpass.getuser(), "--user")
     return ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{local}:{host}:{port}",
-            f"{who}@{login}"]  # fmt: skip
+            "--", f"{who}@{ssh_word(login, '--login')}"]  # fmt: skip
 
 
 def local_url(url: str, local_port: int | None) -> str:

@@ -20,6 +20,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from launchers.defaults import (
+    RAY_WORKER_PORTS,
+    SERVICE_MAX_REPLICAS,
+    SERVICE_PORT,
+    SERVICE_ROUTER_PORT_OFFSET,
+)
 from launchers.jobdir.jobfiles import FINAL_STATES, JobFile, Record
 from launchers.spec.fields import MAX_PARALLEL
 
@@ -61,6 +67,50 @@ def check_front_time(text: str) -> str:
     return text
 
 
+def check_replicas(count: int, flag: str = "--replicas") -> int:
+    """How many replicas a service keeps: each is a whole job, and one controller tick
+    submits every missing one, so a typo (10000) must not reach SLURM."""
+    from launchers.errors import InputError
+
+    if not 0 <= count <= SERVICE_MAX_REPLICAS:
+        raise InputError(
+            f"{flag}: {count} is out of range: a service keeps 0 to {SERVICE_MAX_REPLICAS} "
+            "replicas (each one a whole job)",
+            fix=f"give at most {SERVICE_MAX_REPLICAS}",
+        )
+    return count
+
+
+# The ports a front may listen on: the port rule of every vllm-hpc port (1024-65535,
+# outside Ray's worker range), for the front's port and for the two the router takes
+# above it (front port + SERVICE_ROUTER_PORT_OFFSET, and its metrics port next to it).
+FRONT_PORTS = (
+    (1024, RAY_WORKER_PORTS[0] - SERVICE_ROUTER_PORT_OFFSET - 2),
+    (RAY_WORKER_PORTS[1] + 1, 65535 - SERVICE_ROUTER_PORT_OFFSET - 1),
+)
+
+
+def check_front_port(port: int) -> int:
+    """The front's port (``--front-port``): one of ``FRONT_PORTS``. Pure."""
+    low, high = RAY_WORKER_PORTS
+    router = port + SERVICE_ROUTER_PORT_OFFSET
+    fix = " or ".join(f"{a}-{b}" for a, b in FRONT_PORTS) + f", e.g. {SERVICE_PORT}"
+    if not 1024 <= port <= 65535:
+        why = "is not a usable port (ports are 1024-65535)"
+    elif low <= port <= high:
+        why = f"is inside Ray's worker port range {low}-{high}"
+    elif router + 1 > 65535:
+        why = f"leaves no room for the router above it ({router} and {router + 1}: past 65535)"
+    elif router <= high and router + 1 >= low:
+        why = (
+            f"puts the router on {router} and {router + 1}, inside Ray's worker port "
+            f"range {low}-{high}"
+        )
+    else:
+        return port
+    raise ValueError(f"--front-port: {port} {why} (choose {fix})")
+
+
 def services_root(job_root: str) -> str:
     return f"{job_root.rstrip('/')}/services"
 
@@ -80,9 +130,14 @@ class ServiceSpec(JobFile):
     replicas: int = Field(ge=0, le=MAX_PARALLEL)
     handover_seconds: float = Field(gt=0)
     front: Literal["job", "here"] = "job"
-    front_port: int = Field(ge=1, le=65535)
+    front_port: int
     front_time: str
     desired: Literal["UP", "DOWN"] = "UP"
+
+    @field_validator("front_port")
+    @classmethod
+    def _front_port(cls, value: int) -> int:
+        return check_front_port(value)
 
     @field_validator("front_time")
     @classmethod
@@ -136,7 +191,8 @@ class ServiceState(JobFile):
 
 
 class Front(JobFile):
-    """Where the front is and that it is alive (``heartbeat`` renewed every tick)."""
+    """Where the front is and that it is alive (``heartbeat`` renewed every
+    FRONT_HEARTBEAT_SECONDS by its own thread, whatever the controller's tick is doing)."""
 
     url: str  # http://IP:PORT/v1
     host: str
@@ -154,7 +210,9 @@ __all__ = [
     "Replica",
     "ServiceSpec",
     "ServiceState",
+    "check_front_port",
     "check_name",
+    "check_replicas",
     "service_dir",
     "services_root",
 ]

@@ -20,7 +20,11 @@ import time
 from collections.abc import Callable
 
 from launchers import _proc, health, waits
-from launchers.defaults import FRONT_STALE_SECONDS
+from launchers.defaults import (
+    FRONT_HEARTBEAT_SECONDS,
+    FRONT_STALE_SECONDS,
+    SERVICE_ROUTER_PORT_OFFSET,
+)
 from launchers.errors import InputError, RuntimeFailure
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.client import Client
@@ -28,7 +32,7 @@ from launchers.service import store
 from launchers.service.controller import Controller
 from launchers.service.definition import Front
 from launchers.service.frontjob import submit_front
-from launchers.service.proxy import make_app
+from launchers.service.proxy import make_app, start_site
 from launchers.service.router import LOOPBACK, RouterAdmin, router_argv
 
 ROUTER_START_TIMEOUT = 60.0
@@ -42,17 +46,50 @@ def front_alive(front: Front | None, now: float) -> bool:
 
 
 def live_front(front: Front | None, now: float) -> Front | None:
-    """``front`` if it is alive: its heartbeat fresh, and its SLURM job (when it runs as
-    one) not ended: a SIGKILLed front's last heartbeat stays fresh for a while."""
-    if front is None or not front_alive(front, now):
+    """``front`` if it is alive. A front that runs as a SLURM job is asked about first:
+    RUNNING is alive whatever its heartbeat says (another `service up` must not start a
+    second front), ended is dead though its heartbeat is fresh (a SIGKILLed front's last
+    one stays fresh for a while). Otherwise (no job, not yet or no longer running, or no
+    SLURM to ask here) its heartbeat decides."""
+    if front is None:
         return None
     if front.job_id:
+        from launchers.errors import SubmitError
         from launchers.submit import slurm
 
-        state, _ = slurm.job_state(front.job_id)
+        try:
+            state, raw = slurm.job_state(front.job_id)
+        except SubmitError:  # no squeue on this machine: the heartbeat alone says
+            state, raw = None, ""
         if state in slurm.ENDED:
             return None
-    return front
+        if raw.strip().split(" ")[0].rstrip("+") == "RUNNING":
+            return front
+    return front if front_alive(front, now) else None
+
+
+def keep_beating(
+    beat: Callable[[], None],
+    stopping: threading.Event,
+    *,
+    log: Callable[[str], None] = print,
+    clock: waits.Clock = waits.REAL,
+) -> None:
+    """The front's heartbeat, on its own thread: ``beat()`` (front.json) every
+    FRONT_HEARTBEAT_SECONDS until ``stopping`` is set, whatever the controller's tick is
+    doing (a tick slower than FRONT_STALE_SECONDS must not make a live front look dead).
+    A failed write is logged; the next one tries again."""
+    due = 0.0
+    for elapsed in waits.ticks(TICK_SECONDS, clock=clock):
+        if stopping.is_set():
+            return
+        if elapsed < due:
+            continue
+        due = elapsed + FRONT_HEARTBEAT_SECONDS
+        try:
+            beat()
+        except Exception as exc:  # a shared file system hiccup: the next beat tries again
+            log(f"heartbeat failed: {type(exc).__name__}: {exc}")
 
 
 def _address(host: str | None) -> str:
@@ -92,7 +129,7 @@ def run_front(service_dir: str, *, host: str | None = None) -> int:
             f"--front-port: {spec.front_port} is taken on {socket.gethostname()}",
             fix="choose another --front-port",
         )
-    router_port = health.pick_port(spec.front_port + 1000)
+    router_port = health.pick_port(spec.front_port + SERVICE_ROUTER_PORT_OFFSET)
     metrics_port = health.pick_port(router_port + 1)
     state = store.read_state(service_dir)
     adopted = [
@@ -103,7 +140,7 @@ def run_front(service_dir: str, *, host: str | None = None) -> int:
     router = _proc.start(
         "vllm-router",
         router_argv(sys.executable, router_port, metrics_port, adopted),
-        env=dict(os.environ),
+        env=health.without_proxies(os.environ),  # reqwest would send prompts to a proxy
         log_path=router_log,
     )
     try:
@@ -140,8 +177,6 @@ def _serve(
     controller: Controller,
     router: _proc.Child,
 ) -> int:
-    from aiohttp import web
-
     stopping = threading.Event()
     started = time.time()
 
@@ -154,6 +189,12 @@ def _serve(
                 heartbeat=time.time(),
             ),
         )  # fmt: skip
+
+    # The heartbeat has its own thread, so a slow controller tick never ages it.
+    heart = threading.Thread(
+        target=keep_beating, args=(beat, stopping), kwargs={"log": _log}, name="heartbeat",
+        daemon=True,
+    )  # fmt: skip
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
@@ -176,9 +217,7 @@ def _serve(
         app = make_app(
             f"http://{LOOPBACK}:{router_port}", key, healthy=lambda: controller.routed_count > 0
         )
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, address, port).start()
+        runner = await start_site(app, address, port)
         beat()
         _log(f"service {name}: {controller.url} (router on {LOOPBACK}:{router_port})")
 
@@ -191,7 +230,6 @@ def _serve(
                     return
                 try:
                     state = controller.tick()
-                    beat()
                 except Exception as exc:  # a bad tick is logged; the next one tries again
                     _log(f"controller tick failed: {type(exc).__name__}: {exc}")
                     continue
@@ -200,14 +238,21 @@ def _serve(
                     return
 
         thread = threading.Thread(target=control, name="controller", daemon=True)
+        heart.start()
         thread.start()
         await done.wait()
         await runner.cleanup()
         await asyncio.to_thread(thread.join, 30.0)
         return 0
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(main())
+    finally:
+        # No heartbeat once the front stops: run_front removes front.json next.
+        stopping.set()
+        if heart.is_alive():
+            heart.join(FRONT_STALE_SECONDS)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

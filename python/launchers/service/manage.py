@@ -21,14 +21,16 @@ from typing import Any
 from launchers import jobdir, waits
 from launchers.errors import InputError, RuntimeFailure
 from launchers.jobdir.safe import read_private_text
-from launchers.observe.client import Client, Job
+from launchers.observe.client import Client, Job, direct_openai
 from launchers.service import store
 from launchers.service.definition import (
     Front,
     ServiceSpec,
     ServiceState,
+    check_front_port,
     check_front_time,
     check_name,
+    check_replicas,
     service_dir,
     services_root,
 )
@@ -68,19 +70,12 @@ class Service:
         return read_private_text(self.spec().key_file, "service key").strip()
 
     def openai(self) -> Any:
-        """An ``openai.OpenAI`` for the service's front, its key filled in."""
-        import importlib
-
-        try:
-            openai = importlib.import_module("openai")
-        except ImportError:
-            raise InputError(
-                "the openai package is not installed", fix="pip install 'vllm-hpc[openai]'"
-            ) from None
+        """An ``openai.OpenAI`` for the service's front, its key filled in (its HTTP
+        client ignores proxy variables: ``observe.client.direct_openai``)."""
         key = self.api_key()
         if not key:
             raise RuntimeFailure(f"service {self.name}: its key file is empty")
-        return openai.OpenAI(base_url=self.url(), api_key=key)
+        return direct_openai(base_url=self.url(), api_key=key)
 
     def summary(self) -> dict[str, Any]:
         spec, state, front = self.spec(), self.state(), self.front()
@@ -101,17 +96,20 @@ class Service:
         }
 
     def scale(self, replicas: int) -> ServiceSpec:
+        """Keep ``replicas`` replicas from now on. Checked before service.json is written:
+        a refused scale (too many, the service down, no front to act on it) changes
+        nothing."""
+        check_replicas(replicas, "REPLICAS")
         spec = self.spec()
         if spec.desired == "DOWN":
             raise InputError(f"service {self.name} is down", fix=f"vllm-hpc service up {self.name}")
-        updated = spec.model_copy(update={"replicas": replicas})
-        store.write_spec(self.directory, updated)
         if self.front() is None:
             raise RuntimeFailure(
-                f"service {self.name}: scaled to {replicas} in {self.directory}, but no front "
-                "is running to act on it",
-                fix=f"vllm-hpc service up {self.name}",
+                f"service {self.name}: no front is running to act on it, so nothing changed",
+                fix=f"vllm-hpc service up {self.name}, then scale it",
             )
+        updated = spec.model_copy(update={"replicas": replicas})
+        store.write_spec(self.directory, updated)
         return updated
 
     def wait(self, states: tuple[str, ...], timeout: float, what: str) -> ServiceState:
@@ -198,6 +196,11 @@ class Services:
         (``front="job"``), or return for the caller to run it here (``"here"``). A
         service that exists is adopted: its replicas still serving are kept."""
         check_name(name)
+        check_replicas(replicas)
+        try:
+            check_front_port(front_port)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         directory = service_dir(self.client.job_root, name)
         existing = store.read_spec(directory) if os.path.isfile(
             f"{directory}/service.json") else None  # fmt: skip

@@ -1,35 +1,71 @@
 """The service's public door: an authenticating reverse proxy in front of vllm-router.
 
 Why a proxy: vllm-router (0.1.17) answers its admin routes (``/add_worker``,
-``/remove_worker``, ``/list_workers``) without any credentials, even with its own
-``--api-key``; whoever reached it could add a "worker" of their own and receive every
-prompt with the service's key. So the router listens on loopback only, and the one
-public port is this proxy, which
+``/remove_worker``, ``/list_workers``, ``/workers``, ``/flush_cache``) without any
+credentials, even with its own ``--api-key``; whoever reached it could add a "worker" of
+their own and receive every prompt with the service's key. So the router listens on
+loopback only, and the one public port is this proxy, which
 
-- serves ``/v1/...`` only to a request carrying the service key (``Authorization:
-  Bearer KEY``, compared in constant time), passing it on to the router unchanged
-  (the router passes it to the replicas, which check it again);
+- serves the router's client routes (``CLIENT_ROUTES``, an explicit list) only to a
+  request carrying the service key (``Authorization: Bearer KEY``, compared in constant
+  time), passing it on to the router unchanged (the router passes it to the replicas,
+  which check it again);
 - answers ``GET /health`` without a key (200 while a replica is routed, else 503), so
   load balancers and ``service status`` can look;
 - refuses everything else with 404, the router's admin routes included.
 
+The path is judged as it came, still encoded (``request.raw_path``), and only a path in
+its canonical form is served: segments of letters, digits, ``_`` and ``-``, so no ``%``
+escape, dot segment, doubled or trailing slash, backslash or control character. Such a
+path is its own fully decoded and normalised form, so whatever decodes or normalises it
+again (the HTTP client, the router) reads the path that was checked, and it is forwarded
+byte for byte, with the query as it came (``yarl.URL(..., encoded=True)``).
+
 A request body is read whole before it is passed on (OpenAI requests are small; a
-streamed body would reach the router chunked, which costs both sides). An answer is
-passed on whole unless it is a stream of server-sent events, which passes chunk by
-chunk. aiohttp comes with vllm-router; it is imported only where a front runs.
+streamed body would reach the router chunked, which costs both sides), up to
+``max_body`` bytes (413: refused from its Content-Length before it is read when it says
+so) within ``body_timeout`` seconds (408). An answer is passed on whole unless it is a
+stream of server-sent events, which passes chunk by chunk.
+
+``start_site`` serves the app with the connection rules of ``FrontLimits``: a request
+head must be complete within ``header_timeout`` seconds (aiohttp's server has no such
+timeout of its own), idle keep-alive connections close after ``keepalive_timeout``, a
+connection beyond ``max_connections`` gets a quick 503, and aiohttp's server log keeps a
+bounded number of lines per client (``LogBudget``). aiohttp comes with vllm-router; it is
+imported only where a front runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
+import re
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from launchers.defaults import (
+    FRONT_BODY_TIMEOUT,
+    FRONT_HEADER_TIMEOUT,
+    FRONT_KEEPALIVE_TIMEOUT,
+    FRONT_LOG_LINES_PER_PEER,
+    FRONT_LOG_LINES_TOTAL,
+    FRONT_LOG_WINDOW,
+    FRONT_MAX_BODY_BYTES,
+    FRONT_MAX_CONNECTIONS,
+    FRONT_UPSTREAM_CONNECTIONS,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from aiohttp.typedefs import Handler
+    from aiohttp.web_protocol import RequestHandler
 
-# Hop-by-hop headers (RFC 9110 7.6.1) and those aiohttp sets itself.
+# Hop-by-hop headers (RFC 9110 7.6.1), those aiohttp sets itself, and Expect (the body
+# has been read already: the router need not ask for it).
 _HOP = {
     "connection",
     "keep-alive",
@@ -41,18 +77,53 @@ _HOP = {
     "upgrade",
     "host",
     "content-length",
+    "expect",
 }
 OPEN_PATHS = ("/health",)
-ROUTED_PREFIX = "/v1/"
+
+# The routes vllm-router 0.1.17 serves to clients (its server.rs route table; its binary
+# names the same paths), each with its method, and nothing else: its admin routes
+# (/add_worker, /remove_worker, /list_workers, /workers..., /flush_cache, /get_loads) take
+# no credentials; /get_model_info, /get_server_info and /health_generate show the
+# replicas' internals; /generate and /rerank are not OpenAI routes and vLLM does not serve
+# /generate. /v1/models/<id> is no route of the router's (it answers 404 itself). A
+# response id is one segment of letters, digits, _ and - (vLLM's are "resp_<hex>").
+_ID = "[A-Za-z0-9_-]{1,128}"
+CLIENT_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/v1/rerank"),
+    ("POST", "/v1/responses"),
+    ("GET", f"/v1/responses/{_ID}"),
+    ("DELETE", f"/v1/responses/{_ID}"),
+    ("POST", f"/v1/responses/{_ID}/cancel"),
+    ("GET", f"/v1/responses/{_ID}/input"),
+    ("GET", "/v1/models"),
+)
+_ROUTES = tuple((method, re.compile(path)) for method, path in CLIENT_ROUTES)
+# A query passes as it came, but only printable ASCII without '#' (no space, no control).
+_QUERY = re.compile(r"[!\"$-~]*")
 
 
 def allowed(method: str, path: str) -> str:
-    """'open', 'key' or 'no' for a request line. Pure."""
+    """'open', 'key' or 'no' for a request's method and raw path (as it came, still
+    encoded, without the query). Only a canonical path can match: the patterns hold no
+    '%', '.', '\\' or empty segment. Pure."""
     if path in OPEN_PATHS and method in ("GET", "HEAD"):
         return "open"
-    if path.startswith(ROUTED_PREFIX) and ".." not in path:
+    if any(method == m and pattern.fullmatch(path) for m, pattern in _ROUTES):
         return "key"
     return "no"
+
+
+def judge(method: str, target: str) -> tuple[str, str, str]:
+    """The verdict for a raw request target (path and query as they came), with its path
+    and query. Pure."""
+    path, _, query = target.partition("?")
+    if not _QUERY.fullmatch(query):
+        return "no", path, query
+    return allowed(method, path), path, query
 
 
 def key_matches(header: str | None, key: str) -> bool:
@@ -72,51 +143,95 @@ def streamed(content_type: str | None) -> bool:
     return content_type.split(";")[0].strip().lower() == "text/event-stream"
 
 
-def _error(status: int, message: str, kind: str) -> web.Response:
+def _error_body(status: int, message: str, kind: str) -> str:
+    return json.dumps({"error": {"message": message, "type": kind, "code": status}})
+
+
+def _error(status: int, message: str, kind: str, *, close: bool = False) -> web.Response:
     from aiohttp import web
 
-    body = {"error": {"message": message, "type": kind, "code": status}}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    response = web.Response(
+        status=status, text=_error_body(status, message, kind), content_type="application/json"
+    )
+    if close:  # the rest of the request is not read: the connection cannot be reused
+        response.force_close()
+    return response
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body (None without one); ``_TooLarge`` once it passes ``limit`` bytes."""
+    if not request.body_exists:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
 
 
 def make_app(
-    router_url: str, key: str, healthy: Callable[[], bool], timeout: float = 3600.0
+    router_url: str,
+    key: str,
+    healthy: Callable[[], bool],
+    timeout: float = 3600.0,
+    *,
+    max_body: int = FRONT_MAX_BODY_BYTES,
+    body_timeout: float = FRONT_BODY_TIMEOUT,
+    upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS,
 ) -> web.Application:
-    """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback)."""
+    """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
+    at most ``upstream_limit`` connections at once."""
     import aiohttp
     from aiohttp import web
+    from yarl import URL
 
     session_key = web.AppKey("session", aiohttp.ClientSession)
+    base = URL(router_url)
 
     async def start(app: web.Application) -> None:
         app[session_key] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=upstream_limit),
             timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=10),
             auto_decompress=False,
+            trust_env=False,  # proxy variables never redirect the router's traffic
         )
 
     async def stop(app: web.Application) -> None:
         await app[session_key].close()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        verdict = allowed(request.method, request.path)
+        verdict, path, query = judge(request.method, request.raw_path)
         if verdict == "no":
-            return _error(404, f"{request.path} is not served here", "not_found")
+            return _error(404, f"{request.method} {path[:200]} is not served here", "not_found")
         if verdict == "open":
             if healthy():
                 return web.Response(text="ok\n")
             return web.Response(status=503, text="no replica is ready\n")
         if not key_matches(request.headers.get("Authorization"), key):
             return _error(401, "a valid API key is required", "invalid_request_error")
+        too_large = f"the request body is over the front's limit of {max_body} bytes"
+        if request.content_length is not None and request.content_length > max_body:
+            return _error(413, too_large, "request_too_large", close=True)
+        try:
+            async with asyncio.timeout(body_timeout):
+                body = await _read_body(request, max_body)
+        except _TooLarge:
+            return _error(413, too_large, "request_too_large", close=True)
+        except TimeoutError:
+            return _error(408, f"the request body did not arrive within {body_timeout:g} s",
+                          "request_timeout", close=True)  # fmt: skip
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        body = await request.read() if request.can_read_body else None
+        target = URL.build(scheme=base.scheme, host=base.raw_host or "", port=base.port,
+                           path=path, query_string=query, encoded=True)  # fmt: skip
         session = request.app[session_key]
         try:
             async with session.request(
-                request.method,
-                router_url + request.rel_url.path_qs,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
+                request.method, target, headers=headers, data=body, allow_redirects=False
             ) as upstream:
                 passed = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
                 if not streamed(upstream.headers.get("Content-Type")):
@@ -131,8 +246,282 @@ def make_app(
         except aiohttp.ClientError as exc:
             return _error(502, f"the router did not answer: {exc}", "bad_gateway")
 
-    app = web.Application(client_max_size=512 * 1024 * 1024)
+    app = web.Application(client_max_size=max_body)
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+# --- connections ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrontLimits:
+    """How ``start_site`` treats connections and aiohttp's server log (defaults.py)."""
+
+    header_timeout: float = FRONT_HEADER_TIMEOUT
+    keepalive_timeout: float = FRONT_KEEPALIVE_TIMEOUT
+    max_connections: int = FRONT_MAX_CONNECTIONS
+    log_lines_per_peer: int = FRONT_LOG_LINES_PER_PEER
+    log_lines_total: int = FRONT_LOG_LINES_TOTAL
+    log_window: float = FRONT_LOG_WINDOW
+
+
+_BUSY_BODY = _error_body(503, "the front has too many connections; try again",
+                         "service_unavailable").encode()  # fmt: skip
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s"
+) % (len(_BUSY_BODY), _BUSY_BODY)
+
+
+class _Gate:
+    """The connections of one site: how many are open, and which is whose. At most
+    ``max_refusing`` connections at once wait to be closed after their 503; beyond
+    that, one is closed right after it."""
+
+    def __init__(self, limits: FrontLimits) -> None:
+        self.limits = limits
+        self.max_refusing = max(1, limits.max_connections // 8)
+        self.open = 0  # served connections
+        self.refusing = 0  # connections being told 503
+        self.served: dict[RequestHandler, _Connection] = {}
+
+    def files(self) -> int:
+        """Open files the site may need at once: each served connection and its
+        connection to the router, those being refused, and some for the rest."""
+        return 2 * self.limits.max_connections + self.max_refusing + 64
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection, in front of aiohttp's protocol for it (``make``): counted
+    against ``max_connections`` (beyond it: 503 and close, aiohttp never sees it), and
+    closed when a request head is not complete ``header_timeout`` seconds after the
+    connection opened, or after the first byte that came while no request was handled.
+    The app's middleware (``start_site``) says when a request starts and ends."""
+
+    def __init__(self, gate: _Gate, make: Callable[[], RequestHandler]) -> None:
+        self._gate = gate
+        self._make = make
+        self._handler: RequestHandler | None = None
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._refusing = False
+        self._busy = 0  # requests being handled
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.Transport", transport)
+        gate = self._gate
+        if gate.open >= gate.limits.max_connections:
+            self._refuse()
+            return
+        gate.open += 1
+        self._handler = self._make()
+        gate.served[self._handler] = self
+        self._handler.connection_made(transport)
+        self._arm()
+
+    def _refuse(self) -> None:
+        """503 at once; the connection closes when the client says anything or ends (so
+        the answer is not lost to a reset), or after the header timeout; when as many
+        are being refused already, at once."""
+        assert self._transport is not None
+        self._transport.write(_BUSY)
+        if self._gate.refusing >= self._gate.max_refusing:
+            self._transport.close()
+            return
+        self._refusing = True
+        self._gate.refusing += 1
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._gate.limits.header_timeout, self._transport.close)
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._gate.limits.header_timeout, self._overdue)
+
+    def _overdue(self) -> None:
+        self._timer = None
+        if self._busy == 0 and self._handler is not None:
+            self._handler.force_close()
+
+    def request_started(self) -> None:
+        self._busy += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def request_ended(self) -> None:
+        self._busy -= 1
+
+    def data_received(self, data: bytes) -> None:
+        if self._handler is None:
+            if self._transport is not None:
+                self._transport.close()
+            return
+        self._handler.data_received(data)
+        if self._busy == 0 and self._timer is None and self._handler.transport is not None:
+            self._arm()  # the first bytes of a new request head
+
+    def eof_received(self) -> None:  # the transport closes (aiohttp's says the same)
+        if self._handler is not None:
+            self._handler.eof_received()
+
+    def pause_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._refusing:
+            self._refusing = False
+            self._gate.refusing -= 1
+        if self._handler is not None:
+            self._gate.open -= 1
+            self._gate.served.pop(self._handler, None)
+            self._handler.connection_lost(exc)
+
+
+class LogBudget(logging.Filter):
+    """At most ``per_peer`` lines per client address and ``total`` in all per ``window``
+    seconds, for aiohttp's server log (``aiohttp.server``: a line and a traceback for
+    every malformed request). A client's malformed request is kept as one line, its
+    message and the error's (printable, cut short); a line that follows dropped ones says
+    how many were dropped. The clock is injectable."""
+
+    def __init__(
+        self,
+        per_peer: int,
+        total: int,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._per_peer, self._total, self._window, self._clock = per_peer, total, window, clock
+        self._start = clock()
+        self._kept = 0
+        self._peers: dict[str, int] = {}  # at most ``total`` entries
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        if now - self._start >= self._window:
+            self._start, self._kept = now, 0
+            self._peers.clear()
+        peer = _peer(record)
+        if self._kept >= self._total or self._peers.get(peer, 0) >= self._per_peer:
+            self._dropped += 1
+            return False
+        self._kept += 1
+        self._peers[peer] = self._peers.get(peer, 0) + 1
+        _shorten(record, self._dropped)
+        self._dropped = 0
+        return True
+
+
+def _peer(record: logging.LogRecord) -> str:
+    """The client's address in one of aiohttp's "... from %s" lines, else '-'."""
+    args = record.args
+    if isinstance(args, tuple) and args and "from %s" in str(record.msg):
+        return str(args[0])[:64]
+    return "-"
+
+
+def _printable(text: str, limit: int) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def _client_fault(exc: BaseException | None) -> bool:
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    return isinstance(exc, HttpProcessingError)
+
+
+def _shorten(record: logging.LogRecord, dropped: int) -> None:
+    """One printable line for a client's malformed request (its traceback is aiohttp's
+    parser, not news); other errors keep their traceback. Says what was dropped."""
+    exc = record.exc_info[1] if record.exc_info else None
+    text = record.getMessage()
+    if exc is not None and _client_fault(exc):
+        text = f"{text}: {type(exc).__name__}: {exc}"
+        record.exc_info, record.exc_text = None, None
+    text = _printable(text, 300)
+    if dropped:
+        text += f" ({dropped} more aiohttp.server lines dropped by the front's log budget)"
+    record.msg, record.args = text, ()
+
+
+def _enough_files(needed: int) -> None:
+    """Raise this process's soft limit of open files to ``needed`` (as far as the hard
+    limit allows): past it a front accepts nobody, /health included."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    goal = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if goal > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (goal, hard))
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, limits: FrontLimits | None = None
+) -> web.AppRunner:
+    """Serve ``app`` (not yet started) on ``host:port`` under ``limits``; the runner's
+    ``cleanup()`` stops it all (and takes the log budget off aiohttp's server log). The
+    process's soft limit of open files is raised to what ``limits`` may need."""
+    from aiohttp import web
+
+    limits = limits or FrontLimits()
+    gate = _Gate(limits)
+    _enough_files(gate.files())
+
+    @web.middleware
+    async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+        connection = gate.served.get(request.protocol)
+        if connection is None:
+            return await handler(request)
+        connection.request_started()
+        try:
+            return await handler(request)
+        finally:
+            connection.request_ended()
+
+    app.middlewares.append(track)
+    server_log = logging.getLogger("aiohttp.server")
+    budget = LogBudget(limits.log_lines_per_peer, limits.log_lines_total, limits.log_window)
+    server_log.addFilter(budget)
+
+    async def unfilter(_: web.Application) -> None:
+        server_log.removeFilter(budget)
+
+    app.on_cleanup.append(unfilter)
+
+    class GuardedSite(web.BaseSite):
+        @property
+        def name(self) -> str:
+            return f"http://{host}:{port}"
+
+        async def start(self) -> None:
+            await super().start()
+            server = runner.server
+            assert server is not None
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                lambda: _Connection(gate, server), host, port, backlog=128
+            )
+
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.keepalive_timeout)
+    await runner.setup()
+    try:
+        await GuardedSite(runner).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

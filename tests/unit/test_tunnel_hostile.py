@@ -1,0 +1,102 @@
+"""`vllm-hpc tunnel` with hostile input: a user or login host that ssh would read as an
+option (``-oProxyCommand=...`` runs a command on the laptop), or that holds whitespace or
+a control character, is refused as one line (exit 2); and the ssh line ends options with
+``--`` before the destination, which ssh's own parser accepts there."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from launchers.cli import cli
+from launchers.errors import InputError
+from launchers.observe import tunnel
+
+URL = "http://10.77.0.11:8100/v1"
+HOSTILE = [
+    "-oProxyCommand=touch /tmp/pwned",
+    "-oProxyCommand=sh",
+    "-p2222",
+    "ada b",
+    "ada\tb",
+    "ada\nb",
+    "ada\x00b",
+    "ada\x1b[2J",
+    "ada\u2028b",
+    " ada",
+]
+
+
+@pytest.mark.parametrize("user", HOSTILE)
+def test_a_hostile_user_is_refused(user: str) -> None:
+    with pytest.raises(InputError) as caught:
+        tunnel.ssh_argv(URL, "login.example.org", None, user)
+    line = caught.value.one_line()
+    assert line.startswith("--user: ") and "\n" not in line, line
+
+
+@pytest.mark.parametrize("login", HOSTILE)
+def test_a_hostile_login_host_is_refused(login: str) -> None:
+    with pytest.raises(InputError) as caught:
+        tunnel.ssh_argv(URL, login, None, "ada")
+    line = caught.value.one_line()
+    assert line.startswith("--login: ") and "\n" not in line, line
+
+
+@pytest.mark.parametrize("login", HOSTILE)
+def test_a_hostile_login_host_from_the_environment_is_refused(login: str) -> None:
+    with pytest.raises(InputError) as caught:
+        tunnel.login_host({"VLLM_HPC_LOGIN_HOST": login}, None)
+    assert caught.value.one_line().startswith("VLLM_HPC_LOGIN_HOST: ")
+
+
+def test_a_hostile_default_user_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("getpass.getuser", lambda: "-oProxyCommand=sh")
+    with pytest.raises(InputError, match="--user: "):
+        tunnel.ssh_argv(URL, "login.example.org", None)
+
+
+def test_the_destination_follows_the_end_of_options() -> None:
+    argv = tunnel.ssh_argv(URL, "login.example.org", 9000, "ada")
+    assert argv[-2:] == ["--", "ada@login.example.org"]
+    assert argv[:-2] == ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-L",
+                         "9000:10.77.0.11:8100"]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client here")
+def test_ssh_itself_reads_the_line_as_meant() -> None:
+    """``ssh -G`` parses the line and prints the configuration it would use, connecting
+    to nothing: ``--`` is accepted before the destination, and the forward is kept."""
+    argv = tunnel.ssh_argv(URL, "login.example.org", 9000, "ada")
+    done = subprocess.run(
+        [argv[0], "-G", *argv[1:]], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    config = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    assert config["user"] == "ada" and config["hostname"] == "login.example.org"
+    assert config["localforward"] == "9000 [10.77.0.11]:8100"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        (["--user", "-oProxyCommand=touch /tmp/pwned"], "--user: "),
+        (["--login", "-oProxyCommand=sh"], "--login: "),
+        (["--login", "login example"], "--login: "),
+    ],
+)
+def test_the_tunnel_command_refuses_hostile_input_as_bad_input(
+    monkeypatch: pytest.MonkeyPatch, options: list[str], field: str
+) -> None:
+    monkeypatch.setattr("launchers.cli.service._target_url", lambda target, job_root: URL)
+    ran: list[list[str]] = []
+    monkeypatch.setattr("launchers._proc.exec_replace", lambda argv: ran.append(list(argv)))
+    result = CliRunner().invoke(cli, ["tunnel", "llama", *options, "--run"],
+                                standalone_mode=False)  # fmt: skip
+    assert isinstance(result.exception, InputError), result.output
+    assert result.exception.exit_code == 2
+    assert result.exception.one_line().startswith(field)
+    assert ran == [] and result.output == ""
