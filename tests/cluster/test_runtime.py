@@ -65,15 +65,15 @@ def wait_endpoint(
 
 def ask(cluster: bed.MiniCluster, endpoint: dict[str, Any]) -> str:
     """A temperature-0 chat completion from the login namespace, with the job's API key;
-    the same request without the key must be refused."""
-    del cluster
+    the same request without the key must be refused, as must every other route and
+    every listener of the job tried by a stranger (api.assert_no_open_door)."""
     key_file = endpoint.get("api_key_file")
     assert key_file, "the job should have an API key by default"
     assert os.stat(key_file).st_mode & 0o077 == 0, "the API key file must be private"
     body = {"model": endpoint["model"], "messages": PROMPT, "max_tokens": 4}
     status, _ = api.post_json(f"{endpoint['url']}/chat/completions", body, None)
     assert status == 401, "the endpoint must refuse requests without the key"
-    api.assert_a_stranger_gets_only_health(endpoint)
+    api.assert_no_open_door(cluster, endpoint)
     return api.chat(endpoint, PROMPT)
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from launchers import waits
 
-from . import api, bed
+from . import api, bed, listeners
 
 pytestmark = pytest.mark.cluster
 
@@ -165,7 +165,31 @@ def test_the_front_serves_with_the_key_only_and_exposes_no_admin_route(
     listening = minicluster.node_exec(front["hostname"], ["ss", "-ltnpH"]).stdout
     router = [line for line in listening.splitlines() if "vllm::router" in line]
     assert router and all(" 127.0.0.1:" in line for line in router), listening
-    assert len(ready_jobs(svc(env, "status", NAME))) == 2
+    # With the key, an encoded path does not reach the router's admin API either (the
+    # front decides on the raw path and forwards exactly it); without it, no client route.
+    key = key_of(service)
+    for path in (
+        "/v1/%252e%252e/list_workers",
+        "/v1/%2e%2e/list_workers",
+        "/v1/..%2flist_workers",
+        "/v1/models/../../list_workers",
+        "//list_workers",
+    ):
+        assert api.raw_request(base, "GET", path, api_key=key) == 404, path
+    assert api.raw_request(base, "GET", "/v1/models") == 401
+    assert api.raw_request(base, "GET", "/v1/models", api_key=key) == 200
+    row = svc(env, "status", NAME)
+    assert len(ready_jobs(row)) == 2
+    # Every replica's API and every socket of the service, as a stranger meets them.
+    for replica in row["replicas"]:
+        api.assert_a_stranger_gets_only_health({"url": replica["url"]})
+    nodes = sorted(
+        {front["hostname"]}.union(*(minicluster.job_nodes(r["job_id"]) for r in row["replicas"]))
+    )
+    listeners.assert_every_listener_accounted(
+        minicluster, str(bed.testenv_dir() / "bin" / "python"), nodes,
+        fronts=[(front["hostname"], int(front["port"]))],
+    )  # fmt: skip
 
 
 def kill_vllm(minicluster: bed.MiniCluster, replica: dict[str, Any]) -> None:
