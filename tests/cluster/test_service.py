@@ -282,6 +282,10 @@ def test_scale_down_and_up_then_down_leaves_nothing(
     all_jobs = [r["job_id"] for r in row["replicas"]] + [row["front"]["job_id"]]
     down = svc(env, "down", NAME, timeout=400)
     assert down["state"] == "DOWN"
+    # `down` returns once SLURM has let go of every job of the service, not before
+    left = minicluster.slurm(["squeue", "-h", "-o", "%i %T", "-j", ",".join(all_jobs)],
+                             check=False).stdout.split("\n")  # fmt: skip
+    assert [line for line in left if line.strip()] == [], left
     for job in all_jobs:
         minicluster.wait_for_state(job, bed.TERMINAL_STATES, timeout=120)
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=bed.GONE_TIMEOUT)

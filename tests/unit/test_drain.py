@@ -142,3 +142,98 @@ def test_the_leader_drains_vllm_on_the_time_limit_warning(
         "draining vllm serve: SIGTERM to the API server alone, up to 75 s for in-flight "
         "requests (--shutdown-timeout 60), then the rest of its tree"
     ) in log
+
+
+class Watched(Draining):
+    """vllm serve that sends this process ``sig`` on its 2nd poll and records what
+    endpoint.json says when the leader stops or drains it (the job is still running)."""
+
+    def __init__(self, log_path: str, sig: int, endpoint: str) -> None:
+        super().__init__(log_path)
+        self.sig, self.endpoint, self.seen = sig, endpoint, ""
+
+    def poll(self) -> int | None:
+        self.polls += 1
+        if self.polls == 2:
+            os.kill(os.getpid(), self.sig)
+        return None
+
+    def _look(self) -> None:
+        info = jobfiles.read(self.endpoint, jobfiles.Endpoint)
+        self.seen = info.state if info is not None else "-"
+
+    def stop(self, grace: float = 0.0) -> None:
+        self._look()
+        super().stop(grace)
+
+    def drain(self, wait: float, grace: float) -> None:
+        self._look()
+        super().drain(wait, grace)
+
+
+@pytest.mark.parametrize(
+    ("sig", "reason"),
+    [
+        (signal.SIGUSR1, "SIGUSR1 (time limit near)"),
+        (signal.SIGTERM, "SIGTERM (scancel or shutdown)"),
+    ],
+)
+def test_the_leader_says_draining_while_it_stops_and_stopped_once_its_processes_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None, sig: int, reason: str
+) -> None:
+    """STOPPED is final for every reader (a follower leaves, a service forgets the
+    replica): it is written only once vLLM has ended, DRAINING while it drains; on
+    SIGTERM too (KillWait leaves the runtime time to write it)."""
+    from launchers.health import Probe
+    from launchers.runtime import leader
+
+    from .test_waits import leader_task
+
+    ctx = _logged_ctx(tmp_path, 0)
+    serve = Watched(str(tmp_path / "vllm-0.log"), sig, ctx.endpoint_file)
+    written: list[str] = []
+    write = jobfiles.write
+
+    def recording(path: str | Path, record: jobfiles.JobFile) -> None:
+        if isinstance(record, jobfiles.Endpoint):
+            written.append(record.state)
+        write(path, record)
+
+    monkeypatch.setattr(jobfiles, "write", recording)
+    monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
+    monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
+    monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
+    monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
+    assert leader.lead(ctx, leader_task(ray=False)) == 0
+    assert serve.stopped and serve.seen == "DRAINING"  # while vLLM was being stopped
+    assert written[-2:] == ["DRAINING", "STOPPED"], written
+    ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
+    assert ending is not None
+    assert (ending.state, ending.message) == ("STOPPED", f"stopped by {reason}")
+    assert "leader done (STOPPED)" in (tmp_path / "node-0.log").read_text()
+
+
+def test_a_follower_stays_while_the_leader_drains_and_leaves_once_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None
+) -> None:
+    """DRAINING is not final: the Ray worker the leader's vLLM still uses stays."""
+
+    class Watching(Stopped):
+        def __init__(self, log_path: str) -> None:
+            super().__init__("ray-worker", log_path)
+            self.polls = 0
+
+        def poll(self) -> int | None:
+            self.polls += 1
+            state = "DRAINING" if self.polls < 6 else "STOPPED"
+            jobfiles.write(tmp_path / "endpoint.json", jobfiles.Endpoint(state=state))
+            return None
+
+    child = Watching(str(tmp_path / "ray-1.log"))
+    monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
+    monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
+    monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
+    ctx = _logged_ctx(tmp_path, 1)
+    assert follower.follow(ctx, _ray_follower()) == 0
+    assert child.polls >= 6 and child.stopped
+    assert "the leader is STOPPED; leaving" in (tmp_path / "node-1.log").read_text()

@@ -120,15 +120,26 @@ def test_handovers_roll_one_successor_loading_at_a_time() -> None:
         loading = rep("3", 1, state=phase, role="successor", successor_of="2")
         actions, _ = tick([a, b, loading], now=NOW + 60)
         assert actions == [], phase
-    # once it is READY: routed, the old one drains, and the next handover starts
+    # once it is READY: routed, and the old one drains
     ready = rep("3", 1, role="successor", successor_of="2")
     routed = {"http://10.0.0.1:8000", "http://10.0.0.2:8000"}
-    actions, _ = tick([a, b, ready], routed=routed, now=NOW + 90)
+    actions, state = tick([a, b, ready], routed=routed, now=NOW + 90)
     assert kinds(actions) == [
         ("add", "http://10.0.0.3:8000"), ("remove", "http://10.0.0.2:8000"), ("drain", "2"),
-        ("submit", "0"),
     ]  # fmt: skip
-    assert actions[-1].successor_of == "1"
+    # while it drains (its job still in SLURM, whatever its file says) the next waits:
+    # SLURM holds three replicas' nodes, not four
+    routed = {"http://10.0.0.1:8000", "http://10.0.0.3:8000"}
+    for file, slurm in (("DRAINING", "RUNNING"), ("STOPPED", "RUNNING")):
+        draining = [r.model_copy(update={"state": file, "slurm_state": slurm})
+                    if r.job_id == "2" else r for r in state.replicas]  # fmt: skip
+        actions, state = tick(draining, routed=routed, previous=state, now=NOW + 100)
+        assert actions == [], file
+    # once SLURM has let go of it, the next handover starts
+    ended = [r.model_copy(update={"state": "STOPPED", "slurm_state": "ENDED"})
+             if r.job_id == "2" else r for r in state.replicas]  # fmt: skip
+    actions, _ = tick(ended, routed=routed, previous=state, now=NOW + 110)
+    assert kinds(actions) == [("submit", "0")] and actions[-1].successor_of == "1"
 
 
 def test_a_waiting_handover_starts_anyway_when_half_its_window_is_left() -> None:
@@ -151,9 +162,12 @@ def test_a_handover_waits_for_any_replica_loading_not_only_a_successor() -> None
         loading = rep("4", 1, state="RUNNING", role=role)
         actions, _ = tick([a, loading])
         assert actions == [], why
-    draining = rep("4", 1, state="RUNNING", role="draining")  # a drain is no load
+    # a drain holds it back too, until its job has ended: SLURM still holds its nodes
+    draining = rep("4", 1, state="STOPPED", role="draining", slurm_state="RUNNING")
     actions, _ = tick([a, draining, rep("5", 1)])
-    assert ("submit", "0") in kinds(actions), actions
+    assert actions == []
+    actions, _ = tick([a, rep("5", 1)])
+    assert kinds(actions) == [("submit", "0")], actions
 
 
 def test_a_ready_successor_is_routed_before_the_old_one_leaves_and_drains() -> None:
@@ -224,3 +238,210 @@ def test_a_successor_whose_old_replica_was_lost_takes_the_slot() -> None:
     actions, state = tick([lost, rep("2", 1), new], routed={"http://10.0.0.2:8000"})
     assert actions == []  # no extra submission: the successor holds slot 0
     assert {r.job_id: r.role for r in state.replicas} == {"2": "serving", "3": "serving"}
+
+
+# --- what is true: a replica has ended when its job file and SLURM both say so ----------
+
+
+def leaving(state: str, slurm: str, **changes: Any) -> Replica:
+    """Replica 1 of slot 0, drained for a handover: its job file says ``state``, SLURM
+    ``slurm`` (set the way the controller sets it, whatever this code's fields are)."""
+    base = rep("1", 0, state=state, role="draining", url="http://10.0.0.1:8000",
+               ever_ready=True, **{"drain_asked_at": NOW - 30, **changes})  # fmt: skip
+    return base.model_copy(update={"slurm_state": slurm})
+
+
+@pytest.mark.parametrize("state", ["STOPPED", "DRAINING"])
+def test_a_drained_replica_slurm_still_runs_is_kept_until_slurm_says_it_ended(
+    state: str,
+) -> None:
+    routed = {"http://10.0.0.2:8000", "http://10.0.0.3:8000"}
+    others = [rep("2", 1), rep("3", 0)]
+    actions, kept = tick([leaving(state, "RUNNING"), *others], routed=routed)
+    assert actions == []
+    assert sorted(r.job_id for r in kept.replicas) == ["1", "2", "3"]
+    assert not any("drained and ended" in e for e in kept.events), kept.events
+    # SLURM's word: the job left (COMPLETED); now it is forgotten, and said so once
+    actions, gone = tick([leaving("STOPPED", "ENDED"), *others], routed=routed, previous=kept)
+    assert actions == []
+    assert sorted(r.job_id for r in gone.replicas) == ["2", "3"]
+    assert [e for e in gone.events if "drained and ended" in e] == [
+        "13:46:40 replica 1 (slot 0) drained and ended"
+    ]
+
+
+def test_a_job_slurm_says_ended_is_ended_whatever_its_file_says() -> None:
+    """The controller reads SLURM's end into the state (observe.status.combine): a
+    DRAINING file of a CANCELLED job is STOPPED; either way the replica is forgotten."""
+    actions, state = tick([leaving("STOPPED", "CANCELLED"), rep("2", 1), rep("3", 0)])
+    assert actions == [] and sorted(r.job_id for r in state.replicas) == ["2", "3"]
+
+
+def test_the_overdue_drain_is_cancelled_while_slurm_still_runs_the_stopped_job() -> None:
+    stuck = leaving("STOPPED", "RUNNING", drain_asked_at=NOW - DRAIN_OVERDUE - 1)
+    routed = {"http://10.0.0.2:8000", "http://10.0.0.3:8000"}
+    actions, state = tick([stuck, rep("2", 1), rep("3", 0)], routed=routed)
+    assert kinds(actions) == [("cancel", "1")]
+    assert "1" in {r.job_id for r in state.replicas}  # until SLURM says it ended
+    # not cancelled again before another DRAIN_OVERDUE
+    again = [r.model_copy(update={"slurm_state": "RUNNING"}) for r in state.replicas]
+    actions, _ = tick(again, routed=routed, previous=state, now=NOW + DRAIN_OVERDUE / 2)
+    assert actions == []
+
+
+def test_down_says_down_only_once_slurm_has_ended_every_replica() -> None:
+    s = spec(desired="DOWN")
+    actions, state = tick([rep("1", 0), rep("2", 1)], s=s)
+    assert state.state == "STOPPING"
+    stopped = [r.model_copy(update={"state": "STOPPED", "slurm_state": "RUNNING"})
+               for r in state.replicas]  # fmt: skip
+    actions, state = tick(stopped, routed=set(), s=s, previous=state)
+    assert actions == [] and state.state == "STOPPING" and len(state.replicas) == 2
+    ended = [r.model_copy(update={"slurm_state": "ENDED"}) for r in state.replicas]
+    actions, state = tick(ended, routed=set(), s=s, previous=state)
+    assert state.state == "DOWN" and state.replicas == ()
+
+
+class World:
+    """SLURM and the replica jobs for ``decide``, one tick every 10 s: a submitted job
+    is PENDING one tick, LOADING three, then READY; a drained job is DRAINING three
+    ticks, then its file says STOPPED while SLURM still runs it one tick, then it has
+    left SLURM. ``alive`` counts the jobs SLURM holds."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.next_id = 10
+
+    def start(self, job: str, now: float, ends_at: float, phase: str = "READY") -> None:
+        self.jobs[job] = {"phase": phase, "since": now, "ends_at": ends_at}
+
+    def alive(self) -> int:
+        return sum(1 for j in self.jobs.values() if j["phase"] != "GONE")
+
+    def advance(self, now: float) -> None:
+        for job in self.jobs.values():
+            age = now - job["since"]
+            nxt = {("PENDING", 10): "LOADING", ("LOADING", 30): "READY",
+                   ("DRAINING", 30): "STOPPED", ("STOPPED", 10): "GONE"}  # fmt: skip
+            for (phase, after), then in nxt.items():
+                if job["phase"] == phase and age >= after:
+                    job.update(phase=then, since=now)
+                    break
+
+    def observe(self, r: Replica) -> Replica:
+        job = self.jobs[r.job_id]
+        phase = job["phase"]
+        state = {"GONE": "STOPPED", "PENDING": "PENDING"}.get(phase, phase)
+        slurm = {"GONE": "ENDED", "PENDING": "PENDING"}.get(phase, "RUNNING")
+        update: dict[str, Any] = {"state": state, "slurm_state": slurm}
+        if phase == "READY":
+            update.update(url=f"http://10.0.0.{r.job_id}:8000", ever_ready=True,
+                          ends_at=job["ends_at"])  # fmt: skip
+        return r.model_copy(update=update)
+
+    def act(self, action: Action, now: float) -> Replica | None:
+        if action.kind == "drain":
+            self.jobs[action.job_id].update(phase="DRAINING", since=now)
+        elif action.kind == "cancel":
+            self.jobs[action.job_id].update(phase="GONE", since=now)
+        elif action.kind == "submit":
+            job = str(self.next_id)
+            self.next_id += 1
+            self.start(job, now, now + 3600, phase="PENDING")
+            return Replica(job_id=job, slot=action.slot, generation=action.generation,
+                           role="successor" if action.successor_of else "serving",
+                           successor_of=action.successor_of, submitted_at=now)  # fmt: skip
+        return None
+
+
+def test_a_handover_of_two_replicas_never_holds_more_than_three_jobs() -> None:
+    world = World()
+    world.start("1", NOW, NOW + 500)
+    world.start("2", NOW, NOW + 450)
+    state = ServiceState(name="llama", replicas=(rep("1", 0, ends_at=NOW + 500),
+                                                 rep("2", 1, ends_at=NOW + 450)))  # fmt: skip
+    routed = {"http://10.0.0.1:8000", "http://10.0.0.2:8000"}
+    most = 0
+    for n in range(40):
+        now = NOW + 10 * n
+        world.advance(now)
+        observed = [world.observe(r) for r in state.replicas]
+        step = decide(spec(), state, observed, routed, now)
+        assert step.state is not None
+        new = []
+        for action in step.actions:
+            if action.kind == "add":
+                routed.add(action.url)
+            elif action.kind == "remove":
+                routed.discard(action.url)
+            made = world.act(action, now)
+            if made is not None:
+                new.append(made)
+        state = step.state.model_copy(update={"replicas": (*step.state.replicas, *new)})
+        most = max(most, world.alive())
+    assert most <= 3, f"{most} replica jobs at once for 2 replicas"
+    # both handed over: two new READY replicas serve, the old jobs have left SLURM
+    assert sorted(r.job_id for r in state.replicas) == ["10", "11"]
+    assert {r.state for r in state.replicas} == {"READY"} and state.state == "UP"
+    assert world.jobs["1"]["phase"] == world.jobs["2"]["phase"] == "GONE"
+    # why the second successor waited: said once per reason, not every tick
+    waits = [e.split(": ", 1)[1] for e in state.events if "successor waits" in e]
+    assert waits == [
+        "its successor waits for replica 10 (slot 1) to load",
+        "its successor waits for replica 2 (slot 1) to drain",
+    ], state.events
+
+
+def test_a_waiting_successor_says_why_once() -> None:
+    a, b = rep("1", 0, ends_at=NOW + 500), rep("2", 1, ends_at=NOW + 450)
+    loading = rep("3", 1, state="LOADING", role="successor", successor_of="2")
+    _, state = tick([a, b, loading])
+    said = [e for e in state.events if "successor waits" in e]
+    assert said == ["13:46:40 replica 1 (slot 0) ends in 500 s: its successor waits "
+                    "for replica 3 (slot 1) to load"]  # fmt: skip
+    _, state = tick(list(state.replicas), previous=state, now=NOW + 10)  # as the controller
+    assert [e for e in state.events if "successor waits" in e] == said
+
+
+def test_a_replica_stopping_on_its_own_leaves_at_once_and_is_waited_for() -> None:
+    """scancel'd by hand (its file says DRAINING, SLURM RUNNING): out of the router, its
+    slot filled again, said once; kept as ``ending`` until its job has ended."""
+    stopping = rep("1", 0, state="DRAINING", message="stopping on SIGTERM (scancel or shutdown)",
+                   url="http://10.0.0.1:8000", ever_ready=True, slurm_state="RUNNING")  # fmt: skip
+    routed = {"http://10.0.0.1:8000", "http://10.0.0.2:8000"}
+    actions, state = tick([stopping, rep("2", 1)], routed=routed)
+    assert kinds(actions) == [("remove", "http://10.0.0.1:8000"), ("submit", "0")]
+    assert {r.job_id: r.role for r in state.replicas} == {"1": "ending", "2": "serving"}
+    assert state.events[-2:] == (
+        "13:46:40 replica 1 (slot 0) was lost: stopping on SIGTERM (scancel or shutdown)",
+        "13:46:40 slot 0: a new replica",
+    )
+    assert state.state == "DEGRADED" and state.failures_in_row == 0
+    # the next ticks (the new replica 4 loading): nothing more is said or done until
+    # SLURM lets go of it
+    replicas = [*state.replicas, rep("4", 0, state="PENDING", generation=2)]
+    state = state.model_copy(update={"replicas": tuple(replicas)})
+    routed = {"http://10.0.0.2:8000"}
+    actions, later = tick(replicas, routed=routed, previous=state, now=NOW + 10)
+    assert actions == [] and later.events == state.events
+    # still there DRAIN_OVERDUE after it began to end: cancelled
+    actions, _ = tick(replicas, routed=routed, previous=state, now=NOW + DRAIN_OVERDUE + 1)
+    assert kinds(actions) == [("cancel", "1")]
+    gone = [r.model_copy(update={"state": "STOPPED", "slurm_state": "CANCELLED"})
+            if r.job_id == "1" else r for r in replicas]  # fmt: skip
+    actions, last = tick(gone, routed=routed, previous=state, now=NOW + 20)
+    assert actions == [] and [r.job_id for r in last.replicas] == ["2", "4"]
+    assert last.events == state.events  # its end was said when it began
+
+
+def test_a_successor_takes_the_slot_when_its_replica_stops_before_it_is_ready() -> None:
+    """The time-limit warning came before the successor was READY: the old replica is
+    ending, the successor holds the slot; nothing more is submitted."""
+    old = rep("1", 0, state="DRAINING", ever_ready=True, url="http://10.0.0.1:8000",
+              slurm_state="RUNNING", ends_at=NOW + 100)  # fmt: skip
+    new = rep("3", 0, state="LOADING", role="successor", successor_of="1")
+    actions, state = tick([old, rep("2", 1), new], routed={"http://10.0.0.1:8000",
+                                                           "http://10.0.0.2:8000"})  # fmt: skip
+    assert kinds(actions) == [("remove", "http://10.0.0.1:8000")]
+    roles = {r.job_id: r.role for r in state.replicas}
+    assert roles == {"1": "ending", "2": "serving", "3": "serving"}

@@ -1,21 +1,37 @@
 """Service operations that need no cluster: names, the front's batch script, what `up`
-refuses before writing anything, `tunnel`'s ssh line, the replicas' requests."""
+refuses before writing anything, `tunnel`'s ssh line, the replicas' requests, and when
+`down` returns (once SLURM has let go of every job of the service)."""
 
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from launchers import waits
 from launchers.cli import cli
-from launchers.errors import InputError
+from launchers.errors import InputError, WaitTimeout
+from launchers.jobdir import jobfiles
+from launchers.jobdir.safe import private_dir
 from launchers.observe import tunnel
+from launchers.service import store
 from launchers.service.controller import replica_request
-from launchers.service.definition import ServiceSpec, check_name
+from launchers.service.definition import (
+    Front,
+    Replica,
+    Role,
+    ServiceSpec,
+    ServiceState,
+    check_name,
+)
 from launchers.service.front import front_alive
 from launchers.service.frontjob import front_script
+from launchers.service.manage import Service
+from launchers.submit import slurm
 
 
 def spec(**changes: object) -> ServiceSpec:
@@ -135,3 +151,128 @@ def test_a_bad_front_time_is_refused_before_anything_is_written(
     assert not (root / "services").exists()
     with pytest.raises(ValueError, match="--front-time"):
         spec(front_time=front_time)
+
+
+# --- `service down` returns when SLURM has let go of every job of the service -----------
+
+
+class FakeSlurm:
+    """``slurm.job_state`` faked: each job RUNNING for its number of looks, then
+    COMPLETED (-1: for ever); ``scancel`` recorded; ``first[job]`` runs at the first look."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, looks: dict[str, int]) -> None:
+        self.looks = dict(looks)
+        self.cancelled: list[str] = []
+        self.first: dict[str, Callable[[], None]] = {}
+        monkeypatch.setattr(slurm, "job_state", self.job_state)
+        monkeypatch.setattr(slurm, "scancel", self.cancelled.append)
+
+    def job_state(self, job_id: str) -> tuple[str | None, str]:
+        hook = self.first.pop(job_id, None)
+        if hook is not None:
+            hook()
+        left = self.looks.get(job_id, 0)
+        if left == 0:
+            return "ENDED", "COMPLETED"
+        self.looks[job_id] = left - 1
+        return "RUNNING", "RUNNING"
+
+    def listed(self) -> list[str]:
+        return sorted(job for job, left in self.looks.items() if left != 0)
+
+
+def fake_clock() -> waits.Clock:
+    t = [0.0]
+
+    def sleep(seconds: float) -> None:
+        t[0] += seconds
+
+    return waits.Clock(now=lambda: t[0], sleep=sleep)
+
+
+def a_service(tmp_path: Path, replicas: list[Replica], front_job: str | None) -> Service:
+    """Service llama, UP with ``replicas`` in state.json, and a front (job ``front_job``)
+    whose heartbeat is fresh; waits on a fake clock."""
+    directory = tmp_path / "services" / "llama"
+    private_dir(directory, "service directory")
+    store.write_spec(str(directory), spec(key_file=str(directory / "key")))
+    store.write_state(
+        str(directory), ServiceState(name="llama", state="UP", replicas=tuple(replicas))
+    )
+    if front_job is not None:
+        store.write_front(str(directory), Front(
+            url="http://h:8100/v1", host="h", port=8100, hostname="n1", pid=1,
+            job_id=front_job, started_at=0.0, heartbeat=time.time()))  # fmt: skip
+    svc = Service("llama", str(directory))
+    svc.clock = fake_clock()
+    return svc
+
+
+def replica(tmp_path: Path, job: str, state: jobfiles.State, role: Role = "serving") -> Replica:
+    """Replica ``job``, its job file (and state.json) saying ``state``."""
+    job_dir = tmp_path / "jobs" / job
+    private_dir(job_dir, "job directory")
+    jobfiles.write(jobfiles.endpoint_file(str(job_dir)), jobfiles.Endpoint(state=state))
+    return Replica(job_id=job, job_dir=str(job_dir), slot=0, role=role, state=state,
+                   submitted_at=0.0)  # fmt: skip
+
+
+def test_down_waits_while_slurm_still_lists_a_replica_whose_file_says_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No front: down stops what the files name, and returns once SLURM has let go of
+    job 5 (its file said STOPPED at once; its batch step and epilog took 3 more looks)."""
+    fake = FakeSlurm(monkeypatch, {"5": 3})
+    svc = a_service(tmp_path, [replica(tmp_path, "5", "STOPPED", "draining")], None)
+    state = svc.down(timeout=60)
+    assert fake.listed() == [], f"down returned while SLURM still lists {fake.listed()}"
+    assert state.state == "DOWN" and state.replicas == ()
+
+
+def test_down_with_a_front_waits_for_the_replicas_and_the_front_job_to_leave_slurm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front says DOWN (here: as soon as it is asked) while SLURM still runs replica
+    job 5 and the front's own job 77: down returns once both have left SLURM."""
+    fake = FakeSlurm(monkeypatch, {"5": 4, "77": 6})
+    svc = a_service(tmp_path, [replica(tmp_path, "5", "READY")], "77")
+    fake.first["77"] = lambda: store.write_state(
+        svc.directory, ServiceState(name="llama", state="DOWN", message="down")
+    )
+    state = svc.down(timeout=60)
+    assert fake.listed() == [], f"down returned while SLURM still lists {fake.listed()}"
+    assert state.state == "DOWN"
+    assert store.read_spec(svc.directory).desired == "DOWN"
+    assert fake.cancelled == []  # the front drains; down only waits
+
+
+def test_down_that_times_out_says_which_jobs_slurm_still_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeSlurm(monkeypatch, {"5": -1, "6": 2})
+    replicas = [replica(tmp_path, "5", "STOPPED", "draining"), replica(tmp_path, "6", "READY")]
+    svc = a_service(tmp_path, replicas, None)
+    with pytest.raises(WaitTimeout) as caught:
+        svc.down(timeout=30)
+    assert "still in SLURM: replica job 5" in caught.value.one_line(), caught.value.one_line()
+    assert sorted(fake.cancelled) == ["5", "6"]  # every job SLURM still listed
+
+
+def test_down_of_a_service_backing_off_waits_for_the_front_to_say_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state.json says BACKING_OFF until the front's next tick sees `down`: that is no
+    reason to give up (a wait for UP stops there; a wait for DOWN does not)."""
+    fake = FakeSlurm(monkeypatch, {"77": 2})
+    svc = a_service(tmp_path, [], "77")
+    backing_off = ServiceState(name="llama", state="BACKING_OFF", message="3 failed in a row")
+    store.write_state(svc.directory, backing_off)
+    t = [0.0]
+
+    def tick(seconds: float) -> None:  # the front's next tick
+        t[0] += seconds
+        store.write_state(svc.directory, ServiceState(name="llama", state="DOWN"))
+
+    svc.clock = waits.Clock(now=lambda: t[0], sleep=tick)
+    assert svc.down(timeout=60).state == "DOWN"
+    assert fake.listed() == []

@@ -79,6 +79,30 @@ def test_combine_states() -> None:
     assert failed.final and failed.message == "vllm exited"
 
 
+def test_a_stop_under_way_is_draining_and_a_job_has_ended_only_when_slurm_agrees() -> None:
+    draining = Endpoint(state="DRAINING", message="stopping on SIGUSR1 (time limit near)")
+    now = combine("1", "RUNNING", "RUNNING", draining)
+    assert now.state == "DRAINING" and not now.final and not now.ended
+    for slurm_state, raw in (("ENDED", "COMPLETED"), ("TIMEOUT", "TIMEOUT")):
+        cut = combine("1", slurm_state, raw, draining)  # a stop cut short is a stop
+        assert (cut.state, cut.ended) == ("STOPPED", True), cut
+    stopped = Endpoint(state="STOPPED", message="stopped by SIGUSR1 (time limit near)")
+    still = combine("1", "RUNNING", "COMPLETING", stopped)  # the file first, SLURM after
+    assert still.final and not still.ended
+    assert combine("1", "ENDED", "COMPLETED", stopped).ended
+    assert combine("1", None, "", stopped).ended  # SLURM no longer knows it
+
+
+def test_waiting_for_ready_stops_at_a_job_that_is_draining() -> None:
+    from launchers.errors import RuntimeFailure
+    from launchers.observe.status import JobStatus, wait_ready
+
+    status = JobStatus("1", "DRAINING", "stopping on SIGTERM (scancel or shutdown)")
+    with pytest.raises(RuntimeFailure, match="job 1 DRAINING: stopping on SIGTERM"):
+        wait_ready(lambda: status, what="job 1", timeout=60, on_change=lambda s: None,
+                   log_hint="node-0.log")  # fmt: skip
+
+
 # --- submitting from a machine without SLURM ---------------------------------------------
 
 

@@ -37,8 +37,10 @@ Each replica is an ordinary vllm-hpc job (any layout `submit` runs). The front (
 CPU-only job, or `--front here`) runs vllm-router on loopback behind an authenticating
 proxy, and a controller that keeps the replicas READY: a successor is submitted
 `--handover` before a replica's time limit and takes over once READY, then the old one
-drains (in-flight requests finish); handovers roll (one successor loads at a time, unless
-half the window has gone by); a failed replica is replaced. Clients use the
+drains (in-flight requests finish); handovers roll: the next successor waits until no
+other replica loads or drains, so SLURM holds at most N + 1 replicas (unless half the
+window has gone by); a failed replica is replaced. `down` returns once SLURM has ended
+every replica job and the front's job. Clients use the
 service key (`<job root>/services/NAME/key`); the router's admin API is never exposed.
 """
 
@@ -125,7 +127,8 @@ def list_cmd(job_root: str | None, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        ready = sum(1 for x in r["replicas"] if x["state"] == "READY")
+        serving = [x for x in r["replicas"] if x["role"] not in ("draining", "ending")]
+        ready = sum(1 for x in serving if x["state"] == "READY")
         click.echo(f"{r['name']}  {r['state']}  {ready}/{r['replicas_wanted']}  "
                    f"{r['url'] or '-'}")  # fmt: skip
 
@@ -147,7 +150,8 @@ def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> 
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def down_cmd(name: str, job_root: str | None, timeout: float, as_json: bool) -> None:
-    """Drain and stop every replica, then the front."""
+    """Drain and stop every replica, then the front; return once SLURM has ended all
+    their jobs (or after --timeout, naming the jobs still there)."""
     state = _services(job_root).get(name).down(timeout)
     _say(as_json, {"name": name, "state": state.state}, state.state)
 

@@ -21,7 +21,12 @@ from launchers import jobdir
 from launchers.jobdir import jobroot
 
 FORMAT: Literal[1] = 1
-State = Literal["PENDING", "STARTING", "WAITING_NODES", "LOADING", "READY", "FAILED", "STOPPED"]
+State = Literal[
+    "PENDING", "STARTING", "WAITING_NODES", "LOADING", "READY", "DRAINING", "FAILED", "STOPPED"
+]
+# DRAINING: a stop was asked for and the leader is stopping its processes (vLLM finishes
+# what it holds); STOPPED is written only once they have ended. Neither says the SLURM
+# job has ended: its batch step, the other ranks and the epilog may still run.
 FINAL_STATES = ("FAILED", "STOPPED")
 M = TypeVar("M", bound=BaseModel)
 

@@ -1,7 +1,10 @@
 """What a job is doing, from SLURM and the job directory, and waiting until it is ready.
 
 ``combine`` is pure: SLURM's view (is the allocation alive?) and the leader's view
-(``endpoint.json``: STARTING, WAITING_NODES, LOADING, READY, FAILED, STOPPED).
+(``endpoint.json``: STARTING, WAITING_NODES, LOADING, READY, DRAINING, FAILED, STOPPED).
+DRAINING is a stop under way: not READY, and not final. FAILED and STOPPED are final
+for the job's processes (``final``), but the job has *ended* only once SLURM has let go
+of it too (``ended``): SLURM's word wins when the two disagree.
 """
 
 from __future__ import annotations
@@ -12,46 +15,61 @@ from dataclasses import dataclass
 from launchers import waits
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import jobfiles
-from launchers.jobdir.jobfiles import Endpoint
+from launchers.jobdir.jobfiles import FINAL_STATES, Endpoint
+
+# SLURM's states (launchers.submit.slurm's names) of a job it still holds.
+SLURM_LIVE = ("PENDING", "RUNNING", "PREEMPTED")
 
 
 @dataclass(frozen=True)
 class JobStatus:
     job_id: str
-    state: str  # PENDING STARTING WAITING_NODES LOADING READY FAILED STOPPED
+    state: str  # PENDING STARTING WAITING_NODES LOADING READY DRAINING FAILED STOPPED
     message: str
     url: str | None = None
     model: str | None = None
-    slurm: str = ""
+    slurm: str = ""  # SLURM's own word for the job ("" when it does not know it)
+    slurm_state: str | None = None  # that word in launchers.submit.slurm's names
 
     @property
     def final(self) -> bool:
-        return self.state in ("FAILED", "STOPPED")
+        """The job's processes have ended or failed (its leader says so, or SLURM)."""
+        return self.state in FINAL_STATES
+
+    @property
+    def ended(self) -> bool:
+        """Final, and SLURM no longer holds the job: its nodes are free."""
+        return self.final and self.slurm_state not in SLURM_LIVE
 
 
 def combine(job_id: str, slurm_state: str | None, raw: str, endpoint: Endpoint | None) -> JobStatus:
     """One status from SLURM's state and the leader's endpoint.json. Pure."""
     url = endpoint.url if endpoint else None
     model = endpoint.model if endpoint else None
-    live = slurm_state in ("PENDING", "RUNNING", "PREEMPTED", None)
+    live = slurm_state in (*SLURM_LIVE, None)
     if endpoint is not None:
         state: str = endpoint.state
         message = endpoint.message
-        if not live and state not in ("FAILED", "STOPPED"):
-            # The allocation ended while the leader still said it was up.
-            state = "STOPPED" if slurm_state in ("CANCELLED", "ENDED") else "FAILED"
+        if not live and state not in FINAL_STATES:
+            # The allocation ended while the leader still said it was up (or draining:
+            # a stop cut short is a stop all the same).
+            stopped = state == "DRAINING" or slurm_state in ("CANCELLED", "ENDED")
+            state = "STOPPED" if stopped else "FAILED"
             message = f"the job ended ({raw})" + (f"; last: {message}" if message else "")
-        return JobStatus(job_id, state, message, url, model, raw)
+        return JobStatus(job_id, state, message, url, model, raw, slurm_state)
     if slurm_state in (None, "PENDING", "PREEMPTED"):
         return JobStatus(
-            job_id, "PENDING", f"waiting for an allocation ({raw or 'queued'})", slurm=raw
-        )
+            job_id, "PENDING", f"waiting for an allocation ({raw or 'queued'})", slurm=raw,
+            slurm_state=slurm_state,
+        )  # fmt: skip
     if slurm_state == "RUNNING":
         return JobStatus(
-            job_id, "STARTING", "the job started; the leader has not reported yet", slurm=raw
-        )
+            job_id, "STARTING", "the job started; the leader has not reported yet", slurm=raw,
+            slurm_state=slurm_state,
+        )  # fmt: skip
     final = "STOPPED" if slurm_state == "CANCELLED" else "FAILED"
-    return JobStatus(job_id, final, f"the job ended ({raw}) before the leader reported", slurm=raw)
+    return JobStatus(job_id, final, f"the job ended ({raw}) before the leader reported",
+                     slurm=raw, slurm_state=slurm_state)  # fmt: skip
 
 
 def read_status(
@@ -72,8 +90,9 @@ def wait_ready(
     on_poll: Callable[[JobStatus], None] | None = None,
     clock: waits.Clock = waits.REAL,
 ) -> JobStatus:
-    """Poll until READY (returned), or FAILED/STOPPED (RuntimeFailure), or the deadline.
-    ``on_change`` hears of each new state or message, ``on_poll`` of every look."""
+    """Poll until READY (returned), or DRAINING/FAILED/STOPPED (RuntimeFailure: a job
+    that is stopping never becomes READY), or the deadline. ``on_change`` hears of each
+    new state or message, ``on_poll`` of every look."""
     last: list[JobStatus] = []
 
     def ready() -> JobStatus | None:
@@ -83,7 +102,7 @@ def wait_ready(
         if on_poll is not None:
             on_poll(status)
         last[:] = [status]
-        if status.final:
+        if status.final or status.state == "DRAINING":
             raise RuntimeFailure(
                 f"job {status.job_id} {status.state}: {status.message}", fix=f"read {log_hint}"
             )

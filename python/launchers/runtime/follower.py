@@ -52,6 +52,8 @@ def wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
 
 
 def leader_ended(ctx: NodeContext) -> str | None:
+    """Why the leader has ended (its endpoint.json says FAILED or STOPPED), or None. A
+    leader that is DRAINING has not: its vLLM may still need this node to finish."""
     ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
     if ending and ending.attempt == ctx.attempt and ending.final:
         return f"the leader is {ending.state}"

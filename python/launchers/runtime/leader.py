@@ -1,5 +1,11 @@
 """Rank 0: free ports (a typed move), the Ray head, ``leader.json``, ``vllm serve`` at
-once while the Ray workers join, then supervision until the job ends."""
+once while the Ray workers join, then supervision until the job ends.
+
+A stop asked for (scancel's SIGTERM, the time-limit warning) is DRAINING in
+``endpoint.json`` while vLLM finishes what it holds and the processes stop, and STOPPED
+only once they have ended: every reader takes STOPPED for final (a follower leaves, a
+service counts the replica gone once SLURM agrees). Both are written inside SLURM's
+KillWait (the teardown's graces add up to TEARDOWN_SECONDS, less than it)."""
 
 from __future__ import annotations
 
@@ -118,6 +124,7 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
     log = ctx.log
     endpoint = EndpointWriter(ctx, task)
     procs = LeaderProcs()
+    stopped_by: str | None = None  # the stop asked for, once one is
     try:
         endpoint.set("STARTING", "starting on the leader")
         require_vllm(ctx, None if task.serve is None else task.serve.argv())
@@ -141,7 +148,8 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             endpoint.set("FAILED", failure)
             return 1
         log(f"stopping: {stop}")
-        endpoint.set("STOPPED", f"stopped by {stop}")
+        stopped_by = str(stop)
+        endpoint.set("DRAINING", f"stopping on {stop}")
         return 0
     except VllmHpcError as exc:
         log(f"FAILED: {exc.one_line()}")
@@ -155,5 +163,10 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             endpoint.set("FAILED", why, log_tail=_proc.tail_lines(logs) if logs else [])
         return 1
     finally:
-        procs.stop(log, asked=endpoint.state == "STOPPED", time_limit=ctx.stopper.time_limit)
-        log(f"leader done ({endpoint.state})")
+        try:
+            procs.stop(log, asked=stopped_by is not None, time_limit=ctx.stopper.time_limit)
+        finally:
+            if stopped_by is not None:  # its processes have ended (or could not): final
+                with contextlib.suppress(OSError):  # a full disk: the node log says it
+                    endpoint.set("STOPPED", f"stopped by {stopped_by}")
+            log(f"leader done ({endpoint.state})")

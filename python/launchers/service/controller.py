@@ -99,16 +99,20 @@ class Controller:
         return answer
 
     def observe(self, r: Replica) -> Replica:
-        """``r`` as SLURM and its job directory say it is now."""
+        """``r`` as SLURM and its job directory say it is now (both: ``decide`` counts it
+        ended only when they agree). When they cannot be read, FAILED, SLURM's last word
+        kept: a job SLURM held is waited for (and cancelled when overdue), not forgotten."""
         try:
             status = read_status(r.job_id, r.job_dir, self._slurm_state)
         except VllmHpcError as exc:
             return r.model_copy(update={"state": "FAILED", "message": exc.one_line()})
-        update: dict[str, Any] = {"state": status.state, "message": status.message}
+        update: dict[str, Any] = {
+            "state": status.state, "message": status.message, "slurm_state": status.slurm_state,
+        }  # fmt: skip
         if status.state == "READY" and status.url:
             update["url"] = status.url.removesuffix("/v1").rstrip("/")
             update["ever_ready"] = True
-        if r.ends_at is None and status.state not in ("PENDING", "FAILED", "STOPPED"):
+        if r.ends_at is None and status.state != "PENDING" and not status.final:
             update["ends_at"] = self.slurm.end_time(r.job_id)
         return r.model_copy(update=update)
 

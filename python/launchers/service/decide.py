@@ -2,20 +2,29 @@
 router's worker list and the time, what to do next.
 
 Rules, in order:
-1. A replica that ended leaves the router and the service; if it ended without being
-   drained it counts as a failure (one in a row more if it never became READY) and its
-   slot is filled again.
+1. A replica has ended when its job file says so (STOPPED, FAILED) and SLURM no longer
+   holds its job; SLURM's word wins when they disagree (a file that says STOPPED while
+   SLURM says RUNNING is a job still there: its batch step, its other ranks or the
+   epilog run on; a job SLURM says ended has ended whatever its file says). An ended
+   replica leaves the router and the service ("drained and ended" once, for a drained
+   one). One that stops or fails on its own (its file says DRAINING, STOPPED or FAILED;
+   not drained by the controller) leaves the service at once: it is ``ending`` until its
+   job has ended, counts as a failure if it never became READY (one in a row more), and
+   its slot is filled again. A drained or ending replica whose job is still there
+   ``DRAIN_OVERDUE`` after the drain was asked (or it was seen ending) is cancelled.
 2. DOWN asked: every replica is drained (READY ones: out of the router, then SLURM's
-   time-limit warning so vLLM finishes what it holds) or cancelled (not READY yet).
+   time-limit warning so vLLM finishes what it holds) or cancelled (not READY yet); the
+   service is DOWN once every one of them has ended.
 3. A READY replica not draining goes into the router; a routed URL that is no replica's
    (a stranger's, or an old one) comes out.
 4. Handover: a READY replica whose end is nearer than ``handover_seconds`` gets a
    successor in its slot; once the successor is READY and routed, the old one drains.
-   Handovers roll, the earliest end first: while a replica loads (a successor, or one
-   that fills a slot) the next waits, so the service asks SLURM for one replica's
-   nodes more at a time (not twice its size) and one model load at a time shares the
-   nodes' file systems; a replica with
-   less than ``SERVICE_ROLLING_SHARE`` of the handover left gets its successor anyway.
+   Handovers roll, the earliest end first: while any other replica loads (a successor,
+   or one that fills a slot) or drains (until its job has ended), the next successor
+   waits (said once in the events, with whom it waits for), so the service asks SLURM
+   for one replica's nodes more at a time (N + 1, not 2N) and one model load at a time
+   shares the nodes' file systems; a replica with less than ``SERVICE_ROLLING_SHARE`` of
+   the handover left gets its successor anyway.
 5. Each slot ``0 .. replicas-1`` holds one live replica (a successor pair counts once):
    missing slots are submitted, unless the controller is backing off after repeated
    failures; slots past ``replicas`` (scaled down) drain.
@@ -38,7 +47,7 @@ from launchers.service.definition import Replica, ServiceSpec, ServiceState
 
 EVENTS_KEPT = 20
 # A drained replica ends within vLLM's drain and the runtime's teardown; one still there
-# after this long is cancelled.
+# after this long is cancelled (so is one ending on its own, this long after it was seen).
 DRAIN_OVERDUE = DRAIN_SECONDS + TEARDOWN_SECONDS + 60.0
 
 
@@ -105,29 +114,38 @@ class _Tick:
     # rule 1
     def forget_ended(self, replicas: list[Replica]) -> None:
         for r in replicas:
-            if not r.final:
-                self.by_id[r.job_id] = r
+            if r.url and r.url in self.routed and (r.final or r.state == "DRAINING"):
+                self.act(Action("remove", url=r.url))  # it serves no more
+            if r.ended:
+                if r.role == "draining":
+                    self.event(f"replica {r.job_id} (slot {r.slot}) drained and ended")
+                elif r.role != "ending":  # an ending one was said when it began to end
+                    self.lost(r)
                 continue
-            if r.url and r.url in self.routed:
-                self.act(Action("remove", url=r.url))
-            if r.role == "draining":
-                self.event(f"replica {r.job_id} (slot {r.slot}) drained and ended")
-            elif r.ever_ready:
-                self.event(f"replica {r.job_id} (slot {r.slot}) was lost: {r.message}")
-            else:
-                self.failures += 1
-                self.event(f"replica {r.job_id} (slot {r.slot}) failed: {r.message}")
-                pause = backoff_seconds(self.failures)
-                if pause:
-                    self.backoff_until = self.now + pause
-        for r in list(self.by_id.values()):  # a successor whose predecessor is gone holds
-            if r.role == "successor" and r.successor_of not in self.by_id:  # the slot
+            self.by_id[r.job_id] = r
+            if not r.leaving and (r.final or r.state == "DRAINING"):
+                self.lost(r)  # stopping or failed on its own; its job is still there
+                self.update(r.job_id, role="ending", drain_asked_at=self.now)
+        for r in list(self.by_id.values()):  # a successor whose predecessor is gone or
+            before = self.by_id.get(str(r.successor_of))  # leaving holds the slot
+            if r.role == "successor" and (before is None or before.leaving):
                 self.update(r.job_id, role="serving", successor_of=None)
         if self.failures and any(r.ready for r in self.by_id.values()):
             self.failures, self.backoff_until = 0, None
 
+    def lost(self, r: Replica) -> None:
+        """``r`` stopped or failed without being drained: a failure if it never served."""
+        if r.ever_ready:
+            self.event(f"replica {r.job_id} (slot {r.slot}) was lost: {r.message}")
+            return
+        self.failures += 1
+        self.event(f"replica {r.job_id} (slot {r.slot}) failed: {r.message}")
+        pause = backoff_seconds(self.failures)
+        if pause:
+            self.backoff_until = self.now + pause
+
     def drain(self, r: Replica, why: str) -> None:
-        if r.role == "draining":
+        if r.leaving:
             overdue = r.drain_asked_at is not None and self.now - r.drain_asked_at > DRAIN_OVERDUE
             if overdue:  # the drain did not end it: cancel (again every DRAIN_OVERDUE)
                 self.act(Action("cancel", job_id=r.job_id))
@@ -155,7 +173,7 @@ class _Tick:
 
     # rule 3
     def route(self) -> None:
-        wanted = {str(r.url) for r in self.by_id.values() if r.ready and r.role != "draining"}
+        wanted = {str(r.url) for r in self.by_id.values() if r.ready and not r.leaving}
         for url in sorted(wanted - self.routed):
             self.act(Action("add", url=url))
         for url in sorted(self.routed - wanted):
@@ -168,9 +186,11 @@ class _Tick:
                 self.drain(self.by_id[str(r.successor_of)], f"handed over to {r.job_id}")
                 self.update(r.job_id, role="serving", successor_of=None)
         followed = {r.successor_of for r in self.by_id.values() if r.role == "successor"}
-        # any model loading in the service holds the next handover back: a successor, and
-        # also one whose predecessor ended first (now serving) or a lost replica's replacement
-        loading = sum(1 for r in self.by_id.values() if r.role != "draining" and not r.ready)
+        # any model loading in the service holds the next handover back (a successor, one
+        # whose predecessor ended first, a lost replica's replacement), and so does any job
+        # still draining or ending: SLURM holds its nodes until it has ended
+        busy = [r for r in self.by_id.values() if r.leaving or not r.ready]
+        submitted = False
         window = self.spec.handover_seconds
         due = [
             r
@@ -183,12 +203,27 @@ class _Tick:
             left = (r.ends_at or 0.0) - self.now
             if not self.can_submit:
                 continue
-            if loading and left > window * SERVICE_ROLLING_SHARE:
-                continue  # the successor loading now goes first
+            if (busy or submitted) and left > window * SERVICE_ROLLING_SHARE:
+                if busy and not submitted:  # (one submitted now: the next tick says whom)
+                    self.wait_for(r, left, busy)
+                continue
             self.act(Action("submit", slot=r.slot, generation=r.generation + 1,
                             successor_of=r.job_id))  # fmt: skip
-            loading += 1
+            submitted = True
+            self.update(r.job_id, waiting_for="")
             self.event(f"replica {r.job_id} (slot {r.slot}) ends in {left:.0f} s: successor")
+
+    def wait_for(self, r: Replica, left: float, busy: list[Replica]) -> None:
+        """Say (once for each reason, not every tick) why ``r``'s successor waits."""
+        doing = {"draining": "drain", "ending": "end"}
+        why = " and ".join(
+            f"replica {b.job_id} (slot {b.slot}) to {doing.get(b.role, 'load')}"
+            for b in sorted(busy, key=lambda b: (b.slot, b.job_id))
+        )
+        if why != r.waiting_for:
+            self.update(r.job_id, waiting_for=why)
+            self.event(f"replica {r.job_id} (slot {r.slot}) ends in {left:.0f} s: "
+                       f"its successor waits for {why}")  # fmt: skip
 
     # rule 5
     def fill_slots(self, generations: dict[int, int]) -> None:
@@ -212,7 +247,7 @@ class _Tick:
                 self.event(f"slot {slot}: a new replica")
 
     def summary(self) -> ServiceState:
-        live = [r for r in self.by_id.values() if r.role != "draining"]
+        live = [r for r in self.by_id.values() if not r.leaving]
         ready = sum(1 for r in live if r.ready)
         wanted = self.spec.replicas
         if not self.can_submit:
@@ -254,7 +289,7 @@ def decide(
     tick = _Tick(spec, previous, routed, now)
     tick.forget_ended(replicas)
     for r in list(tick.by_id.values()):
-        if r.role == "draining":
+        if r.leaving:
             tick.drain(r, "")  # cancelled if the drain is overdue
     if spec.desired == "DOWN":
         tick.step.state = tick.go_down()

@@ -27,6 +27,7 @@ from launchers.defaults import (
     SERVICE_ROUTER_PORT_OFFSET,
 )
 from launchers.jobdir.jobfiles import FINAL_STATES, JobFile, Record
+from launchers.observe.status import SLURM_LIVE
 from launchers.spec.fields import MAX_PARALLEL
 
 FORMAT: Literal[1] = 1
@@ -39,7 +40,11 @@ FRONT_FILE = "front.json"
 KEY_FILE = "key"
 
 ServiceStateName = Literal["STARTING", "UP", "DEGRADED", "BACKING_OFF", "STOPPING", "DOWN"]
-Role = Literal["serving", "successor", "draining"]
+# serving: holds its slot; successor: loads to take its slot over; draining: asked to
+# stop (drained or cancelled); ending: stopped or failed on its own (its job file says
+# so) while SLURM still holds its job. A draining or ending replica is out of the
+# service but still counted until SLURM has let go of its job.
+Role = Literal["serving", "successor", "draining", "ending"]
 
 
 def check_name(name: str) -> str:
@@ -159,16 +164,30 @@ class Replica(Record):
     role: Role = "serving"
     successor_of: str | None = None
     state: str = "PENDING"  # the job's state (launchers.observe.status.JobStatus.state)
+    slurm_state: str | None = None  # SLURM's (JobStatus.slurm_state); None: not known
     message: str = ""
     url: str | None = None  # vLLM's base URL (http://IP:PORT), once READY
     ever_ready: bool = False
     ends_at: float | None = None  # SLURM's end time (epoch seconds), once running
     submitted_at: float
-    drain_asked_at: float | None = None
+    drain_asked_at: float | None = None  # also: since when an ending one was seen ending
+    waiting_for: str = ""  # why its successor is not submitted yet (said once in the events)
 
     @property
     def final(self) -> bool:
+        """Its job file (or SLURM) says its processes have ended or failed."""
         return self.state in FINAL_STATES
+
+    @property
+    def ended(self) -> bool:
+        """Gone for the service: its job file says final and SLURM no longer holds its
+        job (SLURM's word wins: STOPPED while SLURM says RUNNING is still there)."""
+        return self.final and self.slurm_state not in SLURM_LIVE
+
+    @property
+    def leaving(self) -> bool:
+        """Out of the service (drained, cancelled or ending), its job not ended yet."""
+        return self.role in ("draining", "ending")
 
     @property
     def ready(self) -> bool:

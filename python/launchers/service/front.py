@@ -132,9 +132,7 @@ def run_front(service_dir: str, *, host: str | None = None) -> int:
     router_port = health.pick_port(spec.front_port + SERVICE_ROUTER_PORT_OFFSET)
     metrics_port = health.pick_port(router_port + 1)
     state = store.read_state(service_dir)
-    adopted = [
-        str(r.url) for r in (state.replicas if state else ()) if r.ready and r.role != "draining"
-    ]
+    adopted = [str(r.url) for r in (state.replicas if state else ()) if r.ready and not r.leaving]
     _log(f"service {spec.name}: adopting {len(adopted)} READY replica(s): {adopted}")
     router_log = f"{service_dir}/router.log"
     router = _proc.start(

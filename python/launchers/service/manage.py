@@ -12,16 +12,18 @@ here only when no front is alive), ``front.json`` the front's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from launchers import jobdir, waits
 from launchers.errors import InputError, RuntimeFailure
 from launchers.jobdir.safe import read_private_text
-from launchers.observe.client import Client, Job, direct_openai
+from launchers.observe.client import Client, direct_openai
+from launchers.observe.status import SLURM_LIVE
 from launchers.service import store
 from launchers.service.definition import (
     Front,
@@ -40,12 +42,19 @@ from launchers.submit import slurm
 
 # Request fields a service decides for itself.
 OWNED = {"api_key_file": "--api-key-file", "no_api_key": "--no-api-key", "job_name": "--job-name"}
+SLURM_POLL = 1.0  # seconds between two looks at SLURM while `down` waits for the jobs to end
+
+
+def in_slurm(job_ids: Iterable[str]) -> list[str]:
+    """Those of ``job_ids`` SLURM still holds (pending, running, completing)."""
+    return [j for j in job_ids if slurm.job_state(j)[0] in SLURM_LIVE]
 
 
 @dataclass
 class Service:
     name: str
     directory: str
+    clock: waits.Clock = dataclasses.field(default=waits.REAL, repr=False, compare=False)
 
     def spec(self) -> ServiceSpec:
         return store.read_spec(self.directory)
@@ -112,10 +121,22 @@ class Service:
         store.write_spec(self.directory, updated)
         return updated
 
-    def wait(self, states: tuple[str, ...], timeout: float, what: str) -> ServiceState:
+    def wait(
+        self,
+        states: tuple[str, ...],
+        timeout: float,
+        what: str,
+        seen: Callable[[ServiceState], None] | None = None,
+    ) -> ServiceState:
+        """Wait until state.json says one of ``states``; ``seen`` hears of each look. A
+        service backing off will not come UP soon: a wait for UP stops there and says why
+        (a wait for DOWN goes on: the front stops backing off once it is asked down)."""
+
         def reached() -> ServiceState | None:
             state = self.state()
-            if state is not None and state.state == "BACKING_OFF" and "BACKING_OFF" not in states:
+            if state is not None and seen is not None:
+                seen(state)
+            if state is not None and state.state == "BACKING_OFF" and "UP" in states:
                 raise RuntimeFailure(
                     f"service {self.name}: {state.message}",
                     fix=f"vllm-hpc service status {self.name}; read the replicas' logs",
@@ -126,30 +147,60 @@ class Service:
             reached, what=f"service {self.name} {what}", timeout=timeout,
             log=f"{self.directory}/front-*.log",
             detail=lambda: f" (now: {(self.state() or ServiceState(name=self.name)).message})",
+            clock=self.clock,
         ).value  # fmt: skip
 
     def down(self, timeout: float = 300.0) -> ServiceState:
-        """Drain and stop every replica, then the front; DOWN in state.json."""
+        """Drain and stop every replica, then the front; DOWN in state.json. Returns once
+        every replica job and the front's job have left SLURM (their files may say
+        STOPPED earlier: the jobs' nodes are free only then); after ``timeout`` seconds
+        in all, ``WaitTimeout`` names the jobs SLURM still holds."""
+        began = self.clock.now()
         spec = self.spec()
         store.write_spec(self.directory, spec.model_copy(update={"desired": "DOWN"}))
-        if self.front() is not None:
-            return self.wait(("DOWN",), timeout, "to go down")
-        # No front: stop what the files name, here.
+        replicas: dict[str, None] = {}  # every replica job seen, in order
+
+        def note(state: ServiceState) -> None:
+            replicas.update(dict.fromkeys(r.job_id for r in state.replicas))
+
         state = self.state() or ServiceState(name=self.name)
-        for r in state.replicas:
-            if not r.final:
-                slurm.scancel(r.job_id)
+        note(state)
+        recorded = store.read_front(self.directory)
+        front_job = recorded.job_id if recorded is not None and recorded.job_id else None
+        alive = self.front()
+        if alive is not None:  # the front drains the replicas and says DOWN, then stops
+            front_job = alive.job_id or front_job
+            state = self.wait(("DOWN",), timeout, "to go down", seen=note)
+        else:  # no front: stop what the files name, here
+            for job in in_slurm(replicas):
+                slurm.scancel(job)
+        self._wait_left_slurm(list(replicas), front_job, timeout - (self.clock.now() - began))
+        if alive is None:
+            state = state.model_copy(
+                update={"state": "DOWN", "message": "down", "replicas": (), "url": None,
+                        "updated_at": time.time()}
+            )  # fmt: skip
+            store.write_state(self.directory, state)
+        return state
+
+    def _wait_left_slurm(self, replicas: list[str], front_job: str | None, timeout: float) -> None:
+        jobs = [*replicas, *([front_job] if front_job else [])]
+        left: list[str] = []
 
         def gone() -> bool | None:
-            return waits.seen(all(Job(r.job_id, r.job_dir).status().final for r in state.replicas))
+            left[:] = in_slurm(jobs)
+            return waits.seen(not left)
 
-        waits.wait_for(gone, what=f"the replicas of {self.name} to end", timeout=timeout)
-        down = state.model_copy(
-            update={"state": "DOWN", "message": "down", "replicas": (), "url": None,
-                    "updated_at": time.time()}
+        def still() -> str:
+            named = [f"replica job {j}" for j in left if j in replicas]
+            named += [f"front job {j}" for j in left if j == front_job]
+            return f" (still in SLURM: {', '.join(named)})"
+
+        waits.wait_for(
+            gone, what=f"the jobs of service {self.name} to leave SLURM", detail=still,
+            timeout=max(timeout, 0.0), interval=SLURM_POLL, clock=self.clock,
+            fix=f"squeue -j {','.join(left or jobs)}; scancel the ones still there",
         )  # fmt: skip
-        store.write_state(self.directory, down)
-        return down
 
 
 class Services:

@@ -1,0 +1,140 @@
+"""The controller's ticks (launchers.service.controller) against its files and fakes of
+SLURM and the router: what a replica is, as its job file and SLURM say together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launchers.jobdir import jobfiles
+from launchers.jobdir.safe import private_dir
+from launchers.observe.client import Client, Job
+from launchers.service import store
+from launchers.service.controller import SLURM_EVERY, Controller, Slurm
+from launchers.service.decide import DRAIN_OVERDUE
+from launchers.service.definition import Replica, ServiceSpec, ServiceState
+from launchers.submit import slurm
+
+NOW = 1_000_000.0
+
+
+class Router:
+    def __init__(self, urls: set[str]) -> None:
+        self.urls = set(urls)
+
+    def workers(self) -> set[str]:
+        return set(self.urls)
+
+    def add(self, url: str) -> None:
+        self.urls.add(url)
+
+    def remove(self, url: str) -> None:
+        self.urls.discard(url)
+
+
+class World:
+    """SLURM's word on each job (``squeue`` faked as the service tests fake it), the
+    controller's clock, what it asked SLURM to do."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.t = NOW
+        self.slurm: dict[str, str] = {}
+        self.cancelled: list[str] = []
+        self.drained: list[str] = []
+        self.submitted: list[tuple[int, int]] = []
+        monkeypatch.setattr(slurm, "job_state", self.job_state)
+
+    def job_state(self, job_id: str) -> tuple[str | None, str]:
+        raw = self.slurm.get(job_id, "")
+        return slurm.parse_state(raw), raw
+
+    def seam(self) -> Slurm:
+        return Slurm(
+            end_time=lambda job_id: NOW + 3600, drain=self.drained.append,
+            cancel=self.cancelled.append,
+        )  # fmt: skip
+
+    def submit(self, spec: ServiceSpec, slot: int, generation: int) -> Job:
+        self.submitted.append((slot, generation))
+        return Job(f"new-{slot}-{generation}", "")
+
+
+def endpoint(job_dir: Path, state: jobfiles.State, url: str | None = None) -> None:
+    private_dir(job_dir, "job directory")
+    record = jobfiles.Endpoint(state=state, message=f"{state.lower()} here", url=url)
+    jobfiles.write(jobfiles.endpoint_file(str(job_dir)), record)
+
+
+def service(tmp_path: Path, replicas: list[Replica]) -> str:
+    directory = tmp_path / "services" / "llama"
+    private_dir(directory, "service directory")
+    spec = ServiceSpec(
+        name="llama", request={"model": "m"}, replicas=1, handover_seconds=600.0,
+        front_port=8100, front_time="1-00:00:00", python="/usr/bin/python3",
+        key_file=str(directory / "key"), created_at=0.0,
+    )  # fmt: skip
+    store.write_spec(str(directory), spec)
+    store.write_state(str(directory), ServiceState(name="llama", replicas=tuple(replicas)))
+    return str(directory)
+
+
+def replica(tmp_path: Path, job: str, **changes: Any) -> Replica:
+    data: dict[str, Any] = {"job_id": job, "job_dir": str(tmp_path / "jobs" / job), "slot": 0,
+                            "submitted_at": NOW - 600, "ends_at": NOW + 3000}  # fmt: skip
+    return Replica(**{**data, **changes})
+
+
+def controller(directory: str, world: World, router: Router) -> Controller:
+    return Controller(
+        directory, Client(job_root=str(Path(directory).parents[1])), router,
+        url="http://10.0.0.9:8100/v1", slurm_seam=world.seam(), submit=world.submit,
+        clock=lambda: world.t, log=lambda line: None,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def drained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[World, Controller]:
+    """Replica 5 was drained for a handover (its successor 6 serves slot 0) and its
+    runtime has written STOPPED; SLURM still runs job 5 (its batch step ends, the
+    epilog runs)."""
+    world = World(monkeypatch)
+    old = replica(tmp_path, "5", role="draining", state="READY", ever_ready=True,
+                  url="http://10.0.0.5:8000", drain_asked_at=NOW - 20)  # fmt: skip
+    new = replica(tmp_path, "6", state="READY", ever_ready=True, url="http://10.0.0.6:8000")
+    endpoint(tmp_path / "jobs" / "5", "STOPPED", "http://10.0.0.5:8000/v1")
+    endpoint(tmp_path / "jobs" / "6", "READY", "http://10.0.0.6:8000/v1")
+    world.slurm.update({"5": "RUNNING", "6": "RUNNING"})
+    directory = service(tmp_path, [old, new])
+    return world, controller(directory, world, Router({"http://10.0.0.6:8000"}))
+
+
+def test_a_stopped_replica_slurm_still_runs_is_kept_until_slurm_says_it_ended(
+    drained: tuple[World, Controller],
+) -> None:
+    world, control = drained
+    state = control.tick()
+    assert [r.job_id for r in state.replicas] == ["5", "6"]
+    assert not any("drained and ended" in e for e in state.events), state.events
+    assert world.submitted == [] and world.cancelled == []
+    world.t += SLURM_EVERY + 1  # SLURM is asked again: the job has left it
+    world.slurm["5"] = "COMPLETED"
+    state = control.tick()
+    assert [r.job_id for r in state.replicas] == ["6"]
+    assert sum("replica 5 (slot 0) drained and ended" in e for e in state.events) == 1
+    assert state.state == "UP" and world.submitted == []
+
+
+def test_the_overdue_drain_cancel_fires_for_a_stopped_replica_slurm_still_runs(
+    drained: tuple[World, Controller],
+) -> None:
+    world, control = drained
+    control.tick()
+    world.t = NOW - 20 + DRAIN_OVERDUE + 1  # drain asked at NOW - 20
+    state = control.tick()
+    assert world.cancelled == ["5"]
+    assert "5" in [r.job_id for r in state.replicas]  # until SLURM says it ended
+    world.t += 1
+    control.tick()
+    assert world.cancelled == ["5"]  # once per DRAIN_OVERDUE
