@@ -92,6 +92,7 @@ def test_the_tunnel_command_refuses_hostile_input_as_bad_input(
     monkeypatch: pytest.MonkeyPatch, options: list[str], field: str
 ) -> None:
     monkeypatch.setattr("launchers.cli.service._target_url", lambda target, job_root: URL)
+    monkeypatch.setattr("socket.getfqdn", lambda: "login.example.org")  # not localhost
     ran: list[list[str]] = []
     monkeypatch.setattr("launchers._proc.exec_replace", lambda argv: ran.append(list(argv)))
     result = CliRunner().invoke(cli, ["tunnel", "llama", *options, "--run"],
@@ -100,3 +101,16 @@ def test_the_tunnel_command_refuses_hostile_input_as_bad_input(
     assert result.exception.exit_code == 2
     assert result.exception.one_line().startswith(field)
     assert ran == [] and result.output == ""
+
+
+@pytest.mark.parametrize("name", ["localhost", "LOCALHOST", "localhost.localdomain", "127.0.0.1"])
+def test_the_login_host_is_never_guessed_as_localhost(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("socket.getfqdn", lambda: name)
+    with pytest.raises(InputError) as caught:
+        tunnel.login_host({}, None)
+    assert caught.value.one_line().startswith("--login: this machine calls itself")
+    assert tunnel.login_host({"VLLM_HPC_LOGIN_HOST": "login01"}, None) == "login01"
+    monkeypatch.setattr("socket.getfqdn", lambda: "login01.example.org")
+    assert tunnel.login_host({}, None) == "login01.example.org"

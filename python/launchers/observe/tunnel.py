@@ -38,15 +38,26 @@ def ssh_word(value: str, field: str) -> str:
     return value
 
 
+LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
 def login_host(environ: Mapping[str, str], given: str | None) -> str:
     """The host a laptop ssh-es to: ``--login``, ``$VLLM_HPC_LOGIN_HOST``, else this
-    machine's name (run ``tunnel`` on the login node); checked by ``ssh_word``."""
+    machine's name (run ``tunnel`` on the login node); checked by ``ssh_word``. A name
+    that means the laptop itself (``localhost``) is never guessed."""
     if given:
         return ssh_word(given, "--login")
     from_env = environ.get("VLLM_HPC_LOGIN_HOST")
     if from_env:
         return ssh_word(from_env, "VLLM_HPC_LOGIN_HOST")
-    return ssh_word(socket.getfqdn(), "--login")
+    guessed = socket.getfqdn()
+    if guessed.lower() in LOCAL_NAMES or guessed.startswith(("127.", "::1")):
+        raise InputError(
+            f"--login: this machine calls itself {shown(guessed)}, which a laptop would "
+            "take for itself",
+            fix="pass --login LOGIN_HOST (or set VLLM_HPC_LOGIN_HOST)",
+        )
+    return ssh_word(guessed, "--login")
 
 
 def ssh_argv(url: str, login: str, local_port: int | None, user: str | None = None) -> list[str]:
