@@ -76,15 +76,15 @@ SERVICE_MAX_REPLICAS = 16
 FRONT_HEARTBEAT_SECONDS = 5.0
 # The front's vllm-router listens from front port + this (its metrics port next to it).
 SERVICE_ROUTER_PORT_OFFSET = 1000
-# The front's public door (service.proxy): what one client may hold of it. A request body
-# is read whole before it is passed on, so it is bounded (an OpenAI request is small; a
-# larger one gets 413 before it is read when its Content-Length says so) and must arrive
-# within FRONT_BODY_TIMEOUT seconds (408). A connection's request head must be complete
-# within FRONT_HEADER_TIMEOUT seconds of its first byte (of the connection, for the first
-# request), an idle keep-alive connection is closed after FRONT_KEEPALIVE_TIMEOUT, and a
-# front holds at most FRONT_MAX_CONNECTIONS client connections (sized for a 1-CPU front
-# under the usual 1024 open files; the next gets a quick 503). Worst case held in bodies:
-# FRONT_MAX_CONNECTIONS x FRONT_MAX_BODY_BYTES.
+# The front's public door (service.proxy, service.frontserver): what one client may hold
+# of it. A request body is read whole before it is passed on, so it is bounded (an OpenAI
+# request is small; a larger one gets 413 before it is read when its Content-Length says
+# so) and must arrive within FRONT_BODY_TIMEOUT seconds (408). A connection's request head
+# must be complete within FRONT_HEADER_TIMEOUT seconds of its first byte (of the
+# connection, for the first request), an idle keep-alive connection is closed after
+# FRONT_KEEPALIVE_TIMEOUT, and a front holds at most FRONT_MAX_CONNECTIONS client
+# connections (sized for a 1-CPU front under the usual 1024 open files; the next gets a
+# quick 503). Worst case held in bodies: FRONT_MAX_CONNECTIONS x FRONT_MAX_BODY_BYTES.
 FRONT_MAX_BODY_BYTES = 8 * 1024 * 1024
 FRONT_BODY_TIMEOUT = 60.0
 FRONT_HEADER_TIMEOUT = 10.0

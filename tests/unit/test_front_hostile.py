@@ -1,7 +1,8 @@
-"""The front against a hostile client (launchers.service.proxy): encoded and odd paths
-never reach vllm-router's admin routes, what is forwarded is byte for byte what was
-checked, bodies are bounded, slow and surplus connections are closed, the upstream pool
-is sized and ignores proxy variables, and bad requests do not flood the log.
+"""The front against a hostile client (launchers.service.proxy and .frontserver): encoded
+and odd paths never reach vllm-router's admin routes, what is forwarded is byte for byte
+what was checked, bodies are bounded, slow and surplus connections are closed, the
+upstream pool is sized and ignores proxy variables, and bad requests do not flood the
+log.
 
 The requests are written on raw sockets, so no client library tidies a path first; a real
 aiohttp server on loopback stands in for the router and records what reached it. The
@@ -22,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from launchers import defaults
-from launchers.service import proxy
+from launchers.service import frontserver, proxy
 
 KEY = "s3cret-key"
 DEADLINE = 5.0  # seconds: the longest any step here may take before the test fails
@@ -65,7 +66,7 @@ async def _plain(app: web.Application) -> web.AppRunner:
 async def front(
     serve: str = "plain", limits: Any = None, **app_args: Any
 ) -> AsyncIterator[tuple[int, Upstream, web.Application]]:
-    """A front (``serve``: 'plain' or 'guarded' through proxy.start_site) before a
+    """A front (``serve``: 'plain' or 'guarded' through frontserver.start_site) before a
     stand-in router; yields the front's port, the stand-in and the front's app."""
     upstream = Upstream()
     up_runner = await _plain(upstream.app())
@@ -74,7 +75,9 @@ async def front(
     if serve == "plain":
         runner = await _plain(app)
     else:
-        runner = await proxy.start_site(app, "127.0.0.1", 0, limits or proxy.FrontLimits())
+        runner = await frontserver.start_site(
+            app, "127.0.0.1", 0, limits or frontserver.FrontLimits()
+        )
     try:
         yield _port(runner), upstream, app
     finally:
@@ -336,11 +339,11 @@ def small(**kw: Any) -> Any:
     values: dict[str, Any] = {"header_timeout": 0.3, "keepalive_timeout": 5.0,
                               "max_connections": 8}  # fmt: skip
     values.update(kw)
-    return proxy.FrontLimits(**values)
+    return frontserver.FrontLimits(**values)
 
 
 def test_the_connection_limits_are_defaults() -> None:
-    limits = proxy.FrontLimits()
+    limits = frontserver.FrontLimits()
     assert limits.header_timeout == defaults.FRONT_HEADER_TIMEOUT
     assert limits.keepalive_timeout == defaults.FRONT_KEEPALIVE_TIMEOUT
     assert limits.max_connections == defaults.FRONT_MAX_CONNECTIONS
@@ -530,7 +533,7 @@ def test_malformed_requests_do_not_flood_the_log() -> None:
         text = logging.Formatter().format(record)
         assert "\n" not in text, text  # one line each: no traceback per bad request
         assert len(text) < 1000
-    assert not any(f is not None and isinstance(f, proxy.LogBudget) for f in logger.filters)
+    assert not any(f is not None and isinstance(f, frontserver.LogBudget) for f in logger.filters)
 
 
 def _record(peer: str, exc: Exception) -> logging.LogRecord:
@@ -546,7 +549,7 @@ def test_the_log_budget_counts_per_peer_and_in_all_and_says_what_it_dropped() ->
     from aiohttp.http_exceptions import BadHttpMessage
 
     now = [0.0]
-    budget = proxy.LogBudget(per_peer=2, total=3, window=10.0, clock=lambda: now[0])
+    budget = frontserver.LogBudget(per_peer=2, total=3, window=10.0, clock=lambda: now[0])
     bad = BadHttpMessage("bad header \x1b[31m" + "x" * 5000)
     passed = [budget.filter(_record(peer, bad)) for peer in ("a", "a", "a", "b", "c", "d")]
     assert passed == [True, True, False, True, False, False]
@@ -565,7 +568,7 @@ def test_the_log_budget_counts_per_peer_and_in_all_and_says_what_it_dropped() ->
 
 
 def test_the_log_budget_keeps_the_traceback_of_an_error_of_the_fronts_own() -> None:
-    budget = proxy.LogBudget(per_peer=2, total=3, window=10.0, clock=lambda: 0.0)
+    budget = frontserver.LogBudget(per_peer=2, total=3, window=10.0, clock=lambda: 0.0)
     record = _record("a", KeyError("session"))
     assert budget.filter(record)
     assert "Traceback" in logging.Formatter().format(record)

@@ -32,7 +32,8 @@ from launchers.service import store
 from launchers.service.controller import Controller
 from launchers.service.definition import Front
 from launchers.service.frontjob import submit_front
-from launchers.service.proxy import make_app, start_site
+from launchers.service.frontserver import start_site
+from launchers.service.proxy import make_app
 from launchers.service.router import LOOPBACK, RouterAdmin, router_argv
 
 ROUTER_START_TIMEOUT = 60.0
