@@ -1,6 +1,6 @@
 """Shared fixtures and helpers for the unit tests: a clean environment and a fixed
 interpreter path so plans and rendered files are reproducible, the plan helper, golden
-files, and the bad-input rule with its seams."""
+files, the bad-input rule with its seams, and a service's spec."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from launchers.input.probe import VllmProbe
 from launchers.input.registry import Registry, load_registry
 from launchers.input.resolve import Request, resolve
 from launchers.plan.launch import LaunchPlan
+from launchers.service.definition import ServiceSpec
 from launchers.spec.config import ServeConfig
 
 PYTHON = "/opt/venv/bin/python"
@@ -141,3 +142,19 @@ def submissions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     for name in ("submit_submitit", "submit_sbatch", "start_local"):
         monkeypatch.setattr(slurm, name, lambda *a, _n=name, **k: calls.append(_n))
     yield calls
+
+
+# --- services ---
+
+
+def service_spec(**changes: object) -> ServiceSpec:
+    """A service's spec as ``service up`` writes it (two replicas of a model on the
+    partition gpu, the front on 8100), with ``changes``; validated, so a bad change
+    raises."""
+    base: dict[str, object] = {
+        "name": "llama", "request": {"model": "m", "partition": "gpu", "port": None},
+        "replicas": 2, "handover_seconds": 600.0, "front_port": 8100,
+        "front_time": "1-00:00:00", "python": "/opt/env/bin/python", "key_file": "/k/key",
+        "created_at": 0.0,
+    }  # fmt: skip
+    return ServiceSpec.model_validate({**base, **changes})

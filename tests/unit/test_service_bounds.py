@@ -27,17 +27,9 @@ from launchers.service.definition import Front, ServiceSpec, service_dir
 from launchers.service.manage import Services
 from launchers.submit import slurm
 
+from .conftest import service_spec
+
 MODEL = "meta-llama/Llama-3.2-3B-Instruct"
-
-
-def spec_data(**changes: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "name": "llama", "request": {"model": "m", "partition": "gpu", "port": None},
-        "replicas": 2, "handover_seconds": 600.0, "front_port": 8100,
-        "front_time": "1-00:00:00", "python": "/opt/env/bin/python", "key_file": "/k/key",
-        "created_at": 0.0,
-    }  # fmt: skip
-    return {**base, **changes}
 
 
 def front(*, heartbeat: float, job_id: str | None = "77") -> Front:
@@ -68,7 +60,7 @@ def made_service(root: Path, **changes: object) -> str:
     """A service directory as `service up` leaves it, with no front running."""
     directory = service_dir(str(root), "llama")
     store.make_dir(str(root), directory)
-    store.write_spec(directory, ServiceSpec.model_validate(spec_data(**changes)))
+    store.write_spec(directory, service_spec(**changes))
     return directory
 
 
@@ -167,12 +159,12 @@ def test_up_refuses_a_front_port_outside_the_port_rule_and_writes_nothing(
 @pytest.mark.parametrize(("port", "reason"), BAD_FRONT_PORTS)
 def test_a_service_definition_refuses_the_same_front_ports(port: int, reason: str) -> None:
     with pytest.raises(ValueError, match="front_port"):
-        ServiceSpec.model_validate(spec_data(front_port=port))
+        service_spec(front_port=port)
 
 
 @pytest.mark.parametrize("port", [1024, 8100, 9000, 20000, 64534])
 def test_front_ports_with_room_for_the_router_are_accepted(port: int) -> None:
-    assert ServiceSpec.model_validate(spec_data(front_port=port)).front_port == port
+    assert service_spec(front_port=port).front_port == port
 
 
 # --- a live front stays alive through a slow controller tick ---------------------------

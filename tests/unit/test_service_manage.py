@@ -24,7 +24,6 @@ from launchers.service.definition import (
     Front,
     Replica,
     Role,
-    ServiceSpec,
     ServiceState,
     check_name,
 )
@@ -33,15 +32,7 @@ from launchers.service.frontjob import front_script
 from launchers.service.manage import Service
 from launchers.submit import slurm
 
-
-def spec(**changes: object) -> ServiceSpec:
-    base: dict[str, object] = {
-        "name": "llama", "request": {"model": "m", "partition": "gpu", "port": None},
-        "replicas": 2, "handover_seconds": 600.0, "front_port": 8100,
-        "front_time": "1-00:00:00", "python": "/opt/env/bin/python", "key_file": "/k/key",
-        "created_at": 0.0,
-    }  # fmt: skip
-    return ServiceSpec.model_validate({**base, **changes})
+from .conftest import service_spec
 
 
 @pytest.mark.parametrize("name", ["llama", "a", "llama-70b-2", "x" * 31])
@@ -56,7 +47,9 @@ def test_bad_service_names_are_one_line_errors(name: str) -> None:
 
 
 def test_the_front_script_is_one_cpu_task_that_runs_the_front(tmp_path: Path) -> None:
-    text = front_script(spec(), "/jobs/services/llama", {"partition": "gpu", "account": None})
+    text = front_script(
+        service_spec(), "/jobs/services/llama", {"partition": "gpu", "account": None}
+    )
     lines = text.splitlines()
     assert "#SBATCH --job-name=llama-front" in lines
     assert "#SBATCH --cpus-per-task=1" in lines and "#SBATCH --partition=gpu" in lines
@@ -71,7 +64,7 @@ def test_the_front_script_is_one_cpu_task_that_runs_the_front(tmp_path: Path) ->
 
 
 def test_each_replica_has_its_own_movable_port_and_the_services_key() -> None:
-    s = spec()
+    s = service_spec()
     ports = {
         (slot, gen): replica_request(s, slot, gen)["port"] for slot in (0, 1) for gen in (1, 2)
     }
@@ -150,7 +143,7 @@ def test_a_bad_front_time_is_refused_before_anything_is_written(
     assert error.one_line().startswith("--front-time: ")
     assert not (root / "services").exists()
     with pytest.raises(ValueError, match="--front-time"):
-        spec(front_time=front_time)
+        service_spec(front_time=front_time)
 
 
 # --- `service down` returns when SLURM has let go of every job of the service -----------
@@ -195,7 +188,7 @@ def a_service(tmp_path: Path, replicas: list[Replica], front_job: str | None) ->
     whose heartbeat is fresh; waits on a fake clock."""
     directory = tmp_path / "services" / "llama"
     private_dir(directory, "service directory")
-    store.write_spec(str(directory), spec(key_file=str(directory / "key")))
+    store.write_spec(str(directory), service_spec(key_file=str(directory / "key")))
     store.write_state(
         str(directory), ServiceState(name="llama", state="UP", replicas=tuple(replicas))
     )
