@@ -276,3 +276,63 @@ def test_down_of_a_service_backing_off_waits_for_the_front_to_say_down(
     svc.clock = waits.Clock(now=lambda: t[0], sleep=tick)
     assert svc.down(timeout=60).state == "DOWN"
     assert fake.listed() == []
+
+
+# --- `service up` refuses a front whose Python cannot run vllm-router -----------------
+
+
+def test_up_refuses_a_front_python_without_vllm_router_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front's Python is this one (no VLLM_HPC_PYTHON): asked directly, it says no."""
+    import sys
+
+    from launchers.service import manage
+
+    asked: list[tuple[str, str]] = []
+
+    def can_import(python: str, module: str) -> bool:
+        asked.append((python, module))
+        return False
+
+    monkeypatch.setattr(manage, "can_import", can_import)
+    root = tmp_path / "jobs"
+    error = refused_up(root)
+    assert asked == [(sys.executable, "vllm_router")]
+    assert error.exit_code == 2
+    assert error.one_line() == (
+        f"service up: the front's Python ({sys.executable}) cannot import vllm_router: "
+        "install vllm-hpc[service] there (pip install 'vllm-hpc[service]')"
+    )
+    assert not (root / "services").exists()
+
+
+def test_another_front_python_is_asked_in_a_child_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VLLM_HPC_PYTHON names the nodes' Python: ``input.probe.has_module`` asks it (the
+    seam that runs it through ``_proc``); this interpreter's own modules do not count."""
+    from launchers.input import probe
+
+    asked: list[tuple[str, str]] = []
+
+    def has_module(python: str, module: str) -> bool:
+        asked.append((python, module))
+        return module != "vllm_router"
+
+    monkeypatch.setattr(probe, "has_module", has_module)
+    monkeypatch.setenv("VLLM_HPC_PYTHON", "/opt/nodes/bin/python")
+    root = tmp_path / "jobs"
+    error = refused_up(root)
+    assert ("/opt/nodes/bin/python", "vllm_router") in asked
+    assert "the front's Python (/opt/nodes/bin/python) cannot import vllm_router" in str(error)
+    assert not (root / "services").exists()
+
+
+def test_a_front_python_that_cannot_be_asked_here_is_let_through() -> None:
+    from launchers.service import manage
+
+    manage.check_front_python("/nonexistent/bin/python")  # has_module faked: True
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("launchers.input.probe.has_module", lambda python, module: None)
+        manage.check_front_python("/nonexistent/bin/python")

@@ -13,7 +13,9 @@ here only when no front is alive), ``front.json`` the front's.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -21,6 +23,7 @@ from typing import Any
 
 from launchers import jobdir, waits
 from launchers.errors import InputError, RuntimeFailure
+from launchers.input import probe as node_probe
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.client import Client, direct_openai
 from launchers.observe.status import SLURM_LIVE
@@ -43,6 +46,30 @@ from launchers.submit import slurm
 # Request fields a service decides for itself.
 OWNED = {"api_key_file": "--api-key-file", "no_api_key": "--no-api-key", "job_name": "--job-name"}
 SLURM_POLL = 1.0  # seconds between two looks at SLURM while `down` waits for the jobs to end
+
+
+ROUTER_MODULE = "vllm_router"  # what the front runs (the [service] extra)
+
+
+def can_import(python: str, module: str) -> bool | None:
+    """Whether ``python`` can import ``module`` (found, not imported): this interpreter
+    is asked directly, another one in a child process (``input.probe.has_module``).
+    None: it cannot be asked from here (no such interpreter on this machine)."""
+    if os.path.abspath(python) == os.path.abspath(sys.executable):
+        return importlib.util.find_spec(module) is not None
+    return node_probe.has_module(python, module)
+
+
+def check_front_python(python: str) -> None:
+    """Refuse (bad input, before anything is written) a front whose Python has no
+    vllm-router: its job would fail at once. One that cannot be asked from here (the
+    nodes' Python is not on this machine) is let through."""
+    if can_import(python, ROUTER_MODULE) is False:
+        raise InputError(
+            f"service up: the front's Python ({python}) cannot import {ROUTER_MODULE}: "
+            "install vllm-hpc[service] there",
+            fix="pip install 'vllm-hpc[service]'",
+        )
 
 
 def in_slurm(job_ids: Iterable[str]) -> list[str]:
@@ -270,6 +297,7 @@ class Services:
                     f"vllm-hpc service down {name} first to change it",
                 )
             if existing.desired == "UP" or not request:
+                check_front_python(sys.executable if front == "here" else existing.python)
                 spec = existing.model_copy(update={"desired": "UP"})
                 store.write_spec(directory, spec)
                 return self._start_front(svc, spec, front)
@@ -308,6 +336,7 @@ class Services:
                 "extra_args": tuple(request.get("extra_args") or ()),
             }
         )
+        check_front_python(sys.executable if settings["front"] == "here" else probe.python)
         store.make_dir(self.client.job_root, directory)
         key = store.key_file(directory)
         jobdir.ensure_secret(key, "service key")
