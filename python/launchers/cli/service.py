@@ -80,9 +80,16 @@ def _say(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 def _print_summary(row: dict[str, Any]) -> None:
-    click.echo(f"service {row['name']}: {row['state']} ({row['message']})")
-    front = row["front"]
-    if front is None:
+    said = f" ({row['message']})" if row["message"] else ""
+    click.echo(f"service {row['name']}: {row['state']}{said}")
+    front, ended = row["front"], row.get("front_ended")
+    if ended is not None:  # why no front runs: its job ended (its log says why)
+        click.echo(f"  front: not running: {ended['message']}")
+        for line in ended["lines"]:
+            click.echo(f"    | {line}")
+        click.echo(f"  (fix the cause, then vllm-hpc service up {row['name']}: it adopts the "
+                   "replicas)")  # fmt: skip
+    elif front is None:
         click.echo("  front: not running (vllm-hpc service up NAME adopts the replicas)")
     else:
         where = f"job {front['job_id']} on " if front["job_id"] else ""

@@ -22,10 +22,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from launchers import jobdir, waits
-from launchers.errors import InputError, RuntimeFailure
+from launchers.defaults import FRONT_LOG_LINES
+from launchers.errors import FrontEnded, InputError, RuntimeFailure, SubmitError
 from launchers.input import probe as node_probe
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.client import Client, direct_openai
+from launchers.observe.progress import read_tail
 from launchers.observe.status import SLURM_LIVE
 from launchers.service import store
 from launchers.service.definition import (
@@ -36,6 +38,7 @@ from launchers.service.definition import (
     check_front_time,
     check_name,
     check_replicas,
+    front_log,
     service_dir,
     services_root,
 )
@@ -93,6 +96,33 @@ class Service:
         """The live front (see ``service.front.live_front``), or None."""
         return live_front(store.read_front(self.directory), time.time())
 
+    def front_ended(self) -> FrontEnded | None:
+        """Why no front will come: the front job submitted last has left SLURM (or SLURM
+        says it ended) and no front is alive; the error names its end and, if it never
+        wrote a heartbeat, says so, with the last lines of its log. None while that job
+        is pending or running, when no front job was submitted, when the service is
+        asked down (its front's end is no news), or when SLURM cannot be asked here."""
+        state = self.state()
+        if state is None or not state.front_job or self.spec().desired == "DOWN":
+            return None
+        if self.front() is not None:
+            return None
+        job = state.front_job
+        try:
+            ours, raw = slurm.job_state(job)
+        except SubmitError:  # no SLURM on this machine
+            return None
+        if ours in SLURM_LIVE:
+            return None
+        word = raw.strip().split(" ")[0].rstrip("+")
+        how = f"ended ({word})" if word else "left SLURM"
+        when = "" if state.front_job_beat else " before its first heartbeat"
+        log = front_log(self.directory, job)
+        lines = _last_lines(self.directory, os.path.basename(log))
+        said = f"last lines of {log}:" if lines else f"its log {log} has nothing to show"
+        return FrontEnded(f"service {self.name}: the front job {job} {how}{when}; {said}",
+                          lines=lines)  # fmt: skip
+
     def url(self) -> str:
         front = self.front()
         if front is None:
@@ -115,6 +145,11 @@ class Service:
 
     def summary(self) -> dict[str, Any]:
         spec, state, front = self.spec(), self.state(), self.front()
+        ended = self.front_ended() if front is None else None
+        why_no_front = None if ended is None else {
+            "message": ended.detail.removeprefix(f"service {self.name}: "),
+            "lines": list(ended.lines),
+        }  # fmt: skip
         return {
             "name": self.name,
             "state": state.state if state else "STARTING",
@@ -123,6 +158,7 @@ class Service:
             "replicas_wanted": spec.replicas,
             "url": front.url if front else None,
             "front": None if front is None else front.model_dump(mode="json"),
+            "front_ended": why_no_front,
             "replicas": []
             if state is None
             else [r.model_dump(mode="json") for r in state.replicas],
@@ -157,7 +193,10 @@ class Service:
     ) -> ServiceState:
         """Wait until state.json says one of ``states``; ``seen`` hears of each look. A
         service backing off will not come UP soon: a wait for UP stops there and says why
-        (a wait for DOWN goes on: the front stops backing off once it is asked down)."""
+        (a wait for DOWN goes on: the front stops backing off once it is asked down). Nor
+        will one whose front job has ended: a wait for UP stops at once (``FrontEnded``,
+        with the last lines of the front's log); SLURM is asked every SLURM_POLL s."""
+        asked = [float("-inf")]  # when SLURM was last asked about the front
 
         def reached() -> ServiceState | None:
             state = self.state()
@@ -168,12 +207,19 @@ class Service:
                     f"service {self.name}: {state.message}",
                     fix=f"vllm-hpc service status {self.name}; read the replicas' logs",
                 )
-            return state if state is not None and state.state in states else None
+            if state is not None and state.state in states:
+                return state
+            if "UP" in states and self.clock.now() - asked[0] >= SLURM_POLL:
+                asked[0] = self.clock.now()
+                ended = self.front_ended()
+                if ended is not None:
+                    raise ended
+            return None
 
         return waits.wait_for(
             reached, what=f"service {self.name} {what}", timeout=timeout,
             log=f"{self.directory}/front-*.log",
-            detail=lambda: f" (now: {(self.state() or ServiceState(name=self.name)).message})",
+            detail=lambda: f" (now: {_said(self.state() or ServiceState(name=self.name))})",
             clock=self.clock,
         ).value  # fmt: skip
 
@@ -353,6 +399,19 @@ class Services:
             return svc
         submit_front(spec, svc.directory)
         return svc
+
+
+def _said(state: ServiceState) -> str:
+    """``UP: 2/2 replicas READY``, or the state alone when it has no message."""
+    return f"{state.state}: {state.message}" if state.message else state.state
+
+
+def _last_lines(directory: str, name: str) -> tuple[str, ...]:
+    """The last FRONT_LOG_LINES non-empty lines of ``directory/name`` (ours, not followed
+    through a symlink), each printable and at most 300 characters."""
+    text = read_tail(directory, name)
+    lines = ["".join(c for c in line if c.isprintable())[:300] for line in text.splitlines()]
+    return tuple(line for line in lines if line.strip())[-FRONT_LOG_LINES:]
 
 
 def _differs(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
