@@ -138,3 +138,30 @@ def test_the_overdue_drain_cancel_fires_for_a_stopped_replica_slurm_still_runs(
     world.t += 1
     control.tick()
     assert world.cancelled == ["5"]  # once per DRAIN_OVERDUE
+
+
+# --- events say their time zone --------------------------------------------------------
+
+
+def test_every_event_says_its_time_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decisions' events and an action that failed alike: ``HH:MM:SS UTC``."""
+    import re
+
+    from launchers.errors import RuntimeFailure
+
+    class Refusing(Router):
+        def add(self, url: str) -> None:
+            raise RuntimeFailure("router: POST /add_worker: HTTP 500")
+
+    world = World(monkeypatch)
+    ready = replica(tmp_path, "5", state="READY", ever_ready=True, url="http://10.0.0.5:8000")
+    endpoint(tmp_path / "jobs" / "5", "READY", "http://10.0.0.5:8000/v1")
+    world.slurm["5"] = "RUNNING"
+    directory = service(tmp_path, [ready])
+    store.write_spec(directory, store.read_spec(directory).model_copy(update={"replicas": 2}))
+    state = controller(directory, world, Refusing(set())).tick()
+    assert state.events == (
+        "13:46:40 UTC slot 1: a new replica",
+        "13:46:40 UTC add http://10.0.0.5:8000: router: POST /add_worker: HTTP 500",
+    )
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d UTC .+", e) for e in state.events)

@@ -428,3 +428,18 @@ def test_up_wait_prints_the_front_logs_last_lines_after_the_error(
     assert err[0].startswith("Error: service llama: the front job 77 ended (FAILED) before its")
     assert err[1:] == [f"  | {line}" for line in svc.front_ended().lines]  # type: ignore[union-attr]
     assert err[-1] == "  | ModuleNotFoundError: No module named 'vllm_router'"
+
+
+def test_submitting_the_front_records_its_job_and_a_stamped_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    from launchers.service.frontjob import submit_front
+
+    svc = a_service(tmp_path, [], None)
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "77")
+    assert submit_front(svc.spec(), svc.directory) == "77"
+    state = svc.state()
+    assert state is not None and state.front_job == "77" and not state.front_job_beat
+    assert re.fullmatch(r"\d\d:\d\d:\d\d UTC front submitted as job 77", state.events[-1])

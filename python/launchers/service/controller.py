@@ -22,7 +22,7 @@ from launchers.observe.client import Client, Job
 from launchers.observe.status import read_status
 from launchers.service import store
 from launchers.service.decide import Action, decide
-from launchers.service.definition import Replica, ServiceSpec, ServiceState
+from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
 from launchers.submit import slurm
 
 SLURM_EVERY = 5.0  # seconds between two SLURM queries about one replica job
@@ -130,8 +130,8 @@ class Controller:
             try:
                 new = self._do(action, spec, now)
             except VllmHpcError as exc:
-                events.append(f"{action.kind} {action.url or action.job_id or action.slot}: "
-                              f"{exc.one_line()}")  # fmt: skip
+                what = action.url or action.job_id or action.slot
+                events.append(f"{event_stamp(now)} {action.kind} {what}: {exc.one_line()}")
                 self.log(f"controller: {events[-1]}")
                 continue
             if new is not None:

@@ -43,7 +43,7 @@ from launchers.defaults import (
     SERVICE_ROLLING_SHARE,
     TEARDOWN_SECONDS,
 )
-from launchers.service.definition import Replica, ServiceSpec, ServiceState
+from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
 
 EVENTS_KEPT = 20
 # A drained replica ends within vLLM's drain and the runtime's teardown; one still there
@@ -77,12 +77,6 @@ def backoff_seconds(failures_in_row: int) -> float:
     return float(min(SERVICE_BACKOFF_SECONDS * 2**over, SERVICE_BACKOFF_MAX_SECONDS))
 
 
-def _stamp(now: float) -> str:
-    from time import gmtime, strftime
-
-    return strftime("%H:%M:%S", gmtime(now))
-
-
 class _Tick:
     """One call of ``decide``: the replicas by job id, the actions, the events."""
 
@@ -102,7 +96,7 @@ class _Tick:
             self.routed.discard(action.url)
 
     def event(self, text: str) -> None:
-        self.events.append(f"{_stamp(self.now)} {text}")
+        self.events.append(f"{event_stamp(self.now)} {text}")
 
     def update(self, job_id: str, **changes: object) -> None:
         self.by_id[job_id] = self.by_id[job_id].model_copy(update=changes)

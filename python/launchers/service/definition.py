@@ -116,6 +116,14 @@ def check_front_port(port: int) -> int:
     raise ValueError(f"--front-port: {port} {why} (choose {fix})")
 
 
+def event_stamp(now: float) -> str:
+    """The time an event of ``state.json`` happened, with its zone: ``07:12:03 UTC``
+    (the front's node and the reader's machine may not share a local zone). Pure."""
+    from time import gmtime, strftime
+
+    return strftime("%H:%M:%S UTC", gmtime(now))
+
+
 def front_log(service_dir: str, job_id: str) -> str:
     """The log of front job ``job_id`` (its batch script's ``--output``)."""
     return f"{service_dir}/front-{job_id}.log"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from launchers.service import store
-from launchers.service.definition import ServiceSpec, ServiceState, front_log
+from launchers.service.definition import ServiceSpec, ServiceState, event_stamp, front_log
 from launchers.submit import slurm
 
 
@@ -39,7 +40,7 @@ def submit_front(spec: ServiceSpec, directory: str) -> str:
     ``front_job``: ``service up --wait`` and ``status`` watch it until it beats)."""
     job_id = slurm.sbatch_text(front_script(spec, directory, spec.request), os.environ)
     state = store.read_state(directory) or ServiceState(name=spec.name)
-    events = (*state.events[-19:], f"front submitted as job {job_id}")
+    events = (*state.events[-19:], f"{event_stamp(time.time())} front submitted as job {job_id}")
     store.write_state(directory, state.model_copy(
         update={"events": events, "front_job": job_id, "front_job_beat": False}))  # fmt: skip
     return job_id
