@@ -271,7 +271,7 @@ def service_group(layout_options: Callable[[Any], Any], request_of: Callable[...
 @click.argument("target")
 @job_root_option
 @click.option("--login", help="The login node a laptop reaches (default: $VLLM_HPC_LOGIN_HOST, "
-              "else this machine's name).")  # fmt: skip
+              "else the site file's login_host, else this machine's name).")  # fmt: skip
 @click.option("--local-port", type=click.IntRange(1, 65535), help="Port on the laptop.")
 @click.option("--user", help="Your user name on the login node (default: this one).")
 @click.option("--run", "run_it", is_flag=True, help="Run the ssh command here instead.")
@@ -288,9 +288,11 @@ def tunnel_cmd(
     import os
     import shlex
 
+    from launchers.input.registry import site_login_host
     from launchers.observe import tunnel
 
-    host = tunnel.login_host(os.environ, login)  # bad input first, before any lookup
+    # bad input first, before any lookup; the site file is read only if it is needed
+    host = tunnel.login_host(os.environ, login, lambda: site_login_host(os.environ))
     if user:
         tunnel.ssh_word(user, "--user")
     url = _target_url(target, job_root)
