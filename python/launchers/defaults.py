@@ -74,6 +74,9 @@ SERVICE_MAX_REPLICAS = 16
 # The front's heartbeat (front.json) is renewed this often by its own thread, whatever the
 # controller's tick is doing, well inside FRONT_STALE_SECONDS.
 FRONT_HEARTBEAT_SECONDS = 5.0
+# A front job that ended is reported (`service up --wait`, `service status`) with this
+# many of the last lines of its log.
+FRONT_LOG_LINES = 10
 # The front's vllm-router listens from front port + this (its metrics port next to it).
 SERVICE_ROUTER_PORT_OFFSET = 1000
 # The front's public door (service.proxy, service.frontserver): what one client may hold

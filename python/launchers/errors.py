@@ -37,14 +37,23 @@ def clipped(text: str, limit: int = 200) -> str:
 
 
 class VllmHpcError(Exception):
-    """Base class. ``exit_code`` is what the CLI exits with."""
+    """Base class. ``exit_code`` is what the CLI exits with. ``lines``: what the message
+    points at (the last lines of a log), printed after it, one per line."""
 
     exit_code = 1
 
-    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        fix: str | None = None,
+        lines: tuple[str, ...] = (),
+    ) -> None:
         self.field = field
         self.fix = fix
         self.detail = message
+        self.lines = lines
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
@@ -80,6 +89,11 @@ class SubmitError(VllmHpcError):
 
 class RuntimeFailure(VllmHpcError):
     """Something failed on the allocated nodes."""
+
+
+class FrontEnded(RuntimeFailure):
+    """A service's front job has ended (often before its first heartbeat: it could not
+    start); ``lines`` are the last lines of its log."""
 
 
 class WaitTimeout(RuntimeFailure):

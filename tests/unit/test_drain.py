@@ -237,3 +237,45 @@ def test_a_follower_stays_while_the_leader_drains_and_leaves_once_it_stopped(
     assert follower.follow(ctx, _ray_follower()) == 0
     assert child.polls >= 6 and child.stopped
     assert "the leader is STOPPED; leaving" in (tmp_path / "node-1.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("handover", "SIGUSR1 (handover)"),
+        ("scale down", "SIGUSR1 (scale down)"),
+        ("service down", "SIGUSR1 (service down)"),
+        (None, "SIGUSR1 (time limit near)"),  # no stop.json: SLURM's own warning
+        ("stale", "SIGUSR1 (time limit near)"),  # one older than this runtime
+    ],
+)
+def test_the_leader_names_the_services_reason_for_a_drain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None, written: str | None,
+    said: str,
+) -> None:  # fmt: skip
+    """A service's controller writes stop.json before it sends the warning: the leader
+    says why it stops (log and endpoint.json), and still drains vLLM as for the limit."""
+    from launchers.health import Probe
+    from launchers.runtime import leader
+
+    from .test_waits import leader_task
+
+    serve = Draining(str(tmp_path / "vllm-0.log"))
+    monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
+    monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
+    monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
+    monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
+    ctx = _logged_ctx(tmp_path, 0)
+    if written is not None:
+        stale = written == "stale"
+        reason = jobfiles.StopReason(
+            reason="handover" if stale else written,
+            time=ctx.created - 60 if stale else ctx.created + 1,
+        )
+        jobfiles.write(jobfiles.stop_file(ctx.job_dir), reason)
+    assert leader.lead(ctx, leader_task(ray=False)) == 0
+    assert getattr(serve, "drained", False)  # drained as for the time limit
+    log = (tmp_path / "node-0.log").read_text()
+    assert f"stopping: {said}\n" in log, log
+    ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
+    assert ending is not None and ending.message == f"stopped by {said}"

@@ -138,3 +138,81 @@ def test_the_overdue_drain_cancel_fires_for_a_stopped_replica_slurm_still_runs(
     world.t += 1
     control.tick()
     assert world.cancelled == ["5"]  # once per DRAIN_OVERDUE
+
+
+# --- events say their time zone --------------------------------------------------------
+
+
+def test_every_event_says_its_time_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decisions' events and an action that failed alike: ``HH:MM:SS UTC``."""
+    import re
+
+    from launchers.errors import RuntimeFailure
+
+    class Refusing(Router):
+        def add(self, url: str) -> None:
+            raise RuntimeFailure("router: POST /add_worker: HTTP 500")
+
+    world = World(monkeypatch)
+    ready = replica(tmp_path, "5", state="READY", ever_ready=True, url="http://10.0.0.5:8000")
+    endpoint(tmp_path / "jobs" / "5", "READY", "http://10.0.0.5:8000/v1")
+    world.slurm["5"] = "RUNNING"
+    directory = service(tmp_path, [ready])
+    store.write_spec(directory, store.read_spec(directory).model_copy(update={"replicas": 2}))
+    state = controller(directory, world, Refusing(set())).tick()
+    assert state.events == (
+        "13:46:40 UTC slot 1: a new replica",
+        "13:46:40 UTC add http://10.0.0.5:8000: router: POST /add_worker: HTTP 500",
+    )
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d UTC .+", e) for e in state.events)
+
+
+# --- a drained replica is told why (stop.json), before it is signalled -----------------
+
+
+@pytest.mark.parametrize(
+    ("change", "drained", "reason"),
+    [
+        ({}, ["5"], "handover"),
+        ({"replicas": 1}, ["6"], "scale down"),
+        ({"desired": "DOWN"}, ["5", "6"], "service down"),
+    ],
+)
+def test_the_controller_writes_why_before_it_drains_a_replica(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, Any],
+    drained: list[str],
+    reason: str,
+) -> None:
+    """Replica 5 serves slot 0; 6 is READY as its successor (a handover drains 5), or
+    serves slot 1 (a scale to 1 drains 6; `down` drains both). Each drained job's
+    stop.json says why when SLURM's signal goes (its leader reads it then)."""
+    world = World(monkeypatch)
+    old = replica(tmp_path, "5", state="READY", ever_ready=True, url="http://10.0.0.5:8000")
+    handover = not change
+    where: dict[str, Any] = {"role": "successor", "successor_of": "5"} if handover else {"slot": 1}
+    new = replica(
+        tmp_path, "6", state="READY", ever_ready=True, url="http://10.0.0.6:8000", **where
+    )
+    endpoint(tmp_path / "jobs" / "5", "READY", "http://10.0.0.5:8000/v1")
+    endpoint(tmp_path / "jobs" / "6", "READY", "http://10.0.0.6:8000/v1")
+    world.slurm.update({"5": "RUNNING", "6": "RUNNING"})
+    directory = service(tmp_path, [old, new])
+    spec = store.read_spec(directory).model_copy(update={"replicas": 1 if handover else 2})
+    store.write_spec(directory, spec.model_copy(update=change))
+    seen: dict[str, jobfiles.StopReason | None] = {}
+
+    def drain(job_id: str) -> None:  # what the job's leader would read on SIGUSR1
+        seen[job_id] = jobfiles.read(
+            jobfiles.stop_file(str(tmp_path / "jobs" / job_id)), jobfiles.StopReason
+        )
+
+    routed = {"http://10.0.0.5:8000", "http://10.0.0.6:8000"}
+    control = controller(directory, world, Router(routed))
+    control.slurm.drain = drain
+    control.tick()
+    assert sorted(seen) == drained
+    assert all(s is not None and (s.reason, s.time) == (reason, NOW) for s in seen.values()), seen
+    kept = {"5", "6"} - set(drained)
+    assert not any(Path(tmp_path, "jobs", job, "stop.json").exists() for job in kept)

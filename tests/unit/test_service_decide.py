@@ -266,7 +266,7 @@ def test_a_drained_replica_slurm_still_runs_is_kept_until_slurm_says_it_ended(
     assert actions == []
     assert sorted(r.job_id for r in gone.replicas) == ["2", "3"]
     assert [e for e in gone.events if "drained and ended" in e] == [
-        "13:46:40 replica 1 (slot 0) drained and ended"
+        "13:46:40 UTC replica 1 (slot 0) drained and ended"
     ]
 
 
@@ -397,7 +397,7 @@ def test_a_waiting_successor_says_why_once() -> None:
     loading = rep("3", 1, state="LOADING", role="successor", successor_of="2")
     _, state = tick([a, b, loading])
     said = [e for e in state.events if "successor waits" in e]
-    assert said == ["13:46:40 replica 1 (slot 0) ends in 500 s: its successor waits "
+    assert said == ["13:46:40 UTC replica 1 (slot 0) ends in 500 s: its successor waits "
                     "for replica 3 (slot 1) to load"]  # fmt: skip
     _, state = tick(list(state.replicas), previous=state, now=NOW + 10)  # as the controller
     assert [e for e in state.events if "successor waits" in e] == said
@@ -413,8 +413,8 @@ def test_a_replica_stopping_on_its_own_leaves_at_once_and_is_waited_for() -> Non
     assert kinds(actions) == [("remove", "http://10.0.0.1:8000"), ("submit", "0")]
     assert {r.job_id: r.role for r in state.replicas} == {"1": "ending", "2": "serving"}
     assert state.events[-2:] == (
-        "13:46:40 replica 1 (slot 0) was lost: stopping on SIGTERM (scancel or shutdown)",
-        "13:46:40 slot 0: a new replica",
+        "13:46:40 UTC replica 1 (slot 0) was lost: stopping on SIGTERM (scancel or shutdown)",
+        "13:46:40 UTC slot 0: a new replica",
     )
     assert state.state == "DEGRADED" and state.failures_in_row == 0
     # the next ticks (the new replica 4 loading): nothing more is said or done until

@@ -269,3 +269,170 @@ def test_down_of_a_service_backing_off_waits_for_the_front_to_say_down(
     svc.clock = waits.Clock(now=lambda: t[0], sleep=tick)
     assert svc.down(timeout=60).state == "DOWN"
     assert fake.listed() == []
+
+
+# --- `service up` refuses a front whose Python cannot run vllm-router -----------------
+
+
+def test_up_refuses_a_front_python_without_vllm_router_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front's Python is this one (no VLLM_HPC_PYTHON): asked directly, it says no."""
+    import sys
+
+    from launchers.service import manage
+
+    asked: list[tuple[str, str]] = []
+
+    def can_import(python: str, module: str) -> bool:
+        asked.append((python, module))
+        return False
+
+    monkeypatch.setattr(manage, "can_import", can_import)
+    root = tmp_path / "jobs"
+    error = refused_up(root)
+    assert asked == [(sys.executable, "vllm_router")]
+    assert error.exit_code == 2
+    assert error.one_line() == (
+        f"service up: the front's Python ({sys.executable}) cannot import vllm_router: "
+        "install vllm-hpc[service] there (pip install 'vllm-hpc[service]')"
+    )
+    assert not (root / "services").exists()
+
+
+def test_another_front_python_is_asked_in_a_child_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VLLM_HPC_PYTHON names the nodes' Python: ``input.probe.has_module`` asks it (the
+    seam that runs it through ``_proc``); this interpreter's own modules do not count."""
+    from launchers.input import probe
+
+    asked: list[tuple[str, str]] = []
+
+    def has_module(python: str, module: str) -> bool:
+        asked.append((python, module))
+        return module != "vllm_router"
+
+    monkeypatch.setattr(probe, "has_module", has_module)
+    monkeypatch.setenv("VLLM_HPC_PYTHON", "/opt/nodes/bin/python")
+    root = tmp_path / "jobs"
+    error = refused_up(root)
+    assert ("/opt/nodes/bin/python", "vllm_router") in asked
+    assert "the front's Python (/opt/nodes/bin/python) cannot import vllm_router" in str(error)
+    assert not (root / "services").exists()
+
+
+def test_a_front_python_that_cannot_be_asked_here_is_let_through() -> None:
+    from launchers.service import manage
+
+    manage.check_front_python("/nonexistent/bin/python")  # has_module faked: True
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("launchers.input.probe.has_module", lambda python, module: None)
+        manage.check_front_python("/nonexistent/bin/python")
+
+
+# --- a front job that ends before its first heartbeat is reported at once --------------
+
+
+def a_failed_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slurm_says: str) -> Service:
+    """Service llama whose front job 77 was submitted (state.json says so) and never
+    wrote front.json; SLURM says ``slurm_says`` of it; its log ends with the cause."""
+    svc = a_service(tmp_path, [], None)
+    state = ServiceState.model_validate({"name": "llama", "state": "STARTING",
+                                         "front_job": "77"})  # fmt: skip
+    store.write_state(svc.directory, state)
+    log = [f"[00:00:0{i}] starting line {i}" for i in range(5)]
+    log += ["Traceback (most recent call last):", *[f'  File "x.py", line {i}' for i in range(4)],
+            "ModuleNotFoundError: No module named 'vllm_router'", ""]  # fmt: skip
+    (Path(svc.directory) / "front-77.log").write_text("\n".join(log))
+    monkeypatch.setattr(
+        slurm, "job_state", lambda job_id: (slurm.parse_state(slurm_says), slurm_says)
+    )
+    return svc
+
+
+def test_up_wait_stops_at_once_when_the_front_job_failed_before_its_first_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launchers.errors import RuntimeFailure
+
+    svc = a_failed_front(tmp_path, monkeypatch, "FAILED")
+    with pytest.raises(RuntimeFailure) as caught:
+        svc.wait(("UP",), 3600, "to have every replica READY")
+    assert svc.clock.now() < 5, f"waited {svc.clock.now()} s for a front that had ended"
+    error = caught.value
+    assert error.one_line() == (
+        "service llama: the front job 77 ended (FAILED) before its first heartbeat; "
+        f"last lines of {svc.directory}/front-77.log:"
+    )
+    lines: tuple[str, ...] = getattr(error, "lines", ())
+    assert len(lines) == 10
+    assert lines[-1] == "ModuleNotFoundError: No module named 'vllm_router'"
+
+
+def test_up_wait_goes_on_while_the_front_job_is_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = a_failed_front(tmp_path, monkeypatch, "PENDING")
+    with pytest.raises(WaitTimeout):
+        svc.wait(("UP",), 30, "to have every replica READY")
+
+
+def test_a_front_job_that_beat_and_then_ended_is_reported_without_the_heartbeat_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = a_failed_front(tmp_path, monkeypatch, "CANCELLED by 1000")
+    store.note_front_beat(svc.directory, "76")  # another job's beat changes nothing
+    assert svc.state() is not None and not svc.state().front_job_beat  # type: ignore[union-attr]
+    store.note_front_beat(svc.directory, "77")
+    ended = svc.front_ended()
+    assert ended is not None
+    assert ended.one_line().startswith("service llama: the front job 77 ended (CANCELLED); ")
+
+
+def test_status_says_why_the_front_is_not_running_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_failed_front(tmp_path, monkeypatch, "FAILED")
+    result = CliRunner().invoke(cli, ["service", "status", "llama", "--job-root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "service llama: STARTING"
+    assert lines[1] == (
+        "  front: not running: the front job 77 ended (FAILED) before its first heartbeat; "
+        f"last lines of {tmp_path}/services/llama/front-77.log:"
+    )
+    assert "    | ModuleNotFoundError: No module named 'vllm_router'" in lines
+
+
+def test_up_wait_prints_the_front_logs_last_lines_after_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's error map prints an error's ``lines`` under its one line (exit 1)."""
+    from launchers.cli import run
+    from launchers.service.manage import Services
+
+    svc = a_failed_front(tmp_path, monkeypatch, "FAILED")
+    monkeypatch.setattr(Services, "up", lambda self, *args, **kwargs: svc)
+    with pytest.raises(SystemExit) as code:
+        run(cli, ["service", "up", "llama", "--wait", "--job-root", str(tmp_path)], "vllm-hpc")
+    assert code.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("Error: service llama: the front job 77 ended (FAILED) before its")
+    assert err[1:] == [f"  | {line}" for line in svc.front_ended().lines]  # type: ignore[union-attr]
+    assert err[-1] == "  | ModuleNotFoundError: No module named 'vllm_router'"
+
+
+def test_submitting_the_front_records_its_job_and_a_stamped_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    from launchers.service.frontjob import submit_front
+
+    svc = a_service(tmp_path, [], None)
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "77")
+    assert submit_front(svc.spec(), svc.directory) == "77"
+    state = svc.state()
+    assert state is not None and state.front_job == "77" and not state.front_job_beat
+    assert re.fullmatch(r"\d\d:\d\d:\d\d UTC front submitted as job 77", state.events[-1])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -114,3 +115,62 @@ def test_the_login_host_is_never_guessed_as_localhost(
     assert tunnel.login_host({"VLLM_HPC_LOGIN_HOST": "login01"}, None) == "login01"
     monkeypatch.setattr("socket.getfqdn", lambda: "login01.example.org")
     assert tunnel.login_host({}, None) == "login01.example.org"
+
+
+# --- the login host from the site file ---------------------------------------------------
+
+
+def tunnel_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, site: str, *options: str) -> str:
+    """``vllm-hpc tunnel llama --user ada OPTIONS`` with ``site`` as the site file and a
+    machine that calls itself localhost (so nothing is guessed): the ssh line."""
+    path = tmp_path / "site.yaml"
+    path.write_text(site)
+    monkeypatch.setenv("VLLM_HPC_SITE_CONFIG", str(path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("VLLM_HPC_REGISTRY", raising=False)
+    monkeypatch.setattr("launchers.cli.service._target_url", lambda target, job_root: URL)
+    monkeypatch.setattr("socket.getfqdn", lambda: "localhost")
+    result = CliRunner().invoke(cli, ["tunnel", "llama", "--user", "ada", *options],
+                                standalone_mode=False)  # fmt: skip
+    assert result.exception is None, (result.output, result.exception)
+    return result.output.splitlines()[0]  # the ssh line (then a hint, on stderr)
+
+
+def test_the_tunnel_takes_the_login_host_from_the_site_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Order: --login, $VLLM_HPC_LOGIN_HOST, the site file's login_host, the guess."""
+    site = "site:\n  login_host: hpc-login.example.org\n"
+    monkeypatch.delenv("VLLM_HPC_LOGIN_HOST", raising=False)
+    assert tunnel_line(monkeypatch, tmp_path, site).endswith(" -- ada@hpc-login.example.org")
+    assert tunnel_line(monkeypatch, tmp_path, site, "--login", "l2").endswith(" -- ada@l2")
+    monkeypatch.setenv("VLLM_HPC_LOGIN_HOST", "l3")
+    assert tunnel_line(monkeypatch, tmp_path, site).endswith(" -- ada@l3")
+
+
+def test_the_site_file_is_read_only_when_nothing_else_names_the_login_host() -> None:
+    def site() -> str:
+        raise AssertionError("the site file was read")
+
+    assert tunnel.login_host({}, "l1", site) == "l1"
+    assert tunnel.login_host({"VLLM_HPC_LOGIN_HOST": "l2"}, None, site) == "l2"
+    assert tunnel.login_host({}, None, lambda: "l3") == "l3"
+
+
+@pytest.mark.parametrize("login", ["-oProxyCommand=sh", "login example", "a_b", "x" * 254, "a..b"])
+def test_a_hostile_login_host_in_the_site_file_is_refused(login: str) -> None:
+    from launchers.errors import RegistryError
+    from launchers.input.registry import merge_layers
+
+    with pytest.raises(RegistryError) as caught:
+        merge_layers([("site.yaml", {"site": {"login_host": login}})])
+    line = caught.value.one_line()
+    assert "login_host" in line and "\n" not in line, line
+
+
+def test_a_misspelt_login_host_key_names_the_valid_ones() -> None:
+    from launchers.errors import RegistryError
+    from launchers.input.registry import parse_registry_text
+
+    with pytest.raises(RegistryError, match="unknown key 'login' .*login_host"):
+        parse_registry_text("site:\n  login: hpc\n", "site.yaml")

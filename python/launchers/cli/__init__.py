@@ -542,8 +542,10 @@ def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
         sys.exit(EXIT_FAILURE)
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _fail(message: str, code: int, lines: tuple[str, ...] = ()) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
+    for line in lines:
+        click.echo(f"  | {line}", err=True)
     sys.exit(code)
 
 
@@ -558,7 +560,7 @@ def run(command: click.Command, args: Sequence[str] | None, prog_name: str) -> N
     except VllmHpcError as exc:
         if debug:
             raise
-        _fail(exc.one_line(), exc.exit_code)
+        _fail(exc.one_line(), exc.exit_code, exc.lines)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else prog_name
         _fail(f"{exc.format_message()} (see '{where} --help')", EXIT_BAD_INPUT)

@@ -80,9 +80,16 @@ def _say(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 def _print_summary(row: dict[str, Any]) -> None:
-    click.echo(f"service {row['name']}: {row['state']} ({row['message']})")
-    front = row["front"]
-    if front is None:
+    said = f" ({row['message']})" if row["message"] else ""
+    click.echo(f"service {row['name']}: {row['state']}{said}")
+    front, ended = row["front"], row.get("front_ended")
+    if ended is not None:  # why no front runs: its job ended (its log says why)
+        click.echo(f"  front: not running: {ended['message']}")
+        for line in ended["lines"]:
+            click.echo(f"    | {line}")
+        click.echo(f"  (fix the cause, then vllm-hpc service up {row['name']}: it adopts the "
+                   "replicas)")  # fmt: skip
+    elif front is None:
         click.echo("  front: not running (vllm-hpc service up NAME adopts the replicas)")
     else:
         where = f"job {front['job_id']} on " if front["job_id"] else ""
@@ -264,7 +271,7 @@ def service_group(layout_options: Callable[[Any], Any], request_of: Callable[...
 @click.argument("target")
 @job_root_option
 @click.option("--login", help="The login node a laptop reaches (default: $VLLM_HPC_LOGIN_HOST, "
-              "else this machine's name).")  # fmt: skip
+              "else the site file's login_host, else this machine's name).")  # fmt: skip
 @click.option("--local-port", type=click.IntRange(1, 65535), help="Port on the laptop.")
 @click.option("--user", help="Your user name on the login node (default: this one).")
 @click.option("--run", "run_it", is_flag=True, help="Run the ssh command here instead.")
@@ -281,9 +288,11 @@ def tunnel_cmd(
     import os
     import shlex
 
+    from launchers.input.registry import site_login_host
     from launchers.observe import tunnel
 
-    host = tunnel.login_host(os.environ, login)  # bad input first, before any lookup
+    # bad input first, before any lookup; the site file is read only if it is needed
+    host = tunnel.login_host(os.environ, login, lambda: site_login_host(os.environ))
     if user:
         tunnel.ssh_word(user, "--user")
     url = _target_url(target, job_root)

@@ -461,6 +461,12 @@ def schema() -> dict[str, Any]:
     }
 
 
+def site_login_host(environ: Mapping[str, str]) -> str | None:
+    """The site file's ``login_host`` (the registry files layered as for submit), for
+    ``tunnel`` when neither ``--login`` nor ``$VLLM_HPC_LOGIN_HOST`` names one."""
+    return load_registry((), environ).site.login_host
+
+
 def site_job_root(environ: Mapping[str, str], registries: Sequence[str] = ()) -> str | None:
     """The site file's ``job_root`` (registry files layered as for submit), for
     ``jobroot.job_root``'s last resort."""

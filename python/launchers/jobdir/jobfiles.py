@@ -6,6 +6,7 @@
     nodes/<rank>.json  NodeRecord      each rank, when its runtime starts and each process
     failed/<rank>.json Failure         a rank > 0 that failed, for the leader to report
     local.json         LocalProcess    ``submit --executor local``: the process started
+    stop.json          StopReason      a service's controller, just before it drains the job
 
 Readers get a model or None (missing, half-written or not this format): never a dict.
 """
@@ -28,6 +29,8 @@ State = Literal[
 # what it holds); STOPPED is written only once they have ended. Neither says the SLURM
 # job has ended: its batch step, the other ranks and the epilog may still run.
 FINAL_STATES = ("FAILED", "STOPPED")
+# Why a service drains one of its replica jobs (what its leader says with the signal).
+StopWhy = Literal["handover", "scale down", "service down", "duplicate"]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -135,6 +138,16 @@ class LocalProcess(JobFile):
     time: float = 0.0
 
 
+class StopReason(JobFile):
+    """Why the time-limit warning (SIGUSR1) the job is about to get was sent: a
+    service's controller writes it just before it drains one of its replicas, and the
+    leader names it when it stops (``stopping: SIGUSR1 (handover)``). ``time``: when it
+    was written (a file older than the runtime is not about this run)."""
+
+    reason: StopWhy
+    time: float
+
+
 def read(path: str | Path, model: type[M]) -> M | None:
     data = jobdir.read_json(path)
     if data is None:
@@ -159,6 +172,10 @@ def leader_file(job_dir: str) -> str:
 
 def local_file(job_dir: str) -> str:
     return f"{job_dir}/{jobroot.LOCAL_FILE}"
+
+
+def stop_file(job_dir: str) -> str:
+    return f"{job_dir}/{jobroot.STOP_FILE}"
 
 
 def nodes(job_dir: str) -> list[NodeRecord]:

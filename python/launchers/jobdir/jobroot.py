@@ -39,6 +39,7 @@ PLAN_FILE = "plan.json"
 LEADER_FILE = "leader.json"
 ENDPOINT_FILE = "endpoint.json"
 LOCAL_FILE = "local.json"
+STOP_FILE = "stop.json"
 API_KEY_FILE = "api_key"
 RAY_TOKEN_FILE = "ray_token"  # noqa: S105 - a file name, not a secret
 

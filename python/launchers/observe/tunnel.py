@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from launchers.errors import InputError, shown
@@ -41,21 +41,30 @@ def ssh_word(value: str, field: str) -> str:
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 
 
-def login_host(environ: Mapping[str, str], given: str | None) -> str:
-    """The host a laptop ssh-es to: ``--login``, ``$VLLM_HPC_LOGIN_HOST``, else this
-    machine's name (run ``tunnel`` on the login node); checked by ``ssh_word``. A name
-    that means the laptop itself (``localhost``) is never guessed."""
+def login_host(
+    environ: Mapping[str, str],
+    given: str | None,
+    site: Callable[[], str | None] | None = None,
+) -> str:
+    """The host a laptop ssh-es to: ``--login``, ``$VLLM_HPC_LOGIN_HOST``, the site
+    file's ``login_host`` (``site()``, asked only then), else this machine's name (run
+    ``tunnel`` on the login node); checked by ``ssh_word``. A name that means the laptop
+    itself (``localhost``) is never guessed."""
     if given:
         return ssh_word(given, "--login")
     from_env = environ.get("VLLM_HPC_LOGIN_HOST")
     if from_env:
         return ssh_word(from_env, "VLLM_HPC_LOGIN_HOST")
+    from_site = site() if site is not None else None
+    if from_site:
+        return ssh_word(from_site, "login_host")
     guessed = socket.getfqdn()
     if guessed.lower() in LOCAL_NAMES or guessed.startswith(("127.", "::1")):
         raise InputError(
             f"--login: this machine calls itself {shown(guessed)}, which a laptop would "
             "take for itself",
-            fix="pass --login LOGIN_HOST (or set VLLM_HPC_LOGIN_HOST)",
+            fix="pass --login LOGIN_HOST (or set VLLM_HPC_LOGIN_HOST, or the site file's "
+            "login_host)",
         )
     return ssh_word(guessed, "--login")
 

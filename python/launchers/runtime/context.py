@@ -40,12 +40,14 @@ class Stopper:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.signum: int | None = None
         for sig in self.REASONS:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
         if self.reason is None:
+            self.signum = signum
             self.reason = self.REASONS.get(signum, f"signal {signum}")
 
     def check(self) -> None:
@@ -56,6 +58,18 @@ class Stopper:
     def time_limit(self) -> bool:
         """The stop asked for is the warning before the time limit (USR1/USR2)."""
         return self.reason in (self.REASONS[signal.SIGUSR1], self.REASONS[signal.SIGUSR2])
+
+    def said(self, job_dir: str, since: float) -> str:
+        """The stop as the node says it: the signal and why. A time-limit warning a
+        service sent to drain this job (``stop.json``, written since ``since``) is named
+        for what it is (``SIGUSR1 (handover)``); any other stop as ``reason`` says."""
+        said = self.reason or "no stop asked"
+        if not self.time_limit or self.signum is None:
+            return said
+        asked = jobfiles.read(jobfiles.stop_file(job_dir), jobfiles.StopReason)
+        if asked is None or asked.time < since:
+            return said
+        return f"{signal.Signals(self.signum).name} ({asked.reason})"
 
 
 class NodeLog:

@@ -147,9 +147,9 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
             log(f"FAILED: {failure}")
             endpoint.set("FAILED", failure)
             return 1
-        log(f"stopping: {stop}")
-        stopped_by = str(stop)
-        endpoint.set("DRAINING", f"stopping on {stop}")
+        stopped_by = ctx.stopper.said(ctx.job_dir, ctx.created) if ctx.stopper.reason else str(stop)
+        log(f"stopping: {stopped_by}")
+        endpoint.set("DRAINING", f"stopping on {stopped_by}")
         return 0
     except VllmHpcError as exc:
         log(f"FAILED: {exc.one_line()}")

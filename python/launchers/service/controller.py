@@ -18,11 +18,12 @@ from typing import Any, Protocol
 
 from launchers.defaults import DEFAULT_API_PORT
 from launchers.errors import VllmHpcError
+from launchers.jobdir import jobfiles
 from launchers.observe.client import Client, Job
 from launchers.observe.status import read_status
 from launchers.service import store
 from launchers.service.decide import Action, decide
-from launchers.service.definition import Replica, ServiceSpec, ServiceState
+from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
 from launchers.submit import slurm
 
 SLURM_EVERY = 5.0  # seconds between two SLURM queries about one replica job
@@ -130,8 +131,8 @@ class Controller:
             try:
                 new = self._do(action, spec, now)
             except VllmHpcError as exc:
-                events.append(f"{action.kind} {action.url or action.job_id or action.slot}: "
-                              f"{exc.one_line()}")  # fmt: skip
+                what = action.url or action.job_id or action.slot
+                events.append(f"{event_stamp(now)} {action.kind} {what}: {exc.one_line()}")
                 self.log(f"controller: {events[-1]}")
                 continue
             if new is not None:
@@ -147,6 +148,18 @@ class Controller:
         self.routed_count = len(self.router.workers()) if state.state != "DOWN" else 0
         return state
 
+    def _say_why(self, action: Action, now: float) -> None:
+        """``stop.json`` in the replica's job directory, before it is signalled: its
+        leader then logs ``stopping: SIGUSR1 (handover)``, not a time limit. A file that
+        cannot be written stops no drain (the leader says "time limit near")."""
+        if action.reason is None or not action.job_dir:
+            return
+        try:
+            jobfiles.write(jobfiles.stop_file(action.job_dir),
+                           jobfiles.StopReason(reason=action.reason, time=now))  # fmt: skip
+        except (OSError, VllmHpcError) as exc:
+            self.log(f"controller: {action.job_id}: cannot say why it stops: {exc}")
+
     def _do(self, action: Action, spec: ServiceSpec, now: float) -> Replica | None:
         self.log(f"controller: {action.kind} {action.url or action.job_id or action.slot}")
         if action.kind == "add":
@@ -154,6 +167,7 @@ class Controller:
         elif action.kind == "remove":
             self.router.remove(action.url)
         elif action.kind == "drain":
+            self._say_why(action, now)
             self.slurm.drain(action.job_id)
         elif action.kind == "cancel":
             self.slurm.cancel(action.job_id)

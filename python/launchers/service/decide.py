@@ -43,7 +43,8 @@ from launchers.defaults import (
     SERVICE_ROLLING_SHARE,
     TEARDOWN_SECONDS,
 )
-from launchers.service.definition import Replica, ServiceSpec, ServiceState
+from launchers.jobdir.jobfiles import StopWhy
+from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
 
 EVENTS_KEPT = 20
 # A drained replica ends within vLLM's drain and the runtime's teardown; one still there
@@ -56,6 +57,8 @@ class Action:
     kind: Literal["add", "remove", "submit", "drain", "cancel"]
     url: str = ""  # add / remove
     job_id: str = ""  # drain / cancel
+    job_dir: str = ""  # drain: where the reason goes (its leader names it as it stops)
+    reason: StopWhy | None = None  # drain
     slot: int = 0  # submit
     generation: int = 1  # submit
     successor_of: str | None = None  # submit
@@ -77,12 +80,6 @@ def backoff_seconds(failures_in_row: int) -> float:
     return float(min(SERVICE_BACKOFF_SECONDS * 2**over, SERVICE_BACKOFF_MAX_SECONDS))
 
 
-def _stamp(now: float) -> str:
-    from time import gmtime, strftime
-
-    return strftime("%H:%M:%S", gmtime(now))
-
-
 class _Tick:
     """One call of ``decide``: the replicas by job id, the actions, the events."""
 
@@ -102,7 +99,7 @@ class _Tick:
             self.routed.discard(action.url)
 
     def event(self, text: str) -> None:
-        self.events.append(f"{_stamp(self.now)} {text}")
+        self.events.append(f"{event_stamp(self.now)} {text}")
 
     def update(self, job_id: str, **changes: object) -> None:
         self.by_id[job_id] = self.by_id[job_id].model_copy(update=changes)
@@ -144,7 +141,7 @@ class _Tick:
         if pause:
             self.backoff_until = self.now + pause
 
-    def drain(self, r: Replica, why: str) -> None:
+    def drain(self, r: Replica, why: str, reason: StopWhy | None = None) -> None:
         if r.leaving:
             overdue = r.drain_asked_at is not None and self.now - r.drain_asked_at > DRAIN_OVERDUE
             if overdue:  # the drain did not end it: cancel (again every DRAIN_OVERDUE)
@@ -154,7 +151,7 @@ class _Tick:
         if r.ready:
             if r.url in self.routed:
                 self.act(Action("remove", url=str(r.url)))
-            self.act(Action("drain", job_id=r.job_id))
+            self.act(Action("drain", job_id=r.job_id, job_dir=r.job_dir, reason=reason))
         else:
             self.act(Action("cancel", job_id=r.job_id))
         self.update(r.job_id, role="draining", drain_asked_at=self.now)
@@ -163,7 +160,7 @@ class _Tick:
     # rule 2
     def go_down(self) -> ServiceState:
         for r in list(self.by_id.values()):
-            self.drain(r, "the service is going down")
+            self.drain(r, "the service is going down", "service down")
         left = tuple(self.by_id.values())
         return self.state(
             "STOPPING" if left else "DOWN",
@@ -183,7 +180,8 @@ class _Tick:
     def hand_over(self) -> None:
         for r in list(self.by_id.values()):
             if r.role == "successor" and r.ready and r.successor_of in self.by_id:
-                self.drain(self.by_id[str(r.successor_of)], f"handed over to {r.job_id}")
+                old = self.by_id[str(r.successor_of)]
+                self.drain(old, f"handed over to {r.job_id}", "handover")
                 self.update(r.job_id, role="serving", successor_of=None)
         followed = {r.successor_of for r in self.by_id.values() if r.role == "successor"}
         # any model loading in the service holds the next handover back (a successor, one
@@ -230,17 +228,17 @@ class _Tick:
         holders: dict[int, list[Replica]] = {}
         for r in list(self.by_id.values()):
             if r.role == "successor" and r.slot >= self.spec.replicas:
-                self.drain(r, f"scaled to {self.spec.replicas}")
+                self.drain(r, f"scaled to {self.spec.replicas}", "scale down")
             elif r.role == "serving":
                 holders.setdefault(r.slot, []).append(r)
         for slot, held in holders.items():
             if slot >= self.spec.replicas:
                 for r in held:
-                    self.drain(r, f"scaled to {self.spec.replicas}")
+                    self.drain(r, f"scaled to {self.spec.replicas}", "scale down")
                 continue
             held.sort(key=lambda r: (not r.ready, r.submitted_at))  # keep the READY/older
             for r in held[1:]:
-                self.drain(r, f"slot {slot} is already held by {held[0].job_id}")
+                self.drain(r, f"slot {slot} is already held by {held[0].job_id}", "duplicate")
         for slot in range(self.spec.replicas):
             if slot not in holders and self.can_submit:
                 self.act(Action("submit", slot=slot, generation=generations.get(slot, 0) + 1))

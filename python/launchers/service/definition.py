@@ -6,7 +6,7 @@ versioned model with one writer, in the service directory.
         state.json     ServiceState    the controller (what it saw and did)
         front.json     Front           the front (its address, pid, heartbeat)
         key            the service's API key (0600): clients and every replica share it
-        front-<job>.log, router.log    the front's and the router's logs
+        front-<job>.log, router.log    the front's and the router's logs (front_log())
 
 The service directory lives in the job root (``jobdir.jobroot``'s one rule: per-user,
 private, on the shared storage every node reads), so a front started on any node, or
@@ -116,6 +116,19 @@ def check_front_port(port: int) -> int:
     raise ValueError(f"--front-port: {port} {why} (choose {fix})")
 
 
+def event_stamp(now: float) -> str:
+    """The time an event of ``state.json`` happened, with its zone: ``07:12:03 UTC``
+    (the front's node and the reader's machine may not share a local zone). Pure."""
+    from time import gmtime, strftime
+
+    return strftime("%H:%M:%S UTC", gmtime(now))
+
+
+def front_log(service_dir: str, job_id: str) -> str:
+    """The log of front job ``job_id`` (its batch script's ``--output``)."""
+    return f"{service_dir}/front-{job_id}.log"
+
+
 def services_root(job_root: str) -> str:
     return f"{job_root.rstrip('/')}/services"
 
@@ -207,6 +220,8 @@ class ServiceState(JobFile):
     backoff_until: float | None = None
     events: tuple[str, ...] = ()  # the last few things that happened, newest last
     updated_at: float = 0.0
+    front_job: str | None = None  # the front job submitted last (its log: front-<job>.log)
+    front_job_beat: bool = False  # that job has written its first heartbeat
 
 
 class Front(JobFile):

@@ -218,6 +218,7 @@ def _serve(
         )
         runner = await start_site(app, address, port)
         beat()
+        store.note_front_beat(service_dir, os.environ.get("SLURM_JOB_ID"))
         _log(f"service {name}: {controller.url} (router on {LOOPBACK}:{router_port})")
 
         def control() -> None:

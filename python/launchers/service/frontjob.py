@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from launchers.service import store
-from launchers.service.definition import ServiceSpec, ServiceState
+from launchers.service.definition import ServiceSpec, ServiceState, event_stamp, front_log
 from launchers.submit import slurm
 
 
@@ -22,7 +23,7 @@ def front_script(spec: ServiceSpec, directory: str, request: Mapping[str, Any]) 
         "#SBATCH --ntasks=1",
         "#SBATCH --cpus-per-task=1",
         f"#SBATCH --time={spec.front_time}",
-        f"#SBATCH --output={directory}/front-%j.log",
+        f"#SBATCH --output={front_log(directory, '%j')}",
         "#SBATCH --open-mode=append",
         "#SBATCH --signal=B:USR1@60",
     ]
@@ -35,9 +36,11 @@ def front_script(spec: ServiceSpec, directory: str, request: Mapping[str, Any]) 
 
 
 def submit_front(spec: ServiceSpec, directory: str) -> str:
-    """``sbatch`` the front's script; the job id (also an event in state.json)."""
+    """``sbatch`` the front's script; the job id (an event in state.json, and its
+    ``front_job``: ``service up --wait`` and ``status`` watch it until it beats)."""
     job_id = slurm.sbatch_text(front_script(spec, directory, spec.request), os.environ)
     state = store.read_state(directory) or ServiceState(name=spec.name)
-    events = (*state.events[-19:], f"front submitted as job {job_id}")
-    store.write_state(directory, state.model_copy(update={"events": events}))
+    events = (*state.events[-19:], f"{event_stamp(time.time())} front submitted as job {job_id}")
+    store.write_state(directory, state.model_copy(
+        update={"events": events, "front_job": job_id, "front_job_beat": False}))  # fmt: skip
     return job_id

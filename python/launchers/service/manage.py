@@ -13,16 +13,21 @@ here only when no front is alive), ``front.json`` the front's.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from launchers import jobdir, waits
-from launchers.errors import InputError, RuntimeFailure
+from launchers.defaults import FRONT_LOG_LINES
+from launchers.errors import FrontEnded, InputError, RuntimeFailure, SubmitError
+from launchers.input import probe as node_probe
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.client import Client, direct_openai
+from launchers.observe.progress import read_tail
 from launchers.observe.status import SLURM_LIVE
 from launchers.service import store
 from launchers.service.definition import (
@@ -33,6 +38,7 @@ from launchers.service.definition import (
     check_front_time,
     check_name,
     check_replicas,
+    front_log,
     service_dir,
     services_root,
 )
@@ -43,6 +49,30 @@ from launchers.submit import slurm
 # Request fields a service decides for itself.
 OWNED = {"api_key_file": "--api-key-file", "no_api_key": "--no-api-key", "job_name": "--job-name"}
 SLURM_POLL = 1.0  # seconds between two looks at SLURM while `down` waits for the jobs to end
+
+
+ROUTER_MODULE = "vllm_router"  # what the front runs (the [service] extra)
+
+
+def can_import(python: str, module: str) -> bool | None:
+    """Whether ``python`` can import ``module`` (found, not imported): this interpreter
+    is asked directly, another one in a child process (``input.probe.has_module``).
+    None: it cannot be asked from here (no such interpreter on this machine)."""
+    if os.path.abspath(python) == os.path.abspath(sys.executable):
+        return importlib.util.find_spec(module) is not None
+    return node_probe.has_module(python, module)
+
+
+def check_front_python(python: str) -> None:
+    """Refuse (bad input, before anything is written) a front whose Python has no
+    vllm-router: its job would fail at once. One that cannot be asked from here (the
+    nodes' Python is not on this machine) is let through."""
+    if can_import(python, ROUTER_MODULE) is False:
+        raise InputError(
+            f"service up: the front's Python ({python}) cannot import {ROUTER_MODULE}: "
+            "install vllm-hpc[service] there",
+            fix="pip install 'vllm-hpc[service]'",
+        )
 
 
 def in_slurm(job_ids: Iterable[str]) -> list[str]:
@@ -66,6 +96,33 @@ class Service:
         """The live front (see ``service.front.live_front``), or None."""
         return live_front(store.read_front(self.directory), time.time())
 
+    def front_ended(self) -> FrontEnded | None:
+        """Why no front will come: the front job submitted last has left SLURM (or SLURM
+        says it ended) and no front is alive; the error names its end and, if it never
+        wrote a heartbeat, says so, with the last lines of its log. None while that job
+        is pending or running, when no front job was submitted, when the service is
+        asked down (its front's end is no news), or when SLURM cannot be asked here."""
+        state = self.state()
+        if state is None or not state.front_job or self.spec().desired == "DOWN":
+            return None
+        if self.front() is not None:
+            return None
+        job = state.front_job
+        try:
+            ours, raw = slurm.job_state(job)
+        except SubmitError:  # no SLURM on this machine
+            return None
+        if ours in SLURM_LIVE:
+            return None
+        word = raw.strip().split(" ")[0].rstrip("+")
+        how = f"ended ({word})" if word else "left SLURM"
+        when = "" if state.front_job_beat else " before its first heartbeat"
+        log = front_log(self.directory, job)
+        lines = _last_lines(self.directory, os.path.basename(log))
+        said = f"last lines of {log}:" if lines else f"its log {log} has nothing to show"
+        return FrontEnded(f"service {self.name}: the front job {job} {how}{when}; {said}",
+                          lines=lines)  # fmt: skip
+
     def url(self) -> str:
         front = self.front()
         if front is None:
@@ -88,6 +145,11 @@ class Service:
 
     def summary(self) -> dict[str, Any]:
         spec, state, front = self.spec(), self.state(), self.front()
+        ended = self.front_ended() if front is None else None
+        why_no_front = None if ended is None else {
+            "message": ended.detail.removeprefix(f"service {self.name}: "),
+            "lines": list(ended.lines),
+        }  # fmt: skip
         return {
             "name": self.name,
             "state": state.state if state else "STARTING",
@@ -96,6 +158,7 @@ class Service:
             "replicas_wanted": spec.replicas,
             "url": front.url if front else None,
             "front": None if front is None else front.model_dump(mode="json"),
+            "front_ended": why_no_front,
             "replicas": []
             if state is None
             else [r.model_dump(mode="json") for r in state.replicas],
@@ -130,7 +193,10 @@ class Service:
     ) -> ServiceState:
         """Wait until state.json says one of ``states``; ``seen`` hears of each look. A
         service backing off will not come UP soon: a wait for UP stops there and says why
-        (a wait for DOWN goes on: the front stops backing off once it is asked down)."""
+        (a wait for DOWN goes on: the front stops backing off once it is asked down). Nor
+        will one whose front job has ended: a wait for UP stops at once (``FrontEnded``,
+        with the last lines of the front's log); SLURM is asked every SLURM_POLL s."""
+        asked = [float("-inf")]  # when SLURM was last asked about the front
 
         def reached() -> ServiceState | None:
             state = self.state()
@@ -141,12 +207,19 @@ class Service:
                     f"service {self.name}: {state.message}",
                     fix=f"vllm-hpc service status {self.name}; read the replicas' logs",
                 )
-            return state if state is not None and state.state in states else None
+            if state is not None and state.state in states:
+                return state
+            if "UP" in states and self.clock.now() - asked[0] >= SLURM_POLL:
+                asked[0] = self.clock.now()
+                ended = self.front_ended()
+                if ended is not None:
+                    raise ended
+            return None
 
         return waits.wait_for(
             reached, what=f"service {self.name} {what}", timeout=timeout,
             log=f"{self.directory}/front-*.log",
-            detail=lambda: f" (now: {(self.state() or ServiceState(name=self.name)).message})",
+            detail=lambda: f" (now: {_said(self.state() or ServiceState(name=self.name))})",
             clock=self.clock,
         ).value  # fmt: skip
 
@@ -270,6 +343,7 @@ class Services:
                     f"vllm-hpc service down {name} first to change it",
                 )
             if existing.desired == "UP" or not request:
+                check_front_python(sys.executable if front == "here" else existing.python)
                 spec = existing.model_copy(update={"desired": "UP"})
                 store.write_spec(directory, spec)
                 return self._start_front(svc, spec, front)
@@ -308,6 +382,7 @@ class Services:
                 "extra_args": tuple(request.get("extra_args") or ()),
             }
         )
+        check_front_python(sys.executable if settings["front"] == "here" else probe.python)
         store.make_dir(self.client.job_root, directory)
         key = store.key_file(directory)
         jobdir.ensure_secret(key, "service key")
@@ -324,6 +399,19 @@ class Services:
             return svc
         submit_front(spec, svc.directory)
         return svc
+
+
+def _said(state: ServiceState) -> str:
+    """``UP: 2/2 replicas READY``, or the state alone when it has no message."""
+    return f"{state.state}: {state.message}" if state.message else state.state
+
+
+def _last_lines(directory: str, name: str) -> tuple[str, ...]:
+    """The last FRONT_LOG_LINES non-empty lines of ``directory/name`` (ours, not followed
+    through a symlink), each printable and at most 300 characters."""
+    text = read_tail(directory, name)
+    lines = ["".join(c for c in line if c.isprintable())[:300] for line in text.splitlines()]
+    return tuple(line for line in lines if line.strip())[-FRONT_LOG_LINES:]
 
 
 def _differs(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:

@@ -74,6 +74,14 @@ def write_front(service_dir: str, front: Front) -> None:
     jobfiles.write(f"{service_dir}/{FRONT_FILE}", front)
 
 
+def note_front_beat(service_dir: str, job_id: str | None) -> None:
+    """The front job ``job_id`` has written its first heartbeat: say so in state.json
+    (the front does, before its controller's first tick; once per job)."""
+    state = read_state(service_dir)
+    if job_id and state is not None and state.front_job == job_id and not state.front_job_beat:
+        write_state(service_dir, state.model_copy(update={"front_job_beat": True}))
+
+
 def remove_front(service_dir: str, pid: int) -> None:
     """Remove front.json if it is still this front's (a newer front keeps its own)."""
     front = read_front(service_dir)

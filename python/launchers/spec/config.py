@@ -124,6 +124,12 @@ def check_model(value: str) -> str:
     return fields.not_a_flag(fields.plain_text(value))
 
 
+def check_host(value: str | None) -> str | None:
+    if value is not None:
+        fields.matching(value, fields.HOST_RE, "a host name (letters, digits, '-', '.')", 253)
+    return value
+
+
 def check_image(value: str | None) -> str | None:
     if value is not None:
         fields.no_whitespace(fields.not_a_flag(fields.plain_text(value)), "an image reference")
@@ -198,6 +204,9 @@ class SiteSpec(Frozen):
     setup: tuple[str, ...] = Field((), description="Shell lines run before the job step")
     job_root: str | None = Field(None, description="Shared directory for job directories")
     vllm_version: str | None = Field(None, description="vLLM version the nodes run")
+    login_host: str | None = Field(
+        None, description="The login node a laptop reaches (vllm-hpc tunnel), e.g. hpc.example.org"
+    )
     env: dict[str, str] = Field(default_factory=dict)
 
     _env = field_validator("env")(_check_env)
@@ -211,6 +220,7 @@ class SiteSpec(Frozen):
     _slurm_names = field_validator("partition", "account", "qos")(check_slurm_names)
     _mem = field_validator("mem")(check_mem)
     _container = field_validator("container")(check_image)
+    _login_host = field_validator("login_host")(check_host)
 
 
 class ParallelLayout(Frozen):

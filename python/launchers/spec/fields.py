@@ -49,6 +49,9 @@ MEM_RE = re.compile(r"[0-9]+[KMGT]?", re.ASCII)
 PATH_RE = re.compile(r"[A-Za-z0-9._/+@:=,~-]+", re.ASCII)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 JOB_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
+# A host name or IPv4 address a laptop ssh-es to (the site's login_host): DNS labels.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII)
 
 
 def control_character(text: str) -> str | None:
