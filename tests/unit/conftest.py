@@ -1,10 +1,12 @@
 """Shared fixtures and helpers for the unit tests: a clean environment and a fixed
 interpreter path so plans and rendered files are reproducible, the plan helper, golden
-files, the bad-input rule with its seams, and a service's spec."""
+files, the bad-input rule with its seams (``shell_env`` for the repo's bash), and a
+service's spec. Plain helpers shared by several test modules live in ``helpers/``."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from launchers.input.resolve import Request, resolve
 from launchers.plan.launch import LaunchPlan
 from launchers.service.definition import ServiceSpec
 from launchers.spec.config import ServeConfig
+
+from .helpers.scripts import FAKE_SRUN, FAKE_START, REPO, SEAM
 
 PYTHON = "/opt/venv/bin/python"
 HOME = "/home/alice"
@@ -142,6 +146,29 @@ def submissions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     for name in ("submit_submitit", "submit_sbatch", "start_local"):
         monkeypatch.setattr(slurm, name, lambda *a, _n=name, **k: calls.append(_n))
     yield calls
+
+
+@pytest.fixture
+def shell_env(tmp_path: Path) -> dict[str, str]:
+    """A login-node environment for the repo's bash: the repo's bin/ on PATH, fake srun
+    before it, no SLURM; the seams (helpers/scripts.py) record any start in $STARTED."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "srun").write_text(FAKE_SRUN)
+    for name in ("ray", "vllm"):
+        (fake / name).write_text(FAKE_START)
+    (fake / "python").write_text(SEAM.format(python=sys.executable))
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    return {
+        "PATH": f"{fake}:{REPO / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "VLLM_HPC_PYTHON": str(fake / "python"),
+        "VLLM_HPC_JOB_ROOT": str(tmp_path / "jobs"),
+        "STARTED": str(tmp_path / "started"),
+        "PYTHONPATH": str(REPO / "python"),  # this checkout's launchers, not an installed one
+    }
 
 
 # --- services ---

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import assert_one_clear_line
-from .test_cli import run
+from .helpers.cli import run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,67 +11,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from .conftest import assert_one_clear_line
-
-REPO = Path(__file__).resolve().parents[2]
-
+from .helpers.scripts import REPO, SLURM_ENV, run_bash
 
 # ---------------------------------------------------------------------------------------
 # Doors 3 and 4: the sbatch templates and the bash wrappers, run with bash outside SLURM.
 # A fake srun and a Python seam on VLLM_HPC_PYTHON record anything started in STARTED;
 # `python -m launchers plan` and the wrapper's `node wrapper` run for real (they check,
 # plan and probe the network before they start anything); `ray` and `vllm` are fakes
-# that record a start and fail, so a bad case that went on to run could not pass.
-
-SEAM = """#!/bin/bash
-if [[ "$1 $2 $3 $4" == "-m launchers node run" ]]; then echo "python $*" >> "$STARTED"; exit 0; fi
-if [[ "$1 $3" == "-c ray" ]]; then exit 0; fi  # the planner asks: has the nodes' Python Ray?
-exec {python} "$@"
-"""
-FAKE_SRUN = '#!/bin/bash\necho "srun $*" >> "$STARTED"\n'
-FAKE_START = '#!/bin/bash\necho "$(basename "$0") $*" >> "$STARTED"\nexit 1\n'
-SLURM_ENV = {"SLURM_JOB_ID": "77", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "n[1-2]"}
-
-
-@pytest.fixture
-def shell_env(tmp_path: Path) -> dict[str, str]:
-    """A login-node environment: the repo's bin/ on PATH, fake srun before it, no SLURM."""
-    fake = tmp_path / "fakebin"
-    fake.mkdir()
-    (fake / "srun").write_text(FAKE_SRUN)
-    for name in ("ray", "vllm"):
-        (fake / name).write_text(FAKE_START)
-    (fake / "python").write_text(SEAM.format(python=sys.executable))
-    for tool in fake.iterdir():
-        tool.chmod(0o755)
-    return {
-        "PATH": f"{fake}:{REPO / 'bin'}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "VLLM_HPC_PYTHON": str(fake / "python"),
-        "VLLM_HPC_JOB_ROOT": str(tmp_path / "jobs"),
-        "STARTED": str(tmp_path / "started"),
-        "PYTHONPATH": str(REPO / "python"),  # this checkout's launchers, not an installed one
-    }
-
-
-def run_bash(
-    env: dict[str, str], script: Path, args: tuple[str, ...], extra: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(script), *args],
-        env={**env, **extra},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+# that record a start and fail, so a bad case that went on to run could not pass. The
+# seams are the ``shell_env`` fixture (conftest.py) and helpers/scripts.py.
 
 
 def assert_nothing_started(env: dict[str, str]) -> None:

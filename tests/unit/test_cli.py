@@ -1,8 +1,8 @@
 """The command line through click's test runner: help, models, dry runs.
 
 Bad input at every door (flags, registry files, sbatch environment, bash wrappers) is
-in test_bad_flags.py, test_bad_registries.py and test_bad_scripts.py, which use ``run``
-from here.
+in test_bad_flags.py, test_bad_registries.py and test_bad_scripts.py; ``run`` is
+helpers/cli.py's.
 """
 
 from __future__ import annotations
@@ -13,32 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from launchers.cli import main
 
-
-def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``vllm-hpc ARGS`` in-process with click's runner isolation."""
-    runner = CliRunner()
-    base = {
-        "HOME": "/home/alice",
-        "XDG_CONFIG_HOME": "/nonexistent",
-        "MODEL_NAME": None,
-        "VLLM_HPC_REGISTRY": None,
-        "VLLM_HPC_SITE_CONFIG": None,
-        "VLLM_HPC_JOB_ROOT": None,
-        "VLLM_HPC_PYTHON": "/opt/venv/bin/python",
-    }
-    base.update(env or {})
-    with runner.isolation(env=base) as streams:
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = streams[0].getvalue().decode()
-        err = streams[1].getvalue().decode() if streams[1] is not None else ""
-    return code, out, err
+from .helpers.cli import run
 
 
 def write(tmp: Path, name: str, text: str) -> str:

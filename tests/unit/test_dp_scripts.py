@@ -3,25 +3,18 @@ Python on VLLM_HPC_PYTHON that records what it was asked to run."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-BIN = Path(__file__).resolve().parents[2] / "bin"
-STUB = """#!/bin/bash
-if [[ "$1 $2 $3" == "-m launchers job-root" ]]; then echo "$VLLM_HPC_JOB_ROOT"; exit 0; fi
-python3 -c 'import json, os, sys
-print(json.dumps({"argv": sys.argv[1:], "ip": os.environ.get("VLLM_HOST_IP")}))' "$@" >> "$STUB_LOG"
-"""
+from .helpers.scripts import DP_STUB, run_dp
 
 
 @pytest.fixture
 def stub(tmp_path: Path) -> dict[str, str]:
     python = tmp_path / "python"
-    python.write_text(STUB)
+    python.write_text(DP_STUB)
     python.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "SLURM_", "EP"))}
     env.update({"VLLM_HPC_PYTHON": str(python), "STUB_LOG": str(tmp_path / "log"),
@@ -29,21 +22,9 @@ def stub(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run(
-    env: dict[str, str], script: str, *args: str
-) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
-    done = subprocess.run([str(BIN / script), *args], env=env, capture_output=True, text=True,
-                          check=False)  # fmt: skip
-    log = Path(env["STUB_LOG"])
-    calls = (
-        [json.loads(line)["argv"] for line in log.read_text().splitlines()] if log.exists() else []
-    )
-    return done, calls
-
-
 def test_primary_node_seed_example(stub: dict[str, str]) -> None:
-    done, calls = run(stub, "launch_vllm_node1.sh", "10.1.59.30", "13345",
-                      "deepseek-ai/DeepSeek-V3-0324", "16", "8", "8")  # fmt: skip
+    done, calls = run_dp(stub, "launch_vllm_node1.sh", "10.1.59.30", "13345",
+                         "deepseek-ai/DeepSeek-V3-0324", "16", "8", "8")  # fmt: skip
     assert done.returncode == 0, done.stderr
     plan, node = calls
     assert plan[:3] == ["-m", "launchers", "plan"]
@@ -58,8 +39,8 @@ def test_primary_node_seed_example(stub: dict[str, str]) -> None:
 
 def test_secondary_node_seed_example(stub: dict[str, str]) -> None:
     stub["VLLM_ALL2ALL_BACKEND"] = "deepep_low_latency"
-    done, calls = run(stub, "launch_vllm_node2.sh", "10.1.59.30", "13345",
-                      "deepseek-ai/DeepSeek-V3-0324", "16", "8", "8")  # fmt: skip
+    done, calls = run_dp(stub, "launch_vllm_node2.sh", "10.1.59.30", "13345",
+                         "deepseek-ai/DeepSeek-V3-0324", "16", "8", "8")  # fmt: skip
     assert done.returncode == 0, done.stderr
     plan, node = calls
     assert plan[plan.index("--all2all-backend") + 1] == "deepep_low_latency"
@@ -122,7 +103,7 @@ def test_secondary_node_seed_example(stub: dict[str, str]) -> None:
 def test_bad_arguments(
     stub: dict[str, str], script: str, args: tuple[str, ...], message: str
 ) -> None:
-    done, calls = run(stub, script, *args)
+    done, calls = run_dp(stub, script, *args)
     assert done.returncode == 2
     assert done.stderr.splitlines()[0] == message
     assert calls == []

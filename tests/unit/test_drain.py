@@ -16,7 +16,7 @@ from launchers import health
 from launchers.jobdir import jobfiles
 from launchers.runtime import follower, ray_cluster
 
-from .test_unexpected import Stopped, _failure, _logged_ctx, _ray_follower
+from .helpers.runtime import Stopped, leader_task, logged_ctx, ray_follower, read_failure
 
 
 class Signalling(Stopped):
@@ -57,8 +57,8 @@ def test_a_follower_outlasts_the_time_limit_warning_until_the_leader_has_drained
     monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
     monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
     monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
-    ctx = _logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, _ray_follower()) == 0
+    ctx = logged_ctx(tmp_path, 1)
+    assert follower.follow(ctx, ray_follower()) == 0
     assert child.polls >= 4  # still there after the warning, until the leader ended
     assert child.stopped
     log = (tmp_path / "node-1.log").read_text()
@@ -73,8 +73,8 @@ def test_sigterm_still_stops_a_follower_at_once(
     monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
     monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
     monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
-    ctx = _logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, _ray_follower()) == 0
+    ctx = logged_ctx(tmp_path, 1)
+    assert follower.follow(ctx, ray_follower()) == 0
     assert child.polls == 2 and child.stopped
     assert "stopping: SIGTERM (scancel or shutdown)" in (tmp_path / "node-1.log").read_text()
 
@@ -86,10 +86,10 @@ def test_a_follower_still_waiting_for_a_stopped_leader_stops_without_failing(
         tmp_path / "endpoint.json",
         jobfiles.Endpoint(state="STOPPED", message="stopped by SIGUSR1 (time limit near)"),
     )
-    ctx = _logged_ctx(tmp_path, 1)
-    task = dataclasses.replace(_ray_follower(), leader_ip=None)
+    ctx = logged_ctx(tmp_path, 1)
+    task = dataclasses.replace(ray_follower(), leader_ip=None)
     assert follower.follow(ctx, task) == 0
-    assert _failure(tmp_path, 1) is None
+    assert read_failure(tmp_path, 1) is None
 
 
 class Draining(Stopped):
@@ -121,14 +121,12 @@ def test_the_leader_drains_vllm_on_the_time_limit_warning(
     from launchers.runtime import leader
     from launchers.runtime.supervise import SERVE_GRACE
 
-    from .test_waits import leader_task
-
     serve = Draining(str(tmp_path / "vllm-0.log"))
     monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
     monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
     monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
     monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
-    ctx = _logged_ctx(tmp_path, 0)
+    ctx = logged_ctx(tmp_path, 0)
     assert leader.lead(ctx, leader_task(ray=False)) == 0
     ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
     assert ending is not None
@@ -187,9 +185,7 @@ def test_the_leader_says_draining_while_it_stops_and_stopped_once_its_processes_
     from launchers.health import Probe
     from launchers.runtime import leader
 
-    from .test_waits import leader_task
-
-    ctx = _logged_ctx(tmp_path, 0)
+    ctx = logged_ctx(tmp_path, 0)
     serve = Watched(str(tmp_path / "vllm-0.log"), sig, ctx.endpoint_file)
     written: list[str] = []
     write = jobfiles.write
@@ -233,8 +229,8 @@ def test_a_follower_stays_while_the_leader_drains_and_leaves_once_it_stopped(
     monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
     monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
     monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
-    ctx = _logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, _ray_follower()) == 0
+    ctx = logged_ctx(tmp_path, 1)
+    assert follower.follow(ctx, ray_follower()) == 0
     assert child.polls >= 6 and child.stopped
     assert "the leader is STOPPED; leaving" in (tmp_path / "node-1.log").read_text()
 
@@ -258,14 +254,12 @@ def test_the_leader_names_the_services_reason_for_a_drain(
     from launchers.health import Probe
     from launchers.runtime import leader
 
-    from .test_waits import leader_task
-
     serve = Draining(str(tmp_path / "vllm-0.log"))
     monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
     monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
     monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
     monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
-    ctx = _logged_ctx(tmp_path, 0)
+    ctx = logged_ctx(tmp_path, 0)
     if written is not None:
         stale = written == "stale"
         reason = jobfiles.StopReason(

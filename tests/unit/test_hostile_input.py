@@ -21,7 +21,8 @@ import pytest
 from launchers.errors import shown
 
 from .conftest import assert_one_clear_line
-from .test_cli import run
+from .helpers.cli import run
+from .helpers.scripts import DP_STUB, run_dp
 
 BASE = ["submit", "-m", "org/model"]
 ID_HINT = "give a Hugging Face id (org/name), a registry id or a model directory"
@@ -803,12 +804,8 @@ def test_odd_values_stay_data_in_the_sbatch_script(
 
 
 def test_dp_scripts_read_leading_zeros_as_decimal(tmp_path: Path) -> None:
-    from .test_dp_scripts import run as run_dp
-    from .test_dp_scripts import stub as _  # noqa: F401  (the fixture's module)
-
     python = tmp_path / "python"
-    python.write_text((Path(__file__).parent / "test_dp_scripts.py").read_text().split('STUB = """')[1]
-                      .split('"""')[0])  # fmt: skip
+    python.write_text(DP_STUB)
     python.chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "VLLM_HPC_PYTHON": str(python), "STUB_LOG": str(tmp_path / "log"),
            "VLLM_HPC_JOB_ROOT": "/jobs"}  # fmt: skip

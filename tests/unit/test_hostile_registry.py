@@ -18,7 +18,7 @@ from launchers.input.resolve import validated
 from launchers.spec.config import SlurmOptions
 
 from .conftest import assert_one_clear_line
-from .test_cli import run
+from .helpers.cli import run
 
 ENV = {"HOME": "/home/alice", "XDG_CONFIG_HOME": "/nonexistent"}
 FIX_ANCHORS = "(write the values out: a registry needs few anchors)"

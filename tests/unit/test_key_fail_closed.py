@@ -22,7 +22,7 @@ from launchers.runtime.run import run_plan
 from launchers.spec.config import ServeConfig
 
 from .conftest import assert_one_clear_line
-from .test_cli import run
+from .helpers.cli import run
 
 
 def _key(tmp_path: Path, text: str = "sk-test\n", mode: int = 0o600) -> Path:

@@ -21,7 +21,7 @@ from launchers.health import Probe
 from launchers.runtime.endpoint import EndpointWriter
 from launchers.runtime.supervise import LeaderProcs, supervise
 
-from .test_waits import FakeClock, Running, ctx_for, leader_task
+from .helpers.runtime import FakeClock, Running, ctx_for, leader_task
 
 VLLM_PID, ENGINE_PID, FOREIGN_PID = 4242, 4243, 999  # Running's pid is 4242
 MODELS = '{"data": [{"id": "m"}]}'

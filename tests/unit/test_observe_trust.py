@@ -16,7 +16,7 @@ from launchers.jobdir import jobfiles
 from launchers.observe.client import Client
 
 from .conftest import assert_one_clear_line
-from .test_cli import run
+from .helpers.cli import run
 
 JOB = "local-7"
 METRICS = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 0\n"

@@ -21,7 +21,7 @@ from launchers.observe import progress
 from launchers.observe.progress import Progress, line, read_tail, vllm_phase
 from launchers.observe.status import JobStatus
 
-from .test_cli import run
+from .helpers.cli import run
 
 RAY = "\x1b[36m(RayWorkerProc pid=131, ip=10.77.0.12)\x1b[0m "
 ARGS = (

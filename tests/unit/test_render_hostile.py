@@ -25,7 +25,7 @@ from launchers.render.k8s import STATEFULSET_SCRIPT, render_k8s
 from launchers.render.safe import show
 
 from .conftest import assert_one_clear_line
-from .test_cli import run
+from .helpers.cli import run
 
 SMALL = "llama-3.2-3b-instruct"
 BIG = "llama-3.1-70b-instruct"

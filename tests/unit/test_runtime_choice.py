@@ -16,7 +16,7 @@ from launchers.errors import InputError
 from launchers.input import probe
 from launchers.spec.config import ServeConfig
 
-from .test_cli import run
+from .helpers.cli import run
 
 REAL_HAS_MODULE = probe.has_module  # before conftest's autouse fake replaces it
 SEVENTY_B = {"model": "llama-3.1-70b-instruct"}  # TP=4 x PP=2 on 2 nodes of 4

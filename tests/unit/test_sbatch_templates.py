@@ -5,7 +5,7 @@ with EXTRA_VLLM_ARGS split as a shell would. And the wheel that puts the bash wr
 a venv's PATH.
 
 The templates run with bash outside SLURM: a fake srun records its argv, the Python on
-VLLM_HPC_PYTHON is this checkout's (the seam of test_bad_scripts), so `vllm-hpc plan`
+VLLM_HPC_PYTHON is this checkout's (the seam of conftest's ``shell_env``), so `vllm-hpc plan`
 runs for real.
 """
 
@@ -25,9 +25,7 @@ from launchers.plan.commands import JOB_KEY
 from launchers.plan.launch import LaunchPlan
 from launchers.render.text import render_sbatch
 
-from .test_bad_scripts import SLURM_ENV, run_bash, shell_env
-
-__all__ = ["shell_env"]  # the fixture, shared with the bad-input cases
+from .helpers.scripts import SLURM_ENV, run_bash
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = sorted(p.name for p in (REPO / "slurm").glob("*.sbatch"))

@@ -28,7 +28,7 @@ from launchers.runtime.secret_env import node_secret_env
 from launchers.submit import slurm
 
 from .conftest import PYTHON
-from .test_cli import run as run_cli
+from .helpers.cli import run as run_cli
 
 HF = "hf_FromTheRequest0123456789"
 WANDB = "wandb-FromTheRegistry-abcdef"

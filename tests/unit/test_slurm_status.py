@@ -18,7 +18,7 @@ from launchers.submit.slurm import (
     slurm_minutes,
 )
 
-from .test_cli import run
+from .helpers.cli import run
 
 NOT_SLURM = (
     "{via}: no srun/sbatch here: this is not a SLURM login node "

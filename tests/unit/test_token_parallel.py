@@ -36,7 +36,7 @@ from launchers.spec.config import ClusterSpec
 from launchers.submit import slurm
 
 from .conftest import PYTHON
-from .test_cli import run
+from .helpers.cli import run
 
 UPSTREAM = VllmProbe("0.32.0", frozenset({"--tensor-parallel-size", "--pipeline-parallel-size"}))
 RESEARCH = VllmProbe(

@@ -15,31 +15,11 @@ from launchers import health, jobdir
 from launchers.errors import LayoutError
 from launchers.input import probe
 from launchers.jobdir import jobfiles
-from launchers.plan.commands import JOB_ID, NODE_IP, NODE_RANK, RayStart
 from launchers.plan.launch import LaunchPlan
 from launchers.runtime import follower, leader, ray_cluster, run
-from launchers.runtime.context import NodeContext, NodeLog
-from launchers.runtime.tasks import FollowerTask
+from launchers.runtime.context import NodeContext
 
-from .test_waits import FakeClock, Running, ctx_for, leader_task
-
-
-class Stopped(Running):
-    """A child that records that it was stopped."""
-
-    def __init__(self, name: str, log_path: str) -> None:
-        super().__init__(name, log_path)
-        self.stopped = False
-
-    def stop(self, grace: float = 0.0) -> None:
-        del grace
-        self.stopped = True
-
-
-def _logged_ctx(job_dir: Path, rank: int) -> NodeContext:
-    ctx = ctx_for(job_dir, rank, FakeClock())
-    ctx.log = NodeLog(rank, str(job_dir / f"node-{rank}.log"))
-    return ctx
+from .helpers.runtime import Stopped, leader_task, logged_ctx, ray_follower, read_failure
 
 
 def _one_traceback(job_dir: Path, rank: int, last: str) -> None:
@@ -71,7 +51,7 @@ UNEXPECTED = [
 def test_the_leader_ends_failed_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: Exception, reason: str
 ) -> None:
-    ctx = _logged_ctx(tmp_path, 0)
+    ctx = logged_ctx(tmp_path, 0)
     serve = Stopped("vllm", str(tmp_path / "vllm-0.log"))
     monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
     monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
@@ -89,21 +69,6 @@ def test_the_leader_ends_failed_with_the_reason(
     _one_traceback(tmp_path, 0, reason)
 
 
-def _ray_follower() -> FollowerTask:
-    return FollowerTask(
-        ray=RayStart(head=False, port=6379, num_gpus=1),
-        serve=None,
-        serve_env={},
-        values={NODE_IP: "10.0.0.2", JOB_ID: "7", NODE_RANK: "1"},
-        leader_ip="10.0.0.1",
-        nodes_timeout=20,
-    )
-
-
-def _failure(job_dir: Path, rank: int) -> jobfiles.Failure | None:
-    return jobfiles.read(jobdir.failure_file(str(job_dir), rank), jobfiles.Failure)
-
-
 def test_a_follower_records_an_unexpected_failure_before_its_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,9 +77,9 @@ def test_a_follower_records_an_unexpected_failure_before_its_child(
         raise OverflowError("getsockaddrarg: port must be 0-65535.")
 
     monkeypatch.setattr(health, "wait_for_port", wait_for_port)
-    ctx = _logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, _ray_follower()) == 1
-    failure = _failure(tmp_path, 1)
+    ctx = logged_ctx(tmp_path, 1)
+    assert follower.follow(ctx, ray_follower()) == 1
+    failure = read_failure(tmp_path, 1)
     assert failure is not None
     reason = "OverflowError: getsockaddrarg: port must be 0-65535."
     assert (failure.rank, failure.attempt, failure.message) == (1, 0, reason)
@@ -133,9 +98,9 @@ def test_a_follower_records_an_unexpected_failure_and_stops_its_child(
         raise exc
 
     monkeypatch.setattr(health, "port_open", port_open)
-    ctx = _logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, _ray_follower()) == 1
-    failure = _failure(tmp_path, 1)
+    ctx = logged_ctx(tmp_path, 1)
+    assert follower.follow(ctx, ray_follower()) == 1
+    failure = read_failure(tmp_path, 1)
     assert failure is not None
     assert failure.message == reason
     assert child.stopped
@@ -146,7 +111,7 @@ def _context_in(job_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``run.context`` without a network probe: the context of a test node."""
 
     def context(*, rank: int, **kwargs: Any) -> NodeContext:
-        return _logged_ctx(job_dir, rank)
+        return logged_ctx(job_dir, rank)
 
     monkeypatch.setattr(run, "context", context)
 
@@ -181,7 +146,7 @@ def test_a_follower_that_fails_before_its_role_starts_leaves_a_record(
     plan = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
     assert plan.ray_token_file  # Ray's version is asked for its token auth
     assert run.run_plan(plan, rank=1, job_id="7", environ={}) == 1
-    failure = _failure(tmp_path, 1)
+    failure = read_failure(tmp_path, 1)
     assert failure is not None
     assert failure.message == (
         "PermissionError: [Errno 13] Permission denied: '/site-packages/ray'"
@@ -195,6 +160,6 @@ def test_a_runtime_error_before_the_role_is_recorded_and_kept(
     plan = make_plan(model="llama-3.2-3b-instruct")
     with pytest.raises(LayoutError) as caught:
         run.run_plan(plan, rank=3, job_id="7", environ={})
-    failure = _failure(tmp_path, 3)
+    failure = read_failure(tmp_path, 3)
     assert failure is not None
     assert failure.message == caught.value.one_line()

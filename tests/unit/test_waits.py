@@ -12,31 +12,15 @@ import pytest
 from launchers import health, waits
 from launchers.errors import RuntimeFailure, WaitTimeout
 from launchers.health import Probe
-from launchers.plan.commands import NODE_IP, RayStart, ServeStart
-from launchers.plan.launch import JobPaths
+from launchers.plan.commands import NODE_IP, RayStart
 from launchers.runtime import ray_cluster
-from launchers.runtime.context import NodeContext, NodeLog, Stopper
 from launchers.runtime.endpoint import EndpointWriter
 from launchers.runtime.follower import follow
 from launchers.runtime.ray_cluster import RayNode, Snapshot
 from launchers.runtime.supervise import LeaderProcs, supervise
-from launchers.runtime.tasks import FollowerTask, LeaderTask
+from launchers.runtime.tasks import FollowerTask
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.slept = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-        self.slept += seconds
-
-    def clock(self) -> waits.Clock:
-        return waits.Clock(now=self.now, sleep=self.sleep)
+from .helpers.runtime import FakeClock, Running, ctx_for, leader_task
 
 
 def test_wait_for_returns_the_value_and_the_seconds_waited() -> None:
@@ -83,23 +67,6 @@ def test_ticks_count_elapsed_seconds() -> None:
 # --- the leader's and a worker's supervision, on a fake clock ----------------------------
 
 
-class Running:
-    """A child that runs until ``exit_after`` polls (None: forever)."""
-
-    def __init__(self, name: str, log_path: str, exit_after: int | None = None) -> None:
-        self.name, self.log_path, self.pid = name, log_path, 4242
-        self.left = exit_after
-
-    def poll(self) -> int | None:
-        if self.left is None:
-            return None
-        self.left -= 1
-        return 0 if self.left < 0 else None
-
-    def stop(self, grace: float = 0.0) -> None:
-        del grace
-
-
 class Watcher:
     def __init__(self, *counts: int) -> None:
         self.counts = list(counts)
@@ -108,23 +75,6 @@ class Watcher:
         count = self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
         nodes = tuple(RayNode(f"10.0.0.{i + 1}", f"node{i + 1}", 1.0) for i in range(count))
         return Snapshot(nodes, None, 0.0)
-
-
-def ctx_for(job_dir: Path, rank: int, fake: FakeClock) -> NodeContext:
-    return NodeContext(
-        rank=rank, nodes=2, job_id="7", paths=JobPaths.at(str(job_dir)), attempt=0,
-        node_ip=f"10.0.0.{rank + 1}", iface_reason="test", env={}, log=NodeLog(rank, None),
-        stopper=Stopper(), host_env={}, clock=fake.clock(),
-    )  # fmt: skip
-
-
-def leader_task(ray: bool, ready_timeout: float = 30) -> LeaderTask:
-    return LeaderTask(
-        ray=RayStart(head=True, port=6379, num_gpus=1) if ray else None,
-        serve=ServeStart(model="m", host="0.0.0.0", port=8000),
-        serve_env={}, values={NODE_IP: "10.0.0.1"}, served_model_name="m",
-        expected_nodes=2, nodes_timeout=20, ready_timeout=ready_timeout,
-    )  # fmt: skip
 
 
 def test_the_leader_gives_up_on_a_server_that_never_answers_at_ready_timeout(

@@ -20,7 +20,7 @@ from launchers.runtime import run
 from launchers.runtime.run import ray_auth_env
 
 from .conftest import assert_one_clear_line
-from .test_cli import run as run_cli
+from .helpers.cli import run as run_cli
 
 
 def _token(path: Path, text: str = "tok-abc\n", mode: int = 0o600) -> Path:
