@@ -32,19 +32,11 @@ from . import api, bed
 
 REPO = bed.REPO_ROOT
 READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
-cli, cli_json = api.cli, api.cli_json
+cli, cli_json, submit = api.cli, api.cli_json, api.submit
 
 pytestmark = pytest.mark.cluster
 
 FAIL_DEADLINE = 60.0  # the bound for noticing a lost node
-
-
-def submit(env: dict[str, str], model: Path, nodes: int, *extra: str) -> dict[str, Any]:
-    layout = ["--nodes", str(nodes), "--gpus-per-node", "1", "--pp", str(nodes)]
-    args = ["--model", str(model), *layout, "--partition", "debug", "--time", "00:15:00",
-            "--via", "sbatch", "--wait", "--wait-timeout", str(READY_TIMEOUT), *extra,
-            "--", "--max-model-len", "512"]  # fmt: skip
-    return dict(cli_json(env, "submit", *args, timeout=READY_TIMEOUT + 60))
 
 
 def wait_state(env: dict[str, str], job_id: str, want: str, timeout: float) -> dict[str, Any]:

@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 
 from . import api, bed
-from .test_runtime import READY_TIMEOUT, SLURM, VLLM_ARGS, cancel_and_check_clean, wait_endpoint
+from .jobs import SLURM, VLLM_ARGS, cancel_and_check_clean, wait_endpoint
+
+READY_TIMEOUT = bed.READY_TIMEOUT
 
 pytestmark = pytest.mark.cluster
 PROMPT = [{"role": "user", "content": "How many nodes serve this model?"}]

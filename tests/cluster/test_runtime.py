@@ -26,41 +26,15 @@ from typing import Any
 import pytest
 
 from . import api, bed
+from .jobs import SLURM, VLLM_ARGS, cancel_and_check_clean, wait_endpoint
 
 pytestmark = pytest.mark.cluster
 
 REPO = bed.REPO_ROOT
 BIN = REPO / "bin"
-SLURM = REPO / "slurm"
 PROMPT = [{"role": "user", "content": "Which node runs the Ray head?"}]
 READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
-VLLM_ARGS = "--max-model-len 512"
 GENERATION_JSON = '{"temperature": 0.5}'
-
-
-def wait_endpoint(
-    cluster: bed.MiniCluster, job_dir: Path, timeout: float, job_id: str | None = None
-) -> dict[str, Any]:
-    """Poll the leader's endpoint.json until READY; fail fast on FAILED or a dead job."""
-    deadline = time.monotonic() + timeout
-    path = job_dir / "endpoint.json"
-    seen: dict[str, Any] = {}
-    while True:
-        try:
-            seen = json.loads(path.read_text())
-        except (OSError, ValueError):
-            seen = {}
-        if seen.get("state") == "READY":
-            return seen
-        if seen.get("state") in ("FAILED", "STOPPED"):
-            pytest.fail(f"leader says {seen['state']}: {seen.get('message')} ({job_dir})")
-        if job_id is not None:
-            state = cluster.job_info(job_id).get("JobState", "UNKNOWN")
-            if state in bed.TERMINAL_STATES:
-                pytest.fail(f"job {job_id} ended {state} before READY; see {job_dir}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"not READY after {timeout:.0f} s (last {seen}); see {job_dir}")
-        time.sleep(0.5)  # poll
 
 
 def ask(cluster: bed.MiniCluster, endpoint: dict[str, Any]) -> str:
@@ -75,12 +49,6 @@ def ask(cluster: bed.MiniCluster, endpoint: dict[str, Any]) -> str:
     assert status == 401, "the endpoint must refuse requests without the key"
     api.assert_no_open_door(cluster, endpoint)
     return api.chat(endpoint, PROMPT)
-
-
-def cancel_and_check_clean(cluster: bed.MiniCluster, job_id: str, nodes: list[str]) -> None:
-    cluster.slurm(["scancel", job_id])
-    cluster.wait_for_state(job_id, ["CANCELLED", "COMPLETED", "FAILED"], timeout=GONE_TIMEOUT)
-    cluster.wait_for_no_processes(nodes, timeout=GONE_TIMEOUT)
 
 
 def job_dir_of(env: dict[str, str], job_id: str) -> Path:

@@ -14,10 +14,8 @@ import json
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import pytest
 from launchers import waits
 
 from . import api, bed, listeners
+from .services import Load, client, key_of, ready_jobs, svc
 
 pytestmark = pytest.mark.cluster
 
@@ -34,27 +33,6 @@ NAME = "tiny"
 READY_TIMEOUT = bed.READY_TIMEOUT
 REPLACED_WITHIN = 300.0  # a lost replica -> its replacement READY and routed
 ADOPTED_WITHIN = 30.0  # a new front -> serving the adopted replicas
-
-
-def svc(env: dict[str, str], *args: str, code: int = 0, timeout: float = 300) -> Any:
-    """`vllm-hpc service SUB ARGS --json`, its exit code checked, its output parsed."""
-    head, sep, tail = list(args), [], []
-    if "--" in args:  # vllm serve's arguments stay last
-        cut = args.index("--")
-        head, sep, tail = list(args[:cut]), ["--"], list(args[cut + 1 :])
-    done = api.cli(env, "service", *head, "--json", *sep, *tail, timeout=timeout)
-    assert done.returncode == code, f"service {' '.join(args)}: {done.stderr[-3000:]}"
-    return json.loads(done.stdout)
-
-
-def key_of(row: dict[str, Any]) -> str:
-    return Path(row["directory"], "key").read_text().strip()
-
-
-def ready_jobs(row: dict[str, Any]) -> list[str]:
-    return sorted(
-        r["job_id"] for r in row["replicas"] if r["state"] == "READY" and r["role"] != "draining"
-    )
 
 
 def wait_status(env: dict[str, str], what: str, timeout: float, ok: Any) -> dict[str, Any]:
@@ -66,40 +44,6 @@ def wait_status(env: dict[str, str], what: str, timeout: float, ok: Any) -> dict
         look, what=what, timeout=timeout, interval=2.0,
         detail=lambda: f"; last: {json.dumps(svc(env, 'status', NAME))[:3000]}",
     ).value  # fmt: skip
-
-
-@dataclass
-class Load:
-    """Requests in a loop through the front, counted (stopped with ``stop``)."""
-
-    client: openai.OpenAI
-    model: str
-    ok: int = 0
-    failed: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                answer = self.client.chat.completions.create(
-                    model=self.model, messages=[{"role": "user", "content": "Hello"}],
-                    temperature=0, max_tokens=8,
-                )  # fmt: skip
-                assert answer.choices[0].message.content
-                self.ok += 1
-            except Exception as exc:
-                self.failed.append(f"{type(exc).__name__}: {exc}"[:300])
-
-    def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +67,6 @@ def service(
         api.cli(env, "service", "down", NAME, timeout=300)
         for r in svc(env, "status", NAME)["replicas"]:
             minicluster.slurm(["scancel", r["job_id"]], check=False)
-
-
-def client(row: dict[str, Any], key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=row["url"], api_key=key or key_of(row), max_retries=0)
 
 
 def test_the_front_serves_with_the_key_only_and_exposes_no_admin_route(

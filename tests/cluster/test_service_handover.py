@@ -22,7 +22,7 @@ import pytest
 from launchers import waits
 
 from . import api, bed
-from .test_service import Load, client, ready_jobs, svc
+from .services import Load, client, ready_jobs, svc
 
 pytestmark = pytest.mark.cluster
 

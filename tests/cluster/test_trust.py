@@ -28,7 +28,7 @@ import pytest
 from launchers import waits
 
 from . import api, bed
-from .test_faults import submit
+from .api import submit
 
 READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
 NOBODY = 65534
