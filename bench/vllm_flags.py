@@ -26,13 +26,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from launchers.input import resolve
 from launchers.input.planner import make_plan
-from launchers.input.resolve import Request
 from launchers.plan.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -43,6 +41,7 @@ from launchers.plan.commands import (
     NODE_RANK,
 )
 from launchers.plan.launch import LaunchPlan, fill_placeholders
+from launchers.spec.request import SubmitRequest as Request
 
 MARK = "VLLM_FLAGS "
 # The vLLM side: parse each argv as `vllm serve` does; report the aliases of each flag.
@@ -128,7 +127,7 @@ def layouts(version: str) -> list[tuple[str, Request]]:
             Request(model=moe, all2all_backend="deepep_low_latency"),
         ),
     ]
-    return [(name, replace(request, vllm_version=version)) for name, request in asked]
+    return [(name, request.model_copy(update={"vllm_version": version})) for name, request in asked]
 
 
 def serve_argvs(plan: LaunchPlan, name: str) -> list[tuple[str, list[str]]]:
@@ -241,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = version.split("+")[0]
     planned: list[tuple[str, list[str]]] = []
     for name, request in layouts(target):
-        plan = make_plan(request, [], {"HOME": "/home/alice"}, opts.vllm_python)
+        plan = make_plan(request, {"HOME": "/home/alice"}, opts.vllm_python)
         planned += serve_argvs(plan, name)
     answer = ask_vllm(opts.vllm_python, planned)
     text, ok = report(version, answer, [" ".join(a) for _, a in planned])

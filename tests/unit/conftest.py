@@ -17,10 +17,11 @@ from launchers.input import probe as probe_module
 from launchers.input.planner import plan_for
 from launchers.input.probe import VllmProbe
 from launchers.input.registry import Registry, load_registry
-from launchers.input.resolve import Request, resolve
+from launchers.input.resolve import resolve
 from launchers.plan.launch import LaunchPlan
 from launchers.service.definition import ServiceSpec
 from launchers.spec.config import ServeConfig
+from launchers.spec.request import SubmitRequest
 
 from .helpers.scripts import FAKE_SRUN, FAKE_START, REPO, SEAM
 
@@ -56,7 +57,7 @@ def registry(environ: dict[str, str]) -> Registry:
 @pytest.fixture
 def make_config(registry: Registry, environ: dict[str, str]) -> Callable[..., ServeConfig]:
     def make(**kwargs: Any) -> ServeConfig:
-        return resolve(Request(**kwargs), registry, environ, PYTHON)
+        return resolve(SubmitRequest(**kwargs), registry, environ, PYTHON)
 
     return make
 

@@ -1,5 +1,4 @@
-"""`render k8s` and `render compose`, built from the CLI's own layout options and plan
-function (as cli.py registers them), run through click."""
+"""`render k8s` and `render compose`, with the options of `submit`, run through click."""
 
 from __future__ import annotations
 
@@ -10,15 +9,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from launchers.cli import _layout_options, _make_plan
-from launchers.cli.render import render_commands
+from launchers.cli.render import compose_cmd, k8s_cmd
 
 
 @pytest.fixture
 def group() -> click.Group:
     render = click.Group("render")
-    for command in render_commands(_layout_options, _make_plan):
-        render.add_command(command)
+    render.add_command(k8s_cmd)
+    render.add_command(compose_cmd)
     return render
 
 

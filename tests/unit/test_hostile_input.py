@@ -239,13 +239,13 @@ HOSTILE_FLAGS = [
     ),
     case(
         BASE,
-        f"Error: --python: {CONTROL} ('\\n' at position 8); remove it (got '/usr/bin\\nid')",
+        f"Error: VLLM_HPC_PYTHON: {CONTROL} ('\\n' at position 8); remove it (got '/usr/bin\\nid')",
         {"VLLM_HPC_PYTHON": "/usr/bin\nid"},
         id="python-env-newline",
     ),
     case(
         BASE,
-        f"Error: --python: '/opt/my env/bin/python' {PATH_CHARS} (got '/opt/my env/bin/python')",
+        f"Error: VLLM_HPC_PYTHON: '/opt/my env/bin/python' {PATH_CHARS} (got '/opt/my env/bin/python')",
         {"VLLM_HPC_PYTHON": "/opt/my env/bin/python"},
         id="python-env-space",
     ),
@@ -314,7 +314,8 @@ HOSTILE_FLAGS = [
     ),
     case(
         [*BASE, "--gpu-memory-gib", "nan"],
-        "Error: --gpu-memory-gib: nan is not a size (give the GiB of one GPU, e.g. 80)",
+        "Error: Invalid value for '--gpu-memory-gib': nan is not a number "
+        "(see 'vllm-hpc submit --help')",
         id="gpu-memory-nan",
     ),
     case(

@@ -18,13 +18,14 @@ from launchers import _proc
 from launchers.errors import RuntimeFailure, SubmitError
 from launchers.input.planner import plan_for
 from launchers.input.registry import load_registry
-from launchers.input.resolve import Request, resolve
+from launchers.input.resolve import resolve
 from launchers.jobdir import secretfile
 from launchers.jobdir.safe import UnsafePathError
 from launchers.plan.launch import LaunchPlan
 from launchers.render.text import SECRET_SHOWN, render_plan_json, render_plan_text, render_sbatch
 from launchers.runtime import run
 from launchers.runtime.secret_env import node_secret_env
+from launchers.spec.request import SubmitRequest
 from launchers.submit import slurm
 
 from .conftest import PYTHON
@@ -64,7 +65,7 @@ def secret_plan(tmp_path: Path, job_root: Path) -> Callable[..., LaunchPlan]:
 
     def make(**kwargs: Any) -> LaunchPlan:
         registry = load_registry((str(reg),), environ)
-        request = Request(
+        request = SubmitRequest(
             model="tiny", job_root=str(job_root), env={"HF_TOKEN": HF}, no_api_key=True, **kwargs
         )
         return plan_for(resolve(request, registry, environ, PYTHON))

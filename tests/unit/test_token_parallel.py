@@ -29,10 +29,11 @@ from launchers.input.probe import (
     probe_vllm_flags,
 )
 from launchers.input.registry import load_registry
-from launchers.input.resolve import Request, resolve
+from launchers.input.resolve import resolve
 from launchers.plan.commands import build_vllm_serve_argv
 from launchers.plan.launch import plan
 from launchers.spec.config import ClusterSpec
+from launchers.spec.request import SubmitRequest
 from launchers.submit import slurm
 
 from .conftest import PYTHON
@@ -86,7 +87,7 @@ def submissions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _resolve(environ: dict[str, str], *registries: str, **kwargs: Any) -> Any:
     registry = load_registry(registries, environ)
-    return resolve(Request(**{"gpus_per_node": 8, **kwargs}), registry, environ, PYTHON)
+    return resolve(SubmitRequest(**{"gpus_per_node": 8, **kwargs}), registry, environ, PYTHON)
 
 
 def _site(tmp_path: Path, text: str = "site:\n  vllm_features: [token_parallel]\n") -> str:

@@ -9,186 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import click
 
 from launchers.cli.exits import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED
-from launchers.defaults import DEFAULT_API_PORT, DEFAULT_DP_RPC_PORT, DEFAULT_RAY_PORT
-from launchers.spec import fields
-
-
-def _count(most: int) -> click.IntRange:
-    """A count from 1 to ``most`` (bounds from spec.fields, the planner's own)."""
-    return click.IntRange(min=1, max=most)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _layout_options(func: F) -> F:
-    options = [
-        click.option(
-            "--model",
-            "-m",
-            help="Registry id (see `vllm-hpc models list`), Hugging Face id or model "
-            "directory. Default: $MODEL_NAME.",
-        ),
-        click.option("--nodes", "-N", type=_count(fields.MAX_NODES), help="Nodes to allocate."),
-        click.option(
-            "--gpus-per-node",
-            "-G",
-            type=_count(fields.MAX_GPUS_PER_NODE),
-            help="GPUs on each node.",
-        ),
-        click.option("--tp", type=_count(fields.MAX_PARALLEL), help="Tensor parallel size."),
-        click.option("--pp", type=_count(fields.MAX_PARALLEL), help="Pipeline parallel size."),
-        click.option("--dp", type=_count(fields.MAX_PARALLEL), help="Data parallel size (in all)."),
-        click.option(
-            "--ep/--no-ep", default=None, help="Expert parallel (MoE models, with DP or TP)."
-        ),
-        click.option(
-            "--token-parallel-size",
-            type=_count(fields.MAX_PARALLEL),
-            help="Token parallelism: only engine builds that have it, not upstream vLLM "
-            "(the nodes' vLLM is asked before anything is submitted).",
-        ),
-        click.option(
-            "--allow-cross-node-tp",
-            is_flag=True,
-            help="Allow TP larger than one node (needs InfiniBand/RoCE).",
-        ),
-        click.option(
-            "--runtime",
-            type=click.Choice(["auto", "ray", "native"]),
-            help="How nodes are joined: Ray (default across nodes) or vLLM's own --nnodes.",
-        ),
-        click.option("--partition", "-p", help="SLURM partition."),
-        click.option("--account", "-A", help="SLURM account."),
-        click.option("--qos", help="SLURM QOS."),
-        click.option("--time", "-t", "time_limit", help="Time limit, e.g. 04:00:00."),
-        click.option("--job-name", "-J", help="Job name (default vllm-<model>)."),
-        click.option(
-            "--registry",
-            multiple=True,
-            type=click.Path(dir_okay=False),
-            help="Extra registry file layered last (repeatable).",
-        ),
-        click.option(
-            "--port", type=int, help=f"API port on the leader (default {DEFAULT_API_PORT})."
-        ),
-        click.option(
-            "--host",
-            help="Where the API listens on the leader: 0.0.0.0 (default, every interface), "
-            "'node' (only the address vllm-hpc chose, e.g. ib0's), 127.0.0.1, or an address.",
-        ),
-        click.option("--ray-port", type=int, help=f"Ray head port (default {DEFAULT_RAY_PORT})."),
-        click.option(
-            "--api-key-file",
-            type=click.Path(dir_okay=False),
-            help="File holding the API key (0600). Never pass a key on the command line.",
-        ),
-        click.option(
-            "--no-api-key",
-            is_flag=True,
-            help="Serve without an API key (anyone who reaches the port can use it).",
-        ),
-        click.option(
-            "--no-ray-auth",
-            is_flag=True,
-            help="Start Ray without token authentication (not recommended).",
-        ),
-        click.option(
-            "--container",
-            help="Run inside a container: apptainer:IMAGE.sif, singularity:IMAGE.sif "
-            "or enroot:IMAGE.",
-        ),
-        click.option("--vllm-version", help="vLLM version the nodes run (default: current)."),
-        click.option(
-            "--gpu-memory-gib",
-            type=click.FloatRange(min=0, min_open=True, max=fields.MAX_GPU_MEMORY_GIB),
-            help="Memory of one GPU, to check the model fits.",
-        ),
-        click.option(
-            "--iface",
-            help="Network interface for vLLM/NCCL/Gloo on every node (default: detected; "
-            "InfiniBand, then RoCE, then the fastest Ethernet).",
-        ),
-        click.option(
-            "--all2all-backend",
-            help="MoE all-to-all backend with --ep (e.g. allgather_reducescatter, "
-            "deepep_high_throughput, deepep_low_latency).",
-        ),
-        click.option(
-            "--api-server-count",
-            type=_count(fields.MAX_API_SERVERS),
-            help="API server processes (DP).",
-        ),
-        click.option(
-            "--dp-rpc-port",
-            type=int,
-            help=f"Data-parallel RPC port on the leader (default {DEFAULT_DP_RPC_PORT}).",
-        ),
-        click.option(
-            "--dp-backend",
-            type=click.Choice(["mp", "ray"]),
-            help="How data-parallel ranks span nodes: mp (default; a headless vllm serve per "
-            "node) or ray (one vllm serve on the leader places them over the Ray cluster).",
-        ),
-        click.option("--requeue", is_flag=True, help="Let SLURM requeue the job."),
-        click.option("--job-root", help="Directory for job directories (shared storage)."),
-        click.argument("extra_vllm_args", nargs=-1, type=click.UNPROCESSED),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _request(kwargs: dict[str, Any]) -> Any:
-    from launchers.input.resolve import Request
-
-    return Request(
-        model=kwargs["model"],
-        nodes=kwargs["nodes"],
-        gpus_per_node=kwargs["gpus_per_node"],
-        tp=kwargs["tp"],
-        pp=kwargs["pp"],
-        dp=kwargs["dp"],
-        ep=kwargs["ep"],
-        token_parallel_size=kwargs["token_parallel_size"],
-        allow_cross_node_tp=kwargs["allow_cross_node_tp"],
-        runtime=kwargs["runtime"],
-        partition=kwargs["partition"],
-        account=kwargs["account"],
-        qos=kwargs["qos"],
-        time=kwargs["time_limit"],
-        job_name=kwargs["job_name"],
-        job_root=kwargs["job_root"],
-        port=kwargs["port"],
-        host=kwargs["host"],
-        ray_port=kwargs["ray_port"],
-        api_key_file=kwargs["api_key_file"],
-        no_api_key=kwargs["no_api_key"],
-        no_ray_auth=kwargs["no_ray_auth"],
-        container=kwargs["container"],
-        vllm_version=kwargs["vllm_version"],
-        gpu_memory_gib=kwargs["gpu_memory_gib"],
-        requeue=kwargs["requeue"],
-        iface=kwargs["iface"],
-        all2all_backend=kwargs["all2all_backend"],
-        api_server_count=kwargs["api_server_count"],
-        dp_rpc_port=kwargs["dp_rpc_port"],
-        dp_backend=kwargs["dp_backend"],
-        extra_args=tuple(kwargs["extra_vllm_args"]),
-        in_image=kwargs.get("in_image", False),
-    )
-
-
-def _make_plan(kwargs: dict[str, Any]) -> Any:
-    from launchers.input.planner import make_plan
-
-    return make_plan(_request(kwargs), kwargs["registry"], os.environ, sys.executable)
+from launchers.cli.options import plan_of, request_options
+from launchers.spec.request import SubmitRequest
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -221,7 +49,7 @@ nothing; add `--json` for machine-readable output.
 
 
 @cli.command("submit", help=SUBMIT_HELP)
-@_layout_options
+@request_options
 @click.option("--dry-run", is_flag=True, help="Print the plan; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
@@ -257,11 +85,11 @@ def submit_cmd(
     via: str,
     wait: bool | None,
     wait_timeout: float,
-    **kwargs: Any,
+    request: SubmitRequest,
 ) -> None:
     from launchers.render.text import render_plan_json, render_plan_text
 
-    launch = _make_plan(kwargs)
+    launch = plan_of(request)
     if dry_run:
         click.echo(render_plan_json(launch) if as_json else render_plan_text(launch), nl=False)
         return
@@ -325,7 +153,7 @@ def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
 
 
 @cli.command("plan")
-@_layout_options
+@request_options
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the plan JSON to FILE.")
 @click.option(
     "--extra-vllm-args",
@@ -341,7 +169,9 @@ def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
     help="With --out, inside a SLURM job: print what srun runs on every node (the plan's "
     "node_argv for this job), one item per line.",
 )
-def plan_cmd(out: str | None, extra_text: str | None, print_node_argv: bool, **kwargs: Any) -> None:
+def plan_cmd(
+    out: str | None, extra_text: str | None, print_node_argv: bool, request: SubmitRequest
+) -> None:
     """Write the launch plan as JSON (what `vllm-hpc node run --plan` reads).
 
     The sbatch templates in slurm/ call this inside the job, with the allocation's
@@ -353,8 +183,8 @@ def plan_cmd(out: str | None, extra_text: str | None, print_node_argv: bool, **k
         from launchers.input.extra_args import split_extra_args
 
         given = split_extra_args(extra_text, "EXTRA_VLLM_ARGS (--extra-vllm-args)")
-        kwargs["extra_vllm_args"] = (*given, *kwargs["extra_vllm_args"])
-    launch = _sealed(_make_plan(kwargs))
+        request = request.model_copy(update={"extra_args": (*given, *request.extra_args)})
+    launch = _sealed(plan_of(request))
     argv = _node_argv_here(launch) if print_node_argv else None
     text = launch.model_dump_json(indent=2) + "\n"
     if out:
@@ -412,13 +242,13 @@ def render_group() -> None:
 
 
 @render_group.command("sbatch")
-@_layout_options
+@request_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
-def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
+def render_sbatch_cmd(output: str | None, request: SubmitRequest) -> None:
     """Print the sbatch script for a deployment (same options as `submit`)."""
     from launchers.render.text import render_sbatch
 
-    text = render_sbatch(_sealed(_make_plan(kwargs)))
+    text = render_sbatch(_sealed(plan_of(request)))
     if output:
         _write_file("--output", output, text)
         click.echo(f"wrote {output}", err=True)
@@ -427,10 +257,10 @@ def render_sbatch_cmd(output: str | None, **kwargs: Any) -> None:
 
 
 def _register_renderers() -> None:
-    from launchers.cli.render import render_commands
+    from launchers.cli.render import compose_cmd, k8s_cmd
 
-    for command in render_commands(_layout_options, _make_plan):
-        render_group.add_command(command)
+    render_group.add_command(k8s_cmd)
+    render_group.add_command(compose_cmd)
 
 
 _register_renderers()
@@ -441,7 +271,7 @@ def _register_commands() -> None:
 
     for command in (*jobs.COMMANDS, models.models_group, node.node_group):
         cli.add_command(command)
-    cli.add_command(service.service_group(_layout_options, _request))
+    cli.add_command(service.service_group(request_options))
     cli.add_command(service.tunnel_cmd)
 
 
@@ -500,21 +330,21 @@ bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
 
 
 @cli.command("doctor", help=DOCTOR_HELP)
-@_layout_options
+@request_options
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
+def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
     import json
 
     from launchers.observe import doctor_run
 
-    extra = list(kwargs["extra_vllm_args"])
+    extra = list(request.extra_args)
     if extra and not extra[0].startswith("-"):
-        if len(extra) > 1 or kwargs["model"]:
+        if len(extra) > 1 or request.model:
             raise click.UsageError("give either JOB or the layout options, not both")
         from launchers.cli.jobs import client_for
 
-        job = client_for(kwargs["job_root"]).job(extra[0])
+        job = client_for(request.job_root).job(extra[0])
         job_plan = job.plan()
         if job_plan is None:
             raise click.ClickException(f"job {job.job_id} has no readable plan.json")
@@ -525,7 +355,7 @@ def doctor_cmd(timeout: float, as_json: bool, **kwargs: Any) -> None:
         prefix = srun_in_job(job.job_id, nodes=nodes)
         meet_root, python = job.job_dir, job_plan.python
     else:
-        launch = _make_plan(kwargs)
+        launch = plan_of(request)
         nodes = launch.layout.nodes
         plan_json = launch.model_dump_json(indent=2)
         prefix = doctor_run.srun_new(launch.sbatch)

@@ -22,6 +22,7 @@ from launchers.defaults import (
     SERVICE_ROUTER_PORT_OFFSET,
 )
 from launchers.spec import fields
+from launchers.spec.request import SubmitRequest
 
 SERVICE_HELP = """Keep a model served past the walltime: N replica jobs behind one URL.
 
@@ -181,10 +182,10 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     raise SystemExit(run_front(service_dir, host=host))
 
 
-def service_group(layout_options: Callable[[Any], Any], request_of: Callable[..., Any]) -> Any:
+def service_group(request_options: Callable[[Any], Any]) -> Any:
     @click.command("up")
     @click.argument("name")
-    @layout_options
+    @request_options
     @click.option(
         "--replicas",
         type=click.IntRange(min=0),
@@ -234,16 +235,16 @@ def service_group(layout_options: Callable[[Any], Any], request_of: Callable[...
     @click.option("--json", "as_json", is_flag=True)
     def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
                front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
-               as_json: bool, **kwargs: Any) -> None:  # fmt: skip
+               as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
         """Start service NAME (or start its front again: the replicas still serving are
         adopted). Takes every layout and SLURM option of `submit`."""
         from launchers.service.manage import request_dict
 
-        services = _services(kwargs["job_root"])
-        given = kwargs["model"] is not None or bool(kwargs["extra_vllm_args"])
-        request = request_dict(request_of(kwargs)) if given else None
+        services = _services(request.job_root)
+        given = request.model is not None or bool(request.extra_args)
         svc = services.up(
-            name, request, registries=tuple(kwargs["registry"]), replicas=replicas,
+            name, request_dict(request) if given else None,
+            registries=request.registry, replicas=replicas,
             handover_seconds=_duration(handover), front=front, front_port=front_port,
             front_time=front_time,
         )  # fmt: skip

@@ -12,7 +12,7 @@ import math
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,24 +53,13 @@ from launchers.spec.config import (
     SlurmOptions,
     check_model,
 )
+from launchers.spec.request import FLAG_NAMES, SubmitRequest
 
 M = TypeVar("M", bound=BaseModel)
 
-# Field names in error messages are the CLI flags users typed.
-_FLAG_NAMES = {
-    "port": "--port",
-    "ray_port": "--ray-port",
-    "job_name": "--job-name",
-    "time": "--time",
-    "job_root": "--job-root",
-    "python": "--python",
-    "dp_rpc_port": "--dp-rpc-port",
-    "partition": "--partition",
-    "account": "--account",
-    "qos": "--qos",
-    "host": "--host",
-    "gpu_memory_gib": "--gpu-memory-gib",
-}
+# In errors of what the request decides (ServeConfig, SlurmOptions), a field is named by
+# the flag users typed (the nodes' Python comes from the environment, not a flag).
+_FLAG_NAMES = {**FLAG_NAMES, "python": "VLLM_HPC_PYTHON"}
 # Ports a user may fix, with the default to suggest when one is out of range.
 _PORT_DEFAULTS = {
     "--port": DEFAULT_API_PORT,
@@ -144,51 +133,6 @@ _SWITCHES = (
 )
 
 
-@dataclass(frozen=True)
-class Request:
-    """What was asked on the command line (None = not said)."""
-
-    model: str | None = None
-    nodes: int | None = None
-    gpus_per_node: int | None = None
-    tp: int | None = None
-    pp: int | None = None
-    dp: int | None = None
-    ep: bool | None = None
-    token_parallel_size: int | None = None
-    allow_cross_node_tp: bool = False
-    runtime: str | None = None
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time: str | None = None
-    job_name: str | None = None
-    job_root: str | None = None
-    port: int | None = None
-    # None: a port given is fixed (a taken one fails the job); False: the port is where
-    # the search for a free one starts (a service gives each replica its own start).
-    port_fixed: bool | None = None
-    ray_port: int | None = None
-    host: str | None = None
-    api_key_file: str | None = None
-    no_api_key: bool = False
-    no_ray_auth: bool = False
-    container: str | None = None
-    vllm_version: str | None = None
-    gpu_memory_gib: float | None = None
-    requeue: bool = False
-    iface: str | None = None
-    all2all_backend: str | None = None
-    api_server_count: int | None = None
-    dp_rpc_port: int | None = None
-    dp_backend: str | None = None
-    python: str | None = None
-    # k8s and compose: the nodes run an image, whose Python this machine cannot ask.
-    in_image: bool = False
-    extra_args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
 def validated(model: type[M], data: Mapping[str, Any]) -> M:
     """Build a pydantic model, turning the first validation error into one line."""
     try:
@@ -197,7 +141,8 @@ def validated(model: type[M], data: Mapping[str, Any]) -> M:
         err = exc.errors()[0]
         loc = ".".join(str(part) for part in err["loc"])
         plain = loc.strip() == loc and loc.isprintable() and len(loc) <= SHOWN_LIMIT
-        name = _FLAG_NAMES.get(loc, loc if plain else shown(loc))
+        flags = _FLAG_NAMES if model in (ServeConfig, SlurmOptions, SubmitRequest) else {}
+        name = flags.get(loc, loc if plain else shown(loc))
         msg = clipped(err["msg"].removeprefix("Value error, "))
         raise InputError(f"{name}: {msg} (got {shown(err.get('input'))})") from None
 
@@ -362,7 +307,7 @@ def check_extra_args(config: ServeConfig) -> None:
         raise InputError(f"vllm serve arguments: {given} {clash}", fix=_PLAN_FLAGS[flag])
 
 
-def _runtime(req: Request, spec: ModelSpec, nodes: int, dp: int) -> str:
+def _runtime(req: SubmitRequest, spec: ModelSpec, nodes: int, dp: int) -> str:
     choice = _pick(req.runtime, spec.runtime, "auto")
     if choice not in ("auto", "ray", "native"):
         raise InputError(f"--runtime: {choice!r} is not a runtime", fix="use auto, ray or native")
@@ -397,7 +342,9 @@ def _ray_or_native(python: str, vllm_version: str, warnings: list[str]) -> str:
     return "native"
 
 
-def _model(req: Request, registry: Registry, environ: Mapping[str, str]) -> tuple[str, ModelSpec]:
+def _model(
+    req: SubmitRequest, registry: Registry, environ: Mapping[str, str]
+) -> tuple[str, ModelSpec]:
     """Step 1: the model's name and its entry, with the command line's overrides."""
     name = req.model or environ.get("MODEL_NAME")
     if not name:
@@ -424,7 +371,7 @@ def _model(req: Request, registry: Registry, environ: Mapping[str, str]) -> tupl
 
 
 def _layout(
-    req: Request, name: str, spec: ModelSpec, site: SiteSpec, arch: ModelArch | None
+    req: SubmitRequest, name: str, spec: ModelSpec, site: SiteSpec, arch: ModelArch | None
 ) -> tuple[ParallelLayout, str, list[str]]:
     """Step 2: the layout, why it was chosen, and its warnings (or a LayoutError)."""
     # A layout flag on the command line replaces the registry's layout as a whole.
@@ -446,7 +393,11 @@ def _layout(
 
 
 def _memory(
-    req: Request, spec: ModelSpec, site: SiteSpec, arch: ModelArch | None, layout: ParallelLayout
+    req: SubmitRequest,
+    spec: ModelSpec,
+    site: SiteSpec,
+    arch: ModelArch | None,
+    layout: ParallelLayout,
 ) -> float | None:
     """Step 3: the GPU memory per GPU, and (when known) that the model fits it."""
     gpu_memory_gib: float | None = _pick(req.gpu_memory_gib, site.gpu_memory_gib)
@@ -469,7 +420,7 @@ def _memory(
 
 
 def _container(
-    req: Request, name: str, spec: ModelSpec, registry: Registry
+    req: SubmitRequest, name: str, spec: ModelSpec, registry: Registry
 ) -> ContainerSpec | None:
     """Step 4: the image the nodes run in (the flag, the entry, the site), if any."""
     text = _pick(req.container, spec.container, registry.site.container)
@@ -496,7 +447,7 @@ class _Ports:
 
 
 def _runtime_and_ports(
-    req: Request, spec: ModelSpec, layout: ParallelLayout, facts: tuple[str, str, bool],
+    req: SubmitRequest, spec: ModelSpec, layout: ParallelLayout, facts: tuple[str, str, bool],
     warnings: list[str],
 ) -> tuple[str, _Ports]:  # fmt: skip
     """Step 5: the runtime (``facts``: the nodes' Python, the vLLM target, in an image)
@@ -528,8 +479,8 @@ def _runtime_and_ports(
 
 
 def _binds(
-    req: Request, spec: ModelSpec, container: ContainerSpec | None, environ: Mapping[str, str],
-    root: str,
+    req: SubmitRequest, spec: ModelSpec, container: ContainerSpec | None,
+    environ: Mapping[str, str], root: str,
 ) -> tuple[str, ...]:  # fmt: skip
     """Step 6: what an Apptainer image must see: the job root, the model, the key, the
     Hugging Face cache (outermost directories only)."""
@@ -546,7 +497,7 @@ def _binds(
     return tuple(outermost(paths))
 
 
-def _api_key_file(req: Request) -> str | None:
+def _api_key_file(req: SubmitRequest) -> str | None:
     """Step 7: the user's key file, checked and made absolute (None: generate or none).
     Fail closed: a file that would leave vLLM serving open (empty, unreadable) or that
     others can read is refused here, before anything is planned or started."""
@@ -584,7 +535,7 @@ def _api_key_file(req: Request) -> str | None:
     return str(real)
 
 
-def _slurm(req: Request, site: SiteSpec) -> SlurmOptions:
+def _slurm(req: SubmitRequest, site: SiteSpec) -> SlurmOptions:
     """Step 8: the SLURM options (the flags over the site file)."""
     return validated(
         SlurmOptions,
@@ -618,7 +569,7 @@ def _check_token_parallel(config: ServeConfig, site: SiteSpec, in_image: bool) -
 
 
 def resolve(
-    req: Request, registry: Registry, environ: Mapping[str, str], python: str
+    req: SubmitRequest, registry: Registry, environ: Mapping[str, str], python: str
 ) -> ServeConfig:
     """Merge every input layer and validate the result, one step at a time (each step
     checks what it decides). Raises InputError subclasses."""
@@ -635,7 +586,6 @@ def resolve(
     container = _container(req, name, spec, registry)
     # With enroot/pyxis the node runtime itself runs in the image.
     nodes_python = _pick(
-        req.python,
         environ.get("VLLM_HPC_PYTHON"),
         "/usr/bin/python3" if container and container.runtime == "enroot" else python,
     )

@@ -404,19 +404,19 @@ def wrapper_plan(
 
 def _served_plan(args: WrapperArgs, environ: Mapping[str, str], python: str) -> LaunchPlan:
     from launchers.input.planner import make_config, plan_for
-    from launchers.input.resolve import Request
+    from launchers.spec.request import SubmitRequest
 
     config = make_config(
-        Request(
+        SubmitRequest(
             model=args.model,
             nodes=args.cluster_size,
             gpus_per_node=args.num_gpus or 1,
             runtime="ray",
             port=args.port,
             ray_port=args.ray_port,
+            registry=tuple(args.registries),
             extra_args=args.vllm_args,
         ),
-        args.registries,
         environ,
         python,
     )

@@ -531,11 +531,10 @@ class Client:
         """The plan a ``submit`` with these arguments would run (nothing submitted;
         keyword arguments as ``launchers.input.resolve.Request``, plus ``registry``)."""
         from launchers.input.planner import make_plan
-        from launchers.input.resolve import Request
+        from launchers.spec.request import SubmitRequest
 
-        registries = tuple(request.pop("registry", ()))
         request.setdefault("job_root", self.job_root)
-        return make_plan(Request(**request), registries, self.environ, sys.executable)
+        return make_plan(SubmitRequest(**request), self.environ, sys.executable)
 
     def submit(self, *, executor: str = "slurm", via: str = "submitit", **request: Any) -> Job:
         """Plan and submit (keyword arguments as ``plan``)."""

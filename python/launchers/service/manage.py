@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from launchers import jobdir, waits
@@ -44,6 +44,7 @@ from launchers.service.definition import (
 )
 from launchers.service.front import live_front
 from launchers.service.frontjob import submit_front
+from launchers.spec.request import SubmitRequest
 from launchers.submit import slurm
 
 # Request fields a service decides for itself.
@@ -423,12 +424,9 @@ def _differs(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
     return norm(stored) != norm(given)
 
 
-def request_dict(request: Any) -> dict[str, Any]:
-    """A ``launchers.input.resolve.Request`` as the JSON-able dict a spec stores."""
-    data = asdict(request)
-    data["extra_args"] = list(data.get("extra_args") or ())
-    data["env"] = dict(data.get("env") or {})
-    return data
+def request_dict(request: SubmitRequest) -> dict[str, Any]:
+    """A request as the JSON-able dict a spec stores (its registries apart)."""
+    return request.model_dump(mode="json", exclude={"registry"})
 
 
 __all__ = ["Service", "Services", "request_dict"]

@@ -1,0 +1,116 @@
+"""The options of every command that plans, generated from ``SubmitRequest``.
+
+``@request_options`` adds one click option per field that has a ``Flag`` (its type,
+bounds and choices from the field's annotation) and hands the command one
+``request: SubmitRequest`` instead of the loose values.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import types
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import annotated_types
+import click
+
+from launchers.spec.request import Flag, SubmitRequest, request_flags
+
+if TYPE_CHECKING:
+    from launchers.plan.launch import LaunchPlan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Size(click.FloatRange):
+    """click's FloatRange lets ``nan`` through (every comparison with it is false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value} is not a number", param, ctx)
+        return number
+
+
+def _bare(annotation: Any) -> tuple[Any, bool]:
+    """``(type, optional)``: the annotation without ``| None``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def _bounds(metadata: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for meta in metadata:
+        if isinstance(meta, annotated_types.Ge):
+            out["min"] = meta.ge
+        elif isinstance(meta, annotated_types.Gt):
+            out.update(min=meta.gt, min_open=True)
+        elif isinstance(meta, annotated_types.Le):
+            out["max"] = meta.le
+    return out
+
+
+def _param(name: str, flag: Flag) -> Callable[[F], F]:
+    info = SubmitRequest.model_fields[name]
+    kind, optional = _bare(info.annotation)
+    if flag.argument:
+        return click.argument(name, nargs=-1, type=click.UNPROCESSED, metavar=f"[{flag.name}]...")
+    if kind is bool:
+        if optional:  # said, negated, or left to the registry
+            toggle = "/".join(flag.names)
+            return click.option(toggle, name, default=None, help=flag.help)
+        return click.option(*flag.names, name, is_flag=True, help=flag.help)
+    decls = (*flag.names, name)
+    bounds = _bounds(info.metadata)
+    if typing.get_origin(kind) is tuple:
+        return click.option(*decls, multiple=True, type=click.Path(dir_okay=False), help=flag.help)
+    param_type: Any
+    if typing.get_origin(kind) is Literal:
+        param_type = click.Choice(list(typing.get_args(kind)))
+    elif kind is int:
+        param_type = click.IntRange(**bounds) if bounds else int
+    elif kind is float:
+        param_type = _Size(**bounds)
+    elif flag.file:
+        param_type = click.Path(dir_okay=False)
+    else:
+        param_type = None
+    return click.option(*decls, type=param_type, help=flag.help)
+
+
+def _params() -> list[Callable[[F], F]]:
+    return [_param(name, flag) for name, flag in request_flags().items()]
+
+
+def request_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the request's options to a click command; it receives ``request``."""
+    names = tuple(request_flags())
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        from launchers.input.resolve import validated
+
+        given = {name: kwargs.pop(name) for name in names}
+        return func(request=validated(SubmitRequest, given), **kwargs)
+
+    for param in reversed(_params()):
+        command = param(command)
+    return command
+
+
+def plan_of(request: SubmitRequest) -> LaunchPlan:
+    """The plan of ``request`` (planning imported here: ``--help`` stays fast)."""
+    import os
+    import sys
+
+    from launchers.input.planner import make_plan
+
+    return make_plan(request, os.environ, sys.executable)
+
+
+__all__ = ["plan_of", "request_options"]

@@ -1,0 +1,252 @@
+"""What a user may ask of a deployment: ``SubmitRequest``, the one definition.
+
+Each field that a command line can set carries its ``Flag`` (the option's names and
+help) beside its bounds, so the click options of every command that plans
+(``cli/options.py``), the flag names in error messages and the service's stored request
+all come from here. ``None`` means "not said": the registry entry, the site file or a
+built-in default decides (``input/resolve.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launchers.defaults import DEFAULT_API_PORT, DEFAULT_DP_RPC_PORT, DEFAULT_RAY_PORT
+from launchers.spec.fields import (
+    MAX_API_SERVERS,
+    MAX_GPU_MEMORY_GIB,
+    MAX_GPUS_PER_NODE,
+    MAX_NODES,
+    MAX_PARALLEL,
+)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a field is spelled on the command line. ``names[0]`` is the name errors use;
+    ``file``: the value is a file path; ``argument``: the trailing arguments (the
+    field is a tuple of strings)."""
+
+    names: tuple[str, ...]
+    help: str
+    file: bool = False
+    argument: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+
+def flag(*names: str, help: str, file: bool = False, argument: bool = False) -> Flag:
+    return Flag(names=names, help=help, file=file, argument=argument)
+
+
+def _count(most: int) -> Any:
+    return Field(ge=1, le=most)
+
+
+class SubmitRequest(BaseModel):
+    """What was asked (on a command line, by the service for a replica, from Python)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Annotated[
+        str | None,
+        flag(
+            "--model",
+            "-m",
+            help="Registry id (see `vllm-hpc models list`), Hugging Face id or model "
+            "directory. Default: $MODEL_NAME.",
+        ),
+    ] = None
+    nodes: Annotated[
+        int | None, _count(MAX_NODES), flag("--nodes", "-N", help="Nodes to allocate.")
+    ] = None
+    gpus_per_node: Annotated[
+        int | None,
+        _count(MAX_GPUS_PER_NODE),
+        flag("--gpus-per-node", "-G", help="GPUs on each node."),
+    ] = None
+    tp: Annotated[int | None, _count(MAX_PARALLEL), flag("--tp", help="Tensor parallel size.")] = (
+        None
+    )
+    pp: Annotated[
+        int | None, _count(MAX_PARALLEL), flag("--pp", help="Pipeline parallel size.")
+    ] = None
+    dp: Annotated[
+        int | None, _count(MAX_PARALLEL), flag("--dp", help="Data parallel size (in all).")
+    ] = None
+    ep: Annotated[
+        bool | None,
+        flag("--ep", "--no-ep", help="Expert parallel (MoE models, with DP or TP)."),
+    ] = None
+    token_parallel_size: Annotated[
+        int | None,
+        _count(MAX_PARALLEL),
+        flag(
+            "--token-parallel-size",
+            help="Token parallelism: only engine builds that have it, not upstream vLLM "
+            "(the nodes' vLLM is asked before anything is submitted).",
+        ),
+    ] = None
+    allow_cross_node_tp: Annotated[
+        bool,
+        flag(
+            "--allow-cross-node-tp",
+            help="Allow TP larger than one node (needs InfiniBand/RoCE).",
+        ),
+    ] = False
+    runtime: Annotated[
+        Literal["auto", "ray", "native"] | None,
+        flag(
+            "--runtime",
+            help="How nodes are joined: Ray (default across nodes) or vLLM's own --nnodes.",
+        ),
+    ] = None
+    partition: Annotated[str | None, flag("--partition", "-p", help="SLURM partition.")] = None
+    account: Annotated[str | None, flag("--account", "-A", help="SLURM account.")] = None
+    qos: Annotated[str | None, flag("--qos", help="SLURM QOS.")] = None
+    time: Annotated[str | None, flag("--time", "-t", help="Time limit, e.g. 04:00:00.")] = None
+    job_name: Annotated[
+        str | None, flag("--job-name", "-J", help="Job name (default vllm-<model>).")
+    ] = None
+    registry: Annotated[
+        tuple[str, ...],
+        flag(
+            "--registry",
+            help="Extra registry file layered last (repeatable).",
+            file=True,
+        ),
+    ] = ()
+    port: Annotated[
+        int | None,
+        flag("--port", help=f"API port on the leader (default {DEFAULT_API_PORT})."),
+    ] = None
+    host: Annotated[
+        str | None,
+        flag(
+            "--host",
+            help="Where the API listens on the leader: 0.0.0.0 (default, every interface), "
+            "'node' (only the address vllm-hpc chose, e.g. ib0's), 127.0.0.1, or an "
+            "address.",
+        ),
+    ] = None
+    ray_port: Annotated[
+        int | None,
+        flag("--ray-port", help=f"Ray head port (default {DEFAULT_RAY_PORT})."),
+    ] = None
+    api_key_file: Annotated[
+        str | None,
+        flag(
+            "--api-key-file",
+            help="File holding the API key (0600). Never pass a key on the command line.",
+            file=True,
+        ),
+    ] = None
+    no_api_key: Annotated[
+        bool,
+        flag(
+            "--no-api-key",
+            help="Serve without an API key (anyone who reaches the port can use it).",
+        ),
+    ] = False
+    no_ray_auth: Annotated[
+        bool,
+        flag(
+            "--no-ray-auth",
+            help="Start Ray without token authentication (not recommended).",
+        ),
+    ] = False
+    container: Annotated[
+        str | None,
+        flag(
+            "--container",
+            help="Run inside a container: apptainer:IMAGE.sif, singularity:IMAGE.sif "
+            "or enroot:IMAGE.",
+        ),
+    ] = None
+    vllm_version: Annotated[
+        str | None,
+        flag("--vllm-version", help="vLLM version the nodes run (default: current)."),
+    ] = None
+    gpu_memory_gib: Annotated[
+        float | None,
+        Field(gt=0, le=MAX_GPU_MEMORY_GIB),
+        flag("--gpu-memory-gib", help="Memory of one GPU, to check the model fits."),
+    ] = None
+    iface: Annotated[
+        str | None,
+        flag(
+            "--iface",
+            help="Network interface for vLLM/NCCL/Gloo on every node (default: detected; "
+            "InfiniBand, then RoCE, then the fastest Ethernet).",
+        ),
+    ] = None
+    all2all_backend: Annotated[
+        str | None,
+        flag(
+            "--all2all-backend",
+            help="MoE all-to-all backend with --ep (e.g. allgather_reducescatter, "
+            "deepep_high_throughput, deepep_low_latency).",
+        ),
+    ] = None
+    api_server_count: Annotated[
+        int | None,
+        _count(MAX_API_SERVERS),
+        flag("--api-server-count", help="API server processes (DP)."),
+    ] = None
+    dp_rpc_port: Annotated[
+        int | None,
+        flag(
+            "--dp-rpc-port",
+            help=f"Data-parallel RPC port on the leader (default {DEFAULT_DP_RPC_PORT}).",
+        ),
+    ] = None
+    dp_backend: Annotated[
+        Literal["mp", "ray"] | None,
+        flag(
+            "--dp-backend",
+            help="How data-parallel ranks span nodes: mp (default; a headless vllm serve "
+            "per node) or ray (one vllm serve on the leader places them over the Ray "
+            "cluster).",
+        ),
+    ] = None
+    requeue: Annotated[bool, flag("--requeue", help="Let SLURM requeue the job.")] = False
+    job_root: Annotated[
+        str | None,
+        flag("--job-root", help="Directory for job directories (shared storage)."),
+    ] = None
+    extra_args: Annotated[
+        tuple[str, ...],
+        flag(
+            "EXTRA_VLLM_ARGS",
+            help="Arguments after `--`, passed to `vllm serve` unchanged.",
+            argument=True,
+        ),
+    ] = ()
+
+    # Set by vllm-hpc itself, never on a command line.
+    # None: a port given is fixed (a taken one fails the job); False: the port is where
+    # the search for a free one starts (a service gives each replica its own start).
+    port_fixed: bool | None = None
+    # k8s and compose: the nodes run an image, whose Python this machine cannot ask.
+    in_image: bool = False
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+def request_flags() -> dict[str, Flag]:
+    """Each command-line field's ``Flag``, in the order ``--help`` lists them."""
+    out = {}
+    for name, info in SubmitRequest.model_fields.items():
+        for meta in info.metadata:
+            if isinstance(meta, Flag):
+                out[name] = meta
+    return out
+
+
+FLAG_NAMES = {name: f.name for name, f in request_flags().items() if not f.argument}
+
+__all__ = ["FLAG_NAMES", "Flag", "SubmitRequest", "request_flags"]

@@ -1,0 +1,112 @@
+"""The options of every command that plans come from ``SubmitRequest`` (cli/options.py):
+their ``--help`` is recorded whole, and every option reaches the request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from launchers.cli import cli
+from launchers.cli.options import request_options
+from launchers.spec.request import FLAG_NAMES, SubmitRequest, request_flags
+
+PLANNING = [
+    ["submit"],
+    ["plan"],
+    ["render", "sbatch"],
+    ["render", "k8s"],
+    ["render", "compose"],
+    ["doctor"],
+    ["service", "up"],
+]
+
+
+@pytest.mark.parametrize("path", PLANNING, ids="-".join)
+def test_help_of_each_planning_command(path: list[str], golden: Callable[[str, str], None]) -> None:
+    done = CliRunner().invoke(cli, [*path, "--help"], terminal_width=100)
+    assert done.exit_code == 0, done.output
+    golden(f"help/{'-'.join(path)}.txt", done.output)
+
+
+def _seen() -> tuple[click.Command, list[SubmitRequest]]:
+    seen: list[SubmitRequest] = []
+
+    @click.command()
+    @request_options
+    def command(request: SubmitRequest) -> None:
+        seen.append(request)
+
+    return command, seen
+
+
+# A value for each option, as a user types it, and what the request holds then.
+TYPED: dict[str, tuple[list[str], Any]] = {
+    "model": (["-m", "org/x"], "org/x"),
+    "nodes": (["-N", "2"], 2),
+    "gpus_per_node": (["-G", "4"], 4),
+    "tp": (["--tp", "4"], 4),
+    "pp": (["--pp", "2"], 2),
+    "dp": (["--dp", "8"], 8),
+    "ep": (["--no-ep"], False),
+    "token_parallel_size": (["--token-parallel-size", "2"], 2),
+    "allow_cross_node_tp": (["--allow-cross-node-tp"], True),
+    "runtime": (["--runtime", "native"], "native"),
+    "partition": (["-p", "gpu"], "gpu"),
+    "account": (["-A", "lab"], "lab"),
+    "qos": (["--qos", "high"], "high"),
+    "time": (["-t", "01:00:00"], "01:00:00"),
+    "job_name": (["-J", "mine"], "mine"),
+    "registry": (["--registry", "a.yaml", "--registry", "b.yaml"], ("a.yaml", "b.yaml")),
+    "port": (["--port", "8100"], 8100),
+    "host": (["--host", "node"], "node"),
+    "ray_port": (["--ray-port", "6400"], 6400),
+    "api_key_file": (["--api-key-file", "/k"], "/k"),
+    "no_api_key": (["--no-api-key"], True),
+    "no_ray_auth": (["--no-ray-auth"], True),
+    "container": (["--container", "apptainer:/x.sif"], "apptainer:/x.sif"),
+    "vllm_version": (["--vllm-version", "0.11.0"], "0.11.0"),
+    "gpu_memory_gib": (["--gpu-memory-gib", "80"], 80.0),
+    "iface": (["--iface", "ib0"], "ib0"),
+    "all2all_backend": (["--all2all-backend", "naive"], "naive"),
+    "api_server_count": (["--api-server-count", "2"], 2),
+    "dp_rpc_port": (["--dp-rpc-port", "13400"], 13400),
+    "dp_backend": (["--dp-backend", "ray"], "ray"),
+    "requeue": (["--requeue"], True),
+    "job_root": (["--job-root", "/j"], "/j"),
+    "extra_args": (["--", "--enable-prefix-caching"], ("--enable-prefix-caching",)),
+}
+
+
+def test_every_request_flag_is_an_option_that_reaches_the_request() -> None:
+    assert set(TYPED) == set(request_flags()), "a new flag needs a row here"
+    command, seen = _seen()
+    argv = [arg for name, (args, _) in TYPED.items() if name != "extra_args" for arg in args]
+    done = CliRunner().invoke(command, [*argv, *TYPED["extra_args"][0]])
+    assert done.exit_code == 0, done.output
+    (request,) = seen
+    for name, (_, value) in TYPED.items():
+        assert getattr(request, name) == value, name
+
+
+def test_nothing_given_is_the_empty_request() -> None:
+    command, seen = _seen()
+    done = CliRunner().invoke(command, [])
+    assert done.exit_code == 0, done.output
+    assert seen == [SubmitRequest()]
+
+
+def test_bounds_come_from_the_request() -> None:
+    command, _ = _seen()
+    done = CliRunner().invoke(command, ["--nodes", "0"])
+    assert done.exit_code == 2
+    assert "1<=x<=4096" in done.output
+
+
+def test_error_names_are_the_flags() -> None:
+    assert FLAG_NAMES["time"] == "--time"
+    assert FLAG_NAMES["gpus_per_node"] == "--gpus-per-node"
+    assert "extra_args" not in FLAG_NAMES
