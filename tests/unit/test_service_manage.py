@@ -47,9 +47,7 @@ def test_bad_service_names_are_one_line_errors(name: str) -> None:
 
 
 def test_the_front_script_is_one_cpu_task_that_runs_the_front(tmp_path: Path) -> None:
-    text = front_script(
-        service_spec(), "/jobs/services/llama", {"partition": "gpu", "account": None}
-    )
+    text = front_script(service_spec(), "/jobs/services/llama")
     lines = text.splitlines()
     assert "#SBATCH --job-name=llama-front" in lines
     assert "#SBATCH --cpus-per-task=1" in lines and "#SBATCH --partition=gpu" in lines
@@ -65,13 +63,13 @@ def test_the_front_script_is_one_cpu_task_that_runs_the_front(tmp_path: Path) ->
 
 def test_each_replica_has_its_own_movable_port_and_the_services_key() -> None:
     s = service_spec()
-    ports = {
-        (slot, gen): replica_request(s, slot, gen)["port"] for slot in (0, 1) for gen in (1, 2)
-    }
+    ports = {(slot, gen): replica_request(s, slot, gen).port for slot in (0, 1) for gen in (1, 2)}
     assert len(set(ports.values())) == 4  # a successor never starts where its slot's job is
     r = replica_request(s, 1, 3)
-    assert r["port_fixed"] is False and r["api_key_file"] == "/k/key"
-    assert r["job_name"] == "llama-1" and r["no_api_key"] is False
+    assert r.port_fixed is False and r.api_key_file == "/k/key"
+    assert r.job_name == "llama-1" and r.no_api_key is False
+    assert r.model_copy(update={"port": None, "port_fixed": None, "api_key_file": None,
+                                "job_name": None}) == s.request  # fmt: skip
 
 
 def test_a_front_is_alive_only_while_its_heartbeat_is_fresh() -> None:

@@ -238,13 +238,10 @@ def service_group(request_options: Callable[[Any], Any]) -> Any:
                as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
         """Start service NAME (or start its front again: the replicas still serving are
         adopted). Takes every layout and SLURM option of `submit`."""
-        from launchers.service.manage import request_dict
-
         services = _services(request.job_root)
         given = request.model is not None or bool(request.extra_args)
         svc = services.up(
-            name, request_dict(request) if given else None,
-            registries=request.registry, replicas=replicas,
+            name, request if given else None, replicas=replicas,
             handover_seconds=_duration(handover), front=front, front_port=front_port,
             front_time=front_time,
         )  # fmt: skip

@@ -158,7 +158,7 @@ def read(path: str | Path, model: type[M]) -> M | None:
         return None
 
 
-def write(path: str | Path, record: JobFile) -> None:
+def write(path: str | Path, record: Record) -> None:
     jobdir.write_json(path, record.model_dump(mode="json"))
 
 

@@ -1,7 +1,8 @@
 """The Python client: the same operations as the CLI, typed. The CLI is built on it.
 
     from launchers.observe.client import Client
-    job = Client().submit(model="llama-3.2-3b-instruct")
+    from launchers.spec.request import SubmitRequest
+    job = Client().submit(SubmitRequest(model="llama-3.2-3b-instruct"))
     job.wait_ready(timeout=1800)
     print(job.endpoint)          # http://10.0.0.11:8000/v1
     job.stop()
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
 
     from launchers.plan.launch import LaunchPlan
+    from launchers.spec.request import SubmitRequest
 
 OPENAI_EXTRA = "pip install 'vllm-hpc[openai]'"
 
@@ -527,22 +529,22 @@ class Client:
                 found.append(Job(job_id, str(p)))
         return sorted(found, key=lambda j: (_job_sort_key(j.job_id), j.job_dir))
 
-    def plan(self, **request: Any) -> LaunchPlan:
-        """The plan a ``submit`` with these arguments would run (nothing submitted;
-        keyword arguments as ``launchers.input.resolve.Request``, plus ``registry``)."""
+    def plan(self, request: SubmitRequest) -> LaunchPlan:
+        """The plan a ``submit`` of ``request`` would run (nothing submitted); a request
+        that names no job root plans under this client's."""
         from launchers.input.planner import make_plan
-        from launchers.spec.request import SubmitRequest
 
-        request.setdefault("job_root", self.job_root)
-        return make_plan(SubmitRequest(**request), self.environ, sys.executable)
+        if request.job_root is None:
+            request = request.model_copy(update={"job_root": self.job_root})
+        return make_plan(request, self.environ, sys.executable)
 
-    def submit(self, *, executor: str = "slurm", via: str = "submitit", **request: Any) -> Job:
-        """Plan and submit (keyword arguments as ``plan``)."""
+    def submit(
+        self, request: SubmitRequest, *, executor: str = "slurm", via: str = "submitit"
+    ) -> Job:
+        """Plan ``request`` and submit it."""
         from launchers.submit import slurm
 
-        handle = slurm.submit(
-            self.plan(**request), executor=executor, via=via, environ=self.environ
-        )
+        handle = slurm.submit(self.plan(request), executor=executor, via=via, environ=self.environ)
         return Job(handle.job_id, handle.job_dir)
 
 

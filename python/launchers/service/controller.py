@@ -24,6 +24,7 @@ from launchers.observe.status import read_status
 from launchers.service import store
 from launchers.service.decide import Action, decide
 from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
+from launchers.spec.request import SubmitRequest
 from launchers.submit import slurm
 
 SLURM_EVERY = 5.0  # seconds between two SLURM queries about one replica job
@@ -44,20 +45,21 @@ class Slurm:
     cancel: Callable[[str], None] = slurm.scancel
 
 
-def replica_request(spec: ServiceSpec, slot: int, generation: int) -> dict[str, Any]:
-    """The submit keyword arguments of one replica: the service's request, its key, a
-    job name that says whose it is, and its own API port to start from (replicas and
-    their successors may share a node and start at the same moment: ports chosen there
-    would race), moved by the node if taken."""
-    request = dict(spec.request)
-    base = int(request.get("port") or DEFAULT_API_PORT)
-    request.update(
-        api_key_file=spec.key_file, no_api_key=False, job_name=f"{spec.name}-{slot}",
-        port=base + 2 * slot + generation % 2, port_fixed=False,
-    )  # fmt: skip
-    request["extra_args"] = tuple(request.get("extra_args") or ())
-    request["registry"] = spec.registries
-    return request
+def replica_request(spec: ServiceSpec, slot: int, generation: int) -> SubmitRequest:
+    """One replica's request: the service's, with its key, a job name that says whose it
+    is, and its own API port to start from (replicas and their successors may share a
+    node and start at the same moment: ports chosen there would race), moved by the node
+    if taken."""
+    base = spec.request.port or DEFAULT_API_PORT
+    return spec.request.model_copy(
+        update={
+            "api_key_file": spec.key_file,
+            "no_api_key": False,
+            "job_name": f"{spec.name}-{slot}",
+            "port": base + 2 * slot + generation % 2,
+            "port_fixed": False,
+        }
+    )
 
 
 class Controller:
@@ -86,7 +88,7 @@ class Controller:
 
     def _submit_job(self, spec: ServiceSpec, slot: int, generation: int) -> Job:
         request = replica_request(spec, slot, generation)
-        return self.client.submit(executor="slurm", via="sbatch", **request)
+        return self.client.submit(request, executor="slurm", via="sbatch")
 
     def _slurm_state(self, job_id: str) -> tuple[str | None, str]:
         """SLURM's state of a replica job, asked at most every SLURM_EVERY seconds per

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from launchers.defaults import (
     RAY_WORKER_PORTS,
@@ -29,6 +29,7 @@ from launchers.defaults import (
 from launchers.jobdir.jobfiles import FINAL_STATES, JobFile, Record
 from launchers.observe.status import SLURM_LIVE
 from launchers.spec.fields import MAX_PARALLEL
+from launchers.spec.request import SubmitRequest
 
 FORMAT: Literal[1] = 1
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}", re.ASCII)
@@ -137,20 +138,36 @@ def service_dir(job_root: str, name: str) -> str:
     return f"{services_root(job_root)}/{check_name(name)}"
 
 
-class ServiceSpec(JobFile):
-    """What the user asked for. ``request`` holds the keyword arguments of a submit
-    (``launchers.input.resolve.Request``'s fields), checked by planning one replica at
-    ``service up``; every replica is submitted from it with the service's key."""
+SERVICE_FORMAT: Literal[2] = 2  # 1: the request as a loose dict, its registries beside it
 
+
+class ServiceSpec(Record):
+    """What the user asked for: the request every replica is submitted from (with the
+    service's key), checked by planning one replica at ``service up``."""
+
+    format: Literal[2] = SERVICE_FORMAT
     name: str
-    request: dict[str, Any]
-    registries: tuple[str, ...] = ()
+    request: SubmitRequest
     replicas: int = Field(ge=0, le=MAX_PARALLEL)
     handover_seconds: float = Field(gt=0)
     front: Literal["job", "here"] = "job"
     front_port: int
     front_time: str
     desired: Literal["UP", "DOWN"] = "UP"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_format_1(cls, data: Any) -> Any:
+        """A service.json of format 1 (written before the request was typed): its
+        registries move into the request, and the request's ``python`` (never set: the
+        nodes' Python is the spec's own) goes."""
+        if not isinstance(data, dict) or data.get("format") != 1:
+            return data
+        old = dict(data)
+        request = dict(old.get("request") or {})
+        request.pop("python", None)
+        request["registry"] = old.pop("registries", ())
+        return {**old, "format": SERVICE_FORMAT, "request": request}
 
     @field_validator("front_port")
     @classmethod

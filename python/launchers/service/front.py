@@ -148,7 +148,7 @@ def run_front(service_dir: str, *, host: str | None = None) -> int:
             log=router_log, alive=lambda: router.poll() is None,
         )  # fmt: skip
         url = f"http://{address}:{spec.front_port}/v1"
-        client = Client(job_root=spec.request.get("job_root"))
+        client = Client(job_root=spec.request.job_root)
         controller = Controller(service_dir, client, RouterAdmin(router_port), url=url, log=_log)
         controller.routed_count = len(adopted)
         code = _serve(service_dir, spec.name, address, spec.front_port, router_port, key,

@@ -17,7 +17,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -308,9 +308,8 @@ class Services:
     def up(
         self,
         name: str,
-        request: Mapping[str, Any] | None,
+        request: SubmitRequest | None,
         *,
-        registries: tuple[str, ...] = (),
         replicas: int,
         handover_seconds: float,
         front: str,
@@ -348,47 +347,39 @@ class Services:
                 spec = existing.model_copy(update={"desired": "UP"})
                 store.write_spec(directory, spec)
                 return self._start_front(svc, spec, front)
-        if not request or not request.get("model"):
+        if request is None or not request.model:
             raise InputError(
                 f"service {name} does not exist yet: give the model",
                 fix=f"vllm-hpc service up {name} -m MODEL [submit's options]",
             )
-        spec = self._new_spec(name, dict(request), registries, directory, replicas=replicas,
+        spec = self._new_spec(name, request, directory, replicas=replicas,
                               handover_seconds=handover_seconds, front=front,
                               front_port=front_port, front_time=front_time)  # fmt: skip
         svc = Service(name, directory)
         return self._start_front(svc, spec, front)
 
     def _new_spec(
-        self, name: str, request: dict[str, Any], registries: tuple[str, ...], directory: str,
-        **settings: Any,
+        self, name: str, request: SubmitRequest, directory: str, **settings: Any,
     ) -> ServiceSpec:  # fmt: skip
         try:
             check_front_time(str(settings["front_time"]))
         except ValueError as exc:
             raise InputError(str(exc), fix="e.g. --front-time 1-00:00:00") from None
         for field, flag in OWNED.items():
-            if request.get(field):
+            if getattr(request, field):
                 raise InputError(
                     f"{flag}: a service sets it for its replicas",
                     fix=f"leave {flag} out (the service keeps its own key in {directory})",
                 )
-        request["job_root"] = self.client.job_root
+        request = request.model_copy(update={"job_root": self.client.job_root})
         # Bad input fails here, before anything is written: plan one replica.
-        probe = self.client.plan(
-            **{
-                **request,
-                "no_api_key": True,
-                "registry": registries,
-                "extra_args": tuple(request.get("extra_args") or ()),
-            }
-        )
+        probe = self.client.plan(request.model_copy(update={"no_api_key": True}))
         check_front_python(sys.executable if settings["front"] == "here" else probe.python)
         store.make_dir(self.client.job_root, directory)
         key = store.key_file(directory)
         jobdir.ensure_secret(key, "service key")
         spec = ServiceSpec(
-            name=name, request=request, registries=registries, python=probe.python,
+            name=name, request=request, python=probe.python,
             key_file=key, created_at=time.time(), **settings,
         )  # fmt: skip
         store.write_spec(directory, spec)
@@ -415,18 +406,11 @@ def _last_lines(directory: str, name: str) -> tuple[str, ...]:
     return tuple(line for line in lines if line.strip())[-FRONT_LOG_LINES:]
 
 
-def _differs(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
-    def norm(d: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-        out.pop("job_root", None)
-        return {k: v for k, v in out.items() if v not in (None, False, [], {})}
-
-    return norm(stored) != norm(given)
+def _differs(stored: SubmitRequest, given: SubmitRequest) -> bool:
+    """Whether ``given`` asks for other settings than the service was made with (the job
+    root is the service's own)."""
+    same = {"job_root": None}
+    return stored.model_copy(update=same) != given.model_copy(update=same)
 
 
-def request_dict(request: SubmitRequest) -> dict[str, Any]:
-    """A request as the JSON-able dict a spec stores (its registries apart)."""
-    return request.model_dump(mode="json", exclude={"registry"})
-
-
-__all__ = ["Service", "Services", "request_dict"]
+__all__ = ["Service", "Services"]

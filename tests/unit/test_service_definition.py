@@ -1,0 +1,51 @@
+"""service.json: what a service was asked, typed (``ServiceSpec.request`` is a
+``SubmitRequest``), and the files written before it was typed still read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from launchers.service import store
+from launchers.service.controller import replica_request
+from launchers.service.definition import SERVICE_FORMAT, SPEC_FILE, ServiceSpec
+from launchers.spec.request import SubmitRequest
+
+V1 = Path(__file__).with_name("golden") / "service.v1.json"
+
+
+def test_a_format_1_service_file_reads_as_a_typed_request(tmp_path: Path) -> None:
+    directory = tmp_path / "chat"
+    directory.mkdir(mode=0o700)
+    (directory / SPEC_FILE).write_text(V1.read_text())
+    spec = store.read_spec(str(directory))
+    assert spec.format == SERVICE_FORMAT
+    assert spec.request == SubmitRequest(
+        model="llama-3.2-3b-instruct", nodes=1, partition="gpu", time="01:00:00",
+        port=8100, job_root="/shared/jobs", registry=("/shared/site-models.yaml",),
+        extra_args=("--enable-prefix-caching",), env={"HF_HOME": "/shared/hf"},
+    )  # fmt: skip
+    assert (spec.name, spec.replicas, spec.front_port) == ("chat", 2, 9000)
+    replica = replica_request(spec, 1, 1)
+    assert replica.registry == ("/shared/site-models.yaml",) and replica.port == 8103
+
+
+def test_a_service_file_is_written_and_read_back_whole(tmp_path: Path) -> None:
+    directory = tmp_path / "chat"
+    directory.mkdir(mode=0o700)
+    (directory / SPEC_FILE).write_text(V1.read_text())
+    spec = store.read_spec(str(directory))
+    store.write_spec(str(directory), spec)
+    written = json.loads((directory / SPEC_FILE).read_text())
+    assert written["format"] == SERVICE_FORMAT and "registries" not in written
+    assert written["request"]["registry"] == ["/shared/site-models.yaml"]
+    assert store.read_spec(str(directory)) == spec
+
+
+def test_a_request_with_an_unknown_field_is_not_a_service_file() -> None:
+    data = json.loads(V1.read_text())
+    data["request"]["nodez"] = 2
+    with pytest.raises(ValueError, match="nodez"):
+        ServiceSpec.model_validate(data)
