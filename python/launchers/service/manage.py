@@ -44,11 +44,11 @@ from launchers.service.definition import (
 )
 from launchers.service.front import live_front
 from launchers.service.frontjob import submit_front
-from launchers.spec.request import SubmitRequest
+from launchers.spec.request import FLAG_NAMES, SubmitRequest
 from launchers.submit import slurm
 
 # Request fields a service decides for itself.
-OWNED = {"api_key_file": "--api-key-file", "no_api_key": "--no-api-key", "job_name": "--job-name"}
+OWNED = ("api_key_file", "no_api_key", "job_name")
 SLURM_POLL = 1.0  # seconds between two looks at SLURM while `down` waits for the jobs to end
 
 
@@ -365,7 +365,8 @@ class Services:
             check_front_time(str(settings["front_time"]))
         except ValueError as exc:
             raise InputError(str(exc), fix="e.g. --front-time 1-00:00:00") from None
-        for field, flag in OWNED.items():
+        for field in OWNED:
+            flag = FLAG_NAMES[field]
             if getattr(request, field):
                 raise InputError(
                     f"{flag}: a service sets it for its replicas",
