@@ -344,7 +344,7 @@ def test_a_submitted_job_is_keyed_by_the_cluster_sbatch_or_scontrol_names(
     make_plan: Callable[..., LaunchPlan],
 ) -> None:
     from launchers import _proc
-    from launchers.submit import slurm
+    from launchers.submit import slurm, slurmctl
 
     tools = tmp_path / "slurm-bin"
     tools.mkdir()
@@ -366,8 +366,8 @@ def test_a_submitted_job_is_keyed_by_the_cluster_sbatch_or_scontrol_names(
     answers["sbatch"] = "124\n"
     handle = slurm.submit(launch, executor="slurm", via="sbatch", environ=environ)
     assert handle.job_dir == f"{root}/hpc3-124" and asked[-1] == "scontrol"
-    assert slurm.cluster_name({"SLURM_CLUSTER_NAME": "hpc4"}) == "hpc4"
-    assert slurm.cluster_name({"PATH": "/nonexistent"}) == "slurm"  # as the nodes fall back
+    assert slurmctl.cluster_name({"SLURM_CLUSTER_NAME": "hpc4"}) == "hpc4"
+    assert slurmctl.cluster_name({"PATH": "/nonexistent"}) == "slurm"  # as the nodes fall back
 
 
 def test_the_submitit_door_makes_the_directory_in_its_setup_and_writes_the_plan_once(

@@ -25,7 +25,7 @@ from launchers.service import front as front_module
 from launchers.service import store
 from launchers.service.definition import Front, ServiceSpec, service_dir
 from launchers.service.manage import Services
-from launchers.submit import slurm
+from launchers.submit import slurmctl
 
 from .conftest import service_spec
 
@@ -178,7 +178,7 @@ def test_front_ports_with_room_for_the_router_are_accepted(port: int) -> None:
 def test_a_running_front_job_is_alive_whatever_its_heartbeat_says(
     monkeypatch: pytest.MonkeyPatch, slurm_state: str, alive: bool
 ) -> None:
-    monkeypatch.setattr(slurm, "job_state", lambda job_id: (slurm.parse_state(slurm_state),
+    monkeypatch.setattr(slurmctl, "job_state", lambda job_id: (slurmctl.parse_state(slurm_state),
                                                             slurm_state))  # fmt: skip
     stale = front(heartbeat=100.0)
     now = 100.0 + FRONT_STALE_SECONDS + 600.0  # a tick ten minutes long
@@ -188,7 +188,7 @@ def test_a_running_front_job_is_alive_whatever_its_heartbeat_says(
 def test_an_ended_front_job_is_dead_though_its_heartbeat_is_fresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(slurm, "job_state", lambda job_id: ("FAILED", "FAILED"))
+    monkeypatch.setattr(slurmctl, "job_state", lambda job_id: ("FAILED", "FAILED"))
     assert front_module.live_front(front(heartbeat=100.0), 101.0) is None
 
 
@@ -196,7 +196,7 @@ def test_without_slurm_here_the_heartbeat_decides(monkeypatch: pytest.MonkeyPatc
     def no_squeue(job_id: str) -> tuple[str | None, str]:
         raise SubmitError("squeue: not found here")
 
-    monkeypatch.setattr(slurm, "job_state", no_squeue)
+    monkeypatch.setattr(slurmctl, "job_state", no_squeue)
     assert front_module.live_front(front(heartbeat=100.0), 101.0) is not None
     assert front_module.live_front(front(heartbeat=100.0), 100.0 + FRONT_STALE_SECONDS) is None
 

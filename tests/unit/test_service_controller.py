@@ -15,7 +15,7 @@ from launchers.service import store
 from launchers.service.controller import SLURM_EVERY, Controller, Slurm
 from launchers.service.decide import DRAIN_OVERDUE
 from launchers.service.definition import Replica, ServiceSpec, ServiceState
-from launchers.submit import slurm
+from launchers.submit import slurmctl
 
 NOW = 1_000_000.0
 
@@ -44,11 +44,11 @@ class World:
         self.cancelled: list[str] = []
         self.drained: list[str] = []
         self.submitted: list[tuple[int, int]] = []
-        monkeypatch.setattr(slurm, "job_state", self.job_state)
+        monkeypatch.setattr(slurmctl, "job_state", self.job_state)
 
     def job_state(self, job_id: str) -> tuple[str | None, str]:
         raw = self.slurm.get(job_id, "")
-        return slurm.parse_state(raw), raw
+        return slurmctl.parse_state(raw), raw
 
     def seam(self) -> Slurm:
         return Slurm(

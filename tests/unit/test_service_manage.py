@@ -30,7 +30,7 @@ from launchers.service.definition import (
 from launchers.service.front import front_alive
 from launchers.service.frontjob import front_script
 from launchers.service.manage import Service
-from launchers.submit import slurm
+from launchers.submit import slurm, slurmctl
 
 from .conftest import service_spec
 
@@ -124,9 +124,10 @@ def test_a_front_whose_job_ended_is_dead_though_its_heartbeat_is_fresh(
 ) -> None:
     from launchers.service.definition import Front
     from launchers.service.front import live_front
-    from launchers.submit import slurm
 
-    monkeypatch.setattr(slurm, "job_state", lambda job_id: (slurm.parse_state(slurm_state), ""))
+    monkeypatch.setattr(
+        slurmctl, "job_state", lambda job_id: (slurmctl.parse_state(slurm_state), "")
+    )
     front = Front(url="http://h:8100/v1", host="h", port=8100, hostname="n1", pid=1,
                   job_id="77", started_at=0.0, heartbeat=100.0)  # fmt: skip
     assert (live_front(front, 101.0) is not None) is alive
@@ -148,15 +149,15 @@ def test_a_bad_front_time_is_refused_before_anything_is_written(
 
 
 class FakeSlurm:
-    """``slurm.job_state`` faked: each job RUNNING for its number of looks, then
+    """``slurmctl.job_state`` faked: each job RUNNING for its number of looks, then
     COMPLETED (-1: for ever); ``scancel`` recorded; ``first[job]`` runs at the first look."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, looks: dict[str, int]) -> None:
         self.looks = dict(looks)
         self.cancelled: list[str] = []
         self.first: dict[str, Callable[[], None]] = {}
-        monkeypatch.setattr(slurm, "job_state", self.job_state)
-        monkeypatch.setattr(slurm, "scancel", self.cancelled.append)
+        monkeypatch.setattr(slurmctl, "job_state", self.job_state)
+        monkeypatch.setattr(slurmctl, "scancel", self.cancelled.append)
 
     def job_state(self, job_id: str) -> tuple[str | None, str]:
         hook = self.first.pop(job_id, None)
@@ -344,7 +345,7 @@ def a_failed_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slurm_says: 
             "ModuleNotFoundError: No module named 'vllm_router'", ""]  # fmt: skip
     (Path(svc.directory) / "front-77.log").write_text("\n".join(log))
     monkeypatch.setattr(
-        slurm, "job_state", lambda job_id: (slurm.parse_state(slurm_says), slurm_says)
+        slurmctl, "job_state", lambda job_id: (slurmctl.parse_state(slurm_says), slurm_says)
     )
     return svc
 

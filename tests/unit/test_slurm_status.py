@@ -10,13 +10,9 @@ from launchers.jobdir.jobfiles import Endpoint
 from launchers.observe.status import combine
 from launchers.plan.launch import LaunchPlan, plan
 from launchers.spec.config import ClusterSpec, ServeConfig
-from launchers.submit import slurm
-from launchers.submit.slurm import (
-    parse_sbatch_parsable,
-    parse_scontrol_record,
-    parse_state,
-    slurm_minutes,
-)
+from launchers.submit import slurm, slurmctl
+from launchers.submit.slurm import parse_sbatch_parsable, slurm_minutes
+from launchers.submit.slurmctl import parse_scontrol_record, parse_state
 
 from .helpers.cli import run
 
@@ -191,6 +187,6 @@ def test_a_site_without_accounting_is_asked_what_it_has(
         (fake / tool).write_text("#!/bin/sh\nexit 0\n")
         (fake / tool).chmod(0o755)
     monkeypatch.setenv("PATH", str(fake))
-    assert slurm.job_state("123") == (None, "")
+    assert slurmctl.job_state("123") == (None, "")
     (fake / "squeue").write_text("#!/bin/sh\necho RUNNING\n")
-    assert slurm.job_state("123") == ("RUNNING", "RUNNING")
+    assert slurmctl.job_state("123") == ("RUNNING", "RUNNING")

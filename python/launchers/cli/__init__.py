@@ -350,7 +350,7 @@ def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
             raise click.ClickException(f"job {job.job_id} has no readable plan.json")
         plan_json = job_plan.model_dump_json(indent=2)
         nodes = len(job.nodes()) or job_plan.layout.nodes
-        from launchers.submit.slurm import srun_in_job
+        from launchers.submit.slurmctl import srun_in_job
 
         prefix = srun_in_job(job.job_id, nodes=nodes)
         meet_root, python = job.job_dir, job_plan.python

@@ -22,7 +22,7 @@ from launchers import _proc, health, jobdir
 from launchers.errors import InputError, RuntimeFailure
 from launchers.observe.loadtest import LoadSpec, run_builtin, summarize_vllm, vllm_bench_argv
 from launchers.plan.launch import LaunchPlan
-from launchers.submit import slurm
+from launchers.submit import slurmctl
 
 PROBE = "import importlib.util as u, sys; sys.exit(0 if u.find_spec('vllm') else 3)"
 
@@ -38,7 +38,7 @@ def places(
     if job_id.startswith("local-"):
         out.append(("the job's Python", [python]))
     elif leader_host and (plan is None or plan.container is None):
-        on_leader = slurm.srun_in_job(job_id, nodelist=leader_host)
+        on_leader = slurmctl.srun_in_job(job_id, nodelist=leader_host)
         out.append((f"the leader {leader_host}", [*on_leader, python]))
     return out
 

@@ -49,7 +49,7 @@ OPENAI_EXTRA = "pip install 'vllm-hpc[openai]'"
 def _slurm_state(job_id: str) -> tuple[str | None, str]:
     if job_id.startswith("local-"):
         return _local_state(job_id)
-    from launchers.submit.slurm import job_state
+    from launchers.submit.slurmctl import job_state
 
     return job_state(job_id)
 
@@ -357,7 +357,7 @@ class Job:
         if local:
             self._signal_local(signal.SIGTERM)
         else:
-            from launchers.submit.slurm import scancel
+            from launchers.submit.slurmctl import scancel
 
             state, _ = _slurm_state(self.job_id)
             if state in ("PENDING", "RUNNING", "PREEMPTED"):
@@ -490,7 +490,7 @@ class Client:
             return keys[0]
         if not keys:
             return job_id
-        from launchers.submit.slurm import cluster_name
+        from launchers.submit.slurmctl import cluster_name
 
         here = f"{cluster_name(self.environ)}-{job_id}"
         if here in keys:

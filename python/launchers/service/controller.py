@@ -25,7 +25,7 @@ from launchers.service import store
 from launchers.service.decide import Action, decide
 from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
 from launchers.spec.request import SubmitRequest
-from launchers.submit import slurm
+from launchers.submit import slurmctl
 
 SLURM_EVERY = 5.0  # seconds between two SLURM queries about one replica job
 
@@ -40,9 +40,9 @@ class Workers(Protocol):
 class Slurm:
     """What the controller asks of SLURM (a seam, so a unit test can stand in)."""
 
-    end_time: Callable[[str], float | None] = slurm.end_time
-    drain: Callable[[str], None] = slurm.signal_batch
-    cancel: Callable[[str], None] = slurm.scancel
+    end_time: Callable[[str], float | None] = slurmctl.end_time
+    drain: Callable[[str], None] = slurmctl.signal_batch
+    cancel: Callable[[str], None] = slurmctl.scancel
 
 
 def replica_request(spec: ServiceSpec, slot: int, generation: int) -> SubmitRequest:
@@ -97,7 +97,7 @@ class Controller:
         cached = self._states.get(job_id)
         if cached is not None and now - cached[0] < SLURM_EVERY:
             return cached[1]
-        answer = slurm.job_state(job_id)
+        answer = slurmctl.job_state(job_id)
         self._states[job_id] = (now, answer)
         return answer
 

@@ -56,13 +56,13 @@ def live_front(front: Front | None, now: float) -> Front | None:
         return None
     if front.job_id:
         from launchers.errors import SubmitError
-        from launchers.submit import slurm
+        from launchers.submit import slurmctl
 
         try:
-            state, raw = slurm.job_state(front.job_id)
+            state, raw = slurmctl.job_state(front.job_id)
         except SubmitError:  # no squeue on this machine: the heartbeat alone says
             state, raw = None, ""
-        if state in slurm.ENDED:
+        if state in slurmctl.ENDED:
             return None
         if raw.strip().split(" ")[0].rstrip("+") == "RUNNING":
             return front

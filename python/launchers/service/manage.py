@@ -45,7 +45,7 @@ from launchers.service.definition import (
 from launchers.service.front import live_front
 from launchers.service.frontjob import submit_front
 from launchers.spec.request import FLAG_NAMES, SubmitRequest
-from launchers.submit import slurm
+from launchers.submit import slurmctl
 
 # Request fields a service decides for itself.
 OWNED = ("api_key_file", "no_api_key", "job_name")
@@ -78,7 +78,7 @@ def check_front_python(python: str) -> None:
 
 def in_slurm(job_ids: Iterable[str]) -> list[str]:
     """Those of ``job_ids`` SLURM still holds (pending, running, completing)."""
-    return [j for j in job_ids if slurm.job_state(j)[0] in SLURM_LIVE]
+    return [j for j in job_ids if slurmctl.job_state(j)[0] in SLURM_LIVE]
 
 
 @dataclass
@@ -110,7 +110,7 @@ class Service:
             return None
         job = state.front_job
         try:
-            ours, raw = slurm.job_state(job)
+            ours, raw = slurmctl.job_state(job)
         except SubmitError:  # no SLURM on this machine
             return None
         if ours in SLURM_LIVE:
@@ -247,7 +247,7 @@ class Service:
             state = self.wait(("DOWN",), timeout, "to go down", seen=note)
         else:  # no front: stop what the files name, here
             for job in in_slurm(replicas):
-                slurm.scancel(job)
+                slurmctl.scancel(job)
         self._wait_left_slurm(list(replicas), front_job, timeout - (self.clock.now() - began))
         if alive is None:
             state = state.model_copy(
