@@ -116,7 +116,7 @@ def test_the_openai_client_from_the_login_node(
     answer), and a wrong key gets AuthenticationError. Before `stop` (file order)."""
     import openai
 
-    from launchers.observe.client import Client
+    from launchers.client import Client
 
     for name in ("SLURM_CONF", "PATH"):  # this process asks the bed's SLURM for the state
         monkeypatch.setenv(name, minicluster.env[name])

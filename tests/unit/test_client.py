@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from launchers.client import Client
 from launchers.observe import benchrun
-from launchers.observe.client import Client
 from launchers.plan.launch import LaunchPlan
 
 
@@ -45,7 +45,7 @@ def test_report_and_summary_read_the_typed_records(
     """What `status` and `jobs` print comes from the client, read from the job's records."""
     from launchers import jobdir
     from launchers.jobdir import jobfiles
-    from launchers.observe import client
+    from launchers.observe import job as client
 
     monkeypatch.setattr(client, "_slurm_state", lambda job_id: ("FAILED", "FAILED"))
     job_dir = tmp_path / "42"

@@ -1,6 +1,6 @@
 """The layering contract (pyproject's [tool.importlinter]) can fail: a planning module
-that imports subprocess, observe code that imports the node runtime, or any import from
-a lower floor into a higher one breaks it."""
+that imports subprocess, observe code that imports the node runtime, plans or submits,
+or any import from a lower floor into a higher one breaks it."""
 
 from __future__ import annotations
 
@@ -81,6 +81,23 @@ def test_the_tree_keeps_the_contract(tree: Path) -> None:
             "from launchers.submit import slurm",
             "launchers.input.resolve -> launchers.submit",
         ),
+        # observe reads: planning and submitting are the client's, one floor up.
+        (
+            "observe/job",
+            "from launchers.input import planner",
+            "launchers.observe is not allowed to import launchers.input",
+        ),
+        (
+            "observe/status",
+            "from launchers.submit import slurm",
+            "launchers.observe is not allowed to import launchers.submit.slurm",
+        ),
+        (
+            "observe/job",
+            "from launchers import client",
+            "launchers.observe.job -> launchers.client",
+        ),
+        ("client", "from launchers import service", "launchers.client -> launchers.service"),
     ],
 )
 def test_a_planted_import_breaks_the_contract(

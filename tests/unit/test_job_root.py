@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from launchers.client import Client
 from launchers.jobdir.jobroot import job_root, user_name
-from launchers.observe.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
 

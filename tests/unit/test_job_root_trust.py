@@ -15,9 +15,9 @@ from typing import Any, cast
 import pytest
 
 from launchers import jobdir
+from launchers.client import Client
 from launchers.errors import InputError
 from launchers.jobdir import jobroot, safe
-from launchers.observe.client import Client
 from launchers.plan.launch import LaunchPlan, job_paths
 from launchers.render.text import render_sbatch
 from launchers.runtime import follower

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from launchers import health
-from launchers.observe.client import direct_openai
+from launchers.observe.job import direct_openai
 from launchers.service.router import RouterAdmin
 
 KEY = "sk-never-to-a-proxy"

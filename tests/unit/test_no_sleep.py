@@ -41,7 +41,7 @@ ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
         "window",
         "the --interval between two /metrics scrapes is what the rates are measured over",
     ),
-    ("python/launchers/observe/client.py", "Job.metrics"): (
+    ("python/launchers/observe/job.py", "Job.metrics"): (
         "window",
         "the interval between two /metrics scrapes is what the rates are measured over",
     ),
@@ -289,7 +289,7 @@ PLANTED = [
         id="allowed-name-no-deadline",
     ),
     pytest.param(
-        "python/launchers/observe/client.py",
+        "python/launchers/observe/job.py",
         "import time\n\n\nclass Job:\n    def metrics(self):\n        time.sleep(30)\n",
         id="window-with-a-fixed-time",
     ),

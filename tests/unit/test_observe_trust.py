@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from launchers import health
+from launchers.client import Client
 from launchers.health import Probe
 from launchers.jobdir import jobfiles
-from launchers.observe.client import Client
 
 from .conftest import assert_one_clear_line
 from .helpers.cli import run

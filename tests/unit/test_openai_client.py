@@ -10,11 +10,11 @@ from pathlib import Path
 import openai
 import pytest
 
+from launchers.client import Client, Job
 from launchers.errors import InputError, RuntimeFailure
 from launchers.jobdir import jobfiles
 from launchers.jobdir.jobfiles import State
 from launchers.jobdir.safe import UnsafePathError
-from launchers.observe.client import Client, Job
 
 JOB = "local-7"
 

@@ -312,7 +312,7 @@ def test_submit_wait_json_prints_the_same_json_and_progress_to_stderr(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Scripts read `submit --wait --json`'s stdout: one JSON object, as before."""
-    from launchers.observe.client import Job
+    from launchers.observe.job import Job
     from launchers.submit import slurm
 
     class Handle:

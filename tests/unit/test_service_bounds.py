@@ -14,13 +14,13 @@ from click.testing import CliRunner
 
 from launchers import waits
 from launchers.cli import cli
+from launchers.client import Client
 from launchers.defaults import (
     FRONT_HEARTBEAT_SECONDS,
     FRONT_STALE_SECONDS,
     SERVICE_MAX_REPLICAS,
 )
 from launchers.errors import InputError, RuntimeFailure, SubmitError
-from launchers.observe.client import Client
 from launchers.service import front as front_module
 from launchers.service import store
 from launchers.service.definition import Front, ServiceSpec, service_dir

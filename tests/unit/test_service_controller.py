@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from launchers.client import Client, Job
 from launchers.jobdir import jobfiles
 from launchers.jobdir.safe import private_dir
-from launchers.observe.client import Client, Job
 from launchers.service import store
 from launchers.service.controller import SLURM_EVERY, Controller, Slurm
 from launchers.service.decide import DRAIN_OVERDUE

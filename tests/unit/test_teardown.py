@@ -22,7 +22,7 @@ import pytest
 
 from launchers import _proc, waits
 from launchers.jobdir import jobfiles
-from launchers.observe.client import Job
+from launchers.observe.job import Job
 from launchers.plan.launch import LaunchPlan
 
 linux = pytest.mark.skipif(not _proc.GUARDED, reason="the guard is Linux only")
@@ -355,7 +355,7 @@ def test_a_local_job_is_stopped_as_a_process_group(tmp_path: Path) -> None:
 def test_a_local_job_that_ignores_sigterm_is_killed_after_kill_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from launchers.observe import client
+    from launchers.observe import job as client
 
     monkeypatch.setattr(client, "SLURM_KILL_WAIT", 0.5)
     job, leader, helper = _local_job(tmp_path, IGNORE_TERM="1")

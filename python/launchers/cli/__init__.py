@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from launchers.cli.exits import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED
-from launchers.cli.options import plan_of, request_options
+from launchers.cli.options import client_of, plan_of, request_options
 from launchers.spec.request import SubmitRequest
+
+if TYPE_CHECKING:
+    from launchers.submit.slurm import JobHandle
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,13 +92,12 @@ def submit_cmd(
 ) -> None:
     from launchers.render.text import render_plan_json, render_plan_text
 
-    launch = plan_of(request)
+    client = client_of(request)
+    launch = client.plan(request)
     if dry_run:
         click.echo(render_plan_json(launch) if as_json else render_plan_text(launch), nl=False)
         return
-    from launchers.submit import slurm
-
-    handle = slurm.submit(launch, executor=executor, via=via, environ=os.environ)
+    handle = client.submit_plan(launch, executor=executor, via=via)
     if wait is None:
         wait = sys.stdout.isatty() and not as_json
     if not wait:
@@ -112,11 +114,11 @@ def submit_cmd(
     _wait_for(handle, wait_timeout, as_json)
 
 
-def _wait_for(handle: Any, timeout: float, as_json: bool) -> None:
+def _wait_for(handle: JobHandle, timeout: float, as_json: bool) -> None:
     import json
 
     from launchers.cli.waiting import follow
-    from launchers.observe.client import Job
+    from launchers.observe.job import Job
 
     err = as_json  # progress goes to stderr when stdout carries JSON
     click.echo(f"Submitted job {handle.job_id}; job directory {handle.job_dir}", err=err)
@@ -345,7 +347,7 @@ def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
         from launchers.cli.jobs import client_for
 
         job = client_for(request.job_root).job(extra[0])
-        job_plan = job.plan()
+        job_plan = job.recorded_plan()
         if job_plan is None:
             raise click.ClickException(f"job {job.job_id} has no readable plan.json")
         plan_json = job_plan.model_dump_json(indent=2)

@@ -1,14 +1,17 @@
 """``vllm-hpc jobs|status|logs|metrics|bench|stop``: the operator's commands over a
-job, each a thin printer of what ``launchers.observe.client`` reads."""
+job, each a thin printer of what ``launchers.observe.job`` reads."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from launchers.cli.exits import EXIT_FAILURE
+
+if TYPE_CHECKING:
+    from launchers.client import Client
 
 job_root_option = click.option(
     "--job-root",
@@ -17,8 +20,8 @@ job_root_option = click.option(
 )
 
 
-def client_for(job_root: str | None) -> Any:
-    from launchers.observe.client import Client
+def client_for(job_root: str | None) -> Client:
+    from launchers.client import Client
 
     return Client(job_root=job_root)
 
@@ -51,8 +54,8 @@ def jobs_cmd(job_root: str | None, as_json: bool) -> None:
     cols = ("job_id", "model", "nodes", "state", "endpoint", "age")
     table = [tuple(c.upper() for c in cols)] + [tuple(str(r[c]) for c in cols) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    for line in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
 
 
 @click.command("status")

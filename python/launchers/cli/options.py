@@ -20,6 +20,7 @@ import click
 from launchers.spec.request import Flag, SubmitRequest, request_flags
 
 if TYPE_CHECKING:
+    from launchers.client import Client
     from launchers.plan.launch import LaunchPlan
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,14 +104,17 @@ def request_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def client_of(request: SubmitRequest) -> Client:
+    """The client a command plans and submits ``request`` with (its job root and site
+    file are the request's; imported here: ``--help`` stays fast)."""
+    from launchers.client import Client
+
+    return Client(job_root=request.job_root, registries=request.registry)
+
+
 def plan_of(request: SubmitRequest) -> LaunchPlan:
-    """The plan of ``request`` (planning imported here: ``--help`` stays fast)."""
-    import os
-    import sys
-
-    from launchers.input.planner import make_plan
-
-    return make_plan(request, os.environ, sys.executable)
+    """The plan of ``request``, as ``submit`` makes it."""
+    return client_of(request).plan(request)
 
 
-__all__ = ["plan_of", "request_options"]
+__all__ = ["client_of", "plan_of", "request_options"]

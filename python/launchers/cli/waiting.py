@@ -20,7 +20,7 @@ from launchers.observe.status import JobStatus
 
 
 class Waitable(Protocol):
-    """What is followed: ``observe.client.Job``."""
+    """What is followed: ``observe.job.Job``."""
 
     def wait_ready(
         self,

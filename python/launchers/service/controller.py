@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from launchers.client import Client
 from launchers.defaults import DEFAULT_API_PORT
 from launchers.errors import VllmHpcError
 from launchers.jobdir import jobfiles
-from launchers.observe.client import Client, Job
+from launchers.observe.job import Job
 from launchers.observe.status import read_status
 from launchers.service import store
 from launchers.service.decide import Action, decide

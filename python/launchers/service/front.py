@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from launchers import _proc, health, waits
+from launchers.client import Client
 from launchers.defaults import (
     FRONT_HEARTBEAT_SECONDS,
     FRONT_STALE_SECONDS,
@@ -27,7 +28,6 @@ from launchers.defaults import (
 )
 from launchers.errors import InputError, RuntimeFailure
 from launchers.jobdir.safe import read_private_text
-from launchers.observe.client import Client
 from launchers.service import store
 from launchers.service.controller import Controller
 from launchers.service.definition import Front

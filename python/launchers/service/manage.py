@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from launchers import jobdir, waits
+from launchers.client import Client
 from launchers.defaults import FRONT_LOG_LINES
 from launchers.errors import FrontEnded, InputError, RuntimeFailure, SubmitError
 from launchers.input import probe as node_probe
 from launchers.jobdir.safe import read_private_text
-from launchers.observe.client import Client, direct_openai
+from launchers.observe.job import direct_openai
 from launchers.observe.progress import read_tail
 from launchers.observe.status import SLURM_LIVE
 from launchers.service import store
@@ -138,7 +139,7 @@ class Service:
 
     def openai(self) -> Any:
         """An ``openai.OpenAI`` for the service's front, its key filled in (its HTTP
-        client ignores proxy variables: ``observe.client.direct_openai``)."""
+        client ignores proxy variables: ``observe.job.direct_openai``)."""
         key = self.api_key()
         if not key:
             raise RuntimeFailure(f"service {self.name}: its key file is empty")

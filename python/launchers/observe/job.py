@@ -1,11 +1,6 @@
-"""The Python client: the same operations as the CLI, typed. The CLI is built on it.
-
-    from launchers.observe.client import Client
-    from launchers.spec.request import SubmitRequest
-    job = Client().submit(SubmitRequest(model="llama-3.2-3b-instruct"))
-    job.wait_ready(timeout=1800)
-    print(job.endpoint)          # http://10.0.0.11:8000/v1
-    job.stop()
+"""A job as its directory and SLURM tell it: state, endpoint, key, logs, metrics,
+bench, stop (``Job``), and the jobs of a job root (``JobFinder``). Reading only:
+planning and submitting are ``launchers.client``'s.
 
 Jobs are found by id in the job root (``--job-root``, ``$VLLM_HPC_JOB_ROOT``, the site
 file's ``job_root``, or ``~/.vllm-hpc/jobs``): a job's directory is
@@ -19,9 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +35,6 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
 
     from launchers.plan.launch import LaunchPlan
-    from launchers.spec.request import SubmitRequest
 
 OPENAI_EXTRA = "pip install 'vllm-hpc[openai]'"
 
@@ -218,7 +211,7 @@ class Job:
                 f"job {self.job_id} is {status.state}, not READY: nothing to load-test",
                 fix=f"wait with `vllm-hpc status {self.job_id}` until it says READY",
             )
-        plan = self.plan()
+        plan = self.recorded_plan()
         spec = LoadSpec(
             base_url=status.url.removesuffix("/v1"),
             model=str(status.model or (plan.served_model_name if plan else "")),
@@ -241,7 +234,7 @@ class Job:
             log=log,
         )
 
-    def plan(self) -> LaunchPlan | None:
+    def recorded_plan(self) -> LaunchPlan | None:
         """The job's ``plan.json`` (None when it is missing or unreadable)."""
         from launchers.plan.launch import LaunchPlan
 
@@ -441,26 +434,18 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _site_job_root(environ: Mapping[str, str], registries: tuple[str, ...]) -> str | None:
-    from launchers.input.registry import site_job_root  # reads the files only if needed
-
-    return site_job_root(environ, registries)
-
-
-class Client:
-    """Submit and find vllm-hpc jobs."""
+class JobFinder:
+    """Find vllm-hpc jobs in a job root (``launchers.client.Client`` adds planning and
+    submitting; this floor only reads)."""
 
     def __init__(
         self,
         job_root: str | None = None,
         environ: Mapping[str, str] | None = None,
-        registries: tuple[str, ...] = (),
+        site_job_root: Callable[[], str | None] = lambda: None,
     ):
         self.environ = dict(os.environ if environ is None else environ)
-        self.registries = registries
-        self.job_root = jobroot.job_root(
-            job_root, self.environ, lambda: _site_job_root(self.environ, registries)
-        )
+        self.job_root = jobroot.job_root(job_root, self.environ, site_job_root)
 
     def job(self, job_id: str) -> Job:
         """The job ``job_id`` (a SLURM id, ``CLUSTER-ID``, or ``local-...``)."""
@@ -529,24 +514,6 @@ class Client:
                 found.append(Job(job_id, str(p)))
         return sorted(found, key=lambda j: (_job_sort_key(j.job_id), j.job_dir))
 
-    def plan(self, request: SubmitRequest) -> LaunchPlan:
-        """The plan a ``submit`` of ``request`` would run (nothing submitted); a request
-        that names no job root plans under this client's."""
-        from launchers.input.planner import make_plan
-
-        if request.job_root is None:
-            request = request.model_copy(update={"job_root": self.job_root})
-        return make_plan(request, self.environ, sys.executable)
-
-    def submit(
-        self, request: SubmitRequest, *, executor: str = "slurm", via: str = "submitit"
-    ) -> Job:
-        """Plan ``request`` and submit it."""
-        from launchers.submit import slurm
-
-        handle = slurm.submit(self.plan(request), executor=executor, via=via, environ=self.environ)
-        return Job(handle.job_id, handle.job_dir)
-
 
 def _private(path: Path) -> bool:
     try:
@@ -560,4 +527,4 @@ def _job_sort_key(job_id: str) -> tuple[int, str]:
     return (int(job_id), "") if job_id.isdigit() else (0, job_id)
 
 
-__all__ = ["Client", "Job", "JobStatus", "RuntimeFailure", "WaitTimeout"]
+__all__ = ["Job", "JobFinder", "JobStatus", "RuntimeFailure", "WaitTimeout", "direct_openai"]
