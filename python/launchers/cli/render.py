@@ -12,24 +12,15 @@ from pathlib import Path
 import click
 
 from launchers.cli.options import plan_of, request_options
+from launchers.cli.output import write_file
+from launchers.cli.submit import sealed
 from launchers.spec.request import SubmitRequest
 
 DEFAULT_IMAGE_HELP = "Image with vllm-hpc (containers/docker/Dockerfile); default vllm-hpc:VERSION."
 
 
 def _write(path: Path, text: str, flag: str) -> None:
-    """Write ``text`` to ``path``, never through a symlink planted there nor into another
-    user's file; an OS error is the user's (a missing directory, no permission): one line
-    naming ``flag``."""
-    from launchers.errors import InputError
-    from launchers.jobdir.safe import write_output
-
-    try:
-        write_output(path, text, flag)
-    except OSError as exc:
-        raise InputError(
-            f"{flag}: cannot write {path}: {exc.strerror}", fix="choose a writable path"
-        ) from None
+    write_file(flag, str(path), text)
     click.echo(f"wrote {path}", err=True)
 
 
@@ -164,3 +155,28 @@ def compose_cmd(
     for name, text in files.items():
         click.echo(f"# ==> {name} <==")
         click.echo(text, nl=False)
+
+
+@click.command("sbatch")
+@request_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
+def render_sbatch_cmd(output: str | None, request: SubmitRequest) -> None:
+    """Print the sbatch script for a deployment (same options as `submit`)."""
+    from launchers.render.text import render_sbatch
+
+    text = render_sbatch(sealed(plan_of(request)))
+    if output:
+        _write(Path(output), text, "--output")
+    else:
+        click.echo(text, nl=False)
+
+
+@click.group("render")
+def render_group() -> None:
+    """Write deployment files from a plan (sbatch script, ...)."""
+
+
+for _command in (render_sbatch_cmd, k8s_cmd, compose_cmd):
+    render_group.add_command(_command)
+
+__all__ = ["compose_cmd", "k8s_cmd", "render_group", "render_sbatch_cmd"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from launchers.cli.jobs import job_root_option
+from launchers.cli.options import request_options
 from launchers.defaults import (
     RAY_WORKER_PORTS,
     SERVICE_FRONT_TIME,
@@ -23,6 +23,9 @@ from launchers.defaults import (
 )
 from launchers.spec import fields
 from launchers.spec.request import SubmitRequest
+
+if TYPE_CHECKING:
+    from launchers.service.manage import Services
 
 SERVICE_HELP = """Keep a model served past the walltime: N replica jobs behind one URL.
 
@@ -61,7 +64,7 @@ def _duration(text: str) -> float:
     return seconds
 
 
-def _services(job_root: str | None) -> Any:
+def _services(job_root: str | None) -> Services:
     from launchers.cli.jobs import client_for
     from launchers.service.manage import Services
 
@@ -182,87 +185,83 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     raise SystemExit(run_front(service_dir, host=host))
 
 
-def service_group(request_options: Callable[[Any], Any]) -> Any:
-    @click.command("up")
-    @click.argument("name")
-    @request_options
-    @click.option(
-        "--replicas",
-        type=click.IntRange(min=0),
-        default=SERVICE_REPLICAS,
-        show_default=True,
-        help=f"Replica jobs to keep READY (at most {SERVICE_MAX_REPLICAS}).",
-    )
-    @click.option(
-        "--handover",
-        "handover",
-        default=f"{int(SERVICE_HANDOVER_SECONDS // 60)}m",
-        show_default=True,
-        help="How long before a replica's time limit its successor is submitted. "
-        "Handovers roll, so give it twice the queue wait and model load, plus the "
-        "120 s warning.",
-    )
-    @click.option(
-        "--front",
-        type=click.Choice(["job", "here"]),
-        default="job",
-        show_default=True,
-        help="job: the front runs as a small CPU-only SLURM job; here: in the "
-        "foreground on this machine (a service node).",
-    )
-    @click.option(
-        "--front-port",
-        type=int,
-        default=SERVICE_PORT,
-        show_default=True,
-        help="The port clients use: 1024-65535 and outside Ray's worker ports "
-        f"{RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}, as the router's two ports "
-        f"{SERVICE_ROUTER_PORT_OFFSET} above it must be too.",
-    )
-    @click.option(
-        "--front-host",
-        help="With --front here: the address to listen on "
-        "(default: detected as for vLLM, InfiniBand first).",
-    )
-    @click.option(
-        "--front-time",
-        default=SERVICE_FRONT_TIME,
-        show_default=True,
-        help="The front job's time limit.",
-    )
-    @click.option("--wait/--no-wait", default=False, help="Wait until every replica is READY.")
-    @click.option("--wait-timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True)
-    @click.option("--json", "as_json", is_flag=True)
-    def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
-               front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
-               as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
-        """Start service NAME (or start its front again: the replicas still serving are
-        adopted). Takes every layout and SLURM option of `submit`."""
-        services = _services(request.job_root)
-        given = request.model is not None or bool(request.extra_args)
-        svc = services.up(
-            name, request if given else None, replicas=replicas,
-            handover_seconds=_duration(handover), front=front, front_port=front_port,
-            front_time=front_time,
-        )  # fmt: skip
-        if front == "here":
-            from launchers.service.front import run_front
+@group.command("up")
+@click.argument("name")
+@request_options
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=0),
+    default=SERVICE_REPLICAS,
+    show_default=True,
+    help=f"Replica jobs to keep READY (at most {SERVICE_MAX_REPLICAS}).",
+)
+@click.option(
+    "--handover",
+    "handover",
+    default=f"{int(SERVICE_HANDOVER_SECONDS // 60)}m",
+    show_default=True,
+    help="How long before a replica's time limit its successor is submitted. "
+    "Handovers roll, so give it twice the queue wait and model load, plus the "
+    "120 s warning.",
+)
+@click.option(
+    "--front",
+    type=click.Choice(["job", "here"]),
+    default="job",
+    show_default=True,
+    help="job: the front runs as a small CPU-only SLURM job; here: in the "
+    "foreground on this machine (a service node).",
+)
+@click.option(
+    "--front-port",
+    type=int,
+    default=SERVICE_PORT,
+    show_default=True,
+    help="The port clients use: 1024-65535 and outside Ray's worker ports "
+    f"{RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}, as the router's two ports "
+    f"{SERVICE_ROUTER_PORT_OFFSET} above it must be too.",
+)
+@click.option(
+    "--front-host",
+    help="With --front here: the address to listen on "
+    "(default: detected as for vLLM, InfiniBand first).",
+)
+@click.option(
+    "--front-time",
+    default=SERVICE_FRONT_TIME,
+    show_default=True,
+    help="The front job's time limit.",
+)
+@click.option("--wait/--no-wait", default=False, help="Wait until every replica is READY.")
+@click.option("--wait-timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
+           front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
+           as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
+    """Start service NAME (or start its front again: the replicas still serving are
+    adopted). Takes every layout and SLURM option of `submit`."""
+    services = _services(request.job_root)
+    given = request.model is not None or bool(request.extra_args)
+    svc = services.up(
+        name, request if given else None, replicas=replicas,
+        handover_seconds=_duration(handover), front=front, front_port=front_port,
+        front_time=front_time,
+    )  # fmt: skip
+    if front == "here":
+        from launchers.service.front import run_front
 
-            raise SystemExit(run_front(svc.directory, host=front_host))
-        if wait:
-            svc.wait(("UP",), wait_timeout, "to have every replica READY")
-            # the front writes its address with its first heartbeat
-            from launchers import waits
+        raise SystemExit(run_front(svc.directory, host=front_host))
+    if wait:
+        svc.wait(("UP",), wait_timeout, "to have every replica READY")
+        # the front writes its address with its first heartbeat
+        from launchers import waits
 
-            waits.wait_for(svc.front, what=f"the front of {name}", timeout=60)
-        row = svc.summary()
-        if as_json:
-            click.echo(json.dumps(row, indent=2))
-        else:
-            _print_summary(row)
-
-    group.add_command(up_cmd)
-    return group
+        waits.wait_for(svc.front, what=f"the front of {name}", timeout=60)
+    row = svc.summary()
+    if as_json:
+        click.echo(json.dumps(row, indent=2))
+    else:
+        _print_summary(row)
 
 
 @click.command("tunnel")

@@ -1,0 +1,71 @@
+"""``vllm-hpc doctor``: preflight checks on the nodes, in a new allocation shaped like
+the request or inside a running job."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from launchers.cli.exits import EXIT_FAILURE
+from launchers.cli.options import plan_of, request_options
+from launchers.spec.request import SubmitRequest
+
+DOCTOR_HELP = """Preflight checks on the nodes, before GPU time is spent on a model.
+
+\b
+  vllm-hpc doctor -m MODEL -N 2 -G 4 -p gpu   a short allocation shaped like the job
+  vllm-hpc doctor JOB                          inside a running job's allocation
+
+One line per check and node: the interface chosen and why, RDMA devices, NCCL/Gloo
+environment, the model readable, the node's vLLM (and Ray) against what the plan
+runs, free GPU memory, the leader's ports reachable from
+every node, and a cross-node all-reduce (NCCL on GPUs, Gloo on CPUs) with its
+bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
+"""
+
+
+@click.command("doctor", help=DOCTOR_HELP)
+@request_options
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
+    import json
+
+    from launchers.observe import doctor_run
+
+    extra = list(request.extra_args)
+    if extra and not extra[0].startswith("-"):
+        if len(extra) > 1 or request.model:
+            raise click.UsageError("give either JOB or the layout options, not both")
+        from launchers.cli.jobs import client_for
+
+        job = client_for(request.job_root).job(extra[0])
+        job_plan = job.recorded_plan()
+        if job_plan is None:
+            raise click.ClickException(f"job {job.job_id} has no readable plan.json")
+        plan_json = job_plan.model_dump_json(indent=2)
+        nodes = len(job.nodes()) or job_plan.layout.nodes
+        from launchers.submit.slurmctl import srun_in_job
+
+        prefix = srun_in_job(job.job_id, nodes=nodes)
+        meet_root, python = job.job_dir, job_plan.python
+    else:
+        launch = plan_of(request)
+        nodes = launch.layout.nodes
+        plan_json = launch.model_dump_json(indent=2)
+        prefix = doctor_run.srun_new(launch.sbatch)
+        meet_root, python = launch.paths.root, launch.python
+    rows, _ = doctor_run.run(prefix, plan_json, python, meet_root, nodes, timeout)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(doctor_run.render(rows))
+    verdict = doctor_run.worst(rows)
+    if not as_json:
+        click.echo(f"doctor: {verdict} ({len(rows)} checks on {nodes} node(s))")
+    if verdict == "fail":
+        sys.exit(EXIT_FAILURE)
+
+
+__all__ = ["doctor_cmd"]
