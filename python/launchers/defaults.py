@@ -25,6 +25,25 @@ RAY_WORKER_PORTS = (10002, 19999)
 DEFAULT_NODES_TIMEOUT = 300.0
 DEFAULT_READY_TIMEOUT = 1800.0
 
+# The one route of a job's vLLM (and of a service's front) that answers without the key.
+HEALTH_PATH = "/health"
+
+# What a user's command waits for, by default (the CLI's options and the client's
+# arguments alike): submit --wait and service up --wait (queueing included), stop, the
+# doctor, service down, and the front's first address after service up --wait.
+WAIT_TIMEOUT = 3600.0
+STOP_TIMEOUT = 60.0
+DOCTOR_TIMEOUT = 120.0
+SERVICE_DOWN_TIMEOUT = 300.0
+FRONT_ADDRESS_TIMEOUT = 60.0
+# vllm-hpc metrics: seconds between the two scrapes that give rates.
+METRICS_INTERVAL = 2.0
+# vllm-hpc bench / Job.bench: the load.
+BENCH_REQUESTS = 20
+BENCH_CONCURRENCY = 4
+BENCH_INPUT_LEN = 64
+BENCH_OUTPUT_LEN = 32
+
 # Teardown. SLURM sends SIGTERM to a cancelled or timed-out job, waits KillWait seconds
 # (30 by default) and then SIGKILLs every process. A node's stop must end inside that
 # window, or vLLM's drain and Ray's exit are cut off by SIGKILL: the grace periods of one

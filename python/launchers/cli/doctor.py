@@ -9,6 +9,7 @@ import click
 
 from launchers.cli.exits import EXIT_FAILURE
 from launchers.cli.options import plan_of, request_options
+from launchers.defaults import DOCTOR_TIMEOUT
 from launchers.spec.request import SubmitRequest
 
 DOCTOR_HELP = """Preflight checks on the nodes, before GPU time is spent on a model.
@@ -27,7 +28,7 @@ bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
 
 @click.command("doctor", help=DOCTOR_HELP)
 @request_options
-@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--timeout", type=float, default=DOCTOR_TIMEOUT, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
     import json

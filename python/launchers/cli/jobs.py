@@ -9,6 +9,14 @@ from typing import TYPE_CHECKING
 import click
 
 from launchers.cli.exits import EXIT_FAILURE
+from launchers.defaults import (
+    BENCH_CONCURRENCY,
+    BENCH_INPUT_LEN,
+    BENCH_OUTPUT_LEN,
+    BENCH_REQUESTS,
+    METRICS_INTERVAL,
+    STOP_TIMEOUT,
+)
 
 if TYPE_CHECKING:
     from launchers.client import Client
@@ -129,7 +137,7 @@ def logs_cmd(
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.5),
-    default=2.0,
+    default=METRICS_INTERVAL,
     show_default=True,
     help="Seconds between the two scrapes that give rates.",
 )
@@ -163,16 +171,18 @@ def metrics_cmd(
 @click.command("bench")
 @click.argument("job_id")
 @job_root_option
-@click.option("--requests", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--requests", type=click.IntRange(min=1), default=BENCH_REQUESTS, show_default=True)
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=4,
+    default=BENCH_CONCURRENCY,
     show_default=True,
     help="Requests in flight at once.",
 )
-@click.option("--input-len", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--output-len", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--input-len", type=click.IntRange(min=1), default=BENCH_INPUT_LEN, show_default=True)
+@click.option(
+    "--output-len", type=click.IntRange(min=1), default=BENCH_OUTPUT_LEN, show_default=True
+)
 @click.option(
     "--tool",
     type=click.Choice(["auto", "vllm", "builtin"]),
@@ -217,7 +227,7 @@ def bench_cmd(
 @click.command("stop")
 @click.argument("job_id")
 @job_root_option
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--timeout", type=float, default=STOP_TIMEOUT, show_default=True)
 def stop_cmd(job_id: str, job_root: str | None, timeout: float) -> None:
     """Cancel the job and wait until every node has stopped. Safe to repeat."""
     job = client_for(job_root).job(job_id)

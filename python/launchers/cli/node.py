@@ -18,6 +18,8 @@ import time
 
 import click
 
+from launchers.defaults import DOCTOR_TIMEOUT
+
 
 class _AsTheyCame(click.Command):
     """A command that takes its arguments as they came (``--`` and ``-h`` included):
@@ -86,7 +88,7 @@ def wrapper_cmd(args: tuple[str, ...]) -> int:
 @node_group.command("doctor")
 @click.option("--plan", "plan_file", required=True)
 @click.option("--dir", "meet_dir", required=True, help="Shared directory where the nodes meet.")
-@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--timeout", type=float, default=DOCTOR_TIMEOUT, show_default=True)
 def doctor_cmd(plan_file: str, meet_dir: str, timeout: float) -> int:
     """One node's preflight checks (``vllm-hpc doctor`` runs it on every node)."""
     from launchers.runtime.context import node_rank

@@ -13,13 +13,16 @@ import click
 from launchers.cli.jobs import job_root_option
 from launchers.cli.options import request_options
 from launchers.defaults import (
+    FRONT_ADDRESS_TIMEOUT,
     RAY_WORKER_PORTS,
+    SERVICE_DOWN_TIMEOUT,
     SERVICE_FRONT_TIME,
     SERVICE_HANDOVER_SECONDS,
     SERVICE_MAX_REPLICAS,
     SERVICE_PORT,
     SERVICE_REPLICAS,
     SERVICE_ROUTER_PORT_OFFSET,
+    WAIT_TIMEOUT,
 )
 from launchers.spec import fields
 from launchers.spec.request import SubmitRequest
@@ -158,7 +161,9 @@ def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> 
 @group.command("down")
 @click.argument("name")
 @job_root_option
-@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
+@click.option(
+    "--timeout", type=click.FloatRange(min=1), default=SERVICE_DOWN_TIMEOUT, show_default=True
+)
 @click.option("--json", "as_json", is_flag=True)
 def down_cmd(name: str, job_root: str | None, timeout: float, as_json: bool) -> None:
     """Drain and stop every replica, then the front; return once SLURM has ended all
@@ -233,7 +238,9 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     help="The front job's time limit.",
 )
 @click.option("--wait/--no-wait", default=False, help="Wait until every replica is READY.")
-@click.option("--wait-timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True)
+@click.option(
+    "--wait-timeout", type=click.FloatRange(min=1), default=WAIT_TIMEOUT, show_default=True
+)
 @click.option("--json", "as_json", is_flag=True)
 def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
            front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
@@ -256,7 +263,7 @@ def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
         # the front writes its address with its first heartbeat
         from launchers import waits
 
-        waits.wait_for(svc.front, what=f"the front of {name}", timeout=60)
+        waits.wait_for(svc.front, what=f"the front of {name}", timeout=FRONT_ADDRESS_TIMEOUT)
     row = svc.summary()
     if as_json:
         click.echo(json.dumps(row, indent=2))

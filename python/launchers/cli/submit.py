@@ -12,6 +12,7 @@ import click
 from launchers.cli.exits import EXIT_INTERRUPTED
 from launchers.cli.options import client_of, plan_of, request_options
 from launchers.cli.output import write_file
+from launchers.defaults import WAIT_TIMEOUT
 from launchers.spec.request import SubmitRequest
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ nothing; add `--json` for machine-readable output.
 @click.option(
     "--wait-timeout",
     type=click.FloatRange(min=1),
-    default=3600.0,
+    default=WAIT_TIMEOUT,
     show_default=True,
     help="Seconds --wait gives the job (queueing included).",
 )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from launchers import _proc, health, jobdir
+from launchers.defaults import DEFAULT_READY_TIMEOUT
 from launchers.errors import InputError, RuntimeFailure
 from launchers.observe.loadtest import LoadSpec, run_builtin, summarize_vllm, vllm_bench_argv
 from launchers.plan.launch import LaunchPlan
@@ -52,7 +53,7 @@ def run_bench(
     api_key: str | None,
     leader_host: str | None,
     tool: str = "auto",
-    timeout: float = 1800.0,
+    timeout: float = DEFAULT_READY_TIMEOUT,
     environ: Mapping[str, str] | None = None,
     log: Any = None,
 ) -> dict[str, Any]:

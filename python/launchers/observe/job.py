@@ -21,7 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launchers import _proc, jobdir, waits
-from launchers.defaults import SLURM_KILL_WAIT
+from launchers.defaults import (
+    BENCH_CONCURRENCY,
+    BENCH_INPUT_LEN,
+    BENCH_OUTPUT_LEN,
+    BENCH_REQUESTS,
+    DEFAULT_READY_TIMEOUT,
+    HEALTH_PATH,
+    METRICS_INTERVAL,
+    SLURM_KILL_WAIT,
+    STOP_TIMEOUT,
+)
 from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles, jobroot
 from launchers.jobdir.safe import UnsafePathError, check_private
@@ -179,7 +189,7 @@ class Job:
             raise RuntimeFailure(f"{url.removesuffix('/v1')}/metrics answered {probe.detail[:100]}")
         return probe.detail
 
-    def metrics(self, interval: float = 2.0) -> dict[str, object]:
+    def metrics(self, interval: float = METRICS_INTERVAL) -> dict[str, object]:
         """A summary of ``/metrics``: two scrapes ``interval`` seconds apart give rates."""
         from launchers.observe.metrics import parse_metrics, summarize
 
@@ -192,12 +202,12 @@ class Job:
     def bench(
         self,
         *,
-        requests: int = 20,
-        concurrency: int = 4,
-        input_len: int = 64,
-        output_len: int = 32,
+        requests: int = BENCH_REQUESTS,
+        concurrency: int = BENCH_CONCURRENCY,
+        input_len: int = BENCH_INPUT_LEN,
+        output_len: int = BENCH_OUTPUT_LEN,
         tool: str = "auto",
-        timeout: float = 1800.0,
+        timeout: float = DEFAULT_READY_TIMEOUT,
         log: Any = None,
     ) -> dict[str, Any]:
         """Load-test the endpoint (``vllm bench serve`` where vLLM is, else the built-in
@@ -245,7 +255,7 @@ class Job:
         return jobfiles.nodes(self.job_dir)
 
     def wait_ready(
-        self, timeout: float = 1800.0, on_change: Any = None, on_poll: Any = None
+        self, timeout: float = DEFAULT_READY_TIMEOUT, on_change: Any = None, on_poll: Any = None
     ) -> JobStatus:
         """Wait until READY; ``on_change(status)`` at each new state or message,
         ``on_poll(status)`` at every look (e.g. to show ``progress()``)."""
@@ -292,7 +302,7 @@ class Job:
         status, info = self.status(), self.info
         healthy = None
         if status.state == "READY" and status.url:
-            healthy = http_get(status.url.removesuffix("/v1") + "/health").ok  # no key needed
+            healthy = http_get(status.url.removesuffix("/v1") + HEALTH_PATH).ok  # no key needed
         return {
             "job_id": self.job_id,
             "state": status.state,
@@ -343,7 +353,7 @@ class Job:
             files = [f for f in files if f.stem.rsplit("-", 1)[-1] == str(node)]
         return files
 
-    def stop(self, timeout: float = 60.0) -> JobStatus:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> JobStatus:
         """Cancel the job and wait until SLURM says it is gone. Idempotent. A local job:
         SIGTERM to its process group, SIGKILL to it after SLURM's default KillWait."""
         local = self.job_id.startswith("local-")

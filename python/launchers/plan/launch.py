@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, computed_field, model_validator
 
 from launchers import __version__
-from launchers.defaults import DEFAULT_API_PORT
+from launchers.defaults import DEFAULT_API_PORT, HEALTH_PATH
 from launchers.errors import LayoutError
 from launchers.jobdir import jobroot
 from launchers.plan.commands import (
@@ -117,7 +117,7 @@ class JobPaths(Frozen):
 class Readiness(Frozen):
     """When the leader calls the job READY (the API's port is the leader's serve.port)."""
 
-    health_path: str = "/health"
+    health_path: str = HEALTH_PATH
     models_path: str = "/v1/models"
     nodes_timeout: float
     ready_timeout: float

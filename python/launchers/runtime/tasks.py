@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from launchers.defaults import DEFAULT_API_PORT, DEFAULT_RAY_PORT
+from launchers.defaults import DEFAULT_API_PORT, DEFAULT_RAY_PORT, HEALTH_PATH
 from launchers.plan.commands import LEADER_IP, WILDCARD_HOSTS, RayStart, ServeStart
 from launchers.plan.launch import fill_placeholders
 
@@ -38,7 +38,7 @@ class LeaderTask:
     ready_timeout: float
     overlap: bool = True
     api_key_file: str | None = None
-    health_path: str = "/health"
+    health_path: str = HEALTH_PATH
     models_path: str = "/v1/models"
     secret_env: dict[str, str] = field(default_factory=dict)  # the API key, as it is
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from launchers import jobdir, waits
 from launchers.client import Client
-from launchers.defaults import FRONT_LOG_LINES
+from launchers.defaults import FRONT_LOG_LINES, SERVICE_DOWN_TIMEOUT
 from launchers.errors import FrontEnded, InputError, RuntimeFailure, SubmitError
 from launchers.input import probe as node_probe
 from launchers.jobdir.safe import read_private_text
@@ -225,7 +225,7 @@ class Service:
             clock=self.clock,
         ).value  # fmt: skip
 
-    def down(self, timeout: float = 300.0) -> ServiceState:
+    def down(self, timeout: float = SERVICE_DOWN_TIMEOUT) -> ServiceState:
         """Drain and stop every replica, then the front; DOWN in state.json. Returns once
         every replica job and the front's job have left SLURM (their files may say
         STOPPED earlier: the jobs' nodes are free only then); after ``timeout`` seconds

@@ -45,6 +45,7 @@ from launchers.defaults import (
     FRONT_BODY_TIMEOUT,
     FRONT_MAX_BODY_BYTES,
     FRONT_UPSTREAM_CONNECTIONS,
+    HEALTH_PATH,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ _HOP = {
     "content-length",
     "expect",
 }
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = (HEALTH_PATH,)
 
 # The routes vllm-router 0.1.17 serves to clients (its server.rs route table; its binary
 # names the same paths), each with its method, and nothing else: its admin routes
