@@ -44,7 +44,6 @@ class World:
         self.cancelled: list[str] = []
         self.drained: list[str] = []
         self.submitted: list[tuple[int, int]] = []
-        monkeypatch.setattr(slurmctl, "job_state", self.job_state)
 
     def job_state(self, job_id: str) -> tuple[str | None, str]:
         raw = self.slurm.get(job_id, "")
@@ -52,8 +51,8 @@ class World:
 
     def seam(self) -> Slurm:
         return Slurm(
-            end_time=lambda job_id: NOW + 3600, drain=self.drained.append,
-            cancel=self.cancelled.append,
+            state=self.job_state, end_time=lambda job_id: NOW + 3600,
+            drain=self.drained.append, cancel=self.cancelled.append,
         )  # fmt: skip
 
     def submit(self, spec: ServiceSpec, slot: int, generation: int) -> Job:

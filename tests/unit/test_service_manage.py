@@ -4,7 +4,6 @@ refuses before writing anything, `tunnel`'s ssh line, the replicas' requests, an
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,19 +45,15 @@ def test_bad_service_names_are_one_line_errors(name: str) -> None:
         check_name(name)
 
 
-def test_the_front_script_is_one_cpu_task_that_runs_the_front(tmp_path: Path) -> None:
-    text = front_script(service_spec(), "/jobs/services/llama")
-    lines = text.splitlines()
-    assert "#SBATCH --job-name=llama-front" in lines
-    assert "#SBATCH --cpus-per-task=1" in lines and "#SBATCH --partition=gpu" in lines
-    assert "#SBATCH --signal=B:USR1@60" in lines
-    assert not any("account" in line or "gres" in line for line in lines)
+def test_the_front_script_is_rendered_from_the_spec() -> None:
+    """What the spec says reaches the script (render.front's golden file has the rest)."""
+    lines = front_script(service_spec(), "/jobs/services/llama").splitlines()
+    assert "#SBATCH --job-name=llama-front" in lines and "#SBATCH --partition=gpu" in lines
+    assert "#SBATCH --time=1-00:00:00" in lines
+    assert "#SBATCH --output=/jobs/services/llama/front-%j.log" in lines
     assert lines[-1] == (
         "exec /opt/env/bin/python -m launchers service front --service-dir /jobs/services/llama"
     )
-    script = tmp_path / "front.sbatch"
-    script.write_text(text)
-    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
 
 
 def test_each_replica_has_its_own_movable_port_and_the_services_key() -> None:

@@ -41,6 +41,7 @@ class Workers(Protocol):
 class Slurm:
     """What the controller asks of SLURM (a seam, so a unit test can stand in)."""
 
+    state: Callable[[str], tuple[str | None, str]] = slurmctl.job_state
     end_time: Callable[[str], float | None] = slurmctl.end_time
     drain: Callable[[str], None] = slurmctl.signal_batch
     cancel: Callable[[str], None] = slurmctl.scancel
@@ -98,7 +99,7 @@ class Controller:
         cached = self._states.get(job_id)
         if cached is not None and now - cached[0] < SLURM_EVERY:
             return cached[1]
-        answer = slurmctl.job_state(job_id)
+        answer = self.slurm.state(job_id)
         self._states[job_id] = (now, answer)
         return answer
 

@@ -1,38 +1,26 @@
-"""The front as a small CPU-only SLURM job: its batch script (pure) and its submission."""
+"""The front as a small CPU-only SLURM job: its batch script (rendered by
+``render.front``) and its submission."""
 
 from __future__ import annotations
 
 import os
-import shlex
 import time
 
+from launchers.render.front import FrontJob, render_front_script
 from launchers.service import store
 from launchers.service.definition import ServiceSpec, ServiceState, event_stamp, front_log
 from launchers.submit import slurm
 
 
 def front_script(spec: ServiceSpec, directory: str) -> str:
-    """The front's batch script: one small CPU-only task running the front. Pure."""
-    lines = [
-        "#!/bin/bash",
-        f"# vllm-hpc service {spec.name}: its front (vllm-router + the controller)",
-        f"#SBATCH --job-name={spec.name}-front",
-        "#SBATCH --nodes=1",
-        "#SBATCH --ntasks=1",
-        "#SBATCH --cpus-per-task=1",
-        f"#SBATCH --time={spec.front_time}",
-        f"#SBATCH --output={front_log(directory, '%j')}",
-        "#SBATCH --open-mode=append",
-        "#SBATCH --signal=B:USR1@60",
-    ]
+    """The front's batch script (``render.front``), from the service's spec."""
     asked = spec.request
-    for flag, value in (("partition", asked.partition), ("account", asked.account),
-                        ("qos", asked.qos)):  # fmt: skip
-        if value:
-            lines.append(f"#SBATCH --{flag}={value}")
-    argv = [spec.python, "-m", "launchers", "service", "front", "--service-dir", directory]
-    lines += ["set -euo pipefail", "exec " + " ".join(shlex.quote(a) for a in argv), ""]
-    return "\n".join(lines)
+    job = FrontJob(
+        service=spec.name, time=spec.front_time, log=front_log(directory, "%j"),
+        python=spec.python, service_dir=directory, partition=asked.partition,
+        account=asked.account, qos=asked.qos,
+    )  # fmt: skip
+    return render_front_script(job)
 
 
 def submit_front(spec: ServiceSpec, directory: str) -> str:
