@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from launchers.plan.launch import LaunchPlan, fill_placeholders
-from launchers.render.containers import (
-    VLLM_BASE_IMAGE,
+from launchers.plan.argv import (
     build_srun_container_options,
     container_env,
     required_binds,
     wrap_argv,
     wrap_env,
 )
+from launchers.plan.launch import LaunchPlan, fill_placeholders
+from launchers.render.containers import VLLM_BASE_IMAGE
 from launchers.spec.config import ContainerSpec
 from launchers.spec.secretenv import is_secret
 

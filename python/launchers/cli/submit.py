@@ -172,7 +172,7 @@ def plan_cmd(
     argv = _node_argv_here(launch) if print_node_argv else None
     text = launch.model_dump_json(indent=2) + "\n"
     if out:
-        write_file("--out", out, text)
+        write_file("--out", out, text, make_parent=True)
     else:
         click.echo(text, nl=False)
     if argv is not None:

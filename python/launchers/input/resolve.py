@@ -486,7 +486,7 @@ def _binds(
     Hugging Face cache (outermost directories only)."""
     if container is None:
         return ()
-    from launchers.render.containers import hf_cache_dir, outermost
+    from launchers.plan.argv import hf_cache_dir, outermost
 
     paths = [root]
     if spec.model.startswith("/"):

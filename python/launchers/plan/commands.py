@@ -149,7 +149,7 @@ def build_ray_head_argv(
     *, port: int, num_gpus: int | None, dashboard: bool = False, block: bool = True
 ) -> list[str]:
     """``ray start --head`` with its port written out (a node's argv comes from the
-    typed ``RayStart``, through ``render.nodes.process_argv``)."""
+    typed ``RayStart``, through ``plan.argv.process_argv``)."""
     ray = RayStart(head=True, port=port, num_gpus=num_gpus, dashboard=dashboard)
     return _ports_written(ray.argv(block=block), ray.port_values())
 

@@ -1,24 +1,21 @@
-"""What each node executes: the argv of its ``ray start`` and ``vllm serve``, built by one
-function (``process_argv``) from the plan's typed starts, for the dry run and the node
-runtime alike. The dry run gives it what the plan knows of a node (its rank, its first
+"""What each node executes, for the dry run: the argv of its ``ray start`` and ``vllm
+serve`` (``plan.argv.process_argv``, the node runtime's builder too) from the plan's
+typed starts. The dry run gives it what the plan knows of a node (its rank, its first
 data-parallel rank: ``LaunchPlan.node_values``); the node adds what only the running job
 knows (addresses, the job id, the ports it chose), so the argv a node runs is the dry
 run's with those placeholders filled (``job_values`` says with what, from the job
-directory's records).
-
-enroot/pyxis runs the node runtime itself in the image: its ``srun`` options are the
-step's (``step_argv``), and the processes it starts are not wrapped.
-Pure: nothing here starts a process or reads the machine.
+directory's records). Pure: nothing here starts a process or reads the machine.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from pydantic import Field
 
 from launchers.jobdir import jobfiles
+from launchers.plan.argv import process_argv
 from launchers.plan.commands import (
     API_PORT,
     JOB_DIR,
@@ -31,22 +28,7 @@ from launchers.plan.commands import (
     ServeStart,
 )
 from launchers.plan.launch import LaunchPlan, fill_known, fill_placeholders
-from launchers.render.containers import build_srun_container_options, in_image
-from launchers.spec.config import ContainerSpec, Frozen
-
-# The srun options of the one step that starts the node runtime on every node.
-SRUN_STEP_OPTIONS = ("--ntasks-per-node=1", "--kill-on-bad-exit=1")
-
-
-def process_argv(
-    start: RayStart | ServeStart,
-    values: Mapping[str, str],
-    container: ContainerSpec | None,
-    binds: Sequence[str],
-) -> list[str]:
-    """The argv a node runs for ``start``: its placeholders that ``values`` has filled in
-    (the others stay), in the Apptainer/Singularity image when there is one."""
-    return in_image(container, binds, fill_known(start.argv(), values))
+from launchers.spec.config import Frozen
 
 
 class NodeCommands(Frozen):
@@ -95,27 +77,6 @@ def filled(node: NodeCommands, values: Mapping[str, str]) -> NodeCommands:
 def planned_nodes(plan: LaunchPlan) -> list[NodeCommands]:
     """Every node's processes, node 0 (the leader) first."""
     return [node_commands(plan, rank) for rank in range(plan.layout.nodes)]
-
-
-def pyxis_options(plan: LaunchPlan) -> list[str]:
-    """enroot/pyxis: the srun options that run the whole step (the node runtime) in the
-    image; none for other plans."""
-    if plan.container is None or plan.container.runtime != "enroot":
-        return []
-    return build_srun_container_options(
-        plan.container, binds=plan.container_binds, workdir=plan.paths.root
-    )
-
-
-def step_argv(plan: LaunchPlan) -> list[str]:
-    """The ``srun`` the batch script runs: the node runtime once on every node."""
-    return [
-        "srun",
-        f"--nodes={plan.layout.nodes}",
-        *SRUN_STEP_OPTIONS,
-        *pyxis_options(plan),
-        *plan.node_argv,
-    ]
 
 
 def job_values(job_dir: str, node: jobfiles.NodeRecord, leader: jobfiles.Leader) -> dict[str, str]:

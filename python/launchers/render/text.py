@@ -11,11 +11,11 @@ import shlex
 from collections.abc import Iterable
 
 from launchers.jobdir.safe import EXISTS_FIX
+from launchers.plan.argv import APPTAINER_RUNTIMES, SRUN_STEP_OPTIONS, env_prefix, pyxis_options
+from launchers.plan.argv import step_argv as _step_argv
 from launchers.plan.commands import JOB_ID, JOB_KEY
 from launchers.plan.launch import LaunchPlan
-from launchers.render.containers import APPTAINER_RUNTIMES, env_prefix
-from launchers.render.nodes import SRUN_STEP_OPTIONS, NodeCommands, planned_nodes, pyxis_options
-from launchers.render.nodes import step_argv as _step_argv
+from launchers.render.nodes import NodeCommands, planned_nodes
 
 PLAN_HEREDOC = "VLLM_HPC_PLAN"
 # What the dry run shows for a secret variable's value (it is in a 0600 file, never here).

@@ -134,8 +134,8 @@ class NodeContext:
 
     def start_argv(self, start: RayStart | ServeStart, values: Mapping[str, str]) -> list[str]:
         """The argv that runs ``start`` here: the dry run's builder
-        (``render.nodes.process_argv``) with every placeholder filled from ``values``."""
-        from launchers.render.nodes import process_argv
+        (``plan.argv.process_argv``) with every placeholder filled from ``values``."""
+        from launchers.plan.argv import process_argv
 
         argv = process_argv(start, values, self.container, self.binds)
         left = unfilled(argv)
@@ -145,7 +145,7 @@ class NodeContext:
 
     def in_image(self, argv: Sequence[str]) -> list[str]:
         """A helper command (not a planned start) as this node runs it."""
-        from launchers.render.containers import in_image
+        from launchers.plan.argv import in_image
 
         return in_image(self.container, self.binds, argv)
 
@@ -158,7 +158,7 @@ class NodeContext:
         env = {**self.env, **(extra or {})}
         if not self.wrapped:
             return [_proc.resolve_executable(argv[0], env), *argv[1:]], env
-        from launchers.render.containers import container_env, wrap_env
+        from launchers.plan.argv import container_env, wrap_env
 
         assert self.container is not None
         computed = {k: v for k, v in env.items() if self.host_env.get(k) != v}

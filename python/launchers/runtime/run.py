@@ -92,7 +92,7 @@ def _play(
     if token_file:
         ctx.env.update(ray_auth_env(token_file, ctx.log))
     if plan.container is not None:
-        from launchers.render.containers import required_binds
+        from launchers.plan.argv import required_binds
 
         ctx.container = plan.container
         ctx.binds = list(plan.container_binds) or required_binds(plan, env_in)

@@ -1,6 +1,6 @@
 """A rank's part of a plan: the typed starts it runs and the placeholder values only
 this node knows. A moved port is a new typed start (``ray.moved(port)``); every argv is
-built from the starts (``render.nodes.process_argv``, the dry run's builder), never
+built from the starts (``plan.argv.process_argv``, the dry run's builder), never
 edited, with ``known_values()``: the node's values and the starts' ports."""
 
 from __future__ import annotations

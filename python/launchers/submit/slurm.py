@@ -144,7 +144,7 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
     if "time" in directives:
         params["timeout_min"] = slurm_minutes(directives["time"])
     if plan.container is not None and plan.container.runtime == "enroot":
-        from launchers.render.nodes import pyxis_options  # the dry run's, the script's
+        from launchers.plan.argv import pyxis_options  # the dry run's, the script's
 
         params["slurm_srun_args"] = pyxis_options(plan)
     signal = directives.get("signal", "")
