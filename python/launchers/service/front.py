@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from launchers import _proc, health, waits
 from launchers.client import Client
@@ -37,7 +38,6 @@ from launchers.service.proxy import make_app
 from launchers.service.router import LOOPBACK, RouterAdmin, router_argv
 
 ROUTER_START_TIMEOUT = 60.0
-SUCCESSOR = threading.Event()  # set by the front job's time-limit warning
 TICK_SECONDS = 1.0  # the controller's cadence (SLURM is asked less often: controller.py)
 
 
@@ -107,8 +107,10 @@ def _log(text: str) -> None:
     print(f"[{stamp}] vllm-hpc front: {text}", flush=True)
 
 
-def run_front(service_dir: str, *, host: str | None = None) -> int:
-    """Run the front until it is stopped (0) or the service is down (0)."""
+def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
+    """Check that this front may run (the service is up, no other front lives, the key
+    is there, the port is free), start vllm-router on loopback with the READY replicas
+    the last front recorded, and return the front, ready to ``serve``."""
     store.open_dir(service_dir)
     spec = store.read_spec(service_dir)
     if spec.desired == "DOWN":
@@ -151,12 +153,25 @@ def run_front(service_dir: str, *, host: str | None = None) -> int:
         client = Client(job_root=spec.request.job_root)
         controller = Controller(service_dir, client, RouterAdmin(router_port), url=url, log=_log)
         controller.routed_count = len(adopted)
-        code = _serve(service_dir, spec.name, address, spec.front_port, router_port, key,
-                      controller, router)  # fmt: skip
-    finally:
+    except BaseException:
         router.stop(grace=5.0)
+        raise
+    return ServiceFront(
+        service_dir=service_dir, name=spec.name, address=address, port=spec.front_port,
+        router_port=router_port, key=key, controller=controller, router=router,
+    )  # fmt: skip
+
+
+def run_front(service_dir: str, *, host: str | None = None) -> int:
+    """Run the front until it is stopped (0) or the service is down (0); when its own
+    job's time limit stopped it, submit the next front job first."""
+    front = start_front(service_dir, host=host)
+    try:
+        code = front.serve()
+    finally:
+        front.router.stop(grace=5.0)
         store.remove_front(service_dir, os.getpid())
-    if SUCCESSOR.is_set() and os.environ.get("SLURM_JOB_ID"):
+    if front.successor and os.environ.get("SLURM_JOB_ID"):
         # The front job's own limit: a new front job adopts the replicas (front.json is
         # gone first, so it does not take this one for alive).
         spec = store.read_spec(service_dir)
@@ -166,93 +181,120 @@ def run_front(service_dir: str, *, host: str | None = None) -> int:
     return code
 
 
-def _serve(
-    service_dir: str,
-    name: str,
-    address: str,
-    port: int,
-    router_port: int,
-    key: str,
-    controller: Controller,
-    router: _proc.Child,
-) -> int:
-    stopping = threading.Event()
-    started = time.time()
+@dataclass
+class ServiceFront:
+    """One running front: the authenticating proxy on the public port (asyncio), the
+    controller and the heartbeat (one thread each), vllm-router (a child process).
+    ``stop`` ends it from a signal handler or a thread; ``successor`` says whether its
+    own job's time limit stopped it (then the next front job takes over)."""
 
-    def beat() -> None:
+    service_dir: str
+    name: str
+    address: str
+    port: int
+    router_port: int
+    key: str
+    controller: Controller
+    router: _proc.Child
+    log: Callable[[str], None] = _log
+    clock: waits.Clock = waits.REAL
+    started: float = field(default_factory=time.time)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    successor: bool = False
+    _wake: Callable[[], None] | None = None  # sets the serving loop's done event
+
+    def beat(self) -> None:
+        """Write front.json: where clients reach the service, and that the front lives."""
         store.write_front(
-            service_dir,
+            self.service_dir,
             Front(
-                url=str(controller.url), host=address, port=port, hostname=socket.gethostname(),
-                pid=os.getpid(), job_id=os.environ.get("SLURM_JOB_ID"), started_at=started,
+                url=str(self.controller.url), host=self.address, port=self.port,
+                hostname=socket.gethostname(), pid=os.getpid(),
+                job_id=os.environ.get("SLURM_JOB_ID"), started_at=self.started,
                 heartbeat=time.time(),
             ),
         )  # fmt: skip
 
-    # The heartbeat has its own thread, so a slow controller tick never ages it.
-    heart = threading.Thread(
-        target=keep_beating, args=(beat, stopping), kwargs={"log": _log}, name="heartbeat",
-        daemon=True,
-    )  # fmt: skip
+    def stop(self, why: str, *, successor: bool = False) -> None:
+        """End ``serve`` (from a signal handler or any thread): the proxy closes, the
+        controller's and the heartbeat's threads end; replicas keep serving."""
+        self.log(why)
+        if successor:
+            self.successor = True
+        self.stopping.set()
+        if self._wake is not None:
+            self._wake()
 
-    async def main() -> int:
+    def control(self) -> None:
+        """The controller's loop (its own thread): a tick every TICK_SECONDS until the
+        front stops, the router exits or the service is down. A failed tick is logged;
+        the next one tries again."""
+        for _ in waits.ticks(TICK_SECONDS, clock=self.clock):
+            if self.stopping.is_set():
+                return
+            code = self.router.poll()
+            if code is not None:
+                self.stop(f"vllm-router exited ({_proc.ended(code)})")
+                return
+            try:
+                state = self.controller.tick()
+            except Exception as exc:  # a bad tick is logged; the next one tries again
+                self.log(f"controller tick failed: {type(exc).__name__}: {exc}")
+                continue
+            if state.state == "DOWN":
+                self.stop(f"service {self.name} is down")
+                return
+
+    def serve(self) -> int:
+        """Serve until ``stop``; 0."""
+        # The heartbeat has its own thread, so a slow controller tick never ages it.
+        heart = threading.Thread(
+            target=keep_beating, args=(self.beat, self.stopping), kwargs={"log": self.log},
+            name="heartbeat", daemon=True,
+        )  # fmt: skip
+        try:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                return runner.run(self._serve(heart))
+        finally:
+            # No heartbeat once the front stops: run_front removes front.json next.
+            self.stopping.set()
+            if heart.is_alive():
+                heart.join(FRONT_STALE_SECONDS)
+
+    async def _serve(self, heart: threading.Thread) -> int:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
 
-        def stop(why: str, successor: bool = False) -> None:
-            _log(why)
-            if successor:
-                SUCCESSOR.set()
-            stopping.set()
+        def wake() -> None:
             loop.call_soon_threadsafe(done.set)
 
+        self._wake = wake
+        if self.stopping.is_set():
+            done.set()
         for sig, why in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
-            loop.add_signal_handler(sig, stop, f"stopping on {why}; replicas keep serving")
+            loop.add_signal_handler(sig, self.stop, f"stopping on {why}; replicas keep serving")
         loop.add_signal_handler(
-            signal.SIGUSR1, stop, "stopping on SIGUSR1 (the front's time limit is near); "
-            "replicas keep serving", True,
+            signal.SIGUSR1, lambda: self.stop(
+                "stopping on SIGUSR1 (the front's time limit is near); replicas keep serving",
+                successor=True,
+            ),
         )  # fmt: skip
-
+        controller = self.controller
         app = make_app(
-            f"http://{LOOPBACK}:{router_port}", key, healthy=lambda: controller.routed_count > 0
-        )
-        runner = await start_site(app, address, port)
-        beat()
-        store.note_front_beat(service_dir, os.environ.get("SLURM_JOB_ID"))
-        _log(f"service {name}: {controller.url} (router on {LOOPBACK}:{router_port})")
-
-        def control() -> None:
-            for _ in waits.ticks(TICK_SECONDS):
-                if stopping.is_set():
-                    return
-                if router.poll() is not None:
-                    stop(f"vllm-router exited ({_proc.ended(router.poll() or 0)})")
-                    return
-                try:
-                    state = controller.tick()
-                except Exception as exc:  # a bad tick is logged; the next one tries again
-                    _log(f"controller tick failed: {type(exc).__name__}: {exc}")
-                    continue
-                if state.state == "DOWN":
-                    stop(f"service {name} is down")
-                    return
-
-        thread = threading.Thread(target=control, name="controller", daemon=True)
+            f"http://{LOOPBACK}:{self.router_port}", self.key,
+            healthy=lambda: controller.routed_count > 0,
+        )  # fmt: skip
+        site = await start_site(app, self.address, self.port)
+        self.beat()
+        store.note_front_beat(self.service_dir, os.environ.get("SLURM_JOB_ID"))
+        self.log(f"service {self.name}: {controller.url} (router on {LOOPBACK}:{self.router_port})")
+        thread = threading.Thread(target=self.control, name="controller", daemon=True)
         heart.start()
         thread.start()
         await done.wait()
-        await runner.cleanup()
+        await site.cleanup()
         await asyncio.to_thread(thread.join, 30.0)
         return 0
-
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(main())
-    finally:
-        # No heartbeat once the front stops: run_front removes front.json next.
-        stopping.set()
-        if heart.is_alive():
-            heart.join(FRONT_STALE_SECONDS)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

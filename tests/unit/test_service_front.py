@@ -1,0 +1,105 @@
+"""The front as an object (service.front.ServiceFront): its controller loop ends when the
+router exits or the service is down, a failed tick is logged and the next one runs, a
+stop from its own time-limit warning asks for a successor; served for real on loopback,
+it writes its heartbeat and returns once the service is down."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from launchers.health import pick_port
+from launchers.jobdir.safe import private_dir
+from launchers.service import store
+from launchers.service.definition import ServiceState
+from launchers.service.front import ServiceFront
+
+from .helpers.runtime import FakeClock
+
+
+class Router:
+    """vllm-router as the front sees it: running until ``exit_code`` is set."""
+
+    def __init__(self, exit_code: int | None = None) -> None:
+        self.exit_code = exit_code
+
+    def poll(self) -> int | None:
+        return self.exit_code
+
+
+class Controller:
+    """Ticks that say what ``states`` say, in order (an exception is raised)."""
+
+    url = "http://127.0.0.1:9/v1"
+    routed_count = 1
+
+    def __init__(self, *states: Any) -> None:
+        self.states = list(states)
+        self.ticks = 0
+
+    def tick(self) -> ServiceState:
+        self.ticks += 1
+        if self.ticks > 50:  # a loop that never ends fails the test instead of hanging it
+            raise SystemExit("the controller loop did not stop")
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        if isinstance(state, Exception):
+            raise state
+        return ServiceState(name="llama", state=state)
+
+
+def front(tmp_path: Path, controller: Controller, router: Router, **changes: Any) -> ServiceFront:
+    directory = tmp_path / "services" / "llama"
+    private_dir(directory, "service directory")
+    logged: list[str] = []
+    made = ServiceFront(
+        service_dir=str(directory), name="llama", address="127.0.0.1", port=pick_port(20500),
+        router_port=9, key="k" * 32, controller=controller, router=router,  # type: ignore[arg-type]
+        log=logged.append, clock=FakeClock().clock(), **changes,
+    )  # fmt: skip
+    return made
+
+
+def test_the_loop_ends_when_the_router_exits(tmp_path: Path) -> None:
+    controller = Controller("UP")
+    f = front(tmp_path, controller, Router(exit_code=3))
+    f.control()
+    assert f.stopping.is_set() and controller.ticks == 0 and not f.successor
+
+
+def test_the_loop_ends_when_the_service_is_down(tmp_path: Path) -> None:
+    controller = Controller("UP", "UP", "DOWN")
+    f = front(tmp_path, controller, Router())
+    f.control()
+    assert controller.ticks == 3 and f.stopping.is_set()
+
+
+def test_a_failed_tick_is_logged_and_the_next_one_runs(tmp_path: Path) -> None:
+    controller = Controller(OSError("stale NFS handle"), "DOWN")
+    logged: list[str] = []
+    f = front(tmp_path, controller, Router())
+    f.log = logged.append
+    f.control()
+    assert controller.ticks == 2
+    assert logged[0] == "controller tick failed: OSError: stale NFS handle"
+
+
+def test_its_own_time_limit_asks_for_a_successor_a_signal_does_not(tmp_path: Path) -> None:
+    f = front(tmp_path, Controller("UP"), Router())
+    woken = threading.Event()
+    f._wake = woken.set
+    f.stop("stopping on SIGTERM; replicas keep serving")
+    assert f.stopping.is_set() and woken.is_set() and not f.successor
+    f.stop("stopping on SIGUSR1", successor=True)
+    assert f.successor
+
+
+def test_served_on_loopback_it_beats_and_returns_when_the_service_is_down(
+    tmp_path: Path,
+) -> None:
+    f = front(tmp_path, Controller("DOWN"), Router())
+    store.write_state(f.service_dir, ServiceState(name="llama"))
+    assert f.serve() == 0
+    written = store.read_front(f.service_dir)
+    assert written is not None and written.port == f.port and written.host == "127.0.0.1"
+    assert f.stopping.is_set()
