@@ -79,3 +79,21 @@ def test_summary_without_a_window_has_no_rates() -> None:
     summary = summarize(parse_metrics(exposition(5.0, (1, 0, 0))))
     assert summary["generation_tokens_per_s"] is None
     assert "generation -" in render_summary(summary)
+
+
+def test_watching_a_job_gives_each_windows_rate_through_the_wait_helper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from launchers.observe.job import Job
+
+    from .helpers.runtime import FakeClock
+
+    scrapes = iter([exposition(100, (1, 1, 1)), exposition(300, (1, 1, 1)),
+                    exposition(400, (1, 1, 1))])  # fmt: skip
+    monkeypatch.setattr(Job, "metrics_text", lambda self: next(scrapes))
+    clock = FakeClock()
+    watch = Job("7", "/nonexistent").watch_metrics(2.0, clock=clock.clock())
+    first, second = next(watch), next(watch)
+    assert first["generation_tokens_per_s"] == 100.0  # 200 tokens in the first 2 s
+    assert second["generation_tokens_per_s"] == 50.0  # 100 in the next 2 s
+    assert clock.slept == 4.0  # two windows, slept by the helper's fake clock

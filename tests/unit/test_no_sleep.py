@@ -37,13 +37,10 @@ ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
         "helper",
         "the cadence of a supervising loop that ends on its own condition",
     ),
-    ("python/launchers/cli/jobs.py", "metrics_cmd"): (
+    ("python/launchers/observe/job.py", "Job.watch_metrics"): (
         "window",
-        "the --interval between two /metrics scrapes is what the rates are measured over",
-    ),
-    ("python/launchers/observe/job.py", "Job.metrics"): (
-        "window",
-        "the interval between two /metrics scrapes is what the rates are measured over",
+        "the interval between two /metrics scrapes (through the helper's ticks) is what "
+        "the rates are measured over",
     ),
 }
 _WAITS = {"wait_for", "ticks"}  # the helper's entry points: their intervals are checked
@@ -153,6 +150,9 @@ class _Finder(ast.NodeVisitor):
         if kind == "interval":
             assert isinstance(node, ast.expr)
             value = _number(node, self.constants)
+            window = ALLOWED.get((self.path, where), ("", ""))[0] == "window"
+            if window and value is None:  # the caller's window, handed to the helper
+                return None
             if value is None or value > MAX_INTERVAL:
                 return f"a poll interval must be a known constant <= {MAX_INTERVAL} s"
             return None

@@ -149,21 +149,14 @@ def metrics_cmd(
     """Requests running/waiting, KV-cache use, token throughput, TTFT and latency
     percentiles, from the endpoint's /metrics (Prometheus text, parsed)."""
     import json
-    import time
 
-    from launchers.observe.metrics import parse_metrics, render_summary, summarize
+    from launchers.observe.metrics import render_summary
 
     job = client_for(job_root).job(job_id)
-    before = parse_metrics(job.metrics_text())
-    start = time.monotonic()
-    while True:
-        time.sleep(interval)  # poll: the sampling window for rates
-        now = parse_metrics(job.metrics_text())
-        summary = summarize(now, before, time.monotonic() - start)
+    for summary in job.watch_metrics(interval):
         click.echo(json.dumps(summary) if as_json else render_summary(summary))
         if not watch:
             return
-        before, start = now, time.monotonic()
         if not as_json:
             click.echo("")
 

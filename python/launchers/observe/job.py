@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,13 +190,22 @@ class Job:
 
     def metrics(self, interval: float = METRICS_INTERVAL) -> dict[str, object]:
         """A summary of ``/metrics``: two scrapes ``interval`` seconds apart give rates."""
+        return next(self.watch_metrics(interval))
+
+    def watch_metrics(
+        self, interval: float = METRICS_INTERVAL, *, clock: waits.Clock = waits.REAL
+    ) -> Iterator[dict[str, object]]:
+        """A summary of ``/metrics`` every ``interval`` seconds, for as long as the caller
+        reads: each one's rates cover the window since the one before."""
         from launchers.observe.metrics import parse_metrics, summarize
 
-        first = parse_metrics(self.metrics_text())
-        start = time.monotonic()
-        time.sleep(interval)  # poll: the sampling window for rates
-        second = parse_metrics(self.metrics_text())
-        return summarize(second, first, time.monotonic() - start)
+        before, start = parse_metrics(self.metrics_text()), clock.now()
+        ticks = waits.ticks(interval, clock=clock)
+        next(ticks)  # the first tick is the first scrape's: the window starts there
+        for _ in ticks:
+            after, end = parse_metrics(self.metrics_text()), clock.now()
+            yield summarize(after, before, end - start)
+            before, start = after, end
 
     def bench(
         self,

@@ -128,15 +128,16 @@ class Sample:
     error: str | None = None
 
 
-def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
+def percentiles_ms(values: Sequence[float]) -> dict[str, float | None]:
+    """The mean and PERCENTILES of ``values`` (seconds) in ms, interpolated between the
+    closest ranks as ``vllm bench serve`` does (numpy's default, ``statistics``'
+    inclusive method), so the two tools' summaries compare."""
     if not values:
         return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
-    ordered = sorted(values)
-    out: dict[str, float | None] = {"mean": round(statistics.fmean(ordered) * 1000, 3)}
+    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else []
+    out: dict[str, float | None] = {"mean": round(statistics.fmean(values) * 1000, 3)}
     for p in PERCENTILES:
-        # nearest-rank on the sorted sample, as numpy's "lower" interpolation
-        index = min(len(ordered) - 1, max(0, int(p / 100 * len(ordered) + 0.5) - 1))
-        out[f"p{p}"] = round(ordered[index] * 1000, 3)
+        out[f"p{p}"] = round((cuts[p - 1] if cuts else values[0]) * 1000, 3)
     return out
 
 
@@ -161,10 +162,10 @@ def summarize_builtin(samples: Sequence[Sample], duration: float, spec: LoadSpec
         "request_throughput": round(len(good) / duration, 3) if duration > 0 else None,
         "output_throughput": round(tokens / duration, 3) if duration > 0 else None,
         "total_output_tokens": tokens,
-        "ttft_ms": _percentiles(ttft),
-        "tpot_ms": _percentiles(tpot),
-        "itl_ms": _percentiles(itl),
-        "e2el_ms": _percentiles(e2el),
+        "ttft_ms": percentiles_ms(ttft),
+        "tpot_ms": percentiles_ms(tpot),
+        "itl_ms": percentiles_ms(itl),
+        "e2el_ms": percentiles_ms(e2el),
     }
 
 
