@@ -580,7 +580,7 @@ def test_the_log_budget_keeps_the_traceback_of_an_error_of_the_fronts_own() -> N
 def test_the_front_serves_through_start_site() -> None:
     from launchers.service import front as front_module
 
-    source = inspect.getsource(front_module._serve)
+    source = inspect.getsource(front_module.ServiceFront._serve)
     assert "start_site(" in source
     assert "TCPSite" not in source
 
