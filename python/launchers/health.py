@@ -45,25 +45,25 @@ def urlopen(request: urllib.request.Request, timeout: float) -> http.client.HTTP
 
 
 @dataclass(frozen=True)
-class Probe:
+class HttpAnswer:
     ok: bool
     status: int | None
     detail: str
 
 
-def http_get(url: str, *, api_key: str | None = None, timeout: float = 2.0) -> Probe:
+def http_get(url: str, *, api_key: str | None = None, timeout: float = 2.0) -> HttpAnswer:
     request = urllib.request.Request(url)  # noqa: S310 - http(s) URLs we built
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
     try:
         with urlopen(request, timeout=timeout) as response:
             body = response.read(1 << 20).decode("utf-8", "replace")
-            return Probe(response.status == 200, response.status, body)
+            return HttpAnswer(response.status == 200, response.status, body)
     except urllib.error.HTTPError as exc:
-        return Probe(False, exc.code, f"HTTP {exc.code}")
+        return HttpAnswer(False, exc.code, f"HTTP {exc.code}")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        return Probe(False, None, str(reason))
+        return HttpAnswer(False, None, str(reason))
 
 
 def models_served(body: str) -> list[str]:

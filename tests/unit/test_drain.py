@@ -58,7 +58,7 @@ def test_a_follower_outlasts_the_time_limit_warning_until_the_leader_has_drained
     monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
     monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
     ctx = logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, ray_follower()) == 0
+    assert follower.run_follower(ctx, ray_follower()) == 0
     assert child.polls >= 4  # still there after the warning, until the leader ended
     assert child.stopped
     log = (tmp_path / "node-1.log").read_text()
@@ -74,7 +74,7 @@ def test_sigterm_still_stops_a_follower_at_once(
     monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
     monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
     ctx = logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, ray_follower()) == 0
+    assert follower.run_follower(ctx, ray_follower()) == 0
     assert child.polls == 2 and child.stopped
     assert "stopping: SIGTERM (scancel or shutdown)" in (tmp_path / "node-1.log").read_text()
 
@@ -88,7 +88,7 @@ def test_a_follower_still_waiting_for_a_stopped_leader_stops_without_failing(
     )
     ctx = logged_ctx(tmp_path, 1)
     task = dataclasses.replace(ray_follower(), leader_ip=None)
-    assert follower.follow(ctx, task) == 0
+    assert follower.run_follower(ctx, task) == 0
     assert read_failure(tmp_path, 1) is None
 
 
@@ -117,7 +117,7 @@ def test_the_leader_drains_vllm_on_the_time_limit_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers: None
 ) -> None:
     from launchers.defaults import DRAIN_SECONDS
-    from launchers.health import Probe
+    from launchers.health import HttpAnswer
     from launchers.runtime import leader
     from launchers.runtime.supervise import SERVE_GRACE
 
@@ -125,7 +125,7 @@ def test_the_leader_drains_vllm_on_the_time_limit_warning(
     monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
     monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
     monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
-    monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
+    monkeypatch.setattr(health, "http_get", lambda *a, **k: HttpAnswer(False, None, "refused"))
     ctx = logged_ctx(tmp_path, 0)
     assert leader.lead(ctx, leader_task(ray=False)) == 0
     ending = jobfiles.read(ctx.endpoint_file, jobfiles.Endpoint)
@@ -182,7 +182,7 @@ def test_the_leader_says_draining_while_it_stops_and_stopped_once_its_processes_
     """STOPPED is final for every reader (a follower leaves, a service forgets the
     replica): it is written only once vLLM has ended, DRAINING while it drains; on
     SIGTERM too (KillWait leaves the runtime time to write it)."""
-    from launchers.health import Probe
+    from launchers.health import HttpAnswer
     from launchers.runtime import leader
 
     ctx = logged_ctx(tmp_path, 0)
@@ -199,7 +199,7 @@ def test_the_leader_says_draining_while_it_stops_and_stopped_once_its_processes_
     monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
     monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
     monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
-    monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
+    monkeypatch.setattr(health, "http_get", lambda *a, **k: HttpAnswer(False, None, "refused"))
     assert leader.lead(ctx, leader_task(ray=False)) == 0
     assert serve.stopped and serve.seen == "DRAINING"  # while vLLM was being stopped
     assert written[-2:] == ["DRAINING", "STOPPED"], written
@@ -230,7 +230,7 @@ def test_a_follower_stays_while_the_leader_drains_and_leaves_once_it_stopped(
     monkeypatch.setattr(health, "port_open", lambda *a, **k: True)
     monkeypatch.setattr(ray_cluster, "start_ray", lambda *a, **k: child)
     ctx = logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, ray_follower()) == 0
+    assert follower.run_follower(ctx, ray_follower()) == 0
     assert child.polls >= 6 and child.stopped
     assert "the leader is STOPPED; leaving" in (tmp_path / "node-1.log").read_text()
 
@@ -251,14 +251,14 @@ def test_the_leader_names_the_services_reason_for_a_drain(
 ) -> None:  # fmt: skip
     """A service's controller writes stop.json before it sends the warning: the leader
     says why it stops (log and endpoint.json), and still drains vLLM as for the limit."""
-    from launchers.health import Probe
+    from launchers.health import HttpAnswer
     from launchers.runtime import leader
 
     serve = Draining(str(tmp_path / "vllm-0.log"))
     monkeypatch.setattr(leader, "require_vllm", lambda ctx, argv: None)
     monkeypatch.setattr(leader, "free_ports", lambda ctx, task, endpoint: task)
     monkeypatch.setattr(leader, "start_serve", lambda ctx, task: serve)
-    monkeypatch.setattr(health, "http_get", lambda *a, **k: Probe(False, None, "refused"))
+    monkeypatch.setattr(health, "http_get", lambda *a, **k: HttpAnswer(False, None, "refused"))
     ctx = logged_ctx(tmp_path, 0)
     if written is not None:
         stale = written == "stale"

@@ -17,7 +17,7 @@ import pytest
 
 from launchers import health
 from launchers.errors import RuntimeFailure
-from launchers.health import Probe
+from launchers.health import HttpAnswer
 from launchers.runtime.endpoint import EndpointWriter
 from launchers.runtime.supervise import LeaderProcs, supervise
 
@@ -121,15 +121,15 @@ class Port:
 
     door_open = False  # vLLM answers routes other than /health without the key
 
-    def http_get(self, url: str, *, api_key: str | None = None, timeout: float = 2.0) -> Probe:
+    def http_get(self, url: str, *, api_key: str | None = None, timeout: float = 2.0) -> HttpAnswer:
         holder = self.holder
         path = url.rsplit(":8000", 1)[-1]
         self.requests.append((path, api_key, holder))
         if url.endswith("/health") and len(self.holders) > 1:
             self.holders.pop(0)  # the next poll sees the next holder
         if path != "/health" and api_key is None and not self.door_open:
-            return Probe(False, 401, "HTTP 401")
-        return Probe(True, 200, MODELS)
+            return HttpAnswer(False, 401, "HTTP 401")
+        return HttpAnswer(True, 200, MODELS)
 
 
 def _leader(tmp_path: Path, port: Port, sockets: list[Any], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from launchers.plan.layout import (
     estimate_memory,
     estimate_params,
     parse_model_arch,
-    probe_model_arch,
+    read_model_arch,
     resolve_layout,
 )
 from launchers.spec.config import ModelArch, ParallelLayout, ServeConfig
@@ -76,8 +76,8 @@ def test_parse_arch_rejects_incomplete_config() -> None:
 
 
 def test_probe_reads_local_dirs_only(tiny_model: Callable[..., Path], tmp_path: Path) -> None:
-    assert probe_model_arch("meta-llama/Llama-3.1-8B-Instruct") is None
-    assert probe_model_arch(str(tiny_model())) == arch(
+    assert read_model_arch("meta-llama/Llama-3.1-8B-Instruct") is None
+    assert read_model_arch(str(tiny_model())) == arch(
         {
             **LLAMA_8B,
             "hidden_size": 128,
@@ -91,7 +91,7 @@ def test_probe_reads_local_dirs_only(tiny_model: Callable[..., Path], tmp_path: 
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="has no config.json"):
-        probe_model_arch(str(empty))
+        read_model_arch(str(empty))
 
 
 def test_param_estimate_is_close_for_llama_8b() -> None:

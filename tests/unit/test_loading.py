@@ -17,7 +17,7 @@ from launchers.errors import UnsupportedFeatureError
 from launchers.plan import loading
 from launchers.plan.commands import ServeStart, check_installed
 from launchers.plan.launch import LaunchPlan
-from launchers.plan.loading import FsFacts, decide
+from launchers.plan.loading import FsFacts, decide_loading
 from launchers.runtime import context as context_module
 from launchers.runtime import fsprobe
 from launchers.runtime.run import run_plan
@@ -91,7 +91,7 @@ def on(magic: int | None, mount: str | None = None, **kw: Any) -> FsFacts:
 def test_the_decision(
     facts: FsFacts, version: str, args: tuple[str, ...], strategy: str | None, reason: str
 ) -> None:
-    assert decide(facts, version, args) == loading.LoadDecision(strategy, reason)  # type: ignore[arg-type]
+    assert decide_loading(facts, version, args) == loading.LoadDecision(strategy, reason)  # type: ignore[arg-type]
 
 
 def test_the_typed_update_builds_the_flag_into_the_argv() -> None:

@@ -141,6 +141,6 @@ def test_the_front_starts_the_router_without_proxy_variables() -> None:
 
     from launchers.service import front
 
-    source = inspect.getsource(front.run_front)
+    source = inspect.getsource(front.start_front)
     assert "env=health.without_proxies(os.environ)" in source
     assert "dict(os.environ)" not in source

@@ -15,7 +15,7 @@ from launchers.plan.commands import NODE_IP, ServeStart
 from launchers.plan.launch import JobPaths
 from launchers.runtime.context import NodeContext, NodeLog, Stopper, require_vllm
 from launchers.runtime.endpoint import who_can_reach
-from launchers.runtime.follower import follow, leader_check_interval
+from launchers.runtime.follower import leader_check_interval, run_follower
 from launchers.runtime.leader import lead
 from launchers.runtime.tasks import FollowerTask, LeaderTask
 from launchers.spec.config import ContainerSpec
@@ -102,8 +102,8 @@ def test_the_ready_banner_says_who_can_reach_the_api() -> None:
     assert who_can_reach(ctx, _task(NODE_IP, None)).startswith(
         "reachable on 10.0.0.1: anyone who reaches 10.0.0.1:8000"
     )
-    assert _task(NODE_IP, None).probe_host() == "10.0.0.1"
-    assert _task("0.0.0.0", None).probe_host() == "127.0.0.1"
+    assert _task(NODE_IP, None).self_address() == "10.0.0.1"
+    assert _task("0.0.0.0", None).self_address() == "127.0.0.1"
 
 
 NATIVE_ARGS = ("--nnodes", "2", "--node-rank", "0")
@@ -132,7 +132,7 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
         ray=None, serve=HEADLESS_SERVE, serve_env={}, values={}, leader_ip="10.0.0.1",
         nodes_timeout=1,
     )  # fmt: skip
-    assert follow(replace(ctx, rank=1), follower) == 1
+    assert run_follower(replace(ctx, rank=1), follower) == 1
     failed = json.loads((tmp_path / "failed" / "1.json").read_text())
     assert failed["message"].startswith(
         "vllm_version: headless data-parallel ranks needs vLLM >= 0.9.0, this node has 0.8.5"

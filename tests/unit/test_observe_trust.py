@@ -12,7 +12,7 @@ import pytest
 
 from launchers import health
 from launchers.client import Client
-from launchers.health import Probe
+from launchers.health import HttpAnswer
 from launchers.jobdir import jobfiles
 
 from .conftest import assert_one_clear_line
@@ -27,9 +27,9 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None]]:
     """Every HTTP request observe makes: (url, api key)."""
     requests: list[tuple[str, str | None]] = []
 
-    def http_get(url: str, *, api_key: str | None = None, timeout: float = 2.0) -> Probe:
+    def http_get(url: str, *, api_key: str | None = None, timeout: float = 2.0) -> HttpAnswer:
         requests.append((url, api_key))
-        return Probe(True, 200, METRICS)
+        return HttpAnswer(True, 200, METRICS)
 
     monkeypatch.setattr(health, "http_get", http_get)
     return requests

@@ -20,9 +20,9 @@ import yaml
 
 from launchers.errors import InputError
 from launchers.plan.launch import LaunchPlan
+from launchers.render.checks import show
 from launchers.render.compose import render_compose, render_compose_files, render_env_example
 from launchers.render.k8s import STATEFULSET_SCRIPT, render_k8s
-from launchers.render.safe import show
 
 from .conftest import assert_one_clear_line
 from .helpers.cli import run

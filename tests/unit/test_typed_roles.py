@@ -16,7 +16,7 @@ from launchers.plan.commands import LEADER_IP, NODE_IP, RayStart, Rendezvous, Se
 from launchers.plan.launch import JobPaths, LaunchPlan
 from launchers.runtime import ray_cluster
 from launchers.runtime.context import NodeContext, NodeLog, Stopper
-from launchers.runtime.follower import follow
+from launchers.runtime.follower import run_follower
 from launchers.runtime.leader import lead
 from launchers.runtime.tasks import FollowerTask, LeaderTask
 
@@ -141,7 +141,7 @@ def test_a_worker_joins_the_port_the_leader_moved_its_ray_head_to(
         ray=worker, serve=None, serve_env={}, values={NODE_IP: "10.0.0.2"}, leader_ip=None,
         nodes_timeout=1,
     )  # fmt: skip
-    assert follow(ctx_for(tmp_path, 1), task) == 0
+    assert run_follower(ctx_for(tmp_path, 1), task) == 0
     assert waited == [("10.0.0.1", 6380)]
     assert "--address=10.0.0.1:6380" in started[0]
     assert f"--address={LEADER_IP}:6379" not in started[0]
@@ -162,7 +162,7 @@ def test_a_headless_rank_waits_for_the_typed_rendezvous_port(
         ray=None, serve=serve, serve_env={}, values={NODE_IP: "10.0.0.2"}, leader_ip=None,
         nodes_timeout=1,
     )  # fmt: skip
-    assert follow(ctx_for(tmp_path, 1), task) == 0
+    assert run_follower(ctx_for(tmp_path, 1), task) == 0
     assert waited == [("10.0.0.1", 13400)]
     assert started[0][-3:] == ["--data-parallel-address", "10.0.0.1", "--headless"]
 

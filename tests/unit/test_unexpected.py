@@ -78,7 +78,7 @@ def test_a_follower_records_an_unexpected_failure_before_its_child(
 
     monkeypatch.setattr(health, "wait_for_port", wait_for_port)
     ctx = logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, ray_follower()) == 1
+    assert follower.run_follower(ctx, ray_follower()) == 1
     failure = read_failure(tmp_path, 1)
     assert failure is not None
     reason = "OverflowError: getsockaddrarg: port must be 0-65535."
@@ -99,7 +99,7 @@ def test_a_follower_records_an_unexpected_failure_and_stops_its_child(
 
     monkeypatch.setattr(health, "port_open", port_open)
     ctx = logged_ctx(tmp_path, 1)
-    assert follower.follow(ctx, ray_follower()) == 1
+    assert follower.run_follower(ctx, ray_follower()) == 1
     failure = read_failure(tmp_path, 1)
     assert failure is not None
     assert failure.message == reason

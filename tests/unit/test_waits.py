@@ -11,12 +11,12 @@ import pytest
 
 from launchers import health, waits
 from launchers.errors import RuntimeFailure, WaitTimeout
-from launchers.health import Probe
+from launchers.health import HttpAnswer
 from launchers.plan.commands import NODE_IP, RayStart
 from launchers.runtime import ray_cluster
 from launchers.runtime.endpoint import EndpointWriter
-from launchers.runtime.follower import follow
-from launchers.runtime.ray_cluster import RayNode, Snapshot
+from launchers.runtime.follower import run_follower
+from launchers.runtime.ray_cluster import RayMember, Snapshot
 from launchers.runtime.supervise import LeaderProcs, supervise
 from launchers.runtime.tasks import FollowerTask
 
@@ -73,7 +73,7 @@ class Watcher:
 
     def latest(self) -> Snapshot:
         count = self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
-        nodes = tuple(RayNode(f"10.0.0.{i + 1}", f"node{i + 1}", 1.0) for i in range(count))
+        nodes = tuple(RayMember(f"10.0.0.{i + 1}", f"node{i + 1}", 1.0) for i in range(count))
         return Snapshot(nodes, None, 0.0)
 
 
@@ -83,9 +83,9 @@ def test_the_leader_gives_up_on_a_server_that_never_answers_at_ready_timeout(
     fake = FakeClock()
     asked: list[str] = []
 
-    def http_get(url: str, **kwargs: Any) -> Probe:
+    def http_get(url: str, **kwargs: Any) -> HttpAnswer:
         asked.append(url)
-        return Probe(False, None, "connection refused")
+        return HttpAnswer(False, None, "connection refused")
 
     monkeypatch.setattr(health, "http_get", http_get)
     ctx, task = ctx_for(tmp_path, 0, fake), leader_task(ray=False)
@@ -101,7 +101,7 @@ def test_the_leader_fails_naming_the_node_it_lost_after_ready(
 ) -> None:
     fake = FakeClock()
     models = json.dumps({"data": [{"id": "m"}]})
-    monkeypatch.setattr(health, "http_get", lambda url, **k: Probe(True, 200, models))
+    monkeypatch.setattr(health, "http_get", lambda url, **k: HttpAnswer(True, 200, models))
     (tmp_path / "nodes").mkdir()
     (tmp_path / "nodes" / "1.json").write_text(
         json.dumps({"rank": 1, "hostname": "node2", "ip": "10.0.0.2", "attempt": 0})
@@ -132,6 +132,6 @@ def test_a_worker_leaves_after_three_missed_checks_of_the_leader(
         serve_env={},
         values={NODE_IP: "10.0.0.2"}, leader_ip="10.0.0.1", nodes_timeout=5,
     )  # fmt: skip
-    assert follow(ctx_for(tmp_path, 1, fake), task) == 0
+    assert run_follower(ctx_for(tmp_path, 1, fake), task) == 0
     # checks at 0, 1 and 2 s (one a second on a 2-node job): gone at the third miss
     assert fake.slept == 2.0

@@ -17,7 +17,7 @@ from launchers.errors import InputError
 from launchers.input import probe, wrapper
 from launchers.plan.launch import LaunchPlan
 from launchers.runtime import run
-from launchers.runtime.run import ray_auth_env
+from launchers.runtime.run import ray_token_env
 
 from .conftest import assert_one_clear_line
 from .helpers.cli import run as run_cli
@@ -136,7 +136,7 @@ def test_every_wrapper_node_runs_ray_with_the_token_file_never_the_token(
     for plan in plans:
         text = plan.model_dump_json()
         assert "tok-very-secret" not in text and "--ray-token-file" not in text
-    assert ray_auth_env(str(token), print) == {
+    assert ray_token_env(str(token), print) == {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token),
     }

@@ -38,7 +38,7 @@ from launchers.plan.layout import (
     check_layout,
     check_memory,
     estimate_memory,
-    probe_model_arch,
+    read_model_arch,
     resolve_layout,
 )
 from launchers.plan.netspec import check_iface_name
@@ -575,7 +575,7 @@ def resolve(
     checks what it decides). Raises InputError subclasses."""
     site = registry.site
     name, spec = _model(req, registry, environ)
-    arch = probe_model_arch(spec.model)
+    arch = read_model_arch(spec.model)
     layout, reason, warnings = _layout(req, name, spec, site, arch)
     vllm_version = _pick(req.vllm_version, site.vllm_version, DEFAULT_VLLM_VERSION)
     parse_version(vllm_version)

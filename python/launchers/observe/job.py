@@ -86,7 +86,7 @@ class Job:
     def api_key(self) -> str | None:
         """The key for the job's own recorded endpoint only: refused (UnsafePathError)
         when the job directory is not ours or others can write it (``observe.trust``)."""
-        return trust.job_key(self.job_dir)
+        return trust.job_api_key(self.job_dir)
 
     def openai(self, **options: Any) -> OpenAI:
         """An ``openai.OpenAI`` client for the job: ``base_url`` its recorded endpoint

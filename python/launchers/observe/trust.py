@@ -46,6 +46,6 @@ def key_for(info: jobfiles.Endpoint | None) -> str | None:
         return None
 
 
-def job_key(job_dir: str) -> str | None:
+def job_api_key(job_dir: str) -> str | None:
     """The API key for the job's own recorded endpoint, the job directory checked first."""
     return key_for(trusted_endpoint(job_dir))

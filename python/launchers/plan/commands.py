@@ -260,7 +260,7 @@ class ServeStart(Frozen):
         """This start with vLLM's safetensors load strategy set (a node-known fact)."""
         return self.model_copy(update={"load_strategy": strategy})
 
-    def probe_host(self) -> str:
+    def self_address(self) -> str:
         """Where the leader asks its own API: the bound address, loopback for a wildcard."""
         return "127.0.0.1" if self.host in WILDCARD_HOSTS else str(self.host)
 

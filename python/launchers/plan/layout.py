@@ -1,6 +1,6 @@
 """Checking and choosing the parallel layout (TP / PP / DP / EP) for an allocation.
 
-``parse_model_arch`` and everything below it are pure; ``probe_model_arch`` reads a
+``parse_model_arch`` and everything below it are pure; ``read_model_arch`` reads a
 local model directory's ``config.json`` (the only I/O here, done at the input edge).
 """
 
@@ -58,7 +58,7 @@ def parse_model_arch(config: Mapping[str, Any], source: str = "model config.json
         ) from None
 
 
-def probe_model_arch(model: str) -> ModelArch | None:
+def read_model_arch(model: str) -> ModelArch | None:
     """Read ``<model>/config.json`` when ``model`` is a local directory, else None."""
     path = Path(model).expanduser()
     if not path.is_dir():

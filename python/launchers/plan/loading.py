@@ -129,7 +129,7 @@ def user_choice(args: Sequence[str]) -> str | None:
     return None
 
 
-def decide(facts: FsFacts, version: str, args: Sequence[str]) -> LoadDecision:
+def decide_loading(facts: FsFacts, version: str, args: Sequence[str]) -> LoadDecision:
     """Whether the node passes ``--safetensors-load-strategy prefetch``, and why (one
     line for the node's log)."""
     if facts.where is None:

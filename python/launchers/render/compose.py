@@ -15,7 +15,7 @@ the host. No secret value is in any of these files:
   come from ``secret.env``, an env file beside the compose files the user keeps 0600.
 
 Compose interpolates ``$VAR`` in every value, so user text has its ``$`` doubled; its
-``.env`` values are written so that compose reads them back exactly (``render.safe``).
+``.env`` values are written so that compose reads them back exactly (``render.checks``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from launchers import __version__
 from launchers.plan.launch import LaunchPlan
-from launchers.render import safe
+from launchers.render import checks
 from launchers.render.containers import (
     IMAGE_HF_HOME,
     IMAGE_JOB_DIR,
@@ -33,7 +33,7 @@ from launchers.render.containers import (
     build_worker_wrapper_argv,
     check_wrapper_plan,
     image_env,
-    ray_auth_env,
+    image_ray_auth_env,
     wrapper_ray_port,
 )
 from launchers.render.k8s import DEFAULT_IMAGE, dump_all
@@ -68,19 +68,19 @@ def _service(plan: LaunchPlan, role: Role, image: str, shm_size: str, rdma: bool
         },
     ]
     if plan.model.startswith("/"):
-        path = safe.compose_escape(plan.model)
+        path = checks.compose_escape(plan.model)
         volumes.append({"type": "bind", "source": path, "target": path, "read_only": True})
     plain, secret_names = image_env(plan)
-    environment = {k: safe.compose_escape(v) for k, v in plain.items()}
+    environment = {k: checks.compose_escape(v) for k, v in plain.items()}
     service: dict[str, Any] = {
-        "image": safe.compose_escape(image),
+        "image": checks.compose_escape(image),
         "entrypoint": [command[0]],
         "command": command[1:],
         "network_mode": "host",
         "shm_size": shm_size,
         "ulimits": {"memlock": {"soft": -1, "hard": -1}},
         "env_file": [".env", *([SECRET_ENV_FILE] if secret_names else [])],
-        "environment": {**environment, "HF_HOME": IMAGE_HF_HOME, **ray_auth_env()},
+        "environment": {**environment, "HF_HOME": IMAGE_HF_HOME, **image_ray_auth_env()},
         # mounted at /run/secrets/ray_token (IMAGE_RAY_TOKEN)
         "secrets": [RAY_TOKEN_SECRET],
         "volumes": volumes,
@@ -107,7 +107,7 @@ def _service(plan: LaunchPlan, role: Role, image: str, shm_size: str, rdma: bool
             "import urllib.request; urllib.request.urlopen("
             f"'http://127.0.0.1:{plan.api_port}{plan.ready.health_path}', timeout=5)"
         )
-        probe = safe.compose_escape(probe)
+        probe = checks.compose_escape(probe)
         service["healthcheck"] = {
             "test": ["CMD", "python3", "-c", probe],
             "interval": "30s",
@@ -130,8 +130,8 @@ def render_compose(
     InfiniBand/RoCE devices in (hosts without ``/dev/infiniband``: ``rdma=False``)."""
     check_wrapper_plan(plan, "render compose")
     _check_plan(plan)
-    safe.image("--image", image)
-    safe.docker_size("--shm-size", shm_size)
+    checks.image("--image", image)
+    checks.docker_size("--shm-size", shm_size)
     name = "vllm-head" if role == "head" else "vllm-worker"
     header = (
         f"vllm-hpc {__version__}: {role} host for {plan.name} ({plan.layout.describe()})\n"
@@ -155,9 +155,9 @@ def render_compose(
             else "Not needed: the plan has one node.\n"
         )
     doc = {
-        "name": safe.compose_name("project", f"vllm-hpc-{role}"),
+        "name": checks.compose_name("project", f"vllm-hpc-{role}"),
         "services": {
-            safe.compose_name("service", name): _service(plan, role, image, shm_size, rdma)
+            checks.compose_name("service", name): _service(plan, role, image, shm_size, rdma)
         },
         "secrets": {RAY_TOKEN_SECRET: {"file": RAY_TOKEN_SOURCE}},
     }
@@ -166,10 +166,10 @@ def render_compose(
 
 def _check_plan(plan: LaunchPlan) -> None:
     """The plan's text that reaches the files (the environment: ``image_env``)."""
-    safe.check_model("model", plan.name)
-    safe.dotenv_value("model", plan.name)
-    safe.check_text("model path", plan.model)
-    safe.url_path("health path", plan.ready.health_path)
+    checks.check_model_text("model", plan.name)
+    checks.dotenv_value("model", plan.name)
+    checks.check_text("model path", plan.model)
+    checks.url_path("health path", plan.ready.health_path)
 
 
 def secret_env_names(plan: LaunchPlan) -> list[str]:
@@ -179,7 +179,7 @@ def secret_env_names(plan: LaunchPlan) -> list[str]:
 
 def render_env_example(plan: LaunchPlan) -> str:
     """``.env.example``: the per-host settings the compose files read. No secrets."""
-    safe.check_model("model", plan.name)
+    checks.check_model_text("model", plan.name)
     ray_port = wrapper_ray_port(plan)
     lines = [
         f"# vllm-hpc {__version__}: settings for {plan.name} with docker compose.",
@@ -197,7 +197,7 @@ def render_env_example(plan: LaunchPlan) -> str:
         "TP_SOCKET_IFNAME=ib0",
         "NCCL_IB_HCA=mlx5_0",
         "# What the head serves: a registry id, a Hugging Face id or a path bound in.",
-        f"MODEL={safe.dotenv_value('model', plan.name)}",
+        f"MODEL={checks.dotenv_value('model', plan.name)}",
         "# Hugging Face cache on this host, shared by the containers.",
         "HF_CACHE_DIR=/var/cache/huggingface",
         "# Logs, rendezvous and the API key file (api_key, 0600; written by the head at",

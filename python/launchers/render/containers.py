@@ -24,7 +24,7 @@ IMAGE_HF_HOME = "/root/.cache/huggingface"
 IMAGE_RAY_TOKEN = "/run/secrets/ray_token"  # noqa: S105 - a path, not a secret
 
 
-def ray_auth_env() -> dict[str, str]:
+def image_ray_auth_env() -> dict[str, str]:
     """Ray token authentication in an image (the names the SLURM path uses): every
     ``ray start``, every Ray client and ``vllm serve`` read the token from the file."""
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": IMAGE_RAY_TOKEN}
@@ -92,7 +92,7 @@ def image_env(plan: LaunchPlan) -> tuple[dict[str, str], list[str]]:
     its name (the file reads it from a Kubernetes Secret or a 0600 env file). Every name
     and value is checked; a name the render sets itself is refused."""
     from launchers.errors import InputError
-    from launchers.render.safe import env_entries
+    from launchers.render.checks import env_entries
 
     env = env_entries(dict(plan.env))
     owned = sorted(RENDER_OWNED_ENV & env.keys())

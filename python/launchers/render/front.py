@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from launchers.render.safe import check_text
+from launchers.render.checks import check_text
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ No secret is a literal in the manifest; the header says how to create each Secre
 
 Names (namespace, objects, Secrets, claims) are checked against what the API server
 accepts; user text in ``env`` values and ``command`` has its ``$`` doubled, since
-Kubernetes expands ``$(VAR)`` there (see ``render.safe``).
+Kubernetes expands ``$(VAR)`` there (see ``render.checks``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import yaml
 
 from launchers import __version__
 from launchers.plan.launch import LaunchPlan
-from launchers.render import safe
+from launchers.render import checks
 from launchers.render.containers import (
     IMAGE_HF_HOME,
     IMAGE_JOB_DIR,
@@ -38,7 +38,7 @@ from launchers.render.containers import (
     build_worker_wrapper_argv,
     check_wrapper_plan,
     image_env,
-    ray_auth_env,
+    image_ray_auth_env,
     wrapper_ray_port,
 )
 
@@ -126,11 +126,11 @@ def names_for(
 ) -> Names:
     """Every name checked: ``--name`` must already be a valid base (the job name is
     made into one); Secrets default to ``BASE-api-key``, ``BASE-ray-token``, ``BASE-env``."""
-    safe.k8s_namespace("--namespace", namespace)
+    checks.k8s_namespace("--namespace", namespace)
     if name is None:
         base = k8s_name(plan.job_name)
     else:
-        base = safe.k8s_object_name("--name", name, _NAME_MAX)
+        base = checks.k8s_object_name("--name", name, _NAME_MAX)
     _, secret_names = image_env(plan)
     out = Names(
         base=base,
@@ -146,15 +146,15 @@ def names_for(
         ("--env-secret", out.env_secret),
     ):
         if value is not None:
-            safe.k8s_resource_name(flag, value)
+            checks.k8s_resource_name(flag, value)
     return out
 
 
 def _env(plan: LaunchPlan, names: Names, extra: dict[str, str]) -> list[dict[str, Any]]:
     plain, _ = image_env(plan)
-    env = {**plain, "HF_HOME": IMAGE_HF_HOME, **extra, **ray_auth_env()}
+    env = {**plain, "HF_HOME": IMAGE_HF_HOME, **extra, **image_ray_auth_env()}
     out: list[dict[str, Any]] = [
-        {"name": key, "value": safe.k8s_escape(value)} for key, value in env.items()
+        {"name": key, "value": checks.k8s_escape(value)} for key, value in env.items()
     ]
     for key in names.env_secret_names:
         ref = {"name": names.env_secret, "key": key, "optional": False}
@@ -306,7 +306,7 @@ def _lws_docs(plan: LaunchPlan, b: _Build) -> list[dict[str, Any]]:
     leader = _container(
         "vllm-leader",
         b.image,
-        build_leader_wrapper_argv(plan, model=safe.k8s_escape(plan.name)),
+        build_leader_wrapper_argv(plan, model=checks.k8s_escape(plan.name)),
         plan,
         env=env,
         mounts=_mounts(b.names.api_key_secret),
@@ -435,8 +435,8 @@ def _statefulset_docs(plan: LaunchPlan, b: _Build) -> list[dict[str, Any]]:
 
 def _check_plan(plan: LaunchPlan) -> None:
     """The plan's text that reaches the manifest (the environment: ``image_env``)."""
-    safe.check_model("model", plan.name)
-    safe.url_path("health path", plan.ready.health_path)
+    checks.check_model_text("model", plan.name)
+    checks.url_path("health path", plan.ready.health_path)
 
 
 def secret_commands(names: Names) -> list[str]:
@@ -499,13 +499,13 @@ def render_k8s(
         env_secret=env_secret,
     )
     if cache_pvc is not None:
-        safe.k8s_resource_name("--cache-pvc", cache_pvc)
+        checks.k8s_resource_name("--cache-pvc", cache_pvc)
     build = _Build(
         names=names,
-        image=safe.image("--image", image),
-        shm_size=safe.quantity("--shm-size", shm_size),
+        image=checks.image("--image", image),
+        shm_size=checks.quantity("--shm-size", shm_size),
         cache_pvc=cache_pvc,
-        cache_size=safe.quantity("--cache-size", cache_size),
+        cache_size=checks.quantity("--cache-size", cache_size),
     )
     docs = (_lws_docs if kind == "lws" else _statefulset_docs)(plan, build)
     what = "LeaderWorkerSet" if kind == "lws" else "StatefulSet + headless Service"

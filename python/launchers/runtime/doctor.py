@@ -46,14 +46,14 @@ class Report:
 
 
 def check_network(report: Report, iface: str | None) -> dict[str, str]:
-    from launchers.runtime.network import detect, probe_interfaces
+    from launchers.runtime.network import detect, read_interfaces
 
     try:
         env, reason = detect(iface or None)
     except VllmHpcError as exc:
         report("interface", "fail", exc.detail, exc.fix or "pass --iface IF")
         return {}
-    kinds = {i.name: i.kind for i in probe_interfaces()}
+    kinds = {i.name: i.kind for i in read_interfaces()}
     name = env["NCCL_SOCKET_IFNAME"]
     level = "ok" if kinds.get(name) in ("infiniband", "roce") or iface else "warn"
     fix = "" if level == "ok" else "no InfiniBand/RoCE interface: pass --iface if one exists"
@@ -96,7 +96,7 @@ def check_comm_env(report: Report, chosen: Mapping[str, str], environ: Mapping[s
         report("nccl/gloo env", "ok", f"{detail}; vllm-hpc exports *_SOCKET_IFNAME={iface}")
 
 
-def check_model(report: Report, model: str) -> None:
+def check_model_readable(report: Report, model: str) -> None:
     looks_local = model.startswith(("/", "./", "~")) or Path(model).exists()
     if not looks_local:
         report(
@@ -119,13 +119,15 @@ def check_model(report: Report, model: str) -> None:
 def check_loading(report: Report, plan: LaunchPlan, environ: Mapping[str, str]) -> None:
     """What this node's file system makes of the model's loading (``plan.loading``): the
     line the node log will show when vllm serve starts here."""
-    from launchers.plan.loading import decide
+    from launchers.plan.loading import decide_loading
     from launchers.runtime.fsprobe import facts
 
     serve = plan.leader.serve
     if serve is None:
         return
-    decision = decide(facts(serve.model, serve.args, environ), plan.vllm_version, serve.args)
+    decision = decide_loading(
+        facts(serve.model, serve.args, environ), plan.vllm_version, serve.args
+    )
     report("loading", "ok", decision.reason)
 
 
@@ -328,7 +330,7 @@ def run_node(
     chosen = check_network(report, plan.env.get("VLLM_HPC_IFACE"))
     check_rdma(report)
     check_comm_env(report, chosen, environ)
-    check_model(report, plan.model)
+    check_model_readable(report, plan.model)
     check_loading(report, plan, environ)
     check_software(report, plan, installed_versions())
     gpus = check_gpus(report, _run)

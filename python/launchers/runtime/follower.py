@@ -169,7 +169,7 @@ def leave_the_drain_to_the_leader(ctx: NodeContext) -> None:
     ctx.log("a time-limit warning (SIGUSR1/SIGUSR2) is the leader's: this node stays until it ends")
 
 
-def follow(ctx: NodeContext, task: FollowerTask) -> int:
+def run_follower(ctx: NodeContext, task: FollowerTask) -> int:
     """Run a rank > 0: a Ray worker, or a headless vLLM rank."""
     log = ctx.log
     child: _proc.Child | None = None

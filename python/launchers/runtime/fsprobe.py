@@ -1,5 +1,5 @@
 """Which file system holds the model, asked on the node that starts ``vllm serve``; the
-decision (``plan.loading.decide``) is pure, this module only looks.
+decision (``plan.loading.decide_loading``) is pure, this module only looks.
 
 The type comes from statfs(2)'s ``f_type``, called through ctypes: Python's
 ``os.statvfs`` wraps POSIX statvfs(3), which has no type field, and ``stat -f -c %t``
@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from launchers.plan.commands import ServeStart
-from launchers.plan.loading import FsFacts, decide
+from launchers.plan.loading import FsFacts, decide_loading
 
 STATFS_BUFFER = 256  # larger than struct statfs on every Linux architecture (120 bytes)
 
@@ -142,6 +142,6 @@ def tuned(
     serve: ServeStart, version: str, env: Mapping[str, str], log: Callable[[str], None]
 ) -> ServeStart:
     """``serve`` with the load strategy the model's file system calls for (logged)."""
-    decision = decide(facts(serve.model, serve.args, env), version, serve.args)
+    decision = decide_loading(facts(serve.model, serve.args, env), version, serve.args)
     log(decision.reason)
     return serve if decision.strategy is None else serve.loading(decision.strategy)

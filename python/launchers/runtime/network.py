@@ -5,7 +5,7 @@ Order of preference: the user's choice (``--iface`` / ``$VLLM_HPC_IFACE``), Infi
 the fastest other Ethernet interface, the interface of the default route, and finally
 the only non-loopback interface that is up with an IPv4 address.
 
-``parse_*`` and ``choose_interface`` are pure; ``probe_interfaces`` reads sysfs and
+``parse_*`` and ``choose_interface`` are pure; ``read_interfaces`` reads sysfs and
 psutil. ``vllm-hpc node network`` prints ``KEY=VALUE`` lines for scripts to export.
 """
 
@@ -136,7 +136,7 @@ def _hca_map(sys_root: Path) -> dict[str, str]:
     return out
 
 
-def probe_interfaces(sys_root: str = "/sys", proc_root: str = "/proc") -> list[Interface]:
+def read_interfaces(sys_root: str = "/sys", proc_root: str = "/proc") -> list[Interface]:
     """Every network interface of this node, classified."""
     import psutil
 
@@ -167,7 +167,7 @@ def probe_interfaces(sys_root: str = "/sys", proc_root: str = "/proc") -> list[I
 
 def detect(override: str | None = None, node_ip: str | None = None) -> tuple[dict[str, str], str]:
     """The environment for this node and the reason, honouring an explicit address."""
-    interfaces = probe_interfaces()
+    interfaces = read_interfaces()
     if node_ip and not override:
         try:
             ipaddress.ip_address(node_ip)

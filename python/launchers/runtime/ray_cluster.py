@@ -16,7 +16,7 @@ from launchers import _proc
 
 
 @dataclass(frozen=True)
-class RayNode:
+class RayMember:
     ip: str
     name: str
     gpus: float
@@ -24,7 +24,7 @@ class RayNode:
 
 @dataclass(frozen=True)
 class Snapshot:
-    alive: tuple[RayNode, ...] | None  # None: the GCS did not answer
+    alive: tuple[RayMember, ...] | None  # None: the GCS did not answer
     error: str | None
     at: float
 
@@ -59,7 +59,7 @@ class RayWatcher:
                 continue
             alive = data.get("alive")
             nodes = (
-                tuple(RayNode(str(n["ip"]), str(n["name"]), float(n["gpus"])) for n in alive)
+                tuple(RayMember(str(n["ip"]), str(n["name"]), float(n["gpus"])) for n in alive)
                 if isinstance(alive, list)
                 else None
             )

@@ -16,7 +16,7 @@ from launchers.plan.commands import JOB_DIR, JOB_ID, JOB_KEY, LEADER_IP, NODE_IP
 from launchers.plan.launch import LaunchPlan
 from launchers.runtime import fsprobe, unexpected
 from launchers.runtime.context import NodeContext, context, node_rank, read_key
-from launchers.runtime.follower import follow
+from launchers.runtime.follower import run_follower
 from launchers.runtime.leader import lead
 from launchers.runtime.secret_env import forget, node_secret_env
 from launchers.runtime.tasks import FollowerTask, LeaderTask
@@ -90,7 +90,7 @@ def _play(
         if token_file and jobdir.ensure_secret(token_file, "Ray token"):
             ctx.log(f"new Ray auth token in {token_file} (0600)")
     if token_file:
-        ctx.env.update(ray_auth_env(token_file, ctx.log))
+        ctx.env.update(ray_token_env(token_file, ctx.log))
     if plan.container is not None:
         from launchers.plan.argv import required_binds
 
@@ -139,7 +139,7 @@ def _play(
         leader_ip=leader_ip,
         nodes_timeout=plan.ready.nodes_timeout,
     )
-    return follow(ctx, follower)
+    return run_follower(ctx, follower)
 
 
 def _for_job(path: str | None, job_id: str, key: str) -> str | None:
@@ -149,7 +149,7 @@ def _for_job(path: str | None, job_id: str, key: str) -> str | None:
 RAY_AUTH_SINCE = (2, 52)
 
 
-def ray_auth_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
+def ray_token_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
     """Ray token authentication for every ``ray start``, ``vllm serve`` and watch."""
     version = probe.installed_version("ray") or ""
     try:

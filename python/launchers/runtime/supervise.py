@@ -201,7 +201,7 @@ class _Watch:
     def _ours(self, task: LeaderTask, serve: _proc.Child) -> bool:
         """Whether the API port is held by ``serve``'s process tree (said once in the log
         each time the answer changes: waiting goes on until it is)."""
-        owner = health.listener_owner(task.probe_host(), task.api_port, serve.pid)
+        owner = health.listener_owner(task.self_address(), task.api_port, serve.pid)
         if not owner.ours and owner.why != self.not_ours:
             self.ctx.log(f"not sending the API key yet: {owner.why}")
         self.not_ours = "" if owner.ours else owner.why
@@ -245,7 +245,7 @@ class _Watch:
 
     def _readiness(self, serve: _proc.Child, elapsed: float) -> None:
         task = self.task
-        base = f"http://{task.probe_host()}:{task.api_port}"
+        base = f"http://{task.self_address()}:{task.api_port}"
         # /health needs no key: another user on this node may bind the port first.
         if health.http_get(f"{base}{task.health_path}", timeout=1.0).ok and self._serving(
             task, serve, base

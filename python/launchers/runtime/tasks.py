@@ -65,7 +65,7 @@ class LeaderTask:
         host = host if host is not None else "0.0.0.0"  # noqa: S104
         return fill_placeholders([host], self.known_values())[0]
 
-    def probe_host(self) -> str:
+    def self_address(self) -> str:
         """Where the leader asks its own API: the bound address, loopback for a wildcard."""
         host = self.api_host()
         return "127.0.0.1" if host in WILDCARD_HOSTS else host

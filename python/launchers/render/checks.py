@@ -73,7 +73,7 @@ def check_text(field: str, value: str, *, max_len: int = MAX_TEXT) -> str:
     return value
 
 
-def check_model(field: str, value: str) -> str:
+def check_model_text(field: str, value: str) -> str:
     """A model name or path: printable, and never read as a flag."""
     check_text(field, value)
     if not value:
