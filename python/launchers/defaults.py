@@ -18,6 +18,8 @@ DEFAULT_API_PORT = 8000
 DEFAULT_RAY_PORT = 6379
 DEFAULT_DP_RPC_PORT = 13345
 DEFAULT_MASTER_PORT = 29501
+# The ports a user may fix (unprivileged TCP): every vllm-hpc port, the front's included.
+USER_PORTS = (1024, 65535)
 # Ray's default worker port range: a fixed port inside it collides with Ray's workers.
 RAY_WORKER_PORTS = (10002, 19999)
 

@@ -22,6 +22,7 @@ from launchers.defaults import (
     SERVICE_PORT,
     SERVICE_REPLICAS,
     SERVICE_ROUTER_PORT_OFFSET,
+    USER_PORTS,
     WAIT_TIMEOUT,
 )
 from launchers.spec import fields
@@ -222,7 +223,7 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     type=int,
     default=SERVICE_PORT,
     show_default=True,
-    help="The port clients use: 1024-65535 and outside Ray's worker ports "
+    help=f"The port clients use: {USER_PORTS[0]}-{USER_PORTS[1]} and outside Ray's worker ports "
     f"{RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}, as the router's two ports "
     f"{SERVICE_ROUTER_PORT_OFFSET} above it must be too.",
 )

@@ -25,6 +25,7 @@ from launchers.defaults import (
     DEFAULT_RAY_PORT,
     DEFAULT_VLLM_VERSION,
     RAY_WORKER_PORTS,
+    USER_PORTS,
 )
 from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
 from launchers.input import probe
@@ -206,10 +207,11 @@ def default_job_name(name: str) -> str:
 
 def check_port_range(flag: str, port: int | None) -> None:
     """A port the user fixed must be an unprivileged TCP port."""
-    if port is not None and not 1024 <= port <= 65535:
+    low, high = USER_PORTS
+    if port is not None and not low <= port <= high:
         raise InputError(
             f"{flag}: {port} is not a usable port",
-            fix="choose a port from 1024 to 65535, e.g. "
+            fix=f"choose a port from {low} to {high}, e.g. "
             f"{_PORT_DEFAULTS.get(flag, DEFAULT_API_PORT)}",
         )
 

@@ -23,6 +23,7 @@ from launchers.defaults import (
     DEFAULT_READY_TIMEOUT,
     DEFAULT_VLLM_VERSION,
     RAY_WORKER_PORTS,
+    USER_PORTS,
 )
 from launchers.errors import InputError
 from launchers.input import registry
@@ -127,12 +128,13 @@ def _bad(message: str) -> InputError:
 
 
 def _port(flag: str, value: str, example: int) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise _bad(f"{flag} must be a port number 1024-65535, e.g. {example} (got '{value}')")
+    first, last = USER_PORTS
+    if not value.isdigit() or not 1 <= int(value) <= last:
+        raise _bad(f"{flag} must be a port number {first}-{last}, e.g. {example} (got '{value}')")
     port = int(value)
     low, high = RAY_WORKER_PORTS
-    if port < 1024:
-        raise _bad(f"{flag} {port} is a privileged port (choose 1024-65535, e.g. {example})")
+    if port < first:
+        raise _bad(f"{flag} {port} is a privileged port (choose {first}-{last}, e.g. {example})")
     if low <= port <= high:
         raise _bad(
             f"{flag} {port} is inside Ray's worker port range {low}-{high} "

@@ -25,6 +25,7 @@ from launchers.defaults import (
     SERVICE_MAX_REPLICAS,
     SERVICE_PORT,
     SERVICE_ROUTER_PORT_OFFSET,
+    USER_PORTS,
 )
 from launchers.jobdir.jobfiles import FINAL_STATES, JobFile, Record
 from launchers.observe.status import SLURM_LIVE
@@ -91,8 +92,8 @@ def check_replicas(count: int, flag: str = "--replicas") -> int:
 # outside Ray's worker range), for the front's port and for the two the router takes
 # above it (front port + SERVICE_ROUTER_PORT_OFFSET, and its metrics port next to it).
 FRONT_PORTS = (
-    (1024, RAY_WORKER_PORTS[0] - SERVICE_ROUTER_PORT_OFFSET - 2),
-    (RAY_WORKER_PORTS[1] + 1, 65535 - SERVICE_ROUTER_PORT_OFFSET - 1),
+    (USER_PORTS[0], RAY_WORKER_PORTS[0] - SERVICE_ROUTER_PORT_OFFSET - 2),
+    (RAY_WORKER_PORTS[1] + 1, USER_PORTS[1] - SERVICE_ROUTER_PORT_OFFSET - 1),
 )
 
 
@@ -101,12 +102,15 @@ def check_front_port(port: int) -> int:
     low, high = RAY_WORKER_PORTS
     router = port + SERVICE_ROUTER_PORT_OFFSET
     fix = " or ".join(f"{a}-{b}" for a, b in FRONT_PORTS) + f", e.g. {SERVICE_PORT}"
-    if not 1024 <= port <= 65535:
-        why = "is not a usable port (ports are 1024-65535)"
+    if not USER_PORTS[0] <= port <= USER_PORTS[1]:
+        why = f"is not a usable port (ports are {USER_PORTS[0]}-{USER_PORTS[1]})"
     elif low <= port <= high:
         why = f"is inside Ray's worker port range {low}-{high}"
-    elif router + 1 > 65535:
-        why = f"leaves no room for the router above it ({router} and {router + 1}: past 65535)"
+    elif router + 1 > USER_PORTS[1]:
+        why = (
+            f"leaves no room for the router above it ({router} and {router + 1}: past "
+            f"{USER_PORTS[1]})"
+        )
     elif router <= high and router + 1 >= low:
         why = (
             f"puts the router on {router} and {router + 1}, inside Ray's worker port "

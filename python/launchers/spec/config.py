@@ -20,6 +20,7 @@ from launchers.defaults import (
     DEFAULT_RAY_PORT,
     DEFAULT_READY_TIMEOUT,
     DEFAULT_VLLM_VERSION,
+    USER_PORTS,
 )
 from launchers.spec import fields, slurmtime, versions
 from launchers.spec.fields import (
@@ -40,7 +41,7 @@ GresStyle = Literal["gpus-per-node", "gres", "none"]
 NcclProfile = Literal["auto", "infiniband", "roce", "tcp"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
-Port = Annotated[int, Field(ge=1024, le=65535)]
+Port = Annotated[int, Field(ge=USER_PORTS[0], le=USER_PORTS[1])]
 
 
 def _walk_text(value: Any) -> None:
