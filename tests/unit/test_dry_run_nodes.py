@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from launchers import _proc, health
-from launchers.input import probe
+from launchers import _proc, health, installed
 from launchers.jobdir import jobfiles
 from launchers.plan.launch import LaunchPlan
 from launchers.render.nodes import filled, job_values, planned_nodes
@@ -82,7 +81,7 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
     monkeypatch.setattr(_proc, "start", start)
     monkeypatch.setattr(ray_cluster, "start_ray", start)
     monkeypatch.setattr(ray_cluster, "RayWatcher", Watcher)
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: None)
     monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
     # the API's port 8000 is taken on the leader: it moves to 8001, a fact of the job
     monkeypatch.setattr(health, "port_free", lambda port: port != 8000)

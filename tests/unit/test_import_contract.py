@@ -98,6 +98,11 @@ def test_the_tree_keeps_the_contract(tree: Path) -> None:
             "launchers.observe.job -> launchers.client",
         ),
         ("client", "from launchers import service", "launchers.client -> launchers.service"),
+        (
+            "runtime/context",
+            "from launchers.input import probe",
+            "launchers.runtime is not allowed to import launchers.input",
+        ),
     ],
 )
 def test_a_planted_import_breaks_the_contract(

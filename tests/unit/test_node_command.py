@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from launchers import _proc
+from launchers import _proc, installed
 from launchers.errors import InputError, RuntimeFailure
-from launchers.input import probe
 from launchers.plan.commands import NODE_IP, ServeStart
 from launchers.plan.launch import JobPaths
 from launchers.runtime.context import NodeContext, NodeLog, Stopper, require_vllm
@@ -119,7 +118,7 @@ TOO_OLD = (
 def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.10.2")
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: "0.10.2")
     started: list[object] = []
     monkeypatch.setattr(_proc, "start", lambda *a, **k: started.append(a))
     ctx = replace(context(None), paths=JobPaths.at(str(tmp_path)))
@@ -127,7 +126,7 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
     assert lead(ctx, task) == 1
     endpoint = json.loads((tmp_path / "endpoint.json").read_text())
     assert (endpoint["state"], endpoint["message"]) == ("FAILED", TOO_OLD)
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.8.5")
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: "0.8.5")
     follower = FollowerTask(
         ray=None, serve=HEADLESS_SERVE, serve_env={}, values={}, leader_ip="10.0.0.1",
         nodes_timeout=1,
@@ -143,9 +142,9 @@ def test_a_node_with_an_older_vllm_than_the_plan_stops_before_starting(
 def test_a_node_with_a_new_enough_vllm_or_a_container_is_not_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.32.0+cpu")
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: "0.32.0+cpu")
     require_vllm(context(None), NATIVE)
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: "0.8.5")
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: "0.8.5")
     require_vllm(context(ContainerSpec.parse("apptainer:/images/vllm.sif")), NATIVE)
     require_vllm(context(None), ["vllm", "serve", "m"])
     with pytest.raises(InputError, match="headless data-parallel ranks needs vLLM >= 0.9.0"):

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from launchers import _proc, health
-from launchers.input import probe
+from launchers import _proc, health, installed
 from launchers.plan.commands import LEADER_IP, NODE_IP, RayStart, Rendezvous, ServeStart
 from launchers.plan.launch import JobPaths, LaunchPlan
 from launchers.runtime import ray_cluster
@@ -92,7 +91,7 @@ def test_a_taken_api_port_moves_the_serve_port_and_readiness_follows(
         started.append(argv)
         return Exited(name, argv, 1, str(tmp_path / "vllm-0.log"))
 
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: None)
     monkeypatch.setattr(health, "port_free", lambda port: port != 8000)
     monkeypatch.setattr(health, "pick_port", lambda start: 8001)
     monkeypatch.setattr(_proc, "start", start)
@@ -124,7 +123,7 @@ def fake_follower(
         started.append(argv)
         return Exited(name, argv, 0, str(tmp_path / f"{name}.log"), running=running)
 
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: None)
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: None)
     monkeypatch.setattr(health, "wait_for_port", wait_for_port)
     monkeypatch.setattr(ray_cluster, "start_ray", start)
     monkeypatch.setattr(_proc, "start", start)

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from launchers import health, jobdir
+from launchers import health, installed, jobdir
 from launchers.errors import LayoutError
-from launchers.input import probe
 from launchers.jobdir import jobfiles
 from launchers.plan.launch import LaunchPlan
 from launchers.runtime import follower, leader, ray_cluster, run
@@ -142,7 +141,7 @@ def test_a_follower_that_fails_before_its_role_starts_leaves_a_record(
     def installed_version(*names: str) -> str | None:
         raise PermissionError(errno.EACCES, "Permission denied", "/site-packages/ray")
 
-    monkeypatch.setattr(probe, "installed_version", installed_version)
+    monkeypatch.setattr(installed, "installed_version", installed_version)
     plan = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
     assert plan.ray_token_file  # Ray's version is asked for its token auth
     assert run.run_plan(plan, rank=1, job_id="7", environ={}) == 1

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from launchers import installed
 from launchers.errors import InputError
-from launchers.input import probe, wrapper
+from launchers.input import wrapper
 from launchers.plan.launch import LaunchPlan
 from launchers.runtime import run
 from launchers.runtime.run import ray_token_env
@@ -122,7 +123,7 @@ def test_every_wrapper_node_runs_ray_with_the_token_file_never_the_token(
         return 0
 
     monkeypatch.setattr(run, "run_plan", fake_run_plan)
-    monkeypatch.setattr(probe, "installed_version", lambda *dists: "2.52.0")
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: "2.52.0")
     token = _token(tmp_path / "shared-token", "tok-very-secret\n")
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     env = {"VLLM_HPC_JOB_ROOT": str(tmp_path / "jobs")}

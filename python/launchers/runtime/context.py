@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import ClassVar, Literal
 
-from launchers import _proc, jobdir, waits
+from launchers import _proc, installed, jobdir, waits
 from launchers.errors import RuntimeFailure
-from launchers.input import probe
 from launchers.jobdir import jobfiles, safe
 from launchers.jobdir.safe import private_dir
 from launchers.plan.commands import RayStart, ServeStart, check_installed
@@ -208,9 +207,9 @@ def require_vllm(ctx: NodeContext, serve_argv: Sequence[str] | None) -> None:
     a newer target), before anything starts. Inside a container vLLM is the image's."""
     if serve_argv is None or ctx.container is not None:
         return
-    installed = probe.installed_version(*probe.VLLM_DISTS)
-    if installed is not None:
-        check_installed(serve_argv, installed)
+    version = installed.installed_version(*installed.VLLM_DISTS)
+    if version is not None:
+        check_installed(serve_argv, version)
 
 
 def read_key(path: str | None) -> str | None:

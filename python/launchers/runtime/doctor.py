@@ -133,7 +133,7 @@ def check_loading(report: Report, plan: LaunchPlan, environ: Mapping[str, str]) 
 
 def installed_versions() -> dict[str, str | None]:
     """vLLM's and Ray's versions in this Python (None: not installed)."""
-    from launchers.input.probe import VLLM_DISTS, installed_version
+    from launchers.installed import VLLM_DISTS, installed_version
 
     return {"vllm": installed_version(*VLLM_DISTS), "ray": installed_version("ray")}
 

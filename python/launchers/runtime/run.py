@@ -8,9 +8,8 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from launchers import _proc, jobdir
+from launchers import _proc, installed, jobdir
 from launchers.errors import InputError, VllmHpcError
-from launchers.input import probe
 from launchers.jobdir import jobroot
 from launchers.plan.commands import JOB_DIR, JOB_ID, JOB_KEY, LEADER_IP, NODE_IP
 from launchers.plan.launch import LaunchPlan
@@ -151,7 +150,7 @@ RAY_AUTH_SINCE = (2, 52)
 
 def ray_token_env(token_file: str, log: Callable[[str], None]) -> dict[str, str]:
     """Ray token authentication for every ``ray start``, ``vllm serve`` and watch."""
-    version = probe.installed_version("ray") or ""
+    version = installed.installed_version("ray") or ""
     try:
         old = bool(version) and versions.release(version)[:2] < RAY_AUTH_SINCE
     except ValueError:
