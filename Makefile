@@ -26,12 +26,14 @@ tools: ## System tools the checks need (shellcheck, lmod), installed with apt wh
 	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null; }
 	@test -f /usr/share/lmod/lmod/init/bash || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lmod >/dev/null; }
 
-lint: install tools ## ruff, ruff format --check, mypy --strict, shellcheck, the import contract
+lint: install tools ## ruff, ruff format --check, mypy --strict, shellcheck, Markdown, the import contract
 	$(VENV)/bin/ruff check python tests bench
 	$(VENV)/bin/ruff format --check python tests bench
 	$(VENV)/bin/mypy python/launchers tests bench
 	shellcheck -x $(SHELL_FILES) tests/unit/golden/*.sbatch
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/pymarkdown --config .pymarkdown.json --strict-config scan README.md docs/*.md
+	$(PY) -m pytest tests/unit/test_docs.py -q -p no:cacheprovider
 
 test-unit: install tools ## Unit tests (seconds, no SLURM)
 	$(PY) -m pytest tests/unit -q
