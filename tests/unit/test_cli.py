@@ -174,3 +174,19 @@ def test_dp_backend_ray_is_one_serve_on_the_leader_over_ray() -> None:
     assert serve[serve.index("--data-parallel-backend") + 1] == "ray"
     assert "--headless" not in serve and "--distributed-executor-backend" not in serve
     assert worker["serve_argv"] is None and worker["ray_argv"][:2] == ["ray", "start"]
+
+
+def test_the_dry_run_says_what_slurm_is_asked_for_first_and_what_to_do_last() -> None:
+    args = ["submit", "-m", "llama-3.2-3b-instruct", "-p", "gpu", "--qos", "high", "--dry-run"]
+    code, out, err = run(args)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert (
+        "  slurm     partition gpu, account (your default), QOS high, "
+        "time (the partition's default)"
+    ) in lines[2:8]  # near the top: in the summary, beside the layout
+    assert lines[-2:] == ["", "drop --dry-run to submit"]
+    script = lines.index("The sbatch script (given to sbatch as it is)")
+    assert lines[script - 1] == lines[script + 1] == lines[-3] == "=" * 72
+    assert lines.index("#SBATCH --partition=gpu") > script  # the whole script is last
+    assert "Node 0 (leader)" in lines[:script]

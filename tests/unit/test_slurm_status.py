@@ -190,3 +190,150 @@ def test_a_site_without_accounting_is_asked_what_it_has(
     assert slurmctl.job_state("123") == (None, "")
     (fake / "squeue").write_text("#!/bin/sh\necho RUNNING\n")
     assert slurmctl.job_state("123") == ("RUNNING", "RUNNING")
+
+
+# --- a pending job: why SLURM has not started it, and when it expects to ----------------
+
+
+@pytest.mark.parametrize(
+    ("out", "reason", "detail", "start", "meaning"),
+    [
+        ("Priority|2026-12-02T15:30:00\n", "Priority", "", "2026-12-02T15:30:00",
+         "other jobs are ahead of it in the queue"),
+        ("Resources|N/A", "Resources", "", None, "it is next, waiting for nodes to free up"),
+        ("QOSMaxGRESPerUser|N/A", "QOSMaxGRESPerUser", "", None,
+         "your QOS's GPU limit is reached (your other jobs hold it)"),
+        ("ReqNodeNotAvail, UnavailableNodes:gpu[01-02]|Unknown", "ReqNodeNotAvail",
+         "UnavailableNodes:gpu[01-02]", None, "a node it needs is down, drained or reserved"),
+        ("PartitionTimeLimit|N/A", "PartitionTimeLimit", "", None,
+         "the time asked exceeds the partition's limit: it will never start as asked"),
+        ("AssocGrpMemLimit|N/A", "AssocGrpMemLimit", "", None,
+         "a limit your account shares is reached"),  # a family, not named one by one
+        ("SomethingNew|N/A", "SomethingNew", "", None, None),
+        ("None|N/A", "None", "", None, "SLURM has not looked at it yet (just submitted)"),
+        ("Priority", "Priority", "", None, "other jobs are ahead of it in the queue"),
+        ("Prio\x1b[31mrity|2026-12-02T15:30:00\x07", "Prio[31mrity", "", "2026-12-02T15:30:00",
+         None),  # no control character reaches a terminal
+    ],
+)  # fmt: skip
+def test_parse_pending(
+    out: str, reason: str, detail: str, start: str | None, meaning: str | None
+) -> None:
+    found = slurmctl.parse_pending(out)
+    assert found == slurmctl.Pending(reason, detail, start)
+    assert found.meaning == meaning
+    assert slurmctl.parse_pending("") is None  # not pending (squeue --start lists none)
+
+
+def test_every_reason_meant_to_be_explained_is() -> None:
+    for reason in ("Priority", "Resources", "QOSMaxGRESPerUser", "ReqNodeNotAvail",
+                   "AssocGrpGRES", "Dependency", "BeginTime", "PartitionTimeLimit",
+                   "JobHeldUser"):  # fmt: skip
+        assert slurmctl.PENDING_REASONS[reason], reason
+    never = [r for r, text in slurmctl.PENDING_REASONS.items() if slurmctl.NEVER in text]
+    assert "PartitionTimeLimit" in never and "Priority" not in never
+
+
+def fake_squeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: str, start: str) -> Path:
+    """A PATH whose squeue answers as SLURM does for job 123 (``--start``: the reason and
+    the expected start; else the state), and logs each call."""
+    fake = tmp_path / "slurm-bin"
+    fake.mkdir()
+    calls = tmp_path / "squeue-calls"
+    (fake / "squeue").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$*" in\n'
+        f"  *--start*) echo '{start}' ;;\n"
+        f"  *) echo {state} ;;\n"
+        "esac\n"
+    )
+    (fake / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    return calls
+
+
+def pending_job(root: Path, endpoint: str | None = None) -> None:
+    from launchers.jobdir.safe import private_dir
+
+    private_dir(root, "job root")
+    job = private_dir(root / "123", "job directory")
+    (job / "plan.json").write_text("{}")
+    if endpoint is not None:
+        (job / "endpoint.json").write_text(endpoint)
+
+
+def test_status_of_a_pending_job_says_why_and_when(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fake_squeue(tmp_path, monkeypatch, "PENDING", "Priority|2099-01-01T00:00:00")
+    pending_job(tmp_path / "jobs")
+    code, out, err = run(["status", "123", "--job-root", str(tmp_path / "jobs")],
+                         {"PATH": str(tmp_path / "slurm-bin")})  # fmt: skip
+    assert (code, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[0] == (
+        "job 123: PENDING - waiting for an allocation "
+        "(Priority: other jobs are ahead of it in the queue)"
+    )
+    assert lines[1] == "  slurm     PENDING"
+    assert lines[2].startswith("  start     expected start 2099-01-01T00:00:00 (in "), lines
+    assert calls.read_text().splitlines() == [
+        "-h -j 123 -o %T",
+        "--start -h -j 123 -o %r|%S",
+    ]  # one call for the state, one for the reason and the start
+
+
+def test_status_json_of_a_pending_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    fake_squeue(tmp_path, monkeypatch, "PENDING", "ReqNodeNotAvail, UnavailableNodes:n1|N/A")
+    pending_job(tmp_path / "jobs")
+    _, out, _ = run(["status", "123", "--job-root", str(tmp_path / "jobs"), "--json"],
+                    {"PATH": str(tmp_path / "slurm-bin")})  # fmt: skip
+    assert json.loads(out)["pending"] == {
+        "reason": "ReqNodeNotAvail",
+        "detail": "UnavailableNodes:n1",
+        "meaning": "a node it needs is down, drained or reserved",
+        "expected_start": None,
+    }
+
+
+def test_jobs_shows_a_pending_jobs_reason_under_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_squeue(tmp_path, monkeypatch, "PENDING", "QOSMaxGRESPerUser|N/A")
+    pending_job(tmp_path / "jobs")
+    code, out, err = run(["jobs", "--job-root", str(tmp_path / "jobs")],
+                         {"PATH": str(tmp_path / "slurm-bin")})  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:] == [
+        "123     -      -      PENDING  -         -",
+        "        pending: QOSMaxGRESPerUser: your QOS's GPU limit is reached (your other jobs "
+        "hold it); no expected start yet (SLURM's scheduler has not estimated one)",
+    ]
+
+
+def test_a_running_job_costs_no_second_squeue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fake_squeue(tmp_path, monkeypatch, "RUNNING", "Priority|N/A")
+    pending_job(tmp_path / "jobs", '{"state": "LOADING", "message": "loading"}')
+    _, out, _ = run(["status", "123", "--job-root", str(tmp_path / "jobs")],
+                    {"PATH": str(tmp_path / "slurm-bin")})  # fmt: skip
+    assert out.splitlines()[0] == "job 123: LOADING - loading"
+    assert calls.read_text().splitlines() == ["-h -j 123 -o %T"]
+
+
+def test_the_wait_line_says_why_a_job_is_pending() -> None:
+    from launchers.observe.progress import Progress, line
+
+    why = slurmctl.parse_pending("Resources|2026-12-02T15:30:00")
+    status = combine("1", "PENDING", "PENDING", None, why)
+    assert status.pending == why
+    shown = line(Progress(status.state, status.message), 12.5)
+    assert shown == (
+        "[  12.5s] PENDING: waiting for an allocation "
+        "(Resources: it is next, waiting for nodes to free up)"
+    )
+    assert combine("1", "PENDING", "PENDING", None).message == "waiting for an allocation (PENDING)"

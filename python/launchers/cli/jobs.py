@@ -4,7 +4,7 @@ job, each a thin printer of what ``launchers.observe.job`` reads."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -43,15 +43,36 @@ def _age(seconds: float) -> str:
     return f"{seconds // 3600}h"
 
 
+def _start(pending: dict[str, str | None], now: float) -> str:
+    """``expected start 2026-12-02T15:30:00 (in 2h)``, or that SLURM has no estimate."""
+    from datetime import datetime
+
+    start = pending["expected_start"]
+    if not start:
+        return "no expected start yet (SLURM's scheduler has not estimated one)"
+    try:
+        left = datetime.fromisoformat(start).timestamp() - now
+    except ValueError:  # SLURM_TIME_FORMAT set to another format: as squeue prints it
+        return f"expected start {start}"
+    return f"expected start {start}" + (f" (in {_age(left)})" if left > 0 else "")
+
+
+def _why(pending: dict[str, str | None]) -> str:
+    """``Priority: other jobs are ahead of it in the queue [detail]``."""
+    text = str(pending["reason"]) + (f": {pending['meaning']}" if pending["meaning"] else "")
+    return text + (f" [{pending['detail']}]" if pending["detail"] else "")
+
+
 @click.command("jobs")
 @job_root_option
 @click.option("--json", "as_json", is_flag=True)
 def jobs_cmd(job_root: str | None, as_json: bool) -> None:
-    """Your vllm-hpc jobs: id, model, nodes, state, endpoint, age."""
+    """Your vllm-hpc jobs: id, model, nodes, state, endpoint, age; under a PENDING
+    job, why SLURM has not started it and when it expects to."""
     import json
     import time
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for job in client_for(job_root).jobs():
         row = job.summary()
         started = row.pop("started")
@@ -62,8 +83,11 @@ def jobs_cmd(job_root: str | None, as_json: bool) -> None:
     cols = ("job_id", "model", "nodes", "state", "endpoint", "age")
     table = [tuple(c.upper() for c in cols)] + [tuple(str(r[c]) for c in cols) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for line in table:
+    now = time.time()
+    for line, pending in zip(table, [None, *(r["pending"] for r in rows)], strict=True):
         click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+        if pending:
+            click.echo(f"{'':{widths[0]}}  pending: {_why(pending)}; {_start(pending, now)}")
 
 
 @click.command("status")
@@ -71,11 +95,13 @@ def jobs_cmd(job_root: str | None, as_json: bool) -> None:
 @job_root_option
 @click.option("--json", "as_json", is_flag=True)
 def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
-    """SLURM state, each node's role and address, Ray nodes, vLLM health, endpoint.
+    """SLURM state (for a PENDING job: why it waits, when SLURM expects to start it),
+    each node's role and address, Ray nodes, vLLM health, endpoint.
 
     Exits 0 only when the job is READY (1 otherwise), so scripts can poll it.
     """
     import json
+    import time
 
     job = client_for(job_root).job(job_id)
     data = job.report()
@@ -86,6 +112,8 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
     else:
         click.echo(f"job {job_id}: {state} - {data['message']}")
         click.echo(f"  slurm     {data['slurm'] or '-'}")
+        if data["pending"]:  # its reason is in the message above
+            click.echo(f"  start     {_start(data['pending'], time.time())}")
         click.echo(f"  endpoint  {url or '-'}  model {model or '-'}")
         if health is not None:
             click.echo(f"  health    {'ok' if health else 'not answering'}")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
 
     from launchers.plan.launch import LaunchPlan
+    from launchers.submit.slurmctl import Pending
 
 OPENAI_EXTRA = "pip install 'vllm-hpc[openai]'"
 
@@ -54,6 +55,12 @@ def _slurm_state(job_id: str) -> tuple[str | None, str]:
     from launchers.submit.slurmctl import job_state
 
     return job_state(job_id)
+
+
+def _slurm_pending(job_id: str) -> Pending | None:
+    from launchers.submit.slurmctl import pending
+
+    return pending(job_id)
 
 
 def _local_state(job_id: str) -> tuple[str | None, str]:
@@ -131,7 +138,7 @@ class Job:
     def status(self) -> JobStatus:
         if self.job_id.startswith("local-"):
             return read_status(self.job_id, self.job_dir, self._local_alive)
-        return read_status(self.job_id, self.job_dir, _slurm_state)
+        return read_status(self.job_id, self.job_dir, _slurm_state, _slurm_pending)
 
     def _local_pid(self) -> int:
         started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
@@ -298,6 +305,7 @@ class Job:
             "message": status.message,
             "endpoint": status.url or "-",
             "started": info.started if info is not None else None,
+            "pending": _pending_dict(status.pending),
         }
 
     def report(self) -> dict[str, Any]:
@@ -316,6 +324,7 @@ class Job:
             "state": status.state,
             "message": status.message,
             "slurm": status.slurm,
+            "pending": _pending_dict(status.pending),
             "endpoint": status.url,
             "model": status.model,
             "healthy": healthy,
@@ -412,6 +421,19 @@ class Job:
                 info.model_copy(update={**update, "updated": jobdir.now()}),
             )
         return self.status()
+
+
+def _pending_dict(pending: Pending | None) -> dict[str, str | None] | None:
+    """A pending job's reason (SLURM's word, what it adds, its meaning in plain words)
+    and expected start (as squeue prints it; None until SLURM has estimated one)."""
+    if pending is None:
+        return None
+    return {
+        "reason": pending.reason,
+        "detail": pending.detail or None,
+        "meaning": pending.meaning,
+        "expected_start": pending.start,
+    }
 
 
 def direct_openai(*, asynchronous: bool = False, **options: Any) -> Any:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from launchers import waits
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import jobfiles
 from launchers.jobdir.jobfiles import FINAL_STATES, Endpoint
+
+if TYPE_CHECKING:
+    from launchers.submit.slurmctl import Pending
 
 # SLURM's states (launchers.submit.slurm's names) of a job it still holds.
 SLURM_LIVE = ("PENDING", "RUNNING", "PREEMPTED")
@@ -30,6 +34,7 @@ class JobStatus:
     model: str | None = None
     slurm: str = ""  # SLURM's own word for the job ("" when it does not know it)
     slurm_state: str | None = None  # that word in launchers.submit.slurm's names
+    pending: Pending | None = None  # why SLURM has not started it, and when it expects to
 
     @property
     def final(self) -> bool:
@@ -42,8 +47,15 @@ class JobStatus:
         return self.final and self.slurm_state not in SLURM_LIVE
 
 
-def combine(job_id: str, slurm_state: str | None, raw: str, endpoint: Endpoint | None) -> JobStatus:
-    """One status from SLURM's state and the leader's endpoint.json. Pure."""
+def combine(
+    job_id: str,
+    slurm_state: str | None,
+    raw: str,
+    endpoint: Endpoint | None,
+    pending: Pending | None = None,
+) -> JobStatus:
+    """One status from SLURM's state (and, for a pending job, its reason and expected
+    start) and the leader's endpoint.json. Pure."""
     url = endpoint.url if endpoint else None
     model = endpoint.model if endpoint else None
     live = slurm_state in (*SLURM_LIVE, None)
@@ -58,9 +70,10 @@ def combine(job_id: str, slurm_state: str | None, raw: str, endpoint: Endpoint |
             message = f"the job ended ({raw})" + (f"; last: {message}" if message else "")
         return JobStatus(job_id, state, message, url, model, raw, slurm_state)
     if slurm_state in (None, "PENDING", "PREEMPTED"):
+        why = pending.describe() if pending is not None else raw or "queued"
         return JobStatus(
-            job_id, "PENDING", f"waiting for an allocation ({raw or 'queued'})", slurm=raw,
-            slurm_state=slurm_state,
+            job_id, "PENDING", f"waiting for an allocation ({why})", slurm=raw,
+            slurm_state=slurm_state, pending=pending,
         )  # fmt: skip
     if slurm_state == "RUNNING":
         return JobStatus(
@@ -73,11 +86,17 @@ def combine(job_id: str, slurm_state: str | None, raw: str, endpoint: Endpoint |
 
 
 def read_status(
-    job_id: str, job_dir: str, slurm_state: Callable[[str], tuple[str | None, str]]
+    job_id: str,
+    job_dir: str,
+    slurm_state: Callable[[str], tuple[str | None, str]],
+    pending: Callable[[str], Pending | None] | None = None,
 ) -> JobStatus:
+    """The job's status; ``pending`` (SLURM's reason and expected start) is asked only
+    of a job SLURM holds as PENDING whose leader has not reported."""
     state, raw = slurm_state(job_id)
     endpoint = jobfiles.read(jobfiles.endpoint_file(job_dir), Endpoint)
-    return combine(job_id, state, raw, endpoint)
+    why = pending(job_id) if pending is not None and state == "PENDING" and not endpoint else None
+    return combine(job_id, state, raw, endpoint, why)
 
 
 def wait_ready(

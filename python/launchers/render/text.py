@@ -164,9 +164,31 @@ def _environment_title(plan: LaunchPlan) -> str:
     return "Environment on every node"
 
 
-def render_plan_text(plan: LaunchPlan) -> str:
-    """The dry run: what would run where, and why. Every node's lines are what it will
-    execute (``render.nodes``), only what the running job knows left as placeholders."""
+# What SLURM uses for a request the plan leaves out: (directive, shown as, what SLURM does).
+SLURM_SUMMARY: tuple[tuple[str, str, str], ...] = (
+    ("partition", "partition", "the site's default"),
+    ("account", "account", "your default"),
+    ("qos", "QOS", "your default"),
+    ("time", "time", "the partition's default"),
+)
+SUBMIT_THEN = "drop --dry-run to submit"
+
+
+def slurm_summary(plan: LaunchPlan) -> str:
+    """``partition gpu, account proj42, QOS (your default), time 04:00:00``:
+    what the plan's sbatch directives ask of SLURM, and what SLURM picks for the rest."""
+    asked = dict(plan.sbatch)
+    return ", ".join(
+        f"{shown} {asked[key]}" if asked.get(key) else f"{shown} ({default})"
+        for key, shown, default in SLURM_SUMMARY
+    )
+
+
+def render_plan_text(plan: LaunchPlan, *, then: str | None = SUBMIT_THEN) -> str:
+    """The dry run: what SLURM is asked for, what would run where, and why; the sbatch
+    script last, set apart; ``then`` (what to do next) at the very end. Every node's
+    lines are what it will execute (``render.nodes``), only what the running job knows
+    left as placeholders."""
     layout = plan.layout
     out = [
         f"vllm-hpc plan for {plan.name} (dry run: nothing submitted)",
@@ -174,6 +196,7 @@ def render_plan_text(plan: LaunchPlan) -> str:
         f"  model     {plan.model}  (served as {plan.served_model_name})",
         f"  layout    {layout.describe()}",
         f"  why       {plan.layout_reason}",
+        f"  slurm     {slurm_summary(plan)}",
         f"  runtime   {plan.runtime}",
         f"  vllm      target version {plan.vllm_version}",
         f"  job dir   {_readable(plan.paths.job_dir)}",
@@ -211,7 +234,16 @@ def render_plan_text(plan: LaunchPlan) -> str:
         out += ["", "Filled in when the job runs"]
         out += [f"  {key:<16} {text}" for key, text in used]
     script = render_sbatch(plan, plan_json="<the plan as JSON: see --dry-run --json>")
-    out += ["", "sbatch script", "-" * 72, script.rstrip("\n"), "-" * 72]
+    out += [
+        "",
+        "=" * 72,
+        "The sbatch script (given to sbatch as it is)",
+        "=" * 72,
+        script.rstrip("\n"),
+        "=" * 72,
+    ]
+    if then:
+        out += ["", then]
     return "\n".join(out) + "\n"
 
 

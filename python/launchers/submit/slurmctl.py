@@ -1,4 +1,5 @@
-"""Asking SLURM about jobs and signalling them: job state, end time, the cluster's name,
+"""Asking SLURM about jobs and signalling them: job state, a pending job's reason and
+expected start (explained in plain words by ``PENDING_REASONS``), end time, the cluster's name,
 scancel, srun inside a job. No submission (``slurm``'s), so the reading floor may use it.
 
 SLURM specifics live in tables; ``parse_*`` are pure. Job state never depends on
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from launchers import _proc
 from launchers.errors import SubmitError
@@ -42,6 +44,103 @@ SLURM_STATES: dict[str, str] = {
     "SPECIAL_EXIT": "FAILED",
 }
 ENDED = {"ENDED", "CANCELLED", "FAILED", "TIMEOUT"}
+
+# Why SLURM has not started a pending job (squeue's %r) -> what it means, in plain words.
+# "it will never start" marks the reasons waiting does not cure: the job must be changed
+# or cancelled. SLURM's list: https://slurm.schedmd.com/job_reason_codes.html
+NEVER = "it will never start as asked"
+PENDING_REASONS: dict[str, str] = {
+    "None": "SLURM has not looked at it yet (just submitted)",
+    "Priority": "other jobs are ahead of it in the queue",
+    "Resources": "it is next, waiting for nodes to free up",
+    "Dependency": "waiting for the job it depends on",
+    "DependencyNeverSatisfied": f"the job it depends on failed: {NEVER}",
+    "BeginTime": "it was asked to start later (--begin)",
+    "ReqNodeNotAvail": "a node it needs is down, drained or reserved",
+    "NodeDown": "a node it needs is down",
+    "Reservation": "waiting for its reservation to start",
+    "Licenses": "waiting for a license",
+    "JobHeldUser": "held by you: `scontrol release JOB` lets it go",
+    "JobHeldAdmin": "held by an administrator",
+    "PartitionTimeLimit": f"the time asked exceeds the partition's limit: {NEVER}",
+    "PartitionNodeLimit": "more nodes asked than the partition allows, or its nodes are down",
+    "PartitionDown": "the partition is down",
+    "PartitionInactive": "the partition is inactive",
+    "BadConstraints": f"no node meets its constraints: {NEVER}",
+    "InvalidAccount": f"the account is not valid: {NEVER}",
+    "InvalidQOS": f"the QOS is not valid: {NEVER}",
+    "AccountNotAllowed": f"the account may not use this partition: {NEVER}",
+    "QOSNotAllowed": f"the QOS may not be used in this partition: {NEVER}",
+    "QOSMaxGRESPerUser": "your QOS's GPU limit is reached (your other jobs hold it)",
+    "QOSMaxGRESPerJob": f"it asks more GPUs than your QOS allows a job: {NEVER}",
+    "QOSMaxNodePerUserLimit": "your QOS's node limit is reached (your other jobs hold it)",
+    "QOSMaxNodePerJobLimit": f"it asks more nodes than your QOS allows a job: {NEVER}",
+    "QOSMaxJobsPerUserLimit": "your QOS's limit on running jobs is reached",
+    "QOSMaxWallDurationPerJobLimit": f"the time asked exceeds your QOS's limit: {NEVER}",
+    "QOSGrpGRES": "the QOS's GPU limit for all its users is reached",
+    "QOSGrpNodeLimit": "the QOS's node limit for all its users is reached",
+    "AssocGrpGRES": "your account's GPU limit is reached (its running jobs hold it)",
+    "AssocGrpGRESMinutes": "your account's GPU-hours budget is used up",
+    "AssocGrpCPUMinutesLimit": "your account's CPU-hours budget is used up",
+    "AssocGrpNodeLimit": "your account's node limit is reached (its running jobs hold it)",
+    "AssocGrpJobsLimit": "your account's limit on running jobs is reached",
+    "AssocMaxJobsLimit": "your limit on running jobs is reached",
+    "AssocMaxWallDurationPerJobLimit": f"the time asked exceeds your account's limit: {NEVER}",
+    "AssocMaxGRESPerJob": f"it asks more GPUs than your account allows a job: {NEVER}",
+}
+# Families of reasons not named above (SLURM adds limits): prefix -> meaning.
+PENDING_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("AssocGrp", "a limit your account shares is reached"),
+    ("AssocMax", "a limit of your account is reached"),
+    ("QOSGrp", "a limit the QOS shares among its users is reached"),
+    ("QOSMax", "a limit of your QOS is reached"),
+    ("MaxGRESPerAccount", "your account's GPU limit in the QOS is reached"),
+)
+NO_ESTIMATE = ("", "N/A", "NONE", "UNKNOWN")  # squeue's %S before SLURM has estimated
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Why a pending job waits and when SLURM expects to start it."""
+
+    reason: str  # SLURM's word: Priority, ReqNodeNotAvail...
+    detail: str = ""  # what squeue adds after it (ReqNodeNotAvail's UnavailableNodes:...)
+    start: str | None = None  # the expected start as squeue prints it; None: no estimate
+
+    @property
+    def meaning(self) -> str | None:
+        """The reason in plain words (None for a reason the tables do not know)."""
+        if self.reason in PENDING_REASONS:
+            return PENDING_REASONS[self.reason]
+        return next((m for prefix, m in PENDING_FAMILIES if self.reason.startswith(prefix)), None)
+
+    def describe(self) -> str:
+        """``Priority: other jobs are ahead of it in the queue`` (``[detail]`` after)."""
+        text = self.reason + (f": {self.meaning}" if self.meaning else "")
+        return text + (f" [{self.detail}]" if self.detail else "")
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    return "".join(c for c in text if c.isprintable())[:limit].strip()
+
+
+def parse_pending(text: str) -> Pending | None:
+    """``squeue --start -o '%r|%S'`` (``Priority|2026-12-02T15:30:00``,
+    ``ReqNodeNotAvail, UnavailableNodes:n[1-2]|N/A``) -> a Pending; None when squeue
+    printed nothing (the job is not pending). Pure."""
+    lines = text.strip().splitlines()
+    if not lines:
+        return None
+    reason, sep, start = lines[0].rpartition("|")
+    if not sep:
+        reason, start = start, ""
+    word, _, detail = _printable(reason).partition(",")
+    start = _printable(start, 40)
+    return Pending(
+        reason=word.strip() or "None",
+        detail=detail.strip(),
+        start=None if start.upper() in NO_ESTIMATE else start,
+    )
 
 
 def parse_cluster_name(config_text: str) -> str | None:
@@ -124,6 +223,12 @@ def job_state(job_id: str) -> tuple[str | None, str]:
             raw = read(out)
             return parse_state(raw), raw
     return None, ""
+
+
+def pending(job_id: str) -> Pending | None:
+    """Why pending job ``job_id`` waits and its expected start (one ``squeue`` call);
+    None when SLURM does not say (the job is not pending, or squeue is missing)."""
+    return parse_pending(_ask(["squeue", "--start", "-h", "-j", job_id, "-o", "%r|%S"], 20))
 
 
 def _first_line(out: str) -> str:
