@@ -430,3 +430,58 @@ def test_submitting_the_front_records_its_job_and_a_stamped_event(
     state = svc.state()
     assert state is not None and state.front_job == "77" and not state.front_job_beat
     assert re.fullmatch(r"\d\d:\d\d:\d\d UTC front submitted as job 77", state.events[-1])
+
+
+# --- a failed `service up` leaves nothing that blocks the corrected retry ---------------
+
+MODEL = "meta-llama/Llama-3.2-3B-Instruct"
+
+
+def up(root: Path, *options: str) -> object:
+    """`service up llama -m MODEL OPTIONS --job-root ROOT`: its result."""
+    argv = ["service", "up", "llama", "-m", MODEL, *options, "--job-root", str(root)]
+    return CliRunner().invoke(cli, argv, standalone_mode=False)
+
+
+def test_a_failed_up_leaves_nothing_and_the_corrected_retry_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launchers.errors import SubmitError
+
+    def refuse(script: str, environ: object) -> str:
+        raise SubmitError("sbatch refused the job: invalid partition specified: nogpu")
+
+    monkeypatch.setattr(slurm, "sbatch_text", refuse)
+    root = tmp_path / "jobs"
+    failed = up(root, "-p", "nogpu")
+    assert isinstance(failed.exception, SubmitError)  # type: ignore[attr-defined]
+    assert not (root / "services" / "llama").exists()  # no service.json, state or key
+    listed = CliRunner().invoke(cli, ["service", "list", "--job-root", str(root)])
+    assert listed.exit_code == 0 and "llama" not in listed.output  # no STARTING for ever
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "77")
+    retried = up(root, "-p", "gpu")
+    assert retried.exception is None, retried.output  # type: ignore[attr-defined]
+    spec = store.read_spec(str(root / "services" / "llama"))
+    assert spec.request.partition == "gpu"
+
+
+def test_up_with_new_settings_replaces_a_service_that_never_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its front job 77 ended before its first heartbeat and no replica was submitted:
+    `up` with other settings replaces it and says so; one that has replicas is kept."""
+    svc = a_failed_front(tmp_path, monkeypatch, "FAILED")
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "78")
+    done = up(tmp_path, "-p", "gpu2")
+    assert done.exception is None, done.output  # type: ignore[attr-defined]
+    assert svc.spec().request.partition == "gpu2"
+    state = svc.state()
+    assert state is not None and state.front_job == "78"
+    assert any("replaced the settings of a service that never started" in e for e in state.events)
+    assert "replaced the settings" in done.output  # type: ignore[attr-defined]
+    store.write_state(svc.directory, state.model_copy(
+        update={"replicas": (replica(tmp_path, "5", "PENDING"),)}))  # fmt: skip
+    kept = up(tmp_path, "-p", "gpu3")
+    assert isinstance(kept.exception, InputError)  # type: ignore[attr-defined]
+    assert "exists with other settings" in str(kept.exception)  # type: ignore[attr-defined]
+    assert svc.spec().request.partition == "gpu2"

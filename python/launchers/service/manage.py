@@ -12,6 +12,7 @@ here only when no front is alive), ``front.json`` the front's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -32,6 +33,9 @@ from launchers.observe.progress import read_tail
 from launchers.observe.status import SLURM_LIVE
 from launchers.service import store
 from launchers.service.definition import (
+    KEY_FILE,
+    SPEC_FILE,
+    STATE_FILE,
     Front,
     ServiceSpec,
     ServiceState,
@@ -39,6 +43,7 @@ from launchers.service.definition import (
     check_front_time,
     check_name,
     check_replicas,
+    event_stamp,
     front_log,
     service_dir,
     services_root,
@@ -329,6 +334,7 @@ class Services:
         directory = service_dir(self.client.job_root, name)
         existing = store.read_spec(directory) if os.path.isfile(
             f"{directory}/service.json") else None  # fmt: skip
+        replaced = False
         if existing is not None:
             store.open_dir(directory)
             svc = Service(name, directory)
@@ -338,12 +344,14 @@ class Services:
                     fix=f"vllm-hpc service status {name}",
                 )
             if request and existing.desired == "UP" and _differs(existing.request, request):
-                raise InputError(
-                    f"service {name} exists with other settings",
-                    fix=f"vllm-hpc service up {name} (no options) adopts it; "
-                    f"vllm-hpc service down {name} first to change it",
-                )
-            if existing.desired == "UP" or not request:
+                if not never_started(svc):
+                    raise InputError(
+                        f"service {name} exists with other settings",
+                        fix=f"vllm-hpc service up {name} (no options) adopts it; "
+                        f"vllm-hpc service down {name} first to change it",
+                    )
+                replaced = True  # nothing of it ever ran: the new settings take its place
+            elif existing.desired == "UP" or not request:
                 check_front_python(sys.executable if front == "here" else existing.python)
                 spec = existing.model_copy(update={"desired": "UP"})
                 store.write_spec(directory, spec)
@@ -353,14 +361,21 @@ class Services:
                 f"service {name} does not exist yet: give the model",
                 fix=f"vllm-hpc service up {name} -m MODEL [submit's options]",
             )
-        spec = self._new_spec(name, request, directory, replicas=replicas,
-                              handover_seconds=handover_seconds, front=front,
-                              front_port=front_port, front_time=front_time)  # fmt: skip
-        svc = Service(name, directory)
-        return self._start_front(svc, spec, front)
+        made = _Made(directory, existed=os.path.isdir(directory),
+                     key_existed=os.path.exists(store.key_file(directory)))  # fmt: skip
+        try:
+            spec = self._new_spec(name, request, directory, replicas=replicas,
+                                  handover_seconds=handover_seconds, front=front,
+                                  front_port=front_port, front_time=front_time,
+                                  replaced=replaced, made=made)  # fmt: skip
+            return self._start_front(Service(name, directory), spec, front)
+        except BaseException:
+            made.undo()  # a failed up leaves nothing that blocks the corrected retry
+            raise
 
     def _new_spec(
-        self, name: str, request: SubmitRequest, directory: str, **settings: Any,
+        self, name: str, request: SubmitRequest, directory: str, *, made: _Made,
+        replaced: bool, **settings: Any,
     ) -> ServiceSpec:  # fmt: skip
         try:
             check_front_time(str(settings["front_time"]))
@@ -377,6 +392,7 @@ class Services:
         # Bad input fails here, before anything is written: plan one replica.
         probe = self.client.plan(request.model_copy(update={"no_api_key": True}))
         check_front_python(sys.executable if settings["front"] == "here" else probe.python)
+        made.began = True  # from here on, a failure takes back what was written
         store.make_dir(self.client.job_root, directory)
         key = store.key_file(directory)
         jobdir.ensure_secret(key, "service key")
@@ -384,8 +400,10 @@ class Services:
             name=name, request=request, python=probe.python,
             key_file=key, created_at=time.time(), **settings,
         )  # fmt: skip
+        now = time.time()
+        events = (f"{event_stamp(now)} {REPLACED}",) if replaced else ()
         store.write_spec(directory, spec)
-        store.write_state(directory, ServiceState(name=name, updated_at=time.time()))
+        store.write_state(directory, ServiceState(name=name, updated_at=now, events=events))
         return spec
 
     def _start_front(self, svc: Service, spec: ServiceSpec, front: str) -> Service:
@@ -393,6 +411,52 @@ class Services:
             return svc
         submit_front(spec, svc.directory)
         return svc
+
+
+REPLACED = (
+    "replaced the settings of a service that never started (no replica was submitted, no front ran)"
+)
+
+
+def never_started(svc: Service) -> bool:
+    """Whether nothing of service ``svc`` ever ran: no replica in state.json, no front
+    that wrote a heartbeat, and no front job SLURM still holds (one pending would start
+    with whatever service.json says by then). A front job SLURM cannot be asked about
+    here counts as started."""
+    state = svc.state()
+    if state is None:
+        return True
+    if state.replicas or state.front_job_beat or state.failures_in_row:
+        return False
+    if not state.front_job:
+        return True
+    try:
+        return slurmctl.job_state(state.front_job)[0] not in SLURM_LIVE
+    except SubmitError:
+        return False
+
+
+@dataclass
+class _Made:
+    """What a new service's ``up`` may create, to take back when it fails once it has
+    begun writing (a refusal before that changes nothing): service.json and state.json,
+    the key (unless it was there before), the directory (if it was not)."""
+
+    directory: str
+    existed: bool
+    key_existed: bool
+    began: bool = False
+
+    def undo(self) -> None:
+        if not self.began:
+            return
+        names = [SPEC_FILE, STATE_FILE, *([] if self.key_existed else [KEY_FILE])]
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.directory}/{name}")
+        if not self.existed:
+            with contextlib.suppress(OSError):  # not empty: something else is in it
+                os.rmdir(self.directory)
 
 
 def _said(state: ServiceState) -> str:
@@ -415,4 +479,4 @@ def _differs(stored: SubmitRequest, given: SubmitRequest) -> bool:
     return stored.model_copy(update=same) != given.model_copy(update=same)
 
 
-__all__ = ["Service", "Services"]
+__all__ = ["Service", "Services", "never_started"]
