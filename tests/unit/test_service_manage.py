@@ -34,6 +34,16 @@ from launchers.submit import slurm, slurmctl
 from .conftest import service_spec
 
 
+@pytest.fixture(autouse=True)
+def no_sbatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test here reaches this machine's sbatch (one that means to fakes it again)."""
+
+    def refuse(script: str, environ: object) -> str:
+        raise AssertionError("a unit test reached sbatch")
+
+    monkeypatch.setattr(slurm, "sbatch_text", refuse)
+
+
 @pytest.mark.parametrize("name", ["llama", "a", "llama-70b-2", "x" * 31])
 def test_good_service_names(name: str) -> None:
     assert check_name(name) == name
@@ -485,3 +495,42 @@ def test_up_with_new_settings_replaces_a_service_that_never_started(
     assert isinstance(kept.exception, InputError)  # type: ignore[attr-defined]
     assert "exists with other settings" in str(kept.exception)  # type: ignore[attr-defined]
     assert svc.spec().request.partition == "gpu2"
+
+
+# --- `--handover` must leave room in the replicas' time limit --------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-t", "00:20:00", "--handover", "30m"],
+         "--handover: 30m does not leave room in the replicas' time limit 00:20:00 "
+         "(--time) less its 120 s time-limit warning (give --handover below 18m, "
+         "e.g. --handover 9m, or a longer --time)"),
+        (["-t", "30", "--handover", "28m"],
+         "--handover: 28m does not leave room in the replicas' time limit 30 (--time) less "
+         "its 120 s time-limit warning (give --handover below 28m, e.g. --handover 14m, "
+         "or a longer --time)"),
+        (["-t", "1:00:00", "--handover", "1h"],
+         "--handover: 60m does not leave room in the replicas' time limit 1:00:00 (--time) "
+         "less its 120 s time-limit warning (give --handover below 58m, e.g. --handover "
+         "29m, or a longer --time)"),
+    ],
+)  # fmt: skip
+def test_a_handover_that_leaves_no_room_is_refused_before_anything_is_written(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    root = tmp_path / "jobs"
+    error = refused_up(root, *options)
+    assert error.one_line() == message and error.exit_code == 2
+    assert not (root / "services").exists()
+
+
+def test_a_handover_with_room_or_no_known_time_limit_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "77")
+    for root, options in ((tmp_path / "a", ["-t", "1:00:00", "--handover", "20m"]),
+                          (tmp_path / "b", ["--handover", "20h"])):  # fmt: skip
+        done = up(root, *options)
+        assert done.exception is None, done.output  # type: ignore[attr-defined]

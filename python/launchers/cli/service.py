@@ -22,6 +22,7 @@ from launchers.defaults import (
     SERVICE_PORT,
     SERVICE_REPLICAS,
     SERVICE_ROUTER_PORT_OFFSET,
+    SLURM_WARNING_SECONDS,
     USER_PORTS,
     WAIT_TIMEOUT,
 )
@@ -206,9 +207,9 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     "handover",
     default=f"{int(SERVICE_HANDOVER_SECONDS // 60)}m",
     show_default=True,
-    help="How long before a replica's time limit its successor is submitted. "
-    "Handovers roll, so give it twice the queue wait and model load, plus the "
-    "120 s warning.",
+    help="How long before a replica's time limit its successor is submitted: below "
+    f"--time less the {SLURM_WARNING_SECONDS} s time-limit warning. Handovers roll, so "
+    "give it twice the queue wait and model load, plus the warning.",
 )
 @click.option(
     "--front",

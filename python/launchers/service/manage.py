@@ -41,6 +41,7 @@ from launchers.service.definition import (
     ServiceState,
     check_front_port,
     check_front_time,
+    check_handover,
     check_name,
     check_replicas,
     event_stamp,
@@ -391,6 +392,7 @@ class Services:
         request = request.model_copy(update={"job_root": self.client.job_root})
         # Bad input fails here, before anything is written: plan one replica.
         probe = self.client.plan(request.model_copy(update={"no_api_key": True}))
+        check_handover(settings["handover_seconds"], probe.sbatch, request.time is not None)
         check_front_python(sys.executable if settings["front"] == "here" else probe.python)
         made.began = True  # from here on, a failure takes back what was written
         store.make_dir(self.client.job_root, directory)
