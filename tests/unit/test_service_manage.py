@@ -4,6 +4,7 @@ refuses before writing anything, `tunnel`'s ssh line, the replicas' requests, an
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -534,3 +535,40 @@ def test_a_handover_with_room_or_no_known_time_limit_is_taken(
                           (tmp_path / "b", ["--handover", "20h"])):  # fmt: skip
         done = up(root, *options)
         assert done.exception is None, done.output  # type: ignore[attr-defined]
+
+
+# --- `service up --dry-run` writes and submits nothing ----------------------------------
+
+
+def test_up_dry_run_shows_the_front_script_a_replica_and_what_would_be_written(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "jobs"
+    done = up(root, "-p", "gpu", "-t", "2:00:00", "--dry-run")
+    output: str = done.output  # type: ignore[attr-defined]
+    assert done.exception is None, output  # type: ignore[attr-defined]
+    directory = root / "services" / "llama"
+    assert output.startswith(
+        "vllm-hpc service up llama (dry run: nothing written, nothing submitted)\n"
+    )
+    for line in (
+        "  action    create service llama",
+        f"  writes    {directory}/ (0700)",
+        f"            {directory}/key (0600: the service's key)",
+        f"            {directory}/service.json",
+        f"            {directory}/state.json",
+        "#SBATCH --job-name=llama-front",
+        f"-m launchers service front --service-dir {directory}",
+        f"  api key   read from {directory}/key (never on a command line)",
+        "#SBATCH --job-name=llama-0",
+        "#SBATCH --time=2:00:00",
+        "Drop --dry-run to start service llama.",
+    ):
+        assert line in output.splitlines() or output.count(line) == 1, line
+    assert not root.exists()  # no service directory, no key, nothing submitted (no sbatch)
+    as_json = up(root, "-p", "gpu", "--dry-run", "--json")
+    data = json.loads(as_json.output)  # type: ignore[attr-defined]
+    assert data["action"] == "create" and data["service"]["replicas"] == 2
+    assert data["front_script"].startswith("#!/bin/bash")
+    assert data["replica"]["plan"]["api_key_file"] == f"{directory}/key"
+    assert not root.exists()
