@@ -4,6 +4,7 @@
 #   multi-node-serving.sh leader [--ray_port=6379] [--ray_cluster_size=N] [--model=NAME] ...
 #   multi-node-serving.sh worker --ray_address=LEADER_IP [--ray_port=6379] ...
 #   multi-node-serving.sh slurm  --plan=FILE
+#   multi-node-serving.sh leader|worker ... --dry-run   (print what each node would run)
 #   multi-node-serving.sh -h     (the whole usage)
 #
 # The interface of the HPC deployment guide. This script only finds the Python that has

@@ -55,6 +55,9 @@ BENCH_OUTPUT_LEN = 32
 # process group, SIGKILL after SLURM_KILL_WAIT.
 SLURM_KILL_WAIT = 30.0
 TEARDOWN_SECONDS = 24.0
+# The time-limit warning: SLURM sends USR1 this long before a job's time limit (a site
+# file's slurm: signal_seconds changes it). A service's --handover must fit before it.
+SLURM_WARNING_SECONDS = 120
 # The time-limit warning (USR1, 120 s before the limit by default) is no SIGTERM: the
 # leader gives in-flight requests this long to finish (vLLM's --shutdown-timeout, and the
 # grace before SIGKILL), then stops the rest as above, all before SLURM's limit.

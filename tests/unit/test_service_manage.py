@@ -4,6 +4,7 @@ refuses before writing anything, `tunnel`'s ssh line, the replicas' requests, an
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,16 @@ from launchers.service.manage import Service
 from launchers.submit import slurm, slurmctl
 
 from .conftest import service_spec
+
+
+@pytest.fixture(autouse=True)
+def no_sbatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test here reaches this machine's sbatch (one that means to fakes it again)."""
+
+    def refuse(script: str, environ: object) -> str:
+        raise AssertionError("a unit test reached sbatch")
+
+    monkeypatch.setattr(slurm, "sbatch_text", refuse)
 
 
 @pytest.mark.parametrize("name", ["llama", "a", "llama-70b-2", "x" * 31])
@@ -430,3 +441,134 @@ def test_submitting_the_front_records_its_job_and_a_stamped_event(
     state = svc.state()
     assert state is not None and state.front_job == "77" and not state.front_job_beat
     assert re.fullmatch(r"\d\d:\d\d:\d\d UTC front submitted as job 77", state.events[-1])
+
+
+# --- a failed `service up` leaves nothing that blocks the corrected retry ---------------
+
+MODEL = "meta-llama/Llama-3.2-3B-Instruct"
+
+
+def up(root: Path, *options: str) -> object:
+    """`service up llama -m MODEL OPTIONS --job-root ROOT`: its result."""
+    argv = ["service", "up", "llama", "-m", MODEL, *options, "--job-root", str(root)]
+    return CliRunner().invoke(cli, argv, standalone_mode=False)
+
+
+def test_a_failed_up_leaves_nothing_and_the_corrected_retry_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launchers.errors import SubmitError
+
+    def refuse(script: str, environ: object) -> str:
+        raise SubmitError("sbatch refused the job: invalid partition specified: nogpu")
+
+    monkeypatch.setattr(slurm, "sbatch_text", refuse)
+    root = tmp_path / "jobs"
+    failed = up(root, "-p", "nogpu")
+    assert isinstance(failed.exception, SubmitError)  # type: ignore[attr-defined]
+    assert not (root / "services" / "llama").exists()  # no service.json, state or key
+    listed = CliRunner().invoke(cli, ["service", "list", "--job-root", str(root)])
+    assert listed.exit_code == 0 and "llama" not in listed.output  # no STARTING for ever
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "77")
+    retried = up(root, "-p", "gpu")
+    assert retried.exception is None, retried.output  # type: ignore[attr-defined]
+    spec = store.read_spec(str(root / "services" / "llama"))
+    assert spec.request.partition == "gpu"
+
+
+def test_up_with_new_settings_replaces_a_service_that_never_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its front job 77 ended before its first heartbeat and no replica was submitted:
+    `up` with other settings replaces it and says so; one that has replicas is kept."""
+    svc = a_failed_front(tmp_path, monkeypatch, "FAILED")
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "78")
+    done = up(tmp_path, "-p", "gpu2")
+    assert done.exception is None, done.output  # type: ignore[attr-defined]
+    assert svc.spec().request.partition == "gpu2"
+    state = svc.state()
+    assert state is not None and state.front_job == "78"
+    assert any("replaced the settings of a service that never started" in e for e in state.events)
+    assert "replaced the settings" in done.output  # type: ignore[attr-defined]
+    store.write_state(svc.directory, state.model_copy(
+        update={"replicas": (replica(tmp_path, "5", "PENDING"),)}))  # fmt: skip
+    kept = up(tmp_path, "-p", "gpu3")
+    assert isinstance(kept.exception, InputError)  # type: ignore[attr-defined]
+    assert "exists with other settings" in str(kept.exception)  # type: ignore[attr-defined]
+    assert svc.spec().request.partition == "gpu2"
+
+
+# --- `--handover` must leave room in the replicas' time limit --------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-t", "00:20:00", "--handover", "30m"],
+         "--handover: 30m does not leave room in the replicas' time limit 00:20:00 "
+         "(--time) less its 120 s time-limit warning (give --handover below 18m, "
+         "e.g. --handover 9m, or a longer --time)"),
+        (["-t", "30", "--handover", "28m"],
+         "--handover: 28m does not leave room in the replicas' time limit 30 (--time) less "
+         "its 120 s time-limit warning (give --handover below 28m, e.g. --handover 14m, "
+         "or a longer --time)"),
+        (["-t", "1:00:00", "--handover", "1h"],
+         "--handover: 60m does not leave room in the replicas' time limit 1:00:00 (--time) "
+         "less its 120 s time-limit warning (give --handover below 58m, e.g. --handover "
+         "29m, or a longer --time)"),
+    ],
+)  # fmt: skip
+def test_a_handover_that_leaves_no_room_is_refused_before_anything_is_written(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    root = tmp_path / "jobs"
+    error = refused_up(root, *options)
+    assert error.one_line() == message and error.exit_code == 2
+    assert not (root / "services").exists()
+
+
+def test_a_handover_with_room_or_no_known_time_limit_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "77")
+    for root, options in ((tmp_path / "a", ["-t", "1:00:00", "--handover", "20m"]),
+                          (tmp_path / "b", ["--handover", "20h"])):  # fmt: skip
+        done = up(root, *options)
+        assert done.exception is None, done.output  # type: ignore[attr-defined]
+
+
+# --- `service up --dry-run` writes and submits nothing ----------------------------------
+
+
+def test_up_dry_run_shows_the_front_script_a_replica_and_what_would_be_written(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "jobs"
+    done = up(root, "-p", "gpu", "-t", "2:00:00", "--dry-run")
+    output: str = done.output  # type: ignore[attr-defined]
+    assert done.exception is None, output  # type: ignore[attr-defined]
+    directory = root / "services" / "llama"
+    assert output.startswith(
+        "vllm-hpc service up llama (dry run: nothing written, nothing submitted)\n"
+    )
+    for line in (
+        "  action    create service llama",
+        f"  writes    {directory}/ (0700)",
+        f"            {directory}/key (0600: the service's key)",
+        f"            {directory}/service.json",
+        f"            {directory}/state.json",
+        "#SBATCH --job-name=llama-front",
+        f"-m launchers service front --service-dir {directory}",
+        f"  api key   read from {directory}/key (never on a command line)",
+        "#SBATCH --job-name=llama-0",
+        "#SBATCH --time=2:00:00",
+        "Drop --dry-run to start service llama.",
+    ):
+        assert line in output.splitlines() or output.count(line) == 1, line
+    assert not root.exists()  # no service directory, no key, nothing submitted (no sbatch)
+    as_json = up(root, "-p", "gpu", "--dry-run", "--json")
+    data = json.loads(as_json.output)  # type: ignore[attr-defined]
+    assert data["action"] == "create" and data["service"]["replicas"] == 2
+    assert data["front_script"].startswith("#!/bin/bash")
+    assert data["replica"]["plan"]["api_key_file"] == f"{directory}/key"
+    assert not root.exists()

@@ -50,7 +50,7 @@ def test_documented_leader_interface() -> None:
     args = wrapper.parse(
         ["leader", "--ray_port=6379", "--ray_cluster_size=2", "--node-ip-address=172.17.1.1",
          "--num-gpus=4", "--temp-dir=/tmp/ray", "--include-dashboard=False",
-         "--object-store-memory=1000000"]
+         "--ray-args", "--object-store-memory=1000000"]
     )  # fmt: skip
     assert args == wrapper.WrapperArgs(
         mode="leader",
@@ -75,7 +75,8 @@ def test_space_separated_values_and_vllm_arguments() -> None:
 def test_ray_only_leader_plan() -> None:
     args = wrapper.parse(
         ["leader", "--ray_port=6390", "--ray_cluster_size=3", "--num-gpus=2",
-         "--include-dashboard=True", "--object-store-memory=1000000", "--job-dir=/scratch/j"]
+         "--include-dashboard=True", "--job-dir=/scratch/j", "--ray-args",
+         "--object-store-memory=1000000"]
     )  # fmt: skip
     plan = wrapper.wrapper_plan(
         args, job_id="manual-20261202-040000", environ=ENV, python="/py", ray_token=TOKEN
@@ -225,3 +226,66 @@ def test_bad_arguments(argv: list[str], message: str) -> None:
     with pytest.raises(InputError) as bad:
         wrapper.parse(argv)
     assert bad.value.one_line() == message
+
+
+def _no_start(plan: LaunchPlan, **kwargs: Any) -> int:
+    raise AssertionError("a dry run started the plan")
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["leader", "--ray_cluster_size=2", "--num-gpus=4", "--dry-run"],
+         ["Node 0 (leader)", "ray start --head", "Node 1 (worker)",
+          "ray start --address=@LEADER_IP@:6379"]),
+        (["leader", "--ray_cluster_size=2", "--num-gpus=4", "--model=llama-3.1-70b-instruct",
+          "--dry-run", "--", "--enable-prefix-caching"],
+         ["Node 0 (leader)", "serve  vllm serve", "--enable-prefix-caching", "api key"]),
+        (["worker", "--ray_address=10.0.0.9", "--dry-run"],
+         ["this node rank 1 (worker)", "ray start --address=@LEADER_IP@:6379"]),
+    ],
+)  # fmt: skip
+def test_dry_run_prints_each_node_and_starts_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    shown: list[str],
+) -> None:
+    monkeypatch.setattr(run, "run_plan", _no_start)
+    monkeypatch.setenv("VLLM_HPC_JOB_ROOT", str(tmp_path))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_NODEID", raising=False)
+    monkeypatch.delenv("VLLM_HPC_RAY_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["node", "wrapper", *argv])
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out
+    assert "dry run: nothing started" in out
+    started = [line for line in out.splitlines() if line.lstrip().startswith(("ray ", "serve "))]
+    assert started and not any("--dry-run" in line for line in started)  # not ray start's
+    for text in shown:
+        assert text in out
+    assert "sbatch" not in out  # the wrapper's node starts itself: no batch script
+    assert list(tmp_path.iterdir()) == []  # no job directory, no API key, no Ray token
+
+
+def test_unknown_options_are_refused_and_ray_start_options_follow_ray_args() -> None:
+    with pytest.raises(InputError) as bad:
+        wrapper.parse(["leader", "--object-store-memory=1000000"])
+    assert bad.value.one_line() == (
+        "unknown option '--object-store-memory' (options for 'ray start' go after "
+        "--ray-args, e.g. --ray-args --object-store-memory=1000000; see "
+        "multi-node-serving.sh -h)"
+    )
+    args = wrapper.parse(
+        ["leader", "--model=m", "--ray-args", "--object-store-memory=1000000", "--num-cpus",
+         "8", "--", "--enforce-eager"]
+    )  # fmt: skip
+    assert args.ray_args == ("--object-store-memory=1000000", "--num-cpus", "8")
+    assert args.vllm_args == ("--enforce-eager",) and not args.dry_run
+    assert wrapper.parse(["worker", "--ray_address=h", "--ray-args", "--dry-run"]).ray_args == (
+        "--dry-run",
+    )  # after the separator, ray start's own
+    assert "--ray-args" in wrapper.USAGE and "--dry-run" in wrapper.USAGE

@@ -70,14 +70,23 @@ def wrapper_cmd(args: tuple[str, ...]) -> int:
     if parsed.node_ip:
         environ["VLLM_HOST_IP"] = parsed.node_ip
     job_id = environ.get("SLURM_JOB_ID") or time.strftime("manual-%Y%m%d-%H%M%S")
-    token = wrapper.ray_token_file(parsed, environ)  # fail closed: no token, no Ray
+    if parsed.dry_run:  # plan and print: nothing made, nothing started
+        token = wrapper.ray_token_path(parsed, environ)
+    else:
+        token = wrapper.ray_token_file(parsed, environ)  # fail closed: no token, no Ray
     plan = wrapper.wrapper_plan(
         parsed, job_id=job_id, environ=environ, python=sys.executable, ray_token=token
     )
     leader = parsed.mode == "leader"
+    rank = 0 if leader else wrapper.worker_rank(environ)
+    if parsed.dry_run:
+        from launchers.render.text import render_wrapper_text
+
+        click.echo(render_wrapper_text(plan, rank, prog), nl=False)
+        return 0
     return run_plan(
         plan,
-        rank=0 if leader else wrapper.worker_rank(environ),
+        rank=rank,
         job_id=job_id,
         iface=parsed.iface,
         environ=environ,

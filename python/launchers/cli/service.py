@@ -22,6 +22,7 @@ from launchers.defaults import (
     SERVICE_PORT,
     SERVICE_REPLICAS,
     SERVICE_ROUTER_PORT_OFFSET,
+    SLURM_WARNING_SECONDS,
     USER_PORTS,
     WAIT_TIMEOUT,
 )
@@ -29,7 +30,7 @@ from launchers.spec import fields
 from launchers.spec.request import SubmitRequest
 
 if TYPE_CHECKING:
-    from launchers.service.manage import Services
+    from launchers.service.manage import Services, UpPlan
 
 SERVICE_HELP = """Keep a model served past the walltime: N replica jobs behind one URL.
 
@@ -206,9 +207,9 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     "handover",
     default=f"{int(SERVICE_HANDOVER_SECONDS // 60)}m",
     show_default=True,
-    help="How long before a replica's time limit its successor is submitted. "
-    "Handovers roll, so give it twice the queue wait and model load, plus the "
-    "120 s warning.",
+    help="How long before a replica's time limit its successor is submitted: below "
+    f"--time less the {SLURM_WARNING_SECONDS} s time-limit warning. Handovers roll, so "
+    "give it twice the queue wait and model load, plus the warning.",
 )
 @click.option(
     "--front",
@@ -242,19 +243,28 @@ def front_cmd(service_dir: str, host: str | None) -> None:
 @click.option(
     "--wait-timeout", type=click.FloatRange(min=1), default=WAIT_TIMEOUT, show_default=True
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print a replica's plan, the front's batch script and what would be written; "
+    "write and submit nothing.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
            front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
-           as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
+           dry_run: bool, as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
     """Start service NAME (or start its front again: the replicas still serving are
     adopted). Takes every layout and SLURM option of `submit`."""
     services = _services(request.job_root)
     given = request.model is not None or bool(request.extra_args)
-    svc = services.up(
-        name, request if given else None, replicas=replicas,
-        handover_seconds=_duration(handover), front=front, front_port=front_port,
-        front_time=front_time,
-    )  # fmt: skip
+    settings: dict[str, Any] = {
+        "replicas": replicas, "handover_seconds": _duration(handover), "front": front,
+        "front_port": front_port, "front_time": front_time,
+    }  # fmt: skip
+    if dry_run:
+        _print_up_plan(services.plan_up(name, request if given else None, **settings), as_json)
+        return
+    svc = services.up(name, request if given else None, **settings)
     if front == "here":
         from launchers.service.front import run_front
 
@@ -270,6 +280,52 @@ def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
         click.echo(json.dumps(row, indent=2))
     else:
         _print_summary(row)
+
+
+_ACTIONS = {
+    "create": "create service {name}",
+    "replace": "replace service {name} (it never started: no replica, no front ran)",
+    "adopt": "start the front of service {name} again (its replicas still serving are kept)",
+}
+
+
+def _print_up_plan(plan: UpPlan, as_json: bool) -> None:
+    """``service up --dry-run``: what would be written and submitted, the front's batch
+    script and a replica's plan (as ``submit --dry-run`` shows it)."""
+    from launchers.render.text import render_plan_json, render_plan_text
+
+    spec = plan.spec
+    if as_json:
+        click.echo(json.dumps({
+            "name": plan.name, "action": plan.action, "directory": plan.directory,
+            "writes": list(plan.writes), "service": json.loads(spec.model_dump_json()),
+            "front_script": plan.front_script,
+            "replica": json.loads(render_plan_json(plan.replica)),
+        }, indent=2))  # fmt: skip
+        return
+    front = (
+        f"a SLURM job (time {spec.front_time}), port {spec.front_port}"
+        if plan.front_script is not None
+        else f"here, in the foreground, port {spec.front_port}"
+    )
+    out = [
+        f"vllm-hpc service up {plan.name} (dry run: nothing written, nothing submitted)",
+        "",
+        f"  action    {_ACTIONS[plan.action].format(name=plan.name)}",
+        f"  replicas  {spec.replicas}, each a job planned as below; a successor "
+        f"{int(spec.handover_seconds // 60)}m before a replica's time limit",
+        f"  front     {front}",
+        f"  key       {spec.key_file} (clients use it; never on a command line)",
+        "  writes    " + "\n            ".join(plan.writes),
+    ]
+    if plan.front_script is not None:
+        script = plan.front_script.rstrip("\n")
+        out += ["  submits   the front job (its script below); it submits the replicas",
+                "", "Front job script", "-" * 72, script, "-" * 72]  # fmt: skip
+    out += ["", "Each replica (the first shown)", ""]
+    click.echo("\n".join(out))
+    click.echo(render_plan_text(plan.replica, then=None), nl=False)
+    click.echo(f"\nDrop --dry-run to start service {plan.name}.")
 
 
 @click.command("tunnel")

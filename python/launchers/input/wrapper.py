@@ -1,10 +1,11 @@
 """The wrapper door: ``bin/multi-node-serving.sh leader|worker|slurm`` as a plan.
 
 The HPC deployment guide's interface (``--ray_port=6379``, ``--ray_cluster_size=N``,
-other ``--options`` forwarded to ``ray start``, vLLM arguments after ``--``) is parsed
-here, checked in full before anything runs, and turned into a ``LaunchPlan`` that the
-node runtime runs like any other (``runtime.run_plan``). The bash script only finds the
-Python and hands over the arguments as they came.
+``ray start``'s own options after ``--ray-args``, vLLM arguments after ``--``) is parsed
+here, checked in full before anything runs (an option it does not know is refused), and
+turned into a ``LaunchPlan`` that the node runtime runs like any other
+(``runtime.run_plan``), or, with ``--dry-run``, only prints. The bash script only finds
+the Python and hands over the arguments as they came.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ USAGE = """\
 Usage:
   {prog} leader [--ray_port=6379] [--ray_cluster_size=N] [--node-ip-address=IP]
                [--num-gpus=G] [--temp-dir=DIR] [--include-dashboard=False]
-               [--model=NAME [--port=8000] [--registry=FILE]] [-- VLLM SERVE ARGS]
+               [--model=NAME [--port=8000] [--registry=FILE]]
+               [--ray-args RAY START OPTIONS] [-- VLLM SERVE ARGS]
   {prog} worker --ray_address=LEADER_IP[:PORT] [--ray_port=6379] [--node-ip-address=IP]
-               [--num-gpus=G] [--temp-dir=DIR]
+               [--num-gpus=G] [--temp-dir=DIR] [--ray-args RAY START OPTIONS]
   (both also take --job-dir=DIR for their logs and state, --nodes-timeout=SECONDS,
-   --ray-token-file=FILE)
+   --ray-token-file=FILE, and --dry-run)
   {prog} slurm  --plan=FILE       (one srun task per node; node 0 leads)
 
 The leader starts the Ray head, waits (with a deadline) until --ray_cluster_size nodes
@@ -53,7 +55,14 @@ are alive, and with --model also starts vllm serve and waits until it answers.
 A worker joins the leader's Ray cluster and exits when the leader goes away.
 Without --node-ip-address (or VLLM_HOST_IP) the fast interface is detected:
 InfiniBand, then RoCE, then the fastest Ethernet (override with --iface=NAME or
-VLLM_HPC_IFACE). Other --options are passed to 'ray start' (use the --opt=value form).
+VLLM_HPC_IFACE).
+
+--dry-run prints what each node would run (its ray start and vllm serve lines) and
+starts nothing and writes nothing: no job directory, no API key, no Ray token.
+
+An option not listed here is refused. Options for 'ray start' itself go after
+--ray-args, up to a -- (e.g. --ray-args --object-store-memory=1000000 --num-cpus=8);
+vLLM's arguments go after --.
 
 Ray runs with token authentication (RAY_AUTH_MODE=token): every node reads the same
 token file, never a token on a command line. The leader creates it (0600) when it is
@@ -88,6 +97,10 @@ _VALUED = {
     "--ray-token-file": "ray_token_file",
     "--ray_token_file": "ray_token_file",
 }
+# Options that take no value.
+_FLAGS = {"--dry-run": "dry_run"}
+# Everything after it (up to a ``--``) is for ``ray start``, passed on as it is.
+RAY_ARGS = "--ray-args"
 
 
 class Help(Exception):
@@ -114,6 +127,7 @@ class WrapperArgs:
     job_dir: str | None = None
     nodes_timeout: float = DEFAULT_NODES_TIMEOUT
     ray_token_file: str | None = None
+    dry_run: bool = False
     ray_args: tuple[str, ...] = ()
     vllm_args: tuple[str, ...] = field(default=())
 
@@ -188,29 +202,47 @@ _CONVERT: dict[str, Callable[[str, str, str], object]] = {
 }
 
 
-def _split(argv: Sequence[str]) -> tuple[list[tuple[str, str]], list[str], list[str], str]:
-    """(option, value) pairs, forwarded Ray options, vLLM arguments; raises on strays."""
+def _split(
+    argv: Sequence[str], prog: str
+) -> tuple[list[tuple[str, str]], set[str], list[str], list[str], str]:
+    """(option, value) pairs, flags, ``ray start``'s options (after ``--ray-args``), vLLM
+    arguments (after ``--``), and the first stray word; raises on an unknown option."""
     pairs: list[tuple[str, str]] = []
+    flags: set[str] = set()
     ray_args: list[str] = []
+    for_ray = False
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--":
+            return pairs, flags, ray_args, list(argv[i + 1 :]), ""
+        if for_ray:
+            ray_args.append(arg)  # ray start's own: passed on unchanged
+            i += 1
+            continue
         if arg in ("-h", "--help"):
             raise Help
-        if arg == "--":
-            return pairs, ray_args, list(argv[i + 1 :]), ""
         name, eq, value = arg.partition("=")
-        if name in _VALUED:
+        if arg == RAY_ARGS:
+            for_ray = True
+        elif name in _VALUED:
             if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 value = argv[i + 1]
                 i += 1
             pairs.append((name, value))
-        elif arg.startswith("--"):
-            ray_args.append(arg)  # not ours: forwarded to 'ray start' unchanged
+        elif name in _FLAGS:
+            if eq:
+                raise _bad(f"{name} takes no value (write {name} alone; see {prog} -h)")
+            flags.add(_FLAGS[name])
+        elif arg.startswith("-"):
+            raise _bad(
+                f"unknown option '{name}' (options for 'ray start' go after {RAY_ARGS}, e.g. "
+                f"{RAY_ARGS} --object-store-memory=1000000; see {prog} -h)"
+            )
         else:
-            return pairs, ray_args, [], arg
+            return pairs, flags, ray_args, [], arg
         i += 1
-    return pairs, ray_args, [], ""
+    return pairs, flags, ray_args, [], ""
 
 
 def parse(argv: Sequence[str], prog: str = PROG) -> WrapperArgs:
@@ -222,7 +254,7 @@ def parse(argv: Sequence[str], prog: str = PROG) -> WrapperArgs:
         raise Help
     if mode not in MODES:
         raise _bad(f"unknown mode '{mode}' (use leader, worker or slurm)")
-    pairs, ray_args, vllm_args, stray = _split(rest)
+    pairs, flags, ray_args, vllm_args, stray = _split(rest, prog)
     if stray:
         raise _bad(
             f"unexpected argument '{stray}' (write options as --name=value and vLLM "
@@ -240,6 +272,7 @@ def parse(argv: Sequence[str], prog: str = PROG) -> WrapperArgs:
     args = WrapperArgs(
         mode=mode,  # type: ignore[arg-type]
         registries=tuple(registries),
+        dry_run="dry_run" in flags,
         ray_args=tuple(ray_args),
         vllm_args=tuple(vllm_args),
         **values,  # type: ignore[arg-type]
@@ -317,17 +350,22 @@ def _job_root(args: WrapperArgs, environ: Mapping[str, str]) -> str:
 RAY_TOKEN_NAME = ".ray_token"  # noqa: S105 - a file name in the job root, not a secret
 
 
-def ray_token_file(args: WrapperArgs, environ: Mapping[str, str]) -> str:
-    """The Ray token file every node of the wrapper's cluster reads (see USAGE): the
-    leader creates it (0600, ``O_EXCL``) when absent; an existing one, or a worker's,
-    must be a private non-empty file of ours. Fail closed: no token, no Ray."""
+def ray_token_path(args: WrapperArgs, environ: Mapping[str, str]) -> str:
+    """Where the Ray token file is (see USAGE); nothing is read or made (the dry run)."""
     given = (
         args.ray_token_file
         or environ.get("VLLM_HPC_RAY_TOKEN_FILE")
         or environ.get("RAY_AUTH_TOKEN_PATH")
         or f"{_job_root(args, environ)}/{RAY_TOKEN_NAME}"
     )
-    path = os.path.abspath(jobroot.expand_home(given, environ))
+    return os.path.abspath(jobroot.expand_home(given, environ))
+
+
+def ray_token_file(args: WrapperArgs, environ: Mapping[str, str]) -> str:
+    """The Ray token file every node of the wrapper's cluster reads (see USAGE): the
+    leader creates it (0600, ``O_EXCL``) when absent; an existing one, or a worker's,
+    must be a private non-empty file of ours. Fail closed: no token, no Ray."""
+    path = ray_token_path(args, environ)
     if args.mode == "leader":
         jobdir.ensure_secret(path, "--ray-token-file")
     try:
@@ -434,6 +472,7 @@ __all__ = [
     "WrapperArgs",
     "parse",
     "ray_token_file",
+    "ray_token_path",
     "worker_rank",
     "wrapper_plan",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from launchers import _proc, jobdir
 from launchers.defaults import DOCTOR_MARK as MARK
+from launchers.submit.slurmctl import need_tool
 
 ALLOCATION_KEYS = (
     "nodes",
@@ -93,7 +94,15 @@ def run(
     timeout: float,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Write the plan where the nodes read it, run the step, return (checks, stderr)."""
+    """Write the plan where the nodes read it, run the step, return (checks, stderr).
+    Off a SLURM login node (no ``srun``) it refuses before anything is written."""
+    need_tool(
+        prefix[0],
+        f"doctor: no {prefix[0]} here: this is not a SLURM login node",
+        fix="run vllm-hpc doctor on the cluster's login node; vllm-hpc submit --dry-run "
+        "plans without SLURM",
+        environ=environ,
+    )
     meet = jobdir.ensure_dir(Path(meet_root, f".doctor-{time.strftime('%Y%m%d-%H%M%S')}"))
     plan_path = meet / "plan.json"
     plan_path.write_text(plan_json, encoding="utf-8")

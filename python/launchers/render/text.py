@@ -184,36 +184,40 @@ def slurm_summary(plan: LaunchPlan) -> str:
     )
 
 
-def render_plan_text(plan: LaunchPlan, *, then: str | None = SUBMIT_THEN) -> str:
-    """The dry run: what SLURM is asked for, what would run where, and why; the sbatch
-    script last, set apart; ``then`` (what to do next) at the very end. Every node's
-    lines are what it will execute (``render.nodes``), only what the running job knows
-    left as placeholders."""
+def _key_text(plan: LaunchPlan) -> str:
+    if plan.generate_api_key:
+        return f"new per job in {_readable(plan.api_key_file or '')} (0600)"
+    if plan.api_key_file:
+        return f"read from {plan.api_key_file} (never on a command line)"
+    return "none: anyone who reaches the port can use the model"
+
+
+def _summary_lines(plan: LaunchPlan, title: str, ray_auth: str, *, slurm: bool = True) -> list[str]:
+    """The dry run's head: what is served, how, where (``slurm``: what SLURM is asked
+    for), and with which keys."""
     layout = plan.layout
-    out = [
-        f"vllm-hpc plan for {plan.name} (dry run: nothing submitted)",
-        "",
-        f"  model     {plan.model}  (served as {plan.served_model_name})",
-        f"  layout    {layout.describe()}",
-        f"  why       {plan.layout_reason}",
-        f"  slurm     {slurm_summary(plan)}",
-        f"  runtime   {plan.runtime}",
-        f"  vllm      target version {plan.vllm_version}",
-        f"  job dir   {_readable(plan.paths.job_dir)}",
-        f"  endpoint  http://<leader address>:{plan.api_port}/v1  (ready when "
-        f"{plan.ready.health_path} and {plan.ready.models_path} answer)",
-    ]
+    serves = plan.leader.serve is not None
+    out = [title, ""]
+    if serves:
+        out.append(f"  model     {plan.model}  (served as {plan.served_model_name})")
+    out += [f"  layout    {layout.describe()}", f"  why       {plan.layout_reason}"]
+    if slurm:
+        out.append(f"  slurm     {slurm_summary(plan)}")
+    out.append(f"  runtime   {plan.runtime}")
+    if serves:
+        out.append(f"  vllm      target version {plan.vllm_version}")
+    out.append(f"  job dir   {_readable(plan.paths.job_dir)}")
+    if serves:
+        out.append(
+            f"  endpoint  http://<leader address>:{plan.api_port}/v1  (ready when "
+            f"{plan.ready.health_path} and {plan.ready.models_path} answer)"
+        )
     if plan.container is not None:
         out.append(f"  container {plan.container}")
-    if plan.generate_api_key:
-        key = plan.api_key_file or ""
-        out.append(f"  api key   new per job in {_readable(key)} (0600)")
-    elif plan.api_key_file:
-        out.append(f"  api key   read from {plan.api_key_file} (never on a command line)")
-    else:
-        out.append("  api key   none: anyone who reaches the port can use the model")
+    if serves:
+        out.append(f"  api key   {_key_text(plan)}")
     if plan.ray_token_file:
-        out.append("  ray auth  token per job (RAY_AUTH_MODE=token), dashboard off")
+        out.append(f"  ray auth  {ray_auth}")
     for warning in plan.warnings:
         out.append(f"  warning   {warning}")
     wrapped = plan.container is not None and plan.container.runtime in APPTAINER_RUNTIMES
@@ -224,8 +228,12 @@ def render_plan_text(plan: LaunchPlan, *, then: str | None = SUBMIT_THEN) -> str
             f"  {key}={value if key in plan.secret_env else shlex.quote(value)}"
             for key, value in sorted(shown.items())
         ] or ["  (none from the plan)"]
-    out += ["", "Every node (the sbatch script's srun step starts the node runtime)"]
-    out.append(f"  step   {render_argv(_step_argv(plan))}")
+    return out
+
+
+def _nodes_and_placeholders(plan: LaunchPlan, out: list[str]) -> list[str]:
+    """``out`` with every node's lines and what their placeholders stand for."""
+    out = list(out)
     for node in planned_nodes(plan):
         out += _node_lines(node)
     shown_text = "\n".join(out)
@@ -233,6 +241,19 @@ def render_plan_text(plan: LaunchPlan, *, then: str | None = SUBMIT_THEN) -> str
     if used:
         out += ["", "Filled in when the job runs"]
         out += [f"  {key:<16} {text}" for key, text in used]
+    return out
+
+
+def render_plan_text(plan: LaunchPlan, *, then: str | None = SUBMIT_THEN) -> str:
+    """The dry run: what SLURM is asked for, what would run where, and why; the sbatch
+    script last, set apart; ``then`` (what to do next) at the very end. Every node's
+    lines are what it will execute (``render.nodes``), only what the running job knows
+    left as placeholders."""
+    title = f"vllm-hpc plan for {plan.name} (dry run: nothing submitted)"
+    out = _summary_lines(plan, title, "token per job (RAY_AUTH_MODE=token), dashboard off")
+    out += ["", "Every node (the sbatch script's srun step starts the node runtime)"]
+    out.append(f"  step   {render_argv(_step_argv(plan))}")
+    out = _nodes_and_placeholders(plan, out)
     script = render_sbatch(plan, plan_json="<the plan as JSON: see --dry-run --json>")
     out += [
         "",
@@ -244,6 +265,21 @@ def render_plan_text(plan: LaunchPlan, *, then: str | None = SUBMIT_THEN) -> str
     ]
     if then:
         out += ["", then]
+    return "\n".join(out) + "\n"
+
+
+def render_wrapper_text(plan: LaunchPlan, rank: int, prog: str) -> str:
+    """The wrapper door's dry run (``multi-node-serving.sh ... --dry-run``): the plan as
+    ``render_plan_text`` shows it, which rank this node plays, and every node's lines;
+    no batch script (each node of the wrapper starts itself)."""
+    role = plan.role_for_rank(rank).role
+    title = f"{prog} plan for {plan.name} (dry run: nothing started)"
+    token = plan.ray_token_file or ""
+    auth = f"token file {token} (RAY_AUTH_MODE=token; the leader makes it when absent)"
+    out = _summary_lines(plan, title, auth, slurm=False)
+    out.insert(2, f"  this node rank {rank} ({role})")
+    out = _nodes_and_placeholders(plan, out)
+    out += ["", f"Drop --dry-run to start it: {prog} leader on node 0, then worker on the others."]
     return "\n".join(out) + "\n"
 
 

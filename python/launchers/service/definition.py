@@ -74,6 +74,47 @@ def check_front_time(text: str) -> str:
     return text
 
 
+def _minutes_text(seconds: float) -> str:
+    return f"{int(seconds // 60)}m" if seconds >= 60 else f"{int(seconds)}s"
+
+
+def check_handover(
+    handover_seconds: float, sbatch: tuple[tuple[str, str], ...], time_flag: bool
+) -> None:
+    """Refuse a ``--handover`` that leaves no room (README's rule): a successor is
+    submitted that long before a replica's time limit, which must come before the
+    time-limit warning, else every replica would get a successor once READY. The limit
+    and the warning are the planned replica's ``#SBATCH`` lines (``sbatch``: --time,
+    else the site's default, else none known: then any handover is taken);
+    ``time_flag``: the limit is the user's --time (else the site's)."""
+    from launchers.errors import InputError
+
+    directives = dict(sbatch)
+    limit = directives.get("time")
+    if limit is None:
+        return
+    from launchers.spec import slurmtime
+
+    signal = directives.get("signal", "")
+    warning = int(signal.rpartition("@")[2]) if signal else 0
+    room = slurmtime.minutes(limit) * 60 - warning
+    if handover_seconds < room:
+        return
+    whose = "--time" if time_flag else "the site's default time"
+    less = f" less its {warning} s time-limit warning" if warning else ""
+    fix = (
+        f"give --handover below {_minutes_text(room)}, e.g. --handover "
+        f"{_minutes_text(room / 2)}, or a longer --time"
+        if room >= 2
+        else "give a longer --time"
+    )
+    raise InputError(
+        f"--handover: {_minutes_text(handover_seconds)} does not leave room in the "
+        f"replicas' time limit {limit} ({whose}){less}",
+        fix=fix,
+    )
+
+
 def check_replicas(count: int, flag: str = "--replicas") -> int:
     """How many replicas a service keeps: each is a whole job, and one controller tick
     submits every missing one, so a typo (10000) must not reach SLURM."""
@@ -266,6 +307,7 @@ __all__ = [
     "ServiceSpec",
     "ServiceState",
     "check_front_port",
+    "check_handover",
     "check_name",
     "check_replicas",
     "service_dir",

@@ -12,6 +12,7 @@ here only when no front is alive), ``front.json`` the front's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -19,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from launchers import jobdir, waits
 from launchers.client import Client
@@ -30,21 +31,27 @@ from launchers.jobdir.safe import read_private_text
 from launchers.observe.job import direct_openai
 from launchers.observe.progress import read_tail
 from launchers.observe.status import SLURM_LIVE
+from launchers.plan.launch import LaunchPlan
 from launchers.service import store
 from launchers.service.definition import (
+    KEY_FILE,
+    SPEC_FILE,
+    STATE_FILE,
     Front,
     ServiceSpec,
     ServiceState,
     check_front_port,
     check_front_time,
+    check_handover,
     check_name,
     check_replicas,
+    event_stamp,
     front_log,
     service_dir,
     services_root,
 )
 from launchers.service.front import live_front
-from launchers.service.frontjob import submit_front
+from launchers.service.frontjob import front_script, submit_front
 from launchers.spec.request import FLAG_NAMES, SubmitRequest
 from launchers.submit import slurmctl
 
@@ -319,16 +326,89 @@ class Services:
     ) -> Service:
         """Create (or start again) service ``name`` and start its front: as a SLURM job
         (``front="job"``), or return for the caller to run it here (``"here"``). A
-        service that exists is adopted: its replicas still serving are kept."""
-        check_name(name)
-        check_replicas(replicas)
+        service that exists is adopted: its replicas still serving are kept; one that
+        never started is replaced when ``request`` asks for other settings. Everything
+        is checked before anything is written, and a failure after that takes back
+        what this call wrote (a corrected retry finds nothing in its way)."""
+        got = self._checked_up(name, request, replicas=replicas,
+                               handover_seconds=handover_seconds, front=front,
+                               front_port=front_port, front_time=front_time)  # fmt: skip
+        svc = Service(name, got.directory)
+        if got.action == "adopt":
+            store.write_spec(got.directory, got.spec)
+            return self._start_front(svc, got.spec, front)
+        made = _Made(got.directory, existed=os.path.isdir(got.directory),
+                     key_existed=os.path.exists(got.spec.key_file))  # fmt: skip
         try:
-            check_front_port(front_port)
+            store.make_dir(self.client.job_root, got.directory)
+            jobdir.ensure_secret(got.spec.key_file, "service key")
+            now = time.time()
+            replaced = got.action == "replace"
+            events = (f"{event_stamp(now)} {REPLACED}",) if replaced else ()
+            store.write_spec(got.directory, got.spec)
+            store.write_state(got.directory,
+                              ServiceState(name=name, updated_at=now, events=events))  # fmt: skip
+            return self._start_front(svc, got.spec, front)
+        except BaseException:
+            made.undo()  # a failed up leaves nothing that blocks the corrected retry
+            raise
+
+    def plan_up(
+        self,
+        name: str,
+        request: SubmitRequest | None,
+        *,
+        replicas: int,
+        handover_seconds: float,
+        front: str,
+        front_port: int,
+        front_time: str,
+    ) -> UpPlan:
+        """What ``up`` would do, checked as ``up`` checks it; nothing written or
+        submitted (``service up --dry-run``)."""
+        got = self._checked_up(name, request, replicas=replicas,
+                               handover_seconds=handover_seconds, front=front,
+                               front_port=front_port, front_time=front_time)  # fmt: skip
+        directory, spec = got.directory, got.spec
+        from launchers.service.controller import replica_request
+
+        asked = replica_request(spec, 0, 1)
+        if os.path.exists(spec.key_file):
+            replica = self.client.plan(asked)
+        else:  # a new service's key is made by `up`: planned as one the replicas read
+            unkeyed = self.client.plan(asked.model_copy(update={"api_key_file": None}))
+            replica = unkeyed.model_copy(
+                update={"api_key_file": spec.key_file, "generate_api_key": False}
+            )
+        writes: list[str] = []
+        if got.action == "create":
+            writes += [f"{directory}/ (0700)", f"{spec.key_file} (0600: the service's key)"]
+        writes.append(f"{directory}/{SPEC_FILE}")
+        if got.action != "adopt":
+            writes.append(f"{directory}/{STATE_FILE}")
+        script = front_script(spec, directory) if front == "job" else None
+        return UpPlan(name=name, directory=directory, action=got.action, spec=spec,
+                      replica=replica, front_script=script, writes=tuple(writes))  # fmt: skip
+
+    def _checked_up(
+        self,
+        name: str,
+        request: SubmitRequest | None,
+        *,
+        front: str,
+        **settings: Any,
+    ) -> _Up:
+        """What ``up`` would do with ``request``, everything checked; nothing written."""
+        check_name(name)
+        check_replicas(settings["replicas"])
+        try:
+            check_front_port(settings["front_port"])
         except ValueError as exc:
             raise InputError(str(exc)) from None
         directory = service_dir(self.client.job_root, name)
         existing = store.read_spec(directory) if os.path.isfile(
-            f"{directory}/service.json") else None  # fmt: skip
+            f"{directory}/{SPEC_FILE}") else None  # fmt: skip
+        action: Literal["create", "replace"] = "create"
         if existing is not None:
             store.open_dir(directory)
             svc = Service(name, directory)
@@ -338,30 +418,28 @@ class Services:
                     fix=f"vllm-hpc service status {name}",
                 )
             if request and existing.desired == "UP" and _differs(existing.request, request):
-                raise InputError(
-                    f"service {name} exists with other settings",
-                    fix=f"vllm-hpc service up {name} (no options) adopts it; "
-                    f"vllm-hpc service down {name} first to change it",
-                )
-            if existing.desired == "UP" or not request:
+                if not never_started(svc):
+                    raise InputError(
+                        f"service {name} exists with other settings",
+                        fix=f"vllm-hpc service up {name} (no options) adopts it; "
+                        f"vllm-hpc service down {name} first to change it",
+                    )
+                action = "replace"  # nothing of it ever ran: the new settings take its place
+            elif existing.desired == "UP" or not request:
                 check_front_python(sys.executable if front == "here" else existing.python)
-                spec = existing.model_copy(update={"desired": "UP"})
-                store.write_spec(directory, spec)
-                return self._start_front(svc, spec, front)
+                return _Up("adopt", directory, existing.model_copy(update={"desired": "UP"}))
         if request is None or not request.model:
             raise InputError(
                 f"service {name} does not exist yet: give the model",
                 fix=f"vllm-hpc service up {name} -m MODEL [submit's options]",
             )
-        spec = self._new_spec(name, request, directory, replicas=replicas,
-                              handover_seconds=handover_seconds, front=front,
-                              front_port=front_port, front_time=front_time)  # fmt: skip
-        svc = Service(name, directory)
-        return self._start_front(svc, spec, front)
+        spec = self._new_spec(name, request, directory, front=front, **settings)
+        return _Up(action, directory, spec)
 
     def _new_spec(
         self, name: str, request: SubmitRequest, directory: str, **settings: Any,
     ) -> ServiceSpec:  # fmt: skip
+        """A new service's spec, checked (one replica planned); nothing written."""
         try:
             check_front_time(str(settings["front_time"]))
         except ValueError as exc:
@@ -376,23 +454,84 @@ class Services:
         request = request.model_copy(update={"job_root": self.client.job_root})
         # Bad input fails here, before anything is written: plan one replica.
         probe = self.client.plan(request.model_copy(update={"no_api_key": True}))
+        check_handover(settings["handover_seconds"], probe.sbatch, request.time is not None)
         check_front_python(sys.executable if settings["front"] == "here" else probe.python)
-        store.make_dir(self.client.job_root, directory)
-        key = store.key_file(directory)
-        jobdir.ensure_secret(key, "service key")
-        spec = ServiceSpec(
+        return ServiceSpec(
             name=name, request=request, python=probe.python,
-            key_file=key, created_at=time.time(), **settings,
+            key_file=store.key_file(directory), created_at=time.time(), **settings,
         )  # fmt: skip
-        store.write_spec(directory, spec)
-        store.write_state(directory, ServiceState(name=name, updated_at=time.time()))
-        return spec
 
     def _start_front(self, svc: Service, spec: ServiceSpec, front: str) -> Service:
         if front == "here":
             return svc
         submit_front(spec, svc.directory)
         return svc
+
+
+REPLACED = (
+    "replaced the settings of a service that never started (no replica was submitted, no front ran)"
+)
+
+
+def never_started(svc: Service) -> bool:
+    """Whether nothing of service ``svc`` ever ran: no replica in state.json, no front
+    that wrote a heartbeat, and no front job SLURM still holds (one pending would start
+    with whatever service.json says by then). A front job SLURM cannot be asked about
+    here counts as started."""
+    state = svc.state()
+    if state is None:
+        return True
+    if state.replicas or state.front_job_beat or state.failures_in_row:
+        return False
+    if not state.front_job:
+        return True
+    try:
+        return slurmctl.job_state(state.front_job)[0] not in SLURM_LIVE
+    except SubmitError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Up:
+    """What ``up`` will do: create a service, replace one that never started, or adopt
+    one (start its front again, its spec as it was)."""
+
+    action: Literal["create", "replace", "adopt"]
+    directory: str
+    spec: ServiceSpec
+
+
+@dataclass(frozen=True)
+class UpPlan:
+    """``service up --dry-run``: what would be done, written and submitted."""
+
+    name: str
+    directory: str
+    action: Literal["create", "replace", "adopt"]
+    spec: ServiceSpec
+    replica: LaunchPlan  # the first replica's plan, as the front would submit it
+    front_script: str | None  # the front job's batch script (None: --front here)
+    writes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What a new service's ``up`` may create, to take back when it fails after it has
+    begun writing: service.json and state.json, the key (unless it was there before),
+    the directory (if it was not)."""
+
+    directory: str
+    existed: bool
+    key_existed: bool
+
+    def undo(self) -> None:
+        names = [SPEC_FILE, STATE_FILE, *([] if self.key_existed else [KEY_FILE])]
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.directory}/{name}")
+        if not self.existed:
+            with contextlib.suppress(OSError):  # not empty: something else is in it
+                os.rmdir(self.directory)
 
 
 def _said(state: ServiceState) -> str:
@@ -415,4 +554,4 @@ def _differs(stored: SubmitRequest, given: SubmitRequest) -> bool:
     return stored.model_copy(update=same) != given.model_copy(update=same)
 
 
-__all__ = ["Service", "Services"]
+__all__ = ["Service", "Services", "UpPlan", "never_started"]

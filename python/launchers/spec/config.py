@@ -20,6 +20,7 @@ from launchers.defaults import (
     DEFAULT_RAY_PORT,
     DEFAULT_READY_TIMEOUT,
     DEFAULT_VLLM_VERSION,
+    SLURM_WARNING_SECONDS,
     USER_PORTS,
 )
 from launchers.spec import fields, slurmtime, versions
@@ -314,7 +315,9 @@ class SlurmOptions(Frozen):
     cpus_per_task: Cpus | None = None
     mem: str | None = None
     gres_style: GresStyle = "gpus-per-node"
-    signal_seconds: int = Field(120, ge=0, le=3600, description="USR1 this long before limit")
+    signal_seconds: int = Field(
+        SLURM_WARNING_SECONDS, ge=0, le=3600, description="USR1 this long before limit"
+    )
     requeue: bool = False
     setup: tuple[str, ...] = ()
 
