@@ -16,6 +16,7 @@ from typing import Any
 
 from launchers import _proc, jobdir
 from launchers.defaults import DOCTOR_MARK as MARK
+from launchers.jobdir.paths import DoctorDir
 
 ALLOCATION_KEYS = (
     "nodes",
@@ -94,8 +95,9 @@ def run(
     environ: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Write the plan where the nodes read it, run the step, return (checks, stderr)."""
-    meet = jobdir.ensure_dir(Path(meet_root, f".doctor-{time.strftime('%Y%m%d-%H%M%S')}"))
-    plan_path = meet / "plan.json"
+    where = DoctorDir.under(meet_root, time.strftime("%Y%m%d-%H%M%S"))
+    meet = jobdir.ensure_dir(where.root)
+    plan_path = Path(where.plan)
     plan_path.write_text(plan_json, encoding="utf-8")
     argv = [*prefix, *doctor_argv(python, str(plan_path), str(meet), timeout)]
     done = _proc.run(argv, env=environ, timeout=timeout + 600)

@@ -16,6 +16,7 @@ from launchers import waits
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import jobfiles
 from launchers.jobdir.jobfiles import FINAL_STATES, Endpoint
+from launchers.jobdir.paths import JobDir
 
 # SLURM's states (launchers.submit.slurm's names) of a job it still holds.
 SLURM_LIVE = ("PENDING", "RUNNING", "PREEMPTED")
@@ -76,7 +77,7 @@ def read_status(
     job_id: str, job_dir: str, slurm_state: Callable[[str], tuple[str | None, str]]
 ) -> JobStatus:
     state, raw = slurm_state(job_id)
-    endpoint = jobfiles.read(jobfiles.endpoint_file(job_dir), Endpoint)
+    endpoint = jobfiles.read(JobDir(job_dir).endpoint, Endpoint)
     return combine(job_id, state, raw, endpoint)
 
 

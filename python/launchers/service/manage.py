@@ -26,6 +26,7 @@ from launchers.client import Client
 from launchers.defaults import FRONT_LOG_LINES, SERVICE_DOWN_TIMEOUT
 from launchers.errors import FrontEnded, InputError, RuntimeFailure, SubmitError
 from launchers.input import probe as node_probe
+from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.job import direct_openai
 from launchers.observe.progress import read_tail
@@ -39,7 +40,6 @@ from launchers.service.definition import (
     check_front_time,
     check_name,
     check_replicas,
-    front_log,
     service_dir,
     services_root,
 )
@@ -119,7 +119,7 @@ class Service:
         word = raw.strip().split(" ")[0].rstrip("+")
         how = f"ended ({word})" if word else "left SLURM"
         when = "" if state.front_job_beat else " before its first heartbeat"
-        log = front_log(self.directory, job)
+        log = ServiceDir(self.directory).front_log(job)
         lines = _last_lines(self.directory, os.path.basename(log))
         said = f"last lines of {log}:" if lines else f"its log {log} has nothing to show"
         return FrontEnded(f"service {self.name}: the front job {job} {how}{when}; {said}",
@@ -220,7 +220,7 @@ class Service:
 
         return waits.wait_for(
             reached, what=f"service {self.name} {what}", timeout=timeout,
-            log=f"{self.directory}/front-*.log",
+            log=ServiceDir(self.directory).front_logs,
             detail=lambda: f" (now: {_said(self.state() or ServiceState(name=self.name))})",
             clock=self.clock,
         ).value  # fmt: skip
@@ -328,7 +328,7 @@ class Services:
             raise InputError(str(exc)) from None
         directory = service_dir(self.client.job_root, name)
         existing = store.read_spec(directory) if os.path.isfile(
-            f"{directory}/service.json") else None  # fmt: skip
+            ServiceDir(directory).spec) else None  # fmt: skip
         if existing is not None:
             store.open_dir(directory)
             svc = Service(name, directory)
