@@ -38,8 +38,8 @@ from typing import Any
 
 from tests.cluster import bed
 
-from launchers import jobdir
-from launchers.jobdir import jobfiles, jobroot
+from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -187,7 +187,7 @@ class Bench:
             why = ""
             if variant != "floor":
                 endpoint = jobfiles.read(
-                    jobfiles.endpoint_file(str(bed.vllm_job_dir(self.root, job_id))),
+                    JobDir(str(bed.vllm_job_dir(self.root, job_id))).endpoint,
                     jobfiles.Endpoint,
                 )
                 why = (
@@ -206,9 +206,9 @@ class Bench:
         job_dir = bed.vllm_job_dir(self.root, job_id)
 
         def leader() -> tuple[jobfiles.Leader, str] | None:
-            record = jobfiles.read(jobfiles.leader_file(str(job_dir)), jobfiles.Leader)
+            record = jobfiles.read(JobDir(str(job_dir)).leader, jobfiles.Leader)
             try:
-                key = (job_dir / jobroot.API_KEY_FILE).read_text().strip()
+                key = Path(JobDir(str(job_dir)).api_key).read_text().strip()
             except OSError:
                 return None
             return None if record is None else (record, key)
@@ -236,8 +236,8 @@ class Bench:
         ]
         for record in sorted((r for r in records if r is not None), key=lambda r: r.rank):
             out[f"node{record.rank}_runtime"] = record.time
-        leader = jobfiles.read(jobdir.node_file(str(job_dir), 0), jobfiles.NodeRecord)
-        endpoint = jobfiles.read(jobfiles.endpoint_file(str(job_dir)), jobfiles.Endpoint)
+        leader = jobfiles.read(JobDir(str(job_dir)).node(0), jobfiles.NodeRecord)
+        endpoint = jobfiles.read(JobDir(str(job_dir)).endpoint, jobfiles.Endpoint)
         try:
             lines = (job_dir / "node-0.log").read_text().splitlines()
         except OSError:
@@ -271,7 +271,7 @@ class Bench:
         job_id = self.sbatch(HERE / "bootstrap.sbatch", nodes, env, work / "slurm.out")
 
         def ready() -> float | None:
-            endpoint = jobfiles.read(jobfiles.endpoint_file(str(job_dir)), jobfiles.Endpoint)
+            endpoint = jobfiles.read(JobDir(str(job_dir)).endpoint, jobfiles.Endpoint)
             return endpoint.updated if endpoint is not None and endpoint.state == "READY" else None
 
         t_ready = poll(f"bootstrap job {job_id} READY", ready, READY_TIMEOUT)

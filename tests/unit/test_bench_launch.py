@@ -6,15 +6,15 @@ from pathlib import Path
 
 from bench.launch.run import Bench, read_phases, summary
 
-from launchers import jobdir
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.runtime.context import NodeLog
 
 
 def test_runtime_stamps_read_the_leader_log(tmp_path: Path) -> None:
     for rank, when in ((0, 1000.0), (1, 1000.5)):  # the records as the runtime writes them
         record = jobfiles.NodeRecord(rank=rank, hostname=f"n{rank}", ip="10.0.0.1", time=when)
-        jobfiles.write(jobdir.node_file(str(tmp_path), rank), record)
+        jobfiles.write(JobDir(str(tmp_path)).node(rank), record)
     log = NodeLog(0, str(tmp_path / "node-0.log"))
     log("Ray head starting on 10.0.0.1:6379 (log x)")
     log("Ray head up after 2.0 s")
@@ -22,7 +22,7 @@ def test_runtime_stamps_read_the_leader_log(tmp_path: Path) -> None:
     log("1/2 Ray node(s) alive")
     log("2/2 Ray node(s) alive")
     jobfiles.write(
-        jobfiles.endpoint_file(str(tmp_path)),
+        JobDir(str(tmp_path)).endpoint,
         jobfiles.Endpoint(state="READY", started=1000.0, ready_seconds=30),
     )
     stamps = Bench.runtime_stamps(tmp_path)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from launchers.client import Client
+from launchers.jobdir.paths import JobDir
 from launchers.observe import benchrun
 from launchers.plan.launch import LaunchPlan
 
@@ -51,13 +52,13 @@ def test_report_and_summary_read_the_typed_records(
     job_dir = tmp_path / "42"
     jobdir.ensure_dir(job_dir)
     jobfiles.write(
-        jobfiles.endpoint_file(str(job_dir)),
+        JobDir(str(job_dir)).endpoint,
         jobfiles.Endpoint(state="FAILED", message="vllm serve exited with code 1", job_id="42",
                           model="m", nodes=2, started=1.0, log_tail=("boom",)),
     )  # fmt: skip
     for rank, host in ((0, "n1"), (1, "n2")):
         jobfiles.write(
-            jobdir.node_file(str(job_dir), rank),
+            JobDir(str(job_dir)).node(rank),
             jobfiles.NodeRecord(rank=rank, hostname=host, ip=f"10.0.0.{rank + 1}"),
         )
     job = Client(job_root=str(tmp_path)).job("42")

@@ -14,6 +14,7 @@ import pytest
 
 from launchers import health
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.runtime import follower, ray_cluster
 
 from .helpers.runtime import Stopped, leader_task, logged_ctx, ray_follower, read_failure
@@ -266,7 +267,7 @@ def test_the_leader_names_the_services_reason_for_a_drain(
             reason="handover" if stale else written,
             time=ctx.created - 60 if stale else ctx.created + 1,
         )
-        jobfiles.write(jobfiles.stop_file(ctx.job_dir), reason)
+        jobfiles.write(JobDir(ctx.job_dir).stop, reason)
     assert leader.lead(ctx, leader_task(ray=False)) == 0
     assert getattr(serve, "drained", False)  # drained as for the time limit
     log = (tmp_path / "node-0.log").read_text()

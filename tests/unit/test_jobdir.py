@@ -7,6 +7,7 @@ import pytest
 
 from launchers import jobdir
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.plan.launch import LaunchPlan
 
 
@@ -15,7 +16,7 @@ def test_node_failures_of_this_attempt_lowest_rank_first(tmp_path: Path) -> None
     assert jobfiles.failures(root, 0) == []
     for rank, attempt in ((3, 0), (1, 0), (2, 1)):
         jobfiles.write(
-            jobdir.failure_file(root, rank),
+            JobDir(root).failure(rank),
             jobfiles.Failure(rank=rank, attempt=attempt, hostname=f"node{rank}", message="x"),
         )
     assert [f.rank for f in jobfiles.failures(root, 0)] == [1, 3]
@@ -24,14 +25,12 @@ def test_node_failures_of_this_attempt_lowest_rank_first(tmp_path: Path) -> None
 
 def test_remove_stale_forgets_the_previous_attempts_rendezvous(tmp_path: Path) -> None:
     root = str(tmp_path)
+    jobfiles.write(JobDir(root).leader, jobfiles.Leader(job_id="7", attempt=0, ip="10.0.0.1"))
     jobfiles.write(
-        jobfiles.leader_file(root), jobfiles.Leader(job_id="7", attempt=0, ip="10.0.0.1")
-    )
-    jobfiles.write(
-        jobdir.failure_file(root, 1),
+        JobDir(root).failure(1),
         jobfiles.Failure(rank=1, attempt=0, hostname="node1", message="x"),
     )
-    jobfiles.write(jobfiles.endpoint_file(root), jobfiles.Endpoint(state="READY"))
+    jobfiles.write(JobDir(root).endpoint, jobfiles.Endpoint(state="READY"))
     jobdir.remove_stale(root)
     assert not Path(root, "leader.json").exists()
     assert jobfiles.failures(root, 0) == []

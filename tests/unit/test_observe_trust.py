@@ -14,6 +14,7 @@ from launchers import health
 from launchers.client import Client
 from launchers.health import HttpAnswer
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 
 from .conftest import assert_one_clear_line
 from .helpers.cli import run
@@ -45,7 +46,7 @@ def job_dir(tmp_path: Path, url: str | None = None) -> Path:
     key.write_text("sk-job\n")
     key.chmod(0o600)
     jobfiles.write(
-        jobfiles.endpoint_file(str(folder)),
+        JobDir(str(folder)).endpoint,
         jobfiles.Endpoint(
             state="READY",
             job_id=JOB,

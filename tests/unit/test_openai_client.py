@@ -14,6 +14,7 @@ from launchers.client import Client, Job
 from launchers.errors import InputError, RuntimeFailure
 from launchers.jobdir import jobfiles
 from launchers.jobdir.jobfiles import State
+from launchers.jobdir.paths import JobDir
 from launchers.jobdir.safe import UnsafePathError
 
 JOB = "local-7"
@@ -31,7 +32,7 @@ def fake_job(tmp_path: Path, *, state: State = "READY", key: str | None = "sk-jo
         key_file.chmod(0o600)
     ready = state == "READY"
     jobfiles.write(
-        jobfiles.endpoint_file(str(folder)),
+        JobDir(str(folder)).endpoint,
         jobfiles.Endpoint(
             state=state,
             job_id=JOB,
@@ -98,7 +99,7 @@ def test_the_url_and_key_come_from_the_job_only(tmp_path: Path) -> None:
 def test_an_endpoint_that_is_not_the_leaders_is_refused(tmp_path: Path) -> None:
     """endpoint.json naming another server than the recorded leader: no key sent there."""
     job = fake_job(tmp_path)
-    path = jobfiles.endpoint_file(job.job_dir)
+    path = JobDir(job.job_dir).endpoint
     info = jobfiles.read(path, jobfiles.Endpoint)
     assert info is not None
     jobfiles.write(path, info.model_copy(update={"url": "http://10.9.9.9:8000/v1"}))

@@ -16,6 +16,7 @@ import pytest
 
 from launchers.cli import waiting
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.jobdir.safe import UnsafePathError
 from launchers.observe import progress
 from launchers.observe.progress import Progress, line, read_tail, vllm_phase
@@ -195,7 +196,7 @@ def test_progress_counts_the_ray_nodes_and_reads_vllm_only_while_loading(
     folder = private_dir(tmp_path)
     (folder / "vllm-0.log").write_text("\n".join([LINES[6][0], LINES[7][0]]))
     jobfiles.write(
-        jobfiles.endpoint_file(str(folder)),
+        JobDir(str(folder)).endpoint,
         jobfiles.Endpoint(
             state="LOADING",
             message="vllm serve is starting",

@@ -10,6 +10,7 @@ import pytest
 
 from launchers.client import Client, Job
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.jobdir.safe import private_dir
 from launchers.service import store
 from launchers.service.controller import SLURM_EVERY, Controller, Slurm
@@ -63,7 +64,7 @@ class World:
 def endpoint(job_dir: Path, state: jobfiles.State, url: str | None = None) -> None:
     private_dir(job_dir, "job directory")
     record = jobfiles.Endpoint(state=state, message=f"{state.lower()} here", url=url)
-    jobfiles.write(jobfiles.endpoint_file(str(job_dir)), record)
+    jobfiles.write(JobDir(str(job_dir)).endpoint, record)
 
 
 def service(tmp_path: Path, replicas: list[Replica]) -> str:
@@ -204,7 +205,7 @@ def test_the_controller_writes_why_before_it_drains_a_replica(
 
     def drain(job_id: str) -> None:  # what the job's leader would read on SIGUSR1
         seen[job_id] = jobfiles.read(
-            jobfiles.stop_file(str(tmp_path / "jobs" / job_id)), jobfiles.StopReason
+            JobDir(str(tmp_path / "jobs" / job_id)).stop, jobfiles.StopReason
         )
 
     routed = {"http://10.0.0.5:8000", "http://10.0.0.6:8000"}

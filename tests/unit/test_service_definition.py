@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from launchers.jobdir.paths import ServiceDir
 from launchers.service import store
 from launchers.service.controller import replica_request
-from launchers.service.definition import SERVICE_FORMAT, SPEC_FILE, ServiceSpec
+from launchers.service.definition import SERVICE_FORMAT, ServiceSpec
 from launchers.spec.request import SubmitRequest
 
 V1 = Path(__file__).with_name("golden") / "service.v1.json"
@@ -19,7 +20,7 @@ V1 = Path(__file__).with_name("golden") / "service.v1.json"
 def test_a_format_1_service_file_reads_as_a_typed_request(tmp_path: Path) -> None:
     directory = tmp_path / "chat"
     directory.mkdir(mode=0o700)
-    (directory / SPEC_FILE).write_text(V1.read_text())
+    Path(ServiceDir(str(directory)).spec).write_text(V1.read_text())
     spec = store.read_spec(str(directory))
     assert spec.format == SERVICE_FORMAT
     assert spec.request == SubmitRequest(
@@ -35,10 +36,10 @@ def test_a_format_1_service_file_reads_as_a_typed_request(tmp_path: Path) -> Non
 def test_a_service_file_is_written_and_read_back_whole(tmp_path: Path) -> None:
     directory = tmp_path / "chat"
     directory.mkdir(mode=0o700)
-    (directory / SPEC_FILE).write_text(V1.read_text())
+    Path(ServiceDir(str(directory)).spec).write_text(V1.read_text())
     spec = store.read_spec(str(directory))
     store.write_spec(str(directory), spec)
-    written = json.loads((directory / SPEC_FILE).read_text())
+    written = json.loads(Path(ServiceDir(str(directory)).spec).read_text())
     assert written["format"] == SERVICE_FORMAT and "registries" not in written
     assert written["request"]["registry"] == ["/shared/site-models.yaml"]
     assert store.read_spec(str(directory)) == spec

@@ -16,6 +16,7 @@ from launchers import waits
 from launchers.cli import cli
 from launchers.errors import InputError, WaitTimeout
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.jobdir.safe import private_dir
 from launchers.observe import tunnel
 from launchers.service import store
@@ -210,7 +211,7 @@ def replica(tmp_path: Path, job: str, state: jobfiles.State, role: Role = "servi
     """Replica ``job``, its job file (and state.json) saying ``state``."""
     job_dir = tmp_path / "jobs" / job
     private_dir(job_dir, "job directory")
-    jobfiles.write(jobfiles.endpoint_file(str(job_dir)), jobfiles.Endpoint(state=state))
+    jobfiles.write(JobDir(str(job_dir)).endpoint, jobfiles.Endpoint(state=state))
     return Replica(job_id=job, job_dir=str(job_dir), slot=0, role=role, state=state,
                    submitted_at=0.0)  # fmt: skip
 

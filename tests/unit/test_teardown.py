@@ -22,6 +22,7 @@ import pytest
 
 from launchers import _proc, waits
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.observe.job import Job
 from launchers.plan.launch import LaunchPlan
 
@@ -340,7 +341,7 @@ def _local_job(tmp_path: Path, created_offset: float = 0.0, **env: str) -> tuple
     created = _proc.identity(child.pid)
     assert created is not None
     record = jobfiles.LocalProcess(pid=child.pid, pgid=child.pid, created=created + created_offset)
-    jobfiles.write(jobfiles.local_file(str(tmp_path)), record)
+    jobfiles.write(JobDir(str(tmp_path)).local, record)
     return Job(job_id="local-1-2", job_dir=str(tmp_path)), child.pid, helper
 
 

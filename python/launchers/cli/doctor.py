@@ -3,6 +3,7 @@ the request or inside a running job."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -44,7 +45,9 @@ def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
         job = client_for(request.job_root).job(extra[0])
         job_plan = job.recorded_plan()
         if job_plan is None:
-            raise click.ClickException(f"job {job.job_id} has no readable plan.json")
+            raise click.ClickException(
+                f"job {job.job_id} has no readable {os.path.basename(job.files.plan)}"
+            )
         plan_json = job_plan.model_dump_json(indent=2)
         nodes = len(job.nodes()) or job_plan.layout.nodes
         from launchers.submit.slurmctl import srun_in_job

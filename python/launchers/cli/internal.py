@@ -19,13 +19,16 @@ def job_root_cmd(job_root: str | None, registry: tuple[str, ...], new_job_dir: b
     requeued) and print it instead."""
     from launchers.input.registry import site_job_root
     from launchers.jobdir import jobroot, safe
+    from launchers.jobdir.paths import JobRoot
 
     root = jobroot.job_root(job_root, os.environ, lambda: site_job_root(os.environ, registry))
     if new_job_dir:
         job_id = os.environ.get("SLURM_JOB_ID", "")
         key = jobroot.job_key(job_id, jobroot.cluster_name(os.environ), "SLURM_JOB_ID")
         requeued = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
-        root = str(safe.new_private_dir(f"{root}/{key}", "job directory", reuse=requeued))
+        root = str(
+            safe.new_private_dir(JobRoot(root).job(key).root, "job directory", reuse=requeued)
+        )
     click.echo(root)
 
 

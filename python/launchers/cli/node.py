@@ -36,11 +36,16 @@ def node_group() -> None:
 
 
 @node_group.command("run")
-@click.option("--plan", "plan_file", required=True, help="The job's plan.json.")
+@click.option(
+    "--plan",
+    "plan_file",
+    required=True,
+    help="The job's plan (the file submit writes in its job directory).",
+)
 @click.option("--rank", type=click.IntRange(min=0), help="This node's rank (else from SLURM).")
 @click.option("--job-id", help="The job id (else $SLURM_JOB_ID).")
 @click.option("--iface", help="The fast interface (else detected).")
-@click.option("--leader-ip", help="The leader's address (else read from leader.json).")
+@click.option("--leader-ip", help="The leader's address (else read from the job directory).")
 def run_cmd(
     plan_file: str, rank: int | None, job_id: str | None, iface: str | None, leader_ip: str | None
 ) -> int:
@@ -56,13 +61,16 @@ def run_cmd(
 def wrapper_cmd(args: tuple[str, ...]) -> int:
     """bin/multi-node-serving.sh's modes (its arguments as they came)."""
     from launchers.input import wrapper
+    from launchers.jobdir.paths import JobRoot
     from launchers.runtime.run import load_plan, run_plan
 
     prog = os.environ.get("VLLM_HPC_PROG") or wrapper.PROG
     try:
         parsed = wrapper.parse(args, prog)
     except wrapper.Help:
-        click.echo(wrapper.USAGE.format(prog=prog), nl=False)
+        click.echo(
+            wrapper.USAGE.format(prog=prog, ray_token=JobRoot("JOB_ROOT").ray_token), nl=False
+        )
         return 0
     if parsed.plan is not None:
         return run_plan(load_plan(parsed.plan), iface=parsed.iface)

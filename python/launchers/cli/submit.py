@@ -13,6 +13,7 @@ from launchers.cli.exits import EXIT_INTERRUPTED
 from launchers.cli.options import client_of, plan_of, request_options
 from launchers.cli.output import write_file
 from launchers.defaults import WAIT_TIMEOUT
+from launchers.jobdir.paths import JobDir
 from launchers.spec.request import SubmitRequest
 
 if TYPE_CHECKING:
@@ -89,9 +90,8 @@ def submit_cmd(
             click.echo(json.dumps(handle.as_dict(), indent=2))
         else:
             click.echo(f"Submitted job {handle.job_id}; job directory {handle.job_dir}")
-            click.echo(
-                f"  follow: tail -f {handle.job_dir}/node-0.log   stop: scancel {handle.job_id}"
-            )
+            follow = JobDir(handle.job_dir).node_log(0)
+            click.echo(f"  follow: tail -f {follow}   stop: scancel {handle.job_id}")
         return
     _wait_for(handle, wait_timeout, as_json)
 

@@ -29,6 +29,7 @@ from launchers.defaults import (
 from launchers.errors import InputError
 from launchers.input import registry
 from launchers.jobdir import jobroot
+from launchers.jobdir.paths import JobRoot
 from launchers.jobdir.safe import read_private_text
 from launchers.plan.commands import RayStart
 from launchers.plan.launch import JobPaths, LaunchPlan, Readiness, RolePlan
@@ -67,7 +68,7 @@ vLLM's arguments go after --.
 Ray runs with token authentication (RAY_AUTH_MODE=token): every node reads the same
 token file, never a token on a command line. The leader creates it (0600) when it is
 absent; a worker refuses to start without it. The file is --ray-token-file=FILE, else
-VLLM_HPC_RAY_TOKEN_FILE, else RAY_AUTH_TOKEN_PATH, else JOB_ROOT/.ray_token (shared
+VLLM_HPC_RAY_TOKEN_FILE, else RAY_AUTH_TOKEN_PATH, else {ray_token} (shared
 when the job root is on shared storage). Without shared storage, copy the leader's
 file to each worker (chmod 600) and name it there.
 
@@ -347,16 +348,13 @@ def _job_root(args: WrapperArgs, environ: Mapping[str, str]) -> str:
     return jobroot.job_root(None, environ, lambda: registry.site_job_root(environ, args.registries))
 
 
-RAY_TOKEN_NAME = ".ray_token"  # noqa: S105 - a file name in the job root, not a secret
-
-
 def ray_token_path(args: WrapperArgs, environ: Mapping[str, str]) -> str:
     """Where the Ray token file is (see USAGE); nothing is read or made (the dry run)."""
     given = (
         args.ray_token_file
         or environ.get("VLLM_HPC_RAY_TOKEN_FILE")
         or environ.get("RAY_AUTH_TOKEN_PATH")
-        or f"{_job_root(args, environ)}/{RAY_TOKEN_NAME}"
+        or JobRoot(_job_root(args, environ)).ray_token
     )
     return os.path.abspath(jobroot.expand_home(given, environ))
 
@@ -403,7 +401,7 @@ def wrapper_plan(
         nodes = max(nodes, worker_rank(environ) + 1)
     root = _job_root(args, environ)
     key = jobroot.job_key(job_id, jobroot.cluster_name(environ), "SLURM_JOB_ID")
-    job_dir = args.job_dir or f"{root}/{key}"
+    job_dir = args.job_dir or JobRoot(root).job(key).root
     paths = JobPaths.at(job_dir)
     gpn = args.num_gpus or 1
     if args.mode == "leader" and args.model:

@@ -1,10 +1,11 @@
 """The job directory on shared storage: what each node writes and everyone else reads.
 
 ``leader.json`` (rendezvous), ``endpoint.json`` (state and URL), ``nodes/<rank>.json``
-(who each node is), logs. Files are written atomically (temp file + rename), the
-directory is 0700 and files 0600, so a half-written file is never read and nothing is
-readable by other users. A directory a file is written into is checked first (ours,
-not writable by others: ``jobdir.safe``); reads and writes never follow a symlink.
+(who each node is), logs: their names are ``jobdir.paths``'s. Files are written
+atomically (temp file + rename), the directory is 0700 and files 0600, so a half-written
+file is never read and nothing is readable by other users. A directory a file is
+written into is checked first (ours, not writable by others: ``jobdir.safe``); reads
+and writes never follow a symlink.
 """
 
 from __future__ import annotations
@@ -53,10 +54,6 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def node_file(job_dir: str, rank: int) -> str:
-    return f"{job_dir}/nodes/{rank}.json"
-
-
 def ensure_secret(path: str, what: str = "secret") -> bool:
     """Create ``path`` (0600, ``O_EXCL|O_NOFOLLOW``) with a new random secret unless it
     exists; True if created. An existing file is kept only when it passes
@@ -88,17 +85,12 @@ def ensure_secret(path: str, what: str = "secret") -> bool:
     return False
 
 
-def failure_file(job_dir: str, rank: int) -> str:
-    """Where a rank > 0 records why it failed, for the leader to report."""
-    return f"{job_dir}/failed/{rank}.json"
-
-
 def remove_stale(job_dir: str) -> None:
     """A rerun (requeue) must not read the previous attempt's rendezvous."""
-    from launchers.jobdir.jobroot import LEADER_FILE
+    from launchers.jobdir.paths import JobDir
 
-    Path(job_dir, LEADER_FILE).unlink(missing_ok=True)
-    for path in Path(job_dir, "failed").glob("*.json"):
+    Path(JobDir(job_dir).leader).unlink(missing_ok=True)
+    for path in Path(job_dir).glob(JobDir.FAILURES):
         path.unlink(missing_ok=True)
 
 

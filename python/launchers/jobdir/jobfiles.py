@@ -8,7 +8,8 @@
     local.json         LocalProcess    ``submit --executor local``: the process started
     stop.json          StopReason      a service's controller, just before it drains the job
 
-Readers get a model or None (missing, half-written or not this format): never a dict.
+Their paths: ``jobdir.paths.JobDir``. Readers get a model or None (missing,
+half-written or not this format): never a dict.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from launchers import jobdir
-from launchers.jobdir import jobroot
+from launchers.jobdir.paths import JobDir
 
 FORMAT: Literal[1] = 1
 State = Literal[
@@ -162,31 +163,15 @@ def write(path: str | Path, record: Record) -> None:
     jobdir.write_json(path, record.model_dump(mode="json"))
 
 
-def endpoint_file(job_dir: str) -> str:
-    return f"{job_dir}/{jobroot.ENDPOINT_FILE}"
-
-
-def leader_file(job_dir: str) -> str:
-    return f"{job_dir}/{jobroot.LEADER_FILE}"
-
-
-def local_file(job_dir: str) -> str:
-    return f"{job_dir}/{jobroot.LOCAL_FILE}"
-
-
-def stop_file(job_dir: str) -> str:
-    return f"{job_dir}/{jobroot.STOP_FILE}"
-
-
 def nodes(job_dir: str) -> list[NodeRecord]:
     """Every rank's record, lowest rank first."""
-    found = [read(path, NodeRecord) for path in Path(job_dir, "nodes").glob("*.json")]
+    found = [read(path, NodeRecord) for path in Path(job_dir).glob(JobDir.NODE_RECORDS)]
     return sorted((n for n in found if n is not None), key=lambda n: n.rank)
 
 
 def failures(job_dir: str, attempt: int) -> list[Failure]:
     """The failures other ranks recorded in this attempt, lowest rank first."""
-    found = [read(path, Failure) for path in Path(job_dir, "failed").glob("*.json")]
+    found = [read(path, Failure) for path in Path(job_dir).glob(JobDir.FAILURES)]
     return sorted(
         (f for f in found if f is not None and f.attempt == attempt), key=lambda f: f.rank
     )

@@ -33,16 +33,6 @@ DEFAULT_JOB_ROOT = "~/.vllm-hpc/jobs"
 USER_FIELD = "{user}"
 DEFAULT_CLUSTER = "slurm"  # the cluster of a SLURM job whose environment names none
 
-# The names of a job directory's files: the planner (plan.json's paths), the runtime and
-# the readers all build paths from these.
-PLAN_FILE = "plan.json"
-LEADER_FILE = "leader.json"
-ENDPOINT_FILE = "endpoint.json"
-LOCAL_FILE = "local.json"
-STOP_FILE = "stop.json"
-API_KEY_FILE = "api_key"
-RAY_TOKEN_FILE = "ray_token"  # noqa: S105 - a file name, not a secret
-
 SLURM_JOB_ID = re.compile(r"[0-9]{1,20}")
 OTHER_JOB_ID = re.compile(
     r"local-[0-9]{1,10}(-[0-9]{1,12})?|manual-[0-9]{8}-[0-9]{6}|dp-[0-9A-Fa-f][0-9A-Fa-f-]{0,70}"

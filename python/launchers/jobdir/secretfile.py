@@ -41,10 +41,10 @@ from pathlib import Path
 
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import ensure_dir
+from launchers.jobdir.paths import JobRoot
 from launchers.jobdir.safe import UnsafePathError, check_private, open_nofollow, read_private_text
 
 FORMAT = 1
-SECRETS_DIR = "secrets"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -53,7 +53,7 @@ def new_path(
 ) -> str:
     """A new, unguessable path for a job's secret file under ``job_root``."""
     name = _UNSAFE_NAME.sub("-", job_name).strip("-.")[:64] or "job"
-    return f"{job_root}/{SECRETS_DIR}/{name}-{token()}.env.json"
+    return JobRoot(job_root).secret_env(f"{name}-{token()}")
 
 
 def write(path: str, values: Mapping[str, str]) -> None:

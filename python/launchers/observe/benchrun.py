@@ -21,6 +21,7 @@ from typing import Any
 from launchers import _proc, health, jobdir
 from launchers.defaults import DEFAULT_READY_TIMEOUT
 from launchers.errors import InputError, RuntimeFailure
+from launchers.jobdir.paths import JobDir
 from launchers.observe.loadtest import LoadSpec, run_builtin, summarize_vllm, vllm_bench_argv
 from launchers.plan.launch import LaunchPlan
 from launchers.submit import slurmctl
@@ -63,7 +64,7 @@ def run_bench(
     env = health.without_proxies(os.environ if environ is None else environ)
     if api_key:
         env["OPENAI_API_KEY"] = api_key
-    out_dir = Path(job_dir, "bench")
+    out_dir = Path(JobDir(job_dir).bench)
     jobdir.ensure_dir(str(out_dir))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     summary: dict[str, Any] | None = None

@@ -17,6 +17,7 @@ from typing import Any
 from launchers import _proc, jobdir
 from launchers.defaults import DOCTOR_MARK as MARK
 from launchers.submit.slurmctl import need_tool
+from launchers.jobdir.paths import DoctorDir
 
 ALLOCATION_KEYS = (
     "nodes",
@@ -103,8 +104,9 @@ def run(
         "plans without SLURM",
         environ=environ,
     )
-    meet = jobdir.ensure_dir(Path(meet_root, f".doctor-{time.strftime('%Y%m%d-%H%M%S')}"))
-    plan_path = meet / "plan.json"
+    where = DoctorDir.under(meet_root, time.strftime("%Y%m%d-%H%M%S"))
+    meet = jobdir.ensure_dir(where.root)
+    plan_path = Path(where.plan)
     plan_path.write_text(plan_json, encoding="utf-8")
     argv = [*prefix, *doctor_argv(python, str(plan_path), str(meet), timeout)]
     done = _proc.run(argv, env=environ, timeout=timeout + 600)

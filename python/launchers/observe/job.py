@@ -33,6 +33,7 @@ from launchers.defaults import (
 )
 from launchers.errors import InputError, RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles, jobroot
+from launchers.jobdir.paths import JobDir, JobRoot, log_rank
 from launchers.jobdir.safe import UnsafePathError, check_private
 from launchers.observe import trust
 from launchers.observe.progress import Progress, read_progress
@@ -76,9 +77,14 @@ class Job:
     job_dir: str
 
     @property
+    def files(self) -> JobDir:
+        """The job directory's files."""
+        return JobDir(self.job_dir)
+
+    @property
     def info(self) -> jobfiles.Endpoint | None:
         """The leader's ``endpoint.json`` (None until it has written one)."""
-        return jobfiles.read(jobfiles.endpoint_file(self.job_dir), jobfiles.Endpoint)
+        return jobfiles.read(self.files.endpoint, jobfiles.Endpoint)
 
     @property
     def endpoint(self) -> str | None:
@@ -141,10 +147,10 @@ class Job:
         return read_status(self.job_id, self.job_dir, _slurm_state, _slurm_pending)
 
     def _local_pid(self) -> int:
-        started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
+        started = jobfiles.read(self.files.local, jobfiles.LocalProcess)
         if started is not None:
             return started.pid
-        leader = jobfiles.read(jobdir.node_file(self.job_dir, 0), jobfiles.NodeRecord)
+        leader = jobfiles.read(self.files.node(0), jobfiles.NodeRecord)
         return leader.pid if leader is not None else 0
 
     def _local_alive(self, job_id: str) -> tuple[str | None, str]:
@@ -155,14 +161,14 @@ class Job:
         pid = self._local_pid()
         if not pid:
             return ("PENDING", "local")
-        started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
+        started = jobfiles.read(self.files.local, jobfiles.LocalProcess)
         same = started is None or not started.created or _proc.same_process(pid, started.created)
         if same and _pid_alive(pid):
             return ("RUNNING", "local")
         return ("FAILED", f"local process {pid} exited")
 
     def _local_fix(self) -> str:
-        started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
+        started = jobfiles.read(self.files.local, jobfiles.LocalProcess)
         if started is not None:
             return f"kill -KILL -- -{started.pgid or started.pid}"
         return f"kill -KILL {self._local_pid()}"
@@ -170,7 +176,7 @@ class Job:
     def _signal_local(self, sig: int) -> bool:
         """Signal a local job's process group (its runtime and what runs in its group),
         only while its leader is the process that was started. True if sent."""
-        started = jobfiles.read(jobfiles.local_file(self.job_dir), jobfiles.LocalProcess)
+        started = jobfiles.read(self.files.local, jobfiles.LocalProcess)
         if started is not None and started.created:
             return _proc.signal_group(
                 started.pgid or started.pid, started.pid, started.created, sig
@@ -263,7 +269,7 @@ class Job:
         """The job's ``plan.json`` (None when it is missing or unreadable)."""
         from launchers.plan.launch import LaunchPlan
 
-        return jobfiles.read(f"{self.job_dir}/{jobroot.PLAN_FILE}", LaunchPlan)
+        return jobfiles.read(self.files.plan, LaunchPlan)
 
     def nodes(self) -> list[jobfiles.NodeRecord]:
         """Every rank's record, lowest rank first."""
@@ -290,8 +296,8 @@ class Job:
 
     def _first_log(self) -> str:
         """The log to read first: the leader's, or a local job's own output before it."""
-        leader = f"{self.job_dir}/node-0.log"
-        local = f"{self.job_dir}/local.out"
+        leader = self.files.node_log(0)
+        local = self.files.local_output
         return local if not Path(leader).exists() and Path(local).exists() else leader
 
     def summary(self) -> dict[str, Any]:
@@ -365,9 +371,9 @@ class Job:
 
     def logs(self, node: int | None = None) -> list[Path]:
         """The job's log files (all, or one node's), leader first."""
-        files = sorted(Path(self.job_dir).glob("*.log"), key=_log_order)
+        files = sorted(Path(self.job_dir).glob(JobDir.LOGS), key=_log_order)
         if node is not None:
-            files = [f for f in files if f.stem.rsplit("-", 1)[-1] == str(node)]
+            files = [f for f in files if log_rank(f.name) == str(node)]
         return files
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> JobStatus:
@@ -417,7 +423,7 @@ class Job:
             # The leader could not say so itself (killed): record how it ended.
             update = {"state": "STOPPED", "message": f"stopped ({raw or 'cancelled'})"}
             jobfiles.write(
-                jobfiles.endpoint_file(self.job_dir),
+                self.files.endpoint,
                 info.model_copy(update={**update, "updated": jobdir.now()}),
             )
         return self.status()
@@ -459,7 +465,7 @@ def _openai_module() -> ModuleType:
 
 
 def _log_order(path: Path) -> tuple[int, str]:
-    tail = path.stem.rsplit("-", 1)[-1]
+    tail = log_rank(path.name)
     return (int(tail) if tail.isdigit() else -1, path.name)
 
 
@@ -497,7 +503,7 @@ class JobFinder:
             )
         cluster, plain = parsed
         name = job_id if cluster or not plain.isdigit() else self._key_of(plain)
-        job_dir = f"{self.job_root}/{name}"
+        job_dir = JobRoot(self.job_root).job(name).root
         if not Path(job_dir).is_dir():
             raise InputError(
                 f"JOB: no job directory {job_dir}",
@@ -550,7 +556,7 @@ class JobFinder:
             p = root / name
             if not p.is_dir() or not _private(p):
                 continue
-            if (p / jobroot.PLAN_FILE).exists() or (p / jobroot.ENDPOINT_FILE).exists():
+            if Path(JobDir(str(p)).plan).exists() or Path(JobDir(str(p)).endpoint).exists():
                 found.append(Job(job_id, str(p)))
         return sorted(found, key=lambda j: (_job_sort_key(j.job_id), j.job_dir))
 

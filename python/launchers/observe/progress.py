@@ -15,11 +15,12 @@ import stat
 from dataclasses import dataclass
 
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir, log_name
 from launchers.jobdir.safe import check_private, open_nofollow
 from launchers.observe.status import JobStatus
 
 TAIL_BYTES = 64 * 1024  # vLLM's last start-up lines, even after a long traceback
-VLLM_LOG = "vllm-0.log"  # the leader's `vllm serve` output (the runtime's <name>-<rank>.log)
+VLLM_LOG = log_name("vllm", 0)  # the leader's `vllm serve` output
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _START = re.compile(r"non-default args: ")  # a new `vllm serve` (a requeued job's log goes on)
@@ -133,7 +134,7 @@ def read_tail(job_dir: str, name: str = VLLM_LOG, limit: int = TAIL_BYTES) -> st
 
 def read_progress(status: JobStatus, job_dir: str) -> Progress:
     """``status`` with the Ray nodes the leader counted and vLLM's own phase."""
-    info = jobfiles.read(jobfiles.endpoint_file(job_dir), jobfiles.Endpoint)
+    info = jobfiles.read(JobDir(job_dir).endpoint, jobfiles.Endpoint)
     joined = expected = None
     if info is not None and info.ray_nodes is not None:
         joined, expected = len(info.ray_nodes), info.nodes

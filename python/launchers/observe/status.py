@@ -17,6 +17,7 @@ from launchers import waits
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import jobfiles
 from launchers.jobdir.jobfiles import FINAL_STATES, Endpoint
+from launchers.jobdir.paths import JobDir
 
 if TYPE_CHECKING:
     from launchers.submit.slurmctl import Pending
@@ -94,7 +95,7 @@ def read_status(
     """The job's status; ``pending`` (SLURM's reason and expected start) is asked only
     of a job SLURM holds as PENDING whose leader has not reported."""
     state, raw = slurm_state(job_id)
-    endpoint = jobfiles.read(jobfiles.endpoint_file(job_dir), Endpoint)
+    endpoint = jobfiles.read(JobDir(job_dir).endpoint, Endpoint)
     why = pending(job_id) if pending is not None and state == "PENDING" and not endpoint else None
     return combine(job_id, state, raw, endpoint, why)
 

@@ -8,8 +8,11 @@ refused in one line (exit 2); the key is read only from a private file of ours.
 
 from __future__ import annotations
 
+import os
+
 from launchers.errors import InputError
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.jobdir.safe import check_private, read_private_text
 
 
@@ -18,9 +21,10 @@ def trusted_endpoint(job_dir: str) -> jobfiles.Endpoint | None:
     job directory and a file of ours that no other user can write; its URL must be the
     one the leader records (``http://LEADER_IP:PORT/v1``)."""
     check_private(job_dir, "job directory")
-    path = jobfiles.endpoint_file(job_dir)
+    path = JobDir(job_dir).endpoint
+    name = os.path.basename(path)
     try:
-        check_private(path, "endpoint.json")
+        check_private(path, name)
     except FileNotFoundError:
         return None
     info = jobfiles.read(path, jobfiles.Endpoint)
@@ -28,7 +32,7 @@ def trusted_endpoint(job_dir: str) -> jobfiles.Endpoint | None:
         recorded = f"http://{info.leader_ip}:{info.port}/v1"
         if info.url != recorded:
             raise InputError(
-                f"endpoint.json: {path} names {info.url}, not the leader's {recorded}",
+                f"{name}: {path} names {info.url}, not the leader's {recorded}",
                 fix="the job directory was changed: do not trust it (resubmit the job)",
             )
     return info

@@ -21,6 +21,7 @@ from launchers import __version__
 from launchers.defaults import DEFAULT_API_PORT, HEALTH_PATH
 from launchers.errors import LayoutError
 from launchers.jobdir import jobroot
+from launchers.jobdir.paths import RANK_FIELD, JobDir, JobRoot
 from launchers.plan.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -83,8 +84,9 @@ _DERIVED_ARGV = ("ray_argv", "serve_argv")
 
 
 class JobPaths(Frozen):
-    """Where a job keeps its state on shared storage. ``job_dir`` is
-    ``<root>/@JOB_KEY@`` (``<cluster>-<job id>``, see ``jobdir.jobroot``)."""
+    """Where a job keeps its state on shared storage, as the plan records it: the
+    plan-time form of ``jobdir.paths.JobDir`` (its names, with placeholders). ``job_dir``
+    is ``<root>/@JOB_KEY@`` (``<cluster>-<job id>``, see ``jobdir.jobroot``)."""
 
     root: str
     job_dir: str
@@ -112,6 +114,15 @@ class JobPaths(Frozen):
                 for k, v in self.model_dump().items()
             }
         )
+
+    @property
+    def dir(self) -> JobDir:
+        """The job directory's files (placeholders in ``job_dir`` stay as they are)."""
+        return JobDir(self.job_dir)
+
+    def node_log_of(self, rank: int) -> str:
+        """The plan's ``node_log`` for rank ``rank``."""
+        return self.node_log.replace(RANK_FIELD, str(rank))
 
 
 class Readiness(Frozen):
@@ -220,17 +231,17 @@ def _ranks(first: int, last: int) -> str:
 
 def job_paths(job_root: str, job_dir: str | None = None) -> JobPaths:
     """The job's paths under ``job_root`` (``job_dir``: a directory the user named)."""
-    job_dir = job_dir or f"{job_root}/{JOB_KEY}"
+    files = JobDir(job_dir) if job_dir else JobRoot(job_root).job(JOB_KEY)
     return JobPaths(
         root=job_root,
-        job_dir=job_dir,
-        plan=f"{job_dir}/{jobroot.PLAN_FILE}",
-        leader=f"{job_dir}/{jobroot.LEADER_FILE}",
-        endpoint=f"{job_dir}/{jobroot.ENDPOINT_FILE}",
-        api_key=f"{job_dir}/{jobroot.API_KEY_FILE}",
-        ray_token=f"{job_dir}/{jobroot.RAY_TOKEN_FILE}",
-        node_log=f"{job_dir}/node-{{rank}}.log",
-        batch_log=f"{job_root}/vllm-hpc-%j.out",
+        job_dir=files.root,
+        plan=files.plan,
+        leader=files.leader,
+        endpoint=files.endpoint,
+        api_key=files.api_key,
+        ray_token=files.ray_token,
+        node_log=files.node_log(RANK_FIELD),
+        batch_log=JobRoot(job_root).batch_log,
     )
 
 

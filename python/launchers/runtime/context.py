@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 from launchers import _proc, installed, jobdir, waits
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import jobfiles, safe
+from launchers.jobdir.paths import JobDir
 from launchers.jobdir.safe import private_dir
 from launchers.plan.commands import RayStart, ServeStart, check_installed
 from launchers.plan.launch import JobPaths, unfilled
@@ -65,7 +66,7 @@ class Stopper:
         said = self.reason or "no stop asked"
         if not self.time_limit or self.signum is None:
             return said
-        asked = jobfiles.read(jobfiles.stop_file(job_dir), jobfiles.StopReason)
+        asked = jobfiles.read(JobDir(job_dir).stop, jobfiles.StopReason)
         if asked is None or asked.time < since:
             return said
         return f"{signal.Signals(self.signum).name} ({asked.reason})"
@@ -115,6 +116,10 @@ class NodeContext:
         return self.paths.job_dir
 
     @property
+    def files(self) -> JobDir:
+        return self.paths.dir
+
+    @property
     def leader_file(self) -> str:
         return self.paths.leader
 
@@ -123,7 +128,7 @@ class NodeContext:
         return self.paths.endpoint
 
     def logfile(self, name: str) -> str:
-        return f"{self.job_dir}/{name}-{self.rank}.log"
+        return self.files.log(name, self.rank)
 
     @property
     def wrapped(self) -> bool:
@@ -178,7 +183,7 @@ class NodeContext:
 
     def write_record(self) -> None:
         jobfiles.write(
-            jobdir.node_file(self.job_dir, self.rank),
+            self.files.node(self.rank),
             jobfiles.NodeRecord(
                 rank=self.rank,
                 hostname=self.hostname,

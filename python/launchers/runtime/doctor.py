@@ -24,6 +24,7 @@ from typing import Any
 from launchers import jobdir, waits
 from launchers.defaults import DOCTOR_MARK
 from launchers.errors import VllmHpcError, WaitTimeout
+from launchers.jobdir.paths import DoctorDir
 from launchers.plan.commands import check_installed
 from launchers.plan.launch import LaunchPlan
 from launchers.spec import versions
@@ -339,7 +340,7 @@ def run_node(
     for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):
         os.environ[key] = chosen[key]
     ip = chosen["VLLM_HOST_IP"]
-    leader_file = Path(out_dir, "rank0.json")
+    leader_file = Path(DoctorDir(out_dir).leader)
     with ExitStack() as stack:
         if rank == 0:
             ports = plan.leader_ports()

@@ -46,7 +46,7 @@ def wait_leader(ctx: NodeContext, timeout: float) -> jobfiles.Leader:
         written,
         what=f"the leader (rank 0) to write {path}",
         timeout=timeout,
-        log=f"{ctx.job_dir}/node-0.log",
+        log=ctx.files.node_log(0),
         clock=ctx.clock,
     ).value
 
@@ -89,7 +89,7 @@ def _wait_leader_port(
         port,
         timeout=task.nodes_timeout,
         what=what,
-        log=f"{ctx.job_dir}/{log} on the leader",
+        log=f"{log} on the leader",
         alive=ctx.stop_check,
     )
 
@@ -98,7 +98,7 @@ def _join_ray(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _proc.Chi
     assert task.ray is not None
     ray = task.ray
     what = "the Ray head of the leader"
-    waited = _wait_leader_port(ctx, task, leader_ip, ray.port, what, "node-0.log")
+    waited = _wait_leader_port(ctx, task, leader_ip, ray.port, what, ctx.files.node_log(0))
     ctx.log(f"the Ray head at {leader_ip}:{ray.port} answered after {waited:.1f} s")
     planned = ctx.start_argv(ray, task.known_values())
     argv, env = ctx.command(planned)
@@ -114,7 +114,9 @@ def _start_headless(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _pr
     rendezvous = task.serve.rendezvous
     if rendezvous is not None:
         what = "the leader's vLLM rendezvous port"
-        waited = _wait_leader_port(ctx, task, leader_ip, rendezvous.port, what, "vllm-0.log")
+        waited = _wait_leader_port(
+            ctx, task, leader_ip, rendezvous.port, what, ctx.files.log("vllm", 0)
+        )
         ctx.log(f"the leader's port {rendezvous.port} answered after {waited:.1f} s")
     planned = ctx.start_argv(task.serve, values)
     argv, env = ctx.command(planned, fill_env(task.serve_env, values))
@@ -192,7 +194,7 @@ def run_follower(ctx: NodeContext, task: FollowerTask) -> int:
     except VllmHpcError as exc:
         log(f"FAILED: {exc.one_line()}")
         jobfiles.write(
-            jobdir.failure_file(ctx.job_dir, ctx.rank),
+            ctx.files.failure(ctx.rank),
             jobfiles.Failure(rank=ctx.rank, hostname=ctx.hostname, attempt=ctx.attempt,
                              message=exc.one_line(), time=jobdir.now()),
         )  # fmt: skip

@@ -40,7 +40,7 @@ def run_plan(
     cluster = jobroot.cluster_name(env_in)
     key = jobroot.job_key(job_id, cluster, given)  # SLURM_JOB_ID=../../x stops here
     paths = plan.paths.for_job(job_id, cluster)
-    node_log = paths.node_log.replace("{rank}", str(rank))
+    node_log = paths.node_log_of(rank)
     secret_env = node_secret_env(plan)  # no secrets, no start: before anything is made
     ctx = context(
         rank=rank,

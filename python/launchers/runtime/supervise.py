@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from launchers import _proc, health, jobdir, waits
+from launchers import _proc, health, waits
 from launchers.defaults import AUTH_MIDDLEWARE, DRAIN_SECONDS, KEYLESS_PROBE_PATH
 from launchers.errors import RuntimeFailure, WaitTimeout
 from launchers.jobdir import jobfiles
@@ -97,15 +97,13 @@ def missing_nodes(ctx: NodeContext, snap: Snapshot) -> str:
     alive = {n.ip for n in snap.alive or ()}
     parts = []
     for rank in range(1, ctx.nodes):
-        info = jobfiles.read(jobdir.node_file(ctx.job_dir, rank), jobfiles.NodeRecord)
+        info = jobfiles.read(ctx.files.node(rank), jobfiles.NodeRecord)
         if info is None or info.attempt != ctx.attempt:
-            parts.append(
-                f"rank {rank} never started its runtime (see {ctx.job_dir}/node-{rank}.log)"
-            )
+            parts.append(f"rank {rank} never started its runtime (see {ctx.files.node_log(rank)})")
         elif info.ip not in alive:
             parts.append(
                 f"{info.hostname} ({info.ip}, rank {rank}) is not in the Ray "
-                f"cluster (see {ctx.job_dir}/ray-{rank}.log)"
+                f"cluster (see {ctx.files.log('ray', rank)})"
             )
     return "; ".join(parts) or "no node is missing by name (Ray saw fewer nodes)"
 

@@ -43,7 +43,7 @@ def record_failure(ctx: NodeContext, why: str) -> None:
     """A rank > 0's failure record, for the leader to report (a full disk: logged only)."""
     with contextlib.suppress(OSError):
         jobfiles.write(
-            jobdir.failure_file(ctx.job_dir, ctx.rank),
+            ctx.files.failure(ctx.rank),
             jobfiles.Failure(rank=ctx.rank, hostname=ctx.hostname, attempt=ctx.attempt,
                              message=why, time=jobdir.now()),
         )  # fmt: skip

@@ -20,6 +20,7 @@ from launchers.client import Client
 from launchers.defaults import DEFAULT_API_PORT
 from launchers.errors import VllmHpcError
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.observe.job import Job
 from launchers.observe.status import read_status
 from launchers.service import store
@@ -159,7 +160,7 @@ class Controller:
         if action.reason is None or not action.job_dir:
             return
         try:
-            jobfiles.write(jobfiles.stop_file(action.job_dir),
+            jobfiles.write(JobDir(action.job_dir).stop,
                            jobfiles.StopReason(reason=action.reason, time=now))  # fmt: skip
         except (OSError, VllmHpcError) as exc:
             self.log(f"controller: {action.job_id}: cannot say why it stops: {exc}")

@@ -6,11 +6,12 @@ versioned model with one writer, in the service directory.
         state.json     ServiceState    the controller (what it saw and did)
         front.json     Front           the front (its address, pid, heartbeat)
         key            the service's API key (0600): clients and every replica share it
-        front-<job>.log, router.log    the front's and the router's logs (front_log())
+        front-<job>.log, router.log    the front's and the router's logs
 
 The service directory lives in the job root (``jobdir.jobroot``'s one rule: per-user,
 private, on the shared storage every node reads), so a front started on any node, or
-again after it died, finds the same state. Pure: no I/O here but the path rules.
+again after it died, finds the same state. The names: ``jobdir.paths.ServiceDir``.
+Pure: no I/O here but the path rules.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from launchers.defaults import (
     USER_PORTS,
 )
 from launchers.jobdir.jobfiles import FINAL_STATES, JobFile, Record
+from launchers.jobdir.paths import JobRoot
 from launchers.observe.status import SLURM_LIVE
 from launchers.spec.fields import MAX_PARALLEL
 from launchers.spec.request import SubmitRequest
@@ -35,11 +37,6 @@ from launchers.spec.request import SubmitRequest
 FORMAT: Literal[1] = 1
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}", re.ASCII)
 NAME_RULE = "a lowercase letter, then up to 30 lowercase letters, digits or '-'"
-
-SPEC_FILE = "service.json"
-STATE_FILE = "state.json"
-FRONT_FILE = "front.json"
-KEY_FILE = "key"
 
 ServiceStateName = Literal["STARTING", "UP", "DEGRADED", "BACKING_OFF", "STOPPING", "DOWN"]
 # serving: holds its slot; successor: loads to take its slot over; draining: asked to
@@ -170,17 +167,13 @@ def event_stamp(now: float) -> str:
     return strftime("%H:%M:%S UTC", gmtime(now))
 
 
-def front_log(service_dir: str, job_id: str) -> str:
-    """The log of front job ``job_id`` (its batch script's ``--output``)."""
-    return f"{service_dir}/front-{job_id}.log"
-
-
 def services_root(job_root: str) -> str:
-    return f"{job_root.rstrip('/')}/services"
+    return JobRoot(job_root).services
 
 
 def service_dir(job_root: str, name: str) -> str:
-    return f"{services_root(job_root)}/{check_name(name)}"
+    """The directory of service ``name`` (the name checked: it becomes a path)."""
+    return JobRoot(job_root).service(check_name(name)).root
 
 
 SERVICE_FORMAT: Literal[2] = 2  # 1: the request as a loose dict, its registries beside it

@@ -28,6 +28,7 @@ from launchers.defaults import (
     SERVICE_ROUTER_PORT_OFFSET,
 )
 from launchers.errors import InputError, RuntimeFailure
+from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import read_private_text
 from launchers.service import store
 from launchers.service.controller import Controller
@@ -137,7 +138,7 @@ def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
     state = store.read_state(service_dir)
     adopted = [str(r.url) for r in (state.replicas if state else ()) if r.ready and not r.leaving]
     _log(f"service {spec.name}: adopting {len(adopted)} READY replica(s): {adopted}")
-    router_log = f"{service_dir}/router.log"
+    router_log = ServiceDir(service_dir).router_log
     router = _proc.start(
         "vllm-router",
         router_argv(sys.executable, router_port, metrics_port, adopted),

@@ -6,17 +6,19 @@ from __future__ import annotations
 import os
 import time
 
+from launchers.jobdir.paths import SLURM_JOB_ID_FIELD, ServiceDir
 from launchers.render.front import FrontJob, render_front_script
 from launchers.service import store
-from launchers.service.definition import ServiceSpec, ServiceState, event_stamp, front_log
+from launchers.service.definition import ServiceSpec, ServiceState, event_stamp
 from launchers.submit import slurm
 
 
 def front_script(spec: ServiceSpec, directory: str) -> str:
     """The front's batch script (``render.front``), from the service's spec."""
     asked = spec.request
+    log = ServiceDir(directory).front_log(SLURM_JOB_ID_FIELD)
     job = FrontJob(
-        service=spec.name, time=spec.front_time, log=front_log(directory, "%j"),
+        service=spec.name, time=spec.front_time, log=log,
         python=spec.python, service_dir=directory, partition=asked.partition,
         account=asked.account, qos=asked.qos,
     )  # fmt: skip

@@ -27,6 +27,7 @@ from launchers.client import Client
 from launchers.defaults import FRONT_LOG_LINES, SERVICE_DOWN_TIMEOUT
 from launchers.errors import FrontEnded, InputError, RuntimeFailure, SubmitError
 from launchers.input import probe as node_probe
+from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.job import direct_openai
 from launchers.observe.progress import read_tail
@@ -34,9 +35,6 @@ from launchers.observe.status import SLURM_LIVE
 from launchers.plan.launch import LaunchPlan
 from launchers.service import store
 from launchers.service.definition import (
-    KEY_FILE,
-    SPEC_FILE,
-    STATE_FILE,
     Front,
     ServiceSpec,
     ServiceState,
@@ -46,7 +44,6 @@ from launchers.service.definition import (
     check_name,
     check_replicas,
     event_stamp,
-    front_log,
     service_dir,
     services_root,
 )
@@ -126,7 +123,7 @@ class Service:
         word = raw.strip().split(" ")[0].rstrip("+")
         how = f"ended ({word})" if word else "left SLURM"
         when = "" if state.front_job_beat else " before its first heartbeat"
-        log = front_log(self.directory, job)
+        log = ServiceDir(self.directory).front_log(job)
         lines = _last_lines(self.directory, os.path.basename(log))
         said = f"last lines of {log}:" if lines else f"its log {log} has nothing to show"
         return FrontEnded(f"service {self.name}: the front job {job} {how}{when}; {said}",
@@ -227,7 +224,7 @@ class Service:
 
         return waits.wait_for(
             reached, what=f"service {self.name} {what}", timeout=timeout,
-            log=f"{self.directory}/front-*.log",
+            log=ServiceDir(self.directory).front_logs,
             detail=lambda: f" (now: {_said(self.state() or ServiceState(name=self.name))})",
             clock=self.clock,
         ).value  # fmt: skip
@@ -383,9 +380,10 @@ class Services:
         writes: list[str] = []
         if got.action == "create":
             writes += [f"{directory}/ (0700)", f"{spec.key_file} (0600: the service's key)"]
-        writes.append(f"{directory}/{SPEC_FILE}")
+        files = ServiceDir(directory)
+        writes.append(files.spec)
         if got.action != "adopt":
-            writes.append(f"{directory}/{STATE_FILE}")
+            writes.append(files.state)
         script = front_script(spec, directory) if front == "job" else None
         return UpPlan(name=name, directory=directory, action=got.action, spec=spec,
                       replica=replica, front_script=script, writes=tuple(writes))  # fmt: skip
@@ -407,7 +405,7 @@ class Services:
             raise InputError(str(exc)) from None
         directory = service_dir(self.client.job_root, name)
         existing = store.read_spec(directory) if os.path.isfile(
-            f"{directory}/{SPEC_FILE}") else None  # fmt: skip
+            ServiceDir(directory).spec) else None  # fmt: skip
         action: Literal["create", "replace"] = "create"
         if existing is not None:
             store.open_dir(directory)
@@ -525,10 +523,10 @@ class _Made:
     key_existed: bool
 
     def undo(self) -> None:
-        names = [SPEC_FILE, STATE_FILE, *([] if self.key_existed else [KEY_FILE])]
-        for name in names:
+        files = ServiceDir(self.directory)
+        for path in (files.spec, files.state, *([] if self.key_existed else [files.key])):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.directory}/{name}")
+                os.unlink(path)
         if not self.existed:
             with contextlib.suppress(OSError):  # not empty: something else is in it
                 os.rmdir(self.directory)

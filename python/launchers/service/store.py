@@ -8,12 +8,9 @@ from pathlib import Path
 
 from launchers.errors import InputError
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import check_private, private_dir
 from launchers.service.definition import (
-    FRONT_FILE,
-    KEY_FILE,
-    SPEC_FILE,
-    STATE_FILE,
     Front,
     ServiceSpec,
     ServiceState,
@@ -23,10 +20,11 @@ from launchers.service.definition import (
 
 def open_dir(service_dir: str) -> str:
     """An existing service directory, checked; a missing one is bad input."""
-    if not Path(service_dir, SPEC_FILE).is_file():
+    spec = ServiceDir(service_dir).spec
+    if not Path(spec).is_file():
         name = os.path.basename(service_dir)
         raise InputError(
-            f"NAME: no service {name!r} ({service_dir} has no {SPEC_FILE})",
+            f"NAME: no service {name!r} ({service_dir} has no {os.path.basename(spec)})",
             fix="see `vllm-hpc service list`, or start it with `vllm-hpc service up`",
         )
     check_private(service_dir, "service directory")
@@ -41,37 +39,38 @@ def make_dir(job_root: str, service_dir: str) -> str:
 
 
 def key_file(service_dir: str) -> str:
-    return f"{service_dir}/{KEY_FILE}"
+    return ServiceDir(service_dir).key
 
 
 def read_spec(service_dir: str) -> ServiceSpec:
-    spec = jobfiles.read(f"{service_dir}/{SPEC_FILE}", ServiceSpec)
+    path = ServiceDir(service_dir).spec
+    spec = jobfiles.read(path, ServiceSpec)
     if spec is None:
         raise InputError(
-            f"{service_dir}/{SPEC_FILE}: not a service definition of this vllm-hpc",
+            f"{path}: not a service definition of this vllm-hpc",
             fix="remove the directory, or use the vllm-hpc that made it",
         )
     return spec
 
 
 def write_spec(service_dir: str, spec: ServiceSpec) -> None:
-    jobfiles.write(f"{service_dir}/{SPEC_FILE}", spec)
+    jobfiles.write(ServiceDir(service_dir).spec, spec)
 
 
 def read_state(service_dir: str) -> ServiceState | None:
-    return jobfiles.read(f"{service_dir}/{STATE_FILE}", ServiceState)
+    return jobfiles.read(ServiceDir(service_dir).state, ServiceState)
 
 
 def write_state(service_dir: str, state: ServiceState) -> None:
-    jobfiles.write(f"{service_dir}/{STATE_FILE}", state)
+    jobfiles.write(ServiceDir(service_dir).state, state)
 
 
 def read_front(service_dir: str) -> Front | None:
-    return jobfiles.read(f"{service_dir}/{FRONT_FILE}", Front)
+    return jobfiles.read(ServiceDir(service_dir).front, Front)
 
 
 def write_front(service_dir: str, front: Front) -> None:
-    jobfiles.write(f"{service_dir}/{FRONT_FILE}", front)
+    jobfiles.write(ServiceDir(service_dir).front, front)
 
 
 def note_front_beat(service_dir: str, job_id: str | None) -> None:
@@ -86,4 +85,4 @@ def remove_front(service_dir: str, pid: int) -> None:
     """Remove front.json if it is still this front's (a newer front keeps its own)."""
     front = read_front(service_dir)
     if front is not None and front.pid == pid:
-        Path(service_dir, FRONT_FILE).unlink(missing_ok=True)
+        Path(ServiceDir(service_dir).front).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from typing import Any
 from launchers import _proc, jobdir
 from launchers.errors import InputError, SubmitError
 from launchers.jobdir import jobfiles, jobroot, safe, secretfile
+from launchers.jobdir.paths import SLURM_JOB_ID_FIELD, JobDir, JobRoot
 from launchers.plan.launch import LaunchPlan, job_dir_for
 from launchers.render.text import job_dir_lines
 from launchers.spec import slurmtime
@@ -87,7 +88,7 @@ def submit_sbatch(plan: LaunchPlan, script: str, environ: Mapping[str, str]) -> 
     _, _, cluster = done.stdout.strip().partition(";")
     if not jobroot.CLUSTER_NAME.fullmatch(cluster.strip()):
         cluster = cluster_name(environ)
-    log = plan.paths.batch_log.replace("%j", job_id)
+    log = plan.paths.batch_log.replace(SLURM_JOB_ID_FIELD, job_id)
     return JobHandle(job_id, job_dir_for(plan, job_id, cluster.strip()), "slurm", log)
 
 
@@ -119,7 +120,7 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
             fix="pip install submitit, or use --via sbatch",
         ) from None
 
-    folder = f"{plan.paths.root}/submitit/%j"
+    folder = JobRoot(plan.paths.root).submitit(SLURM_JOB_ID_FIELD)
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=plan.python)
     params: dict[str, Any] = {
         "nodes": plan.layout.nodes,
@@ -158,7 +159,7 @@ def submit_submitit(plan: LaunchPlan) -> JobHandle:
     except Exception as exc:  # submitit wraps sbatch's message in its own errors
         raise SubmitError(f"submission failed: {str(exc).strip()[:300]}") from None
     job_id = str(job.job_id)
-    log = f"{plan.paths.root}/submitit/{job_id}/{job_id}_0_log.err"
+    log = JobRoot(plan.paths.root).submitit_log(job_id)
     return JobHandle(job_id, job_dir_for(plan, job_id, cluster_name()), "slurm", log)
 
 
@@ -173,7 +174,7 @@ def start_local(plan: LaunchPlan) -> JobHandle:
     job_id = f"local-{os.getpid()}-{int(jobdir.now())}"
     job_dir = job_dir_for(plan, job_id)
     safe.new_private_dir(job_dir, "job directory")
-    plan_file = f"{job_dir}/{jobroot.PLAN_FILE}"
+    plan_file = JobDir(job_dir).plan
     safe.create_private_file(plan_file, plan.model_dump_json(indent=2))
     argv = [
         plan.python,
@@ -188,7 +189,7 @@ def start_local(plan: LaunchPlan) -> JobHandle:
         "--job-id",
         job_id,
     ]
-    log = f"{job_dir}/local.out"
+    log = JobDir(job_dir).local_output
     # Detached (it outlives this command), in its own process group: stopped as a group.
     child = _proc.start_detached("local-job", argv, env=dict(os.environ), log_path=log)
     # Who to watch: the runtime may die before it writes anything of its own.
@@ -198,7 +199,7 @@ def start_local(plan: LaunchPlan) -> JobHandle:
         created=_proc.identity(child.pid) or 0.0,
         time=jobdir.now(),
     )
-    jobfiles.write(jobfiles.local_file(job_dir), record)
+    jobfiles.write(JobDir(job_dir).local, record)
     return JobHandle(job_id, job_dir, "local", log)
 
 

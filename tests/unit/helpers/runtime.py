@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launchers import jobdir, waits
+from launchers import waits
 from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.plan.commands import JOB_ID, NODE_IP, NODE_RANK, RayStart, ServeStart
 from launchers.plan.launch import JobPaths
 from launchers.runtime.context import NodeContext, NodeLog, Stopper
@@ -100,4 +101,4 @@ def ray_follower() -> FollowerTask:
 
 def read_failure(job_dir: Path, rank: int) -> jobfiles.Failure | None:
     """Rank ``rank``'s ``failed/<rank>.json`` in ``job_dir``, if written."""
-    return jobfiles.read(jobdir.failure_file(str(job_dir), rank), jobfiles.Failure)
+    return jobfiles.read(JobDir(str(job_dir)).failure(rank), jobfiles.Failure)
