@@ -16,8 +16,8 @@ from typing import Any
 
 from launchers import _proc, jobdir
 from launchers.defaults import DOCTOR_MARK as MARK
-from launchers.submit.slurmctl import need_tool
 from launchers.jobdir.paths import DoctorDir
+from launchers.submit.slurmctl import need_tool
 
 ALLOCATION_KEYS = (
     "nodes",
