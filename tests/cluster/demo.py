@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from launchers import waits
 from launchers.jobdir.paths import JobDir
@@ -59,6 +60,13 @@ def last_line(log: Path) -> str:
     return lines[-1][:120] if lines else ""
 
 
+class Child(Protocol):
+    """What ``run_with_progress`` needs of the process it started."""
+
+    def poll(self) -> int | None: ...
+    def kill(self) -> None: ...
+
+
 def run_with_progress(
     argv: Sequence[str],
     *,
@@ -67,7 +75,7 @@ def run_with_progress(
     env: Mapping[str, str] | None = None,
     timeout: float = 1800.0,
     clock: waits.Clock = waits.REAL,
-    start: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+    start: Callable[..., Child] = subprocess.Popen,
 ) -> None:
     """Run ``argv`` with its output in ``log``, saying every PROGRESS_EVERY seconds that
     ``what`` is still going (its time so far and the log's last line). Raises on a
