@@ -28,7 +28,7 @@ from launchers.defaults import (
     USER_PORTS,
 )
 from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
-from launchers.input import probe
+from launchers.input import probe, vllm_options
 from launchers.input.registry import Registry
 from launchers.jobdir.jobroot import job_root
 from launchers.jobdir.safe import read_private_text
@@ -555,18 +555,47 @@ def _slurm(req: SubmitRequest, site: SiteSpec) -> SlurmOptions:
     )
 
 
-def _check_token_parallel(config: ServeConfig, site: SiteSpec, in_image: bool) -> None:
-    """Last step, since asking the nodes' vLLM imports it (seconds): every cheap check
-    first. Token parallelism needs a vLLM that has it."""
+def _nodes_vllm(config: ServeConfig, in_image: bool) -> probe.VllmProbe:
+    """What the nodes' vLLM says of its flags (seconds: it imports vLLM)."""
+    if in_image:
+        return probe.VllmProbe(error=f"the nodes run vLLM inside {config.container or 'an image'}")
+    return probe.probe_vllm_flags(config.python)
+
+
+def _check_vllm_args(config: ServeConfig, more: frozenset[str] = frozenset()) -> None:
+    """The extra ``vllm serve`` arguments against the options of the target release
+    (its shipped table, with ``more`` names the nodes' vLLM said it has); a release
+    vllm-hpc has no table of is not checked."""
+    table = vllm_options.shipped_table(config.vllm_version)
+    if table is None:
+        return
+    table = table.with_names(more)
+    entry = f"models.{config.name}.extra_args"
+    vllm_options.check_vllm_args(config.spec.extra_args, table, label=entry)
+    vllm_options.check_vllm_args(config.extra_args, table, label="vllm serve arguments")
+
+
+def _check_options_and_token_parallel(config: ServeConfig, site: SiteSpec, in_image: bool) -> None:
+    """Last, since asking the nodes' vLLM imports it (seconds): every cheap check first.
+    The arguments are checked against the shipped table; the nodes' vLLM is asked only
+    where the plan asks it anyway (token parallelism, which only research builds have),
+    and its flags then count as options too."""
+    answer = None
+    try:
+        _check_vllm_args(config)
+    except InputError:
+        if not config.layout.token_parallel_size:
+            raise
+        answer = _nodes_vllm(config, in_image)
+        if answer.error is not None:
+            raise
+        _check_vllm_args(config, answer.flags)
     if not config.layout.token_parallel_size:
         return
-    answer = (
-        probe.VllmProbe(error=f"the nodes run vLLM inside {config.container or 'an image'}")
-        if in_image
-        else probe.probe_vllm_flags(config.python)
-    )
     probe.check_token_parallel(
-        answer, python=config.python, declared="token_parallel" in site.vllm_features
+        answer or _nodes_vllm(config, in_image),
+        python=config.python,
+        declared="token_parallel" in site.vllm_features,
     )
 
 
@@ -642,5 +671,5 @@ def resolve(
         },
     )
     check_extra_args(config)
-    _check_token_parallel(config, site, in_image)
+    _check_options_and_token_parallel(config, site, in_image)
     return config
