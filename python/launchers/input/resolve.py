@@ -47,6 +47,7 @@ from launchers.spec import fields
 from launchers.spec.config import (
     ContainerSpec,
     ModelArch,
+    ModelShape,
     ModelSpec,
     ParallelLayout,
     ServeConfig,
@@ -373,7 +374,7 @@ def _model(
 
 
 def _layout(
-    req: SubmitRequest, name: str, spec: ModelSpec, site: SiteSpec, arch: ModelArch | None
+    req: SubmitRequest, name: str, spec: ModelSpec, site: SiteSpec, arch: ModelShape | None
 ) -> tuple[ParallelLayout, str, list[str]]:
     """Step 2: the layout, why it was chosen, and its warnings (or a LayoutError)."""
     # A layout flag on the command line replaces the registry's layout as a whole.
@@ -607,7 +608,8 @@ def resolve(
     site = registry.site
     name, spec = _model(req, registry, environ)
     arch = read_model_arch(spec.model)
-    layout, reason, warnings = _layout(req, name, spec, site, arch)
+    # The layout is checked against a local config.json, else the entry's shape.
+    layout, reason, warnings = _layout(req, name, spec, site, arch or spec.shape())
     vllm_version = _pick(req.vllm_version, site.vllm_version, DEFAULT_VLLM_VERSION)
     parse_version(vllm_version)
     gpu_memory_gib = _memory(req, spec, site, arch, layout)
