@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -377,3 +378,37 @@ def test_a_local_config_json_wins_over_the_entry(
     code, _, err = run(["submit", "-m", "x", "--tp", "2", "--dry-run"],
                        {"VLLM_HPC_REGISTRY": str(reg)})  # fmt: skip
     assert code == 0, err
+
+
+# -- Nodes without GPUs per node: the site file's, else a warning that says the guess.
+ASSUMED = "--gpus-per-node not given: planning 1 GPU per node (4 GPUs in all); give -G N or set site gpus_per_node"  # noqa: E501
+
+
+def test_nodes_without_gpus_per_node_say_what_was_assumed() -> None:
+    code, out, err = run(["submit", "-m", "org/model", "-N", "4", "--dry-run"])
+    assert code == 0, err
+    assert f"  warning   {ASSUMED}\n" in out
+    code, out, _ = run(["submit", "-m", "org/model", "-N", "4", "--dry-run", "--json"])
+    assert ASSUMED in json.loads(out)["plan"]["warnings"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "site", "layout"),
+    [
+        (["-N", "4"], "site:\n  gpus_per_node: 8\n", "on 4 node(s) x 8 GPU(s)"),
+        (["-N", "4", "-G", "2"], "", "on 4 node(s) x 2 GPU(s)"),
+        (["-N", "2", "--tp", "4", "--pp", "2"], "", "on 2 node(s) x 4 GPU(s)"),  # the layout says
+        (["-N", "1"], "", "on 1 node(s) x 1 GPU(s)"),
+    ],
+)
+def test_gpus_per_node_said_or_implied_gives_no_warning(
+    argv: list[str], site: str, layout: str, tmp_path: Path
+) -> None:
+    env = {}
+    if site:
+        (tmp_path / "site.yaml").write_text(site)
+        env["VLLM_HPC_SITE_CONFIG"] = str(tmp_path / "site.yaml")
+    code, out, err = run(["submit", "-m", "org/model", *argv, "--dry-run"], env)
+    assert code == 0, err
+    assert layout in out
+    assert "--gpus-per-node not given" not in out

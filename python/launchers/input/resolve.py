@@ -36,6 +36,7 @@ from launchers.plan import commands
 from launchers.plan.commands import NODE_IP, check_all2all, parse_version
 from launchers.plan.layout import (
     LayoutRequest,
+    assumed_allocation,
     check_layout,
     check_memory,
     estimate_memory,
@@ -392,7 +393,7 @@ def _layout(
     )
     origin = "from --tp/--pp/--dp" if from_cli else f"from the registry entry {name!r}"
     layout, reason = resolve_layout(layout_req, arch, origin)
-    return layout, reason, check_layout(layout, arch)
+    return layout, reason, assumed_allocation(layout_req, layout) + check_layout(layout, arch)
 
 
 def _memory(

@@ -168,6 +168,20 @@ def resolve_layout(
     return layout, f"{origin}: TP={tp} x PP={pp} x DP={dp}"
 
 
+def assumed_allocation(req: LayoutRequest, layout: ParallelLayout) -> list[str]:
+    """A warning when a multi-node plan took its GPUs per node from no one: neither
+    --gpus-per-node (nor a registry entry) nor the site file said, and no layout flag
+    implies it."""
+    explicit = any(v is not None for v in (req.tp, req.pp, req.dp, req.token_parallel_size))
+    if explicit or layout.nodes < 2 or req.gpus_per_node or req.site_gpus_per_node:
+        return []
+    gpn = layout.gpus_per_node
+    return [
+        f"--gpus-per-node not given: planning {gpn} GPU{'s' if gpn > 1 else ''} per node "
+        f"({layout.total_gpus} GPUs in all); give -G N or set site gpus_per_node"
+    ]
+
+
 def _allocation(
     world: int, nodes: int | None, gpn: int | None, site: int | None
 ) -> tuple[int, int]:
