@@ -568,6 +568,8 @@ def _check_vllm_args(config: ServeConfig, more: frozenset[str] = frozenset()) ->
     """The extra ``vllm serve`` arguments against the options of the target release
     (its shipped table, with ``more`` names the nodes' vLLM said it has); a release
     vllm-hpc has no table of is not checked."""
+    if not (config.spec.extra_args or config.extra_args):
+        return  # nothing to check: the table is not even read
     table = vllm_options.shipped_table(config.vllm_version)
     if table is None:
         return
