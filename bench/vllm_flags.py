@@ -2,7 +2,7 @@
 emits, for every layout, and about the flag-alias table of ``launchers.input.resolve``.
 
     .venv/bin/python -m bench.vllm_flags --vllm-python /tmp/v033venv/bin/python \\
-        [--out bench/results/vllm-flags-0.33.0.txt]
+        [--out bench/results/vllm-flags-0.33.0.txt] [--write-table [DIR]]
 
 Runs on the login side with this checkout's launchers; the vLLM side runs in a child
 process of ``--vllm-python`` (a venv with `pip install --no-deps vllm==X` and what its
@@ -16,6 +16,12 @@ node-side placeholders, adds the node-chosen ``--safetensors-load-strategy prefe
 For data-parallel ranks it prints the load-balancing mode vLLM derives (since 0.28 a
 ``--data-parallel-start-rank`` without ``--headless`` means hybrid LB, and hybrid LB with
 one local rank becomes external LB, which a headless rank cannot be).
+
+``--write-table`` also writes the parser's option table (every spelling, how many values
+each option takes, the value's type where the parser's type function is int, float, a
+size such as 4k, or a choice) to ``python/launchers/vllm_options/<release>.json``: the
+planner checks the `vllm serve` arguments after ``--`` against it
+(``launchers.input.vllm_options``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 from launchers.input import resolve
 from launchers.input.planner import make_plan
 from launchers.plan.commands import (
+    API_PORT,
     DP_START_RANK,
     JOB_DIR,
     JOB_ID,
@@ -39,11 +46,14 @@ from launchers.plan.commands import (
     LEADER_IP,
     NODE_IP,
     NODE_RANK,
+    RAY_PORT,
 )
 from launchers.plan.launch import LaunchPlan, fill_placeholders
 from launchers.spec.request import SubmitRequest as Request
 
 MARK = "VLLM_FLAGS "
+# Where the option tables the planner checks `vllm serve` arguments against are shipped.
+TABLES = Path(__file__).resolve().parents[1] / "python" / "launchers" / "vllm_options"
 # The vLLM side: parse each argv as `vllm serve` does; report the aliases of each flag.
 CHILD = r"""
 import json, sys
@@ -91,6 +101,55 @@ for flag in job["flags"]:
         choices = sorted(map(str, action.choices)) if action.choices else None
         out["flags"][flag] = {"dest": action.dest, "spellings": same, "choices": choices,
                               "default": repr(action.default)}
+
+# The option table (--write-table): each option of `vllm serve` with its spellings, how
+# many values it takes, and the shape of its value where the parser's own type function
+# says it plainly (asked with sample values, never guessed from names).
+def accepts(kind, text):
+    try:
+        kind(text)
+    except Exception:
+        return False
+    return True
+
+def value_shape(action):
+    kind = action.type
+    if action.choices:
+        choices = [str(c) for c in action.choices]
+        shape = {"type": "choice", "choices": choices}
+        if all(isinstance(c, int) for c in action.choices):
+            shape["of"] = "int"  # compared as numbers: 08 is 8
+        elif kind is not None:
+            if all(accepts(kind, c.upper()) and str(kind(c.upper())) in choices for c in choices):
+                shape["fold_case"] = True
+            words = [w for w in ("None", "") if accepts(kind, w) and kind(w) in action.choices]
+            if words:
+                shape["words"] = words
+        return shape
+    if kind is None or kind is str:
+        return {}
+    said = {v: accepts(kind, v) for v in ("7", "1.5", "abc", "4k", "None", "auto", "", "{}")}
+    if said["abc"] or said["{}"] or not said["7"]:
+        return {}  # text, JSON (which takes 7 and 1.5 too), or something else
+    if said["4k"]:
+        shape = {"type": "size"}
+    elif said["1.5"]:
+        shape = {"type": "float"}
+    else:
+        shape = {"type": "int"}
+    words = [w for w in ("None", "auto", "") if said[w]]
+    if words:
+        shape["words"] = words
+    return shape
+
+table, seen = [], set()
+for action in parser._actions:
+    if not action.option_strings or id(action) in seen:
+        continue
+    seen.add(id(action))
+    nargs = 1 if action.nargs is None else action.nargs
+    table.append({"names": sorted(action.option_strings), "nargs": nargs, **value_shape(action)})
+out["table"] = sorted(table, key=lambda row: row["names"][0])
 print(MARK + json.dumps(out), flush=True)
 """.replace("MARK", repr(MARK))
 
@@ -102,6 +161,8 @@ DUMMY = {
     JOB_KEY: "slurm-42",
     NODE_RANK: "1",
     DP_START_RANK: "8",
+    API_PORT: "8000",
+    RAY_PORT: "6379",
 }
 
 
@@ -231,10 +292,29 @@ def report(version: str, answer: dict[str, Any], planned: list[str]) -> tuple[st
     return "\n".join(lines) + "\n", ok
 
 
+def table_text(release: str, installed: str, answer: dict[str, Any]) -> str:
+    """The option table vllm-hpc ships for ``release`` (one option a line, for diffs),
+    from the parser of the ``installed`` distribution (e.g. 0.32.0+cpu)."""
+    rows = ",\n".join("  " + json.dumps(row, sort_keys=True) for row in answer["table"])
+    head = {
+        "vllm": release,
+        "from": f"the `vllm serve` parser of the installed vllm {installed}",
+        "made_by": "python -m bench.vllm_flags --vllm-python PY --write-table",
+    }
+    return json.dumps(head, indent=1)[:-2] + ',\n "options": [\n' + rows + "\n ]\n}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vllm-python", required=True, help="a Python that has the vLLM to ask")
     ap.add_argument("--out", help="also write the report here")
+    ap.add_argument(
+        "--write-table",
+        nargs="?",
+        const=str(TABLES),
+        metavar="DIR",
+        help=f"also write the option table, DIR/<release>.json (default {TABLES})",
+    )
     opts = ap.parse_args(argv)
     version = installed_version(opts.vllm_python)
     target = version.split("+")[0]
@@ -247,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text, end="")
     if opts.out:
         Path(opts.out).write_text(text, encoding="utf-8")
+    if opts.write_table:
+        path = Path(opts.write_table) / f"{target}.json"
+        path.write_text(table_text(target, version, answer), encoding="utf-8")
+        print(f"option table: {path} ({len(answer['table'])} options)")
     return 0 if ok else 1
 
 

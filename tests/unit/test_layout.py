@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from launchers.plan.layout import (
     resolve_layout,
 )
 from launchers.spec.config import ModelArch, ParallelLayout, ServeConfig
+
+from .conftest import assert_one_clear_line
+from .helpers.cli import run
 
 LLAMA_8B = {
     "model_type": "llama",
@@ -309,3 +313,102 @@ def test_check_layout_accepts_only_full_allocations(
     else:
         assert tp * pp * dp == nodes * gpn
         assert tp <= gpn and gpn % tp == 0
+
+
+# -- A hub model has no local config.json: its registry entry carries the shape.
+# (argv of `vllm-hpc submit --dry-run`, the exact stderr line)
+ENTRY_SHAPE_REFUSED = [
+    pytest.param(
+        ["-m", "llama-3.2-3b-instruct", "--tp", "16"],
+        "Error: tp: 24 attention heads cannot be split TP=16 ways (use --tp 8 (divides both "
+        "the heads and the GPUs per node))",
+        id="tp-by-heads",
+    ),
+    pytest.param(
+        ["-m", "llama-3.2-3b-instruct", "--pp", "32", "-N", "32", "-G", "1"],
+        "Error: pp: PP=32 is more than the model's 28 layers (use --pp 28 or fewer)",
+        id="pp-by-layers",
+    ),
+    pytest.param(
+        ["-m", "llama-3.1-8b-instruct", "--dp", "2", "--ep", "-G", "2"],
+        "Error: ep: expert parallel needs an MoE model; meta-llama/Llama-3.1-8B-Instruct has "
+        "no experts (drop --ep)",
+        id="ep-by-experts",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), ENTRY_SHAPE_REFUSED)
+def test_a_registry_entry_shape_checks_the_layout_of_a_hub_model(
+    argv: list[str], expected: str
+) -> None:
+    assert_one_clear_line(*run(["submit", *argv, "--dry-run"]), expected)
+
+
+def test_a_registry_entry_kv_heads_are_checked(make_config: Callable[..., ServeConfig]) -> None:
+    config = make_config(
+        model="llama-3.1-8b-instruct", tp=16, nodes=2, gpus_per_node=8, allow_cross_node_tp=True
+    )
+    assert "8 KV heads are replicated 2x at TP=16" in config.warnings
+
+
+@pytest.mark.parametrize("entry", ["deepseek-v3", "gpt-oss-20b", "mixtral-8x7b-instruct"])
+def test_a_shipped_moe_entry_is_known_to_be_moe(
+    entry: str, make_config: Callable[..., ServeConfig]
+) -> None:
+    config = make_config(model=entry, ep=True)
+    assert config.layout.ep
+    assert not [w for w in config.warnings if "MoE" in w], config.warnings
+
+
+def test_a_hub_id_without_an_entry_still_says_it_cannot_check(
+    make_config: Callable[..., ServeConfig],
+) -> None:
+    config = make_config(model="org/some-moe", dp=2, ep=True, gpus_per_node=2)
+    assert any(w.startswith("cannot check that the model is MoE") for w in config.warnings)
+
+
+def test_a_local_config_json_wins_over_the_entry(
+    tiny_model: Callable[..., Path], tmp_path: Path
+) -> None:
+    model = tiny_model(num_attention_heads=4, num_key_value_heads=4)
+    reg = tmp_path / "models.yaml"
+    reg.write_text(f"models:\n  x:\n    model: {model}\n    num_attention_heads: 3\n"
+                   "    num_hidden_layers: 2\n")  # fmt: skip
+    code, _, err = run(["submit", "-m", "x", "--tp", "2", "--dry-run"],
+                       {"VLLM_HPC_REGISTRY": str(reg)})  # fmt: skip
+    assert code == 0, err
+
+
+# -- Nodes without GPUs per node: the site file's, else a warning that says the guess.
+ASSUMED = "--gpus-per-node not given: planning 1 GPU per node (4 GPUs in all); give -G N or set site gpus_per_node"  # noqa: E501
+
+
+def test_nodes_without_gpus_per_node_say_what_was_assumed() -> None:
+    code, out, err = run(["submit", "-m", "org/model", "-N", "4", "--dry-run"])
+    assert code == 0, err
+    assert f"  warning   {ASSUMED}\n" in out
+    code, out, _ = run(["submit", "-m", "org/model", "-N", "4", "--dry-run", "--json"])
+    assert ASSUMED in json.loads(out)["plan"]["warnings"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "site", "layout"),
+    [
+        (["-N", "4"], "site:\n  gpus_per_node: 8\n", "on 4 node(s) x 8 GPU(s)"),
+        (["-N", "4", "-G", "2"], "", "on 4 node(s) x 2 GPU(s)"),
+        (["-N", "2", "--tp", "4", "--pp", "2"], "", "on 2 node(s) x 4 GPU(s)"),  # the layout says
+        (["-N", "1"], "", "on 1 node(s) x 1 GPU(s)"),
+    ],
+)
+def test_gpus_per_node_said_or_implied_gives_no_warning(
+    argv: list[str], site: str, layout: str, tmp_path: Path
+) -> None:
+    env = {}
+    if site:
+        (tmp_path / "site.yaml").write_text(site)
+        env["VLLM_HPC_SITE_CONFIG"] = str(tmp_path / "site.yaml")
+    code, out, err = run(["submit", "-m", "org/model", *argv, "--dry-run"], env)
+    assert code == 0, err
+    assert layout in out
+    assert "--gpus-per-node not given" not in out

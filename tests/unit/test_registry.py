@@ -137,3 +137,18 @@ def test_schema_lists_fields() -> None:
     assert "tensor_parallel_size" in entry["properties"]
     assert entry["additionalProperties"] is False
     assert "partition" in data["properties"]["site"]["properties"]
+
+
+def test_every_shipped_entry_carries_the_models_shape(registry: Registry) -> None:
+    """Hub models have no local config.json: the entry's shape is what TP, PP and EP are
+    checked against (values from each model's published config.json)."""
+    for name, entry in registry.models.items():
+        shape = entry.shape()
+        assert shape is not None, name
+        assert shape.is_moe == (name in {"deepseek-v3", "gpt-oss-20b", "mixtral-8x7b-instruct"})
+
+
+def test_a_shape_needs_its_heads_and_layers(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.yaml", "models:\n  x:\n    model: a/b\n    num_experts: 8\n")
+    with pytest.raises(RegistryError, match="num_attention_heads: give it with num_experts"):
+        load_registry([bad], {"HOME": "/x"})

@@ -28,7 +28,7 @@ from launchers.defaults import (
     USER_PORTS,
 )
 from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
-from launchers.input import probe
+from launchers.input import probe, vllm_options
 from launchers.input.registry import Registry
 from launchers.jobdir.jobroot import job_root
 from launchers.jobdir.safe import read_private_text
@@ -36,6 +36,7 @@ from launchers.plan import commands
 from launchers.plan.commands import NODE_IP, check_all2all, parse_version
 from launchers.plan.layout import (
     LayoutRequest,
+    assumed_allocation,
     check_layout,
     check_memory,
     estimate_memory,
@@ -47,6 +48,7 @@ from launchers.spec import fields
 from launchers.spec.config import (
     ContainerSpec,
     ModelArch,
+    ModelShape,
     ModelSpec,
     ParallelLayout,
     ServeConfig,
@@ -373,7 +375,7 @@ def _model(
 
 
 def _layout(
-    req: SubmitRequest, name: str, spec: ModelSpec, site: SiteSpec, arch: ModelArch | None
+    req: SubmitRequest, name: str, spec: ModelSpec, site: SiteSpec, arch: ModelShape | None
 ) -> tuple[ParallelLayout, str, list[str]]:
     """Step 2: the layout, why it was chosen, and its warnings (or a LayoutError)."""
     # A layout flag on the command line replaces the registry's layout as a whole.
@@ -391,7 +393,7 @@ def _layout(
     )
     origin = "from --tp/--pp/--dp" if from_cli else f"from the registry entry {name!r}"
     layout, reason = resolve_layout(layout_req, arch, origin)
-    return layout, reason, check_layout(layout, arch)
+    return layout, reason, assumed_allocation(layout_req, layout) + check_layout(layout, arch)
 
 
 def _memory(
@@ -555,18 +557,49 @@ def _slurm(req: SubmitRequest, site: SiteSpec) -> SlurmOptions:
     )
 
 
-def _check_token_parallel(config: ServeConfig, site: SiteSpec, in_image: bool) -> None:
-    """Last step, since asking the nodes' vLLM imports it (seconds): every cheap check
-    first. Token parallelism needs a vLLM that has it."""
+def _nodes_vllm(config: ServeConfig, in_image: bool) -> probe.VllmProbe:
+    """What the nodes' vLLM says of its flags (seconds: it imports vLLM)."""
+    if in_image:
+        return probe.VllmProbe(error=f"the nodes run vLLM inside {config.container or 'an image'}")
+    return probe.probe_vllm_flags(config.python)
+
+
+def _check_vllm_args(config: ServeConfig, more: frozenset[str] = frozenset()) -> None:
+    """The extra ``vllm serve`` arguments against the options of the target release
+    (its shipped table, with ``more`` names the nodes' vLLM said it has); a release
+    vllm-hpc has no table of is not checked."""
+    if not (config.spec.extra_args or config.extra_args):
+        return  # nothing to check: the table is not even read
+    table = vllm_options.shipped_table(config.vllm_version)
+    if table is None:
+        return
+    table = table.with_names(more)
+    entry = f"models.{config.name}.extra_args"
+    vllm_options.check_vllm_args(config.spec.extra_args, table, label=entry)
+    vllm_options.check_vllm_args(config.extra_args, table, label="vllm serve arguments")
+
+
+def _check_options_and_token_parallel(config: ServeConfig, site: SiteSpec, in_image: bool) -> None:
+    """Last, since asking the nodes' vLLM imports it (seconds): every cheap check first.
+    The arguments are checked against the shipped table; the nodes' vLLM is asked only
+    where the plan asks it anyway (token parallelism, which only research builds have),
+    and its flags then count as options too."""
+    answer = None
+    try:
+        _check_vllm_args(config)
+    except InputError:
+        if not config.layout.token_parallel_size:
+            raise
+        answer = _nodes_vllm(config, in_image)
+        if answer.error is not None:
+            raise
+        _check_vllm_args(config, answer.flags)
     if not config.layout.token_parallel_size:
         return
-    answer = (
-        probe.VllmProbe(error=f"the nodes run vLLM inside {config.container or 'an image'}")
-        if in_image
-        else probe.probe_vllm_flags(config.python)
-    )
     probe.check_token_parallel(
-        answer, python=config.python, declared="token_parallel" in site.vllm_features
+        answer or _nodes_vllm(config, in_image),
+        python=config.python,
+        declared="token_parallel" in site.vllm_features,
     )
 
 
@@ -578,7 +611,8 @@ def resolve(
     site = registry.site
     name, spec = _model(req, registry, environ)
     arch = read_model_arch(spec.model)
-    layout, reason, warnings = _layout(req, name, spec, site, arch)
+    # The layout is checked against a local config.json, else the entry's shape.
+    layout, reason, warnings = _layout(req, name, spec, site, arch or spec.shape())
     vllm_version = _pick(req.vllm_version, site.vllm_version, DEFAULT_VLLM_VERSION)
     parse_version(vllm_version)
     gpu_memory_gib = _memory(req, spec, site, arch, layout)
@@ -642,5 +676,5 @@ def resolve(
         },
     )
     check_extra_args(config)
-    _check_token_parallel(config, site, in_image)
+    _check_options_and_token_parallel(config, site, in_image)
     return config

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from launchers.errors import InputError, LayoutError
 from launchers.spec import fields
-from launchers.spec.config import ModelArch, ParallelLayout
+from launchers.spec.config import ModelArch, ModelShape, ParallelLayout
 
 _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
@@ -103,7 +103,7 @@ class LayoutRequest:
 
 
 def choose_layout(
-    nodes: int, gpus_per_node: int, *, ep: bool, arch: ModelArch | None
+    nodes: int, gpus_per_node: int, *, ep: bool, arch: ModelShape | None
 ) -> tuple[ParallelLayout, str]:
     """The layout the deployment guides recommend for an allocation: TP inside a node,
     PP across nodes; for MoE models with EP, data parallel over every GPU."""
@@ -136,7 +136,7 @@ def choose_layout(
 
 
 def resolve_layout(
-    req: LayoutRequest, arch: ModelArch | None, origin: str = "as requested"
+    req: LayoutRequest, arch: ModelShape | None, origin: str = "as requested"
 ) -> tuple[ParallelLayout, str]:
     """Turn a request into a concrete layout and say why (``origin`` says where an
     explicit layout came from)."""
@@ -168,6 +168,20 @@ def resolve_layout(
     return layout, f"{origin}: TP={tp} x PP={pp} x DP={dp}"
 
 
+def assumed_allocation(req: LayoutRequest, layout: ParallelLayout) -> list[str]:
+    """A warning when a multi-node plan took its GPUs per node from no one: neither
+    --gpus-per-node (nor a registry entry) nor the site file said, and no layout flag
+    implies it."""
+    explicit = any(v is not None for v in (req.tp, req.pp, req.dp, req.token_parallel_size))
+    if explicit or layout.nodes < 2 or req.gpus_per_node or req.site_gpus_per_node:
+        return []
+    gpn = layout.gpus_per_node
+    return [
+        f"--gpus-per-node not given: planning {gpn} GPU{'s' if gpn > 1 else ''} per node "
+        f"({layout.total_gpus} GPUs in all); give -G N or set site gpus_per_node"
+    ]
+
+
 def _allocation(
     world: int, nodes: int | None, gpn: int | None, site: int | None
 ) -> tuple[int, int]:
@@ -183,14 +197,18 @@ def _allocation(
     return math.ceil(world / site), site
 
 
-def check_layout(layout: ParallelLayout, arch: ModelArch | None) -> list[str]:
-    """Raise LayoutError for a layout that cannot run; return warnings for risky ones."""
+def check_layout(layout: ParallelLayout, arch: ModelShape | None) -> list[str]:
+    """Raise LayoutError for a layout that cannot run; return warnings for risky ones.
+    ``arch``: the model's shape (a local config.json's, else its registry entry's)."""
     _check_world(layout)
     warnings = _check_tp_placement(layout)
     _check_dp_ep(layout)
     if arch is None:
         if layout.ep:
-            warnings.append("cannot check that the model is MoE: its config.json is not local")
+            warnings.append(
+                "cannot check that the model is MoE: its config.json is not local "
+                "(a registry entry with num_experts would say)"
+            )
         return warnings
     return warnings + _check_against_model(layout, arch)
 
@@ -257,7 +275,7 @@ def _check_dp_ep(layout: ParallelLayout) -> None:
         )
 
 
-def _check_against_model(layout: ParallelLayout, arch: ModelArch) -> list[str]:
+def _check_against_model(layout: ParallelLayout, arch: ModelShape) -> list[str]:
     """The split fits the model: heads, KV heads, layers, experts."""
     warnings: list[str] = []
     if arch.num_attention_heads % layout.tp != 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from launchers.defaults import (
     DEFAULT_API_PORT,
@@ -42,6 +42,8 @@ GresStyle = Literal["gpus-per-node", "gres", "none"]
 NcclProfile = Literal["auto", "infiniband", "roce", "tcp"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
+# A count of a model's config.json (heads, layers, experts) a registry entry gives.
+Shape = Annotated[int, Field(ge=1, le=fields.MAX_SHAPE)]
 Port = Annotated[int, Field(ge=USER_PORTS[0], le=USER_PORTS[1])]
 
 
@@ -181,12 +183,47 @@ class ModelSpec(Frozen):
     container: str | None = Field(None, description="Default image, e.g. apptainer:/x.sif")
     extra_args: tuple[str, ...] = Field((), description="Passed to `vllm serve` last")
     env: dict[str, str] = Field(default_factory=dict, description="Exported on every node")
+    # The model's shape, as its config.json gives it: the layout is checked against it
+    # when the model is a hub id (no local config.json to read).
+    num_attention_heads: Shape | None = Field(None, description="config.json's; TP divides it")
+    num_key_value_heads: Shape | None = Field(
+        None, description="config.json's (default: the attention heads)"
+    )
+    num_hidden_layers: Shape | None = Field(None, description="config.json's; PP is at most it")
+    num_experts: Annotated[int, Field(ge=0, le=fields.MAX_SHAPE)] | None = Field(
+        None, description="Routed experts of an MoE model (0: dense); EP needs them"
+    )
 
     _env = field_validator("env")(_check_env)
     _extra_args = field_validator("extra_args", mode="before")(_argument_list)
     _model = field_validator("model")(check_model)
     _served = field_validator("served_model_name")(check_served_name)
     _container = field_validator("container")(check_image)
+
+    @model_validator(mode="after")
+    def _whole_shape(self) -> ModelSpec:
+        given = [name for name in _SHAPE_KEYS if getattr(self, name) is not None]
+        for needed in ("num_attention_heads", "num_hidden_layers"):
+            if given and needed not in given:
+                raise ValueError(
+                    f"{needed}: give it with {given[0]} (both from the model's config.json)"
+                )
+        return self
+
+    def shape(self) -> ModelShape | None:
+        """The shape the entry gives, or None."""
+        if self.num_attention_heads is None or self.num_hidden_layers is None:
+            return None
+        return ModelShape(
+            model_type=self.model,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads or self.num_attention_heads,
+            num_hidden_layers=self.num_hidden_layers,
+            num_experts=self.num_experts or 0,
+        )
+
+
+_SHAPE_KEYS = ("num_attention_heads", "num_key_value_heads", "num_hidden_layers", "num_experts")
 
 
 class SiteSpec(Frozen):
@@ -285,24 +322,32 @@ class ContainerSpec(Frozen):
         return f"{self.runtime}:{self.image}"
 
 
-class ModelArch(Frozen):
-    """The parts of a model's ``config.json`` the planner checks a layout against."""
+class ModelShape(Frozen):
+    """What a layout is checked against (TP by the heads and KV heads, PP by the layers,
+    EP by the experts): from a local ``config.json`` (``ModelArch``), else from the
+    registry entry (``ModelSpec.shape``)."""
 
     model_type: str = "unknown"
     num_attention_heads: PositiveInt
     num_key_value_heads: PositiveInt
     num_hidden_layers: PositiveInt
-    hidden_size: PositiveInt
-    intermediate_size: PositiveInt | None = None
-    vocab_size: PositiveInt | None = None
     num_experts: int = 0
-    tie_word_embeddings: bool = False
-    dtype: str | None = None
-    head_dim: PositiveInt | None = None
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 1
+
+
+class ModelArch(ModelShape):
+    """The parts of a model's ``config.json`` the planner checks a layout and estimates
+    memory against."""
+
+    hidden_size: PositiveInt
+    intermediate_size: PositiveInt | None = None
+    vocab_size: PositiveInt | None = None
+    tie_word_embeddings: bool = False
+    dtype: str | None = None
+    head_dim: PositiveInt | None = None
 
 
 class SlurmOptions(Frozen):

@@ -20,6 +20,7 @@ MAX_NODES = 4096
 MAX_GPUS_PER_NODE = 64
 MAX_PARALLEL = 65536  # tp, pp, dp, token parallel: at most the GPUs of MAX_NODES nodes
 MAX_API_SERVERS = 512
+MAX_SHAPE = 1 << 20  # a model's heads, KV heads, layers or experts (registry entries)
 MAX_TOKENS = 1 << 26  # max_model_len, max_num_batched_tokens
 MAX_SEQS = 1 << 20
 MAX_CPUS = 4096
