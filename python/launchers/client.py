@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launchers.observe.job import Job, JobFinder
 from launchers.spec.request import SubmitRequest
 
 if TYPE_CHECKING:
+    from launchers.observe.cleanup import Decision
     from launchers.plan.launch import LaunchPlan
     from launchers.submit.slurm import JobHandle
 
@@ -68,6 +70,56 @@ class Client(JobFinder):
         from launchers.submit import slurm
 
         return slurm.submit(plan, executor=executor, via=via, environ=self.environ)
+
+    def clean(
+        self,
+        *,
+        older_than: float,
+        secrets_only: bool = False,
+        dry_run: bool = False,
+        now: float | None = None,
+    ) -> list[Decision]:
+        """Remove the directories of jobs that ended more than ``older_than`` seconds ago
+        (or, with ``secrets_only``, the secrets of every ended job), as
+        ``observe.cleanup.decide`` decides; a job SLURM still holds, and a directory that
+        is not a private one of this user, are never touched. ``dry_run``: decide only.
+        Each decision names the secret files it removed (or would)."""
+        import time
+
+        from launchers.jobdir.safe import check_private
+        from launchers.observe import cleanup
+
+        if not Path(self.job_root).is_dir():
+            return []
+        check_private(self.job_root, "job root")
+        seen = cleanup.look(self.job_root, time.time() if now is None else now)
+        decided = cleanup.decide(seen, older_than=older_than, secrets_only=secrets_only)
+        return [self._clean_one(decision, dry_run) for decision in decided]
+
+    def _clean_one(self, decision: Decision, dry_run: bool) -> Decision:
+        """Carry out one decision: the directory (checked again just before) and the
+        secret files it names."""
+        import dataclasses
+        import shutil
+
+        from launchers.observe import cleanup
+
+        if decision.action not in ("remove", "secrets"):
+            return decision
+        job_dir = decision.seen.job_dir
+        files = cleanup.secret_files(decision.seen, self.job_root)
+        if decision.action == "remove":  # the directory goes with the secrets in it
+            files = [f for f in files if not f.startswith(job_dir + "/")]
+        if dry_run:
+            return dataclasses.replace(decision, files=tuple(files))
+        why = cleanup.refusal(job_dir)
+        if why:
+            return dataclasses.replace(decision, action="refuse", why=why)
+        for path in files:
+            Path(path).unlink(missing_ok=True)
+        if decision.action == "remove":
+            shutil.rmtree(job_dir)  # by file descriptors: never follows a symlink in it
+        return dataclasses.replace(decision, files=tuple(files))
 
 
 __all__ = ["Client", "Job", "SubmitRequest"]
