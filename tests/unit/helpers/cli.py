@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
 from click.testing import CliRunner
 
 from launchers.cli import main
 
 
-def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``vllm-hpc ARGS`` in-process with click's runner isolation."""
+def run(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    entry: Callable[[Sequence[str] | None], NoReturn] = main,
+) -> tuple[int, str, str]:
+    """Run ``vllm-hpc ARGS`` in-process with click's runner isolation (``entry``: another
+    door's main, e.g. ``launchers.submit.__main__.main`` for ``python -m launchers.submit``)."""
     runner = CliRunner()
     base = {
         "HOME": "/home/alice",
@@ -22,7 +30,7 @@ def run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, s
     base.update(env or {})
     with runner.isolation(env=base) as streams:
         try:
-            main(args)
+            entry(args)
         except SystemExit as exc:
             code = int(exc.code or 0)
         out = streams[0].getvalue().decode()
