@@ -19,7 +19,9 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
     name = "DURATION"
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):  # type: ignore[no-untyped-def]
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         if isinstance(value, int | float):
             return float(value)
         match = _DURATION.fullmatch(str(value))
