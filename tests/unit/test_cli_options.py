@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from launchers.cli import cli
 from launchers.cli.options import request_options
-from launchers.spec.request import FLAG_NAMES, SubmitRequest, request_flags
+from launchers.spec.request import FLAG_NAMES, GROUPS, SubmitRequest, request_flags
 
 PLANNING = [
     ["submit"],
@@ -110,3 +110,40 @@ def test_error_names_are_the_flags() -> None:
     assert FLAG_NAMES["time"] == "--time"
     assert FLAG_NAMES["gpus_per_node"] == "--gpus-per-node"
     assert "extra_args" not in FLAG_NAMES
+
+
+def _sections(text: str) -> dict[str, str]:
+    """``--help`` text cut at its headings (lines ending in ``:`` at column 0)."""
+    out: dict[str, str] = {}
+    heading = ""
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            heading = line[:-1]
+            out[heading] = ""
+        elif heading:
+            out[heading] += line + "\n"
+    return out
+
+
+@pytest.mark.parametrize("path", PLANNING, ids="-".join)
+def test_help_lists_the_request_options_under_their_groups(path: list[str]) -> None:
+    done = CliRunner().invoke(cli, [*path, "--help"], terminal_width=100)
+    sections = _sections(done.output)
+    assert [h for h in sections if h in GROUPS] == list(GROUPS)
+    for flag in request_flags().values():
+        if not flag.argument:
+            assert f"  {flag.name}" in sections[flag.group] or any(
+                f"{n}, {flag.name}" in sections[flag.group] for n in flag.names
+            ), (flag.name, flag.group)
+
+
+def test_submit_help_puts_its_own_options_under_output_and_waiting() -> None:
+    done = CliRunner().invoke(cli, ["submit", "--help"], terminal_width=100)
+    own = _sections(done.output)["Output and waiting"]
+    for name in ("--dry-run", "--json", "--wait / --no-wait", "--executor", "-h, --help"):
+        assert name in own
+    assert "--partition" not in own
+
+
+def test_every_flag_has_a_known_group() -> None:
+    assert {f.group for f in request_flags().values()} <= set(GROUPS)

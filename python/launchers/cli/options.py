@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import annotated_types
 import click
 
-from launchers.spec.request import Flag, SubmitRequest, request_flags
+from launchers.spec.request import GROUPS, Flag, SubmitRequest, request_flags
 
 if TYPE_CHECKING:
     from launchers.client import Client
@@ -104,6 +104,29 @@ def request_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+class RequestCommand(click.Command):
+    """A command with the request's options: ``--help`` lists them under their
+    ``Flag.group`` headings, then the command's own options under ``heading``."""
+
+    def __init__(self, *args: Any, heading: str = "Output and waiting", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heading = heading
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        flags = request_flags()
+        sections: dict[str, list[tuple[str, str]]] = {name: [] for name in (*GROUPS, self.heading)}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is None:
+                continue
+            flag = flags.get(param.name or "")
+            sections[flag.group if flag else self.heading].append(record)
+        for name, records in sections.items():
+            if records:
+                with formatter.section(name):
+                    formatter.write_dl(records)
+
+
 def client_of(request: SubmitRequest) -> Client:
     """The client a command plans and submits ``request`` with (its job root and site
     file are the request's; imported here: ``--help`` stays fast)."""
@@ -117,4 +140,4 @@ def plan_of(request: SubmitRequest) -> LaunchPlan:
     return client_of(request).plan(request)
 
 
-__all__ = ["client_of", "plan_of", "request_options"]
+__all__ = ["RequestCommand", "client_of", "plan_of", "request_options"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from launchers.cli.jobs import job_root_option
-from launchers.cli.options import request_options
+from launchers.cli.options import RequestCommand, request_options
 from launchers.defaults import (
     FRONT_ADDRESS_TIMEOUT,
     RAY_WORKER_PORTS,
@@ -192,7 +192,7 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     raise SystemExit(run_front(service_dir, host=host))
 
 
-@group.command("up")
+@group.command("up", cls=RequestCommand, heading="Service")
 @click.argument("name")
 @request_options
 @click.option(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from launchers.cli.exits import EXIT_INTERRUPTED
-from launchers.cli.options import client_of, plan_of, request_options
+from launchers.cli.options import RequestCommand, client_of, plan_of, request_options
 from launchers.cli.output import write_file
 from launchers.defaults import WAIT_TIMEOUT
 from launchers.jobdir.paths import JobDir
@@ -34,7 +34,7 @@ nothing; add `--json` for machine-readable output.
 """
 
 
-@click.command("submit", help=SUBMIT_HELP)
+@click.command("submit", cls=RequestCommand, help=SUBMIT_HELP)
 @request_options
 @click.option("--dry-run", is_flag=True, help="Print the plan; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -136,7 +136,7 @@ def _wait_for(handle: JobHandle, timeout: float, as_json: bool) -> None:
     click.echo(f"  {curl_example(str(status.url), status.model, key_file)}")
 
 
-@click.command("plan")
+@click.command("plan", cls=RequestCommand, heading="Output")
 @request_options
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the plan JSON to FILE.")
 @click.option(
