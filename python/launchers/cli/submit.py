@@ -24,17 +24,18 @@ SUBMIT_HELP = """Plan a deployment and submit it to SLURM.
 
 \b
 Examples:
-  vllm-hpc submit -m llama-3.2-3b-instruct --dry-run
-  vllm-hpc submit -m llama-3.1-70b-instruct -N 2 -G 4 -p gpu -t 04:00:00
-  vllm-hpc submit -m /shared/models/my-model --tp 4 -- --enable-prefix-caching
+  vllm-hpc submit llama-3.2-3b-instruct --dry-run
+  vllm-hpc submit llama-3.1-70b-instruct -N 2 -G 4 -p gpu -t 04:00:00
+  vllm-hpc submit /shared/models/my-model --tp 4 -- --enable-prefix-caching
 
+MODEL (or -m/--model) is a registry id, a Hugging Face id or a model directory.
 Everything after `--` is passed to `vllm serve` unchanged. `--dry-run` prints the
 whole plan (the sbatch script, each node's commands and environment) and submits
 nothing; add `--json` for machine-readable output.
 """
 
 
-@click.command("submit", cls=RequestCommand, help=SUBMIT_HELP)
+@click.command("submit", cls=RequestCommand, model_argument=True, help=SUBMIT_HELP)
 @request_options
 @click.option("--dry-run", is_flag=True, help="Print the plan; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -136,7 +137,7 @@ def _wait_for(handle: JobHandle, timeout: float, as_json: bool) -> None:
     click.echo(f"  {curl_example(str(status.url), status.model, key_file)}")
 
 
-@click.command("plan", cls=RequestCommand, heading="Output")
+@click.command("plan", cls=RequestCommand, heading="Output", model_argument=True)
 @request_options
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the plan JSON to FILE.")
 @click.option(
