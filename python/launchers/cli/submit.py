@@ -79,7 +79,10 @@ def submit_cmd(
     client = client_of(request)
     launch = client.plan(request)
     if dry_run:
-        click.echo(render_plan_json(launch) if as_json else render_plan_text(launch), nl=False)
+        from launchers.cli.colour import warnings
+
+        text = render_plan_json(launch) if as_json else warnings(render_plan_text(launch))
+        click.echo(text, nl=False)
         return
     handle = client.submit_plan(launch, executor=executor, via=via)
     if wait is None:
