@@ -73,12 +73,16 @@ def jobs_cmd(job_root: str | None, as_json: bool) -> None:
     import time
 
     rows: list[dict[str, Any]] = []
-    for job in client_for(job_root).jobs():
+    client = client_for(job_root)
+    for job in client.jobs():
         row = job.summary()
         started = row.pop("started")
         rows.append({**row, "age": _age(time.time() - started) if started else "-"})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no jobs in {client.job_root}")
         return
     cols = ("job_id", "model", "nodes", "state", "endpoint", "age")
     table = [tuple(c.upper() for c in cols)] + [tuple(str(r[c]) for c in cols) for r in rows]
