@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from launchers.cli import cli
 from launchers.cli.options import request_options
-from launchers.spec.request import FLAG_NAMES, SubmitRequest, request_flags
+from launchers.spec.request import FLAG_NAMES, GROUPS, SubmitRequest, request_flags
 
 PLANNING = [
     ["submit"],
@@ -110,3 +110,97 @@ def test_error_names_are_the_flags() -> None:
     assert FLAG_NAMES["time"] == "--time"
     assert FLAG_NAMES["gpus_per_node"] == "--gpus-per-node"
     assert "extra_args" not in FLAG_NAMES
+
+
+def _sections(text: str) -> dict[str, str]:
+    """``--help`` text cut at its headings (lines ending in ``:`` at column 0)."""
+    out: dict[str, str] = {}
+    heading = ""
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            heading = line[:-1]
+            out[heading] = ""
+        elif heading:
+            out[heading] += line + "\n"
+    return out
+
+
+@pytest.mark.parametrize("path", PLANNING, ids="-".join)
+def test_help_lists_the_request_options_under_their_groups(path: list[str]) -> None:
+    done = CliRunner().invoke(cli, [*path, "--help"], terminal_width=100)
+    sections = _sections(done.output)
+    assert [h for h in sections if h in GROUPS] == list(GROUPS)
+    for flag in request_flags().values():
+        if not flag.argument:
+            assert f"  {flag.name}" in sections[flag.group] or any(
+                f"{n}, {flag.name}" in sections[flag.group] for n in flag.names
+            ), (flag.name, flag.group)
+
+
+def test_submit_help_puts_its_own_options_under_output_and_waiting() -> None:
+    done = CliRunner().invoke(cli, ["submit", "--help"], terminal_width=100)
+    own = _sections(done.output)["Output and waiting"]
+    for name in ("--dry-run", "--json", "--wait / --no-wait", "--executor", "-h, --help"):
+        assert name in own
+    assert "--partition" not in own
+
+
+def test_every_flag_has_a_known_group() -> None:
+    assert {f.group for f in request_flags().values()} <= set(GROUPS)
+
+
+def _planned(args: list[str]) -> tuple[click.testing.Result, list[SubmitRequest]]:
+    """``args`` through a command like ``submit`` (the model may be its argument)."""
+    from launchers.cli.options import RequestCommand
+
+    seen: list[SubmitRequest] = []
+
+    @click.command(cls=RequestCommand, model_argument=True)
+    @request_options
+    def command(request: SubmitRequest) -> None:
+        seen.append(request)
+
+    return CliRunner().invoke(command, args), seen
+
+
+@pytest.mark.parametrize(
+    ("args", "model", "extra"),
+    [
+        (["org/x", "-p", "gpu"], "org/x", ()),
+        (["-p", "gpu", "org/x"], "org/x", ()),
+        (["org/x", "--", "--enable-prefix-caching"], "org/x", ("--enable-prefix-caching",)),
+        (["-m", "org/x", "--", "--max-model-len", "4096"], "org/x", ("--max-model-len", "4096")),
+        # After `--` a bare word is vLLM's, never the model.
+        (["--", "word"], None, ("word",)),
+        (["-m", "org/x", "--", "word"], "org/x", ("word",)),
+        ([], None, ()),
+    ],
+)
+def test_model_as_the_first_argument(
+    args: list[str], model: str | None, extra: tuple[str, ...]
+) -> None:
+    done, seen = _planned(args)
+    assert done.exit_code == 0, done.output
+    (request,) = seen
+    assert (request.model, request.extra_args) == (model, extra)
+
+
+def test_model_given_twice_is_one_line() -> None:
+    done, seen = _planned(["-m", "org/x", "org/y"])
+    assert done.exit_code == 2 and not seen
+    assert "given twice" in done.output and "not both" in done.output
+
+
+def test_submit_takes_the_model_as_its_argument(tmp_path: Any) -> None:
+    args = ["-p", "gpu", "-t", "01:00:00", "--job-root", str(tmp_path), "--dry-run", "--json"]
+    by_flag = CliRunner().invoke(cli, ["submit", "-m", "llama-3.2-3b-instruct", *args])
+    by_argument = CliRunner().invoke(cli, ["submit", "llama-3.2-3b-instruct", *args])
+    assert by_flag.exit_code == 0, by_flag.output
+    assert by_argument.output == by_flag.output
+
+
+def test_usage_names_the_model_argument() -> None:
+    done = CliRunner().invoke(cli, ["submit", "--help"])
+    assert "submit [OPTIONS] [MODEL] [-- EXTRA_VLLM_ARGS]..." in done.output
+    done = CliRunner().invoke(cli, ["doctor", "--help"])
+    assert "[MODEL]" not in done.output

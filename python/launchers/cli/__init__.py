@@ -45,7 +45,10 @@ submit_cmd = submit.submit_cmd  # ``python -m launchers.submit``
 
 
 def _fail(message: str, code: int, lines: tuple[str, ...] = ()) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
+    from launchers.cli.colour import paint
+
+    # color=True: click would strip what paint() chose to keep (paint checks the terminal)
+    click.echo(f"{paint('Error:', 'red', err=True, bold=True)} {message}", err=True, color=True)
     for line in lines:
         click.echo(f"  | {line}", err=True)
     sys.exit(code)

@@ -9,7 +9,7 @@ import sys
 import click
 
 from launchers.cli.exits import EXIT_FAILURE
-from launchers.cli.options import plan_of, request_options
+from launchers.cli.options import RequestCommand, plan_of, request_options
 from launchers.defaults import DOCTOR_TIMEOUT
 from launchers.spec.request import SubmitRequest
 
@@ -27,7 +27,7 @@ bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
 """
 
 
-@click.command("doctor", help=DOCTOR_HELP)
+@click.command("doctor", cls=RequestCommand, heading="Doctor", help=DOCTOR_HELP)
 @request_options
 @click.option("--timeout", type=float, default=DOCTOR_TIMEOUT, show_default=True)
 @click.option("--json", "as_json", is_flag=True)

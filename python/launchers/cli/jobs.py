@@ -73,19 +73,31 @@ def jobs_cmd(job_root: str | None, as_json: bool) -> None:
     import time
 
     rows: list[dict[str, Any]] = []
-    for job in client_for(job_root).jobs():
+    client = client_for(job_root)
+    for job in client.jobs():
         row = job.summary()
         started = row.pop("started")
         rows.append({**row, "age": _age(time.time() - started) if started else "-"})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    if not rows:
+        click.echo(f"no jobs in {client.job_root}")
+        return
     cols = ("job_id", "model", "nodes", "state", "endpoint", "age")
     table = [tuple(c.upper() for c in cols)] + [tuple(str(r[c]) for c in cols) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     now = time.time()
-    for line, pending in zip(table, [None, *(r["pending"] for r in rows)], strict=True):
-        click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    from launchers.cli.colour import state
+
+    state_col = cols.index("state")
+    for n, (line, pending) in enumerate(
+        zip(table, [None, *(r["pending"] for r in rows)], strict=True)
+    ):
+        cells = [v.ljust(w) for v, w in zip(line, widths, strict=True)]
+        if n:
+            cells[state_col] = state(cells[state_col])
+        click.echo("  ".join(cells).rstrip())
         if pending:
             click.echo(f"{'':{widths[0]}}  pending: {_why(pending)}; {_start(pending, now)}")
 
@@ -110,7 +122,9 @@ def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(f"job {job_id}: {state} - {data['message']}")
+        from launchers.cli.colour import state as painted
+
+        click.echo(f"job {job_id}: {painted(state)} - {data['message']}")
         click.echo(f"  slurm     {data['slurm'] or '-'}")
         if data["pending"]:  # its reason is in the message above
             click.echo(f"  start     {_start(data['pending'], time.time())}")

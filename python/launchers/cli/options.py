@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import annotated_types
 import click
 
-from launchers.spec.request import Flag, SubmitRequest, request_flags
+from launchers.spec.request import GROUPS, Flag, SubmitRequest, request_flags
 
 if TYPE_CHECKING:
     from launchers.client import Client
@@ -97,11 +97,74 @@ def request_options(func: Callable[..., Any]) -> Callable[..., Any]:
         from launchers.input.resolve import validated
 
         given = {name: kwargs.pop(name) for name in names}
+        ctx = click.get_current_context()
+        if isinstance(ctx.command, RequestCommand) and ctx.command.model_argument:
+            given = _model_argument(given, ctx.meta.get(_AFTER_DASHES, 0))
         return func(request=validated(SubmitRequest, given), **kwargs)
 
     for param in reversed(_params()):
         command = param(command)
     return command
+
+
+_AFTER_DASHES = "vllm_hpc.after_dashes"
+
+
+def _model_argument(given: dict[str, Any], after: int) -> dict[str, Any]:
+    """The first trailing argument is the model when it came before ``--`` and is no
+    option; ``-m`` as well is an error."""
+    extra = tuple(given["extra_args"])
+    if len(extra) <= after or extra[0].startswith("-"):
+        return given
+    if given["model"] is not None:
+        raise click.UsageError(
+            f"the model is given twice ({given['model']!r} with -m/--model and {extra[0]!r}); "
+            "give MODEL or -m, not both"
+        )
+    return {**given, "model": extra[0], "extra_args": extra[1:]}
+
+
+class RequestCommand(click.Command):
+    """A command with the request's options: ``--help`` lists them under their
+    ``Flag.group`` headings, then the command's own options under ``heading``.
+    ``model_argument``: the first trailing argument before ``--`` is the model."""
+
+    def __init__(
+        self,
+        *args: Any,
+        heading: str = "Output and waiting",
+        model_argument: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.heading = heading
+        self.model_argument = model_argument
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # click hands the arguments before and after ``--`` over as one tuple.
+        ctx.meta[_AFTER_DASHES] = len(args) - args.index("--") - 1 if "--" in args else 0
+        return super().parse_args(ctx, args)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        if not self.model_argument:
+            return pieces
+        trailing = f"[{request_flags()['extra_args'].name}]..."
+        return [f"[MODEL] [-- {p[1:]}" if p == trailing else p for p in pieces]
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        flags = request_flags()
+        sections: dict[str, list[tuple[str, str]]] = {name: [] for name in (*GROUPS, self.heading)}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is None:
+                continue
+            flag = flags.get(param.name or "")
+            sections[flag.group if flag else self.heading].append(record)
+        for name, records in sections.items():
+            if records:
+                with formatter.section(name):
+                    formatter.write_dl(records)
 
 
 def client_of(request: SubmitRequest) -> Client:
@@ -117,4 +180,4 @@ def plan_of(request: SubmitRequest) -> LaunchPlan:
     return client_of(request).plan(request)
 
 
-__all__ = ["client_of", "plan_of", "request_options"]
+__all__ = ["RequestCommand", "client_of", "plan_of", "request_options"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from launchers.cli.options import plan_of, request_options
+from launchers.cli.options import RequestCommand, plan_of, request_options
 from launchers.cli.output import write_file
 from launchers.cli.submit import sealed
 from launchers.spec.request import SubmitRequest
@@ -36,7 +36,7 @@ def _mkdir(path: Path, flag: str) -> None:
         ) from None
 
 
-@click.command("k8s")
+@click.command("k8s", cls=RequestCommand, heading="Kubernetes", model_argument=True)
 @request_options
 @click.option(
     "--kind",
@@ -105,7 +105,7 @@ def k8s_cmd(
         click.echo(text, nl=False)
 
 
-@click.command("compose")
+@click.command("compose", cls=RequestCommand, heading="Compose", model_argument=True)
 @request_options
 @click.option("--image", help=DEFAULT_IMAGE_HELP)
 @click.option("--shm-size", default="16gb", show_default=True, help="/dev/shm size.")
@@ -157,7 +157,7 @@ def compose_cmd(
         click.echo(text, nl=False)
 
 
-@click.command("sbatch")
+@click.command("sbatch", cls=RequestCommand, heading="Output", model_argument=True)
 @request_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
 def render_sbatch_cmd(output: str | None, request: SubmitRequest) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from launchers.cli.jobs import job_root_option
-from launchers.cli.options import request_options
+from launchers.cli.options import RequestCommand, request_options
 from launchers.defaults import (
     FRONT_ADDRESS_TIMEOUT,
     RAY_WORKER_PORTS,
@@ -138,15 +138,22 @@ def status_cmd(name: str, job_root: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(job_root: str | None, as_json: bool) -> None:
     """Your services: name, state, replicas, URL."""
-    rows = [s.summary() for s in _services(job_root).list()]
+    services = _services(job_root)
+    rows = [s.summary() for s in services.list()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    if not rows:
+        click.echo(f"no services in {services.client.job_root}")
+        return
+    table = [("NAME", "STATE", "READY", "URL")]
     for r in rows:
         serving = [x for x in r["replicas"] if x["role"] not in ("draining", "ending")]
         ready = sum(1 for x in serving if x["state"] == "READY")
-        click.echo(f"{r['name']}  {r['state']}  {ready}/{r['replicas_wanted']}  "
-                   f"{r['url'] or '-'}")  # fmt: skip
+        table.append((r["name"], r["state"], f"{ready}/{r['replicas_wanted']}", r["url"] or "-"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for line in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
 
 
 @group.command("scale")
@@ -192,7 +199,7 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     raise SystemExit(run_front(service_dir, host=host))
 
 
-@group.command("up")
+@group.command("up", cls=RequestCommand, heading="Service")
 @click.argument("name")
 @request_options
 @click.option(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from launchers.cli.exits import EXIT_INTERRUPTED
-from launchers.cli.options import client_of, plan_of, request_options
+from launchers.cli.options import RequestCommand, client_of, plan_of, request_options
 from launchers.cli.output import write_file
 from launchers.defaults import WAIT_TIMEOUT
 from launchers.jobdir.paths import JobDir
@@ -24,17 +24,18 @@ SUBMIT_HELP = """Plan a deployment and submit it to SLURM.
 
 \b
 Examples:
-  vllm-hpc submit -m llama-3.2-3b-instruct --dry-run
-  vllm-hpc submit -m llama-3.1-70b-instruct -N 2 -G 4 -p gpu -t 04:00:00
-  vllm-hpc submit -m /shared/models/my-model --tp 4 -- --enable-prefix-caching
+  vllm-hpc submit llama-3.2-3b-instruct --dry-run
+  vllm-hpc submit llama-3.1-70b-instruct -N 2 -G 4 -p gpu -t 04:00:00
+  vllm-hpc submit /shared/models/my-model --tp 4 -- --enable-prefix-caching
 
+MODEL (or -m/--model) is a registry id, a Hugging Face id or a model directory.
 Everything after `--` is passed to `vllm serve` unchanged. `--dry-run` prints the
 whole plan (the sbatch script, each node's commands and environment) and submits
 nothing; add `--json` for machine-readable output.
 """
 
 
-@click.command("submit", help=SUBMIT_HELP)
+@click.command("submit", cls=RequestCommand, model_argument=True, help=SUBMIT_HELP)
 @request_options
 @click.option("--dry-run", is_flag=True, help="Print the plan; submit nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -78,7 +79,10 @@ def submit_cmd(
     client = client_of(request)
     launch = client.plan(request)
     if dry_run:
-        click.echo(render_plan_json(launch) if as_json else render_plan_text(launch), nl=False)
+        from launchers.cli.colour import warnings
+
+        text = render_plan_json(launch) if as_json else warnings(render_plan_text(launch))
+        click.echo(text, nl=False)
         return
     handle = client.submit_plan(launch, executor=executor, via=via)
     if wait is None:
@@ -136,7 +140,7 @@ def _wait_for(handle: JobHandle, timeout: float, as_json: bool) -> None:
     click.echo(f"  {curl_example(str(status.url), status.model, key_file)}")
 
 
-@click.command("plan")
+@click.command("plan", cls=RequestCommand, heading="Output", model_argument=True)
 @request_options
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the plan JSON to FILE.")
 @click.option(

@@ -23,15 +23,24 @@ from launchers.spec.fields import (
     MAX_PARALLEL,
 )
 
+# The headings ``--help`` lists the request's options under, in this order.
+LAYOUT = "Model and layout"
+SLURM = "SLURM"
+NETWORK = "Network and security"
+OTHER = "Other"
+GROUPS = (LAYOUT, SLURM, NETWORK, OTHER)
+
 
 @dataclass(frozen=True)
 class Flag:
     """How a field is spelled on the command line. ``names[0]`` is the name errors use;
     ``file``: the value is a file path; ``argument``: the trailing arguments (the
-    field is a tuple of strings)."""
+    field is a tuple of strings); ``group``: the heading ``--help`` lists it under
+    (one of ``GROUPS``)."""
 
     names: tuple[str, ...]
     help: str
+    group: str
     file: bool = False
     argument: bool = False
 
@@ -40,8 +49,8 @@ class Flag:
         return self.names[0]
 
 
-def flag(*names: str, help: str, file: bool = False, argument: bool = False) -> Flag:
-    return Flag(names=names, help=help, file=file, argument=argument)
+def flag(*names: str, group: str, help: str, file: bool = False, argument: bool = False) -> Flag:
+    return Flag(names=names, help=help, group=group, file=file, argument=argument)
 
 
 def _count(most: int) -> Any:
@@ -58,36 +67,42 @@ class SubmitRequest(BaseModel):
         flag(
             "--model",
             "-m",
+            group=LAYOUT,
             help="Registry id (see `vllm-hpc models list`), Hugging Face id or model "
             "directory. Default: $MODEL_NAME.",
         ),
     ] = None
     nodes: Annotated[
-        int | None, _count(MAX_NODES), flag("--nodes", "-N", help="Nodes to allocate.")
+        int | None,
+        _count(MAX_NODES),
+        flag("--nodes", "-N", group=LAYOUT, help="Nodes to allocate."),
     ] = None
     gpus_per_node: Annotated[
         int | None,
         _count(MAX_GPUS_PER_NODE),
-        flag("--gpus-per-node", "-G", help="GPUs on each node."),
+        flag("--gpus-per-node", "-G", group=LAYOUT, help="GPUs on each node."),
     ] = None
-    tp: Annotated[int | None, _count(MAX_PARALLEL), flag("--tp", help="Tensor parallel size.")] = (
-        None
-    )
+    tp: Annotated[
+        int | None, _count(MAX_PARALLEL), flag("--tp", group=LAYOUT, help="Tensor parallel size.")
+    ] = None
     pp: Annotated[
-        int | None, _count(MAX_PARALLEL), flag("--pp", help="Pipeline parallel size.")
+        int | None, _count(MAX_PARALLEL), flag("--pp", group=LAYOUT, help="Pipeline parallel size.")
     ] = None
     dp: Annotated[
-        int | None, _count(MAX_PARALLEL), flag("--dp", help="Data parallel size (in all).")
+        int | None,
+        _count(MAX_PARALLEL),
+        flag("--dp", group=LAYOUT, help="Data parallel size (in all)."),
     ] = None
     ep: Annotated[
         bool | None,
-        flag("--ep", "--no-ep", help="Expert parallel (MoE models, with DP or TP)."),
+        flag("--ep", "--no-ep", group=LAYOUT, help="Expert parallel (MoE models, with DP or TP)."),
     ] = None
     token_parallel_size: Annotated[
         int | None,
         _count(MAX_PARALLEL),
         flag(
             "--token-parallel-size",
+            group=LAYOUT,
             help="Token parallelism: only engine builds that have it, not upstream vLLM "
             "(the nodes' vLLM is asked before anything is submitted).",
         ),
@@ -96,6 +111,7 @@ class SubmitRequest(BaseModel):
         bool,
         flag(
             "--allow-cross-node-tp",
+            group=LAYOUT,
             help="Allow TP larger than one node (needs InfiniBand/RoCE).",
         ),
     ] = False
@@ -103,32 +119,41 @@ class SubmitRequest(BaseModel):
         Literal["auto", "ray", "native"] | None,
         flag(
             "--runtime",
+            group=LAYOUT,
             help="How nodes are joined: Ray (default across nodes) or vLLM's own --nnodes.",
         ),
     ] = None
-    partition: Annotated[str | None, flag("--partition", "-p", help="SLURM partition.")] = None
-    account: Annotated[str | None, flag("--account", "-A", help="SLURM account.")] = None
-    qos: Annotated[str | None, flag("--qos", help="SLURM QOS.")] = None
-    time: Annotated[str | None, flag("--time", "-t", help="Time limit, e.g. 04:00:00.")] = None
+    partition: Annotated[
+        str | None, flag("--partition", "-p", group=SLURM, help="SLURM partition.")
+    ] = None
+    account: Annotated[str | None, flag("--account", "-A", group=SLURM, help="SLURM account.")] = (
+        None
+    )
+    qos: Annotated[str | None, flag("--qos", group=SLURM, help="SLURM QOS.")] = None
+    time: Annotated[
+        str | None, flag("--time", "-t", group=SLURM, help="Time limit, e.g. 04:00:00.")
+    ] = None
     job_name: Annotated[
-        str | None, flag("--job-name", "-J", help="Job name (default vllm-<model>).")
+        str | None, flag("--job-name", "-J", group=SLURM, help="Job name (default vllm-<model>).")
     ] = None
     registry: Annotated[
         tuple[str, ...],
         flag(
             "--registry",
+            group=OTHER,
             help="Extra registry file layered last (repeatable).",
             file=True,
         ),
     ] = ()
     port: Annotated[
         int | None,
-        flag("--port", help=f"API port on the leader (default {DEFAULT_API_PORT})."),
+        flag("--port", group=NETWORK, help=f"API port on the leader (default {DEFAULT_API_PORT})."),
     ] = None
     host: Annotated[
         str | None,
         flag(
             "--host",
+            group=NETWORK,
             help="Where the API listens on the leader: 0.0.0.0 (default, every interface), "
             "'node' (only the address vllm-hpc chose, e.g. ib0's), 127.0.0.1, or an "
             "address.",
@@ -136,12 +161,13 @@ class SubmitRequest(BaseModel):
     ] = None
     ray_port: Annotated[
         int | None,
-        flag("--ray-port", help=f"Ray head port (default {DEFAULT_RAY_PORT})."),
+        flag("--ray-port", group=NETWORK, help=f"Ray head port (default {DEFAULT_RAY_PORT})."),
     ] = None
     api_key_file: Annotated[
         str | None,
         flag(
             "--api-key-file",
+            group=NETWORK,
             help="File holding the API key (0600). Never pass a key on the command line.",
             file=True,
         ),
@@ -150,6 +176,7 @@ class SubmitRequest(BaseModel):
         bool,
         flag(
             "--no-api-key",
+            group=NETWORK,
             help="Serve without an API key (anyone who reaches the port can use it).",
         ),
     ] = False
@@ -157,6 +184,7 @@ class SubmitRequest(BaseModel):
         bool,
         flag(
             "--no-ray-auth",
+            group=NETWORK,
             help="Start Ray without token authentication (not recommended).",
         ),
     ] = False
@@ -164,23 +192,25 @@ class SubmitRequest(BaseModel):
         str | None,
         flag(
             "--container",
+            group=OTHER,
             help="Run inside a container: apptainer:IMAGE.sif, singularity:IMAGE.sif "
             "or enroot:IMAGE.",
         ),
     ] = None
     vllm_version: Annotated[
         str | None,
-        flag("--vllm-version", help="vLLM version the nodes run (default: current)."),
+        flag("--vllm-version", group=OTHER, help="vLLM version the nodes run (default: current)."),
     ] = None
     gpu_memory_gib: Annotated[
         float | None,
         Field(gt=0, le=MAX_GPU_MEMORY_GIB),
-        flag("--gpu-memory-gib", help="Memory of one GPU, to check the model fits."),
+        flag("--gpu-memory-gib", group=LAYOUT, help="Memory of one GPU, to check the model fits."),
     ] = None
     iface: Annotated[
         str | None,
         flag(
             "--iface",
+            group=NETWORK,
             help="Network interface for vLLM/NCCL/Gloo on every node (default: detected; "
             "InfiniBand, then RoCE, then the fastest Ethernet).",
         ),
@@ -189,6 +219,7 @@ class SubmitRequest(BaseModel):
         str | None,
         flag(
             "--all2all-backend",
+            group=LAYOUT,
             help="MoE all-to-all backend with --ep (e.g. allgather_reducescatter, "
             "deepep_high_throughput, deepep_low_latency).",
         ),
@@ -196,12 +227,13 @@ class SubmitRequest(BaseModel):
     api_server_count: Annotated[
         int | None,
         _count(MAX_API_SERVERS),
-        flag("--api-server-count", help="API server processes (DP)."),
+        flag("--api-server-count", group=LAYOUT, help="API server processes (DP)."),
     ] = None
     dp_rpc_port: Annotated[
         int | None,
         flag(
             "--dp-rpc-port",
+            group=NETWORK,
             help=f"Data-parallel RPC port on the leader (default {DEFAULT_DP_RPC_PORT}).",
         ),
     ] = None
@@ -209,20 +241,24 @@ class SubmitRequest(BaseModel):
         Literal["mp", "ray"] | None,
         flag(
             "--dp-backend",
+            group=LAYOUT,
             help="How data-parallel ranks span nodes: mp (default; a headless vllm serve "
             "per node) or ray (one vllm serve on the leader places them over the Ray "
             "cluster).",
         ),
     ] = None
-    requeue: Annotated[bool, flag("--requeue", help="Let SLURM requeue the job.")] = False
+    requeue: Annotated[bool, flag("--requeue", group=SLURM, help="Let SLURM requeue the job.")] = (
+        False
+    )
     job_root: Annotated[
         str | None,
-        flag("--job-root", help="Directory for job directories (shared storage)."),
+        flag("--job-root", group=OTHER, help="Directory for job directories (shared storage)."),
     ] = None
     extra_args: Annotated[
         tuple[str, ...],
         flag(
             "EXTRA_VLLM_ARGS",
+            group=OTHER,
             help="Arguments after `--`, passed to `vllm serve` unchanged.",
             argument=True,
         ),
@@ -249,4 +285,4 @@ def request_flags() -> dict[str, Flag]:
 
 FLAG_NAMES = {name: f.name for name, f in request_flags().items() if not f.argument}
 
-__all__ = ["FLAG_NAMES", "Flag", "SubmitRequest", "request_flags"]
+__all__ = ["FLAG_NAMES", "GROUPS", "Flag", "SubmitRequest", "request_flags"]
