@@ -72,6 +72,32 @@ def test_jobs_status_logs_metrics(live_job: dict[str, Any], env: dict[str, str])
     assert metrics["ttft_p50_s"] is not None
 
 
+def readme_first_screen_commands(verbs: tuple[str, ...]) -> list[list[str]]:
+    """README's first-screen ``vllm-hpc VERB ...`` lines (before its Documentation
+    heading), comments dropped, for the verbs that need a live job."""
+    text = (REPO / "README.md").read_text().split("## Documentation")[0]
+    out = []
+    for line in text.splitlines():
+        words = line.split("#")[0].split()
+        if words[:1] == ["vllm-hpc"] and len(words) > 1 and words[1] in verbs:
+            out.append(words[1:])
+    return out
+
+
+def test_the_readmes_first_screen_status_and_jobs_on_a_live_job(
+    live_job: dict[str, Any], env: dict[str, str]
+) -> None:
+    """Run as README shows them (its example job id replaced by the live one); `stop`
+    is the stop test below."""
+    job_id = str(live_job["job_id"])
+    commands = readme_first_screen_commands(("status", "jobs", "stop"))
+    assert [c[0] for c in commands] == ["status", "jobs", "stop"], commands
+    for argv in commands[:2]:
+        done = cli(env, *[job_id if word == "1234" else word for word in argv])
+        assert done.returncode == 0, (argv, done.stderr)
+        assert job_id in done.stdout and "READY" in done.stdout, done.stdout
+
+
 def test_bench_runs_vllm_bench_serve_on_the_leader(
     live_job: dict[str, Any], env: dict[str, str]
 ) -> None:
