@@ -154,7 +154,9 @@ def how_to_call(handle: Mapping[str, object]) -> list[str]:
     ]
 
 
-def keep_text(handle: Mapping[str, object], env: Mapping[str, str], python: Path) -> list[str]:
+def keep_text(
+    handle: Mapping[str, object], env: Mapping[str, str], python: Path, model: Path
+) -> list[str]:
     job_id = str(handle["job_id"])
     exports = (
         f"export SLURM_CONF={shlex.quote(env['SLURM_CONF'])} "
@@ -167,8 +169,10 @@ def keep_text(handle: Mapping[str, object], env: Mapping[str, str], python: Path
         f"  vllm-hpc status {job_id}        # SLURM's and the leader's state, the nodes",
         f"  vllm-hpc logs {job_id} --node 1 # a node's runtime, Ray and vLLM logs",
         f"  vllm-hpc metrics {job_id}       # running/waiting, KV cache, tokens/s",
-        f"  vllm-hpc stop {job_id}          # end the job",
-        "  vllm-hpc service up demo -m <the model above> -p debug -t 00:20:00 --replicas 1",
+        f"  vllm-hpc stop {job_id}          # end the job, then a service of one replica:",
+        f"  vllm-hpc service up demo -m {shlex.quote(str(model))} -N 1 -G 1 -p debug "
+        "-t 00:20:00 --handover 9m --replicas 1 --wait",
+        "  vllm-hpc service down demo",
         "end it all: make demo-clean (or: tests/cluster/minicluster.sh down)",
     ]
 
@@ -236,7 +240,7 @@ def demo(keep: bool) -> int:
         for line in how_to_call(handle):
             say(line)
         if keep:
-            for line in keep_text(handle, env, testenv.python):
+            for line in keep_text(handle, env, testenv.python, model):
                 say(line)
     finally:
         if not keep or handle is None:
