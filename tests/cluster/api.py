@@ -204,11 +204,13 @@ def assert_nodes_ran_the_dry_run(job_dir: Path, dry: list[NodeCommands]) -> None
             )
 
 
-def submit(env: dict[str, str], model: Path, nodes: int, *extra: str) -> dict[str, Any]:
+def submit(
+    env: dict[str, str], model: Path, nodes: int, *extra: str, max_model_len: int = 512
+) -> dict[str, Any]:
     """`vllm-hpc submit --wait --json` of ``model`` on ``nodes`` nodes x 1 "GPU" (PP over
     the nodes) through sbatch, with ``extra`` options: the job's handle once READY."""
     layout = ["--nodes", str(nodes), "--gpus-per-node", "1", "--pp", str(nodes)]
     args = ["--model", str(model), *layout, "--partition", "debug", "--time", "00:15:00",
             "--via", "sbatch", "--wait", "--wait-timeout", str(bed.READY_TIMEOUT), *extra,
-            "--", "--max-model-len", "512"]  # fmt: skip
+            "--", "--max-model-len", str(max_model_len)]  # fmt: skip
     return dict(cli_json(env, "submit", *args, timeout=bed.READY_TIMEOUT + 60))
