@@ -573,3 +573,27 @@ def test_up_dry_run_shows_the_front_script_a_replica_and_what_would_be_written(
     assert data["front_script"].startswith("#!/bin/bash")
     assert data["replica"]["plan"]["api_key_file"] == f"{directory}/key"
     assert not root.exists()
+
+
+def test_python_users_give_up_its_settings_as_one_typed_record(tmp_path: Path) -> None:
+    """``Services.plan_up`` and ``.up`` take the service's own settings as one
+    ``UpSettings``; they reach the spec as given, and the record cannot be changed."""
+    import dataclasses
+
+    from launchers.client import Client
+    from launchers.service.manage import Services, UpSettings
+    from launchers.spec.request import SubmitRequest
+
+    root = tmp_path / "jobs"
+    settings = UpSettings(replicas=3, handover_seconds=900.0, front="job", front_port=8200,
+                          front_time="12:00:00")  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.replicas = 4  # type: ignore[misc]
+    request = SubmitRequest(model=MODEL, partition="gpu", time="2:00:00")
+    planned = Services(Client(job_root=str(root))).plan_up("llama", request, settings)
+    assert planned.action == "create"
+    spec = planned.spec
+    assert (spec.replicas, spec.handover_seconds, spec.front, spec.front_port,
+            spec.front_time) == (3, 900.0, "job", 8200, "12:00:00")  # fmt: skip
+    assert planned.front_script is not None and "#SBATCH --time=12:00:00" in planned.front_script
+    assert not root.exists()

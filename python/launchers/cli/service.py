@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -257,21 +257,24 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     "write and submit nothing.",
 )
 @click.option("--json", "as_json", is_flag=True)
-def up_cmd(name: str, replicas: int, handover: str, front: str, front_port: int,
-           front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
-           dry_run: bool, as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
+def up_cmd(name: str, replicas: int, handover: str, front: Literal["job", "here"],
+           front_port: int, front_host: str | None, front_time: str, wait: bool,
+           wait_timeout: float, dry_run: bool, as_json: bool,
+           request: SubmitRequest) -> None:  # fmt: skip
     """Start service NAME (or start its front again: the replicas still serving are
     adopted). Takes every layout and SLURM option of `submit`."""
+    from launchers.service.manage import UpSettings
+
     services = _services(request.job_root)
     given = request.model is not None or bool(request.extra_args)
-    settings: dict[str, Any] = {
-        "replicas": replicas, "handover_seconds": _duration(handover), "front": front,
-        "front_port": front_port, "front_time": front_time,
-    }  # fmt: skip
+    settings = UpSettings(
+        replicas=replicas, handover_seconds=_duration(handover), front=front,
+        front_port=front_port, front_time=front_time,
+    )  # fmt: skip
     if dry_run:
-        _print_up_plan(services.plan_up(name, request if given else None, **settings), as_json)
+        _print_up_plan(services.plan_up(name, request if given else None, settings), as_json)
         return
-    svc = services.up(name, request if given else None, **settings)
+    svc = services.up(name, request if given else None, settings)
     if front == "here":
         from launchers.service.front import run_front
 

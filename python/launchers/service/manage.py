@@ -314,26 +314,19 @@ class Services:
         self,
         name: str,
         request: SubmitRequest | None,
-        *,
-        replicas: int,
-        handover_seconds: float,
-        front: str,
-        front_port: int,
-        front_time: str,
+        settings: UpSettings,
     ) -> Service:
         """Create (or start again) service ``name`` and start its front: as a SLURM job
-        (``front="job"``), or return for the caller to run it here (``"here"``). A
+        (``settings.front == "job"``), or return for the caller to run it here (``"here"``). A
         service that exists is adopted: its replicas still serving are kept; one that
         never started is replaced when ``request`` asks for other settings. Everything
         is checked before anything is written, and a failure after that takes back
         what this call wrote (a corrected retry finds nothing in its way)."""
-        got = self._checked_up(name, request, replicas=replicas,
-                               handover_seconds=handover_seconds, front=front,
-                               front_port=front_port, front_time=front_time)  # fmt: skip
+        got = self._checked_up(name, request, settings)
         svc = Service(name, got.directory)
         if got.action == "adopt":
             store.write_spec(got.directory, got.spec)
-            return self._start_front(svc, got.spec, front)
+            return self._start_front(svc, got.spec, settings.front)
         made = _Made(got.directory, existed=os.path.isdir(got.directory),
                      key_existed=os.path.exists(got.spec.key_file))  # fmt: skip
         try:
@@ -345,7 +338,7 @@ class Services:
             store.write_spec(got.directory, got.spec)
             store.write_state(got.directory,
                               ServiceState(name=name, updated_at=now, events=events))  # fmt: skip
-            return self._start_front(svc, got.spec, front)
+            return self._start_front(svc, got.spec, settings.front)
         except BaseException:
             made.undo()  # a failed up leaves nothing that blocks the corrected retry
             raise
@@ -354,18 +347,11 @@ class Services:
         self,
         name: str,
         request: SubmitRequest | None,
-        *,
-        replicas: int,
-        handover_seconds: float,
-        front: str,
-        front_port: int,
-        front_time: str,
+        settings: UpSettings,
     ) -> UpPlan:
         """What ``up`` would do, checked as ``up`` checks it; nothing written or
         submitted (``service up --dry-run``)."""
-        got = self._checked_up(name, request, replicas=replicas,
-                               handover_seconds=handover_seconds, front=front,
-                               front_port=front_port, front_time=front_time)  # fmt: skip
+        got = self._checked_up(name, request, settings)
         directory, spec = got.directory, got.spec
         from launchers.service.controller import replica_request
 
@@ -384,23 +370,16 @@ class Services:
         writes.append(files.spec)
         if got.action != "adopt":
             writes.append(files.state)
-        script = front_script(spec, directory) if front == "job" else None
+        script = front_script(spec, directory) if settings.front == "job" else None
         return UpPlan(name=name, directory=directory, action=got.action, spec=spec,
                       replica=replica, front_script=script, writes=tuple(writes))  # fmt: skip
 
-    def _checked_up(
-        self,
-        name: str,
-        request: SubmitRequest | None,
-        *,
-        front: str,
-        **settings: Any,
-    ) -> _Up:
+    def _checked_up(self, name: str, request: SubmitRequest | None, settings: UpSettings) -> _Up:
         """What ``up`` would do with ``request``, everything checked; nothing written."""
         check_name(name)
-        check_replicas(settings["replicas"])
+        check_replicas(settings.replicas)
         try:
-            check_front_port(settings["front_port"])
+            check_front_port(settings.front_port)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         directory = service_dir(self.client.job_root, name)
@@ -424,22 +403,23 @@ class Services:
                     )
                 action = "replace"  # nothing of it ever ran: the new settings take its place
             elif existing.desired == "UP" or not request:
-                check_front_python(sys.executable if front == "here" else existing.python)
+                here = settings.front == "here"
+                check_front_python(sys.executable if here else existing.python)
                 return _Up("adopt", directory, existing.model_copy(update={"desired": "UP"}))
         if request is None or not request.model:
             raise InputError(
                 f"service {name} does not exist yet: give the model",
                 fix=f"vllm-hpc service up {name} -m MODEL [submit's options]",
             )
-        spec = self._new_spec(name, request, directory, front=front, **settings)
+        spec = self._new_spec(name, request, directory, settings)
         return _Up(action, directory, spec)
 
     def _new_spec(
-        self, name: str, request: SubmitRequest, directory: str, **settings: Any,
-    ) -> ServiceSpec:  # fmt: skip
+        self, name: str, request: SubmitRequest, directory: str, settings: UpSettings
+    ) -> ServiceSpec:
         """A new service's spec, checked (one replica planned); nothing written."""
         try:
-            check_front_time(str(settings["front_time"]))
+            check_front_time(settings.front_time)
         except ValueError as exc:
             raise InputError(str(exc), fix="e.g. --front-time 1-00:00:00") from None
         for field in OWNED:
@@ -452,11 +432,12 @@ class Services:
         request = request.model_copy(update={"job_root": self.client.job_root})
         # Bad input fails here, before anything is written: plan one replica.
         probe = self.client.plan(request.model_copy(update={"no_api_key": True}))
-        check_handover(settings["handover_seconds"], probe.sbatch, request.time is not None)
-        check_front_python(sys.executable if settings["front"] == "here" else probe.python)
+        check_handover(settings.handover_seconds, probe.sbatch, request.time is not None)
+        check_front_python(sys.executable if settings.front == "here" else probe.python)
         return ServiceSpec(
             name=name, request=request, python=probe.python,
-            key_file=store.key_file(directory), created_at=time.time(), **settings,
+            key_file=store.key_file(directory), created_at=time.time(),
+            **dataclasses.asdict(settings),
         )  # fmt: skip
 
     def _start_front(self, svc: Service, spec: ServiceSpec, front: str) -> Service:
@@ -487,6 +468,19 @@ def never_started(svc: Service) -> bool:
         return slurmctl.job_state(state.front_job)[0] not in SLURM_LIVE
     except SubmitError:
         return False
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    """A service's own settings, given to ``up`` beside the replicas' request (``service
+    up``'s --replicas, --handover, --front, --front-port and --front-time); checked by
+    ``up``, and kept in the service's spec."""
+
+    replicas: int
+    handover_seconds: float
+    front: Literal["job", "here"]
+    front_port: int
+    front_time: str
 
 
 @dataclass(frozen=True)
