@@ -190,3 +190,33 @@ def test_the_dry_run_says_what_slurm_is_asked_for_first_and_what_to_do_last() ->
     assert lines[script - 1] == lines[script + 1] == lines[-3] == "=" * 72
     assert lines.index("#SBATCH --partition=gpu") > script  # the whole script is last
     assert "Node 0 (leader)" in lines[:script]
+
+
+def test_every_json_option_is_the_one_shared_option() -> None:
+    """Every command with ``--json`` declares it through ``cli.jobs.json_option``: the
+    same flag, parameter and help text everywhere."""
+    import click
+
+    from launchers.cli import cli
+    from launchers.cli.jobs import json_option
+
+    @json_option
+    def shared(as_json: bool) -> None: ...
+
+    expected = click.command()(shared).params[0].to_info_dict()
+
+    def commands(group: click.Group, path: str) -> list[tuple[str, click.Command]]:
+        found: list[tuple[str, click.Command]] = []
+        for name, command in group.commands.items():
+            found.append((f"{path} {name}", command))
+            if isinstance(command, click.Group):
+                found += commands(command, f"{path} {name}")
+        return found
+
+    with_json = {
+        path: [p.to_info_dict() for p in command.params if "--json" in p.opts]
+        for path, command in commands(cli, "vllm-hpc")
+    }
+    with_json = {path: params for path, params in with_json.items() if params}
+    assert len(with_json) >= 13, sorted(with_json)
+    assert {path: [expected] for path in with_json} == with_json

@@ -9,6 +9,7 @@ import sys
 import click
 
 from launchers.cli.exits import EXIT_FAILURE
+from launchers.cli.jobs import json_option
 from launchers.cli.options import RequestCommand, plan_of, request_options
 from launchers.defaults import DOCTOR_TIMEOUT
 from launchers.spec.request import SubmitRequest
@@ -30,7 +31,7 @@ bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
 @click.command("doctor", cls=RequestCommand, heading="Doctor", help=DOCTOR_HELP)
 @request_options
 @click.option("--timeout", type=float, default=DOCTOR_TIMEOUT, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
     import json
 

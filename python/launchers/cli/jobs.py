@@ -27,6 +27,8 @@ job_root_option = click.option(
     "job_root, else ~/.vllm-hpc/jobs).",
 )
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
 
 def client_for(job_root: str | None) -> Client:
     from launchers.client import Client
@@ -65,7 +67,7 @@ def _why(pending: dict[str, str | None]) -> str:
 
 @click.command("jobs")
 @job_root_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def jobs_cmd(job_root: str | None, as_json: bool) -> None:
     """Your vllm-hpc jobs: id, model, nodes, state, endpoint, age; under a PENDING
     job, why SLURM has not started it and when it expects to."""
@@ -105,7 +107,7 @@ def jobs_cmd(job_root: str | None, as_json: bool) -> None:
 @click.command("status")
 @click.argument("job_id")
 @job_root_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def status_cmd(job_id: str, job_root: str | None, as_json: bool) -> None:
     """SLURM state (for a PENDING job: why it waits, when SLURM expects to start it),
     each node's role and address, Ray nodes, vLLM health, endpoint.
@@ -184,7 +186,7 @@ def logs_cmd(
     help="Seconds between the two scrapes that give rates.",
 )
 @click.option("--watch", is_flag=True, help="Keep printing every --interval (Ctrl+C ends).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def metrics_cmd(
     job_id: str, job_root: str | None, interval: float, watch: bool, as_json: bool
 ) -> None:
@@ -226,7 +228,7 @@ def metrics_cmd(
     help="auto: `vllm bench serve` where vLLM is importable (here, else on the job's "
     "leader), the built-in client only where it is not.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def bench_cmd(
     job_id: str,
     job_root: str | None,

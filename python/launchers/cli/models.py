@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from launchers.cli.jobs import json_option
+
 
 @click.group("models")
 def models_group() -> None:
@@ -12,7 +14,7 @@ def models_group() -> None:
 
 @models_group.command("list")
 @click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def models_list(registry: tuple[str, ...], as_json: bool) -> None:
     """Registry entries with their layout and GPU count."""
     import json
@@ -43,7 +45,7 @@ def models_list(registry: tuple[str, ...], as_json: bool) -> None:
 @models_group.command("show")
 @click.argument("name")
 @click.option("--registry", multiple=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def models_show(name: str, registry: tuple[str, ...], as_json: bool) -> None:
     """The merged entry NAME and the file each field came from."""
     import json

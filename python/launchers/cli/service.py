@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from launchers.cli.jobs import job_root_option
+from launchers.cli.jobs import job_root_option, json_option
 from launchers.cli.options import RequestCommand, request_options
 from launchers.defaults import (
     FRONT_ADDRESS_TIMEOUT,
@@ -123,7 +123,7 @@ def group() -> None:
 @group.command("status")
 @click.argument("name")
 @job_root_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def status_cmd(name: str, job_root: str | None, as_json: bool) -> None:
     """Replicas, their jobs, states and end times; the front; the last events."""
     row = _services(job_root).get(name).summary()
@@ -135,7 +135,7 @@ def status_cmd(name: str, job_root: str | None, as_json: bool) -> None:
 
 @group.command("list")
 @job_root_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def list_cmd(job_root: str | None, as_json: bool) -> None:
     """Your services: name, state, replicas, URL."""
     services = _services(job_root)
@@ -160,7 +160,7 @@ def list_cmd(job_root: str | None, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("replicas", type=click.IntRange(min=0))
 @job_root_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> None:
     """Keep REPLICAS replicas READY from now on (the front acts within seconds)."""
     spec = _services(job_root).get(name).scale(replicas)
@@ -173,7 +173,7 @@ def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> 
 @click.option(
     "--timeout", type=click.FloatRange(min=1), default=SERVICE_DOWN_TIMEOUT, show_default=True
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def down_cmd(name: str, job_root: str | None, timeout: float, as_json: bool) -> None:
     """Drain and stop every replica, then the front; return once SLURM has ended all
     their jobs (or after --timeout, naming the jobs still there)."""
@@ -256,7 +256,7 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     help="Print a replica's plan, the front's batch script and what would be written; "
     "write and submit nothing.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def up_cmd(name: str, replicas: int, handover: str, front: Literal["job", "here"],
            front_port: int, front_host: str | None, front_time: str, wait: bool,
            wait_timeout: float, dry_run: bool, as_json: bool,

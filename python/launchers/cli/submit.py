@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from launchers.cli.exits import EXIT_INTERRUPTED
+from launchers.cli.jobs import json_option
 from launchers.cli.options import RequestCommand, client_of, plan_of, request_options
 from launchers.cli.output import write_file
 from launchers.defaults import WAIT_TIMEOUT
@@ -38,7 +39,7 @@ nothing; add `--json` for machine-readable output.
 @click.command("submit", cls=RequestCommand, model_argument=True, help=SUBMIT_HELP)
 @request_options
 @click.option("--dry-run", is_flag=True, help="Print the plan; submit nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option(
     "--executor",
     type=click.Choice(["slurm", "local"]),
