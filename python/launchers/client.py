@@ -7,6 +7,11 @@ plan a request, submit it, find jobs. The same operations as the CLI, typed.
     print(job.endpoint)          # http://10.0.0.11:8000/v1
     job.stop()
 
+A request may also be given as its fields (``Client().plan({"model": ..., "nodes":
+2})``): they are checked as the CLI checks its options (``SubmitRequest.checked``), and
+one that does not validate is an ``InputError`` with the CLI's one line (``--nodes:
+...``), where ``SubmitRequest(...)`` raises pydantic's ``ValidationError``.
+
 A job is read through ``launchers.observe.job.Job``; planning (``input``) and
 submission (``submit.slurm``) are imported when first used, so finding a job stays
 cheap.
@@ -17,7 +22,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from launchers.observe.job import Job, JobFinder
 from launchers.spec.request import SubmitRequest
@@ -47,20 +52,27 @@ class Client(JobFinder):
         super().__init__(job_root, environ, site_job_root)
         self.registries = registries
 
-    def plan(self, request: SubmitRequest) -> LaunchPlan:
+    def plan(self, request: SubmitRequest | Mapping[str, Any]) -> LaunchPlan:
         """The plan a ``submit`` of ``request`` would run (nothing submitted); a request
-        that names no job root plans under this client's."""
+        that names no job root plans under this client's. ``request``: a
+        ``SubmitRequest`` or its fields (``SubmitRequest.checked``)."""
         from launchers.input.planner import make_plan
 
+        if not isinstance(request, SubmitRequest):
+            request = SubmitRequest.checked(request)
         if request.job_root is None:
             request = request.model_copy(update={"job_root": self.job_root})
         return make_plan(request, self.environ, sys.executable)
 
     def submit(
-        self, request: SubmitRequest, *, executor: str = "slurm", via: str = "submitit"
+        self,
+        request: SubmitRequest | Mapping[str, Any],
+        *,
+        executor: str = "slurm",
+        via: str = "submitit",
     ) -> Job:
-        """Plan ``request`` and submit it: a SLURM job (through submitit or ``sbatch``),
-        or one node here (``executor="local"``)."""
+        """Plan ``request`` (a ``SubmitRequest`` or its fields) and submit it: a SLURM
+        job (through submitit or ``sbatch``), or one node here (``executor="local"``)."""
         handle = self.submit_plan(self.plan(request), executor=executor, via=via)
         return Job(handle.job_id, handle.job_dir)
 

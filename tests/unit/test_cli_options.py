@@ -4,6 +4,7 @@ their ``--help`` is recorded whole, and every option reaches the request."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -204,3 +205,34 @@ def test_usage_names_the_model_argument() -> None:
     assert "submit [OPTIONS] [MODEL] [-- EXTRA_VLLM_ARGS]..." in done.output
     done = CliRunner().invoke(cli, ["doctor", "--help"])
     assert "[MODEL]" not in done.output
+
+
+def test_a_request_that_does_not_validate_is_the_same_one_line_from_the_cli_and_python(
+    tmp_path: Path,
+) -> None:
+    """The CLI's step from its options to the request (past click's own checks) and the
+    Python client given the fields both refuse with ``SubmitRequest.checked``'s line:
+    an ``InputError`` (exit code 2) naming the flag, not pydantic's ValidationError."""
+    from launchers.client import Client
+    from launchers.errors import InputError
+
+    line = "--nodes: Input should be greater than or equal to 1 (got 0)"
+    fields = {"model": "llama-3.2-3b-instruct", "nodes": 0}
+
+    @request_options
+    def command(request: SubmitRequest) -> None:
+        raise AssertionError("a bad request reached the command")
+
+    parsed = SubmitRequest().model_dump(include=set(request_flags())) | fields
+    refused: list[InputError] = []
+    for attempt in (
+        lambda: command(**parsed),
+        lambda: Client(job_root=str(tmp_path)).plan(fields),
+        lambda: Client(job_root=str(tmp_path)).submit(fields),
+        lambda: SubmitRequest.checked(fields),
+    ):
+        with click.Context(click.Command("plan")), pytest.raises(InputError) as caught:
+            attempt()
+        refused.append(caught.value)
+    assert [(e.one_line(), e.exit_code) for e in refused] == [(line, 2)] * 4
+    assert not (tmp_path / "jobs").exists()

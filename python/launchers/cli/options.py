@@ -94,13 +94,11 @@ def request_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
-        from launchers.input.resolve import validated
-
         given = {name: kwargs.pop(name) for name in names}
         ctx = click.get_current_context()
         if isinstance(ctx.command, RequestCommand) and ctx.command.model_argument:
             given = _model_argument(given, ctx.meta.get(_AFTER_DASHES, 0))
-        return func(request=validated(SubmitRequest, given), **kwargs)
+        return func(request=SubmitRequest.checked(given), **kwargs)
 
     for param in reversed(_params()):
         command = param(command)

@@ -27,7 +27,7 @@ from launchers.defaults import (
     RAY_WORKER_PORTS,
     USER_PORTS,
 )
-from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
+from launchers.errors import InputError, shown
 from launchers.input import probe, vllm_options
 from launchers.input.registry import Registry
 from launchers.jobdir.jobroot import job_root
@@ -56,7 +56,7 @@ from launchers.spec.config import (
     SlurmOptions,
     check_model,
 )
-from launchers.spec.request import FLAG_NAMES, SubmitRequest
+from launchers.spec.request import FLAG_NAMES, SubmitRequest, one_line_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -141,13 +141,8 @@ def validated(model: type[M], data: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(part) for part in err["loc"])
-        plain = loc.strip() == loc and loc.isprintable() and len(loc) <= SHOWN_LIMIT
-        flags = _FLAG_NAMES if model in (ServeConfig, SlurmOptions, SubmitRequest) else {}
-        name = flags.get(loc, loc if plain else shown(loc))
-        msg = clipped(err["msg"].removeprefix("Value error, "))
-        raise InputError(f"{name}: {msg} (got {shown(err.get('input'))})") from None
+        flags = _FLAG_NAMES if model in (ServeConfig, SlurmOptions) else {}
+        raise one_line_error(exc, flags) from None
 
 
 def _api_host(host: str | None) -> str:

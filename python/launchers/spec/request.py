@@ -5,16 +5,22 @@ help) beside its bounds, so the click options of every command that plans
 (``cli/options.py``), the flag names in error messages and the service's stored request
 all come from here. ``None`` means "not said": the registry entry, the site file or a
 built-in default decides (``input/resolve.py``).
+
+``SubmitRequest.checked`` refuses a request that does not validate with one line that
+names the flag (an ``InputError``, exit code 2 at the CLI): the CLI's options and the
+Python client (``Client.plan`` and ``.submit`` given the fields) give the same line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from launchers.defaults import DEFAULT_API_PORT, DEFAULT_DP_RPC_PORT, DEFAULT_RAY_PORT
+from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
 from launchers.spec.fields import (
     MAX_API_SERVERS,
     MAX_GPU_MEMORY_GIB,
@@ -53,6 +59,18 @@ def flag(*names: str, group: str, help: str, file: bool = False, argument: bool 
     return Flag(names=names, help=help, group=group, file=file, argument=argument)
 
 
+def one_line_error(exc: ValidationError, names: Mapping[str, str]) -> InputError:
+    """The first error of ``exc`` as one line: the field as ``names`` spells it (the
+    flag users typed; a field not in it by its own name), pydantic's reason and the
+    value given."""
+    err = exc.errors()[0]
+    loc = ".".join(str(part) for part in err["loc"])
+    plain = loc.strip() == loc and loc.isprintable() and len(loc) <= SHOWN_LIMIT
+    name = names.get(loc, loc if plain else shown(loc))
+    msg = clipped(err["msg"].removeprefix("Value error, "))
+    return InputError(f"{name}: {msg} (got {shown(err.get('input'))})")
+
+
 def _count(most: int) -> Any:
     return Field(ge=1, le=most)
 
@@ -61,6 +79,16 @@ class SubmitRequest(BaseModel):
     """What was asked (on a command line, by the service for a replica, from Python)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def checked(cls, fields: Mapping[str, Any]) -> SubmitRequest:
+        """The request ``fields`` ask for; one that does not validate is refused with
+        one line naming the flag (``InputError``) rather than pydantic's
+        ``ValidationError``: the CLI's options and ``Client.plan`` build it so."""
+        try:
+            return cls.model_validate(dict(fields))
+        except ValidationError as exc:
+            raise one_line_error(exc, FLAG_NAMES) from None
 
     model: Annotated[
         str | None,
@@ -285,4 +313,4 @@ def request_flags() -> dict[str, Flag]:
 
 FLAG_NAMES = {name: f.name for name, f in request_flags().items() if not f.argument}
 
-__all__ = ["FLAG_NAMES", "GROUPS", "Flag", "SubmitRequest", "request_flags"]
+__all__ = ["FLAG_NAMES", "GROUPS", "Flag", "SubmitRequest", "one_line_error", "request_flags"]
