@@ -30,6 +30,7 @@ from launchers.spec.request import SubmitRequest
 if TYPE_CHECKING:
     from launchers.observe.cleanup import Decision
     from launchers.plan.launch import LaunchPlan
+    from launchers.spec.config import ServeConfig
     from launchers.submit.slurm import JobHandle
 
 
@@ -56,13 +57,21 @@ class Client(JobFinder):
         """The plan a ``submit`` of ``request`` would run (nothing submitted); a request
         that names no job root plans under this client's. ``request``: a
         ``SubmitRequest`` or its fields (``SubmitRequest.checked``)."""
-        from launchers.input.planner import make_plan
+        from launchers.input.planner import plan_for
+
+        return plan_for(self.config(request))
+
+    def config(self, request: SubmitRequest | Mapping[str, Any]) -> ServeConfig:
+        """``request`` resolved (registry entry, site file, built-in defaults) and
+        checked: what ``plan`` plans, with the typed values the plan renders (its SLURM
+        options: time limit, time-limit warning)."""
+        from launchers.input.planner import make_config
 
         if not isinstance(request, SubmitRequest):
             request = SubmitRequest.checked(request)
         if request.job_root is None:
             request = request.model_copy(update={"job_root": self.job_root})
-        return make_plan(request, self.environ, sys.executable)
+        return make_config(request, self.environ, sys.executable)
 
     def submit(
         self,

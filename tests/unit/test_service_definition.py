@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from launchers.defaults import SLURM_WARNING_SECONDS
+from launchers.errors import InputError
 from launchers.jobdir.paths import ServiceDir
 from launchers.service import store
 from launchers.service.controller import replica_request
-from launchers.service.definition import SERVICE_FORMAT, ServiceSpec
+from launchers.service.definition import SERVICE_FORMAT, ServiceSpec, check_handover
+from launchers.spec.config import SlurmOptions
 from launchers.spec.request import SubmitRequest
 
 V1 = Path(__file__).with_name("golden") / "service.v1.json"
@@ -50,3 +53,29 @@ def test_a_request_with_an_unknown_field_is_not_a_service_file() -> None:
     data["request"]["nodez"] = 2
     with pytest.raises(ValueError, match="nodez"):
         ServiceSpec.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("slurm", "time_flag", "message"),
+    [
+        (SlurmOptions(time="00:20:00"), True,
+         "--handover: 30m does not leave room in the replicas' time limit 00:20:00 (--time) "
+         f"less its {SLURM_WARNING_SECONDS} s time-limit warning (give --handover below "
+         "18m, e.g. --handover 9m, or a longer --time)"),
+        (SlurmOptions(time="00:20:00", signal_seconds=0), False,
+         "--handover: 30m does not leave room in the replicas' time limit 00:20:00 (the "
+         "site's default time) (give --handover below 20m, e.g. --handover 10m, or a "
+         "longer --time)"),
+        (SlurmOptions(time="00:33:00"), True, None),
+        (SlurmOptions(), True, None),  # no time limit known: any handover is taken
+    ],
+)  # fmt: skip
+def test_the_handover_must_come_before_the_typed_time_limit_less_its_warning(
+    slurm: SlurmOptions, time_flag: bool, message: str | None
+) -> None:
+    if message is None:
+        check_handover(1800.0, slurm, time_flag)
+        return
+    with pytest.raises(InputError) as refused:
+        check_handover(1800.0, slurm, time_flag)
+    assert refused.value.one_line() == message

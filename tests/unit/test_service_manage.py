@@ -538,6 +538,27 @@ def test_a_handover_with_room_or_no_known_time_limit_is_taken(
         assert done.exception is None, done.output  # type: ignore[attr-defined]
 
 
+def test_the_handover_check_reads_the_planned_slurm_options_not_the_rendered_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time limit and the warning come from the replica's typed SLURM options: a
+    rendered header without its --time and --signal lines changes nothing."""
+    from launchers.plan import launch
+
+    rendered = launch.sbatch_directives
+
+    def headless(*args: object) -> tuple[tuple[str, str], ...]:
+        return tuple(d for d in rendered(*args) if d[0] not in ("time", "signal"))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(launch, "sbatch_directives", headless)
+    error = refused_up(tmp_path / "jobs", "-t", "00:20:00", "--handover", "30m")
+    assert error.one_line() == (
+        "--handover: 30m does not leave room in the replicas' time limit 00:20:00 "
+        "(--time) less its 120 s time-limit warning (give --handover below 18m, "
+        "e.g. --handover 9m, or a longer --time)"
+    )
+
+
 # --- `service up --dry-run` writes and submits nothing ----------------------------------
 
 

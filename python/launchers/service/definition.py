@@ -31,6 +31,7 @@ from launchers.defaults import (
 from launchers.jobdir.jobfiles import FINAL_STATES, JobFile, Record
 from launchers.jobdir.paths import JobRoot
 from launchers.observe.status import SLURM_LIVE
+from launchers.spec.config import SlurmOptions
 from launchers.spec.fields import MAX_PARALLEL
 from launchers.spec.request import SubmitRequest
 
@@ -75,25 +76,22 @@ def _minutes_text(seconds: float) -> str:
     return f"{int(seconds // 60)}m" if seconds >= 60 else f"{int(seconds)}s"
 
 
-def check_handover(
-    handover_seconds: float, sbatch: tuple[tuple[str, str], ...], time_flag: bool
-) -> None:
+def check_handover(handover_seconds: float, slurm: SlurmOptions, time_flag: bool) -> None:
     """Refuse a ``--handover`` that leaves no room (README's rule): a successor is
     submitted that long before a replica's time limit, which must come before the
     time-limit warning, else every replica would get a successor once READY. The limit
-    and the warning are the planned replica's ``#SBATCH`` lines (``sbatch``: --time,
-    else the site's default, else none known: then any handover is taken);
-    ``time_flag``: the limit is the user's --time (else the site's)."""
+    and the warning are the planned replica's SLURM options (``slurm.time``: --time,
+    else the site's default, else none known: then any handover is taken; the warning
+    ``slurm.signal_seconds``, ``defaults.SLURM_WARNING_SECONDS``); ``time_flag``: the
+    limit is the user's --time (else the site's)."""
     from launchers.errors import InputError
 
-    directives = dict(sbatch)
-    limit = directives.get("time")
+    limit = slurm.time
     if limit is None:
         return
     from launchers.spec import slurmtime
 
-    signal = directives.get("signal", "")
-    warning = int(signal.rpartition("@")[2]) if signal else 0
+    warning = slurm.signal_seconds
     room = slurmtime.minutes(limit) * 60 - warning
     if handover_seconds < room:
         return

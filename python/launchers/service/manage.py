@@ -27,6 +27,7 @@ from launchers.client import Client
 from launchers.defaults import FRONT_LOG_LINES, SERVICE_DOWN_TIMEOUT
 from launchers.errors import FrontEnded, InputError, RuntimeFailure, SubmitError
 from launchers.input import probe as node_probe
+from launchers.input.planner import plan_for
 from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import read_private_text
 from launchers.observe.job import direct_openai
@@ -431,8 +432,9 @@ class Services:
                 )
         request = request.model_copy(update={"job_root": self.client.job_root})
         # Bad input fails here, before anything is written: plan one replica.
-        probe = self.client.plan(request.model_copy(update={"no_api_key": True}))
-        check_handover(settings.handover_seconds, probe.sbatch, request.time is not None)
+        config = self.client.config(request.model_copy(update={"no_api_key": True}))
+        probe = plan_for(config)
+        check_handover(settings.handover_seconds, config.slurm, request.time is not None)
         check_front_python(sys.executable if settings.front == "here" else probe.python)
         return ServiceSpec(
             name=name, request=request, python=probe.python,
