@@ -157,60 +157,61 @@ BAD_FLAGS = [
     pytest.param(
         "submit -m a/b --tp 8 --nodes 2 --gpus-per-node 4",
         {},
-        "Error: tp: TP=8 is larger than the 4 GPUs of one node (use --tp 4 --pp 2, or "
+        "Error: --tp 8: larger than the 4 GPUs of one node (use --tp 4 --pp 2, or "
         "--allow-cross-node-tp if the nodes share InfiniBand/RoCE)",
         id="cross-node-tp",
     ),
     pytest.param(
         "submit -m a/b --tp 4 --pp 3 --nodes 4 -G 3 --allow-cross-node-tp",
         {},
-        "Error: tp: cross-node TP=4 must be a multiple of the 3 GPUs per node (use a TP that "
-        "is a multiple of 3, or --tp 3 with PP across the nodes)",
+        "Error: --tp 4: tensor parallel across nodes must be a multiple of the 3 GPUs per "
+        "node (use a TP that is a multiple of 3, or --tp 3 with PP across the nodes)",
         id="cross-node-tp-not-a-multiple",
     ),
     pytest.param(
         "submit -m a/b --tp 2 --dp 3 --nodes 2 -G 3",
         {},
-        "Error: tp: TP=2 does not divide the 3 GPUs of a node (choose a TP that divides "
+        "Error: --tp 2: does not divide the 3 GPUs of a node (choose a TP that divides "
         "GPUs per node)",
         id="tp-not-dividing-node",
     ),
     pytest.param(
         "submit -m a/b --pp 2 --dp 3 --nodes 2 -G 3",
         {},
-        "Error: dp: DP=3 cannot be spread evenly over 2 nodes (use a DP that is a multiple of 2)",
+        "Error: --dp 3: cannot be spread evenly over 2 nodes (use a DP that is a multiple of 2)",
         id="dp-uneven",
     ),
     pytest.param(
         "submit -m llama-3.2-3b-instruct --ep",
         {},
-        "Error: ep: expert parallel needs DP or TP > 1 to have something to spread "
+        "Error: --ep: expert parallel needs DP or TP > 1 to have something to spread "
         "experts over (add --dp N (usually one rank per GPU))",
         id="ep-alone",
     ),
     pytest.param(
         "submit -m {model} --tp 8",
         {},
-        "Error: tp: 4 attention heads cannot be split TP=8 ways (use --tp 4 (divides "
-        "both the heads and the GPUs per node))",
+        "Error: --tp 8: the model's 4 attention heads cannot be split 8 ways (use --tp 4 "
+        "(divides both the heads and the GPUs per node))",
         id="tp-vs-heads",
     ),
     pytest.param(
         "submit -m {kv4} --tp 3 --gpus-per-node 3",
         {},
-        "Error: tp: 4 KV heads cannot be split TP=3 ways (use a TP that divides the KV heads)",
+        "Error: --tp 3: the model's 4 KV heads cannot be split 3 ways (use a TP that divides "
+        "the KV heads)",
         id="tp-vs-kv-heads",
     ),
     pytest.param(
         "submit -m {model} --pp 3",
         {},
-        "Error: pp: PP=3 is more than the model's 2 layers (use --pp 2 or fewer)",
+        "Error: --pp 3: more than the model's 2 layers (use --pp 2 or fewer)",
         id="pp-vs-layers",
     ),
     pytest.param(
         "submit -m {model} --dp 2 --ep",
         {},
-        "Error: ep: expert parallel needs an MoE model; llama has no experts (drop --ep)",
+        "Error: --ep: expert parallel needs an MoE model; llama has no experts (drop --ep)",
         id="ep-dense-model",
     ),
     pytest.param(

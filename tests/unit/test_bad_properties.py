@@ -86,7 +86,7 @@ def test_layout_is_valid_or_one_clear_error(
         layout, reason = resolve_layout(req, arch)
         check_layout(layout, arch)
     except InputError as exc:
-        assert_one_line_input_error(exc, ("layout: ", "tp: ", "pp: ", "dp: ", "ep: "))
+        assert_one_line_input_error(exc, ("layout: ", "TP=", "PP=", "DP=", "EP: "))
         return
     assert reason
     assert layout.world_size == layout.total_gpus == layout.nodes * layout.gpus_per_node

@@ -159,34 +159,34 @@ def test_resolve_fills_the_allocation(req: LayoutRequest, want: tuple[int, int])
         (
             lay(tp=8, pp=1, nodes=1, gpus_per_node=8),
             {**LLAMA_8B, "num_attention_heads": 12},
-            "tp: 12 attention heads cannot be split TP=8 ways (use --tp 4 (divides both the heads "
-            "and the GPUs per node))",
+            "TP=8: the model's 12 attention heads cannot be split 8 ways (use --tp 4 (divides "
+            "both the heads and the GPUs per node))",
         ),
         (
             lay(tp=4, pp=4, nodes=4, gpus_per_node=4),
             {**LLAMA_8B, "num_hidden_layers": 2},
-            "pp: PP=4 is more than the model's 2 layers (use --pp 2 or fewer)",
+            "PP=4: more than the model's 2 layers (use --pp 2 or fewer)",
         ),
         (
             lay(tp=1, dp=8, ep=True, nodes=1, gpus_per_node=8),
             LLAMA_8B,
-            "ep: expert parallel needs an MoE model; llama has no experts (drop --ep)",
+            "EP: expert parallel needs an MoE model; llama has no experts (drop --ep)",
         ),
         (
             lay(tp=1, ep=True, nodes=1, gpus_per_node=1),
             None,
-            "ep: expert parallel needs DP or TP > 1",
+            "EP: expert parallel needs DP or TP > 1",
         ),
         (
             lay(tp=3, nodes=1, gpus_per_node=3, pp=1),
             {**LLAMA_8B, "num_attention_heads": 6, "num_key_value_heads": 2},
-            "tp: TP=3 is not a multiple of the model's 2 KV heads",
+            "TP=3: not a multiple of the model's 2 KV heads",
         ),
         (lay(tp=1, dp=3, nodes=3, gpus_per_node=1), None, None),
         (
             lay(tp=2, dp=3, nodes=2, gpus_per_node=3),
             None,
-            "tp: TP=2 does not divide the 3 GPUs of a node",
+            "TP=2: does not divide the 3 GPUs of a node",
         ),
     ],
 )
@@ -208,7 +208,7 @@ def test_check_layout_errors(
 
 
 def test_dp_must_spread_evenly() -> None:
-    with pytest.raises(LayoutError, match="DP=3 cannot be spread evenly over 2 nodes"):
+    with pytest.raises(LayoutError, match="DP=3: cannot be spread evenly over 2 nodes"):
         check_layout(lay(tp=1, pp=2, dp=3, nodes=2, gpus_per_node=3), None)
 
 
@@ -309,7 +309,7 @@ def test_check_layout_accepts_only_full_allocations(
     try:
         check_layout(layout, None)
     except LayoutError as exc:
-        assert str(exc).split(":")[0] in {"layout", "tp", "dp"}
+        assert str(exc).split(":")[0] in {"layout", f"TP={tp}", f"DP={dp}"}
     else:
         assert tp * pp * dp == nodes * gpn
         assert tp <= gpn and gpn % tp == 0
@@ -320,18 +320,18 @@ def test_check_layout_accepts_only_full_allocations(
 ENTRY_SHAPE_REFUSED = [
     pytest.param(
         ["-m", "llama-3.2-3b-instruct", "--tp", "16"],
-        "Error: tp: 24 attention heads cannot be split TP=16 ways (use --tp 8 (divides both "
-        "the heads and the GPUs per node))",
+        "Error: --tp 16: the model's 24 attention heads cannot be split 16 ways (use --tp 8 "
+        "(divides both the heads and the GPUs per node))",
         id="tp-by-heads",
     ),
     pytest.param(
         ["-m", "llama-3.2-3b-instruct", "--pp", "32", "-N", "32", "-G", "1"],
-        "Error: pp: PP=32 is more than the model's 28 layers (use --pp 28 or fewer)",
+        "Error: --pp 32: more than the model's 28 layers (use --pp 28 or fewer)",
         id="pp-by-layers",
     ),
     pytest.param(
         ["-m", "llama-3.1-8b-instruct", "--dp", "2", "--ep", "-G", "2"],
-        "Error: ep: expert parallel needs an MoE model; meta-llama/Llama-3.1-8B-Instruct has "
+        "Error: --ep: expert parallel needs an MoE model; meta-llama/Llama-3.1-8B-Instruct has "
         "no experts (drop --ep)",
         id="ep-by-experts",
     ),
@@ -412,3 +412,49 @@ def test_gpus_per_node_said_or_implied_gives_no_warning(
     assert code == 0, err
     assert layout in out
     assert "--gpus-per-node not given" not in out
+
+
+# -- A layout error names each size as it was set: the option typed, the registry
+# entry's field, else its value (vllm-hpc chose it from the allocation).
+WHO_SET_IT = [
+    pytest.param(
+        ["-m", "x", "--tp", "16", "-N", "2", "-G", "8"],
+        "Error: --tp 16: larger than the 8 GPUs of one node (use --tp 8 --pp 2, or "
+        "--allow-cross-node-tp if the nodes share InfiniBand/RoCE)",
+        id="flag",
+    ),
+    pytest.param(
+        ["-m", "x"],
+        "Error: tensor_parallel_size 16 (registry entry 'x'): larger than the 8 GPUs of one "
+        "node (use --tp 8 --pp 2, or --allow-cross-node-tp if the nodes share InfiniBand/RoCE)",
+        id="registry",
+    ),
+    pytest.param(
+        ["-m", "moe", "-G", "1"],
+        "Error: enable_expert_parallel (registry entry 'moe'): expert parallel needs DP or "
+        "TP > 1 to have something to spread experts over (add --dp N (usually one rank per "
+        "GPU))",
+        id="registry-ep",
+    ),
+    pytest.param(
+        ["-m", "{model}", "-N", "4", "-G", "1"],
+        "Error: PP=4: more than the model's 2 layers (use --pp 2 or fewer)",
+        id="chosen",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), WHO_SET_IT)
+def test_a_layout_error_names_the_size_as_it_was_set(
+    argv: list[str], expected: str, tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    model = str(tiny_model())  # 4 heads, 2 layers, no registry entry: a chosen layout
+    argv = [model if word == "{model}" else word for word in argv]
+    registry = tmp_path / "models.yaml"
+    registry.write_text(
+        "models:\n"
+        "  x:\n    model: a/b\n    tensor_parallel_size: 16\n    nodes: 2\n    gpus_per_node: 8\n"
+        "  moe:\n    model: c/d\n    enable_expert_parallel: true\n"
+    )
+    argv = [*argv, "--registry", str(registry), "--dry-run"]
+    assert_one_clear_line(*run(["submit", *argv]), expected)

@@ -35,6 +35,7 @@ from launchers.jobdir.safe import read_private_text
 from launchers.plan import commands
 from launchers.plan.commands import NODE_IP, check_all2all, parse_version
 from launchers.plan.layout import (
+    LayoutNames,
     LayoutRequest,
     assumed_allocation,
     check_layout,
@@ -388,7 +389,39 @@ def _layout(
     )
     origin = "from --tp/--pp/--dp" if from_cli else f"from the registry entry {name!r}"
     layout, reason = resolve_layout(layout_req, arch, origin)
-    return layout, reason, assumed_allocation(layout_req, layout) + check_layout(layout, arch)
+    names = _layout_names(req, name, spec, layout, from_cli)
+    warnings = check_layout(layout, arch, names)
+    return layout, reason, assumed_allocation(layout_req, layout) + warnings
+
+
+def _layout_names(
+    req: SubmitRequest, name: str, spec: ModelSpec, layout: ParallelLayout, from_cli: bool
+) -> LayoutNames:
+    """How the layout's errors name each size: the option the user set (``--tp 16``),
+    the registry entry's field, else its value (vllm-hpc chose it)."""
+    by_value = LayoutNames.of(layout)
+    entry = f"(registry entry {name!r})"
+
+    def named(given: int | None, flag: str, key: str, listed: int | None, value: str) -> str:
+        if from_cli:
+            return value if given is None else f"{flag} {given}"
+        return value if listed is None else f"{key} {listed} {entry}"
+
+    if req.ep is not None:
+        ep = FLAG_NAMES["ep"]
+    elif spec.enable_expert_parallel:
+        ep = f"enable_expert_parallel {entry}"
+    else:
+        ep = by_value.ep
+    return LayoutNames(
+        tp=named(req.tp, FLAG_NAMES["tp"], "tensor_parallel_size", spec.tensor_parallel_size,
+                 by_value.tp),
+        pp=named(req.pp, FLAG_NAMES["pp"], "pipeline_parallel_size",
+                 spec.pipeline_parallel_size, by_value.pp),
+        dp=named(req.dp, FLAG_NAMES["dp"], "data_parallel_size", spec.data_parallel_size,
+                 by_value.dp),
+        ep=ep,
+    )  # fmt: skip
 
 
 def _memory(

@@ -197,12 +197,33 @@ def _allocation(
     return math.ceil(world / site), site
 
 
-def check_layout(layout: ParallelLayout, arch: ModelShape | None) -> list[str]:
+@dataclass(frozen=True)
+class LayoutNames:
+    """How a layout error names each size: as it was set (the option a user typed,
+    ``--tp 16``; a registry entry's field), else by its value (``TP=16``: vllm-hpc
+    chose it, or the caller does not say where it came from)."""
+
+    tp: str
+    pp: str
+    dp: str
+    ep: str
+
+    @classmethod
+    def of(cls, layout: ParallelLayout) -> LayoutNames:
+        """Each size by its value alone."""
+        return cls(tp=f"TP={layout.tp}", pp=f"PP={layout.pp}", dp=f"DP={layout.dp}", ep="EP")
+
+
+def check_layout(
+    layout: ParallelLayout, arch: ModelShape | None, names: LayoutNames | None = None
+) -> list[str]:
     """Raise LayoutError for a layout that cannot run; return warnings for risky ones.
-    ``arch``: the model's shape (a local config.json's, else its registry entry's)."""
+    ``arch``: the model's shape (a local config.json's, else its registry entry's);
+    ``names``: how the errors name the sizes (default: by their values)."""
+    names = names or LayoutNames.of(layout)
     _check_world(layout)
-    warnings = _check_tp_placement(layout)
-    _check_dp_ep(layout)
+    warnings = _check_tp_placement(layout, names)
+    _check_dp_ep(layout, names)
     if arch is None:
         if layout.ep:
             warnings.append(
@@ -210,7 +231,7 @@ def check_layout(layout: ParallelLayout, arch: ModelShape | None) -> list[str]:
                 "(a registry entry with num_experts would say)"
             )
         return warnings
-    return warnings + _check_against_model(layout, arch)
+    return warnings + _check_against_model(layout, arch, names)
 
 
 def _check_world(layout: ParallelLayout) -> None:
@@ -233,19 +254,19 @@ def _check_world(layout: ParallelLayout) -> None:
         )
 
 
-def _check_tp_placement(layout: ParallelLayout) -> list[str]:
+def _check_tp_placement(layout: ParallelLayout, names: LayoutNames) -> list[str]:
     """TP inside a node (it divides the node's GPUs), or across nodes when allowed."""
     warnings: list[str] = []
     if layout.tp > layout.gpus_per_node:
         if not layout.allow_cross_node_tp:
             raise LayoutError(
-                f"tp: TP={layout.tp} is larger than the {layout.gpus_per_node} GPUs of one node",
+                f"{names.tp}: larger than the {layout.gpus_per_node} GPUs of one node",
                 fix=f"use --tp {layout.gpus_per_node} --pp {layout.nodes}, or "
                 "--allow-cross-node-tp if the nodes share InfiniBand/RoCE",
             )
         if layout.tp % layout.gpus_per_node != 0:
             raise LayoutError(
-                f"tp: cross-node TP={layout.tp} must be a multiple of the "
+                f"{names.tp}: tensor parallel across nodes must be a multiple of the "
                 f"{layout.gpus_per_node} GPUs per node",
                 fix=f"use a TP that is a multiple of {layout.gpus_per_node}, or "
                 f"--tp {layout.gpus_per_node} with PP across the nodes",
@@ -256,26 +277,27 @@ def _check_tp_placement(layout: ParallelLayout) -> list[str]:
         )
     elif layout.gpus_per_node % layout.tp != 0:
         raise LayoutError(
-            f"tp: TP={layout.tp} does not divide the {layout.gpus_per_node} GPUs of a node",
+            f"{names.tp}: does not divide the {layout.gpus_per_node} GPUs of a node",
             fix="choose a TP that divides GPUs per node",
         )
     return warnings
 
 
-def _check_dp_ep(layout: ParallelLayout) -> None:
+def _check_dp_ep(layout: ParallelLayout, names: LayoutNames) -> None:
     if layout.dp > 1 and layout.nodes > 1 and layout.dp % layout.nodes != 0:
         raise LayoutError(
-            f"dp: DP={layout.dp} cannot be spread evenly over {layout.nodes} nodes",
+            f"{names.dp}: cannot be spread evenly over {layout.nodes} nodes",
             fix=f"use a DP that is a multiple of {layout.nodes}",
         )
     if layout.ep and layout.dp * layout.tp < 2:
         raise LayoutError(
-            "ep: expert parallel needs DP or TP > 1 to have something to spread experts over",
+            f"{names.ep}: expert parallel needs DP or TP > 1 to have something to spread "
+            "experts over",
             fix="add --dp N (usually one rank per GPU)",
         )
 
 
-def _check_against_model(layout: ParallelLayout, arch: ModelShape) -> list[str]:
+def _check_against_model(layout: ParallelLayout, arch: ModelShape, names: LayoutNames) -> list[str]:
     """The split fits the model: heads, KV heads, layers, experts."""
     warnings: list[str] = []
     if arch.num_attention_heads % layout.tp != 0:
@@ -285,30 +307,31 @@ def _check_against_model(layout: ParallelLayout, arch: ModelShape) -> list[str]:
             if arch.num_attention_heads % d == 0 and layout.gpus_per_node % d == 0
         ]
         raise LayoutError(
-            f"tp: {arch.num_attention_heads} attention heads cannot be split TP={layout.tp} ways",
+            f"{names.tp}: the model's {arch.num_attention_heads} attention heads cannot be "
+            f"split {layout.tp} ways",
             fix=f"use --tp {fits[-1]} (divides both the heads and the GPUs per node)",
         )
     kv = arch.num_key_value_heads
     if kv >= layout.tp and kv % layout.tp != 0:
         raise LayoutError(
-            f"tp: {kv} KV heads cannot be split TP={layout.tp} ways",
+            f"{names.tp}: the model's {kv} KV heads cannot be split {layout.tp} ways",
             fix="use a TP that divides the KV heads",
         )
     if kv < layout.tp:
         if layout.tp % kv != 0:
             raise LayoutError(
-                f"tp: TP={layout.tp} is not a multiple of the model's {kv} KV heads",
+                f"{names.tp}: not a multiple of the model's {kv} KV heads",
                 fix=f"use --tp {kv} or a multiple of it",
             )
         warnings.append(f"{kv} KV heads are replicated {layout.tp // kv}x at TP={layout.tp}")
     if layout.pp > arch.num_hidden_layers:
         raise LayoutError(
-            f"pp: PP={layout.pp} is more than the model's {arch.num_hidden_layers} layers",
+            f"{names.pp}: more than the model's {arch.num_hidden_layers} layers",
             fix=f"use --pp {arch.num_hidden_layers} or fewer",
         )
     if layout.ep and not arch.is_moe:
         raise LayoutError(
-            f"ep: expert parallel needs an MoE model; {arch.model_type} has no experts",
+            f"{names.ep}: expert parallel needs an MoE model; {arch.model_type} has no experts",
             fix="drop --ep",
         )
     return warnings
