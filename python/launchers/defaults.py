@@ -126,3 +126,29 @@ FRONT_UPSTREAM_CONNECTIONS = 1024
 FRONT_LOG_LINES_PER_PEER = 5
 FRONT_LOG_LINES_TOTAL = 30
 FRONT_LOG_WINDOW = 60.0
+
+# `vllm-hpc render ray-cluster` and `render swarm`: the images' host-side directories
+# (the Hugging Face cache and the job root a node's containers share with the host) and
+# /dev/shm, as the compose render's .env.example and --shm-size have them.
+RENDER_HF_CACHE_DIR = "/var/cache/huggingface"
+RENDER_JOB_ROOT = "/var/lib/vllm-hpc/jobs"
+RENDER_SHM_SIZE = "16gb"
+# `render ray-cluster`: the provider, the SSH user `ray up` logs in as, and per cloud its
+# region (and zone) and the instance type of each node by GPUs per node (a GPU count with
+# no entry needs --instance-type).
+RAY_CLUSTER_PROVIDER = "local"
+RAY_CLUSTER_SSH_USER = "ubuntu"
+RAY_CLUSTER_REGIONS = {"aws": "us-west-2", "gcp": "us-central1"}
+RAY_CLUSTER_GCP_ZONE = "us-central1-a"
+RAY_CLUSTER_INSTANCE_TYPES = {
+    # NVIDIA A10G (g5) and A100 (p4d) instances.
+    "aws": {1: "g5.xlarge", 4: "g5.12xlarge", 8: "p4d.24xlarge"},
+    # A100 40GB machines (the GPUs come with the machine type).
+    "gcp": {1: "a2-highgpu-1g", 2: "a2-highgpu-2g", 4: "a2-highgpu-4g", 8: "a2-highgpu-8g"},
+}
+# The boot disk of a GCP node: a Deep Learning VM image family with the NVIDIA driver.
+RAY_CLUSTER_GCP_IMAGE = (
+    "projects/deeplearning-platform-release/global/images/family/"
+    "common-cu128-ubuntu-2204-nvidia-570"
+)
+RAY_CLUSTER_DISK_GB = 500

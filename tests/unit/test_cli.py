@@ -185,9 +185,13 @@ def test_the_dry_run_says_what_slurm_is_asked_for_first_and_what_to_do_last() ->
         "  slurm     partition gpu, account (your default), QOS high, "
         "time (the partition's default)"
     ) in lines[2:8]  # near the top: in the summary, beside the layout
-    assert lines[-2:] == ["", "drop --dry-run to submit"]
+    assert lines[-3:] == [
+        "",
+        "drop --dry-run to submit; or, with the same options, write it for another launcher:",
+        "  vllm-hpc render sbatch|k8s|compose|ray-cluster|swarm",
+    ]
     script = lines.index("The sbatch script (given to sbatch as it is)")
-    assert lines[script - 1] == lines[script + 1] == lines[-3] == "=" * 72
+    assert lines[script - 1] == lines[script + 1] == lines[-4] == "=" * 72
     assert lines.index("#SBATCH --partition=gpu") > script  # the whole script is last
     assert "Node 0 (leader)" in lines[:script]
 

@@ -21,6 +21,8 @@ PLANNING = [
     ["render", "sbatch"],
     ["render", "k8s"],
     ["render", "compose"],
+    ["render", "ray-cluster"],
+    ["render", "swarm"],
     ["doctor"],
     ["service", "up"],
 ]

@@ -1,10 +1,11 @@
-"""Hostile values in the Kubernetes and compose renders.
+"""Hostile values in the Kubernetes, compose, Ray cluster and Swarm renders.
 
 Each value is either refused with the exact one-line message (exit 2 through the CLI),
 or rendered so that the tool reading the file gets back exactly the input: the YAML is
 parsed back with ``yaml.safe_load``, then Kubernetes' ``$(VAR)`` expansion, compose's
-``$VAR``/``${VAR}`` interpolation or compose's ``.env`` parser is applied (emulated
-below, with every variable defined) and the result must equal the input. Ray token
+(and ``docker stack deploy``'s) ``$VAR``/``${VAR}`` interpolation, compose's ``.env``
+parser or the shell that runs a Ray cluster file's commands is applied (emulated below,
+with every variable defined) and the result must equal the input. Ray token
 auth is on every container that starts Ray, and no secret value is in any render.
 """
 
@@ -23,6 +24,8 @@ from launchers.plan.launch import LaunchPlan
 from launchers.render.checks import show
 from launchers.render.compose import render_compose, render_compose_files, render_env_example
 from launchers.render.k8s import STATEFULSET_SCRIPT, render_k8s
+from launchers.render.ray_cluster import RayClusterOptions, render_ray_cluster
+from launchers.render.swarm import render_swarm
 
 from .conftest import assert_one_clear_line
 from .helpers.cli import run
@@ -84,6 +87,65 @@ def dotenv_read(line: str) -> tuple[str, str]:
         assert value[end + 1 :] == "", line
         return key, value[1:end]
     return key, compose_interpolate(value.split("#")[0].rstrip())
+
+
+def shell_words(line: str) -> list[str]:  # noqa: PLR0912 - one branch per kind of char
+    """The words bash makes of ``line`` (quotes, backslashes, blanks), with every ``$``
+    outside single quotes marked ``EXPANDED`` (a variable, whatever follows)."""
+    words: list[str] = []
+    word: list[str] | None = None
+    quote = ""
+    i = 0
+    while i < len(line):
+        char = line[i]
+        if quote == "'":
+            if char == "'":
+                quote = ""
+            else:
+                word = [*(word or []), char]
+        elif char == "$":
+            word = [*(word or []), "EXPANDED"]
+        elif quote == '"':
+            if char == '"':
+                quote = ""
+            elif char == "\\" and i + 1 < len(line) and line[i + 1] in '$`"\\':
+                word = [*(word or []), line[i + 1]]
+                i += 1
+            else:
+                word = [*(word or []), char]
+        elif char in "'\"":
+            quote, word = char, word or []
+        elif char == "\\" and i + 1 < len(line):
+            word = [*(word or []), line[i + 1]]
+            i += 1
+        elif char in " \t":
+            if word is not None:
+                words.append("".join(word))
+            word = None
+        else:
+            word = [*(word or []), char]
+        i += 1
+    assert not quote, line
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
+LOCAL = RayClusterOptions(head_ip="10.0.0.1", worker_ips=("10.0.0.2",))
+
+
+def ray_cluster(launch: LaunchPlan) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(render_ray_cluster(launch, LOCAL))
+    return doc
+
+
+def ray_leader_words(launch: LaunchPlan) -> list[str]:
+    return shell_words(ray_cluster(launch)["head_start_ray_commands"][-1])
+
+
+def swarm_services(launch: LaunchPlan) -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load(render_swarm(launch))["services"]
+    return services
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -211,6 +273,29 @@ def test_compose_model_is_read_back_exactly(big: LaunchPlan, model: str) -> None
             yaml.safe_load(text)
 
 
+@pytest.mark.parametrize("model", SAFE_MODELS)
+def test_ray_cluster_and_swarm_model_is_read_back_exactly(big: LaunchPlan, model: str) -> None:
+    launch = big.model_copy(update={"name": model})
+    text = render_ray_cluster(launch, LOCAL)
+    assert all(line.startswith("# ") for line in header(text))
+    assert f"--model={model}" in ray_leader_words(launch)
+    head = swarm_services(launch)["head"]
+    arg = next(a for a in head["command"] if a.startswith("--model="))
+    assert compose_interpolate(arg) == f"--model={model}"
+    assert all(line.startswith("# ") for line in header(render_swarm(launch)))
+
+
+def test_shell_words_sees_what_is_expanded() -> None:
+    # the emulation the Ray cluster tests rely on: unquoted and double-quoted $ expand
+    assert shell_words("a 'b $X' \"c $Y\" $Z d\\ e") == [
+        "a",
+        "b $X",
+        "c EXPANDEDY",
+        "EXPANDEDZ",
+        "d e",
+    ]
+
+
 @pytest.mark.parametrize(("model", "expected"), REFUSED_MODELS)
 def test_bad_model_is_refused_by_both(big: LaunchPlan, model: str, expected: str) -> None:
     launch = big.model_copy(update={"name": model})
@@ -219,6 +304,8 @@ def test_bad_model_is_refused_by_both(big: LaunchPlan, model: str, expected: str
         lambda: render_k8s(launch, kind="statefulset"),
         lambda: render_compose(launch, "head"),
         lambda: render_env_example(launch),
+        lambda: render_ray_cluster(launch, LOCAL),
+        lambda: render_swarm(launch),
     ):
         message = one_line(render)
         assert message.startswith(expected), message
@@ -284,6 +371,10 @@ def test_env_value_is_read_back_exactly(big: LaunchPlan, value: str) -> None:
         rendered = service["environment"]["FOO"]
         assert rendered == value.replace("$", "$$")
         assert compose_interpolate(rendered) == value
+    for service in swarm_services(launch).values():
+        assert compose_interpolate(service["environment"]["FOO"]) == value
+    options = [shell_words(o) for o in ray_cluster(launch)["docker"]["run_options"]]
+    assert [f"--env=FOO={value}"] in options
 
 
 REFUSED_ENV = [
@@ -326,6 +417,8 @@ def test_bad_env_is_refused_by_both(big: LaunchPlan, env: dict[str, str], expect
         lambda: render_k8s(launch, kind="statefulset"),
         lambda: render_compose(launch, "head"),
         lambda: render_compose(launch, "worker"),
+        lambda: render_ray_cluster(launch, LOCAL),
+        lambda: render_swarm(launch),
     ):
         message = one_line(render)
         assert message.startswith(expected), message

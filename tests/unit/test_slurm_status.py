@@ -337,3 +337,19 @@ def test_the_wait_line_says_why_a_job_is_pending() -> None:
         "(Resources: it is next, waiting for nodes to free up)"
     )
     assert combine("1", "PENDING", "PENDING", None).message == "waiting for an allocation (PENDING)"
+
+
+@pytest.mark.parametrize("job_id", ["manual-20250101-120000", "dp-0a0b-8000", "local-12"])
+def test_a_job_outside_slurm_is_not_asked_of_slurm(
+    monkeypatch: pytest.MonkeyPatch, job_id: str
+) -> None:
+    # The wrapper outside SLURM (a Ray cluster, compose): status reads its leader alone.
+    from launchers.observe import job as observed
+
+    def no_slurm(job_id: str) -> tuple[str | None, str]:
+        raise AssertionError(f"SLURM asked about {job_id}")
+
+    monkeypatch.setattr(slurmctl, "job_state", no_slurm)
+    assert observed._slurm_state(job_id) == ("RUNNING", "local")
+    with pytest.raises(AssertionError, match="SLURM asked about 42"):
+        observed._slurm_state("42")

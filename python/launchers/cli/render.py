@@ -1,4 +1,4 @@
-"""``vllm-hpc render k8s`` and ``vllm-hpc render compose``.
+"""``vllm-hpc render k8s``, ``compose``, ``ray-cluster`` and ``swarm``.
 
 They take exactly the options of ``submit`` (``cli/options.py``) and plan the same way;
 ``cli/__init__.py`` registers them under its ``render`` group and maps their errors to
@@ -14,6 +14,13 @@ import click
 from launchers.cli.options import RequestCommand, plan_of, request_options
 from launchers.cli.output import write_file
 from launchers.cli.submit import sealed
+from launchers.defaults import (
+    RAY_CLUSTER_PROVIDER,
+    RAY_CLUSTER_SSH_USER,
+    RENDER_HF_CACHE_DIR,
+    RENDER_JOB_ROOT,
+    RENDER_SHM_SIZE,
+)
 from launchers.spec.request import SubmitRequest
 
 DEFAULT_IMAGE_HELP = "Image with vllm-hpc (containers/docker/Dockerfile); default vllm-hpc:VERSION."
@@ -157,6 +164,121 @@ def compose_cmd(
         click.echo(text, nl=False)
 
 
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        _write(Path(output), text, "--output")
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command("ray-cluster", cls=RequestCommand, heading="Ray cluster", model_argument=True)
+@request_options
+@click.option(
+    "--provider",
+    type=click.Choice(["local", "aws", "gcp"]),
+    default=RAY_CLUSTER_PROVIDER,
+    show_default=True,
+    help="Where the nodes are: your hosts over SSH (local), or made on AWS or GCP.",
+)
+@click.option("--head-ip", help="local: the head node's address.")
+@click.option("--worker-ips", help="local: the workers' addresses, comma-separated.")
+@click.option("--ssh-user", default=RAY_CLUSTER_SSH_USER, show_default=True)
+@click.option("--ssh-private-key", help="The SSH key ray up logs in with.")
+@click.option("--region", help="aws/gcp: the region (default us-west-2 / us-central1).")
+@click.option("--zone", help="gcp: the zone (default us-central1-a).")
+@click.option("--project-id", help="gcp: the project.")
+@click.option("--instance-type", help="aws/gcp: every node's type (default: by GPUs per node).")
+@click.option("--image", help=DEFAULT_IMAGE_HELP)
+@click.option("--shm-size", default=RENDER_SHM_SIZE, show_default=True, help="/dev/shm size.")
+@click.option(
+    "--rdma/--no-rdma",
+    default=True,
+    show_default=True,
+    help="Pass /dev/infiniband and IPC_LOCK in (InfiniBand/RoCE hosts).",
+)
+@click.option("--hf-cache-dir", default=RENDER_HF_CACHE_DIR, show_default=True)
+@click.option("--job-root-dir", default=RENDER_JOB_ROOT, show_default=True)
+@click.option("--name", "cluster_name", help="The Ray cluster's name (default: the job name).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
+def ray_cluster_cmd(
+    provider: str,
+    head_ip: str | None,
+    worker_ips: str | None,
+    ssh_user: str,
+    ssh_private_key: str | None,
+    region: str | None,
+    zone: str | None,
+    project_id: str | None,
+    instance_type: str | None,
+    image: str | None,
+    shm_size: str,
+    rdma: bool,
+    hf_cache_dir: str,
+    job_root_dir: str,
+    cluster_name: str | None,
+    output: str | None,
+    request: SubmitRequest,
+) -> None:
+    """A Ray cluster launcher file for `ray up` (same options as `submit`)."""
+    from launchers.render.k8s import DEFAULT_IMAGE
+    from launchers.render.ray_cluster import RayClusterOptions, render_ray_cluster
+
+    plan = plan_of(request.model_copy(update={"in_image": True}))
+    ips = tuple(ip.strip() for ip in worker_ips.split(",")) if worker_ips else ()
+    options = RayClusterOptions(
+        provider="aws" if provider == "aws" else "gcp" if provider == "gcp" else "local",
+        head_ip=head_ip,
+        worker_ips=ips,
+        ssh_user=ssh_user,
+        ssh_private_key=ssh_private_key,
+        region=region,
+        zone=zone,
+        project_id=project_id,
+        instance_type=instance_type,
+        image=image or DEFAULT_IMAGE,
+        shm_size=shm_size,
+        rdma=rdma,
+        hf_cache_dir=hf_cache_dir,
+        job_root=job_root_dir,
+    )
+    _emit(render_ray_cluster(plan, options, name=cluster_name), output)
+
+
+@click.command("swarm", cls=RequestCommand, heading="Swarm", model_argument=True)
+@request_options
+@click.option("--image", help=DEFAULT_IMAGE_HELP)
+@click.option("--shm-size", default=RENDER_SHM_SIZE, show_default=True, help="/dev/shm size.")
+@click.option("--stack", help="The stack's name (default: the job name).")
+@click.option(
+    "--ray-token-secret", help="Swarm secret with the Ray token (default: STACK-ray-token)."
+)
+@click.option("--api-key-secret", help="Swarm secret with the API key (default: STACK-api-key).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
+def swarm_cmd(
+    image: str | None,
+    shm_size: str,
+    stack: str | None,
+    ray_token_secret: str | None,
+    api_key_secret: str | None,
+    output: str | None,
+    request: SubmitRequest,
+) -> None:
+    """A Docker Swarm stack file for `docker stack deploy` (same options as `submit`)."""
+    from launchers.render.k8s import DEFAULT_IMAGE
+    from launchers.render.swarm import render_swarm
+
+    plan = plan_of(request.model_copy(update={"in_image": True}))
+    text = render_swarm(
+        plan,
+        image=image or DEFAULT_IMAGE,
+        shm_size=shm_size,
+        stack=stack,
+        ray_token_secret=ray_token_secret,
+        api_key_secret=api_key_secret,
+    )
+    _emit(text, output)
+
+
 @click.command("sbatch", cls=RequestCommand, heading="Output", model_argument=True)
 @request_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
@@ -173,10 +295,17 @@ def render_sbatch_cmd(output: str | None, request: SubmitRequest) -> None:
 
 @click.group("render")
 def render_group() -> None:
-    """Write deployment files from a plan (sbatch script, ...)."""
+    """Write deployment files from a plan: sbatch, k8s, compose, ray-cluster, swarm."""
 
 
-for _command in (render_sbatch_cmd, k8s_cmd, compose_cmd):
+for _command in (render_sbatch_cmd, k8s_cmd, compose_cmd, ray_cluster_cmd, swarm_cmd):
     render_group.add_command(_command)
 
-__all__ = ["compose_cmd", "k8s_cmd", "render_group", "render_sbatch_cmd"]
+__all__ = [
+    "compose_cmd",
+    "k8s_cmd",
+    "ray_cluster_cmd",
+    "render_group",
+    "render_sbatch_cmd",
+    "swarm_cmd",
+]

@@ -51,7 +51,9 @@ OPENAI_EXTRA = "pip install 'vllm-hpc[openai]'"
 
 
 def _slurm_state(job_id: str) -> tuple[str | None, str]:
-    if job_id.startswith("local-"):
+    # local-, manual- (the wrapper outside SLURM: compose, Ray cluster...) and dp- jobs
+    # are no SLURM job: their leader's word alone says how they are.
+    if not jobroot.SLURM_JOB_ID.fullmatch(job_id):
         return _local_state(job_id)
     from launchers.submit.slurmctl import job_state
 

@@ -48,34 +48,54 @@ def check_wrapper_plan(plan: LaunchPlan, what: str) -> None:
         )
 
 
-def build_leader_wrapper_argv(plan: LaunchPlan, *, model: str | None = None) -> list[str]:
+def _job_dir_args(job_dir: str | None) -> list[str]:
+    return [] if job_dir is None else [f"--job-dir={job_dir}"]
+
+
+def build_leader_wrapper_argv(
+    plan: LaunchPlan,
+    *,
+    model: str | None = None,
+    wrapper: str = IMAGE_WRAPPER,
+    job_dir: str | None = IMAGE_JOB_DIR,
+    ray_args: tuple[str, ...] = (),
+) -> list[str]:
     """``multi-node-serving.sh leader ...`` for ``plan`` inside an image: the Ray head for
     ``layout.nodes`` nodes, then ``vllm serve`` of the model (resolved by the registry
-    in the image, as on SLURM). ``model`` replaces the plan's name (e.g. ``${MODEL}``)."""
+    in the image, as on SLURM). ``model`` replaces the plan's name (e.g. ``${MODEL}``);
+    ``wrapper`` is the script's path, ``job_dir`` its ``--job-dir`` (None: a new
+    directory under the job root each start), ``ray_args`` more ``ray start`` options."""
     return [
-        IMAGE_WRAPPER,
+        wrapper,
         "leader",
         f"--ray_cluster_size={plan.layout.nodes}",
         f"--ray_port={wrapper_ray_port(plan)}",
         f"--num-gpus={plan.layout.gpus_per_node}",
         f"--temp-dir={IMAGE_RAY_TEMP}",
-        f"--job-dir={IMAGE_JOB_DIR}",
+        *_job_dir_args(job_dir),
         f"--nodes-timeout={plan.ready.nodes_timeout:g}",
         f"--model={model or plan.name}",
         f"--port={plan.api_port}",
+        *(["--ray-args", *ray_args] if ray_args else []),
     ]
 
 
-def build_worker_wrapper_argv(plan: LaunchPlan, *, ray_address: str) -> list[str]:
+def build_worker_wrapper_argv(
+    plan: LaunchPlan,
+    *,
+    ray_address: str,
+    wrapper: str = IMAGE_WRAPPER,
+    job_dir: str | None = IMAGE_JOB_DIR,
+) -> list[str]:
     """``multi-node-serving.sh worker ...`` joining the leader at ``ray_address``."""
     return [
-        IMAGE_WRAPPER,
+        wrapper,
         "worker",
         f"--ray_address={ray_address}",
         f"--ray_port={wrapper_ray_port(plan)}",
         f"--num-gpus={plan.layout.gpus_per_node}",
         f"--temp-dir={IMAGE_RAY_TEMP}",
-        f"--job-dir={IMAGE_JOB_DIR}",
+        *_job_dir_args(job_dir),
         f"--nodes-timeout={plan.ready.nodes_timeout:g}",
     ]
 

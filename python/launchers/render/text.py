@@ -171,7 +171,10 @@ SLURM_SUMMARY: tuple[tuple[str, str, str], ...] = (
     ("qos", "QOS", "your default"),
     ("time", "time", "the partition's default"),
 )
-SUBMIT_THEN = "drop --dry-run to submit"
+SUBMIT_THEN = (
+    "drop --dry-run to submit; or, with the same options, write it for another launcher:\n"
+    "  vllm-hpc render sbatch|k8s|compose|ray-cluster|swarm"
+)
 
 
 def slurm_summary(plan: LaunchPlan) -> str:
