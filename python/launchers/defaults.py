@@ -126,3 +126,13 @@ FRONT_UPSTREAM_CONNECTIONS = 1024
 FRONT_LOG_LINES_PER_PEER = 5
 FRONT_LOG_LINES_TOTAL = 30
 FRONT_LOG_WINDOW = 60.0
+
+# vllm-hpc stage: where staged models go when neither --dest, $VLLM_HPC_MODEL_STORE nor
+# the site file's model_store names a store (on shared storage: the nodes read it), the
+# revision staged when none is named, and the hub asked when neither --endpoint, the site
+# file's hf_endpoint nor $HF_ENDPOINT names a mirror.
+DEFAULT_MODEL_STORE = "~/.vllm-hpc/models"
+DEFAULT_REVISION = "main"
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+# Files downloaded at once (huggingface_hub's threads, one file each).
+STAGE_WORKERS = 8
