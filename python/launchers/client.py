@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from launchers.observe.cleanup import Decision
     from launchers.plan.launch import LaunchPlan
     from launchers.spec.config import ServeConfig
+    from launchers.spec.staged import StageRequest
+    from launchers.stage.run import StageResult
     from launchers.submit.slurm import JobHandle
 
 
@@ -91,6 +93,16 @@ class Client(JobFinder):
         from launchers.submit import slurm
 
         return slurm.submit(plan, executor=executor, via=via, environ=self.environ)
+
+    def stage(self, request: StageRequest) -> StageResult:
+        """Copy a model from the hub (or the site's mirror) into the model store, verify
+        it and record it (``launchers.stage.run``): on a machine that reaches the hub,
+        for jobs whose nodes do not. ``request.dry_run``: list what would be staged."""
+        from launchers.input.registry import load_registry
+        from launchers.stage.run import stage
+
+        registry = load_registry(self.registries, self.environ)
+        return stage(request, self.environ, registry.site, lambda name: registry.get(name).model)
 
     def clean(
         self,

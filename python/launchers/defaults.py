@@ -152,3 +152,13 @@ RAY_CLUSTER_GCP_IMAGE = (
     "common-cu128-ubuntu-2204-nvidia-570"
 )
 RAY_CLUSTER_DISK_GB = 500
+
+# vllm-hpc stage: where staged models go when neither --dest, $VLLM_HPC_MODEL_STORE nor
+# the site file's model_store names a store (on shared storage: the nodes read it), the
+# revision staged when none is named, and the hub asked when neither --endpoint, the site
+# file's hf_endpoint nor $HF_ENDPOINT names a mirror.
+DEFAULT_MODEL_STORE = "~/.vllm-hpc/models"
+DEFAULT_REVISION = "main"
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+# Files downloaded at once (huggingface_hub's threads, one file each).
+STAGE_WORKERS = 8

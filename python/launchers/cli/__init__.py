@@ -15,7 +15,18 @@ from typing import NoReturn
 
 import click
 
-from launchers.cli import clean, doctor, internal, jobs, models, node, render, service, submit
+from launchers.cli import (
+    clean,
+    doctor,
+    internal,
+    jobs,
+    models,
+    node,
+    render,
+    service,
+    stage,
+    submit,
+)
 from launchers.cli.exits import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED
 
 
@@ -38,7 +49,7 @@ for _command in (
     submit.submit_cmd, submit.plan_cmd, render.render_group, *jobs.COMMANDS,
     models.models_group, node.node_group, service.group, service.tunnel_cmd,
     doctor.doctor_cmd, internal.job_root_cmd, internal.sbatch_helper_cmd,
-    clean.clean_cmd,
+    clean.clean_cmd, stage.stage_cmd,
 ):  # fmt: skip
     cli.add_command(_command)
 submit_cmd = submit.submit_cmd  # ``python -m launchers.submit``

@@ -27,6 +27,11 @@ node, submit, observe, the services, the bench) builds its paths here. Pure: no 
         service.json, state.json, front.json, key
         front-<job id>.log, router.log
 
+    <model store>/                  ModelStore (vllm-hpc stage; jobdir.modelstore)
+        <org>--<name>/refs/<revision>   the commit a revision was staged at (written last)
+        <org>--<name>/<commit>/         the staged files, vllm-hpc-staged.json beside them
+        <org>--<name>/.hf-cache/        huggingface_hub's own bookkeeping
+
 A path is ``<dir>/<name>`` as text: the directory as it was given (the plan's
 ``@JOB_KEY@`` placeholder included), never normalised.
 """
@@ -230,12 +235,43 @@ class JobRoot:
         return ServiceDir(f"{self.services}/{name}")
 
 
+@dataclass(frozen=True)
+class ModelStore:
+    """Where ``vllm-hpc stage`` puts models (``jobdir.modelstore.store_root``): one
+    directory per commit, plain files, so a job binds or reads one directory."""
+
+    root: str
+
+    MANIFEST: ClassVar[str] = "vllm-hpc-staged.json"
+
+    def repo(self, repo_id: str) -> str:
+        """``<org>--<name>`` (the hub's own folder name; ``repo_id`` checked already)."""
+        return f"{self.root.rstrip('/')}/{repo_id.replace('/', '--')}"
+
+    def copy(self, repo_id: str, commit: str) -> str:
+        """The directory of the files of ``repo_id`` at ``commit``."""
+        return f"{self.repo(repo_id)}/{commit}"
+
+    def manifest(self, repo_id: str, commit: str) -> str:
+        return f"{self.copy(repo_id, commit)}/{self.MANIFEST}"
+
+    def ref(self, repo_id: str, revision: str) -> str:
+        """The file holding the commit ``revision`` was staged at; ``/`` in a revision
+        (``refs/pr/1``) is spelled ``%2F``, so every ref is one file."""
+        return f"{self.repo(repo_id)}/refs/{revision.replace('%', '%25').replace('/', '%2F')}"
+
+    def hub_cache(self, repo_id: str) -> str:
+        """huggingface_hub's cache folder for this repository (its refs and locks)."""
+        return f"{self.repo(repo_id)}/.hf-cache"
+
+
 __all__ = [
     "RANK_FIELD",
     "SLURM_JOB_ID_FIELD",
     "DoctorDir",
     "JobDir",
     "JobRoot",
+    "ModelStore",
     "ServiceDir",
     "log_name",
     "log_rank",

@@ -134,6 +134,14 @@ def check_host(value: str | None) -> str | None:
     return value
 
 
+def check_store(value: str | None) -> str | None:
+    if value is not None:
+        fields.matching(
+            value, fields.PATH_RE, "a path (letters, digits, . _ / + @ : = , ~ -)", fields.MAX_TEXT
+        )
+    return value
+
+
 def check_image(value: str | None) -> str | None:
     if value is not None:
         fields.no_whitespace(fields.not_a_flag(fields.plain_text(value)), "an image reference")
@@ -246,6 +254,13 @@ class SiteSpec(Frozen):
     login_host: str | None = Field(
         None, description="The login node a laptop reaches (vllm-hpc tunnel), e.g. hpc.example.org"
     )
+    model_store: str | None = Field(
+        None, description="Where vllm-hpc stage puts models (shared storage the nodes read)"
+    )
+    hf_endpoint: str | None = Field(
+        None,
+        description="The Hugging Face hub or mirror stage downloads from, e.g. https://hf.example.org",
+    )
     env: dict[str, str] = Field(default_factory=dict)
 
     _env = field_validator("env")(_check_env)
@@ -260,6 +275,8 @@ class SiteSpec(Frozen):
     _mem = field_validator("mem")(check_mem)
     _container = field_validator("container")(check_image)
     _login_host = field_validator("login_host")(check_host)
+    _model_store = field_validator("model_store")(check_store)
+    _hf_endpoint = field_validator("hf_endpoint")(fields.check_endpoint)
 
 
 class ParallelLayout(Frozen):

@@ -53,6 +53,11 @@ JOB_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
 # A host name or IPv4 address a laptop ssh-es to (the site's login_host): DNS labels.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII)
+# A hub endpoint (a site's Hugging Face mirror): http(s), a host, an optional port and
+# path; no user or password (they would land in manifests and logs), no query.
+ENDPOINT_RE = re.compile(
+    r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?", re.ASCII
+)
 
 
 def control_character(text: str) -> str | None:
@@ -104,3 +109,16 @@ def check_env(env: Mapping[str, str]) -> Mapping[str, str]:
         except ValueError as exc:
             raise ValueError(f"the value of {key} {exc}") from None
     return env
+
+
+def check_endpoint(value: str | None) -> str | None:
+    """A hub endpoint, without a trailing ``/``."""
+    if value is None:
+        return None
+    plain_text(value, limit=MAX_NAME)
+    if not ENDPOINT_RE.fullmatch(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a hub endpoint (http(s)://host[:port][/path], no user, "
+            "password or query: a token goes in a 0600 file, --token-file)"
+        )
+    return value.rstrip("/")

@@ -1,0 +1,160 @@
+"""``vllm-hpc stage``: copy a model into the model store for nodes without internet; a
+thin printer of ``Client.stage``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+from pydantic import ValidationError
+
+from launchers.defaults import DEFAULT_HF_ENDPOINT, DEFAULT_MODEL_STORE, DEFAULT_REVISION
+from launchers.errors import InputError, clipped, shown
+
+if TYPE_CHECKING:
+    from launchers.stage.run import StageResult
+
+_FLAGS = {"model": "MODEL", "revision": "--revision", "dest": "--dest",
+          "endpoint": "--endpoint", "token_file": "--token-file"}  # fmt: skip
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+@click.command("stage")
+@click.argument("model")
+@click.option(
+    "--revision",
+    default=DEFAULT_REVISION,
+    show_default=True,
+    help="The branch, tag or commit to stage; the copy records the commit it was.",
+)
+@click.option(
+    "--dest",
+    metavar="DIR",
+    help="The model store (shared storage the nodes read). Default: "
+    f"$VLLM_HPC_MODEL_STORE, else the site file's model_store, else {DEFAULT_MODEL_STORE}.",
+)
+@click.option(
+    "--endpoint",
+    metavar="URL",
+    help="The hub or the site's mirror. Default: the site file's hf_endpoint, else "
+    f"$HF_ENDPOINT, else {DEFAULT_HF_ENDPOINT}.",
+)
+@click.option(
+    "--token-file",
+    metavar="FILE",
+    help="A file holding your hub token, readable only by you (chmod 600), for "
+    "gated and private models. Default: huggingface_hub's own token file "
+    "($HF_TOKEN_PATH, else $HF_HOME/token, else ~/.cache/huggingface/token) when it "
+    "exists. The token is never put on a command line, in a job or in the manifest.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the files that would be staged, their sizes and which are already "
+    "there; download nothing.",
+)
+@click.option(
+    "--no-hash",
+    "no_hash",
+    is_flag=True,
+    help="Check the sizes only, not the sha256 of the weights (faster on a huge model).",
+)
+@click.option(
+    "--registry",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="An extra registry file (for a registry id and the site settings).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
+              token_file: str | None, dry_run: bool, no_hash: bool, registry: tuple[str, ...],
+              as_json: bool) -> None:  # fmt: skip
+    """Copy MODEL from the Hugging Face hub into the model store, for compute nodes that
+    cannot reach the internet. Run it on the login node (or wherever the hub or the
+    site's mirror is reachable).
+
+    MODEL is a registry id (vllm-hpc models list) or a hub id (org/name). Only what vLLM
+    loads is fetched: the weights in one format (safetensors when there are any, only
+    the shards their index names), config.json, generation_config.json and the
+    tokenizer's files; never original/** or consolidated duplicates.
+
+    The copy goes to STORE/ORG--NAME/COMMIT/ as plain files. It is verified (every file
+    and every shard the index names has the hub's size and, for the weights, its
+    sha256) and recorded in vllm-hpc-staged.json beside the files;
+    STORE/ORG--NAME/refs/REVISION is written last, so a copy cut short never counts as staged. An
+    interrupted stage resumes: run the same command again.
+
+    \b
+    Examples:
+      vllm-hpc stage meta-llama/Llama-3.2-3B-Instruct --dry-run
+      vllm-hpc stage llama-3.2-3b-instruct --dest /shared/models
+      vllm-hpc stage Qwen/Qwen3-8B --revision main --endpoint https://hf-mirror.example.org
+    """
+    from launchers.client import Client
+    from launchers.spec.staged import StageRequest
+
+    fields = {
+        "model": model, "revision": revision, "dest": dest, "endpoint": endpoint,
+        "token_file": token_file, "dry_run": dry_run, "verify_hashes": not no_hash,
+    }  # fmt: skip
+    try:
+        request = StageRequest.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = _FLAGS.get(str(err["loc"][0]) if err["loc"] else "", "stage")
+        msg = clipped(err["msg"].removeprefix("Value error, "))
+        raise InputError(f"{name}: {msg} (got {shown(err.get('input'))})") from None
+    result = Client(registries=registry).stage(request)
+    if as_json:
+        click.echo(json.dumps(_as_dict(result), indent=2))
+    else:
+        _show(result)
+
+
+def _as_dict(result: StageResult) -> dict[str, Any]:
+    plan = result.plan
+    out: dict[str, Any] = {
+        "model": plan.repo_id, "revision": plan.revision, "commit": plan.commit,
+        "endpoint": plan.endpoint, "path": plan.dest, "weights": plan.selection.weights,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256,
+                   "present": f.path in plan.present} for f in plan.selection.files],
+        "skipped": [{"path": p, "why": why} for p, why in plan.selection.skipped],
+        "staged": result.copy is not None,
+    }  # fmt: skip
+    if result.copy is not None:
+        out["verified"] = result.copy.manifest.verified
+    return out
+
+
+def _show(result: StageResult) -> None:
+    plan = result.plan
+    sel = plan.selection
+    head = f"{plan.repo_id} at {plan.revision} (commit {plan.commit}) from {plan.endpoint}"
+    if result.copy is None:
+        click.echo(f"would stage {head}")
+        click.echo(f"into {plan.dest}")
+        width = max((len(f.path) for f in sel.files), default=0)
+        for f in sel.files:
+            state = "there" if f.path in plan.present else "fetch"
+            click.echo(f"  {state}  {f.path:<{width}}  {_size(f.size):>10}")
+        for path, why in sel.skipped:
+            click.echo(f"  skip   {path} ({why})")
+        fetch = sum(f.size for f in plan.to_fetch)
+        click.echo(f"{len(sel.files)} files, {_size(sel.total_bytes)} ({sel.weights} weights); "
+                   f"to fetch: {len(plan.to_fetch)} files, {_size(fetch)}")  # fmt: skip
+        return
+    manifest = result.copy.manifest
+    click.echo(f"staged {head}")
+    click.echo(f"  {result.copy.path}")
+    click.echo(f"  {len(manifest.files)} files, {_size(manifest.total_bytes)} "
+               f"({manifest.weights} weights), verified: {manifest.verified}")  # fmt: skip
+    click.echo(f"serve it from there: vllm-hpc submit --model {result.copy.path} ...")

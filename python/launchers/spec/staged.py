@@ -1,0 +1,144 @@
+"""A staged model: what ``vllm-hpc stage`` asks for (``StageRequest``) and what it
+records beside the files it staged (``StagedManifest``, versioned, one writer).
+
+A staged copy is ``<store>/<org>--<name>/<commit>/`` (``jobdir.paths.ModelStore``):
+plain files, one directory to bind into a container or to give to ``vllm serve``.
+The manifest names the hub id, the revision asked for, the commit it resolved to, each
+file with its size (and sha256 where the hub gives one: its LFS files) and how the copy
+was verified. No token, no header, no URL with credentials ever goes into it.
+
+Pure: the checks of a hub id, a revision and an endpoint, once, at the edge.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from launchers.spec import fields
+from launchers.spec.config import Frozen
+from launchers.spec.fields import check_endpoint
+
+MANIFEST_FORMAT = 1
+
+# A hub id with its organisation: the hub's own rule (letters, digits, '-', '_', '.';
+# neither '--' nor '..' in a name; at most 96 characters each side).
+_HUB_NAME = r"(?!.*(?:--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+HUB_ID_RE = re.compile(rf"{_HUB_NAME}/{_HUB_NAME}", re.ASCII)
+# A branch, a tag, a commit or refs/pr/N: no '..', no leading '-', no empty part.
+REVISION_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]+)*", re.ASCII)
+COMMIT_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
+SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+# A path inside a repository, as the hub lists it.
+_REPO_PATH_RE = re.compile(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[^\\]+", re.ASCII)
+
+Verification = Literal["size", "size+sha256"]
+WeightFormat = Literal["safetensors", "bin", "pt", "none"]
+
+
+def check_hub_id(value: str) -> str:
+    """``org/name``: a registry id (no '/') is resolved before it gets here."""
+    fields.plain_text(value, limit=fields.MAX_NAME)
+    if not HUB_ID_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a Hugging Face id (org/name: letters, digits, '-', '_', '.')"
+        )
+    return value
+
+
+def check_revision(value: str) -> str:
+    fields.plain_text(value, limit=fields.MAX_NAME)
+    if not REVISION_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a revision (a branch, a tag or a commit: main, v1.0, 0123abc...)"
+        )
+    return value
+
+
+def check_repo_path(value: str) -> str:
+    """A file's path inside the repository: relative, no '..', no backslash."""
+    fields.plain_text(value)
+    if not _REPO_PATH_RE.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a relative path inside the repository")
+    return value
+
+
+class StageRequest(Frozen):
+    """What ``vllm-hpc stage`` (and ``Client.stage``) is asked: the model (a registry
+    id or a hub id), the revision, where (``dest``: the store; else the site's
+    ``model_store``, else the default), the hub (``endpoint``: else the site's
+    ``hf_endpoint``, else ``$HF_ENDPOINT``, else the public hub), the token's file, and
+    whether LFS files are hashed after the download (their sizes always are checked)."""
+
+    model: str
+    revision: str = "main"
+    dest: str | None = None
+    endpoint: str | None = None
+    token_file: str | None = None
+    dry_run: bool = False
+    verify_hashes: bool = True
+
+    _model = field_validator("model")(lambda v: fields.not_a_flag(fields.plain_text(v)))
+    _revision = field_validator("revision")(check_revision)
+    _endpoint = field_validator("endpoint")(check_endpoint)
+
+
+class StagedFile(Frozen):
+    """One file of a staged copy, as the hub listed it."""
+
+    path: str
+    size: Annotated[int, Field(ge=0)]
+    sha256: str | None = None
+
+    _path = field_validator("path")(check_repo_path)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256_RE.fullmatch(value):
+            raise ValueError("is not a sha256 (64 lowercase hex digits)")
+        return value
+
+
+class StagedManifest(Frozen):
+    """``<store>/<org>--<name>/<commit>/vllm-hpc-staged.json``: what was staged and how
+    it was checked. Written after every file is verified; the store's ``refs/<revision>``
+    file, written last, is what makes the copy count as staged."""
+
+    format: Literal[1] = 1  # MANIFEST_FORMAT
+    repo_id: str
+    revision: str
+    commit: str
+    endpoint: str
+    weights: WeightFormat
+    files: tuple[StagedFile, ...]
+    verified: Verification
+    staged_at: float = Field(ge=0, description="Seconds since the epoch")
+
+    _repo = field_validator("repo_id")(check_hub_id)
+    _revision = field_validator("revision")(check_revision)
+    _endpoint = field_validator("endpoint")(check_endpoint)
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not COMMIT_RE.fullmatch(value):
+            raise ValueError("is not a commit (40 lowercase hex digits)")
+        return value
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+__all__ = [
+    "StageRequest",
+    "StagedFile",
+    "StagedManifest",
+    "WeightFormat",
+    "check_endpoint",
+    "check_hub_id",
+    "check_revision",
+]
