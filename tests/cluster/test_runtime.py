@@ -135,6 +135,9 @@ def test_multinode_sbatch_pp2_over_ray(
         )
         plan = json.loads((job_dir / "plan.json").read_text())
         assert (plan["layout"]["pp"], plan["runtime"]) == (2, "ray")
+        for rank in (0, 1):  # the pre-flight ran on both nodes before vLLM loaded
+            log = (job_dir / f"node-{rank}.log").read_text()
+            assert "pre-flight passed" in log and "across 2 nodes" in log, log[-2000:]
         serve = plan["roles"][0]["serve_argv"]
         assert serve[serve.index("--override-generation-config") + 1] == GENERATION_JSON
         assert ask(minicluster, endpoint) == reference

@@ -70,6 +70,7 @@ TYPED: dict[str, tuple[list[str], Any]] = {
     "api_key_file": (["--api-key-file", "/k"], "/k"),
     "no_api_key": (["--no-api-key"], True),
     "no_ray_auth": (["--no-ray-auth"], True),
+    "no_preflight": (["--no-preflight"], True),
     "container": (["--container", "apptainer:/x.sif"], "apptainer:/x.sif"),
     "vllm_version": (["--vllm-version", "0.11.0"], "0.11.0"),
     "gpu_memory_gib": (["--gpu-memory-gib", "80"], 80.0),

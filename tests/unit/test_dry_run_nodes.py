@@ -74,8 +74,11 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
     def start(name: str, argv: list[str], **kwargs: Any) -> Exited:
         fake.started.setdefault(name, []).append(list(argv))
         fake.env[name] = dict(kwargs["env"])
-        # vLLM on the leader fails at once (the leader ends); everything else is done
+        # vLLM on the leader fails at once (the leader ends); everything else is done,
+        # the pre-flight's check with a pass
         code = 1 if name == "vllm" and fake.ip == LEADER_IP else 0
+        if name == "preflight":
+            Path(kwargs["log_path"]).write_text('PREFLIGHT {"ok": true, "line": "faked"}\n')
         return Exited(name, argv, code, str(tmp_path / f"{name}.log"))
 
     monkeypatch.setattr(_proc, "start", start)

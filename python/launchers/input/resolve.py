@@ -690,6 +690,7 @@ def resolve(
             "api_key": "none" if req.no_api_key else ("file" if api_key_file else "generate"),
             "api_key_file": api_key_file,
             "ray_auth": not req.no_ray_auth,
+            "preflight": site.preflight and not req.no_preflight,
             "container": container,
             "container_binds": _binds(req, spec, container, environ, root),
             "vllm_version": vllm_version,

@@ -85,6 +85,7 @@ class Leader(JobFile):
     hostname: str = ""
     ray_port: int | None = None
     api_port: int | None = None
+    preflight_port: int | None = None  # the pre-flight's rendezvous, while it runs
     time: float = 0.0
 
 

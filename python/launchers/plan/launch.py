@@ -18,7 +18,14 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, computed_field, model_validator
 
 from launchers import __version__
-from launchers.defaults import DEFAULT_API_PORT, HEALTH_PATH
+from launchers.defaults import (
+    DEFAULT_API_PORT,
+    DEFAULT_PREFLIGHT_PORT,
+    HEALTH_PATH,
+    PREFLIGHT_LARGE_MIB,
+    PREFLIGHT_PAIR_SECONDS,
+    PREFLIGHT_SECONDS,
+)
 from launchers.errors import LayoutError
 from launchers.jobdir import jobroot
 from launchers.jobdir.paths import RANK_FIELD, JobDir, JobRoot
@@ -136,6 +143,17 @@ class Readiness(Frozen):
     expected_gpus: int
 
 
+class Preflight(Frozen):
+    """The collective check every node of a multi-node job runs before vLLM loads
+    (``runtime.preflight``): where the nodes meet, and its deadlines."""
+
+    port: int = Field(DEFAULT_PREFLIGHT_PORT, description="The rendezvous port on the leader")
+    port_fixed: bool = Field(False, description="Never move it (the wrapper door's)")
+    seconds: float = Field(PREFLIGHT_SECONDS, description="The collectives' deadline")
+    pair_seconds: float = Field(PREFLIGHT_PAIR_SECONDS, description="One pair's TCP check")
+    large_mib: int = Field(PREFLIGHT_LARGE_MIB, description="The large all-reduce, in MiB")
+
+
 class LaunchPlan(Frozen):
     format: int = PLAN_FORMAT
     generator: str = f"vllm-hpc {__version__}"
@@ -169,6 +187,9 @@ class LaunchPlan(Frozen):
     setup: tuple[str, ...] = ()
     paths: JobPaths
     ready: Readiness
+    preflight: Preflight | None = Field(
+        None, description="The nodes' collective check before vLLM loads (None: one node, or off)"
+    )
     _secrets: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def secret_values(self) -> dict[str, str]:
@@ -205,6 +226,8 @@ class LaunchPlan(Frozen):
         rendezvous = self.leader.serve.rendezvous if self.leader.serve is not None else None
         if rendezvous is not None:
             ports[rendezvous.name] = rendezvous.port
+        if self.preflight is not None:
+            ports["preflight"] = self.preflight.port
         return ports
 
     def node_values(self, rank: int) -> dict[str, str]:
@@ -359,6 +382,7 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
             expected_nodes=layout.nodes,
             expected_gpus=layout.total_gpus,
         ),
+        preflight=Preflight() if config.preflight and layout.nodes > 1 else None,
     ).with_secret_values(secret)
 
 

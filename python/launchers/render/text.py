@@ -221,6 +221,13 @@ def _summary_lines(plan: LaunchPlan, title: str, ray_auth: str, *, slurm: bool =
         out.append(f"  api key   {_key_text(plan)}")
     if plan.ray_token_file:
         out.append(f"  ray auth  {ray_auth}")
+    if plan.preflight is not None:
+        check = plan.preflight
+        out.append(
+            f"  preflight every node's all-reduce (4 B, {check.large_mib} MiB) before vLLM "
+            f"loads, meeting at <leader address>:{check.port}; fails in ~{check.seconds:.0f} s "
+            "naming a pair that cannot talk (--no-preflight skips it)"
+        )
     for warning in plan.warnings:
         out.append(f"  warning   {warning}")
     wrapped = plan.container is not None and plan.container.runtime in APPTAINER_RUNTIMES

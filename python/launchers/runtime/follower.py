@@ -4,13 +4,14 @@ cluster or run a headless ``vllm serve``, and leave when the leader is gone."""
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 from types import FrameType
 
 from launchers import _proc, health, jobdir, waits
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError
 from launchers.jobdir import jobfiles
 from launchers.jobdir.safe import check_private
-from launchers.runtime import ray_cluster, unexpected
+from launchers.runtime import preflight, ray_cluster, unexpected
 from launchers.runtime.context import NodeContext, Stopped, require_vllm
 from launchers.runtime.supervise import RAY_GRACE, SERVE_GRACE, died, stop_logged
 from launchers.runtime.tasks import FollowerTask, fill_env
@@ -69,14 +70,7 @@ def _find_leader(ctx: NodeContext, task: FollowerTask) -> FollowerTask:
     ray = task.ray
     if ray is not None and info.ray_port is not None:
         ray = ray.moved(info.ray_port)
-    return FollowerTask(
-        ray=ray,
-        serve=task.serve,
-        serve_env=task.serve_env,
-        values=task.values,
-        leader_ip=info.ip,
-        nodes_timeout=task.nodes_timeout,
-    )
+    return replace(task, ray=ray, leader_ip=info.ip)
 
 
 def _wait_leader_port(
@@ -180,8 +174,13 @@ def run_follower(ctx: NodeContext, task: FollowerTask) -> int:
         require_vllm(ctx, None if task.serve is None else task.serve.argv())
         if task.ray is None and task.serve is None:
             raise InputError(f"node rank {ctx.rank} has nothing to run in this plan")
+        check = None
+        if task.preflight is not None:  # at once: torch's import overlaps the leader's start
+            check = preflight.start(ctx, task.preflight, arrive_seconds=task.nodes_timeout)
         task = _find_leader(ctx, task)
         assert task.leader_ip is not None
+        if check is not None:  # before anything of vLLM's starts on this node
+            preflight.finish(ctx, check)
         if task.ray is not None:
             child = _join_ray(ctx, task, task.leader_ip)
         else:

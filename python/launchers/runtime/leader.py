@@ -17,7 +17,7 @@ from dataclasses import replace
 from launchers import _proc, health, jobdir
 from launchers.errors import RuntimeFailure, VllmHpcError
 from launchers.jobdir import jobfiles
-from launchers.runtime import ray_cluster, unexpected
+from launchers.runtime import preflight, ray_cluster, unexpected
 from launchers.runtime.context import NodeContext, NodeLog, Stopped, require_vllm
 from launchers.runtime.endpoint import EndpointWriter
 from launchers.runtime.supervise import (
@@ -56,6 +56,11 @@ def free_ports(ctx: NodeContext, task: LeaderTask, endpoint: EndpointWriter) -> 
         port = choose_port(task.ray.port, task.ray.port_fixed, "the Ray head", ctx.log)
         if port != task.ray.port:  # RAY_ADDRESS follows: @RAY_PORT@ is the typed port
             task = replace(task, ray=task.ray.moved(port))
+    if task.preflight is not None:
+        check = task.preflight
+        port = choose_port(check.port, check.port_fixed, "the pre-flight", ctx.log)
+        if port != check.port:
+            task = replace(task, preflight=check.model_copy(update={"port": port}))
     return task
 
 
@@ -95,6 +100,7 @@ def write_leader(ctx: NodeContext, task: LeaderTask) -> None:
             hostname=ctx.hostname,
             ray_port=task.ray_port if task.ray is not None else None,
             api_port=task.api_port,
+            preflight_port=None if task.preflight is None else task.preflight.port,
             time=jobdir.now(),
         ),
     )
@@ -119,6 +125,36 @@ def start_serve(ctx: NodeContext, task: LeaderTask) -> _proc.Child | None:
     return serve
 
 
+def start_all(
+    ctx: NodeContext, task: LeaderTask, endpoint: EndpointWriter, procs: LeaderProcs
+) -> LeaderTask:
+    """Everything rank 0 starts, in order: the pre-flight's check (its torch import
+    overlaps the Ray head's start), the head, ``leader.json``, the check's verdict (before
+    vLLM loads anything), the watch of Ray's nodes, ``vllm serve``. The task as started
+    (its ports moved when taken)."""
+    endpoint.set("STARTING", "starting on the leader")
+    require_vllm(ctx, None if task.serve is None else task.serve.argv())
+    task = free_ports(ctx, task, endpoint)
+    check = None
+    if task.preflight is not None:
+        check = preflight.start(ctx, task.preflight, arrive_seconds=task.nodes_timeout)
+    if task.ray is not None:
+        procs.head = start_head(ctx, task)
+    write_leader(ctx, task)
+    if check is not None:
+        endpoint.set("WAITING_NODES", "the nodes check their collectives (pre-flight)")
+        preflight.finish(ctx, check)
+    if procs.head is not None:
+        procs.watcher = start_watcher(ctx, task)
+        endpoint.set("WAITING_NODES", f"waiting for {task.expected_nodes} Ray node(s)")
+        if not task.overlap or task.serve is None:
+            wait_nodes(ctx, task, procs.watcher, procs.head)
+    procs.serve = start_serve(ctx, task)
+    if procs.serve is not None:
+        endpoint.set("LOADING", "vllm serve is starting")
+    return task
+
+
 def lead(ctx: NodeContext, task: LeaderTask) -> int:
     """Run rank 0 until vLLM exits, a node is lost, or a stop is asked for."""
     log = ctx.log
@@ -126,20 +162,7 @@ def lead(ctx: NodeContext, task: LeaderTask) -> int:
     procs = LeaderProcs()
     stopped_by: str | None = None  # the stop asked for, once one is
     try:
-        endpoint.set("STARTING", "starting on the leader")
-        require_vllm(ctx, None if task.serve is None else task.serve.argv())
-        task = free_ports(ctx, task, endpoint)
-        if task.ray is not None:
-            procs.head = start_head(ctx, task)
-        write_leader(ctx, task)
-        if procs.head is not None:
-            procs.watcher = start_watcher(ctx, task)
-            endpoint.set("WAITING_NODES", f"waiting for {task.expected_nodes} Ray node(s)")
-            if not task.overlap or task.serve is None:
-                wait_nodes(ctx, task, procs.watcher, procs.head)
-        procs.serve = start_serve(ctx, task)
-        if procs.serve is not None:
-            endpoint.set("LOADING", "vllm serve is starting")
+        task = start_all(ctx, task, endpoint, procs)
         return supervise(ctx, task, endpoint, procs)
     except Stopped as stop:
         failure = node_failure(ctx)

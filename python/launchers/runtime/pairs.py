@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 # What one pair check found: both ways fine; no answer in time; refused; a small message
-# passes and a large one does not (frames over some MTU dropped on the way).
-Outcome = Literal["ok", "timeout", "refused", "large"]
+# passes and a large one does not (frames over some MTU dropped on the way); no route.
+Outcome = Literal["ok", "timeout", "refused", "large", "unreachable"]
 _WHY: dict[str, str] = {
     "timeout": "connection timed out",
     "refused": "connection refused",
+    "unreachable": "no route to the address",
     "large": "a small message passes, a large one does not (an MTU mismatch on the way?)",
 }
 

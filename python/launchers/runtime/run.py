@@ -125,6 +125,7 @@ def _play(
             api_key_file=key_file,
             health_path=plan.ready.health_path,
             models_path=plan.ready.models_path,
+            preflight=plan.preflight,
         )
         try:
             return lead(ctx, task)
@@ -137,6 +138,7 @@ def _play(
         values=values,
         leader_ip=leader_ip,
         nodes_timeout=plan.ready.nodes_timeout,
+        preflight=plan.preflight,
     )
     return run_follower(ctx, follower)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from launchers.defaults import DEFAULT_API_PORT, DEFAULT_RAY_PORT, HEALTH_PATH
 from launchers.plan.commands import LEADER_IP, WILDCARD_HOSTS, RayStart, ServeStart
-from launchers.plan.launch import fill_placeholders
+from launchers.plan.launch import Preflight, fill_placeholders
 
 
 def _with_ports(values: dict[str, str], *starts: RayStart | ServeStart | None) -> dict[str, str]:
@@ -41,6 +41,7 @@ class LeaderTask:
     health_path: str = HEALTH_PATH
     models_path: str = "/v1/models"
     secret_env: dict[str, str] = field(default_factory=dict)  # the API key, as it is
+    preflight: Preflight | None = None
 
     def known_values(self) -> dict[str, str]:
         """Every placeholder's value on the leader: the node's and the ports it chose."""
@@ -82,6 +83,7 @@ class FollowerTask:
     values: dict[str, str]
     leader_ip: str | None  # None: read leader.json
     nodes_timeout: float
+    preflight: Preflight | None = None
 
     def known_values(self) -> dict[str, str]:
         """Every placeholder's value on this node, once the leader is known."""

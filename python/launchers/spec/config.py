@@ -262,6 +262,9 @@ class SiteSpec(Frozen):
         description="The Hugging Face hub or mirror stage downloads from, e.g. https://hf.example.org",
     )
     env: dict[str, str] = Field(default_factory=dict)
+    preflight: bool = Field(
+        True, description="false: no collective check before vLLM loads (--no-preflight)"
+    )
 
     _env = field_validator("env")(_check_env)
 
@@ -429,6 +432,9 @@ class ServeConfig(Frozen):
         DEFAULT_NODES_TIMEOUT, description="Seconds to wait for Ray nodes"
     )
     ready_timeout: Seconds = Field(DEFAULT_READY_TIMEOUT, description="Seconds to wait for the API")
+    preflight: bool = Field(
+        True, description="A multi-node job checks its nodes' collectives before vLLM loads"
+    )
 
     _env = field_validator("env")(_check_env)
     _served = field_validator("served_model_name")(check_served_name)

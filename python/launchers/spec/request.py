@@ -216,6 +216,15 @@ class SubmitRequest(BaseModel):
             help="Start Ray without token authentication (not recommended).",
         ),
     ] = False
+    no_preflight: Annotated[
+        bool,
+        flag(
+            "--no-preflight",
+            group=NETWORK,
+            help="Skip the check of the nodes' collectives before vLLM loads (multi-node "
+            "jobs run it by default: a broken link is named in seconds, not found as a hang).",
+        ),
+    ] = False
     container: Annotated[
         str | None,
         flag(

@@ -1,0 +1,429 @@
+"""The pre-flight's work on one node, as a child of the node runtime
+(``python -m launchers.runtime.collective``), in the job's Python and environment (its
+``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME``, ``VLLM_HOST_IP``, the image when there is
+one), so it checks what vLLM's collectives will use.
+
+Started first thing on every node, it imports torch while the runtime starts Ray, then
+finds the leader (the leader's file, or ``--leader IP:PORT``), meets the other nodes at a
+TCPStore on the leader, and runs a small and a large all-reduce (Gloo on CPU nodes, NCCL
+on GPU nodes) with a deadline. When they fail, every node checks every pair over plain
+TCP from its own address (a small message, then a large one), and the leader turns what
+failed into the one line ``runtime.pairs.sentence`` writes. The result is the last line
+of stdout: ``PREFLIGHT {"ok": ..., "line": ...}``; exit code 0 when the check passed (or
+could not run: no torch), 1 when it failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from launchers import waits
+from launchers.errors import WaitTimeout
+from launchers.jobdir import jobfiles
+from launchers.runtime.pairs import Outcome, Pair, Peer, sentence
+
+MARK = "PREFLIGHT "
+DOCS = "docs/failure-modes.md#a-link-that-carries-ray-but-not-the-collectives"
+T = TypeVar("T")
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(MARK + json.dumps(result, sort_keys=True), flush=True)
+
+
+def parse(line: str) -> dict[str, Any] | None:
+    """The result of a ``PREFLIGHT`` line, or None."""
+    if not line.startswith(MARK):
+        return None
+    try:
+        data = json.loads(line[len(MARK) :])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _until(what: str, seconds: float, look: Callable[[], T | None]) -> T | None:
+    """``look()`` until it gives a value, None after ``seconds``."""
+    try:
+        return waits.wait_for(look, what=what, timeout=seconds, interval=0.05).value
+    except WaitTimeout:
+        return None
+
+
+def _leader(args: argparse.Namespace) -> tuple[str, int] | None:
+    if args.leader:
+        ip, _, port = args.leader.rpartition(":")
+        return ip, int(port)
+
+    def written() -> tuple[str, int] | None:
+        leader = jobfiles.read(args.leader_file, jobfiles.Leader)
+        if leader is None or leader.job_id != args.job_id or leader.attempt != args.attempt:
+            return None
+        return None if leader.preflight_port is None else (leader.ip, leader.preflight_port)
+
+    return _until("the leader's file", args.arrive_seconds, written)
+
+
+# ------------------------------------------------------------------ the collectives
+def collectives(
+    rank: int, world: int, store: Any, seconds: float, large_mib: int
+) -> dict[str, Any]:
+    """A small and a large all-reduce over the job's backend, in a thread with a deadline
+    (a collective over a dropped link blocks until its own timeout, or longer)."""
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    out: dict[str, Any] = {"backend": backend, "stage": "init"}
+
+    def run() -> None:
+        try:
+            dist.init_process_group(
+                backend,
+                store=dist.PrefixStore("pg", store),
+                rank=rank,
+                world_size=world,
+                timeout=timedelta(seconds=seconds),
+            )
+            device = "cuda" if backend == "nccl" else "cpu"
+            out["stage"] = "small"
+            small = torch.ones(1, device=device)
+            dist.all_reduce(small)
+            if small.item() != world:
+                raise ValueError(f"the small all-reduce summed to {small.item()}, not {world}")
+            out["stage"] = "large"
+            large = torch.ones(large_mib * 2**18, dtype=torch.float32, device=device)
+            began = time.perf_counter()
+            dist.all_reduce(large)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            out["large_ms"] = (time.perf_counter() - began) * 1000
+            if large[0].item() != world or large[-1].item() != world:
+                raise ValueError("the large all-reduce gave a wrong sum")
+            out["stage"] = "done"
+        except Exception as exc:  # torch raises many types: the verdict says which
+            out["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+    worker = threading.Thread(target=run, name="all-reduce", daemon=True)
+    worker.start()
+    worker.join(seconds + 2)
+    if worker.is_alive():
+        out["error"] = f"no answer after {seconds:.0f} s"
+    return out
+
+
+# ------------------------------------------------------------------ the pair checks
+def _send(sock: socket.socket, payload: bytes) -> None:
+    sock.sendall(struct.pack("!I", len(payload)) + payload)
+    if sock.recv(1) != b"k":
+        raise ConnectionResetError("no acknowledgement")
+
+
+def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = conn.recv(min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _answer(conn: socket.socket) -> None:
+    with conn:
+        conn.settimeout(60)
+        try:
+            while True:
+                head = _recv_exact(conn, 4)
+                if head is None:
+                    return
+                (size,) = struct.unpack("!I", head)
+                if _recv_exact(conn, size) is None:
+                    return
+                conn.sendall(b"k")
+        except OSError:
+            return
+
+
+def listen(ip: str) -> tuple[socket.socket, int]:
+    """A listener on this node's own address that acknowledges every message."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((ip, 0))
+    server.listen(64)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=_answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, name="pair-listener", daemon=True).start()
+    return server, int(server.getsockname()[1])
+
+
+def probe(source: str, target: tuple[str, int], seconds: float, large_mib: int) -> Outcome:
+    """One pair over TCP from ``source`` (this node's address): a small message, then a
+    large one (frames a smaller MTU on the way drops)."""
+    try:
+        with socket.create_connection(target, timeout=seconds, source_address=(source, 0)) as s:
+            s.settimeout(seconds)
+            _send(s, b"pre-flight")
+            try:
+                _send(s, bytes(large_mib * 2**20))
+            except TimeoutError:
+                return "large"
+            return "ok"
+    except TimeoutError:
+        return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "unreachable"
+
+
+# ------------------------------------------------------------------ the node's part
+class Meeting:
+    """The store on the leader, as this node uses it (keys of this attempt only)."""
+
+    def __init__(self, store: Any, rank: int, world: int) -> None:
+        self.store, self.rank, self.world = store, rank, world
+
+    def put(self, key: str, value: Any) -> None:
+        self.store.set(key, json.dumps(value))
+
+    def get(self, key: str) -> Any:
+        if not self.store.check([key]):
+            return None
+        return json.loads(self.store.get(key))
+
+    def count(self, key: str, add: int = 0) -> int:
+        return int(self.store.add(key, add))
+
+    def all_of(self, prefix: str, ranks: Sequence[int], seconds: float) -> dict[int, Any]:
+        """``prefix/<rank>`` of each of ``ranks``: as many as came within ``seconds``."""
+
+        def complete() -> bool | None:
+            return True if self.store.check([f"{prefix}/{r}" for r in ranks]) else None
+
+        _until(prefix, seconds, complete)
+        return {r: v for r in ranks if (v := self.get(f"{prefix}/{r}")) is not None}
+
+
+def pairs_verdict(
+    meeting: Meeting,
+    me: Peer,
+    peers: dict[int, Peer],
+    seconds: float,
+    large_mib: int,
+) -> tuple[dict[Pair, Outcome], list[int]]:
+    """Every node checks its pairs with the higher ranks; the outcomes and the ranks
+    that never answered (on the leader: every pair; elsewhere: its own)."""
+    rank, world = me.rank, meeting.world
+    server, port = listen(me.ip)
+    meeting.put(f"tcp/{rank}", port)
+    ports = meeting.all_of("tcp", range(world), seconds + 5)
+    silent = sorted(set(range(world)) - set(ports) - {rank})
+    outcomes: dict[Pair, Outcome] = {}
+    threads = []
+
+    def check(other: int) -> None:
+        outcome = probe(me.ip, (peers[other].ip, int(ports[other])), seconds, large_mib)
+        outcomes[(rank, other)] = outcome
+        meeting.put(f"pair/{rank}-{other}", outcome)
+
+    for other in range(rank + 1, world):
+        if other in ports and other in peers:
+            threads.append(threading.Thread(target=check, args=(other,), daemon=True))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds * 2 + 2)
+    meeting.count("probed", 1)
+    if rank == 0:
+        done = len(ports)  # every node that listened also probes (rank 0 included)
+        _until("probes", seconds * 2 + 5, lambda: True if meeting.count("probed") >= done else None)
+        for a in range(world):
+            for b in range(a + 1, world):
+                if a in silent or b in silent:
+                    continue
+                found = meeting.get(f"pair/{a}-{b}")
+                outcomes[(a, b)] = found if found is not None else "timeout"
+    server.close()
+    return outcomes, silent
+
+
+def leader_line(
+    coll: dict[int, dict[str, Any]],
+    peers: dict[int, Peer],
+    outcomes: dict[Pair, Outcome],
+    silent: list[int],
+    world: int,
+    pair_seconds: float,
+) -> str:
+    """The leader's verdict when the collectives failed somewhere."""
+    first = coll.get(0) or next(iter(coll.values()), {})
+    backend = "NCCL" if first.get("backend") == "nccl" else "Gloo"
+    stage = first.get("stage", "init")
+    why = first.get("error", "failed")
+    head = f"the {backend} all-reduce across {world} nodes failed ({stage}: {why})"
+    line = sentence(
+        list(peers.values()), outcomes, backend="TCP", seconds=pair_seconds, silent=silent
+    )
+    if line is not None:
+        return (
+            f"{head}: {line}; every node reaches the leader's port: a firewall between the "
+            f"nodes' data ports? (see {DOCS})"
+        )
+    if stage == "large":
+        return (
+            f"{head}: the small all-reduce passed and the {first.get('large_mib')} MiB one "
+            f"did not, while every pair connects over TCP: an MTU mismatch on the data "
+            f"network? (see {DOCS})"
+        )
+    return f"{head}, though every pair of nodes connects over TCP (see {DOCS})"
+
+
+class Failed(Exception):
+    """The check failed before the nodes could compare notes: its one line."""
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+
+
+def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
+    """The store on the leader (rank 0 opens it), and this node's entry in it."""
+    found = _leader(args)
+    if found is None:
+        raise Failed(f"the leader gave no pre-flight port within {args.arrive_seconds:.0f} s")
+    ip, port = found
+    try:
+        store = dist.TCPStore(
+            ip, port, None, args.rank == 0, timedelta(seconds=args.arrive_seconds),
+            wait_for_workers=False,
+        )  # fmt: skip
+    except Exception as exc:  # a taken port, an unreachable leader: say which
+        what = "open" if args.rank == 0 else "reach"
+        raise Failed(
+            f"cannot {what} the pre-flight's rendezvous {ip}:{port}: {_short(exc)}"
+        ) from None
+    store = dist.PrefixStore(f"{args.job_id}.{args.attempt}", store)
+    meeting = Meeting(store, args.rank, args.world)
+    me = Peer(
+        rank=args.rank,
+        host=socket.gethostname().split(".")[0],
+        ip=os.environ.get("VLLM_HOST_IP", ""),
+        iface=os.environ.get("GLOO_SOCKET_IFNAME") or os.environ.get("NCCL_SOCKET_IFNAME", "?"),
+    )
+    meeting.put(f"peer/{args.rank}", dataclasses.asdict(me))
+    meeting.count("arrived", 1)
+    everyone = _until(
+        "the nodes",
+        args.arrive_seconds,
+        lambda: True if meeting.count("arrived") >= args.world else None,
+    )
+    if everyone is None:
+        here = meeting.count("arrived")
+        meeting.count("left", 1)
+        raise Failed(
+            f"{here} of {args.world} nodes reached the pre-flight at {ip}:{port} "
+            f"within {args.arrive_seconds:.0f} s"
+        )
+    return store, meeting, me
+
+
+def run(args: argparse.Namespace) -> int:
+    began = time.monotonic()
+    try:
+        import torch.distributed as dist
+    except ImportError as exc:
+        emit({"ok": True, "skipped": f"torch is not importable here ({exc})"})
+        return 0
+    rank, world = args.rank, args.world
+    try:
+        store, meeting, me = _meet(args, dist)
+    except Failed as failed:
+        emit({"ok": False, "line": str(failed)})
+        return 1
+    met = time.monotonic()
+    peers = {r: Peer(**v) for r, v in meeting.all_of("peer", range(world), 5).items()}
+    mine = collectives(rank, world, store, args.seconds, args.large_mib)
+    mine["large_mib"] = args.large_mib
+    meeting.put(f"coll/{rank}", mine)
+    coll = meeting.all_of("coll", range(world), args.seconds + 10)
+    if len(coll) == world and all(c.get("stage") == "done" for c in coll.values()):
+        backend = "NCCL" if mine["backend"] == "nccl" else "Gloo"
+        slowest = max(float(c.get("large_ms", 0)) for c in coll.values())
+        line = (
+            f"{backend} all-reduce across {world} nodes: 4 B and {args.large_mib} MiB "
+            f"({slowest:.0f} ms), {time.monotonic() - met:.1f} s after all {world} met "
+            f"({met - began:.1f} s after start)"
+        )
+        emit({"ok": True, "line": line})
+        return _leave(meeting, rank, 0)
+    outcomes, silent = pairs_verdict(meeting, me, peers, args.pair_seconds, args.large_mib)
+    if rank == 0:
+        silent = sorted(set(silent) | (set(range(world)) - set(coll)))
+        line = leader_line(coll, peers, outcomes, silent, world, args.pair_seconds)
+        meeting.put("verdict", line)
+    else:
+        told = _until("the verdict", args.pair_seconds * 3 + 10, lambda: meeting.get("verdict"))
+        line = (
+            str(told)
+            if told is not None
+            else (
+                f"the all-reduce failed here ({mine.get('stage')}: {mine.get('error')}) "
+                "and the leader gave no verdict"
+            )
+        )
+    emit({"ok": False, "line": line})
+    return _leave(meeting, rank, 1)
+
+
+def _leave(meeting: Meeting, rank: int, code: int) -> int:
+    """The leader holds the store: it stays until every node has read what it needs."""
+    meeting.count("left", 1)
+    if rank == 0:  # those that arrived; one that never did reads nothing
+        everyone = meeting.count("arrived")
+        _until("the others", 10, lambda: True if meeting.count("left") >= everyone else None)
+    return code
+
+
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m launchers.runtime.collective")
+    parser.add_argument("--rank", type=int, required=True)
+    parser.add_argument("--world", type=int, required=True)
+    parser.add_argument("--job-id", required=True)
+    parser.add_argument("--attempt", type=int, default=0)
+    parser.add_argument("--leader-file", default="")
+    parser.add_argument("--leader", default="", help="IP:PORT (no leader's file to read)")
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--pair-seconds", type=float, required=True)
+    parser.add_argument("--large-mib", type=int, required=True)
+    parser.add_argument("--arrive-seconds", type=float, required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    code = run(arguments(argv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # a failed process group's threads and destructors may hang: go
+
+
+if __name__ == "__main__":
+    main()

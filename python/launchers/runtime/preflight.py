@@ -1,0 +1,120 @@
+"""The pre-flight, as the node runtime runs it: start the check's child first thing (it
+imports torch while Ray starts), then, before anything loads weights, wait for its
+verdict: the leader before ``vllm serve``, a follower before ``ray start`` or its headless
+``vllm serve``. A failed check fails the node with the child's one line, which names
+the nodes that cannot talk (``runtime.collective``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from launchers import _proc, waits
+from launchers.errors import RuntimeFailure
+from launchers.plan.launch import Preflight
+from launchers.runtime.collective import DOCS, parse
+from launchers.runtime.context import NodeContext
+
+STOP_GRACE = 2.0
+
+
+@dataclass
+class Running:
+    """A node's pre-flight child and what it was asked."""
+
+    child: _proc.Child
+    log_path: str
+    check: Preflight
+    arrive_seconds: float
+
+    @property
+    def timeout(self) -> float:
+        """The longest the child can take: every node's arrival, the collectives, the
+        pair checks and the verdict, with a margin for torch's import."""
+        return self.arrive_seconds + self.check.seconds + 4 * self.check.pair_seconds + 60
+
+
+def start(
+    ctx: NodeContext, check: Preflight, *, arrive_seconds: float, leader: str | None = None
+) -> Running:
+    """Start this node's check. ``leader`` (``IP:PORT``): where the nodes meet when there
+    is no leader's file to read it from."""
+    argv = [
+        *ctx.python_argv(),
+        "-m",
+        "launchers.runtime.collective",
+        "--rank",
+        str(ctx.rank),
+        "--world",
+        str(ctx.nodes),
+        "--job-id",
+        ctx.job_id,
+        "--attempt",
+        str(ctx.attempt),
+        "--leader-file",
+        ctx.leader_file,
+        "--seconds",
+        f"{check.seconds:g}",
+        "--pair-seconds",
+        f"{check.pair_seconds:g}",
+        "--large-mib",
+        str(check.large_mib),
+        "--arrive-seconds",
+        f"{arrive_seconds:g}",
+    ]
+    if leader is not None:
+        argv += ["--leader", leader]
+    run, env = ctx.command(ctx.in_image(argv))
+    log_path = ctx.logfile("preflight")
+    child = _proc.start("preflight", run, env=env, log_path=log_path)
+    return Running(child=child, log_path=log_path, check=check, arrive_seconds=arrive_seconds)
+
+
+def _verdict(log_path: str) -> dict[str, object] | None:
+    try:
+        lines = Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        found = parse(line)
+        if found is not None:
+            return found
+    return None
+
+
+def finish(ctx: NodeContext, running: Running) -> None:
+    """Wait for the verdict (a stop asked for ends the wait); log a pass, raise a
+    failure naming the nodes that cannot talk."""
+
+    def ended() -> int | None:
+        ctx.stopper.check()
+        return running.child.poll()
+
+    try:
+        waited = waits.wait_for(
+            ended,
+            what="the pre-flight (the nodes' collective check)",
+            timeout=running.timeout,
+            log=running.log_path,
+            interval=0.1,
+            clock=ctx.clock,
+        )
+    finally:
+        if running.child.poll() is None:
+            _proc.stop_tree(running.child, grace=STOP_GRACE)
+    result = _verdict(running.log_path)
+    if result is None:
+        how = _proc.ended(waited.value)
+        raise RuntimeFailure(
+            f"pre-flight: its check {how} without a verdict", fix=f"read {running.log_path}"
+        )
+    if result.get("skipped"):
+        ctx.log(f"pre-flight skipped: {result['skipped']}")
+        return
+    if result.get("ok"):
+        ctx.log(f"pre-flight passed in {waited.seconds:.1f} s: {result.get('line')}")
+        return
+    raise RuntimeFailure(
+        f"pre-flight: {result.get('line')}",
+        fix=f"see {DOCS}; --no-preflight skips the check",
+    )

@@ -1,0 +1,148 @@
+"""The pre-flight of a multi-node job (issue: a broken link named in seconds): before vLLM
+loads, every node joins a Gloo all-reduce over the job's interface; when it fails, the
+nodes check every pair over TCP and the job fails with one line naming the pair.
+
+- A healthy 3-node job (PP=3 over Ray) passes it on every node, the time in each node's
+  log, and answers.
+- A link that carries Ray and not the collectives: nftables in node2 and node3 drop what
+  each gets from the other (both still reach the leader, so Ray comes up): the job FAILS
+  within 60 s of its start naming both nodes and the interface, vLLM never starts, and
+  nothing is left; the same job with --no-preflight is not READY long after a healthy
+  one would be (the hang the pre-flight turns into a line), and is cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launchers import waits
+from launchers.errors import WaitTimeout
+
+from . import api, bed
+from .jobs import cancel_and_check_clean
+
+READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
+FAIL_DEADLINE = 60.0  # the issue's bound: the job fails within a minute of its start
+# A healthy 3-node job of the tiny model is READY in ~40 s here: a job not READY after
+# this long (twice that, and the pre-flight's whole deadline past it) hangs.
+HANG_SECONDS = 90.0
+TABLE = "vllm_hpc_test"
+
+pytestmark = pytest.mark.cluster
+
+
+def _submit(env: dict[str, str], model: Path, *extra: str) -> dict[str, Any]:
+    args = ["--model", str(model), "--nodes", "3", "--gpus-per-node", "1", "--pp", "3",
+            "--partition", "debug", "--time", "00:05:00", "--via", "sbatch", "--json", *extra,
+            "--", "--max-model-len", "512"]  # fmt: skip
+    return dict(api.cli_json(env, "submit", *args))
+
+
+def _endpoint(job_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((job_dir / "endpoint.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _nft(cluster: bed.MiniCluster, node: str, *words: str) -> None:
+    done = cluster.node_exec(node, ["nft", *words])
+    assert done.returncode == 0, f"nft {' '.join(words)} on {node}: {done.stderr}"
+
+
+@pytest.fixture
+def dropped_link(minicluster: bed.MiniCluster) -> Iterator[tuple[str, str]]:
+    """node2 and node3 drop every packet from each other (a firewall between them);
+    both still reach node1, the leader, where Ray's head and the rendezvous are."""
+    assert shutil.which("nft"), "nft is missing: minicluster.sh up installs nftables"
+    a, b = "node2", "node3"
+    pairs = ((a, minicluster.addresses[b]), (b, minicluster.addresses[a]))
+    try:
+        for node, other in pairs:
+            _nft(minicluster, node, "add", "table", "inet", TABLE)
+            _nft(minicluster, node, "add", "chain", "inet", TABLE, "input",
+                 "{ type filter hook input priority 0 ; policy accept ; }")  # fmt: skip
+            _nft(minicluster, node, "add", "rule", "inet", TABLE, "input",
+                 "ip", "saddr", other, "drop")  # fmt: skip
+        yield a, b
+    finally:
+        for node, _ in pairs:
+            minicluster.node_exec(node, ["nft", "delete", "table", "inet", TABLE])
+
+
+def test_a_healthy_three_node_job_passes_the_preflight_on_every_node(
+    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path, job_ids: list[str]
+) -> None:
+    handle = api.submit(env, tiny_model, 3)
+    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
+    job_ids.append(job_id)
+    nodes = minicluster.job_nodes(job_id)
+    for rank in range(3):
+        log = (job_dir / f"node-{rank}.log").read_text()
+        passed = [line for line in log.splitlines() if "pre-flight passed" in line]
+        assert passed and "Gloo all-reduce across 3 nodes" in passed[0], log[-2000:]
+        print(passed[0])
+    assert api.chat(_endpoint(job_dir), [{"role": "user", "content": "Hi"}])
+    cancel_and_check_clean(minicluster, job_id, nodes)
+
+
+def test_a_link_that_carries_ray_but_not_the_collectives_fails_naming_both_nodes(
+    minicluster: bed.MiniCluster,
+    env: dict[str, str],
+    tiny_model: Path,
+    job_ids: list[str],
+    dropped_link: tuple[str, str],
+) -> None:
+    a, b = dropped_link
+    submitted = time.monotonic()
+    handle = _submit(env, tiny_model)
+    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
+    job_ids.append(job_id)
+    state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FAIL_DEADLINE + 30)
+    took = time.monotonic() - submitted
+    final = _endpoint(job_dir)
+    print(f"dropped link: {state} after {took:.1f} s: {final.get('message')}")
+    assert final.get("state") == "FAILED", final
+    message = str(final.get("message"))
+    assert message.startswith("pre-flight: the Gloo all-reduce across 3 nodes failed"), message
+    for node in (a, b):
+        assert f"{node} ({minicluster.addresses[node]}, ib0)" in message, message
+    assert "cannot reach" in message and "node1" not in message, message
+    assert took < FAIL_DEADLINE, f"the job took {took:.0f} s to fail"
+    assert state == "FAILED", state
+    assert not (job_dir / "vllm-0.log").exists(), "vLLM started before the pre-flight passed"
+    minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
+
+
+def test_without_the_preflight_the_same_link_hangs_the_job(
+    minicluster: bed.MiniCluster,
+    env: dict[str, str],
+    tiny_model: Path,
+    job_ids: list[str],
+    dropped_link: tuple[str, str],
+) -> None:
+    handle = _submit(env, tiny_model, "--no-preflight")
+    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
+    job_ids.append(job_id)
+    minicluster.wait_for_state(job_id, ["RUNNING"], timeout=60)
+    began = time.monotonic()
+
+    def decided() -> str | None:
+        state = _endpoint(job_dir).get("state")
+        return str(state) if state in ("READY", "FAILED", "STOPPED") else None
+
+    with pytest.raises(WaitTimeout):
+        waits.wait_for(decided, what="READY or FAILED", timeout=HANG_SECONDS)
+    state = _endpoint(job_dir).get("state")
+    print(f"without the pre-flight: {state} after {time.monotonic() - began:.0f} s")
+    assert state in ("WAITING_NODES", "LOADING"), _endpoint(job_dir)
+    assert "pre-flight" not in (job_dir / "node-0.log").read_text()
+    cancel_and_check_clean(minicluster, job_id, minicluster.nodes)

@@ -1,0 +1,136 @@
+"""The pre-flight's pieces that need no second node: one pair's TCP check against a
+listener here, the leader's line from what failed, and the runtime's reading of the
+check's verdict (the child faked by a log it wrote)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from launchers import waits
+from launchers.errors import RuntimeFailure
+from launchers.plan.launch import Preflight
+from launchers.runtime import collective, preflight
+from launchers.runtime.pairs import Peer
+
+PEERS = {
+    0: Peer(0, "node1", "10.0.0.11", "ib0"),
+    1: Peer(1, "node2", "10.0.0.12", "ib0"),
+    2: Peer(2, "node3", "10.0.0.13", "ib0"),
+}
+
+
+def test_a_pair_that_answers_is_ok_and_a_closed_port_is_refused() -> None:
+    server, port = collective.listen("127.0.0.1")
+    try:
+        assert collective.probe("127.0.0.1", ("127.0.0.1", port), 5, 1) == "ok"
+    finally:
+        server.close()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        free = closed.getsockname()[1]
+    assert collective.probe("127.0.0.1", ("127.0.0.1", free), 5, 1) == "refused"
+
+
+def test_a_pair_that_passes_small_messages_and_not_large_ones_says_large() -> None:
+    """A peer that acknowledges a small message and never reads a large one (what a
+    smaller MTU on the way does to large frames)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    done = threading.Event()
+
+    def answer_small_only() -> None:
+        conn, _ = server.accept()
+        with conn:
+            (size,) = struct.unpack("!I", conn.recv(4))
+            conn.recv(size)
+            conn.sendall(b"k")
+            done.wait(10)  # holds the connection, reads nothing more
+
+    threading.Thread(target=answer_small_only, daemon=True).start()
+    try:
+        target = ("127.0.0.1", server.getsockname()[1])
+        assert collective.probe("127.0.0.1", target, 0.5, 8) == "large"
+    finally:
+        done.set()
+        server.close()
+
+
+def test_the_leaders_line_names_the_pair_that_cannot_talk() -> None:
+    coll = {r: {"backend": "gloo", "stage": "init", "error": "no answer after 10 s"} for r in PEERS}
+    outcomes = {(0, 1): "ok", (0, 2): "ok", (1, 2): "timeout"}
+    line = collective.leader_line(coll, PEERS, outcomes, [], 3, 5)  # type: ignore[arg-type]
+    assert line.startswith("the Gloo all-reduce across 3 nodes failed (init: no answer after 10 s)")
+    assert "node2 (10.0.0.12, ib0) cannot reach node3 (10.0.0.13, ib0) over TCP" in line
+    assert "connection timed out after 5 s" in line and collective.DOCS in line
+    assert "node1" not in line
+
+
+def test_a_large_all_reduce_that_fails_while_every_pair_connects_says_mtu() -> None:
+    coll = {r: {"backend": "gloo", "stage": "large", "error": "x", "large_mib": 8} for r in PEERS}
+    outcomes = {(0, 1): "ok", (0, 2): "ok", (1, 2): "ok"}
+    line = collective.leader_line(coll, PEERS, outcomes, [], 3, 5)  # type: ignore[arg-type]
+    assert "the small all-reduce passed and the 8 MiB one did not" in line
+    assert "MTU" in line
+
+
+def test_a_result_line_is_read_back_and_anything_else_is_not() -> None:
+    assert collective.parse('PREFLIGHT {"ok": true, "line": "x"}') == {"ok": True, "line": "x"}
+    assert collective.parse("PREFLIGHT not json") is None
+    assert collective.parse("torch warning") is None
+
+
+class Child:
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def poll(self) -> int:
+        return self.code
+
+
+def _finish(tmp_path: Path, log_text: str, code: int = 0) -> list[str]:
+    log = tmp_path / "preflight-0.log"
+    log.write_text(log_text)
+    said: list[str] = []
+    ctx: Any = SimpleNamespace(
+        stopper=SimpleNamespace(check=lambda: None), clock=waits.REAL, log=said.append
+    )
+    running = preflight.Running(
+        child=Child(code),  # type: ignore[arg-type]
+        log_path=str(log),
+        check=Preflight(),
+        arrive_seconds=30,
+    )
+    preflight.finish(ctx, running)
+    return said
+
+
+def test_a_pass_is_logged_with_its_line(tmp_path: Path) -> None:
+    said = _finish(tmp_path, 'warning\nPREFLIGHT {"ok": true, "line": "Gloo all-reduce"}\n')
+    assert len(said) == 1 and said[0].startswith("pre-flight passed in ")
+    assert said[0].endswith(": Gloo all-reduce")
+
+
+def test_a_failure_fails_the_node_with_the_checks_line(tmp_path: Path) -> None:
+    text = 'PREFLIGHT {"ok": false, "line": "node2 cannot reach node3"}\n'
+    with pytest.raises(RuntimeFailure) as failed:
+        _finish(tmp_path, text, code=1)
+    assert failed.value.one_line().startswith("pre-flight: node2 cannot reach node3")
+    assert "--no-preflight" in failed.value.one_line()
+
+
+def test_a_check_that_ends_without_a_verdict_is_a_failure(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeFailure, match="without a verdict"):
+        _finish(tmp_path, "Traceback ...\n", code=-9)
+
+
+def test_no_torch_skips_the_check_and_says_so(tmp_path: Path) -> None:
+    said = _finish(tmp_path, 'PREFLIGHT {"ok": true, "skipped": "torch is not importable"}\n')
+    assert said == ["pre-flight skipped: torch is not importable"]
