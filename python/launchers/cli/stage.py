@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
+from launchers.cli.jobs import json_option
 from launchers.defaults import DEFAULT_HF_ENDPOINT, DEFAULT_MODEL_STORE, DEFAULT_REVISION
 from launchers.errors import InputError, clipped, shown
 
@@ -74,7 +75,7 @@ def _size(n: int) -> str:
     type=click.Path(dir_okay=False),
     help="An extra registry file (for a registry id and the site settings).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
               token_file: str | None, dry_run: bool, no_hash: bool, registry: tuple[str, ...],
               as_json: bool) -> None:  # fmt: skip
