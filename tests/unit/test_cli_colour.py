@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,30 @@ def test_dry_run_warnings_yellow_on_a_terminal(tmp_path: Path) -> None:
     (line,) = [x for x in out.splitlines() if "warning   " in x][:1]
     assert line.startswith("\x1b[33m  warning   ")
     assert out.count(ANSI) == 2 * out.count("  warning   ")  # each line: on, off
+
+
+def _summary(capsys: pytest.CaptureFixture[str]) -> str:
+    from launchers.cli.service import _print_summary
+
+    replica = {"slot": 0, "job_id": "41", "generation": 1, "role": "serving", "state": "READY",
+               "url": "http://n1:8000/v1", "ends_at": None}  # fmt: skip
+    failed = {**replica, "slot": 1, "job_id": "42", "state": "FAILED", "url": None}
+    row = {"name": "chat", "state": "DEGRADED", "message": "1 of 2 READY", "front": None,
+           "replicas": [replica, failed], "events": []}  # fmt: skip
+    _print_summary(row)
+    return capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("tty")
+def test_service_status_colours_states_and_keeps_its_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # click.echo strips colour off a terminal: capsys is not one, the fixture says it is
+    monkeypatch.setattr("click.utils.should_strip_ansi", lambda stream=None, color=None: False)
+    coloured = _summary(capsys)
+    assert "service chat: \x1b[33mDEGRADED\x1b[0m (1 of 2 READY)" in coloured
+    assert "\x1b[32mREADY" in coloured and RED + "FAILED" in coloured
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = _summary(capsys)
+    assert ANSI not in plain
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain  # same text, same alignment

@@ -11,7 +11,15 @@ import sys
 
 import click
 
-STATES = {"READY": "green", "FAILED": "red", "PENDING": "yellow"}
+# A job's states and a service's (UP, DEGRADED, BACKING_OFF) by meaning.
+STATES = {
+    "READY": "green",
+    "UP": "green",
+    "FAILED": "red",
+    "BACKING_OFF": "red",
+    "PENDING": "yellow",
+    "DEGRADED": "yellow",
+}
 
 
 def _isatty(err: bool) -> bool:

@@ -89,8 +89,10 @@ def _say(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 def _print_summary(row: dict[str, Any]) -> None:
+    from launchers.cli.colour import state
+
     said = f" ({row['message']})" if row["message"] else ""
-    click.echo(f"service {row['name']}: {row['state']}{said}")
+    click.echo(f"service {row['name']}: {state(row['state'])}{said}")
     front, ended = row["front"], row.get("front_ended")
     if ended is not None:  # why no front runs: its job ended (its log says why)
         click.echo(f"  front: not running: {ended['message']}")
@@ -109,8 +111,11 @@ def _print_summary(row: dict[str, Any]) -> None:
         table.append((str(r["slot"]), r["job_id"], str(r["generation"]), r["role"],
                       r["state"], r["url"] or "-", _when(r["ends_at"])))  # fmt: skip
     widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
-    for t in table:
-        click.echo("  " + "  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
+    at = cols.index("state")
+    for t in table:  # the state column in its colour, padded first so columns stay aligned
+        cells = [v.ljust(w) for v, w in zip(t, widths, strict=True)]
+        cells[at] = state(cells[at])
+        click.echo(("  " + "  ".join(cells)).rstrip())
     for event in row["events"][-5:]:
         click.echo(f"  - {event}")
 

@@ -133,8 +133,10 @@ def _wait_for(handle: JobHandle, timeout: float, as_json: bool) -> None:
             )
         )
         return
-    click.echo(f"READY: {status.url} serves {status.model!r} (job {handle.job_id})")
+    from launchers.cli.colour import state
     from launchers.render.text import curl_example
+
+    click.echo(f"{state('READY')}: {status.url} serves {status.model!r} (job {handle.job_id})")
 
     info = job.info
     key_file = info.api_key_file if info is not None else None
