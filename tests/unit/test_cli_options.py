@@ -49,6 +49,7 @@ def _seen() -> tuple[click.Command, list[SubmitRequest]]:
 # A value for each option, as a user types it, and what the request holds then.
 TYPED: dict[str, tuple[list[str], Any]] = {
     "model": (["-m", "org/x"], "org/x"),
+    "revision": (["--revision", "v1.0"], "v1.0"),
     "nodes": (["-N", "2"], 2),
     "gpus_per_node": (["-G", "4"], 4),
     "tp": (["--tp", "4"], 4),
@@ -81,6 +82,7 @@ TYPED: dict[str, tuple[list[str], Any]] = {
     "dp_backend": (["--dp-backend", "ray"], "ray"),
     "requeue": (["--requeue"], True),
     "job_root": (["--job-root", "/j"], "/j"),
+    "model_store": (["--model-store", "/m"], "/m"),
     "extra_args": (["--", "--enable-prefix-caching"], ("--enable-prefix-caching",)),
 }
 

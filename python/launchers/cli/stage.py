@@ -4,6 +4,7 @@ thin printer of ``Client.stage``."""
 from __future__ import annotations
 
 import json
+import shlex
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -118,7 +119,7 @@ def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
     if as_json:
         click.echo(json.dumps(_as_dict(result), indent=2))
     else:
-        _show(result)
+        _show(result, dest)
 
 
 def _as_dict(result: StageResult) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def _as_dict(result: StageResult) -> dict[str, Any]:
     return out
 
 
-def _show(result: StageResult) -> None:
+def _show(result: StageResult, dest: str | None) -> None:
     plan = result.plan
     sel = plan.selection
     head = f"{plan.repo_id} at {plan.revision} (commit {plan.commit}) from {plan.endpoint}"
@@ -158,4 +159,11 @@ def _show(result: StageResult) -> None:
     click.echo(f"  {result.copy.path}")
     click.echo(f"  {len(manifest.files)} files, {_size(manifest.total_bytes)} "
                f"({manifest.weights} weights), verified: {manifest.verified}")  # fmt: skip
-    click.echo(f"serve it from there: vllm-hpc submit --model {result.copy.path} ...")
+    # The jobs of the hub id find this copy in the same store (input.resolve).
+    words = [plan.repo_id]
+    if plan.revision != DEFAULT_REVISION:
+        words += ["--revision", plan.revision]
+    if dest:
+        words += ["--model-store", dest]
+    shown_words = " ".join(shlex.quote(w) for w in words)
+    click.echo(f"jobs serve it from there, offline: vllm-hpc submit -m {shown_words} ...")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
+import shlex
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from launchers.defaults import (
     DEFAULT_DP_RPC_PORT,
     DEFAULT_MASTER_PORT,
     DEFAULT_RAY_PORT,
+    DEFAULT_REVISION,
     DEFAULT_VLLM_VERSION,
     RAY_WORKER_PORTS,
     USER_PORTS,
@@ -31,6 +34,7 @@ from launchers.errors import InputError, shown
 from launchers.input import probe, vllm_options
 from launchers.input.registry import Registry
 from launchers.jobdir.jobroot import job_root
+from launchers.jobdir.modelstore import staged_copy, store_root
 from launchers.jobdir.safe import read_private_text
 from launchers.plan import commands
 from launchers.plan.commands import NODE_IP, check_all2all, parse_version
@@ -55,9 +59,11 @@ from launchers.spec.config import (
     ServeConfig,
     SiteSpec,
     SlurmOptions,
+    StagedModel,
     check_model,
 )
 from launchers.spec.request import FLAG_NAMES, SubmitRequest, one_line_error
+from launchers.spec.staged import HUB_ID_RE
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,6 +102,7 @@ _PLAN_FLAGS = {
     "--data-parallel-address": "drop it: node 0's address is filled in on the nodes",
     "--data-parallel-start-rank": "drop it: each node gets its own",
     "--headless": "drop it: nodes after the first run headless",
+    "--revision": "use --revision before `--`: it also picks the staged copy",
     "--token-parallel-size": "use --token-parallel-size before `--` (registry: "
     "token_parallel_size): it is checked against the GPUs and the nodes' vLLM",
     "--enable-token-parallel": "use --token-parallel-size before `--`: the plan enables it",
@@ -370,6 +377,62 @@ def _model(
     return name, spec
 
 
+def _is_local(model: str) -> bool:
+    """The model is a directory here (a path, or a name that exists as one)."""
+    return _looks_local(model) or Path(model).expanduser().is_dir()
+
+
+def _staged(
+    req: SubmitRequest, spec: ModelSpec, site: SiteSpec, environ: Mapping[str, str]
+) -> tuple[ModelSpec, StagedModel | None]:
+    """Step 1b: a hub model staged in the model store (``vllm-hpc stage``) is served
+    from its copy: the entry's model becomes the copy's directory (vLLM reads it, the
+    layout checks read its config.json). On a site whose nodes are offline, a hub model
+    with no copy is refused here, not found after the queue by a hang on the nodes."""
+    if _is_local(spec.model):
+        if req.revision is not None:
+            raise InputError(
+                f"--revision: the model {spec.model} is a local directory; a revision is "
+                "of a hub model",
+                fix="drop --revision, or give the hub id",
+            )
+        return spec, None
+    revision = req.revision or DEFAULT_REVISION
+    store = store_root(req.model_store, environ, site.model_store)
+    # Only a well-formed org/name is looked up: the store's paths are built from it.
+    hub_id = HUB_ID_RE.fullmatch(spec.model) is not None
+    found = staged_copy(store, spec.model, revision) if hub_id else None
+    if found is None:
+        if site.nodes_offline:
+            stage = " ".join(
+                [spec.model]
+                + ([f"--revision {revision}"] if req.revision else [])
+                + ([f"--dest {shlex.quote(req.model_store)}"] if req.model_store else [])
+            )
+            raise InputError(
+                f"model {spec.model}: not staged and the nodes are offline",
+                fix=f"run: vllm-hpc stage {stage} on the login node",
+            )
+        return spec, None
+    try:
+        staged = StagedModel(
+            repo_id=spec.model,
+            revision=revision,
+            commit=found.manifest.commit,
+            path=os.path.abspath(found.path),
+            files=len(found.manifest.files),
+            bytes=found.manifest.total_bytes,
+        )
+    except ValidationError as exc:
+        raise InputError(
+            f"model store: the staged copy of {spec.model} is at {shown(str(found.path))}, "
+            f"which cannot be served: {exc.errors()[0]['msg'].removeprefix('Value error, ')}",
+            fix="use a model store whose path has only letters, digits and . _ / + @ = ~ - "
+            "(--model-store, $VLLM_HPC_MODEL_STORE or the site's model_store)",
+        ) from None
+    return spec.model_copy(update={"model": staged.path}), staged
+
+
 def _layout(
     req: SubmitRequest, name: str, spec: ModelSpec, site: SiteSpec, arch: ModelShape | None
 ) -> tuple[ParallelLayout, str, list[str]]:
@@ -638,8 +701,9 @@ def resolve(
     checks what it decides). Raises InputError subclasses."""
     site = registry.site
     name, spec = _model(req, registry, environ)
+    spec, staged = _staged(req, spec, site, environ)
     arch = read_model_arch(spec.model)
-    # The layout is checked against a local config.json, else the entry's shape.
+    # The layout is checked against a local (or staged) config.json, else the entry's shape.
     layout, reason, warnings = _layout(req, name, spec, site, arch or spec.shape())
     vllm_version = _pick(req.vllm_version, site.vllm_version, DEFAULT_VLLM_VERSION)
     parse_version(vllm_version)
@@ -702,6 +766,8 @@ def resolve(
             "slurm": _slurm(req, site),
             "env": {**site.env, **req.env, **({"VLLM_HPC_IFACE": req.iface} if req.iface else {})},
             "extra_args": req.extra_args,
+            "revision": req.revision,
+            "staged": staged,
         },
     )
     check_extra_args(config)

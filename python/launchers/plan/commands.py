@@ -271,6 +271,8 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - vLLM's spellings of every
 def _model_args(config: ServeConfig) -> list[str]:
     spec = config.spec
     argv = ["--served-model-name", config.served_model_name]
+    if config.revision is not None and config.staged is None:
+        argv += ["--revision", config.revision]  # a staged directory is its revision
     if spec.dtype != "auto":
         argv += ["--dtype", spec.dtype]
     optional: list[tuple[str, object]] = [

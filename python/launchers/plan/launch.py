@@ -29,6 +29,7 @@ from launchers.defaults import (
 from launchers.errors import LayoutError
 from launchers.jobdir import jobroot
 from launchers.jobdir.paths import RANK_FIELD, JobDir, JobRoot
+from launchers.plan import staging
 from launchers.plan.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -51,6 +52,7 @@ from launchers.spec.config import (
     ParallelLayout,
     ServeConfig,
     SlurmOptions,
+    StagedModel,
 )
 
 PLAN_FORMAT = 1
@@ -169,6 +171,12 @@ class LaunchPlan(Frozen):
     python: str
     container: ContainerSpec | None = None
     container_binds: tuple[str, ...] = ()
+    staged: StagedModel | None = Field(
+        None,
+        description="The staged copy ``model`` is (None: a local directory or a hub id); "
+        "left out of the JSON when None",
+        exclude_if=lambda value: value is None,
+    )
     api_key_file: str | None = Field(
         None, description="Where the API key is read from (the key itself is never here)"
     )
@@ -352,6 +360,9 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
     env.update(all2all_env(config))
     env.update(config.spec.env)
     env.update(config.env)
+    offline: list[str] = []
+    if config.staged is not None:
+        env, offline = staging.offline_env(env, config.staged.path)
     plain, secret = secretenv.split(env)
     node_argv = (config.python, "-m", "launchers", "node", "run", "--plan", paths.plan)
     return LaunchPlan(
@@ -361,12 +372,15 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         runtime=config.runtime,
         layout=layout,
         layout_reason=config.layout_reason,
-        warnings=config.warnings + removed_env_warnings(env, config.vllm_version),
+        warnings=(
+            config.warnings + removed_env_warnings(env, config.vllm_version) + tuple(offline)
+        ),
         job_name=config.job_name,
         vllm_version=config.vllm_version,
         python=config.python,
         container=config.container,
         container_binds=config.container_binds,
+        staged=config.staged,
         api_key_file=(paths.api_key if config.api_key == "generate" else config.api_key_file),
         generate_api_key=config.api_key == "generate",
         ray_token_file=paths.ray_token if config.ray_auth and config.runtime == "ray" else None,

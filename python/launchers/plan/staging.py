@@ -170,3 +170,20 @@ def index_shards(index: Mapping[str, object]) -> list[str]:
         raise ValueError("has no weight_map")
     shards = {str(v) for v in weight_map.values()}
     return sorted(shards)
+
+
+# What a job of a staged model exports on every node, after every other variable (the
+# user's env included): the copy holds all vLLM loads, and nothing may be fetched instead.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def offline_env(env: Mapping[str, str], copy: str) -> tuple[dict[str, str], list[str]]:
+    """``env`` with ``OFFLINE_ENV`` on top, and a warning for each of its variables
+    ``env`` had set otherwise (a user's ``HF_HUB_OFFLINE=0`` is not obeyed silently)."""
+    warnings = [
+        f"env: {key}={env[key]} is replaced by {key}={value}: the model is served from "
+        f"its staged copy {copy}, offline"
+        for key, value in OFFLINE_ENV.items()
+        if key in env and env[key] != value
+    ]
+    return {**env, **OFFLINE_ENV}, warnings

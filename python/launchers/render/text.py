@@ -195,6 +195,38 @@ def _key_text(plan: LaunchPlan) -> str:
     return "none: anyone who reaches the port can use the model"
 
 
+_TRUE = ("1", "ON", "YES", "TRUE")
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def weights_text(plan: LaunchPlan) -> str:
+    """Where the nodes get the weights from: a staged copy (offline), a local
+    directory, each node's Hugging Face cache (HF_HUB_OFFLINE in the plan's env), or
+    the hub, at start, on every node."""
+    staged = plan.staged
+    if staged is not None:
+        return (
+            f"staged copy of {staged.repo_id} at {staged.path} (commit {staged.commit[:12]}, "
+            f"{staged.files} files, {_size(staged.bytes)}); offline: nothing is fetched"
+        )
+    if plan.model.startswith(("/", "./", "../", "~")) or plan.model in (".", ".."):
+        return f"the local directory {plan.model}"
+    if plan.env.get("HF_HUB_OFFLINE", "").upper() in _TRUE:
+        return "each node's Hugging Face cache (HF_HUB_OFFLINE=1 in the env: no download)"
+    return (
+        "downloaded from the hub by every node at start (HF_HUB_OFFLINE not set; "
+        "vllm-hpc stage copies it once)"
+    )
+
+
 def _summary_lines(plan: LaunchPlan, title: str, ray_auth: str, *, slurm: bool = True) -> list[str]:
     """The dry run's head: what is served, how, where (``slurm``: what SLURM is asked
     for), and with which keys."""
@@ -203,6 +235,7 @@ def _summary_lines(plan: LaunchPlan, title: str, ray_auth: str, *, slurm: bool =
     out = [title, ""]
     if serves:
         out.append(f"  model     {plan.model}  (served as {plan.served_model_name})")
+        out.append(f"  weights   {weights_text(plan)}")
     out += [f"  layout    {layout.describe()}", f"  why       {plan.layout_reason}"]
     if slurm:
         out.append(f"  slurm     {slurm_summary(plan)}")

@@ -265,6 +265,11 @@ class SiteSpec(Frozen):
     preflight: bool = Field(
         True, description="false: no collective check before vLLM loads (--no-preflight)"
     )
+    nodes_offline: bool = Field(
+        False,
+        description="true: the compute nodes cannot reach the hub, so a hub model must be "
+        "staged first (vllm-hpc stage on the login node)",
+    )
 
     _env = field_validator("env")(_check_env)
 
@@ -391,6 +396,28 @@ class SlurmOptions(Frozen):
     _mem = field_validator("mem")(check_mem)
 
 
+class StagedModel(Frozen):
+    """A hub model served from its staged copy (``vllm-hpc stage``): the directory
+    ``vllm serve`` is given, and what the copy's manifest says of it."""
+
+    repo_id: str = Field(description="The hub id the user asked for")
+    revision: str = Field(description="The revision asked for (its ref in the store)")
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$", description="The commit it was staged at")
+    path: str = Field(description="The staged directory (absolute)")
+    files: int = Field(ge=0, description="Files in the copy")
+    bytes: int = Field(ge=0, description="Their total size")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        # It becomes vllm serve's argument and a container bind (which splits on ',' ':').
+        if not PurePosixPath(value).is_absolute() or not fields.STORE_PATH_RE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an absolute path of letters, digits and . _ / + @ = ~ -"
+            )
+        return value
+
+
 class ServeConfig(Frozen):
     """One deployment, fully resolved and validated: the only input of ``plan()``."""
 
@@ -434,6 +461,10 @@ class ServeConfig(Frozen):
     ready_timeout: Seconds = Field(DEFAULT_READY_TIMEOUT, description="Seconds to wait for the API")
     preflight: bool = Field(
         True, description="A multi-node job checks its nodes' collectives before vLLM loads"
+    )
+    revision: str | None = Field(None, description="The hub model's revision (vllm serve's)")
+    staged: StagedModel | None = Field(
+        None, description="Served from this staged copy, offline (spec.model is its path)"
     )
 
     _env = field_validator("env")(_check_env)

@@ -48,6 +48,8 @@ SLURM_NAMES_RE = re.compile(rf"{_SLURM_NAME}(?:,{_SLURM_NAME})*", re.ASCII)
 MEM_RE = re.compile(r"[0-9]+[KMGT]?", re.ASCII)
 # A job root or an interpreter: it lands in #SBATCH --output and on srun's line unquoted.
 PATH_RE = re.compile(r"[A-Za-z0-9._/+@:=,~-]+", re.ASCII)
+# A staged model's directory: also a container bind, which ',' and ':' would split.
+STORE_PATH_RE = re.compile(r"[A-Za-z0-9._/+@=~-]+", re.ASCII)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 JOB_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
 # A host name or IPv4 address a laptop ssh-es to (the site's login_host): DNS labels.

@@ -17,10 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from launchers.defaults import DEFAULT_API_PORT, DEFAULT_DP_RPC_PORT, DEFAULT_RAY_PORT
+from launchers.defaults import (
+    DEFAULT_API_PORT,
+    DEFAULT_DP_RPC_PORT,
+    DEFAULT_MODEL_STORE,
+    DEFAULT_RAY_PORT,
+    DEFAULT_REVISION,
+)
 from launchers.errors import SHOWN_LIMIT, InputError, clipped, shown
+from launchers.spec import fields as _fields
 from launchers.spec.fields import (
     MAX_API_SERVERS,
     MAX_GPU_MEMORY_GIB,
@@ -28,6 +35,7 @@ from launchers.spec.fields import (
     MAX_NODES,
     MAX_PARALLEL,
 )
+from launchers.spec.staged import check_revision
 
 # The headings ``--help`` lists the request's options under, in this order.
 LAYOUT = "Model and layout"
@@ -98,6 +106,16 @@ class SubmitRequest(BaseModel):
             group=LAYOUT,
             help="Registry id (see `vllm-hpc models list`), Hugging Face id or model "
             "directory. Default: $MODEL_NAME.",
+        ),
+    ] = None
+    revision: Annotated[
+        str | None,
+        flag(
+            "--revision",
+            group=LAYOUT,
+            help="The hub model's branch, tag or commit (default "
+            f"{DEFAULT_REVISION}): its staged copy (vllm-hpc stage --revision) is served "
+            "when the model store has one, else vLLM fetches that revision.",
         ),
     ] = None
     nodes: Annotated[
@@ -291,6 +309,16 @@ class SubmitRequest(BaseModel):
         str | None,
         flag("--job-root", group=OTHER, help="Directory for job directories (shared storage)."),
     ] = None
+    model_store: Annotated[
+        str | None,
+        flag(
+            "--model-store",
+            group=OTHER,
+            help="Where vllm-hpc stage put models: a hub model staged there is served "
+            "from its copy, offline. Default: $VLLM_HPC_MODEL_STORE, else the site "
+            f"file's model_store, else {DEFAULT_MODEL_STORE}.",
+        ),
+    ] = None
     extra_args: Annotated[
         tuple[str, ...],
         flag(
@@ -308,6 +336,11 @@ class SubmitRequest(BaseModel):
     # k8s and compose: the nodes run an image, whose Python this machine cannot ask.
     in_image: bool = False
     env: dict[str, str] = Field(default_factory=dict)
+
+    _revision = field_validator("revision")(lambda v: None if v is None else check_revision(v))
+    _model_store = field_validator("model_store")(
+        lambda v: None if v is None else _fields.not_a_flag(_fields.plain_text(v))
+    )
 
 
 def request_flags() -> dict[str, Flag]:

@@ -25,6 +25,7 @@ def run(
         "VLLM_HPC_REGISTRY": None,
         "VLLM_HPC_SITE_CONFIG": None,
         "VLLM_HPC_JOB_ROOT": None,
+        "VLLM_HPC_MODEL_STORE": None,
         "VLLM_HPC_PYTHON": "/opt/venv/bin/python",
     }
     base.update(env or {})
