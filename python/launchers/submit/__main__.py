@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NoReturn
 
-from launchers.cli import run, submit_cmd
+from launchers.cli import run
+from launchers.cli.submit import submit_cmd
 
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
