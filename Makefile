@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL_FILES = $(shell find bin slurm python tests modules containers bench -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
 
-.PHONY: help install tools lint test test-unit test-cluster testenv demo demo-clean bench-launch bench-service clean
+.PHONY: help install tools lint test test-unit test-cluster testenv demo demo-clean bench-launch bench-service bench-front clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench-launch: install ## Launch speed vs a hand-written floor on the mini cluste
 
 bench-service: install ## A service's front vs direct, and a handover under load (~25 min)
 	$(PY) -m bench.service.run
+
+bench-front: install ## The service's front at line rate on loopback: Go stand-in replica, vllm-router, proxy (~10 min, a quiet machine)
+	$(PY) -m bench.front.run
 
 demo: install ## 2-node mini cluster, a real job, an answer from its endpoint, teardown (KEEP=1 leaves them up)
 	$(PY) -m tests.cluster.demo $(if $(KEEP),--keep)

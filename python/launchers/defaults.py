@@ -128,10 +128,16 @@ FRONT_BODY_TIMEOUT = 60.0
 FRONT_HEADER_TIMEOUT = 10.0
 FRONT_KEEPALIVE_TIMEOUT = 75.0
 FRONT_MAX_CONNECTIONS = 512
-# Connections from the front to vllm-router at once (the rest wait for one): sized to the
-# replicas' --max-num-seqs times replicas (256 x 4). In practice at most one per client
-# connection is busy, so FRONT_MAX_CONNECTIONS bounds it first.
-FRONT_UPSTREAM_CONNECTIONS = 1024
+# Connections from the front to vllm-router at once (service.front.upstream_limit): what
+# the replicas can take, their --max-num-seqs (times DP) for every replica the service may
+# route at once, each with a successor beside it during a handover
+# (FRONT_UPSTREAM_REPLICAS: a `service scale` never outgrows it). Else no limit of the
+# connector's own (FRONT_UPSTREAM_CONNECTIONS, 0): when the replicas' --max-num-seqs is not
+# known, or that sum is past FRONT_MAX_CONNECTIONS, the front's own bound (a client
+# connection carries one request at a time). Never aiohttp's default of 100, which held
+# every stream past the hundredth in the front.
+FRONT_UPSTREAM_REPLICAS = 2 * SERVICE_MAX_REPLICAS
+FRONT_UPSTREAM_CONNECTIONS = 0
 # aiohttp logs every malformed request with a traceback: the front keeps at most this many
 # of its server log's lines per client address and in all per window, each on one line.
 FRONT_LOG_LINES_PER_PEER = 5

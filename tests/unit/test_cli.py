@@ -196,6 +196,19 @@ def test_the_dry_run_says_what_slurm_is_asked_for_first_and_what_to_do_last() ->
     assert "Node 0 (leader)" in lines[:script]
 
 
+def test_every_command_is_found_under_its_name_and_loaded_when_asked_for() -> None:
+    import click
+
+    from launchers.cli import COMMANDS, cli
+
+    context = click.Context(cli)
+    assert cli.list_commands(context) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None and command.name == name
+    assert cli.get_command(context, "no-such-command") is None
+
+
 def test_every_json_option_is_the_one_shared_option() -> None:
     """Every command with ``--json`` declares it through ``cli.jobs.json_option``: the
     same flag, parameter and help text everywhere."""
@@ -211,7 +224,10 @@ def test_every_json_option_is_the_one_shared_option() -> None:
 
     def commands(group: click.Group, path: str) -> list[tuple[str, click.Command]]:
         found: list[tuple[str, click.Command]] = []
-        for name, command in group.commands.items():
+        context = click.Context(group)
+        for name in group.list_commands(context):  # the CLI's commands load when asked for
+            command = group.get_command(context, name)
+            assert command is not None, name
             found.append((f"{path} {name}", command))
             if isinstance(command, click.Group):
                 found += commands(command, f"{path} {name}")

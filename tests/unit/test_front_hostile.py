@@ -495,6 +495,67 @@ def test_the_upstream_limit_is_one_default() -> None:
     assert params["upstream_limit"].default == defaults.FRONT_UPSTREAM_CONNECTIONS
 
 
+STREAMS = 150  # past aiohttp's default connector limit (100), below the front's 512
+
+
+def test_every_stream_gets_its_first_byte_before_any_ends() -> None:
+    """150 slow streams at once through the front as it serves (start_site, the default
+    upstream limit): the stand-in router holds every stream open after its first chunk
+    until the client has the first byte of all of them (or DEADLINE), so a stream that
+    waited for another's connection would get its first byte only after some stream
+    ended."""
+    firsts = 0
+    all_first = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DEADLINE):
+                await all_first.wait()
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def one(session: aiohttp.ClientSession, url: str) -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with session.post(url, json={"stream": True}, headers=headers) as answer:
+            assert answer.status == 200
+            await answer.content.readany()
+            first = loop.time()
+            nonlocal firsts
+            firsts += 1
+            if firsts == STREAMS:
+                all_first.set()
+            await answer.read()
+            return first, loop.time()
+
+    async def check() -> None:
+        router = web.Application()
+        router.router.add_post("/v1/chat/completions", slow)
+        up_runner = await _plain(router)
+        app = proxy.make_app(f"http://127.0.0.1:{_port(up_runner)}", KEY, healthy=lambda: True)
+        runner = await frontserver.start_site(app, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{_port(runner)}/v1/chat/completions"
+        try:
+            connector = aiohttp.TCPConnector(limit=0)  # the client itself holds none back
+            async with aiohttp.ClientSession(connector=connector) as session:
+                times = await asyncio.gather(*(one(session, url) for _ in range(STREAMS)))
+        finally:
+            await runner.cleanup()
+            await up_runner.cleanup()
+        last_first = max(first for first, _ in times)
+        first_end = min(end for _, end in times)
+        assert last_first < first_end, (
+            f"{sum(first > first_end for first, _ in times)} of {STREAMS} streams waited "
+            "for another to end before their first byte"
+        )
+
+    run(check())
+
+
 # --- 5. the log: bounded per client --------------------------------------------------------
 
 

@@ -138,3 +138,39 @@ def test_planning_path_imports_no_heavy_modules(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["plan"]["runtime"] == "ray"
+
+
+# What `python -m launchers.submit ... --dry-run` must not import: the libraries of other
+# commands (the front's, the metrics', the doctor's, staging's, submitting's) and the
+# CLI's other commands, loaded only when their command runs (cli.COMMANDS).
+NOT_FOR_A_DRY_RUN = (
+    "aiohttp", "yarl", "prometheus_client", "psutil", "rich", "huggingface_hub",
+    "submitit", "openai", "ray", "vllm", "torch",
+    "launchers.cli.render", "launchers.cli.service", "launchers.cli.doctor",
+    "launchers.cli.stage", "launchers.cli.clean", "launchers.cli.models",
+    "launchers.cli.node", "launchers.cli.internal", "launchers.observe.progress",
+    "launchers.service", "launchers.runtime", "launchers.stage", "launchers.submit.slurm",
+)  # fmt: skip
+
+
+def test_the_dry_run_imports_only_what_planning_needs(tmp_path: Path) -> None:
+    nodes_python = tmp_path / "python"
+    nodes_python.write_text("#!/bin/sh\nexit 0\n")
+    nodes_python.chmod(0o755)
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['launchers.submit', '-m', 'llama-3.1-70b-instruct', '--nodes', '2',\n"
+        "            '--gpus-per-node', '4', '-p', 'gpu', '-t', '01:00:00', '--dry-run']\n"
+        "try:\n"
+        "    runpy.run_module('launchers.submit', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        f"print(sorted(m for m in {NOT_FOR_A_DRY_RUN!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "VLLM_HPC_PYTHON": str(nodes_python)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dry run: nothing submitted" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr

@@ -9,11 +9,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from launchers.client import Client
+from launchers.defaults import FRONT_MAX_CONNECTIONS, FRONT_UPSTREAM_REPLICAS, SERVICE_MAX_REPLICAS
 from launchers.health import pick_port
 from launchers.jobdir.safe import private_dir
 from launchers.service import store
 from launchers.service.definition import ServiceState
-from launchers.service.front import ServiceFront
+from launchers.service.front import ServiceFront, replica_seqs, upstream_limit
 
 from .helpers.runtime import FakeClock
 
@@ -103,3 +107,31 @@ def test_served_on_loopback_it_beats_and_returns_when_the_service_is_down(
     written = store.read_front(f.service_dir)
     assert written is not None and written.port == f.port and written.host == "127.0.0.1"
     assert f.stopping.is_set()
+
+
+@pytest.mark.parametrize(
+    ("seqs", "limit"),
+    [
+        (None, 0),  # not known: no connector limit, the front's own bound holds
+        (1, FRONT_UPSTREAM_REPLICAS),
+        (8, 8 * FRONT_UPSTREAM_REPLICAS),
+        (64, 0),  # 64 x 32 is past FRONT_MAX_CONNECTIONS: that bound comes first
+    ],
+)
+def test_the_upstream_limit_is_what_the_replicas_can_take(seqs: int | None, limit: int) -> None:
+    assert upstream_limit(seqs) == limit
+    assert FRONT_UPSTREAM_REPLICAS >= 2 * SERVICE_MAX_REPLICAS  # a scale never outgrows it
+    assert limit == 0 or limit < FRONT_MAX_CONNECTIONS
+
+
+def test_a_replica_takes_its_max_num_seqs_times_its_dp_ranks(tmp_path: Path) -> None:
+    config = Client(job_root=str(tmp_path)).config(
+        {"model": "llama-3.1-70b-instruct", "nodes": 2, "gpus_per_node": 4}
+    )
+    assert config.spec.max_num_seqs == 64 and replica_seqs(config) == 64
+    dp2 = config.model_copy(update={"layout": config.layout.model_copy(update={"dp": 2})})
+    assert replica_seqs(dp2) == 128
+    for extra in (("--max-num-seqs", "16"), ("--max-num-seqs=16",)):
+        assert replica_seqs(config.model_copy(update={"extra_args": extra})) == 16
+    unset = config.spec.model_copy(update={"max_num_seqs": None})
+    assert replica_seqs(config.model_copy(update={"spec": unset})) is None

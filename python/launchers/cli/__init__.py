@@ -15,22 +15,48 @@ from typing import NoReturn
 
 import click
 
-from launchers.cli import (
-    clean,
-    doctor,
-    internal,
-    jobs,
-    models,
-    node,
-    render,
-    service,
-    stage,
-    submit,
-)
 from launchers.cli.exits import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED
 
+# Each command and the module (of launchers.cli) and name it is defined as, imported only
+# when the command is asked for: `submit --dry-run` imports the submit command's module,
+# not the service's, the doctor's or the renderers'; `--help` imports them all.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "submit": ("submit", "submit_cmd"), "plan": ("submit", "plan_cmd"),
+    "render": ("render", "render_group"),
+    "jobs": ("jobs", "jobs_cmd"), "status": ("jobs", "status_cmd"), "logs": ("jobs", "logs_cmd"),
+    "metrics": ("jobs", "metrics_cmd"), "bench": ("jobs", "bench_cmd"),
+    "stop": ("jobs", "stop_cmd"),
+    "models": ("models", "models_group"), "node": ("node", "node_group"),
+    "service": ("service", "group"), "tunnel": ("service", "tunnel_cmd"),
+    "doctor": ("doctor", "doctor_cmd"),
+    "job-root": ("internal", "job_root_cmd"), "sbatch-helper": ("internal", "sbatch_helper_cmd"),
+    "clean": ("clean", "clean_cmd"), "stage": ("stage", "stage_cmd"),
+}  # fmt: skip
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def command(name: str) -> click.Command:
+    """The command ``name`` (a key of COMMANDS), its module imported now."""
+    import importlib
+
+    module, attribute = COMMANDS[name]
+    found = getattr(importlib.import_module(f"launchers.cli.{module}"), attribute)
+    assert isinstance(found, click.Command) and found.name == name, (module, attribute)
+    return found
+
+
+class LazyGroup(click.Group):
+    """A group whose commands (COMMANDS) are imported when one is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.add_command(command(cmd_name))
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks.", envvar="VLLM_HPC_DEBUG")
 @click.version_option(package_name="vllm-hpc", prog_name="vllm-hpc")
 @click.pass_context
@@ -43,16 +69,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
       vllm-hpc submit --model llama-3.1-70b-instruct --nodes 2 --gpus-per-node 4 --dry-run
     """
     ctx.obj = {"debug": debug}
-
-
-for _command in (
-    submit.submit_cmd, submit.plan_cmd, render.render_group, *jobs.COMMANDS,
-    models.models_group, node.node_group, service.group, service.tunnel_cmd,
-    doctor.doctor_cmd, internal.job_root_cmd, internal.sbatch_helper_cmd,
-    clean.clean_cmd, stage.stage_cmd,
-):  # fmt: skip
-    cli.add_command(_command)
-submit_cmd = submit.submit_cmd  # ``python -m launchers.submit``
 
 
 def _fail(message: str, code: int, lines: tuple[str, ...] = ()) -> NoReturn:

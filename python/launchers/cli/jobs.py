@@ -270,13 +270,3 @@ def stop_cmd(job_id: str, job_root: str | None, timeout: float) -> None:
     job = client_for(job_root).job(job_id)
     status = job.stop(timeout=timeout)
     click.echo(f"job {job_id}: {status.state} - {status.message}")
-
-
-COMMANDS = (
-    jobs_cmd,
-    status_cmd,
-    logs_cmd,
-    metrics_cmd,
-    bench_cmd,
-    stop_cmd,
-)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launchers import _proc, jobdir, waits
+from launchers import jobdir, waits
 from launchers.defaults import (
     BENCH_CONCURRENCY,
     BENCH_INPUT_LEN,
@@ -36,7 +36,6 @@ from launchers.jobdir import jobfiles, jobroot
 from launchers.jobdir.paths import JobDir, JobRoot, log_rank
 from launchers.jobdir.safe import UnsafePathError, check_private
 from launchers.observe import trust
-from launchers.observe.progress import Progress, read_progress
 from launchers.observe.status import JobStatus, read_status, wait_ready
 
 if TYPE_CHECKING:
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
 
     from openai import AsyncOpenAI, OpenAI
 
+    from launchers.observe.progress import Progress
     from launchers.plan.launch import LaunchPlan
     from launchers.submit.slurmctl import Pending
 
@@ -163,6 +163,8 @@ class Job:
         pid = self._local_pid()
         if not pid:
             return ("PENDING", "local")
+        from launchers import _proc  # a local job's only: reading a job needs no process
+
         started = jobfiles.read(self.files.local, jobfiles.LocalProcess)
         same = started is None or not started.created or _proc.same_process(pid, started.created)
         if same and _pid_alive(pid):
@@ -178,6 +180,8 @@ class Job:
     def _signal_local(self, sig: int) -> bool:
         """Signal a local job's process group (its runtime and what runs in its group),
         only while its leader is the process that was started. True if sent."""
+        from launchers import _proc
+
         started = jobfiles.read(self.files.local, jobfiles.LocalProcess)
         if started is not None and started.created:
             return _proc.signal_group(
@@ -294,6 +298,8 @@ class Job:
     def progress(self, status: JobStatus | None = None) -> Progress:
         """How far the job has come: its state, the Ray nodes joined, and vLLM's own
         start-up step from the tail of the leader's vLLM log (``observe.progress``)."""
+        from launchers.observe.progress import read_progress
+
         return read_progress(status or self.status(), self.job_dir)
 
     def _first_log(self) -> str:

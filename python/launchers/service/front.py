@@ -24,10 +24,13 @@ from launchers import _proc, health, waits
 from launchers.client import Client
 from launchers.defaults import (
     FRONT_HEARTBEAT_SECONDS,
+    FRONT_MAX_CONNECTIONS,
     FRONT_STALE_SECONDS,
+    FRONT_UPSTREAM_CONNECTIONS,
+    FRONT_UPSTREAM_REPLICAS,
     SERVICE_ROUTER_PORT_OFFSET,
 )
-from launchers.errors import InputError, RuntimeFailure
+from launchers.errors import InputError, RuntimeFailure, VllmHpcError
 from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import read_private_text
 from launchers.service import store
@@ -37,6 +40,8 @@ from launchers.service.frontjob import submit_front
 from launchers.service.frontserver import start_site
 from launchers.service.proxy import make_app
 from launchers.service.router import LOOPBACK, RouterAdmin, router_argv
+from launchers.spec.config import ServeConfig
+from launchers.spec.request import SubmitRequest
 
 ROUTER_START_TIMEOUT = 60.0
 TICK_SECONDS = 1.0  # the controller's cadence (SLURM is asked less often: controller.py)
@@ -92,6 +97,43 @@ def keep_beating(
             beat()
         except Exception as exc:  # a shared file system hiccup: the next beat tries again
             log(f"heartbeat failed: {type(exc).__name__}: {exc}")
+
+
+def replica_seqs(config: ServeConfig) -> int | None:
+    """The sequences one replica of ``config`` runs at once: its ``--max-num-seqs`` (the
+    last one its extra arguments give, else the registry's or the request's) times its
+    data-parallel ranks; None when not given (vLLM's own default depends on its version
+    and the GPU). Pure."""
+    seqs = config.spec.max_num_seqs
+    args = config.extra_args
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name != "--max-num-seqs":
+            continue
+        if not value and i + 1 < len(args):
+            value = args[i + 1]
+        seqs = int(value) if value.isdigit() else None
+    return None if seqs is None else seqs * config.layout.dp
+
+
+def upstream_limit(seqs_per_replica: int | None) -> int:
+    """The front's connections to vllm-router at once (aiohttp's connector limit, 0 for
+    none): ``seqs_per_replica`` for each of the FRONT_UPSTREAM_REPLICAS replicas the
+    service may route at once; none (FRONT_UPSTREAM_CONNECTIONS) when that is not known
+    or not below FRONT_MAX_CONNECTIONS, the front's own bound. Pure."""
+    if seqs_per_replica is None:
+        return FRONT_UPSTREAM_CONNECTIONS
+    limit = seqs_per_replica * FRONT_UPSTREAM_REPLICAS
+    return limit if limit < FRONT_MAX_CONNECTIONS else FRONT_UPSTREAM_CONNECTIONS
+
+
+def _upstream_limit(client: Client, request: SubmitRequest) -> int:
+    """``upstream_limit`` for the service's replicas, as its request resolves here."""
+    try:
+        return upstream_limit(replica_seqs(client.config(request)))
+    except VllmHpcError as exc:  # checked at `service up`; here only the sizing is lost
+        _log(f"the replicas' --max-num-seqs is not known here ({exc.one_line()})")
+        return FRONT_UPSTREAM_CONNECTIONS
 
 
 def _address(host: str | None) -> str:
@@ -154,12 +196,14 @@ def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
         client = Client(job_root=spec.request.job_root)
         controller = Controller(service_dir, client, RouterAdmin(router_port), url=url, log=_log)
         controller.routed_count = len(adopted)
+        limit = _upstream_limit(client, spec.request)
     except BaseException:
         router.stop(grace=5.0)
         raise
     return ServiceFront(
         service_dir=service_dir, name=spec.name, address=address, port=spec.front_port,
         router_port=router_port, key=key, controller=controller, router=router,
+        upstream_limit=limit,
     )  # fmt: skip
 
 
@@ -197,6 +241,7 @@ class ServiceFront:
     key: str
     controller: Controller
     router: _proc.Child
+    upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS  # upstream_limit(): 0 for none
     log: Callable[[str], None] = _log
     clock: waits.Clock = waits.REAL
     started: float = field(default_factory=time.time)
@@ -283,7 +328,7 @@ class ServiceFront:
         controller = self.controller
         app = make_app(
             f"http://{LOOPBACK}:{self.router_port}", self.key,
-            healthy=lambda: controller.routed_count > 0,
+            healthy=lambda: controller.routed_count > 0, upstream_limit=self.upstream_limit,
         )  # fmt: skip
         site = await start_site(app, self.address, self.port)
         self.beat()

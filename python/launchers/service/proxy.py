@@ -173,7 +173,8 @@ def make_app(
     upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS,
 ) -> web.Application:
     """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
-    at most ``upstream_limit`` connections at once."""
+    at most ``upstream_limit`` connections at once (0: no limit of its own; the front
+    sizes it, ``front.upstream_limit``)."""
     import aiohttp
     from aiohttp import web
     from yarl import URL

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NoReturn
 
-from launchers.cli import run, submit_cmd
+from launchers.cli import command, run
 
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
-    run(submit_cmd, args, "python -m launchers.submit")
+    run(command("submit"), args, "python -m launchers.submit")
 
 
 if __name__ == "__main__":

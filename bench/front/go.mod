@@ -1,0 +1,3 @@
+module vllm-hpc/bench/front
+
+go 1.19
