@@ -192,7 +192,10 @@ HOSTILE = [
     ("GET", "/get_loads"),
     ("GET", "/workers"),
     ("GET", "/get_server_info"),
-    ("GET", "/metrics"),
+    ("POST", "/metrics"),  # the front's own /metrics is GET only (and never the router's)
+    ("GET", "/metrics/"),
+    ("GET", "/metrics%2F"),
+    ("GET", "/v1/../metrics"),
     ("POST", "/generate"),
     ("GET", "/v1/stream"),
     ("GET", "/v1/chat/completions"),  # a served path, the wrong method

@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from launchers.service.proxy import allowed, key_matches, make_app
+from launchers.service.keys import KeyRing
+from launchers.service.proxy import allowed, make_app, route_of
 
 KEY = "s3cret-key"
 
@@ -27,7 +28,11 @@ KEY = "s3cret-key"
         ("POST", "/add_worker", "no"),
         ("POST", "/remove_worker", "no"),
         ("GET", "/list_workers", "no"),
-        ("GET", "/metrics", "no"),
+        ("GET", "/metrics", "metrics"),  # the front's own, never the router's
+        ("POST", "/metrics", "no"),
+        ("HEAD", "/metrics", "no"),
+        ("GET", "/metrics/", "no"),
+        ("GET", "/v1/metrics", "no"),
         ("POST", "/health", "no"),
         ("GET", "/v1/../add_worker", "no"),
         ("GET", "/v1", "no"),
@@ -74,8 +79,23 @@ def test_which_routes_are_served(method: str, path: str, verdict: str) -> None:
     ],
 )
 def test_the_key_is_a_bearer_token(header: str | None, ok: bool) -> None:
-    assert key_matches(header, KEY) is ok
-    assert key_matches(header, "") is False  # no key, no entry
+    caller = KeyRing.of_key(KEY).caller(header)
+    assert (caller is not None and caller.may_use_model) is ok
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"),
+    [
+        ("POST", "/v1/chat/completions", "/v1/chat/completions"),
+        ("GET", "/v1/responses/resp_1", "/v1/responses/{id}"),
+        ("POST", "/v1/responses/resp_1/cancel", "/v1/responses/{id}/cancel"),
+        ("GET", "/metrics", "/metrics"),
+        ("GET", "/v1/chat/completions", "other"),
+        ("GET", "/list_workers", "other"),
+    ],
+)
+def test_the_metrics_name_a_route_by_its_pattern(method: str, path: str, route: str) -> None:
+    assert route_of(method, path) == route
 
 
 class Upstream:
