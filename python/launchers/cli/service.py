@@ -447,7 +447,7 @@ def _stamp(epoch: float | None) -> str:
 def key_list_cmd(name: str, job_root: str | None, as_json: bool) -> None:
     """Every key: label, kind, created, last used, requests, errors, tokens in and out
     (as the front last saved them, every few seconds), revoked when."""
-    rows = _services(job_root).get(name).keys()
+    rows = _services(job_root).get(name).list_keys()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -155,7 +155,7 @@ class Service:
         """Revoke ``label``'s key: the front refuses it from its next request on."""
         return user_keys.revoke_key(self.directory, self.api_key(), label)
 
-    def keys(self) -> list[dict[str, Any]]:
+    def list_keys(self) -> list[dict[str, Any]]:
         """Every key (revoked ones too): label, kind, created, revoked, and its usage
         (requests, errors, tokens in and out, last used) as the front last saved it."""
         held = user_keys.ensure_keys(self.directory, self.api_key())
