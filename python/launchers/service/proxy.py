@@ -189,11 +189,59 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+def make_app(
+    router_url: str,
+    key: str,
+    healthy: Callable[[], bool],
+    timeout: float = 3600.0,
+    *,
+    max_body: int = FRONT_MAX_BODY_BYTES,
+    body_timeout: float = FRONT_BODY_TIMEOUT,
+    upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS,
+    keys: KeyRing | None = None,  # the users' keys (None: ``key`` alone, as `default`)
+    usage: UsageBook | None = None,  # where answers are counted (None: new ones)
+    metrics: FrontMetrics | None = None,
+) -> web.Application:
+    """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
+    at most ``upstream_limit`` connections at once."""
+    import aiohttp
+    from aiohttp import web
+    from yarl import URL
+
+    session_key = web.AppKey("session", aiohttp.ClientSession)
+    base = URL(router_url)
+
+    async def start(app: web.Application) -> None:
+        app[session_key] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=upstream_limit),
+            timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=10),
+            auto_decompress=False,
+            trust_env=False,  # proxy variables never redirect the router's traffic
+        )
+
+    async def stop(app: web.Application) -> None:
+        await app[session_key].close()
+
+    door = _Door(
+        ring=keys if keys is not None else KeyRing.of_key(key), internal=f"Bearer {key}",
+        healthy=healthy, book=usage if usage is not None else UsageBook(),
+        counted=metrics if metrics is not None else FrontMetrics(), base=base,
+        session=lambda request: request.app[session_key], max_body=max_body,
+        body_timeout=body_timeout,
+    )  # fmt: skip
+    app = web.Application(client_max_size=max_body)
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_route("*", "/{tail:.*}", door.handle)
+    return app
+
+
 @dataclass(frozen=True)
 class _Door:
-    """What the proxy does with one request: judge its target and its key, answer what
-    is the front's own (/health, /metrics, refusals), forward the rest with the internal
-    key (``internal``: its Authorization value), and count each answer."""
+    """``make_app``'s handler, for one request: judge its target and its key, answer what
+    is the front's own (/health, /metrics, refusals), forward the rest with the service's
+    internal key in place of the client's (``internal``: its Authorization value), and
+    count each answer."""
 
     ring: KeyRing
     internal: str
@@ -322,53 +370,3 @@ class _Door:
         except aiohttp.ClientError as exc:
             outcome.status = 502
             return _error(502, f"the router did not answer: {exc}", "bad_gateway")
-
-
-def make_app(
-    router_url: str,
-    key: str,
-    healthy: Callable[[], bool],
-    timeout: float = 3600.0,
-    *,
-    max_body: int = FRONT_MAX_BODY_BYTES,
-    body_timeout: float = FRONT_BODY_TIMEOUT,
-    upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS,
-    keys: KeyRing | None = None,
-    usage: UsageBook | None = None,
-    metrics: FrontMetrics | None = None,
-) -> web.Application:
-    """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
-    at most ``upstream_limit`` connections at once, with ``key`` (the service's internal
-    key) in place of the client's. ``keys``: the users' keys (without: ``key`` alone,
-    labelled ``default``); ``usage``, ``metrics``: where answers are counted (without:
-    new ones)."""
-    import aiohttp
-    from aiohttp import web
-    from yarl import URL
-
-    session_key = web.AppKey("session", aiohttp.ClientSession)
-    base = URL(router_url)
-
-    async def start(app: web.Application) -> None:
-        app[session_key] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=upstream_limit),
-            timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=10),
-            auto_decompress=False,
-            trust_env=False,  # proxy variables never redirect the router's traffic
-        )
-
-    async def stop(app: web.Application) -> None:
-        await app[session_key].close()
-
-    door = _Door(
-        ring=keys if keys is not None else KeyRing.of_key(key), internal=f"Bearer {key}",
-        healthy=healthy, book=usage if usage is not None else UsageBook(),
-        counted=metrics if metrics is not None else FrontMetrics(), base=base,
-        session=lambda request: request.app[session_key], max_body=max_body,
-        body_timeout=body_timeout,
-    )  # fmt: skip
-    app = web.Application(client_max_size=max_body)
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
-    app.router.add_route("*", "/{tail:.*}", door.handle)
-    return app
