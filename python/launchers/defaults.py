@@ -179,3 +179,17 @@ DEFAULT_REVISION = "main"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 # Files downloaded at once (huggingface_hub's threads, one file each).
 STAGE_WORKERS = 8
+
+# A service's per-user keys (service.keys): the label of the key a service had before
+# keys were per user (its internal key, hashed into keys.json), and how stale the front's
+# copy of keys.json may grow. The front looks at the file's inode, size and mtime before
+# every request and re-reads it when one changed; it re-reads it this often anyway (an
+# NFS client may serve a cached mtime for a while; opening the file revalidates it).
+SERVICE_DEFAULT_KEY_LABEL = "default"
+FRONT_KEYS_REFRESH_SECONDS = 5.0
+# The longest bearer token the front hashes (a key is 43 characters): a longer one is
+# refused before any work.
+FRONT_MAX_TOKEN_CHARS = 512
+# The front reads usage from a stream's server-sent events; an event longer than this
+# (no blank line yet) is passed on unread.
+FRONT_MAX_EVENT_BYTES = 1024 * 1024

@@ -15,7 +15,8 @@ import contextlib
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,7 +24,9 @@ import pytest
 from aiohttp import web
 
 from launchers import defaults
-from launchers.service import frontserver, proxy
+from launchers.jobdir.paths import ServiceDir
+from launchers.jobdir.safe import private_dir
+from launchers.service import frontserver, keys, proxy
 
 KEY = "s3cret-key"
 DEADLINE = 5.0  # seconds: the longest any step here may take before the test fails
@@ -35,11 +38,13 @@ class Upstream:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, bytes]] = []
+        self.auths: list[str | None] = []  # the Authorization each request came with
 
     def app(self) -> web.Application:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
             self.seen.append((request.method, request.raw_path, body))
+            self.auths.append(request.headers.get("Authorization"))
             return web.json_response({"path": request.raw_path, "size": len(body)})
 
         app = web.Application()
@@ -192,7 +197,10 @@ HOSTILE = [
     ("GET", "/get_loads"),
     ("GET", "/workers"),
     ("GET", "/get_server_info"),
-    ("GET", "/metrics"),
+    ("POST", "/metrics"),  # the front's own /metrics is GET only (and never the router's)
+    ("GET", "/metrics/"),
+    ("GET", "/metrics%2F"),
+    ("GET", "/v1/../metrics"),
     ("POST", "/generate"),
     ("GET", "/v1/stream"),
     ("GET", "/v1/chat/completions"),  # a served path, the wrong method
@@ -654,5 +662,132 @@ def test_health_stays_open_through_the_guarded_site() -> None:
             )
             assert (status, body) == (200, b"ok\n")
             assert upstream.seen == []
+
+    run(check())
+
+
+# --- keys per user: revoked, foreign, odd and huge keys; the front's /metrics -------------
+
+
+@contextlib.contextmanager
+def user_keys(tmp_path: Path) -> Iterator[tuple[keys.KeyRing, dict[str, str]]]:
+    """A service directory whose internal key is KEY, with users alice and bob, a
+    scrape key prom, and a revoked key of carol's; yields the front's ring and each
+    label's key (``other``: a key of another service)."""
+    directory = tmp_path / "services" / "llama"
+    private_dir(directory, "service directory")
+    given = {label: keys.add_key(str(directory), KEY, label) for label in ("alice", "bob", "carol")}
+    given["prom"] = keys.add_key(str(directory), KEY, "prom", "scrape")
+    keys.revoke_key(str(directory), KEY, "carol")
+    other = tmp_path / "services" / "other"
+    private_dir(other, "service directory")
+    given["other"] = keys.add_key(str(other), "another-internal-key", "alice")
+    yield keys.KeyRing(ServiceDir(str(directory)).keys, KEY), given
+
+
+def with_key(method: str, target: str, token: str, **kw: Any) -> bytes:
+    return request_bytes(method, target, key=False, extra=f"Authorization: Bearer {token}\r\n",
+                         **kw)  # fmt: skip
+
+
+def test_a_users_key_is_forwarded_as_the_internal_key_never_as_itself(tmp_path: Path) -> None:
+    async def check() -> None:
+        with user_keys(tmp_path) as (ring, given):
+            async with front(keys=ring) as (port, upstream, _):
+                for label in ("alice", "bob"):
+                    status, _, _ = await exchange(port, with_key("GET", "/v1/models", given[label]))
+                    assert status == 200
+                assert upstream.auths == [f"Bearer {KEY}"] * 2
+
+    run(check())
+
+
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [("carol", 401), ("other", 401), ("prom", 403), ("alice", 200)],
+)
+def test_revoked_foreign_and_scrape_keys_do_not_reach_the_router(
+    tmp_path: Path, who: str, status: int
+) -> None:
+    """carol's key is revoked, ``other`` is a key of another service, prom's key reads
+    the metrics only."""
+
+    async def check() -> None:
+        with user_keys(tmp_path) as (ring, given):
+            async with front(keys=ring) as (port, upstream, _):
+                answer = await exchange(port, with_key("POST", "/v1/chat/completions",
+                                                       given[who], body=b"{}"))  # fmt: skip
+                assert answer[0] == status
+                assert len(upstream.seen) == (status == 200)
+
+    run(check())
+
+
+ODD_HEADERS = [
+    b"Authorization: Bearer ALICE\xff\r\n",  # a byte that is no ASCII
+    b"Authorization: Bearer \xef\xbc\xa1LICE\r\n",  # UTF-8 of a fullwidth letter first
+    b"Authorization: Bearer ALICE, Bearer ALICE\r\n",
+    b"Authorization: Bearer%20ALICE\r\n",
+    b"Authorization: Bearer ALICE\x0b\r\n",  # a vertical tab
+    b"Authorization: Bearer ALICE\x00\r\n",
+    b"Authorization: Basic ALICE\r\n",
+    b"Authorization: Bearer " + b"A" * 8000 + b"\r\n",  # huge, under aiohttp's field limit
+    b"Authorization: Bearer " + b"A" * 200_000 + b"\r\n",  # past it: aiohttp refuses it
+    b"Authorization: Bearer ALICEx\r\n" * 50,
+]
+
+
+@pytest.mark.parametrize("header", ODD_HEADERS, ids=lambda h: repr(h[:40]))
+def test_odd_and_huge_authorization_headers_are_refused(tmp_path: Path, header: bytes) -> None:
+    async def check() -> None:
+        with user_keys(tmp_path) as (ring, given):
+            async with front("guarded", small(), keys=ring) as (port, upstream, _):
+                value = header.replace(b"ALICE", given["alice"].encode())
+                data = request_bytes("GET", "/v1/models", key=False)
+                data = data.replace(b"\r\n\r\n", b"\r\n" + value + b"\r\n", 1)
+                status, _, _ = await exchange(port, data)
+                assert status in (400, 401, 431), status
+                assert upstream.seen == []
+                # and the front still serves the next client
+                ok = await exchange(port, with_key("GET", "/v1/models", given["alice"]))
+                assert ok[0] == 200
+
+    run(check())
+
+
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [(None, 401), ("carol", 401), ("other", 401), ("alice", 403), ("prom", 200), ("internal", 200)],
+)
+def test_the_fronts_metrics_need_a_scrape_key_and_never_reach_the_router(
+    tmp_path: Path, who: str | None, status: int
+) -> None:
+    async def check() -> None:
+        with user_keys(tmp_path) as (ring, given):
+            given["internal"] = KEY
+            async with front(keys=ring) as (port, upstream, _):
+                data = (request_bytes("GET", "/metrics", key=False) if who is None
+                        else with_key("GET", "/metrics", given[who]))  # fmt: skip
+                answer, _, body = await exchange(port, data)
+                assert answer == status
+                assert upstream.seen == []
+                if status == 200:
+                    assert b"vllm_hpc_front_requests_total" in body
+                    assert given["alice"].encode() not in body and KEY.encode() not in body
+
+    run(check())
+
+
+def test_a_revoked_default_key_is_refused_at_the_front_but_still_scrapes(tmp_path: Path) -> None:
+    """`default` is the internal key of a service from before per-user keys: revoked, the
+    front refuses it on the model routes (the replicas, whose key it is, still take it)."""
+
+    async def check() -> None:
+        with user_keys(tmp_path) as (ring, _):
+            keys.revoke_key(str(tmp_path / "services" / "llama"), KEY, "default")
+            async with front(keys=ring) as (port, upstream, _):
+                assert (await exchange(port, request_bytes("GET", "/v1/models")))[0] == 401
+                assert (await exchange(port, request_bytes("GET", "/metrics")))[0] == 200
+                assert upstream.seen == []
 
     run(check())

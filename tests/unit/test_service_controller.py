@@ -211,8 +211,10 @@ def test_the_controller_writes_why_before_it_drains_a_replica(
     routed = {"http://10.0.0.5:8000", "http://10.0.0.6:8000"}
     control = controller(directory, world, Router(routed))
     control.slurm.drain = drain
-    control.tick()
+    state = control.tick()
     assert sorted(seen) == drained
+    assert control.last == state  # what the front's metrics read: the tick's own state
+    assert control.handovers == (1 if reason == "handover" else 0)
     assert all(s is not None and (s.reason, s.time) == (reason, NOW) for s in seen.values()), seen
     kept = {"5", "6"} - set(drained)
     assert not any(Path(tmp_path, "jobs", job, "stop.json").exists() for job in kept)

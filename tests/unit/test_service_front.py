@@ -37,6 +37,8 @@ class Controller:
 
     url = "http://127.0.0.1:9/v1"
     routed_count = 1
+    last: ServiceState | None = None  # what the front's metrics read
+    handovers = 0
 
     def __init__(self, *states: Any) -> None:
         self.states = list(states)

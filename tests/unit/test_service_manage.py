@@ -16,7 +16,7 @@ from launchers import waits
 from launchers.cli import cli
 from launchers.errors import InputError, WaitTimeout
 from launchers.jobdir import jobfiles
-from launchers.jobdir.paths import JobDir
+from launchers.jobdir.paths import JobDir, ServiceDir
 from launchers.jobdir.safe import private_dir
 from launchers.observe import tunnel
 from launchers.service import store
@@ -30,6 +30,7 @@ from launchers.service.definition import (
 )
 from launchers.service.front import front_alive
 from launchers.service.frontjob import front_script
+from launchers.service.keys import digest
 from launchers.service.manage import Service
 from launchers.submit import slurm, slurmctl
 
@@ -475,6 +476,13 @@ def test_a_failed_up_leaves_nothing_and_the_corrected_retry_is_taken(
     assert retried.exception is None, retried.output  # type: ignore[attr-defined]
     spec = store.read_spec(str(root / "services" / "llama"))
     assert spec.request.partition == "gpu"
+    # the users' keys: the service's key is the first, `default`, as a hash only (0600)
+    keys_file = Path(ServiceDir(str(root / "services" / "llama")).keys)
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+    internal = Path(spec.key_file).read_text().strip()
+    (default,) = json.loads(keys_file.read_text())["keys"]
+    assert default["label"] == "default" and default["sha256"] == digest(internal)
+    assert internal not in keys_file.read_text()
 
 
 def test_up_with_new_settings_replaces_a_service_that_never_started(

@@ -6,14 +6,22 @@ on loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from launchers.service.proxy import allowed, key_matches, make_app
+from launchers.jobdir.paths import ServiceDir
+from launchers.jobdir.safe import private_dir
+from launchers.service import keys as keys_module
+from launchers.service.frontmetrics import FrontMetrics, summarize
+from launchers.service.keys import KeyRing
+from launchers.service.proxy import allowed, make_app, route_of
+from launchers.service.usage import UsageBook
 
 KEY = "s3cret-key"
 
@@ -27,7 +35,11 @@ KEY = "s3cret-key"
         ("POST", "/add_worker", "no"),
         ("POST", "/remove_worker", "no"),
         ("GET", "/list_workers", "no"),
-        ("GET", "/metrics", "no"),
+        ("GET", "/metrics", "metrics"),  # the front's own, never the router's
+        ("POST", "/metrics", "no"),
+        ("HEAD", "/metrics", "no"),
+        ("GET", "/metrics/", "no"),
+        ("GET", "/v1/metrics", "no"),
         ("POST", "/health", "no"),
         ("GET", "/v1/../add_worker", "no"),
         ("GET", "/v1", "no"),
@@ -74,8 +86,23 @@ def test_which_routes_are_served(method: str, path: str, verdict: str) -> None:
     ],
 )
 def test_the_key_is_a_bearer_token(header: str | None, ok: bool) -> None:
-    assert key_matches(header, KEY) is ok
-    assert key_matches(header, "") is False  # no key, no entry
+    caller = KeyRing.of_key(KEY).caller(header)
+    assert (caller is not None and caller.may_use_model) is ok
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"),
+    [
+        ("POST", "/v1/chat/completions", "/v1/chat/completions"),
+        ("GET", "/v1/responses/resp_1", "/v1/responses/{id}"),
+        ("POST", "/v1/responses/resp_1/cancel", "/v1/responses/{id}/cancel"),
+        ("GET", "/metrics", "/metrics"),
+        ("GET", "/v1/chat/completions", "other"),
+        ("GET", "/list_workers", "other"),
+    ],
+)
+def test_the_metrics_name_a_route_by_its_pattern(method: str, path: str, route: str) -> None:
+    assert route_of(method, path) == route
 
 
 class Upstream:
@@ -209,3 +236,109 @@ def test_health_needs_no_key_and_says_whether_a_replica_is_routed(
         assert up.seen == []
 
     run(check, healthy=healthy)
+
+
+# --- usage per key, from the answers ----------------------------------------------------------
+
+
+def vllm_like() -> tuple[web.Application, list[dict[str, Any]]]:
+    """A stand-in that answers as vLLM does: a chat completion with its usage, or a
+    stream of chunks that ends with a usage-only chunk when include_usage is asked."""
+    asked: list[dict[str, Any]] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        asked.append(body)
+        usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+        if not body.get("stream"):
+            return web.json_response({"id": "c", "choices": [], "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in ("a", "b"):
+            chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": word}}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        if (body.get("stream_options") or {}).get("include_usage"):
+            last = {"id": "c", "choices": [], "usage": usage}
+            await response.write(f"data: {json.dumps(last)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_route("POST", "/v1/chat/completions", handle)
+    return app, asked
+
+
+@pytest.mark.parametrize("client_asked", [False, True])
+def test_usage_is_counted_per_key_and_a_stream_is_what_the_client_asked(
+    tmp_path: Path, client_asked: bool
+) -> None:
+    directory = tmp_path / "svc"
+    private_dir(directory, "service directory")
+    alice = keys_module.add_key(str(directory), KEY, "alice")
+    ring = KeyRing(ServiceDir(str(directory)).keys, KEY)
+    book, metrics = UsageBook(), FrontMetrics()
+
+    async def check() -> None:
+        app, asked = vllm_like()
+        up_runner, up_url = await _serve(app)
+        front_runner, front_url = await _serve(make_app(
+            up_url, KEY, healthy=lambda: True, keys=ring, usage=book, metrics=metrics))  # fmt: skip
+        auth = {"Authorization": f"Bearer {alice}"}
+        stream: dict[str, Any] = {"stream": True}
+        if client_asked:
+            stream["stream_options"] = {"include_usage": True}
+        try:
+            async with aiohttp.ClientSession() as s:
+                url = f"{front_url}/v1/chat/completions"
+                async with s.post(url, json={"model": "m"}, headers=auth) as r:
+                    assert (await r.json())["usage"]["prompt_tokens"] == 7
+                async with s.post(url, json={"model": "m", **stream}, headers=auth) as r:
+                    text = (await r.read()).decode()
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+        assert asked[1]["stream_options"] == {"include_usage": True}  # asked either way
+        events = [e for e in text.split("\n\n") if e]
+        assert events[-1] == "data: [DONE]"
+        assert ('"usage"' in text) is client_asked  # the client gets what it asked for
+        assert len(events) == 3 + client_asked
+
+    asyncio.run(check())
+    used = book.snapshot().keys["alice"]
+    assert (used.requests, used.errors, used.tokens_in, used.tokens_out) == (2, 0, 14, 4)
+    assert "default" not in book.snapshot().keys
+    summary = summarize(metrics.exposition()[0].decode())
+    assert summary["keys"]["alice"] == {"requests": 2.0, "errors": 0.0, "tokens_in": 14.0,
+                                        "tokens_out": 4.0}  # fmt: skip
+    assert summary["ttfb_p50_s"] is not None and summary["in_flight"] == 0.0
+
+
+def test_errors_are_counted_for_the_key_that_made_them() -> None:
+    book, metrics = UsageBook(), FrontMetrics()
+
+    async def with_book() -> None:
+        upstream = Upstream()
+        up_runner, up_url = await _serve(upstream.app())
+        front_runner, front_url = await _serve(
+            make_app(up_url, KEY, healthy=lambda: True, usage=book, metrics=metrics,
+                     max_body=10))  # fmt: skip
+        try:
+            async with aiohttp.ClientSession() as session:
+                auth = {"Authorization": f"Bearer {KEY}"}
+                async with session.post(f"{front_url}/v1/completions", data=b"x" * 100,
+                                        headers=auth) as r:  # fmt: skip
+                    assert r.status == 413
+                async with session.get(f"{front_url}/v1/models",
+                                       headers={"Authorization": "Bearer nope"}) as r:  # fmt: skip
+                    assert r.status == 401
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    asyncio.run(with_book())
+    used = book.snapshot().keys
+    assert set(used) == {"default"} and (used["default"].requests, used["default"].errors) == (1, 1)
+    summary = summarize(metrics.exposition()[0].decode())
+    assert summary["keys"]["none"]["errors"] == 1.0  # the 401, under no key
+    assert summary["keys"]["default"]["errors"] == 1.0

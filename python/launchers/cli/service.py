@@ -1,4 +1,4 @@
-"""``vllm-hpc service up|status|list|scale|down|url``: a model kept served by replica
+"""``vllm-hpc service up|status|list|scale|down|url|key|metrics``: a model kept served by replica
 jobs behind one front, for longer than any job's time limit. Thin over
 ``launchers.service.manage``."""
 
@@ -40,6 +40,8 @@ SERVICE_HELP = """Keep a model served past the walltime: N replica jobs behind o
   vllm-hpc service status llama      replicas, their jobs, states and end times
   vllm-hpc service url llama         the one URL clients use (http://HOST:PORT/v1)
   vllm-hpc service scale llama 3
+  vllm-hpc service key add llama alice   a key for alice, printed once
+  vllm-hpc service metrics llama     requests and tokens per key, latency, replicas
   vllm-hpc service down llama        drain and stop every replica, then the front
 
 Each replica is an ordinary vllm-hpc job (any layout `submit` runs). The front (a small
@@ -49,8 +51,10 @@ proxy, and a controller that keeps the replicas READY: a successor is submitted
 drains (in-flight requests finish); handovers roll: the next successor waits until no
 other replica loads or drains, so SLURM holds at most N + 1 replicas (unless half the
 window has gone by); a failed replica is replaced. `down` returns once SLURM has ended
-every replica job and the front's job. Clients use the
-service key (`<job root>/services/NAME/key`); the router's admin API is never exposed.
+every replica job and the front's job. Each user gets a key of their own (`service key
+add`, `revoke`); the front forwards with the service's internal key
+(`<job root>/services/NAME/key`, the key `default`), which users never see. The router's
+admin API is never exposed.
 """
 
 
@@ -393,3 +397,98 @@ def _target_url(target: str, job_root: str | None) -> str:
     if not url:
         raise InputError(f"JOB: job {target} has no endpoint yet", fix=f"vllm-hpc status {target}")
     return str(url)
+
+
+KEY_HELP = """A key per user: add one (printed once, only its hash kept), list them with
+their usage, revoke one (refused from the next request on; no restart).
+
+\b
+  vllm-hpc service key add llama alice            prints alice's key: give it to her
+  vllm-hpc service key add llama prom --scrape    a key that reads the front's /metrics only
+  vllm-hpc service key list llama                 label, created, last used, requests, tokens
+  vllm-hpc service key revoke llama alice
+
+Keys live hashed in `<job root>/services/NAME/keys.json` (0600). The service's own key
+(`.../NAME/key`) is the key `default`: the front forwards every request with it, and the
+replicas accept only it, so a user's key never reaches a replica. Revoking `default`
+closes the front to it; the replicas still accept it (it is theirs)."""
+
+
+@group.group("key", help=KEY_HELP)
+def key_group() -> None:
+    pass
+
+
+@key_group.command("add")
+@click.argument("name")
+@click.argument("label")
+@click.option(
+    "--scrape", is_flag=True,
+    help="A key for Prometheus: it reads the front's /metrics and nothing else.",
+)  # fmt: skip
+@job_root_option
+@json_option
+def key_add_cmd(name: str, label: str, scrape: bool, job_root: str | None, as_json: bool) -> None:
+    """A new key for LABEL (a user, or a scraper with --scrape): printed once on stdout;
+    only its hash is kept. A label whose key was revoked gets a new one."""
+    token = _services(job_root).get(name).add_key(label, "scrape" if scrape else "user")
+    if as_json:
+        click.echo(json.dumps({"name": name, "label": label, "key": token}))
+        return
+    click.echo(token)
+    what = "reads the front's /metrics" if scrape else "uses the model"
+    click.echo(f"service {name}: key {label!r} {what}; it is shown this once (only its hash "
+               "is kept): hand it over now", err=True)  # fmt: skip
+
+
+def _stamp(epoch: float | None) -> str:
+    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
+
+
+@key_group.command("list")
+@click.argument("name")
+@job_root_option
+@json_option
+def key_list_cmd(name: str, job_root: str | None, as_json: bool) -> None:
+    """Every key: label, kind, created, last used, requests, errors, tokens in and out
+    (as the front last saved them, every few seconds), revoked when."""
+    rows = _services(job_root).get(name).list_keys()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    cols = ("LABEL", "KIND", "CREATED", "LAST_USED", "REQUESTS", "ERRORS", "TOKENS_IN",
+            "TOKENS_OUT", "REVOKED")  # fmt: skip
+    table = [cols]
+    for r in rows:
+        table.append((r["label"], r["kind"], _stamp(r["created_at"]), _stamp(r["last_used"]),
+                      str(r["requests"]), str(r["errors"]), str(r["tokens_in"]),
+                      str(r["tokens_out"]), _stamp(r["revoked_at"])))  # fmt: skip
+    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
+    for t in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
+
+
+@key_group.command("revoke")
+@click.argument("name")
+@click.argument("label")
+@job_root_option
+@json_option
+def key_revoke_cmd(name: str, label: str, job_root: str | None, as_json: bool) -> None:
+    """Revoke LABEL's key: the front refuses it (401) from its next request on."""
+    record = _services(job_root).get(name).revoke_key(label)
+    _say(as_json, {"name": name, "label": label, "revoked_at": record.revoked_at},
+         f"key {label!r} revoked")  # fmt: skip
+
+
+@group.command("metrics")
+@click.argument("name")
+@job_root_option
+@json_option
+def metrics_cmd(name: str, job_root: str | None, as_json: bool) -> None:
+    """The front's own metrics: requests, errors and tokens per key, in-flight requests,
+    replicas by state, handovers, time to first byte and duration percentiles (from the
+    front's /metrics, asked with the service's key; Prometheus: a --scrape key)."""
+    from launchers.service.frontmetrics import render
+
+    summary = _services(job_root).get(name).metrics()
+    click.echo(json.dumps(summary) if as_json else render(summary))

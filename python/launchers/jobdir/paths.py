@@ -25,6 +25,7 @@ node, submit, observe, the services, the bench) builds its paths here. Pure: no 
 
     <service dir>/                  ServiceDir (the records' models: service.definition)
         service.json, state.json, front.json, key
+        keys.json, usage.json       the users' keys (hashes) and their usage
         front-<job id>.log, router.log
 
     <model store>/                  ModelStore (vllm-hpc stage; jobdir.modelstore)
@@ -153,8 +154,18 @@ class ServiceDir:
 
     @property
     def key(self) -> str:
-        """The service's API key (0600)."""
+        """The service's internal API key (0600): the front and every replica use it."""
         return self._file("key")
+
+    @property
+    def keys(self) -> str:
+        """``keys.json`` (0600): the users' keys, each a label and a hash (service.keys)."""
+        return self._file("keys.json")
+
+    @property
+    def usage(self) -> str:
+        """``usage.json``: requests and tokens per key label (the front writes it)."""
+        return self._file("usage.json")
 
     def front_log(self, job_id: str) -> str:
         """The log of front job ``job_id`` (``SLURM_JOB_ID_FIELD`` in its batch script)."""

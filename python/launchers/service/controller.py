@@ -87,6 +87,8 @@ class Controller:
         self.clock = clock
         self.log = log
         self.routed_count = 0
+        self.last: ServiceState | None = None  # what the last tick wrote (the front's metrics)
+        self.handovers = 0  # replicas drained after their successor took over, since start
         self._states: dict[str, tuple[float, tuple[str | None, str]]] = {}
 
     def _submit_job(self, spec: ServiceSpec, slot: int, generation: int) -> Job:
@@ -150,6 +152,7 @@ class Controller:
             }
         )
         store.write_state(self.dir, state)
+        self.last = state
         self.routed_count = len(self.router.workers()) if state.state != "DOWN" else 0
         return state
 
@@ -174,6 +177,8 @@ class Controller:
         elif action.kind == "drain":
             self._say_why(action, now)
             self.slurm.drain(action.job_id)
+            if action.reason == "handover":
+                self.handovers += 1
         elif action.kind == "cancel":
             self.slurm.cancel(action.job_id)
         else:

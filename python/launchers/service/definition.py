@@ -5,7 +5,9 @@ versioned model with one writer, in the service directory.
         service.json   ServiceSpec     `service up` / `scale` / `down` (the user's intent)
         state.json     ServiceState    the controller (what it saw and did)
         front.json     Front           the front (its address, pid, heartbeat)
-        key            the service's API key (0600): clients and every replica share it
+        key            the service's internal API key (0600): the front and every replica
+        keys.json      KeyFile         `service key add|revoke`: the users' keys (hashes)
+        usage.json     UsageFile       the front: requests and tokens per key label
         front-<job>.log, router.log    the front's and the router's logs
 
 The service directory lives in the job root (``jobdir.jobroot``'s one rule: per-user,
@@ -174,14 +176,18 @@ def service_dir(job_root: str, name: str) -> str:
     return JobRoot(job_root).service(check_name(name)).root
 
 
-SERVICE_FORMAT: Literal[2] = 2  # 1: the request as a loose dict, its registries beside it
+# 1: the request as a loose dict, its registries beside it; 2: the request typed, one key
+# for everyone; 3: keys per user (keys.json; the key file is the internal key). A front
+# of an older vllm-hpc must not run a service of format 3: it would accept the internal
+# key alone, revoked or not, and no user's key.
+SERVICE_FORMAT: Literal[3] = 3
 
 
 class ServiceSpec(Record):
     """What the user asked for: the request every replica is submitted from (with the
     service's key), checked by planning one replica at ``service up``."""
 
-    format: Literal[2] = SERVICE_FORMAT
+    format: Literal[3] = SERVICE_FORMAT
     name: str
     request: SubmitRequest
     replicas: int = Field(ge=0, le=MAX_PARALLEL)
@@ -193,17 +199,21 @@ class ServiceSpec(Record):
 
     @model_validator(mode="before")
     @classmethod
-    def _from_format_1(cls, data: Any) -> Any:
+    def _from_older_formats(cls, data: Any) -> Any:
         """A service.json of format 1 (written before the request was typed): its
         registries move into the request, and the request's ``python`` (never set: the
-        nodes' Python is the spec's own) goes."""
-        if not isinstance(data, dict) or data.get("format") != 1:
+        nodes' Python is the spec's own) goes. Format 2 (one key for everyone) reads as it
+        is: its key becomes the internal key and the users' key ``default``
+        (``service.keys.ensure_keys``, at the front's start or the first ``service key``)."""
+        if not isinstance(data, dict) or data.get("format") not in (1, 2):
             return data
         old = dict(data)
-        request = dict(old.get("request") or {})
-        request.pop("python", None)
-        request["registry"] = old.pop("registries", ())
-        return {**old, "format": SERVICE_FORMAT, "request": request}
+        if old["format"] == 1:
+            request = dict(old.get("request") or {})
+            request.pop("python", None)
+            request["registry"] = old.pop("registries", ())
+            old["request"] = request
+        return {**old, "format": SERVICE_FORMAT}
 
     @field_validator("front_port")
     @classmethod

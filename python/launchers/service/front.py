@@ -37,9 +37,12 @@ from launchers.service import store
 from launchers.service.controller import Controller
 from launchers.service.definition import Front
 from launchers.service.frontjob import submit_front
+from launchers.service.frontmetrics import FrontMetrics, replica_counts
 from launchers.service.frontserver import start_site
+from launchers.service.keys import KeyRing, ensure_keys
 from launchers.service.proxy import make_app
 from launchers.service.router import LOOPBACK, RouterAdmin, router_argv
+from launchers.service.usage import UsageBook
 from launchers.spec.config import ServeConfig
 from launchers.spec.request import SubmitRequest
 
@@ -169,6 +172,10 @@ def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
     key = read_private_text(spec.key_file, "service key").strip()
     if not key:
         raise RuntimeFailure(f"service key: {spec.key_file} is empty", fix="service down, up")
+    files = ServiceDir(service_dir)
+    ensure_keys(service_dir, key)  # a service from before per-user keys: its key is `default`
+    keys = KeyRing(files.keys, key, log=_log)
+    usage = UsageBook.load(files.usage)
     address = _address(host)
     if not health.port_free(spec.front_port):
         raise RuntimeFailure(
@@ -180,7 +187,7 @@ def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
     state = store.read_state(service_dir)
     adopted = [str(r.url) for r in (state.replicas if state else ()) if r.ready and not r.leaving]
     _log(f"service {spec.name}: adopting {len(adopted)} READY replica(s): {adopted}")
-    router_log = ServiceDir(service_dir).router_log
+    router_log = files.router_log
     router = _proc.start(
         "vllm-router",
         router_argv(sys.executable, router_port, metrics_port, adopted),
@@ -204,6 +211,7 @@ def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
         service_dir=service_dir, name=spec.name, address=address, port=spec.front_port,
         router_port=router_port, key=key, controller=controller, router=router,
         upstream_limit=limit,
+        keys=keys, usage=usage,
     )  # fmt: skip
 
 
@@ -242,6 +250,8 @@ class ServiceFront:
     controller: Controller
     router: _proc.Child
     upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS  # upstream_limit(): 0 for none
+    keys: KeyRing | None = None  # the users' keys (None: the internal key alone)
+    usage: UsageBook = field(default_factory=UsageBook)
     log: Callable[[str], None] = _log
     clock: waits.Clock = waits.REAL
     started: float = field(default_factory=time.time)
@@ -260,6 +270,7 @@ class ServiceFront:
                 heartbeat=time.time(),
             ),
         )  # fmt: skip
+        self.usage.save(ServiceDir(self.service_dir).usage)
 
     def stop(self, why: str, *, successor: bool = False) -> None:
         """End ``serve`` (from a signal handler or any thread): the proxy closes, the
@@ -306,6 +317,10 @@ class ServiceFront:
             self.stopping.set()
             if heart.is_alive():
                 heart.join(FRONT_STALE_SECONDS)
+            try:
+                self.usage.save(ServiceDir(self.service_dir).usage)
+            except Exception as exc:  # the last counts are lost; the front stops anyway
+                self.log(f"usage not saved: {type(exc).__name__}: {exc}")
 
     async def _serve(self, heart: threading.Thread) -> int:
         loop = asyncio.get_running_loop()
@@ -326,9 +341,14 @@ class ServiceFront:
             ),
         )  # fmt: skip
         controller = self.controller
+        metrics = FrontMetrics(
+            replicas=lambda: replica_counts(controller.last),
+            routed=lambda: controller.routed_count, handovers=lambda: controller.handovers,
+        )  # fmt: skip
         app = make_app(
             f"http://{LOOPBACK}:{self.router_port}", self.key,
             healthy=lambda: controller.routed_count > 0, upstream_limit=self.upstream_limit,
+            keys=self.keys, usage=self.usage, metrics=metrics,
         )  # fmt: skip
         site = await start_site(app, self.address, self.port)
         self.beat()

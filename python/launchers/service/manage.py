@@ -1,4 +1,5 @@
-"""What a user does with a service: up, status, list, scale, down, url; the CLI's
+"""What a user does with a service: up, status, list, scale, down, url, its users' keys
+and the front's metrics; the CLI's
 ``vllm-hpc service`` commands are thin over these, and Python code uses them directly:
 
     from launchers.service.manage import Services
@@ -34,6 +35,7 @@ from launchers.observe.job import direct_openai
 from launchers.observe.progress import read_tail
 from launchers.observe.status import SLURM_LIVE
 from launchers.plan.launch import LaunchPlan
+from launchers.service import keys as user_keys
 from launchers.service import store
 from launchers.service.definition import (
     Front,
@@ -50,6 +52,7 @@ from launchers.service.definition import (
 )
 from launchers.service.front import live_front
 from launchers.service.frontjob import front_script, submit_front
+from launchers.service.usage import KeyUsage, read_usage
 from launchers.spec.request import FLAG_NAMES, SubmitRequest
 from launchers.submit import slurmctl
 
@@ -140,7 +143,47 @@ class Service:
         return front.url
 
     def api_key(self) -> str:
+        """The service's internal key (the owner's: the key ``default`` until revoked)."""
         return read_private_text(self.spec().key_file, "service key").strip()
+
+    def add_key(self, label: str, kind: user_keys.KeyKind = "user") -> str:
+        """A new key for ``label`` (``scrape``: it reads the front's /metrics only); the
+        key is returned once and only its hash is kept."""
+        return user_keys.add_key(self.directory, self.api_key(), label, kind)
+
+    def revoke_key(self, label: str) -> user_keys.KeyRecord:
+        """Revoke ``label``'s key: the front refuses it from its next request on."""
+        return user_keys.revoke_key(self.directory, self.api_key(), label)
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Every key (revoked ones too): label, kind, created, revoked, and its usage
+        (requests, errors, tokens in and out, last used) as the front last saved it."""
+        held = user_keys.ensure_keys(self.directory, self.api_key())
+        used = read_usage(ServiceDir(self.directory).usage).keys
+        rows = []
+        for record in held.keys:
+            row = record.model_dump(mode="json", exclude={"sha256"})
+            row.update(used.get(record.label, KeyUsage()).model_dump(mode="json"))
+            rows.append(row)
+        return rows
+
+    def metrics_text(self) -> str:
+        """The front's own /metrics (Prometheus text), asked with the internal key, of
+        the front this service's files name (ours, private)."""
+        from launchers.health import http_get
+
+        url = self.url().removesuffix("/v1") + "/metrics"
+        answer = http_get(url, api_key=self.api_key(), timeout=10)
+        if not answer.ok:
+            raise RuntimeFailure(f"service {self.name}: {url} answered {answer.detail[:100]}",
+                                 fix=f"vllm-hpc service status {self.name}")  # fmt: skip
+        return answer.detail
+
+    def metrics(self) -> dict[str, Any]:
+        """The front's metrics, summed up (``service.frontmetrics.summarize``)."""
+        from launchers.service.frontmetrics import summarize
+
+        return summarize(self.metrics_text())
 
     def openai(self) -> Any:
         """An ``openai.OpenAI`` for the service's front, its key filled in (its HTTP
@@ -333,6 +376,8 @@ class Services:
         try:
             store.make_dir(self.client.job_root, got.directory)
             jobdir.ensure_secret(got.spec.key_file, "service key")
+            internal = read_private_text(got.spec.key_file, "service key").strip()
+            user_keys.ensure_keys(got.directory, internal)
             now = time.time()
             replaced = got.action == "replace"
             events = (f"{event_stamp(now)} {REPLACED}",) if replaced else ()
@@ -365,9 +410,11 @@ class Services:
                 update={"api_key_file": spec.key_file, "generate_api_key": False}
             )
         writes: list[str] = []
-        if got.action == "create":
-            writes += [f"{directory}/ (0700)", f"{spec.key_file} (0600: the service's key)"]
         files = ServiceDir(directory)
+        if got.action == "create":
+            writes += [f"{directory}/ (0700)", f"{spec.key_file} (0600: the service's key)",
+                       f"{files.keys} (0600: the users' keys, hashed; the service's key "
+                       "as `default`)"]  # fmt: skip
         writes.append(files.spec)
         if got.action != "adopt":
             writes.append(files.state)
@@ -511,8 +558,8 @@ class UpPlan:
 @dataclass(frozen=True)
 class _Made:
     """What a new service's ``up`` may create, to take back when it fails after it has
-    begun writing: service.json and state.json, the key (unless it was there before),
-    the directory (if it was not)."""
+    begun writing: service.json and state.json, the key and the users' keys made from it
+    (unless the key was there before), the directory (if it was not)."""
 
     directory: str
     existed: bool
@@ -520,7 +567,8 @@ class _Made:
 
     def undo(self) -> None:
         files = ServiceDir(self.directory)
-        for path in (files.spec, files.state, *([] if self.key_existed else [files.key])):
+        made_keys = [] if self.key_existed else [files.key, files.keys]
+        for path in (files.spec, files.state, *made_keys):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         if not self.existed:

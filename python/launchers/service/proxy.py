@@ -7,12 +7,19 @@ their own and receive every prompt with the service's key. So the router listens
 loopback only, and the one public port is this proxy, which
 
 - serves the router's client routes (``CLIENT_ROUTES``, an explicit list) only to a
-  request carrying the service key (``Authorization: Bearer KEY``, compared in constant
-  time), passing it on to the router unchanged (the router passes it to the replicas,
-  which check it again);
+  request carrying a live user key of the service (``Authorization: Bearer KEY``, checked
+  in constant time against every live key: ``service.keys.KeyRing``), and passes it on
+  with the service's internal key in its place (the router passes that to the replicas,
+  which check it again; no user key ever reaches them);
 - answers ``GET /health`` without a key (200 while a replica is routed, else 503), so
   load balancers and ``service status`` can look;
+- answers ``GET /metrics`` itself (the front's own metrics: ``service.frontmetrics``) to
+  a scrape key or the internal key; never the router's;
 - refuses everything else with 404, the router's admin routes included.
+
+Each answer is counted by key label and route (``FrontMetrics``), and the tokens of each
+key from the answers' usage (``service.usage``: a stream is asked for its usage chunk,
+which the client gets only if it asked).
 
 The path is judged as it came, still encoded (``request.raw_path``), and only a path in
 its canonical form is served: segments of letters, digits, ``_`` and ``-``, so no ``%``
@@ -35,10 +42,11 @@ where a front runs.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from launchers.defaults import (
@@ -47,9 +55,14 @@ from launchers.defaults import (
     FRONT_UPSTREAM_CONNECTIONS,
     HEALTH_PATH,
 )
+from launchers.service.frontmetrics import NO_KEY, FrontMetrics
+from launchers.service.keys import Caller, KeyRing
+from launchers.service.usage import StreamScanner, UsageBook, ask_for_usage, tokens_in_body
 
 if TYPE_CHECKING:
+    import aiohttp
     from aiohttp import web
+    from yarl import URL
 
 # Hop-by-hop headers (RFC 9110 7.6.1), those aiohttp sets itself, and Expect (the body
 # has been read already: the router need not ask for it).
@@ -67,6 +80,7 @@ _HOP = {
     "expect",
 }
 OPEN_PATHS = (HEALTH_PATH,)
+METRICS_PATH = "/metrics"  # the front's own metrics (never the router's)
 
 # The routes vllm-router 0.1.17 serves to clients (its server.rs route table; its binary
 # names the same paths), each with its method, and nothing else: its admin routes
@@ -89,19 +103,33 @@ CLIENT_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/models"),
 )
 _ROUTES = tuple((method, re.compile(path)) for method, path in CLIENT_ROUTES)
+OTHER_ROUTE = "other"  # the metrics' route of anything not served
 # A query passes as it came, but only printable ASCII without '#' (no space, no control).
 _QUERY = re.compile(r"[!\"$-~]*")
 
 
 def allowed(method: str, path: str) -> str:
-    """'open', 'key' or 'no' for a request's method and raw path (as it came, still
-    encoded, without the query). Only a canonical path can match: the patterns hold no
-    '%', '.', '\\' or empty segment. Pure."""
+    """'open', 'key', 'metrics' or 'no' for a request's method and raw path (as it came,
+    still encoded, without the query). Only a canonical path can match: the patterns hold
+    no '%', '.', '\\' or empty segment. Pure."""
     if path in OPEN_PATHS and method in ("GET", "HEAD"):
         return "open"
+    if path == METRICS_PATH and method == "GET":
+        return "metrics"
     if any(method == m and pattern.fullmatch(path) for m, pattern in _ROUTES):
         return "key"
     return "no"
+
+
+def route_of(method: str, path: str) -> str:
+    """The route a served path is (its pattern, a response id as ``{id}``), for the
+    metrics' labels; ``other`` for anything else. Pure."""
+    if path == METRICS_PATH:
+        return METRICS_PATH
+    for (m, pattern), (_, spelled) in zip(_ROUTES, CLIENT_ROUTES, strict=True):
+        if method == m and pattern.fullmatch(path):
+            return spelled.replace(_ID, "{id}")
+    return OTHER_ROUTE
 
 
 def judge(method: str, target: str) -> tuple[str, str, str]:
@@ -111,16 +139,6 @@ def judge(method: str, target: str) -> tuple[str, str, str]:
     if not _QUERY.fullmatch(query):
         return "no", path, query
     return allowed(method, path), path, query
-
-
-def key_matches(header: str | None, key: str) -> bool:
-    """Is ``header`` (an Authorization value) ``Bearer <key>``? Constant time."""
-    if not header or not key:
-        return False
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), key.encode())
 
 
 def streamed(content_type: str | None) -> bool:
@@ -150,6 +168,15 @@ class _TooLarge(Exception):
     pass
 
 
+@dataclass
+class _Outcome:
+    """What became of one forwarded request, for the metrics and the usage."""
+
+    status: int = 499
+    first_byte: float | None = None  # seconds from the request to its answer's first byte
+    tokens: tuple[int, int] | None = None
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
     """The whole body (None without one); ``_TooLarge`` once it passes ``limit`` bytes."""
     if not request.body_exists:
@@ -171,6 +198,9 @@ def make_app(
     max_body: int = FRONT_MAX_BODY_BYTES,
     body_timeout: float = FRONT_BODY_TIMEOUT,
     upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS,
+    keys: KeyRing | None = None,  # the users' keys (None: ``key`` alone, as `default`)
+    usage: UsageBook | None = None,  # where answers are counted (None: new ones)
+    metrics: FrontMetrics | None = None,
 ) -> web.Application:
     """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
     at most ``upstream_limit`` connections at once (0: no limit of its own; the front
@@ -193,50 +223,151 @@ def make_app(
     async def stop(app: web.Application) -> None:
         await app[session_key].close()
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        verdict, path, query = judge(request.method, request.raw_path)
-        if verdict == "no":
-            return _error(404, f"{request.method} {path[:200]} is not served here", "not_found")
-        if verdict == "open":
-            if healthy():
-                return web.Response(text="ok\n")
-            return web.Response(status=503, text="no replica is ready\n")
-        if not key_matches(request.headers.get("Authorization"), key):
-            return _error(401, "a valid API key is required", "invalid_request_error")
-        too_large = f"the request body is over the front's limit of {max_body} bytes"
-        if request.content_length is not None and request.content_length > max_body:
-            return _error(413, too_large, "request_too_large", close=True)
-        try:
-            async with asyncio.timeout(body_timeout):
-                body = await _read_body(request, max_body)
-        except _TooLarge:
-            return _error(413, too_large, "request_too_large", close=True)
-        except TimeoutError:
-            return _error(408, f"the request body did not arrive within {body_timeout:g} s",
-                          "request_timeout", close=True)  # fmt: skip
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        target = URL.build(scheme=base.scheme, host=base.raw_host or "", port=base.port,
-                           path=path, query_string=query, encoded=True)  # fmt: skip
-        session = request.app[session_key]
-        try:
-            async with session.request(
-                request.method, target, headers=headers, data=body, allow_redirects=False
-            ) as upstream:
-                passed = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
-                if not streamed(upstream.headers.get("Content-Type")):
-                    whole = await upstream.read()
-                    return web.Response(status=upstream.status, headers=passed, body=whole)
-                response = web.StreamResponse(status=upstream.status, headers=passed)
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-        except aiohttp.ClientError as exc:
-            return _error(502, f"the router did not answer: {exc}", "bad_gateway")
-
+    door = _Door(
+        ring=keys if keys is not None else KeyRing.of_key(key), internal=f"Bearer {key}",
+        healthy=healthy, book=usage if usage is not None else UsageBook(),
+        counted=metrics if metrics is not None else FrontMetrics(), base=base,
+        session=lambda request: request.app[session_key], max_body=max_body,
+        body_timeout=body_timeout,
+    )  # fmt: skip
     app = web.Application(client_max_size=max_body)
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", "/{tail:.*}", door.handle)
     return app
+
+
+@dataclass(frozen=True)
+class _Door:
+    """``make_app``'s handler, for one request: judge its target and its key, answer what
+    is the front's own (/health, /metrics, refusals), forward the rest with the service's
+    internal key in place of the client's (``internal``: its Authorization value), and
+    count each answer."""
+
+    ring: KeyRing
+    internal: str
+    healthy: Callable[[], bool]
+    book: UsageBook
+    counted: FrontMetrics
+    base: URL
+    session: Callable[[web.Request], aiohttp.ClientSession]
+    max_body: int
+    body_timeout: float
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        counted = self.counted
+        verdict, path, query = judge(request.method, request.raw_path)
+        if verdict == "no":
+            counted.answered(NO_KEY, OTHER_ROUTE, 404)
+            return _error(404, f"{request.method} {path[:200]} is not served here", "not_found")
+        if verdict == "open":
+            if self.healthy():
+                return web.Response(text="ok\n")
+            return web.Response(status=503, text="no replica is ready\n")
+        caller = self.ring.caller(request.headers.get("Authorization"))
+        route = route_of(request.method, path)
+        if verdict == "metrics":
+            return self.scrape(caller)
+        if caller is None or caller.kind is None:  # none, revoked, or the internal key alone
+            counted.answered(NO_KEY, route, 401)
+            return _error(401, "a valid API key is required", "invalid_request_error")
+        if not caller.may_use_model:
+            counted.answered(caller.label, route, 403)
+            return _error(403, "this key reads the front's /metrics only", "permission_denied")
+        outcome = _Outcome()
+        began = time.monotonic()
+        counted.in_flight.inc()
+        try:
+            return await self.forward(request, path, query, outcome, began)
+        except BaseException:
+            outcome.status = 499  # the client went away (or the front stops) mid-answer
+            raise
+        finally:
+            counted.in_flight.dec()
+            counted.answered(caller.label, route, outcome.status)
+            counted.timed(caller.label, route, outcome.first_byte, time.monotonic() - began)
+            counted.used(caller.label, outcome.tokens)
+            self.book.record(caller.label, outcome.status, outcome.tokens)
+
+    def scrape(self, caller: Caller | None) -> web.StreamResponse:
+        """``GET /metrics``: the front's own, to a scrape key or the internal key."""
+        from aiohttp import web
+
+        counted = self.counted
+        if caller is None or not (caller.may_scrape or caller.may_use_model):
+            counted.answered(NO_KEY, METRICS_PATH, 401)
+            return _error(401, "a scrape key or the service key is required",
+                          "invalid_request_error")  # fmt: skip
+        if not caller.may_scrape:
+            counted.answered(caller.label, METRICS_PATH, 403)
+            return _error(403, "a user key does not read the metrics: use a scrape key "
+                          "(vllm-hpc service key add NAME LABEL --scrape)",
+                          "permission_denied")  # fmt: skip
+        counted.answered(caller.label, METRICS_PATH, 200)
+        text, content_type = counted.exposition()
+        return web.Response(body=text, headers={"Content-Type": content_type})
+
+    async def forward(
+        self, request: web.Request, path: str, query: str, outcome: _Outcome, began: float
+    ) -> web.StreamResponse:
+        """Read the body (bounded), ask a stream for its usage, pass the request on with
+        the internal key, and its answer back (a stream chunk by chunk)."""
+        import aiohttp
+        from aiohttp import web
+        from yarl import URL
+
+        def refuse(status: int, message: str, kind: str) -> web.Response:
+            outcome.status = status
+            return _error(status, message, kind, close=True)
+
+        limit = self.max_body
+        too_large = f"the request body is over the front's limit of {limit} bytes"
+        if request.content_length is not None and request.content_length > limit:
+            return refuse(413, too_large, "request_too_large")
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await _read_body(request, limit)
+        except _TooLarge:
+            return refuse(413, too_large, "request_too_large")
+        except TimeoutError:
+            return refuse(408, f"the request body did not arrive within {self.body_timeout:g} s",
+                          "request_timeout")  # fmt: skip
+        body, strip = ask_for_usage(path, body)
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in _HOP and k.lower() != "authorization"}  # fmt: skip
+        headers["Authorization"] = self.internal  # the replicas know this key, never a user's
+        base = self.base
+        target = URL.build(scheme=base.scheme, host=base.raw_host or "", port=base.port,
+                           path=path, query_string=query, encoded=True)  # fmt: skip
+        try:
+            async with self.session(request).request(
+                request.method, target, headers=headers, data=body, allow_redirects=False
+            ) as upstream:
+                outcome.status = upstream.status
+                passed = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+                if not streamed(upstream.headers.get("Content-Type")):
+                    whole = await upstream.read()
+                    outcome.first_byte = time.monotonic() - began
+                    if upstream.status == 200:
+                        outcome.tokens = tokens_in_body(whole)
+                    return web.Response(status=upstream.status, headers=passed, body=whole)
+                response = web.StreamResponse(status=upstream.status, headers=passed)
+                await response.prepare(request)
+                scanner = StreamScanner(strip)
+                async for chunk in upstream.content.iter_any():
+                    out = scanner.feed(chunk)
+                    if out:
+                        await response.write(out)
+                        if outcome.first_byte is None:
+                            outcome.first_byte = time.monotonic() - began
+                rest = scanner.finish()
+                if rest:
+                    await response.write(rest)
+                await response.write_eof()
+                outcome.tokens = scanner.tokens
+                return response
+        except aiohttp.ClientError as exc:
+            outcome.status = 502
+            return _error(502, f"the router did not answer: {exc}", "bad_gateway")

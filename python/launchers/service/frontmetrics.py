@@ -1,0 +1,227 @@
+"""The front's own metrics (``GET /metrics`` on the front, with a scrape key or the
+service's internal key), made with prometheus-client in a registry of the front's own,
+and the summary ``vllm-hpc service metrics NAME`` prints from them.
+
+    vllm_hpc_front_requests_total{key,route,code}           every answer (401/403/404 too)
+    vllm_hpc_front_time_to_first_byte_seconds{key,route}    request in -> first byte out
+    vllm_hpc_front_request_duration_seconds{key,route}      request in -> last byte out
+    vllm_hpc_front_requests_in_flight                       forwarded, not yet answered
+    vllm_hpc_front_tokens_total{key,direction}              from the answers' usage
+    vllm_hpc_front_replicas{role,state}                     the controller's last tick
+    vllm_hpc_front_replicas_routed                          replicas in the router
+    vllm_hpc_front_handovers_total                          drains handed over, this front
+
+``key`` is a key's label (``none`` without a valid key), ``route`` the route's pattern
+(``/v1/responses/{id}``; ``other`` for anything not served), so the label sets stay few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from launchers.observe.metrics import Histogram, histogram_quantile
+from launchers.service.definition import ServiceState
+
+PREFIX = "vllm_hpc_front_"
+REQUESTS = f"{PREFIX}requests"
+TTFB = f"{PREFIX}time_to_first_byte_seconds"
+DURATION = f"{PREFIX}request_duration_seconds"
+IN_FLIGHT = f"{PREFIX}requests_in_flight"
+TOKENS = f"{PREFIX}tokens"
+REPLICAS = f"{PREFIX}replicas"
+ROUTED = f"{PREFIX}replicas_routed"
+HANDOVERS = f"{PREFIX}handovers"
+# Every family the front exports (the dashboard's queries may name only these).
+FAMILIES = (REQUESTS, TTFB, DURATION, IN_FLIGHT, TOKENS, REPLICAS, ROUTED, HANDOVERS)
+NO_KEY = "none"  # the key label of a request without a valid key
+
+TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                    1800.0, 3600.0)  # fmt: skip
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def _none() -> Mapping[tuple[str, str], int]:
+    return {}
+
+
+def replica_counts(state: ServiceState | None) -> dict[tuple[str, str], int]:
+    """How many replicas of ``state`` are in each (role, state). Pure."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in state.replicas if state is not None else ():
+        counts[(r.role, r.state)] = counts.get((r.role, r.state), 0) + 1
+    return counts
+
+
+def _zero() -> int:
+    return 0
+
+
+class FrontMetrics:
+    """The front's metrics in a registry of its own. ``replicas``, ``routed`` and
+    ``handovers`` are read at each scrape (from the controller, on its thread: plain
+    reads of what it last wrote)."""
+
+    def __init__(
+        self,
+        replicas: Callable[[], Mapping[tuple[str, str], int]] = _none,
+        routed: Callable[[], int] = _zero,
+        handovers: Callable[[], int] = _zero,
+    ) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+        from prometheus_client import Histogram as PromHistogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(REQUESTS, "Answers of the front, by key label, route and "
+                                "status code", ["key", "route", "code"],
+                                registry=self.registry)  # fmt: skip
+        self.ttfb = PromHistogram(TTFB, "Seconds from a request to the first byte of its answer",
+                                  ["key", "route"], buckets=TTFB_BUCKETS,
+                                  registry=self.registry)  # fmt: skip
+        self.duration = PromHistogram(DURATION, "Seconds from a request to the end of its answer",
+                                      ["key", "route"], buckets=DURATION_BUCKETS,
+                                      registry=self.registry)  # fmt: skip
+        self.in_flight = Gauge(IN_FLIGHT, "Requests forwarded and not yet answered",
+                               registry=self.registry)  # fmt: skip
+        self.tokens = Counter(TOKENS, "Tokens in (prompt) and out (completion), from the "
+                              "answers' usage", ["key", "direction"],
+                              registry=self.registry)  # fmt: skip
+        self.registry.register(_State(replicas, routed, handovers))
+
+    def answered(self, key: str, route: str, code: int) -> None:
+        self.requests.labels(key, route, str(code)).inc()
+
+    def timed(self, key: str, route: str, first_byte: float | None, total: float) -> None:
+        if first_byte is not None:
+            self.ttfb.labels(key, route).observe(first_byte)
+        self.duration.labels(key, route).observe(total)
+
+    def used(self, key: str, tokens: tuple[int, int] | None) -> None:
+        if tokens is None:
+            return
+        self.tokens.labels(key, "in").inc(tokens[0])
+        self.tokens.labels(key, "out").inc(tokens[1])
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text a scrape gets, and its Content-Type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _State:
+    """What the controller knows, read at scrape time."""
+
+    def __init__(
+        self,
+        replicas: Callable[[], Mapping[tuple[str, str], int]],
+        routed: Callable[[], int],
+        handovers: Callable[[], int],
+    ) -> None:
+        self._replicas, self._routed, self._handovers = replicas, routed, handovers
+
+    def describe(self) -> Iterator[Any]:
+        """The families, without reading the controller (the registry asks at register)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        yield GaugeMetricFamily(REPLICAS, "", labels=["role", "state"])
+        yield GaugeMetricFamily(ROUTED, "")
+        yield CounterMetricFamily(HANDOVERS, "")
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        replicas = GaugeMetricFamily(REPLICAS, "Replicas of the service by role and state, "
+                                     "at the controller's last tick",
+                                     labels=["role", "state"])  # fmt: skip
+        for (role, state), count in sorted(self._replicas().items()):
+            replicas.add_metric([role, state], count)
+        yield replicas
+        yield GaugeMetricFamily(ROUTED, "Replicas in the router", value=self._routed())
+        yield CounterMetricFamily(HANDOVERS, "Replicas drained after a successor took "
+                                  "over (since this front started)",
+                                  value=self._handovers())  # fmt: skip
+
+
+def summarize(text: str) -> dict[str, Any]:
+    """What ``service metrics`` shows, from the front's exposition text (parsed with
+    prometheus-client's parser): per key, requests, errors and tokens; in flight;
+    replicas by state; handovers; time-to-first-byte and duration percentiles since the
+    front started. Pure."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tally = _Tally()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            tally.take(family.name, sample.name, sample.labels, sample.value)
+    out: dict[str, Any] = {"in_flight": tally.in_flight, "routed": tally.routed,
+                           "handovers": tally.handovers}  # fmt: skip
+    keys, replicas, hists = tally.keys, tally.replicas, tally.hists
+    out["keys"] = keys
+    out["replicas"] = replicas
+    for name, title in ((TTFB, "ttfb"), (DURATION, "duration")):
+        for q in QUANTILES:
+            out[f"{title}_p{round(q * 100)}_s"] = histogram_quantile(q, hists[name])
+    return out
+
+
+class _Tally:
+    """``summarize``'s sums, one sample at a time."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, dict[str, float]] = {}
+        self.replicas: dict[str, float] = {}
+        self.hists = {TTFB: Histogram(), DURATION: Histogram()}
+        self.in_flight = self.routed = self.handovers = 0.0
+
+    def row(self, label: str) -> dict[str, float]:
+        return self.keys.setdefault(label, {"requests": 0.0, "errors": 0.0, "tokens_in": 0.0,
+                                            "tokens_out": 0.0})  # fmt: skip
+
+    def take(self, family: str, name: str, labels: dict[str, str], value: float) -> None:
+        if family in self.hists:
+            hist = self.hists[family]
+            if name.endswith("_bucket"):
+                bound = float(labels["le"])
+                hist.buckets[bound] = hist.buckets.get(bound, 0.0) + value
+            elif name.endswith("_count"):
+                hist.count += value
+        elif family == REQUESTS and name.endswith("_total"):
+            counted = self.row(labels["key"])
+            counted["requests"] += value
+            counted["errors"] += value if int(labels["code"]) >= 400 else 0.0
+        elif family == TOKENS and name.endswith("_total"):
+            self.row(labels["key"])[f"tokens_{labels['direction']}"] += value
+        elif family == REPLICAS:
+            self.replicas[labels["state"]] = self.replicas.get(labels["state"], 0.0) + value
+        elif family == IN_FLIGHT:
+            self.in_flight = value
+        elif family == ROUTED:
+            self.routed = value
+        elif family == HANDOVERS and name.endswith("_total"):
+            self.handovers = value
+
+
+def render(summary: dict[str, Any]) -> str:
+    """``summarize``'s result as ``service metrics`` prints it."""
+
+    def seconds(value: object) -> str:
+        return "-" if value is None else f"{float(str(value)):.3f} s"
+
+    table = [("KEY", "REQUESTS", "ERRORS", "TOKENS_IN", "TOKENS_OUT")]
+    for label, counted in sorted(summary["keys"].items()):
+        columns = ("requests", "errors", "tokens_in", "tokens_out")
+        table.append((label, *(f"{int(counted[c])}" for c in columns)))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    states = ", ".join(f"{int(n)} {s}" for s, n in sorted(summary["replicas"].items()) if n)
+    lines += [
+        f"in flight  {int(summary['in_flight'])}   routed replicas {int(summary['routed'])}   "
+        f"handovers {int(summary['handovers'])} (this front)",
+        f"replicas   {states or 'none'}",
+    ]
+    for title, name in (("first byte", "ttfb"), ("duration", "duration")):
+        parts = "  ".join(f"p{p} {seconds(summary[f'{name}_p{p}_s'])}" for p in (50, 90, 99))
+        lines.append(f"{title:<10} {parts}  (since the front started)")
+    return "\n".join(lines)
