@@ -216,10 +216,10 @@ def make_testenv() -> TestEnv:
     return TestEnv(root=root, bin_dir=root / "bin", python=python, env=env)
 
 
-def ensure_tiny_model(testenv: TestEnv, out: Path, *, moe: bool = False) -> Path:
-    """Generate the tiny model (a Mixtral-style MoE with `moe`) once, keyed by the
-    generator's content, into `out`."""
-    flags = ["--moe"] if moe else []
+def ensure_tiny_model(testenv: TestEnv, out: Path, *, moe: bool = False, layers: int = 2) -> Path:
+    """Generate the tiny model (a Mixtral-style MoE with `moe`; `layers` layers) once,
+    keyed by the generator's content, into `out`."""
+    flags = (["--moe"] if moe else []) + (["--layers", str(layers)] if layers != 2 else [])
     key = hashlib.sha256(MAKE_TINY_MODEL.read_bytes() + " ".join(flags).encode()).hexdigest()
     stamp = out / ".complete"
     if stamp.is_file() and stamp.read_text().strip() == key:

@@ -2,13 +2,15 @@
 
     /opt/vllm-hpc/testenv/bin/python tests/cluster/make_tiny_model.py OUTDIR
     /opt/vllm-hpc/testenv/bin/python tests/cluster/make_tiny_model.py --moe OUTDIR
+    /opt/vllm-hpc/testenv/bin/python tests/cluster/make_tiny_model.py --layers 3 OUTDIR
 
 No model hub is reachable from the test machines, so the tests make their own model:
 hidden 128, 2 layers, 4 heads, 2 KV heads, vocabulary 2048, bf16 (~2 MB), a byte-level
 BPE tokenizer trained on text this script generates, and a chat template. Everything is
 seeded, so the same OUTDIR content (and the same temperature-0 outputs) come out every time.
 With --moe the model is a Mixtral-style mixture of experts of the same size (4 experts per
-layer, 2 active per token), for the expert-parallel tests.
+layer, 2 active per token), for the expert-parallel tests. --layers N: N layers instead of
+2 (pipeline parallelism over N nodes needs N layers).
 Needs `torch`, `transformers` and `tokenizers` (the test environment has them).
 """
 
@@ -117,7 +119,7 @@ SHAPE = {
 MOE_SHAPE = {"num_local_experts": 4, "num_experts_per_tok": 2}
 
 
-def build_model(out: Path, moe: bool) -> None:
+def build_model(out: Path, moe: bool, layers: int = 2) -> None:
     import torch  # type: ignore[import-not-found, unused-ignore]
     from transformers import (  # type: ignore[import-not-found, unused-ignore]
         GenerationConfig,
@@ -128,10 +130,11 @@ def build_model(out: Path, moe: bool) -> None:
     )
 
     torch.manual_seed(SEED)
+    shape = {**SHAPE, "num_hidden_layers": layers}
     if moe:
-        model = MixtralForCausalLM(MixtralConfig(**SHAPE, **MOE_SHAPE))
+        model = MixtralForCausalLM(MixtralConfig(**shape, **MOE_SHAPE))
     else:
-        model = LlamaForCausalLM(LlamaConfig(**SHAPE))
+        model = LlamaForCausalLM(LlamaConfig(**shape))
     model = model.to(torch.bfloat16)
     model.save_pretrained(str(out), safe_serialization=True)
     GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=3).save_pretrained(str(out))
@@ -143,15 +146,20 @@ def build_model(out: Path, moe: bool) -> None:
 
 
 def main(argv: list[str]) -> int:
-    moe = argv[:1] == ["--moe"]
-    args = argv[1:] if moe else argv
-    if len(args) != 1 or args[0].startswith("-"):
-        print("usage: make_tiny_model.py [--moe] OUTDIR", file=sys.stderr)
+    args = list(argv)
+    moe = "--moe" in args
+    if moe:
+        args.remove("--moe")
+    layers = 2
+    if args[:1] == ["--layers"] and len(args) > 1 and args[1].isdigit():
+        layers, args = int(args[1]), args[2:]
+    if len(args) != 1 or args[0].startswith("-") or layers < 1:
+        print("usage: make_tiny_model.py [--moe] [--layers N] OUTDIR", file=sys.stderr)
         return 2
     out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)
     build_tokenizer(out)
-    build_model(out, moe)
+    build_model(out, moe, layers)
     print(out)
     return 0
 

@@ -2,13 +2,18 @@
 loads, every node joins a Gloo all-reduce over the job's interface; when it fails, the
 nodes check every pair over TCP and the job fails with one line naming the pair.
 
-- A healthy 3-node job (PP=3 over Ray) passes it on every node, the time in each node's
-  log, and answers.
-- A link that carries Ray and not the collectives: nftables in node2 and node3 drop what
-  each gets from the other (both still reach the leader, so Ray comes up): the job FAILS
-  within 60 s of its start naming both nodes and the interface, vLLM never starts, and
-  nothing is left; the same job with --no-preflight is not READY long after a healthy
-  one would be (the hang the pre-flight turns into a line), and is cancelled.
+- A healthy 3-node job (PP=3 in vLLM's own multi-node mode, of a 3-layer variant of the
+  tiny model) passes it on every node, the time in each node's log, and answers.
+- A link that carries the rendezvous and not the collectives: nftables in node2 and node3
+  drop what each gets from the other (both still reach the leader): the job FAILS within
+  60 s of its start naming both nodes and the interface, vLLM never starts, and nothing
+  is left; the same job with --no-preflight is not READY long after a healthy one would
+  be (the hang the pre-flight turns into a line), and is cancelled.
+
+vLLM's own multi-node mode (`--runtime native`), not Ray: on these CPU-only nodes Ray
+places all of vLLM-CPU's pipeline workers on one node (there is no GPU resource to spread
+them), so a PP=3 job over Ray never sends a tensor between nodes here; the native mode
+runs one rank per node, so its stages and its world group need every pair.
 """
 
 from __future__ import annotations
@@ -38,11 +43,20 @@ TABLE = "vllm_hpc_test"
 pytestmark = pytest.mark.cluster
 
 
-def _submit(env: dict[str, str], model: Path, *extra: str) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def three_layers(testenv: bed.TestEnv) -> Path:
+    """The tiny model with 3 layers: one pipeline stage per node of a 3-node job."""
+    out = bed.state_dir() / "models" / "tiny-llama-3"
+    return bed.ensure_tiny_model(testenv, out, layers=3)
+
+
+def _submit(env: dict[str, str], model: Path, *extra: str, timeout: float = 300) -> dict[str, Any]:
+    """A 3-node job, PP=3, one vLLM rank per node (vLLM's own multi-node mode): the
+    pipeline's stages and vLLM's world group need every pair of nodes."""
     args = ["--model", str(model), "--nodes", "3", "--gpus-per-node", "1", "--pp", "3",
-            "--partition", "debug", "--time", "00:05:00", "--via", "sbatch", "--json", *extra,
-            "--", "--max-model-len", "512"]  # fmt: skip
-    return dict(api.cli_json(env, "submit", *args))
+            "--runtime", "native", "--partition", "debug", "--time", "00:05:00",
+            "--via", "sbatch", "--json", *extra, "--", "--max-model-len", "512"]  # fmt: skip
+    return dict(api.cli_json(env, "submit", *args, timeout=timeout))
 
 
 def _endpoint(job_dir: Path) -> dict[str, Any]:
@@ -79,9 +93,10 @@ def dropped_link(minicluster: bed.MiniCluster) -> Iterator[tuple[str, str]]:
 
 
 def test_a_healthy_three_node_job_passes_the_preflight_on_every_node(
-    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path, job_ids: list[str]
+    minicluster: bed.MiniCluster, env: dict[str, str], three_layers: Path, job_ids: list[str]
 ) -> None:
-    handle = api.submit(env, tiny_model, 3)
+    handle = _submit(env, three_layers, "--wait", "--wait-timeout", str(READY_TIMEOUT),
+                     timeout=READY_TIMEOUT + 60)  # fmt: skip
     job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
     job_ids.append(job_id)
     nodes = minicluster.job_nodes(job_id)
@@ -94,16 +109,16 @@ def test_a_healthy_three_node_job_passes_the_preflight_on_every_node(
     cancel_and_check_clean(minicluster, job_id, nodes)
 
 
-def test_a_link_that_carries_ray_but_not_the_collectives_fails_naming_both_nodes(
+def test_a_link_that_drops_the_collectives_fails_the_job_naming_both_nodes(
     minicluster: bed.MiniCluster,
     env: dict[str, str],
-    tiny_model: Path,
+    three_layers: Path,
     job_ids: list[str],
     dropped_link: tuple[str, str],
 ) -> None:
     a, b = dropped_link
     submitted = time.monotonic()
-    handle = _submit(env, tiny_model)
+    handle = _submit(env, three_layers)
     job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
     job_ids.append(job_id)
     state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FAIL_DEADLINE + 30)
@@ -112,7 +127,9 @@ def test_a_link_that_carries_ray_but_not_the_collectives_fails_naming_both_nodes
     print(f"dropped link: {state} after {took:.1f} s: {final.get('message')}")
     assert final.get("state") == "FAILED", final
     message = str(final.get("message"))
-    assert message.startswith("pre-flight: the Gloo all-reduce across 3 nodes failed"), message
+    # the leader's own verdict, or (SLURM ends the step when a rank fails first) a
+    # follower's, which is the same line: "node node3 (rank 2) failed: pre-flight: ..."
+    assert "pre-flight: the Gloo all-reduce across 3 nodes failed" in message, message
     for node in (a, b):
         assert f"{node} ({minicluster.addresses[node]}, ib0)" in message, message
     assert "cannot reach" in message and "node1" not in message, message
@@ -125,11 +142,11 @@ def test_a_link_that_carries_ray_but_not_the_collectives_fails_naming_both_nodes
 def test_without_the_preflight_the_same_link_hangs_the_job(
     minicluster: bed.MiniCluster,
     env: dict[str, str],
-    tiny_model: Path,
+    three_layers: Path,
     job_ids: list[str],
     dropped_link: tuple[str, str],
 ) -> None:
-    handle = _submit(env, tiny_model, "--no-preflight")
+    handle = _submit(env, three_layers, "--no-preflight")
     job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
     job_ids.append(job_id)
     minicluster.wait_for_state(job_id, ["RUNNING"], timeout=60)

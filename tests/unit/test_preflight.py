@@ -69,7 +69,7 @@ def test_the_leaders_line_names_the_pair_that_cannot_talk() -> None:
     line = collective.leader_line(coll, PEERS, outcomes, [], 3, 5)  # type: ignore[arg-type]
     assert line.startswith("the Gloo all-reduce across 3 nodes failed (init: no answer after 10 s)")
     assert "node2 (10.0.0.12, ib0) cannot reach node3 (10.0.0.13, ib0) over TCP" in line
-    assert "connection timed out after 5 s" in line and collective.DOCS in line
+    assert "connection timed out after 5 s" in line and "firewall" in line
     assert "node1" not in line
 
 
@@ -123,6 +123,7 @@ def test_a_failure_fails_the_node_with_the_checks_line(tmp_path: Path) -> None:
     with pytest.raises(RuntimeFailure) as failed:
         _finish(tmp_path, text, code=1)
     assert failed.value.one_line().startswith("pre-flight: node2 cannot reach node3")
+    assert collective.DOCS in failed.value.one_line()
     assert "--no-preflight" in failed.value.one_line()
 
 
@@ -134,3 +135,11 @@ def test_a_check_that_ends_without_a_verdict_is_a_failure(tmp_path: Path) -> Non
 def test_no_torch_skips_the_check_and_says_so(tmp_path: Path) -> None:
     said = _finish(tmp_path, 'PREFLIGHT {"ok": true, "skipped": "torch is not importable"}\n')
     assert said == ["pre-flight skipped: torch is not importable"]
+
+
+def test_gloos_source_path_is_left_out_of_the_line() -> None:
+    said = collective._said(RuntimeError(
+        "[/__w/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out "
+        "waiting 10000ms for recv operation to complete"
+    ))  # fmt: skip
+    assert said == "Timed out waiting 10000ms for recv operation to complete"

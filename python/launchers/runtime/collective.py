@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -34,6 +35,7 @@ from launchers.jobdir import jobfiles
 from launchers.runtime.pairs import Outcome, Pair, Peer, sentence
 
 MARK = "PREFLIGHT "
+SOURCE_REF = re.compile(r"\[[^\]]*\.(?:cc|cpp|h|py):\d+\] ")  # [/.../unbound_buffer.cc:78]
 DOCS = "docs/failure-modes.md#a-link-that-carries-ray-but-not-the-collectives"
 T = TypeVar("T")
 
@@ -113,7 +115,7 @@ def collectives(
                 raise ValueError("the large all-reduce gave a wrong sum")
             out["stage"] = "done"
         except Exception as exc:  # torch raises many types: the verdict says which
-            out["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            out["error"] = f"{type(exc).__name__}: {_said(exc)}"
 
     worker = threading.Thread(target=run, name="all-reduce", daemon=True)
     worker.start()
@@ -286,15 +288,15 @@ def leader_line(
     if line is not None:
         return (
             f"{head}: {line}; every node reaches the leader's port: a firewall between the "
-            f"nodes' data ports? (see {DOCS})"
+            "nodes' data ports?"
         )
     if stage == "large":
         return (
             f"{head}: the small all-reduce passed and the {first.get('large_mib')} MiB one "
-            f"did not, while every pair connects over TCP: an MTU mismatch on the data "
-            f"network? (see {DOCS})"
+            "did not, while every pair connects over TCP: an MTU mismatch on the data "
+            "network?"
         )
-    return f"{head}, though every pair of nodes connects over TCP (see {DOCS})"
+    return f"{head}, though every pair of nodes connects over TCP"
 
 
 class Failed(Exception):
@@ -302,7 +304,12 @@ class Failed(Exception):
 
 
 def _short(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    return f"{type(exc).__name__}: {_said(exc)}"
+
+
+def _said(exc: BaseException) -> str:
+    """An exception's text on one line, without the source path Gloo puts first."""
+    return SOURCE_REF.sub("", " ".join(str(exc).split()))[:200]
 
 
 def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
