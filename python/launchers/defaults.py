@@ -47,6 +47,15 @@ HEALTH_PATH = "/health"
 WAIT_TIMEOUT = 3600.0
 STOP_TIMEOUT = 60.0
 DOCTOR_TIMEOUT = 120.0
+# vllm-hpc doctor --network: every pair of nodes measured over TCP (the pre-flight's pair
+# check, PREFLIGHT_PAIR_SECONDS the deadline of a connection, of a small message and of a
+# stall): the median round trip of DOCTOR_PAIR_PINGS small messages, the rate of one
+# DOCTOR_PAIR_MIB transfer (DOCTOR_PAIR_LIMIT seconds at most), and a warning for a pair
+# under DOCTOR_SLOW_PAIR x the median rate of all pairs (when there are 3 or more).
+DOCTOR_PAIR_PINGS = 10
+DOCTOR_PAIR_MIB = 64
+DOCTOR_PAIR_LIMIT = 30.0
+DOCTOR_SLOW_PAIR = 0.5
 SERVICE_DOWN_TIMEOUT = 300.0
 FRONT_ADDRESS_TIMEOUT = 60.0
 # vllm-hpc metrics: seconds between the two scrapes that give rates.

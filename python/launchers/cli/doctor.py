@@ -11,10 +11,10 @@ import click
 from launchers.cli.exits import EXIT_FAILURE
 from launchers.cli.jobs import json_option
 from launchers.cli.options import RequestCommand, plan_of, request_options
-from launchers.defaults import DOCTOR_TIMEOUT
+from launchers.defaults import DOCTOR_PAIR_MIB, DOCTOR_TIMEOUT
 from launchers.spec.request import SubmitRequest
 
-DOCTOR_HELP = """Preflight checks on the nodes, before GPU time is spent on a model.
+DOCTOR_HELP = f"""Preflight checks on the nodes, before GPU time is spent on a model.
 
 \b
   vllm-hpc doctor -m MODEL -N 2 -G 4 -p gpu   a short allocation shaped like the job
@@ -24,15 +24,24 @@ One line per check and node: the interface chosen and why, RDMA devices, NCCL/Gl
 environment, the model readable, the node's vLLM (and Ray) against what the plan
 runs, free GPU memory, the leader's ports reachable from
 every node, and a cross-node all-reduce (NCCL on GPUs, Gloo on CPUs) with its
-bandwidth. Exits 1 when any check fails, 0 otherwise (warnings included).
+bandwidth. With --network, a table of every pair of nodes too: reachable over TCP
+or not, latency (round trip of a small message), bandwidth (one {DOCTOR_PAIR_MIB} MiB
+transfer), a pair far below the others marked SLOW. Exits 1 when any check fails, 0
+otherwise (warnings included).
 """
 
 
 @click.command("doctor", cls=RequestCommand, heading="Doctor", help=DOCTOR_HELP)
 @request_options
 @click.option("--timeout", type=float, default=DOCTOR_TIMEOUT, show_default=True)
+@click.option(
+    "--network",
+    is_flag=True,
+    help="Measure every pair of nodes over TCP (reachable, latency, bandwidth) and print "
+    "the table; a failing pair fails the doctor.",
+)
 @json_option
-def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
+def doctor_cmd(timeout: float, network: bool, as_json: bool, request: SubmitRequest) -> None:
     import json
 
     from launchers.observe import doctor_run
@@ -61,7 +70,7 @@ def doctor_cmd(timeout: float, as_json: bool, request: SubmitRequest) -> None:
         plan_json = launch.model_dump_json(indent=2)
         prefix = doctor_run.srun_new(launch.sbatch)
         meet_root, python = launch.paths.root, launch.python
-    rows, _ = doctor_run.run(prefix, plan_json, python, meet_root, nodes, timeout)
+    rows, _ = doctor_run.run(prefix, plan_json, python, meet_root, nodes, timeout, network=network)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:

@@ -5,7 +5,7 @@ other command's.
 - ``node run --plan FILE``: play this node's role in a plan (sbatch, submitit, local).
 - ``node wrapper leader|worker|slurm ...``: ``bin/multi-node-serving.sh``'s documented
   flags, as they came; planned by ``launchers.input.wrapper``, run like any plan.
-- ``node doctor --plan FILE --dir DIR``: one node's preflight checks.
+- ``node doctor --plan FILE --dir DIR [--network]``: one node's preflight checks.
 - ``node network [--iface IF] [--node-ip-address IP]``: the fast network as
   ``KEY=VALUE`` lines (for scripts that export them).
 """
@@ -106,7 +106,8 @@ def wrapper_cmd(args: tuple[str, ...]) -> int:
 @click.option("--plan", "plan_file", required=True)
 @click.option("--dir", "meet_dir", required=True, help="Shared directory where the nodes meet.")
 @click.option("--timeout", type=float, default=DOCTOR_TIMEOUT, show_default=True)
-def doctor_cmd(plan_file: str, meet_dir: str, timeout: float) -> int:
+@click.option("--network", is_flag=True, help="Measure every pair of nodes too.")
+def doctor_cmd(plan_file: str, meet_dir: str, timeout: float, network: bool) -> int:
     """One node's preflight checks (``vllm-hpc doctor`` runs it on every node)."""
     from launchers.runtime.context import node_rank
     from launchers.runtime.doctor import run_node
@@ -120,7 +121,7 @@ def doctor_cmd(plan_file: str, meet_dir: str, timeout: float) -> int:
         or env.get("SLURM_JOB_NUM_NODES")
         or plan.layout.nodes
     )
-    return run_node(plan, node_rank(env), world, meet_dir, env, timeout)
+    return run_node(plan, node_rank(env), world, meet_dir, env, timeout, network)
 
 
 @node_group.command("network")

@@ -16,7 +16,9 @@ from typing import Any
 
 from launchers import _proc, jobdir
 from launchers.defaults import DOCTOR_MARK as MARK
+from launchers.defaults import DOCTOR_SLOW_PAIR
 from launchers.jobdir.paths import DoctorDir
+from launchers.observe import doctor_network
 from launchers.submit.slurmctl import need_tool
 
 ALLOCATION_KEYS = (
@@ -31,7 +33,10 @@ ALLOCATION_KEYS = (
 LEVELS = {"ok": 0, "warn": 1, "fail": 2}
 
 
-def doctor_argv(python: str, plan_path: str, meet_dir: str, timeout: float) -> list[str]:
+def doctor_argv(
+    python: str, plan_path: str, meet_dir: str, timeout: float, network: bool = False
+) -> list[str]:
+    """``network``: the nodes measure every pair too (``--network``)."""
     return [
         python,
         "-m",
@@ -43,6 +48,7 @@ def doctor_argv(python: str, plan_path: str, meet_dir: str, timeout: float) -> l
         "--dir",
         meet_dir,
         f"--timeout={timeout:.0f}",
+        *(["--network"] if network else []),
     ]
 
 
@@ -72,13 +78,19 @@ def parse_output(text: str) -> list[dict[str, Any]]:
 
 
 def render(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per check; the pair checks (``--network``) as a table after them."""
     lines = []
     for row in rows:
+        if row.get("check") in doctor_network.TABLED:
+            continue
         line = f"{row['level']:<4}  node {row['rank']} {row['host']:<10} {row['check']:<14} "
         line += str(row["detail"])
         if row.get("fix"):
             line += f"  -> {row['fix']}"
         lines.append(line)
+    pairs = doctor_network.pairs_of(rows)
+    if pairs:
+        lines += ["", doctor_network.table(pairs, DOCTOR_SLOW_PAIR)]
     return "\n".join(lines)
 
 
@@ -94,6 +106,7 @@ def run(
     nodes: int,
     timeout: float,
     environ: Mapping[str, str] | None = None,
+    network: bool = False,
 ) -> tuple[list[dict[str, Any]], str]:
     """Write the plan where the nodes read it, run the step, return (checks, stderr).
     Off a SLURM login node (no ``srun``) it refuses before anything is written."""
@@ -108,7 +121,7 @@ def run(
     meet = jobdir.ensure_dir(where.root)
     plan_path = Path(where.plan)
     plan_path.write_text(plan_json, encoding="utf-8")
-    argv = [*prefix, *doctor_argv(python, str(plan_path), str(meet), timeout)]
+    argv = [*prefix, *doctor_argv(python, str(plan_path), str(meet), timeout, network)]
     done = _proc.run(argv, env=environ, timeout=timeout + 600)
     rows = parse_output(done.stdout)
     missing = nodes - len({r["rank"] for r in rows})
@@ -124,4 +137,5 @@ def run(
                 "fix": f"read {meet}",
             }
         )
+    rows += doctor_network.warnings(doctor_network.pairs_of(rows), DOCTOR_SLOW_PAIR)
     return rows, done.stderr

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from launchers import waits
 from launchers.errors import WaitTimeout
 from launchers.jobdir import jobfiles
-from launchers.runtime.pairs import Outcome, Pair, Peer, sentence
+from launchers.runtime.pairs import Outcome, Pair, Peer, all_pairs_rounds, sentence
 
 MARK = "PREFLIGHT "
 SOURCE_REF = re.compile(r"\[[^\]]*\.(?:cc|cpp|h|py):\d+\] ")  # [/.../unbound_buffer.cc:78]
@@ -143,6 +143,19 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _drain(conn: socket.socket, size: int) -> bool:
+    """Read ``size`` bytes and keep none of them (a large message costs no copy); False
+    when the peer closed first."""
+    buffer = memoryview(bytearray(min(size, 1 << 20) or 1))
+    left = size
+    while left:
+        got = conn.recv_into(buffer, min(left, len(buffer)))
+        if not got:
+            return False
+        left -= got
+    return True
+
+
 def _answer(conn: socket.socket) -> None:
     with conn:
         conn.settimeout(60)
@@ -152,7 +165,7 @@ def _answer(conn: socket.socket) -> None:
                 if head is None:
                     return
                 (size,) = struct.unpack("!I", head)
-                if _recv_exact(conn, size) is None:
+                if not _drain(conn, size):
                     return
                 conn.sendall(b"k")
         except OSError:
@@ -195,6 +208,72 @@ def probe(source: str, target: tuple[str, int], seconds: float, large_mib: int) 
         return "refused"
     except OSError:
         return "unreachable"
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """One pair as ``vllm-hpc doctor --network`` measures it: the outcome ``probe`` gives,
+    the median round trip of a small message and the rate of a large one-way transfer
+    (bytes / seconds until the peer acknowledged it), when the pair is ok."""
+
+    outcome: Outcome
+    rtt_ms: float | None = None
+    gb_per_s: float | None = None
+
+
+def _push(sock: socket.socket, payload: bytes, stall: float, limit: float) -> None:
+    """``payload`` as one message, then its acknowledgement: TimeoutError when no byte
+    moves for ``stall`` seconds (frames dropped on the way) or all of it takes longer
+    than ``limit``. A slow link that moves is not a failure."""
+    sock.settimeout(stall)
+    sock.sendall(struct.pack("!I", len(payload)))
+    data = memoryview(payload)
+    ends = time.monotonic() + limit
+    while data:
+        if time.monotonic() > ends:
+            raise TimeoutError(f"not sent within {limit:.0f} s")
+        data = data[sock.send(data[: 1 << 20]) :]
+    if sock.recv(1) != b"k":
+        raise ConnectionResetError("no acknowledgement")
+
+
+def measure(
+    source: str,
+    target: tuple[str, int],
+    seconds: float,
+    large_mib: int,
+    *,
+    pings: int,
+    limit: float,
+) -> Measured:
+    """One pair over TCP from ``source``, as ``probe`` checks it, measured: ``pings``
+    small messages one at a time (their median round trip), then ``large_mib`` MiB one
+    way (its rate). ``seconds``: the deadline of the connection, of each small message
+    and of a stall in the transfer; ``limit``: of the whole transfer."""
+    try:
+        with socket.create_connection(target, timeout=seconds, source_address=(source, 0)) as s:
+            s.settimeout(seconds)
+            trips = []
+            for _ in range(pings):
+                began = time.perf_counter()
+                _send(s, b"pre-flight")
+                trips.append(time.perf_counter() - began)
+            trips.sort()
+            rtt_ms = trips[len(trips) // 2] * 1000 if trips else None
+            payload = bytes(large_mib * 2**20)
+            try:
+                began = time.perf_counter()
+                _push(s, payload, seconds, limit)
+                took = time.perf_counter() - began
+            except TimeoutError:
+                return Measured("large", rtt_ms)
+            return Measured("ok", rtt_ms, large_mib * 2**20 / took / 1e9)
+    except TimeoutError:
+        return Measured("timeout")
+    except ConnectionRefusedError:
+        return Measured("refused")
+    except OSError:
+        return Measured("unreachable")
 
 
 # ------------------------------------------------------------------ the node's part
@@ -266,6 +345,49 @@ def pairs_verdict(
                 outcomes[(a, b)] = found if found is not None else "timeout"
     server.close()
     return outcomes, silent
+
+
+def _all_at(meeting: Meeting, key: str, count: int, seconds: float) -> None:
+    """Count this node in at ``key``, then wait until ``count`` nodes have (or
+    ``seconds`` have passed)."""
+    meeting.count(key, 1)
+    _until(key, seconds, lambda: True if meeting.count(key) >= count else None)
+
+
+def measure_pairs(
+    meeting: Meeting,
+    me: Peer,
+    seconds: float,
+    large_mib: int,
+    *,
+    pings: int,
+    limit: float,
+    arrive: float,
+) -> tuple[dict[int, tuple[Peer, Measured]], list[int]]:
+    """Every pair measured (``measure``) in rounds of disjoint pairs, each node the
+    sender of its pairs with higher ranks, so no transfer shares a node with another and
+    the nodes wait for each other between rounds. This node's pairs (the other node, what
+    was measured), and the ranks that never came within ``arrive`` seconds."""
+    rank, world = me.rank, meeting.world
+    server, port = listen(me.ip)
+    try:
+        meeting.put(f"net/{rank}", {**dataclasses.asdict(me), "port": port})
+        came = meeting.all_of("net", range(world), arrive)
+        peers = {r: Peer(v["rank"], v["host"], v["ip"], v["iface"]) for r, v in came.items()}
+        silent = sorted(set(range(world)) - set(came))
+        step = seconds * (pings + 2) + limit + 5  # the longest one pair can take
+        mine: dict[int, tuple[Peer, Measured]] = {}
+        for n, pairs in enumerate(all_pairs_rounds(world)):
+            for a, b in pairs:
+                if a == rank and b in came:
+                    target = (peers[b].ip, int(came[b]["port"]))
+                    found = measure(me.ip, target, seconds, large_mib, pings=pings, limit=limit)
+                    mine[b] = (peers[b], found)
+            _all_at(meeting, f"round/{n}", len(came), step)
+        _all_at(meeting, "measured", len(came), step)  # every listener stays until then
+        return mine, silent
+    finally:
+        server.close()
 
 
 def leader_line(

@@ -6,6 +6,10 @@ fail), what was seen and, when not ok, the fix. The nodes meet through files in 
 (shared storage, as the job directory): rank 0 publishes its address and the ports it
 holds open; the other ranks connect to each, then all ranks run a cross-node
 all-reduce through ``torch.distributed`` (NCCL on GPUs, Gloo on CPUs) and measure it.
+With ``--network`` they first measure every pair of nodes over TCP, in rounds of
+disjoint pairs (``runtime.collective.measure_pairs``, meeting at a TCPStore rank 0
+holds): one ``pair`` row per pair, from its lower rank, which the login side draws as a
+table.
 """
 
 from __future__ import annotations
@@ -22,11 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from launchers import jobdir, waits
-from launchers.defaults import DOCTOR_MARK
+from launchers.defaults import (
+    DOCTOR_MARK,
+    DOCTOR_PAIR_LIMIT,
+    DOCTOR_PAIR_MIB,
+    DOCTOR_PAIR_PINGS,
+    PREFLIGHT_PAIR_SECONDS,
+)
 from launchers.errors import VllmHpcError, WaitTimeout
 from launchers.jobdir.paths import DoctorDir
 from launchers.plan.commands import check_installed
 from launchers.plan.launch import LaunchPlan
+from launchers.runtime.collective import Measured, Meeting, measure_pairs
+from launchers.runtime.pairs import Peer, why
 from launchers.spec import versions
 
 MARK = DOCTOR_MARK
@@ -39,10 +51,22 @@ class Report:
         self.rank, self.host = rank, host
         self.failed = False
 
-    def __call__(self, check: str, level: str, detail: str, fix: str = "") -> None:
+    def __call__(
+        self,
+        check: str,
+        level: str,
+        detail: str,
+        fix: str = "",
+        *,
+        pair: Mapping[str, Any] | None = None,
+    ) -> None:
+        """One check's line; ``pair``: what a pair check measured, for the table the
+        login side draws (``observe.doctor_network``)."""
         self.failed |= level == "fail"
-        line = {"rank": self.rank, "host": self.host, "check": check, "level": level}
-        line |= {"detail": detail, "fix": fix}
+        line: dict[str, Any] = {"rank": self.rank, "host": self.host, "check": check}
+        line |= {"level": level, "detail": detail, "fix": fix}
+        if pair is not None:
+            line["pair"] = dict(pair)
         print(MARK + json.dumps(line), flush=True)
 
 
@@ -312,6 +336,101 @@ def check_allreduce(
     )
 
 
+def open_store(ip: str, port: int, rank: int, seconds: float) -> Any:
+    """The pair checks' meeting point: a TCPStore rank 0 holds on its own address (the
+    pre-flight's), under a prefix of its own."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    store = dist.TCPStore(
+        ip, port, None, rank == 0, timedelta(seconds=seconds), wait_for_workers=False
+    )
+    return dist.PrefixStore("network", store)
+
+
+def pair_row(a: Peer, b: Peer, found: Measured, mib: int) -> dict[str, Any]:
+    """What ``vllm-hpc doctor`` draws a pair's table row from."""
+    return {
+        "a": a.rank, "b": b.rank, "a_host": a.host, "b_host": b.host, "a_ip": a.ip,
+        "b_ip": b.ip, "outcome": found.outcome, "rtt_ms": found.rtt_ms,
+        "gb_per_s": found.gb_per_s, "mib": mib, "via": "tcp",
+    }  # fmt: skip
+
+
+PAIR_FIX = {
+    "large": "frames over some size are dropped between them: compare the interfaces' "
+    "MTUs (ip link) on both nodes and the switch's",
+}
+PAIR_FIX_DEFAULT = (
+    "open TCP between the two nodes' data interfaces (a firewall between them?), or choose "
+    "another interface (--iface)"
+)
+
+
+def check_pairs(report: Report, meeting: Meeting, me: Peer, seconds: float) -> None:
+    """Every pair of nodes over TCP (``runtime.collective.measure_pairs``): one row for
+    each pair this node sends on, a failing row for each that does not pass."""
+    mine, silent = measure_pairs(
+        meeting, me, PREFLIGHT_PAIR_SECONDS, DOCTOR_PAIR_MIB,
+        pings=DOCTOR_PAIR_PINGS, limit=DOCTOR_PAIR_LIMIT, arrive=seconds,
+    )  # fmt: skip
+    if silent and me.rank == 0:
+        ranks = ", ".join(str(r) for r in silent)
+        report(
+            "pairs",
+            "fail",
+            f"node rank(s) {ranks} never joined the pair checks within {seconds:.0f} s",
+            "read those nodes' rows above",
+        )
+    for other in sorted(mine):
+        peer, found = mine[other]
+        to = f"to {peer.host} ({peer.ip})"
+        row = pair_row(me, peer, found, DOCTOR_PAIR_MIB)
+        if found.outcome == "ok" and found.rtt_ms is not None and found.gb_per_s is not None:
+            detail = (
+                f"{to}: {found.rtt_ms:.3f} ms round trip, {found.gb_per_s:.2f} GB/s "
+                f"({DOCTOR_PAIR_MIB} MiB over TCP)"
+            )
+            report("pair", "ok", detail, pair=row)
+        else:
+            detail = f"{to} over TCP: {why(found.outcome)}"
+            report("pair", "fail", detail, PAIR_FIX.get(found.outcome, PAIR_FIX_DEFAULT), pair=row)
+
+
+def _network(
+    report: Report, leader: Mapping[str, Any], rank: int, world: int, chosen: Mapping[str, str],
+    seconds: float, store: Any,
+) -> None:  # fmt: skip
+    """The pair checks, at the store rank 0 opened (``store``, on rank 0)."""
+    if store is None:
+        port = leader.get("store_port")
+        if port is None:
+            report("pairs", "fail", "rank 0 opened no store for the pair checks", "see rank 0")
+            return
+        try:
+            store = open_store(str(leader["ip"]), int(port), rank, seconds)
+        except Exception as exc:  # torch's store raises several types
+            report("pairs", "fail", f"cannot reach rank 0's store: {exc}"[:200], "see rank 0")
+            return
+    iface = chosen.get("GLOO_SOCKET_IFNAME") or chosen.get("NCCL_SOCKET_IFNAME", "?")
+    me = Peer(rank, report.host.split(".")[0], chosen["VLLM_HOST_IP"], iface)
+    check_pairs(report, Meeting(store, rank, world), me, seconds)
+
+
+def _own_store(report: Report, ip: str, seconds: float) -> tuple[Any, int] | None:
+    """Rank 0's store for the pair checks and its port (None, reported: none)."""
+    port = _free_port(ip)
+    try:
+        return open_store(ip, port, 0, seconds), port
+    except Exception as exc:  # no torch, a port taken meanwhile: say which
+        fix = "run from the job's Python (torch)"
+        report(
+            "pairs", "fail", f"cannot open the pair checks' store on {ip}:{port}: {exc}"[:200], fix
+        )
+        return None
+
+
 def _run(argv: Sequence[str]) -> tuple[int, str]:
     from launchers import _proc
 
@@ -326,7 +445,9 @@ def run_node(
     out_dir: str,
     environ: Mapping[str, str],
     timeout: float,
+    network: bool = False,
 ) -> int:
+    """``network``: measure every pair of nodes too (``vllm-hpc doctor --network``)."""
     report = Report(rank, socket.gethostname())
     chosen = check_network(report, plan.env.get("VLLM_HPC_IFACE"))
     check_rdma(report)
@@ -341,12 +462,17 @@ def run_node(
         os.environ[key] = chosen[key]
     ip = chosen["VLLM_HOST_IP"]
     leader_file = Path(DoctorDir(out_dir).leader)
+    store: tuple[Any, int] | None = None
     with ExitStack() as stack:
         if rank == 0:
             ports = plan.leader_ports()
             held = {name: _hold(ip, port, stack) for name, port in ports.items()}
             leader: dict[str, Any] = {"host": report.host, "ip": ip, "ports": ports}
             leader |= {"held": held, "dist_port": _free_port(ip)}
+            if network and world > 1:
+                store = _own_store(report, ip, timeout)
+                if store is not None:
+                    leader["store_port"] = store[1]
             jobdir.write_json(leader_file, leader)
         else:
             try:
@@ -355,6 +481,8 @@ def run_node(
                 report("leader", "fail", str(exc), "read rank 0's output above")
                 return 1
             check_ports(report, leader, leader["ports"])
+        if network and world > 1 and (rank != 0 or store is not None):
+            _network(report, leader, rank, world, chosen, timeout, store[0] if store else None)
         if world > 1:
             check_allreduce(report, leader, rank, world, gpus)
         else:

@@ -29,6 +29,11 @@ _WHY: dict[str, str] = {
 Pair = tuple[int, int]
 
 
+def why(outcome: Outcome) -> str:
+    """What a failed pair check's outcome means, in words."""
+    return _WHY.get(outcome, outcome)
+
+
 @dataclass(frozen=True)
 class Peer:
     """One node as the pre-flight knows it: its rank, host name, the address and
@@ -149,4 +154,4 @@ def sentence(
     return line
 
 
-__all__ = ["Outcome", "Pair", "Peer", "all_pairs_rounds", "ring_rounds", "sentence"]
+__all__ = ["Outcome", "Pair", "Peer", "all_pairs_rounds", "ring_rounds", "sentence", "why"]
