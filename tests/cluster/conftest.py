@@ -1,5 +1,5 @@
 """Session fixtures for the cluster test bed: `testenv`, `tiny_model`, `tiny_moe`,
-`minicluster`.
+`three_layers`, `minicluster`; and `dropped_link` (a firewall between node2 and node3).
 
 The tests here need root and `ip netns`; on a machine without them they are skipped with the
 reason, never passed. See tests/cluster/README.md.
@@ -8,6 +8,7 @@ reason, never passed. See tests/cluster/README.md.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from . import bed
 
 CLUSTER_NODES = 3
+NFT_TABLE = "vllm_hpc_test"
 _ACTIVE: list[bed.MiniCluster] = []
 
 
@@ -42,6 +44,13 @@ def tiny_model(testenv: bed.TestEnv) -> Path:
 def tiny_moe(testenv: bed.TestEnv) -> Path:
     """A tiny random Mixtral-style MoE (4 experts, 2 per token), same tokenizer."""
     return bed.ensure_tiny_model(testenv, bed.state_dir() / "models" / "tiny-mixtral", moe=True)
+
+
+@pytest.fixture(scope="session")
+def three_layers(testenv: bed.TestEnv) -> Path:
+    """The tiny model with 3 layers: one pipeline stage per node of a 3-node job."""
+    out = bed.state_dir() / "models" / "tiny-llama-3"
+    return bed.ensure_tiny_model(testenv, out, layers=3)
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +129,28 @@ def job_ids(minicluster: bed.MiniCluster) -> Iterator[list[str]]:
     yield ids
     for job_id in ids:
         minicluster.slurm(["scancel", job_id], check=False)
+
+
+def _nft(cluster: bed.MiniCluster, node: str, *words: str) -> None:
+    done = cluster.node_exec(node, ["nft", *words])
+    assert done.returncode == 0, f"nft {' '.join(words)} on {node}: {done.stderr}"
+
+
+@pytest.fixture
+def dropped_link(minicluster: bed.MiniCluster) -> Iterator[tuple[str, str]]:
+    """node2 and node3 drop every packet from each other (a firewall between them);
+    both still reach node1, the leader, where Ray's head and the rendezvous are."""
+    assert shutil.which("nft"), "nft is missing: minicluster.sh up installs nftables"
+    a, b = "node2", "node3"
+    pairs = ((a, minicluster.addresses[b]), (b, minicluster.addresses[a]))
+    try:
+        for node, other in pairs:
+            _nft(minicluster, node, "add", "table", "inet", NFT_TABLE)
+            _nft(minicluster, node, "add", "chain", "inet", NFT_TABLE, "input",
+                 "{ type filter hook input priority 0 ; policy accept ; }")  # fmt: skip
+            _nft(minicluster, node, "add", "rule", "inet", NFT_TABLE, "input",
+                 "ip", "saddr", other, "drop")  # fmt: skip
+        yield a, b
+    finally:
+        for node, _ in pairs:
+            minicluster.node_exec(node, ["nft", "delete", "table", "inet", NFT_TABLE])

@@ -19,9 +19,7 @@ runs one rank per node, so its stages and its world group need every pair.
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +36,8 @@ FAIL_DEADLINE = 60.0  # the issue's bound: the job fails within a minute of its 
 # A healthy 3-node job of the tiny model is READY in ~40 s here: a job not READY after
 # this long (twice that, and the pre-flight's whole deadline past it) hangs.
 HANG_SECONDS = 90.0
-TABLE = "vllm_hpc_test"
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def three_layers(testenv: bed.TestEnv) -> Path:
-    """The tiny model with 3 layers: one pipeline stage per node of a 3-node job."""
-    out = bed.state_dir() / "models" / "tiny-llama-3"
-    return bed.ensure_tiny_model(testenv, out, layers=3)
 
 
 def _submit(env: dict[str, str], model: Path, *extra: str, timeout: float = 300) -> dict[str, Any]:
@@ -65,31 +55,6 @@ def _endpoint(job_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _nft(cluster: bed.MiniCluster, node: str, *words: str) -> None:
-    done = cluster.node_exec(node, ["nft", *words])
-    assert done.returncode == 0, f"nft {' '.join(words)} on {node}: {done.stderr}"
-
-
-@pytest.fixture
-def dropped_link(minicluster: bed.MiniCluster) -> Iterator[tuple[str, str]]:
-    """node2 and node3 drop every packet from each other (a firewall between them);
-    both still reach node1, the leader, where Ray's head and the rendezvous are."""
-    assert shutil.which("nft"), "nft is missing: minicluster.sh up installs nftables"
-    a, b = "node2", "node3"
-    pairs = ((a, minicluster.addresses[b]), (b, minicluster.addresses[a]))
-    try:
-        for node, other in pairs:
-            _nft(minicluster, node, "add", "table", "inet", TABLE)
-            _nft(minicluster, node, "add", "chain", "inet", TABLE, "input",
-                 "{ type filter hook input priority 0 ; policy accept ; }")  # fmt: skip
-            _nft(minicluster, node, "add", "rule", "inet", TABLE, "input",
-                 "ip", "saddr", other, "drop")  # fmt: skip
-        yield a, b
-    finally:
-        for node, _ in pairs:
-            minicluster.node_exec(node, ["nft", "delete", "table", "inet", TABLE])
 
 
 def test_a_healthy_three_node_job_passes_the_preflight_on_every_node(

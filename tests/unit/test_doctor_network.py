@@ -4,6 +4,7 @@ the others warned about, as a row the exit code and ``--json`` see."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -33,7 +34,12 @@ def _row(pair: PairResult, level: str = "ok") -> dict[str, Any]:
 
 
 def test_three_nodes_with_a_dropped_link_read_as_a_table() -> None:
-    pairs = [_pair(0, 1, rate=2.31), _pair(0, 2, rate=2.28), _pair(1, 2, "timeout")]
+    dropped = dataclasses.replace(
+        _pair(1, 2, "timeout"),
+        detail="to node3 (10.77.0.13) over TCP: connection timed out",
+        fix="open TCP between them",
+    )
+    pairs = [_pair(0, 1, rate=2.31), _pair(0, 2, rate=2.28), dropped]
     assert doctor_network.table(pairs, 0.5) == (
         "network, every pair of nodes over TCP: latency = the median round trip of a small\n"
         "message, bandwidth = one 64 MiB transfer from the first node to the second\n"
@@ -41,7 +47,9 @@ def test_three_nodes_with_a_dropped_link_read_as_a_table() -> None:
         "node1 - node2  10.77.0.11 - 10.77.0.12  ok       0.080 ms  2.31 GB/s\n"
         "node1 - node3  10.77.0.11 - 10.77.0.13  ok       0.080 ms  2.28 GB/s\n"
         "node2 - node3  10.77.0.12 - 10.77.0.13  timeout         -          -  FAILED\n"
-        "3 pairs: 2 ok, 1 failed"
+        "3 pairs: 2 ok, 1 failed\n"
+        "fail  node2 - node3: to node3 (10.77.0.13) over TCP: connection timed out  -> "
+        "open TCP between them"
     )
 
 
@@ -89,7 +97,8 @@ def test_the_pairs_are_read_from_the_nodes_rows_in_rank_order() -> None:
     rows = [_row(_pair(1, 2)), _row(_pair(0, 2)), _row(_pair(0, 1))]
     rows += [{"rank": 0, "host": "node1", "check": "pair", "level": "ok", "pair": {"a": 0}}]
     rows += [{"rank": 0, "host": "node1", "check": "rdma", "level": "ok", "detail": "x"}]
-    assert doctor_network.pairs_of(rows) == [_pair(0, 1), _pair(0, 2), _pair(1, 2)]
+    expected = [dataclasses.replace(_pair(a, b), detail="...") for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert doctor_network.pairs_of(rows) == expected
 
 
 def test_the_doctor_prints_the_other_checks_as_lines_then_the_pair_table() -> None:
@@ -100,7 +109,8 @@ def test_the_doctor_prints_the_other_checks_as_lines_then_the_pair_table() -> No
     assert out[0] == "ok    node 0 node1      rdma           x"
     assert out[1] == ""
     assert out[2].startswith("network, every pair of nodes over TCP")
-    assert out[-2].endswith("timeout         -          -  FAILED")
+    assert out[-3].endswith("timeout         -          -  FAILED")
+    assert out[-1] == "fail  node2 - node3: ..."
     assert doctor_run.worst(rows) == "fail"
 
 

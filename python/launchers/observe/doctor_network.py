@@ -33,6 +33,8 @@ class PairResult:
     rtt_ms: float | None = None
     gb_per_s: float | None = None
     mib: int = 0
+    detail: str = ""
+    fix: str = ""
 
     @property
     def name(self) -> str:
@@ -59,6 +61,8 @@ def pairs_of(rows: Sequence[Mapping[str, Any]]) -> list[PairResult]:
                     rtt_ms=_number(pair.get("rtt_ms")),
                     gb_per_s=_number(pair.get("gb_per_s")),
                     mib=int(pair.get("mib") or 0),
+                    detail=str(row.get("detail", "")),
+                    fix=str(row.get("fix", "")),
                 )
             )
         except (KeyError, TypeError, ValueError):
@@ -112,7 +116,8 @@ def _cell(value: float | None, unit: str, places: int = 2) -> str:
 
 def table(pairs: Sequence[PairResult], factor: float) -> str:
     """The pairs as a table: a heading that says what was measured, a row per pair
-    (FAILED or SLOW at its end when so), a summary line and the warnings."""
+    (FAILED or SLOW at its end when so), a summary line, then what failed and what to
+    do (the nodes' words) and the warnings."""
     if not pairs:
         return ""
     mib = max(p.mib for p in pairs)
@@ -146,6 +151,9 @@ def table(pairs: Sequence[PairResult], factor: float) -> str:
     if median is not None:
         summary += f"; median {median:.2f} GB/s"
     lines.append(summary)
+    for p in pairs:
+        if p.outcome != "ok":
+            lines.append(f"fail  {p.name}: {p.detail}" + (f"  -> {p.fix}" if p.fix else ""))
     for warned in warnings(pairs, factor):
         lines.append(f"warn  {warned['detail']}  -> {warned['fix']}")
     return "\n".join(lines)
