@@ -1,11 +1,14 @@
 """A service from the login namespace, as a user drives it: `vllm-hpc service ... --json`,
-its key and READY replicas, the real `openai` client through its front, and a request
-loop through it. Used by the service test modules."""
+its key and READY replicas, the real `openai` client through its front, a plain GET on
+the front (its `/metrics`), and a request loop through it. Used by the service test
+modules."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,3 +78,17 @@ class Load:
 def client(row: dict[str, Any], key: str | None = None) -> openai.OpenAI:
     """The `openai` client of the service's front, with its key (or ``key``), no retries."""
     return openai.OpenAI(base_url=row["url"], api_key=key or key_of(row), max_retries=0)
+
+
+def front_get(row: dict[str, Any], path: str, key: str | None = None) -> tuple[int, str]:
+    """``GET path`` on the service's front (its URL without ``/v1``), with ``key`` as the
+    bearer token (none without): the status and the body. No proxy variable is read."""
+    parts = urllib.parse.urlsplit(str(row["url"]).removesuffix("/v1"))
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=30)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        conn.request("GET", path, headers=headers)
+        answer = conn.getresponse()
+        return int(answer.status), answer.read().decode(errors="replace")
+    finally:
+        conn.close()
