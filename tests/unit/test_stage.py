@@ -213,3 +213,39 @@ def test_a_registry_id_and_the_site_settings(hub: Hub, tmp_path: Path) -> None:
     assert code == 0, err
     assert f"would stage org/tiny at main (commit {COMMIT}) from {hub.url}\n" in out
     assert f"into {copy_of(store)}\n" in out
+
+
+def test_a_model_directory_served_as_a_repository_is_staged_whole(hub: Hub, tmp_path: Path) -> None:
+    """``Repo.from_directory`` (the cluster tests serve the bed's tiny model with it):
+    the directory's files as the hub lists them, hidden ones left out; staging the
+    repository gives back the top-level files vLLM reads, byte for byte."""
+    model = tmp_path / "model"
+    (model / "original").mkdir(parents=True)
+    (model / ".cache").mkdir()
+    sources = {
+        "config.json": b'{"model_type": "llama"}',
+        "tokenizer.json": b'{"version": "1.0"}',
+        "chat_template.jinja": b"{{ messages }}",
+        "model.safetensors": b"\x05" * 4000,
+        "original/consolidated.00.pth": b"\x06" * 10,
+    }
+    for name, data in sources.items():
+        (model / name).write_bytes(data)
+    (model / ".complete").write_text("stamp\n")
+    (model / ".cache" / "x.json").write_text("{}")
+    (model / "link.json").symlink_to(model / "config.json")
+    repo = Repo.from_directory(model, commit=COMMIT)
+    assert repo.files == sources
+    (tmp_path / "empty" / ".hidden").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds no file"):
+        Repo.from_directory(tmp_path / "empty")
+    hub.repos["org/dir"] = repo
+    store = tmp_path / "store"
+    code, _, err = stage(hub, store, "org/dir")
+    assert code == 0, err
+    copy = copy_of(store, "org/dir")
+    top = sorted(name for name in sources if "/" not in name)
+    assert sorted(hub.gets()) == top
+    for name in top:
+        assert (copy / name).read_bytes() == sources[name]
+    assert not (copy / "original").exists() and not (copy / ".complete").exists()

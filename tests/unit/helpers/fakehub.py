@@ -2,7 +2,9 @@
 ``huggingface_hub.snapshot_download`` uses (a model's info at a revision, its file tree,
 HEAD and GET of ``resolve/<commit>/<file>``, ranges included), the hub's error codes
 (``X-Error-Code: GatedRepo``, ``RepoNotFound``, ``RevisionNotFound``), and a record of
-every request (method, path, Authorization header) for the tests to read."""
+every request (method, path, Authorization header) for the tests to read. A repository
+is files in memory, or a model directory read once (``Repo.from_directory``: the
+cluster tests serve the bed's tiny model this way)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 
@@ -31,6 +35,23 @@ class Repo:
     lfs: tuple[str, ...] = (".safetensors", ".bin", ".pt")
     serve_short: dict[str, int] = field(default_factory=dict)
     refuse: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_directory(cls, root: Path, **options: Any) -> Repo:
+        """The regular files under ``root`` (subdirectories included, by their relative
+        POSIX paths, as the hub lists them), read now; hidden files and directories
+        (``.complete``, ``.cache``) are not part of a repository. ``options``: the other
+        fields (``commit``, ``gated``, ...)."""
+        files: dict[str, bytes] = {}
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if path.is_file() and not path.is_symlink():
+                files[rel.as_posix()] = path.read_bytes()
+        if not files:
+            raise ValueError(f"{root} holds no file to serve")
+        return cls(files, **options)
 
     def is_lfs(self, path: str) -> bool:
         return path.endswith(self.lfs)
