@@ -64,18 +64,19 @@ def test_a_plan_reads_back_as_the_same_typed_plan(make_plan: Callable[..., Launc
 
 def test_the_leaders_ports_come_from_typed_fields(make_plan: Callable[..., LaunchPlan]) -> None:
     ray = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4)
-    assert ray.leader_ports() == {"api": 8000, "ray": 6379, "preflight": 29510}
+    assert ray.leader_ports() == {"api": 8000, "ray": 6379}  # the pre-flight's is not one:
     native = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, runtime="native")
-    assert native.leader_ports() == {"api": 8000, "master": 29501, "preflight": 29510}
+    assert ray.preflight is not None  # it is open only while the check runs
+    assert native.leader_ports() == {"api": 8000, "master": 29501}
     assert native.roles[1].serve is not None and native.roles[1].serve.rendezvous is not None
     assert native.roles[1].serve.rendezvous.port == 29501
     dp = make_plan(
         model="deepseek-v3", nodes=2, gpus_per_node=8, dp=16, ep=True,
         port=9000, dp_rpc_port=13400,
     )  # fmt: skip
-    assert dp.leader_ports() == {"api": 9000, "dp-rpc": 13400, "preflight": 29510}
+    assert dp.leader_ports() == {"api": 9000, "dp-rpc": 13400}
     single = make_plan(model="llama-3.2-3b-instruct", nodes=1, gpus_per_node=1)
-    assert single.leader_ports() == {"api": 8000}  # one node: no pre-flight
+    assert single.leader_ports() == {"api": 8000} and single.preflight is None  # one node
     assert "13400" in (dp.roles[1].serve_argv or ())
 
 

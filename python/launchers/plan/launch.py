@@ -234,8 +234,8 @@ class LaunchPlan(Frozen):
         rendezvous = self.leader.serve.rendezvous if self.leader.serve is not None else None
         if rendezvous is not None:
             ports[rendezvous.name] = rendezvous.port
-        if self.preflight is not None:
-            ports["preflight"] = self.preflight.port
+        # Not the pre-flight's: it is open only for the seconds of the check, so a doctor
+        # inside a running job would find it closed.
         return ports
 
     def node_values(self, rank: int) -> dict[str, str]:
