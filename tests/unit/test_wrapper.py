@@ -127,6 +127,8 @@ def test_serving_leader_is_planned_as_submit_plans_it() -> None:
     assert plan.leader.env["RAY_ADDRESS"] == "@LEADER_IP@:6379"
     assert plan.api_key_file == "/jobs/slurm-7/api_key" and plan.generate_api_key
     assert plan.ray_token_file == TOKEN  # one token file for every node, not the job's
+    # no pre-flight: the wrapper's worker plans without it, so the leader would wait alone
+    assert plan.preflight is None
     assert LaunchPlan.model_validate_json(plan.model_dump_json()) == plan
 
 

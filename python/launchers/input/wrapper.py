@@ -414,6 +414,10 @@ def wrapper_plan(
                 "ray_token_file": ray_token,
                 "node_argv": (),
                 "sbatch": (),
+                # Each node of the wrapper door plans on its own and a worker's plan has
+                # no model: no pre-flight until both ends run it (the leader alone would
+                # wait for a worker that never comes).
+                "preflight": None,
             }
         )
     return LaunchPlan(
