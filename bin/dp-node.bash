@@ -68,9 +68,11 @@ dp_node() {
   local job_id=${SLURM_JOB_ID:-dp-${ip//[:.]/-}-$rpc_port}
   local job_root
   job_root=$("$python" -m launchers job-root) || exit 2
+  # --no-preflight: each node plans on its own here and may not share the job root, so
+  # the nodes cannot agree on where to meet (the sbatch templates and submit run it).
   local plan=(--model "$model" --nodes "$((dp_total / dp_local))"
     --gpus-per-node "$((dp_local * tp))" --dp "$dp_total" --tp "$tp"
-    --dp-rpc-port "$rpc_port" --job-root "$job_root")
+    --dp-rpc-port "$rpc_port" --job-root "$job_root" --no-preflight)
   [[ "$role" != primary ]] || plan+=(--api-server-count "$last")
   [[ "${EP:-1}" == 0 ]] || plan+=(--ep)
   local backend=${ALL2ALL:-${VLLM_ALL2ALL_BACKEND:-}}
