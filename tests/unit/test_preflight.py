@@ -15,6 +15,8 @@ import pytest
 
 from launchers import waits
 from launchers.errors import RuntimeFailure
+from launchers.jobdir import jobfiles
+from launchers.jobdir.paths import JobDir
 from launchers.plan.launch import Preflight
 from launchers.runtime import collective, preflight
 from launchers.runtime.pairs import Peer
@@ -100,8 +102,9 @@ def _finish(tmp_path: Path, log_text: str, code: int = 0) -> list[str]:
     log.write_text(log_text)
     said: list[str] = []
     ctx: Any = SimpleNamespace(
-        stopper=SimpleNamespace(check=lambda: None), clock=waits.REAL, log=said.append
-    )
+        stopper=SimpleNamespace(check=lambda: None), clock=waits.REAL, log=said.append,
+        files=JobDir(str(tmp_path)), attempt=0,
+    )  # fmt: skip
     running = preflight.Running(
         child=Child(code),  # type: ignore[arg-type]
         log_path=str(log),
@@ -143,3 +146,18 @@ def test_gloos_source_path_is_left_out_of_the_line() -> None:
         "waiting 10000ms for recv operation to complete"
     ))  # fmt: skip
     assert said == "Timed out waiting 10000ms for recv operation to complete"
+
+
+def test_a_node_that_never_arrived_is_named_with_why(tmp_path: Path) -> None:
+    text = 'PREFLIGHT {"ok": false, "line": "2 of 3 nodes reached it", "missing": [1, 2]}\n'
+    (tmp_path / "nodes").mkdir()
+    jobfiles.write(
+        JobDir(str(tmp_path)).node(2),
+        jobfiles.NodeRecord(rank=2, hostname="node3", ip="10.0.0.13", attempt=0, pid=1,
+                            time=0.0, processes=()),
+    )  # fmt: skip
+    with pytest.raises(RuntimeFailure) as failed:
+        _finish(tmp_path, text, code=1)
+    line = failed.value.one_line()
+    assert "pre-flight: 2 of 3 nodes reached it: rank 1 never started its runtime" in line
+    assert "node3 (10.0.0.13, rank 2) started but did not reach it" in line

@@ -422,7 +422,12 @@ def leader_line(
 
 
 class Failed(Exception):
-    """The check failed before the nodes could compare notes: its one line."""
+    """The check failed before the nodes could compare notes: its one line, and the ranks
+    that never arrived (the runtime says why, from the job directory)."""
+
+    def __init__(self, line: str, missing: Sequence[int] = ()) -> None:
+        super().__init__(line)
+        self.missing = list(missing)
 
 
 def _short(exc: BaseException) -> str:
@@ -467,10 +472,12 @@ def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
     )
     if everyone is None:
         here = meeting.count("arrived")
+        missing = [r for r in range(args.world) if not store.check([f"peer/{r}"])]
         meeting.count("left", 1)
         raise Failed(
             f"{here} of {args.world} nodes reached the pre-flight at {ip}:{port} "
-            f"within {args.arrive_seconds:.0f} s"
+            f"within {args.arrive_seconds:.0f} s",
+            missing,
         )
     return store, meeting, me
 
@@ -486,7 +493,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store, meeting, me = _meet(args, dist)
     except Failed as failed:
-        emit({"ok": False, "line": str(failed)})
+        emit({"ok": False, "line": str(failed), "missing": failed.missing})
         return 1
     met = time.monotonic()
     peers = {r: Peer(**v) for r, v in meeting.all_of("peer", range(world), 5).items()}

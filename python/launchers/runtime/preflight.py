@@ -11,6 +11,7 @@ from pathlib import Path
 
 from launchers import _proc, waits
 from launchers.errors import RuntimeFailure
+from launchers.jobdir import jobfiles
 from launchers.plan.launch import Preflight
 from launchers.runtime.collective import DOCS, parse
 from launchers.runtime.context import NodeContext
@@ -114,7 +115,19 @@ def finish(ctx: NodeContext, running: Running) -> None:
     if result.get("ok"):
         ctx.log(f"pre-flight passed in {waited.seconds:.1f} s: {result.get('line')}")
         return
-    raise RuntimeFailure(
-        f"pre-flight: {result.get('line')}",
-        fix=f"see {DOCS}; --no-preflight skips the check",
+    line = f"pre-flight: {result.get('line')}"
+    missing = result.get("missing")
+    if isinstance(missing, list) and missing:
+        line += ": " + "; ".join(_why_missing(ctx, int(rank)) for rank in missing)
+    raise RuntimeFailure(line, fix=f"see {DOCS}; --no-preflight skips the check")
+
+
+def _why_missing(ctx: NodeContext, rank: int) -> str:
+    """Why rank ``rank`` never reached the pre-flight, as far as the job directory says."""
+    record = jobfiles.read(ctx.files.node(rank), jobfiles.NodeRecord)
+    if record is None or record.attempt != ctx.attempt:
+        return f"rank {rank} never started its runtime (see {ctx.files.node_log(rank)})"
+    return (
+        f"{record.hostname} ({record.ip}, rank {rank}) started but did not reach it "
+        f"(see {ctx.files.node_log(rank)})"
     )
