@@ -102,7 +102,8 @@ def keyed(minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path) -
     try:
         row = svc(
             env, "up", NAME, "--model", str(tiny_model), "--nodes", "1", "--gpus-per-node", "1",
-            "--partition", "debug", "--time", "00:20:00", "--replicas", "1", "--front-time",
+            "--partition", "debug", "--time", "00:20:00", "--handover", "15m",  # below 20-2 min
+            "--replicas", "1", "--front-time",
             "00:20:00", "--front-port", FRONT_PORT, "--wait", "--wait-timeout",
             str(bed.READY_TIMEOUT), "--", "--max-model-len", "512",
             timeout=bed.READY_TIMEOUT + 120,
