@@ -342,3 +342,60 @@ def test_errors_are_counted_for_the_key_that_made_them() -> None:
     summary = summarize(metrics.exposition()[0].decode())
     assert summary["keys"]["none"]["errors"] == 1.0  # the 401, under no key
     assert summary["keys"]["default"]["errors"] == 1.0
+
+
+def _cut_stream(after_done: bool) -> web.Application:
+    """A stand-in whose chunked stream ends without its last chunk (the connection is
+    closed), after the stream's own end ([DONE]) or in the middle of the answer."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        if after_done:
+            last = {"id": "c", "choices": [], "usage": usage}
+            await response.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
+        assert request.transport is not None
+        request.transport.close()  # no terminating chunk
+        return response
+
+    app = web.Application()
+    app.router.add_route("POST", "/v1/chat/completions", handle)
+    return app
+
+
+@pytest.mark.parametrize("after_done", [True, False], ids=["after-done", "mid-answer"])
+def test_a_stream_whose_upstream_closes_without_its_last_chunk(after_done: bool) -> None:
+    """After [DONE] the answer is whole: 200, its usage counted, the client gets a clean
+    end. Mid-answer: a 502 in the counts and the client's connection cut too."""
+    book = UsageBook()
+
+    async def check() -> tuple[str | None, str]:
+        up_runner, up_url = await _serve(_cut_stream(after_done))
+        front_runner, front_url = await _serve(
+            make_app(up_url, KEY, healthy=lambda: True, usage=book))  # fmt: skip
+        auth = {"Authorization": f"Bearer {KEY}"}
+        try:
+            async with aiohttp.ClientSession() as s:
+                body = {"model": "m", "stream": True}
+                async with s.post(f"{front_url}/v1/chat/completions", json=body,
+                                  headers=auth) as r:  # fmt: skip
+                    try:
+                        return None, (await r.read()).decode()
+                    except aiohttp.ClientPayloadError as exc:
+                        return type(exc).__name__, ""
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    error, text = asyncio.run(asyncio.wait_for(check(), 30))  # a hang fails, not waits
+    used = book.snapshot().keys["default"]
+    if after_done:
+        assert error is None and text.rstrip().endswith("data: [DONE]")
+        assert (used.requests, used.errors, used.tokens_in, used.tokens_out) == (1, 0, 7, 2)
+    else:
+        assert error == "ClientPayloadError"  # a cut answer is never a clean end
+        assert (used.requests, used.errors) == (1, 1)

@@ -353,21 +353,49 @@ class _Door:
                     if upstream.status == 200:
                         outcome.tokens = tokens_in_body(whole)
                     return web.Response(status=upstream.status, headers=passed, body=whole)
-                response = web.StreamResponse(status=upstream.status, headers=passed)
-                await response.prepare(request)
-                scanner = StreamScanner(strip)
-                async for chunk in upstream.content.iter_any():
-                    out = scanner.feed(chunk)
-                    if out:
-                        await response.write(out)
-                        if outcome.first_byte is None:
-                            outcome.first_byte = time.monotonic() - began
-                rest = scanner.finish()
-                if rest:
-                    await response.write(rest)
-                await response.write_eof()
-                outcome.tokens = scanner.tokens
-                return response
+                return await self.pass_stream(request, upstream, passed, strip, outcome, began)
         except aiohttp.ClientError as exc:
             outcome.status = 502
             return _error(502, f"the router did not answer: {exc}", "bad_gateway")
+
+    async def pass_stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        passed: dict[str, str],
+        strip: bool,
+        outcome: _Outcome,
+        began: float,
+    ) -> web.StreamResponse:
+        """An upstream stream passed on event by event, its usage read on the way (and its
+        usage-only chunk taken out when ``strip``)."""
+        import aiohttp
+        from aiohttp import web
+
+        response = web.StreamResponse(status=upstream.status, headers=passed)
+        await response.prepare(request)
+        scanner = StreamScanner(strip)
+        try:
+            async for chunk in upstream.content.iter_any():
+                out = scanner.feed(chunk)
+                if out:
+                    await response.write(out)
+                    if outcome.first_byte is None:
+                        outcome.first_byte = time.monotonic() - began
+        except aiohttp.ClientError:
+            # The upstream's chunked answer ended without its last chunk. After the
+            # stream's own end ([DONE]) the answer is whole: end it as usual. Before it
+            # the client holds a cut answer: count a 502 and cut its connection too (no
+            # clean end it could take for a whole answer).
+            if not scanner.ended:
+                outcome.status = 502
+                outcome.tokens = scanner.tokens
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+        rest = scanner.finish()
+        if rest:
+            await response.write(rest)
+        await response.write_eof()
+        outcome.tokens = scanner.tokens
+        return response

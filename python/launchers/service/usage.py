@@ -105,6 +105,7 @@ class StreamScanner:
         self.strip = strip
         self.max_event = max_event
         self.tokens: tuple[int, int] | None = None
+        self.ended = False  # the stream's own end (``data: [DONE]``) has passed
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -130,6 +131,8 @@ class StreamScanner:
         payload = b"".join(
             line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")
         )
+        if payload == b"[DONE]":
+            self.ended = True
         if not payload or payload == b"[DONE]" or b"usage" not in payload:
             return True
         try:
