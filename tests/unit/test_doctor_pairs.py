@@ -236,3 +236,36 @@ def test_the_login_side_passes_network_to_the_step(
     argv += ["--network", "--json"]
     result = CliRunner().invoke(cli.cli, argv)
     assert seen.get("network") is True, result.output
+
+
+@pytest.mark.parametrize(("broken", "passed"), [(None, True), ((1, 2), False)])
+def test_every_node_reads_whether_any_pair_failed_anywhere(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    broken: tuple[int, int] | None,
+    passed: bool,
+) -> None:
+    """node1 has no failed pair of its own when node2 - node3 fails, yet it must skip the
+    all-reduce with the others: one that starts it alone waits out the timeout."""
+    ports: dict[int, int] = {}
+    names = threading.local()
+    real_listen = collective.listen
+
+    def listen(ip: str) -> tuple[socket.socket, int]:
+        server, port = real_listen(ip)
+        ports[port] = int(names.rank)
+        return server, port
+
+    def fake_measure(source: str, target: tuple[str, int], *_: Any, **__: Any) -> Measured:
+        pair = (int(names.rank), ports[target[1]])
+        return Measured("timeout") if pair == broken else Measured("ok", 0.1, 1.0)
+
+    monkeypatch.setattr(collective, "measure", fake_measure)
+    monkeypatch.setattr(collective, "listen", listen)
+
+    def run(meeting: Meeting, me: Peer) -> Any:
+        names.rank = me.rank
+        return doctor.check_pairs(doctor.Report(me.rank, me.host), meeting, me, 10)
+
+    assert _nodes(3, run) == {0: passed, 1: passed, 2: passed}
+    capsys.readouterr()

@@ -367,7 +367,9 @@ def measure_pairs(
     """Every pair measured (``measure``) in rounds of disjoint pairs, each node the
     sender of its pairs with higher ranks, so no transfer shares a node with another and
     the nodes wait for each other between rounds. This node's pairs (the other node, what
-    was measured), and the ranks that never came within ``arrive`` seconds."""
+    was measured), and the ranks that never came within ``arrive`` seconds. Each node
+    adds its failed pairs to the meeting's count ``failed`` before the last wait, so after
+    it every node knows whether any pair failed anywhere."""
     rank, world = me.rank, meeting.world
     server, port = listen(me.ip)
     try:
@@ -384,6 +386,7 @@ def measure_pairs(
                     found = measure(me.ip, target, seconds, large_mib, pings=pings, limit=limit)
                     mine[b] = (peers[b], found)
             _all_at(meeting, f"round/{n}", len(came), step)
+        meeting.count("failed", sum(found.outcome != "ok" for _, found in mine.values()))
         _all_at(meeting, "measured", len(came), step)  # every listener stays until then
         return mine, silent
     finally:

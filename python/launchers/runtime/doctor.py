@@ -44,6 +44,10 @@ from launchers.spec import versions
 MARK = DOCTOR_MARK
 POLL = 0.2
 ALLREDUCE_MIB = 16
+NOT_TRIED = (
+    "not tried: a pair of nodes failed (or a node never came) above, and an all-reduce "
+    "across them would only wait out its timeout"
+)
 
 
 class Report:
@@ -368,9 +372,10 @@ PAIR_FIX_DEFAULT = (
 )
 
 
-def check_pairs(report: Report, meeting: Meeting, me: Peer, seconds: float) -> None:
+def check_pairs(report: Report, meeting: Meeting, me: Peer, seconds: float) -> bool:
     """Every pair of nodes over TCP (``runtime.collective.measure_pairs``): one row for
-    each pair this node sends on, a failing row for each that does not pass."""
+    each pair this node sends on, a failing row for each that does not pass. True when
+    every node came and no pair failed anywhere (every node reads the same answer)."""
     mine, silent = measure_pairs(
         meeting, me, PREFLIGHT_PAIR_SECONDS, DOCTOR_PAIR_MIB,
         pings=DOCTOR_PAIR_PINGS, limit=DOCTOR_PAIR_LIMIT, arrive=seconds,
@@ -396,26 +401,28 @@ def check_pairs(report: Report, meeting: Meeting, me: Peer, seconds: float) -> N
         else:
             detail = f"{to} over TCP: {why(found.outcome)}"
             report("pair", "fail", detail, PAIR_FIX.get(found.outcome, PAIR_FIX_DEFAULT), pair=row)
+    return not silent and meeting.count("failed") == 0
 
 
 def _network(
     report: Report, leader: Mapping[str, Any], rank: int, world: int, chosen: Mapping[str, str],
     seconds: float, store: Any,
-) -> None:  # fmt: skip
-    """The pair checks, at the store rank 0 opened (``store``, on rank 0)."""
+) -> bool:  # fmt: skip
+    """The pair checks, at the store rank 0 opened (``store``, on rank 0); True when every
+    pair passed."""
     if store is None:
         port = leader.get("store_port")
         if port is None:
             report("pairs", "fail", "rank 0 opened no store for the pair checks", "see rank 0")
-            return
+            return False
         try:
             store = open_store(str(leader["ip"]), int(port), rank, seconds)
         except Exception as exc:  # torch's store raises several types
             report("pairs", "fail", f"cannot reach rank 0's store: {exc}"[:200], "see rank 0")
-            return
+            return False
     iface = chosen.get("GLOO_SOCKET_IFNAME") or chosen.get("NCCL_SOCKET_IFNAME", "?")
     me = Peer(rank, report.host.split(".")[0], chosen["VLLM_HOST_IP"], iface)
-    check_pairs(report, Meeting(store, rank, world), me, seconds)
+    return check_pairs(report, Meeting(store, rank, world), me, seconds)
 
 
 def _own_store(report: Report, ip: str, seconds: float) -> tuple[Any, int] | None:
@@ -481,9 +488,15 @@ def run_node(
                 report("leader", "fail", str(exc), "read rank 0's output above")
                 return 1
             check_ports(report, leader, leader["ports"])
+        pairs_passed = True
         if network and world > 1 and (rank != 0 or store is not None):
-            _network(report, leader, rank, world, chosen, timeout, store[0] if store else None)
-        if world > 1:
+            pairs_passed = _network(
+                report, leader, rank, world, chosen, timeout, store[0] if store else None
+            )
+        if world > 1 and not pairs_passed:
+            # Every node reads the same count: none starts a collective the others skip.
+            report("all-reduce", "warn", NOT_TRIED, "mend the failed pairs first")
+        elif world > 1:
             check_allreduce(report, leader, rank, world, gpus)
         else:
             report("all-reduce", "ok", "one node: no cross-node all-reduce to test")
