@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import private_dir
@@ -398,4 +399,70 @@ def test_a_stream_whose_upstream_closes_without_its_last_chunk(after_done: bool)
         assert (used.requests, used.errors, used.tokens_in, used.tokens_out) == (1, 0, 7, 2)
     else:
         assert error == "ClientPayloadError"  # a cut answer is never a clean end
+        assert (used.requests, used.errors) == (1, 1)
+
+
+@pytest.mark.parametrize("at_done", [True, False], ids=["after-done", "mid-answer"])
+def test_a_client_that_closes_its_connection_while_the_stream_still_runs(at_done: bool) -> None:
+    """openai's client closes its connection as soon as it reads [DONE], before the
+    chunked end: that answer is whole (200, its usage counted), as the bed showed (it
+    was counted as a 502 without its tokens). A client gone before [DONE] is a 499."""
+    book = UsageBook()
+    closed = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        last = {"id": "c", "choices": [], "usage": usage}
+        rest = f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode()
+        if at_done:
+            await response.write(rest)
+        await closed.wait()  # the upstream goes on only once the client has gone
+        if not at_done:  # the answer goes on: a write finds the client gone
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await response.write(rest)
+        await response.write_eof()
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_route("POST", "/v1/chat/completions", handle)
+    until = "data: [DONE]" if at_done else '"content"'
+
+    async def check() -> None:
+        up_runner, up_url = await _serve(upstream)
+        front_runner, front_url = await _serve(
+            make_app(up_url, KEY, healthy=lambda: True, usage=book))  # fmt: skip
+        try:
+            where = URL(front_url)
+            reader, writer = await asyncio.open_connection(where.host, where.port)
+            body = json.dumps({"model": "m", "stream": True}).encode()
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: front\r\n"
+                b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            seen = b""
+            while until.encode() not in seen:
+                seen += await reader.read(4096)
+            writer.close()
+            await writer.wait_closed()
+            closed.set()
+            while book.snapshot().keys.get("default") is None:
+                await asyncio.sleep(0.01)  # the front records the request when it ends
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    asyncio.run(asyncio.wait_for(check(), 30))  # a hang fails, not waits
+    used = book.snapshot().keys["default"]
+    if at_done:
+        assert (used.requests, used.errors, used.tokens_in, used.tokens_out) == (1, 0, 7, 2)
+    else:
         assert (used.requests, used.errors) == (1, 1)

@@ -45,7 +45,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -187,6 +187,20 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
         if len(body) > limit:
             raise _TooLarge
     return bytes(body)
+
+
+class _ClientGone(Exception):
+    """The client's connection closed while the front wrote an answer to it."""
+
+
+async def _to_client(write: Awaitable[None]) -> None:
+    """A write to the client; its closed connection is ``_ClientGone`` (aiohttp raises a
+    ``ClientConnectionResetError``, a ``ClientError``, which must not read as the
+    upstream's failure)."""
+    try:
+        await write
+    except ConnectionResetError as exc:
+        raise _ClientGone from exc
 
 
 def make_app(
@@ -376,26 +390,33 @@ class _Door:
         await response.prepare(request)
         scanner = StreamScanner(strip)
         try:
-            async for chunk in upstream.content.iter_any():
-                out = scanner.feed(chunk)
-                if out:
-                    await response.write(out)
-                    if outcome.first_byte is None:
-                        outcome.first_byte = time.monotonic() - began
-        except aiohttp.ClientError:
-            # The upstream's chunked answer ended without its last chunk. After the
-            # stream's own end ([DONE]) the answer is whole: end it as usual. Before it
-            # the client holds a cut answer: count a 502 and cut its connection too (no
-            # clean end it could take for a whole answer).
+            try:
+                async for chunk in upstream.content.iter_any():
+                    out = scanner.feed(chunk)
+                    if out:
+                        await _to_client(response.write(out))
+                        if outcome.first_byte is None:
+                            outcome.first_byte = time.monotonic() - began
+            except aiohttp.ClientError:
+                # The upstream's chunked answer ended without its last chunk. After the
+                # stream's own end ([DONE]) the answer is whole: end it as usual. Before
+                # it the client holds a cut answer: count a 502 and cut its connection
+                # too (no clean end it could take for a whole answer).
+                if not scanner.ended:
+                    outcome.status = 502
+                    outcome.tokens = scanner.tokens
+                    if request.transport is not None:
+                        request.transport.close()
+                    return response
+            rest = scanner.finish()
+            if rest:
+                await _to_client(response.write(rest))
+            await _to_client(response.write_eof())
+        except _ClientGone:
+            # The client closed its connection. After [DONE] it had the whole answer
+            # (openai's client closes as soon as it reads [DONE], before the chunked
+            # end): the answer stands. Before it the client left mid-answer (499).
             if not scanner.ended:
-                outcome.status = 502
-                outcome.tokens = scanner.tokens
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-        rest = scanner.finish()
-        if rest:
-            await response.write(rest)
-        await response.write_eof()
+                outcome.status = 499
         outcome.tokens = scanner.tokens
         return response
