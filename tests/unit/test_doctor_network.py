@@ -5,6 +5,8 @@ the others warned about, as a row the exit code and ``--json`` see."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +119,21 @@ def test_the_doctor_prints_the_other_checks_as_lines_then_the_pair_table() -> No
 def test_without_pair_rows_the_doctor_prints_no_table() -> None:
     rows = [{"rank": 0, "host": "node1", "check": "rdma", "level": "ok", "detail": "x"}]
     assert doctor_run.render(rows) == "ok    node 0 node1      rdma           x"
+
+
+def test_a_node_that_reports_nothing_leaves_its_stderr_where_the_fix_says(
+    tmp_path: Path,
+) -> None:
+    """The step's row tells the user to read a file: it exists and holds the traceback."""
+    row = {"rank": 0, "host": "node1", "check": "gpus", "level": "ok", "detail": "", "fix": ""}
+    script = (
+        "import json, sys\n"
+        f"print({doctor_run.MARK!r} + json.dumps({row!r}))\n"
+        "print('Traceback: DistNetworkError on node2', file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    rows, _ = doctor_run.run([sys.executable, "-c", script], "{}", "python", str(tmp_path), 2, 30)
+    [step] = [r for r in rows if r["check"] == "step"]
+    assert "1 node(s) reported nothing" in step["detail"]
+    where = step["fix"].removeprefix("read ")
+    assert Path(where).read_text(encoding="utf-8").startswith("Traceback: DistNetworkError")

@@ -76,27 +76,37 @@ def test_a_peer_that_never_reads_the_large_message_is_large_with_its_round_trip(
 
 
 class Store:
-    """The TCPStore's calls the meeting makes, in memory, shared by threads."""
+    """The TCPStore's calls the meeting makes, in memory, shared by threads. Once
+    ``closed`` (rank 0, its holder, has left) every call fails, as a real client's does."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.data: dict[str, bytes] = {}
         self.counts: dict[str, int] = {}
+        self.closed = False
+
+    def _open(self) -> None:
+        if self.closed:
+            raise RuntimeError("Failed to recv, got 0 bytes: the store's holder has left")
 
     def set(self, key: str, value: str) -> None:
         with self.lock:
+            self._open()
             self.data[key] = value.encode()
 
     def get(self, key: str) -> bytes:
         with self.lock:
+            self._open()
             return self.data[key]
 
     def check(self, keys: list[str]) -> bool:
         with self.lock:
+            self._open()
             return all(k in self.data for k in keys)
 
     def add(self, key: str, amount: int) -> int:
         with self.lock:
+            self._open()
             self.counts[key] = self.counts.get(key, 0) + amount
             return self.counts[key]
 
@@ -107,7 +117,12 @@ def _nodes(world: int, run: Any) -> dict[int, Any]:
 
     def node(rank: int) -> None:
         me = Peer(rank, f"node{rank + 1}", "127.0.0.1", "lo")
-        out[rank] = run(Meeting(store, rank, world), me)
+        try:
+            out[rank] = run(Meeting(store, rank, world), me)
+        except RuntimeError as exc:
+            out[rank] = exc
+        if rank == 0:
+            store.closed = True  # rank 0 holds the store: it goes when rank 0 is done
 
     threads = [threading.Thread(target=node, args=(r,)) for r in range(world)]
     for thread in threads:
@@ -122,10 +137,10 @@ def test_every_pair_is_measured_once_by_its_lower_rank() -> None:
         return collective.measure_pairs(meeting, me, 5, 1, pings=2, limit=30, arrive=10)
 
     out = _nodes(3, run)
-    measured = {(r, b): found for r, (mine, _) in out.items() for b, (_, found) in mine.items()}
+    measured = {(r, b): found for r, (mine, _, _) in out.items() for b, (_, found) in mine.items()}
     assert sorted(measured) == [(0, 1), (0, 2), (1, 2)]
     assert {m.outcome for m in measured.values()} == {"ok"}
-    assert all(silent == [] for _, silent in out.values())
+    assert all(silent == [] and failed == 0 for _, silent, failed in out.values())
     assert out[0][0][2][0] == Peer(2, "node3", "127.0.0.1", "lo")
 
 
@@ -169,7 +184,7 @@ def test_no_node_is_in_two_transfers_at_once(monkeypatch: pytest.MonkeyPatch) ->
         return collective.measure_pairs(meeting, me, 5, 1, pings=2, limit=30, arrive=10)
 
     out = _nodes(4, run)
-    assert sum(len(mine) for mine, _ in out.values()) == 6
+    assert sum(len(mine) for mine, _, _ in out.values()) == 6
     assert clashes == [] and most[0] <= 2
 
 
@@ -178,7 +193,7 @@ def test_a_node_prints_a_row_per_pair_it_sends_on_and_fails_a_pair_that_does_not
 ) -> None:
     two, three = Peer(1, "node2", "10.0.0.12", "ib0"), Peer(2, "node3", "10.0.0.13", "ib0")
     found = {1: (two, Measured("ok", 0.12, 2.5)), 2: (three, Measured("timeout"))}
-    monkeypatch.setattr(doctor, "measure_pairs", lambda *_, **__: (found, []))
+    monkeypatch.setattr(doctor, "measure_pairs", lambda *_, **__: (found, [], 1))
     report = doctor.Report(0, "node1")
     me = Peer(0, "node1", "10.0.0.11", "ib0")
     doctor.check_pairs(report, Meeting(Store(), 0, 3), me, 30)

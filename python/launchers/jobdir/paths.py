@@ -184,13 +184,18 @@ class ServiceDir:
 @dataclass(frozen=True)
 class DoctorDir:
     """Where ``vllm-hpc doctor``'s nodes meet: ``.doctor-<time>`` in a job directory or
-    the job root. The plan they check, and the leader's report of its address."""
+    the job root. The plan they check, the leader's report of its address, and what the
+    step printed to stderr (the nodes' tracebacks)."""
 
     root: str
 
     @classmethod
     def under(cls, parent: str, stamp: str) -> DoctorDir:
         return cls(f"{parent}/.doctor-{stamp}")
+
+    @property
+    def stderr(self) -> str:
+        return f"{self.root}/stderr.txt"
 
     @property
     def plan(self) -> str:

@@ -127,6 +127,7 @@ def run(
     missing = nodes - len({r["rank"] for r in rows})
     if missing > 0 or (done.returncode != 0 and not any(r["level"] == "fail" for r in rows)):
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        Path(where.stderr).write_text(done.stderr, encoding="utf-8")
         rows.append(
             {
                 "rank": "-",
@@ -134,7 +135,7 @@ def run(
                 "check": "step",
                 "level": "fail",
                 "detail": f"exit {done.returncode}, {missing} node(s) reported nothing: {tail}",
-                "fix": f"read {meet}",
+                "fix": f"read {where.stderr}",
             }
         )
     rows += doctor_network.warnings(doctor_network.pairs_of(rows), DOCTOR_SLOW_PAIR)

@@ -363,13 +363,13 @@ def measure_pairs(
     pings: int,
     limit: float,
     arrive: float,
-) -> tuple[dict[int, tuple[Peer, Measured]], list[int]]:
+) -> tuple[dict[int, tuple[Peer, Measured]], list[int], int]:
     """Every pair measured (``measure``) in rounds of disjoint pairs, each node the
     sender of its pairs with higher ranks, so no transfer shares a node with another and
     the nodes wait for each other between rounds. This node's pairs (the other node, what
-    was measured), and the ranks that never came within ``arrive`` seconds. Each node
-    adds its failed pairs to the meeting's count ``failed`` before the last wait, so after
-    it every node knows whether any pair failed anywhere."""
+    was measured), the ranks that never came within ``arrive`` seconds, and how many pairs
+    failed on any node (each node adds its own before the last wait, so every node reads
+    the same count; rank 0, whose store it is, leaves only once every node has read it)."""
     rank, world = me.rank, meeting.world
     server, port = listen(me.ip)
     try:
@@ -388,7 +388,11 @@ def measure_pairs(
             _all_at(meeting, f"round/{n}", len(came), step)
         meeting.count("failed", sum(found.outcome != "ok" for _, found in mine.values()))
         _all_at(meeting, "measured", len(came), step)  # every listener stays until then
-        return mine, silent
+        failed = meeting.count("failed")
+        meeting.count("read", 1)
+        if rank == 0:  # the store's holder stays until every node has read the count
+            _until("read", step, lambda: True if meeting.count("read") >= len(came) else None)
+        return mine, silent, failed
     finally:
         server.close()
 

@@ -376,7 +376,7 @@ def check_pairs(report: Report, meeting: Meeting, me: Peer, seconds: float) -> b
     """Every pair of nodes over TCP (``runtime.collective.measure_pairs``): one row for
     each pair this node sends on, a failing row for each that does not pass. True when
     every node came and no pair failed anywhere (every node reads the same answer)."""
-    mine, silent = measure_pairs(
+    mine, silent, failed = measure_pairs(
         meeting, me, PREFLIGHT_PAIR_SECONDS, DOCTOR_PAIR_MIB,
         pings=DOCTOR_PAIR_PINGS, limit=DOCTOR_PAIR_LIMIT, arrive=seconds,
     )  # fmt: skip
@@ -401,7 +401,7 @@ def check_pairs(report: Report, meeting: Meeting, me: Peer, seconds: float) -> b
         else:
             detail = f"{to} over TCP: {why(found.outcome)}"
             report("pair", "fail", detail, PAIR_FIX.get(found.outcome, PAIR_FIX_DEFAULT), pair=row)
-    return not silent and meeting.count("failed") == 0
+    return not silent and failed == 0
 
 
 def _network(
