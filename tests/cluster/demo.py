@@ -150,7 +150,7 @@ def how_to_call(handle: Mapping[str, object]) -> list[str]:
         f"  {curl_example(url, served, key)}",
         "or from Python (pip install 'vllm-hpc[openai]'):",
         "  from launchers.client import Client",
-        f"  job = Client().job({job_id!r})   # VLLM_HPC_JOB_ROOT as below",
+        f"  job = Client().job({job_id!r})   # with VLLM_HPC_JOB_ROOT set to the job root",
         "  print(job.openai().chat.completions.create(model=job.model, "
         "messages=[{'role': 'user', 'content': 'Hello!'}]).choices[0].message.content)",
     ]

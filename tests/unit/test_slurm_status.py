@@ -210,7 +210,7 @@ def test_a_site_without_accounting_is_asked_what_it_has(
         ("AssocGrpMemLimit|N/A", "AssocGrpMemLimit", "", None,
          "a limit your account shares is reached"),  # a family, not named one by one
         ("SomethingNew|N/A", "SomethingNew", "", None, None),
-        ("None|N/A", "None", "", None, "SLURM has not looked at it yet (just submitted)"),
+        ("None|N/A", "None", "", None, "just submitted, SLURM has not looked at it yet"),
         ("Priority", "Priority", "", None, "other jobs are ahead of it in the queue"),
         ("Prio\x1b[31mrity|2026-12-02T15:30:00\x07", "Prio[31mrity", "", "2026-12-02T15:30:00",
          None),  # no control character reaches a terminal
@@ -223,6 +223,13 @@ def test_parse_pending(
     assert found == slurmctl.Pending(reason, detail, start)
     assert found.meaning == meaning
     assert slurmctl.parse_pending("") is None  # not pending (squeue --start lists none)
+
+
+def test_a_job_slurm_gave_no_reason_yet_is_described_without_its_word_none() -> None:
+    """squeue says ``None`` for a job just submitted: a user must not read a Python None."""
+    described = slurmctl.Pending("None").describe()
+    assert described == "just submitted, SLURM has not looked at it yet"
+    assert slurmctl.Pending("Priority").describe().startswith("Priority: other jobs")
 
 
 def test_every_reason_meant_to_be_explained_is() -> None:

@@ -50,7 +50,7 @@ ENDED = {"ENDED", "CANCELLED", "FAILED", "TIMEOUT"}
 # or cancelled. SLURM's list: https://slurm.schedmd.com/job_reason_codes.html
 NEVER = "it will never start as asked"
 PENDING_REASONS: dict[str, str] = {
-    "None": "SLURM has not looked at it yet (just submitted)",
+    "None": "just submitted, SLURM has not looked at it yet",
     "Priority": "other jobs are ahead of it in the queue",
     "Resources": "it is next, waiting for nodes to free up",
     "Dependency": "waiting for the job it depends on",
@@ -115,8 +115,12 @@ class Pending:
         return next((m for prefix, m in PENDING_FAMILIES if self.reason.startswith(prefix)), None)
 
     def describe(self) -> str:
-        """``Priority: other jobs are ahead of it in the queue`` (``[detail]`` after)."""
-        text = self.reason + (f": {self.meaning}" if self.meaning else "")
+        """``Priority: other jobs are ahead of it in the queue`` (``[detail]`` after); a
+        job SLURM has given no reason yet (its word ``None``) is just its meaning."""
+        if self.reason == "None" and self.meaning:
+            text = self.meaning
+        else:
+            text = self.reason + (f": {self.meaning}" if self.meaning else "")
         return text + (f" [{self.detail}]" if self.detail else "")
 
 
