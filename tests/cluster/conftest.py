@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -154,3 +155,38 @@ def dropped_link(minicluster: bed.MiniCluster) -> Iterator[tuple[str, str]]:
     finally:
         for node, _ in pairs:
             minicluster.node_exec(node, ["nft", "delete", "table", "inet", NFT_TABLE])
+
+
+JUMBO, STANDARD = "9000", "1500"
+
+
+def _mtu(cluster: bed.MiniCluster, node: str, mtu: str, *, outer: bool) -> None:
+    """``ib0`` in ``node``, and with ``outer`` its veth's end on the bridge, set to ``mtu``;
+    at a jumbo MTU its segmentation offloads go off (on again at 1500): a veth hands the
+    bridge 64 KiB TCP super-packets otherwise, which no MTU check drops."""
+    offload = "off" if mtu == JUMBO else "on"
+    for argv in (["ip", "link", "set", "ib0", "mtu", mtu],
+                 ["ethtool", "-K", "ib0", "tso", offload, "gso", offload]):  # fmt: skip
+        done = cluster.node_exec(node, argv)
+        assert done.returncode == 0, f"{' '.join(argv)} on {node}: {done.stderr}"
+    if outer:
+        subprocess.run(["ip", "link", "set", f"vh-{node}", "mtu", mtu], check=True)
+
+
+@pytest.fixture
+def mtu_blackhole(minicluster: bed.MiniCluster) -> Iterator[tuple[str, str]]:
+    """node2 and node3 both think their link carries 9000-byte frames (ib0 at MTU 9000
+    in each, offloads off, so TCP between them agrees on 8960-byte segments and sends
+    them as frames of that size), but node3's end of the bridge carries 1500: the bridge
+    drops the large frames both ways and says nothing (no ICMP), while small messages
+    pass; each still talks to node1 (MTU 1500: TCP sizes its segments to it). A
+    jumbo-frame setting missing on one switch port, as sites meet it."""
+    a, b = "node2", "node3"
+    assert shutil.which("ethtool"), "ethtool is missing: minicluster.sh up installs it"
+    try:
+        _mtu(minicluster, a, JUMBO, outer=True)
+        _mtu(minicluster, b, JUMBO, outer=False)
+        yield a, b
+    finally:
+        for node in (a, b):
+            _mtu(minicluster, node, STANDARD, outer=True)

@@ -125,6 +125,7 @@ ensure_packages() {
   command -v unshare >/dev/null || missing+=(util-linux)
   command -v nsenter >/dev/null || missing+=(util-linux)
   command -v nft >/dev/null || missing+=(nftables) # a firewall between nodes (pre-flight tests)
+  command -v ethtool >/dev/null || missing+=(ethtool) # segmentation offloads off (the MTU test)
   ((${#missing[@]} == 0)) && return 0
   log "installing ${missing[*]}"
   apt-get update -qq >&2

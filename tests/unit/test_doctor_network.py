@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from launchers.defaults import DOCTOR_MARK
 from launchers.observe import doctor_network, doctor_run
 from launchers.observe.doctor_network import PairResult
 
@@ -128,7 +129,7 @@ def test_a_node_that_reports_nothing_leaves_its_stderr_where_the_fix_says(
     row = {"rank": 0, "host": "node1", "check": "gpus", "level": "ok", "detail": "", "fix": ""}
     script = (
         "import json, sys\n"
-        f"print({doctor_run.MARK!r} + json.dumps({row!r}))\n"
+        f"print({DOCTOR_MARK!r} + json.dumps({row!r}))\n"
         "print('Traceback: DistNetworkError on node2', file=sys.stderr)\n"
         "sys.exit(1)\n"
     )

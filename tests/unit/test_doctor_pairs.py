@@ -284,3 +284,26 @@ def test_every_node_reads_whether_any_pair_failed_anywhere(
 
     assert _nodes(3, run) == {0: passed, 1: passed, 2: passed}
     capsys.readouterr()
+
+
+def test_no_node_closes_its_listener_before_the_others_have_probed_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pre-flight's pair checks: the highest rank probes no one, so it is done first;
+    its listener must still answer rank 0's late probe (it refused it: the bed's MTU
+    test named node3 as cut off from every node)."""
+    real_probe = collective.probe
+
+    def late_probe(source: str, target: tuple[str, int], *rest: Any) -> Any:
+        threading.Event().wait(0.5)  # rank 0 gets to its pairs last
+        return real_probe(source, target, *rest)
+
+    monkeypatch.setattr(collective, "probe", late_probe)
+    peers = {r: Peer(r, f"node{r + 1}", "127.0.0.1", "lo") for r in range(3)}
+
+    def run(meeting: Meeting, me: Peer) -> Any:
+        return collective.pairs_verdict(meeting, me, peers, 5, 1)
+
+    out = _nodes(3, run)
+    outcomes, silent = out[0]
+    assert silent == [] and outcomes == {(0, 1): "ok", (0, 2): "ok", (1, 2): "ok"}, outcomes

@@ -83,6 +83,17 @@ def test_a_large_all_reduce_that_fails_while_every_pair_connects_says_mtu() -> N
     assert "MTU" in line
 
 
+def test_a_pair_that_passes_small_messages_only_is_not_called_a_firewall() -> None:
+    """The bed's MTU blackhole: node2 - node3 pass small messages and drop large ones; the
+    line names the pair and an MTU mismatch, and does not point at a firewall."""
+    coll = {r: {"backend": "gloo", "stage": "large", "error": "x", "large_mib": 8} for r in PEERS}
+    outcomes = {(0, 1): "ok", (0, 2): "ok", (1, 2): "large"}
+    line = collective.leader_line(coll, PEERS, outcomes, [], 3, 5)  # type: ignore[arg-type]
+    assert "node2 (10.0.0.12, ib0) cannot reach node3 (10.0.0.13, ib0) over TCP" in line
+    assert "a small message passes, a large one does not (an MTU mismatch" in line
+    assert "firewall" not in line and line.endswith("small messages pass between every pair")
+
+
 def test_a_result_line_is_read_back_and_anything_else_is_not() -> None:
     assert collective.parse('PREFLIGHT {"ok": true, "line": "x"}') == {"ok": True, "line": "x"}
     assert collective.parse("PREFLIGHT not json") is None
