@@ -532,10 +532,12 @@ def test_past_the_cold_start_wait_the_client_gets_503_retry_after_and_why() -> N
         up_runner, front_runner, url = await _front_without_replica(
             activity, [False], 0.3, metrics)  # fmt: skip
         try:
-            async with aiohttp.ClientSession() as s:
-                async with s.post(f"{url}/v1/chat/completions", json={"model": "m"},
-                                  headers={"Authorization": f"Bearer {KEY}"}) as r:  # fmt: skip
-                    return r.status, r.headers.get("Retry-After"), await r.json()
+            auth = {"Authorization": f"Bearer {KEY}"}
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(f"{url}/v1/chat/completions", json={"model": "m"}, headers=auth) as r,
+            ):
+                return r.status, r.headers.get("Retry-After"), await r.json()
         finally:
             await front_runner.cleanup()
             await up_runner.cleanup()

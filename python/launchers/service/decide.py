@@ -139,9 +139,9 @@ class _Tick:
     # rule 1
     def forget_ended(self, replicas: list[Replica]) -> None:
         was = {p.job_id: p.state for p in self.previous.replicas}
-        for r in replicas:
-            if r.since is None or was.get(r.job_id, r.state) != r.state:
-                r = r.model_copy(update={"since": self.now})  # noqa: PLW2901
+        for seen in replicas:  # since when each is in its state
+            moved = seen.since is None or was.get(seen.job_id, seen.state) != seen.state
+            r = seen.model_copy(update={"since": self.now}) if moved else seen
             if r.url and r.url in self.routed and (r.final or r.state == "DRAINING"):
                 self.act(Action("remove", url=r.url))  # it serves no more
             if r.ended:

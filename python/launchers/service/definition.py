@@ -45,9 +45,7 @@ NAME_RULE = "a lowercase letter, then up to 30 lowercase letters, digits or '-'"
 
 # IDLE: no request for the spec's idle time, so only its minimum of replicas is kept (all
 # READY); the next request wakes it.
-ServiceStateName = Literal[
-    "STARTING", "UP", "IDLE", "DEGRADED", "BACKING_OFF", "STOPPING", "DOWN"
-]
+ServiceStateName = Literal["STARTING", "UP", "IDLE", "DEGRADED", "BACKING_OFF", "STOPPING", "DOWN"]
 # serving: holds its slot; successor: loads to take its slot over; draining: asked to
 # stop (drained or cancelled); ending: stopped or failed on its own (its job file says
 # so) while SLURM still holds its job. A draining or ending replica is out of the
