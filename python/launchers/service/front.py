@@ -212,7 +212,8 @@ def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
     return ServiceFront(
         service_dir=service_dir, name=spec.name, address=address, port=spec.front_port,
         router_port=router_port, key=key, controller=controller, router=router,
-        upstream_limit=limit, cold_start_wait=spec.cold_start_wait_seconds,
+        upstream_limit=limit,
+        cold_start_wait=spec.cold_start_wait_seconds if spec.idles else 0.0,
         keys=keys, usage=usage,
     )  # fmt: skip
 
@@ -252,7 +253,9 @@ class ServiceFront:
     controller: Controller
     router: _proc.Child
     upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS  # upstream_limit(): 0 for none
-    cold_start_wait: float = SERVICE_COLD_START_WAIT_SECONDS  # a request's wait for a replica
+    # A request's wait for a replica when none is routed: a service that idles only (0:
+    # none, the router answers as it does without workers).
+    cold_start_wait: float = SERVICE_COLD_START_WAIT_SECONDS
     keys: KeyRing | None = None  # the users' keys (None: the internal key alone)
     usage: UsageBook = field(default_factory=UsageBook)
     log: Callable[[str], None] = _log

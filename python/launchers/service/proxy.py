@@ -60,7 +60,6 @@ from launchers.defaults import (
     FRONT_MAX_BODY_BYTES,
     FRONT_UPSTREAM_CONNECTIONS,
     HEALTH_PATH,
-    SERVICE_COLD_START_WAIT_SECONDS,
     SERVICE_RETRY_AFTER_SECONDS,
 )
 from launchers.service.activity import Activity
@@ -225,14 +224,14 @@ def make_app(
     usage: UsageBook | None = None,  # where answers are counted (None: new ones)
     metrics: FrontMetrics | None = None,
     activity: Activity | None = None,  # shared with the controller (None: a new one)
-    cold_start_wait: float = SERVICE_COLD_START_WAIT_SECONDS,
+    cold_start_wait: float = 0.0,  # 0: no wait (a service that never idles)
     waking: Callable[[], str] = lambda: "no replica is routed",
 ) -> web.Application:
     """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
     at most ``upstream_limit`` connections at once (0: no limit of its own; the front
     sizes it, ``front.upstream_limit``). A request that finds no replica routed
-    (``healthy()`` false) waits up to ``cold_start_wait`` seconds for one (woken through
-    ``activity``); past it, its 503 says ``waking()``."""
+    (``healthy()`` false) waits up to ``cold_start_wait`` seconds for one (0: not at all;
+    woken through ``activity``); past it, its 503 says ``waking()``."""
     import aiohttp
     from aiohttp import web
     from yarl import URL
@@ -367,7 +366,7 @@ class _Door:
             return refuse(408, f"the request body did not arrive within {self.body_timeout:g} s",
                           "request_timeout")  # fmt: skip
         self.activity.requested()
-        if not self.healthy():
+        if self.cold_start_wait > 0 and not self.healthy():
             cold = await self.cold_start(request, outcome)
             if cold is not None:
                 return cold
