@@ -112,6 +112,13 @@ SERVICE_BACKOFF_SECONDS = 30.0
 SERVICE_BACKOFF_MAX_SECONDS = 600.0
 # The front job's own time limit when not given.
 SERVICE_FRONT_TIME = "1-00:00:00"
+# Scale to zero (`service up --min-replicas N` below --replicas): after this long without
+# a request (`--idle`) the service keeps only its minimum. A request that finds no
+# replica routed waits this long (`--cold-start-wait`) for one, then gets 503 with
+# Retry-After: SERVICE_RETRY_AFTER_SECONDS.
+SERVICE_IDLE_SECONDS = 1800.0
+SERVICE_COLD_START_WAIT_SECONDS = 300.0
+SERVICE_RETRY_AFTER_SECONDS = 30
 # The most replicas one service may ask for (`service up --replicas`, `service scale`):
 # each is a whole job, and one controller tick submits every missing one.
 SERVICE_MAX_REPLICAS = 16

@@ -218,3 +218,45 @@ def test_the_controller_writes_why_before_it_drains_a_replica(
     assert all(s is not None and (s.reason, s.time) == (reason, NOW) for s in seen.values()), seen
     kept = {"5", "6"} - set(drained)
     assert not any(Path(tmp_path, "jobs", job, "stop.json").exists() for job in kept)
+
+
+# --- scale to zero: the front's requests reach the controller's rules -------------------
+
+
+def test_an_idle_service_drains_with_its_reason_and_a_request_wakes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No request for the idle time: replica 5 drains, its stop.json says ``idle`` and the
+    service is IDLE; the proxy's next request (``Activity``) makes the next tick submit
+    slot 0, and its time is kept in state.json for a successor front."""
+    world = World(monkeypatch)
+    ready = replica(tmp_path, "5", state="READY", ever_ready=True, url="http://10.0.0.5:8000",
+                    since=NOW - 700)  # fmt: skip
+    endpoint(tmp_path / "jobs" / "5", "READY", "http://10.0.0.5:8000/v1")
+    world.slurm["5"] = "RUNNING"
+    directory = service(tmp_path, [ready])
+    spec = store.read_spec(directory).model_copy(update={"min_replicas": 0, "idle_seconds": 600.0})
+    store.write_spec(directory, spec)
+    seen: list[str | None] = []
+
+    def drain(job_id: str) -> None:
+        said = jobfiles.read(JobDir(str(tmp_path / "jobs" / job_id)).stop, jobfiles.StopReason)
+        seen.append(None if said is None else said.reason)
+
+    control = controller(directory, world, Router({"http://10.0.0.5:8000"}))
+    control.slurm.drain = drain
+    state = control.tick()
+    assert seen == ["idle"] and state.state == "IDLE" and control.routed_count == 0
+    assert "replica 5 (slot 0) drains: idle for 10m (no request yet)" in state.events[-1]
+    world.t += 60
+    world.slurm["5"] = "COMPLETED"
+    endpoint(tmp_path / "jobs" / "5", "STOPPED")
+    state = control.tick()
+    assert state.replicas == () and world.submitted == []
+    world.t += 3600
+    control.activity.requested()  # what the proxy does with a request
+    state = control.tick()
+    assert world.submitted == [(0, 1)]
+    assert state.events[-1].endswith("a request woke the service: slot 0: a new replica")
+    read = store.read_state(directory)
+    assert read is not None and read.last_request == world.t

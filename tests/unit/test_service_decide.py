@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from launchers.service.decide import DRAIN_OVERDUE, Action, backoff_seconds, decide
+from launchers.service.decide import (
+    DRAIN_OVERDUE,
+    Action,
+    Demand,
+    backoff_seconds,
+    decide,
+    waking_news,
+)
 from launchers.service.definition import Replica, ServiceSpec, ServiceState
 
 NOW = 1_000_000.0
@@ -445,3 +452,179 @@ def test_a_successor_takes_the_slot_when_its_replica_stops_before_it_is_ready() 
     assert kinds(actions) == [("remove", "http://10.0.0.1:8000")]
     roles = {r.job_id: r.role for r in state.replicas}
     assert roles == {"1": "ending", "2": "serving", "3": "serving"}
+
+
+# --- scale to zero: idle without requests, woken by one -----------------------------------
+
+IDLE = 1800.0
+
+
+def idling(**changes: Any) -> ServiceSpec:
+    """Two replicas, none kept after 30 minutes without a request."""
+    return spec(**{"min_replicas": 0, "idle_seconds": IDLE, **changes})
+
+
+def test_no_request_for_the_idle_time_drains_every_replica_and_says_idle() -> None:
+    served = [rep("1", 0, since=NOW - 3000), rep("2", 1, since=NOW - 3000)]
+    quiet = ServiceState(name="llama", replicas=tuple(served), last_request=NOW - IDLE + 60)
+    actions, state = tick(served, s=idling(), previous=quiet)
+    assert actions == [] and state.state == "UP"  # a request came 29 minutes ago
+    actions, state = tick(served, s=idling(), previous=state, now=NOW + 60)
+    assert kinds(actions) == [("remove", "http://10.0.0.1:8000"), ("drain", "1"),
+                              ("remove", "http://10.0.0.2:8000"), ("drain", "2")]  # fmt: skip
+    assert {a.reason for a in actions if a.kind == "drain"} == {"idle"}
+    assert state.events[-2:] == (
+        "13:47:40 UTC replica 1 (slot 0) drains: idle for 30m (the last request at 13:17:40 UTC)",
+        "13:47:40 UTC replica 2 (slot 1) drains: idle for 30m (the last request at 13:17:40 UTC)",
+    )
+    assert (state.state, state.message) == ("IDLE", "idle: 0 replicas, wakes on the next request")
+    assert state.last_request == NOW - IDLE + 60  # kept for a successor front
+    # once they have ended: nothing is submitted, the service stays idle
+    ended = [r.model_copy(update={"state": "STOPPED", "slurm_state": "ENDED"})
+             for r in state.replicas]  # fmt: skip
+    actions, state = tick(ended, routed=set(), s=idling(), previous=state, now=NOW + 200)
+    assert actions == [] and state.replicas == () and state.state == "IDLE"
+    actions, state = tick([], routed=set(), s=idling(), previous=state, now=NOW + 90_000)
+    assert actions == [] and state.state == "IDLE"
+
+
+@pytest.mark.parametrize(
+    "demand",
+    [Demand(last_request=NOW - 1), Demand(waiting=True)],
+    ids=["a-request-came", "a-request-waits"],
+)
+def test_a_request_while_idle_at_zero_submits_on_the_next_tick(demand: Demand) -> None:
+    asleep = ServiceState(name="llama", state="IDLE", last_request=NOW - 5 * IDLE)
+    actions, state = tick([], routed=set(), s=idling(), previous=asleep)
+    assert actions == [] and state.state == "IDLE"
+    step = decide(idling(), state, [], set(), NOW + 1, demand)
+    assert step.state is not None
+    assert kinds(step.actions) == [("submit", "0"), ("submit", "1")]
+    assert step.state.events[-2:] == (
+        "13:46:41 UTC a request woke the service: slot 0: a new replica",
+        "13:46:41 UTC a request woke the service: slot 1: a new replica",
+    )
+    assert step.state.state == "STARTING"
+
+
+def test_the_last_request_is_the_later_of_the_front_s_and_state_json_s() -> None:
+    before = ServiceState(name="llama", last_request=NOW - 10)
+    cases = ((Demand(last_request=NOW - 50), NOW - 10), (Demand(last_request=NOW - 5), NOW - 5),
+             (Demand(), NOW - 10))  # fmt: skip
+    for demand, kept in cases:
+        step = decide(idling(), before, [], set(), NOW, demand)
+        assert step.state is not None and step.state.last_request == kept
+
+
+class Service:
+    """A service with scale to zero over the World's jobs: one tick every 10 s, the
+    front's last request given by ``requests`` (the times clients asked)."""
+
+    def __init__(self, s: ServiceSpec) -> None:
+        self.world, self.spec = World(), s
+        self.state = ServiceState(name="llama")
+        self.routed: set[str] = set()
+
+    def says(self) -> str:
+        return self.state.state
+
+    def run(self, start: float, end: float, requests: list[float]) -> None:
+        for now in range(int(start), int(end), 10):
+            self.world.advance(now)
+            asked = [t for t in requests if t <= now]
+            demand = Demand(last_request=max(asked) if asked else None)
+            observed = [self.world.observe(r) for r in self.state.replicas]
+            step = decide(self.spec, self.state, observed, self.routed, now, demand)
+            assert step.state is not None
+            new = []
+            for action in step.actions:
+                if action.kind == "add":
+                    self.routed.add(action.url)
+                elif action.kind == "remove":
+                    self.routed.discard(action.url)
+                made = self.world.act(action, now)
+                if made is not None:
+                    new.append(made)
+            self.state = step.state.model_copy(
+                update={"replicas": (*step.state.replicas, *new)})  # fmt: skip
+
+
+def test_replicas_stay_while_requests_keep_coming_then_idle_then_wake() -> None:
+    svc = Service(idling(idle_seconds=300.0))
+    every_minute = [NOW + 60 * m for m in range(60)]
+    svc.run(NOW, NOW + 3600, every_minute)
+    assert svc.state.state == "UP" and len(svc.routed) == 2
+    assert not any("drains: idle" in e for e in svc.state.events)  # handovers only
+    # no request after the last one (NOW + 3540): idle 300 s later, all gone
+    svc.run(NOW + 3600, NOW + 4000, every_minute)
+    assert svc.says() == "IDLE" and svc.routed == set() and svc.world.alive() == 0
+    assert sum("drains: idle for 5m" in e for e in svc.state.events) == 2
+    # a request wakes it: READY again within a minute of stand-in SLURM
+    svc.run(NOW + 4000, NOW + 4060, [*every_minute, NOW + 4000])
+    assert svc.state.state == "UP" and len(svc.routed) == 2
+    assert sum("a request woke the service" in e for e in svc.state.events) == 2
+
+
+def test_a_new_service_starts_its_replicas_and_idles_only_after_they_served() -> None:
+    svc = Service(idling(idle_seconds=60.0))
+    svc.run(NOW, NOW + 90, [])  # no request ever: the replicas load (40 s), then serve
+    assert svc.state.state == "UP" and len(svc.routed) == 2
+    svc.run(NOW + 90, NOW + 200, [])
+    assert svc.says() == "IDLE" and svc.routed == set()
+
+
+def test_a_loading_replica_is_not_drained_for_idleness_and_serves_the_idle_time() -> None:
+    """A request that gave up waiting (its replica loads longer than the cold-start
+    wait) leaves a replica that still serves the client's retry."""
+    loading = rep("3", 0, state="LOADING", since=NOW - 500)
+    long_ago = ServiceState(name="llama", replicas=(loading,), last_request=NOW - 5 * IDLE)
+    s = idling(replicas=1)
+    actions, state = tick([loading], routed=set(), s=s, previous=long_ago)
+    assert actions == [] and state.state == "STARTING"
+    ready = rep("3", 0)  # READY now: it serves the idle time before it idles
+    actions, state = tick([ready], routed=set(), s=s, previous=state, now=NOW + 10)
+    assert kinds(actions) == [("add", "http://10.0.0.3:8000")] and state.state == "UP"
+    actions, state = tick(list(state.replicas), s=s, previous=state, now=NOW + IDLE)
+    assert actions == []
+    actions, state = tick(list(state.replicas), s=s, previous=state, now=NOW + IDLE + 20)
+    assert kinds(actions) == [("remove", "http://10.0.0.3:8000"), ("drain", "3")]
+
+
+def test_an_idle_minimum_of_one_keeps_slot_0_and_its_replacement_wakes_nothing() -> None:
+    s = idling(replicas=3, min_replicas=1)
+    served = [rep("1", 0, since=NOW - 9000), rep("2", 1, since=NOW - 9000),
+              rep("3", 2, since=NOW - 9000)]  # fmt: skip
+    quiet = ServiceState(name="llama", replicas=tuple(served), last_request=NOW - 9000)
+    actions, state = tick(served, s=s, previous=quiet)
+    assert [k for k in kinds(actions) if k[0] != "remove"] == [("drain", "2"), ("drain", "3")]
+    assert state.message == "idle: 1/3 replicas READY, all 3 on the next request"
+    # slot 0 lost while idle: its replacement loads, the other slots stay empty
+    lost = rep("1", 0, state="FAILED", message="NODE_FAIL", ever_ready=True)
+    actions, state = tick([lost], routed=set(), s=s, previous=state.model_copy(
+        update={"replicas": (lost,)}), now=NOW + 10)  # fmt: skip
+    assert kinds(actions) == [("submit", "0")]
+
+
+@pytest.mark.parametrize("least", [None, 2])
+def test_a_service_whose_minimum_is_its_count_never_idles(least: int | None) -> None:
+    served = [rep("1", 0, since=NOW - 9 * IDLE), rep("2", 1, since=NOW - 9 * IDLE)]
+    quiet = ServiceState(name="llama", replicas=tuple(served), last_request=NOW - 9 * IDLE)
+    actions, state = tick(served, s=spec(min_replicas=least), previous=quiet)
+    assert actions == [] and state.state == "UP"
+
+
+def test_a_request_that_waits_in_vain_hears_what_the_service_is_doing() -> None:
+    pending = rep("7", 0, state="PENDING", since=NOW - 95,
+                  message="waiting for an allocation (Resources)")  # fmt: skip
+    loading = rep("8", 1, state="LOADING", since=NOW - 240, message="loading the model")
+    state = ServiceState(name="llama", state="STARTING", replicas=(pending, loading))
+    assert waking_news(state, NOW) == (
+        "replica 7 (slot 0) PENDING since 13:45:05 UTC (95 s): waiting for an allocation "
+        "(Resources); replica 8 (slot 1) LOADING since 13:42:40 UTC (240 s): loading the model"
+    )
+    backing = ServiceState(name="llama", state="BACKING_OFF", message="3 failed; next in 30 s")
+    assert waking_news(backing, NOW) == "BACKING_OFF: 3 failed; next in 30 s"
+    assert waking_news(ServiceState(name="llama", state="IDLE"), NOW) == (
+        "a replica is being submitted"
+    )
+    assert waking_news(None, NOW) == "the service has not started yet"

@@ -8,16 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from launchers.defaults import SLURM_WARNING_SECONDS
+from launchers.defaults import SERVICE_COLD_START_WAIT_SECONDS, SLURM_WARNING_SECONDS
 from launchers.errors import InputError
 from launchers.jobdir.paths import ServiceDir
 from launchers.service import store
 from launchers.service.controller import replica_request
-from launchers.service.definition import SERVICE_FORMAT, ServiceSpec, check_handover
+from launchers.service.definition import (
+    SERVICE_FORMAT,
+    ServiceSpec,
+    check_handover,
+    check_idle,
+)
 from launchers.spec.config import SlurmOptions
 from launchers.spec.request import SubmitRequest
 
 V1 = Path(__file__).with_name("golden") / "service.v1.json"
+V3 = Path(__file__).with_name("golden") / "service.v3.json"
 
 
 def test_a_format_1_service_file_reads_as_a_typed_request(tmp_path: Path) -> None:
@@ -46,6 +52,36 @@ def test_a_service_file_is_written_and_read_back_whole(tmp_path: Path) -> None:
     assert written["format"] == SERVICE_FORMAT and "registries" not in written
     assert written["request"]["registry"] == ["/shared/site-models.yaml"]
     assert store.read_spec(str(directory)) == spec
+
+
+def test_a_format_3_service_file_reads_as_a_service_that_never_idles(tmp_path: Path) -> None:
+    directory = tmp_path / "chat"
+    directory.mkdir(mode=0o700)
+    Path(ServiceDir(str(directory)).spec).write_text(V3.read_text())
+    spec = store.read_spec(str(directory))
+    assert spec.format == SERVICE_FORMAT
+    assert (spec.replicas, spec.min_replicas, spec.least, spec.idles) == (2, None, 2, False)
+    assert spec.cold_start_wait_seconds == SERVICE_COLD_START_WAIT_SECONDS
+    store.write_spec(str(directory), spec)
+    assert store.read_spec(str(directory)) == spec
+
+
+@pytest.mark.parametrize(
+    ("replicas", "least", "message"),
+    [
+        (2, 3, "--min-replicas: 3 is more than --replicas 2"),
+        (2, None, "--idle: the service never idles without --min-replicas below --replicas"),
+        (2, 2, "--idle: the service never idles without --min-replicas below --replicas"),
+    ],
+)
+def test_scale_to_zero_settings_that_make_no_sense_are_refused(
+    replicas: int, least: int | None, message: str
+) -> None:
+    with pytest.raises(InputError) as refused:
+        check_idle(replicas, least, idle_given=True)
+    assert refused.value.one_line().startswith(message)
+    check_idle(2, 0, idle_given=True)
+    check_idle(2, None, idle_given=False)
 
 
 def test_a_request_with_an_unknown_field_is_not_a_service_file() -> None:

@@ -16,6 +16,7 @@ from launchers.defaults import FRONT_MAX_CONNECTIONS, FRONT_UPSTREAM_REPLICAS, S
 from launchers.health import pick_port
 from launchers.jobdir.safe import private_dir
 from launchers.service import store
+from launchers.service.activity import Activity
 from launchers.service.definition import ServiceState
 from launchers.service.front import ServiceFront, replica_seqs, upstream_limit
 
@@ -43,6 +44,7 @@ class Controller:
     def __init__(self, *states: Any) -> None:
         self.states = list(states)
         self.ticks = 0
+        self.activity = Activity()  # shared with the proxy
 
     def tick(self) -> ServiceState:
         self.ticks += 1

@@ -76,12 +76,12 @@ def test_a_service_without_keys_json_keeps_its_one_key_as_default(tmp_path: Path
     assert caller.may_use_model and caller.may_scrape
 
 
-def test_a_format_2_service_reads_as_format_3(tmp_path: Path) -> None:
+def test_a_format_2_service_reads_in_the_current_format(tmp_path: Path) -> None:
     directory = tmp_path / "chat"
     directory.mkdir(mode=0o700)
     Path(ServiceDir(str(directory)).spec).write_text(V2.read_text())
     spec = store.read_spec(str(directory))
-    assert SERVICE_FORMAT == 3 and spec.format == 3
+    assert spec.format == SERVICE_FORMAT
     assert spec.request.registry == ("/shared/site-models.yaml",)
     assert spec.key_file == "/shared/jobs/services/chat/api_key"  # the internal key, as it was
 

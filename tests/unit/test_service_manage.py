@@ -626,3 +626,78 @@ def test_python_users_give_up_its_settings_as_one_typed_record(tmp_path: Path) -
             spec.front_time) == (3, 900.0, "job", 8200, "12:00:00")  # fmt: skip
     assert planned.front_script is not None and "#SBATCH --time=12:00:00" in planned.front_script
     assert not root.exists()
+
+
+# --- scale to zero: --min-replicas, --idle, --cold-start-wait ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--replicas", "2", "--min-replicas", "3"],
+         "--min-replicas: 3 is more than --replicas 2 (give --min-replicas 0 to 2)"),
+        (["--idle", "30m"],
+         "--idle: the service never idles without --min-replicas below --replicas (add "
+         "--min-replicas 0 (scale to zero when idle), or leave --idle out)"),
+        (["--replicas", "2", "--min-replicas", "2", "--idle", "30m"],
+         "--idle: the service never idles without --min-replicas below --replicas (add "
+         "--min-replicas 0 (scale to zero when idle), or leave --idle out)"),
+        (["--min-replicas", "0", "--idle", "-5m"],
+         "--idle: '-5m' is out of range (above 0, at most 604800 s)"),
+        (["--min-replicas", "0", "--idle", "soon"],
+         "--idle: 'soon' is not a duration (e.g. 30m, 2h, 90s)"),
+        (["--cold-start-wait", "0"], "--cold-start-wait: '0' is out of range (above 0, at "
+         "most 604800 s)"),
+    ],
+)  # fmt: skip
+def test_scale_to_zero_settings_that_make_no_sense_are_refused_in_one_line(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    root = tmp_path / "jobs"
+    error = refused_up(root, *options)
+    assert error.one_line() == message and error.exit_code == 2
+    assert not (root / "services").exists()
+
+
+def test_a_negative_minimum_is_bad_input(tmp_path: Path) -> None:
+    argv = ["service", "up", "llama", "-m", MODEL, "--min-replicas", "-1",
+            "--job-root", str(tmp_path / "jobs")]  # fmt: skip
+    done = CliRunner().invoke(cli, argv)
+    assert done.exit_code == 2 and "--min-replicas" in done.output
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_up_keeps_the_scale_to_zero_settings_and_the_dry_run_says_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "jobs"
+    options = ["-p", "gpu", "--min-replicas", "0", "--idle", "1m", "--cold-start-wait", "90s"]
+    planned = up(root, *options, "--dry-run")
+    assert planned.exception is None, planned.output  # type: ignore[attr-defined]
+    assert ("  idle      0 replica(s) after 1m without a request; the next one waits up to "
+            "90s for a replica") in planned.output.splitlines()  # type: ignore[attr-defined]  # fmt: skip
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "77")
+    done = up(root, *options)
+    assert done.exception is None, done.output  # type: ignore[attr-defined]
+    spec = store.read_spec(str(root / "services" / "llama"))
+    assert (spec.replicas, spec.min_replicas, spec.idle_seconds,
+            spec.cold_start_wait_seconds) == (2, 0, 60.0, 90.0)  # fmt: skip
+    assert spec.idles and spec.least == 0
+
+
+def test_status_says_an_idle_service_wakes_on_the_next_request(tmp_path: Path) -> None:
+    from launchers.service.decide import idle_message
+
+    svc = a_service(tmp_path, [], None)
+    store.write_spec(svc.directory, svc.spec().model_copy(update={"min_replicas": 0}))
+    idle = ServiceState(name="llama", state="IDLE", message=idle_message(0, 2),
+                        last_request=1_000.0)  # fmt: skip
+    store.write_state(svc.directory, idle)
+    shown = CliRunner().invoke(cli, ["service", "status", "llama", "--job-root",
+                                     str(tmp_path)])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0] == (
+        "service llama: IDLE (idle: 0 replicas, wakes on the next request)"
+    )
+    row = svc.summary()
+    assert (row["min_replicas"], row["last_request"]) == (0, 1_000.0)

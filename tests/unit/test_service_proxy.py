@@ -16,9 +16,12 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from launchers.defaults import SERVICE_RETRY_AFTER_SECONDS
 from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import private_dir
 from launchers.service import keys as keys_module
+from launchers.service.activity import Activity
+from launchers.service.decide import Demand
 from launchers.service.frontmetrics import FrontMetrics, summarize
 from launchers.service.keys import KeyRing
 from launchers.service.proxy import allowed, make_app, route_of
@@ -466,3 +469,107 @@ def test_a_client_that_closes_its_connection_while_the_stream_still_runs(at_done
         assert (used.requests, used.errors, used.tokens_in, used.tokens_out) == (1, 0, 7, 2)
     else:
         assert (used.requests, used.errors) == (1, 1)
+
+
+# --- a request with no replica routed waits for one (scale to zero) ------------------------
+
+
+async def _front_without_replica(
+    activity: Activity, routed: list[bool], wait: float, metrics: FrontMetrics
+) -> tuple[web.AppRunner, web.AppRunner, str]:
+    app, _ = vllm_like()
+    up_runner, up_url = await _serve(app)
+    front_runner, front_url = await _serve(make_app(
+        up_url, KEY, healthy=lambda: routed[0], activity=activity, cold_start_wait=wait,
+        metrics=metrics, waking=lambda: "replica 12 (slot 0) LOADING since 07:12:03 UTC",
+    ))  # fmt: skip
+    return up_runner, front_runner, front_url
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_request_with_no_replica_waits_and_is_forwarded_once_one_is_routed(
+    stream: bool,
+) -> None:
+    """The request holds its connection and gets no byte until a replica is routed; the
+    controller (its own thread) learns that a request waits, and its word wakes it."""
+    activity, routed, metrics = Activity(), [False], FrontMetrics()
+
+    async def check() -> None:
+        up_runner, front_runner, url = await _front_without_replica(
+            activity, routed, 120.0, metrics)  # fmt: skip
+        auth = {"Authorization": f"Bearer {KEY}"}
+        try:
+            async with aiohttp.ClientSession() as s:
+                body = {"model": "m", "stream": stream}
+                asked = asyncio.ensure_future(s.post(
+                    f"{url}/v1/chat/completions", json=body, headers=auth))  # fmt: skip
+                while not activity.demand().waiting:  # the controller's next tick sees it
+                    await asyncio.sleep(0.01)
+                assert activity.demand().last_request is not None
+                await asyncio.sleep(0.2)
+                assert not asked.done()  # no answer, not even its head, before a replica
+                routed[0] = True  # the controller's tick routed a replica, then says so
+                await asyncio.to_thread(activity.routed, True)
+                async with await asked as r:
+                    assert r.status == 200
+                    text = (await r.read()).decode()
+            assert ("data: [DONE]" in text) is stream and '"id": "c"' in text
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    # woken by the controller's word, long before the cold-start wait
+    asyncio.run(asyncio.wait_for(check(), 30))
+    assert not activity.demand().waiting
+    summary = summarize(metrics.exposition()[0].decode())
+    assert summary["cold_starts"] == 1.0 and summary["keys"]["default"]["errors"] == 0.0
+
+
+def test_past_the_cold_start_wait_the_client_gets_503_retry_after_and_why() -> None:
+    activity, metrics = Activity(), FrontMetrics()
+
+    async def check() -> tuple[int, str | None, dict[str, Any]]:
+        up_runner, front_runner, url = await _front_without_replica(
+            activity, [False], 0.3, metrics)  # fmt: skip
+        try:
+            auth = {"Authorization": f"Bearer {KEY}"}
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(f"{url}/v1/chat/completions", json={"model": "m"}, headers=auth) as r,
+            ):
+                return r.status, r.headers.get("Retry-After"), await r.json()
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    status, retry, body = asyncio.run(asyncio.wait_for(check(), 30))
+    assert (status, retry) == (503, str(SERVICE_RETRY_AFTER_SECONDS))
+    assert body["error"]["type"] == "service_unavailable" and body["error"]["code"] == 503
+    assert body["error"]["message"] == (
+        "no replica of the service is ready after waiting 0.3 s: replica 12 (slot 0) "
+        f"LOADING since 07:12:03 UTC; try again in {SERVICE_RETRY_AFTER_SECONDS} s"
+    )
+    summary = summarize(metrics.exposition()[0].decode())
+    assert summary["cold_starts"] == 1.0 and summary["keys"]["default"]["errors"] == 1.0
+    assert not activity.demand().waiting
+
+
+def test_health_and_metrics_wake_nothing() -> None:
+    activity = Activity()
+
+    async def check() -> None:
+        up_runner, front_runner, url = await _front_without_replica(
+            activity, [False], 5.0, FrontMetrics())  # fmt: skip
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{url}/health") as r:
+                    assert r.status == 503
+                async with s.get(f"{url}/metrics",
+                                 headers={"Authorization": f"Bearer {KEY}"}) as r:  # fmt: skip
+                    assert r.status == 200
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    asyncio.run(asyncio.wait_for(check(), 30))
+    assert activity.demand() == Demand()

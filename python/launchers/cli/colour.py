@@ -11,10 +11,11 @@ import sys
 
 import click
 
-# A job's states and a service's (UP, DEGRADED, BACKING_OFF) by meaning.
+# A job's states and a service's (UP, IDLE, DEGRADED, BACKING_OFF) by meaning.
 STATES = {
     "READY": "green",
     "UP": "green",
+    "IDLE": "cyan",
     "FAILED": "red",
     "BACKING_OFF": "red",
     "PENDING": "yellow",

@@ -15,12 +15,15 @@ from launchers.cli.options import RequestCommand, request_options
 from launchers.defaults import (
     FRONT_ADDRESS_TIMEOUT,
     RAY_WORKER_PORTS,
+    SERVICE_COLD_START_WAIT_SECONDS,
     SERVICE_DOWN_TIMEOUT,
     SERVICE_FRONT_TIME,
     SERVICE_HANDOVER_SECONDS,
+    SERVICE_IDLE_SECONDS,
     SERVICE_MAX_REPLICAS,
     SERVICE_PORT,
     SERVICE_REPLICAS,
+    SERVICE_RETRY_AFTER_SECONDS,
     SERVICE_ROUTER_PORT_OFFSET,
     SLURM_WARNING_SECONDS,
     USER_PORTS,
@@ -40,6 +43,7 @@ SERVICE_HELP = """Keep a model served past the walltime: N replica jobs behind o
   vllm-hpc service status llama      replicas, their jobs, states and end times
   vllm-hpc service url llama         the one URL clients use (http://HOST:PORT/v1)
   vllm-hpc service scale llama 3
+  vllm-hpc service up chat -m MODEL --min-replicas 0 --idle 30m   scale to zero when idle
   vllm-hpc service key add llama alice   a key for alice, printed once
   vllm-hpc service metrics llama     requests and tokens per key, latency, replicas
   vllm-hpc service down llama        drain and stop every replica, then the front
@@ -51,15 +55,20 @@ proxy, and a controller that keeps the replicas READY: a successor is submitted
 drains (in-flight requests finish); handovers roll: the next successor waits until no
 other replica loads or drains, so SLURM holds at most N + 1 replicas (unless half the
 window has gone by); a failed replica is replaced. `down` returns once SLURM has ended
-every replica job and the front's job. Each user gets a key of their own (`service key
-add`, `revoke`); the front forwards with the service's internal key
-(`<job root>/services/NAME/key`, the key `default`), which users never see. The router's
-admin API is never exposed.
+every replica job and the front's job. With `--min-replicas` below `--replicas` the
+service keeps only its minimum after `--idle` without a request (0: only the front);
+the next request starts the rest and waits for a replica up to `--cold-start-wait`.
+Each user gets a key of their own (`service key add`, `revoke`); the front forwards with
+the service's internal key (`<job root>/services/NAME/key`, the key `default`), which
+users never see. The router's admin API is never exposed.
 """
 
 
-def _duration(text: str) -> float:
-    """``30m``, ``2h``, ``90s`` or plain seconds -> seconds."""
+def _duration(text: str, flag: str) -> float:
+    """``30m``, ``2h``, ``90s`` or plain seconds -> seconds (``flag`` names it in the
+    refusal: bad input, exit 2)."""
+    from launchers.errors import InputError
+
     units = {"s": 1, "m": 60, "h": 3600}
     value = text.strip().lower()
     scale = units.get(value[-1:], 0)
@@ -67,10 +76,16 @@ def _duration(text: str) -> float:
     try:
         seconds = float(number) * (scale or 1)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration (e.g. 30m, 2h, 90s)") from None
+        raise InputError(f"{flag}: {text!r} is not a duration (e.g. 30m, 2h, 90s)") from None
     if not 0 < seconds <= fields.MAX_TIMEOUT_SECONDS:
-        raise click.BadParameter(f"{text!r} is out of range")
+        raise InputError(f"{flag}: {text!r} is out of range (above 0, at most "
+                         f"{fields.MAX_TIMEOUT_SECONDS:g} s)")  # fmt: skip
     return seconds
+
+
+def _span(seconds: float) -> str:
+    """``30m``, ``90s``: a duration as the options take it."""
+    return f"{seconds / 60:g}m" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}s"
 
 
 def _services(job_root: str | None) -> Services:
@@ -228,6 +243,27 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     "give it twice the queue wait and model load, plus the warning.",
 )
 @click.option(
+    "--min-replicas",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Replicas kept while no request comes (default: --replicas, never idle); 0 "
+    "scales to zero (only the front's one CPU), and the next request wakes the service.",
+)
+@click.option(
+    "--idle",
+    "idle",
+    default=None,
+    help="With --min-replicas below --replicas: how long without a request before the "
+    f"service drains to its minimum.  [default: {int(SERVICE_IDLE_SECONDS // 60)}m]",
+)
+@click.option(
+    "--cold-start-wait",
+    default=f"{int(SERVICE_COLD_START_WAIT_SECONDS // 60)}m",
+    show_default=True,
+    help="How long a request that finds no replica READY waits for one (holding its "
+    f"connection) before it gets 503 with Retry-After: {SERVICE_RETRY_AFTER_SECONDS}.",
+)
+@click.option(
     "--front",
     type=click.Choice(["job", "here"]),
     default="job",
@@ -255,7 +291,8 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     show_default=True,
     help="The front job's time limit.",
 )
-@click.option("--wait/--no-wait", default=False, help="Wait until every replica is READY.")
+@click.option("--wait/--no-wait", default=False,
+              help="Wait until every replica is READY (or the service is IDLE).")  # fmt: skip
 @click.option(
     "--wait-timeout", type=click.FloatRange(min=1), default=WAIT_TIMEOUT, show_default=True
 )
@@ -266,10 +303,10 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     "write and submit nothing.",
 )
 @json_option
-def up_cmd(name: str, replicas: int, handover: str, front: Literal["job", "here"],
-           front_port: int, front_host: str | None, front_time: str, wait: bool,
-           wait_timeout: float, dry_run: bool, as_json: bool,
-           request: SubmitRequest) -> None:  # fmt: skip
+def up_cmd(name: str, replicas: int, handover: str, min_replicas: int | None, idle: str | None,
+           cold_start_wait: str, front: Literal["job", "here"], front_port: int,
+           front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
+           dry_run: bool, as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
     """Start service NAME (or start its front again: the replicas still serving are
     adopted). Takes every layout and SLURM option of `submit`."""
     from launchers.service.manage import UpSettings
@@ -277,8 +314,10 @@ def up_cmd(name: str, replicas: int, handover: str, front: Literal["job", "here"
     services = _services(request.job_root)
     given = request.model is not None or bool(request.extra_args)
     settings = UpSettings(
-        replicas=replicas, handover_seconds=_duration(handover), front=front,
-        front_port=front_port, front_time=front_time,
+        replicas=replicas, handover_seconds=_duration(handover, "--handover"), front=front,
+        front_port=front_port, front_time=front_time, min_replicas=min_replicas,
+        idle_seconds=None if idle is None else _duration(idle, "--idle"),
+        cold_start_wait_seconds=_duration(cold_start_wait, "--cold-start-wait"),
     )  # fmt: skip
     if dry_run:
         _print_up_plan(services.plan_up(name, request if given else None, settings), as_json)
@@ -289,7 +328,7 @@ def up_cmd(name: str, replicas: int, handover: str, front: Literal["job", "here"
 
         raise SystemExit(run_front(svc.directory, host=front_host))
     if wait:
-        svc.wait(("UP",), wait_timeout, "to have every replica READY")
+        svc.wait(("UP", "IDLE"), wait_timeout, "to have every replica READY")
         # the front writes its address with its first heartbeat
         from launchers import waits
 
@@ -322,6 +361,13 @@ def _print_up_plan(plan: UpPlan, as_json: bool) -> None:
             "replica": json.loads(render_plan_json(plan.replica)),
         }, indent=2))  # fmt: skip
         return
+    idle = (
+        [f"  idle      {spec.least} replica(s) after {_span(spec.idle_seconds)} without a "
+         f"request; the next one waits up to {_span(spec.cold_start_wait_seconds)} for a "
+         "replica"]
+        if spec.idles
+        else []
+    )  # fmt: skip
     front = (
         f"a SLURM job (time {spec.front_time}), port {spec.front_port}"
         if plan.front_script is not None
@@ -333,6 +379,7 @@ def _print_up_plan(plan: UpPlan, as_json: bool) -> None:
         f"  action    {_ACTIONS[plan.action].format(name=plan.name)}",
         f"  replicas  {spec.replicas}, each a job planned as below; a successor "
         f"{int(spec.handover_seconds // 60)}m before a replica's time limit",
+        *idle,
         f"  front     {front}",
         f"  key       {spec.key_file} (clients use it; never on a command line)",
         "  writes    " + "\n            ".join(plan.writes),

@@ -31,7 +31,7 @@ State = Literal[
 # job has ended: its batch step, the other ranks and the epilog may still run.
 FINAL_STATES = ("FAILED", "STOPPED")
 # Why a service drains one of its replica jobs (what its leader says with the signal).
-StopWhy = Literal["handover", "scale down", "service down", "duplicate"]
+StopWhy = Literal["handover", "scale down", "service down", "duplicate", "idle"]
 M = TypeVar("M", bound=BaseModel)
 
 

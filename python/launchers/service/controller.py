@@ -24,6 +24,7 @@ from launchers.jobdir.paths import JobDir
 from launchers.observe.job import Job
 from launchers.observe.status import read_status
 from launchers.service import store
+from launchers.service.activity import Activity
 from launchers.service.decide import Action, decide
 from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
 from launchers.spec.request import SubmitRequest
@@ -77,6 +78,7 @@ class Controller:
         submit: Callable[[ServiceSpec, int, int], Job] | None = None,
         clock: Callable[[], float] = time.time,
         log: Callable[[str], None] = print,
+        activity: Activity | None = None,
     ):
         self.dir = service_dir
         self.client = client
@@ -89,6 +91,9 @@ class Controller:
         self.routed_count = 0
         self.last: ServiceState | None = None  # what the last tick wrote (the front's metrics)
         self.handovers = 0  # replicas drained after their successor took over, since start
+        # the proxy's requests (when it last forwarded one, whether one waits for a
+        # replica); told after each tick whether a replica is routed
+        self.activity = activity or Activity(clock)
         self._states: dict[str, tuple[float, tuple[str | None, str]]] = {}
 
     def _submit_job(self, spec: ServiceSpec, slot: int, generation: int) -> Job:
@@ -130,7 +135,7 @@ class Controller:
         observed = [self.observe(r) for r in previous.replicas]
         routed = self.router.workers()
         now = self.clock()
-        step = decide(spec, previous, observed, routed, now)
+        step = decide(spec, previous, observed, routed, now, self.activity.demand())
         assert step.state is not None
         replicas = list(step.state.replicas)
         events = list(step.state.events)
@@ -154,6 +159,7 @@ class Controller:
         store.write_state(self.dir, state)
         self.last = state
         self.routed_count = len(self.router.workers()) if state.state != "DOWN" else 0
+        self.activity.routed(self.routed_count > 0)
         return state
 
     def _say_why(self, action: Action, now: float) -> None:
@@ -191,5 +197,6 @@ class Controller:
                 role="successor" if action.successor_of else "serving",
                 successor_of=action.successor_of,
                 submitted_at=now,
+                since=now,
             )
         return None

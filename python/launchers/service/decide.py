@@ -25,9 +25,19 @@ Rules, in order:
    for one replica's nodes more at a time (N + 1, not 2N) and one model load at a time
    shares the nodes' file systems; a replica with less than ``SERVICE_ROLLING_SHARE`` of
    the handover left gets its successor anyway.
-5. Each slot ``0 .. replicas-1`` holds one live replica (a successor pair counts once):
+5. Each slot ``0 .. wanted-1`` holds one live replica (a successor pair counts once):
    missing slots are submitted, unless the controller is backing off after repeated
-   failures; slots past ``replicas`` (scaled down) drain.
+   failures; slots past ``replicas`` (scaled down) drain, and so do slots past ``wanted``
+   while the service idles.
+6. Idle (only a service whose ``min_replicas`` is below ``replicas``): ``wanted`` is
+   ``replicas`` while a request waits for a replica, or came within ``idle_seconds``, or
+   a replica of a slot past the minimum loads or became READY within ``idle_seconds``
+   (a replica is never drained for idleness before it has served that long, so one
+   woken by a request that gave up waiting still serves the retry); otherwise the
+   service is IDLE and keeps ``min_replicas``. With neither a request nor such a
+   replica yet, a new service starts its replicas and an IDLE one stays IDLE. The
+   front's proxy says when it last forwarded a request (``Demand``); the time is kept
+   in state.json, so a new front keeps counting.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ from launchers.defaults import (
 from launchers.jobdir.jobfiles import StopWhy
 from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
 
+IDLE_STATE = "IDLE"
+
 EVENTS_KEPT = 20
 # A drained replica ends within vLLM's drain and the runtime's teardown; one still there
 # after this long is cancelled (so is one ending on its own, this long after it was seen).
@@ -62,6 +74,15 @@ class Action:
     slot: int = 0  # submit
     generation: int = 1  # submit
     successor_of: str | None = None  # submit
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What the front's proxy saw of its clients (``service.activity``): when it last
+    forwarded a request (epoch seconds), and whether a request waits for a replica now."""
+
+    last_request: float | None = None
+    waiting: bool = False
 
 
 @dataclass
@@ -83,13 +104,20 @@ def backoff_seconds(failures_in_row: int) -> float:
 class _Tick:
     """One call of ``decide``: the replicas by job id, the actions, the events."""
 
-    def __init__(self, spec: ServiceSpec, previous: ServiceState, routed: set[str], now: float):
+    def __init__(
+        self, spec: ServiceSpec, previous: ServiceState, routed: set[str], now: float,
+        demand: Demand,
+    ):  # fmt: skip
         self.spec, self.previous, self.routed, self.now = spec, previous, set(routed), now
         self.step = Step()
         self.events = list(previous.events)
         self.failures = previous.failures_in_row
         self.backoff_until = previous.backoff_until
         self.by_id: dict[str, Replica] = {}
+        self.demand = demand
+        asked = [t for t in (previous.last_request, demand.last_request) if t is not None]
+        self.last_request = max(asked) if asked else None
+        self.wanted = spec.replicas  # rule 6 sets it once the replicas are known
 
     def act(self, action: Action) -> None:
         self.step.actions.append(action)
@@ -110,7 +138,10 @@ class _Tick:
 
     # rule 1
     def forget_ended(self, replicas: list[Replica]) -> None:
-        for r in replicas:
+        was = {p.job_id: p.state for p in self.previous.replicas}
+        for seen in replicas:  # since when each is in its state
+            moved = seen.since is None or was.get(seen.job_id, seen.state) != seen.state
+            r = seen.model_copy(update={"since": self.now}) if moved else seen
             if r.url and r.url in self.routed and (r.final or r.state == "DRAINING"):
                 self.act(Action("remove", url=r.url))  # it serves no more
             if r.ended:
@@ -194,7 +225,7 @@ class _Tick:
             r
             for r in self.by_id.values()
             if r.role == "serving" and r.ready and r.ends_at is not None
-            and r.job_id not in followed and r.slot < self.spec.replicas
+            and r.job_id not in followed and r.slot < self.wanted
             and r.ends_at - self.now <= window
         ]  # fmt: skip
         for r in sorted(due, key=lambda r: (r.ends_at or 0.0, r.slot)):
@@ -227,27 +258,56 @@ class _Tick:
     def fill_slots(self, generations: dict[int, int]) -> None:
         holders: dict[int, list[Replica]] = {}
         for r in list(self.by_id.values()):
-            if r.role == "successor" and r.slot >= self.spec.replicas:
-                self.drain(r, f"scaled to {self.spec.replicas}", "scale down")
+            if r.role == "successor" and r.slot >= self.wanted:
+                self.leave_slot(r)
             elif r.role == "serving":
                 holders.setdefault(r.slot, []).append(r)
         for slot, held in holders.items():
-            if slot >= self.spec.replicas:
+            if slot >= self.wanted:
                 for r in held:
-                    self.drain(r, f"scaled to {self.spec.replicas}", "scale down")
+                    self.leave_slot(r)
                 continue
             held.sort(key=lambda r: (not r.ready, r.submitted_at))  # keep the READY/older
             for r in held[1:]:
                 self.drain(r, f"slot {slot} is already held by {held[0].job_id}", "duplicate")
-        for slot in range(self.spec.replicas):
+        woke = self.previous.state == IDLE_STATE and self.wanted > self.spec.least
+        for slot in range(self.wanted):
             if slot not in holders and self.can_submit:
                 self.act(Action("submit", slot=slot, generation=generations.get(slot, 0) + 1))
-                self.event(f"slot {slot}: a new replica")
+                said = "a request woke the service: " if woke else ""
+                self.event(f"{said}slot {slot}: a new replica")
+
+    def leave_slot(self, r: Replica) -> None:
+        """``r``'s slot is past ``wanted``: scaled down, or the service idles."""
+        if r.slot >= self.spec.replicas:
+            self.drain(r, f"scaled to {self.spec.replicas}", "scale down")
+            return
+        idle = _duration_text(self.spec.idle_seconds)
+        last = self.last_request
+        said = f"the last request at {event_stamp(last)}" if last is not None else "no request yet"
+        self.drain(r, f"idle for {idle} ({said})", "idle")
+
+    # rule 6
+    def count_wanted(self) -> int:
+        """How many replicas the service wants now (rule 6)."""
+        spec = self.spec
+        if not spec.idles or self.demand.waiting:
+            return spec.replicas
+        awake = [] if self.last_request is None else [self.last_request]
+        for r in self.by_id.values():
+            if r.slot < spec.least or r.leaving:
+                continue
+            if not r.ready:
+                return spec.replicas  # loading: it serves before it idles
+            awake.append(r.since if r.since is not None else r.submitted_at)
+        if not awake:  # no request yet, no replica past the minimum: as it was
+            return spec.least if self.previous.state == IDLE_STATE else spec.replicas
+        return spec.replicas if self.now - max(awake) < spec.idle_seconds else spec.least
 
     def summary(self) -> ServiceState:
         live = [r for r in self.by_id.values() if not r.leaving]
         ready = sum(1 for r in live if r.ready)
-        wanted = self.spec.replicas
+        wanted = self.wanted
         if not self.can_submit:
             assert self.backoff_until is not None
             last = next((e for e in reversed(self.events) if " failed: " in e), "")
@@ -256,6 +316,8 @@ class _Tick:
                 f"{self.failures} replicas in a row failed before READY; next try in "
                 f"{self.backoff_until - self.now:.0f} s (last: {last})",
             )
+        if ready >= wanted and wanted < self.spec.replicas:
+            return self.state(IDLE_STATE, idle_message(ready, self.spec.replicas))
         if ready >= wanted:
             return self.state("UP", f"{ready}/{wanted} replicas READY")
         return self.state("DEGRADED" if ready else "STARTING", f"{ready}/{wanted} replicas READY")
@@ -270,9 +332,47 @@ class _Tick:
                 "backoff_until": self.backoff_until,
                 "events": tuple(self.events[-EVENTS_KEPT:]),
                 "updated_at": self.now,
+                "last_request": self.last_request,
                 **more,
             }
         )
+
+
+def _duration_text(seconds: float) -> str:
+    """``30m``, ``1h30m``, ``45s``: an idle time as events say it. Pure."""
+    whole = int(seconds)
+    hours, minutes, secs = whole // 3600, whole % 3600 // 60, whole % 60
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
+             f"{secs}s" if secs or not whole else ""]  # fmt: skip
+    return "".join(parts)
+
+
+def idle_message(ready: int, replicas: int) -> str:
+    """An IDLE service's message (``service status``). Pure."""
+    if ready == 0:
+        return "idle: 0 replicas, wakes on the next request"
+    return f"idle: {ready}/{replicas} replicas READY, all {replicas} on the next request"
+
+
+def waking_news(state: ServiceState | None, now: float) -> str:
+    """What a service with no replica routed is doing, for a request that waited for one
+    in vain: each replica on its way (pending in SLURM's queue: SLURM's reason; loading:
+    since when), else the service's own state. Pure."""
+    if state is None:
+        return "the service has not started yet"
+    said = []
+    for r in sorted(state.replicas, key=lambda r: (r.slot, r.job_id)):
+        if r.leaving or r.final:
+            continue
+        since = "" if r.since is None else (
+            f" since {event_stamp(r.since)} ({max(now - r.since, 0.0):.0f} s)")  # fmt: skip
+        what = f": {r.message}" if r.message else ""
+        said.append(f"replica {r.job_id} (slot {r.slot}) {r.state}{since}{what}")
+    if said:
+        return "; ".join(said)
+    if state.state == IDLE_STATE:
+        return "a replica is being submitted"
+    return f"{state.state}: {state.message}" if state.message else state.state
 
 
 def decide(
@@ -281,10 +381,12 @@ def decide(
     replicas: list[Replica],
     routed: set[str],
     now: float,
+    demand: Demand | None = None,
 ) -> Step:
     """One tick of the controller. ``replicas`` are ``previous.replicas`` with their
-    state just observed; ``routed`` the URLs the router lists now."""
-    tick = _Tick(spec, previous, routed, now)
+    state just observed; ``routed`` the URLs the router lists now; ``demand`` what the
+    front's proxy saw of its clients (rule 6)."""
+    tick = _Tick(spec, previous, routed, now, demand or Demand())
     tick.forget_ended(replicas)
     for r in list(tick.by_id.values()):
         if r.leaving:
@@ -292,6 +394,7 @@ def decide(
     if spec.desired == "DOWN":
         tick.step.state = tick.go_down()
         return tick.step
+    tick.wanted = tick.count_wanted()
     tick.route()
     tick.hand_over()
     tick.fill_slots({r.slot: r.generation for r in replicas})

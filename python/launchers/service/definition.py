@@ -25,6 +25,8 @@ from pydantic import Field, field_validator, model_validator
 
 from launchers.defaults import (
     RAY_WORKER_PORTS,
+    SERVICE_COLD_START_WAIT_SECONDS,
+    SERVICE_IDLE_SECONDS,
     SERVICE_MAX_REPLICAS,
     SERVICE_PORT,
     SERVICE_ROUTER_PORT_OFFSET,
@@ -41,7 +43,9 @@ FORMAT: Literal[1] = 1
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}", re.ASCII)
 NAME_RULE = "a lowercase letter, then up to 30 lowercase letters, digits or '-'"
 
-ServiceStateName = Literal["STARTING", "UP", "DEGRADED", "BACKING_OFF", "STOPPING", "DOWN"]
+# IDLE: no request for the spec's idle time, so only its minimum of replicas is kept (all
+# READY); the next request wakes it.
+ServiceStateName = Literal["STARTING", "UP", "IDLE", "DEGRADED", "BACKING_OFF", "STOPPING", "DOWN"]
 # serving: holds its slot; successor: loads to take its slot over; draining: asked to
 # stop (drained or cancelled); ending: stopped or failed on its own (its job file says
 # so) while SLURM still holds its job. A draining or ending replica is out of the
@@ -112,6 +116,23 @@ def check_handover(handover_seconds: float, slurm: SlurmOptions, time_flag: bool
     )
 
 
+def check_idle(replicas: int, min_replicas: int | None, idle_given: bool) -> None:
+    """Refuse a scale-to-zero setting that makes no sense: a minimum above the count
+    kept, or an idle time for a service that never idles (no minimum below ``replicas``)."""
+    from launchers.errors import InputError
+
+    if min_replicas is not None and min_replicas > replicas:
+        raise InputError(
+            f"--min-replicas: {min_replicas} is more than --replicas {replicas}",
+            fix=f"give --min-replicas 0 to {replicas}",
+        )
+    if idle_given and (min_replicas is None or min_replicas >= replicas):
+        raise InputError(
+            "--idle: the service never idles without --min-replicas below --replicas",
+            fix="add --min-replicas 0 (scale to zero when idle), or leave --idle out",
+        )
+
+
 def check_replicas(count: int, flag: str = "--replicas") -> int:
     """How many replicas a service keeps: each is a whole job, and one controller tick
     submits every missing one, so a typo (10000) must not reach SLURM."""
@@ -179,19 +200,25 @@ def service_dir(job_root: str, name: str) -> str:
 # 1: the request as a loose dict, its registries beside it; 2: the request typed, one key
 # for everyone; 3: keys per user (keys.json; the key file is the internal key). A front
 # of an older vllm-hpc must not run a service of format 3: it would accept the internal
-# key alone, revoked or not, and no user's key.
-SERVICE_FORMAT: Literal[3] = 3
+# key alone, revoked or not, and no user's key. 4: scale to zero (min_replicas,
+# idle_seconds, cold_start_wait_seconds); a format 3 file reads as one that never idles.
+SERVICE_FORMAT: Literal[4] = 4
 
 
 class ServiceSpec(Record):
     """What the user asked for: the request every replica is submitted from (with the
     service's key), checked by planning one replica at ``service up``."""
 
-    format: Literal[3] = SERVICE_FORMAT
+    format: Literal[4] = SERVICE_FORMAT
     name: str
     request: SubmitRequest
     replicas: int = Field(ge=0, le=MAX_PARALLEL)
     handover_seconds: float = Field(gt=0)
+    # Scale to zero: kept after idle_seconds without a request (None: ``replicas``, never
+    # idle); a request that finds no replica routed waits cold_start_wait_seconds for one.
+    min_replicas: int | None = Field(default=None, ge=0, le=MAX_PARALLEL)
+    idle_seconds: float = Field(default=SERVICE_IDLE_SECONDS, gt=0)
+    cold_start_wait_seconds: float = Field(default=SERVICE_COLD_START_WAIT_SECONDS, gt=0)
     front: Literal["job", "here"] = "job"
     front_port: int
     front_time: str
@@ -204,8 +231,9 @@ class ServiceSpec(Record):
         registries move into the request, and the request's ``python`` (never set: the
         nodes' Python is the spec's own) goes. Format 2 (one key for everyone) reads as it
         is: its key becomes the internal key and the users' key ``default``
-        (``service.keys.ensure_keys``, at the front's start or the first ``service key``)."""
-        if not isinstance(data, dict) or data.get("format") not in (1, 2):
+        (``service.keys.ensure_keys``, at the front's start or the first ``service key``).
+        Format 3 (before scale to zero) reads as it is: it never idles."""
+        if not isinstance(data, dict) or data.get("format") not in (1, 2, 3):
             return data
         old = dict(data)
         if old["format"] == 1:
@@ -229,6 +257,19 @@ class ServiceSpec(Record):
     key_file: str
     created_at: float
 
+    @property
+    def least(self) -> int:
+        """The replicas kept while idle: ``min_replicas``, never above ``replicas`` (a
+        ``scale`` below the minimum lowers it too)."""
+        if self.min_replicas is None:
+            return self.replicas
+        return min(self.min_replicas, self.replicas)
+
+    @property
+    def idles(self) -> bool:
+        """Whether the service keeps fewer replicas while no request comes."""
+        return self.least < self.replicas
+
 
 class Replica(Record):
     """One replica job as the controller last saw it."""
@@ -248,6 +289,7 @@ class Replica(Record):
     submitted_at: float
     drain_asked_at: float | None = None  # also: since when an ending one was seen ending
     waiting_for: str = ""  # why its successor is not submitted yet (said once in the events)
+    since: float | None = None  # when the controller saw it come to its state (None: not known)
 
     @property
     def final(self) -> bool:
@@ -285,6 +327,7 @@ class ServiceState(JobFile):
     updated_at: float = 0.0
     front_job: str | None = None  # the front job submitted last (its log: front-<job>.log)
     front_job_beat: bool = False  # that job has written its first heartbeat
+    last_request: float | None = None  # the front's last forwarded request (epoch seconds)
 
 
 class Front(JobFile):
@@ -309,6 +352,7 @@ __all__ = [
     "ServiceState",
     "check_front_port",
     "check_handover",
+    "check_idle",
     "check_name",
     "check_replicas",
     "service_dir",

@@ -28,6 +28,7 @@ from launchers.defaults import (
     FRONT_STALE_SECONDS,
     FRONT_UPSTREAM_CONNECTIONS,
     FRONT_UPSTREAM_REPLICAS,
+    SERVICE_COLD_START_WAIT_SECONDS,
     SERVICE_ROUTER_PORT_OFFSET,
 )
 from launchers.errors import InputError, RuntimeFailure, VllmHpcError
@@ -35,6 +36,7 @@ from launchers.jobdir.paths import ServiceDir
 from launchers.jobdir.safe import read_private_text
 from launchers.service import store
 from launchers.service.controller import Controller
+from launchers.service.decide import waking_news
 from launchers.service.definition import Front
 from launchers.service.frontjob import submit_front
 from launchers.service.frontmetrics import FrontMetrics, replica_counts
@@ -211,6 +213,7 @@ def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
         service_dir=service_dir, name=spec.name, address=address, port=spec.front_port,
         router_port=router_port, key=key, controller=controller, router=router,
         upstream_limit=limit,
+        cold_start_wait=spec.cold_start_wait_seconds if spec.idles else 0.0,
         keys=keys, usage=usage,
     )  # fmt: skip
 
@@ -250,6 +253,9 @@ class ServiceFront:
     controller: Controller
     router: _proc.Child
     upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS  # upstream_limit(): 0 for none
+    # A request's wait for a replica when none is routed: a service that idles only (0:
+    # none, the router answers as it does without workers).
+    cold_start_wait: float = SERVICE_COLD_START_WAIT_SECONDS
     keys: KeyRing | None = None  # the users' keys (None: the internal key alone)
     usage: UsageBook = field(default_factory=UsageBook)
     log: Callable[[str], None] = _log
@@ -348,7 +354,9 @@ class ServiceFront:
         app = make_app(
             f"http://{LOOPBACK}:{self.router_port}", self.key,
             healthy=lambda: controller.routed_count > 0, upstream_limit=self.upstream_limit,
-            keys=self.keys, usage=self.usage, metrics=metrics,
+            keys=self.keys, usage=self.usage, metrics=metrics, activity=controller.activity,
+            cold_start_wait=self.cold_start_wait,
+            waking=lambda: waking_news(controller.last, time.time()),
         )  # fmt: skip
         site = await start_site(app, self.address, self.port)
         self.beat()

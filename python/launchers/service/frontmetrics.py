@@ -10,6 +10,8 @@ and the summary ``vllm-hpc service metrics NAME`` prints from them.
     vllm_hpc_front_replicas{role,state}                     the controller's last tick
     vllm_hpc_front_replicas_routed                          replicas in the router
     vllm_hpc_front_handovers_total                          drains handed over, this front
+    vllm_hpc_front_cold_starts_total                        requests that waited for a replica
+    vllm_hpc_front_cold_start_wait_seconds                  how long they waited
 
 ``key`` is a key's label (``none`` without a valid key), ``route`` the route's pattern
 (``/v1/responses/{id}``; ``other`` for anything not served), so the label sets stay few.
@@ -32,13 +34,17 @@ TOKENS = f"{PREFIX}tokens"
 REPLICAS = f"{PREFIX}replicas"
 ROUTED = f"{PREFIX}replicas_routed"
 HANDOVERS = f"{PREFIX}handovers"
+COLD_STARTS = f"{PREFIX}cold_starts"
+COLD_START_WAIT = f"{PREFIX}cold_start_wait_seconds"
 # Every family the front exports (the dashboard's queries may name only these).
-FAMILIES = (REQUESTS, TTFB, DURATION, IN_FLIGHT, TOKENS, REPLICAS, ROUTED, HANDOVERS)
+FAMILIES = (REQUESTS, TTFB, DURATION, IN_FLIGHT, TOKENS, REPLICAS, ROUTED, HANDOVERS,
+            COLD_STARTS, COLD_START_WAIT)  # fmt: skip
 NO_KEY = "none"  # the key label of a request without a valid key
 
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
                     1800.0, 3600.0)  # fmt: skip
+COLD_START_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1200.0, 1800.0)
 QUANTILES = (0.5, 0.9, 0.99)
 
 
@@ -87,6 +93,12 @@ class FrontMetrics:
         self.tokens = Counter(TOKENS, "Tokens in (prompt) and out (completion), from the "
                               "answers' usage", ["key", "direction"],
                               registry=self.registry)  # fmt: skip
+        self.cold_starts = Counter(COLD_STARTS, "Requests that found no replica routed and "
+                                   "waited for one (served or not)",
+                                   registry=self.registry)  # fmt: skip
+        self.cold_start_wait = PromHistogram(COLD_START_WAIT, "Seconds a request waited for a "
+                                             "replica to be routed", buckets=COLD_START_BUCKETS,
+                                             registry=self.registry)  # fmt: skip
         self.registry.register(_State(replicas, routed, handovers))
 
     def answered(self, key: str, route: str, code: int) -> None:
@@ -96,6 +108,11 @@ class FrontMetrics:
         if first_byte is not None:
             self.ttfb.labels(key, route).observe(first_byte)
         self.duration.labels(key, route).observe(total)
+
+    def cold_started(self, waited: float) -> None:
+        """A request found no replica routed and waited ``waited`` seconds for one."""
+        self.cold_starts.inc()
+        self.cold_start_wait.observe(waited)
 
     def used(self, key: str, tokens: tuple[int, int] | None) -> None:
         if tokens is None:
@@ -156,7 +173,8 @@ def summarize(text: str) -> dict[str, Any]:
         for sample in family.samples:
             tally.take(family.name, sample.name, sample.labels, sample.value)
     out: dict[str, Any] = {"in_flight": tally.in_flight, "routed": tally.routed,
-                           "handovers": tally.handovers}  # fmt: skip
+                           "handovers": tally.handovers,
+                           "cold_starts": tally.cold_starts}  # fmt: skip
     keys, replicas, hists = tally.keys, tally.replicas, tally.hists
     out["keys"] = keys
     out["replicas"] = replicas
@@ -173,7 +191,7 @@ class _Tally:
         self.keys: dict[str, dict[str, float]] = {}
         self.replicas: dict[str, float] = {}
         self.hists = {TTFB: Histogram(), DURATION: Histogram()}
-        self.in_flight = self.routed = self.handovers = 0.0
+        self.in_flight = self.routed = self.handovers = self.cold_starts = 0.0
 
     def row(self, label: str) -> dict[str, float]:
         return self.keys.setdefault(label, {"requests": 0.0, "errors": 0.0, "tokens_in": 0.0,
@@ -201,6 +219,8 @@ class _Tally:
             self.routed = value
         elif family == HANDOVERS and name.endswith("_total"):
             self.handovers = value
+        elif family == COLD_STARTS and name.endswith("_total"):
+            self.cold_starts = value
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -218,7 +238,8 @@ def render(summary: dict[str, Any]) -> str:
     states = ", ".join(f"{int(n)} {s}" for s, n in sorted(summary["replicas"].items()) if n)
     lines += [
         f"in flight  {int(summary['in_flight'])}   routed replicas {int(summary['routed'])}   "
-        f"handovers {int(summary['handovers'])} (this front)",
+        f"handovers {int(summary['handovers'])} (this front)   "
+        f"cold starts {int(summary.get('cold_starts', 0))}",
         f"replicas   {states or 'none'}",
     ]
     for title, name in (("first byte", "ttfb"), ("duration", "duration")):

@@ -25,7 +25,11 @@ from typing import Any, Literal
 
 from launchers import jobdir, waits
 from launchers.client import Client
-from launchers.defaults import FRONT_LOG_LINES, SERVICE_DOWN_TIMEOUT
+from launchers.defaults import (
+    FRONT_LOG_LINES,
+    SERVICE_COLD_START_WAIT_SECONDS,
+    SERVICE_DOWN_TIMEOUT,
+)
 from launchers.errors import FrontEnded, InputError, RuntimeFailure, SubmitError
 from launchers.input import probe as node_probe
 from launchers.input.planner import plan_for
@@ -44,6 +48,7 @@ from launchers.service.definition import (
     check_front_port,
     check_front_time,
     check_handover,
+    check_idle,
     check_name,
     check_replicas,
     event_stamp,
@@ -206,6 +211,9 @@ class Service:
             "message": state.message if state else "",
             "desired": spec.desired,
             "replicas_wanted": spec.replicas,
+            "min_replicas": spec.least,
+            "idle_seconds": spec.idle_seconds if spec.idles else None,
+            "last_request": state.last_request if state else None,
             "url": front.url if front else None,
             "front": None if front is None else front.model_dump(mode="json"),
             "front_ended": why_no_front,
@@ -426,6 +434,7 @@ class Services:
         """What ``up`` would do with ``request``, everything checked; nothing written."""
         check_name(name)
         check_replicas(settings.replicas)
+        check_idle(settings.replicas, settings.min_replicas, settings.idle_seconds is not None)
         try:
             check_front_port(settings.front_port)
         except ValueError as exc:
@@ -483,10 +492,10 @@ class Services:
         probe = plan_for(config)
         check_handover(settings.handover_seconds, config.slurm, request.time is not None)
         check_front_python(sys.executable if settings.front == "here" else probe.python)
+        given = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
         return ServiceSpec(
             name=name, request=request, python=probe.python,
-            key_file=store.key_file(directory), created_at=time.time(),
-            **dataclasses.asdict(settings),
+            key_file=store.key_file(directory), created_at=time.time(), **given,
         )  # fmt: skip
 
     def _start_front(self, svc: Service, spec: ServiceSpec, front: str) -> Service:
@@ -522,14 +531,19 @@ def never_started(svc: Service) -> bool:
 @dataclass(frozen=True)
 class UpSettings:
     """A service's own settings, given to ``up`` beside the replicas' request (``service
-    up``'s --replicas, --handover, --front, --front-port and --front-time); checked by
-    ``up``, and kept in the service's spec."""
+    up``'s --replicas, --handover, --front, --front-port, --front-time, --min-replicas,
+    --idle and --cold-start-wait); checked by ``up``, and kept in the service's spec.
+    ``min_replicas`` None: as many as ``replicas`` (never idle); ``idle_seconds`` None:
+    not given (the spec's default)."""
 
     replicas: int
     handover_seconds: float
     front: Literal["job", "here"]
     front_port: int
     front_time: str
+    min_replicas: int | None = None
+    idle_seconds: float | None = None
+    cold_start_wait_seconds: float = SERVICE_COLD_START_WAIT_SECONDS
 
 
 @dataclass(frozen=True)

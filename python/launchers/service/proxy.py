@@ -12,7 +12,13 @@ loopback only, and the one public port is this proxy, which
   with the service's internal key in its place (the router passes that to the replicas,
   which check it again; no user key ever reaches them);
 - answers ``GET /health`` without a key (200 while a replica is routed, else 503), so
-  load balancers and ``service status`` can look;
+  load balancers and ``service status`` can look (neither it nor ``/metrics`` counts as
+  a request: they never keep an idle service awake);
+- holds a request that finds no replica routed (an idle service, or one starting) until
+  the controller routes one, at most ``cold_start_wait`` seconds, telling the controller
+  it waits (``service.activity``: an idle service wakes on its next tick); past that
+  wait: 503 with ``Retry-After`` and what the service is doing (a replica pending in
+  SLURM's queue and why, or loading since when);
 - answers ``GET /metrics`` itself (the front's own metrics: ``service.frontmetrics``) to
   a scrape key or the internal key; never the router's;
 - refuses everything else with 404, the router's admin routes included.
@@ -54,7 +60,9 @@ from launchers.defaults import (
     FRONT_MAX_BODY_BYTES,
     FRONT_UPSTREAM_CONNECTIONS,
     HEALTH_PATH,
+    SERVICE_RETRY_AFTER_SECONDS,
 )
+from launchers.service.activity import Activity
 from launchers.service.frontmetrics import NO_KEY, FrontMetrics
 from launchers.service.keys import Caller, KeyRing
 from launchers.service.usage import StreamScanner, UsageBook, ask_for_usage, tokens_in_body
@@ -215,10 +223,15 @@ def make_app(
     keys: KeyRing | None = None,  # the users' keys (None: ``key`` alone, as `default`)
     usage: UsageBook | None = None,  # where answers are counted (None: new ones)
     metrics: FrontMetrics | None = None,
+    activity: Activity | None = None,  # shared with the controller (None: a new one)
+    cold_start_wait: float = 0.0,  # 0: no wait (a service that never idles)
+    waking: Callable[[], str] = lambda: "no replica is routed",
 ) -> web.Application:
     """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
     at most ``upstream_limit`` connections at once (0: no limit of its own; the front
-    sizes it, ``front.upstream_limit``)."""
+    sizes it, ``front.upstream_limit``). A request that finds no replica routed
+    (``healthy()`` false) waits up to ``cold_start_wait`` seconds for one (0: not at all;
+    woken through ``activity``); past it, its 503 says ``waking()``."""
     import aiohttp
     from aiohttp import web
     from yarl import URL
@@ -242,7 +255,8 @@ def make_app(
         healthy=healthy, book=usage if usage is not None else UsageBook(),
         counted=metrics if metrics is not None else FrontMetrics(), base=base,
         session=lambda request: request.app[session_key], max_body=max_body,
-        body_timeout=body_timeout,
+        body_timeout=body_timeout, activity=activity if activity is not None else Activity(),
+        cold_start_wait=cold_start_wait, waking=waking,
     )  # fmt: skip
     app = web.Application(client_max_size=max_body)
     app.on_startup.append(start)
@@ -267,6 +281,9 @@ class _Door:
     session: Callable[[web.Request], aiohttp.ClientSession]
     max_body: int
     body_timeout: float
+    activity: Activity
+    cold_start_wait: float
+    waking: Callable[[], str]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
@@ -348,6 +365,11 @@ class _Door:
         except TimeoutError:
             return refuse(408, f"the request body did not arrive within {self.body_timeout:g} s",
                           "request_timeout")  # fmt: skip
+        self.activity.requested()
+        if self.cold_start_wait > 0 and not self.healthy():
+            cold = await self.cold_start(request, outcome)
+            if cold is not None:
+                return cold
         body, strip = ask_for_usage(path, body)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in _HOP and k.lower() != "authorization"}  # fmt: skip
@@ -371,6 +393,31 @@ class _Door:
         except aiohttp.ClientError as exc:
             outcome.status = 502
             return _error(502, f"the router did not answer: {exc}", "bad_gateway")
+
+    async def cold_start(self, request: web.Request, outcome: _Outcome) -> web.Response | None:
+        """No replica is routed: wait until the controller routes one (an idle service
+        is woken by this wait), at most ``cold_start_wait`` seconds. None once one is
+        routed; else the 503 that says what the service is doing (or, for a client
+        that has gone meanwhile, a 499 nobody reads: nothing is forwarded for it)."""
+        from aiohttp import web
+
+        began = time.monotonic()
+        came = await self.activity.until_routed(self.healthy, self.cold_start_wait)
+        self.counted.cold_started(time.monotonic() - began)
+        if request.transport is None or request.transport.is_closing():
+            outcome.status = 499
+            return web.Response(status=499)
+        if came:
+            return None
+        outcome.status = 503
+        response = _error(
+            503,
+            f"no replica of the service is ready after waiting {self.cold_start_wait:g} s: "
+            f"{self.waking()}; try again in {SERVICE_RETRY_AFTER_SECONDS} s",
+            "service_unavailable",
+        )
+        response.headers["Retry-After"] = str(SERVICE_RETRY_AFTER_SECONDS)
+        return response
 
     async def pass_stream(
         self,
