@@ -34,6 +34,23 @@ def _offline():
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
+def _cached(target, kwargs):
+    """A hub id's snapshot in the Hugging Face cache ($HF_HUB_CACHE), as Transformers
+    finds one offline; None when it is not there."""
+    cache = os.environ.get("HF_HUB_CACHE")
+    if not cache:
+        return None
+    folder = os.path.join(cache, "models--" + target.replace("/", "--"))
+    revision = kwargs.get("revision") or "main"
+    try:
+        with open(os.path.join(folder, "refs", revision), encoding="utf-8") as fh:
+            revision = fh.read().strip()
+    except OSError:
+        pass
+    snapshot = os.path.join(folder, "snapshots", revision)
+    return snapshot if os.path.isdir(snapshot) else None
+
+
 def _hub(target, name):
     if _offline():
         raise OSError(
@@ -55,7 +72,7 @@ class AutoConfig:
     def from_pretrained(target, **kwargs):
         _record("config", target)
         if not os.path.isdir(target):
-            _hub(target, "config.json")
+            target = _cached(target, kwargs) or _hub(target, "config.json")
         path = os.path.join(target, "config.json")
         if not os.path.isfile(path):
             raise OSError(f"{target} does not appear to have a file named config.json. "
@@ -84,7 +101,7 @@ class AutoTokenizer:
     def from_pretrained(target, **kwargs):
         _record("tokenizer", target)
         if not os.path.isdir(target):
-            _hub(target, "tokenizer_config.json")
+            target = _cached(target, kwargs) or _hub(target, "tokenizer_config.json")
         path = os.path.join(target, "tokenizer.json")
         if not os.path.isfile(path):
             raise ValueError(
