@@ -200,7 +200,7 @@ def test_doctor_offline_reaches_the_nodes_program(
     # The login side: MODEL as the argument (not a job id), --offline passed to the step.
     seen: dict[str, Any] = {}
 
-    def run(prefix: list[str], plan_json: str, *args: Any, **kwargs: Any) -> tuple[list, str]:
+    def run(prefix: list[str], plan_json: str, *args: Any, **kwargs: Any) -> tuple[list[Any], str]:
         seen.update(kwargs, model=json.loads(plan_json)["model"])
         return [], ""
 
