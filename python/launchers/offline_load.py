@@ -4,8 +4,10 @@ Transformers' own ``AutoConfig`` and ``AutoTokenizer`` (what vLLM calls when it 
 never imported by this process. Below ``vllm-hpc stage`` (after the download, on the
 login node) and the node runtime (``doctor --offline``, on a node), which both ask it.
 
-The answer is one marked JSON line (Transformers may log around it); which file is
-missing or wrong is named here (``culprit``, pure) from what the child saw.
+The repository's own code is never run (``trust_remote_code=False``, so Transformers
+never asks on the terminal whether to run it) and the child's stdin is empty. The answer
+is one marked JSON line (Transformers may log around it); which file is missing or wrong
+is named here (``culprit``, pure) from what the child saw.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ def say(**answer):
 def short(exc):
     return (type(exc).__name__ + ": " + str(exc))[:600]
 
+def failed(what, exc):
+    # Custom code (auto_map) runs only with --trust-remote-code: never here.
+    if "trust_remote_code" in str(exc):
+        say(skipped=f"its {{what}} needs the repository's own code (--trust-remote-code): "
+                    "not run here")
+    say(failed=what, transformers=version, error=short(exc))
+
 if local:
     for name in {JSON_FILES!r}:
         if name in files:
@@ -58,12 +67,13 @@ if local:
             except (OSError, ValueError) as exc:
                 say(failed="config" if name == "config.json" else "tokenizer", file=name,
                     error=short(exc))
-            if isinstance(data, dict) and "auto_map" in data and name != "tokenizer.json":
-                say(skipped=f"{{name}} names custom code (auto_map): it loads only with "
-                            "--trust-remote-code, not run here")
     if "tekken.json" in files and "tokenizer_config.json" not in files:
         say(skipped="a Mistral tokenizer (tekken.json): vLLM loads it with mistral_common")
-kwargs = {{}} if local or revision is None else {{"revision": revision}}
+# trust_remote_code=False: never the repository's own code, and never Transformers'
+# prompt asking whether to run it.
+kwargs = {{"trust_remote_code": False}}
+if not local and revision is not None:
+    kwargs["revision"] = revision
 try:
     import transformers
     from transformers import AutoConfig, AutoTokenizer
@@ -73,13 +83,13 @@ version = str(getattr(transformers, "__version__", "?"))
 try:
     config = AutoConfig.from_pretrained(target, **kwargs)
 except Exception as exc:
-    say(failed="config", transformers=version, error=short(exc))
+    failed("config", exc)
 try:
     tokenizer = AutoTokenizer.from_pretrained(target, **kwargs)
     tokenizer.encode("Hello, world")
     size = len(tokenizer)
 except Exception as exc:
-    say(failed="tokenizer", transformers=version, error=short(exc))
+    failed("tokenizer", exc)
 say(transformers=version, config=type(config).__name__, tokenizer=type(tokenizer).__name__,
     vocab=size)
 """
@@ -132,10 +142,11 @@ def culprit(what: str, error: str, files: Sequence[str], file: str | None = None
 def parse(stdout: str, python: str, files: Sequence[str] = ()) -> LoadCheck | None:
     """The child's marked line as a ``LoadCheck`` (None: no such line)."""
     for line in reversed(stdout.splitlines()):
-        if not line.startswith(MARK):
+        _, mark, rest = line.partition(MARK)  # a prompt without its newline may precede it
+        if not mark:
             continue
         try:
-            data: Any = json.loads(line[len(MARK) :])
+            data: Any = json.loads(rest)
         except ValueError:
             return None
         return _answer(data, python) if isinstance(data, dict) else None
@@ -180,7 +191,9 @@ def load_offline(
     python = shown or python_argv[-1]
     env = {**environ, **OFFLINE_ENV}
     try:
-        done = _proc.run([*python_argv, "-c", SCRIPT, target, revision], env=env, timeout=timeout)
+        done = _proc.run(
+            [*python_argv, "-c", SCRIPT, target, revision], env=env, timeout=timeout, input_text=""
+        )
     except OSError as exc:
         return LoadCheck("unavailable", python, f"cannot run {python} ({exc.strerror or exc})")
     except subprocess.TimeoutExpired:

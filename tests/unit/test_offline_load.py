@@ -65,6 +65,8 @@ def test_the_answer_is_the_marked_line_whatever_is_logged_around_it() -> None:
         "config (LlamaConfig) and tokenizer (T, 7 tokens) load offline with Transformers 5.0 "
         "in /p/python"
     )
+    prompted = f"Do you wish to run the custom code? [y/N] {MARK}{json.dumps(answer)}\n"
+    assert parse(prompted, "/p/python") == found
     assert parse("no answer\n", "/p/python") is None
     assert parse(f"{MARK}[1]\n", "/p/python") is None
     failed = parse(
@@ -97,20 +99,29 @@ def test_the_child_loads_offline_with_the_callers_environment(tmp_path: Path) ->
     assert hub.problem.startswith("config.json missing (OSError: We couldn't connect to"), hub
 
 
+NEEDS_CODE = "needs the repository's own code (--trust-remote-code): not run here"
+
+
 @pytest.mark.parametrize(
-    ("files", "expected"),
+    ("files", "status", "detail"),
     [
         ({"config.json": b'{"model_type": "x", "auto_map": {"AutoConfig": "c.X"}}'},
-         "config.json names custom code (auto_map): it loads only with --trust-remote-code"),
+         "skipped", f"its config {NEEDS_CODE}"),
         ({"tokenizer_config.json": b'{"auto_map": {"AutoTokenizer": ["t.T", null]}}'},
-         "tokenizer_config.json names custom code (auto_map)"),
+         "skipped", f"its tokenizer {NEEDS_CODE}"),
+        # Transformers has the architecture itself: the auto_map is not needed, it loads.
+        ({"config.json": b'{"model_type": "llama", "auto_map": {"AutoConfig": "c.X"}}'},
+         "loaded", "config (LlamaConfig) and tokenizer"),
     ],
 )  # fmt: skip
-def test_custom_code_is_not_run(tmp_path: Path, files: dict[str, bytes], expected: str) -> None:
+def test_custom_code_is_not_run(
+    tmp_path: Path, files: dict[str, bytes], status: str, detail: str
+) -> None:
     python = python_with_transformers(tmp_path / "py")
     found = load_offline([str(python)], str(_model(tmp_path / "m", **files)), {})
-    assert found.status == "skipped" and found.detail.startswith(expected), found
-    assert calls(tmp_path / "py") == []
+    assert found.status == status and found.detail.startswith(detail), found
+    # Refused outright: Transformers never asks (on the user's terminal) whether to run it.
+    assert {c["call"] for c in calls(tmp_path / "py")} <= {"config", "tokenizer"}
 
 
 def test_a_mistral_tokenizer_is_not_loaded_by_transformers(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@
 6. Load the config and the tokenizer from the copy, offline (``HF_HUB_OFFLINE=1``), in
    the nodes' Python (``$VLLM_HPC_PYTHON``, else this one; this one when that one cannot
    be asked): one that does not load fails here, naming the file, and the copy is not
-   recorded. Without Transformers anywhere it is said and not checked.
+   recorded. Without Transformers anywhere it is said and not checked; the repository's
+   own code is never run.
 7. Record: the manifest (``tokenizer_checked``), then (last) ``refs/<revision>``: only
    now does the copy count.
 """

@@ -51,6 +51,23 @@ def _cached(target, kwargs):
     return snapshot if os.path.isdir(snapshot) else None
 
 
+def _custom_code(target, data, kwargs):
+    """Transformers with a repository's own code: asks on stdin whether to run it when
+    trust_remote_code is not given (as Transformers does), refuses it when it is False."""
+    if not isinstance(data, dict) or "auto_map" not in data:
+        return
+    if kwargs.get("trust_remote_code") is None:
+        answer = input("Do you wish to run the custom code? [y/N] ")
+        _record("ran custom code" if answer.lower() == "y" else "refused custom code", target)
+    if not kwargs.get("trust_remote_code"):
+        raise ValueError(
+            f"The repository {target} contains custom code which must be executed to correctly "
+            "load the model. You can inspect the repository content at "
+            f"https://hf.co/{target} . Please pass the argument `trust_remote_code=True` to "
+            "allow custom code to be run."
+        )
+
+
 def _hub(target, name):
     if _offline():
         raise OSError(
@@ -79,6 +96,8 @@ class AutoConfig:
                           "Checkout 'https://huggingface.co/None/tree/None' for available files.")
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
+        if data.get("model_type") != "llama":  # Transformers' own: llama only, here
+            _custom_code(target, data, kwargs)
         if "model_type" not in data:
             raise ValueError(f"Unrecognized model in {target}. Should have a `model_type` key "
                              "in its config.json.")
@@ -102,6 +121,10 @@ class AutoTokenizer:
         _record("tokenizer", target)
         if not os.path.isdir(target):
             target = _cached(target, kwargs) or _hub(target, "tokenizer_config.json")
+        config = os.path.join(target, "tokenizer_config.json")
+        if os.path.isfile(config):
+            with open(config, encoding="utf-8") as fh:
+                _custom_code(target, json.load(fh), kwargs)
         path = os.path.join(target, "tokenizer.json")
         if not os.path.isfile(path):
             raise ValueError(
