@@ -218,7 +218,7 @@ def test_doctor_network_reaches_the_nodes_command(monkeypatch: pytest.MonkeyPatc
     assert "--network" not in doctor_run.doctor_argv("py", "p.json", "/d", 120)
     seen: dict[str, Any] = {}
 
-    def run_node(*args: Any) -> int:
+    def run_node(*args: Any, **kwargs: Any) -> int:
         seen["network"] = args[-1]
         return 0
 

@@ -1,6 +1,7 @@
 """Loading from parallel file systems: the pure decision as a table of faked file system
 types, the probe on this machine's own /proc and a faked mount table, and the node runtime
-passing ``--safetensors-load-strategy prefetch`` as a typed update of its vllm serve."""
+passing ``--safetensors-load-strategy prefetch`` as a typed update of its vllm serve; a
+node told to run offline with a hub id it has no copy of stops before vllm serve starts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 
 from launchers import _proc
-from launchers.errors import UnsupportedFeatureError
+from launchers.errors import RuntimeFailure, UnsupportedFeatureError
+from launchers.jobdir import jobfiles
 from launchers.plan import loading
 from launchers.plan.commands import ServeStart, check_installed
 from launchers.plan.launch import LaunchPlan
@@ -21,6 +23,8 @@ from launchers.plan.loading import FsFacts, decide_loading
 from launchers.runtime import context as context_module
 from launchers.runtime import fsprobe
 from launchers.runtime.run import run_plan
+
+from .helpers.runtime import read_failure
 
 GIB = 2**30
 WEKA_UNPUBLISHED = 0x12345678  # WekaFS publishes no magic number: its mount type tells
@@ -217,3 +221,94 @@ def test_the_doctor_says_what_the_file_system_makes_of_loading(
         f"model in {os.path.realpath(model)} on BeeGFS (statfs 0x19830326): "
         "--safetensors-load-strategy prefetch"
     )
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hf_cache_with(cache: Path, repo_id: str, revision: str = "main") -> None:
+    """``repo_id`` in a Hugging Face cache as huggingface_hub leaves it (a ref, a snapshot)."""
+    folder = cache / f"models--{repo_id.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / revision).write_text(COMMIT)
+    (folder / "snapshots" / COMMIT).mkdir(parents=True)
+    (folder / "snapshots" / COMMIT / "config.json").write_text("{}")
+
+
+NOT_HERE = (
+    "model org/tiny: not staged and not in this node's Hugging Face cache ({cache}), and the "
+    "node runs offline ({switch}): vLLM would only retry the hub (run: vllm-hpc stage "
+    "org/tiny{revision} on the login node)"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "cached", "switch", "revision"),
+    [
+        ({"HF_HUB_OFFLINE": "1"}, (), None, "HF_HUB_OFFLINE=1", ""),
+        ({"TRANSFORMERS_OFFLINE": "yes"}, (), None, "TRANSFORMERS_OFFLINE=yes", ""),
+        ({"HF_HUB_OFFLINE": "1"}, ("--revision", "v2"), "main", "HF_HUB_OFFLINE=1",
+         " --revision v2"),
+        ({"HF_HUB_OFFLINE": "1"}, (), "main", None, ""),
+        ({"HF_HUB_OFFLINE": "1"}, ("--revision", COMMIT), "main", None, ""),
+        ({"HF_HUB_OFFLINE": "0"}, (), None, None, ""),
+        ({}, (), None, None, ""),
+    ],
+)  # fmt: skip
+def test_a_hub_id_offline_without_a_copy_is_refused_on_the_node(
+    tmp_path: Path,
+    env: dict[str, str],
+    args: tuple[str, ...],
+    cached: str | None,
+    switch: str | None,
+    revision: str,
+) -> None:
+    cache = tmp_path / "hub"
+    if cached:
+        hf_cache_with(cache, "org/tiny", cached)
+    env = {**env, "HF_HUB_CACHE": str(cache)}
+    if switch is None:
+        fsprobe.check_offline_source("org/tiny", args, env)
+        return
+    with pytest.raises(RuntimeFailure) as caught:
+        fsprobe.check_offline_source("org/tiny", args, env)
+    assert caught.value.one_line() == NOT_HERE.format(cache=cache, switch=switch, revision=revision)
+
+
+def test_a_model_directory_is_never_refused_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "org" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # "org/tiny" is a directory here
+    fsprobe.check_offline_source("org/tiny", (), {"HF_HUB_OFFLINE": "1"})
+    fsprobe.check_offline_source(str(tmp_path / "org" / "tiny"), (), {"HF_HUB_OFFLINE": "1"})
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_every_node_of_a_forced_offline_job_stops_before_vllm_serve(
+    tmp_path: Path,
+    make_plan: Callable[..., LaunchPlan],
+    serve_argv: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    rank: int,
+) -> None:
+    """The user set HF_HUB_OFFLINE=1 for a hub model not staged: the leader and the Ray
+    worker (which loads weights too) each stop at once with the one line, recorded."""
+    monkeypatch.chdir(tmp_path)
+    plan = make_plan(model="org/tiny", nodes=2, gpus_per_node=1, pp=2, no_api_key=True,
+                     job_root=str(tmp_path / "jobs"), env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert plan.runtime == "ray" and plan.roles[1].serve is None
+    cache = tmp_path / "hub"
+    environ = {"PATH": "/usr/bin", "HF_HUB_CACHE": str(cache)}
+    with pytest.raises(RuntimeFailure) as caught:
+        run_plan(plan, rank=rank, job_id="9", environ=environ)
+    why = NOT_HERE.format(cache=cache, switch="HF_HUB_OFFLINE=1", revision="")
+    assert caught.value.one_line() == why
+    assert serve_argv == []  # nothing started, Ray included
+    job_dir = Path(plan.paths.for_job("9").job_dir)
+    if rank == 0:
+        ending = jobfiles.read(job_dir / "endpoint.json", jobfiles.Endpoint)
+        assert ending is not None and (ending.state, ending.message) == ("FAILED", why)
+    else:
+        failure = read_failure(job_dir, 1)
+        assert failure is not None and failure.message == why

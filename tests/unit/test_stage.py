@@ -1,23 +1,32 @@
 """``vllm-hpc stage`` against a hub on loopback (``helpers.fakehub``: the routes
 huggingface_hub uses): a model staged and verified, a dry run that downloads nothing,
 a gated model without a token, a shard served cut short, a stage cut off and resumed,
-and the token: read from a 0600 file, sent to the hub, found nowhere else."""
+the token (read from a 0600 file, sent to the hub, found nowhere else), and the copy's
+config and tokenizer loaded offline in the nodes' Python (a stand-in Transformers,
+``helpers.faketransformers``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from launchers.jobdir.modelstore import staged_copy, staged_dir
+from launchers.stage.run import check_tokenizer
 
 from .conftest import assert_one_clear_line
 from .helpers.cli import run
 from .helpers.fakehub import Hub, Repo, serve
+from .helpers.faketransformers import (
+    TOKENIZER_CONFIG_JSON,
+    TOKENIZER_JSON,
+    calls,
+    python_with_transformers,
+)
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SHARDS = {"model-00001-of-00002.safetensors": b"\x01" * 3000,
@@ -27,8 +36,8 @@ INDEX = json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors",
 FILES = {
     "config.json": b'{"model_type": "llama"}',
     "generation_config.json": b"{}",
-    "tokenizer.json": b'{"version": "1.0"}',
-    "tokenizer_config.json": b"{}",
+    "tokenizer.json": TOKENIZER_JSON,
+    "tokenizer_config.json": TOKENIZER_CONFIG_JSON,
     "model.safetensors.index.json": INDEX,
     **SHARDS,
     "consolidated.safetensors": b"\x03" * 5000,
@@ -83,6 +92,14 @@ def test_a_model_is_staged_verified_and_recorded(hub: Hub, tmp_path: Path) -> No
     assert staged_dir(str(store), "org/tiny", "main") == copy
     assert f"staged org/tiny at main (commit {COMMIT})" in out
     assert str(copy) in out and "verified: size+sha256" in out
+    # The nodes' Python (/opt/venv/bin/python, the helper's) is not here, this one has no
+    # Transformers: said in one line, not a failure, and recorded as not checked.
+    assert manifest["tokenizer_checked"] is False
+    [line] = [line for line in out.splitlines() if "tokenizer:" in line]
+    assert line == (
+        "  tokenizer: not checked: the nodes' Python: cannot run /opt/venv/bin/python (No such "
+        f"file or directory); this Python: Transformers is not importable for {sys.executable}"
+    )
 
 
 def test_a_dry_run_lists_files_and_sizes_and_downloads_nothing(hub: Hub, tmp_path: Path) -> None:
@@ -249,3 +266,104 @@ def test_a_model_directory_served_as_a_repository_is_staged_whole(hub: Hub, tmp_
     for name in top:
         assert (copy / name).read_bytes() == sources[name]
     assert not (copy / "original").exists() and not (copy / ".complete").exists()
+
+
+@pytest.fixture
+def nodes_python(tmp_path: Path) -> Path:
+    """The nodes' Python, with a stand-in Transformers (this one has none)."""
+    return python_with_transformers(tmp_path / "nodes")
+
+
+def test_the_tokenizer_loads_offline_in_the_nodes_python_and_is_recorded(
+    hub: Hub, tmp_path: Path, nodes_python: Path
+) -> None:
+    store = tmp_path / "store"
+    env = {"VLLM_HPC_PYTHON": str(nodes_python), "HF_TOKEN": "hf_fromTheShell"}
+    code, out, err = stage(hub, store, "org/tiny", env=env)
+    assert code == 0, err
+    copy = copy_of(store)
+    loads = calls(tmp_path / "nodes")
+    assert [(c["call"], c["target"]) for c in loads] == [
+        ("config", str(copy)), ("tokenizer", str(copy))
+    ]  # fmt: skip
+    for load in loads:  # offline, and the shell's token is not handed to the child
+        assert (load["HF_HUB_OFFLINE"], load["TRANSFORMERS_OFFLINE"]) == ("1", "1"), load
+        assert load["HF_TOKEN"] is None, load
+    manifest = json.loads((copy / "vllm-hpc-staged.json").read_text())
+    assert manifest["tokenizer_checked"] is True
+    assert (
+        "  tokenizer: config (LlamaConfig) and tokenizer (PreTrainedTokenizerFast, 4 tokens) "
+        f"load offline with Transformers 0.0.test in {nodes_python}\n"
+    ) in out
+    code, out, err = stage(hub, store, "org/tiny", "--json", env=env)
+    assert code == 0, err
+    assert json.loads(out)["tokenizer_checked"] is True
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        pytest.param(
+            {"tokenizer.json": None},
+            "its tokenizer does not load offline from {copy}: no tokenizer file (tokenizer.json, "
+            "tokenizer.model, vocab.json, vocab.txt, *.tiktoken) (ValueError: Couldn't "
+            "instantiate the backend tokenizer",
+            id="no-vocabulary-file",
+        ),
+        pytest.param(
+            {"tokenizer.json": b'{"version": "1.0"}'},
+            "its tokenizer does not load offline from {copy}: tokenizer.json: Exception: data "
+            "did not match any variant of untagged enum ModelWrapper",
+            id="a-wrong-tokenizer-json",
+        ),
+        pytest.param(
+            {"tokenizer.json": b'{"version": '},
+            "its tokenizer does not load offline from {copy}: tokenizer.json: JSONDecodeError: ",
+            id="tokenizer-json-not-json",
+        ),
+        pytest.param(
+            {"config.json": b'{"architectures": ["X"]}'},
+            "its config does not load offline from {copy}: config.json: ValueError: "
+            "Unrecognized model in {copy}. Should have a `model_type` key",
+            id="config-without-model-type",
+        ),
+    ],
+)
+def test_a_tokenizer_that_does_not_load_offline_fails_the_stage_in_one_line(
+    hub: Hub, tmp_path: Path, nodes_python: Path, change: dict[str, bytes | None], problem: str
+) -> None:
+    files = hub.repos["org/tiny"].files
+    for name, data in change.items():
+        if data is None:
+            del files[name]
+        else:
+            files[name] = data
+    store = tmp_path / "store"
+    code, out, err = stage(hub, store, "org/tiny", env={"VLLM_HPC_PYTHON": str(nodes_python)})
+    copy = copy_of(store)
+    assert code == 1, (out, err)
+    [line] = [line for line in err.splitlines() if line.strip() and "Fetching" not in line]
+    assert line.startswith("Error: model org/tiny: " + problem.format(copy=copy)), err
+    assert "the copy is kept but not recorded" in err
+    # Not recorded, so no job serves it; the files stay, so a second run fetches nothing.
+    assert staged_copy(str(store), "org/tiny", "main") is None
+    assert not (copy / "vllm-hpc-staged.json").exists()
+    assert (copy / "model-00001-of-00002.safetensors").exists()
+
+
+def test_this_python_is_asked_when_the_nodes_python_cannot_be(
+    tmp_path: Path, nodes_python: Path, tiny_model: Callable[..., Path]
+) -> None:
+    """The nodes' Python is not on this machine: this one (here, the stand-in's) loads
+    it, and says which one did; when neither can, one line says so and nothing fails."""
+    model = tiny_model()
+    (model / "tokenizer.json").write_bytes(TOKENIZER_JSON)
+    env = {"VLLM_HPC_PYTHON": "/nonexistent/python"}
+    found = check_tokenizer(model, env, str(nodes_python))
+    assert found.status == "loaded" and found.python == str(nodes_python), found
+    assert found.detail.endswith(
+        "(the nodes' Python: cannot run /nonexistent/python (No such file or directory))"
+    )
+    none = check_tokenizer(model, env, sys.executable)
+    assert none.status == "unavailable", none
+    assert [c["call"] for c in calls(tmp_path / "nodes")] == ["config", "tokenizer"]

@@ -18,42 +18,18 @@ from launchers.errors import InputError, LayoutError
 from launchers.input.planner import plan_for
 from launchers.input.registry import Registry
 from launchers.input.resolve import resolve
-from launchers.jobdir.modelstore import record
 from launchers.plan.launch import LaunchPlan
 from launchers.render.nodes import planned_nodes
 from launchers.render.text import render_plan_json, render_plan_text, render_sbatch
 from launchers.spec.config import ServeConfig, SiteSpec
 from launchers.spec.request import SubmitRequest
-from launchers.spec.staged import StagedFile, StagedManifest
 
 from .conftest import PYTHON, assert_one_clear_line
 from .helpers.cli import run
 from .helpers.fakehub import Hub, Repo, serve
+from .helpers.staged import COMMIT, CONFIG, stage_copy
 
-COMMIT = "c" * 40
-CONFIG = {
-    "model_type": "llama", "num_attention_heads": 4, "num_key_value_heads": 2,
-    "num_hidden_layers": 2, "hidden_size": 128, "intermediate_size": 256,
-    "vocab_size": 2048, "torch_dtype": "bfloat16",
-}  # fmt: skip
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-
-
-def stage_copy(store: Path, repo_id: str = "org/tiny", revision: str = "main") -> Path:
-    """A whole staged copy, as ``stage`` leaves one: the files, the manifest, the ref."""
-    copy = store / repo_id.replace("/", "--") / COMMIT
-    copy.mkdir(parents=True, exist_ok=True)
-    config = json.dumps(CONFIG).encode()
-    (copy / "config.json").write_bytes(config)
-    (copy / "model.safetensors").write_bytes(b"\0" * 2048)
-    files = (StagedFile(path="config.json", size=len(config)),
-             StagedFile(path="model.safetensors", size=2048, sha256="a" * 64))  # fmt: skip
-    manifest = StagedManifest(
-        repo_id=repo_id, revision=revision, commit=COMMIT, endpoint="https://hf.example.org",
-        weights="safetensors", files=files, verified="size+sha256", staged_at=1.0,
-    )  # fmt: skip
-    assert record(str(store), manifest) == copy
-    return copy
 
 
 @pytest.fixture

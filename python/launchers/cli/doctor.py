@@ -19,6 +19,7 @@ DOCTOR_HELP = f"""Preflight checks on the nodes, before GPU time is spent on a m
 \b
   vllm-hpc doctor -m MODEL -N 2 -G 4 -p gpu   a short allocation shaped like the job
   vllm-hpc doctor JOB                          inside a running job's allocation
+  vllm-hpc doctor --offline MODEL -p gpu       does the job need anything from outside?
 
 One line per check and node: the interface chosen and why, RDMA devices, NCCL/Gloo
 environment, the model readable, the node's vLLM (and Ray) against what the plan
@@ -26,7 +27,10 @@ runs, free GPU memory, the leader's ports reachable from
 every node, and a cross-node all-reduce (NCCL on GPUs, Gloo on CPUs) with its
 bandwidth. With --network, a table of every pair of nodes too: reachable over TCP
 or not, latency (round trip of a small message), bandwidth (one {DOCTOR_PAIR_MIB} MiB
-transfer), a pair far below the others marked SLOW. Exits 1 when any check fails, 0
+transfer), a pair far below the others marked SLOW. With --offline, on each node: the
+staged copy the plan serves readable there (every file of its manifest with its size),
+its config and tokenizer loaded in the node's Python with HF_HUB_OFFLINE=1, and what the
+node would fetch from outside (a hub model not staged). Exits 1 when any check fails, 0
 otherwise (warnings included).
 """
 
@@ -40,13 +44,26 @@ otherwise (warnings included).
     help="Measure every pair of nodes over TCP (reachable, latency, bandwidth) and print "
     "the table; a failing pair fails the doctor.",
 )
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Prove on each node that the model needs nothing from outside: its staged copy "
+    "readable there with every file's size, its config and tokenizer loaded offline; a "
+    "hub model not staged fails.",
+)
 @json_option
-def doctor_cmd(timeout: float, network: bool, as_json: bool, request: SubmitRequest) -> None:
+def doctor_cmd(
+    timeout: float, network: bool, offline: bool, as_json: bool, request: SubmitRequest
+) -> None:
     import json
 
     from launchers.observe import doctor_run
 
     extra = list(request.extra_args)
+    if extra and not extra[0].startswith("-") and not _job_id(extra[0]) and not request.model:
+        # Not a job id: the model, as `submit MODEL` takes it.
+        request = request.model_copy(update={"model": extra[0], "extra_args": tuple(extra[1:])})
+        extra = extra[1:]
     if extra and not extra[0].startswith("-"):
         if len(extra) > 1 or request.model:
             raise click.UsageError("give either JOB or the layout options, not both")
@@ -70,7 +87,9 @@ def doctor_cmd(timeout: float, network: bool, as_json: bool, request: SubmitRequ
         plan_json = launch.model_dump_json(indent=2)
         prefix = doctor_run.srun_new(launch.sbatch)
         meet_root, python = launch.paths.root, launch.python
-    rows, _ = doctor_run.run(prefix, plan_json, python, meet_root, nodes, timeout, network=network)
+    rows, _ = doctor_run.run(
+        prefix, plan_json, python, meet_root, nodes, timeout, network=network, offline=offline
+    )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -80,6 +99,13 @@ def doctor_cmd(timeout: float, network: bool, as_json: bool, request: SubmitRequ
         click.echo(f"doctor: {verdict} ({len(rows)} checks on {nodes} node(s))")
     if verdict == "fail":
         sys.exit(EXIT_FAILURE)
+
+
+def _job_id(word: str) -> bool:
+    """``word`` has the form of a job id (a SLURM job's digits, local-<pid>, ...)."""
+    from launchers.jobdir.jobroot import OTHER_JOB_ID, SLURM_JOB_ID
+
+    return bool(SLURM_JOB_ID.fullmatch(word) or OTHER_JOB_ID.fullmatch(word))
 
 
 __all__ = ["doctor_cmd"]

@@ -5,7 +5,8 @@ other command's.
 - ``node run --plan FILE``: play this node's role in a plan (sbatch, submitit, local).
 - ``node wrapper leader|worker|slurm ...``: ``bin/multi-node-serving.sh``'s documented
   flags, as they came; planned by ``launchers.input.wrapper``, run like any plan.
-- ``node doctor --plan FILE --dir DIR [--network]``: one node's preflight checks.
+- ``node doctor --plan FILE --dir DIR [--network] [--offline]``: one node's preflight
+  checks.
 - ``node network [--iface IF] [--node-ip-address IP]``: the fast network as
   ``KEY=VALUE`` lines (for scripts that export them).
 """
@@ -107,7 +108,8 @@ def wrapper_cmd(args: tuple[str, ...]) -> int:
 @click.option("--dir", "meet_dir", required=True, help="Shared directory where the nodes meet.")
 @click.option("--timeout", type=float, default=DOCTOR_TIMEOUT, show_default=True)
 @click.option("--network", is_flag=True, help="Measure every pair of nodes too.")
-def doctor_cmd(plan_file: str, meet_dir: str, timeout: float, network: bool) -> int:
+@click.option("--offline", is_flag=True, help="Prove the model needs nothing from outside.")
+def doctor_cmd(plan_file: str, meet_dir: str, timeout: float, network: bool, offline: bool) -> int:
     """One node's preflight checks (``vllm-hpc doctor`` runs it on every node)."""
     from launchers.runtime.context import node_rank
     from launchers.runtime.doctor import run_node
@@ -121,7 +123,7 @@ def doctor_cmd(plan_file: str, meet_dir: str, timeout: float, network: bool) -> 
         or env.get("SLURM_JOB_NUM_NODES")
         or plan.layout.nodes
     )
-    return run_node(plan, node_rank(env), world, meet_dir, env, timeout, network)
+    return run_node(plan, node_rank(env), world, meet_dir, env, timeout, network, offline=offline)
 
 
 @node_group.command("network")

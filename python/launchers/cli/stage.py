@@ -91,7 +91,9 @@ def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
 
     The copy goes to STORE/ORG--NAME/COMMIT/ as plain files. It is verified (every file
     and every shard the index names has the hub's size and, for the weights, its
-    sha256) and recorded in vllm-hpc-staged.json beside the files;
+    sha256), its config and tokenizer are loaded offline in the nodes' Python
+    ($VLLM_HPC_PYTHON, else this one; said and skipped without Transformers), and it is
+    recorded in vllm-hpc-staged.json beside the files;
     STORE/ORG--NAME/refs/REVISION is written last, so a copy cut short never counts as staged. An
     interrupted stage resumes: run the same command again.
 
@@ -134,6 +136,9 @@ def _as_dict(result: StageResult) -> dict[str, Any]:
     }  # fmt: skip
     if result.copy is not None:
         out["verified"] = result.copy.manifest.verified
+        out["tokenizer_checked"] = result.copy.manifest.tokenizer_checked
+    if result.tokenizer is not None:
+        out["tokenizer"] = result.tokenizer.detail
     return out
 
 
@@ -159,6 +164,9 @@ def _show(result: StageResult, dest: str | None) -> None:
     click.echo(f"  {result.copy.path}")
     click.echo(f"  {len(manifest.files)} files, {_size(manifest.total_bytes)} "
                f"({manifest.weights} weights), verified: {manifest.verified}")  # fmt: skip
+    if result.tokenizer is not None:
+        checked = "" if manifest.tokenizer_checked else "not checked: "
+        click.echo(f"  tokenizer: {checked}{result.tokenizer.detail}")
     # The jobs of the hub id find this copy in the same store (input.resolve).
     words = [plan.repo_id]
     if plan.revision != DEFAULT_REVISION:

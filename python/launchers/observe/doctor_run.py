@@ -34,9 +34,15 @@ LEVELS = {"ok": 0, "warn": 1, "fail": 2}
 
 
 def doctor_argv(
-    python: str, plan_path: str, meet_dir: str, timeout: float, network: bool = False
+    python: str,
+    plan_path: str,
+    meet_dir: str,
+    timeout: float,
+    network: bool = False,
+    offline: bool = False,
 ) -> list[str]:
-    """``network``: the nodes measure every pair too (``--network``)."""
+    """``network``: the nodes measure every pair too (``--network``); ``offline``: they
+    prove the model needs nothing from outside (``--offline``)."""
     return [
         python,
         "-m",
@@ -49,6 +55,7 @@ def doctor_argv(
         meet_dir,
         f"--timeout={timeout:.0f}",
         *(["--network"] if network else []),
+        *(["--offline"] if offline else []),
     ]
 
 
@@ -107,6 +114,7 @@ def run(
     timeout: float,
     environ: Mapping[str, str] | None = None,
     network: bool = False,
+    offline: bool = False,
 ) -> tuple[list[dict[str, Any]], str]:
     """Write the plan where the nodes read it, run the step, return (checks, stderr).
     Off a SLURM login node (no ``srun``) it refuses before anything is written."""
@@ -121,7 +129,7 @@ def run(
     meet = jobdir.ensure_dir(where.root)
     plan_path = Path(where.plan)
     plan_path.write_text(plan_json, encoding="utf-8")
-    argv = [*prefix, *doctor_argv(python, str(plan_path), str(meet), timeout, network)]
+    argv = [*prefix, *doctor_argv(python, str(plan_path), str(meet), timeout, network, offline)]
     done = _proc.run(argv, env=environ, timeout=timeout + 600)
     rows = parse_output(done.stdout)
     missing = nodes - len({r["rank"] for r in rows})

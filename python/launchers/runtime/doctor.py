@@ -9,7 +9,11 @@ all-reduce through ``torch.distributed`` (NCCL on GPUs, Gloo on CPUs) and measur
 With ``--network`` they first measure every pair of nodes over TCP, in rounds of
 disjoint pairs (``runtime.collective.measure_pairs``, meeting at a TCPStore rank 0
 holds): one ``pair`` row per pair, from its lower rank, which the login side draws as a
-table.
+table. With ``--offline`` they prove that the job needs nothing from outside: the staged
+copy the plan serves is readable here, every file of its manifest with its size
+(``offline copy``), and its config and tokenizer load in this node's Python with the
+offline variables set (``offline load``); a hub id with no copy says what would be
+fetched.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ from launchers.defaults import (
     PREFLIGHT_PAIR_SECONDS,
 )
 from launchers.errors import VllmHpcError, WaitTimeout
-from launchers.jobdir.paths import DoctorDir
+from launchers.jobdir.paths import DoctorDir, ModelStore
 from launchers.plan.commands import check_installed
 from launchers.plan.launch import LaunchPlan
+from launchers.plan.staging import OFFLINE_ENV
 from launchers.runtime.collective import Measured, Meeting, measure_pairs
 from launchers.runtime.pairs import Peer, why
 from launchers.spec import versions
@@ -158,6 +163,160 @@ def check_loading(report: Report, plan: LaunchPlan, environ: Mapping[str, str]) 
         facts(serve.model, serve.args, environ), plan.vllm_version, serve.args
     )
     report("loading", "ok", decision.reason)
+
+
+def _copy_problems(copy: Path, files: Sequence[tuple[str, int]]) -> list[str]:
+    """What is wrong here with the files ``(path, size)`` of the copy in ``copy``: each
+    must be a regular file of its size, readable (its first byte read)."""
+    problems = []
+    for name, size in files:
+        path = copy / name
+        try:
+            with path.open("rb") as fh:
+                found = os.fstat(fh.fileno()).st_size
+                fh.read(1)
+        except OSError as exc:
+            problems.append(f"{name}: {exc.strerror or exc}")
+            continue
+        if found != size:
+            problems.append(f"{name}: {found} bytes, the manifest says {size}")
+    return problems
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def check_offline_copy(report: Report, plan: LaunchPlan, environ: Mapping[str, str]) -> str | None:
+    """``doctor --offline``: where this node would read the model from, and what it would
+    fetch from outside. The model to load offline next (None: none to load)."""
+    from launchers.jobdir.modelstore import read_manifest
+    from launchers.runtime import fsprobe
+
+    check, model = "offline copy", plan.model
+    env = {**environ, **plan.env}
+    serve = plan.leader.serve
+    args = serve.args if serve is not None else ()
+    repo_id = plan.staged.repo_id if plan.staged is not None else model
+    stage_fix = f"run: vllm-hpc stage {repo_id} on the login node"
+    if fsprobe.unstaged_hub_id(model):
+        switch = fsprobe.offline_switch(env)
+        revision, cache = fsprobe.revision_of(args), fsprobe.hub_cache(env, args)
+        if switch is None:
+            report(check, "fail", f"not staged: the node would fetch {model} from the hub",
+                   stage_fix)  # fmt: skip
+            return None
+        if not fsprobe.in_hub_cache(model, revision, cache):
+            detail = (f"not staged and not in this node's Hugging Face cache ({cache}), with "
+                      f"{switch}: the job would stop at its start")  # fmt: skip
+            report(check, "fail", detail, stage_fix)
+            return None
+        detail = (f"not staged: {model} is read from this node's Hugging Face cache ({cache}, "
+                  f"{switch}); its files are not checked")  # fmt: skip
+        report(check, "warn", detail, stage_fix)
+        return model
+    copy = Path(os.path.expanduser(model))
+    if not copy.is_dir():
+        report(
+            check,
+            "fail",
+            f"{model} is not a directory on this node",
+            "mount the model store (shared storage) here" if plan.staged else "mount it here",
+        )
+        return None
+    manifest = read_manifest(str(copy / ModelStore.MANIFEST))
+    if manifest is None:
+        if plan.staged is not None:
+            report(check, "fail", f"{copy}: no readable {ModelStore.MANIFEST} on this node",
+                   f"mount the model store here, or {stage_fix} again")  # fmt: skip
+            return None
+        switch = fsprobe.offline_switch(env)
+        if switch is None:
+            detail = (f"the model directory {copy} (not staged: no manifest to check it by); "
+                      "HF_HUB_OFFLINE is not set in the job's env, so a file it lacks would "
+                      "be asked of the hub")  # fmt: skip
+            report(check, "warn", detail, "--env HF_HUB_OFFLINE=1 to be sure nothing is fetched")
+        else:
+            report(check, "ok", f"the model directory {copy} ({switch}; not staged: no "
+                   "manifest to check it by)")  # fmt: skip
+        return str(copy)
+    files = [(f.path, f.size) for f in manifest.files]
+    problems = _copy_problems(copy, files)
+    if problems:
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        detail = f"{copy}: {len(problems)} of {len(files)} files wrong on this node: {shown}"
+        report(check, "fail", detail,
+               f"mount the model store here, or {stage_fix} again (it fetches what is "
+               "missing)")  # fmt: skip
+        return None
+    detail = (f"staged copy of {manifest.repo_id} at {copy} (commit {manifest.commit[:12]}): "
+              f"all {len(files)} files readable here with their sizes "
+              f"({_size(manifest.total_bytes)}); nothing is fetched")  # fmt: skip
+    report(check, "ok", detail)
+    return str(copy)
+
+
+LOAD_LEVELS = {"loaded": "ok", "failed": "fail", "skipped": "warn", "unavailable": "warn"}
+
+
+def check_offline_load(
+    report: Report,
+    plan: LaunchPlan,
+    target: str,
+    environ: Mapping[str, str],
+    python: str = sys.executable,
+) -> None:
+    """``doctor --offline``: the config and the tokenizer of ``target`` load in this
+    node's Python (in the image, with Apptainer/Singularity) with the job's env and the
+    offline variables (``offline_load``)."""
+    from launchers.offline_load import load_offline
+    from launchers.plan.argv import (
+        APPTAINER_RUNTIMES,
+        container_env,
+        in_image,
+        required_binds,
+        wrap_env,
+    )
+    from launchers.runtime import fsprobe
+
+    check, env = "offline load", {**environ, **plan.env}
+    argv, shown = [python], python
+    container = plan.container
+    if container is not None and container.runtime in APPTAINER_RUNTIMES:
+        binds = list(plan.container_binds) or required_binds(plan, environ)
+        argv, shown = in_image(container, binds, ["python3"]), f"python3 in {container.image}"
+        env = {**environ, **wrap_env(container, container_env(environ, {**env, **OFFLINE_ENV}))}
+    elif container is not None:
+        report(check, "warn", f"the tokenizer comes from {container.image}: not loaded here",
+               "run vllm-hpc doctor inside the job (vllm-hpc doctor JOB)")  # fmt: skip
+        return
+    serve = plan.leader.serve
+    revision = "" if os.path.isdir(target) else fsprobe.revision_of(serve.args if serve else ())
+    found = load_offline(argv, target, env, revision=revision, shown=shown)
+    level = LOAD_LEVELS[found.status]
+    fixes = {
+        "failed": f"run: vllm-hpc stage {plan.staged.repo_id} on the login node (it loads the "
+        "tokenizer and names what the copy lacks)"
+        if plan.staged is not None
+        else "give the model directory the file named, or a right one",
+        "skipped": "vLLM loads it at its start: nothing here proves it",
+        "unavailable": "install vLLM (it brings Transformers) for this Python, or point "
+        "--python / VLLM_HPC_PYTHON at the Python that has it",
+    }
+    report(check, level, found.detail, fixes.get(found.status, ""))
+
+
+def check_offline(
+    report: Report, plan: LaunchPlan, environ: Mapping[str, str], python: str = sys.executable
+) -> None:
+    """``doctor --offline``: the copy this node would read, then its config and
+    tokenizer loaded offline in ``python`` (when there is a copy to load)."""
+    target = check_offline_copy(report, plan, environ)
+    if target is not None:
+        check_offline_load(report, plan, target, environ, python)
 
 
 def installed_versions() -> dict[str, str | None]:
@@ -445,6 +604,22 @@ def _run(argv: Sequence[str]) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
+def _this_node(
+    report: Report, plan: LaunchPlan, environ: Mapping[str, str], offline: bool
+) -> tuple[dict[str, str], bool]:
+    """The checks of this node alone: the interface chosen (empty: none) and whether it
+    has GPUs."""
+    chosen = check_network(report, plan.env.get("VLLM_HPC_IFACE"))
+    check_rdma(report)
+    check_comm_env(report, chosen, environ)
+    check_model_readable(report, plan.model)
+    check_loading(report, plan, environ)
+    if offline:
+        check_offline(report, plan, environ)
+    check_software(report, plan, installed_versions())
+    return chosen, check_gpus(report, _run)
+
+
 def run_node(
     plan: LaunchPlan,
     rank: int,
@@ -453,16 +628,13 @@ def run_node(
     environ: Mapping[str, str],
     timeout: float,
     network: bool = False,
+    *,
+    offline: bool = False,
 ) -> int:
-    """``network``: measure every pair of nodes too (``vllm-hpc doctor --network``)."""
+    """``network``: measure every pair of nodes too (``vllm-hpc doctor --network``);
+    ``offline``: prove the model needs nothing from outside (``--offline``)."""
     report = Report(rank, socket.gethostname())
-    chosen = check_network(report, plan.env.get("VLLM_HPC_IFACE"))
-    check_rdma(report)
-    check_comm_env(report, chosen, environ)
-    check_model_readable(report, plan.model)
-    check_loading(report, plan, environ)
-    check_software(report, plan, installed_versions())
-    gpus = check_gpus(report, _run)
+    chosen, gpus = _this_node(report, plan, environ, offline)
     if not chosen:
         return 1
     for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):

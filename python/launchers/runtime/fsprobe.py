@@ -8,6 +8,11 @@ first member of ``struct statfs`` on Linux (``__fsword_t``: a long, an unsigned 
 s390x). The mount's type name (/proc/self/mounts, longest matching mount point, as vLLM
 does) tells what the magic number cannot: WekaFS, and FUSE mounts such as ceph-fuse.
 Nothing here raises: what cannot be read is None, and the decision says "no change".
+
+``check_offline_source`` is the one refusal: a hub id that is neither staged nor in this
+node's Hugging Face cache, on a node whose environment says offline (``HF_HUB_OFFLINE``
+or ``TRANSFORMERS_OFFLINE``), stops the node before ``vllm serve`` starts, where vLLM
+would only retry the hub it may not reach.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from launchers.errors import RuntimeFailure
 from launchers.plan.commands import ServeStart
 from launchers.plan.loading import FsFacts, decide_loading
+from launchers.spec.staged import HUB_ID_RE
 
 STATFS_BUFFER = 256  # larger than struct statfs on every Linux architecture (120 bytes)
+OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_TRUE = ("1", "ON", "YES", "TRUE")  # huggingface_hub's own reading of a switch
 
 
 def statfs_type(path: str) -> int | None:
@@ -145,3 +154,52 @@ def tuned(
     decision = decide_loading(facts(serve.model, serve.args, env), version, serve.args)
     log(decision.reason)
     return serve if decision.strategy is None else serve.loading(decision.strategy)
+
+
+def offline_switch(env: Mapping[str, str]) -> str | None:
+    """The offline variable ``env`` sets (``HF_HUB_OFFLINE=1``), or None."""
+    for key in OFFLINE_SWITCHES:
+        if env.get(key, "").upper() in _TRUE:
+            return f"{key}={env[key]}"
+    return None
+
+
+def revision_of(args: Sequence[str]) -> str:
+    """The revision ``vllm serve`` is given (``--revision``), else ``main``."""
+    return _flag_value(args, "--revision") or "main"
+
+
+def in_hub_cache(model: str, revision: str, cache: str) -> bool:
+    """Whether the Hugging Face cache ``cache`` holds ``model``'s config.json at
+    ``revision`` (a branch the cache has a ref for, or a commit): huggingface_hub's own
+    lookup, no network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(model, "config.json", cache_dir=cache, revision=revision)
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, str)
+
+
+def unstaged_hub_id(model: str) -> bool:
+    """``model`` is a hub id (``org/name``), not a directory on this node."""
+    return not os.path.isdir(model) and HUB_ID_RE.fullmatch(model) is not None
+
+
+def check_offline_source(model: str, args: Sequence[str], env: Mapping[str, str]) -> None:
+    """Refuse a hub id that is neither staged (the plan would have given its directory)
+    nor in this node's Hugging Face cache when ``env`` says offline: vLLM could only
+    retry the hub. RuntimeFailure, naming the model and how to stage it."""
+    switch = offline_switch(env)
+    if switch is None or not unstaged_hub_id(model):
+        return
+    revision, cache = revision_of(args), hub_cache(env, args)
+    if in_hub_cache(model, revision, cache):
+        return
+    stage = model if revision == "main" else f"{model} --revision {revision}"
+    raise RuntimeFailure(
+        f"model {model}: not staged and not in this node's Hugging Face cache ({cache}), "
+        f"and the node runs offline ({switch}): vLLM would only retry the hub",
+        fix=f"run: vllm-hpc stage {stage} on the login node",
+    )

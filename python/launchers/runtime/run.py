@@ -97,6 +97,10 @@ def _play(
         ctx.binds = list(plan.container_binds) or required_binds(plan, env_in)
         ctx.log(f"processes run in {plan.container} (binds: {', '.join(ctx.binds)})")
     role = plan.role_for_rank(rank)
+    # Every node reads the weights: one offline without them stops here, not in vLLM.
+    serve = role.serve or plan.leader.serve
+    if serve is not None:
+        fsprobe.check_offline_source(serve.model, serve.args, ctx.env)
     if role.serve is not None:  # how vLLM reads the checkpoint: from this node's file system
         role = role.model_copy(
             update={"serve": fsprobe.tuned(role.serve, plan.vllm_version, ctx.env, ctx.log)}

@@ -4,8 +4,9 @@ records beside the files it staged (``StagedManifest``, versioned, one writer).
 A staged copy is ``<store>/<org>--<name>/<commit>/`` (``jobdir.paths.ModelStore``):
 plain files, one directory to bind into a container or to give to ``vllm serve``.
 The manifest names the hub id, the revision asked for, the commit it resolved to, each
-file with its size (and sha256 where the hub gives one: its LFS files) and how the copy
-was verified. No token, no header, no URL with credentials ever goes into it.
+file with its size (and sha256 where the hub gives one: its LFS files), how the copy
+was verified and whether its config and tokenizer were loaded offline. No token, no
+header, no URL with credentials ever goes into it.
 
 Pure: the checks of a hub id, a revision and an endpoint, once, at the edge.
 """
@@ -116,6 +117,9 @@ class StagedManifest(Frozen):
     files: tuple[StagedFile, ...]
     verified: Verification
     staged_at: float = Field(ge=0, description="Seconds since the epoch")
+    tokenizer_checked: bool = Field(
+        False, description="The config and the tokenizer were loaded offline from the copy"
+    )
 
     _repo = field_validator("repo_id")(check_hub_id)
     _revision = field_validator("revision")(check_revision)

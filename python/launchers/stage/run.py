@@ -12,7 +12,13 @@
 5. Verify: every chosen file, and every shard the index names, is there with the hub's
    size (and sha256 where the hub gives one). A bad file is named and removed, so the
    same command fetches it again.
-6. Record: the manifest, then (last) ``refs/<revision>``: only now does the copy count.
+6. Load the config and the tokenizer from the copy, offline (``HF_HUB_OFFLINE=1``), in
+   the nodes' Python (``$VLLM_HPC_PYTHON``, else this one; this one when that one cannot
+   be asked): one that does not load fails here, naming the file, and the copy is not
+   recorded. Without Transformers anywhere it is said and not checked; the repository's
+   own code is never run.
+7. Record: the manifest (``tokenizer_checked``), then (last) ``refs/<revision>``: only
+   now does the copy count.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from launchers.defaults import DEFAULT_HF_ENDPOINT, STAGE_WORKERS
@@ -30,6 +37,7 @@ from launchers.errors import InputError
 from launchers.jobdir.modelstore import StagedCopy, record, staged_copy, store_root
 from launchers.jobdir.paths import ModelStore
 from launchers.jobdir.safe import private_dir, read_private_text
+from launchers.offline_load import LoadCheck, load_offline
 from launchers.plan import staging
 from launchers.spec.config import SiteSpec
 from launchers.spec.fields import check_endpoint
@@ -63,10 +71,12 @@ class StagePlan:
 @dataclass(frozen=True)
 class StageResult:
     """``plan``: what was (or, for a dry run, would be) staged; ``copy``: the staged,
-    verified copy (None for a dry run)."""
+    verified copy (None for a dry run); ``tokenizer``: what loading its config and
+    tokenizer offline said (None for a dry run)."""
 
     plan: StagePlan
     copy: StagedCopy | None
+    tokenizer: LoadCheck | None = None
 
 
 def hub_id(model: str, registry_model: Callable[[str], str]) -> str:
@@ -189,6 +199,24 @@ def verify(dest: Path, selection: staging.Selection, *, hashes: bool) -> list[st
     return staging.check_copy(files, sizes, sums, shards)
 
 
+def check_tokenizer(dest: Path, environ: Mapping[str, str], this_python: str) -> LoadCheck:
+    """Load the config and the tokenizer of the copy in ``dest`` offline, in the nodes'
+    Python (``$VLLM_HPC_PYTHON``, else ``this_python``); when that one cannot be run here
+    or has no Transformers, in ``this_python``. The child's environment is ``environ``
+    without ``HF_TOKEN`` (nothing is fetched; the token goes nowhere but the hub)."""
+    env = {k: v for k, v in environ.items() if k != "HF_TOKEN"}
+    nodes = environ.get("VLLM_HPC_PYTHON") or this_python
+    first = load_offline([nodes], str(dest), env)
+    if first.status != "unavailable" or os.path.abspath(nodes) == os.path.abspath(this_python):
+        return first
+    here = load_offline([this_python], str(dest), env)
+    if here.status == "unavailable":
+        detail = f"the nodes' Python: {first.detail}; this Python: {here.detail}"
+        return LoadCheck("unavailable", nodes, detail)
+    detail = f"{here.detail} (the nodes' Python: {first.detail})"
+    return replace(here, detail=detail)
+
+
 def stage(
     request: StageRequest,
     environ: Mapping[str, str],
@@ -196,9 +224,11 @@ def stage(
     registry_model: Callable[[str], str],
     *,
     now: Callable[[], float] = time.time,
+    python: str = sys.executable,
 ) -> StageResult:
     """Stage ``request`` (see the module docstring). ``site``: the site file's settings;
-    ``registry_model``: a registry id's hub id (raises for an unknown one)."""
+    ``registry_model``: a registry id's hub id (raises for an unknown one); ``python``:
+    this Python (asked when the nodes' Python cannot be)."""
     _refuse_offline(environ)
     repo_id = hub_id(request.model, registry_model)
     endpoint = _endpoint(request, site, environ)
@@ -252,6 +282,15 @@ def stage(
             f"model {repo_id}: the copy in {dest} is not whole: {'; '.join(problems)}",
             fix="the files named were removed: run the same command again to fetch them",
         )
+    loaded = check_tokenizer(dest, environ, python)
+    if loaded.status == "failed":
+        raise StageError(
+            f"model {repo_id}: its {loaded.what} does not load offline from {dest}: "
+            f"{loaded.problem}",
+            fix="the copy is kept but not recorded, so no job uses it: check that the "
+            f"repository has that file (vllm-hpc stage {repo_id} --dry-run lists what is "
+            "staged); a library the error names is installed for the nodes' Python",
+        )
     manifest = StagedManifest(
         repo_id=repo_id,
         revision=request.revision,
@@ -261,9 +300,10 @@ def stage(
         files=tuple(StagedFile(path=f.path, size=f.size, sha256=f.sha256) for f in selection.files),
         verified="size+sha256" if hashes and any(f.sha256 for f in selection.files) else "size",
         staged_at=now(),
+        tokenizer_checked=loaded.status == "loaded",
     )
     record(store, manifest)
     found = staged_copy(store, repo_id, request.revision)
     if found is None:  # the ref and manifest were just written: only a race gets here
         raise StageError(f"model {repo_id}: {dest} was written but cannot be read back")
-    return StageResult(plan_of(selection), found)
+    return StageResult(plan_of(selection), found, loaded)
