@@ -1,6 +1,7 @@
 """The pre-flight's pieces that need no second node: one pair's TCP check against a
-listener here, the leader's line from what failed, and the runtime's reading of the
-check's verdict (the child faked by a log it wrote)."""
+listener here, the leader's line from what failed, the nodes' meeting (threads at an
+in-memory store), and the runtime's reading of the check's verdict (the child faked by a
+log it wrote)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from launchers.jobdir.paths import JobDir
 from launchers.plan.launch import Preflight
 from launchers.runtime import collective, preflight
 from launchers.runtime.pairs import Peer
+
+from .helpers.store import Prefixed, Store
 
 PEERS = {
     0: Peer(0, "node1", "10.0.0.11", "ib0"),
@@ -161,3 +164,66 @@ def test_a_node_that_never_arrived_is_named_with_why(tmp_path: Path) -> None:
     line = failed.value.one_line()
     assert "pre-flight: 2 of 3 nodes reached it: rank 1 never started its runtime" in line
     assert "node3 (10.0.0.13, rank 2) started but did not reach it" in line
+
+
+class FakeDist:
+    """torch.distributed's two stores for the meeting: every node's TCPStore is one
+    in-memory store (the nodes are threads here)."""
+
+    def __init__(self) -> None:
+        self.store = Store()
+
+    def TCPStore(self, *_: Any, **__: Any) -> Store:
+        return self.store
+
+    def PrefixStore(self, prefix: str, store: Store) -> Prefixed:
+        return Prefixed(prefix, store)
+
+
+def _meet_all(nodes: list[tuple[int, int, str, str]]) -> list[Any]:
+    """``_meet`` of each (plan's rank, plan's world, job id, --leader) on a thread: its
+    meeting, or the line it failed with."""
+    dist = FakeDist()
+    out: list[Any] = [None] * len(nodes)
+
+    def node(i: int, rank: int, world: int, job_id: str, leader: str) -> None:
+        args = collective.arguments([
+            "--rank", str(rank), "--world", str(world), "--job-id", job_id,
+            "--leader", leader, "--seconds", "5", "--pair-seconds", "1", "--large-mib", "1",
+            "--arrive-seconds", "3",
+        ])  # fmt: skip
+        try:
+            out[i] = collective._meet(args, dist)[1]
+        except collective.Failed as failed:
+            out[i] = str(failed)
+
+    threads = [threading.Thread(target=node, args=(i, *n)) for i, n in enumerate(nodes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return out
+
+
+def test_nodes_that_plan_on_their_own_meet_at_the_leaders_address() -> None:
+    """A wrapper's workers know neither the leader's job id nor the number of nodes, and
+    each may call itself rank 1: given the leader's address, each takes the leader's keys
+    and world and a rank of its own."""
+    leader = "10.0.0.11:29510"
+    out = _meet_all([(0, 3, "manual-1", leader), (1, 2, "manual-2", leader),
+                     (1, 2, "manual-3", leader)])  # fmt: skip
+    assert all(isinstance(m, collective.Meeting) for m in out), out
+    assert sorted(m.rank for m in out) == [0, 1, 2]
+    assert {m.world for m in out} == {3}
+    assert {m.store.prefix for m in out} == {"manual-1.0"}
+
+
+def test_a_node_beyond_the_leaders_world_is_told_so() -> None:
+    leader = "10.0.0.11:29510"
+    out = _meet_all([(0, 2, "manual-1", leader), (1, 2, "manual-2", leader),
+                     (1, 2, "manual-3", leader)])  # fmt: skip
+    lines = [m for m in out if isinstance(m, str)]
+    assert lines == [
+        "more nodes came to the pre-flight at 10.0.0.11:29510 than the leader's 2 (its "
+        "--ray_cluster_size, or DP_TOTAL / DP_LOCAL)"
+    ]

@@ -41,3 +41,21 @@ class Store:
             self.counts[key] = self.counts.get(key, 0) + amount
             return self.counts[key]
 
+
+class Prefixed:
+    """torch's PrefixStore over a ``Store``: every key under ``prefix/``."""
+
+    def __init__(self, prefix: str, store: Store) -> None:
+        self.prefix, self.store = prefix, store
+
+    def set(self, key: str, value: str) -> None:
+        self.store.set(f"{self.prefix}/{key}", value)
+
+    def get(self, key: str) -> bytes:
+        return self.store.get(f"{self.prefix}/{key}")
+
+    def check(self, keys: list[str]) -> bool:
+        return self.store.check([f"{self.prefix}/{k}" for k in keys])
+
+    def add(self, key: str, amount: int) -> int:
+        return self.store.add(f"{self.prefix}/{key}", amount)
