@@ -8,20 +8,23 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from launchers import waits
+from launchers import _proc, health, installed, waits
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import jobfiles
 from launchers.jobdir.paths import JobDir
 from launchers.plan.launch import Preflight
-from launchers.runtime import collective, preflight
+from launchers.runtime import collective, leader, preflight, ray_cluster
+from launchers.runtime.follower import run_follower
 from launchers.runtime.pairs import Peer
 
+from .helpers.runtime import FakeClock, ctx_for, leader_task, ray_follower
 from .helpers.store import Prefixed, Store
 
 PEERS = {
@@ -100,7 +103,9 @@ class Child:
         return self.code
 
 
-def _finish(tmp_path: Path, log_text: str, code: int = 0) -> list[str]:
+def _finish(
+    tmp_path: Path, log_text: str, code: int = 0, check: Preflight | None = None
+) -> list[str]:
     log = tmp_path / "preflight-0.log"
     log.write_text(log_text)
     said: list[str] = []
@@ -111,7 +116,7 @@ def _finish(tmp_path: Path, log_text: str, code: int = 0) -> list[str]:
     running = preflight.Running(
         child=Child(code),  # type: ignore[arg-type]
         log_path=str(log),
-        check=Preflight(),
+        check=check or Preflight(),
         arrive_seconds=30,
     )
     preflight.finish(ctx, running)
@@ -227,3 +232,78 @@ def test_a_node_beyond_the_leaders_world_is_told_so() -> None:
         "more nodes came to the pre-flight at 10.0.0.11:29510 than the leader's 2 (its "
         "--ray_cluster_size, or DP_TOTAL / DP_LOCAL)"
     ]
+
+
+FIXED = Preflight(port=29510, port_fixed=True)  # the doors whose nodes plan on their own
+
+
+class Passed:
+    """A pre-flight's child (or a Ray worker) that has ended: 0, the check passed."""
+
+    def __init__(self, name: str, argv: list[str], log_path: str) -> None:
+        self.name, self.argv, self.log_path, self.pid = name, argv, log_path, 4242
+        if name == "preflight":
+            Path(log_path).write_text('PREFLIGHT {"ok": true, "line": "faked"}\n')
+
+    def poll(self) -> int:
+        return 0
+
+    def stop(self, grace: float = 0.0) -> None:
+        del grace
+
+
+@pytest.mark.parametrize(
+    ("check", "given"),
+    [(FIXED, ["--leader", "10.0.0.1:29510"]), (Preflight(), [])],
+    ids=["fixed: at the leader's address", "movable: from the leader's file"],
+)
+def test_a_follower_given_the_leaders_address_meets_there_only_at_a_fixed_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check: Preflight, given: list[str]
+) -> None:
+    started: dict[str, list[str]] = {}
+
+    def start(name: str, argv: list[str], **kwargs: Any) -> Passed:
+        started[name] = argv
+        return Passed(name, argv, kwargs["log_path"])
+
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: None)
+    monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
+    monkeypatch.setattr(ray_cluster, "start_ray", start)
+    monkeypatch.setattr(_proc, "start", start)
+    task = replace(ray_follower(), preflight=check)  # given the leader's address, 10.0.0.1
+    assert run_follower(ctx_for(tmp_path, 1, FakeClock()), task) == 0
+    argv = started["preflight"]
+    assert argv[argv.index("--rank") :][:4] == ["--rank", "1", "--world", "2"]
+    assert argv[argv.index("--arrive-seconds") + 2 :] == given  # what follows the deadline
+
+
+def test_a_taken_fixed_preflight_port_fails_the_leader_naming_it_and_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health, "port_free", lambda port: port != 29510)
+    task = replace(leader_task(ray=False), preflight=FIXED)
+    with pytest.raises(RuntimeFailure) as taken:
+        leader.free_ports(ctx_for(tmp_path, 0, FakeClock()), task, None)  # type: ignore[arg-type]
+    line = taken.value.one_line()
+    assert line.startswith("port: the pre-flight port 29510 is already in use on ")
+    assert "--preflight-port (PREFLIGHT_PORT for launch_vllm_node1/2.sh)" in line
+    # a movable one (submit's) moves
+    monkeypatch.setattr(health, "pick_port", lambda first: first)
+    moved = leader.free_ports(
+        ctx_for(tmp_path, 0, FakeClock()),
+        replace(task, preflight=Preflight()),
+        None,  # type: ignore[arg-type]
+    )
+    assert moved.preflight is not None and moved.preflight.port == 29511
+
+
+def test_nodes_that_never_met_at_a_fixed_port_are_told_to_agree_on_it(tmp_path: Path) -> None:
+    text = 'PREFLIGHT {"ok": false, "line": "1 of 2 nodes reached it", "missing": [1]}\n'
+    with pytest.raises(RuntimeFailure) as failed:
+        _finish(tmp_path, text, code=1, check=FIXED)
+    line = failed.value.one_line()
+    assert "must all run it on port 29510 (--preflight-port, PREFLIGHT_PORT" in line
+    assert "or all skip it (--no-preflight, PREFLIGHT=0)" in line
+    with pytest.raises(RuntimeFailure) as failed:  # a movable port: the job's own plan
+        _finish(tmp_path, text, code=1)
+    assert "port 29510" not in failed.value.one_line()
