@@ -31,6 +31,8 @@ is_ip() {  # IPv4 dotted quad, or IPv6
 
 is_port() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1024 && 10#$1 <= 65535)); }
 
+DEFAULT_PREFLIGHT_PORT=29510  # launchers/defaults.py's (a unit test keeps them in step)
+
 dp_node() {
   local role=$1
   shift
@@ -64,15 +66,23 @@ dp_node() {
   is_count "$tp" || die "TP must be a positive number of GPUs per DP rank (got '$tp'; unset it for 1)"
   tp=$((10#$tp))
   [[ "${EP:-1}" == [01] ]] || die "EP must be 0 (dense model) or 1 (expert parallel) (got '$EP')"
+  # The pre-flight: each node plans on its own here and may not share the job root, so
+  # they meet at a FIXED port on NODE1_IP (never moved: no file tells a moved one), the
+  # same on every node: PREFLIGHT_PORT, else vllm-hpc's default. PREFLIGHT=0 skips it.
+  local preflight_port=${PREFLIGHT_PORT:-$DEFAULT_PREFLIGHT_PORT}
+  [[ "${PREFLIGHT:-1}" == [01] ]] ||
+    die "PREFLIGHT must be 1 (check the nodes' collectives before vLLM loads) or 0 (skip it, on every node) (got '$PREFLIGHT')"
+  is_port "$preflight_port" ||
+    die "PREFLIGHT_PORT must be a port number 1024-65535, the same on every node (got '$preflight_port'; unset it for $DEFAULT_PREFLIGHT_PORT)"
+  local preflight=(--preflight-port "$((10#$preflight_port))")
+  [[ "${PREFLIGHT:-1}" == 1 ]] || preflight=(--no-preflight)
   command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' (set VLLM_HPC_PYTHON)"
   local job_id=${SLURM_JOB_ID:-dp-${ip//[:.]/-}-$rpc_port}
   local job_root
   job_root=$("$python" -m launchers job-root) || exit 2
-  # --no-preflight: each node plans on its own here and may not share the job root, so
-  # the nodes cannot agree on where to meet (the sbatch templates and submit run it).
   local plan=(--model "$model" --nodes "$((dp_total / dp_local))"
     --gpus-per-node "$((dp_local * tp))" --dp "$dp_total" --tp "$tp"
-    --dp-rpc-port "$rpc_port" --job-root "$job_root" --no-preflight)
+    --dp-rpc-port "$rpc_port" --job-root "$job_root" "${preflight[@]}")
   [[ "$role" != primary ]] || plan+=(--api-server-count "$last")
   [[ "${EP:-1}" == 0 ]] || plan+=(--ep)
   local backend=${ALL2ALL:-${VLLM_ALL2ALL_BACKEND:-}}

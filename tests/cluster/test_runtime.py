@@ -237,6 +237,9 @@ def test_wrapper_by_hand_on_two_nodes(
         endpoint = wait_endpoint(minicluster, job_dir, READY_TIMEOUT)
         assert endpoint["leader_ip"] == minicluster.addresses[lead_node]
         assert len(endpoint["ray_nodes"]) == 2
+        for rank in (0, 1):  # each planned it on its own; they met at the leader's fixed port
+            log = (job_dir / f"node-{rank}.log").read_text()
+            assert "pre-flight passed" in log and "across 2 nodes" in log, log[-2000:]
         assert ask(minicluster, endpoint) == reference
         # The wrapper door's Ray runs with token auth: a client without it is refused.
         api.assert_ray_refuses_a_stranger(testenv, f"{minicluster.addresses[lead_node]}:6379")
@@ -274,9 +277,8 @@ def test_worker_that_cannot_reach_its_leader(
     )  # fmt: skip
     took = time.monotonic() - start
     assert done.returncode == 1, done.stderr
-    assert f"waited 8 s for the Ray head of the leader at {nobody}:6379, it never opened" in (
-        done.stderr
-    )
+    # the pre-flight comes first: it meets the leader at its fixed port, before Ray
+    assert f"pre-flight: cannot reach the pre-flight's rendezvous {nobody}:29510: " in done.stderr
     assert took < 30
     minicluster.wait_for_no_processes([node], timeout=GONE_TIMEOUT)
 
@@ -297,9 +299,12 @@ def test_leader_whose_worker_never_comes(
     )  # fmt: skip
     took = time.monotonic() - start
     assert done.returncode == 1, done.stderr
-    assert "waited 20 s for 2 Ray nodes, 1 joined: rank 1 never started its runtime" in (
-        done.stderr
-    )
+    # the pre-flight, which the worker would have joined first, names it
+    lead_ip = minicluster.addresses[node]
+    assert (
+        f"pre-flight: 1 of 2 nodes reached the pre-flight at {lead_ip}:29510 within 20 s: "
+        "rank 1 never started its runtime"
+    ) in done.stderr
     assert took < 90, f"took {took:.0f} s"
     endpoint = json.loads((job_dir / "endpoint.json").read_text())
     assert endpoint["state"] == "FAILED" and "rank 1" in endpoint["message"]

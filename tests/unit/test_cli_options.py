@@ -72,6 +72,7 @@ TYPED: dict[str, tuple[list[str], Any]] = {
     "no_api_key": (["--no-api-key"], True),
     "no_ray_auth": (["--no-ray-auth"], True),
     "no_preflight": (["--no-preflight"], True),
+    "preflight_port": (["--preflight-port", "29600"], 29600),
     "container": (["--container", "apptainer:/x.sif"], "apptainer:/x.sif"),
     "vllm_version": (["--vllm-version", "0.11.0"], "0.11.0"),
     "gpu_memory_gib": (["--gpu-memory-gib", "80"], 80.0),

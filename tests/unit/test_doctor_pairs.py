@@ -23,6 +23,8 @@ from launchers.runtime import collective, doctor
 from launchers.runtime.collective import Measured, Meeting
 from launchers.runtime.pairs import Peer
 
+from .helpers.store import Store
+
 
 @pytest.fixture
 def listener() -> Iterator[int]:
@@ -73,42 +75,6 @@ def test_a_peer_that_never_reads_the_large_message_is_large_with_its_round_trip(
         done.set()
         server.close()
     assert found.outcome == "large" and found.rtt_ms is not None and found.gb_per_s is None
-
-
-class Store:
-    """The TCPStore's calls the meeting makes, in memory, shared by threads. Once
-    ``closed`` (rank 0, its holder, has left) every call fails, as a real client's does."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.data: dict[str, bytes] = {}
-        self.counts: dict[str, int] = {}
-        self.closed = False
-
-    def _open(self) -> None:
-        if self.closed:
-            raise RuntimeError("Failed to recv, got 0 bytes: the store's holder has left")
-
-    def set(self, key: str, value: str) -> None:
-        with self.lock:
-            self._open()
-            self.data[key] = value.encode()
-
-    def get(self, key: str) -> bytes:
-        with self.lock:
-            self._open()
-            return self.data[key]
-
-    def check(self, keys: list[str]) -> bool:
-        with self.lock:
-            self._open()
-            return all(k in self.data for k in keys)
-
-    def add(self, key: str, amount: int) -> int:
-        with self.lock:
-            self._open()
-            self.counts[key] = self.counts.get(key, 0) + amount
-            return self.counts[key]
 
 
 def _nodes(world: int, run: Any) -> dict[int, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from launchers.errors import LayoutError
-from launchers.plan.launch import LaunchPlan, fill_placeholders, job_dir_for, plan
+from launchers.errors import InputError, LayoutError
+from launchers.plan.launch import LaunchPlan, Preflight, fill_placeholders, job_dir_for, plan
 from launchers.render.text import (
     quote_with_job_id,
     render_plan_json,
@@ -66,6 +66,20 @@ def test_roles_and_ranks(make_plan: Callable[..., LaunchPlan]) -> None:
     fixed = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, ray_port=6400)
     assert fixed.roles[0].env == {"RAY_ADDRESS": "@LEADER_IP@:6400"}
     assert "--address=@LEADER_IP@:6400" in (fixed.roles[1].ray_argv or ())
+
+
+def test_a_preflight_port_given_is_fixed_and_the_default_moves(
+    make_plan: Callable[..., LaunchPlan],
+) -> None:
+    """The doors whose nodes plan on their own (launch_vllm_node1/2.sh) give the port:
+    fixed, every node plans the same one; submit's default moves when taken."""
+    two = {"model": "llama-3.1-70b-instruct", "nodes": 2, "gpus_per_node": 4}
+    assert make_plan(**two).preflight == Preflight(port=29510, port_fixed=False)
+    given = make_plan(**two, preflight_port=29510).preflight
+    assert given == Preflight(port=29510, port_fixed=True)
+    assert make_plan(**two, preflight_port=29600, no_preflight=True).preflight is None
+    with pytest.raises(InputError, match="--preflight-port: port 6379 is also used for --ray-port"):
+        make_plan(**two, preflight_port=6379)
 
 
 def test_big_dp_plan_has_two_roles(make_plan: Callable[..., LaunchPlan]) -> None:

@@ -1,25 +1,31 @@
 """The pre-flight's pieces that need no second node: one pair's TCP check against a
-listener here, the leader's line from what failed, and the runtime's reading of the
-check's verdict (the child faked by a log it wrote)."""
+listener here, the leader's line from what failed, the nodes' meeting (threads at an
+in-memory store), and the runtime's reading of the check's verdict (the child faked by a
+log it wrote)."""
 
 from __future__ import annotations
 
 import socket
 import struct
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from launchers import waits
+from launchers import _proc, health, installed, waits
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import jobfiles
 from launchers.jobdir.paths import JobDir
 from launchers.plan.launch import Preflight
-from launchers.runtime import collective, preflight
+from launchers.runtime import collective, leader, preflight, ray_cluster
+from launchers.runtime.follower import run_follower
 from launchers.runtime.pairs import Peer
+
+from .helpers.runtime import FakeClock, ctx_for, leader_task, ray_follower
+from .helpers.store import Prefixed, Store
 
 PEERS = {
     0: Peer(0, "node1", "10.0.0.11", "ib0"),
@@ -108,7 +114,9 @@ class Child:
         return self.code
 
 
-def _finish(tmp_path: Path, log_text: str, code: int = 0) -> list[str]:
+def _finish(
+    tmp_path: Path, log_text: str, code: int = 0, check: Preflight | None = None
+) -> list[str]:
     log = tmp_path / "preflight-0.log"
     log.write_text(log_text)
     said: list[str] = []
@@ -119,7 +127,7 @@ def _finish(tmp_path: Path, log_text: str, code: int = 0) -> list[str]:
     running = preflight.Running(
         child=Child(code),  # type: ignore[arg-type]
         log_path=str(log),
-        check=Preflight(),
+        check=check or Preflight(),
         arrive_seconds=30,
     )
     preflight.finish(ctx, running)
@@ -172,3 +180,141 @@ def test_a_node_that_never_arrived_is_named_with_why(tmp_path: Path) -> None:
     line = failed.value.one_line()
     assert "pre-flight: 2 of 3 nodes reached it: rank 1 never started its runtime" in line
     assert "node3 (10.0.0.13, rank 2) started but did not reach it" in line
+
+
+class FakeDist:
+    """torch.distributed's two stores for the meeting: every node's TCPStore is one
+    in-memory store (the nodes are threads here)."""
+
+    def __init__(self) -> None:
+        self.store = Store()
+
+    def TCPStore(self, *_: Any, **__: Any) -> Store:
+        return self.store
+
+    def PrefixStore(self, prefix: str, store: Store) -> Prefixed:
+        return Prefixed(prefix, store)
+
+
+def _meet_all(nodes: list[tuple[int, int, str, str]]) -> list[Any]:
+    """``_meet`` of each (plan's rank, plan's world, job id, --leader) on a thread: its
+    meeting, or the line it failed with."""
+    dist = FakeDist()
+    out: list[Any] = [None] * len(nodes)
+
+    def node(i: int, rank: int, world: int, job_id: str, leader: str) -> None:
+        args = collective.arguments([
+            "--rank", str(rank), "--world", str(world), "--job-id", job_id,
+            "--leader", leader, "--seconds", "5", "--pair-seconds", "1", "--large-mib", "1",
+            "--arrive-seconds", "3",
+        ])  # fmt: skip
+        try:
+            out[i] = collective._meet(args, dist)[1]
+        except collective.Failed as failed:
+            out[i] = str(failed)
+
+    threads = [threading.Thread(target=node, args=(i, *n)) for i, n in enumerate(nodes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return out
+
+
+def test_nodes_that_plan_on_their_own_meet_at_the_leaders_address() -> None:
+    """A wrapper's workers know neither the leader's job id nor the number of nodes, and
+    each may call itself rank 1: given the leader's address, each takes the leader's keys
+    and world and a rank of its own."""
+    leader = "10.0.0.11:29510"
+    out = _meet_all([(0, 3, "manual-1", leader), (1, 2, "manual-2", leader),
+                     (1, 2, "manual-3", leader)])  # fmt: skip
+    assert all(isinstance(m, collective.Meeting) for m in out), out
+    assert sorted(m.rank for m in out) == [0, 1, 2]
+    assert {m.world for m in out} == {3}
+    assert {m.store.prefix for m in out} == {"manual-1.0"}
+
+
+def test_a_node_beyond_the_leaders_world_is_told_so() -> None:
+    leader = "10.0.0.11:29510"
+    out = _meet_all([(0, 2, "manual-1", leader), (1, 2, "manual-2", leader),
+                     (1, 2, "manual-3", leader)])  # fmt: skip
+    lines = [m for m in out if isinstance(m, str)]
+    assert lines == [
+        "more nodes came to the pre-flight at 10.0.0.11:29510 than the leader's 2 (its "
+        "--ray_cluster_size, or DP_TOTAL / DP_LOCAL)"
+    ]
+
+
+FIXED = Preflight(port=29510, port_fixed=True)  # the doors whose nodes plan on their own
+
+
+class Passed:
+    """A pre-flight's child (or a Ray worker) that has ended: 0, the check passed."""
+
+    def __init__(self, name: str, argv: list[str], log_path: str) -> None:
+        self.name, self.argv, self.log_path, self.pid = name, argv, log_path, 4242
+        if name == "preflight":
+            Path(log_path).write_text('PREFLIGHT {"ok": true, "line": "faked"}\n')
+
+    def poll(self) -> int:
+        return 0
+
+    def stop(self, grace: float = 0.0) -> None:
+        del grace
+
+
+@pytest.mark.parametrize(
+    ("check", "given"),
+    [(FIXED, ["--leader", "10.0.0.1:29510"]), (Preflight(), [])],
+    ids=["fixed: at the leader's address", "movable: from the leader's file"],
+)
+def test_a_follower_given_the_leaders_address_meets_there_only_at_a_fixed_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check: Preflight, given: list[str]
+) -> None:
+    started: dict[str, list[str]] = {}
+
+    def start(name: str, argv: list[str], **kwargs: Any) -> Passed:
+        started[name] = argv
+        return Passed(name, argv, kwargs["log_path"])
+
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: None)
+    monkeypatch.setattr(health, "wait_for_port", lambda *a, **k: 0.0)
+    monkeypatch.setattr(ray_cluster, "start_ray", start)
+    monkeypatch.setattr(_proc, "start", start)
+    task = replace(ray_follower(), preflight=check)  # given the leader's address, 10.0.0.1
+    assert run_follower(ctx_for(tmp_path, 1, FakeClock()), task) == 0
+    argv = started["preflight"]
+    assert argv[argv.index("--rank") :][:4] == ["--rank", "1", "--world", "2"]
+    assert argv[argv.index("--arrive-seconds") + 2 :] == given  # what follows the deadline
+
+
+def test_a_taken_fixed_preflight_port_fails_the_leader_naming_it_and_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health, "port_free", lambda port: port != 29510)
+    task = replace(leader_task(ray=False), preflight=FIXED)
+    with pytest.raises(RuntimeFailure) as taken:
+        leader.free_ports(ctx_for(tmp_path, 0, FakeClock()), task, None)  # type: ignore[arg-type]
+    line = taken.value.one_line()
+    assert line.startswith("port: the pre-flight port 29510 is already in use on ")
+    assert "--preflight-port (PREFLIGHT_PORT for launch_vllm_node1/2.sh)" in line
+    # a movable one (submit's) moves
+    monkeypatch.setattr(health, "pick_port", lambda first: first)
+    moved = leader.free_ports(
+        ctx_for(tmp_path, 0, FakeClock()),
+        replace(task, preflight=Preflight()),
+        None,  # type: ignore[arg-type]
+    )
+    assert moved.preflight is not None and moved.preflight.port == 29511
+
+
+def test_nodes_that_never_met_at_a_fixed_port_are_told_to_agree_on_it(tmp_path: Path) -> None:
+    text = 'PREFLIGHT {"ok": false, "line": "1 of 2 nodes reached it", "missing": [1]}\n'
+    with pytest.raises(RuntimeFailure) as failed:
+        _finish(tmp_path, text, code=1, check=FIXED)
+    line = failed.value.one_line()
+    assert "must all run it on port 29510 (--preflight-port, PREFLIGHT_PORT" in line
+    assert "or all skip it (--no-preflight, PREFLIGHT=0)" in line
+    with pytest.raises(RuntimeFailure) as failed:  # a movable port: the job's own plan
+        _finish(tmp_path, text, code=1)
+    assert "port 29510" not in failed.value.one_line()

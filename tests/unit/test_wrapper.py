@@ -16,8 +16,8 @@ import pytest
 from launchers import cli
 from launchers.errors import InputError
 from launchers.input import wrapper
-from launchers.plan.launch import LaunchPlan
-from launchers.runtime import run
+from launchers.plan.launch import LaunchPlan, Preflight
+from launchers.runtime import preflight, run
 
 WRAPPER = Path(__file__).resolve().parents[2] / "bin" / "multi-node-serving.sh"
 STUB = """#!/bin/bash
@@ -127,8 +127,8 @@ def test_serving_leader_is_planned_as_submit_plans_it() -> None:
     assert plan.leader.env["RAY_ADDRESS"] == "@LEADER_IP@:6379"
     assert plan.api_key_file == "/jobs/slurm-7/api_key" and plan.generate_api_key
     assert plan.ray_token_file == TOKEN  # one token file for every node, not the job's
-    # no pre-flight: the wrapper's worker plans without it, so the leader would wait alone
-    assert plan.preflight is None
+    # the pre-flight at a fixed port: the worker, planning on its own, plans the same one
+    assert plan.preflight == Preflight(port=29510, port_fixed=True)
     assert LaunchPlan.model_validate_json(plan.model_dump_json()) == plan
 
 
@@ -166,6 +166,47 @@ def test_every_wrapper_mode_runs_a_plan(monkeypatch: pytest.MonkeyPatch, tmp_pat
     with pytest.raises(SystemExit):
         cli.main(["node", "wrapper", "slurm", f"--plan={plan_file}"])
     assert calls[-1]["plan"] == leader["plan"]
+
+
+@pytest.mark.parametrize(
+    ("more", "check"),
+    [
+        ((), Preflight(port=29510, port_fixed=True)),
+        (("--preflight-port=29600",), Preflight(port=29600, port_fixed=True)),
+        (("--preflight_port", "29600"), Preflight(port=29600, port_fixed=True)),
+        (("--no-preflight",), None),
+    ],
+)
+def test_every_node_plans_the_same_fixed_preflight_or_none(
+    more: tuple[str, ...], check: Preflight | None
+) -> None:
+    """The leader (serving or Ray only) and a worker plan on their own: each plans the
+    pre-flight at the same fixed port (or none with --no-preflight)."""
+    leaders = (["leader", "--ray_cluster_size=2", "--num-gpus=4", "--model=llama-3.1-70b-instruct"],
+               ["leader", "--ray_cluster_size=3"])  # fmt: skip
+    for argv in (*leaders, ["worker", "--ray_address=10.0.0.9"]):
+        args = wrapper.parse([*argv, *more])
+        plan = wrapper.wrapper_plan(args, job_id="7", environ=ENV, python="/p", ray_token=TOKEN)
+        assert plan.preflight == check, argv
+    one = wrapper.parse(["leader", "--model=llama-3.2-3b-instruct", *more])  # one node: none
+    plan = wrapper.wrapper_plan(one, job_id="7", environ=ENV, python="/p", ray_token=TOKEN)
+    assert plan.preflight is None
+
+
+def test_the_worker_meets_the_preflight_at_its_leaders_address(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(run, "run_plan", lambda plan, **kw: calls.append({"plan": plan, **kw}))
+    monkeypatch.setenv("VLLM_HPC_JOB_ROOT", str(tmp_path))
+    for argv in (["leader", "--ray_cluster_size=2", "--preflight-port=29600"],
+                 ["worker", "--ray_address=10.0.0.9:6390", "--preflight-port=29600"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            cli.main(["node", "wrapper", *argv])
+    leader, worker = calls
+    check = worker["plan"].preflight
+    assert leader["plan"].preflight == check == Preflight(port=29600, port_fixed=True)
+    assert preflight.meeting_address(check, worker["leader_ip"]) == "10.0.0.9:29600"
 
 
 def test_help() -> None:
@@ -222,6 +263,17 @@ def test_help() -> None:
         (["slurm"],
          "slurm mode needs --plan=FILE (write one with: vllm-hpc plan --out FILE; see "
          "multi-node-serving.sh -h)"),
+        (["leader", "--preflight-port=80"],
+         "--preflight-port 80 is a privileged port (choose 1024-65535, e.g. 29510)"),
+        (["worker", "--ray_address=10.0.0.9:6390", "--preflight-port=6390"],
+         "--preflight-port 6390 is also the --ray_port (give one of them another port; the "
+         "pre-flight's is the same on every node)"),
+        (["leader", "--model=m", "--port=29510"],
+         "--preflight-port 29510 is also the --port (give one of them another port; the "
+         "pre-flight's is the same on every node)"),
+        (["leader", "--no-preflight=yes"],
+         "--no-preflight takes no value (write --no-preflight alone; see multi-node-serving.sh "
+         "-h)"),
     ],
 )  # fmt: skip
 def test_bad_arguments(argv: list[str], message: str) -> None:
@@ -244,7 +296,8 @@ def _no_start(plan: LaunchPlan, **kwargs: Any) -> int:
           "--dry-run", "--", "--enable-prefix-caching"],
          ["Node 0 (leader)", "serve  vllm serve", "--enable-prefix-caching", "api key"]),
         (["worker", "--ray_address=10.0.0.9", "--dry-run"],
-         ["this node rank 1 (worker)", "ray start --address=@LEADER_IP@:6379"]),
+         ["this node rank 1 (worker)", "ray start --address=@LEADER_IP@:6379",
+          "meeting at <leader address>:29510 (fixed)"]),
     ],
 )  # fmt: skip
 def test_dry_run_prints_each_node_and_starts_and_writes_nothing(

@@ -24,6 +24,7 @@ from launchers.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_DP_RPC_PORT,
     DEFAULT_MASTER_PORT,
+    DEFAULT_PREFLIGHT_PORT,
     DEFAULT_RAY_PORT,
     DEFAULT_REVISION,
     DEFAULT_VLLM_VERSION,
@@ -75,6 +76,7 @@ _PORT_DEFAULTS = {
     "--port": DEFAULT_API_PORT,
     "--ray-port": DEFAULT_RAY_PORT,
     "--dp-rpc-port": DEFAULT_DP_RPC_PORT,
+    "--preflight-port": DEFAULT_PREFLIGHT_PORT,
 }
 
 # `vllm serve` flags the plan sets itself. Given again after `--` (or in a registry
@@ -564,6 +566,8 @@ def _runtime_and_ports(
         ports["--dp-rpc-port"] = picked.dp_rpc
     if runtime == "native":
         ports["master port"] = DEFAULT_MASTER_PORT
+    if req.preflight_port is not None:  # fixed: it must not clash (the default moves)
+        ports["--preflight-port"] = req.preflight_port
     if req.ray_port is not None and runtime != "ray":
         raise InputError(
             f"--ray-port: the {runtime} runtime starts no Ray",
@@ -709,7 +713,8 @@ def resolve(
     parse_version(vllm_version)
     gpu_memory_gib = _memory(req, spec, site, arch, layout)
     for flag, fixed in (("--port", req.port), ("--ray-port", req.ray_port),
-                        ("--dp-rpc-port", req.dp_rpc_port)):  # fmt: skip
+                        ("--dp-rpc-port", req.dp_rpc_port),
+                        ("--preflight-port", req.preflight_port)):  # fmt: skip
         check_port_range(flag, fixed)
     container = _container(req, name, spec, registry)
     # With enroot/pyxis the node runtime itself runs in the image.
@@ -755,6 +760,8 @@ def resolve(
             "api_key_file": api_key_file,
             "ray_auth": not req.no_ray_auth,
             "preflight": site.preflight and not req.no_preflight,
+            "preflight_port": _pick(req.preflight_port, DEFAULT_PREFLIGHT_PORT),
+            "preflight_port_fixed": req.preflight_port is not None,
             "container": container,
             "container_binds": _binds(req, spec, container, environ, root),
             "vllm_version": vllm_version,

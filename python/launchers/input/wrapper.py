@@ -20,6 +20,7 @@ from launchers import jobdir
 from launchers.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_NODES_TIMEOUT,
+    DEFAULT_PREFLIGHT_PORT,
     DEFAULT_RAY_PORT,
     DEFAULT_READY_TIMEOUT,
     DEFAULT_VLLM_VERSION,
@@ -32,7 +33,7 @@ from launchers.jobdir import jobroot
 from launchers.jobdir.paths import JobRoot
 from launchers.jobdir.safe import read_private_text
 from launchers.plan.commands import RayStart
-from launchers.plan.launch import JobPaths, LaunchPlan, Readiness, RolePlan
+from launchers.plan.launch import JobPaths, LaunchPlan, Preflight, Readiness, RolePlan
 from launchers.spec.config import ParallelLayout
 
 Mode = Literal["leader", "worker", "slurm"]
@@ -48,12 +49,16 @@ Usage:
   {prog} worker --ray_address=LEADER_IP[:PORT] [--ray_port=6379] [--node-ip-address=IP]
                [--num-gpus=G] [--temp-dir=DIR] [--ray-args RAY START OPTIONS]
   (both also take --job-dir=DIR for their logs and state, --nodes-timeout=SECONDS,
-   --ray-token-file=FILE, and --dry-run)
+   --ray-token-file=FILE, --preflight-port=29510, --no-preflight, and --dry-run)
   {prog} slurm  --plan=FILE       (one srun task per node; node 0 leads)
 
 The leader starts the Ray head, waits (with a deadline) until --ray_cluster_size nodes
 are alive, and with --model also starts vllm serve and waits until it answers.
 A worker joins the leader's Ray cluster and exits when the leader goes away.
+Before that, with 2 or more nodes, every node checks the nodes' collectives (the
+pre-flight: a broken link is named in seconds, before vLLM loads): the workers meet
+the leader at its --preflight-port (default 29510, never moved: a taken one fails the
+leader). Give every node the same --preflight-port, or --no-preflight to every node.
 Without --node-ip-address (or VLLM_HOST_IP) the fast interface is detected:
 InfiniBand, then RoCE, then the fastest Ethernet (override with --iface=NAME or
 VLLM_HPC_IFACE).
@@ -97,9 +102,11 @@ _VALUED = {
     "--nodes-timeout": "nodes_timeout",
     "--ray-token-file": "ray_token_file",
     "--ray_token_file": "ray_token_file",
+    "--preflight-port": "preflight_port",
+    "--preflight_port": "preflight_port",
 }
 # Options that take no value.
-_FLAGS = {"--dry-run": "dry_run"}
+_FLAGS = {"--dry-run": "dry_run", "--no-preflight": "no_preflight"}
 # Everything after it (up to a ``--``) is for ``ray start``, passed on as it is.
 RAY_ARGS = "--ray-args"
 
@@ -128,6 +135,8 @@ class WrapperArgs:
     job_dir: str | None = None
     nodes_timeout: float = DEFAULT_NODES_TIMEOUT
     ray_token_file: str | None = None
+    preflight_port: int = DEFAULT_PREFLIGHT_PORT
+    no_preflight: bool = False
     dry_run: bool = False
     ray_args: tuple[str, ...] = ()
     vllm_args: tuple[str, ...] = field(default=())
@@ -196,6 +205,9 @@ def _flag(flag: str, value: str, prog: str) -> bool:
 _CONVERT: dict[str, Callable[[str, str, str], object]] = {
     "ray_port": lambda flag, value, prog: _port("--ray_port", value, DEFAULT_RAY_PORT),
     "port": lambda flag, value, prog: _port("--port", value, DEFAULT_API_PORT),
+    "preflight_port": lambda flag, value, prog: _port(
+        "--preflight-port", value, DEFAULT_PREFLIGHT_PORT
+    ),
     "cluster_size": _cluster_size,
     "num_gpus": _num_gpus,
     "nodes_timeout": _seconds,
@@ -274,6 +286,7 @@ def parse(argv: Sequence[str], prog: str = PROG) -> WrapperArgs:
         mode=mode,  # type: ignore[arg-type]
         registries=tuple(registries),
         dry_run="dry_run" in flags,
+        no_preflight="no_preflight" in flags,
         ray_args=tuple(ray_args),
         vllm_args=tuple(vllm_args),
         **values,  # type: ignore[arg-type]
@@ -301,6 +314,14 @@ def _check_mode(args: WrapperArgs, prog: str) -> None:
             _port("--ray_address", port, DEFAULT_RAY_PORT)
     if args.mode == "leader" and args.ray_address:
         raise _bad("--ray_address belongs on workers (drop it: the leader starts the Ray head)")
+    taken = {args.leader()[1]: "--ray_port"}
+    if args.model:
+        taken[args.port or DEFAULT_API_PORT] = "--port"
+    if not args.no_preflight and args.preflight_port in taken:
+        raise _bad(
+            f"--preflight-port {args.preflight_port} is also the {taken[args.preflight_port]} "
+            "(give one of them another port; the pre-flight's is the same on every node)"
+        )
     if args.vllm_args:
         if args.mode != "leader":
             raise _bad("vLLM arguments after -- belong on the leader (with --model=NAME)")
@@ -404,6 +425,14 @@ def wrapper_plan(
     job_dir = args.job_dir or JobRoot(root).job(key).root
     paths = JobPaths.at(job_dir)
     gpn = args.num_gpus or 1
+    # Each node of the wrapper door plans on its own (a worker's plan has no model): all
+    # plan the pre-flight at the same fixed port, never moved, as no file tells a moved one;
+    # a worker meets it at the leader's address (--ray_address), given to it.
+    check = (
+        None
+        if args.no_preflight or nodes == 1
+        else Preflight(port=args.preflight_port, port_fixed=True)
+    )
     if args.mode == "leader" and args.model:
         served = _served_plan(args, environ, python)
         return served.model_copy(
@@ -414,10 +443,7 @@ def wrapper_plan(
                 "ray_token_file": ray_token,
                 "node_argv": (),
                 "sbatch": (),
-                # Each node of the wrapper door plans on its own and a worker's plan has
-                # no model: no pre-flight until both ends run it (the leader alone would
-                # wait for a worker that never comes).
-                "preflight": None,
+                "preflight": check,
             }
         )
     return LaunchPlan(
@@ -441,6 +467,7 @@ def wrapper_plan(
             expected_nodes=nodes,
             expected_gpus=nodes * gpn,
         ),
+        preflight=check,
     )
 
 

@@ -150,7 +150,11 @@ class Preflight(Frozen):
     (``runtime.preflight``): where the nodes meet, and its deadlines."""
 
     port: int = Field(DEFAULT_PREFLIGHT_PORT, description="The rendezvous port on the leader")
-    port_fixed: bool = Field(False, description="Never move it (the wrapper door's)")
+    port_fixed: bool = Field(
+        False,
+        description="Never move it: the user's, on which nodes that plan on their own agree "
+        "(followers given the leader's address meet there, not through its file)",
+    )
     seconds: float = Field(PREFLIGHT_SECONDS, description="The collectives' deadline")
     pair_seconds: float = Field(PREFLIGHT_PAIR_SECONDS, description="One pair's TCP check")
     large_mib: int = Field(PREFLIGHT_LARGE_MIB, description="The large all-reduce, in MiB")
@@ -396,7 +400,9 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
             expected_nodes=layout.nodes,
             expected_gpus=layout.total_gpus,
         ),
-        preflight=Preflight() if config.preflight and layout.nodes > 1 else None,
+        preflight=Preflight(port=config.preflight_port, port_fixed=config.preflight_port_fixed)
+        if config.preflight and layout.nodes > 1
+        else None,
     ).with_secret_values(secret)
 
 

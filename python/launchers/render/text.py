@@ -258,7 +258,8 @@ def _summary_lines(plan: LaunchPlan, title: str, ray_auth: str, *, slurm: bool =
         check = plan.preflight
         out.append(
             f"  preflight every node's all-reduce (4 B, {check.large_mib} MiB) before vLLM "
-            f"loads, meeting at <leader address>:{check.port}; fails in ~{check.seconds:.0f} s "
+            f"loads, meeting at <leader address>:{check.port}"
+            f"{' (fixed)' if check.port_fixed else ''}; fails in ~{check.seconds:.0f} s "
             "naming a pair that cannot talk (--no-preflight skips it)"
         )
     for warning in plan.warnings:

@@ -4,13 +4,14 @@
 one), so it checks what vLLM's collectives will use.
 
 Started first thing on every node, it imports torch while the runtime starts Ray, then
-finds the leader (the leader's file, or ``--leader IP:PORT``), meets the other nodes at a
-TCPStore on the leader, and runs a small and a large all-reduce (Gloo on CPU nodes, NCCL
-on GPU nodes) with a deadline. When they fail, every node checks every pair over plain
-TCP from its own address (a small message, then a large one), and the leader turns what
-failed into the one line ``runtime.pairs.sentence`` writes. The result is the last line
-of stdout: ``PREFLIGHT {"ok": ..., "line": ...}``; exit code 0 when the check passed (or
-could not run: no torch), 1 when it failed.
+finds the leader (the leader's file, or ``--leader IP:PORT``: a node that planned on its
+own then takes the leader's world and a rank in the order the nodes came), meets the
+other nodes at a TCPStore on the leader, and runs a small and a large all-reduce (Gloo
+on CPU nodes, NCCL on GPU nodes) with a deadline. When they fail, every node checks every
+pair over plain TCP from its own address (a small message, then a large one), and the
+leader turns what failed into the one line ``runtime.pairs.sentence`` writes. The result
+is the last line of stdout: ``PREFLIGHT {"ok": ..., "line": ...}``; exit code 0 when the
+check passed (or could not run: no torch), 1 when it failed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from launchers.runtime.pairs import Outcome, Pair, Peer, all_pairs_rounds, sente
 MARK = "PREFLIGHT "
 SOURCE_REF = re.compile(r"\[[^\]]*\.(?:cc|cpp|h|py):\d+\] ")  # [/.../unbound_buffer.cc:78]
 DOCS = "docs/failure-modes.md#a-link-that-carries-ray-but-not-the-collectives"
+MEETING = "meeting"  # the leader's job keys and world, for nodes that plan on their own
 T = TypeVar("T")
 
 
@@ -450,6 +452,34 @@ def _said(exc: BaseException) -> str:
     return SOURCE_REF.sub("", " ".join(str(exc).split()))[:200]
 
 
+def _joined(args: argparse.Namespace, store: Any, where: str) -> tuple[str, int, int]:
+    """This node's keys, rank and world. The leader says them (its job's keys and its
+    world) to nodes that plan on their own (``--leader``): their plans need not agree on
+    the job id or the number of nodes (a wrapper's worker knows neither), so such a node
+    takes the leader's and a rank in the order the nodes came."""
+    key = f"{args.job_id}.{args.attempt}"
+    if args.rank == 0:
+        store.set(MEETING, json.dumps({"key": key, "world": args.world}))
+        return key, 0, args.world
+    if not args.leader:
+        return key, args.rank, args.world
+
+    def told() -> Any:
+        return json.loads(store.get(MEETING)) if store.check([MEETING]) else None
+
+    said = _until("the leader's meeting", args.arrive_seconds, told)
+    if not isinstance(said, dict):
+        raise Failed(f"the leader at {where} said nothing within {args.arrive_seconds:.0f} s")
+    key, world = str(said["key"]), int(said["world"])
+    rank = int(store.add(f"{key}/joined", 1))
+    if rank >= world:
+        raise Failed(
+            f"more nodes came to the pre-flight at {where} than the leader's {world} "
+            "(its --ray_cluster_size, or DP_TOTAL / DP_LOCAL)"
+        )
+    return key, rank, world
+
+
 def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
     """The store on the leader (rank 0 opens it), and this node's entry in it."""
     found = _leader(args)
@@ -466,27 +496,28 @@ def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
         raise Failed(
             f"cannot {what} the pre-flight's rendezvous {ip}:{port}: {_short(exc)}"
         ) from None
-    store = dist.PrefixStore(f"{args.job_id}.{args.attempt}", store)
-    meeting = Meeting(store, args.rank, args.world)
+    key, rank, world = _joined(args, store, f"{ip}:{port}")
+    store = dist.PrefixStore(key, store)
+    meeting = Meeting(store, rank, world)
     me = Peer(
-        rank=args.rank,
+        rank=rank,
         host=socket.gethostname().split(".")[0],
         ip=os.environ.get("VLLM_HOST_IP", ""),
         iface=os.environ.get("GLOO_SOCKET_IFNAME") or os.environ.get("NCCL_SOCKET_IFNAME", "?"),
     )
-    meeting.put(f"peer/{args.rank}", dataclasses.asdict(me))
+    meeting.put(f"peer/{rank}", dataclasses.asdict(me))
     meeting.count("arrived", 1)
     everyone = _until(
         "the nodes",
         args.arrive_seconds,
-        lambda: True if meeting.count("arrived") >= args.world else None,
+        lambda: True if meeting.count("arrived") >= world else None,
     )
     if everyone is None:
         here = meeting.count("arrived")
-        missing = [r for r in range(args.world) if not store.check([f"peer/{r}"])]
+        missing = [r for r in range(world) if not store.check([f"peer/{r}"])]
         meeting.count("left", 1)
         raise Failed(
-            f"{here} of {args.world} nodes reached the pre-flight at {ip}:{port} "
+            f"{here} of {world} nodes reached the pre-flight at {ip}:{port} "
             f"within {args.arrive_seconds:.0f} s",
             missing,
         )
@@ -500,12 +531,12 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         emit({"ok": True, "skipped": f"torch is not importable here ({exc})"})
         return 0
-    rank, world = args.rank, args.world
     try:
         store, meeting, me = _meet(args, dist)
     except Failed as failed:
         emit({"ok": False, "line": str(failed), "missing": failed.missing})
         return 1
+    rank, world = meeting.rank, meeting.world
     met = time.monotonic()
     peers = {r: Peer(**v) for r, v in meeting.all_of("peer", range(world), 5).items()}
     mine = collectives(rank, world, store, args.seconds, args.large_mib)

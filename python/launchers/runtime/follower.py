@@ -176,7 +176,12 @@ def run_follower(ctx: NodeContext, task: FollowerTask) -> int:
             raise InputError(f"node rank {ctx.rank} has nothing to run in this plan")
         check = None
         if task.preflight is not None:  # at once: torch's import overlaps the leader's start
-            check = preflight.start(ctx, task.preflight, arrive_seconds=task.nodes_timeout)
+            check = preflight.start(
+                ctx,
+                task.preflight,
+                arrive_seconds=task.nodes_timeout,
+                leader=preflight.meeting_address(task.preflight, task.leader_ip),
+            )
         task = _find_leader(ctx, task)
         assert task.leader_ip is not None
         if check is not None:  # before anything of vLLM's starts on this node

@@ -29,16 +29,23 @@ from launchers.runtime.supervise import (
 from launchers.runtime.tasks import LeaderTask
 
 HEAD_TIMEOUT = 60.0
+PORT_FIX = "choose another with --port / --ray-port, or stop what holds it"
+# A fixed pre-flight port is one the nodes that plan on their own agree on (the wrapper's
+# nodes, launch_vllm_node1/2.sh's): another is set on every node alike.
+PREFLIGHT_PORT_FIX = (
+    "choose another on every node with --preflight-port (PREFLIGHT_PORT for "
+    "launch_vllm_node1/2.sh), or stop what holds it"
+)
 
 
-def choose_port(port: int, fixed: bool, what: str, log: NodeLog) -> int:
-    """Keep a free port; move an unfixed busy one to the next free port; refuse a fixed one."""
+def choose_port(port: int, fixed: bool, what: str, log: NodeLog, fix: str = PORT_FIX) -> int:
+    """Keep a free port; move an unfixed busy one to the next free port; refuse a fixed one
+    (``fix``: how to choose another)."""
     if health.port_free(port):
         return port
     if fixed:
         raise RuntimeFailure(
-            f"port: {what} port {port} is already in use on {socket.gethostname()}",
-            fix="choose another with --port / --ray-port, or stop what holds it",
+            f"port: {what} port {port} is already in use on {socket.gethostname()}", fix=fix
         )
     chosen = health.pick_port(port + 1)
     log(f"{what} port {port} is in use on this node; using {chosen}")
@@ -58,7 +65,9 @@ def free_ports(ctx: NodeContext, task: LeaderTask, endpoint: EndpointWriter) -> 
             task = replace(task, ray=task.ray.moved(port))
     if task.preflight is not None:
         check = task.preflight
-        port = choose_port(check.port, check.port_fixed, "the pre-flight", ctx.log)
+        port = choose_port(
+            check.port, check.port_fixed, "the pre-flight", ctx.log, PREFLIGHT_PORT_FIX
+        )
         if port != check.port:
             task = replace(task, preflight=check.model_copy(update={"port": port}))
     return task

@@ -35,6 +35,13 @@ class Running:
         return self.arrive_seconds + self.check.seconds + 4 * self.check.pair_seconds + 60
 
 
+def meeting_address(check: Preflight, leader_ip: str | None) -> str | None:
+    """Where a follower given the leader's address meets the others without the leader's
+    file (``IP:PORT``): only at a fixed port, which the leader never moves. None: read
+    the port from the leader's file."""
+    return f"{leader_ip}:{check.port}" if check.port_fixed and leader_ip else None
+
+
 def start(
     ctx: NodeContext, check: Preflight, *, arrive_seconds: float, leader: str | None = None
 ) -> Running:
@@ -119,7 +126,15 @@ def finish(ctx: NodeContext, running: Running) -> None:
     missing = result.get("missing")
     if isinstance(missing, list) and missing:
         line += ": " + "; ".join(_why_missing(ctx, int(rank)) for rank in missing)
-    raise RuntimeFailure(line, fix=f"see {DOCS}; --no-preflight skips the check")
+    fix = f"see {DOCS}; --no-preflight skips the check"
+    if running.check.port_fixed and "missing" in result:
+        # the nodes never met, and nodes that planned the check on their own may disagree
+        fix += (
+            f"; nodes that plan on their own must all run it on port {running.check.port} "
+            "(--preflight-port, PREFLIGHT_PORT for launch_vllm_node1/2.sh) or all skip it "
+            "(--no-preflight, PREFLIGHT=0)"
+        )
+    raise RuntimeFailure(line, fix=fix)
 
 
 def _why_missing(ctx: NodeContext, rank: int) -> str:

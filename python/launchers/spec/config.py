@@ -17,6 +17,7 @@ from launchers.defaults import (
     DEFAULT_DP_RPC_PORT,
     DEFAULT_MASTER_PORT,
     DEFAULT_NODES_TIMEOUT,
+    DEFAULT_PREFLIGHT_PORT,
     DEFAULT_RAY_PORT,
     DEFAULT_READY_TIMEOUT,
     DEFAULT_VLLM_VERSION,
@@ -462,6 +463,8 @@ class ServeConfig(Frozen):
     preflight: bool = Field(
         True, description="A multi-node job checks its nodes' collectives before vLLM loads"
     )
+    preflight_port: Port = DEFAULT_PREFLIGHT_PORT
+    preflight_port_fixed: bool = Field(False, description="The user chose it: never move it")
     revision: str | None = Field(None, description="The hub model's revision (vllm serve's)")
     staged: StagedModel | None = Field(
         None, description="Served from this staged copy, offline (spec.model is its path)"

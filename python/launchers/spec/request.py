@@ -23,6 +23,7 @@ from launchers.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_DP_RPC_PORT,
     DEFAULT_MODEL_STORE,
+    DEFAULT_PREFLIGHT_PORT,
     DEFAULT_RAY_PORT,
     DEFAULT_REVISION,
 )
@@ -243,6 +244,16 @@ class SubmitRequest(BaseModel):
             "jobs run it by default: a broken link is named in seconds, not found as a hang).",
         ),
     ] = False
+    preflight_port: Annotated[
+        int | None,
+        flag(
+            "--preflight-port",
+            group=NETWORK,
+            help=f"The pre-flight's rendezvous port on the leader (default "
+            f"{DEFAULT_PREFLIGHT_PORT}, moved when taken; given, it is fixed: a taken one "
+            "fails the job).",
+        ),
+    ] = None
     container: Annotated[
         str | None,
         flag(
