@@ -25,6 +25,10 @@ plan says so, not because the bed does.
    the job's environment) does not have them and every vLLM process has them (read from
    ``/proc/<pid>/environ``); the hub saw no request after ``stage``; no vLLM log has a
    download line; nothing was cached in ``HF_HOME``.
+5. Forced offline without a copy: a site that does not declare its nodes offline plans
+   an unstaged hub id, and the user's own ``HF_HUB_OFFLINE=1`` reaches the nodes with the
+   job's environment: the job FAILS within a minute naming the model and the fix
+   (``run: vllm-hpc stage MODEL on the login node``), before any vLLM starts.
 
 Cost on the bed: ~60-90 s in all, one job. ``stage`` (~1.8 MB over loopback) and the
 two plans take a few seconds; the one job (2 nodes, native PP=2 of the 2-layer tiny
@@ -38,6 +42,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +64,9 @@ HUB_ID = "bed-org/tiny-llama"
 SERVED = "tiny-llama"  # the id's last part: what clients ask for, as for the hub id
 README = "README.md"  # served by the hub, never staged: not a file vLLM reads
 PROMPT = [{"role": "user", "content": "Where do the weights come from?"}]
+# A forced offline job of an unstaged model ends this soon after submission (the nodes'
+# check runs before vLLM; SLURM's start and teardown are most of it).
+FORCED_FAILS_WITHIN = 60.0
 # What the plan of a staged model exports on every node (docs/staging.md).
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 # Taken out of the bed's environment: none of them may reach a job but through its plan.
@@ -296,3 +304,32 @@ def test_a_job_of_the_staged_hub_id_runs_offline_on_two_nodes(
     )
     assert not list(staged.hf_home.rglob("models--*")), f"something was cached in {staged.hf_home}"
     cancel_and_check_clean(minicluster, job_id, nodes)
+
+
+def test_a_forced_offline_job_of_an_unstaged_hub_id_fails_on_the_node_within_seconds(
+    minicluster: bed.MiniCluster, env: dict[str, str], staged: Staged, job_ids: list[str]
+) -> None:
+    """A site that does not say its nodes are offline plans the hub id; the user's own
+    HF_HUB_OFFLINE=1 reaches the nodes with the job's environment: every node stops
+    before vLLM with the model and the fix, not after vLLM's retries of the hub."""
+    unstaged = "bed-org/never-staged"
+    user = {**staged.env, "VLLM_HPC_SITE_CONFIG": env["VLLM_HPC_SITE_CONFIG"]}
+    user["HF_HUB_OFFLINE"] = "1"
+    args = ["--model", unstaged, "--nodes", "2", "--gpus-per-node", "1", "--pp", "2",
+            "--runtime", "native", "--partition", "debug", "--time", "00:05:00",
+            "--via", "sbatch", "--", "--max-model-len", "512"]  # fmt: skip
+    began = time.monotonic()
+    handle = api.cli_json(user, "submit", *args, timeout=120)
+    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
+    job_ids.append(job_id)
+    state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FORCED_FAILS_WITHIN)
+    took = time.monotonic() - began
+    final = _endpoint(job_dir)
+    print(f"forced offline: {state} after {took:.1f} s: {final.get('message')}")
+    assert final.get("state") == "FAILED", final
+    message = str(final.get("message"))
+    assert f"model {unstaged}: not staged and not in this node's Hugging Face cache" in message
+    assert f"run: vllm-hpc stage {unstaged} on the login node" in message, message
+    assert not list(job_dir.glob("vllm-*.log")), "vLLM started for a model it cannot load"
+    assert len(staged.hub.seen) == staged.after_stage, "a node asked the hub"
+    minicluster.wait_for_no_processes(minicluster.nodes, timeout=bed.GONE_TIMEOUT)
