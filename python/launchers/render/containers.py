@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from launchers.defaults import DEFAULT_RAY_PORT, DEFAULT_VLLM_VERSION
 from launchers.plan.launch import LaunchPlan
+from launchers.render import checks
 from launchers.spec.secretenv import split
 
 # The official vLLM OpenAI image the shipped definition files build on: the default target
@@ -46,6 +47,17 @@ def check_wrapper_plan(plan: LaunchPlan, what: str) -> None:
             "joins nodes over Ray)",
             fix="use --runtime ray, or submit it to SLURM",
         )
+
+
+def check_host_render(plan: LaunchPlan, what: str, *, image: str, shm_size: str) -> None:
+    """What the renders that run the image on Docker hosts (``compose``, ``swarm``,
+    ``ray-cluster``) check before writing: the runtime, the plan's model text, and
+    ``--image`` and ``--shm-size`` (a Docker size)."""
+    check_wrapper_plan(plan, what)
+    checks.check_model_text("model", plan.name)
+    checks.check_text("model path", plan.model)
+    checks.image("--image", image)
+    checks.docker_size("--shm-size", shm_size)
 
 
 def _job_dir_args(job_dir: str | None) -> list[str]:
@@ -112,9 +124,8 @@ def image_env(plan: LaunchPlan) -> tuple[dict[str, str], list[str]]:
     its name (the file reads it from a Kubernetes Secret or a 0600 env file). Every name
     and value is checked; a name the render sets itself is refused."""
     from launchers.errors import InputError
-    from launchers.render.checks import env_entries
 
-    env = env_entries(dict(plan.env))
+    env = checks.env_entries(dict(plan.env))
     owned = sorted(RENDER_OWNED_ENV & env.keys())
     if owned:
         raise InputError(
