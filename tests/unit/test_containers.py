@@ -10,9 +10,12 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from launchers.errors import InputError
+from launchers.input import wrapper
 from launchers.plan.argv import (
     build_srun_container_options,
     container_env,
@@ -21,7 +24,12 @@ from launchers.plan.argv import (
     wrap_env,
 )
 from launchers.plan.launch import LaunchPlan, fill_placeholders
-from launchers.render.containers import VLLM_BASE_IMAGE
+from launchers.render.containers import (
+    VLLM_BASE_IMAGE,
+    build_leader_wrapper_argv,
+    build_worker_wrapper_argv,
+    wrapper_preflight_args,
+)
 from launchers.spec.config import ContainerSpec
 from launchers.spec.secretenv import is_secret
 
@@ -141,6 +149,46 @@ def test_bad_binds_and_runtimes_are_refused() -> None:
         build_srun_container_options(apptainer, binds=[])
     with pytest.raises(ValueError, match="not wrapped per process"):
         wrap_argv(enroot, ["x"], binds=[])
+
+
+# The plan's pre-flight -> the image's wrapper options, on the leader and every worker.
+BIG: dict[str, Any] = {"model": "llama-3.1-70b-instruct", "nodes": 2, "gpus_per_node": 4}
+SMALL: dict[str, Any] = {"model": "llama-3.2-3b-instruct"}
+PREFLIGHT_CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "default": (BIG, ["--preflight-port=29510"]),
+    "fixed": ({**BIG, "preflight_port": 29999}, ["--preflight-port=29999"]),
+    "off": ({**BIG, "no_preflight": True}, ["--no-preflight"]),
+    "one node": (SMALL, []),
+    "one node, off": ({**SMALL, "no_preflight": True}, []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREFLIGHT_CASES))
+def test_the_image_wrapper_gets_the_plans_preflight(
+    case: str, make_plan: Callable[..., LaunchPlan]
+) -> None:
+    request, expected = PREFLIGHT_CASES[case]
+    launch = make_plan(**request)
+    assert wrapper_preflight_args(launch) == expected
+    leader = build_leader_wrapper_argv(launch)
+    worker = build_worker_wrapper_argv(launch, ray_address="head:6379")
+    for argv in (leader, worker):
+        # What the node's wrapper makes of it: the plan's choice, on every node.
+        args = wrapper.parse(argv[1:])
+        assert args.no_preflight == (expected == ["--no-preflight"])
+        planned = launch.preflight.port if launch.preflight else 29510
+        assert args.preflight_port == planned
+
+
+def test_a_preflight_port_the_wrapper_would_refuse_is_refused(
+    make_plan: Callable[..., LaunchPlan],
+) -> None:
+    # The default 29510 moves only under SLURM: the image's wrapper refuses the clash.
+    launch = make_plan(**BIG, port=29510)
+    with pytest.raises(InputError, match=r"--preflight-port: .* 29510 is also the API port"):
+        build_leader_wrapper_argv(launch)
+    off = make_plan(**BIG, port=29510, no_preflight=True)
+    assert "--no-preflight" in build_leader_wrapper_argv(off)
 
 
 def _def_sections(text: str) -> dict[str, list[str]]:

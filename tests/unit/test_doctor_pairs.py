@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from launchers.runtime import collective, doctor
 from launchers.runtime.collective import Measured, Meeting
 from launchers.runtime.pairs import Peer
 
+from .helpers.pairs import small_only_peer
 from .helpers.store import Store
 
 
@@ -53,27 +53,8 @@ def test_a_closed_port_is_refused_and_measures_nothing() -> None:
 def test_a_peer_that_never_reads_the_large_message_is_large_with_its_round_trip() -> None:
     """Small messages acknowledged, the large one never read: the transfer stalls (what
     a smaller MTU on the way does), and the round trip is still reported."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    done = threading.Event()
-
-    def answer_small_only() -> None:
-        conn, _ = server.accept()
-        with conn:
-            for _ in range(3):
-                (size,) = struct.unpack("!I", conn.recv(4))
-                conn.recv(size)
-                conn.sendall(b"k")
-            done.wait(10)  # holds the connection, reads nothing more
-
-    threading.Thread(target=answer_small_only, daemon=True).start()
-    try:
-        target = ("127.0.0.1", server.getsockname()[1])
+    with small_only_peer(answers=3) as target:  # the 3 pings
         found = collective.measure("127.0.0.1", target, 0.5, 16, pings=3, limit=30)
-    finally:
-        done.set()
-        server.close()
     assert found.outcome == "large" and found.rtt_ms is not None and found.gb_per_s is None
 
 

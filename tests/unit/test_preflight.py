@@ -6,7 +6,6 @@ log it wrote)."""
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from launchers.runtime import collective, leader, preflight, ray_cluster
 from launchers.runtime.follower import run_follower
 from launchers.runtime.pairs import Peer
 
+from .helpers.pairs import small_only_peer
 from .helpers.runtime import FakeClock, ctx_for, leader_task, ray_follower
 from .helpers.store import Prefixed, Store
 
@@ -49,26 +49,8 @@ def test_a_pair_that_answers_is_ok_and_a_closed_port_is_refused() -> None:
 def test_a_pair_that_passes_small_messages_and_not_large_ones_says_large() -> None:
     """A peer that acknowledges a small message and never reads a large one (what a
     smaller MTU on the way does to large frames)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    done = threading.Event()
-
-    def answer_small_only() -> None:
-        conn, _ = server.accept()
-        with conn:
-            (size,) = struct.unpack("!I", conn.recv(4))
-            conn.recv(size)
-            conn.sendall(b"k")
-            done.wait(10)  # holds the connection, reads nothing more
-
-    threading.Thread(target=answer_small_only, daemon=True).start()
-    try:
-        target = ("127.0.0.1", server.getsockname()[1])
+    with small_only_peer() as target:
         assert collective.probe("127.0.0.1", target, 0.5, 8) == "large"
-    finally:
-        done.set()
-        server.close()
 
 
 def test_the_leaders_line_names_the_pair_that_cannot_talk() -> None:

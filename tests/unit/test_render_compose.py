@@ -102,6 +102,22 @@ def test_shape(make_plan: Callable[..., LaunchPlan]) -> None:
     assert worker["command"][:2] == ["worker", "--ray_address=${RAY_ADDRESS}"]
 
 
+@pytest.mark.parametrize(
+    ("request_", "option"),
+    [({}, "--preflight-port=29510"), ({"no_preflight": True}, "--no-preflight")],
+)
+def test_the_plans_preflight_reaches_both_hosts(
+    make_plan: Callable[..., LaunchPlan], request_: dict[str, Any], option: str
+) -> None:
+    launch = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, **request_)
+    files = render_compose_files(launch)
+    for role in ("head", "worker"):
+        service = yaml.safe_load(files[f"compose.{role}.yaml"])["services"][f"vllm-{role}"]
+        assert option in service["command"]
+        # Host networking: no port is published, the nodes meet on the hosts' own.
+        assert "ports" not in service
+
+
 def test_env_example_has_no_secrets(make_plan: Callable[..., LaunchPlan]) -> None:
     text = render_env_example(_seventy(make_plan))
     keys = [line.split("=", 1)[0] for line in text.splitlines() if line and line[0] != "#"]

@@ -18,6 +18,7 @@ import yaml
 
 from launchers.errors import InputError
 from launchers.plan.launch import LaunchPlan
+from launchers.render.containers import IMAGE_WRAPPER
 from launchers.render.k8s import STATEFULSET_SCRIPT, k8s_name, render_k8s
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,6 +184,60 @@ def test_lws_shape(make_plan: Callable[..., LaunchPlan]) -> None:
     assert volumes["api-key"]["secret"]["secretName"].endswith("-api-key")
     service = docs[-1]
     assert service["kind"] == "Service" and service["spec"]["selector"]["role"] == "leader"
+
+
+@pytest.mark.parametrize(
+    ("request_", "option", "port"),
+    [
+        ({}, "--preflight-port=29510", 29510),
+        ({"preflight_port": 29999}, "--preflight-port=29999", 29999),
+        ({"no_preflight": True}, "--no-preflight", None),
+    ],
+)
+def test_the_plans_preflight_reaches_every_pod(
+    make_plan: Callable[..., LaunchPlan], request_: dict[str, Any], option: str, port: int | None
+) -> None:
+    launch = make_plan(model="llama-3.1-70b-instruct", nodes=2, gpus_per_node=4, **request_)
+    listed = [] if port is None else [port]
+    lws = next(d for d in yaml.safe_load_all(render_k8s(launch)) if d["kind"] == "LeaderWorkerSet")
+    group = lws["spec"]["leaderWorkerTemplate"]
+    leader = group["leaderTemplate"]["spec"]["containers"][0]
+    worker = group["workerTemplate"]["spec"]["containers"][0]
+    assert option in leader["command"] and option in worker["command"]
+    assert [p["containerPort"] for p in leader["ports"] if p["name"] == "preflight"] == listed
+    headless, statefulset, _ = yaml.safe_load_all(render_k8s(launch, kind="statefulset"))
+    assert [p["port"] for p in headless["spec"]["ports"] if p["name"] == "preflight"] == listed
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "VLLM_HPC_PREFLIGHT", "value": option} in container["env"]
+    assert [p["containerPort"] for p in container["ports"] if p["name"] == "preflight"] == listed
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+@pytest.mark.parametrize("preflight", [None, "--no-preflight"])
+def test_statefulset_script_passes_the_preflight_option_as_one_word(
+    preflight: str | None, tmp_path: Path
+) -> None:
+    stub = tmp_path / "bin" / "multi-node-serving.sh"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    script = STATEFULSET_SCRIPT.replace(IMAGE_WRAPPER, str(stub))
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "POD_NAME": "x-1",  # a worker
+        "VLLM_HPC_RAY_PORT": "6379",
+        "VLLM_HPC_GPUS": "4",
+        "VLLM_HPC_NODES_TIMEOUT": "300",
+        "VLLM_HPC_LEADER": "x-0",
+    }
+    if preflight:
+        env["VLLM_HPC_PREFLIGHT"] = preflight
+    done = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    words = done.stdout.splitlines()
+    assert words[0] == "worker" and "" not in words
+    assert (preflight in words) if preflight else not any("preflight" in w for w in words)
 
 
 def test_no_secret_literals(make_plan: Callable[..., LaunchPlan]) -> None:

@@ -75,6 +75,18 @@ def test_nodes_run_the_node_runtime_with_ray_token_auth(
     )
 
 
+@pytest.mark.parametrize(
+    ("request_", "option"),
+    [({}, "--preflight-port=29510"), ({"no_preflight": True}, "--no-preflight")],
+)
+def test_the_plans_preflight_reaches_every_node(
+    make_plan: Callable[..., LaunchPlan], request_: dict[str, Any], option: str
+) -> None:
+    doc = yaml.safe_load(render_ray_cluster(_big(make_plan, **request_), LOCAL))
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert f" {option} " in doc[key][1]
+
+
 def test_clouds_make_every_node_of_the_layout(make_plan: Callable[..., LaunchPlan]) -> None:
     launch = make_plan(model=BIG, nodes=4, gpus_per_node=8, tp=8, pp=4)
     aws = yaml.safe_load(render_ray_cluster(launch, RayClusterOptions(provider="aws")))

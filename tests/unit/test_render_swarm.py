@@ -74,6 +74,19 @@ def test_shape(make_plan: Callable[..., LaunchPlan]) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("request_", "option"),
+    [({}, "--preflight-port=29510"), ({"no_preflight": True}, "--no-preflight")],
+)
+def test_the_plans_preflight_reaches_both_services(
+    make_plan: Callable[..., LaunchPlan], request_: dict[str, Any], option: str
+) -> None:
+    services = validate_stack(render_swarm(_big(make_plan, **request_)))["services"]
+    assert option in services["head"]["command"] and option in services["worker"]["command"]
+    # The nodes meet on the overlay network: only the API is published on the host.
+    assert [p["target"] for p in services["head"]["ports"]] == [8000]
+
+
 def test_secrets_are_never_environment_text(make_plan: Callable[..., LaunchPlan]) -> None:
     launch = _big(make_plan, env={"HF_TOKEN": "hf_NOT_IN_THE_FILE", "NCCL_DEBUG": "INFO"})
     text = render_swarm(launch)

@@ -7,7 +7,11 @@ exit codes. Renderers are imported when a command runs (``--help`` stays fast).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,7 +27,11 @@ from launchers.defaults import (
 )
 from launchers.spec.request import SubmitRequest
 
+if TYPE_CHECKING:
+    from launchers.plan.launch import LaunchPlan
+
 DEFAULT_IMAGE_HELP = "Image with vllm-hpc (containers/docker/Dockerfile); default vllm-hpc:VERSION."
+RDMA_HELP = "Pass /dev/infiniband and IPC_LOCK in (InfiniBand/RoCE hosts)."
 
 
 def _write(path: Path, text: str, flag: str) -> None:
@@ -41,6 +49,65 @@ def _mkdir(path: Path, flag: str) -> None:
             f"{flag}: cannot create {path}: {exc.strerror}",
             fix="choose a writable path",
         ) from None
+
+
+@dataclass(frozen=True)
+class HostImage:
+    """The options of the renders that run the image on hosts (``compose``,
+    ``ray-cluster``, ``swarm``): the image (the default filled in), ``/dev/shm`` and
+    whether the RDMA devices go in (``swarm`` has no ``--rdma``: True, unused)."""
+
+    image: str
+    shm_size: str
+    rdma: bool = True
+
+
+def host_image_options(*, rdma: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--image``, ``--shm-size`` and (``rdma``) ``--rdma/--no-rdma`` to a render
+    command, in that order where the decorator stands; the command receives them as one
+    ``host: HostImage``. The renderer checks the values (``checks.image``,
+    ``checks.docker_size``), as it does for a caller of the library."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def command(*, image: str | None, shm_size: str, **kwargs: Any) -> Any:
+            from launchers.render.k8s import DEFAULT_IMAGE
+
+            host = HostImage(
+                image=image or DEFAULT_IMAGE,
+                shm_size=shm_size,
+                rdma=kwargs.pop("rdma") if rdma else True,
+            )
+            return func(host=host, **kwargs)
+
+        options = [
+            click.option("--image", help=DEFAULT_IMAGE_HELP),
+            click.option(
+                "--shm-size", default=RENDER_SHM_SIZE, show_default=True, help="/dev/shm size."
+            ),
+        ]
+        if rdma:
+            options.append(
+                click.option("--rdma/--no-rdma", default=True, show_default=True, help=RDMA_HELP)
+            )
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def image_plan(request: SubmitRequest) -> LaunchPlan:
+    """The plan of ``request`` for nodes that run the vllm-hpc image (as ``submit``
+    plans, in the image)."""
+    return plan_of(request.model_copy(update={"in_image": True}))
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        _write(Path(output), text, "--output")
+    else:
+        click.echo(text, nl=False)
 
 
 @click.command("k8s", cls=RequestCommand, heading="Kubernetes", model_argument=True)
@@ -84,7 +151,7 @@ def k8s_cmd(
     """Kubernetes manifests for a deployment (same options as `submit`)."""
     from launchers.render.k8s import DEFAULT_IMAGE, names_for, render_k8s
 
-    plan = plan_of(request.model_copy(update={"in_image": True}))
+    plan = image_plan(request)
     text = render_k8s(
         plan,
         kind="statefulset" if kind == "statefulset" else "lws",
@@ -106,46 +173,28 @@ def k8s_cmd(
             "how to create it",
             err=True,
         )
-    if output:
-        _write(Path(output), text, "--output")
-    else:
-        click.echo(text, nl=False)
+    _emit(text, output)
 
 
 @click.command("compose", cls=RequestCommand, heading="Compose", model_argument=True)
 @request_options
-@click.option("--image", help=DEFAULT_IMAGE_HELP)
-@click.option("--shm-size", default="16gb", show_default=True, help="/dev/shm size.")
-@click.option(
-    "--rdma/--no-rdma",
-    default=True,
-    show_default=True,
-    help="Pass /dev/infiniband and IPC_LOCK in (InfiniBand/RoCE hosts).",
-)
+@host_image_options(rdma=True)
 @click.option(
     "--output-dir",
     "-o",
     type=click.Path(file_okay=False),
     help="Write compose.head.yaml, compose.worker.yaml and .env.example here.",
 )
-def compose_cmd(
-    image: str | None, shm_size: str, rdma: bool, output_dir: str | None, request: SubmitRequest
-) -> None:
+def compose_cmd(output_dir: str | None, host: HostImage, request: SubmitRequest) -> None:
     """Docker compose files for a head and a worker host (same options as `submit`)."""
     from launchers.render.compose import (
         SECRET_ENV_FILE,
         render_compose_files,
         secret_env_names,
     )
-    from launchers.render.k8s import DEFAULT_IMAGE
 
-    plan = plan_of(request.model_copy(update={"in_image": True}))
-    files = render_compose_files(
-        plan,
-        image=image or DEFAULT_IMAGE,
-        shm_size=shm_size,
-        rdma=rdma,
-    )
+    plan = image_plan(request)
+    files = render_compose_files(plan, image=host.image, shm_size=host.shm_size, rdma=host.rdma)
     secret_names = secret_env_names(plan)
     if secret_names:
         click.echo(
@@ -161,13 +210,6 @@ def compose_cmd(
         return
     for name, text in files.items():
         click.echo(f"# ==> {name} <==")
-        click.echo(text, nl=False)
-
-
-def _emit(text: str, output: str | None) -> None:
-    if output:
-        _write(Path(output), text, "--output")
-    else:
         click.echo(text, nl=False)
 
 
@@ -188,14 +230,7 @@ def _emit(text: str, output: str | None) -> None:
 @click.option("--zone", help="gcp: the zone (default us-central1-a).")
 @click.option("--project-id", help="gcp: the project.")
 @click.option("--instance-type", help="aws/gcp: every node's type (default: by GPUs per node).")
-@click.option("--image", help=DEFAULT_IMAGE_HELP)
-@click.option("--shm-size", default=RENDER_SHM_SIZE, show_default=True, help="/dev/shm size.")
-@click.option(
-    "--rdma/--no-rdma",
-    default=True,
-    show_default=True,
-    help="Pass /dev/infiniband and IPC_LOCK in (InfiniBand/RoCE hosts).",
-)
+@host_image_options(rdma=True)
 @click.option("--hf-cache-dir", default=RENDER_HF_CACHE_DIR, show_default=True)
 @click.option("--job-root-dir", default=RENDER_JOB_ROOT, show_default=True)
 @click.option("--name", "cluster_name", help="The Ray cluster's name (default: the job name).")
@@ -210,20 +245,17 @@ def ray_cluster_cmd(
     zone: str | None,
     project_id: str | None,
     instance_type: str | None,
-    image: str | None,
-    shm_size: str,
-    rdma: bool,
     hf_cache_dir: str,
     job_root_dir: str,
     cluster_name: str | None,
     output: str | None,
+    host: HostImage,
     request: SubmitRequest,
 ) -> None:
     """A Ray cluster launcher file for `ray up` (same options as `submit`)."""
-    from launchers.render.k8s import DEFAULT_IMAGE
     from launchers.render.ray_cluster import RayClusterOptions, render_ray_cluster
 
-    plan = plan_of(request.model_copy(update={"in_image": True}))
+    plan = image_plan(request)
     ips = tuple(ip.strip() for ip in worker_ips.split(",")) if worker_ips else ()
     options = RayClusterOptions(
         provider="aws" if provider == "aws" else "gcp" if provider == "gcp" else "local",
@@ -235,9 +267,9 @@ def ray_cluster_cmd(
         zone=zone,
         project_id=project_id,
         instance_type=instance_type,
-        image=image or DEFAULT_IMAGE,
-        shm_size=shm_size,
-        rdma=rdma,
+        image=host.image,
+        shm_size=host.shm_size,
+        rdma=host.rdma,
         hf_cache_dir=hf_cache_dir,
         job_root=job_root_dir,
     )
@@ -246,8 +278,7 @@ def ray_cluster_cmd(
 
 @click.command("swarm", cls=RequestCommand, heading="Swarm", model_argument=True)
 @request_options
-@click.option("--image", help=DEFAULT_IMAGE_HELP)
-@click.option("--shm-size", default=RENDER_SHM_SIZE, show_default=True, help="/dev/shm size.")
+@host_image_options(rdma=False)
 @click.option("--stack", help="The stack's name (default: the job name).")
 @click.option(
     "--ray-token-secret", help="Swarm secret with the Ray token (default: STACK-ray-token)."
@@ -255,23 +286,21 @@ def ray_cluster_cmd(
 @click.option("--api-key-secret", help="Swarm secret with the API key (default: STACK-api-key).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE.")
 def swarm_cmd(
-    image: str | None,
-    shm_size: str,
     stack: str | None,
     ray_token_secret: str | None,
     api_key_secret: str | None,
     output: str | None,
+    host: HostImage,
     request: SubmitRequest,
 ) -> None:
     """A Docker Swarm stack file for `docker stack deploy` (same options as `submit`)."""
-    from launchers.render.k8s import DEFAULT_IMAGE
     from launchers.render.swarm import render_swarm
 
-    plan = plan_of(request.model_copy(update={"in_image": True}))
+    plan = image_plan(request)
     text = render_swarm(
         plan,
-        image=image or DEFAULT_IMAGE,
-        shm_size=shm_size,
+        image=host.image,
+        shm_size=host.shm_size,
         stack=stack,
         ray_token_secret=ray_token_secret,
         api_key_secret=api_key_secret,
@@ -286,11 +315,7 @@ def render_sbatch_cmd(output: str | None, request: SubmitRequest) -> None:
     """Print the sbatch script for a deployment (same options as `submit`)."""
     from launchers.render.text import render_sbatch
 
-    text = render_sbatch(sealed(plan_of(request)))
-    if output:
-        _write(Path(output), text, "--output")
-    else:
-        click.echo(text, nl=False)
+    _emit(render_sbatch(sealed(plan_of(request))), output)
 
 
 @click.group("render")

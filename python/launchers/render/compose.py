@@ -31,7 +31,7 @@ from launchers.render.containers import (
     IMAGE_RAY_TOKEN,
     build_leader_wrapper_argv,
     build_worker_wrapper_argv,
-    check_wrapper_plan,
+    check_host_render,
     image_env,
     image_ray_auth_env,
     wrapper_ray_port,
@@ -128,10 +128,9 @@ def render_compose(
 ) -> str:
     """The compose file for the head host or a worker host. ``rdma`` passes the
     InfiniBand/RoCE devices in (hosts without ``/dev/infiniband``: ``rdma=False``)."""
-    check_wrapper_plan(plan, "render compose")
-    _check_plan(plan)
-    checks.image("--image", image)
-    checks.docker_size("--shm-size", shm_size)
+    check_host_render(plan, "render compose", image=image, shm_size=shm_size)
+    checks.dotenv_value("model", plan.name)
+    checks.url_path("health path", plan.ready.health_path)
     name = "vllm-head" if role == "head" else "vllm-worker"
     header = (
         f"vllm-hpc {__version__}: {role} host for {plan.name} ({plan.layout.describe()})\n"
@@ -162,14 +161,6 @@ def render_compose(
         "secrets": {RAY_TOKEN_SECRET: {"file": RAY_TOKEN_SOURCE}},
     }
     return dump_all([doc], header)
-
-
-def _check_plan(plan: LaunchPlan) -> None:
-    """The plan's text that reaches the files (the environment: ``image_env``)."""
-    checks.check_model_text("model", plan.name)
-    checks.dotenv_value("model", plan.name)
-    checks.check_text("model path", plan.model)
-    checks.url_path("health path", plan.ready.health_path)
 
 
 def secret_env_names(plan: LaunchPlan) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from launchers.defaults import DEFAULT_RAY_PORT, DEFAULT_VLLM_VERSION
 from launchers.plan.launch import LaunchPlan
+from launchers.render import checks
 from launchers.spec.secretenv import split
 
 # The official vLLM OpenAI image the shipped definition files build on: the default target
@@ -48,8 +49,49 @@ def check_wrapper_plan(plan: LaunchPlan, what: str) -> None:
         )
 
 
+def check_host_render(plan: LaunchPlan, what: str, *, image: str, shm_size: str) -> None:
+    """What the renders that run the image on Docker hosts (``compose``, ``swarm``,
+    ``ray-cluster``) check before writing: the runtime, the plan's model text, and
+    ``--image`` and ``--shm-size`` (a Docker size)."""
+    check_wrapper_plan(plan, what)
+    checks.check_model_text("model", plan.name)
+    checks.check_text("model path", plan.model)
+    checks.image("--image", image)
+    checks.docker_size("--shm-size", shm_size)
+
+
 def _job_dir_args(job_dir: str | None) -> list[str]:
     return [] if job_dir is None else [f"--job-dir={job_dir}"]
+
+
+def wrapper_preflight_port(plan: LaunchPlan) -> int | None:
+    """The port where the image's wrappers meet for the pre-flight (fixed: each node
+    plans on its own, so the wrapper never moves it), or None: no pre-flight (one node,
+    or ``--no-preflight``). A port that is also the API's or Ray's is refused here, as
+    the wrapper would refuse it on the node (a default one moves only under SLURM)."""
+    if plan.preflight is None:
+        return None
+    port = plan.preflight.port
+    taken = {plan.api_port: "API port (--port)", wrapper_ray_port(plan): "Ray port (--ray-port)"}
+    if port in taken:
+        from launchers.errors import InputError
+
+        raise InputError(
+            f"--preflight-port: the pre-flight's port {port} is also the {taken[port]}; "
+            "the image's wrapper never moves it",
+            fix="pass --preflight-port with another port, or --no-preflight",
+        )
+    return port
+
+
+def wrapper_preflight_args(plan: LaunchPlan) -> list[str]:
+    """The plan's pre-flight as the wrapper's options: ``--preflight-port=N`` on every
+    node, ``--no-preflight`` on every node of a plan that turned it off, nothing for
+    one node (the wrapper checks nothing there)."""
+    port = wrapper_preflight_port(plan)
+    if port is not None:
+        return [f"--preflight-port={port}"]
+    return ["--no-preflight"] if plan.layout.nodes > 1 else []
 
 
 def build_leader_wrapper_argv(
@@ -74,6 +116,7 @@ def build_leader_wrapper_argv(
         f"--temp-dir={IMAGE_RAY_TEMP}",
         *_job_dir_args(job_dir),
         f"--nodes-timeout={plan.ready.nodes_timeout:g}",
+        *wrapper_preflight_args(plan),
         f"--model={model or plan.name}",
         f"--port={plan.api_port}",
         *(["--ray-args", *ray_args] if ray_args else []),
@@ -87,7 +130,8 @@ def build_worker_wrapper_argv(
     wrapper: str = IMAGE_WRAPPER,
     job_dir: str | None = IMAGE_JOB_DIR,
 ) -> list[str]:
-    """``multi-node-serving.sh worker ...`` joining the leader at ``ray_address``."""
+    """``multi-node-serving.sh worker ...`` joining the leader at ``ray_address`` (and
+    meeting its pre-flight on that host)."""
     return [
         wrapper,
         "worker",
@@ -97,6 +141,7 @@ def build_worker_wrapper_argv(
         f"--temp-dir={IMAGE_RAY_TEMP}",
         *_job_dir_args(job_dir),
         f"--nodes-timeout={plan.ready.nodes_timeout:g}",
+        *wrapper_preflight_args(plan),
     ]
 
 
@@ -112,9 +157,8 @@ def image_env(plan: LaunchPlan) -> tuple[dict[str, str], list[str]]:
     its name (the file reads it from a Kubernetes Secret or a 0600 env file). Every name
     and value is checked; a name the render sets itself is refused."""
     from launchers.errors import InputError
-    from launchers.render.checks import env_entries
 
-    env = env_entries(dict(plan.env))
+    env = checks.env_entries(dict(plan.env))
     owned = sorted(RENDER_OWNED_ENV & env.keys())
     if owned:
         raise InputError(

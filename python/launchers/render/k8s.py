@@ -39,6 +39,8 @@ from launchers.render.containers import (
     check_wrapper_plan,
     image_env,
     image_ray_auth_env,
+    wrapper_preflight_args,
+    wrapper_preflight_port,
     wrapper_ray_port,
 )
 
@@ -51,10 +53,12 @@ _NAME_MAX = 40  # pod names add "-<group>-<index>" and a revision hash to this
 
 # StatefulSet pods share one template: the ordinal in the pod name picks the role.
 # Constant text (values come from the pod's environment), checked by shellcheck in tests.
+# VLLM_HPC_PREFLIGHT: the wrapper's pre-flight option (wrapper_preflight_args), if any.
 STATEFULSET_SCRIPT = f"""\
 set -euo pipefail
 common=(--ray_port="$VLLM_HPC_RAY_PORT" --num-gpus="$VLLM_HPC_GPUS" --temp-dir=/tmp/ray
-  --job-dir={IMAGE_JOB_DIR} --nodes-timeout="$VLLM_HPC_NODES_TIMEOUT")
+  --job-dir={IMAGE_JOB_DIR} --nodes-timeout="$VLLM_HPC_NODES_TIMEOUT"
+  ${{VLLM_HPC_PREFLIGHT:+"$VLLM_HPC_PREFLIGHT"}})
 if [[ "${{POD_NAME##*-}}" == 0 ]]; then
   exec {IMAGE_WRAPPER} leader "${{common[@]}}" --ray_cluster_size="$VLLM_HPC_NODES" \\
     --model="$VLLM_HPC_MODEL" --port="$VLLM_HPC_PORT"
@@ -230,10 +234,17 @@ def _container(
         out["ports"] = [
             {"name": "http", "containerPort": plan.api_port},
             {"name": "ray", "containerPort": wrapper_ray_port(plan)},
+            *_preflight_ports(plan, "containerPort"),
         ]
     out["resources"] = {"limits": {GPU_RESOURCE: plan.layout.gpus_per_node}}
     out["volumeMounts"] = mounts
     return out
+
+
+def _preflight_ports(plan: LaunchPlan, key: str) -> list[dict[str, Any]]:
+    """The pre-flight's port where the leader's ports are listed (none without one)."""
+    port = wrapper_preflight_port(plan)
+    return [] if port is None else [{"name": "preflight", key: port}]
 
 
 def _http_probe(plan: LaunchPlan) -> dict[str, Any]:
@@ -360,19 +371,19 @@ def _lws_docs(plan: LaunchPlan, b: _Build) -> list[dict[str, Any]]:
 def _statefulset_docs(plan: LaunchPlan, b: _Build) -> list[dict[str, Any]]:
     name, namespace = b.names.base, b.names.namespace
     labels = _labels(name)
-    env = _env(
-        plan,
-        b.names,
-        {
-            "VLLM_HPC_MODEL": plan.name,
-            "VLLM_HPC_NODES": str(plan.layout.nodes),
-            "VLLM_HPC_GPUS": str(plan.layout.gpus_per_node),
-            "VLLM_HPC_PORT": str(plan.api_port),
-            "VLLM_HPC_RAY_PORT": str(wrapper_ray_port(plan)),
-            "VLLM_HPC_NODES_TIMEOUT": f"{plan.ready.nodes_timeout:g}",
-            "VLLM_HPC_LEADER": f"{name}-0.{name}.{namespace}.svc",
-        },
-    )
+    settings = {
+        "VLLM_HPC_MODEL": plan.name,
+        "VLLM_HPC_NODES": str(plan.layout.nodes),
+        "VLLM_HPC_GPUS": str(plan.layout.gpus_per_node),
+        "VLLM_HPC_PORT": str(plan.api_port),
+        "VLLM_HPC_RAY_PORT": str(wrapper_ray_port(plan)),
+        "VLLM_HPC_NODES_TIMEOUT": f"{plan.ready.nodes_timeout:g}",
+        "VLLM_HPC_LEADER": f"{name}-0.{name}.{namespace}.svc",
+    }
+    preflight = wrapper_preflight_args(plan)
+    if preflight:  # one option, one word of the script's array
+        (settings["VLLM_HPC_PREFLIGHT"],) = preflight
+    env = _env(plan, b.names, settings)
     env.insert(0, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     container = _container(
         "vllm",
@@ -420,7 +431,10 @@ def _statefulset_docs(plan: LaunchPlan, b: _Build) -> list[dict[str, Any]]:
             # Workers must resolve the leader before it is ready (it waits for them).
             "publishNotReadyAddresses": True,
             "selector": labels,
-            "ports": [{"name": "ray", "port": wrapper_ray_port(plan)}],
+            "ports": [
+                {"name": "ray", "port": wrapper_ray_port(plan)},
+                *_preflight_ports(plan, "port"),
+            ],
         },
     }
     statefulset = {

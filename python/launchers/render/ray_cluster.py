@@ -52,7 +52,7 @@ from launchers.render.containers import (
     IMAGE_RAY_TOKEN,
     build_leader_wrapper_argv,
     build_worker_wrapper_argv,
-    check_wrapper_plan,
+    check_host_render,
     image_env,
     image_ray_auth_env,
     wrapper_ray_port,
@@ -153,9 +153,8 @@ def _instance_type(opts: RayClusterOptions, gpus: int) -> str:
 
 
 def _checked(plan: LaunchPlan, opts: RayClusterOptions) -> RayClusterOptions:
-    """``opts`` with every value checked against the provider and the plan's layout."""
-    checks.image("--image", opts.image)
-    checks.docker_size("--shm-size", opts.shm_size)
+    """``opts`` with every value checked against the provider and the plan's layout
+    (``--image`` and ``--shm-size``: ``check_host_render``)."""
     _host_path("--hf-cache-dir", opts.hf_cache_dir)
     _host_path("--job-root-dir", opts.job_root)
     _pattern("--ssh-user", opts.ssh_user, _SSH_USER, "ubuntu")
@@ -388,10 +387,9 @@ def render_ray_cluster(
     plan: LaunchPlan, options: RayClusterOptions | None = None, *, name: str | None = None
 ) -> str:
     """The ``ray up`` file for ``plan``, its use in the header. Bad input: ``InputError``."""
-    check_wrapper_plan(plan, "render ray-cluster")
-    checks.check_model_text("model", plan.name)
-    checks.check_text("model path", plan.model)
-    opts = _checked(plan, options or RayClusterOptions())
+    given = options or RayClusterOptions()
+    check_host_render(plan, "render ray-cluster", image=given.image, shm_size=given.shm_size)
+    opts = _checked(plan, given)
     cluster = cluster_name_for(plan, name)
     secret_names = image_env(plan)[1]
     workers = plan.layout.nodes - 1

@@ -32,7 +32,7 @@ from launchers.render.containers import (
     IMAGE_RAY_TOKEN,
     build_leader_wrapper_argv,
     build_worker_wrapper_argv,
-    check_wrapper_plan,
+    check_host_render,
     image_env,
     image_ray_auth_env,
     wrapper_ray_port,
@@ -216,12 +216,8 @@ def render_swarm(
 ) -> str:
     """The stack file for ``plan``, how to deploy it in the header. Bad input:
     ``InputError`` (one line)."""
-    check_wrapper_plan(plan, "render swarm")
-    checks.check_model_text("model", plan.name)
-    checks.check_text("model path", plan.model)
+    check_host_render(plan, "render swarm", image=image, shm_size=shm_size)
     checks.url_path("health path", plan.ready.health_path)
-    checks.image("--image", image)
-    checks.docker_size("--shm-size", shm_size)
     names = names_for(
         plan, stack=stack, ray_token_secret=ray_token_secret, api_key_secret=api_key_secret
     )
