@@ -818,12 +818,19 @@ def test_a_replica_that_could_not_be_read_is_left_out_not_counted_as_zero() -> N
         actions, state, _ = load(s, state, NOW + t, {"1": 7.0})
     assert kinds(actions) == [("submit", "2")]
     assert said(state)[0].startswith("load: 7 requests waiting per replica")
-    # a tick with no replica read goes on with the run as it was
+    # a tick or a few with no replica read go on with the run as it was
     state = ServiceState(name="llama", replicas=(rep("1", 0), rep("2", 1)))
-    _, state, _ = load(s, state, NOW, {"1": 7.0})
-    for t in range(5, 60, 5):
-        _, state, _ = load(s, state, NOW + t, None if t % 10 else {})
+    for t in range(0, 60, 5):
+        _, state, _ = load(s, state, NOW + t, None if 15 <= t < 35 else {"1": 7.0})
     actions, state, _ = load(s, state, NOW + 60, {"2": 7.0})
+    assert kinds(actions) == [("submit", "2")]
+    assert said(state)[0].startswith("load: 7 requests waiting per replica on average over 60 s")
+    # ... but a longer gap (none read, or no front ran) starts it again
+    state = ServiceState(name="llama", replicas=(rep("1", 0), rep("2", 1)))
+    for t in [0, 5, 10, *range(41, 101, 5)]:  # 31 s without a sample, from 10 to 41
+        actions, state, _ = load(s, state, NOW + t, {"1": 7.0, "2": 7.0})
+        assert actions == [], t
+    actions, state, _ = load(s, state, NOW + 101, {"1": 7.0, "2": 7.0})
     assert kinds(actions) == [("submit", "2")]
     assert said(state)[0].startswith("load: 7 requests waiting per replica on average over 60 s")
 

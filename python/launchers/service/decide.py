@@ -44,16 +44,17 @@ Rules, in order:
    id; a replica it could not read is absent, not 0) and a sample is their average per
    replica read. Samples above ``scale_up_waiting`` in a row for ``scale_up_seconds``
    add one replica (up to ``most``); samples at most half of it in a row for
-   ``scale_down_seconds`` drain one (down to ``fewest``, one at least: zero is rule 6's).
-   A sample between the two, or on the other side, starts the count again, so a
-   flapping queue never scales. Nothing is decided, and the count starts again, while
-   the service is not settled: a replica loading (a successor, a new slot) or leaving
-   (until SLURM has ended its job), a slot missing, or backing off. Scaling down drains
-   the replica that ends first (the soonest to need a successor, with its queue wait
-   and model load): the replica of the top slot takes its slot. Each decision is an
-   event with its reason; the run, the count asked for and the last decision are kept
-   in state.json (``Scaling``); a ``service scale`` since (``replicas`` changed) starts
-   again from the count it gives.
+   ``scale_down_seconds`` drain one (down to ``fewest``, one at least: zero is rule
+   6's). A sample between the two, or on the other side, starts the count again, so a
+   flapping queue never scales; so does one that comes more than ``LOAD_GAP`` after the
+   run's last (no replica read meanwhile, or no front ran). Nothing is decided, and the
+   count starts again, while the service is not settled: a replica loading (a successor,
+   a new slot) or leaving (until SLURM has ended its job), a slot missing, or backing
+   off. Scaling down drains the replica that ends first (the soonest to need a
+   successor, with its queue wait and model load): the replica of the top slot takes its
+   slot. Each decision is an event with its reason; the run, the count asked for and the
+   last decision are kept in state.json (``Scaling``); a ``service scale`` since
+   (``replicas`` changed) starts again from the count it gives.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from launchers.defaults import (
     SERVICE_BACKOFF_MAX_SECONDS,
     SERVICE_BACKOFF_SECONDS,
     SERVICE_FAILURES_BEFORE_BACKOFF,
+    SERVICE_LOAD_SAMPLE_SECONDS,
     SERVICE_ROLLING_SHARE,
     TEARDOWN_SECONDS,
 )
@@ -86,6 +88,9 @@ EVENTS_KEPT = 20
 # A drained replica ends within vLLM's drain and the runtime's teardown; one still there
 # after this long is cancelled (so is one ending on its own, this long after it was seen).
 DRAIN_OVERDUE = DRAIN_SECONDS + TEARDOWN_SECONDS + 60.0
+# A run of the queue's samples (rule 7) with no sample for this long starts again: what
+# was not seen is not counted as above or below.
+LOAD_GAP = 6 * SERVICE_LOAD_SAMPLE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -375,12 +380,14 @@ class _Tick:
             "above" if sample > spec.scale_up_waiting
             else "below" if sample <= spec.scale_down_waiting else None
         )  # fmt: skip
+        gap = run is not None and run.last is not None and self.now - run.last > LOAD_GAP
         if side is None:
             run = None
-        elif run is None or run.side != side:
-            run = LoadRun(side=side, since=self.now, total=sample, samples=1)
+        elif run is None or run.side != side or gap:
+            run = LoadRun(side=side, since=self.now, last=self.now, total=sample, samples=1)
         else:
-            run = run.model_copy(update={"total": run.total + sample, "samples": run.samples + 1})
+            run = run.model_copy(update={"total": run.total + sample, "samples": run.samples + 1,
+                                         "last": self.now})  # fmt: skip
         self.scaling = self.scaling.model_copy(update={"run": run})
         if run is None:
             return

@@ -383,6 +383,7 @@ class LoadRun(Record):
 
     side: Literal["above", "below"]
     since: float  # the first sample of the run (epoch seconds)
+    last: float | None = None  # the latest sample of the run
     total: float = 0.0  # the samples' sum (each: waiting requests per READY replica)
     samples: int = 0
 
