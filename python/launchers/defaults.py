@@ -119,7 +119,19 @@ SERVICE_FRONT_TIME = "1-00:00:00"
 SERVICE_IDLE_SECONDS = 1800.0
 SERVICE_COLD_START_WAIT_SECONDS = 300.0
 SERVICE_RETRY_AFTER_SECONDS = 30
-# The most replicas one service may ask for (`service up --replicas`, `service scale`):
+# Autoscaling by load (`service up --max-replicas N` above --replicas): every
+# SERVICE_LOAD_SAMPLE_SECONDS the controller reads vLLM's waiting requests
+# (vllm:num_requests_waiting) from each READY replica's /metrics, at most
+# SERVICE_LOAD_READ_TIMEOUT seconds each (all at once; one that does not answer is left
+# out). Above --scale-up-waiting per READY replica at every sample for
+# --scale-up-after, one replica more; at most half of it for --scale-down-after, one less.
+SERVICE_SCALE_UP_WAITING = 4.0
+SERVICE_SCALE_UP_SECONDS = 60.0
+SERVICE_SCALE_DOWN_SECONDS = 300.0
+SERVICE_LOAD_SAMPLE_SECONDS = 5.0
+SERVICE_LOAD_READ_TIMEOUT = 2.0
+# The most replicas one service may ask for (`service up --replicas` and
+# `--max-replicas`, `service scale`):
 # each is a whole job, and one controller tick submits every missing one.
 SERVICE_MAX_REPLICAS = 16
 # The front's heartbeat (front.json) is renewed this often by its own thread, whatever the

@@ -97,3 +97,21 @@ def test_watching_a_job_gives_each_windows_rate_through_the_wait_helper(
     assert first["generation_tokens_per_s"] == 100.0  # 200 tokens in the first 2 s
     assert second["generation_tokens_per_s"] == 50.0  # 100 in the next 2 s
     assert clock.slept == 4.0  # two windows, slept by the helper's fake clock
+
+
+def test_waiting_requests_are_summed_over_engines_and_absent_is_none() -> None:
+    from launchers.observe.metrics import waiting_requests
+
+    page = (
+        exposition(50.0, (2, 2, 0))
+        + 'vllm:num_requests_waiting{engine="1",model_name="tiny"} 5.0\n'
+    )
+    assert waiting_requests(page) == 7.0
+    assert waiting_requests(page.replace("vllm:num_requests_waiting", "vllm:other")) is None
+    assert waiting_requests("") is None
+    assert waiting_requests("vllm:num_requests_waiting 0.0\n") == 0.0  # said, and 0
+    look_alike = (
+        "# TYPE vllm:num_requests_waiting_by_reason gauge\n"
+        'vllm:num_requests_waiting_by_reason{reason="x"} 9\n'
+    )
+    assert waiting_requests(look_alike) is None

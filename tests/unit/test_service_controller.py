@@ -3,8 +3,12 @@ SLURM and the router: what a replica is, as its job file and SLURM say together.
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -260,3 +264,129 @@ def test_an_idle_service_drains_with_its_reason_and_a_request_wakes_it(
     assert state.events[-1].endswith("a request woke the service: slot 0: a new replica")
     read = store.read_state(directory)
     assert read is not None and read.last_request == world.t
+
+
+# --- autoscaling: the replicas' queue read from their own /metrics ----------------------
+
+WAITING_PAGE = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 8.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 7.0
+"""
+
+
+class FakeReplica(http.server.BaseHTTPRequestHandler):
+    """A replica's vLLM as the controller sees it: /metrics with the service's key only."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        type(self).seen.append(auth)
+        ok = self.path == "/metrics" and auth == "Bearer the-internal-key"
+        body = WAITING_PAGE.encode() if ok else b"unauthorized"
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def replica_server() -> Iterator[str]:
+    """A replica's vLLM on loopback (its base URL): /metrics says 7 requests wait."""
+    FakeReplica.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeReplica)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_queue_is_read_from_each_ready_replica_and_one_that_does_not_answer_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replica_server: str
+) -> None:
+    """Replica 5 (a stand-in vLLM on loopback) says 7 requests wait; replica 6 does not
+    answer. The sample is 7 per replica read (not 3.5): after the 10 s window, slot 2."""
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # never used: the key stays
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    world = World(monkeypatch)
+    dead = f"http://127.0.0.1:{closed_port()}"
+    five = replica(tmp_path, "5", state="READY", ever_ready=True, url=replica_server)
+    six = replica(tmp_path, "6", slot=1, state="READY", ever_ready=True, url=dead)
+    endpoint(tmp_path / "jobs" / "5", "READY", f"{replica_server}/v1")
+    endpoint(tmp_path / "jobs" / "6", "READY", f"{dead}/v1")
+    world.slurm.update({"5": "RUNNING", "6": "RUNNING"})
+    directory = service(tmp_path, [five, six])
+    spec = store.read_spec(directory).model_copy(update={
+        "replicas": 2, "max_replicas": 3, "scale_up_seconds": 10.0})  # fmt: skip
+    store.write_spec(directory, spec)
+    Path(spec.key_file).write_text("the-internal-key\n")
+    Path(spec.key_file).chmod(0o600)
+    logged: list[str] = []
+    control = controller(directory, world, Router({replica_server, dead}))
+    control.log = logged.append
+    seen = []
+    for step in range(11):  # a tick a second: the queue is read every 5 s
+        state = control.tick()
+        seen.append(len(FakeReplica.seen))
+        if step < 10:
+            assert world.submitted == [], step
+        world.t += 1
+    assert seen == [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3]
+    assert FakeReplica.seen == ["Bearer the-internal-key"] * 3
+    assert world.submitted == [(2, 1)]
+    assert state.events[-2:] == (
+        "13:46:50 UTC load: 7 requests waiting per replica on average over 10 s (above 4): "
+        "scaling up to 3 replicas",
+        "13:46:50 UTC slot 2: a new replica",
+    )
+    assert control.scale_decisions == {"up": 1, "down": 0}
+    assert state.wanted == 3 and control.last is not None and control.last.wanted == 3
+    said = [line for line in logged if "left out of the load" in line]
+    assert said == [f"controller: replica 6: {dead}/metrics did not say its waiting requests: "
+                    "left out of the load"]  # fmt: skip
+    read = store.read_state(directory)
+    assert read is not None and read.scaling.replicas == 3 and read.scaling.base == 2
+
+
+def test_a_replica_that_hangs_holds_the_tick_no_longer_than_the_read_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that accepts and never answers: the read gives up after its timeout
+    (the replicas are read at once, so two such replicas cost one timeout)."""
+    import time
+
+    from launchers.service.controller import read_waiting
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        began = time.monotonic()
+        assert read_waiting(url, "k", timeout=0.3) is None
+        assert time.monotonic() - began < 2.0
+        world = World(monkeypatch)
+        slow = [replica(tmp_path, str(n), slot=n, state="READY", ever_ready=True, url=url)
+                for n in (5, 6)]  # fmt: skip
+        directory = service(tmp_path, slow)
+        spec = store.read_spec(directory).model_copy(update={"replicas": 2, "max_replicas": 3})
+        Path(spec.key_file).write_text("k\n")
+        Path(spec.key_file).chmod(0o600)
+        control = controller(directory, world, Router(set()))
+        control.read_waiting = lambda u, k: read_waiting(u, k, timeout=1.0)
+        began = time.monotonic()
+        assert control.read_queue(spec, slow) == {}
+        assert time.monotonic() - began < 1.8  # one timeout, not two

@@ -14,7 +14,7 @@ from launchers.service.decide import (
     decide,
     waking_news,
 )
-from launchers.service.definition import Replica, ServiceSpec, ServiceState
+from launchers.service.definition import LoadRun, Replica, Scaling, ServiceSpec, ServiceState
 
 NOW = 1_000_000.0
 
@@ -628,3 +628,278 @@ def test_a_request_that_waits_in_vain_hears_what_the_service_is_doing() -> None:
         "a replica is being submitted"
     )
     assert waking_news(None, NOW) == "the service has not started yet"
+
+
+# --- autoscaling by load: the replicas' queue, sampled, moves the count -------------------
+
+
+def scaling(**changes: Any) -> ServiceSpec:
+    """One replica to start with, up to three by load: one more after 60 s above 4
+    waiting requests per replica, one fewer after 300 s at 2 or below."""
+    return spec(**{"replicas": 1, "max_replicas": 3, "scale_up_waiting": 4.0,
+                   "scale_up_seconds": 60.0, "scale_down_seconds": 300.0, **changes})  # fmt: skip
+
+
+def load(
+    s: ServiceSpec, state: ServiceState, now: float, queue: dict[str, float] | None,
+    replicas: list[Replica] | None = None,
+) -> tuple[list[Action], ServiceState, str | None]:  # fmt: skip
+    """One tick with ``queue`` read from the replicas; the state as the controller writes
+    it (a submitted replica joins it, PENDING)."""
+    observed = list(state.replicas) if replicas is None else replicas
+    routed = {str(r.url) for r in observed if r.ready and not r.leaving}
+    step = decide(s, state, observed, routed, now, queue=queue)
+    assert step.state is not None
+    made = [rep(f"n{a.slot}", a.slot, state="PENDING", submitted_at=now, since=now)
+            for a in step.actions if a.kind == "submit"]  # fmt: skip
+    after = step.state.model_copy(update={"replicas": (*step.state.replicas, *made)})
+    return step.actions, after, step.scaled
+
+
+def said(state: ServiceState) -> list[str]:
+    return [e.split(" UTC ", 1)[1] for e in state.events]
+
+
+def test_a_queue_above_the_threshold_for_the_window_adds_one_replica_not_before() -> None:
+    s = scaling()
+    state = ServiceState(name="llama", replicas=(rep("1", 0),))
+    for t in range(0, 60, 5):  # 7 waiting for 55 s: not yet
+        actions, state, scaled = load(s, state, NOW + t, {"1": 7.0})
+        assert actions == [] and scaled is None, t
+        assert state.scaling.run is not None and state.scaling.run.since == NOW
+    actions, state, scaled = load(s, state, NOW + 60, {"1": 7.0})
+    assert kinds(actions) == [("submit", "1")] and scaled == "up"
+    assert said(state) == [
+        "load: 7 requests waiting per replica on average over 60 s (above 4): scaling up to "
+        "2 replicas",
+        "slot 1: a new replica",
+    ]
+    assert state.wanted == 2 and state.scaling.replicas == 2 and state.scaling.run is None
+    assert state.scaling.last == state.events[0]
+    assert (state.state, state.message) == ("DEGRADED", "1/2 replicas READY")
+
+
+def test_the_average_over_the_run_is_said_and_every_sample_must_be_above() -> None:
+    s = scaling()
+    state = ServiceState(name="llama", replicas=(rep("1", 0),))
+    for t, waiting in zip(range(0, 65, 5), [5, 9, 5, 9, 5, 9, 5, 9, 5, 9, 5, 9, 5], strict=True):
+        _, state, _ = load(s, state, NOW + t, {"1": float(waiting)})
+    assert said(state)[0].startswith("load: 6.8 requests waiting per replica on average over 60 s")
+
+
+def test_no_more_replicas_while_the_new_one_loads_and_never_past_the_maximum() -> None:
+    s = scaling()
+    one = rep("1", 0)
+    state = ServiceState(name="llama", replicas=(one,),
+                         scaling=Scaling(replicas=2, base=1))  # fmt: skip
+    loading = rep("2", 1, state="LOADING")
+    for t in range(0, 600, 5):  # the queue stays long while slot 1 loads: nothing more
+        actions, state, _ = load(s, state, NOW + t, {"1": 9.0}, [one, loading])
+        assert actions == [], t
+    assert state.scaling.run is None and state.wanted == 2
+    two = [one, rep("2", 1)]  # READY: the count starts again from here
+    for t in range(600, 660, 5):
+        actions, state, _ = load(s, state, NOW + t, {"1": 9.0, "2": 9.0}, two)
+        assert actions == [], t
+    actions, state, _ = load(s, state, NOW + 660, {"1": 9.0, "2": 9.0}, two)
+    assert kinds(actions) == [("submit", "2")] and state.wanted == 3
+    three = [*two, rep("3", 2)]
+    for t in range(700, 2000, 5):  # at the maximum: the queue may stay long
+        actions, state, scaled = load(s, state, NOW + t, {"1": 9.0, "2": 9.0, "3": 9.0}, three)
+        assert actions == [] and scaled is None, t
+    assert state.wanted == 3 and sum("scaling up" in e for e in said(state)) == 1
+
+
+def test_a_low_queue_for_the_longer_window_drains_the_replica_that_ends_first() -> None:
+    """Slot 1's replica ends first: it drains, and the top slot's replica takes slot 1
+    (the replicas that serve longest stay: the next handover is furthest off)."""
+    s = scaling()
+    replicas = [rep("1", 0, ends_at=NOW + 5000), rep("2", 1, ends_at=NOW + 2000, generation=3),
+                rep("3", 2, ends_at=NOW + 7000)]  # fmt: skip
+    state = ServiceState(name="llama", replicas=tuple(replicas),
+                         scaling=Scaling(replicas=3, base=1))  # fmt: skip
+    idle = {"1": 0.0, "2": 1.0, "3": 2.0}  # 1 per replica: at most half the threshold
+    for t in range(0, 300, 5):
+        actions, state, _ = load(s, state, NOW + t, idle)
+        assert actions == [], t
+    actions, state, scaled = load(s, state, NOW + 300, idle)
+    assert scaled == "down"
+    assert kinds(actions) == [("remove", "http://10.0.0.2:8000"), ("drain", "2")]
+    assert actions[-1].reason == "scale down"
+    assert said(state) == [
+        "load: 1 request waiting per replica on average over 300 s (at most 2): scaling "
+        "down to 2 replicas",
+        "replica 3 moves from slot 2 to slot 1: replica 2 ends first",
+        "replica 2 (slot 2) drains: scaled to 2",
+    ]
+    slots = {r.job_id: (r.slot, r.generation, r.role) for r in state.replicas}
+    assert slots == {"1": (0, 1, "serving"), "2": (2, 3, "draining"), "3": (1, 4, "serving")}
+    assert state.wanted == 2 and (state.state, state.message) == ("UP", "2/2 replicas READY")
+
+
+def test_the_top_slot_drains_when_it_ends_first_and_never_below_the_minimum() -> None:
+    s = scaling()
+    replicas = [rep("1", 0, ends_at=NOW + 5000), rep("2", 1, ends_at=NOW + 2000)]
+    state = ServiceState(name="llama", replicas=tuple(replicas),
+                         scaling=Scaling(replicas=2, base=1))  # fmt: skip
+    for t in range(0, 300, 5):
+        _, state, _ = load(s, state, NOW + t, {"1": 0.0, "2": 0.0})
+    actions, state, _ = load(s, state, NOW + 300, {"1": 0.0, "2": 0.0})
+    assert kinds(actions) == [("remove", "http://10.0.0.2:8000"), ("drain", "2")]
+    assert not any("moves from slot" in e for e in said(state))
+    one = [rep("1", 0, ends_at=NOW + 5000)]  # slot 1's job has ended: at the minimum now
+    for t in range(400, 4000, 5):
+        actions, state, scaled = load(s, state, NOW + t, {"1": 0.0}, one)
+        assert actions == [] and scaled is None, t
+    assert state.wanted == 1 and state.state == "UP"
+
+
+@pytest.mark.parametrize(
+    "busy",
+    [
+        rep("9", 0, state="LOADING", role="successor", successor_of="1"),
+        rep("9", 2, state="DRAINING", role="draining", slurm_state="RUNNING",
+            drain_asked_at=NOW),
+        rep("9", 2, state="STOPPED", role="ending", slurm_state="RUNNING", drain_asked_at=NOW),
+    ],
+    ids=["a-successor-loads", "a-replica-drains", "a-replica-ends"],
+)  # fmt: skip
+def test_nothing_is_decided_while_a_handover_is_under_way(busy: Replica) -> None:
+    s = scaling()
+    two = [rep("1", 0, ends_at=NOW + 500), rep("2", 1)]
+    for waiting in (9.0, 0.0):  # neither up nor down
+        state = ServiceState(name="llama", replicas=(*two, busy),
+                             scaling=Scaling(replicas=2, base=1))  # fmt: skip
+        for t in range(0, 900, 5):
+            _, state, scaled = load(s, state, NOW + t, {"1": waiting, "2": waiting},
+                                    [*two, busy])  # fmt: skip
+            assert scaled is None, (waiting, t)
+        assert state.scaling.run is None and state.wanted == 2
+        # once it is over, the window starts then
+        for t in range(900, 1300, 5):
+            _, state, scaled = load(s, state, NOW + t, {"1": waiting, "2": waiting}, two)
+            if scaled is not None:
+                break
+        assert (t, scaled) == ((960, "up") if waiting else (1200, "down"))
+
+
+def test_a_flapping_queue_does_not_scale() -> None:
+    s = scaling(replicas=2)
+    two = (rep("1", 0), rep("2", 1))
+    for pattern in ([7.0, 7.0, 7.0, 0.0], [0.0] * 11 + [7.0], [7.0] * 11 + [3.0]):
+        state = ServiceState(name="llama", replicas=two)  # above, below, ...; or between
+        for n in range(0, 900, 5):
+            waiting = pattern[(n // 5) % len(pattern)]
+            actions, state, scaled = load(s, state, NOW + n, {"1": waiting, "2": waiting})
+            assert actions == [] and scaled is None, (pattern, n)
+        assert not any("load:" in e for e in state.events)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"max_replicas": None}, {"replicas": 2, "max_replicas": 2}, {"replicas": 2}],
+    ids=["no-maximum", "maximum-is-replicas", "maximum-none-with-2"],
+)
+def test_a_service_whose_maximum_is_its_count_never_autoscales(changes: dict[str, Any]) -> None:
+    s = scaling(**{"max_replicas": None, **changes})
+    replicas = [rep(str(n + 1), n) for n in range(s.replicas)]
+    state = ServiceState(name="llama", replicas=tuple(replicas))
+    for queue in ({r.job_id: 50.0 for r in replicas}, {r.job_id: 0.0 for r in replicas}):
+        for t in range(0, 2000, 10):
+            actions, state, scaled = load(s, state, NOW + t, queue)
+            assert actions == [] and scaled is None
+    assert state.scaling == Scaling() and state.wanted == s.replicas
+
+
+def test_a_replica_that_could_not_be_read_is_left_out_not_counted_as_zero() -> None:
+    s = scaling(replicas=2)
+    state = ServiceState(name="llama", replicas=(rep("1", 0), rep("2", 1)))
+    for t in range(0, 65, 5):  # replica 2 never answers: 7 per replica read, not 3.5
+        actions, state, _ = load(s, state, NOW + t, {"1": 7.0})
+    assert kinds(actions) == [("submit", "2")]
+    assert said(state)[0].startswith("load: 7 requests waiting per replica")
+    # a tick or a few with no replica read go on with the run as it was
+    state = ServiceState(name="llama", replicas=(rep("1", 0), rep("2", 1)))
+    for t in range(0, 60, 5):
+        _, state, _ = load(s, state, NOW + t, None if 15 <= t < 35 else {"1": 7.0})
+    actions, state, _ = load(s, state, NOW + 60, {"2": 7.0})
+    assert kinds(actions) == [("submit", "2")]
+    assert said(state)[0].startswith("load: 7 requests waiting per replica on average over 60 s")
+    # ... but a longer gap (none read, or no front ran) starts it again
+    state = ServiceState(name="llama", replicas=(rep("1", 0), rep("2", 1)))
+    for t in [0, 5, 10, *range(41, 101, 5)]:  # 31 s without a sample, from 10 to 41
+        actions, state, _ = load(s, state, NOW + t, {"1": 7.0, "2": 7.0})
+        assert actions == [], t
+    actions, state, _ = load(s, state, NOW + 101, {"1": 7.0, "2": 7.0})
+    assert kinds(actions) == [("submit", "2")]
+    assert said(state)[0].startswith("load: 7 requests waiting per replica on average over 60 s")
+
+
+def test_a_scale_by_hand_starts_the_load_again_from_its_count() -> None:
+    s = scaling(replicas=2)  # `service scale llama 2` while the load had asked for 3
+    replicas = [rep("1", 0), rep("2", 1), rep("3", 2)]
+    state = ServiceState(name="llama", replicas=tuple(replicas),
+                         scaling=Scaling(replicas=3, base=1, run=LoadRun(
+                             side="above", since=NOW - 50, total=50.0, samples=10)))  # fmt: skip
+    actions, state, _ = load(s, state, NOW, {"1": 9.0, "2": 9.0, "3": 9.0})
+    assert kinds(actions) == [("remove", "http://10.0.0.3:8000"), ("drain", "3")]
+    assert said(state) == ["replica 3 (slot 2) drains: scaled to 2"]
+    assert state.scaling.replicas == 2 and state.scaling.base == 2
+    assert state.scaling.run is None
+
+
+def test_the_load_and_the_idle_rule_compose() -> None:
+    """Scaled up by load, then no request for the idle time: down to the idle minimum
+    (0), and a request wakes it to ``replicas`` (1), not to what the load had asked."""
+    s = scaling(min_replicas=0, idle_seconds=600.0)
+    assert (s.fewest, s.most) == (1, 3)
+    two = [rep("1", 0, since=NOW - 700), rep("2", 1, since=NOW - 700)]
+    state = ServiceState(name="llama", replicas=tuple(two), last_request=NOW - 10,
+                         scaling=Scaling(replicas=2, base=1))  # fmt: skip
+    for t in range(0, 300, 5):  # low load, but requests come: the load drains one
+        _, state, scaled = load(s, state, NOW + t, {"1": 0.0, "2": 0.0})
+    _, state, scaled = load(s, state, NOW + 300, {"1": 0.0, "2": 0.0})
+    assert scaled == "down" and state.wanted == 1
+    one = [rep("1", 0, since=NOW - 700)]
+    for t in range(310, 1200, 10):  # at the load's minimum (1): only idleness goes lower
+        actions, state, scaled = load(s, state, NOW + t, {"1": 0.0}, one)
+        if actions:
+            break
+    assert kinds(actions) == [("remove", "http://10.0.0.1:8000"), ("drain", "1")]
+    assert t == 590 and state.state == "IDLE" and state.wanted == 0
+    assert state.scaling.replicas is None and state.scaling.last.endswith("to 1 replica")
+    step = decide(s, state, [], set(), NOW + 2000, Demand(last_request=NOW + 1999))
+    assert step.state is not None and kinds(step.actions) == [("submit", "0")]
+    assert step.state.wanted == 1
+
+
+def test_under_a_load_the_service_grows_one_at_a_time_then_returns_to_its_minimum() -> None:
+    """The World's jobs (READY 40 s after submission), a tick every 10 s: 30 requests
+    wait in all while the load lasts (spread over the READY replicas), none after."""
+    world, s = World(), scaling()
+    state, routed = ServiceState(name="llama"), set[str]()
+    counts: list[int] = []
+    for now in range(int(NOW), int(NOW + 1500), 10):
+        world.advance(now)
+        observed = [world.observe(r) for r in state.replicas]
+        ready = [r for r in observed if r.ready and not r.leaving]
+        busy = now < NOW + 500
+        queue = {r.job_id: (30.0 if busy else 0.0) / len(ready) for r in ready}
+        step = decide(s, state, observed, routed, now, queue=queue)
+        assert step.state is not None
+        new = []
+        for action in step.actions:
+            if action.kind == "add":
+                routed.add(action.url)
+            elif action.kind == "remove":
+                routed.discard(action.url)
+            made = world.act(action, now)
+            if made is not None:
+                new.append(made)
+        state = step.state.model_copy(update={"replicas": (*step.state.replicas, *new)})
+        counts.append(world.alive())
+    decisions = [e.split(": ", 2)[2] for e in said(state) if e.startswith("load: ")]
+    assert decisions == ["scaling up to 2 replicas", "scaling up to 3 replicas",
+                         "scaling down to 2 replicas", "scaling down to 1 replica"]  # fmt: skip
+    assert max(counts) == 3 and counts[-1] == 1 and len(routed) == 1
+    assert state.state == "UP" and state.wanted == 1

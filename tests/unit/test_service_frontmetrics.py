@@ -40,7 +40,9 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "front.js
 def busy() -> FrontMetrics:
     """A front that has answered a few requests and knows three replicas."""
     replicas = {("serving", "READY"): 2, ("successor", "LOADING"): 1}
-    metrics = FrontMetrics(replicas=lambda: replicas, routed=lambda: 2, handovers=lambda: 3)
+    metrics = FrontMetrics(replicas=lambda: replicas, routed=lambda: 2, handovers=lambda: 3,
+                           scale_decisions=lambda: {"up": 2, "down": 1},
+                           wanted=lambda: 3)  # fmt: skip
     for _ in range(3):
         metrics.answered("alice", "/v1/chat/completions", 200)
         metrics.timed("alice", "/v1/chat/completions", 0.2, 1.5)
@@ -71,6 +73,19 @@ def test_the_exposition_parses_and_sums_up() -> None:
     assert lines[1].split() == ["alice", "3", "0", "30", "12"]
     assert "1 LOADING, 2 READY" in render(summary)
     assert "handovers 3" in render(summary)
+    assert (summary["wanted"], summary["scale_decisions"]) == (3.0, {"up": 2.0, "down": 1.0})
+    assert "wanted 3   scaled up 2, down 1 (this front)" in render(summary)
+
+
+def test_scale_decisions_are_counted_by_direction_and_the_wanted_count_said_once_known() -> None:
+    text = FrontMetrics(scale_decisions=lambda: {"up": 1}).exposition()[0].decode()
+    assert 'vllm_hpc_front_scale_decisions_total{direction="up"} 1.0' in text
+    assert 'vllm_hpc_front_scale_decisions_total{direction="down"} 0.0' in text
+    assert "\nvllm_hpc_front_replicas_wanted " not in text  # no tick yet: not 0
+    summary = summarize(text)
+    assert summary["wanted"] is None and "wanted" not in render(summary)
+    text = FrontMetrics(wanted=lambda: 0).exposition()[0].decode()
+    assert "\nvllm_hpc_front_replicas_wanted 0.0" in text  # an idle service wants none
 
 
 def test_an_idle_front_sums_up_to_nothing_without_failing() -> None:

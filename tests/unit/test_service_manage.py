@@ -701,3 +701,123 @@ def test_status_says_an_idle_service_wakes_on_the_next_request(tmp_path: Path) -
     )
     row = svc.summary()
     assert (row["min_replicas"], row["last_request"]) == (0, 1_000.0)
+
+
+# --- autoscaling: --max-replicas, --scale-up-waiting, --scale-up-after, --scale-down-after ----
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--replicas", "2", "--max-replicas", "1"],
+         "--max-replicas: 1 is less than --replicas 2 (give --max-replicas 2 to 16)"),
+        (["--max-replicas", "17"],
+         "--max-replicas: 17 is out of range: a service keeps 0 to 16 replicas (each one a "
+         "whole job) (give at most 16)"),
+        (["--replicas", "0", "--max-replicas", "2"],
+         "--max-replicas: a service of --replicas 0 has no replica to read its load from "
+         "(give --replicas 1 or more (the count it starts with))"),
+        (["--scale-up-waiting", "3"],
+         "--scale-up-waiting: the service does not autoscale without --max-replicas above "
+         "--replicas (add --max-replicas N (at most 16), or leave --scale-up-waiting out)"),
+        (["--replicas", "2", "--max-replicas", "2", "--scale-down-after", "10m"],
+         "--scale-down-after: the service does not autoscale without --max-replicas above "
+         "--replicas (add --max-replicas N (at most 16), or leave --scale-down-after out)"),
+        (["--max-replicas", "4", "--scale-up-after", "soon"],
+         "--scale-up-after: 'soon' is not a duration (e.g. 30m, 2h, 90s)"),
+    ],
+)  # fmt: skip
+def test_autoscaling_settings_that_make_no_sense_are_refused_in_one_line(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    root = tmp_path / "jobs"
+    error = refused_up(root, *options)
+    assert error.one_line() == message and error.exit_code == 2
+    assert not (root / "services").exists()
+
+
+def test_a_threshold_of_no_request_is_bad_input(tmp_path: Path) -> None:
+    argv = ["service", "up", "llama", "-m", MODEL, "--max-replicas", "3",
+            "--scale-up-waiting", "0", "--job-root", str(tmp_path / "jobs")]  # fmt: skip
+    done = CliRunner().invoke(cli, argv)
+    assert done.exit_code == 2 and "--scale-up-waiting" in done.output
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_up_keeps_the_autoscaling_settings_and_the_dry_run_says_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "jobs"
+    options = ["-p", "gpu", "--replicas", "1", "--max-replicas", "3", "--scale-up-waiting",
+               "2", "--scale-up-after", "30s", "--scale-down-after", "2m"]  # fmt: skip
+    planned = up(root, *options, "--dry-run")
+    assert planned.exception is None, planned.output  # type: ignore[attr-defined]
+    assert ("  autoscale 1 to 3 replicas: one more after 30s above 2 waiting requests per "
+            "READY replica, one fewer after 2m at 1 or below"
+            ) in planned.output.splitlines()  # type: ignore[attr-defined]  # fmt: skip
+    monkeypatch.setattr(slurm, "sbatch_text", lambda script, environ: "77")
+    done = up(root, *options)
+    assert done.exception is None, done.output  # type: ignore[attr-defined]
+    spec = store.read_spec(str(root / "services" / "llama"))
+    assert (spec.replicas, spec.max_replicas, spec.scale_up_waiting, spec.scale_up_seconds,
+            spec.scale_down_seconds) == (1, 3, 2.0, 30.0, 120.0)  # fmt: skip
+    assert spec.autoscales and (spec.fewest, spec.most) == (1, 3)
+    # --max-replicas at --replicas is today's service: no autoscaling, nothing said
+    same = up(tmp_path / "other", "-p", "gpu", "--max-replicas", "2", "--dry-run")
+    assert "autoscale" not in same.output  # type: ignore[attr-defined]
+    assert up(tmp_path / "other", "-p", "gpu", "--max-replicas", "2").exception is None  # type: ignore[attr-defined]
+    spec = store.read_spec(str(tmp_path / "other" / "services" / "llama"))
+    assert spec.max_replicas is None and not spec.autoscales
+
+
+def test_status_says_the_range_and_the_last_decision(tmp_path: Path) -> None:
+    from launchers.service.definition import Scaling
+
+    svc = a_service(tmp_path, [], None)
+    store.write_spec(svc.directory, svc.spec().model_copy(
+        update={"min_replicas": 1, "max_replicas": 4}))  # fmt: skip
+    last = ("12:00:00 UTC load: 6 requests waiting per replica on average over 60 s (above 4): "
+            "scaling up to 3 replicas")  # fmt: skip
+    store.write_state(svc.directory, ServiceState(
+        name="llama", state="STARTING", message="2/3 replicas READY", wanted=3,
+        scaling=Scaling(replicas=3, base=2, last=last)))  # fmt: skip
+    shown = CliRunner().invoke(cli, ["service", "status", "llama", "--job-root", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert ("  replicas 3 (1-4, autoscaling on waiting requests: above 4 per replica for 1m "
+            "adds one, at most 2 for 5m drains one)") in lines  # fmt: skip
+    assert f"  last scaling: {last}" in lines
+    row = svc.summary()
+    assert row["replicas_now"] == 3 and row["autoscaling"]["last_decision"] == last
+    listed = CliRunner().invoke(cli, ["service", "list", "--job-root", str(tmp_path)])
+    assert listed.output.splitlines()[1].split()[:3] == ["llama", "STARTING", "0/3"]
+    # a service that does not autoscale says nothing of it
+    store.write_spec(svc.directory, svc.spec().model_copy(update={"max_replicas": None}))
+    shown = CliRunner().invoke(cli, ["service", "status", "llama", "--job-root", str(tmp_path)])
+    assert "autoscaling" not in shown.output and "last scaling" not in shown.output
+
+
+@pytest.mark.parametrize(
+    ("count", "message"),
+    [
+        (5, "REPLICAS: 5 is outside the range of service llama, which autoscales up to "
+         "--max-replicas 4 (its load is read from READY replicas: one at least) (give 1 to 4: "
+         "the load moves it from there)"),
+        (0, "REPLICAS: 0 is outside the range of service llama, which autoscales up to "
+         "--max-replicas 4 (its load is read from READY replicas: one at least) (give 1 to 4: "
+         "the load moves it from there)"),
+    ],
+)  # fmt: skip
+def test_a_service_that_autoscales_is_scaled_within_its_range(
+    tmp_path: Path, count: int, message: str
+) -> None:
+    svc = a_service(tmp_path, [], None)
+    store.write_front(svc.directory, Front(
+        url="http://h:8100/v1", host="h", port=8100, hostname="n1", pid=1, started_at=0.0,
+        heartbeat=time.time()))  # a front of no SLURM job: SLURM is not asked  # fmt: skip
+    store.write_spec(svc.directory, svc.spec().model_copy(update={"max_replicas": 4}))
+    with pytest.raises(InputError) as refused:
+        svc.scale(count)
+    assert refused.value.one_line() == message
+    assert svc.spec().replicas == 2
+    assert svc.scale(3).replicas == 3 and svc.spec().max_replicas == 4

@@ -25,6 +25,9 @@ from launchers.defaults import (
     SERVICE_REPLICAS,
     SERVICE_RETRY_AFTER_SECONDS,
     SERVICE_ROUTER_PORT_OFFSET,
+    SERVICE_SCALE_DOWN_SECONDS,
+    SERVICE_SCALE_UP_SECONDS,
+    SERVICE_SCALE_UP_WAITING,
     SLURM_WARNING_SECONDS,
     USER_PORTS,
     WAIT_TIMEOUT,
@@ -44,6 +47,7 @@ SERVICE_HELP = """Keep a model served past the walltime: N replica jobs behind o
   vllm-hpc service url llama         the one URL clients use (http://HOST:PORT/v1)
   vllm-hpc service scale llama 3
   vllm-hpc service up chat -m MODEL --min-replicas 0 --idle 30m   scale to zero when idle
+  vllm-hpc service up chat -m MODEL --replicas 1 --max-replicas 4  autoscale on vLLM's queue
   vllm-hpc service key add llama alice   a key for alice, printed once
   vllm-hpc service metrics llama     requests and tokens per key, latency, replicas
   vllm-hpc service down llama        drain and stop every replica, then the front
@@ -58,6 +62,10 @@ window has gone by); a failed replica is replaced. `down` returns once SLURM has
 every replica job and the front's job. With `--min-replicas` below `--replicas` the
 service keeps only its minimum after `--idle` without a request (0: only the front);
 the next request starts the rest and waits for a replica up to `--cold-start-wait`.
+With `--max-replicas` above `--replicas` the load moves the count between the minimum
+(one at least) and it: one replica more when vLLM's waiting requests per READY replica
+stay above `--scale-up-waiting` for `--scale-up-after`, one fewer at half of it for
+`--scale-down-after`, never while a replica loads or drains.
 Each user gets a key of their own (`service key add`, `revoke`); the front forwards with
 the service's internal key (`<job root>/services/NAME/key`, the key `default`), which
 users never see. The router's admin API is never exposed.
@@ -81,6 +89,10 @@ def _duration(text: str, flag: str) -> float:
         raise InputError(f"{flag}: {text!r} is out of range (above 0, at most "
                          f"{fields.MAX_TIMEOUT_SECONDS:g} s)")  # fmt: skip
     return seconds
+
+
+def _maybe_duration(text: str | None, flag: str) -> float | None:
+    return None if text is None else _duration(text, flag)
 
 
 def _span(seconds: float) -> str:
@@ -124,6 +136,16 @@ def _print_summary(row: dict[str, Any]) -> None:
     else:
         where = f"job {front['job_id']} on " if front["job_id"] else ""
         click.echo(f"  url:   {front['url']}   front: {where}{front['hostname']}")
+    auto = row.get("autoscaling")
+    if auto is not None:
+        click.echo(
+            f"  replicas {row['replicas_now']} ({auto['fewest']}-{auto['most']}, autoscaling on "
+            f"waiting requests: above {auto['scale_up_waiting']:g} per replica for "
+            f"{_span(auto['scale_up_seconds'])} adds one, at most "
+            f"{auto['scale_down_waiting']:g} for {_span(auto['scale_down_seconds'])} drains one)"
+        )
+        if auto["last_decision"]:
+            click.echo(f"  last scaling: {auto['last_decision']}")
     cols = ("slot", "job_id", "generation", "role", "state", "url", "ends")
     table = [tuple(c.upper() for c in cols)]
     for r in row["replicas"]:
@@ -174,7 +196,8 @@ def list_cmd(job_root: str | None, as_json: bool) -> None:
     for r in rows:
         serving = [x for x in r["replicas"] if x["role"] not in ("draining", "ending")]
         ready = sum(1 for x in serving if x["state"] == "READY")
-        table.append((r["name"], r["state"], f"{ready}/{r['replicas_wanted']}", r["url"] or "-"))
+        wanted = r["replicas_now"] if r.get("autoscaling") else r["replicas_wanted"]
+        table.append((r["name"], r["state"], f"{ready}/{wanted}", r["url"] or "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for line in table:
         click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
@@ -186,9 +209,12 @@ def list_cmd(job_root: str | None, as_json: bool) -> None:
 @job_root_option
 @json_option
 def scale_cmd(name: str, replicas: int, job_root: str | None, as_json: bool) -> None:
-    """Keep REPLICAS replicas READY from now on (the front acts within seconds)."""
+    """Keep REPLICAS replicas READY from now on (the front acts within seconds); a
+    service that autoscales starts from REPLICAS (within its range) and the load moves it."""
     spec = _services(job_root).get(name).scale(replicas)
-    _say(as_json, {"name": name, "replicas": spec.replicas}, f"{spec.replicas} replica(s) wanted")
+    more = f" (the load moves it, {spec.fewest}-{spec.most})" if spec.autoscales else ""
+    _say(as_json, {"name": name, "replicas": spec.replicas},
+         f"{spec.replicas} replica(s) wanted{more}")  # fmt: skip
 
 
 @group.command("down")
@@ -264,6 +290,34 @@ def front_cmd(service_dir: str, host: str | None) -> None:
     f"connection) before it gets 503 with Retry-After: {SERVICE_RETRY_AFTER_SECONDS}.",
 )
 @click.option(
+    "--max-replicas",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Autoscaling: the most replicas the load may keep (default: --replicas, no "
+    f"autoscaling; at most {SERVICE_MAX_REPLICAS}). --replicas is the count it starts "
+    "with; the fewest is --min-replicas (else --replicas), one at least.",
+)
+@click.option(
+    "--scale-up-waiting",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --max-replicas: vLLM's waiting requests per READY replica above which the "
+    "load adds a replica; at most half of it drains one.  "
+    f"[default: {SERVICE_SCALE_UP_WAITING:g}]",
+)
+@click.option(
+    "--scale-up-after",
+    default=None,
+    help="With --max-replicas: how long the queue stays above that threshold before a "
+    f"replica is added.  [default: {_span(SERVICE_SCALE_UP_SECONDS)}]",
+)
+@click.option(
+    "--scale-down-after",
+    default=None,
+    help="With --max-replicas: how long the queue stays at half that threshold or below "
+    f"before a replica drains.  [default: {_span(SERVICE_SCALE_DOWN_SECONDS)}]",
+)
+@click.option(
     "--front",
     type=click.Choice(["job", "here"]),
     default="job",
@@ -304,7 +358,9 @@ def front_cmd(service_dir: str, host: str | None) -> None:
 )
 @json_option
 def up_cmd(name: str, replicas: int, handover: str, min_replicas: int | None, idle: str | None,
-           cold_start_wait: str, front: Literal["job", "here"], front_port: int,
+           cold_start_wait: str, max_replicas: int | None, scale_up_waiting: float | None,
+           scale_up_after: str | None, scale_down_after: str | None,
+           front: Literal["job", "here"], front_port: int,
            front_host: str | None, front_time: str, wait: bool, wait_timeout: float,
            dry_run: bool, as_json: bool, request: SubmitRequest) -> None:  # fmt: skip
     """Start service NAME (or start its front again: the replicas still serving are
@@ -318,6 +374,9 @@ def up_cmd(name: str, replicas: int, handover: str, min_replicas: int | None, id
         front_port=front_port, front_time=front_time, min_replicas=min_replicas,
         idle_seconds=None if idle is None else _duration(idle, "--idle"),
         cold_start_wait_seconds=_duration(cold_start_wait, "--cold-start-wait"),
+        max_replicas=max_replicas, scale_up_waiting=scale_up_waiting,
+        scale_up_seconds=_maybe_duration(scale_up_after, "--scale-up-after"),
+        scale_down_seconds=_maybe_duration(scale_down_after, "--scale-down-after"),
     )  # fmt: skip
     if dry_run:
         _print_up_plan(services.plan_up(name, request if given else None, settings), as_json)
@@ -368,6 +427,14 @@ def _print_up_plan(plan: UpPlan, as_json: bool) -> None:
         if spec.idles
         else []
     )  # fmt: skip
+    auto = (
+        [f"  autoscale {spec.fewest} to {spec.most} replicas: one more after "
+         f"{_span(spec.scale_up_seconds)} above {spec.scale_up_waiting:g} waiting requests "
+         f"per READY replica, one fewer after {_span(spec.scale_down_seconds)} at "
+         f"{spec.scale_down_waiting:g} or below"]
+        if spec.autoscales
+        else []
+    )  # fmt: skip
     front = (
         f"a SLURM job (time {spec.front_time}), port {spec.front_port}"
         if plan.front_script is not None
@@ -380,6 +447,7 @@ def _print_up_plan(plan: UpPlan, as_json: bool) -> None:
         f"  replicas  {spec.replicas}, each a job planned as below; a successor "
         f"{int(spec.handover_seconds // 60)}m before a replica's time limit",
         *idle,
+        *auto,
         f"  front     {front}",
         f"  key       {spec.key_file} (clients use it; never on a command line)",
         "  writes    " + "\n            ".join(plan.writes),

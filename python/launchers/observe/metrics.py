@@ -68,6 +68,29 @@ def parse_metrics(text: str) -> MetricsSnapshot:
     return snap
 
 
+def waiting_requests(text: str) -> float | None:
+    """vLLM's waiting requests (``vllm:num_requests_waiting``) in a ``/metrics`` page,
+    summed over its engines; None when the page has none (not 0: nothing was said).
+    Only that family's lines reach the parser (a page has hundreds; a service's front
+    reads one from every replica every few seconds). Pure."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def ours(line: str) -> bool:
+        words = line.split(maxsplit=3)
+        if line.startswith("#"):
+            return len(words) > 2 and words[1] in ("HELP", "TYPE") and words[2] == WAITING
+        return line.startswith((f"{WAITING}{{", f"{WAITING} "))
+
+    kept = "\n".join(line for line in text.splitlines() if ours(line))
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(kept + "\n")
+        if family.name == WAITING
+        for sample in family.samples
+    ]
+    return sum(values) if values else None
+
+
 def histogram_quantile(q: float, hist: Histogram) -> float | None:
     """The q-quantile from cumulative buckets, interpolated inside a bucket as
     Prometheus' ``histogram_quantile`` does. None without observations."""

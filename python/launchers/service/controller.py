@@ -7,21 +7,35 @@ knows is in files, so a new front carries on where a dead one stopped).
 Replicas are ordinary vllm-hpc jobs, submitted through the same plan -> submit path as
 ``vllm-hpc submit --via sbatch`` (their batch shell takes the time-limit warning, which
 is how a drain is asked: ``scancel --batch --signal=USR1``), each with the service's key.
+
+A service that autoscales has its replicas' queue read every SERVICE_LOAD_SAMPLE_SECONDS:
+each READY replica's own ``/metrics`` (vLLM's ``vllm:num_requests_waiting``), with the
+service's internal key, over the HTTP helper that ignores proxy variables, all replicas
+at once and each for at most SERVICE_LOAD_READ_TIMEOUT seconds; one that does not answer
+is left out of the sample (``decide``'s rule 7).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from launchers import health
 from launchers.client import Client
-from launchers.defaults import DEFAULT_API_PORT
+from launchers.defaults import (
+    DEFAULT_API_PORT,
+    SERVICE_LOAD_READ_TIMEOUT,
+    SERVICE_LOAD_SAMPLE_SECONDS,
+)
 from launchers.errors import VllmHpcError
 from launchers.jobdir import jobfiles
 from launchers.jobdir.paths import JobDir
+from launchers.jobdir.safe import read_private_text
 from launchers.observe.job import Job
+from launchers.observe.metrics import waiting_requests
 from launchers.observe.status import read_status
 from launchers.service import store
 from launchers.service.activity import Activity
@@ -31,6 +45,7 @@ from launchers.spec.request import SubmitRequest
 from launchers.submit import slurmctl
 
 SLURM_EVERY = 5.0  # seconds between two SLURM queries about one replica job
+LOAD_READERS = 8  # replicas whose /metrics are read at once
 
 
 class Workers(Protocol):
@@ -47,6 +62,14 @@ class Slurm:
     end_time: Callable[[str], float | None] = slurmctl.end_time
     drain: Callable[[str], None] = slurmctl.signal_batch
     cancel: Callable[[str], None] = slurmctl.scancel
+
+
+def read_waiting(url: str, key: str, timeout: float = SERVICE_LOAD_READ_TIMEOUT) -> float | None:
+    """The waiting requests of the replica at ``url`` (vLLM's base URL), from its own
+    /metrics with the service's key; None when it does not answer 200 in time or does
+    not say."""
+    answer = health.http_get(f"{url.rstrip('/')}/metrics", api_key=key, timeout=timeout)
+    return waiting_requests(answer.detail) if answer.ok else None
 
 
 def replica_request(spec: ServiceSpec, slot: int, generation: int) -> SubmitRequest:
@@ -91,6 +114,11 @@ class Controller:
         self.routed_count = 0
         self.last: ServiceState | None = None  # what the last tick wrote (the front's metrics)
         self.handovers = 0  # replicas drained after their successor took over, since start
+        self.scale_decisions = {"up": 0, "down": 0}  # by the load (rule 7), since start
+        # a replica's queue: (its URL, the key) -> its waiting requests, None if not read
+        self.read_waiting: Callable[[str, str], float | None] = read_waiting
+        self._sampled = float("-inf")  # when the replicas' queue was last read
+        self._unread: set[str] = set()  # replicas whose last read failed (said once)
         # the proxy's requests (when it last forwarded one, whether one waits for a
         # replica); told after each tick whether a replica is routed
         self.activity = activity or Activity(clock)
@@ -134,9 +162,12 @@ class Controller:
         previous = store.read_state(self.dir) or ServiceState(name=spec.name)
         observed = [self.observe(r) for r in previous.replicas]
         routed = self.router.workers()
+        queue = self.read_queue(spec, observed) if spec.autoscales else None
         now = self.clock()
-        step = decide(spec, previous, observed, routed, now, self.activity.demand())
+        step = decide(spec, previous, observed, routed, now, self.activity.demand(), queue)
         assert step.state is not None
+        if step.scaled is not None:
+            self.scale_decisions[step.scaled] += 1
         replicas = list(step.state.replicas)
         events = list(step.state.events)
         for action in step.actions:
@@ -161,6 +192,41 @@ class Controller:
         self.routed_count = len(self.router.workers()) if state.state != "DOWN" else 0
         self.activity.routed(self.routed_count > 0)
         return state
+
+    def read_queue(self, spec: ServiceSpec, replicas: Iterable[Replica]) -> dict[str, float] | None:
+        """The waiting requests of each READY replica that answered, by job id, every
+        SERVICE_LOAD_SAMPLE_SECONDS (None between: no sample this tick). Read all at
+        once, each for at most SERVICE_LOAD_READ_TIMEOUT seconds, so a replica that
+        hangs holds the tick that long at most; one that fails is said once."""
+        now = self.clock()
+        if now - self._sampled < SERVICE_LOAD_SAMPLE_SECONDS:
+            return None
+        self._sampled = now
+        ready = [r for r in replicas if r.ready and not r.leaving]
+        if not ready:
+            return {}
+        try:
+            key = read_private_text(spec.key_file, "service key").strip()
+        except (OSError, VllmHpcError) as exc:
+            self.log(f"controller: the replicas' queue is not read: {exc}")
+            return {}
+
+        def one(r: Replica) -> tuple[Replica, float | None]:
+            return r, self.read_waiting(str(r.url), key)
+
+        with ThreadPoolExecutor(min(len(ready), LOAD_READERS), "queue") as pool:
+            answers = list(pool.map(one, ready))
+        queue: dict[str, float] = {}
+        for r, waiting in answers:
+            if waiting is None:
+                if r.job_id not in self._unread:
+                    self.log(f"controller: replica {r.job_id}: {r.url}/metrics did not say its "
+                             "waiting requests: left out of the load")  # fmt: skip
+                self._unread.add(r.job_id)
+                continue
+            self._unread.discard(r.job_id)
+            queue[r.job_id] = waiting
+        return queue
 
     def _say_why(self, action: Action, now: float) -> None:
         """``stop.json`` in the replica's job directory, before it is signalled: its

@@ -27,8 +27,8 @@ Rules, in order:
    the handover left gets its successor anyway.
 5. Each slot ``0 .. wanted-1`` holds one live replica (a successor pair counts once):
    missing slots are submitted, unless the controller is backing off after repeated
-   failures; slots past ``replicas`` (scaled down) drain, and so do slots past ``wanted``
-   while the service idles.
+   failures; slots past ``wanted`` drain (scaled down by hand or by the load, or the
+   service idles).
 6. Idle (only a service whose ``min_replicas`` is below ``replicas``): ``wanted`` is
    ``replicas`` while a request waits for a replica, or came within ``idle_seconds``, or
    a replica of a slot past the minimum loads or became READY within ``idle_seconds``
@@ -37,11 +37,29 @@ Rules, in order:
    service is IDLE and keeps ``min_replicas``. With neither a request nor such a
    replica yet, a new service starts its replicas and an IDLE one stays IDLE. The
    front's proxy says when it last forwarded a request (``Demand``); the time is kept
-   in state.json, so a new front keeps counting.
+   in state.json, so a new front keeps counting. Awake, the service wants ``replicas``,
+   or what rule 7 last asked for; an idle one forgets that and wakes to ``replicas``.
+7. Load (only a service that autoscales: ``max_replicas`` above its fewest): the
+   controller reads vLLM's waiting requests from each READY replica (``Queue``, by job
+   id; a replica it could not read is absent, not 0) and a sample is their average per
+   replica read. Samples above ``scale_up_waiting`` in a row for ``scale_up_seconds``
+   add one replica (up to ``most``); samples at most half of it in a row for
+   ``scale_down_seconds`` drain one (down to ``fewest``, one at least: zero is rule
+   6's). A sample between the two, or on the other side, starts the count again, so a
+   flapping queue never scales; so does one that comes more than ``LOAD_GAP`` after the
+   run's last (no replica read meanwhile, or no front ran). Nothing is decided, and the
+   count starts again, while the service is not settled: a replica loading (a successor,
+   a new slot) or leaving (until SLURM has ended its job), a slot missing, or backing
+   off. Scaling down drains the replica that ends first (the soonest to need a
+   successor, with its queue wait and model load): the replica of the top slot takes its
+   slot. Each decision is an event with its reason; the run, the count asked for and the
+   last decision are kept in state.json (``Scaling``); a ``service scale`` since
+   (``replicas`` changed) starts again from the count it gives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,11 +68,19 @@ from launchers.defaults import (
     SERVICE_BACKOFF_MAX_SECONDS,
     SERVICE_BACKOFF_SECONDS,
     SERVICE_FAILURES_BEFORE_BACKOFF,
+    SERVICE_LOAD_SAMPLE_SECONDS,
     SERVICE_ROLLING_SHARE,
     TEARDOWN_SECONDS,
 )
 from launchers.jobdir.jobfiles import StopWhy
-from launchers.service.definition import Replica, ServiceSpec, ServiceState, event_stamp
+from launchers.service.definition import (
+    LoadRun,
+    Replica,
+    Scaling,
+    ServiceSpec,
+    ServiceState,
+    event_stamp,
+)
 
 IDLE_STATE = "IDLE"
 
@@ -62,6 +88,9 @@ EVENTS_KEPT = 20
 # A drained replica ends within vLLM's drain and the runtime's teardown; one still there
 # after this long is cancelled (so is one ending on its own, this long after it was seen).
 DRAIN_OVERDUE = DRAIN_SECONDS + TEARDOWN_SECONDS + 60.0
+# A run of the queue's samples (rule 7) with no sample for this long starts again: what
+# was not seen is not counted as above or below.
+LOAD_GAP = 6 * SERVICE_LOAD_SAMPLE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -85,12 +114,19 @@ class Demand:
     waiting: bool = False
 
 
+# vLLM's waiting requests (vllm:num_requests_waiting, summed over its engines) of the
+# replicas the controller could read this tick, by job id (rule 7).
+Queue = Mapping[str, float]
+
+
 @dataclass
 class Step:
-    """What ``decide`` returns: the actions, and the state to write once they are done."""
+    """What ``decide`` returns: the actions, the state to write once they are done, and
+    whether the load scaled the service this tick (the front's metrics count it)."""
 
     actions: list[Action] = field(default_factory=list)
     state: ServiceState | None = None
+    scaled: Literal["up", "down"] | None = None
 
 
 def backoff_seconds(failures_in_row: int) -> float:
@@ -118,6 +154,9 @@ class _Tick:
         asked = [t for t in (previous.last_request, demand.last_request) if t is not None]
         self.last_request = max(asked) if asked else None
         self.wanted = spec.replicas  # rule 6 sets it once the replicas are known
+        self.target = spec.replicas  # awake: the spec's count, or the load's (rule 7)
+        self.idle = False  # rule 6 keeps only the minimum
+        self.scaling = previous.scaling
 
     def act(self, action: Action) -> None:
         self.step.actions.append(action)
@@ -279,8 +318,8 @@ class _Tick:
 
     def leave_slot(self, r: Replica) -> None:
         """``r``'s slot is past ``wanted``: scaled down, or the service idles."""
-        if r.slot >= self.spec.replicas:
-            self.drain(r, f"scaled to {self.spec.replicas}", "scale down")
+        if r.slot >= self.target:
+            self.drain(r, f"scaled to {self.target}", "scale down")
             return
         idle = _duration_text(self.spec.idle_seconds)
         last = self.last_request
@@ -289,20 +328,117 @@ class _Tick:
 
     # rule 6
     def count_wanted(self) -> int:
-        """How many replicas the service wants now (rule 6)."""
+        """How many replicas the service wants now (rule 6): ``target`` awake, its
+        minimum while idle (then ``idle`` is set)."""
         spec = self.spec
         if not spec.idles or self.demand.waiting:
-            return spec.replicas
+            return self.target
         awake = [] if self.last_request is None else [self.last_request]
         for r in self.by_id.values():
             if r.slot < spec.least or r.leaving:
                 continue
             if not r.ready:
-                return spec.replicas  # loading: it serves before it idles
+                return self.target  # loading: it serves before it idles
             awake.append(r.since if r.since is not None else r.submitted_at)
         if not awake:  # no request yet, no replica past the minimum: as it was
-            return spec.least if self.previous.state == IDLE_STATE else spec.replicas
-        return spec.replicas if self.now - max(awake) < spec.idle_seconds else spec.least
+            self.idle = self.previous.state == IDLE_STATE
+        else:
+            self.idle = self.now - max(awake) >= spec.idle_seconds
+        return spec.least if self.idle else self.target
+
+    # rule 7
+    def remembered_target(self) -> int:
+        """The count the load asked for last (within the range), else ``replicas``."""
+        spec, kept = self.spec, self.previous.scaling
+        if not spec.autoscales or kept.replicas is None or kept.base != spec.replicas:
+            return spec.replicas
+        return min(max(kept.replicas, spec.fewest), spec.most)
+
+    def scale_by_load(self, queue: Queue | None) -> None:
+        """Rule 7: one replica more or fewer when the queue has stayed on one side of
+        its thresholds for the window."""
+        spec, kept = self.spec, self.previous.scaling
+        if not spec.autoscales or self.idle:  # an idle service wakes to ``replicas``
+            self.scaling = Scaling(base=spec.replicas if spec.autoscales else None,
+                                   last=kept.last)  # fmt: skip
+            return
+        run = kept.run if kept.base == spec.replicas else None  # a `scale` starts again
+        self.scaling = kept.model_copy(
+            update={"replicas": self.target, "base": spec.replicas, "run": run})  # fmt: skip
+        live = list(self.by_id.values())
+        settled = (
+            self.can_submit and len(live) == self.target
+            and all(r.ready and r.role == "serving" and r.slot < self.target for r in live)
+        )  # fmt: skip
+        if not settled:  # a replica loads or leaves, a slot is missing: count again after
+            self.scaling = self.scaling.model_copy(update={"run": None})
+            return
+        sample = self.sample(queue)
+        if sample is None:  # no replica read this tick: the run goes on as it was
+            return
+        side: Literal["above", "below"] | None = (
+            "above" if sample > spec.scale_up_waiting
+            else "below" if sample <= spec.scale_down_waiting else None
+        )  # fmt: skip
+        gap = run is not None and run.last is not None and self.now - run.last > LOAD_GAP
+        if side is None:
+            run = None
+        elif run is None or run.side != side or gap:
+            run = LoadRun(side=side, since=self.now, last=self.now, total=sample, samples=1)
+        else:
+            run = run.model_copy(update={"total": run.total + sample, "samples": run.samples + 1,
+                                         "last": self.now})  # fmt: skip
+        self.scaling = self.scaling.model_copy(update={"run": run})
+        if run is None:
+            return
+        lasted = self.now - run.since
+        if run.side == "above" and lasted >= spec.scale_up_seconds and self.target < spec.most:
+            self.rescale(1, run)
+        elif (run.side == "below" and lasted >= spec.scale_down_seconds
+              and self.target > spec.fewest):  # fmt: skip
+            self.rescale(-1, run)
+
+    def sample(self, queue: Queue | None) -> float | None:
+        """The waiting requests per READY replica read this tick (None: none read)."""
+        read = [queue[r.job_id] for r in self.by_id.values()
+                if queue and r.ready and not r.leaving and r.job_id in queue]  # fmt: skip
+        return sum(read) / len(read) if read else None
+
+    def rescale(self, by: int, run: LoadRun) -> None:
+        """Rule 7's decision: ``by`` (+1, -1) replicas, said with its reason."""
+        spec = self.spec
+        self.target += by
+        self.wanted = self.target
+        level = (f"above {_number(spec.scale_up_waiting)}" if by > 0
+                 else f"at most {_number(spec.scale_down_waiting)}")  # fmt: skip
+        average = _number(run.total / run.samples)
+        requests = "request" if average == "1" else "requests"
+        replicas = "replica" if self.target == 1 else "replicas"
+        self.event(
+            f"load: {average} {requests} waiting per replica on average over "
+            f"{self.now - run.since:.0f} s ({level}): scaling {'up' if by > 0 else 'down'} "
+            f"to {self.target} {replicas}"
+        )
+        self.scaling = self.scaling.model_copy(
+            update={"replicas": self.target, "run": None, "last": self.events[-1]})  # fmt: skip
+        self.step.scaled = "up" if by > 0 else "down"
+        if by < 0:
+            self.choose_leaver()
+
+    def choose_leaver(self) -> None:
+        """Scaling down: the replica that ends first drains (fill_slots drains the slot
+        past ``target``): the replica of that slot takes the leaver's place. Keeping the
+        longest-lived replicas puts the next handover (a queue wait and a model load) off
+        the longest."""
+        live = list(self.by_id.values())
+        leaver = min(live, key=lambda r: (r.ends_at is None, r.ends_at or 0.0, -r.slot))
+        top = next((r for r in live if r.slot == self.target), None)
+        if top is None or top.job_id == leaver.job_id:
+            return
+        self.update(top.job_id, slot=leaver.slot, generation=leaver.generation + 1)
+        self.update(leaver.job_id, slot=self.target)
+        self.event(f"replica {top.job_id} moves from slot {self.target} to slot {leaver.slot}: "
+                   f"replica {leaver.job_id} ends first")  # fmt: skip
 
     def summary(self) -> ServiceState:
         live = [r for r in self.by_id.values() if not r.leaving]
@@ -316,7 +452,7 @@ class _Tick:
                 f"{self.failures} replicas in a row failed before READY; next try in "
                 f"{self.backoff_until - self.now:.0f} s (last: {last})",
             )
-        if ready >= wanted and wanted < self.spec.replicas:
+        if ready >= wanted and self.idle:
             return self.state(IDLE_STATE, idle_message(ready, self.spec.replicas))
         if ready >= wanted:
             return self.state("UP", f"{ready}/{wanted} replicas READY")
@@ -333,9 +469,16 @@ class _Tick:
                 "events": tuple(self.events[-EVENTS_KEPT:]),
                 "updated_at": self.now,
                 "last_request": self.last_request,
+                "wanted": self.wanted,
+                "scaling": self.scaling,
                 **more,
             }
         )
+
+
+def _number(value: float) -> str:
+    """``6``, ``6.3``, ``0``: a count of waiting requests as events say it. Pure."""
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def _duration_text(seconds: float) -> str:
@@ -382,19 +525,24 @@ def decide(
     routed: set[str],
     now: float,
     demand: Demand | None = None,
+    queue: Queue | None = None,
 ) -> Step:
     """One tick of the controller. ``replicas`` are ``previous.replicas`` with their
     state just observed; ``routed`` the URLs the router lists now; ``demand`` what the
-    front's proxy saw of its clients (rule 6)."""
+    front's proxy saw of its clients (rule 6); ``queue`` the replicas' waiting requests
+    read this tick, if any (rule 7)."""
     tick = _Tick(spec, previous, routed, now, demand or Demand())
     tick.forget_ended(replicas)
     for r in list(tick.by_id.values()):
         if r.leaving:
             tick.drain(r, "")  # cancelled if the drain is overdue
     if spec.desired == "DOWN":
+        tick.wanted = 0
         tick.step.state = tick.go_down()
         return tick.step
+    tick.target = tick.remembered_target()
     tick.wanted = tick.count_wanted()
+    tick.scale_by_load(queue)
     tick.route()
     tick.hand_over()
     tick.fill_slots({r.slot: r.generation for r in replicas})

@@ -30,6 +30,9 @@ from launchers.defaults import (
     SERVICE_MAX_REPLICAS,
     SERVICE_PORT,
     SERVICE_ROUTER_PORT_OFFSET,
+    SERVICE_SCALE_DOWN_SECONDS,
+    SERVICE_SCALE_UP_SECONDS,
+    SERVICE_SCALE_UP_WAITING,
     USER_PORTS,
 )
 from launchers.jobdir.jobfiles import FINAL_STATES, JobFile, Record
@@ -133,6 +136,34 @@ def check_idle(replicas: int, min_replicas: int | None, idle_given: bool) -> Non
         )
 
 
+def check_autoscale(replicas: int, max_replicas: int | None, load_given: tuple[str, ...]) -> None:
+    """Refuse an autoscaling setting that makes no sense: a maximum below ``replicas`` or
+    past the site's, one above a service of no replica (the load is read from READY
+    replicas), or a load setting (``load_given``: its flags) for a service that does
+    not autoscale (no ``--max-replicas`` above ``--replicas``)."""
+    from launchers.errors import InputError
+
+    if max_replicas is not None:
+        check_replicas(max_replicas, "--max-replicas")
+        if max_replicas < replicas:
+            raise InputError(
+                f"--max-replicas: {max_replicas} is less than --replicas {replicas}",
+                fix=f"give --max-replicas {replicas} to {SERVICE_MAX_REPLICAS}",
+            )
+        if replicas == 0 and max_replicas > 0:
+            raise InputError(
+                "--max-replicas: a service of --replicas 0 has no replica to read its load from",
+                fix="give --replicas 1 or more (the count it starts with)",
+            )
+    if load_given and (max_replicas is None or max_replicas <= replicas):
+        raise InputError(
+            f"{load_given[0]}: the service does not autoscale without --max-replicas above "
+            "--replicas",
+            fix=f"add --max-replicas N (at most {SERVICE_MAX_REPLICAS}), or leave "
+            f"{load_given[0]} out",
+        )
+
+
 def check_replicas(count: int, flag: str = "--replicas") -> int:
     """How many replicas a service keeps: each is a whole job, and one controller tick
     submits every missing one, so a typo (10000) must not reach SLURM."""
@@ -202,14 +233,16 @@ def service_dir(job_root: str, name: str) -> str:
 # of an older vllm-hpc must not run a service of format 3: it would accept the internal
 # key alone, revoked or not, and no user's key. 4: scale to zero (min_replicas,
 # idle_seconds, cold_start_wait_seconds); a format 3 file reads as one that never idles.
-SERVICE_FORMAT: Literal[4] = 4
+# 5: autoscaling by load (max_replicas, scale_up_waiting, scale_up_seconds,
+# scale_down_seconds); a format 4 file reads as one that does not autoscale.
+SERVICE_FORMAT: Literal[5] = 5
 
 
 class ServiceSpec(Record):
     """What the user asked for: the request every replica is submitted from (with the
     service's key), checked by planning one replica at ``service up``."""
 
-    format: Literal[4] = SERVICE_FORMAT
+    format: Literal[5] = SERVICE_FORMAT
     name: str
     request: SubmitRequest
     replicas: int = Field(ge=0, le=MAX_PARALLEL)
@@ -219,6 +252,13 @@ class ServiceSpec(Record):
     min_replicas: int | None = Field(default=None, ge=0, le=MAX_PARALLEL)
     idle_seconds: float = Field(default=SERVICE_IDLE_SECONDS, gt=0)
     cold_start_wait_seconds: float = Field(default=SERVICE_COLD_START_WAIT_SECONDS, gt=0)
+    # Autoscaling by load (None: never past ``replicas``, no autoscaling): one replica
+    # more after scale_up_seconds with more than scale_up_waiting requests waiting per
+    # READY replica, one less after scale_down_seconds with at most half of that.
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_PARALLEL)
+    scale_up_waiting: float = Field(default=SERVICE_SCALE_UP_WAITING, gt=0)
+    scale_up_seconds: float = Field(default=SERVICE_SCALE_UP_SECONDS, gt=0)
+    scale_down_seconds: float = Field(default=SERVICE_SCALE_DOWN_SECONDS, gt=0)
     front: Literal["job", "here"] = "job"
     front_port: int
     front_time: str
@@ -232,8 +272,9 @@ class ServiceSpec(Record):
         nodes' Python is the spec's own) goes. Format 2 (one key for everyone) reads as it
         is: its key becomes the internal key and the users' key ``default``
         (``service.keys.ensure_keys``, at the front's start or the first ``service key``).
-        Format 3 (before scale to zero) reads as it is: it never idles."""
-        if not isinstance(data, dict) or data.get("format") not in (1, 2, 3):
+        Format 3 (before scale to zero) reads as it is: it never idles. Format 4 (before
+        autoscaling) reads as it is: it does not autoscale."""
+        if not isinstance(data, dict) or data.get("format") not in (1, 2, 3, 4):
             return data
         old = dict(data)
         if old["format"] == 1:
@@ -269,6 +310,30 @@ class ServiceSpec(Record):
     def idles(self) -> bool:
         """Whether the service keeps fewer replicas while no request comes."""
         return self.least < self.replicas
+
+    @property
+    def most(self) -> int:
+        """The most replicas the load may ask for: ``max_replicas``, never below
+        ``replicas``."""
+        return max(self.max_replicas or 0, self.replicas)
+
+    @property
+    def fewest(self) -> int:
+        """The fewest replicas the load may leave: the idle minimum, but at least one
+        (fewer than one is the idle rule's: only no request at all scales to zero)."""
+        return max(self.least, 1)
+
+    @property
+    def autoscales(self) -> bool:
+        """Whether the load moves the count between ``fewest`` and ``most``."""
+        return self.max_replicas is not None and self.most > self.fewest
+
+    @property
+    def scale_down_waiting(self) -> float:
+        """At most this many requests waiting per READY replica count as low load:
+        half of ``scale_up_waiting``, so that one replica fewer (of two or more) still
+        keeps the queue under the threshold that adds one."""
+        return self.scale_up_waiting / 2
 
 
 class Replica(Record):
@@ -312,6 +377,27 @@ class Replica(Record):
         return self.state == "READY" and self.url is not None
 
 
+class LoadRun(Record):
+    """Samples of the replicas' queue on one side of a threshold, in a row: since when,
+    and their sum (for the average the decision says)."""
+
+    side: Literal["above", "below"]
+    since: float  # the first sample of the run (epoch seconds)
+    last: float | None = None  # the latest sample of the run
+    total: float = 0.0  # the samples' sum (each: waiting requests per READY replica)
+    samples: int = 0
+
+
+class Scaling(Record):
+    """What the load rule keeps between ticks (``decide``, rule 7), in state.json: a new
+    front carries on counting."""
+
+    replicas: int | None = None  # the count the load asked for (None: the spec's replicas)
+    base: int | None = None  # the spec's replicas then: a `service scale` since wins
+    run: LoadRun | None = None
+    last: str = ""  # the last decision, as its event says it (with its time)
+
+
 class ServiceState(JobFile):
     """What the controller saw and did (it is the one writer while it runs; ``service
     down`` writes it only once no front is alive)."""
@@ -328,6 +414,8 @@ class ServiceState(JobFile):
     front_job: str | None = None  # the front job submitted last (its log: front-<job>.log)
     front_job_beat: bool = False  # that job has written its first heartbeat
     last_request: float | None = None  # the front's last forwarded request (epoch seconds)
+    wanted: int | None = None  # the replicas wanted at the last tick (None: not known yet)
+    scaling: Scaling = Scaling()  # autoscaling by load: its memory and last decision
 
 
 class Front(JobFile):
@@ -347,9 +435,12 @@ class Front(JobFile):
 __all__ = [
     "FINAL_STATES",
     "Front",
+    "LoadRun",
     "Replica",
+    "Scaling",
     "ServiceSpec",
     "ServiceState",
+    "check_autoscale",
     "check_front_port",
     "check_handover",
     "check_idle",

@@ -350,6 +350,8 @@ class ServiceFront:
         metrics = FrontMetrics(
             replicas=lambda: replica_counts(controller.last),
             routed=lambda: controller.routed_count, handovers=lambda: controller.handovers,
+            scale_decisions=lambda: controller.scale_decisions,
+            wanted=lambda: None if controller.last is None else controller.last.wanted,
         )  # fmt: skip
         app = make_app(
             f"http://{LOOPBACK}:{self.router_port}", self.key,

@@ -12,6 +12,8 @@ and the summary ``vllm-hpc service metrics NAME`` prints from them.
     vllm_hpc_front_handovers_total                          drains handed over, this front
     vllm_hpc_front_cold_starts_total                        requests that waited for a replica
     vllm_hpc_front_cold_start_wait_seconds                  how long they waited
+    vllm_hpc_front_scale_decisions_total{direction}         the load's decisions, this front
+    vllm_hpc_front_replicas_wanted                          the controller's count, last tick
 
 ``key`` is a key's label (``none`` without a valid key), ``route`` the route's pattern
 (``/v1/responses/{id}``; ``other`` for anything not served), so the label sets stay few.
@@ -36,9 +38,12 @@ ROUTED = f"{PREFIX}replicas_routed"
 HANDOVERS = f"{PREFIX}handovers"
 COLD_STARTS = f"{PREFIX}cold_starts"
 COLD_START_WAIT = f"{PREFIX}cold_start_wait_seconds"
+SCALE_DECISIONS = f"{PREFIX}scale_decisions"
+WANTED = f"{PREFIX}replicas_wanted"
+DIRECTIONS = ("up", "down")
 # Every family the front exports (the dashboard's queries may name only these).
 FAMILIES = (REQUESTS, TTFB, DURATION, IN_FLIGHT, TOKENS, REPLICAS, ROUTED, HANDOVERS,
-            COLD_STARTS, COLD_START_WAIT)  # fmt: skip
+            COLD_STARTS, COLD_START_WAIT, SCALE_DECISIONS, WANTED)  # fmt: skip
 NO_KEY = "none"  # the key label of a request without a valid key
 
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -64,16 +69,27 @@ def _zero() -> int:
     return 0
 
 
+def _no_decisions() -> Mapping[str, int]:
+    return {}
+
+
+def _not_known() -> int | None:
+    return None
+
+
 class FrontMetrics:
-    """The front's metrics in a registry of its own. ``replicas``, ``routed`` and
-    ``handovers`` are read at each scrape (from the controller, on its thread: plain
-    reads of what it last wrote)."""
+    """The front's metrics in a registry of its own. ``replicas``, ``routed``,
+    ``handovers``, ``scale_decisions`` (by direction) and ``wanted`` (None: no tick yet)
+    are read at each scrape (from the controller, on its thread: plain reads of what it
+    last wrote)."""
 
     def __init__(
         self,
         replicas: Callable[[], Mapping[tuple[str, str], int]] = _none,
         routed: Callable[[], int] = _zero,
         handovers: Callable[[], int] = _zero,
+        scale_decisions: Callable[[], Mapping[str, int]] = _no_decisions,
+        wanted: Callable[[], int | None] = _not_known,
     ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge
         from prometheus_client import Histogram as PromHistogram
@@ -99,7 +115,7 @@ class FrontMetrics:
         self.cold_start_wait = PromHistogram(COLD_START_WAIT, "Seconds a request waited for a "
                                              "replica to be routed", buckets=COLD_START_BUCKETS,
                                              registry=self.registry)  # fmt: skip
-        self.registry.register(_State(replicas, routed, handovers))
+        self.registry.register(_State(replicas, routed, handovers, scale_decisions, wanted))
 
     def answered(self, key: str, route: str, code: int) -> None:
         self.requests.labels(key, route, str(code)).inc()
@@ -135,8 +151,11 @@ class _State:
         replicas: Callable[[], Mapping[tuple[str, str], int]],
         routed: Callable[[], int],
         handovers: Callable[[], int],
+        scale_decisions: Callable[[], Mapping[str, int]] = _no_decisions,
+        wanted: Callable[[], int | None] = _not_known,
     ) -> None:
         self._replicas, self._routed, self._handovers = replicas, routed, handovers
+        self._decisions, self._wanted = scale_decisions, wanted
 
     def describe(self) -> Iterator[Any]:
         """The families, without reading the controller (the registry asks at register)."""
@@ -145,6 +164,8 @@ class _State:
         yield GaugeMetricFamily(REPLICAS, "", labels=["role", "state"])
         yield GaugeMetricFamily(ROUTED, "")
         yield CounterMetricFamily(HANDOVERS, "")
+        yield CounterMetricFamily(SCALE_DECISIONS, "", labels=["direction"])
+        yield GaugeMetricFamily(WANTED, "")
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -159,6 +180,19 @@ class _State:
         yield CounterMetricFamily(HANDOVERS, "Replicas drained after a successor took "
                                   "over (since this front started)",
                                   value=self._handovers())  # fmt: skip
+        decisions = CounterMetricFamily(SCALE_DECISIONS, "Replicas added (up) or drained "
+                                        "(down) by the load, autoscaling (since this front "
+                                        "started)", labels=["direction"])  # fmt: skip
+        counted = self._decisions()
+        for direction in DIRECTIONS:
+            decisions.add_metric([direction], counted.get(direction, 0))
+        yield decisions
+        wanted = GaugeMetricFamily(WANTED, "Replicas the service wants, at the controller's "
+                                   "last tick (autoscaling and idling move it)")  # fmt: skip
+        known = self._wanted()
+        if known is not None:  # no tick yet: no sample
+            wanted.add_metric([], known)
+        yield wanted
 
 
 def summarize(text: str) -> dict[str, Any]:
@@ -174,7 +208,8 @@ def summarize(text: str) -> dict[str, Any]:
             tally.take(family.name, sample.name, sample.labels, sample.value)
     out: dict[str, Any] = {"in_flight": tally.in_flight, "routed": tally.routed,
                            "handovers": tally.handovers,
-                           "cold_starts": tally.cold_starts}  # fmt: skip
+                           "cold_starts": tally.cold_starts, "wanted": tally.wanted,
+                           "scale_decisions": tally.decisions}  # fmt: skip
     keys, replicas, hists = tally.keys, tally.replicas, tally.hists
     out["keys"] = keys
     out["replicas"] = replicas
@@ -192,6 +227,8 @@ class _Tally:
         self.replicas: dict[str, float] = {}
         self.hists = {TTFB: Histogram(), DURATION: Histogram()}
         self.in_flight = self.routed = self.handovers = self.cold_starts = 0.0
+        self.wanted: float | None = None
+        self.decisions: dict[str, float] = {}
 
     def row(self, label: str) -> dict[str, float]:
         return self.keys.setdefault(label, {"requests": 0.0, "errors": 0.0, "tokens_in": 0.0,
@@ -221,6 +258,10 @@ class _Tally:
             self.handovers = value
         elif family == COLD_STARTS and name.endswith("_total"):
             self.cold_starts = value
+        elif family == SCALE_DECISIONS and name.endswith("_total"):
+            self.decisions[labels["direction"]] = value
+        elif family == WANTED:
+            self.wanted = value
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -242,6 +283,12 @@ def render(summary: dict[str, Any]) -> str:
         f"cold starts {int(summary.get('cold_starts', 0))}",
         f"replicas   {states or 'none'}",
     ]
+    decided = summary.get("scale_decisions") or {}
+    if summary.get("wanted") is not None:
+        lines[-1] += f"   wanted {int(summary['wanted'])}"
+    if any(decided.values()):
+        lines[-1] += (f"   scaled up {int(decided.get('up', 0))}, down "
+                      f"{int(decided.get('down', 0))} (this front)")  # fmt: skip
     for title, name in (("first byte", "ttfb"), ("duration", "duration")):
         parts = "  ".join(f"p{p} {seconds(summary[f'{name}_p{p}_s'])}" for p in (50, 90, 99))
         lines.append(f"{title:<10} {parts}  (since the front started)")

@@ -45,6 +45,7 @@ from launchers.service.definition import (
     Front,
     ServiceSpec,
     ServiceState,
+    check_autoscale,
     check_front_port,
     check_front_time,
     check_handover,
@@ -213,6 +214,9 @@ class Service:
             "replicas_wanted": spec.replicas,
             "min_replicas": spec.least,
             "idle_seconds": spec.idle_seconds if spec.idles else None,
+            "max_replicas": spec.most,
+            "replicas_now": state.wanted if state and state.wanted is not None else spec.replicas,
+            "autoscaling": _autoscaling(spec, state),
             "last_request": state.last_request if state else None,
             "url": front.url if front else None,
             "front": None if front is None else front.model_dump(mode="json"),
@@ -231,6 +235,13 @@ class Service:
         nothing."""
         check_replicas(replicas, "REPLICAS")
         spec = self.spec()
+        if spec.max_replicas is not None and not 1 <= replicas <= spec.max_replicas:
+            raise InputError(
+                f"REPLICAS: {replicas} is outside the range of service {self.name}, which "
+                f"autoscales up to --max-replicas {spec.max_replicas} (its load is read from "
+                "READY replicas: one at least)",
+                fix=f"give 1 to {spec.max_replicas}: the load moves it from there",
+            )
         if spec.desired == "DOWN":
             raise InputError(f"service {self.name} is down", fix=f"vllm-hpc service up {self.name}")
         if self.front() is None:
@@ -435,6 +446,7 @@ class Services:
         check_name(name)
         check_replicas(settings.replicas)
         check_idle(settings.replicas, settings.min_replicas, settings.idle_seconds is not None)
+        check_autoscale(settings.replicas, settings.max_replicas, settings.load_flags())
         try:
             check_front_port(settings.front_port)
         except ValueError as exc:
@@ -493,6 +505,8 @@ class Services:
         check_handover(settings.handover_seconds, config.slurm, request.time is not None)
         check_front_python(sys.executable if settings.front == "here" else probe.python)
         given = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
+        if given.get("max_replicas") == settings.replicas:  # --replicas: no autoscaling
+            del given["max_replicas"]
         return ServiceSpec(
             name=name, request=request, python=probe.python,
             key_file=store.key_file(directory), created_at=time.time(), **given,
@@ -532,9 +546,11 @@ def never_started(svc: Service) -> bool:
 class UpSettings:
     """A service's own settings, given to ``up`` beside the replicas' request (``service
     up``'s --replicas, --handover, --front, --front-port, --front-time, --min-replicas,
-    --idle and --cold-start-wait); checked by ``up``, and kept in the service's spec.
-    ``min_replicas`` None: as many as ``replicas`` (never idle); ``idle_seconds`` None:
-    not given (the spec's default)."""
+    --idle, --cold-start-wait, --max-replicas, --scale-up-waiting, --scale-up-after and
+    --scale-down-after); checked by ``up``, and kept in the service's spec.
+    ``min_replicas`` None: as many as ``replicas`` (never idle); ``max_replicas`` None:
+    as many as ``replicas`` (no autoscaling); ``idle_seconds`` and the load's settings
+    None: not given (the spec's defaults)."""
 
     replicas: int
     handover_seconds: float
@@ -544,6 +560,17 @@ class UpSettings:
     min_replicas: int | None = None
     idle_seconds: float | None = None
     cold_start_wait_seconds: float = SERVICE_COLD_START_WAIT_SECONDS
+    max_replicas: int | None = None
+    scale_up_waiting: float | None = None
+    scale_up_seconds: float | None = None
+    scale_down_seconds: float | None = None
+
+    def load_flags(self) -> tuple[str, ...]:
+        """The load's settings given, by their flags (refused without autoscaling)."""
+        flags = (("scale_up_waiting", "--scale-up-waiting"),
+                 ("scale_up_seconds", "--scale-up-after"),
+                 ("scale_down_seconds", "--scale-down-after"))  # fmt: skip
+        return tuple(flag for name, flag in flags if getattr(self, name) is not None)
 
 
 @dataclass(frozen=True)
@@ -588,6 +615,22 @@ class _Made:
         if not self.existed:
             with contextlib.suppress(OSError):  # not empty: something else is in it
                 os.rmdir(self.directory)
+
+
+def _autoscaling(spec: ServiceSpec, state: ServiceState | None) -> dict[str, Any] | None:
+    """``status``'s word on autoscaling: the range, the thresholds and windows, and the
+    last decision (None: the service does not autoscale)."""
+    if not spec.autoscales:
+        return None
+    return {
+        "fewest": spec.fewest,
+        "most": spec.most,
+        "scale_up_waiting": spec.scale_up_waiting,
+        "scale_down_waiting": spec.scale_down_waiting,
+        "scale_up_seconds": spec.scale_up_seconds,
+        "scale_down_seconds": spec.scale_down_seconds,
+        "last_decision": state.scaling.last if state else "",
+    }
 
 
 def _said(state: ServiceState) -> str:
