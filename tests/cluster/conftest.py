@@ -190,3 +190,23 @@ def mtu_blackhole(minicluster: bed.MiniCluster) -> Iterator[tuple[str, str]]:
     finally:
         for node in (a, b):
             _mtu(minicluster, node, STANDARD, outer=True)
+
+
+@pytest.fixture
+def unconnected_iface(minicluster: bed.MiniCluster) -> Iterator[str]:
+    """``ib1`` on every node, 10.78.0.1N/24, that reaches no other node: a veth whose
+    peer stays in the same node (an interface that exists everywhere and is not cabled,
+    as a wrong ``--iface`` meets it). Gone when the test ends."""
+    nodes = list(minicluster.nodes)
+    try:
+        for n, node in enumerate(nodes, start=1):
+            for argv in (["ip", "link", "add", "ib1", "type", "veth", "peer", "name", "ib1p"],
+                         ["ip", "addr", "add", f"10.78.0.1{n}/24", "dev", "ib1"],
+                         ["ip", "link", "set", "ib1", "up"],
+                         ["ip", "link", "set", "ib1p", "up"]):  # fmt: skip
+                done = minicluster.node_exec(node, argv)
+                assert done.returncode == 0, f"{' '.join(argv)} on {node}: {done.stderr}"
+        yield "ib1"
+    finally:
+        for node in nodes:
+            minicluster.node_exec(node, ["ip", "link", "del", "ib1"])

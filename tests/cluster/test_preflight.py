@@ -136,6 +136,33 @@ def test_an_mtu_blackhole_fails_the_large_all_reduce_and_is_named(
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
 
 
+def test_an_interface_that_reaches_no_other_node_fails_at_once(
+    minicluster: bed.MiniCluster,
+    env: dict[str, str],
+    three_layers: Path,
+    job_ids: list[str],
+    unconnected_iface: str,
+) -> None:
+    """``--iface ib1`` where ib1 exists on every node and reaches none of the others: the
+    followers cannot route to the leader's address, and say so within seconds (they
+    waited for the whole 300 s arrival deadline before)."""
+    submitted = time.monotonic()
+    handle = _submit(env, three_layers, "--iface", unconnected_iface)
+    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
+    job_ids.append(job_id)
+    state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FAIL_DEADLINE + 30)
+    took = time.monotonic() - submitted
+    final = _endpoint(job_dir)
+    print(f"unconnected interface: {state} after {took:.1f} s: {final.get('message')}")
+    message = str(final.get("message"))
+    assert final.get("state") == "FAILED", final
+    assert "cannot reach the leader's pre-flight at 10.78.0.11:" in message, message
+    assert "no route to host" in message and "--iface" in message, message
+    assert took < FAIL_DEADLINE, f"the job took {took:.0f} s to fail"
+    assert not (job_dir / "vllm-0.log").exists(), "vLLM started before the pre-flight passed"
+    minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
+
+
 def test_without_the_preflight_the_same_link_hangs_the_job(
     minicluster: bed.MiniCluster,
     env: dict[str, str],

@@ -5,6 +5,8 @@ log it wrote)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import threading
 from dataclasses import replace
@@ -300,3 +302,46 @@ def test_nodes_that_never_met_at_a_fixed_port_are_told_to_agree_on_it(tmp_path: 
     with pytest.raises(RuntimeFailure) as failed:  # a movable port: the job's own plan
         _finish(tmp_path, text, code=1)
     assert "port 29510" not in failed.value.one_line()
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        (errno.EHOSTUNREACH, "no route to host"),
+        (errno.ENETUNREACH, "network unreachable"),
+        (errno.ECONNREFUSED, None),  # the leader's store may not listen yet: wait for it
+        (None, None),  # a timeout: perhaps a leader still starting, perhaps a firewall
+    ],
+)
+def test_a_follower_that_cannot_route_to_the_leader_says_so_at_once(
+    monkeypatch: pytest.MonkeyPatch, failure: int | None, said: str | None
+) -> None:
+    """An interface that reaches no other node (the bed: a veth whose peer is in the same
+    node) made every follower retry the leader's store for the 300 s arrival deadline."""
+    tries: list[tuple[str, int]] = []
+
+    def connect(address: tuple[str, int], *_: Any, **__: Any) -> socket.socket:
+        tries.append(address)
+        if failure is None:
+            raise TimeoutError("timed out")
+        raise OSError(failure, os.strerror(failure))
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setenv("VLLM_HOST_IP", "10.78.0.12")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "ib1")
+    line = collective.leader_unreachable("10.78.0.11", 29510, 300)
+    if said is None:
+        assert line is None and len(tries) == 1
+        return
+    assert line is not None and len(tries) == collective.UNREACHABLE_TRIES
+    reach = f"(10.78.0.12, ib1) cannot reach the leader's pre-flight at 10.78.0.11:29510: {said}"
+    assert reach in line and "--iface" in line, line
+
+
+def test_a_follower_that_reaches_the_leader_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_HOST_IP", raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert collective.leader_unreachable("127.0.0.1", port, 5) is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -480,12 +481,51 @@ def _joined(args: argparse.Namespace, store: Any, where: str) -> tuple[str, int,
     return key, rank, world
 
 
+# A connection to the leader's address that fails with one of these will not succeed by
+# waiting: no host answers for that address on this node's network (an interface that
+# reaches no other node, addresses on different networks). A refusal or a timeout may
+# be a leader still starting: those wait for the arrival deadline.
+UNREACHABLE = {errno.EHOSTUNREACH: "no route to host", errno.ENETUNREACH: "network unreachable"}
+UNREACHABLE_TRIES = 3
+
+
+def leader_unreachable(ip: str, port: int, seconds: float) -> str | None:
+    """Whether this node's own address (``VLLM_HOST_IP``, the chosen interface) can reach
+    the leader's: None while it can (or may yet: refused, timed out), else the line that
+    says it never will, at once instead of after the arrival deadline."""
+    source = os.environ.get("VLLM_HOST_IP", "")
+    iface = os.environ.get("GLOO_SOCKET_IFNAME") or os.environ.get("NCCL_SOCKET_IFNAME", "?")
+    why = None
+    for _ in range(UNREACHABLE_TRIES):  # a neighbour table still filling fails once
+        try:
+            with socket.create_connection(
+                (ip, port), timeout=min(seconds, 5.0),
+                source_address=(source, 0) if source else None,
+            ):  # fmt: skip
+                return None
+        except OSError as exc:
+            why = UNREACHABLE.get(exc.errno or 0)
+            if why is None:
+                return None
+    host = socket.gethostname().split(".")[0]
+    return (
+        f"{host} ({source or '?'}, {iface}) cannot reach the leader's pre-flight at "
+        f"{ip}:{port}: {why}: the interface {iface} reaches no other node, or the nodes' "
+        "addresses are on networks that do not meet (choose the interface every node "
+        "shares with --iface)"
+    )
+
+
 def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
     """The store on the leader (rank 0 opens it), and this node's entry in it."""
     found = _leader(args)
     if found is None:
         raise Failed(f"the leader gave no pre-flight port within {args.arrive_seconds:.0f} s")
     ip, port = found
+    if args.rank != 0:
+        unreachable = leader_unreachable(ip, port, args.arrive_seconds)
+        if unreachable is not None:
+            raise Failed(unreachable)
     try:
         store = dist.TCPStore(
             ip, port, None, args.rank == 0, timedelta(seconds=args.arrive_seconds),
