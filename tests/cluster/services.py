@@ -9,11 +9,14 @@ import http.client
 import json
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
+
+from launchers import waits
 
 from . import api
 
@@ -27,6 +30,22 @@ def svc(env: dict[str, str], *args: str, code: int = 0, timeout: float = 300) ->
     done = api.cli(env, "service", *head, "--json", *sep, *tail, timeout=timeout)
     assert done.returncode == code, f"service {' '.join(args)}: {done.stderr[-3000:]}"
     return json.loads(done.stdout)
+
+
+def wait_status(
+    env: dict[str, str], name: str, what: str, timeout: float, ok: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """`service status NAME --json` once ``ok(row)``: the row (the wait helper's error, with
+    the last row, after ``timeout``)."""
+
+    def look() -> dict[str, Any] | None:
+        row = svc(env, "status", name)
+        return row if ok(row) else None
+
+    return waits.wait_for(
+        look, what=what, timeout=timeout, interval=2.0,
+        detail=lambda: f"; last: {json.dumps(svc(env, 'status', name))}"[:4000],
+    ).value  # fmt: skip
 
 
 def key_of(row: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ The tests share the one service (each replica costs a vLLM start on 2 shared CPU
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ import pytest
 from launchers import waits
 
 from . import api, bed, listeners
-from .services import Load, client, key_of, ready_jobs, svc
+from .services import Load, client, key_of, ready_jobs, svc, wait_status
 
 pytestmark = pytest.mark.cluster
 
@@ -33,17 +32,6 @@ NAME = "tiny"
 READY_TIMEOUT = bed.READY_TIMEOUT
 REPLACED_WITHIN = 300.0  # a lost replica -> its replacement READY and routed
 ADOPTED_WITHIN = 30.0  # a new front -> serving the adopted replicas
-
-
-def wait_status(env: dict[str, str], what: str, timeout: float, ok: Any) -> dict[str, Any]:
-    def look() -> dict[str, Any] | None:
-        row = svc(env, "status", NAME)
-        return row if ok(row) else None
-
-    return waits.wait_for(
-        look, what=what, timeout=timeout, interval=2.0,
-        detail=lambda: f"; last: {json.dumps(svc(env, 'status', NAME))[:3000]}",
-    ).value  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +148,7 @@ def test_a_lost_replica_is_replaced_under_load(
             kill_vllm(minicluster, next(r for r in row["replicas"] if r["job_id"] == victim))
         start = time.monotonic()
         row = wait_status(
-            env, "a replacement READY and routed", REPLACED_WITHIN,
+            env, NAME, "a replacement READY and routed", REPLACED_WITHIN,
             lambda r: len(ready_jobs(r)) == 2 and victim not in ready_jobs(r),
         )  # fmt: skip
         replaced_in = time.monotonic() - start
@@ -198,7 +186,7 @@ def test_a_killed_front_started_again_adopts_the_replicas(
     # The front job's own time-limit warning: it hands itself over to a new front job.
     minicluster.slurm(["scancel", "--batch", "--signal=USR1", again["front"]["job_id"]])
     relayed = wait_status(
-        env, "a new front job", 120,
+        env, NAME, "a new front job", 120,
         lambda r: r["front"] is not None and r["front"]["job_id"] != again["front"]["job_id"],
     )  # fmt: skip
     assert ready_jobs(relayed) == jobs
@@ -210,13 +198,13 @@ def test_scale_down_and_up_then_down_leaves_nothing(
 ) -> None:
     jobs = ready_jobs(svc(env, "status", NAME))
     assert svc(env, "scale", NAME, "1")["replicas"] == 1
-    row = wait_status(env, "one replica left", 180,
+    row = wait_status(env, NAME, "one replica left", 180,
                       lambda r: len(r["replicas"]) == 1 and len(ready_jobs(r)) == 1)  # fmt: skip
     assert ready_jobs(row)[0] in jobs
     gone = next(j for j in jobs if j not in ready_jobs(row))
     minicluster.wait_for_state(gone, bed.TERMINAL_STATES, timeout=120)
     svc(env, "scale", NAME, "2")
-    wait_status(env, "two replicas READY again", READY_TIMEOUT,
+    wait_status(env, NAME, "two replicas READY again", READY_TIMEOUT,
                 lambda r: len(ready_jobs(r)) == 2)  # fmt: skip
     row = svc(env, "status", NAME)
     all_jobs = [r["job_id"] for r in row["replicas"]] + [row["front"]["job_id"]]

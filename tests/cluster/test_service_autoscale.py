@@ -32,7 +32,7 @@ from launchers import health, waits
 from launchers.service.frontmetrics import SCALE_DECISIONS
 
 from . import api, bed
-from .services import client, front_get, key_of, svc
+from .services import client, front_get, key_of, svc, wait_status
 
 pytestmark = pytest.mark.cluster
 
@@ -77,17 +77,6 @@ class Loop:
         self.stopped.set()
         for thread in self.threads:
             thread.join(timeout=120)
-
-
-def _status(env: dict[str, str], what: str, timeout: float, ok: Any) -> dict[str, Any]:
-    def look() -> dict[str, Any] | None:
-        row = svc(env, "status", NAME)
-        return row if ok(row) else None
-
-    return waits.wait_for(
-        look, what=what, timeout=timeout, interval=2.0,
-        detail=lambda: f"; last: {svc(env, 'status', NAME)}"[:4000],
-    ).value  # fmt: skip
 
 
 def _serving(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -139,8 +128,8 @@ def test_a_queue_adds_a_replica_and_its_end_drains_one_without_a_failed_request(
     key = key_of(busy)
     [first] = _serving(busy)
     with Loop(client(busy), tiny_model.name) as loop:
-        up = _status(
-            env, "a second replica READY and routed under load", SCALED_UP_WITHIN,
+        up = wait_status(
+            env, NAME, "a second replica READY and routed under load", SCALED_UP_WITHIN,
             lambda r: len(_serving(r)) == 2,
         )  # fmt: skip
         [second] = [r for r in _serving(up) if r["job_id"] != first["job_id"]]
@@ -153,8 +142,8 @@ def test_a_queue_adds_a_replica_and_its_end_drains_one_without_a_failed_request(
     print(f"under load: {loop.ok} answered, {len(loop.failed)} failed")
     assert loop.ok > 0 and loop.failed == [], loop.failed[:10]
 
-    down = _status(
-        env, "one replica again, the other's job gone", SCALED_DOWN_WITHIN,
+    down = wait_status(
+        env, NAME, "one replica again, the other's job gone", SCALED_DOWN_WITHIN,
         lambda r: len(r["replicas"]) == 1 and len(_serving(r)) == 1,
     )  # fmt: skip
     assert any("scaling down to 1 replica" in e for e in down["events"]), down["events"]

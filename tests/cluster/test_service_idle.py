@@ -29,11 +29,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from launchers import waits
 from launchers.service.frontmetrics import COLD_STARTS
 
 from . import api, bed
-from .services import client, front_get, key_of, svc
+from .services import client, front_get, key_of, svc, wait_status
 
 pytestmark = pytest.mark.cluster
 
@@ -69,17 +68,6 @@ def _down(minicluster: bed.MiniCluster, env: dict[str, str], name: str) -> list[
     return jobs
 
 
-def _status(env: dict[str, str], name: str, what: str, timeout: float, ok: Any) -> dict[str, Any]:
-    def look() -> dict[str, Any] | None:
-        row = svc(env, "status", name)
-        return row if ok(row) else None
-
-    return waits.wait_for(
-        look, what=what, timeout=timeout, interval=2.0,
-        detail=lambda: f"; last: {svc(env, 'status', name)}"[:3000],
-    ).value  # fmt: skip
-
-
 def _squeue(minicluster: bed.MiniCluster) -> list[str]:
     done = minicluster.slurm(["squeue", "--noheader", "--format=%i %j %T"], check=False)
     return [line for line in done.stdout.splitlines() if line.strip()]
@@ -91,7 +79,7 @@ def cold(minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path) ->
     try:
         _up(env, name, tiny_model, COLD_PORT, "--cold-start-wait", "5s")
         # the front's URL once its job runs and beats (service up returns at submission)
-        yield _status(env, name, "the front's URL", 120, lambda r: r["url"] is not None)
+        yield wait_status(env, name, "the front's URL", 120, lambda r: r["url"] is not None)
     finally:
         _down(minicluster, env, name)
 
@@ -146,7 +134,7 @@ def test_an_idle_service_ends_its_replica_and_one_request_wakes_it(
     minicluster: bed.MiniCluster, env: dict[str, str], idler: dict[str, Any], tiny_model: Path
 ) -> None:
     [first] = idler["replicas"]
-    idle = _status(
+    idle = wait_status(
         env, "idler", "the service IDLE with its replica ended", GONE_WITHIN,
         lambda r: r["state"] == "IDLE" and not r["replicas"],
     )  # fmt: skip

@@ -573,3 +573,29 @@ def test_health_and_metrics_wake_nothing() -> None:
 
     asyncio.run(asyncio.wait_for(check(), 30))
     assert activity.demand() == Demand()
+
+
+def test_a_stranger_without_a_live_key_wakes_nothing() -> None:
+    """An idle service holds no GPU: a request with no key, a wrong one or an encoded
+    path must get its refusal at once and never start a replica."""
+    activity = Activity()
+
+    async def check() -> None:
+        up_runner, front_runner, url = await _front_without_replica(
+            activity, [False], 5.0, FrontMetrics())  # fmt: skip
+        body = {"model": "m", "messages": []}
+        try:
+            async with aiohttp.ClientSession() as s:
+                for headers in ({}, {"Authorization": "Bearer not-the-key"}):
+                    async with s.post(f"{url}/v1/chat/completions", json=body,
+                                      headers=headers) as r:  # fmt: skip
+                        assert r.status == 401
+                async with s.post(f"{url}/v1/chat%2Fcompletions", json=body,
+                                  headers={"Authorization": f"Bearer {KEY}"}) as r:  # fmt: skip
+                    assert r.status == 404
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    asyncio.run(asyncio.wait_for(check(), 10))  # a refusal that waited would time out
+    assert activity.demand() == Demand()
