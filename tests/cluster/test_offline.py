@@ -29,8 +29,12 @@ plan says so, not because the bed does.
    an unstaged hub id, and the user's own ``HF_HUB_OFFLINE=1`` reaches the nodes with the
    job's environment: the job FAILS within a minute naming the model and the fix
    (``run: vllm-hpc stage MODEL on the login node``), before any vLLM starts.
+6. ``vllm-hpc doctor --offline`` of the hub id on 2 nodes: every file of the copy's
+   manifest readable with its size and the config and tokenizer loaded offline on each
+   node; then on a copy of the store whose weights are cut to half: FAILED on each node,
+   naming ``model.safetensors`` and both sizes (two short ``srun`` steps, ~10 s).
 
-Cost on the bed: ~60-90 s in all, one job. ``stage`` (~1.8 MB over loopback) and the
+Cost on the bed: ~70-100 s in all, one job. ``stage`` (~1.8 MB over loopback) and the
 two plans take a few seconds; the one job (2 nodes, native PP=2 of the 2-layer tiny
 model) is READY in ~40-60 s (the first run on a bed may compile ~10 s longer: the copy
 is a model path vLLM's compile cache has not seen), then is cancelled (~10 s).
@@ -332,4 +336,63 @@ def test_a_forced_offline_job_of_an_unstaged_hub_id_fails_on_the_node_within_sec
     assert f"run: vllm-hpc stage {unstaged} on the login node" in message, message
     assert not list(job_dir.glob("vllm-*.log")), "vLLM started for a model it cannot load"
     assert len(staged.hub.seen) == staged.after_stage, "a node asked the hub"
+    minicluster.wait_for_no_processes(minicluster.nodes, timeout=bed.GONE_TIMEOUT)
+
+
+def _doctor_offline(staged: Staged, store: Path) -> tuple[int, list[dict[str, Any]], str]:
+    """``vllm-hpc doctor --offline`` of the hub id on 2 nodes with ``store``: its exit
+    code, its rows (``--json``) and what it printed."""
+    done = api.cli(
+        staged.env, "doctor", "--offline", "--model", HUB_ID, "--model-store", str(store),
+        "--nodes", "2", "--gpus-per-node", "1", "--pp", "2", "--runtime", "native",
+        "--partition", "debug", "--json", timeout=300,
+    )  # fmt: skip
+    try:
+        rows = json.loads(done.stdout)
+    except ValueError:
+        rows = []
+    return done.returncode, rows, done.stdout + done.stderr
+
+
+def _offline_rows(rows: list[dict[str, Any]], check: str) -> dict[str, dict[str, Any]]:
+    return {str(row["host"]): row for row in rows if row.get("check") == check}
+
+
+def test_doctor_offline_proves_the_staged_copy_on_two_nodes_and_names_a_truncated_file(
+    minicluster: bed.MiniCluster, staged: Staged
+) -> None:
+    """``doctor --offline`` of the staged hub id: on each of 2 nodes every file of the
+    manifest is readable with its size and the config and tokenizer load offline in the
+    node's Python (the hub never asked); a copy of the store whose weights a transfer cut
+    short fails on each node naming the file and its sizes."""
+    code, rows, out = _doctor_offline(staged, staged.store)
+    print(out)
+    assert code == 0, out
+    copies, loads = _offline_rows(rows, "offline copy"), _offline_rows(rows, "offline load")
+    assert len(copies) == 2 and len(loads) == 2, out
+    files = len(staged.repo.files) - 1  # the README is not staged
+    for row in copies.values():
+        assert row["level"] == "ok", row
+        assert f"staged copy of {HUB_ID} at {staged.copy}" in row["detail"], row
+        assert f"all {files} files readable here with their sizes" in row["detail"], row
+    for row in loads.values():
+        assert row["level"] == "ok", row
+    assert len(staged.hub.seen) == staged.after_stage, "the doctor asked the hub"
+
+    cut = staged.base / "truncated-store"
+    shutil.rmtree(cut, ignore_errors=True)
+    shutil.copytree(staged.store, cut)
+    weights = cut / staged.copy.relative_to(staged.store) / "model.safetensors"
+    whole = weights.stat().st_size
+    with weights.open("r+b") as handle:
+        handle.truncate(whole // 2)
+    code, rows, out = _doctor_offline(staged, cut)
+    print(out)
+    assert code == 1, out
+    copies = _offline_rows(rows, "offline copy")
+    assert len(copies) == 2, out
+    for row in copies.values():
+        assert row["level"] == "fail", row
+        assert "model.safetensors" in row["detail"] and str(whole) in row["detail"], row
+        assert "vllm-hpc stage" in str(row["fix"]), row
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=bed.GONE_TIMEOUT)
