@@ -60,6 +60,30 @@ def _endpoint(job_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _fails_fast(
+    cluster: bed.MiniCluster,
+    env: dict[str, str],
+    model: Path,
+    job_ids: list[str],
+    what: str,
+    *extra: str,
+) -> str:
+    """Submit the 3-node job (``extra`` its options): it must end FAILED within
+    FAIL_DEADLINE of its submission, before any vLLM started; its failure line."""
+    submitted = time.monotonic()
+    handle = _submit(env, model, *extra)
+    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
+    job_ids.append(job_id)
+    state = cluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FAIL_DEADLINE + 30)
+    took = time.monotonic() - submitted
+    final = _endpoint(job_dir)
+    print(f"{what}: {state} after {took:.1f} s: {final.get('message')}")
+    assert (state, final.get("state")) == ("FAILED", "FAILED"), (state, final)
+    assert took < FAIL_DEADLINE, f"the job took {took:.0f} s to fail"
+    assert not (job_dir / "vllm-0.log").exists(), "vLLM started before the pre-flight passed"
+    return str(final.get("message"))
+
+
 def test_a_healthy_three_node_job_passes_the_preflight_on_every_node(
     minicluster: bed.MiniCluster, env: dict[str, str], three_layers: Path, job_ids: list[str]
 ) -> None:
@@ -85,25 +109,13 @@ def test_a_link_that_drops_the_collectives_fails_the_job_naming_both_nodes(
     dropped_link: tuple[str, str],
 ) -> None:
     a, b = dropped_link
-    submitted = time.monotonic()
-    handle = _submit(env, three_layers)
-    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
-    job_ids.append(job_id)
-    state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FAIL_DEADLINE + 30)
-    took = time.monotonic() - submitted
-    final = _endpoint(job_dir)
-    print(f"dropped link: {state} after {took:.1f} s: {final.get('message')}")
-    assert final.get("state") == "FAILED", final
-    message = str(final.get("message"))
+    message = _fails_fast(minicluster, env, three_layers, job_ids, "dropped link")
     # the leader's own verdict, or (SLURM ends the step when a rank fails first) a
     # follower's, which is the same line: "node node3 (rank 2) failed: pre-flight: ..."
     assert "pre-flight: the Gloo all-reduce across 3 nodes failed" in message, message
     for node in (a, b):
         assert f"{node} ({minicluster.addresses[node]}, ib0)" in message, message
     assert "cannot reach" in message and "node1" not in message, message
-    assert took < FAIL_DEADLINE, f"the job took {took:.0f} s to fail"
-    assert state == "FAILED", state
-    assert not (job_dir / "vllm-0.log").exists(), "vLLM started before the pre-flight passed"
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
 
 
@@ -117,22 +129,11 @@ def test_an_mtu_blackhole_fails_the_large_all_reduce_and_is_named(
     """Jumbo frames dropped between node2 and node3 (``mtu_blackhole``): the small
     all-reduce passes, the large one does not, and the line says an MTU mismatch."""
     a, b = mtu_blackhole
-    submitted = time.monotonic()
-    handle = _submit(env, three_layers)
-    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
-    job_ids.append(job_id)
-    state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FAIL_DEADLINE + 30)
-    took = time.monotonic() - submitted
-    final = _endpoint(job_dir)
-    print(f"MTU blackhole: {state} after {took:.1f} s: {final.get('message')}")
-    message = str(final.get("message"))
-    assert final.get("state") == "FAILED", final
+    message = _fails_fast(minicluster, env, three_layers, job_ids, "MTU blackhole")
     assert "the Gloo all-reduce across 3 nodes failed" in message, message
     for node in (a, b):
         assert f"{node} ({minicluster.addresses[node]}, ib0)" in message, message
     assert "a small message passes, a large one does not (an MTU mismatch" in message, message
-    assert took < FAIL_DEADLINE, f"the job took {took:.0f} s to fail"
-    assert not (job_dir / "vllm-0.log").exists(), "vLLM started before the pre-flight passed"
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
 
 
@@ -146,20 +147,10 @@ def test_an_interface_that_reaches_no_other_node_fails_at_once(
     """``--iface ib1`` where ib1 exists on every node and reaches none of the others: the
     followers cannot route to the leader's address, and say so within seconds (they
     waited for the whole 300 s arrival deadline before)."""
-    submitted = time.monotonic()
-    handle = _submit(env, three_layers, "--iface", unconnected_iface)
-    job_id, job_dir = str(handle["job_id"]), Path(handle["job_dir"])
-    job_ids.append(job_id)
-    state = minicluster.wait_for_state(job_id, bed.TERMINAL_STATES, timeout=FAIL_DEADLINE + 30)
-    took = time.monotonic() - submitted
-    final = _endpoint(job_dir)
-    print(f"unconnected interface: {state} after {took:.1f} s: {final.get('message')}")
-    message = str(final.get("message"))
-    assert final.get("state") == "FAILED", final
+    message = _fails_fast(minicluster, env, three_layers, job_ids, "unconnected interface",
+                          "--iface", unconnected_iface)  # fmt: skip
     assert "cannot reach the leader's pre-flight at 10.78.0.11:" in message, message
     assert "no route to host" in message and "--iface" in message, message
-    assert took < FAIL_DEADLINE, f"the job took {took:.0f} s to fail"
-    assert not (job_dir / "vllm-0.log").exists(), "vLLM started before the pre-flight passed"
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
 
 
