@@ -51,6 +51,10 @@ def busy() -> FrontMetrics:
     metrics.timed("bob", "/v1/completions", None, 0.01)
     metrics.answered("none", "other", 404)
     metrics.in_flight.inc()
+    metrics.in_flight.inc()
+    metrics.waiting.inc()  # of the two in flight, one waits for a replica
+    metrics.cold_started(12.0)
+    metrics.cold_started(30.5)
     return metrics
 
 
@@ -65,7 +69,8 @@ def test_the_exposition_parses_and_sums_up() -> None:
         "none": {"requests": 1.0, "errors": 1.0, "tokens_in": 0.0, "tokens_out": 0.0},
     }
     assert summary["replicas"] == {"READY": 2.0, "LOADING": 1.0}
-    assert (summary["in_flight"], summary["routed"], summary["handovers"]) == (1.0, 2.0, 3.0)
+    assert (summary["in_flight"], summary["waiting"]) == (2.0, 1.0)
+    assert (summary["routed"], summary["handovers"], summary["cold_starts"]) == (2.0, 3.0, 2.0)
     assert 0.1 < summary["ttfb_p50_s"] <= 0.25  # three at 0.2 s: inside the (0.1, 0.25] bucket
     assert 1.0 < summary["duration_p99_s"] <= 2.5
     lines = render(summary).splitlines()
@@ -73,6 +78,8 @@ def test_the_exposition_parses_and_sums_up() -> None:
     assert lines[1].split() == ["alice", "3", "0", "30", "12"]
     assert "1 LOADING, 2 READY" in render(summary)
     assert "handovers 3" in render(summary)
+    assert lines[4].startswith("in flight  2 (1 waiting for a replica)   routed replicas 2")
+    assert "cold starts 2" in lines[4]
     assert (summary["wanted"], summary["scale_decisions"]) == (3.0, {"up": 2.0, "down": 1.0})
     assert "wanted 3   scaled up 2, down 1 (this front)" in render(summary)
 
@@ -92,6 +99,7 @@ def test_an_idle_front_sums_up_to_nothing_without_failing() -> None:
     summary = summarize(FrontMetrics().exposition()[0].decode())
     assert summary["keys"] == {} and summary["ttfb_p50_s"] is None
     assert "p50 -" in render(summary)
+    assert summary["waiting"] == 0.0 and "waiting" not in render(summary)
 
 
 def test_replicas_are_counted_by_role_and_state() -> None:

@@ -23,6 +23,7 @@ from launchers.service import keys as keys_module
 from launchers.service.activity import Activity
 from launchers.service.decide import Demand
 from launchers.service.frontmetrics import FrontMetrics, summarize
+from launchers.service.frontserver import start_site
 from launchers.service.keys import KeyRing
 from launchers.service.proxy import allowed, make_app, route_of
 from launchers.service.usage import UsageBook
@@ -599,3 +600,48 @@ def test_a_stranger_without_a_live_key_wakes_nothing() -> None:
 
     asyncio.run(asyncio.wait_for(check(), 10))  # a refusal that waited would time out
     assert activity.demand() == Demand()
+
+
+def test_a_client_that_goes_away_during_a_cold_start_stops_waiting_at_once() -> None:
+    """Served as the front serves it (``start_site``): a client that closes its
+    connection while its request waits for a replica no longer counts as waiting (the
+    controller's Demand) nor in flight or waiting (the front's gauges), long before the
+    cold-start wait ends; nothing is forwarded for it. Its request did come, though: it
+    counts as use (a client that gave up may retry)."""
+    activity, metrics = Activity(), FrontMetrics()
+    upstream, asked = vllm_like()
+
+    def gauges() -> tuple[float, float]:
+        summary = summarize(metrics.exposition()[0].decode())
+        return summary["in_flight"], summary["waiting"]
+
+    async def check() -> None:
+        up_runner, up_url = await _serve(upstream)
+        app = make_app(up_url, KEY, healthy=lambda: False, activity=activity,
+                       cold_start_wait=600.0, metrics=metrics)  # fmt: skip
+        runner = await start_site(app, "127.0.0.1", 0)
+        try:
+            port = int(runner.addresses[0][1])
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            body = json.dumps({"model": "m", "messages": []}).encode()
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: front\r\n"
+                b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            while not activity.demand().waiting:
+                await asyncio.sleep(0.01)
+            assert gauges() == (1.0, 1.0)
+            writer.close()
+            await writer.wait_closed()
+            while activity.demand().waiting or gauges() != (0.0, 0.0):
+                await asyncio.sleep(0.01)  # a wait that goes on fails at the deadline below
+        finally:
+            await runner.cleanup()
+            await up_runner.cleanup()
+
+    asyncio.run(asyncio.wait_for(check(), 10))  # the cold-start wait is 600 s
+    summary = summarize(metrics.exposition()[0].decode())
+    assert summary["cold_starts"] == 1.0 and asked == []
+    assert activity.demand().last_request is not None

@@ -18,7 +18,9 @@ loopback only, and the one public port is this proxy, which
   the controller routes one, at most ``cold_start_wait`` seconds, telling the controller
   it waits (``service.activity``: an idle service wakes on its next tick); past that
   wait: 503 with ``Retry-After`` and what the service is doing (a replica pending in
-  SLURM's queue and why, or loading since when);
+  SLURM's queue and why, or loading since when); a request whose client goes away
+  meanwhile stops waiting at once (``client_gone``, set by the front's server), so it
+  no longer counts as waiting or in flight;
 - answers ``GET /metrics`` itself (the front's own metrics: ``service.frontmetrics``) to
   a scrape key or the internal key; never the router's;
 - refuses everything else with 404, the router's admin routes included.
@@ -52,6 +54,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -114,6 +117,15 @@ _ROUTES = tuple((method, re.compile(path)) for method, path in CLIENT_ROUTES)
 OTHER_ROUTE = "other"  # the metrics' route of anything not served
 # A query passes as it came, but only printable ASCII without '#' (no space, no control).
 _QUERY = re.compile(r"[!\"$-~]*")
+
+
+# Done once the client's connection of the request being handled is lost. The server that
+# serves the app sets it for each request (``frontserver.start_site``: aiohttp does not
+# tell a handler that its client has gone unless it cancels every handler then); None
+# where no such server runs the app (the request is then looked at after its wait only).
+client_gone: ContextVar[asyncio.Future[None] | None] = ContextVar(
+    "vllm_hpc_client_gone", default=None
+)
 
 
 def allowed(method: str, path: str) -> str:
@@ -396,15 +408,22 @@ class _Door:
 
     async def cold_start(self, request: web.Request, outcome: _Outcome) -> web.Response | None:
         """No replica is routed: wait until the controller routes one (an idle service
-        is woken by this wait), at most ``cold_start_wait`` seconds. None once one is
-        routed; else the 503 that says what the service is doing (or, for a client
-        that has gone meanwhile, a 499 nobody reads: nothing is forwarded for it)."""
+        is woken by this wait), at most ``cold_start_wait`` seconds, or until the client
+        goes away. None once one is routed; else the 503 that says what the service is
+        doing (or, for a client that has gone meanwhile, a 499 nobody reads: nothing is
+        forwarded for it)."""
         from aiohttp import web
 
         began = time.monotonic()
-        came = await self.activity.until_routed(self.healthy, self.cold_start_wait)
+        gone = client_gone.get()
+        self.counted.waiting.inc()
+        try:
+            came = await self.activity.until_routed(self.healthy, self.cold_start_wait, gone)
+        finally:
+            self.counted.waiting.dec()
         self.counted.cold_started(time.monotonic() - began)
-        if request.transport is None or request.transport.is_closing():
+        lost = gone is not None and gone.done()
+        if lost or request.transport is None or request.transport.is_closing():
             outcome.status = 499
             return web.Response(status=499)
         if came:
