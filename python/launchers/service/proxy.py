@@ -21,6 +21,10 @@ loopback only, and the one public port is this proxy, which
   SLURM's queue and why, or loading since when); a request whose client goes away
   meanwhile stops waiting at once (``client_gone``, set by the front's server), so it
   no longer counts as waiting or in flight;
+- answers ``GET /v1/models`` itself while no replica is routed, with the model name the
+  service serves (``models``), so a model listing (what health checkers and UIs poll)
+  never wakes an idle service; nor does it count as a request that keeps one awake
+  (with a replica routed it is forwarded: vLLM's own answer);
 - answers ``GET /metrics`` itself (the front's own metrics: ``service.frontmetrics``) to
   a scrape key or the internal key; never the router's;
 - refuses everything else with 404, the router's admin routes included.
@@ -53,7 +57,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -115,6 +119,7 @@ CLIENT_ROUTES: tuple[tuple[str, str], ...] = (
 )
 _ROUTES = tuple((method, re.compile(path)) for method, path in CLIENT_ROUTES)
 OTHER_ROUTE = "other"  # the metrics' route of anything not served
+MODELS_PATH = "/v1/models"  # the model listing: the front answers it while none is routed
 # A query passes as it came, but only printable ASCII without '#' (no space, no control).
 _QUERY = re.compile(r"[!\"$-~]*")
 
@@ -238,12 +243,14 @@ def make_app(
     activity: Activity | None = None,  # shared with the controller (None: a new one)
     cold_start_wait: float = 0.0,  # 0: no wait (a service that never idles)
     waking: Callable[[], str] = lambda: "no replica is routed",
+    models: Sequence[str] = (),  # the served model name(s) (none: a listing is forwarded)
 ) -> web.Application:
     """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
     at most ``upstream_limit`` connections at once (0: no limit of its own; the front
     sizes it, ``front.upstream_limit``). A request that finds no replica routed
     (``healthy()`` false) waits up to ``cold_start_wait`` seconds for one (0: not at all;
-    woken through ``activity``); past it, its 503 says ``waking()``."""
+    woken through ``activity``); past it, its 503 says ``waking()``. A model listing
+    that finds none routed is answered with ``models``, and waits for nothing."""
     import aiohttp
     from aiohttp import web
     from yarl import URL
@@ -268,7 +275,7 @@ def make_app(
         counted=metrics if metrics is not None else FrontMetrics(), base=base,
         session=lambda request: request.app[session_key], max_body=max_body,
         body_timeout=body_timeout, activity=activity if activity is not None else Activity(),
-        cold_start_wait=cold_start_wait, waking=waking,
+        cold_start_wait=cold_start_wait, waking=waking, models=tuple(models),
     )  # fmt: skip
     app = web.Application(client_max_size=max_body)
     app.on_startup.append(start)
@@ -296,6 +303,7 @@ class _Door:
     activity: Activity
     cold_start_wait: float
     waking: Callable[[], str]
+    models: tuple[str, ...]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
@@ -377,11 +385,15 @@ class _Door:
         except TimeoutError:
             return refuse(408, f"the request body did not arrive within {self.body_timeout:g} s",
                           "request_timeout")  # fmt: skip
-        self.activity.requested()
-        if self.cold_start_wait > 0 and not self.healthy():
-            cold = await self.cold_start(request, outcome)
-            if cold is not None:
-                return cold
+        if path == MODELS_PATH:  # a listing neither wakes the service nor keeps it awake
+            if self.models and not self.healthy():
+                return self.model_list(outcome, began)
+        else:
+            self.activity.requested()
+            if self.cold_start_wait > 0 and not self.healthy():
+                cold = await self.cold_start(request, outcome)
+                if cold is not None:
+                    return cold
         body, strip = ask_for_usage(path, body)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in _HOP and k.lower() != "authorization"}  # fmt: skip
@@ -405,6 +417,19 @@ class _Door:
         except aiohttp.ClientError as exc:
             outcome.status = 502
             return _error(502, f"the router did not answer: {exc}", "bad_gateway")
+
+    def model_list(self, outcome: _Outcome, began: float) -> web.Response:
+        """``GET /v1/models`` with no replica routed: the names the service serves, as
+        vLLM lists them (its extra fields, e.g. ``max_model_len``, come with its own
+        answer once a replica is routed)."""
+        from aiohttp import web
+
+        created = int(time.time())
+        cards = [{"id": name, "object": "model", "created": created, "owned_by": "vllm"}
+                 for name in self.models]  # fmt: skip
+        outcome.status = 200
+        outcome.first_byte = time.monotonic() - began
+        return web.json_response({"object": "list", "data": cards})
 
     async def cold_start(self, request: web.Request, outcome: _Outcome) -> web.Response | None:
         """No replica is routed: wait until the controller routes one (an idle service
