@@ -24,6 +24,7 @@ from launchers.service import store
 from launchers.service.definition import Front, Replica, ServiceState
 from launchers.service.frontmetrics import (
     FAMILIES,
+    NO_KEY,
     FrontMetrics,
     render,
     replica_counts,
@@ -33,6 +34,7 @@ from launchers.service.proxy import make_app
 
 from .conftest import service_spec
 from .helpers.cli import run as cli_run
+from .helpers.docs import block_after
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "front.json"
 
@@ -217,3 +219,31 @@ def test_service_metrics_reads_the_fronts_metrics_with_the_services_key(
     assert code == 0 and out.splitlines()[0].split()[0] == "KEY"
     # the scrape itself was counted, under the key that made it
     assert "default" in out
+
+
+def test_the_metrics_summary_in_the_docs_is_what_service_metrics_prints() -> None:
+    """docs/services.md shows `service metrics` of the idle service after a morning's use:
+    the front's own metrics, counted as the proxy counts them, summed up and printed."""
+    metrics = FrontMetrics(replicas=dict, routed=lambda: 0, handovers=lambda: 0,
+                           wanted=lambda: 0)  # fmt: skip
+    chat = "/v1/chat/completions"
+    for key, times, first, total, tokens in (("alice", 212, 0.31, 2.4, (412, 187)),
+                                             ("bob", 57, 0.28, 1.9, (903, 240))):  # fmt: skip
+        for _ in range(times):
+            metrics.answered(key, chat, 200)
+            metrics.timed(key, chat, first, total)
+        metrics.used(key, (times * tokens[0], times * tokens[1]))
+    for _ in range(2):
+        metrics.answered("bob", chat, 400)
+        metrics.timed("bob", chat, 0.02, 0.02)
+    metrics.answered("alice", chat, 200)  # the request that woke the service
+    metrics.timed("alice", chat, 95.4, 97.1)
+    metrics.used("alice", (35, 120))
+    metrics.cold_started(95.2)
+    for _ in range(3):
+        metrics.answered(NO_KEY, chat, 401)
+    for _ in range(1322):
+        metrics.answered("prom", "/metrics", 200)
+    metrics.answered("default", "/metrics", 200)  # `service metrics` itself
+    shown = render(summarize(metrics.exposition()[0].decode())) + "\n"
+    assert shown == block_after("services.md", "of the idle `chat` service")
