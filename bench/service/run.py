@@ -309,7 +309,6 @@ def cold_start(b: Bed, times: int) -> dict[str, Any]:
     shown: dict[str, str] = {}  # `service status`, idle and just woken (the first time)
     try:
         for i in range(times):
-            since = time.monotonic()  # the last request was answered (or the replica READY)
 
             def idle() -> dict[str, Any] | None:
                 status = b.service("status", name)
@@ -323,15 +322,16 @@ def cold_start(b: Bed, times: int) -> dict[str, Any]:
                 )  # fmt: skip
             except WaitTimeout as exc:
                 raise SystemExit(f"bench-service: cold start {i + 1}: {exc.one_line()}") from None
-            went_idle = time.monotonic() - since
+            # from the last answer (the first time: from READY) to IDLE with no replica
+            went_idle = waited.seconds
             shown.setdefault("idle", b.text("status", name))
             sample = one_cold_request(client, b.model.name)
             sample["idle_s"] = round(went_idle, 1)
             samples.append(sample)
             shown.setdefault("woken", b.text("status", name))
-            say(f"cold start {i + 1}: idle after {went_idle:.0f} s (seen after "
-                f"{waited.seconds:.0f} s of looking); first byte {sample['first_byte_s']} s, "
-                f"answer {sample['answer_s']} s {sample['error']}")  # fmt: skip
+            say(f"cold start {i + 1}: idle with no replica after {went_idle:.0f} s; first "
+                f"byte {sample['first_byte_s']} s, answer {sample['answer_s']} s "
+                f"{sample['error']}")  # fmt: skip
         counted = b.service("metrics", name)
     finally:
         b.service("down", name)
@@ -473,8 +473,9 @@ def cold_markdown(c: dict[str, Any]) -> list[str]:
         f"{s['min_replicas']} --idle {s['idle']} --cold-start-wait {s['cold_start_wait']}`). "
         "Before each request it was IDLE with no replica left (the replica drained and SLURM "
         "ended its job); then one streaming chat request through the front (the `openai` "
-        "client, no retry). First byte: the answer's head (the front sends nothing before a "
-        "replica answers); answer: the whole stream.", "",
+        "client, no retry). Idle after: from the last answer (the first time: from READY) "
+        "to IDLE with no replica; first byte: the answer's head (the front sends nothing "
+        "before a replica answers); answer: the whole stream.", "",
         "| Cold start | idle after | first byte | answer | result |", "|---|---|---|---|---|",
     ]  # fmt: skip
     for i, one in enumerate(c["samples"], 1):
