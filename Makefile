@@ -51,7 +51,7 @@ test: lint test-unit test-cluster ## Everything CI runs
 bench-launch: install ## Launch speed vs a hand-written floor on the mini cluster (~25 min)
 	$(PY) -m bench.launch.run
 
-bench-service: install ## A service's front vs direct, and a handover under load (~25 min)
+bench-service: install ## A service's front vs direct, cold starts from zero replicas, and a handover under load (~33 min)
 	$(PY) -m bench.service.run
 
 bench-front: install ## The service's front at line rate on loopback: Go stand-in replica, vllm-router, proxy (~10 min, a quiet machine)

@@ -7,15 +7,22 @@
    times each: request throughput, TTFT p50, and the CPU time each part (client, front,
    router, replica job) spent per request, which says where a gap comes from on a
    CPU-bound bed; then one request at a time (the hop itself, nothing queued).
-2. Handover: a 2-replica service whose replicas have an 18-minute limit and a 12-minute
+2. Cold start: a 1-replica service that scales to zero (``--min-replicas 0 --idle 60s
+   --cold-start-wait 10m``), ``--cold-starts`` times: wait until it is IDLE with no
+   replica left (its replica drained and its job ended), then ONE streaming chat request
+   through the front (the real ``openai`` client, no retry): seconds from the request to
+   the first byte of its answer (the front sends nothing, not even the head, until a
+   replica answers) and to the whole answer.
+3. Handover: a 2-replica service whose replicas have an 18-minute limit and a 12-minute
    handover (about 5 minutes of steady state first), under a steady loop of chat
    requests through the front (the real ``openai`` client, 4 threads): failed requests
    and p99 latency while both replicas are handed over, against the steady state
    before.
 
 Results: ``bench/results/service-<date>.json`` (``front_over_direct_throughput``,
-``ttft_p50_added_ms``, ``handover_failed_requests``, ``handover_p99_over_steady`` next to
-the raw figures) and ``.md``.
+``ttft_p50_added_ms``, ``cold_start_first_byte_s``, ``cold_start_answer_s``,
+``handover_failed_requests``, ``handover_p99_over_steady`` next to the raw figures) and
+``.md``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import psutil
 from tests.cluster import bed
 
 from launchers import waits
+from launchers.errors import WaitTimeout
 from launchers.observe.loadtest import LoadSpec, run_builtin
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,11 +90,13 @@ class Bed:
                               timeout=120, check=False)  # fmt: skip
         return done.stdout
 
-    def up(self, name: str, replicas: int, limit: str, handover: str, port: int) -> dict[str, Any]:
+    def up(
+        self, name: str, replicas: int, limit: str, handover: str, port: int, *more: str
+    ) -> dict[str, Any]:
         return self.service(
             "up", name, "--model", str(self.model), "--nodes", "1", "--gpus-per-node", "1",
             "--partition", "debug", "--time", limit, "--handover", handover, "--replicas",
-            str(replicas), "--front-port", str(port), "--wait", "--wait-timeout", "600",
+            str(replicas), "--front-port", str(port), *more, "--wait", "--wait-timeout", "600",
             "--", "--max-model-len", "512",
         )  # fmt: skip
 
@@ -225,6 +235,115 @@ def front_vs_direct(b: Bed, reps: int, requests: int) -> dict[str, Any]:
         b.service("down", "benchfront")
 
 
+# A service that scales to zero: idle after a minute without a request (the shortest the
+# cluster tests use), and a cold-start wait far past a load here (about 40 s), so the one
+# request is answered, not refused.
+COLD_IDLE = "60s"
+COLD_START_WAIT = "10m"
+# The replica drains once the idle minute is up; the front ticks every second and forgets
+# it once SLURM has ended its job: IDLE with no replica left within this.
+IDLE_WITHIN = 300.0
+COLD_ANSWER_TIMEOUT = 900.0  # the one request waits a whole load (and the 10 m wait)
+
+
+def one_cold_request(client: openai.OpenAI, model: str) -> dict[str, Any]:
+    """One streaming chat request to an idle service: seconds from sending it to the
+    first byte of the answer (its head: ``create`` returns once the head is in) and to
+    the end of the stream; ``error`` says why it failed ("" when answered)."""
+    began = time.monotonic()
+    first_byte: float | None = None
+    try:
+        stream = client.with_options(timeout=COLD_ANSWER_TIMEOUT).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Hello"}], temperature=0,
+            max_tokens=16, stream=True,
+        )  # fmt: skip
+        first_byte = time.monotonic() - began
+        chunks = sum(1 for _ in stream)
+    except Exception as exc:
+        head = None if first_byte is None else round(first_byte, 2)
+        return {"first_byte_s": head, "answer_s": None, "chunks": 0,
+                "error": f"{type(exc).__name__}: {str(exc)[:300]}"}  # fmt: skip
+    answer = time.monotonic() - began
+    return {"first_byte_s": round(first_byte, 2), "answer_s": round(answer, 2),
+            "chunks": chunks, "error": ""}  # fmt: skip
+
+
+def cold_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cold starts' medians (of the answered requests), the failed count and the
+    samples themselves. Pure."""
+    answered = [s for s in samples if not s["error"]]
+
+    def spread(key: str) -> dict[str, float] | None:
+        values = [float(s[key]) for s in answered]
+        if not values:
+            return None
+        return {"median": round(statistics.median(values), 2), "min": min(values),
+                "max": max(values)}  # fmt: skip
+
+    return {
+        "requests": len(samples),
+        "failed": len(samples) - len(answered),
+        "first_byte_s": spread("first_byte_s"),
+        "answer_s": spread("answer_s"),
+        "idle_s": spread("idle_s"),
+        "samples": samples,
+    }
+
+
+def cold_headline(c: dict[str, Any]) -> dict[str, Any]:
+    """The cold start's figures at the top of the results JSON. Pure."""
+    return {
+        "cold_start_first_byte_s": (c["first_byte_s"] or {}).get("median"),
+        "cold_start_answer_s": (c["answer_s"] or {}).get("median"),
+        "cold_start_failed_requests": c["failed"],
+    }
+
+
+def cold_start(b: Bed, times: int) -> dict[str, Any]:
+    """``times`` cold starts of one service: each from IDLE with no replica left."""
+    name = "benchcold"
+    row = b.up(name, 1, "00:30:00", "5m", 8500, "--min-replicas", "0", "--idle", COLD_IDLE,
+               "--cold-start-wait", COLD_START_WAIT)  # fmt: skip
+    client = openai.OpenAI(base_url=row["url"], api_key=key_of(row), max_retries=0)
+    samples: list[dict[str, Any]] = []
+    shown: dict[str, str] = {}  # `service status`, idle and just woken (the first time)
+    try:
+        for i in range(times):
+
+            def idle() -> dict[str, Any] | None:
+                status = b.service("status", name)
+                return status if status["state"] == "IDLE" and not status["replicas"] else None
+
+            try:
+                waited = waits.wait_for(
+                    idle, what=f"service {name} IDLE with no replica left", timeout=IDLE_WITHIN,
+                    interval=2.0,
+                    detail=lambda: f"; last: {json.dumps(b.service('status', name))}"[:3000],
+                )  # fmt: skip
+            except WaitTimeout as exc:
+                raise SystemExit(f"bench-service: cold start {i + 1}: {exc.one_line()}") from None
+            # from the last answer (the first time: from READY) to IDLE with no replica
+            went_idle = waited.seconds
+            shown.setdefault("idle", b.text("status", name))
+            sample = one_cold_request(client, b.model.name)
+            sample["idle_s"] = round(went_idle, 1)
+            samples.append(sample)
+            shown.setdefault("woken", b.text("status", name))
+            say(f"cold start {i + 1}: idle with no replica after {went_idle:.0f} s; first "
+                f"byte {sample['first_byte_s']} s, answer {sample['answer_s']} s "
+                f"{sample['error']}")  # fmt: skip
+        counted = b.service("metrics", name)
+    finally:
+        b.service("down", name)
+    summary = cold_summary(samples)
+    summary["front_cold_starts"] = counted.get("cold_starts")
+    summary["settings"] = {"idle": COLD_IDLE, "cold_start_wait": COLD_START_WAIT,
+                           "replicas": 1, "min_replicas": 0}  # fmt: skip
+    summary["status_idle"] = shown.get("idle", "")
+    summary["status_woken"] = shown.get("woken", "")
+    return summary
+
+
 # README's rule for --handover: twice the queue wait plus the load, plus the 120 s warning.
 # A successor loads in about 4.5 minutes here under the loop's 4 threads (2026-12-03), so
 # 12 minutes; the limit leaves about 5 minutes of steady state before the first handover.
@@ -336,19 +455,61 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {where} | {cells} | {round(sum(used.values()), 1)} |")
     for text in h.get("status_samples", [])[:3]:
         lines += ["", "`service status` during the handover:", "", "```", text.rstrip(), "```"]
+    if result.get("cold_start"):
+        lines += cold_markdown(result["cold_start"])
     return "\n".join([*lines, ""])
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def cold_markdown(c: dict[str, Any]) -> list[str]:
+    """The cold start's section of the results page. Pure."""
+    s = c["settings"]
+    lines = [
+        "", "## Cold start (scale to zero)", "",
+        f"A service of {s['replicas']} replica that scales to zero (`--min-replicas "
+        f"{s['min_replicas']} --idle {s['idle']} --cold-start-wait {s['cold_start_wait']}`). "
+        "Before each request it was IDLE with no replica left (the replica drained and SLURM "
+        "ended its job); then one streaming chat request through the front (the `openai` "
+        "client, no retry). Idle after: from the last answer (the first time: from READY) "
+        "to IDLE with no replica; first byte: the answer's head (the front sends nothing "
+        "before a replica answers); answer: the whole stream.", "",
+        "| Cold start | idle after | first byte | answer | result |", "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for i, one in enumerate(c["samples"], 1):
+        said = "ok" if not one["error"] else f"failed: {one['error'][:120]}"
+        lines.append(f"| {i} | {_seconds(one.get('idle_s'))} | {_seconds(one['first_byte_s'])} "
+                     f"| {_seconds(one['answer_s'])} | {said} |")  # fmt: skip
+    first, answer = c["first_byte_s"] or {}, c["answer_s"] or {}
+    lines += [
+        f"| median of {c['requests'] - c['failed']} answered | - | "
+        f"{_seconds(first.get('median'))} | {_seconds(answer.get('median'))} | "
+        f"{c['failed']} failed (target 0) |",
+    ]
+    if c.get("front_cold_starts") is not None:
+        lines += ["", f"The front counted {int(c['front_cold_starts'])} cold start(s) "
+                  "(`vllm_hpc_front_cold_starts_total`)."]  # fmt: skip
+    for title, key in (("idle, before the first request", "status_idle"),
+                       ("just after the first cold start", "status_woken")):  # fmt: skip
+        if c.get(key):
+            lines += ["", f"`service status`, {title}:", "", "```text", c[key].rstrip(), "```"]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.service.run", description=__doc__)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--cold-starts", type=int, default=3, help="cold starts to time")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     b = Bed()
     result: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "front_vs_direct": front_vs_direct(b, args.reps, args.requests),
+        "cold_start": cold_start(b, args.cold_starts),
         "handover": handover(b),
         "cpus": os.cpu_count(),
     }
@@ -356,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "front_over_direct_throughput"
     ]
     result["handover_failed_requests"] = result["handover"]["handover_failed_requests"]
+    result.update(cold_headline(result["cold_start"]))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"service-{result['date']}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

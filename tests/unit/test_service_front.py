@@ -6,6 +6,7 @@ it writes its heartbeat and returns once the service is down."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,14 @@ from launchers.jobdir.safe import private_dir
 from launchers.service import store
 from launchers.service.activity import Activity
 from launchers.service.definition import ServiceState
-from launchers.service.front import ServiceFront, replica_seqs, upstream_limit
+from launchers.service.front import (
+    ReplicaFacts,
+    ServiceFront,
+    replica_facts,
+    replica_seqs,
+    upstream_limit,
+)
+from launchers.spec.request import SubmitRequest
 
 from .helpers.runtime import FakeClock
 
@@ -139,3 +147,24 @@ def test_a_replica_takes_its_max_num_seqs_times_its_dp_ranks(tmp_path: Path) -> 
         assert replica_seqs(config.model_copy(update={"extra_args": extra})) == 16
     unset = config.spec.model_copy(update={"max_num_seqs": None})
     assert replica_seqs(config.model_copy(update={"spec": unset})) is None
+
+
+def test_the_front_knows_the_name_its_replicas_serve(
+    tmp_path: Path, tiny_model: Callable[..., Path]
+) -> None:
+    """What the front lists at GET /v1/models while no replica is routed: the name every
+    replica is started with (--served-model-name), from the service's own request."""
+    client = Client(job_root=str(tmp_path))
+    asked = SubmitRequest.checked({"model": "llama-3.1-70b-instruct", "nodes": 2,
+                                   "gpus_per_node": 4})  # fmt: skip
+    facts = replica_facts(client, asked)
+    assert facts.models == (client.config(asked).served_model_name,) == ("Llama-3.1-70B-Instruct",)
+    assert facts.upstream_limit == upstream_limit(64)
+    directory = tiny_model()
+    path = SubmitRequest.checked({"model": str(directory)})
+    assert replica_facts(client, path).models == (directory.name,)  # as vLLM is told
+
+
+def test_a_request_that_does_not_resolve_here_leaves_the_facts_unknown(tmp_path: Path) -> None:
+    unknown = SubmitRequest.checked({"model": "no-such-model-in-any-registry"})
+    assert replica_facts(Client(job_root=str(tmp_path)), unknown) == ReplicaFacts()

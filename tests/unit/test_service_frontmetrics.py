@@ -24,6 +24,7 @@ from launchers.service import store
 from launchers.service.definition import Front, Replica, ServiceState
 from launchers.service.frontmetrics import (
     FAMILIES,
+    NO_KEY,
     FrontMetrics,
     render,
     replica_counts,
@@ -33,6 +34,7 @@ from launchers.service.proxy import make_app
 
 from .conftest import service_spec
 from .helpers.cli import run as cli_run
+from .helpers.docs import block_after
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "front.json"
 
@@ -51,6 +53,10 @@ def busy() -> FrontMetrics:
     metrics.timed("bob", "/v1/completions", None, 0.01)
     metrics.answered("none", "other", 404)
     metrics.in_flight.inc()
+    metrics.in_flight.inc()
+    metrics.waiting.inc()  # of the two in flight, one waits for a replica
+    metrics.cold_started(12.0)
+    metrics.cold_started(30.5)
     return metrics
 
 
@@ -65,7 +71,8 @@ def test_the_exposition_parses_and_sums_up() -> None:
         "none": {"requests": 1.0, "errors": 1.0, "tokens_in": 0.0, "tokens_out": 0.0},
     }
     assert summary["replicas"] == {"READY": 2.0, "LOADING": 1.0}
-    assert (summary["in_flight"], summary["routed"], summary["handovers"]) == (1.0, 2.0, 3.0)
+    assert (summary["in_flight"], summary["waiting"]) == (2.0, 1.0)
+    assert (summary["routed"], summary["handovers"], summary["cold_starts"]) == (2.0, 3.0, 2.0)
     assert 0.1 < summary["ttfb_p50_s"] <= 0.25  # three at 0.2 s: inside the (0.1, 0.25] bucket
     assert 1.0 < summary["duration_p99_s"] <= 2.5
     lines = render(summary).splitlines()
@@ -73,6 +80,8 @@ def test_the_exposition_parses_and_sums_up() -> None:
     assert lines[1].split() == ["alice", "3", "0", "30", "12"]
     assert "1 LOADING, 2 READY" in render(summary)
     assert "handovers 3" in render(summary)
+    assert lines[4].startswith("in flight  2 (1 waiting for a replica)   routed replicas 2")
+    assert "cold starts 2" in lines[4]
     assert (summary["wanted"], summary["scale_decisions"]) == (3.0, {"up": 2.0, "down": 1.0})
     assert "wanted 3   scaled up 2, down 1 (this front)" in render(summary)
 
@@ -92,6 +101,7 @@ def test_an_idle_front_sums_up_to_nothing_without_failing() -> None:
     summary = summarize(FrontMetrics().exposition()[0].decode())
     assert summary["keys"] == {} and summary["ttfb_p50_s"] is None
     assert "p50 -" in render(summary)
+    assert summary["waiting"] == 0.0 and "waiting" not in render(summary)
 
 
 def test_replicas_are_counted_by_role_and_state() -> None:
@@ -209,3 +219,31 @@ def test_service_metrics_reads_the_fronts_metrics_with_the_services_key(
     assert code == 0 and out.splitlines()[0].split()[0] == "KEY"
     # the scrape itself was counted, under the key that made it
     assert "default" in out
+
+
+def test_the_metrics_summary_in_the_docs_is_what_service_metrics_prints() -> None:
+    """docs/services.md shows `service metrics` of the idle service after a morning's use:
+    the front's own metrics, counted as the proxy counts them, summed up and printed."""
+    metrics = FrontMetrics(replicas=dict, routed=lambda: 0, handovers=lambda: 0,
+                           wanted=lambda: 0)  # fmt: skip
+    chat = "/v1/chat/completions"
+    for key, times, first, total, tokens in (("alice", 212, 0.31, 2.4, (412, 187)),
+                                             ("bob", 57, 0.28, 1.9, (903, 240))):  # fmt: skip
+        for _ in range(times):
+            metrics.answered(key, chat, 200)
+            metrics.timed(key, chat, first, total)
+        metrics.used(key, (times * tokens[0], times * tokens[1]))
+    for _ in range(2):
+        metrics.answered("bob", chat, 400)
+        metrics.timed("bob", chat, 0.02, 0.02)
+    metrics.answered("alice", chat, 200)  # the request that woke the service
+    metrics.timed("alice", chat, 95.4, 97.1)
+    metrics.used("alice", (35, 120))
+    metrics.cold_started(95.2)
+    for _ in range(3):
+        metrics.answered(NO_KEY, chat, 401)
+    for _ in range(1322):
+        metrics.answered("prom", "/metrics", 200)
+    metrics.answered("default", "/metrics", 200)  # `service metrics` itself
+    shown = render(summarize(metrics.exposition()[0].decode())) + "\n"
+    assert shown == block_after("services.md", "of the idle `chat` service")

@@ -35,6 +35,7 @@ from launchers.service.manage import Service
 from launchers.submit import slurm, slurmctl
 
 from .conftest import service_spec
+from .helpers.docs import block_after
 
 
 @pytest.fixture(autouse=True)
@@ -821,3 +822,55 @@ def test_a_service_that_autoscales_is_scaled_within_its_range(
     assert refused.value.one_line() == message
     assert svc.spec().replicas == 2
     assert svc.scale(3).replicas == 3 and svc.spec().max_replicas == 4
+
+
+def test_the_idle_status_in_the_docs_is_what_status_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/services.md shows `service status` of an idle service: the real rules (decide)
+    take its two replicas through their day (READY, the last request, idle, drained and
+    ended), and the command prints that state as the page shows it."""
+    import calendar
+
+    from launchers.service.decide import Demand, decide
+
+    def at(hms: str) -> float:
+        return float(calendar.timegm(time.strptime(f"2026-12-08 {hms}", "%Y-%m-%d %H:%M:%S")))
+
+    directory = tmp_path / "services" / "chat"
+    private_dir(directory, "service directory")
+    spec = service_spec(name="chat", min_replicas=0, idle_seconds=1800.0,
+                        key_file=str(directory / "key"))  # fmt: skip
+    store.write_spec(str(directory), spec)
+    state = ServiceState(name="chat", events=("08:58:07 UTC front submitted as job 4101",))
+
+    def tick(replicas: list[Replica], now: str, routed: set[str], demand: Demand) -> None:
+        nonlocal state
+        step = decide(spec, state, replicas, routed, at(now), demand)
+        assert step.state is not None
+        state = step.state
+
+    quiet, urls = Demand(), ["http://10.0.3.21:8000", "http://10.0.3.22:8002"]
+    tick([], "08:58:12", set(), quiet)
+    assert [r.job_id for r in state.replicas] == []  # submitted: the controller adds them
+    up = [Replica(job_id=job, slot=slot, state="READY", url=url, ever_ready=True,
+                  since=at(ready), slurm_state="RUNNING", submitted_at=at("08:58:12"))
+          for slot, (job, url, ready) in enumerate(
+              [("4102", urls[0], "09:01:40"), ("4103", urls[1], "09:02:05")])]  # fmt: skip
+    tick(up, "09:02:06", set(), quiet)
+    tick(list(state.replicas), "10:12:32", set(urls), Demand(last_request=at("10:12:31")))
+    tick(list(state.replicas), "10:42:32", set(urls), quiet)  # idle for 30 minutes
+    assert state.state == "IDLE"
+    ended = {"state": "STOPPED", "slurm_state": "COMPLETED"}
+    first = [r.model_copy(update=ended if r.job_id == "4102" else {}) for r in state.replicas]
+    tick(first, "10:42:44", set(), quiet)
+    tick([r.model_copy(update=ended) for r in state.replicas], "10:42:49", set(), quiet)
+    assert state.replicas == ()
+    store.write_state(str(directory), state)
+    store.write_front(str(directory), Front(
+        url="http://10.0.3.5:8100/v1", host="10.0.3.5", port=8100, hostname="cpu-017",
+        pid=1, job_id="4101", started_at=at("08:58:30"), heartbeat=time.time()))  # fmt: skip
+    monkeypatch.setattr(slurmctl, "job_state", lambda job: (None, "RUNNING"))
+    shown = CliRunner().invoke(cli, ["service", "status", "chat", "--job-root", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output == block_after("services.md", "of the service above once idle")

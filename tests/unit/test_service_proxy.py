@@ -23,6 +23,7 @@ from launchers.service import keys as keys_module
 from launchers.service.activity import Activity
 from launchers.service.decide import Demand
 from launchers.service.frontmetrics import FrontMetrics, summarize
+from launchers.service.frontserver import start_site
 from launchers.service.keys import KeyRing
 from launchers.service.proxy import allowed, make_app, route_of
 from launchers.service.usage import UsageBook
@@ -475,13 +476,18 @@ def test_a_client_that_closes_its_connection_while_the_stream_still_runs(at_done
 
 
 async def _front_without_replica(
-    activity: Activity, routed: list[bool], wait: float, metrics: FrontMetrics
+    activity: Activity,
+    routed: list[bool],
+    wait: float,
+    metrics: FrontMetrics,
+    upstream: web.Application | None = None,
+    **more: Any,
 ) -> tuple[web.AppRunner, web.AppRunner, str]:
-    app, _ = vllm_like()
-    up_runner, up_url = await _serve(app)
+    up_runner, up_url = await _serve(upstream if upstream is not None else vllm_like()[0])
     front_runner, front_url = await _serve(make_app(
         up_url, KEY, healthy=lambda: routed[0], activity=activity, cold_start_wait=wait,
         metrics=metrics, waking=lambda: "replica 12 (slot 0) LOADING since 07:12:03 UTC",
+        **more,
     ))  # fmt: skip
     return up_runner, front_runner, front_url
 
@@ -599,3 +605,141 @@ def test_a_stranger_without_a_live_key_wakes_nothing() -> None:
 
     asyncio.run(asyncio.wait_for(check(), 10))  # a refusal that waited would time out
     assert activity.demand() == Demand()
+
+
+def test_a_client_that_goes_away_during_a_cold_start_stops_waiting_at_once() -> None:
+    """Served as the front serves it (``start_site``): a client that closes its
+    connection while its request waits for a replica no longer counts as waiting (the
+    controller's Demand) nor in flight or waiting (the front's gauges), long before the
+    cold-start wait ends; nothing is forwarded for it. Its request did come, though: it
+    counts as use (a client that gave up may retry)."""
+    activity, metrics = Activity(), FrontMetrics()
+    upstream, asked = vllm_like()
+
+    def gauges() -> tuple[float, float]:
+        summary = summarize(metrics.exposition()[0].decode())
+        return summary["in_flight"], summary["waiting"]
+
+    async def check() -> None:
+        up_runner, up_url = await _serve(upstream)
+        app = make_app(up_url, KEY, healthy=lambda: False, activity=activity,
+                       cold_start_wait=600.0, metrics=metrics)  # fmt: skip
+        runner = await start_site(app, "127.0.0.1", 0)
+        try:
+            port = int(runner.addresses[0][1])
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            body = json.dumps({"model": "m", "messages": []}).encode()
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: front\r\n"
+                b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            while not activity.demand().waiting:
+                await asyncio.sleep(0.01)
+            assert gauges() == (1.0, 1.0)
+            writer.close()
+            await writer.wait_closed()
+            while activity.demand().waiting or gauges() != (0.0, 0.0):
+                await asyncio.sleep(0.01)  # a wait that goes on fails at the deadline below
+        finally:
+            await runner.cleanup()
+            await up_runner.cleanup()
+
+    asyncio.run(asyncio.wait_for(check(), 10))  # the cold-start wait is 600 s
+    summary = summarize(metrics.exposition()[0].decode())
+    assert summary["cold_starts"] == 1.0 and asked == []
+    assert activity.demand().last_request is not None
+
+
+# --- GET /v1/models: what health checkers and UIs poll ---------------------------------------
+
+
+def models_like() -> tuple[web.Application, list[str]]:
+    """A stand-in that lists its model as vLLM does (with vLLM's extra fields)."""
+    asked: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        asked.append(request.path)
+        card = {"id": "tiny-llama", "object": "model", "created": 1, "owned_by": "vllm",
+                "root": "/models/tiny-llama", "max_model_len": 512}  # fmt: skip
+        return web.json_response({"object": "list", "data": [card]})
+
+    app = web.Application()
+    app.router.add_route("GET", "/v1/models", handle)
+    return app, asked
+
+
+def test_a_model_listing_with_no_replica_is_the_fronts_own_and_wakes_nothing() -> None:
+    """An idle service holds no GPU: a listing (a health checker's poll) is answered at
+    once with the name the replicas serve, and neither wakes the service nor reaches
+    the router."""
+    activity, metrics = Activity(), FrontMetrics()
+    upstream, asked = models_like()
+
+    async def check() -> tuple[int, dict[str, Any]]:
+        up_runner, front_runner, url = await _front_without_replica(
+            activity, [False], 60.0, metrics, upstream, models=("tiny-llama",))  # fmt: skip
+        try:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}) as r,
+            ):
+                return r.status, await r.json()
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    status, listed = asyncio.run(asyncio.wait_for(check(), 10))  # a listing that waited fails
+    assert status == 200 and listed["object"] == "list"
+    assert [(m["id"], m["object"], m["owned_by"]) for m in listed["data"]] == [
+        ("tiny-llama", "model", "vllm")
+    ]
+    assert isinstance(listed["data"][0]["created"], int)
+    assert activity.demand() == Demand() and asked == []
+    summary = summarize(metrics.exposition()[0].decode())
+    assert summary["cold_starts"] == 0.0 and summary["keys"]["default"]["requests"] == 1.0
+
+
+def test_a_model_listing_with_a_replica_routed_is_vllms_own_and_keeps_nothing_awake() -> None:
+    """With a replica routed the listing is vLLM's (its extra fields included); it never
+    counts as use, so a health checker's polls do not keep an idle service's GPUs."""
+    activity = Activity()
+    upstream, asked = models_like()
+
+    async def check() -> dict[str, Any]:
+        up_runner, front_runner, url = await _front_without_replica(
+            activity, [True], 60.0, FrontMetrics(), upstream, models=("tiny-llama",))  # fmt: skip
+        try:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}) as r,
+            ):
+                assert r.status == 200
+                listed: dict[str, Any] = await r.json()
+                return listed
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    listed = asyncio.run(asyncio.wait_for(check(), 10))
+    assert asked == ["/v1/models"] and listed["data"][0]["max_model_len"] == 512
+    assert activity.demand() == Demand()
+
+
+def test_a_model_listing_without_a_key_is_refused_and_wakes_nothing() -> None:
+    activity = Activity()
+    upstream, asked = models_like()
+
+    async def check() -> int:
+        up_runner, front_runner, url = await _front_without_replica(
+            activity, [False], 60.0, FrontMetrics(), upstream, models=("tiny-llama",))  # fmt: skip
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/models") as r:
+                return r.status
+        finally:
+            await front_runner.cleanup()
+            await up_runner.cleanup()
+
+    assert asyncio.run(asyncio.wait_for(check(), 10)) == 401
+    assert activity.demand() == Demand() and asked == []

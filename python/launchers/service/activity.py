@@ -1,7 +1,9 @@
 """Between the front's proxy and its controller, in the front's one process: when the
 proxy last forwarded a request and whether a request waits for a replica (the
 controller reads that each tick: ``decide.Demand``), and the controller's word that a
-replica is routed (which wakes the waiting requests at once, not at their next look).
+replica is routed (which wakes the waiting requests at once, not at their next look). A
+request whose client has gone stops waiting at once (the front's server says so:
+``proxy.client_gone``), so it no longer counts as waiting.
 
 The proxy runs on the event loop, the controller on its own thread: every field is
 behind one lock, and a waiting request is woken through its loop
@@ -54,9 +56,16 @@ class Activity:
             with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
                 loop.call_soon_threadsafe(_settle, waiter)
 
-    async def until_routed(self, routed: Callable[[], bool], timeout: float) -> bool:
+    async def until_routed(
+        self,
+        routed: Callable[[], bool],
+        timeout: float,
+        gone: asyncio.Future[None] | None = None,
+    ) -> bool:
         """Wait at most ``timeout`` seconds until ``routed()`` (woken by ``routed``, the
-        controller's word); whether a replica is routed."""
+        controller's word), or until ``gone`` is done (the client's connection is lost:
+        it waits no more, and no longer counts as waiting); whether a replica is
+        routed."""
         if routed():
             return True
         loop = asyncio.get_running_loop()
@@ -66,12 +75,9 @@ class Activity:
         try:
             if routed():  # routed between the first look and the registration
                 return True
-            try:
-                async with asyncio.timeout(timeout):
-                    await entry[1]
-            except TimeoutError:
-                return routed()
-            return True
+            watched = {entry[1]} if gone is None else {entry[1], gone}
+            await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            return entry[1].done() or routed()
         finally:
             with self._lock:
                 if entry in self._waiters:

@@ -132,13 +132,25 @@ def upstream_limit(seqs_per_replica: int | None) -> int:
     return limit if limit < FRONT_MAX_CONNECTIONS else FRONT_UPSTREAM_CONNECTIONS
 
 
-def _upstream_limit(client: Client, request: SubmitRequest) -> int:
-    """``upstream_limit`` for the service's replicas, as its request resolves here."""
+@dataclass(frozen=True)
+class ReplicaFacts:
+    """What the front takes from the replicas' request, resolved here: its connections
+    to the router (``upstream_limit``) and the model name the replicas serve (the front
+    lists it at ``GET /v1/models`` while none is routed; empty: not known)."""
+
+    upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS
+    models: tuple[str, ...] = ()
+
+
+def replica_facts(client: Client, request: SubmitRequest) -> ReplicaFacts:
+    """``ReplicaFacts`` for the service's replicas, as its request resolves here."""
     try:
-        return upstream_limit(replica_seqs(client.config(request)))
-    except VllmHpcError as exc:  # checked at `service up`; here only the sizing is lost
-        _log(f"the replicas' --max-num-seqs is not known here ({exc.one_line()})")
-        return FRONT_UPSTREAM_CONNECTIONS
+        config = client.config(request)
+    except VllmHpcError as exc:  # checked at `service up`; here only these facts are lost
+        _log(f"the replicas' --max-num-seqs and model name are not known here "
+             f"({exc.one_line()})")  # fmt: skip
+        return ReplicaFacts()
+    return ReplicaFacts(upstream_limit(replica_seqs(config)), (config.served_model_name,))
 
 
 def _address(host: str | None) -> str:
@@ -205,14 +217,14 @@ def start_front(service_dir: str, *, host: str | None = None) -> ServiceFront:
         client = Client(job_root=spec.request.job_root)
         controller = Controller(service_dir, client, RouterAdmin(router_port), url=url, log=_log)
         controller.routed_count = len(adopted)
-        limit = _upstream_limit(client, spec.request)
+        facts = replica_facts(client, spec.request)
     except BaseException:
         router.stop(grace=5.0)
         raise
     return ServiceFront(
         service_dir=service_dir, name=spec.name, address=address, port=spec.front_port,
         router_port=router_port, key=key, controller=controller, router=router,
-        upstream_limit=limit,
+        upstream_limit=facts.upstream_limit, models=facts.models,
         cold_start_wait=spec.cold_start_wait_seconds if spec.idles else 0.0,
         keys=keys, usage=usage,
     )  # fmt: skip
@@ -253,6 +265,7 @@ class ServiceFront:
     controller: Controller
     router: _proc.Child
     upstream_limit: int = FRONT_UPSTREAM_CONNECTIONS  # upstream_limit(): 0 for none
+    models: tuple[str, ...] = ()  # the served model name (GET /v1/models while none is routed)
     # A request's wait for a replica when none is routed: a service that idles only (0:
     # none, the router answers as it does without workers).
     cold_start_wait: float = SERVICE_COLD_START_WAIT_SECONDS
@@ -358,7 +371,7 @@ class ServiceFront:
             healthy=lambda: controller.routed_count > 0, upstream_limit=self.upstream_limit,
             keys=self.keys, usage=self.usage, metrics=metrics, activity=controller.activity,
             cold_start_wait=self.cold_start_wait,
-            waking=lambda: waking_news(controller.last, time.time()),
+            waking=lambda: waking_news(controller.last, time.time()), models=self.models,
         )  # fmt: skip
         site = await start_site(app, self.address, self.port)
         self.beat()

@@ -6,6 +6,7 @@ and the summary ``vllm-hpc service metrics NAME`` prints from them.
     vllm_hpc_front_time_to_first_byte_seconds{key,route}    request in -> first byte out
     vllm_hpc_front_request_duration_seconds{key,route}      request in -> last byte out
     vllm_hpc_front_requests_in_flight                       forwarded, not yet answered
+    vllm_hpc_front_requests_waiting                         of those, waiting for a replica
     vllm_hpc_front_tokens_total{key,direction}              from the answers' usage
     vllm_hpc_front_replicas{role,state}                     the controller's last tick
     vllm_hpc_front_replicas_routed                          replicas in the router
@@ -32,6 +33,7 @@ REQUESTS = f"{PREFIX}requests"
 TTFB = f"{PREFIX}time_to_first_byte_seconds"
 DURATION = f"{PREFIX}request_duration_seconds"
 IN_FLIGHT = f"{PREFIX}requests_in_flight"
+WAITING = f"{PREFIX}requests_waiting"
 TOKENS = f"{PREFIX}tokens"
 REPLICAS = f"{PREFIX}replicas"
 ROUTED = f"{PREFIX}replicas_routed"
@@ -42,8 +44,8 @@ SCALE_DECISIONS = f"{PREFIX}scale_decisions"
 WANTED = f"{PREFIX}replicas_wanted"
 DIRECTIONS = ("up", "down")
 # Every family the front exports (the dashboard's queries may name only these).
-FAMILIES = (REQUESTS, TTFB, DURATION, IN_FLIGHT, TOKENS, REPLICAS, ROUTED, HANDOVERS,
-            COLD_STARTS, COLD_START_WAIT, SCALE_DECISIONS, WANTED)  # fmt: skip
+FAMILIES = (REQUESTS, TTFB, DURATION, IN_FLIGHT, WAITING, TOKENS, REPLICAS, ROUTED,
+            HANDOVERS, COLD_STARTS, COLD_START_WAIT, SCALE_DECISIONS, WANTED)  # fmt: skip
 NO_KEY = "none"  # the key label of a request without a valid key
 
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -106,6 +108,9 @@ class FrontMetrics:
                                       registry=self.registry)  # fmt: skip
         self.in_flight = Gauge(IN_FLIGHT, "Requests forwarded and not yet answered",
                                registry=self.registry)  # fmt: skip
+        self.waiting = Gauge(WAITING, "Requests waiting for a replica to be routed (a cold "
+                             "start; their clients still connected)",
+                             registry=self.registry)  # fmt: skip
         self.tokens = Counter(TOKENS, "Tokens in (prompt) and out (completion), from the "
                               "answers' usage", ["key", "direction"],
                               registry=self.registry)  # fmt: skip
@@ -197,7 +202,7 @@ class _State:
 
 def summarize(text: str) -> dict[str, Any]:
     """What ``service metrics`` shows, from the front's exposition text (parsed with
-    prometheus-client's parser): per key, requests, errors and tokens; in flight;
+    prometheus-client's parser): per key, requests, errors and tokens; in flight (and waiting);
     replicas by state; handovers; time-to-first-byte and duration percentiles since the
     front started. Pure."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -206,10 +211,7 @@ def summarize(text: str) -> dict[str, Any]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             tally.take(family.name, sample.name, sample.labels, sample.value)
-    out: dict[str, Any] = {"in_flight": tally.in_flight, "routed": tally.routed,
-                           "handovers": tally.handovers,
-                           "cold_starts": tally.cold_starts, "wanted": tally.wanted,
-                           "scale_decisions": tally.decisions}  # fmt: skip
+    out: dict[str, Any] = {**tally.single, "scale_decisions": tally.decisions}
     keys, replicas, hists = tally.keys, tally.replicas, tally.hists
     out["keys"] = keys
     out["replicas"] = replicas
@@ -219,6 +221,11 @@ def summarize(text: str) -> dict[str, Any]:
     return out
 
 
+# The families of one sample each (a gauge, or a counter's _total), by their summary name.
+_SINGLE = {IN_FLIGHT: "in_flight", WAITING: "waiting", ROUTED: "routed",
+           HANDOVERS: "handovers", COLD_STARTS: "cold_starts", WANTED: "wanted"}  # fmt: skip
+
+
 class _Tally:
     """``summarize``'s sums, one sample at a time."""
 
@@ -226,8 +233,10 @@ class _Tally:
         self.keys: dict[str, dict[str, float]] = {}
         self.replicas: dict[str, float] = {}
         self.hists = {TTFB: Histogram(), DURATION: Histogram()}
-        self.in_flight = self.routed = self.handovers = self.cold_starts = 0.0
-        self.wanted: float | None = None
+        # the families of one sample each, by the summary's name (wanted: None, no sample)
+        self.single: dict[str, float | None] = {"in_flight": 0.0, "waiting": 0.0, "routed": 0.0,
+                                                "handovers": 0.0, "cold_starts": 0.0,
+                                                "wanted": None}  # fmt: skip
         self.decisions: dict[str, float] = {}
 
     def row(self, label: str) -> dict[str, float]:
@@ -250,18 +259,10 @@ class _Tally:
             self.row(labels["key"])[f"tokens_{labels['direction']}"] += value
         elif family == REPLICAS:
             self.replicas[labels["state"]] = self.replicas.get(labels["state"], 0.0) + value
-        elif family == IN_FLIGHT:
-            self.in_flight = value
-        elif family == ROUTED:
-            self.routed = value
-        elif family == HANDOVERS and name.endswith("_total"):
-            self.handovers = value
-        elif family == COLD_STARTS and name.endswith("_total"):
-            self.cold_starts = value
+        elif family in _SINGLE and name in (family, f"{family}_total"):  # not _created
+            self.single[_SINGLE[family]] = value
         elif family == SCALE_DECISIONS and name.endswith("_total"):
             self.decisions[labels["direction"]] = value
-        elif family == WANTED:
-            self.wanted = value
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -277,8 +278,11 @@ def render(summary: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
     states = ", ".join(f"{int(n)} {s}" for s, n in sorted(summary["replicas"].items()) if n)
+    waiting = int(summary.get("waiting", 0))
+    waits = f" ({waiting} waiting for a replica)" if waiting else ""
     lines += [
-        f"in flight  {int(summary['in_flight'])}   routed replicas {int(summary['routed'])}   "
+        f"in flight  {int(summary['in_flight'])}{waits}   routed replicas "
+        f"{int(summary['routed'])}   "
         f"handovers {int(summary['handovers'])} (this front)   "
         f"cold starts {int(summary.get('cold_starts', 0))}",
         f"replicas   {states or 'none'}",

@@ -6,8 +6,9 @@ request.
 request head must be complete within ``header_timeout`` seconds (aiohttp's server has no
 such timeout of its own), idle keep-alive connections close after ``keepalive_timeout``,
 a connection beyond ``max_connections`` gets a quick 503, and aiohttp's server log keeps
-a bounded number of lines per client (``LogBudget``). aiohttp comes with vllm-router; it
-is imported only where a front runs.
+a bounded number of lines per client (``LogBudget``). Each request is told when its
+client's connection is lost (``proxy.client_gone``: a request waiting for a replica
+stops waiting). aiohttp comes with vllm-router; it is imported only where a front runs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from launchers.defaults import (
     FRONT_LOG_WINDOW,
     FRONT_MAX_CONNECTIONS,
 )
-from launchers.service.proxy import error_body
+from launchers.service.proxy import client_gone, error_body
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -78,11 +79,13 @@ class _Connection(asyncio.Protocol):
     against ``max_connections`` (beyond it: 503 and close, aiohttp never sees it), and
     closed when a request head is not complete ``header_timeout`` seconds after the
     connection opened, or after the first byte that came while no request was handled.
-    The app's middleware (``start_site``) says when a request starts and ends."""
+    The app's middleware (``start_site``) says when a request starts and ends, and hands
+    each request ``gone``: done once the connection is lost."""
 
     def __init__(self, gate: _Gate, make: Callable[[], RequestHandler]) -> None:
         self._gate = gate
         self._make = make
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._handler: RequestHandler | None = None
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -155,6 +158,8 @@ class _Connection(asyncio.Protocol):
             self._handler.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.gone.done():
+            self.gone.set_result(None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -267,9 +272,11 @@ async def start_site(
         if connection is None:
             return await handler(request)
         connection.request_started()
+        told = client_gone.set(connection.gone)
         try:
             return await handler(request)
         finally:
+            client_gone.reset(told)
             connection.request_ended()
 
     app.middlewares.append(track)

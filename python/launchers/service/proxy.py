@@ -18,7 +18,13 @@ loopback only, and the one public port is this proxy, which
   the controller routes one, at most ``cold_start_wait`` seconds, telling the controller
   it waits (``service.activity``: an idle service wakes on its next tick); past that
   wait: 503 with ``Retry-After`` and what the service is doing (a replica pending in
-  SLURM's queue and why, or loading since when);
+  SLURM's queue and why, or loading since when); a request whose client goes away
+  meanwhile stops waiting at once (``client_gone``, set by the front's server), so it
+  no longer counts as waiting or in flight;
+- answers ``GET /v1/models`` itself while no replica is routed, with the model name the
+  service serves (``models``), so a model listing (what health checkers and UIs poll)
+  never wakes an idle service; nor does it count as a request that keeps one awake
+  (with a replica routed it is forwarded: vLLM's own answer);
 - answers ``GET /metrics`` itself (the front's own metrics: ``service.frontmetrics``) to
   a scrape key or the internal key; never the router's;
 - refuses everything else with 404, the router's admin routes included.
@@ -51,7 +57,8 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,8 +119,18 @@ CLIENT_ROUTES: tuple[tuple[str, str], ...] = (
 )
 _ROUTES = tuple((method, re.compile(path)) for method, path in CLIENT_ROUTES)
 OTHER_ROUTE = "other"  # the metrics' route of anything not served
+MODELS_PATH = "/v1/models"  # the model listing: the front answers it while none is routed
 # A query passes as it came, but only printable ASCII without '#' (no space, no control).
 _QUERY = re.compile(r"[!\"$-~]*")
+
+
+# Done once the client's connection of the request being handled is lost. The server that
+# serves the app sets it for each request (``frontserver.start_site``: aiohttp does not
+# tell a handler that its client has gone unless it cancels every handler then); None
+# where no such server runs the app (the request is then looked at after its wait only).
+client_gone: ContextVar[asyncio.Future[None] | None] = ContextVar(
+    "vllm_hpc_client_gone", default=None
+)
 
 
 def allowed(method: str, path: str) -> str:
@@ -226,12 +243,14 @@ def make_app(
     activity: Activity | None = None,  # shared with the controller (None: a new one)
     cold_start_wait: float = 0.0,  # 0: no wait (a service that never idles)
     waking: Callable[[], str] = lambda: "no replica is routed",
+    models: Sequence[str] = (),  # the served model name(s) (none: a listing is forwarded)
 ) -> web.Application:
     """The proxy as an aiohttp application, forwarding to ``router_url`` (loopback) over
     at most ``upstream_limit`` connections at once (0: no limit of its own; the front
     sizes it, ``front.upstream_limit``). A request that finds no replica routed
     (``healthy()`` false) waits up to ``cold_start_wait`` seconds for one (0: not at all;
-    woken through ``activity``); past it, its 503 says ``waking()``."""
+    woken through ``activity``); past it, its 503 says ``waking()``. A model listing
+    that finds none routed is answered with ``models``, and waits for nothing."""
     import aiohttp
     from aiohttp import web
     from yarl import URL
@@ -256,7 +275,7 @@ def make_app(
         counted=metrics if metrics is not None else FrontMetrics(), base=base,
         session=lambda request: request.app[session_key], max_body=max_body,
         body_timeout=body_timeout, activity=activity if activity is not None else Activity(),
-        cold_start_wait=cold_start_wait, waking=waking,
+        cold_start_wait=cold_start_wait, waking=waking, models=tuple(models),
     )  # fmt: skip
     app = web.Application(client_max_size=max_body)
     app.on_startup.append(start)
@@ -284,6 +303,7 @@ class _Door:
     activity: Activity
     cold_start_wait: float
     waking: Callable[[], str]
+    models: tuple[str, ...]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
@@ -365,11 +385,15 @@ class _Door:
         except TimeoutError:
             return refuse(408, f"the request body did not arrive within {self.body_timeout:g} s",
                           "request_timeout")  # fmt: skip
-        self.activity.requested()
-        if self.cold_start_wait > 0 and not self.healthy():
-            cold = await self.cold_start(request, outcome)
-            if cold is not None:
-                return cold
+        if path == MODELS_PATH:  # a listing neither wakes the service nor keeps it awake
+            if self.models and not self.healthy():
+                return self.model_list(outcome, began)
+        else:
+            self.activity.requested()
+            if self.cold_start_wait > 0 and not self.healthy():
+                cold = await self.cold_start(request, outcome)
+                if cold is not None:
+                    return cold
         body, strip = ask_for_usage(path, body)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in _HOP and k.lower() != "authorization"}  # fmt: skip
@@ -394,17 +418,37 @@ class _Door:
             outcome.status = 502
             return _error(502, f"the router did not answer: {exc}", "bad_gateway")
 
+    def model_list(self, outcome: _Outcome, began: float) -> web.Response:
+        """``GET /v1/models`` with no replica routed: the names the service serves, as
+        vLLM lists them (its extra fields, e.g. ``max_model_len``, come with its own
+        answer once a replica is routed)."""
+        from aiohttp import web
+
+        created = int(time.time())
+        cards = [{"id": name, "object": "model", "created": created, "owned_by": "vllm"}
+                 for name in self.models]  # fmt: skip
+        outcome.status = 200
+        outcome.first_byte = time.monotonic() - began
+        return web.json_response({"object": "list", "data": cards})
+
     async def cold_start(self, request: web.Request, outcome: _Outcome) -> web.Response | None:
         """No replica is routed: wait until the controller routes one (an idle service
-        is woken by this wait), at most ``cold_start_wait`` seconds. None once one is
-        routed; else the 503 that says what the service is doing (or, for a client
-        that has gone meanwhile, a 499 nobody reads: nothing is forwarded for it)."""
+        is woken by this wait), at most ``cold_start_wait`` seconds, or until the client
+        goes away. None once one is routed; else the 503 that says what the service is
+        doing (or, for a client that has gone meanwhile, a 499 nobody reads: nothing is
+        forwarded for it)."""
         from aiohttp import web
 
         began = time.monotonic()
-        came = await self.activity.until_routed(self.healthy, self.cold_start_wait)
+        gone = client_gone.get()
+        self.counted.waiting.inc()
+        try:
+            came = await self.activity.until_routed(self.healthy, self.cold_start_wait, gone)
+        finally:
+            self.counted.waiting.dec()
         self.counted.cold_started(time.monotonic() - began)
-        if request.transport is None or request.transport.is_closing():
+        lost = gone is not None and gone.done()
+        if lost or request.transport is None or request.transport.is_closing():
             outcome.status = 499
             return web.Response(status=499)
         if came:
