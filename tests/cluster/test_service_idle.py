@@ -8,7 +8,8 @@ while nobody asks, and wakes on the next request.
 2. Idle, then woken: `--replicas 1 --min-replicas 0 --idle 1m`: a minute after its
    replica is READY with no request, the replica drains (its leader logs why: idle) and
    its job leaves SLURM, only the front's job is left, `service status` says IDLE and the
-   front's /health says 503; then ONE chat request (no retry loop: the client waits)
+   front's /health says 503; `GET /v1/models` is answered by the front with the model's
+   name and starts no replica; then ONE chat request (no retry loop: the client waits)
    starts a replica and is answered, and the events say a request woke the service.
 
 Cost (measured on the bed): ~30 s for the first (a front start, the 5 s wait, a down
@@ -29,6 +30,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from launchers.errors import WaitTimeout
 from launchers.service.frontmetrics import COLD_STARTS
 
 from . import api, bed
@@ -42,6 +44,7 @@ IDLE_SECONDS = 60.0
 # ticks every few seconds: the replica is gone this long after the idle minute.
 GONE_WITHIN = IDLE_SECONDS + 150.0
 ANSWER_TIMEOUT = float(bed.READY_TIMEOUT)  # the one request waits a whole load
+LISTING_WAKES_NOTHING = 5.0  # five controller ticks
 
 
 def _up(env: dict[str, str], name: str, model: Path, port: str, *extra: str) -> dict[str, Any]:
@@ -145,6 +148,15 @@ def test_an_idle_service_ends_its_replica_and_one_request_wakes_it(
     assert "stopping: SIGUSR1 (idle)" in leader_log, leader_log[-3000:]
     status, _ = front_get(idle, "/health")
     assert status == 503, status
+    # A model listing (what health checkers and UIs poll) is answered by the front and
+    # wakes nothing: no replica within LISTING_WAKES_NOTHING (the controller ticks each s).
+    models = client(idle).models.list()
+    assert [m.id for m in models.data] == [tiny_model.name], models
+    with pytest.raises(WaitTimeout):
+        wait_status(
+            env, "idler", "a replica started by the model listing", LISTING_WAKES_NOTHING,
+            lambda r: bool(r["replicas"]) or r["state"] != "IDLE",
+        )  # fmt: skip
 
     began = time.monotonic()
     answer = (
