@@ -92,16 +92,44 @@ def _leader(args: argparse.Namespace) -> tuple[str, int] | None:
 
 
 # ------------------------------------------------------------------ the collectives
+# What each stage of ``collectives`` does, for a line that says where it stopped.
+STAGES = {
+    "init": "joining the process group",
+    "small": "the 4 B all-reduce",
+    "large": "the {mib} MiB all-reduce",
+    "repeat": "{repeat} more {mib} MiB all-reduces",
+}
+_LEFT: list[threading.Thread] = []  # collectives past their deadline, still blocked
+
+
 def collectives(
-    rank: int, world: int, store: Any, seconds: float, large_mib: int
+    rank: int,
+    world: int,
+    store: Any,
+    seconds: float,
+    large_mib: int,
+    *,
+    repeat: int = 0,
+    gpus: bool = True,
 ) -> dict[str, Any]:
-    """A small and a large all-reduce over the job's backend, in a thread with a deadline
-    (a collective over a dropped link blocks until its own timeout, or longer)."""
+    """A small and a large all-reduce over the job's backend (NCCL on a node with GPUs,
+    Gloo otherwise or when ``gpus`` is False), their sums checked, then ``repeat`` more
+    large ones timed together (``vllm-hpc doctor``'s bandwidth, ``repeat_ms`` each, and
+    the group destroyed). All of it in a thread with a deadline of ``seconds`` (and up to
+    2 s more for torch's own timeout to speak first): a collective over a dropped link blocks
+    until its own timeout, or longer, and a thread past the deadline is left behind
+    (``left_running``). What happened: the backend, the stage reached, ``error`` when
+    it failed (``wrong_sum`` when the sums were wrong), ``large_ms`` and ``repeat_ms``."""
     import torch
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
     out: dict[str, Any] = {"backend": backend, "stage": "init"}
+
+    def summed(tensor: Any, what: str) -> None:
+        if tensor[0].item() != world or tensor[-1].item() != world:
+            out["wrong_sum"] = True
+            raise ValueError(f"the {what} all-reduce summed to {tensor[0].item()}, not {world}")
 
     def run() -> None:
         try:
@@ -116,8 +144,7 @@ def collectives(
             out["stage"] = "small"
             small = torch.ones(1, device=device)
             dist.all_reduce(small)
-            if small.item() != world:
-                raise ValueError(f"the small all-reduce summed to {small.item()}, not {world}")
+            summed(small, "small")
             out["stage"] = "large"
             large = torch.ones(large_mib * 2**18, dtype=torch.float32, device=device)
             began = time.perf_counter()
@@ -125,18 +152,41 @@ def collectives(
             if device == "cuda":
                 torch.cuda.synchronize()
             out["large_ms"] = (time.perf_counter() - began) * 1000
-            if large[0].item() != world or large[-1].item() != world:
-                raise ValueError("the large all-reduce gave a wrong sum")
+            summed(large, "large")
+            if repeat:
+                out["stage"] = "repeat"
+                dist.barrier()
+                began = time.perf_counter()
+                for _ in range(repeat):
+                    dist.all_reduce(large)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                out["repeat_ms"] = (time.perf_counter() - began) * 1000 / repeat
+                dist.barrier()
+                dist.destroy_process_group()
             out["stage"] = "done"
         except Exception as exc:  # torch raises many types: the verdict says which
             out["error"] = f"{type(exc).__name__}: {_said(exc)}"
 
     worker = threading.Thread(target=run, name="all-reduce", daemon=True)
     worker.start()
-    worker.join(seconds + 2)
+    worker.join(seconds + min(2.0, seconds))
     if worker.is_alive():
-        out["error"] = f"no answer after {seconds:.0f} s"
-    return out
+        _LEFT.append(worker)
+        out["error"] = f"no answer after {seconds:g} s"
+    return dict(out)  # a thread left behind may still write to its own
+
+
+def left_running() -> bool:
+    """A collective past its deadline still blocks a thread of this process: the
+    process group's destructors may then hang its exit (leave with ``os._exit``)."""
+    return any(thread.is_alive() for thread in _LEFT)
+
+
+def stage_said(result: dict[str, Any], large_mib: int, repeat: int = 0) -> str:
+    """Where ``collectives`` stopped, in words (``the 4 B all-reduce``)."""
+    stage = str(result.get("stage", "init"))
+    return STAGES.get(stage, stage).format(mib=large_mib, repeat=repeat)
 
 
 # ------------------------------------------------------------------ the pair checks

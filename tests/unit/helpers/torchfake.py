@@ -30,16 +30,20 @@ class Tensor:
 
 class Distributed(ModuleType):
     """torch.distributed: ``TCPStore`` is one in-memory store for every node; the
-    process group of ``init_process_group`` sums over its world, or each all-reduce
-    waits for ``hang`` to be set when it is given (and counts how many waited)."""
+    process group of ``init_process_group`` sums over its world (or to ``sums``), and,
+    when ``hang`` is given, each all-reduce after the first ``hang_after`` waits for it
+    to be set (what one over a dropped link does). ``calls``: the all-reduces asked."""
 
-    def __init__(self, hang: threading.Event | None = None, sums: float | None = None) -> None:
+    def __init__(
+        self, hang: threading.Event | None = None, sums: float | None = None, hang_after: int = 0
+    ) -> None:
         super().__init__("torch.distributed")
         self.store = Store()
-        self.hang, self.sums = hang, sums
+        self.hang, self.sums, self.hang_after = hang, sums, hang_after
         self.world = 0
         self.groups: list[dict[str, Any]] = []
-        self.waited = 0
+        self.calls = 0
+        self.destroyed = False
 
     def TCPStore(self, *_: Any, **__: Any) -> Store:
         return self.store
@@ -52,8 +56,8 @@ class Distributed(ModuleType):
         self.groups.append({"backend": backend, **kwargs})
 
     def all_reduce(self, tensor: Tensor) -> None:
-        if self.hang is not None:
-            self.waited += 1
+        self.calls += 1
+        if self.hang is not None and self.calls > self.hang_after:
             self.hang.wait()
         tensor.value = tensor.value * self.world if self.sums is None else self.sums
 
@@ -61,7 +65,7 @@ class Distributed(ModuleType):
         pass
 
     def destroy_process_group(self) -> None:
-        pass
+        self.destroyed = True
 
 
 def install(monkeypatch: pytest.MonkeyPatch, dist: Distributed) -> ModuleType:
