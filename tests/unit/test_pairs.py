@@ -177,3 +177,13 @@ def test_nodes_that_came_are_not_called_every_node_and_a_value_stays_one_word() 
     assert "NCCL_SOCKET_IFNAME=ib0 GLOO_SOCKET_IFNAME=ib0 on node1, node2" in said
     assert "NCCL_IB_HCA=mlx5_0?xyyy" in said and "\n" not in said
     assert "NCCL_IB_HCA unset on node2" in said and "every node" not in said
+
+
+def test_many_nodes_are_counted_past_a_few_and_the_odd_one_is_never_cut() -> None:
+    nodes = [node(r, f"10.0.0.{r + 11}") for r in range(40)]
+    nodes[37] = node(37, "10.0.9.48", "eth1")
+    said = environment(nodes)
+    assert said.startswith("the nodes chose different interfaces: node38 eth1 10.0.9.48/24, ")
+    assert " and 24 more; " in said  # of the 40 in the headline, and of the addresses
+    assert said.endswith("node16 10.0.0.26/24 and 24 more")
+    assert len(said) < 1200

@@ -39,6 +39,7 @@ def why(outcome: Outcome) -> str:
 # so a failure can say what every node used.
 COMM_VARS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_HCA", "VLLM_HOST_IP")
 VALUE_LIMIT = 40
+SHOWN_NODES = 16  # nodes listed one by one in what each node used; the rest counted
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,13 @@ def _setting(peer: Peer, name: str) -> str:
 
 
 def _hosts(peers: Sequence[Peer]) -> str:
-    return ", ".join(p.host for p in peers)
+    return _listed([p.host for p in peers])
+
+
+def _listed(items: Sequence[str]) -> str:
+    """``items`` joined, the first SHOWN_NODES of them (a failure is one bounded line)."""
+    more = len(items) - SHOWN_NODES
+    return ", ".join(items[:SHOWN_NODES]) + (f" and {more} more" if more > 0 else "")
 
 
 def environment(peers: Sequence[Peer], *, everyone: bool = True, leader: str = "") -> str:
@@ -232,7 +239,12 @@ def environment(peers: Sequence[Peer], *, everyone: bool = True, leader: str = "
     if not nodes:
         return ""
     parts = []
-    where = ", ".join(f"{p.host} {p.iface} {p.address}" for p in nodes)
+    # by rank; in a list too long to show whole, the nodes whose choice fewer nodes share
+    # first, so that the cut never hides the odd one
+    choice = [(p.iface, str(p.subnet())) for p in nodes]
+    order = sorted(range(len(nodes)), key=lambda i: (choice.count(choice[i]), i))
+    shown = order if len(nodes) > SHOWN_NODES else range(len(nodes))
+    where = _listed([f"{nodes[i].host} {nodes[i].iface} {nodes[i].address}" for i in shown])
     if len({p.iface for p in nodes}) > 1:
         parts.append(f"the nodes chose different interfaces: {where}")
     elif any(_other_subnets(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1 :]):
@@ -253,7 +265,7 @@ def environment(peers: Sequence[Peer], *, everyone: bool = True, leader: str = "
     if alike:
         on = "every node" if everyone and len(nodes) > 1 else _hosts(nodes)
         parts.append(" ".join(_setting(nodes[0], n) for n in alike) + f" on {on}")
-    parts.append("VLLM_HOST_IP " + ", ".join(f"{p.host} {p.address or 'unset'}" for p in nodes))
+    parts.append("VLLM_HOST_IP " + _listed([f"{p.host} {p.address or 'unset'}" for p in nodes]))
     return "; ".join(parts)
 
 
