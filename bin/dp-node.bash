@@ -31,7 +31,10 @@ is_ip() {  # IPv4 dotted quad, or IPv6
 
 is_port() { [[ "$1" =~ ^[0-9]+$ ]] && ((10#$1 >= 1024 && 10#$1 <= 65535)); }
 
-DEFAULT_PREFLIGHT_PORT=29510  # launchers/defaults.py's (a unit test keeps them in step)
+# launchers/defaults.py's, spelled here once (the usage texts read it; a unit test keeps
+# them in step): each node plans on its own, and only a port given to the planner is
+# fixed, which the nodes need to meet without a shared file.
+DEFAULT_PREFLIGHT_PORT=29510
 
 dp_node() {
   local role=$1

@@ -16,7 +16,7 @@ its addresses). Start the other nodes with launch_vllm_node2.sh, in any order: t
 Environment: EP=0 for dense models (default: expert parallel on), ALL2ALL (or the old
 VLLM_ALL2ALL_BACKEND) for the all-to-all backend, TP per DP rank (default 1),
 VLLM_HPC_PYTHON (default python3), VLLM_HPC_JOB_ROOT (logs and state),
-PREFLIGHT_PORT (default 29510: where the nodes check their collectives on NODE1_IP before
+PREFLIGHT_PORT (default $DEFAULT_PREFLIGHT_PORT: where the nodes check their collectives on NODE1_IP before
 vLLM loads; the same on every node) or PREFLIGHT=0 (no check; on every node).
 USAGE
 }

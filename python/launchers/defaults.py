@@ -47,6 +47,10 @@ HEALTH_PATH = "/health"
 WAIT_TIMEOUT = 3600.0
 STOP_TIMEOUT = 60.0
 DOCTOR_TIMEOUT = 120.0
+# vllm-hpc doctor's all-reduce across the nodes (the pre-flight's collectives, timed): the
+# deadline of all of it, the wait for the other nodes to join included (they come to it
+# after their own checks, which may take a while).
+DOCTOR_ALLREDUCE_SECONDS = 60.0
 # vllm-hpc doctor --network: every pair of nodes measured over TCP (the pre-flight's pair
 # check, PREFLIGHT_PAIR_SECONDS the deadline of a connection, of a small message and of a
 # stall): the median round trip of DOCTOR_PAIR_PINGS small messages, the rate of one

@@ -6,7 +6,8 @@ nodes check every pair over TCP and the job fails with one line naming the pair.
   tiny model) passes it on every node, the time in each node's log, and answers.
 - A link that carries the rendezvous and not the collectives: nftables in node2 and node3
   drop what each gets from the other (both still reach the leader): the job FAILS within
-  60 s of its start naming both nodes and the interface, vLLM never starts, and nothing
+  60 s of its start naming both nodes and the interface, then what each node used (its
+  NCCL/Gloo variables and VLLM_HOST_IP), vLLM never starts, and nothing
   is left; the same job with --no-preflight is not READY long after a healthy one would
   be (the hang the pre-flight turns into a line), and is cancelled.
 - An MTU blackhole: node2 and node3 at MTU 9000 behind a bridge port of 1500 (the bridge
@@ -115,7 +116,13 @@ def test_a_link_that_drops_the_collectives_fails_the_job_naming_both_nodes(
     assert "pre-flight: the Gloo all-reduce across 3 nodes failed" in message, message
     for node in (a, b):
         assert f"{node} ({minicluster.addresses[node]}, ib0)" in message, message
-    assert "cannot reach" in message and "node1" not in message, message
+    # node1 is not blamed: the line names a node as "host (address, interface)" and the
+    # other failing pairs as "host-host"; what each node used follows, node1's included
+    leader = "node1"
+    blamed = f"{leader} ({minicluster.addresses[leader]}, ib0)", f"{leader}-", f"-{leader}"
+    assert "cannot reach" in message and not any(b in message for b in blamed), message
+    assert "GLOO_SOCKET_IFNAME=ib0" in message, message
+    assert f"VLLM_HOST_IP {leader} {minicluster.addresses[leader]}" in message, message
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
 
 
@@ -151,6 +158,7 @@ def test_an_interface_that_reaches_no_other_node_fails_at_once(
                           "--iface", unconnected_iface)  # fmt: skip
     assert "cannot reach the leader's pre-flight at 10.78.0.11:" in message, message
     assert "no route to host" in message and "--iface" in message, message
+    assert "GLOO_SOCKET_IFNAME=ib1" in message, message  # what that node used
     minicluster.wait_for_no_processes(minicluster.nodes, timeout=GONE_TIMEOUT)
 
 

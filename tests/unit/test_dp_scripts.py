@@ -189,3 +189,10 @@ def test_a_bad_preflight_setting_is_one_line(
     assert done.returncode == 2
     assert done.stderr.splitlines() == [message]
     assert calls == []
+
+
+@pytest.mark.parametrize("script", ["launch_vllm_node1.sh", "launch_vllm_node2.sh"])
+def test_the_usage_says_the_default_preflight_port(stub: dict[str, str], script: str) -> None:
+    done, calls = run_dp(stub, script, "-h")
+    assert done.returncode == 0 and calls == [], done.stderr
+    assert f"PREFLIGHT_PORT (default {DEFAULT_PREFLIGHT_PORT}: where" in done.stdout

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import socket
+from types import SimpleNamespace
+
 import pytest
 
 from launchers.errors import InputError
@@ -9,6 +12,7 @@ from launchers.runtime.network import (
     classify,
     network_env,
     parse_proc_net_route,
+    prefix_in,
 )
 
 ROUTE = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask
@@ -85,3 +89,32 @@ def test_exports() -> None:
         "NCCL_IB_HCA": "mlx5_0",
     }
     assert "NCCL_IB_HCA" not in network_env(ETH)
+
+
+def _addr(address: str, netmask: str | None, family: int = socket.AF_INET) -> SimpleNamespace:
+    return SimpleNamespace(family=family, address=address, netmask=netmask)
+
+
+ADDRS = {
+    "lo": [_addr("127.0.0.1", "255.0.0.0")],
+    "eth0": [_addr("192.168.1.13", "255.255.255.0"), _addr("fe80::1", "ffff:ffff:ffff:ffff::",
+                                                            socket.AF_INET6)],
+    "ib0": [_addr("10.0.0.11", "255.255.0.0")],
+    "ib1": [_addr("10.78.0.12", None)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ip", "held"),
+    [
+        ("10.0.0.11", ("ib0", 16)),
+        ("192.168.1.13", ("eth0", 24)),
+        ("fe80::1", ("eth0", 64)),
+        ("10.0.0.99", None),  # no interface holds it
+        ("10.78.0.12", None),  # no mask to read
+    ],
+)
+def test_the_interface_that_holds_an_address_and_its_prefix(
+    ip: str, held: tuple[str, int] | None
+) -> None:
+    assert prefix_in(ADDRS, ip) == held

@@ -1,11 +1,14 @@
 """The pre-flight's pieces that need no second node: one pair's TCP check against a
-listener here, the leader's line from what failed, the nodes' meeting (threads at an
-in-memory store), and the runtime's reading of the check's verdict (the child faked by a
-log it wrote)."""
+listener here, the leader's line from what failed, the nodes' meeting and a failed
+check's whole run (threads at an in-memory store), what each node used said after the
+line, and the runtime's reading of the check's verdict (the child faked by a log it
+wrote)."""
 
 from __future__ import annotations
 
 import errno
+import itertools
+import json
 import os
 import socket
 import threading
@@ -27,7 +30,7 @@ from launchers.runtime.pairs import Peer
 
 from .helpers.pairs import small_only_peer
 from .helpers.runtime import FakeClock, ctx_for, leader_task, ray_follower
-from .helpers.store import Prefixed, Store
+from .helpers.torchfake import Distributed, install
 
 PEERS = {
     0: Peer(0, "node1", "10.0.0.11", "ib0"),
@@ -166,24 +169,10 @@ def test_a_node_that_never_arrived_is_named_with_why(tmp_path: Path) -> None:
     assert "node3 (10.0.0.13, rank 2) started but did not reach it" in line
 
 
-class FakeDist:
-    """torch.distributed's two stores for the meeting: every node's TCPStore is one
-    in-memory store (the nodes are threads here)."""
-
-    def __init__(self) -> None:
-        self.store = Store()
-
-    def TCPStore(self, *_: Any, **__: Any) -> Store:
-        return self.store
-
-    def PrefixStore(self, prefix: str, store: Store) -> Prefixed:
-        return Prefixed(prefix, store)
-
-
 def _meet_all(nodes: list[tuple[int, int, str, str]]) -> list[Any]:
     """``_meet`` of each (plan's rank, plan's world, job id, --leader) on a thread: its
     meeting, or the line it failed with."""
-    dist = FakeDist()
+    dist = Distributed()  # every node's TCPStore: one in-memory store
     out: list[Any] = [None] * len(nodes)
 
     def node(i: int, rank: int, world: int, job_id: str, leader: str) -> None:
@@ -327,15 +316,58 @@ def test_a_follower_that_cannot_route_to_the_leader_says_so_at_once(
         raise OSError(failure, os.strerror(failure))
 
     monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(collective, "prefix_of", lambda ip: 24)
+    for name in ("NCCL_SOCKET_IFNAME", "NCCL_IB_HCA"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VLLM_HOST_IP", "10.78.0.12")
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "ib1")
-    line = collective.leader_unreachable("10.78.0.11", 29510, 300)
+    failed = collective.leader_unreachable("10.78.0.11", 29510, 300)
     if said is None:
-        assert line is None and len(tries) == 1
+        assert failed is None and len(tries) == 1
         return
-    assert line is not None and len(tries) == collective.UNREACHABLE_TRIES
+    assert failed is not None and len(tries) == collective.UNREACHABLE_TRIES
+    line = str(failed)
     reach = f"(10.78.0.12, ib1) cannot reach the leader's pre-flight at 10.78.0.11:29510: {said}"
     assert reach in line and "--iface" in line, line
+    host = socket.gethostname().split(".")[0]
+    assert failed.env == (  # the variables this node used (the leader is in its subnet)
+        f"NCCL_SOCKET_IFNAME unset GLOO_SOCKET_IFNAME=ib1 NCCL_IB_HCA unset on {host}; "
+        f"VLLM_HOST_IP {host} 10.78.0.12/24"
+    )
+
+
+def test_a_follower_whose_subnet_holds_no_leader_says_that_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The variables reach the node's failure after its one line; a leader's address
+    outside this node's subnet comes first."""
+
+    def connect(*_: Any, **__: Any) -> socket.socket:
+        raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(collective, "prefix_of", lambda ip: 24)
+    monkeypatch.setenv("VLLM_HOST_IP", "10.78.0.12")
+    for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+        monkeypatch.setenv(name, "ib1")
+    monkeypatch.setenv("NCCL_IB_HCA", "mlx5_1")
+    failed = collective.leader_unreachable("10.77.0.11", 29510, 300)
+    assert failed is not None
+    result = {"ok": False, "line": str(failed), "missing": [], "env": failed.env}
+    with pytest.raises(RuntimeFailure) as raised:
+        _finish(tmp_path, f"PREFLIGHT {json.dumps(result)}\n", code=1)
+    message = raised.value.one_line()
+    host = socket.gethostname().split(".")[0]
+    assert message.startswith(
+        f"pre-flight: {host} (10.78.0.12, ib1) cannot reach the leader's pre-flight at "
+        "10.77.0.11:29510: network unreachable: "
+    )
+    assert (
+        f"(choose the interface every node shares with --iface). The leader's address "
+        f"10.77.0.11 is outside {host}'s subnet 10.78.0.0/24; NCCL_SOCKET_IFNAME=ib1 "
+        f"GLOO_SOCKET_IFNAME=ib1 NCCL_IB_HCA=mlx5_1 on {host}; VLLM_HOST_IP {host} "
+        "10.78.0.12/24 (see docs/"
+    ) in message, message
 
 
 def test_a_follower_that_reaches_the_leader_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -345,3 +377,119 @@ def test_a_follower_that_reaches_the_leader_goes_on(monkeypatch: pytest.MonkeyPa
         server.listen(1)
         port = server.getsockname()[1]
         assert collective.leader_unreachable("127.0.0.1", port, 5) is None
+
+
+def _node(rank: int, ip: str, iface: str = "ib0") -> Peer:
+    said = {"NCCL_SOCKET_IFNAME": iface, "GLOO_SOCKET_IFNAME": iface, "VLLM_HOST_IP": ip}
+    return Peer(rank, f"node{rank + 1}", ip, iface, 24, tuple(said.items()))
+
+
+def _failed_run(
+    monkeypatch: pytest.MonkeyPatch, nodes: list[Peer], broken: tuple[int, int]
+) -> list[dict[str, Any]]:
+    """Every node's whole check (``collective.run``, a thread each, meeting at one
+    in-memory store): the all-reduce fails on every node, the pair ``broken`` does not
+    connect, each node says itself as ``nodes`` has it. What each node emitted."""
+    install(monkeypatch, Distributed())
+    monkeypatch.setattr(collective, "this_node", lambda rank, *_: nodes[rank])
+    monkeypatch.setattr(collective, "leader_unreachable", lambda *_: None)
+    failed = {"backend": "gloo", "stage": "small", "error": "no answer after 10 s"}
+    monkeypatch.setattr(collective, "collectives", lambda *_, **__: dict(failed))
+
+    def pairs(meeting: Any, me: Peer, peers: dict[int, Peer], *_: Any) -> Any:
+        everyone = itertools.combinations(range(len(nodes)), 2)
+        found = {pair: "timeout" if pair == broken else "ok" for pair in everyone}
+        return (found if me.rank == 0 else {}), []
+
+    monkeypatch.setattr(collective, "pairs_verdict", pairs)
+    lock, emitted = threading.Lock(), []
+
+    def emit(result: dict[str, Any]) -> None:
+        with lock:
+            emitted.append(result)
+
+    monkeypatch.setattr(collective, "emit", emit)
+
+    def node(rank: int) -> None:
+        collective.run(collective.arguments([
+            "--rank", str(rank), "--world", str(len(nodes)), "--job-id", "42",
+            "--leader", "10.0.0.11:29510", "--seconds", "5", "--pair-seconds", "1",
+            "--large-mib", "1", "--arrive-seconds", "10",
+        ]))  # fmt: skip
+
+    threads = [threading.Thread(target=node, args=(r,)) for r in range(len(nodes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(emitted) == len(nodes), emitted
+    return emitted
+
+
+@pytest.mark.parametrize(
+    ("nodes", "first"),
+    [
+        (
+            [_node(0, "10.0.0.11"), _node(1, "10.0.0.12"), _node(2, "10.0.1.13")],
+            "The nodes' addresses are on different subnets: node1 ib0 10.0.0.11/24, node2 ib0 "
+            "10.0.0.12/24, node3 ib0 10.0.1.13/24; NCCL_SOCKET_IFNAME=ib0",
+        ),
+        (
+            [_node(0, "10.0.0.11"), _node(1, "10.0.0.12"), _node(2, "192.168.1.13", "eth1")],
+            "The nodes chose different interfaces: node1 ib0 10.0.0.11/24, node2 ib0 "
+            "10.0.0.12/24, node3 eth1 192.168.1.13/24; NCCL_SOCKET_IFNAME=ib0 "
+            "GLOO_SOCKET_IFNAME=ib0 on node1, node2; NCCL_SOCKET_IFNAME=eth1 "
+            "GLOO_SOCKET_IFNAME=eth1 on node3;",
+        ),
+        (
+            [_node(0, "10.0.0.11"), _node(1, "10.0.0.12"), _node(2, "10.0.0.13")],
+            "NCCL_SOCKET_IFNAME=ib0 GLOO_SOCKET_IFNAME=ib0 NCCL_IB_HCA unset on every node; "
+            "VLLM_HOST_IP node1 10.0.0.11/24, node2 10.0.0.12/24, node3 10.0.0.13/24 (see ",
+        ),
+    ],
+    ids=["different subnets", "different interfaces", "the same interface"],
+)
+def test_a_failed_check_says_the_line_then_what_every_node_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nodes: list[Peer], first: str
+) -> None:
+    """Every node fails with the leader's one line (what the cluster tests and users
+    grep: the pair named), then what each node used: interfaces or subnets that differ
+    said first, else only the variables."""
+    emitted = _failed_run(monkeypatch, nodes, (1, 2))
+    assert all(e == emitted[0] for e in emitted), emitted  # the followers read the leader's
+    with pytest.raises(RuntimeFailure) as raised:
+        _finish(tmp_path, f"PREFLIGHT {json.dumps(emitted[0])}\n", code=1)
+    message = raised.value.one_line()
+    line = (
+        f"pre-flight: the Gloo all-reduce across 3 nodes failed (small: no answer after 10 s): "
+        f"{nodes[1].named()} cannot reach {nodes[2].named()} over TCP: connection timed out "
+        "after 1 s"
+    )
+    assert message.startswith(line), message
+    _, _, env = message.partition("a firewall between the nodes' data ports? ")
+    assert env.startswith(first), message
+
+
+def test_a_rendezvous_that_cannot_be_reached_names_what_this_node_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Unreachable(Distributed):
+        def TCPStore(self, *_: Any, **__: Any) -> Any:
+            raise RuntimeError("The client socket has timed out after 300000ms")
+
+    me = _node(1, "10.0.0.12")
+    monkeypatch.setattr(collective, "this_node", lambda rank, *_: me)
+    monkeypatch.setattr(collective, "leader_unreachable", lambda *_: None)
+    args = collective.arguments([
+        "--rank", "1", "--world", "2", "--job-id", "42", "--leader", "10.0.0.11:29510",
+        "--seconds", "5", "--pair-seconds", "1", "--large-mib", "1", "--arrive-seconds", "3",
+    ])  # fmt: skip
+    with pytest.raises(collective.Failed) as failed:
+        collective._meet(args, Unreachable())
+    assert str(failed.value).startswith(
+        "cannot reach the pre-flight's rendezvous 10.0.0.11:29510: RuntimeError: The client"
+    )
+    assert failed.value.env == (
+        "NCCL_SOCKET_IFNAME=ib0 GLOO_SOCKET_IFNAME=ib0 NCCL_IB_HCA unset on node2; "
+        "VLLM_HOST_IP node2 10.0.0.12/24"
+    )

@@ -111,6 +111,7 @@ def wrapper_cmd(args: tuple[str, ...]) -> int:
 @click.option("--offline", is_flag=True, help="Prove the model needs nothing from outside.")
 def doctor_cmd(plan_file: str, meet_dir: str, timeout: float, network: bool, offline: bool) -> int:
     """One node's preflight checks (``vllm-hpc doctor`` runs it on every node)."""
+    from launchers.runtime.collective import left_running
     from launchers.runtime.context import node_rank
     from launchers.runtime.doctor import run_node
     from launchers.runtime.run import load_plan
@@ -123,7 +124,12 @@ def doctor_cmd(plan_file: str, meet_dir: str, timeout: float, network: bool, off
         or env.get("SLURM_JOB_NUM_NODES")
         or plan.layout.nodes
     )
-    return run_node(plan, node_rank(env), world, meet_dir, env, timeout, network, offline=offline)
+    code = run_node(plan, node_rank(env), world, meet_dir, env, timeout, network, offline=offline)
+    if left_running():  # an all-reduce past its deadline: its group's teardown may hang
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 @node_group.command("network")

@@ -9,9 +9,11 @@ own then takes the leader's world and a rank in the order the nodes came), meets
 other nodes at a TCPStore on the leader, and runs a small and a large all-reduce (Gloo
 on CPU nodes, NCCL on GPU nodes) with a deadline. When they fail, every node checks every
 pair over plain TCP from its own address (a small message, then a large one), and the
-leader turns what failed into the one line ``runtime.pairs.sentence`` writes. The result
-is the last line of stdout: ``PREFLIGHT {"ok": ..., "line": ...}``; exit code 0 when the
-check passed (or could not run: no torch), 1 when it failed.
+leader turns what failed into the one line ``runtime.pairs.sentence`` writes, and what each
+node used (its interface, subnet and ``NCCL_*``/``GLOO_*``/``VLLM_HOST_IP``, which every
+node says when the nodes meet) into a second part, ``runtime.pairs.environment``. The
+result is the last line of stdout: ``PREFLIGHT {"ok": ..., "line": ..., "env": ...}``;
+exit code 0 when the check passed (or could not run: no torch), 1 when it failed.
 """
 
 from __future__ import annotations
@@ -27,14 +29,23 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from launchers import waits
 from launchers.errors import WaitTimeout
 from launchers.jobdir import jobfiles
-from launchers.runtime.pairs import Outcome, Pair, Peer, all_pairs_rounds, sentence
+from launchers.runtime.network import prefix_of
+from launchers.runtime.pairs import (
+    COMM_VARS,
+    Outcome,
+    Pair,
+    Peer,
+    all_pairs_rounds,
+    environment,
+    sentence,
+)
 
 MARK = "PREFLIGHT "
 SOURCE_REF = re.compile(r"\[[^\]]*\.(?:cc|cpp|h|py):\d+\] ")  # [/.../unbound_buffer.cc:78]
@@ -81,16 +92,44 @@ def _leader(args: argparse.Namespace) -> tuple[str, int] | None:
 
 
 # ------------------------------------------------------------------ the collectives
+# What each stage of ``collectives`` does, for a line that says where it stopped.
+STAGES = {
+    "init": "joining the process group",
+    "small": "the 4 B all-reduce",
+    "large": "the {mib} MiB all-reduce",
+    "repeat": "{repeat} more {mib} MiB all-reduces",
+}
+_LEFT: list[threading.Thread] = []  # collectives past their deadline, still blocked
+
+
 def collectives(
-    rank: int, world: int, store: Any, seconds: float, large_mib: int
+    rank: int,
+    world: int,
+    store: Any,
+    seconds: float,
+    large_mib: int,
+    *,
+    repeat: int = 0,
+    gpus: bool = True,
 ) -> dict[str, Any]:
-    """A small and a large all-reduce over the job's backend, in a thread with a deadline
-    (a collective over a dropped link blocks until its own timeout, or longer)."""
+    """A small and a large all-reduce over the job's backend (NCCL on a node with GPUs,
+    Gloo otherwise or when ``gpus`` is False), their sums checked, then ``repeat`` more
+    large ones timed together (``vllm-hpc doctor``'s bandwidth, ``repeat_ms`` each, and
+    the group destroyed). All of it in a thread with a deadline of ``seconds`` (and up to
+    2 s more for torch's own timeout to speak first): a collective over a dropped link blocks
+    until its own timeout, or longer, and a thread past the deadline is left behind
+    (``left_running``). What happened: the backend, the stage reached, ``error`` when
+    it failed (``wrong_sum`` when the sums were wrong), ``large_ms`` and ``repeat_ms``."""
     import torch
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
     out: dict[str, Any] = {"backend": backend, "stage": "init"}
+
+    def summed(tensor: Any, what: str) -> None:
+        if tensor[0].item() != world or tensor[-1].item() != world:
+            out["wrong_sum"] = True
+            raise ValueError(f"the {what} all-reduce summed to {tensor[0].item()}, not {world}")
 
     def run() -> None:
         try:
@@ -105,8 +144,7 @@ def collectives(
             out["stage"] = "small"
             small = torch.ones(1, device=device)
             dist.all_reduce(small)
-            if small.item() != world:
-                raise ValueError(f"the small all-reduce summed to {small.item()}, not {world}")
+            summed(small, "small")
             out["stage"] = "large"
             large = torch.ones(large_mib * 2**18, dtype=torch.float32, device=device)
             began = time.perf_counter()
@@ -114,18 +152,41 @@ def collectives(
             if device == "cuda":
                 torch.cuda.synchronize()
             out["large_ms"] = (time.perf_counter() - began) * 1000
-            if large[0].item() != world or large[-1].item() != world:
-                raise ValueError("the large all-reduce gave a wrong sum")
+            summed(large, "large")
+            if repeat:
+                out["stage"] = "repeat"
+                dist.barrier()
+                began = time.perf_counter()
+                for _ in range(repeat):
+                    dist.all_reduce(large)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                out["repeat_ms"] = (time.perf_counter() - began) * 1000 / repeat
+                dist.barrier()
+                dist.destroy_process_group()
             out["stage"] = "done"
         except Exception as exc:  # torch raises many types: the verdict says which
             out["error"] = f"{type(exc).__name__}: {_said(exc)}"
 
     worker = threading.Thread(target=run, name="all-reduce", daemon=True)
     worker.start()
-    worker.join(seconds + 2)
+    worker.join(seconds + min(2.0, seconds))
     if worker.is_alive():
-        out["error"] = f"no answer after {seconds:.0f} s"
-    return out
+        _LEFT.append(worker)
+        out["error"] = f"no answer after {seconds:g} s"
+    return dict(out)  # a thread left behind may still write to its own
+
+
+def left_running() -> bool:
+    """A collective past its deadline still blocks a thread of this process: the
+    process group's destructors may then hang its exit (leave with ``os._exit``)."""
+    return any(thread.is_alive() for thread in _LEFT)
+
+
+def stage_said(result: dict[str, Any], large_mib: int, repeat: int = 0) -> str:
+    """Where ``collectives`` stopped, in words (``the 4 B all-reduce``)."""
+    stage = str(result.get("stage", "init"))
+    return STAGES.get(stage, stage).format(mib=large_mib, repeat=repeat)
 
 
 # ------------------------------------------------------------------ the pair checks
@@ -380,7 +441,7 @@ def measure_pairs(
     try:
         meeting.put(f"net/{rank}", {**dataclasses.asdict(me), "port": port})
         came = meeting.all_of("net", range(world), arrive)
-        peers = {r: Peer(v["rank"], v["host"], v["ip"], v["iface"]) for r, v in came.items()}
+        peers = {r: Peer.of(v) for r, v in came.items()}
         silent = sorted(set(range(world)) - set(came))
         step = seconds * (pings + 2) + limit + 5  # the longest one pair can take
         mine: dict[int, tuple[Peer, Measured]] = {}
@@ -436,12 +497,29 @@ def leader_line(
 
 
 class Failed(Exception):
-    """The check failed before the nodes could compare notes: its one line, and the ranks
-    that never arrived (the runtime says why, from the job directory)."""
+    """The check failed before the nodes could compare notes: its one line, the ranks
+    that never arrived (the runtime says why, from the job directory), and what the
+    nodes that did used (``runtime.pairs.environment``)."""
 
-    def __init__(self, line: str, missing: Sequence[int] = ()) -> None:
+    def __init__(self, line: str, missing: Sequence[int] = (), env: str = "") -> None:
         super().__init__(line)
         self.missing = list(missing)
+        self.env = env
+
+
+def this_node(rank: int, environ: Mapping[str, str] = os.environ) -> Peer:
+    """This node as it tells the others: its address and interface as the runtime chose
+    them (``VLLM_HOST_IP``, ``GLOO_SOCKET_IFNAME``), the prefix length of that address's
+    subnet, and the communication variables set here."""
+    ip = environ.get("VLLM_HOST_IP", "")
+    return Peer(
+        rank=rank,
+        host=socket.gethostname().split(".")[0],
+        ip=ip,
+        iface=environ.get("GLOO_SOCKET_IFNAME") or environ.get("NCCL_SOCKET_IFNAME", "?"),
+        prefix=prefix_of(ip),
+        env=tuple((name, environ[name]) for name in COMM_VARS if name in environ),
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -489,12 +567,13 @@ UNREACHABLE = {errno.EHOSTUNREACH: "no route to host", errno.ENETUNREACH: "netwo
 UNREACHABLE_TRIES = 3
 
 
-def leader_unreachable(ip: str, port: int, seconds: float) -> str | None:
+def leader_unreachable(ip: str, port: int, seconds: float) -> Failed | None:
     """Whether this node's own address (``VLLM_HOST_IP``, the chosen interface) can reach
-    the leader's: None while it can (or may yet: refused, timed out), else the line that
-    says it never will, at once instead of after the arrival deadline."""
-    source = os.environ.get("VLLM_HOST_IP", "")
-    iface = os.environ.get("GLOO_SOCKET_IFNAME") or os.environ.get("NCCL_SOCKET_IFNAME", "?")
+    the leader's: None while it can (or may yet: refused, timed out), else the failure
+    that says it never will, at once instead of after the arrival deadline, with what
+    this node used (its variables; first, a leader's address outside its subnet)."""
+    me = this_node(0)
+    source, iface = me.ip, me.iface
     why = None
     for _ in range(UNREACHABLE_TRIES):  # a neighbour table still filling fails once
         try:
@@ -507,13 +586,13 @@ def leader_unreachable(ip: str, port: int, seconds: float) -> str | None:
             why = UNREACHABLE.get(exc.errno or 0)
             if why is None:
                 return None
-    host = socket.gethostname().split(".")[0]
-    return (
-        f"{host} ({source or '?'}, {iface}) cannot reach the leader's pre-flight at "
+    line = (
+        f"{me.host} ({source or '?'}, {iface}) cannot reach the leader's pre-flight at "
         f"{ip}:{port}: {why}: the interface {iface} reaches no other node, or the nodes' "
         "addresses are on networks that do not meet (choose the interface every node "
         "shares with --iface)"
     )
+    return Failed(line, env=environment([me], leader=ip))
 
 
 def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
@@ -525,7 +604,7 @@ def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
     if args.rank != 0:
         unreachable = leader_unreachable(ip, port, args.arrive_seconds)
         if unreachable is not None:
-            raise Failed(unreachable)
+            raise unreachable
     try:
         store = dist.TCPStore(
             ip, port, None, args.rank == 0, timedelta(seconds=args.arrive_seconds),
@@ -534,17 +613,13 @@ def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
     except Exception as exc:  # a taken port, an unreachable leader: say which
         what = "open" if args.rank == 0 else "reach"
         raise Failed(
-            f"cannot {what} the pre-flight's rendezvous {ip}:{port}: {_short(exc)}"
+            f"cannot {what} the pre-flight's rendezvous {ip}:{port}: {_short(exc)}",
+            env=environment([this_node(args.rank)], leader="" if args.rank == 0 else ip),
         ) from None
     key, rank, world = _joined(args, store, f"{ip}:{port}")
     store = dist.PrefixStore(key, store)
     meeting = Meeting(store, rank, world)
-    me = Peer(
-        rank=rank,
-        host=socket.gethostname().split(".")[0],
-        ip=os.environ.get("VLLM_HOST_IP", ""),
-        iface=os.environ.get("GLOO_SOCKET_IFNAME") or os.environ.get("NCCL_SOCKET_IFNAME", "?"),
-    )
+    me = this_node(rank)
     meeting.put(f"peer/{rank}", dataclasses.asdict(me))
     meeting.count("arrived", 1)
     everyone = _until(
@@ -555,11 +630,13 @@ def _meet(args: argparse.Namespace, dist: Any) -> tuple[Any, Meeting, Peer]:
     if everyone is None:
         here = meeting.count("arrived")
         missing = [r for r in range(world) if not store.check([f"peer/{r}"])]
+        came = [Peer.of(v) for r in range(world) if (v := meeting.get(f"peer/{r}")) is not None]
         meeting.count("left", 1)
         raise Failed(
             f"{here} of {world} nodes reached the pre-flight at {ip}:{port} "
             f"within {args.arrive_seconds:.0f} s",
             missing,
+            environment(came, everyone=False),
         )
     return store, meeting, me
 
@@ -574,11 +651,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         store, meeting, me = _meet(args, dist)
     except Failed as failed:
-        emit({"ok": False, "line": str(failed), "missing": failed.missing})
+        emit({"ok": False, "line": str(failed), "missing": failed.missing, "env": failed.env})
         return 1
     rank, world = meeting.rank, meeting.world
     met = time.monotonic()
-    peers = {r: Peer(**v) for r, v in meeting.all_of("peer", range(world), 5).items()}
+    peers = {r: Peer.of(v) for r, v in meeting.all_of("peer", range(world), 5).items()}
     mine = collectives(rank, world, store, args.seconds, args.large_mib)
     mine["large_mib"] = args.large_mib
     meeting.put(f"coll/{rank}", mine)
@@ -597,18 +674,19 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         silent = sorted(set(silent) | (set(range(world)) - set(coll)))
         line = leader_line(coll, peers, outcomes, silent, world, args.pair_seconds)
-        meeting.put("verdict", line)
+        env = environment(list(peers.values()), everyone=len(peers) == world)
+        meeting.put("verdict", {"line": line, "env": env})
     else:
         told = _until("the verdict", args.pair_seconds * 3 + 10, lambda: meeting.get("verdict"))
-        line = (
-            str(told)
-            if told is not None
-            else (
+        if isinstance(told, dict):
+            line, env = str(told.get("line")), str(told.get("env") or "")
+        else:
+            line = (
                 f"the all-reduce failed here ({mine.get('stage')}: {mine.get('error')}) "
                 "and the leader gave no verdict"
             )
-        )
-    emit({"ok": False, "line": line})
+            env = environment([me])
+    emit({"ok": False, "line": line, "env": env})
     return _leave(meeting, rank, 1)
 
 

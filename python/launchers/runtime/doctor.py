@@ -3,17 +3,17 @@
 Run by ``vllm-hpc doctor`` on every allocated node at once (one ``srun`` step, one task
 per node). Each check prints one JSON line (``DOCTOR {...}``) with a level (ok / warn /
 fail), what was seen and, when not ok, the fix. The nodes meet through files in ``D``
-(shared storage, as the job directory): rank 0 publishes its address and the ports it
-holds open; the other ranks connect to each, then all ranks run a cross-node
-all-reduce through ``torch.distributed`` (NCCL on GPUs, Gloo on CPUs) and measure it.
-With ``--network`` they first measure every pair of nodes over TCP, in rounds of
-disjoint pairs (``runtime.collective.measure_pairs``, meeting at a TCPStore rank 0
-holds): one ``pair`` row per pair, from its lower rank, which the login side draws as a
-table. With ``--offline`` they prove that the job needs nothing from outside: the staged
-copy the plan serves is readable here, every file of its manifest with its size
-(``offline copy``), and its config and tokenizer load in this node's Python with the
-offline variables set (``offline load``); a hub id with no copy says what would be
-fetched.
+(shared storage, as the job directory): rank 0 publishes its address, the ports it
+holds open and the port of a TCPStore it holds; the other ranks connect to each, then
+all ranks meet at the store and run the pre-flight's all-reduce
+(``runtime.collective.collectives``: NCCL on GPUs, Gloo on CPUs, with a deadline) and
+time it. With ``--network`` they first measure every pair of nodes over TCP, in rounds
+of disjoint pairs (``runtime.collective.measure_pairs``, meeting at the same store):
+one ``pair`` row per pair, from its lower rank, which the login side draws as a table.
+With ``--offline`` they prove that the job needs nothing from outside: the staged copy
+the plan serves is readable here, every file of its manifest with its size (``offline
+copy``), and its config and tokenizer load in this node's Python with the offline
+variables set (``offline load``); a hub id with no copy says what would be fetched.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import os
 import shutil
 import socket
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 from launchers import jobdir, waits
 from launchers.defaults import (
+    DOCTOR_ALLREDUCE_SECONDS,
     DOCTOR_MARK,
     DOCTOR_PAIR_LIMIT,
     DOCTOR_PAIR_MIB,
@@ -42,13 +42,21 @@ from launchers.jobdir.paths import DoctorDir, ModelStore
 from launchers.plan.commands import check_installed
 from launchers.plan.launch import LaunchPlan
 from launchers.plan.staging import OFFLINE_ENV
-from launchers.runtime.collective import Measured, Meeting, measure_pairs
+from launchers.runtime.collective import (
+    Measured,
+    Meeting,
+    collectives,
+    measure_pairs,
+    stage_said,
+)
 from launchers.runtime.pairs import Peer, why
 from launchers.spec import versions
 
 MARK = DOCTOR_MARK
 POLL = 0.2
 ALLREDUCE_MIB = 16
+ALLREDUCE_ROUNDS = 5  # timed after a first one (the warm-up, and the sum's check)
+ALLREDUCE_FIX = "check the interface (GLOO/NCCL_SOCKET_IFNAME) and the firewall"
 NOT_TRIED = (
     "not tried: a pair of nodes failed (or a node never came) above, and an all-reduce "
     "across them would only wait out its timeout"
@@ -449,67 +457,74 @@ def check_ports(report: Report, leader: Mapping[str, Any], ports: Mapping[str, i
             )
 
 
-def check_allreduce(
-    report: Report, leader: Mapping[str, Any], rank: int, world: int, gpus: bool
-) -> None:
+def torch_missing() -> str | None:
+    """Why torch is not importable here (None: it is)."""
     try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:
-        report("all-reduce", "fail", "torch is not importable here", "run from the job's env")
-        return
-    from datetime import timedelta
+        import torch.distributed  # noqa: F401
+    except ImportError as exc:
+        return str(exc) or "ImportError"
+    return None
 
-    backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
-    device = "cuda" if backend == "nccl" else "cpu"
-    address = f"tcp://{leader['ip']}:{leader['dist_port']}"
-    try:
-        dist.init_process_group(
-            backend, init_method=address, rank=rank, world_size=world, timeout=timedelta(seconds=60)
-        )
-        data = torch.ones(ALLREDUCE_MIB * 2**18, dtype=torch.float32, device=device)
-        dist.all_reduce(data)  # warm-up, and the correctness check
-        correct = bool(data[0].item() == world)
-        rounds = 5
-        dist.barrier()
-        start = time.perf_counter()
-        for _ in range(rounds):
-            dist.all_reduce(data)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / rounds
-        dist.barrier()
-        dist.destroy_process_group()
-    except Exception as exc:  # torch raises many types here; report, never crash
+
+def check_allreduce(
+    report: Report,
+    store: Any,
+    where: str,
+    rank: int,
+    world: int,
+    gpus: bool,
+    seconds: float = DOCTOR_ALLREDUCE_SECONDS,
+) -> None:
+    """The pre-flight's all-reduce across the nodes (``collective.collectives``) at
+    ``store`` (rank 0's, at ``where``), then ``ALLREDUCE_ROUNDS`` more timed: its bus
+    bandwidth as nccl-tests computes it. It ends at ``seconds``, whatever blocks it."""
+    found = collectives(
+        rank, world, store, seconds, ALLREDUCE_MIB, repeat=ALLREDUCE_ROUNDS, gpus=gpus
+    )
+    backend = found["backend"]
+    if found.get("wrong_sum"):
         report(
             "all-reduce",
             "fail",
-            f"{backend} over {address}: {type(exc).__name__}: {str(exc)[:160]}",
-            "check the interface (GLOO/NCCL_SOCKET_IFNAME) and the firewall",
+            f"{backend} across {world} nodes: {found['error']}, WRONG SUM",
+            "the fabric corrupts data: report it to the site",
         )
         return
-    busbw = 2 * (world - 1) / world * ALLREDUCE_MIB * 2**20 / seconds / 1e9
-    level = "ok" if correct else "fail"
+    if "error" in found:
+        stage = stage_said(found, ALLREDUCE_MIB, ALLREDUCE_ROUNDS)
+        report(
+            "all-reduce",
+            "fail",
+            f"{backend} over {where} ({stage}): {found['error']}",
+            f"{ALLREDUCE_FIX}; vllm-hpc doctor --network measures every pair of nodes",
+        )
+        return
+    each = max(float(found["repeat_ms"]) / 1000, 1e-9)
+    busbw = 2 * (world - 1) / world * ALLREDUCE_MIB * 2**20 / each / 1e9
     report(
         "all-reduce",
-        level,
-        f"{backend} across {world} nodes: {ALLREDUCE_MIB} MiB in {seconds * 1000:.1f} ms, "
-        f"bus bandwidth {busbw:.2f} GB/s" + ("" if correct else ", WRONG SUM"),
-        "" if correct else "the fabric corrupts data: report it to the site",
+        "ok",
+        f"{backend} across {world} nodes: {ALLREDUCE_MIB} MiB in {each * 1000:.1f} ms, "
+        f"bus bandwidth {busbw:.2f} GB/s",
     )
 
 
 def open_store(ip: str, port: int, rank: int, seconds: float) -> Any:
-    """The pair checks' meeting point: a TCPStore rank 0 holds on its own address (the
-    pre-flight's), under a prefix of its own."""
+    """The nodes' meeting point: a TCPStore rank 0 holds on its own address (as the
+    pre-flight's), which the pair checks and the all-reduce each use under a prefix."""
     from datetime import timedelta
 
     import torch.distributed as dist
 
-    store = dist.TCPStore(
+    return dist.TCPStore(
         ip, port, None, rank == 0, timedelta(seconds=seconds), wait_for_workers=False
     )
-    return dist.PrefixStore("network", store)
+
+
+def prefixed(store: Any, prefix: str) -> Any:
+    import torch.distributed as dist
+
+    return dist.PrefixStore(prefix, store)
 
 
 def pair_row(a: Peer, b: Peer, found: Measured, mib: int) -> dict[str, Any]:
@@ -563,38 +578,32 @@ def check_pairs(report: Report, meeting: Meeting, me: Peer, seconds: float) -> b
     return not silent and failed == 0
 
 
-def _network(
-    report: Report, leader: Mapping[str, Any], rank: int, world: int, chosen: Mapping[str, str],
-    seconds: float, store: Any,
-) -> bool:  # fmt: skip
-    """The pair checks, at the store rank 0 opened (``store``, on rank 0); True when every
-    pair passed."""
-    if store is None:
-        port = leader.get("store_port")
-        if port is None:
-            report("pairs", "fail", "rank 0 opened no store for the pair checks", "see rank 0")
-            return False
-        try:
-            store = open_store(str(leader["ip"]), int(port), rank, seconds)
-        except Exception as exc:  # torch's store raises several types
-            report("pairs", "fail", f"cannot reach rank 0's store: {exc}"[:200], "see rank 0")
-            return False
+def _network(report: Report, store: Any, rank: int, world: int, chosen: Mapping[str, str],
+             seconds: float) -> bool:  # fmt: skip
+    """The pair checks at rank 0's store; True when every pair passed."""
     iface = chosen.get("GLOO_SOCKET_IFNAME") or chosen.get("NCCL_SOCKET_IFNAME", "?")
     me = Peer(rank, report.host.split(".")[0], chosen["VLLM_HOST_IP"], iface)
-    return check_pairs(report, Meeting(store, rank, world), me, seconds)
+    return check_pairs(report, Meeting(prefixed(store, "network"), rank, world), me, seconds)
 
 
-def _own_store(report: Report, ip: str, seconds: float) -> tuple[Any, int] | None:
-    """Rank 0's store for the pair checks and its port (None, reported: none)."""
+def _own_store(ip: str, seconds: float) -> tuple[Any, int] | str:
+    """Rank 0's store and its port, or why it could not open one."""
     port = _free_port(ip)
     try:
         return open_store(ip, port, 0, seconds), port
-    except Exception as exc:  # no torch, a port taken meanwhile: say which
-        fix = "run from the job's Python (torch)"
-        report(
-            "pairs", "fail", f"cannot open the pair checks' store on {ip}:{port}: {exc}"[:200], fix
-        )
-        return None
+    except Exception as exc:  # a port taken meanwhile: say which
+        return f"cannot open the nodes' store on {ip}:{port}: {exc}"[:200]
+
+
+def _their_store(leader: Mapping[str, Any], rank: int, seconds: float) -> Any:
+    """Rank 0's store, as another rank reaches it, or why it cannot."""
+    port = leader.get("store_port")
+    if port is None:
+        return f"rank 0 opened no store: {leader.get('no_store') or 'see rank 0'}"
+    try:
+        return open_store(str(leader["ip"]), int(port), rank, seconds)
+    except Exception as exc:  # torch's store raises several types
+        return f"cannot reach rank 0's store at {leader['ip']}:{port}: {exc}"[:200]
 
 
 def _run(argv: Sequence[str]) -> tuple[int, str]:
@@ -620,6 +629,38 @@ def _this_node(
     return chosen, check_gpus(report, _run)
 
 
+def _meet(
+    report: Report, plan: LaunchPlan, rank: int, world: int, ip: str, leader_file: Path,
+    timeout: float, stack: ExitStack, missing: str | None,
+) -> tuple[dict[str, Any], Any] | None:  # fmt: skip
+    """Rank 0 holds the plan's ports and the nodes' store (``stack`` closes them) and
+    writes where they are; the others read it, check the ports and join the store. The
+    leader's file and the store (a reason instead when there is none; None: on a
+    single node, or no torch); None when rank 0's file never came (reported)."""
+    store: Any = None
+    if rank == 0:
+        ports = plan.leader_ports()
+        held = {name: _hold(ip, port, stack) for name, port in ports.items()}
+        leader: dict[str, Any] = {"host": report.host, "ip": ip, "ports": ports, "held": held}
+        if world > 1 and missing is not None:
+            leader["no_store"] = "torch is not importable on rank 0"
+        elif world > 1:
+            opened = _own_store(ip, timeout)
+            if isinstance(opened, str):
+                store = leader["no_store"] = opened
+            else:
+                store, leader["store_port"] = opened
+        jobdir.write_json(leader_file, leader)
+        return leader, store
+    try:
+        leader = _wait_file(leader_file, timeout)
+    except TimeoutError as exc:
+        report("leader", "fail", str(exc), "read rank 0's output above")
+        return None
+    check_ports(report, leader, leader["ports"])
+    return leader, (_their_store(leader, rank, timeout) if missing is None else None)
+
+
 def run_node(
     plan: LaunchPlan,
     rank: int,
@@ -639,37 +680,28 @@ def run_node(
         return 1
     for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):
         os.environ[key] = chosen[key]
-    ip = chosen["VLLM_HOST_IP"]
-    leader_file = Path(DoctorDir(out_dir).leader)
-    store: tuple[Any, int] | None = None
+    missing = torch_missing() if world > 1 else None
     with ExitStack() as stack:
-        if rank == 0:
-            ports = plan.leader_ports()
-            held = {name: _hold(ip, port, stack) for name, port in ports.items()}
-            leader: dict[str, Any] = {"host": report.host, "ip": ip, "ports": ports}
-            leader |= {"held": held, "dist_port": _free_port(ip)}
-            if network and world > 1:
-                store = _own_store(report, ip, timeout)
-                if store is not None:
-                    leader["store_port"] = store[1]
-            jobdir.write_json(leader_file, leader)
-        else:
-            try:
-                leader = _wait_file(leader_file, timeout)
-            except TimeoutError as exc:
-                report("leader", "fail", str(exc), "read rank 0's output above")
-                return 1
-            check_ports(report, leader, leader["ports"])
-        pairs_passed = True
-        if network and world > 1 and (rank != 0 or store is not None):
-            pairs_passed = _network(
-                report, leader, rank, world, chosen, timeout, store[0] if store else None
-            )
-        if world > 1 and not pairs_passed:
+        leader_file = Path(DoctorDir(out_dir).leader)
+        ip = chosen["VLLM_HOST_IP"]
+        met = _meet(report, plan, rank, world, ip, leader_file, timeout, stack, missing)
+        if met is None:
+            return 1
+        leader, store = met
+        if world == 1:
+            report("all-reduce", "ok", "one node: no cross-node all-reduce to test")
+        elif missing is not None:
+            report("all-reduce", "fail", f"torch is not importable here ({missing})",
+                   "run from the job's env")  # fmt: skip
+        elif isinstance(store, str):
+            fix = "see rank 0's rows" if rank else "run the doctor again (a port taken meanwhile?)"
+            report("pairs" if network else "all-reduce", "fail", store, fix)
+            if network:
+                report("all-reduce", "warn", NOT_TRIED, "mend the failed pairs first")
+        elif network and not _network(report, store, rank, world, chosen, timeout):
             # Every node reads the same count: none starts a collective the others skip.
             report("all-reduce", "warn", NOT_TRIED, "mend the failed pairs first")
-        elif world > 1:
-            check_allreduce(report, leader, rank, world, gpus)
         else:
-            report("all-reduce", "ok", "one node: no cross-node all-reduce to test")
+            where = f"{leader['ip']}:{leader['store_port']}"
+            check_allreduce(report, prefixed(store, "all-reduce"), where, rank, world, gpus)
     return 1 if report.failed else 0

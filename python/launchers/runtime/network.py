@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from launchers.errors import InputError
 
@@ -163,6 +164,36 @@ def read_interfaces(sys_root: str = "/sys", proc_root: str = "/proc") -> list[In
             )
         )
     return out
+
+
+def prefix_in(addrs: Mapping[str, Sequence[Any]], ip: str) -> tuple[str, int] | None:
+    """The interface that holds ``ip`` and the prefix length of its subnet, in ``addrs``
+    (psutil's ``net_if_addrs()``: each address with its ``netmask``); None when no
+    interface holds it or its mask is unreadable. Pure."""
+    for name, found in sorted(addrs.items()):
+        for addr in found:
+            if getattr(addr, "address", None) != ip or not getattr(addr, "netmask", None):
+                continue
+            try:
+                bits = bin(int(ipaddress.ip_address(addr.netmask))).count("1")
+            except ValueError:
+                return None
+            return name, bits
+    return None
+
+
+def prefix_of(ip: str) -> int | None:
+    """The prefix length of the subnet of the interface that holds ``ip`` on this node
+    (``10.0.0.11/24``: 24); None when none holds it, or psutil is not importable (a
+    helper's Python inside an image)."""
+    if not ip:
+        return None
+    try:
+        import psutil
+    except ImportError:
+        return None
+    held = prefix_in(psutil.net_if_addrs(), ip)
+    return None if held is None else held[1]
 
 
 def detect(override: str | None = None, node_ip: str | None = None) -> tuple[dict[str, str], str]:

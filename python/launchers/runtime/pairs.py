@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 # What one pair check found: both ways fine; no answer in time; refused; a small message
 # passes and a large one does not (frames over some MTU dropped on the way); no route.
@@ -34,18 +34,61 @@ def why(outcome: Outcome) -> str:
     return _WHY.get(outcome, outcome)
 
 
+# What decides where a node's collectives go: the interface NCCL and Gloo use, the RDMA
+# device NCCL uses, vLLM's own address. Each node says its values when the nodes meet,
+# so a failure can say what every node used.
+COMM_VARS = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_HCA", "VLLM_HOST_IP")
+VALUE_LIMIT = 40
+SHOWN_NODES = 16  # nodes listed one by one in what each node used; the rest counted
+
+
 @dataclass(frozen=True)
 class Peer:
     """One node as the pre-flight knows it: its rank, host name, the address and
-    interface the plan's network settings chose on it."""
+    interface the plan's network settings chose on it, the prefix length of that
+    interface's subnet (None: unknown), and the ``COMM_VARS`` set on it (name, value)."""
 
     rank: int
     host: str
     ip: str
     iface: str
+    prefix: int | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Peer:
+        """A node as the meeting carries it (JSON); what an older node did not say is
+        unknown."""
+        prefix = data.get("prefix")
+        return cls(
+            rank=int(data["rank"]),
+            host=str(data["host"]),
+            ip=str(data["ip"]),
+            iface=str(data["iface"]),
+            prefix=prefix if isinstance(prefix, int) else None,
+            env=tuple((str(k), str(v)) for k, v in data.get("env") or ()),
+        )
 
     def named(self) -> str:
         return f"{self.host} ({self.ip}, {self.iface})"
+
+    def var(self, name: str) -> str | None:
+        """The value of ``name`` on this node (None: unset)."""
+        return dict(self.env).get(name)
+
+    @property
+    def address(self) -> str:
+        """The address with its prefix length, as ``ip addr`` shows it (``10.0.0.11/24``)."""
+        return self.ip if self.prefix is None else f"{self.ip}/{self.prefix}"
+
+    def subnet(self, guess: int = 24) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        """The subnet of the address: its own prefix, else ``guess`` (None: no address)."""
+        try:
+            return ipaddress.ip_network(
+                f"{self.ip}/{guess if self.prefix is None else self.prefix}", strict=False
+            )
+        except ValueError:
+            return None
 
 
 def _rounds(pairs: Sequence[Pair]) -> list[list[Pair]]:
@@ -93,15 +136,24 @@ def all_pairs_rounds(n: int) -> list[list[Pair]]:
 
 
 def _apart(a: Peer, b: Peer) -> bool:
-    """Interfaces named differently, or addresses on different /24s (the likeliest
+    """Interfaces named differently, or addresses on different subnets (the likeliest
     cause, named first)."""
-    if a.iface != b.iface:
-        return True
+    return a.iface != b.iface or _other_subnets(a, b)
+
+
+def outside(peer: Peer, ip: str) -> bool:
+    """``ip`` is not in the subnet of ``peer``'s address (False when either is unknown)."""
+    net = peer.subnet()
     try:
-        net_a = ipaddress.ip_network(f"{a.ip}/24", strict=False)
-        return ipaddress.ip_address(b.ip) not in net_a
+        return net is not None and ipaddress.ip_address(ip) not in net
     except ValueError:
         return False
+
+
+def _other_subnets(a: Peer, b: Peer) -> bool:
+    """Either address outside the other's subnet: each node's own prefix length when
+    it said one, else /24."""
+    return outside(a, b.ip) or outside(b, a.ip)
 
 
 def sentence(
@@ -154,4 +206,78 @@ def sentence(
     return line
 
 
-__all__ = ["Outcome", "Pair", "Peer", "all_pairs_rounds", "ring_rounds", "sentence", "why"]
+def _value(text: str) -> str:
+    """A variable's value as a message shows it: printable, at most VALUE_LIMIT long."""
+    text = "".join(c if c.isprintable() and not c.isspace() else "?" for c in text)
+    return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 3] + "..."
+
+
+def _setting(peer: Peer, name: str) -> str:
+    value = peer.var(name)
+    return f"{name} unset" if value is None else f"{name}={_value(value)}"
+
+
+def _hosts(peers: Sequence[Peer]) -> str:
+    return _listed([p.host for p in peers])
+
+
+def _listed(items: Sequence[str]) -> str:
+    """``items`` joined, the first SHOWN_NODES of them (a failure is one bounded line)."""
+    more = len(items) - SHOWN_NODES
+    return ", ".join(items[:SHOWN_NODES]) + (f" and {more} more" if more > 0 else "")
+
+
+def environment(peers: Sequence[Peer], *, everyone: bool = True, leader: str = "") -> str:
+    """What each node used, the second part of a failure: first, when the nodes chose
+    different interface names or subnets, that (each node's interface and address); then
+    the variables (``COMM_VARS``), one clause for those alike on every node and one for
+    each group of nodes that set the others alike, and every node's ``VLLM_HOST_IP``
+    with its prefix length. ``everyone``: ``peers`` are all the job's nodes (else only
+    those that came); ``leader``: the leader's address, for a node that cannot reach it
+    (said first when it is outside that node's subnet). Pure."""
+    nodes = sorted(peers, key=lambda p: p.rank)
+    if not nodes:
+        return ""
+    parts = []
+    # by rank; in a list too long to show whole, the nodes whose choice fewer nodes share
+    # first, so that the cut never hides the odd one
+    choice = [(p.iface, str(p.subnet())) for p in nodes]
+    order = sorted(range(len(nodes)), key=lambda i: (choice.count(choice[i]), i))
+    shown = order if len(nodes) > SHOWN_NODES else range(len(nodes))
+    where = _listed([f"{nodes[i].host} {nodes[i].iface} {nodes[i].address}" for i in shown])
+    if len({p.iface for p in nodes}) > 1:
+        parts.append(f"the nodes chose different interfaces: {where}")
+    elif any(_other_subnets(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1 :]):
+        parts.append(f"the nodes' addresses are on different subnets: {where}")
+    me = nodes[0]
+    if leader and len(nodes) == 1 and me.prefix is not None and outside(me, leader):
+        parts.append(f"the leader's address {leader} is outside {me.host}'s subnet {me.subnet()}")
+    names = [n for n in COMM_VARS if n != "VLLM_HOST_IP"]
+    alike = [n for n in names if len({p.var(n) for p in nodes}) == 1]
+    differ = [n for n in names if n not in alike]
+    if differ:
+        groups: dict[tuple[str | None, ...], list[Peer]] = {}
+        for p in nodes:
+            groups.setdefault(tuple(p.var(n) for n in differ), []).append(p)
+        for group in groups.values():
+            said = " ".join(_setting(group[0], n) for n in differ)
+            parts.append(f"{said} on {_hosts(group)}")
+    if alike:
+        on = "every node" if everyone and len(nodes) > 1 else _hosts(nodes)
+        parts.append(" ".join(_setting(nodes[0], n) for n in alike) + f" on {on}")
+    parts.append("VLLM_HOST_IP " + _listed([f"{p.host} {p.address or 'unset'}" for p in nodes]))
+    return "; ".join(parts)
+
+
+__all__ = [
+    "COMM_VARS",
+    "Outcome",
+    "Pair",
+    "Peer",
+    "all_pairs_rounds",
+    "environment",
+    "outside",
+    "ring_rounds",
+    "sentence",
+    "why",
+]

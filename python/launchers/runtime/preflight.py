@@ -2,7 +2,8 @@
 imports torch while Ray starts), then, before anything loads weights, wait for its
 verdict: the leader before ``vllm serve``, a follower before ``ray start`` or its headless
 ``vllm serve``. A failed check fails the node with the child's one line, which names
-the nodes that cannot talk (``runtime.collective``)."""
+the nodes that cannot talk (``runtime.collective``), then, as a second sentence, what each
+node used (interfaces, subnets, ``NCCL_*``/``GLOO_*``/``VLLM_HOST_IP``)."""
 
 from __future__ import annotations
 
@@ -126,6 +127,9 @@ def finish(ctx: NodeContext, running: Running) -> None:
     missing = result.get("missing")
     if isinstance(missing, list) and missing:
         line += ": " + "; ".join(_why_missing(ctx, int(rank)) for rank in missing)
+    env = result.get("env")
+    if isinstance(env, str) and env:
+        line = then(line, env)
     fix = f"see {DOCS}; --no-preflight skips the check"
     if running.check.port_fixed and "missing" in result:
         # the nodes never met, and nodes that planned the check on their own may disagree
@@ -135,6 +139,13 @@ def finish(ctx: NodeContext, running: Running) -> None:
             "(--no-preflight, PREFLIGHT=0)"
         )
     raise RuntimeFailure(line, fix=fix)
+
+
+def then(line: str, more: str) -> str:
+    """``more`` as a second sentence after ``line`` (what the nodes used, after the one
+    line that says what failed)."""
+    stop = "" if line.endswith((".", "?", "!")) else "."
+    return f"{line}{stop} {more[:1].upper()}{more[1:]}"
 
 
 def _why_missing(ctx: NodeContext, rank: int) -> str:
