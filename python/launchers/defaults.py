@@ -207,6 +207,9 @@ DEFAULT_REVISION = "main"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 # Files downloaded at once (huggingface_hub's threads, one file each).
 STAGE_WORKERS = 8
+# `vllm download-kernels` (the nodes' vLLM's, run by stage): it installs FlashInfer's
+# kernel wheels (hundreds of MB) into that Python's environment.
+KERNELS_TIMEOUT = 1800.0
 
 # A service's per-user keys (service.keys): the label of the key a service had before
 # keys were per user (its internal key, hashed into keys.json), and how stale the front's

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
+from launchers.cli.exits import EXIT_FAILURE
 from launchers.cli.jobs import json_option
 from launchers.defaults import DEFAULT_HF_ENDPOINT, DEFAULT_MODEL_STORE, DEFAULT_REVISION
 from launchers.errors import InputError, clipped, shown
@@ -71,6 +73,13 @@ def _size(n: int) -> str:
     help="Check the sizes only, not the sha256 of the weights (faster on a huge model).",
 )
 @click.option(
+    "--no-kernels",
+    "no_kernels",
+    is_flag=True,
+    help="Do not run the nodes' vLLM's `vllm download-kernels` (the kernels a GPU build "
+    "fetches at its first start; run once per vLLM install, not per model).",
+)
+@click.option(
     "--registry",
     multiple=True,
     type=click.Path(dir_okay=False),
@@ -78,8 +87,8 @@ def _size(n: int) -> str:
 )
 @json_option
 def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
-              token_file: str | None, dry_run: bool, no_hash: bool, registry: tuple[str, ...],
-              as_json: bool) -> None:  # fmt: skip
+              token_file: str | None, dry_run: bool, no_hash: bool, no_kernels: bool,
+              registry: tuple[str, ...], as_json: bool) -> None:  # fmt: skip
     """Copy MODEL from the Hugging Face hub into the model store, for compute nodes that
     cannot reach the internet. Run it on the login node (or wherever the hub or the
     site's mirror is reachable).
@@ -97,6 +106,10 @@ def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
     STORE/ORG--NAME/refs/REVISION is written last, so a copy cut short never counts as staged. An
     interrupted stage resumes: run the same command again.
 
+    The nodes' vLLM's `vllm download-kernels` runs too (vLLM 0.32+, a GPU build: the
+    kernels it would fetch at its first start go into that Python's environment); else
+    one line says why nothing is fetched. Exit 1 when it fails (the copy is recorded).
+
     \b
     Examples:
       vllm-hpc stage meta-llama/Llama-3.2-3B-Instruct --dry-run
@@ -109,6 +122,7 @@ def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
     fields = {
         "model": model, "revision": revision, "dest": dest, "endpoint": endpoint,
         "token_file": token_file, "dry_run": dry_run, "verify_hashes": not no_hash,
+        "kernels": not no_kernels,
     }  # fmt: skip
     try:
         request = StageRequest.model_validate(fields)
@@ -122,6 +136,8 @@ def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
         click.echo(json.dumps(_as_dict(result), indent=2))
     else:
         _show(result, dest)
+    if result.kernels is not None and result.kernels.status == "failed":
+        sys.exit(EXIT_FAILURE)
 
 
 def _as_dict(result: StageResult) -> dict[str, Any]:
@@ -139,6 +155,11 @@ def _as_dict(result: StageResult) -> dict[str, Any]:
         out["tokenizer_checked"] = result.copy.manifest.tokenizer_checked
     if result.tokenizer is not None:
         out["tokenizer"] = result.tokenizer.detail
+    step = plan.kernels
+    out["kernels"] = (
+        result.kernels.model_dump() if result.kernels is not None
+        else {"would_run": list(step.argv) if step.argv else None, "detail": step.why}
+    )  # fmt: skip
     return out
 
 
@@ -158,6 +179,9 @@ def _show(result: StageResult, dest: str | None) -> None:
         fetch = sum(f.size for f in plan.to_fetch)
         click.echo(f"{len(sel.files)} files, {_size(sel.total_bytes)} ({sel.weights} weights); "
                    f"to fetch: {len(plan.to_fetch)} files, {_size(fetch)}")  # fmt: skip
+        step = plan.kernels
+        would = f"kernels: would run {shlex.join(step.argv)}" if step.argv else step.why
+        click.echo(would)
         return
     manifest = result.copy.manifest
     click.echo(f"staged {head}")
@@ -167,6 +191,8 @@ def _show(result: StageResult, dest: str | None) -> None:
     if result.tokenizer is not None:
         checked = "" if manifest.tokenizer_checked else "not checked: "
         click.echo(f"  tokenizer: {checked}{result.tokenizer.detail}")
+    if result.kernels is not None:
+        click.echo(f"  {result.kernels.detail}")
     # The jobs of the hub id find this copy in the same store (input.resolve).
     words = [plan.repo_id]
     if plan.revision != DEFAULT_REVISION:
