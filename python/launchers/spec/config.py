@@ -278,6 +278,10 @@ class SiteSpec(Frozen):
         description="true: the compute nodes cannot reach the hub, so a hub model must be "
         "staged first (vllm-hpc stage on the login node)",
     )
+    transfer_partition: str | None = Field(
+        None,
+        description="The partition whose nodes reach the hub, for vllm-hpc stage --via sbatch",
+    )
     compile_cache: str | None = Field(
         None,
         description="Persistent storage for vLLM's compile caches, kept across jobs and keyed "
@@ -293,7 +297,9 @@ class SiteSpec(Frozen):
 
     _time = field_validator("time")(check_slurm_time)
     _vllm_version = field_validator("vllm_version")(check_version)
-    _slurm_names = field_validator("partition", "account", "qos")(check_slurm_names)
+    _slurm_names = field_validator("partition", "account", "qos", "transfer_partition")(
+        check_slurm_names
+    )
     _mem = field_validator("mem")(check_mem)
     _container = field_validator("container")(check_image)
     _login_host = field_validator("login_host")(check_host)

@@ -18,8 +18,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from launchers.defaults import STAGE_JOB_TIME
 from launchers.spec import fields
-from launchers.spec.config import Frozen
+from launchers.spec.config import Frozen, check_slurm_names, check_slurm_time
 from launchers.spec.fields import check_endpoint
 
 MANIFEST_FORMAT = 1
@@ -87,6 +88,18 @@ class StageRequest(Frozen):
     _model = field_validator("model")(lambda v: fields.not_a_flag(fields.plain_text(v)))
     _revision = field_validator("revision")(check_revision)
     _endpoint = field_validator("endpoint")(check_endpoint)
+
+
+class StageVia(Frozen):
+    """``vllm-hpc stage --via sbatch``: the same stage, run by a short job on a node that
+    reaches the hub (a transfer partition): its partition (else the site's
+    ``transfer_partition``, else SLURM's default) and its time limit."""
+
+    partition: str | None = None
+    time: str = STAGE_JOB_TIME
+
+    _partition = field_validator("partition")(check_slurm_names)
+    _time = field_validator("time")(check_slurm_time)
 
 
 class StagedFile(Frozen):
@@ -159,6 +172,7 @@ class StagedManifest(Frozen):
 
 __all__ = [
     "StageRequest",
+    "StageVia",
     "StagedFile",
     "StagedKernels",
     "StagedManifest",

@@ -231,6 +231,56 @@ def check_tokenizer(dest: Path, environ: Mapping[str, str], this_python: str) ->
     return replace(here, detail=detail)
 
 
+@dataclass(frozen=True)
+class NodeStage:
+    """``stage`` as a job's node runs it (``--via sbatch``): everything decided here (the
+    hub id, the store, the hub, the token's file), so the node's own environment only
+    gives it its Python. ``argv`` names the token's file, never the token."""
+
+    repo_id: str
+    revision: str
+    store: str
+    endpoint: str
+    token_file: str | None
+    argv: tuple[str, ...]
+
+
+def node_stage(
+    request: StageRequest,
+    environ: Mapping[str, str],
+    site: SiteSpec,
+    registry_model: Callable[[str], str],
+    *,
+    python: str = sys.executable,
+    as_json: bool = False,
+) -> NodeStage:
+    """The ``stage`` command a node runs for ``request``: the nodes' Python
+    (``$VLLM_HPC_PYTHON``, else ``python``) with the resolved hub id, revision, store
+    (absolute), hub and token file (checked here: the user's, 0600, one token, before
+    anything is queued). The same refusals as here come first (``HF_HUB_OFFLINE``: the
+    job inherits this environment)."""
+    _refuse_offline(environ)
+    repo_id = hub_id(request.model, registry_model)
+    endpoint = _endpoint(request, site, environ)
+    store = os.path.abspath(store_root(request.dest, environ, site.model_store))
+    token_file = token_path(request.token_file, environ)
+    if token_file is not None:
+        token_file = os.path.abspath(os.path.expanduser(token_file))
+        read_token(token_file)  # refused here, not after the queue; the text goes nowhere
+    nodes = environ.get("VLLM_HPC_PYTHON") or python
+    argv = [nodes, "-m", "launchers", "stage", repo_id, "--revision", request.revision,
+            "--dest", store, "--endpoint", endpoint]  # fmt: skip
+    if token_file is not None:
+        argv += ["--token-file", token_file]
+    if not request.verify_hashes:
+        argv.append("--no-hash")
+    if not request.kernels:
+        argv.append("--no-kernels")
+    if as_json:
+        argv.append("--json")
+    return NodeStage(repo_id, request.revision, store, endpoint, token_file, tuple(argv))
+
+
 def kernels_step(request: StageRequest, environ: Mapping[str, str], this_python: str
                  ) -> KernelsStep:  # fmt: skip
     """What to do for the kernels of the nodes' vLLM (``$VLLM_HPC_PYTHON``, else
