@@ -34,7 +34,7 @@ from launchers.runtime.run import run_plan
 from launchers.spec.config import SiteSpec
 from launchers.spec.request import SubmitRequest
 
-from .conftest import PYTHON
+from .conftest import PYTHON, service_spec
 from .helpers.cli import run
 from .helpers.staged import stage_copy
 
@@ -248,6 +248,20 @@ def test_every_door_plans_the_same_cache(
     env = {**ENV, "VLLM_HPC_JOB_ROOT": str(root)}
     lead = wrapper.wrapper_plan(args, job_id="7", environ=env, python=PYTHON, ray_token=TOKEN_FILE)
     assert lead.env["VLLM_CACHE_ROOT"] == cache_of(single)
+
+
+def test_a_service_replica_is_planned_with_it(tmp_path: Path) -> None:
+    from launchers.client import Client
+    from launchers.service.controller import replica_request
+
+    key = tmp_path / "key"
+    key.write_text("k")
+    key.chmod(0o600)
+    request = {"model": "org/tiny", "job_root": str(tmp_path / "jobs")}
+    spec = service_spec(request=request, key_file=str(key))
+    plan = Client(environ=ENV).plan(replica_request(spec, slot=1, generation=0))
+    path = f"{tmp_path}/jobs/compile-cache/unknown/org--tiny"
+    assert plan.compile_cache is not None and plan.env["VLLM_CACHE_ROOT"] == path
 
 
 def test_the_plan_command_of_the_sbatch_templates_and_dp_door_has_it(tmp_path: Path) -> None:
