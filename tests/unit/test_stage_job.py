@@ -247,6 +247,7 @@ def test_the_partition_is_the_sites_transfer_partition_unless_given(
     code, out, err = stage_job(hub, tmp_path, nodes_python, "org/tiny", "--dry-run", env=env)
     assert code == 0, err
     assert "#SBATCH --partition=dtn" in out.splitlines() and "#SBATCH --qos=short" in out
+    assert "#SBATCH --time=04:00:00" in out.splitlines()  # the default limit
     assert fake_slurm.submitted == [] and not (tmp_path / "jobs").exists()
     code, out, _ = stage_job(hub, tmp_path, nodes_python, "org/tiny", "--dry-run",
                              "--partition", "xfer", env=env)  # fmt: skip
@@ -277,6 +278,10 @@ def test_a_bad_token_file_or_offline_login_is_refused_before_anything_is_queued(
     assert_one_clear_line(code, out, err, "Error: HF_HUB_OFFLINE is set")
     code, out, err = run(["stage", "org/tiny", "--partition", "xfer"])
     assert_one_clear_line(code, out, err, "Error: --partition: only with --via sbatch")
+    code, out, err = run(["stage", "org/tiny", "--time", "04:00:00"])
+    assert_one_clear_line(code, out, err, "Error: --time: only with --via sbatch")
+    code, out, err = stage_job(hub, tmp_path, nodes_python, "org/tiny", "--time", "soon")
+    assert_one_clear_line(code, out, err, "Error: --time: 'soon' is not a SLURM time")
     assert fake_slurm.submitted == []
 
 

@@ -107,9 +107,7 @@ def _size(n: int) -> str:
     "--time",
     "time_limit",
     metavar="TIME",
-    default=STAGE_JOB_TIME,
-    show_default=True,
-    help="With --via sbatch: the job's time limit.",
+    help=f"With --via sbatch: the job's time limit (default {STAGE_JOB_TIME}).",
 )
 @click.option(
     "--registry",
@@ -120,7 +118,7 @@ def _size(n: int) -> str:
 @json_option
 def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
               token_file: str | None, dry_run: bool, no_hash: bool, no_kernels: bool, via: str,
-              partition: str | None, time_limit: str, registry: tuple[str, ...],
+              partition: str | None, time_limit: str | None, registry: tuple[str, ...],
               as_json: bool) -> None:  # fmt: skip
     """Copy MODEL from the Hugging Face hub into the model store, for compute nodes that
     cannot reach the internet. Run it on the login node (or wherever the hub or the
@@ -159,10 +157,11 @@ def stage_cmd(model: str, revision: str, dest: str | None, endpoint: str | None,
     }  # fmt: skip
     request = _checked(StageRequest, fields)
     if via == "sbatch":
-        job = _checked(StageVia, {"partition": partition, "time": time_limit})
+        given = {"partition": partition, "time": time_limit}
+        job = _checked(StageVia, {k: v for k, v in given.items() if v is not None})
         _via_sbatch(Client(registries=registry), request, job, as_json)
         return
-    if partition is not None or time_limit != STAGE_JOB_TIME:
+    if partition is not None or time_limit is not None:
         raise InputError(
             f"{'--partition' if partition is not None else '--time'}: only with --via sbatch",
             fix="add --via sbatch to stage in a job, or drop it to stage here",
