@@ -20,7 +20,8 @@ cheap.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +31,23 @@ from launchers.spec.request import SubmitRequest
 if TYPE_CHECKING:
     from launchers.observe.cleanup import Decision
     from launchers.plan.launch import LaunchPlan
+    from launchers.render.stagejob import StageJob
     from launchers.spec.config import ServeConfig
-    from launchers.spec.staged import StageRequest
+    from launchers.spec.staged import StageRequest, StageVia
     from launchers.stage.run import StageResult
     from launchers.submit.slurm import JobHandle
+    from launchers.submit.stagejob import StageJobEnd
+    from launchers.waits import Clock
+
+
+@dataclass(frozen=True)
+class StageJobRun:
+    """A ``stage --via sbatch``: the script (as submitted, or as a dry run shows it), the
+    job it describes, and how it ended (None for a dry run)."""
+
+    script: str
+    job: StageJob
+    end: StageJobEnd | None
 
 
 class Client(JobFinder):
@@ -103,6 +117,51 @@ class Client(JobFinder):
 
         registry = load_registry(self.registries, self.environ)
         return stage(request, self.environ, registry.site, lambda name: registry.get(name).model)
+
+    def stage_job(
+        self,
+        request: StageRequest,
+        via: StageVia,
+        *,
+        as_json: bool = False,
+        said: Callable[[str], None] = lambda line: None,
+        clock: Clock | None = None,
+    ) -> StageJobRun:
+        """``stage`` on a node that reaches the hub (``stage --via sbatch``): the same
+        command, resolved here (``stage.run.node_stage``), in a short job on ``via``'s
+        partition (else the site's ``transfer_partition``, else SLURM's default), waited
+        for until it ends (state changes ``said``; ``WaitTimeout`` after its time limit
+        and ``STAGE_JOB_QUEUE_WAIT`` of queueing), its output read back. A dry run
+        (``request.dry_run``) renders the script and submits nothing."""
+        from launchers import waits
+        from launchers.defaults import STAGE_JOB_QUEUE_WAIT
+        from launchers.input.registry import load_registry
+        from launchers.render.stagejob import StageJob, render_stage_script
+        from launchers.spec import slurmtime
+        from launchers.stage.run import node_stage
+        from launchers.submit import stagejob
+
+        registry = load_registry(self.registries, self.environ)
+        site = registry.site
+        node = node_stage(request.model_copy(update={"dry_run": False}), self.environ, site,
+                          lambda name: registry.get(name).model, as_json=as_json)  # fmt: skip
+        files = stagejob.StageJobFiles(self.job_root)
+        job = StageJob(
+            model=node.repo_id, revision=node.revision, argv=node.argv, output=files.output(),
+            errors=files.errors(), time=via.time, account=site.account, qos=site.qos,
+            partition=via.partition or site.transfer_partition,
+        )  # fmt: skip
+        script = render_stage_script(job)
+        if request.dry_run:
+            return StageJobRun(script, job, None)
+        files.make()
+        job_id = stagejob.submit(script, self.environ)
+        said(f"stage job {job_id} submitted; its output: {files.output(job_id)}")
+        state, raw = stagejob.wait_ended(
+            job_id, timeout=slurmtime.minutes(via.time) * 60 + STAGE_JOB_QUEUE_WAIT,
+            log=files.output(job_id), said=said, clock=clock or waits.REAL,
+        )  # fmt: skip
+        return StageJobRun(script, job, stagejob.ending(job_id, files, state, raw))
 
     def clean(
         self,

@@ -211,6 +211,16 @@ DEFAULT_REVISION = "main"
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 # Files downloaded at once (huggingface_hub's threads, one file each).
 STAGE_WORKERS = 8
+# vllm-hpc stage --via sbatch: the stage job's time limit unless --time says otherwise,
+# how often SLURM is asked whether it ended (seconds: a job of minutes to hours need not
+# load the controller more), and how long it may queue before the
+# command stops waiting (the job keeps its place and runs all the same).
+STAGE_JOB_TIME = "04:00:00"
+STAGE_JOB_ASK = 10.0
+STAGE_JOB_QUEUE_WAIT = 3600.0
+# `vllm download-kernels` (the nodes' vLLM's, run by stage): it installs FlashInfer's
+# kernel wheels (hundreds of MB) into that Python's environment.
+KERNELS_TIMEOUT = 1800.0
 
 # A service's per-user keys (service.keys): the label of the key a service had before
 # keys were per user (its internal key, hashed into keys.json), and how stale the front's

@@ -15,7 +15,7 @@ import pytest
 
 from launchers.input import probe as probe_module
 from launchers.input.planner import plan_for
-from launchers.input.probe import VllmProbe
+from launchers.input.probe import InstalledVllm, VllmProbe
 from launchers.input.registry import Registry, load_registry
 from launchers.input.resolve import resolve
 from launchers.plan.launch import LaunchPlan
@@ -42,6 +42,15 @@ def nodes_have_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     """The nodes' Python has Ray unless a test says otherwise (the planner asks it, in a
     child process, before choosing Ray across nodes; this venv has no Ray)."""
     monkeypatch.setattr("launchers.input.probe.has_module", lambda python, module: True)
+
+
+@pytest.fixture(autouse=True)
+def nodes_vllm_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nodes' vLLM version is not known to the planner unless a test says otherwise
+    (it reads this Python's package metadata, or asks the nodes' Python in a child
+    process, for the compile cache's key): plans do not depend on this venv."""
+    monkeypatch.setattr(probe_module, "installed_here", InstalledVllm)
+    monkeypatch.setattr(probe_module, "installed_vllm", lambda python, **_: InstalledVllm())
 
 
 @pytest.fixture

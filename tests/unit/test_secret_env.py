@@ -86,7 +86,12 @@ def bash_n(script: str) -> None:
 def test_the_plan_has_the_names_and_no_value(secret_plan: Callable[..., LaunchPlan]) -> None:
     plan = secret_plan()
     assert plan.secret_env == ("HF_TOKEN", "SITE_PASSWORD", "WANDB_API_KEY")
-    assert plan.env == {"NCCL_DEBUG": "WARN", "VLLM_LOGGING_LEVEL": "INFO"}
+    assert plan.compile_cache is not None  # its variables are plain, as they should be
+    assert plan.env == {
+        "NCCL_DEBUG": "WARN",
+        "VLLM_LOGGING_LEVEL": "INFO",
+        **plan.compile_cache.env,
+    }
     assert plan.secret_values() == {
         "HF_TOKEN": HF,
         "SITE_PASSWORD": SITE,

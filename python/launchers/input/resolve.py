@@ -34,8 +34,10 @@ from launchers.defaults import (
 from launchers.errors import InputError, shown
 from launchers.input import probe, vllm_options
 from launchers.input.registry import Registry
+from launchers.jobdir import compilecache
 from launchers.jobdir.jobroot import job_root
 from launchers.jobdir.modelstore import staged_copy, store_root
+from launchers.jobdir.paths import CompileCacheDir
 from launchers.jobdir.safe import read_private_text
 from launchers.plan import commands
 from launchers.plan.commands import NODE_IP, check_all2all, parse_version
@@ -52,6 +54,8 @@ from launchers.plan.layout import (
 from launchers.plan.netspec import check_iface_name
 from launchers.spec import fields
 from launchers.spec.config import (
+    CompileCache,
+    CompileVersionFrom,
     ContainerSpec,
     ModelArch,
     ModelShape,
@@ -579,10 +583,10 @@ def _runtime_and_ports(
 
 def _binds(
     req: SubmitRequest, spec: ModelSpec, container: ContainerSpec | None,
-    environ: Mapping[str, str], root: str,
+    environ: Mapping[str, str], root: str, compile_cache: CompileCache | None,
 ) -> tuple[str, ...]:  # fmt: skip
     """Step 6: what an Apptainer image must see: the job root, the model, the key, the
-    Hugging Face cache (outermost directories only)."""
+    Hugging Face cache, the compile cache (outermost directories only)."""
     if container is None:
         return ()
     from launchers.plan.argv import hf_cache_dir, outermost
@@ -590,10 +594,73 @@ def _binds(
     paths = [root]
     if spec.model.startswith("/"):
         paths.append(spec.model)
+    if compile_cache is not None:
+        paths.append(compile_cache.path)
     if req.api_key_file:
         paths.append(str(Path(req.api_key_file).expanduser().resolve()))
     paths.append(hf_cache_dir(environ))
     return tuple(outermost(paths))
+
+
+def _nodes_vllm_version(
+    req: SubmitRequest, site: SiteSpec, nodes_python: str, python: str, in_image: bool
+) -> tuple[str | None, CompileVersionFrom, str]:
+    """The vLLM version the nodes run, where it came from, and how the dry run says it:
+    their Python's own, when it is this one (its package metadata, read here); else what
+    ``--vllm-version`` or the site's ``vllm_version`` declares; else their Python's, asked
+    in a child process (milliseconds: vLLM is not imported). Unknown in an image (its vLLM
+    is the image's) or when nothing answers."""
+    same = not in_image and os.path.abspath(nodes_python) == os.path.abspath(python)
+    why = "the nodes run vLLM inside the image" if in_image else ""
+    if same:
+        here = probe.installed_here()
+        if here.version:
+            return here.version, "nodes", f"vLLM {here.version} of {nodes_python}"
+        why = f"no vLLM installed for {nodes_python}"
+    declared = req.vllm_version or site.vllm_version
+    if declared:
+        said = "--vllm-version" if req.vllm_version else "the site file's vllm_version"
+        return declared, "declared", f"vLLM {declared}, as {said} says"
+    if not in_image and not same:
+        found = probe.installed_vllm(nodes_python)
+        if found.version:
+            return found.version, "nodes", f"vLLM {found.version} of {nodes_python}"
+        why = found.error or f"no vLLM installed for {nodes_python}"
+    unknown = CompileCacheDir.UNKNOWN_VERSION
+    note = f"vLLM version unknown here ({why}): keyed {unknown!r}; set the site's vllm_version"
+    return None, "unknown", note
+
+
+def _compile_cache(
+    req: SubmitRequest, spec: ModelSpec, staged: StagedModel | None, site: SiteSpec,
+    environ: Mapping[str, str], root: str, facts: tuple[str, str, bool],
+) -> CompileCache | None:  # fmt: skip
+    """Step 6b: vLLM's compile caches on persistent storage, keyed by the nodes' vLLM
+    version and the model (``jobdir.compilecache``), so the next job of the model reuses
+    this one's compile. None when the user set ``VLLM_CACHE_ROOT`` (in this environment,
+    the site's, the entry's or ``--env``): theirs is kept."""
+    given = {**environ, **site.env, **spec.env, **req.env}
+    if "VLLM_CACHE_ROOT" in given:
+        return None
+    nodes_python, python, in_image = facts
+    version, source, note = _nodes_vllm_version(req, site, nodes_python, python, in_image)
+    key = compilecache.model_key(staged.repo_id if staged is not None else spec.model)
+    version_dir = compilecache.version_key(version)
+    cache = compilecache.cache_root(site.compile_cache, root, environ)
+    path = CompileCacheDir(os.path.abspath(cache)).model(version_dir, key)
+    wanted = {"VLLM_CACHE_ROOT": path, "TORCHINDUCTOR_CACHE_DIR": CompileCacheDir.inductor(path)}
+    try:
+        return CompileCache(
+            path=path, vllm_version=version_dir, version_from=source, version_note=note,
+            model_key=key, env={k: v for k, v in wanted.items() if k not in given},
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise InputError(
+            f"compile cache: {shown(path)} cannot be used: "
+            f"{exc.errors()[0]['msg'].removeprefix('Value error, ')}",
+            fix="set the site file's compile_cache to a path of letters, digits and "
+            ". _ / + @ = ~ - (or set VLLM_CACHE_ROOT with --env)",
+        ) from None
 
 
 def _api_key_file(req: SubmitRequest) -> str | None:
@@ -738,45 +805,50 @@ def resolve(
     served = spec.served_model_name or (
         name if name in registry.models else name.rstrip("/").rsplit("/", 1)[-1]
     )
-    config = validated(
-        ServeConfig,
-        {
-            "name": name,
-            "spec": spec,
-            "layout": layout,
-            "layout_reason": reason,
-            "warnings": tuple(warnings),
-            "arch": arch,
-            "runtime": runtime,
-            "served_model_name": served,
-            "host": _api_host(req.host),
-            "dp_backend": _pick(req.dp_backend, "mp"),
-            "port": ports.api,
-            "port_fixed": req.port is not None if req.port_fixed is None else req.port_fixed,
-            "ray_port": ports.ray,
-            "ray_port_fixed": req.ray_port is not None,
-            "dp_rpc_port": ports.dp_rpc,
-            "api_key": "none" if req.no_api_key else ("file" if api_key_file else "generate"),
-            "api_key_file": api_key_file,
-            "ray_auth": not req.no_ray_auth,
-            "preflight": site.preflight and not req.no_preflight,
-            "preflight_port": _pick(req.preflight_port, DEFAULT_PREFLIGHT_PORT),
-            "preflight_port_fixed": req.preflight_port is not None,
-            "container": container,
-            "container_binds": _binds(req, spec, container, environ, root),
-            "vllm_version": vllm_version,
-            "job_name": _pick(req.job_name, default_job_name(name)),
-            "job_root": root,
-            "python": nodes_python,
-            "nccl_profile": site.nccl_profile,
-            "gpu_memory_gib": gpu_memory_gib,
-            "slurm": _slurm(req, site),
-            "env": {**site.env, **req.env, **({"VLLM_HPC_IFACE": req.iface} if req.iface else {})},
-            "extra_args": req.extra_args,
-            "revision": req.revision,
-            "staged": staged,
-        },
+    values: dict[str, Any] = {
+        "name": name,
+        "spec": spec,
+        "layout": layout,
+        "layout_reason": reason,
+        "warnings": tuple(warnings),
+        "arch": arch,
+        "runtime": runtime,
+        "served_model_name": served,
+        "host": _api_host(req.host),
+        "dp_backend": _pick(req.dp_backend, "mp"),
+        "port": ports.api,
+        "port_fixed": req.port is not None if req.port_fixed is None else req.port_fixed,
+        "ray_port": ports.ray,
+        "ray_port_fixed": req.ray_port is not None,
+        "dp_rpc_port": ports.dp_rpc,
+        "api_key": "none" if req.no_api_key else ("file" if api_key_file else "generate"),
+        "api_key_file": api_key_file,
+        "ray_auth": not req.no_ray_auth,
+        "preflight": site.preflight and not req.no_preflight,
+        "preflight_port": _pick(req.preflight_port, DEFAULT_PREFLIGHT_PORT),
+        "preflight_port_fixed": req.preflight_port is not None,
+        "container": container,
+        "container_binds": _binds(req, spec, container, environ, root, None),
+        "vllm_version": vllm_version,
+        "job_name": _pick(req.job_name, default_job_name(name)),
+        "job_root": root,
+        "python": nodes_python,
+        "nccl_profile": site.nccl_profile,
+        "gpu_memory_gib": gpu_memory_gib,
+        "slurm": _slurm(req, site),
+        "env": {**site.env, **req.env, **({"VLLM_HPC_IFACE": req.iface} if req.iface else {})},
+        "extra_args": req.extra_args,
+        "revision": req.revision,
+        "staged": staged,
+    }
+    config = validated(ServeConfig, values)  # the job root (the cache's default) checked
+    compile_cache = _compile_cache(
+        req, spec, staged, site, environ, root, (nodes_python, python, in_image)
     )
+    if compile_cache is not None:
+        binds = _binds(req, spec, container, environ, root, compile_cache)
+        values.update(compile_cache=compile_cache, container_binds=binds)
+        config = validated(ServeConfig, values)
     check_extra_args(config)
     _check_options_and_token_parallel(config, site, in_image)
     return config

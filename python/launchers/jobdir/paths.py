@@ -8,6 +8,9 @@ node, submit, observe, the services, the bench) builds its paths here. Pure: no 
         submitit/<job id>/          a job submitted through submitit (its files)
         .ray_token                  the wrapper door's shared Ray token
         services/<NAME>/            ServiceDir
+        compile-cache/              CompileCacheDir, unless the site file's compile_cache
+                                    names another root
+        stage/<job id>.out, .err    a stage job's output (vllm-hpc stage --via sbatch)
         .doctor-<time>/             DoctorDir (also in a job directory)
         <cluster>-<job id>/         JobDir (the key: jobdir.jobroot.job_key)
 
@@ -27,6 +30,10 @@ node, submit, observe, the services, the bench) builds its paths here. Pure: no 
         service.json, state.json, front.json, key
         keys.json, usage.json       the users' keys (hashes) and their usage
         front-<job id>.log, router.log
+
+    <compile cache>/                CompileCacheDir (jobdir.compilecache)
+        <vllm version>/<model key>/     VLLM_CACHE_ROOT of a job of that model
+            torchinductor/              TORCHINDUCTOR_CACHE_DIR
 
     <model store>/                  ModelStore (vllm-hpc stage; jobdir.modelstore)
         <org>--<name>/refs/<revision>   the commit a revision was staged at (written last)
@@ -250,6 +257,47 @@ class JobRoot:
         """The directory of service ``name`` (checked by ``service.definition``)."""
         return ServiceDir(f"{self.services}/{name}")
 
+    @property
+    def compile_cache(self) -> CompileCacheDir:
+        """The default compile cache, when the site file names none."""
+        return CompileCacheDir(f"{self.root.rstrip('/')}/compile-cache")
+
+    @property
+    def stage_jobs(self) -> str:
+        """Where the output of ``vllm-hpc stage --via sbatch`` jobs goes."""
+        return f"{self.root.rstrip('/')}/stage"
+
+    def stage_output(self, job_id: str) -> str:
+        """A stage job's stdout (what ``stage`` printed); ``SLURM_JOB_ID_FIELD`` for sbatch."""
+        return f"{self.stage_jobs}/{job_id}.out"
+
+    def stage_errors(self, job_id: str) -> str:
+        """A stage job's stderr (progress bars, the error line)."""
+        return f"{self.stage_jobs}/{job_id}.err"
+
+
+@dataclass(frozen=True)
+class CompileCacheDir:
+    """Where vLLM's compile caches live across jobs (``jobdir.compilecache``): one
+    directory per vLLM version and model, so the second job of a model reuses the
+    first one's compile and an upgrade starts a new tree."""
+
+    root: str
+
+    UNKNOWN_VERSION: ClassVar[str] = "unknown"
+
+    def version(self, version: str) -> str:
+        return f"{self.root.rstrip('/')}/{version}"
+
+    def model(self, version: str, model_key: str) -> str:
+        """``VLLM_CACHE_ROOT`` of a job of the model ``model_key`` on vLLM ``version``."""
+        return f"{self.version(version)}/{model_key}"
+
+    @staticmethod
+    def inductor(model_dir: str) -> str:
+        """``TORCHINDUCTOR_CACHE_DIR`` beside vLLM's own cache in ``model_dir``."""
+        return f"{model_dir}/torchinductor"
+
 
 @dataclass(frozen=True)
 class ModelStore:
@@ -284,6 +332,7 @@ class ModelStore:
 __all__ = [
     "RANK_FIELD",
     "SLURM_JOB_ID_FIELD",
+    "CompileCacheDir",
     "DoctorDir",
     "JobDir",
     "JobRoot",

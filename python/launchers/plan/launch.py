@@ -47,6 +47,7 @@ from launchers.plan.netspec import nccl_profile_env
 from launchers.spec import secretenv
 from launchers.spec.config import (
     ClusterSpec,
+    CompileCache,
     ContainerSpec,
     Frozen,
     ParallelLayout,
@@ -179,6 +180,12 @@ class LaunchPlan(Frozen):
         None,
         description="The staged copy ``model`` is (None: a local directory or a hub id); "
         "left out of the JSON when None",
+        exclude_if=lambda value: value is None,
+    )
+    compile_cache: CompileCache | None = Field(
+        None,
+        description="vLLM's compile caches across jobs: every node makes the directory (0700) "
+        "and exports its env; left out of the JSON when None (the user set VLLM_CACHE_ROOT)",
         exclude_if=lambda value: value is None,
     )
     api_key_file: str | None = Field(
@@ -364,6 +371,8 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
     env.update(all2all_env(config))
     env.update(config.spec.env)
     env.update(config.env)
+    if config.compile_cache is not None:  # its env leaves out what the user set
+        env.update(config.compile_cache.env)
     offline: list[str] = []
     if config.staged is not None:
         env, offline = staging.offline_env(env, config.staged.path)
@@ -385,6 +394,7 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         container=config.container,
         container_binds=config.container_binds,
         staged=config.staged,
+        compile_cache=config.compile_cache,
         api_key_file=(paths.api_key if config.api_key == "generate" else config.api_key_file),
         generate_api_key=config.api_key == "generate",
         ray_token_file=paths.ray_token if config.ray_auth and config.runtime == "ray" else None,

@@ -155,10 +155,12 @@ def image_env(plan: LaunchPlan) -> tuple[dict[str, str], list[str]]:
     """The plan's environment for a rendered image deployment: ``(plain, secret_names)``,
     each sorted. Plain values are written into the file; a secret's value never is, only
     its name (the file reads it from a Kubernetes Secret or a 0600 env file). Every name
-    and value is checked; a name the render sets itself is refused."""
+    and value is checked; a name the render sets itself is refused. The compile cache's
+    variables are left out: they name a path of the SLURM nodes' shared storage."""
     from launchers.errors import InputError
 
-    env = checks.env_entries(dict(plan.env))
+    cache = plan.compile_cache.env if plan.compile_cache is not None else {}
+    env = checks.env_entries({k: v for k, v in plan.env.items() if k not in cache})
     owned = sorted(RENDER_OWNED_ENV & env.keys())
     if owned:
         raise InputError(

@@ -227,6 +227,18 @@ def weights_text(plan: LaunchPlan) -> str:
     )
 
 
+def compile_text(plan: LaunchPlan) -> str:
+    """Where vLLM's compile caches go: the plan's directory kept across jobs (with the
+    variables that name it and how the version key was learnt), or the user's own."""
+    cache = plan.compile_cache
+    if cache is None:
+        value = plan.env.get("VLLM_CACHE_ROOT")
+        shown = f"VLLM_CACHE_ROOT={shlex.quote(value)}" if value else "VLLM_CACHE_ROOT"
+        return f"{shown} as you set it (vllm-hpc leaves vLLM's caches to it)"
+    names = ", ".join(sorted(cache.env, key=lambda k: k != "VLLM_CACHE_ROOT"))
+    return f"{cache.path}  ({names}; kept across jobs of this model; {cache.version_note})"
+
+
 def _summary_lines(plan: LaunchPlan, title: str, ray_auth: str, *, slurm: bool = True) -> list[str]:
     """The dry run's head: what is served, how, where (``slurm``: what SLURM is asked
     for), and with which keys."""
@@ -236,6 +248,7 @@ def _summary_lines(plan: LaunchPlan, title: str, ray_auth: str, *, slurm: bool =
     if serves:
         out.append(f"  model     {plan.model}  (served as {plan.served_model_name})")
         out.append(f"  weights   {weights_text(plan)}")
+        out.append(f"  compile   {compile_text(plan)}")
     out += [f"  layout    {layout.describe()}", f"  why       {plan.layout_reason}"]
     if slurm:
         out.append(f"  slurm     {slurm_summary(plan)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from launchers import _proc, installed, jobdir
 from launchers.errors import InputError, VllmHpcError
-from launchers.jobdir import jobroot
+from launchers.jobdir import compilecache, jobroot
 from launchers.plan.commands import JOB_DIR, JOB_ID, JOB_KEY, LEADER_IP, NODE_IP
 from launchers.plan.launch import LaunchPlan
 from launchers.runtime import fsprobe, unexpected
@@ -96,6 +96,10 @@ def _play(
         ctx.container = plan.container
         ctx.binds = list(plan.container_binds) or required_binds(plan, env_in)
         ctx.log(f"processes run in {plan.container} (binds: {', '.join(ctx.binds)})")
+    if plan.compile_cache is not None:  # before anything compiles (or binds it)
+        cache = plan.compile_cache
+        compilecache.prepare(cache.path)
+        ctx.log(f"compile cache: {cache.path} (0700; {cache.version_note})")
     role = plan.role_for_rank(rank)
     # Every node reads the weights: one offline without them stops here, not in vLLM.
     serve = role.serve or plan.leader.serve

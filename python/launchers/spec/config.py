@@ -143,6 +143,13 @@ def check_store(value: str | None) -> str | None:
     return value
 
 
+def check_cache_root(value: str | None) -> str | None:
+    """A path, with ``{user}`` where the user's name goes (as in ``job_root``)."""
+    if value is not None:
+        check_store(value.replace("{user}", "user"))
+    return value
+
+
 def check_image(value: str | None) -> str | None:
     if value is not None:
         fields.no_whitespace(fields.not_a_flag(fields.plain_text(value)), "an image reference")
@@ -271,6 +278,16 @@ class SiteSpec(Frozen):
         description="true: the compute nodes cannot reach the hub, so a hub model must be "
         "staged first (vllm-hpc stage on the login node)",
     )
+    transfer_partition: str | None = Field(
+        None,
+        description="The partition whose nodes reach the hub, for vllm-hpc stage --via sbatch",
+    )
+    compile_cache: str | None = Field(
+        None,
+        description="Persistent storage for vLLM's compile caches, kept across jobs and keyed "
+        "by vLLM version and model ({user} filled in; /<user> appended without it). Default: "
+        "<job root>/compile-cache",
+    )
 
     _env = field_validator("env")(_check_env)
 
@@ -280,11 +297,14 @@ class SiteSpec(Frozen):
 
     _time = field_validator("time")(check_slurm_time)
     _vllm_version = field_validator("vllm_version")(check_version)
-    _slurm_names = field_validator("partition", "account", "qos")(check_slurm_names)
+    _slurm_names = field_validator("partition", "account", "qos", "transfer_partition")(
+        check_slurm_names
+    )
     _mem = field_validator("mem")(check_mem)
     _container = field_validator("container")(check_image)
     _login_host = field_validator("login_host")(check_host)
     _model_store = field_validator("model_store")(check_store)
+    _compile_cache = field_validator("compile_cache")(check_cache_root)
     _hf_endpoint = field_validator("hf_endpoint")(fields.check_endpoint)
 
 
@@ -419,6 +439,47 @@ class StagedModel(Frozen):
         return value
 
 
+CompileVersionFrom = Literal["nodes", "declared", "unknown"]
+# The variables that point vLLM (and torch Inductor, for what it compiles outside vLLM's
+# own compile) at the compile cache. vLLM derives Triton's cache from its own (0.32).
+COMPILE_CACHE_VARIABLES = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")
+VERSION_KEY_RE = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+
+
+class CompileCache(Frozen):
+    """Where the nodes' vLLM keeps what it compiles for this model, across jobs:
+    ``<root>/<vllm version>/<model key>`` (``jobdir.compilecache``). ``env``: the
+    variables vllm-hpc exports on every node for it (one the user set is left out);
+    ``version_note``: how the version was learnt, for the dry run."""
+
+    path: str = Field(description="The directory (absolute): VLLM_CACHE_ROOT")
+    vllm_version: str = Field(
+        pattern=VERSION_KEY_RE, description="The version key (unknown: not known here)"
+    )
+    version_from: CompileVersionFrom
+    version_note: str = Field(max_length=fields.MAX_TEXT)
+    model_key: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,160}$")
+    env: dict[str, str] = Field(default_factory=dict, description="Exported on every node")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        # An environment value and a container bind (which splits on ',' ':').
+        if not PurePosixPath(value).is_absolute() or not fields.STORE_PATH_RE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an absolute path of letters, digits and . _ / + @ = ~ -"
+            )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(COMPILE_CACHE_VARIABLES))
+        if unknown:
+            raise ValueError(f"{unknown[0]} is not a compile-cache variable")
+        return _check_env(value)
+
+
 class ServeConfig(Frozen):
     """One deployment, fully resolved and validated: the only input of ``plan()``."""
 
@@ -468,6 +529,9 @@ class ServeConfig(Frozen):
     revision: str | None = Field(None, description="The hub model's revision (vllm serve's)")
     staged: StagedModel | None = Field(
         None, description="Served from this staged copy, offline (spec.model is its path)"
+    )
+    compile_cache: CompileCache | None = Field(
+        None, description="vLLM's compile caches across jobs (None: the user set VLLM_CACHE_ROOT)"
     )
 
     _env = field_validator("env")(_check_env)

@@ -18,8 +18,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from launchers.defaults import STAGE_JOB_TIME
 from launchers.spec import fields
-from launchers.spec.config import Frozen
+from launchers.spec.config import Frozen, check_slurm_names, check_slurm_time
 from launchers.spec.fields import check_endpoint
 
 MANIFEST_FORMAT = 1
@@ -80,10 +81,25 @@ class StageRequest(Frozen):
     token_file: str | None = None
     dry_run: bool = False
     verify_hashes: bool = True
+    kernels: bool = Field(
+        True, description="Run the nodes' vLLM's `vllm download-kernels` (where it has one)"
+    )
 
     _model = field_validator("model")(lambda v: fields.not_a_flag(fields.plain_text(v)))
     _revision = field_validator("revision")(check_revision)
     _endpoint = field_validator("endpoint")(check_endpoint)
+
+
+class StageVia(Frozen):
+    """``vllm-hpc stage --via sbatch``: the same stage, run by a short job on a node that
+    reaches the hub (a transfer partition): its partition (else the site's
+    ``transfer_partition``, else SLURM's default) and its time limit."""
+
+    partition: str | None = None
+    time: str = STAGE_JOB_TIME
+
+    _partition = field_validator("partition")(check_slurm_names)
+    _time = field_validator("time")(check_slurm_time)
 
 
 class StagedFile(Frozen):
@@ -103,6 +119,20 @@ class StagedFile(Frozen):
         return value
 
 
+KernelsStatus = Literal["fetched", "none", "failed"]
+
+
+class StagedKernels(Frozen):
+    """What ``stage`` did about the kernels a GPU build of vLLM fetches at its first
+    start: ``fetched`` (the nodes' vLLM's ``vllm download-kernels`` ran and succeeded),
+    ``none`` (nothing to fetch, or not asked: ``detail`` says why), ``failed``."""
+
+    status: KernelsStatus
+    python: str = Field(description="The nodes' Python whose vLLM was asked")
+    vllm_version: str | None = Field(None, description="That vLLM's version (None: none)")
+    detail: str = Field(max_length=fields.MAX_TEXT, description="One line, as stage said it")
+
+
 class StagedManifest(Frozen):
     """``<store>/<org>--<name>/<commit>/vllm-hpc-staged.json``: what was staged and how
     it was checked. Written after every file is verified; the store's ``refs/<revision>``
@@ -119,6 +149,9 @@ class StagedManifest(Frozen):
     staged_at: float = Field(ge=0, description="Seconds since the epoch")
     tokenizer_checked: bool = Field(
         False, description="The config and the tokenizer were loaded offline from the copy"
+    )
+    kernels: StagedKernels | None = Field(
+        None, description="What `vllm download-kernels` did, or why it did not run"
     )
 
     _repo = field_validator("repo_id")(check_hub_id)
@@ -139,7 +172,9 @@ class StagedManifest(Frozen):
 
 __all__ = [
     "StageRequest",
+    "StageVia",
     "StagedFile",
+    "StagedKernels",
     "StagedManifest",
     "WeightFormat",
     "check_endpoint",

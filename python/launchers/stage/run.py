@@ -17,8 +17,10 @@
    be asked): one that does not load fails here, naming the file, and the copy is not
    recorded. Without Transformers anywhere it is said and not checked; the repository's
    own code is never run.
-7. Record: the manifest (``tokenizer_checked``), then (last) ``refs/<revision>``: only
-   now does the copy count.
+7. Kernels: the nodes' vLLM's ``vllm download-kernels`` where it has one (a GPU build,
+   vLLM 0.32+), else one line saying why nothing is fetched (``stage.kernels``).
+8. Record: the manifest (``tokenizer_checked``, ``kernels``), then (last)
+   ``refs/<revision>``: only now does the copy count.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 
 from launchers.defaults import DEFAULT_HF_ENDPOINT, STAGE_WORKERS
 from launchers.errors import InputError
+from launchers.input import probe
 from launchers.jobdir.modelstore import StagedCopy, record, staged_copy, store_root
 from launchers.jobdir.paths import ModelStore
 from launchers.jobdir.safe import private_dir, read_private_text
@@ -41,9 +44,16 @@ from launchers.offline_load import LoadCheck, load_offline
 from launchers.plan import staging
 from launchers.spec.config import SiteSpec
 from launchers.spec.fields import check_endpoint
-from launchers.spec.staged import StagedFile, StagedManifest, StageRequest, check_hub_id
-from launchers.stage import hub
+from launchers.spec.staged import (
+    StagedFile,
+    StagedKernels,
+    StagedManifest,
+    StageRequest,
+    check_hub_id,
+)
+from launchers.stage import hub, kernels
 from launchers.stage.hub import StageError
+from launchers.stage.kernels import KernelsStep
 
 _TRUE = ("1", "ON", "YES", "TRUE")
 _HASH_CHUNK = 8 * 1024 * 1024
@@ -52,7 +62,8 @@ _HASH_CHUNK = 8 * 1024 * 1024
 @dataclass(frozen=True)
 class StagePlan:
     """What a stage of ``repo_id`` at ``revision`` does: the commit, where, from where,
-    the files chosen (and left out, and why), which of them are already whole there."""
+    the files chosen (and left out, and why), which of them are already whole there, and
+    what is done for the kernels (``stage.kernels``)."""
 
     repo_id: str
     revision: str
@@ -62,6 +73,7 @@ class StagePlan:
     dest: str
     selection: staging.Selection
     present: tuple[str, ...]
+    kernels: KernelsStep
 
     @property
     def to_fetch(self) -> tuple[staging.RemoteFile, ...]:
@@ -72,11 +84,13 @@ class StagePlan:
 class StageResult:
     """``plan``: what was (or, for a dry run, would be) staged; ``copy``: the staged,
     verified copy (None for a dry run); ``tokenizer``: what loading its config and
-    tokenizer offline said (None for a dry run)."""
+    tokenizer offline said (None for a dry run); ``kernels``: what ``vllm download-kernels``
+    did, or why it did not run (None for a dry run)."""
 
     plan: StagePlan
     copy: StagedCopy | None
     tokenizer: LoadCheck | None = None
+    kernels: StagedKernels | None = None
 
 
 def hub_id(model: str, registry_model: Callable[[str], str]) -> str:
@@ -217,6 +231,69 @@ def check_tokenizer(dest: Path, environ: Mapping[str, str], this_python: str) ->
     return replace(here, detail=detail)
 
 
+@dataclass(frozen=True)
+class NodeStage:
+    """``stage`` as a job's node runs it (``--via sbatch``): everything decided here (the
+    hub id, the store, the hub, the token's file), so the node's own environment only
+    gives it its Python. ``argv`` names the token's file, never the token."""
+
+    repo_id: str
+    revision: str
+    store: str
+    endpoint: str
+    token_file: str | None
+    argv: tuple[str, ...]
+
+
+def node_stage(
+    request: StageRequest,
+    environ: Mapping[str, str],
+    site: SiteSpec,
+    registry_model: Callable[[str], str],
+    *,
+    python: str = sys.executable,
+    as_json: bool = False,
+) -> NodeStage:
+    """The ``stage`` command a node runs for ``request``: the nodes' Python
+    (``$VLLM_HPC_PYTHON``, else ``python``) with the resolved hub id, revision, store
+    (absolute), hub and token file (checked here: the user's, 0600, one token, before
+    anything is queued). The same refusals as here come first (``HF_HUB_OFFLINE``: the
+    job inherits this environment)."""
+    _refuse_offline(environ)
+    repo_id = hub_id(request.model, registry_model)
+    endpoint = _endpoint(request, site, environ)
+    store = os.path.abspath(store_root(request.dest, environ, site.model_store))
+    token_file = token_path(request.token_file, environ)
+    if token_file is not None:
+        token_file = os.path.abspath(os.path.expanduser(token_file))
+        read_token(token_file)  # refused here, not after the queue; the text goes nowhere
+    nodes = environ.get("VLLM_HPC_PYTHON") or python
+    argv = [nodes, "-m", "launchers", "stage", repo_id, "--revision", request.revision,
+            "--dest", store, "--endpoint", endpoint]  # fmt: skip
+    if token_file is not None:
+        argv += ["--token-file", token_file]
+    if not request.verify_hashes:
+        argv.append("--no-hash")
+    if not request.kernels:
+        argv.append("--no-kernels")
+    if as_json:
+        argv.append("--json")
+    return NodeStage(repo_id, request.revision, store, endpoint, token_file, tuple(argv))
+
+
+def kernels_step(request: StageRequest, environ: Mapping[str, str], this_python: str
+                 ) -> KernelsStep:  # fmt: skip
+    """What to do for the kernels of the nodes' vLLM (``$VLLM_HPC_PYTHON``, else
+    ``this_python``): its package metadata is read (in this process when it is this
+    Python), vLLM is not imported."""
+    nodes = environ.get("VLLM_HPC_PYTHON") or this_python
+    if not request.kernels:
+        return kernels.decide(nodes, probe.InstalledVllm(), asked=False)
+    same = os.path.abspath(nodes) == os.path.abspath(this_python)
+    found = probe.installed_here() if same else probe.installed_vllm(nodes)
+    return kernels.decide(nodes, found)
+
+
 def stage(
     request: StageRequest,
     environ: Mapping[str, str],
@@ -238,10 +315,11 @@ def stage(
     selection = staging.choose(files)
     paths = ModelStore(store)
     dest = Path(paths.copy(repo_id, commit))
+    step = kernels_step(request, environ, python)
 
     def plan_of(chosen: staging.Selection) -> StagePlan:
         return StagePlan(repo_id, request.revision, commit, endpoint, store, str(dest), chosen,
-                         _whole(dest, chosen.files))  # fmt: skip
+                         _whole(dest, chosen.files), step)  # fmt: skip
 
     if request.dry_run:
         return StageResult(plan_of(selection), None)
@@ -291,6 +369,7 @@ def stage(
             f"repository has that file (vllm-hpc stage {repo_id} --dry-run lists what is "
             "staged); a library the error names is installed for the nodes' Python",
         )
+    fetched = kernels.fetch(step, environ)
     manifest = StagedManifest(
         repo_id=repo_id,
         revision=request.revision,
@@ -301,9 +380,10 @@ def stage(
         verified="size+sha256" if hashes and any(f.sha256 for f in selection.files) else "size",
         staged_at=now(),
         tokenizer_checked=loaded.status == "loaded",
+        kernels=fetched,
     )
     record(store, manifest)
     found = staged_copy(store, repo_id, request.revision)
     if found is None:  # the ref and manifest were just written: only a race gets here
         raise StageError(f"model {repo_id}: {dest} was written but cannot be read back")
-    return StageResult(plan_of(selection), found, loaded)
+    return StageResult(plan_of(selection), found, loaded, fetched)

@@ -11,7 +11,7 @@ from typing import Any
 
 from launchers import _proc, jobdir
 from launchers.errors import InputError, SubmitError
-from launchers.jobdir import jobfiles, jobroot, safe, secretfile
+from launchers.jobdir import compilecache, jobfiles, jobroot, safe, secretfile
 from launchers.jobdir.paths import SLURM_JOB_ID_FIELD, JobDir, JobRoot
 from launchers.plan.launch import LaunchPlan, job_dir_for
 from launchers.render.text import job_dir_lines
@@ -58,6 +58,9 @@ def sbatch_text(script: str, environ: Mapping[str, str]) -> str:
 
 def _prepare(plan: LaunchPlan) -> None:
     safe.private_dir(plan.paths.root, "job root")
+    if plan.compile_cache is not None and plan.container and plan.container.runtime == "enroot":
+        # pyxis mounts it before the step (and the node runtime) starts: it must exist.
+        compilecache.prepare(plan.compile_cache.path)
     if (
         plan.api_key_file
         and not plan.generate_api_key
