@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL_FILES = $(shell find bin slurm python tests modules containers bench -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
 
-.PHONY: help install tools lint test test-unit test-cluster testenv demo demo-clean bench-launch bench-service bench-front clean
+.PHONY: help install tools lint test test-unit test-cluster testenv demo demo-clean bench-launch bench-compile bench-service bench-front clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ test: lint test-unit test-cluster ## Everything CI runs
 
 bench-launch: install ## Launch speed vs a hand-written floor on the mini cluster (~25 min)
 	$(PY) -m bench.launch.run
+
+bench-compile: install ## The compile cache across jobs: a first start, then two that reuse it (~5 min)
+	$(PY) -m bench.launch.compile_cache
 
 bench-service: install ## A service's front vs direct, cold starts from zero replicas, and a handover under load (~33 min)
 	$(PY) -m bench.service.run
