@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from launchers.jobdir import jobfiles
 from launchers.plan.argv import process_argv
 from launchers.plan.commands import (
     API_PORT,
@@ -29,6 +29,9 @@ from launchers.plan.commands import (
 )
 from launchers.plan.launch import LaunchPlan, fill_known, fill_placeholders
 from launchers.spec.config import Frozen
+
+if TYPE_CHECKING:
+    from launchers.jobdir import jobfiles  # the records job_values reads (a dry run has none)
 
 
 class NodeCommands(Frozen):
