@@ -29,7 +29,6 @@ from launchers.defaults import (
 from launchers.errors import LayoutError
 from launchers.jobdir import jobroot
 from launchers.jobdir.paths import RANK_FIELD, JobDir, JobRoot
-from launchers.plan import staging
 from launchers.plan.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -366,6 +365,8 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
     env.update(config.env)
     offline: list[str] = []
     if config.staged is not None:
+        from launchers.plan import staging  # a staged copy's only
+
         env, offline = staging.offline_env(env, config.staged.path)
     plain, secret = secretenv.split(env)
     node_argv = (config.python, "-m", "launchers", "node", "run", "--plan", paths.plan)

@@ -36,7 +36,6 @@ from launchers.spec.fields import (
     MAX_NODES,
     MAX_PARALLEL,
 )
-from launchers.spec.staged import check_revision
 
 # The headings ``--help`` lists the request's options under, in this order.
 LAYOUT = "Model and layout"
@@ -348,7 +347,9 @@ class SubmitRequest(BaseModel):
     in_image: bool = False
     env: dict[str, str] = Field(default_factory=dict)
 
-    _revision = field_validator("revision")(lambda v: None if v is None else check_revision(v))
+    _revision = field_validator("revision")(
+        lambda v: None if v is None else _fields.check_revision(v)
+    )
     _model_store = field_validator("model_store")(
         lambda v: None if v is None else _fields.not_a_flag(_fields.plain_text(v))
     )

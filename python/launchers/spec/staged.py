@@ -8,7 +8,8 @@ file with its size (and sha256 where the hub gives one: its LFS files), how the 
 was verified and whether its config and tokenizer were loaded offline. No token, no
 header, no URL with credentials ever goes into it.
 
-Pure: the checks of a hub id, a revision and an endpoint, once, at the edge.
+Pure: the checks of a hub id, a revision and an endpoint, once, at the edge (those three
+are ``spec.fields``', which a request checks without this module's models).
 """
 
 from __future__ import annotations
@@ -20,42 +21,23 @@ from pydantic import Field, field_validator
 
 from launchers.spec import fields
 from launchers.spec.config import Frozen
-from launchers.spec.fields import check_endpoint
+from launchers.spec.fields import (
+    COMMIT_RE,
+    HUB_ID_RE,
+    REVISION_RE,
+    check_endpoint,
+    check_hub_id,
+    check_revision,
+)
 
 MANIFEST_FORMAT = 1
 
-# A hub id with its organisation: the hub's own rule (letters, digits, '-', '_', '.';
-# neither '--' nor '..' in a name; at most 96 characters each side).
-_HUB_NAME = r"(?!.*(?:--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-HUB_ID_RE = re.compile(rf"{_HUB_NAME}/{_HUB_NAME}", re.ASCII)
-# A branch, a tag, a commit or refs/pr/N: no '..', no leading '-', no empty part.
-REVISION_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]+)*", re.ASCII)
-COMMIT_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
 SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 # A path inside a repository, as the hub lists it.
 _REPO_PATH_RE = re.compile(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[^\\]+", re.ASCII)
 
 Verification = Literal["size", "size+sha256"]
 WeightFormat = Literal["safetensors", "bin", "pt", "none"]
-
-
-def check_hub_id(value: str) -> str:
-    """``org/name``: a registry id (no '/') is resolved before it gets here."""
-    fields.plain_text(value, limit=fields.MAX_NAME)
-    if not HUB_ID_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a Hugging Face id (org/name: letters, digits, '-', '_', '.')"
-        )
-    return value
-
-
-def check_revision(value: str) -> str:
-    fields.plain_text(value, limit=fields.MAX_NAME)
-    if not REVISION_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a revision (a branch, a tag or a commit: main, v1.0, 0123abc...)"
-        )
-    return value
 
 
 def check_repo_path(value: str) -> str:
@@ -138,6 +120,9 @@ class StagedManifest(Frozen):
 
 
 __all__ = [
+    "COMMIT_RE",
+    "HUB_ID_RE",
+    "REVISION_RE",
     "StageRequest",
     "StagedFile",
     "StagedManifest",
