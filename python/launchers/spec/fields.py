@@ -90,6 +90,13 @@ def plain_text(value: str, *, limit: int = MAX_TEXT) -> str:
     return value
 
 
+def one_line(value: str) -> str:
+    """No control character, whatever the length (``plain_text`` without its bound): what
+    every text of a ``spec.config.Frozen`` model is held to, and what its own checks
+    test first where they would otherwise name another fault of such a value."""
+    return plain_text(value, limit=max(len(value), 1))
+
+
 def not_a_flag(value: str) -> str:
     """A value placed where a command reads options must not look like one."""
     if value.startswith("-"):

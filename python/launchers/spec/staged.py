@@ -80,7 +80,7 @@ class StagedFile(Frozen):
     @field_validator("sha256")
     @classmethod
     def _sha(cls, value: str | None) -> str | None:
-        if value is not None and not SHA256_RE.fullmatch(value):
+        if value is not None and not SHA256_RE.fullmatch(fields.one_line(value)):
             raise ValueError("is not a sha256 (64 lowercase hex digits)")
         return value
 
@@ -110,7 +110,7 @@ class StagedManifest(Frozen):
     @field_validator("commit")
     @classmethod
     def _commit(cls, value: str) -> str:
-        if not COMMIT_RE.fullmatch(value):
+        if not COMMIT_RE.fullmatch(fields.one_line(value)):
             raise ValueError("is not a commit (40 lowercase hex digits)")
         return value
 
