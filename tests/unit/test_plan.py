@@ -165,8 +165,9 @@ NOT_FOR_A_DRY_RUN = (
     "submitit", "openai", "ray", "vllm", "torch",
     "launchers.cli.render", "launchers.cli.service", "launchers.cli.doctor",
     "launchers.cli.stage", "launchers.cli.clean", "launchers.cli.models",
-    "launchers.cli.node", "launchers.cli.internal", "launchers.observe.progress",
-    "launchers.service", "launchers.runtime", "launchers.stage", "launchers.submit.slurm",
+    "launchers.cli.node", "launchers.cli.internal", "launchers.cli.plan",
+    "launchers.observe.progress", "launchers.service", "launchers.runtime", "launchers.stage",
+    "launchers.submit.slurm",
     "launchers.observe.job", "launchers.observe.status", "launchers.jobdir.jobfiles",
     "launchers.input.vllm_options", "launchers.spec.staged", "launchers.plan.staging",
 )  # fmt: skip
