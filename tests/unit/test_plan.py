@@ -177,7 +177,7 @@ NO_CHILD = ("subprocess", "launchers._proc", "launchers.waits")
 @pytest.mark.parametrize("nodes_python", ["this", "another"])
 def test_the_dry_run_imports_only_what_planning_needs(tmp_path: Path, nodes_python: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_HPC_")}
-    unwanted = NOT_FOR_A_DRY_RUN
+    unwanted: tuple[str, ...] = NOT_FOR_A_DRY_RUN
     if nodes_python == "another":  # asked in a child process: it says it has Ray
         fake = tmp_path / "python"
         fake.write_text("#!/bin/sh\nexit 0\n")
