@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHELL_FILES = $(shell find bin slurm python tests modules containers bench -type f \( -name '*.sh' -o -name '*.sbatch' -o -name '*.bash' \) -not -path '*/.state/*' 2>/dev/null)
 
-.PHONY: help install tools lint test test-unit test-cluster testenv demo demo-clean bench-launch bench-compile bench-service bench-front clean
+.PHONY: help install tools lint test test-unit test-cluster testenv demo demo-clean bench-launch bench-compile bench-service bench-front bench-dryrun clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench-service: install ## A service's front vs direct, cold starts from zero rep
 
 bench-front: install ## The service's front at line rate on loopback: Go stand-in replica, vllm-router, proxy (~10 min, a quiet machine)
 	$(PY) -m bench.front.run
+
+bench-dryrun: install ## The dry run's start-up against a bare import of pydantic, click and yaml, interleaved (~1 min, no cluster)
+	$(PY) -m bench.dryrun.run
 
 demo: install ## 2-node mini cluster, a real job, an answer from its endpoint, teardown (KEEP=1 leaves them up)
 	$(PY) -m tests.cluster.demo $(if $(KEEP),--keep)

@@ -12,9 +12,9 @@ A request may also be given as its fields (``Client().plan({"model": ..., "nodes
 one that does not validate is an ``InputError`` with the CLI's one line (``--nodes:
 ...``), where ``SubmitRequest(...)`` raises pydantic's ``ValidationError``.
 
-A job is read through ``launchers.observe.job.Job``; planning (``input``) and
+A job is read through ``launchers.observe.job.Job``; it, planning (``input``) and
 submission (``submit.slurm``) are imported when first used, so finding a job stays
-cheap.
+cheap and a plan (``submit --dry-run``) imports no job reading.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launchers.observe.job import Job, JobFinder
+from launchers.observe.finder import JobFinder
 from launchers.spec.request import SubmitRequest
 
 if TYPE_CHECKING:
     from launchers.observe.cleanup import Decision
+    from launchers.observe.job import Job
     from launchers.plan.launch import LaunchPlan
     from launchers.render.stagejob import StageJob
     from launchers.spec.config import ServeConfig
@@ -98,6 +99,8 @@ class Client(JobFinder):
     ) -> Job:
         """Plan ``request`` (a ``SubmitRequest`` or its fields) and submit it: a SLURM
         job (through submitit or ``sbatch``), or one node here (``executor="local"``)."""
+        from launchers.observe.job import Job
+
         handle = self.submit_plan(self.plan(request), executor=executor, via=via)
         return Job(handle.job_id, handle.job_dir)
 
@@ -212,6 +215,15 @@ class Client(JobFinder):
         if decision.action == "remove":
             shutil.rmtree(job_dir)  # by file descriptors: never follows a symlink in it
         return dataclasses.replace(decision, files=tuple(files))
+
+
+def __getattr__(name: str) -> Any:
+    """``launchers.client.Job``, imported when it is asked for."""
+    if name == "Job":
+        from launchers.observe.job import Job
+
+        return Job
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Client", "Job", "SubmitRequest"]

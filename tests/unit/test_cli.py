@@ -209,6 +209,47 @@ def test_every_command_is_found_under_its_name_and_loaded_when_asked_for() -> No
     assert cli.get_command(context, "no-such-command") is None
 
 
+def test_every_command_and_subcommand_has_its_help() -> None:
+    """The lazy group's ``--help`` lists every command but the hidden (internal) ones
+    with its short help, and each command and subcommand (its module imported when asked
+    for) prints its own."""
+    import click
+    from click.testing import CliRunner
+
+    from launchers.cli import COMMANDS, cli
+
+    done = CliRunner().invoke(cli, ["--help"], terminal_width=200)
+    assert done.exit_code == 0, done.output
+    listed = {
+        line.split()[0]: line.split(None, 1)[1:]
+        for line in done.output.split("Commands:\n", 1)[1].splitlines()
+        if line.strip()
+    }
+    context = click.Context(cli)
+    loaded = [cli.get_command(context, name) for name in COMMANDS]
+    shown = [str(c.name) for c in loaded if isinstance(c, click.Command) and not c.hidden]
+    assert sorted(listed) == sorted(shown) and len(shown) >= 15, listed
+    assert all(short for short in listed.values()), listed
+
+    def paths(group: click.Group, path: list[str]) -> list[list[str]]:
+        found: list[list[str]] = []
+        context = click.Context(group)
+        for name in group.list_commands(context):
+            command = group.get_command(context, name)
+            assert command is not None, name
+            found.append([*path, name])
+            if isinstance(command, click.Group):
+                found += paths(command, [*path, name])
+        return found
+
+    every = paths(cli, [])
+    assert len(every) > len(COMMANDS)  # the groups' subcommands too
+    for path in every:
+        done = CliRunner().invoke(cli, [*path, "--help"])
+        assert done.exit_code == 0, (path, done.output)
+        assert done.output.startswith("Usage:"), (path, done.output)
+
+
 def test_every_json_option_is_the_one_shared_option() -> None:
     """Every command with ``--json`` declares it through ``cli.jobs.json_option``: the
     same flag, parameter and help text everywhere."""

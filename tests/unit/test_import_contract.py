@@ -37,10 +37,16 @@ def tree(tmp_path: Path) -> Path:
 
 
 def plant(tree: Path, module: str, line: str) -> None:
+    """Add ``line`` to the module's imports: after its ``from __future__`` import, or
+    (a module that evaluates its annotations) after its docstring."""
     path = tree / "python" / "launchers" / f"{module.replace('.', '/')}.py"
     text = path.read_text()
     marker = "from __future__ import annotations\n"
-    path.write_text(text.replace(marker, marker + line + "\n", 1))
+    if marker not in text:
+        marker = text[: text.index('"""\n', 3) + 4]
+    planted = text.replace(marker, marker + line + "\n", 1)
+    assert planted != text, module
+    path.write_text(planted)
 
 
 def test_the_tree_keeps_the_contract(tree: Path) -> None:

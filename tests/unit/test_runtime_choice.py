@@ -1,7 +1,7 @@
 """Across nodes with no runtime chosen, the planner asks the nodes' Python whether it has
-Ray (``launchers.input.probe.has_module``, a child process) and falls back to vLLM's own
-multi-node (``--runtime native``) when it has not. The probe is the seam these tests fake;
-its own subprocess path runs for real at the end.
+Ray (``launchers.input.probe.has_module``: this interpreter directly, another in a child
+process) and falls back to vLLM's own multi-node (``--runtime native``) when it has not.
+The probe is the seam these tests fake; its own paths run for real at the end.
 """
 
 from __future__ import annotations
@@ -99,10 +99,25 @@ def test_no_ray_and_a_vllm_without_native_multi_node_is_one_clear_line(
     )
 
 
-def test_has_module_asks_a_real_interpreter(tmp_path: Path) -> None:
+def test_has_module_asks_a_real_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another path to this interpreter: asked in a child process.
+    other = tmp_path / "python"
+    other.symlink_to(sys.executable)
+    assert REAL_HAS_MODULE(str(other), "json") is True
+    assert REAL_HAS_MODULE(str(other), "no_such_module_vllm_hpc") is False
+    assert REAL_HAS_MODULE(str(tmp_path / "no-python"), "ray") is None
+    # This interpreter: asked here, no child started (nor _proc imported for one).
+    from launchers import _proc
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(_proc, "run", no_child)
     assert REAL_HAS_MODULE(sys.executable, "json") is True
     assert REAL_HAS_MODULE(sys.executable, "no_such_module_vllm_hpc") is False
-    assert REAL_HAS_MODULE(str(tmp_path / "no-python"), "ray") is None
+    assert REAL_HAS_MODULE(sys.executable, "no_such_package_vllm_hpc.sub") is False
 
 
 @pytest.mark.parametrize("what", ["k8s", "compose"])

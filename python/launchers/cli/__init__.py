@@ -21,7 +21,7 @@ from launchers.cli.exits import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED
 # when the command is asked for: `submit --dry-run` imports the submit command's module,
 # not the service's, the doctor's or the renderers'; `--help` imports them all.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "submit": ("submit", "submit_cmd"), "plan": ("submit", "plan_cmd"),
+    "submit": ("submit", "submit_cmd"), "plan": ("plan", "plan_cmd"),
     "render": ("render", "render_group"),
     "jobs": ("jobs", "jobs_cmd"), "status": ("jobs", "status_cmd"), "logs": ("jobs", "logs_cmd"),
     "metrics": ("jobs", "metrics_cmd"), "bench": ("jobs", "bench_cmd"),

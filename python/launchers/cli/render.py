@@ -17,7 +17,7 @@ import click
 
 from launchers.cli.options import RequestCommand, plan_of, request_options
 from launchers.cli.output import write_file
-from launchers.cli.submit import sealed
+from launchers.cli.plan import sealed
 from launchers.defaults import (
     RAY_CLUSTER_PROVIDER,
     RAY_CLUSTER_SSH_USER,

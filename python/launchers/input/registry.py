@@ -24,7 +24,6 @@ an error message echoes is shortened (``errors.shown``).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -296,6 +295,8 @@ def _check_keys(fields: Mapping[str, Any], model: type[BaseModel], where: str) -
     valid = list(model.model_fields)
     for key in fields:
         if key not in valid:
+            import difflib  # an error's hint only
+
             close = difflib.get_close_matches(key, valid, n=1) if len(key) < 100 else []
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise RegistryError(
@@ -317,6 +318,8 @@ class Registry:
         try:
             return self.models[name]
         except KeyError:
+            import difflib  # an error's hint only
+
             close = (
                 difflib.get_close_matches(name, list(self.models), n=3) if len(name) < 200 else []
             )

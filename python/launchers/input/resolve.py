@@ -32,7 +32,7 @@ from launchers.defaults import (
     USER_PORTS,
 )
 from launchers.errors import InputError, shown
-from launchers.input import probe, vllm_options
+from launchers.input import probe
 from launchers.input.registry import Registry
 from launchers.jobdir import compilecache
 from launchers.jobdir.jobroot import job_root
@@ -68,7 +68,6 @@ from launchers.spec.config import (
     check_model,
 )
 from launchers.spec.request import FLAG_NAMES, SubmitRequest, one_line_error
-from launchers.spec.staged import HUB_ID_RE
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -406,7 +405,7 @@ def _staged(
     revision = req.revision or DEFAULT_REVISION
     store = store_root(req.model_store, environ, site.model_store)
     # Only a well-formed org/name is looked up: the store's paths are built from it.
-    hub_id = HUB_ID_RE.fullmatch(spec.model) is not None
+    hub_id = fields.HUB_ID_RE.fullmatch(spec.model) is not None
     found = staged_copy(store, spec.model, revision) if hub_id else None
     if found is None:
         if site.nodes_offline:
@@ -731,7 +730,9 @@ def _check_vllm_args(config: ServeConfig, more: frozenset[str] = frozenset()) ->
     (its shipped table, with ``more`` names the nodes' vLLM said it has); a release
     vllm-hpc has no table of is not checked."""
     if not (config.spec.extra_args or config.extra_args):
-        return  # nothing to check: the table is not even read
+        return  # nothing to check: the table is not even read (nor its module imported)
+    from launchers.input import vllm_options
+
     table = vllm_options.shipped_table(config.vllm_version)
     if table is None:
         return

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -24,7 +25,10 @@ from launchers.defaults import DEFAULT_MODEL_STORE
 from launchers.jobdir.jobroot import expand_home
 from launchers.jobdir.paths import ModelStore
 from launchers.jobdir.safe import open_nofollow, private_dir
-from launchers.spec.staged import COMMIT_RE, StagedManifest
+from launchers.spec.fields import COMMIT_RE
+
+if TYPE_CHECKING:  # read where a copy is found: a plan of an unstaged model needs no model
+    from launchers.spec.staged import StagedManifest
 
 STORE_ENV = "VLLM_HPC_MODEL_STORE"
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -68,6 +72,8 @@ def _read_small(path: str, limit: int) -> str | None:
 
 def read_manifest(path: str) -> StagedManifest | None:
     """The manifest at ``path``, or None (missing, a symlink, not a valid manifest)."""
+    from launchers.spec.staged import StagedManifest
+
     text = _read_small(path, _MAX_MANIFEST_BYTES)
     if text is None:
         return None

@@ -9,8 +9,10 @@ Values only a node knows are placeholders (see ``commands.PLACEHOLDERS``), fille
 on the node by ``fill_placeholders``.
 """
 
-from __future__ import annotations
-
+# Annotations are evaluated here, as the module runs (no `from __future__ import
+# annotations`): pydantic would otherwise compile each field's annotation from its text
+# when the class is made (the dry run's models: about 6 of its 20 ms of class making).
+# Names defined further down are quoted.
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -29,7 +31,6 @@ from launchers.defaults import (
 from launchers.errors import LayoutError
 from launchers.jobdir import jobroot
 from launchers.jobdir.paths import RANK_FIELD, JobDir, JobRoot
-from launchers.plan import staging
 from launchers.plan.commands import (
     DP_START_RANK,
     JOB_DIR,
@@ -109,12 +110,12 @@ class JobPaths(Frozen):
     batch_log: str
 
     @classmethod
-    def at(cls, job_dir: str) -> JobPaths:
+    def at(cls, job_dir: str) -> "JobPaths":
         """The paths of a job directory a user named (the wrapper's ``--job-dir``)."""
         job_dir = job_dir.rstrip("/") or "/"
         return job_paths(os.path.dirname(job_dir) or "/", job_dir=job_dir)
 
-    def for_job(self, job_id: str, cluster: str = jobroot.DEFAULT_CLUSTER) -> JobPaths:
+    def for_job(self, job_id: str, cluster: str = jobroot.DEFAULT_CLUSTER) -> "JobPaths":
         """These paths for one job (``@JOB_KEY@`` and ``@JOB_ID@`` filled in); a job id
         or cluster name that is not one is refused (it never becomes a path)."""
         key = jobroot.job_key(job_id, cluster)
@@ -216,7 +217,7 @@ class LaunchPlan(Frozen):
         for a plan read from a file (the nodes read ``secret_env_file``)."""
         return dict(self._secrets)
 
-    def with_secret_values(self, values: Mapping[str, str]) -> LaunchPlan:
+    def with_secret_values(self, values: Mapping[str, str]) -> "LaunchPlan":
         """This plan with ``values`` as its secret variables (names in ``secret_env``)."""
         out = self.model_copy(update={"secret_env": tuple(sorted(values))})
         out._secrets = dict(sorted(values.items()))
@@ -375,6 +376,8 @@ def plan(config: ServeConfig, cluster: ClusterSpec) -> LaunchPlan:
         env.update(config.compile_cache.env)
     offline: list[str] = []
     if config.staged is not None:
+        from launchers.plan import staging  # a staged copy's only
+
         env, offline = staging.offline_env(env, config.staged.path)
     plain, secret = secretenv.split(env)
     node_argv = (config.python, "-m", "launchers", "node", "run", "--plan", paths.plan)

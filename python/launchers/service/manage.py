@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import os
 import sys
 import time
@@ -74,8 +73,6 @@ def can_import(python: str, module: str) -> bool | None:
     """Whether ``python`` can import ``module`` (found, not imported): this interpreter
     is asked directly, another one in a child process (``input.probe.has_module``).
     None: it cannot be asked from here (no such interpreter on this machine)."""
-    if os.path.abspath(python) == os.path.abspath(sys.executable):
-        return importlib.util.find_spec(module) is not None
     return node_probe.has_module(python, module)
 
 

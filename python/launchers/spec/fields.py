@@ -61,6 +61,15 @@ ENDPOINT_RE = re.compile(
     r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?", re.ASCII
 )
 
+# A hub id with its organisation: the hub's own rule (letters, digits, '-', '_', '.';
+# neither '--' nor '..' in a name; at most 96 characters each side). Its revision and
+# the commit a copy was staged at (spec.staged, jobdir.modelstore).
+_HUB_NAME = r"(?!.*(?:--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+HUB_ID_RE = re.compile(rf"{_HUB_NAME}/{_HUB_NAME}", re.ASCII)
+# A branch, a tag, a commit or refs/pr/N: no '..', no leading '-', no empty part.
+REVISION_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]+)*", re.ASCII)
+COMMIT_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
+
 
 def control_character(text: str) -> str | None:
     """A description of the first control character in ``text`` (newline, tab, escape,
@@ -79,6 +88,13 @@ def plain_text(value: str, *, limit: int = MAX_TEXT) -> str:
     if len(value) > limit:
         raise ValueError(f"is {len(value)} characters long (at most {limit})")
     return value
+
+
+def one_line(value: str) -> str:
+    """No control character, whatever the length (``plain_text`` without its bound): what
+    every text of a ``spec.config.Frozen`` model is held to, and what its own checks
+    test first where they would otherwise name another fault of such a value."""
+    return plain_text(value, limit=max(len(value), 1))
 
 
 def not_a_flag(value: str) -> str:
@@ -124,3 +140,22 @@ def check_endpoint(value: str | None) -> str | None:
             "password or query: a token goes in a 0600 file, --token-file)"
         )
     return value.rstrip("/")
+
+
+def check_hub_id(value: str) -> str:
+    """``org/name``: a registry id (no '/') is resolved before it gets here."""
+    plain_text(value, limit=MAX_NAME)
+    if not HUB_ID_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a Hugging Face id (org/name: letters, digits, '-', '_', '.')"
+        )
+    return value
+
+
+def check_revision(value: str) -> str:
+    plain_text(value, limit=MAX_NAME)
+    if not REVISION_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a revision (a branch, a tag or a commit: main, v1.0, 0123abc...)"
+        )
+    return value

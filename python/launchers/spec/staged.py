@@ -8,7 +8,8 @@ file with its size (and sha256 where the hub gives one: its LFS files), how the 
 was verified and whether its config and tokenizer were loaded offline. No token, no
 header, no URL with credentials ever goes into it.
 
-Pure: the checks of a hub id, a revision and an endpoint, once, at the edge.
+Pure: the checks of a hub id, a revision and an endpoint, once, at the edge (those three
+are ``spec.fields``', which a request checks without this module's models).
 """
 
 from __future__ import annotations
@@ -21,42 +22,23 @@ from pydantic import Field, field_validator
 from launchers.defaults import STAGE_JOB_TIME
 from launchers.spec import fields
 from launchers.spec.config import Frozen, check_slurm_names, check_slurm_time
-from launchers.spec.fields import check_endpoint
+from launchers.spec.fields import (
+    COMMIT_RE,
+    HUB_ID_RE,
+    REVISION_RE,
+    check_endpoint,
+    check_hub_id,
+    check_revision,
+)
 
 MANIFEST_FORMAT = 1
 
-# A hub id with its organisation: the hub's own rule (letters, digits, '-', '_', '.';
-# neither '--' nor '..' in a name; at most 96 characters each side).
-_HUB_NAME = r"(?!.*(?:--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-HUB_ID_RE = re.compile(rf"{_HUB_NAME}/{_HUB_NAME}", re.ASCII)
-# A branch, a tag, a commit or refs/pr/N: no '..', no leading '-', no empty part.
-REVISION_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]+)*", re.ASCII)
-COMMIT_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
 SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 # A path inside a repository, as the hub lists it.
 _REPO_PATH_RE = re.compile(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[^\\]+", re.ASCII)
 
 Verification = Literal["size", "size+sha256"]
 WeightFormat = Literal["safetensors", "bin", "pt", "none"]
-
-
-def check_hub_id(value: str) -> str:
-    """``org/name``: a registry id (no '/') is resolved before it gets here."""
-    fields.plain_text(value, limit=fields.MAX_NAME)
-    if not HUB_ID_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a Hugging Face id (org/name: letters, digits, '-', '_', '.')"
-        )
-    return value
-
-
-def check_revision(value: str) -> str:
-    fields.plain_text(value, limit=fields.MAX_NAME)
-    if not REVISION_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a revision (a branch, a tag or a commit: main, v1.0, 0123abc...)"
-        )
-    return value
 
 
 def check_repo_path(value: str) -> str:
@@ -114,7 +96,7 @@ class StagedFile(Frozen):
     @field_validator("sha256")
     @classmethod
     def _sha(cls, value: str | None) -> str | None:
-        if value is not None and not SHA256_RE.fullmatch(value):
+        if value is not None and not SHA256_RE.fullmatch(fields.one_line(value)):
             raise ValueError("is not a sha256 (64 lowercase hex digits)")
         return value
 
@@ -161,7 +143,7 @@ class StagedManifest(Frozen):
     @field_validator("commit")
     @classmethod
     def _commit(cls, value: str) -> str:
-        if not COMMIT_RE.fullmatch(value):
+        if not COMMIT_RE.fullmatch(fields.one_line(value)):
             raise ValueError("is not a commit (40 lowercase hex digits)")
         return value
 
@@ -171,6 +153,9 @@ class StagedManifest(Frozen):
 
 
 __all__ = [
+    "COMMIT_RE",
+    "HUB_ID_RE",
+    "REVISION_RE",
     "StageRequest",
     "StageVia",
     "StagedFile",
