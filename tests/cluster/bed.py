@@ -59,6 +59,11 @@ def testenv_dir() -> Path:
     return Path(os.environ.get("VLLM_HPC_TESTENV", "/opt/vllm-hpc/testenv"))
 
 
+def olah_env_dir() -> Path:
+    """The venv of olah, the hub the offline tests stage from (testenv.sh builds it)."""
+    return Path(os.environ.get("VLLM_HPC_OLAH_ENV", "/opt/vllm-hpc/olah"))
+
+
 class BedError(RuntimeError):
     """The bed could not do what a test asked; the message says what to read."""
 

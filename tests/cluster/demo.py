@@ -257,10 +257,12 @@ def demo(keep: bool) -> int:
     return 0
 
 
-def clean(state: Path, testenv: Path, *, down: Callable[[Path], None]) -> list[str]:
+def clean(
+    state: Path, testenv: Path, *, down: Callable[[Path], None], olah: Path | None = None
+) -> list[str]:
     """Remove what the demo made: the mini cluster (down), the bed's directory (its job
-    directories and API keys) and the test environment. What was removed, and what is
-    left, as lines to print."""
+    directories and API keys), the test environment and ``olah``'s (the hub the offline
+    tests stage from). What was removed, and what is left, as lines to print."""
     said = []
     if state.exists():
         down(state)
@@ -269,6 +271,9 @@ def clean(state: Path, testenv: Path, *, down: Callable[[Path], None]) -> list[s
     if testenv.exists():
         shutil.rmtree(testenv)
         said.append(f"removed {testenv} (the test environment)")
+    if olah is not None and olah.exists():
+        shutil.rmtree(olah)
+        said.append(f"removed {olah} (the offline tests' hub, olah)")
     if not said:
         said.append("nothing to remove")
     said.append(
@@ -284,7 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clean", action="store_true", help="remove what the demo made")
     args = parser.parse_args(argv)
     if args.clean:
-        for line in clean(bed.state_dir(), bed.testenv_dir(), down=bed.minicluster_down):
+        for line in clean(
+            bed.state_dir(), bed.testenv_dir(), down=bed.minicluster_down, olah=bed.olah_env_dir()
+        ):
             say(line)
         return 0
     return demo(args.keep)

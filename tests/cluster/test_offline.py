@@ -2,11 +2,12 @@
 real hub-protocol server, and a 2-node job of its hub id that runs offline because its
 plan says so, not because the bed does.
 
-1. The hub: ``tests/unit/helpers/fakehub.py``, a stdlib HTTP server speaking the routes
-   huggingface_hub 2.4's ``snapshot_download`` uses (model info, file tree, HEAD/GET of
-   ``resolve/<commit>/<file>``), serves the bed's tiny model (``Repo.from_directory``:
+1. The hub: olah 0.5.4 (PyPI ``olah``, a maintained self-hosted Hugging Face mirror;
+   its own venv, built by ``testenv.sh``), started by ``tests/unit/helpers/olahhub.py``
+   in offline mode with no upstream, serves the bed's tiny model (``olahhub.files_of``:
    config, safetensors, tokenizer files, chat template; plus a README that staging must
-   leave out) as ``bed-org/tiny-llama`` on the login side's loopback, 127.0.0.1. The
+   leave out) as ``bed-org/tiny-llama``, a local git repository in its ``mirrors-path``
+   (the weights as LFS objects), on the login side's loopback, 127.0.0.1. The
    nodes cannot reach it: 127.0.0.1 in a node's network namespace is the node's own, and
    the nodes have no default route (as on a real cluster, where they reach no hub).
 2. ``vllm-hpc stage bed-org/tiny-llama --endpoint http://127.0.0.1:PORT --dest STORE``
@@ -58,7 +59,7 @@ import yaml
 from launchers import waits
 from launchers.jobdir.modelstore import staged_copy
 
-from ..unit.helpers.fakehub import Hub, Repo, serve
+from ..unit.helpers import olahhub
 from . import api, bed
 from .jobs import cancel_and_check_clean
 
@@ -91,8 +92,9 @@ DOWNLOAD = re.compile(
 class Staged:
     """The hub, what ``stage`` made of it, and the user's shell for the jobs."""
 
-    hub: Hub
-    repo: Repo
+    hub: olahhub.OlahHub
+    files: dict[str, bytes]  # what the hub serves: the tiny model's files and a README
+    commit: str  # of the hub's main
     base: Path  # everything the module made, on the bed's shared storage
     store: Path
     copy: Path
@@ -100,14 +102,6 @@ class Staged:
     env: dict[str, str]  # the bed's environment without HUB_VARS, the offline site
     stage_out: dict[str, Any]  # `vllm-hpc stage --json`
     after_stage: int  # requests the hub had answered when stage ended
-
-
-def _commit(files: dict[str, bytes]) -> str:
-    """A commit id of the repository's content (40 hex digits), the same on every run."""
-    digest = hashlib.sha256()
-    for name, data in sorted(files.items()):
-        digest.update(name.encode() + b"\0" + data)
-    return digest.hexdigest()[:40]
 
 
 def _offline_site(bed_site: Path) -> str:
@@ -133,16 +127,19 @@ def staged(env: dict[str, str], minicluster: bed.MiniCluster, tiny_model: Path) 
     site.write_text(_offline_site(Path(env["VLLM_HPC_SITE_CONFIG"])))
     user = {k: v for k, v in env.items() if k not in HUB_VARS}
     user.update(HF_HOME=str(hf_home), VLLM_HPC_SITE_CONFIG=str(site))
-    files = {**Repo.from_directory(tiny_model).files, README: b"# a tiny random Llama\n"}
-    repo = Repo(files, commit=_commit(files))
+    files = {**olahhub.files_of(tiny_model), README: b"# a tiny random Llama\n"}
     store = base / "models"
     login = {k: v for k, v in user.items() if k not in PROXY_VARS}  # 127.0.0.1, directly
     login["HF_HOME"] = str(login_hf_home)
-    with serve({HUB_ID: repo}) as hub:
+    with olahhub.serve({HUB_ID: files}, base / "olah") as hub:
+        commit = hub.commits[HUB_ID]
+        print(f"olah serves {HUB_ID} at {hub.url} (commit {commit}, listening after "
+              f"{hub.started:.1f} s)")  # fmt: skip
         out = api.cli_json(login, "stage", HUB_ID, "--endpoint", hub.url, "--dest", str(store),
                            timeout=180)  # fmt: skip
-        copy = store / HUB_ID.replace("/", "--") / repo.commit
-        yield Staged(hub, repo, base, store, copy, hf_home, user, dict(out), len(hub.seen))
+        copy = store / HUB_ID.replace("/", "--") / commit
+        yield Staged(hub, files, commit, base, store, copy, hf_home, user, dict(out),
+                     len(hub.seen))  # fmt: skip
 
 
 def _job_args(store: Path, *extra: str) -> list[str]:
@@ -229,16 +226,16 @@ def _assert_offline_on(cluster: bed.MiniCluster, node: str, staged: Staged) -> N
 
 
 def test_stage_fetches_verifies_and_records_the_hub_model(staged: Staged) -> None:
-    out, repo, copy = staged.stage_out, staged.repo, staged.copy
-    wanted = {name: data for name, data in repo.files.items() if name != README}
+    out, copy, commit = staged.stage_out, staged.copy, staged.commit
+    wanted = {name: data for name, data in staged.files.items() if name != README}
     assert out["staged"] is True and out["verified"] == "size+sha256", out
-    assert (out["commit"], out["path"], out["weights"]) == (repo.commit, str(copy), "safetensors")
+    assert (out["commit"], out["path"], out["weights"]) == (commit, str(copy), "safetensors")
     assert [s["path"] for s in out["skipped"]] == [README], out["skipped"]
     assert sorted(staged.hub.gets()) == sorted(wanted), "each file fetched once, the README never"
     found = staged_copy(str(staged.store), HUB_ID, "main")
     assert found is not None and found.path == copy, f"no whole copy of {HUB_ID} in {staged.store}"
     manifest = found.manifest
-    assert (manifest.repo_id, manifest.revision, manifest.commit) == (HUB_ID, "main", repo.commit)
+    assert (manifest.repo_id, manifest.revision, manifest.commit) == (HUB_ID, "main", commit)
     assert (manifest.endpoint, manifest.verified) == (staged.hub.url, "size+sha256")
     assert {f.path: f.size for f in manifest.files} == {n: len(d) for n, d in wanted.items()}
     sums = {f.path: f.sha256 for f in manifest.files if f.sha256 is not None}
@@ -247,7 +244,7 @@ def test_stage_fetches_verifies_and_records_the_hub_model(staged: Staged) -> Non
         assert (copy / name).read_bytes() == data, f"{copy / name} differs from the tiny model's"
     assert not (copy / README).exists()
     ref = staged.store / HUB_ID.replace("/", "--") / "refs" / "main"
-    assert ref.read_text() == repo.commit + "\n"
+    assert ref.read_text() == commit + "\n"
     print(f"the staged manifest ({copy / 'vllm-hpc-staged.json'}):")
     print((copy / "vllm-hpc-staged.json").read_text())
 
@@ -266,8 +263,8 @@ def test_an_offline_site_plans_the_staged_copy_and_refuses_a_store_without_it(
     assert _queued(minicluster) <= before, "a refused job must not be queued"
     dry = api.cli(staged.env, "submit", *_job_args(staged.store, "--dry-run"), timeout=120)
     assert dry.returncode == 0, dry.stderr[-2000:]
-    files = len(staged.repo.files) - 1  # the README is not staged
-    commit = staged.repo.commit[:12]
+    files = len(staged.files) - 1  # the README is not staged
+    commit = staged.commit[:12]
     weights = f"staged copy of {HUB_ID} at {staged.copy} (commit {commit}, {files} files"
     assert weights in dry.stdout and "offline: nothing is fetched" in dry.stdout, dry.stdout
     assert len(staged.hub.seen) == staged.after_stage, "planning asked the hub"
@@ -292,7 +289,7 @@ def test_a_job_of_the_staged_hub_id_runs_offline_on_two_nodes(
     plan = json.loads((job_dir / "plan.json").read_text())
     assert (plan["model"], plan["served_model_name"]) == (str(staged.copy), SERVED), plan["model"]
     assert plan["staged"]["repo_id"] == HUB_ID, plan["staged"]
-    assert plan["staged"]["commit"] == staged.repo.commit, plan["staged"]
+    assert plan["staged"]["commit"] == staged.commit, plan["staged"]
     assert plan["env"].items() >= OFFLINE.items(), plan["env"]
     for node in nodes:
         _assert_offline_on(minicluster, node, staged)
@@ -370,7 +367,7 @@ def test_doctor_offline_proves_the_staged_copy_on_two_nodes_and_names_a_truncate
     assert code == 0, out
     copies, loads = _offline_rows(rows, "offline copy"), _offline_rows(rows, "offline load")
     assert len(copies) == 2 and len(loads) == 2, out
-    files = len(staged.repo.files) - 1  # the README is not staged
+    files = len(staged.files) - 1  # the README is not staged
     for row in copies.values():
         assert row["level"] == "ok", row
         assert f"staged copy of {HUB_ID} at {staged.copy}" in row["detail"], row

@@ -31,6 +31,10 @@ REMOVE_AFTER=(torchvision torchaudio torchcodec)
 # What a service's front runs on a node (vllm-router; its aiohttp is already there).
 # Kept apart from REQUIREMENTS: adding it does not rebuild the heavy environment.
 FRONT_REQUIREMENTS=("vllm-router==0.1.17")
+# The hub the offline tests stage from (olah, a self-hosted Hugging Face mirror serving
+# local git repositories): a venv of its own, since its fastapi-utils pins psutil<6.
+OLAH_ENV=${VLLM_HPC_OLAH_ENV:-/opt/vllm-hpc/olah}
+OLAH_REQUIREMENTS=("olah==0.5.4")
 
 STAMP="${TESTENV}/.vllm-hpc-testenv.stamp"
 EDITABLE_STAMP="${TESTENV}/.vllm-hpc-editable.stamp"
@@ -94,8 +98,12 @@ front_ok() {
   "${TESTENV}/bin/python" -c 'import vllm_router, aiohttp' >/dev/null 2>&1
 }
 
+olah_ok() {
+  "${OLAH_ENV}/bin/python" -c 'import olah.server' >/dev/null 2>&1
+}
+
 check() {
-  heavy_ok && front_ok && editable_ok
+  heavy_ok && front_ok && olah_ok && editable_ok
 }
 
 write_vllm_metadata() {
@@ -181,6 +189,11 @@ main() {
   if ! front_ok; then
     log "installing ${FRONT_REQUIREMENTS[*]}"
     "${TESTENV}/bin/python" -m pip install -q "${FRONT_REQUIREMENTS[@]}" >&2
+  fi
+  if ! olah_ok; then
+    log "installing ${OLAH_REQUIREMENTS[*]} into ${OLAH_ENV}"
+    "${PYTHON}" -m venv "${OLAH_ENV}"
+    "${OLAH_ENV}/bin/python" -m pip install -q "${OLAH_REQUIREMENTS[@]}" >&2
   fi
   if editable_ok; then
     log "editable install of ${REPO_ROOT} is current"

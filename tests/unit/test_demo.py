@@ -68,8 +68,11 @@ def test_clean_removes_the_bed_and_the_test_environment_and_says_what_is_left(
     (state / "jobs" / "vhpc-25").mkdir(parents=True)
     (state / "jobs" / "vhpc-25" / "api_key").write_text("secret")
     (testenv / "bin").mkdir(parents=True)
+    olah = tmp_path / "olah"
+    (olah / "bin").mkdir(parents=True)
     downed: list[Path] = []
-    said = demo.clean(state, testenv, down=downed.append)
+    said = demo.clean(state, testenv, down=downed.append, olah=olah)
     assert downed == [state] and not state.exists() and not testenv.exists()
+    assert not olah.exists() and f"removed {olah} (the offline tests' hub, olah)" in said
     assert said[-1].startswith("left: the apt packages")
     assert demo.clean(state, testenv, down=downed.append)[0] == "nothing to remove"
