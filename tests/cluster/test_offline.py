@@ -4,7 +4,7 @@ plan says so, not because the bed does.
 
 1. The hub: olah 0.5.4 (PyPI ``olah``, a maintained self-hosted Hugging Face mirror;
    its own venv, built by ``testenv.sh``), started by ``tests/unit/helpers/olahhub.py``
-   in offline mode with no upstream, serves the bed's tiny model (``olahhub.files_of``:
+   in offline mode with no upstream, serves the bed's tiny model (``fakehub.files_of``:
    config, safetensors, tokenizer files, chat template; plus a README that staging must
    leave out) as ``bed-org/tiny-llama``, a local git repository in its ``mirrors-path``
    (the weights as LFS objects), on the login side's loopback, 127.0.0.1. The
@@ -59,7 +59,7 @@ import yaml
 from launchers import waits
 from launchers.jobdir.modelstore import staged_copy
 
-from ..unit.helpers import olahhub
+from ..unit.helpers import fakehub, olahhub
 from . import api, bed
 from .jobs import cancel_and_check_clean
 
@@ -127,7 +127,7 @@ def staged(env: dict[str, str], minicluster: bed.MiniCluster, tiny_model: Path) 
     site.write_text(_offline_site(Path(env["VLLM_HPC_SITE_CONFIG"])))
     user = {k: v for k, v in env.items() if k not in HUB_VARS}
     user.update(HF_HOME=str(hf_home), VLLM_HPC_SITE_CONFIG=str(site))
-    files = {**olahhub.files_of(tiny_model), README: b"# a tiny random Llama\n"}
+    files = {**fakehub.files_of(tiny_model), README: b"# a tiny random Llama\n"}
     store = base / "models"
     login = {k: v for k, v in user.items() if k not in PROXY_VARS}  # 127.0.0.1, directly
     login["HF_HOME"] = str(login_hf_home)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import olahhub
+from .helpers import fakehub, olahhub
 from .helpers.cli import run
 
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB
@@ -80,12 +80,12 @@ def test_files_of_a_model_directory_leave_hidden_ones_out(tmp_path: Path) -> Non
     (tmp_path / "sub/vocab.txt").write_bytes(b"a")
     (tmp_path / ".cache/x").write_bytes(b"x")
     (tmp_path / ".complete").write_bytes(b"")
-    assert olahhub.files_of(tmp_path) == {"config.json": b"{}", "sub/vocab.txt": b"a"}
+    assert fakehub.files_of(tmp_path) == {"config.json": b"{}", "sub/vocab.txt": b"a"}
     only_hidden = tmp_path / "only-hidden"
     (only_hidden / ".cache").mkdir(parents=True)
     (only_hidden / ".cache/x").write_bytes(b"x")
     with pytest.raises(ValueError, match="holds no file"):
-        olahhub.files_of(only_hidden)
+        fakehub.files_of(only_hidden)
 
 
 def test_the_configuration_is_loopback_offline_and_a_port_the_kernel_picks() -> None:

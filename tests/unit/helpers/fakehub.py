@@ -21,6 +21,22 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 
+def files_of(root: Path) -> dict[str, bytes]:
+    """The regular files under ``root`` by their relative POSIX paths (subdirectories
+    included, as the hub lists them), read now; hidden files and directories
+    (``.cache``, ``.complete``) are not part of a repository."""
+    files: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and not path.is_symlink():
+            files[rel.as_posix()] = path.read_bytes()
+    if not files:
+        raise ValueError(f"{root} holds no file to serve")
+    return files
+
+
 @dataclass
 class Repo:
     """A model repository: its files (path -> bytes) at one commit. ``gated``: the
@@ -42,16 +58,7 @@ class Repo:
         POSIX paths, as the hub lists them), read now; hidden files and directories
         (``.complete``, ``.cache``) are not part of a repository. ``options``: the other
         fields (``commit``, ``gated``, ...)."""
-        files: dict[str, bytes] = {}
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if any(part.startswith(".") for part in rel.parts):
-                continue
-            if path.is_file() and not path.is_symlink():
-                files[rel.as_posix()] = path.read_bytes()
-        if not files:
-            raise ValueError(f"{root} holds no file to serve")
-        return cls(files, **options)
+        return cls(files_of(root), **options)
 
     def is_lfs(self, path: str) -> bool:
         return path.endswith(self.lfs)

@@ -81,21 +81,6 @@ def lfs_pointer(data: bytes) -> bytes:
     )
 
 
-def files_of(root: Path) -> dict[str, bytes]:
-    """The regular files under ``root`` by their relative POSIX paths, hidden files and
-    directories left out (``.cache``, ``.complete``), as ``fakehub.Repo.from_directory``."""
-    files: dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.is_file() and not path.is_symlink():
-            files[rel.as_posix()] = path.read_bytes()
-    if not files:
-        raise ValueError(f"{root} holds no file to serve")
-    return files
-
-
 def _git(repo: Path, *args: str) -> str:
     env = {"PATH": os.environ.get("PATH", os.defpath), **_GIT_ENV}
     done = _proc.run(["git", "-C", str(repo), *args], env=env)
