@@ -1,13 +1,18 @@
 """A service outlives its replicas' time limit (issue: services that outlive the walltime).
 
-A 2-replica service whose replicas have a 12-minute limit and a 9.9-minute handover (the
-longest `service up` takes: below the limit less the 120 s warning): the replica that
-ends first gets a successor about two minutes after it starts (after it is READY), the
-successor is routed once READY and the old replica drains; then the other
-replica's handover starts (handovers roll, unless half the window has gone by). Under a
-steady request loop through the front with the real `openai` client: no request fails,
-the URL stays, both first replicas end COMPLETED well before their limit, and nothing of
-theirs is left on any node.
+A 1-replica service whose replica has a 12-minute limit and a 9.9-minute handover (the
+longest `service up` takes: below the limit less the 120 s warning): about two minutes
+after the replica starts (after it is READY) it gets a successor, the successor is routed
+once READY and the old replica drains. Under a steady request loop through the front with
+the real `openai` client: no request fails, the URL stays, the first replica ends
+COMPLETED well before its limit, and nothing of it is left on any node.
+
+One replica, not two: a second replica's handover is the same path once more, ~3 minutes
+of CI; the rule that handovers roll (one successor loading at a time, or half the window
+left) is the controller's, unit-tested tick by tick in tests/unit/test_service_decide.py.
+
+Cost (measured on the mini cluster): see the module's line in the issue notes (~2.5 min
+after `service up`).
 """
 
 from __future__ import annotations
@@ -28,13 +33,12 @@ from .services import Load, client, ready_jobs, svc
 pytestmark = pytest.mark.cluster
 
 NAME = "relay"
-# A successor loads in about 3 minutes here while both replicas serve the loop on the
-# bed's 2 CPUs; handovers roll, so the window holds two loads and the 120 s warning. The
-# limit leaves no steady minute before the first handover (the steady state is the
-# bench's business).
+# A successor loads in 2-3 minutes here while the old replica serves the loop on the
+# 2 CPUs; the window holds that load and the 120 s warning. The limit leaves no steady
+# minute before the handover (the steady state is the bench's business).
 LIMIT_MINUTES = 12
 HANDOVER_SECONDS = 594  # below the limit less the 120 s warning, as service up requires
-HANDED_OVER_WITHIN = 720.0  # both first replicas replaced by READY successors
+HANDED_OVER_WITHIN = 600.0  # the first replica replaced by a READY successor
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def relay(
         row = svc(
             env, "up", NAME, "--model", str(tiny_model), "--nodes", "1", "--gpus-per-node", "1",
             "--partition", "debug", "--time", f"00:{LIMIT_MINUTES:02d}:00", "--handover",
-            f"{HANDOVER_SECONDS}s", "--replicas", "2", "--front-port", "8200", "--wait",
+            f"{HANDOVER_SECONDS}s", "--replicas", "1", "--front-port", "8200", "--wait",
             "--wait-timeout", str(bed.READY_TIMEOUT), "--", "--max-model-len", "512",
             timeout=bed.READY_TIMEOUT + 120,
         )  # fmt: skip
@@ -63,23 +67,23 @@ def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-def test_replicas_are_handed_over_before_their_time_limit_with_no_failed_request(
+def test_a_replica_is_handed_over_before_its_time_limit_with_no_failed_request(
     relay: dict[str, Any], env: dict[str, str], minicluster: bed.MiniCluster, tiny_model: Path
 ) -> None:
     first = ready_jobs(relay)
-    assert len(first) == 2
+    assert len(first) == 1
 
     def handed_over() -> dict[str, Any] | None:
         row = svc(env, "status", NAME)
         now = ready_jobs(row)
-        return row if len(now) == 2 and not set(now) & set(first) else None
+        return row if len(now) == 1 and not set(now) & set(first) else None
 
     with Load(client(relay), tiny_model.name) as load:
         row = waits.wait_for(
-            handed_over, what="both first replicas handed over", timeout=HANDED_OVER_WITHIN,
+            handed_over, what="the first replica handed over", timeout=HANDED_OVER_WITHIN,
             interval=2.0, detail=lambda: f"; last: {svc(env, 'status', NAME)}",
         ).value  # fmt: skip
-        for job in first:  # the old ones drain: their in-flight requests finish
+        for job in first:  # the old one drains: its in-flight requests finish
             minicluster.wait_for_state(job, bed.TERMINAL_STATES, timeout=180)
         answered = load.ok
         waits.wait_for(lambda: waits.seen(load.ok >= answered + 3), what="answers", timeout=60)
@@ -96,18 +100,3 @@ def test_replicas_are_handed_over_before_their_time_limit_with_no_failed_request
         )
     events = " | ".join(row["events"])
     assert all(f"replica {job}" in events and "handed over" in events for job in first), events
-    _assert_rolled(list(row["events"]), first)
-
-
-def _assert_rolled(events: list[str], first: list[str]) -> None:
-    """The second of the first replicas' successors was asked for after the first
-    handover, or once less than half of its replica's handover window was left (the
-    rule's deadline). Successors get successors of their own later; they do not count."""
-    asked = [
-        i for i, e in enumerate(events)
-        if e.endswith(": successor") and any(f"replica {job} " in e for job in first)
-    ]  # fmt: skip
-    handed = [i for i, e in enumerate(events) if "drains: handed over to" in e]
-    assert len(asked) == 2 and handed, events
-    left = float(events[asked[1]].split(" ends in ")[1].split(" s:")[0])
-    assert asked[1] > handed[0] or left <= HANDOVER_SECONDS / 2, events
