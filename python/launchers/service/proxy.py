@@ -44,7 +44,8 @@ A request body is read whole before it is passed on (OpenAI requests are small; 
 streamed body would reach the router chunked, which costs both sides), up to
 ``max_body`` bytes (413: refused from its Content-Length before it is read when it says
 so) within ``body_timeout`` seconds (408). An answer is passed on whole unless it is a
-stream of server-sent events, which passes chunk by chunk.
+stream of server-sent events, which passes chunk by chunk (after its first piece, from
+socket to socket in the upstream's read callback: ``service.relay``).
 
 How the public port accepts, times and counts connections is ``frontserver``'s (its
 ``start_site`` serves this app). aiohttp comes with vllm-router; it is imported only
@@ -72,6 +73,7 @@ from launchers.defaults import (
 from launchers.service.activity import Activity
 from launchers.service.frontmetrics import NO_KEY, FrontMetrics
 from launchers.service.keys import Caller, KeyRing
+from launchers.service.relay import SLOW, can_relay, relay_rest
 from launchers.service.usage import StreamScanner, UsageBook, ask_for_usage, tokens_in_body
 
 if TYPE_CHECKING:
@@ -473,7 +475,9 @@ class _Door:
         began: float,
     ) -> web.StreamResponse:
         """An upstream stream passed on event by event, its usage read on the way (and its
-        usage-only chunk taken out when ``strip``)."""
+        usage-only chunk taken out when ``strip``): the first piece the usual way, then
+        the rest relayed in the upstream's read callback (``relay``) for as long as it
+        passes plainly; whatever the relay steps aside for, this loop carries on."""
         import aiohttp
         from aiohttp import web
 
@@ -488,6 +492,11 @@ class _Door:
                         await _to_client(response.write(out))
                         if outcome.first_byte is None:
                             outcome.first_byte = time.monotonic() - began
+                        ends = can_relay(request, response, upstream)
+                        if ends is not None:  # the rest from socket to socket (relay.py)
+                            why = await relay_rest(*ends, upstream, scanner.feed)
+                            if why == SLOW:  # the relay's bytes are not in the writer's count
+                                await _to_client(request.writer.drain())
             except aiohttp.ClientError:
                 # The upstream's chunked answer ended without its last chunk. After the
                 # stream's own end ([DONE]) the answer is whole: end it as usual. Before
