@@ -428,3 +428,12 @@ def test_a_client_that_reads_slowly_holds_a_bounded_buffer_and_gets_the_whole_st
     # Held here: 70-270 KB (the limit, and a socket read's worth of pieces past it);
     # without the front's wait for the drain: 0.79-0.86 MB (8 runs on each loop).
     assert held < 8 * relay_module.CLIENT_BUFFER_LIMIT, held
+
+
+def test_the_end_of_a_stream_is_seen_in_a_piece_of_its_own() -> None:
+    """``[DONE]`` alone in a piece is whole events with no usage: the scanner must still
+    read it (a client that closes after it then had the whole answer: 200, not 499)."""
+    scanner = StreamScanner(strip=False)
+    assert scanner.feed(_event(1)) == _event(1) and not scanner.ended
+    assert scanner.feed(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+    assert scanner.ended
