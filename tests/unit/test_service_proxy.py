@@ -28,6 +28,8 @@ from launchers.service.keys import KeyRing
 from launchers.service.proxy import allowed, make_app, route_of
 from launchers.service.usage import UsageBook
 
+from .helpers.aioserve import serve
+
 KEY = "s3cret-key"
 
 
@@ -139,23 +141,12 @@ class Upstream:
         return app
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    return runner, f"http://127.0.0.1:{port}"
-
-
 async def _with_front(
     check: Callable[[aiohttp.ClientSession, str, Upstream], Any], healthy: bool = True
 ) -> None:
     upstream = Upstream()
-    up_runner, up_url = await _serve(upstream.app())
-    front_runner, front_url = await _serve(make_app(up_url, KEY, healthy=lambda: healthy))
+    up_runner, up_url = await serve(upstream.app())
+    front_runner, front_url = await serve(make_app(up_url, KEY, healthy=lambda: healthy))
     try:
         async with aiohttp.ClientSession() as session:
             await check(session, front_url, upstream)
@@ -286,8 +277,8 @@ def test_usage_is_counted_per_key_and_a_stream_is_what_the_client_asked(
 
     async def check() -> None:
         app, asked = vllm_like()
-        up_runner, up_url = await _serve(app)
-        front_runner, front_url = await _serve(make_app(
+        up_runner, up_url = await serve(app)
+        front_runner, front_url = await serve(make_app(
             up_url, KEY, healthy=lambda: True, keys=ring, usage=book, metrics=metrics))  # fmt: skip
         auth = {"Authorization": f"Bearer {alice}"}
         stream: dict[str, Any] = {"stream": True}
@@ -324,8 +315,8 @@ def test_errors_are_counted_for_the_key_that_made_them() -> None:
 
     async def with_book() -> None:
         upstream = Upstream()
-        up_runner, up_url = await _serve(upstream.app())
-        front_runner, front_url = await _serve(
+        up_runner, up_url = await serve(upstream.app())
+        front_runner, front_url = await serve(
             make_app(up_url, KEY, healthy=lambda: True, usage=book, metrics=metrics,
                      max_body=10))  # fmt: skip
         try:
@@ -379,8 +370,8 @@ def test_a_stream_whose_upstream_closes_without_its_last_chunk(after_done: bool)
     book = UsageBook()
 
     async def check() -> tuple[str | None, str]:
-        up_runner, up_url = await _serve(_cut_stream(after_done))
-        front_runner, front_url = await _serve(
+        up_runner, up_url = await serve(_cut_stream(after_done))
+        front_runner, front_url = await serve(
             make_app(up_url, KEY, healthy=lambda: True, usage=book))  # fmt: skip
         auth = {"Authorization": f"Bearer {KEY}"}
         try:
@@ -439,8 +430,8 @@ def test_a_client_that_closes_its_connection_while_the_stream_still_runs(at_done
     until = "data: [DONE]" if at_done else '"content"'
 
     async def check() -> None:
-        up_runner, up_url = await _serve(upstream)
-        front_runner, front_url = await _serve(
+        up_runner, up_url = await serve(upstream)
+        front_runner, front_url = await serve(
             make_app(up_url, KEY, healthy=lambda: True, usage=book))  # fmt: skip
         try:
             where = URL(front_url)
@@ -483,8 +474,8 @@ async def _front_without_replica(
     upstream: web.Application | None = None,
     **more: Any,
 ) -> tuple[web.AppRunner, web.AppRunner, str]:
-    up_runner, up_url = await _serve(upstream if upstream is not None else vllm_like()[0])
-    front_runner, front_url = await _serve(make_app(
+    up_runner, up_url = await serve(upstream if upstream is not None else vllm_like()[0])
+    front_runner, front_url = await serve(make_app(
         up_url, KEY, healthy=lambda: routed[0], activity=activity, cold_start_wait=wait,
         metrics=metrics, waking=lambda: "replica 12 (slot 0) LOADING since 07:12:03 UTC",
         **more,
@@ -621,7 +612,7 @@ def test_a_client_that_goes_away_during_a_cold_start_stops_waiting_at_once() -> 
         return summary["in_flight"], summary["waiting"]
 
     async def check() -> None:
-        up_runner, up_url = await _serve(upstream)
+        up_runner, up_url = await serve(upstream)
         app = make_app(up_url, KEY, healthy=lambda: False, activity=activity,
                        cold_start_wait=600.0, metrics=metrics)  # fmt: skip
         runner = await start_site(app, "127.0.0.1", 0)

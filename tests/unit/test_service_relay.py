@@ -26,6 +26,8 @@ from launchers.service.proxy import make_app
 from launchers.service.relay import CLIENT, ENDED, FAILED, SLOW, STOPPED, Relay, chunk
 from launchers.service.usage import StreamScanner, UsageBook
 
+from .helpers.aioserve import serve
+
 T = TypeVar("T")
 KEY = "s3cret-key"
 END, CUT = "end", "cut"
@@ -110,21 +112,11 @@ class StandIn:
         self.written.append(data)
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    return runner, f"http://127.0.0.1:{port}"
-
-
 @asynccontextmanager
 async def streaming() -> AsyncIterator[tuple[Streamer, aiohttp.ClientResponse]]:
     """An answer under way: its head read, its pieces to come from ``Streamer.steps``."""
     streamer = Streamer()
-    runner, url = await _serve(streamer.app())
+    runner, url = await serve(streamer.app())
     try:
         async with (
             aiohttp.ClientSession() as session,
@@ -277,8 +269,8 @@ def test_a_stopped_relay_says_so_once(loop: str) -> None:
 def _front_of(streamer: Streamer, book: UsageBook) -> Callable[[], Any]:
     @asynccontextmanager
     async def front() -> AsyncIterator[str]:
-        up_runner, up_url = await _serve(streamer.app())
-        front_runner, front_url = await _serve(
+        up_runner, up_url = await serve(streamer.app())
+        front_runner, front_url = await serve(
             make_app(up_url, KEY, healthy=lambda: True, usage=book)
         )
         try:
