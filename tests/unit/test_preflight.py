@@ -23,13 +23,14 @@ from launchers import _proc, health, installed, waits
 from launchers.errors import RuntimeFailure
 from launchers.jobdir import jobfiles
 from launchers.jobdir.paths import JobDir
+from launchers.plan.commands import ServeStart
 from launchers.plan.launch import Preflight
 from launchers.runtime import collective, leader, preflight, ray_cluster
 from launchers.runtime.follower import run_follower
 from launchers.runtime.pairs import Peer
 
 from .helpers.pairs import small_only_peer
-from .helpers.runtime import FakeClock, ctx_for, leader_task, ray_follower
+from .helpers.runtime import FakeClock, ctx_for, leader_task, ray_follower, read_failure
 from .helpers.torchfake import Distributed, install
 
 PEERS = {
@@ -259,6 +260,88 @@ def test_a_follower_given_the_leaders_address_meets_there_only_at_a_fixed_port(
     argv = started["preflight"]
     assert argv[argv.index("--rank") :][:4] == ["--rank", "1", "--world", "2"]
     assert argv[argv.index("--arrive-seconds") + 2 :] == given  # what follows the deadline
+
+
+class Joined(Passed):
+    """A child that has ended (the follower's watch returns at once), its stop recorded."""
+
+    def __init__(self, name: str, argv: list[str], log_path: str, order: list[str]) -> None:
+        super().__init__(name, argv, log_path)
+        self.order = order
+
+    def stop(self, grace: float = 0.0) -> None:
+        del grace
+        self.order.append(f"stopped {self.name}")
+
+
+def fake_follower(
+    monkeypatch: pytest.MonkeyPatch, verdict: RuntimeFailure | None, head: bool = True
+) -> list[str]:
+    """The follower's processes faked: the order of their starts, the check's verdict
+    (``verdict`` raised by it, if given) and their stops."""
+    order: list[str] = []
+
+    def start(name: str, argv: list[str], **kwargs: Any) -> Joined:
+        order.append(name)
+        return Joined(name, argv, kwargs["log_path"], order)
+
+    def finish(ctx: Any, check: Any) -> None:
+        order.append("verdict")
+        if verdict is not None:
+            raise verdict
+
+    def port(*args: Any, **kwargs: Any) -> float:
+        if not head:
+            raise RuntimeFailure("the Ray head of the leader: no answer at 10.0.0.1:6379")
+        return 0.0
+
+    monkeypatch.setattr(installed, "installed_version", lambda *dists: None)
+    monkeypatch.setattr(health, "wait_for_port", port)
+    monkeypatch.setattr(ray_cluster, "start_ray", start)
+    monkeypatch.setattr(_proc, "start", start)
+    monkeypatch.setattr(preflight, "finish", finish)
+    return order
+
+
+def test_a_ray_worker_joins_while_the_check_runs_and_a_headless_rank_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = fake_follower(monkeypatch, None)
+    task = replace(ray_follower(), preflight=FIXED)
+    assert run_follower(ctx_for(tmp_path, 1, FakeClock()), task) == 0
+    assert order[:3] == ["preflight", "ray-worker", "verdict"], order
+    order.clear()
+    headless = replace(task, ray=None, serve=ServeStart(model="m", args=("--headless",)))
+    assert run_follower(ctx_for(tmp_path, 1, FakeClock()), headless) == 0
+    assert order[:3] == ["preflight", "verdict", "vllm"], order
+
+
+def test_a_failed_check_stops_the_ray_worker_that_joined_and_fails_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = fake_follower(monkeypatch, RuntimeFailure("pre-flight: node2 cannot reach node3"))
+    task = replace(ray_follower(), preflight=FIXED)
+    assert run_follower(ctx_for(tmp_path, 1, FakeClock()), task) == 1
+    assert order == ["preflight", "ray-worker", "verdict", "stopped ray-worker"], order
+    failure = read_failure(tmp_path, 1)
+    assert failure is not None and failure.message.startswith("pre-flight: node2 cannot reach")
+
+
+def test_a_ray_head_that_never_answers_fails_with_the_checks_verdict_when_it_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = RuntimeFailure("pre-flight: cannot reach the pre-flight's rendezvous 10.0.0.1:29510")
+    order = fake_follower(monkeypatch, failed, head=False)
+    task = replace(ray_follower(), preflight=FIXED)
+    assert run_follower(ctx_for(tmp_path, 1, FakeClock()), task) == 1
+    assert order == ["preflight", "verdict"], order  # no Ray worker started
+    failure = read_failure(tmp_path, 1)
+    assert failure is not None and "rendezvous 10.0.0.1:29510" in failure.message
+    # a check that passed leaves the head's own failure
+    fake_follower(monkeypatch, None, head=False)
+    assert run_follower(ctx_for(tmp_path, 1, FakeClock()), task) == 1
+    failure = read_failure(tmp_path, 1)
+    assert failure is not None and "the Ray head of the leader" in failure.message
 
 
 def test_a_taken_fixed_preflight_port_fails_the_leader_naming_it_and_the_option(

@@ -138,8 +138,8 @@ def start_all(
     ctx: NodeContext, task: LeaderTask, endpoint: EndpointWriter, procs: LeaderProcs
 ) -> LeaderTask:
     """Everything rank 0 starts, in order: the pre-flight's check (its torch import
-    overlaps the Ray head's start), the head, ``leader.json``, the check's verdict (before
-    vLLM loads anything), the watch of Ray's nodes, ``vllm serve``. The task as started
+    overlaps the Ray head's start), the head, ``leader.json``, the watch of Ray's nodes,
+    the check's verdict (before vLLM loads anything), ``vllm serve``. The task as started
     (its ports moved when taken)."""
     endpoint.set("STARTING", "starting on the leader")
     require_vllm(ctx, None if task.serve is None else task.serve.argv())
@@ -150,11 +150,12 @@ def start_all(
     if task.ray is not None:
         procs.head = start_head(ctx, task)
     write_leader(ctx, task)
+    if procs.head is not None:  # its import of Ray overlaps the check too
+        procs.watcher = start_watcher(ctx, task)
     if check is not None:
         endpoint.set("WAITING_NODES", "the nodes check their collectives (pre-flight)")
         preflight.finish(ctx, check)
-    if procs.head is not None:
-        procs.watcher = start_watcher(ctx, task)
+    if procs.head is not None and procs.watcher is not None:
         endpoint.set("WAITING_NODES", f"waiting for {task.expected_nodes} Ray node(s)")
         if not task.overlap or task.serve is None:
             wait_nodes(ctx, task, procs.watcher, procs.head)

@@ -1,9 +1,11 @@
 """The pre-flight, as the node runtime runs it: start the check's child first thing (it
 imports torch while Ray starts), then, before anything loads weights, wait for its
-verdict: the leader before ``vllm serve``, a follower before ``ray start`` or its headless
-``vllm serve``. A failed check fails the node with the child's one line, which names
-the nodes that cannot talk (``runtime.collective``), then, as a second sentence, what each
-node used (interfaces, subnets, ``NCCL_*``/``GLOO_*``/``VLLM_HOST_IP``)."""
+verdict: the leader before ``vllm serve``, a headless follower before its ``vllm serve``
+(a Ray worker joins while the check runs: it loads nothing, and the leader's
+``vllm serve`` that places vLLM's workers on it waits for the shared verdict). A failed
+check fails the node with the child's one line, which names the nodes that cannot talk
+(``runtime.collective``), then, as a second sentence, what each node used (interfaces,
+subnets, ``NCCL_*``/``GLOO_*``/``VLLM_HOST_IP``)."""
 
 from __future__ import annotations
 
