@@ -20,6 +20,11 @@ from launchers import waits
 
 from . import api
 
+# vllm serve's arguments of every replica the service modules start: eager mode skips
+# torch.compile's tracing at each start (5-12 s a start on the bed, 12 replica starts);
+# these modules are about the service, not vLLM's compile (which the jobs' tests keep).
+REPLICA_ARGS = ("--max-model-len", "512", "--enforce-eager")
+
 
 def svc(env: dict[str, str], *args: str, code: int = 0, timeout: float = 300) -> Any:
     """`vllm-hpc service SUB ARGS --json`, its exit code checked, its output parsed."""

@@ -1,11 +1,13 @@
 """The other ways vLLM spans nodes, on the mini cluster (issue: DP + EP, native, TKP):
 
 1. data parallel across 2 nodes without Ray (node 0 serves, node 1 runs a headless DP
-   rank), through slurm/multinode_dp_ep.sbatch and through ``launchers.submit``;
-   and with ``--dp-backend ray``;
+   rank) through ``launchers.submit``, and with ``--dp-backend ray``;
 2. ``--runtime native`` (vLLM's own ``--nnodes``) with PP=2 across 2 nodes;
-3. expert parallel on a tiny Mixtral-style MoE: DP=2 + EP through the sbatch file, each
-   node's engine holding its own half of the experts.
+3. expert parallel on a tiny Mixtral-style MoE: DP=2 + EP through
+   slurm/multinode_dp_ep.sbatch, each node's engine holding its own half of the experts.
+   That job is the template's door for DP too: its headless rank waits for the leader's
+   port and starts its engine as the dense job's does (one job instead of two: the
+   template plans the same roles with EP on or off, unit tests hold both plans).
 
 vLLM's CPU engine (0.32) loads an expert-parallel MoE but cannot run it: with DP > 1 the
 MoE dispatch calls ``all_gatherv``, which ``CpuCommunicator`` does not implement
@@ -46,27 +48,6 @@ def sbatch_two_nodes(
         env={**env, **inputs, "EXTRA_VLLM_ARGS": VLLM_ARGS},
     )
     return job_id, bed.vllm_job_dir(env["VLLM_HPC_JOB_ROOT"], job_id)
-
-
-def test_dp2_across_two_nodes_sbatch(
-    minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path
-) -> None:
-    job_id, job_dir = sbatch_two_nodes(
-        minicluster, env, "multinode_dp_ep.sbatch", MODEL=str(tiny_model), DP="2", EP="0"
-    )
-    try:
-        endpoint = wait_endpoint(minicluster, job_dir, READY_TIMEOUT, job_id)
-        plan = json.loads((job_dir / "plan.json").read_text())
-        assert (plan["runtime"], plan["layout"]["dp"]) == ("dp", 2)
-        headless = (job_dir / "node-1.log").read_text()
-        assert "headless vllm serve started" in headless
-        assert "the leader's port 13345 answered" in headless
-        assert api.chat(endpoint, PROMPT)
-        api.assert_no_open_door(minicluster, endpoint)
-        # Both DP ranks are engines: the headless node's vLLM log shows its engine core.
-        assert "EngineCore" in (job_dir / "vllm-1.log").read_text()
-    finally:
-        cancel_and_check_clean(minicluster, job_id, minicluster.nodes)
 
 
 def dp2_options(model: Path, *more: str) -> list[str]:
@@ -168,6 +149,12 @@ def test_dp2_ep_shards_the_experts_across_two_nodes(
             time.sleep(0.5)  # poll
         plan = json.loads((job_dir / "plan.json").read_text())
         assert (plan["runtime"], plan["layout"]["dp"], plan["layout"]["ep"]) == ("dp", 2, True)
+        # node 1 ran the headless DP rank once the leader's DP port answered, and its
+        # vLLM is an engine of its own
+        headless_log = (job_dir / "node-1.log").read_text()
+        assert "headless vllm serve started" in headless_log, headless_log[-2000:]
+        assert "the leader's port 13345 answered" in headless_log, headless_log[-2000:]
+        assert "EngineCore" in logs[1].read_text(errors="replace")
         for role in plan["roles"]:
             assert "--enable-expert-parallel" in role["serve_argv"]
         # 4 experts over 2 EP ranks, one per node: node 0 holds experts 0-1, node 1 2-3.

@@ -24,7 +24,7 @@ import pytest
 from launchers import waits
 
 from . import api, bed, listeners
-from .services import Load, client, key_of, ready_jobs, svc, wait_status
+from .services import REPLICA_ARGS, Load, client, key_of, ready_jobs, svc, wait_status
 
 pytestmark = pytest.mark.cluster
 
@@ -47,7 +47,7 @@ def service(
             env, "up", NAME, "--model", str(tiny_model), "--nodes", "1", "--gpus-per-node", "1",
             "--partition", "debug", "--time", "00:40:00", "--replicas", "2", "--front-time",
             "00:40:00", "--wait", "--wait-timeout", str(READY_TIMEOUT), "--",
-            "--max-model-len", "512", timeout=READY_TIMEOUT + 120,
+            *REPLICA_ARGS, timeout=READY_TIMEOUT + 120,
         )  # fmt: skip
         assert row["state"] == "UP", row
         yield row

@@ -32,7 +32,7 @@ from launchers import health, waits
 from launchers.service.frontmetrics import SCALE_DECISIONS
 
 from . import api, bed
-from .services import client, front_get, key_of, svc, wait_status
+from .services import REPLICA_ARGS, client, front_get, key_of, svc, wait_status
 
 pytestmark = pytest.mark.cluster
 
@@ -110,7 +110,7 @@ def busy(minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path) ->
         "--max-replicas", "2", "--scale-up-waiting", "2", "--scale-up-after", "15s",
         "--scale-down-after", "30s", "--front-time", "00:20:00", "--front-port", FRONT_PORT,
         "--wait", "--wait-timeout", str(bed.READY_TIMEOUT),
-        "--", "--max-model-len", "512", "--max-num-seqs", "2",
+        "--", *REPLICA_ARGS, "--max-num-seqs", "2",
     ]  # fmt: skip
     try:
         row = svc(env, *args, timeout=bed.READY_TIMEOUT + 120)

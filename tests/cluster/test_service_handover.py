@@ -28,7 +28,7 @@ import pytest
 from launchers import waits
 
 from . import api, bed
-from .services import Load, client, ready_jobs, svc
+from .services import REPLICA_ARGS, Load, client, ready_jobs, svc
 
 pytestmark = pytest.mark.cluster
 
@@ -54,7 +54,7 @@ def relay(
             env, "up", NAME, "--model", str(tiny_model), "--nodes", "1", "--gpus-per-node", "1",
             "--partition", "debug", "--time", f"00:{LIMIT_MINUTES:02d}:00", "--handover",
             f"{HANDOVER_SECONDS}s", "--replicas", "1", "--front-port", "8200", "--wait",
-            "--wait-timeout", str(bed.READY_TIMEOUT), "--", "--max-model-len", "512",
+            "--wait-timeout", str(bed.READY_TIMEOUT), "--", *REPLICA_ARGS,
             timeout=bed.READY_TIMEOUT + 120,
         )  # fmt: skip
         assert row["state"] == "UP", row

@@ -45,7 +45,7 @@ from launchers import waits
 from launchers.service.frontmetrics import DURATION, IN_FLIGHT, REQUESTS, ROUTED, TOKENS, TTFB
 
 from . import api, bed
-from .services import client, front_get, key_of, svc
+from .services import REPLICA_ARGS, client, front_get, key_of, svc
 
 pytestmark = pytest.mark.cluster
 
@@ -105,7 +105,7 @@ def keyed(minicluster: bed.MiniCluster, env: dict[str, str], tiny_model: Path) -
             "--partition", "debug", "--time", "00:20:00", "--handover", "15m",  # below 20-2 min
             "--replicas", "1", "--front-time",
             "00:20:00", "--front-port", FRONT_PORT, "--wait", "--wait-timeout",
-            str(bed.READY_TIMEOUT), "--", "--max-model-len", "512",
+            str(bed.READY_TIMEOUT), "--", *REPLICA_ARGS,
             timeout=bed.READY_TIMEOUT + 120,
         )  # fmt: skip
         assert row["state"] == "UP", row
