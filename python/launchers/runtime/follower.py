@@ -102,27 +102,19 @@ def _join_ray(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _proc.Chi
     return child
 
 
-def _join_ray_during(
+def _join_ray_or_verdict(
     ctx: NodeContext, task: FollowerTask, leader_ip: str, check: preflight.Running | None
 ) -> _proc.Child:
-    """Join Ray while the pre-flight runs, then wait for its verdict. A Ray worker loads
-    nothing: vLLM's workers come to this node from the leader's ``vllm serve``, which
-    starts only after the leader's verdict, the same check every node's is part of. When
-    the Ray head never answers, the check's verdict (which names the link) is the error,
-    if it failed."""
+    """Join Ray without waiting for the pre-flight's verdict: vLLM's workers come to this
+    node from the leader's ``vllm serve``, which waits for the leader's verdict, the check
+    this node's is part of. When the Ray head never answers, a failed check's verdict
+    (which names the link) is the error."""
     try:
-        child = _join_ray(ctx, task, leader_ip)
+        return _join_ray(ctx, task, leader_ip)
     except VllmHpcError:
         if check is not None:
             preflight.finish(ctx, check)
         raise
-    if check is not None:
-        try:
-            preflight.finish(ctx, check)
-        except BaseException:
-            stop_logged(child, child.name, RAY_GRACE, ctx.log)
-            raise
-    return child
 
 
 def _start_headless(ctx: NodeContext, task: FollowerTask, leader_ip: str) -> _proc.Child:
@@ -207,11 +199,11 @@ def run_follower(ctx: NodeContext, task: FollowerTask) -> int:
             )
         task = _find_leader(ctx, task)
         assert task.leader_ip is not None
-        if task.ray is not None:
-            child = _join_ray_during(ctx, task, task.leader_ip, check)
-        else:
-            if check is not None:  # before the headless vLLM rank starts on this node
-                preflight.finish(ctx, check)
+        if task.ray is not None:  # joins while the check runs (a Ray worker loads nothing)
+            child = _join_ray_or_verdict(ctx, task, task.leader_ip, check)
+        if check is not None:  # before anything of vLLM's starts on this node
+            preflight.finish(ctx, check)  # failed: a joined Ray worker is stopped below
+        if child is None:
             child = _start_headless(ctx, task, task.leader_ip)
         # A Ray worker also watches the head's port: the leader is gone when it closes.
         return _watch(ctx, child, task.leader_ip, None if task.ray is None else task.ray.port)
