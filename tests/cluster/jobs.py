@@ -15,6 +15,10 @@ from . import bed
 
 SLURM = bed.REPO_ROOT / "slurm"
 VLLM_ARGS = "--max-model-len 512"
+# The same in eager mode: no torch.compile trace at each start (5-12 s a start here), for
+# the tests about services and a job's end rather than vLLM's compile; never with PP
+# (FACTS pitfall 5: the first request kills the engine).
+EAGER_VLLM_ARGS = f"{VLLM_ARGS} --enforce-eager"
 GONE_TIMEOUT = bed.GONE_TIMEOUT
 
 

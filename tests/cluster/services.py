@@ -19,11 +19,11 @@ import openai
 from launchers import waits
 
 from . import api
+from .jobs import EAGER_VLLM_ARGS
 
-# vllm serve's arguments of every replica the service modules start: eager mode skips
-# torch.compile's tracing at each start (5-12 s a start on the bed, 12 replica starts);
+# vllm serve's arguments of every replica the service modules start (12 starts): eager,
 # these modules are about the service, not vLLM's compile (which the jobs' tests keep).
-REPLICA_ARGS = ("--max-model-len", "512", "--enforce-eager")
+REPLICA_ARGS = tuple(EAGER_VLLM_ARGS.split())
 
 
 def svc(env: dict[str, str], *args: str, code: int = 0, timeout: float = 300) -> Any:

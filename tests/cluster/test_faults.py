@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from . import api, bed
+from .jobs import EAGER_VLLM_ARGS
 
 REPO = bed.REPO_ROOT
 READY_TIMEOUT, GONE_TIMEOUT = bed.READY_TIMEOUT, bed.GONE_TIMEOUT
@@ -235,12 +236,11 @@ def single_gpu_job(
     cluster: bed.MiniCluster, env: dict[str, str], model: Path, *sbatch_args: str
 ) -> str:
     """`sbatch slurm/single_gpu.sbatch` as a user runs it, with extra sbatch options (vLLM
-    in eager mode: these tests are about the job's end and return, not vLLM's compile,
-    and each start is 5-12 s shorter)."""
+    in eager mode: these tests are about the job's end and return, not vLLM's compile)."""
     return cluster.sbatch(
         REPO / "slurm" / "single_gpu.sbatch",
         ["--nodes=1", *sbatch_args],
-        env={**env, "MODEL": str(model), "EXTRA_VLLM_ARGS": "--max-model-len 512 --enforce-eager"},
+        env={**env, "MODEL": str(model), "EXTRA_VLLM_ARGS": EAGER_VLLM_ARGS},
     )
 
 
